@@ -1,0 +1,271 @@
+//! Shape and dtype inference: the type of an op's result from its operands' types.
+//!
+//! Errors are plain descriptions; [`crate::Graph::push`] wraps them with the node, the op
+//! and the operand types.
+
+use crate::{fmt_shape, DType, Op, Shape, TensorType};
+
+/// Output extent of a sliding window (convolution or pooling) along one axis, with
+/// PyTorch's rule for `ceil_mode`: the last window must start inside the input or the
+/// left padding.
+pub fn window_output_size(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    ceil_mode: bool,
+) -> Result<usize, String> {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return Err(format!(
+            "kernel ({kernel}), stride ({stride}) and dilation ({dilation}) must be positive"
+        ));
+    }
+    let span = dilation * (kernel - 1) + 1;
+    let padded = input + 2 * padding;
+    if padded < span {
+        return Err(format!(
+            "window of extent {span} does not fit an input of {input} with padding {padding}"
+        ));
+    }
+    let room = padded - span;
+    let mut out = if ceil_mode { room.div_ceil(stride) } else { room / stride } + 1;
+    if ceil_mode && (out - 1) * stride >= input + padding {
+        out -= 1;
+    }
+    Ok(out)
+}
+
+fn same_dtype(inputs: &[&TensorType]) -> Result<DType, String> {
+    let d = inputs[0].dtype;
+    if inputs.iter().any(|t| t.dtype != d) {
+        let ds: Vec<String> = inputs.iter().map(|t| t.dtype.to_string()).collect();
+        return Err(format!("operands must share one dtype, got {}", ds.join(", ")));
+    }
+    Ok(d)
+}
+
+fn rank_is(t: &TensorType, rank: usize, what: &str) -> Result<(), String> {
+    if t.rank() != rank {
+        return Err(format!("{what} must have rank {rank}, got {}", fmt_shape(&t.shape)));
+    }
+    Ok(())
+}
+
+fn check_axes(axes: &[usize], rank: usize) -> Result<(), String> {
+    for (i, &a) in axes.iter().enumerate() {
+        if a >= rank {
+            return Err(format!("axis {a} out of range for rank {rank}"));
+        }
+        if axes[..i].contains(&a) {
+            return Err(format!("axis {a} listed twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `from` broadcasts to `to` under numpy's rule.
+pub fn broadcasts_to(from: &[usize], to: &[usize]) -> bool {
+    from.len() <= to.len()
+        && from.iter().rev().zip(to.iter().rev()).all(|(&f, &t)| f == t || f == 1)
+}
+
+/// The type of `op` applied to operands of types `inputs`.
+pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    if let Some(n) = op.arity() {
+        if inputs.len() != n {
+            return Err(format!("expects {n} operand(s), got {}", inputs.len()));
+        }
+    } else if inputs.is_empty() {
+        return Err("expects at least one operand".into());
+    }
+    if op.needs_float() && inputs.iter().any(|t| !t.dtype.is_float()) {
+        return Err("needs floating-point operands".into());
+    }
+    match op {
+        Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } => {
+            Err("source nodes carry their own type".into())
+        }
+        Op::Neg | Op::Exp | Op::Log | Op::Sqrt | Op::Rsqrt | Op::Sigmoid | Op::Relu => {
+            Ok(inputs[0].clone())
+        }
+        Op::Cast { to } => Ok(TensorType::new(*to, inputs[0].shape.clone())),
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::CmpGt | Op::CmpGe | Op::CmpEq => {
+            let d = same_dtype(inputs)?;
+            if inputs[0].shape != inputs[1].shape {
+                return Err(format!(
+                    "operand shapes differ: {} vs {} (broadcast explicitly)",
+                    fmt_shape(&inputs[0].shape),
+                    fmt_shape(&inputs[1].shape)
+                ));
+            }
+            Ok(TensorType::new(d, inputs[0].shape.clone()))
+        }
+        Op::Select => {
+            let d = same_dtype(inputs)?;
+            if inputs.iter().any(|t| t.shape != inputs[0].shape) {
+                return Err("condition and both branches must have one shape".into());
+            }
+            Ok(TensorType::new(d, inputs[0].shape.clone()))
+        }
+        Op::Conv2d { stride, padding, dilation, groups } => {
+            let (x, w) = (inputs[0], inputs[1]);
+            rank_is(x, 4, "input")?;
+            rank_is(w, 4, "weight")?;
+            same_dtype(inputs)?;
+            let g = *groups;
+            if g == 0 || x.shape[1] % g != 0 || w.shape[0] % g != 0 {
+                return Err(format!(
+                    "groups={g} must divide input channels {} and output channels {}",
+                    x.shape[1], w.shape[0]
+                ));
+            }
+            if w.shape[1] * g != x.shape[1] {
+                return Err(format!(
+                    "weight expects {} input channels per group ({} in all), input has {}",
+                    w.shape[1],
+                    w.shape[1] * g,
+                    x.shape[1]
+                ));
+            }
+            let mut out = vec![x.shape[0], w.shape[0], 0, 0];
+            for i in 0..2 {
+                out[2 + i] = window_output_size(
+                    x.shape[2 + i],
+                    w.shape[2 + i],
+                    stride[i],
+                    padding[i],
+                    dilation[i],
+                    false,
+                )?;
+            }
+            Ok(TensorType::new(x.dtype, out))
+        }
+        Op::AvgPool2d { kernel, stride, padding, ceil_mode, .. }
+        | Op::MaxPool2d { kernel, stride, padding, ceil_mode } => {
+            let x = inputs[0];
+            rank_is(x, 4, "input")?;
+            let mut out = x.shape.clone();
+            for i in 0..2 {
+                if 2 * padding[i] > kernel[i] {
+                    return Err(format!(
+                        "padding {} exceeds half the kernel {}",
+                        padding[i], kernel[i]
+                    ));
+                }
+                out[2 + i] = window_output_size(
+                    x.shape[2 + i],
+                    kernel[i],
+                    stride[i],
+                    padding[i],
+                    1,
+                    *ceil_mode,
+                )?;
+            }
+            Ok(TensorType::new(x.dtype, out))
+        }
+        Op::ResizeNearest { size } => {
+            let x = inputs[0];
+            rank_is(x, 4, "input")?;
+            if size.contains(&0) || x.shape[2] == 0 || x.shape[3] == 0 {
+                return Err("sizes must be positive".into());
+            }
+            Ok(TensorType::new(x.dtype, vec![x.shape[0], x.shape[1], size[0], size[1]]))
+        }
+        Op::ReduceSum { axes, keepdims }
+        | Op::ReduceMean { axes, keepdims }
+        | Op::ReduceMax { axes, keepdims } => {
+            let x = inputs[0];
+            check_axes(axes, x.rank())?;
+            let shape: Shape = x
+                .shape
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &d)| match (axes.contains(&i), keepdims) {
+                    (false, _) => Some(d),
+                    (true, true) => Some(1),
+                    (true, false) => None,
+                })
+                .collect();
+            Ok(TensorType::new(x.dtype, shape))
+        }
+        Op::Broadcast { shape } => {
+            if !broadcasts_to(&inputs[0].shape, shape) {
+                return Err(format!(
+                    "cannot broadcast {} to {}",
+                    fmt_shape(&inputs[0].shape),
+                    fmt_shape(shape)
+                ));
+            }
+            Ok(TensorType::new(inputs[0].dtype, shape.clone()))
+        }
+        Op::Reshape { shape } => {
+            if crate::numel(shape) != inputs[0].numel() {
+                return Err(format!(
+                    "cannot reshape {} ({} elements) to {}",
+                    fmt_shape(&inputs[0].shape),
+                    inputs[0].numel(),
+                    fmt_shape(shape)
+                ));
+            }
+            Ok(TensorType::new(inputs[0].dtype, shape.clone()))
+        }
+        Op::Slice { axis, start, end } => {
+            let x = inputs[0];
+            check_axes(&[*axis], x.rank())?;
+            if start >= end || *end > x.shape[*axis] {
+                return Err(format!(
+                    "slice {start}..{end} is empty or exceeds axis {axis} of extent {}",
+                    x.shape[*axis]
+                ));
+            }
+            let mut shape = x.shape.clone();
+            shape[*axis] = end - start;
+            Ok(TensorType::new(x.dtype, shape))
+        }
+        Op::Concat { axis } => {
+            let d = same_dtype(inputs)?;
+            let first = inputs[0];
+            check_axes(&[*axis], first.rank())?;
+            let mut total = 0;
+            for t in inputs {
+                let same_elsewhere = t.rank() == first.rank()
+                    && (0..t.rank()).all(|i| i == *axis || t.shape[i] == first.shape[i]);
+                if !same_elsewhere {
+                    return Err(format!(
+                        "operands {} and {} differ outside axis {axis}",
+                        fmt_shape(&first.shape),
+                        fmt_shape(&t.shape)
+                    ));
+                }
+                total += t.shape[*axis];
+            }
+            let mut shape = first.shape.clone();
+            shape[*axis] = total;
+            Ok(TensorType::new(d, shape))
+        }
+        Op::MatMul { transpose_a, transpose_b } => {
+            let (a, b) = (inputs[0], inputs[1]);
+            rank_is(a, 2, "left operand")?;
+            rank_is(b, 2, "right operand")?;
+            let d = same_dtype(inputs)?;
+            let (m, ka) = if *transpose_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+            let (kb, n) = if *transpose_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+            if ka != kb {
+                return Err(format!("inner dimensions differ: {ka} vs {kb}"));
+            }
+            Ok(TensorType::new(d, vec![m, n]))
+        }
+        Op::OneHot { classes, dtype } => {
+            let l = inputs[0];
+            rank_is(l, 1, "labels")?;
+            if l.dtype != DType::I64 {
+                return Err(format!("labels must be i64, got {}", l.dtype));
+            }
+            if !dtype.is_float() || *classes == 0 {
+                return Err("one_hot needs a positive class count and a float dtype".into());
+            }
+            Ok(TensorType::new(*dtype, vec![l.shape[0], *classes]))
+        }
+    }
+}

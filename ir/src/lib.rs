@@ -1,0 +1,27 @@
+//! calib's tensor IR.
+//!
+//! A [`Graph`] is a list of [`Node`]s in topological order; each node applies one [`Op`]
+//! to earlier values and has a static [`TensorType`] (dtype plus NCHW shape), inferred
+//! and checked when the node is created. Models are written with [`GraphBuilder`], which
+//! names parameters by PyTorch `state_dict` path and expands composite layers into
+//! primitives. Graphs have three interchangeable forms: a text form ([`text`]), JSON
+//! (serde) and Graphviz DOT ([`dot`]).
+
+mod builder;
+pub mod dot;
+mod dtype;
+mod error;
+mod graph;
+mod infer;
+pub mod json;
+mod op;
+pub mod text;
+mod types;
+
+pub use builder::{broadcast_shape, ConvSpec, GraphBuilder, Mode, BN_EPS, BN_MOMENTUM};
+pub use dtype::DType;
+pub use error::{IrError, Result};
+pub use graph::{Graph, Node, Output, Value};
+pub use infer::{broadcasts_to, infer_type, window_output_size};
+pub use op::{Op, OpClass};
+pub use types::{fmt_shape, numel, Shape, TensorType};

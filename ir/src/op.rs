@@ -1,0 +1,202 @@
+//! The operator set.
+//!
+//! Deliberately small: BatchNorm, linear layers, global average pooling and softmax
+//! cross-entropy are not ops but compositions emitted by the [`crate::GraphBuilder`]
+//! (see `ARCHITECTURE.md`), so that autodiff, fusion and codegen each handle a handful of
+//! primitive shapes of computation. An op stays here only if some composition needs it
+//! and fusion or codegen cares about seeing it whole (convolution, pooling, resize).
+
+use crate::DType;
+use serde::{Deserialize, Serialize};
+
+/// One IR operator with its static attributes. The serde form is internally tagged
+/// (`{"op": "conv2d", "stride": [1, 1], ...}`); the text form reuses the same names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// A graph input (a batch, labels, a learning rate), bound by name at run time.
+    Input { name: String },
+    /// A model parameter or buffer, bound by its PyTorch `state_dict` name.
+    Param { name: String },
+    /// A tensor filled with one value; the node's type gives its shape and dtype.
+    Constant { value: f64 },
+
+    // Elementwise, one operand.
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Sigmoid,
+    Relu,
+    Cast { to: DType },
+
+    // Elementwise, two operands of identical type (the builder inserts broadcasts).
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    /// `1` where `a > b`, else `0`, in the operands' dtype.
+    CmpGt,
+    /// `1` where `a >= b`, else `0`.
+    CmpGe,
+    /// `1` where `a == b`, else `0`.
+    CmpEq,
+    /// `select(cond, a, b)`: `a` where `cond != 0`, else `b`.
+    Select,
+
+    /// NCHW convolution; operands `x [N,C,H,W]` and `w [O, C/groups, KH, KW]`, no bias.
+    Conv2d {
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+    },
+    /// PyTorch's `AvgPool2d` (padding is implicit zeros).
+    AvgPool2d {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    },
+    /// PyTorch's `MaxPool2d` (padding is implicit -inf).
+    MaxPool2d {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+    },
+    /// Nearest resize of an NCHW tensor to `size` with PyTorch's legacy rule:
+    /// output index `d` reads source index `min(floor(d * in / out), in - 1)`.
+    ResizeNearest { size: [usize; 2] },
+
+    ReduceSum { axes: Vec<usize>, keepdims: bool },
+    ReduceMean { axes: Vec<usize>, keepdims: bool },
+    ReduceMax { axes: Vec<usize>, keepdims: bool },
+
+    /// Numpy-style broadcast to `shape` (operand dims aligned to the right, each 1 or equal).
+    Broadcast { shape: Vec<usize> },
+    /// Same elements, new shape (row-major order kept).
+    Reshape { shape: Vec<usize> },
+    /// Elements `start..end` along `axis`.
+    Slice { axis: usize, start: usize, end: usize },
+    /// Operands joined along `axis`, in order.
+    Concat { axis: usize },
+    /// `[M,K] x [K,N]`, with either operand optionally transposed (a linear layer is
+    /// `matmul(x, w, transpose_b)`).
+    MatMul { transpose_a: bool, transpose_b: bool },
+    /// Integer labels `[N]` to a float `[N, classes]` one-hot matrix.
+    OneHot { classes: usize, dtype: DType },
+}
+
+/// How an op treats its operands, for passes that work per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpClass {
+    Source,
+    Elementwise,
+    Convolution,
+    Pool,
+    Resize,
+    Reduction,
+    Layout,
+    MatMul,
+}
+
+impl Op {
+    /// The op's name as written in the text and JSON forms.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Param { .. } => "param",
+            Op::Constant { .. } => "constant",
+            Op::Neg => "neg",
+            Op::Exp => "exp",
+            Op::Log => "log",
+            Op::Sqrt => "sqrt",
+            Op::Rsqrt => "rsqrt",
+            Op::Sigmoid => "sigmoid",
+            Op::Relu => "relu",
+            Op::Cast { .. } => "cast",
+            Op::Add => "add",
+            Op::Sub => "sub",
+            Op::Mul => "mul",
+            Op::Div => "div",
+            Op::Max => "max",
+            Op::CmpGt => "cmp_gt",
+            Op::CmpGe => "cmp_ge",
+            Op::CmpEq => "cmp_eq",
+            Op::Select => "select",
+            Op::Conv2d { .. } => "conv2d",
+            Op::AvgPool2d { .. } => "avg_pool2d",
+            Op::MaxPool2d { .. } => "max_pool2d",
+            Op::ResizeNearest { .. } => "resize_nearest",
+            Op::ReduceSum { .. } => "reduce_sum",
+            Op::ReduceMean { .. } => "reduce_mean",
+            Op::ReduceMax { .. } => "reduce_max",
+            Op::Broadcast { .. } => "broadcast",
+            Op::Reshape { .. } => "reshape",
+            Op::Slice { .. } => "slice",
+            Op::Concat { .. } => "concat",
+            Op::MatMul { .. } => "matmul",
+            Op::OneHot { .. } => "one_hot",
+        }
+    }
+
+    pub fn class(&self) -> OpClass {
+        match self {
+            Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } => OpClass::Source,
+            Op::Conv2d { .. } => OpClass::Convolution,
+            Op::AvgPool2d { .. } | Op::MaxPool2d { .. } => OpClass::Pool,
+            Op::ResizeNearest { .. } => OpClass::Resize,
+            Op::ReduceSum { .. } | Op::ReduceMean { .. } | Op::ReduceMax { .. } => {
+                OpClass::Reduction
+            }
+            Op::Broadcast { .. }
+            | Op::Reshape { .. }
+            | Op::Slice { .. }
+            | Op::Concat { .. }
+            | Op::OneHot { .. } => OpClass::Layout,
+            Op::MatMul { .. } => OpClass::MatMul,
+            _ => OpClass::Elementwise,
+        }
+    }
+
+    /// The number of operands the op takes; `None` for variadic ops (concat).
+    pub fn arity(&self) -> Option<usize> {
+        Some(match self {
+            Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } => 0,
+            Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Max
+            | Op::CmpGt
+            | Op::CmpGe
+            | Op::CmpEq
+            | Op::Conv2d { .. }
+            | Op::MatMul { .. } => 2,
+            Op::Select => 3,
+            Op::Concat { .. } => return None,
+            _ => 1,
+        })
+    }
+
+    /// Whether the op only makes sense on floating-point operands.
+    pub fn needs_float(&self) -> bool {
+        matches!(
+            self,
+            Op::Exp
+                | Op::Log
+                | Op::Sqrt
+                | Op::Rsqrt
+                | Op::Sigmoid
+                | Op::Div
+                | Op::Conv2d { .. }
+                | Op::AvgPool2d { .. }
+                | Op::ReduceMean { .. }
+                | Op::MatMul { .. }
+        )
+    }
+}
