@@ -62,6 +62,11 @@ impl GraphBuilder {
         GraphBuilder { graph: Graph::new(), scope: vec![], mode, float }
     }
 
+    /// A builder that appends to an existing graph (a model, to add a loss to it).
+    pub fn extend(graph: Graph, mode: Mode, float: DType) -> Self {
+        GraphBuilder { graph, scope: vec![], mode, float }
+    }
+
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -181,7 +186,7 @@ impl GraphBuilder {
         let target = broadcast_shape(&sa, &sb).ok_or_else(|| IrError::Type {
             node: self.graph.nodes.len(),
             op: op.name().into(),
-            scope: format!(" in {}", self.qualified("")),
+            scope: crate::graph::scope_suffix(&self.qualified("")),
             detail: "operand shapes do not broadcast".into(),
             operands: format!("{}, {}", self.ty(a), self.ty(b)),
         })?;

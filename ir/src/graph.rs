@@ -217,7 +217,7 @@ impl Graph {
     }
 }
 
-fn scope_suffix(scope: &str) -> String {
+pub(crate) fn scope_suffix(scope: &str) -> String {
     if scope.is_empty() {
         String::new()
     } else {

@@ -267,5 +267,92 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             }
             Ok(TensorType::new(*dtype, vec![l.shape[0], *classes]))
         }
+        Op::Conv2dBackwardData { stride, padding, dilation, groups, input_size } => {
+            let (dy, w) = (inputs[0], inputs[1]);
+            rank_is(dy, 4, "gradient")?;
+            rank_is(w, 4, "weight")?;
+            let x = spatial_type(dy, w.shape[1] * groups, input_size);
+            let forward = conv(stride, padding, dilation, groups);
+            adjoint_of(&forward, &[&x, w], dy, x.clone())
+        }
+        Op::Conv2dBackwardWeight { stride, padding, dilation, groups, kernel } => {
+            let (x, dy) = (inputs[0], inputs[1]);
+            rank_is(x, 4, "input")?;
+            rank_is(dy, 4, "gradient")?;
+            if *groups == 0 || x.shape[1] % groups != 0 {
+                return Err(format!("groups={groups} must divide input channels {}", x.shape[1]));
+            }
+            let w = TensorType::new(
+                x.dtype,
+                vec![dy.shape[1], x.shape[1] / groups, kernel[0], kernel[1]],
+            );
+            let forward = conv(stride, padding, dilation, groups);
+            adjoint_of(&forward, &[x, &w], dy, w.clone())
+        }
+        Op::AvgPool2dBackward {
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+            count_include_pad,
+            input_size,
+        } => {
+            let dy = inputs[0];
+            rank_is(dy, 4, "gradient")?;
+            let x = spatial_type(dy, dy.shape[1], input_size);
+            let forward = Op::AvgPool2d {
+                kernel: *kernel,
+                stride: *stride,
+                padding: *padding,
+                ceil_mode: *ceil_mode,
+                count_include_pad: *count_include_pad,
+            };
+            adjoint_of(&forward, &[&x], dy, x.clone())
+        }
+        Op::MaxPool2dBackward { kernel, stride, padding, ceil_mode } => {
+            let (x, dy) = (inputs[0], inputs[1]);
+            let forward = Op::MaxPool2d {
+                kernel: *kernel,
+                stride: *stride,
+                padding: *padding,
+                ceil_mode: *ceil_mode,
+            };
+            adjoint_of(&forward, &[x], dy, x.clone())
+        }
+        Op::ResizeNearestBackward { input_size } => {
+            let dy = inputs[0];
+            rank_is(dy, 4, "gradient")?;
+            let x = spatial_type(dy, dy.shape[1], input_size);
+            let forward = Op::ResizeNearest { size: [dy.shape[2], dy.shape[3]] };
+            adjoint_of(&forward, &[&x], dy, x.clone())
+        }
     }
+}
+
+fn conv(stride: &[usize; 2], padding: &[usize; 2], dilation: &[usize; 2], groups: &usize) -> Op {
+    Op::Conv2d { stride: *stride, padding: *padding, dilation: *dilation, groups: *groups }
+}
+
+/// `[N, channels, size]` in the dtype of the NCHW value `like`.
+fn spatial_type(like: &TensorType, channels: usize, size: &[usize; 2]) -> TensorType {
+    TensorType::new(like.dtype, vec![like.shape[0], channels, size[0], size[1]])
+}
+
+/// Types an adjoint op by re-running the forward op's inference: the adjoint is valid
+/// exactly when `forward` applied to `operands` yields the gradient's type, and then it
+/// produces `result` (the type of the operand being differentiated).
+fn adjoint_of(
+    forward: &Op,
+    operands: &[&TensorType],
+    grad: &TensorType,
+    result: TensorType,
+) -> Result<TensorType, String> {
+    let expected = infer_type(forward, operands)?;
+    if &expected != grad {
+        return Err(format!(
+            "gradient {grad} does not match the {} result {expected}",
+            forward.name()
+        ));
+    }
+    Ok(result)
 }

@@ -19,7 +19,10 @@ pub enum Op {
     /// A model parameter or buffer, bound by its PyTorch `state_dict` name.
     Param { name: String },
     /// A tensor filled with one value; the node's type gives its shape and dtype.
-    Constant { value: f64 },
+    Constant {
+        #[serde(with = "any_f64")]
+        value: f64,
+    },
 
     // Elementwise, one operand.
     Neg,
@@ -86,9 +89,53 @@ pub enum Op {
     Concat { axis: usize },
     /// `[M,K] x [K,N]`, with either operand optionally transposed (a linear layer is
     /// `matmul(x, w, transpose_b)`).
+    #[serde(rename = "matmul")]
     MatMul { transpose_a: bool, transpose_b: bool },
     /// Integer labels `[N]` to a float `[N, classes]` one-hot matrix.
     OneHot { classes: usize, dtype: DType },
+
+    // Adjoints of the windowed ops, emitted by autodiff. Each names the forward op's
+    // attributes plus the one extent that the gradient alone cannot tell (a strided
+    // window drops trailing input rows, so the input size is not a function of the
+    // output size).
+    /// Gradient of `conv2d` with respect to its input: operands `grad_out [N,O,OH,OW]`
+    /// and `w [O, C/groups, KH, KW]`; result `[N, C, input_size]`.
+    Conv2dBackwardData {
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+        input_size: [usize; 2],
+    },
+    /// Gradient of `conv2d` with respect to its weight: operands `x [N,C,H,W]` and
+    /// `grad_out [N,O,OH,OW]`; result `[O, C/groups, kernel]`.
+    Conv2dBackwardWeight {
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+        kernel: [usize; 2],
+    },
+    /// Gradient of `avg_pool2d`: operand `grad_out`; result `[N, C, input_size]`.
+    AvgPool2dBackward {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+        count_include_pad: bool,
+        input_size: [usize; 2],
+    },
+    /// Gradient of `max_pool2d`: operands `x` and `grad_out`; each window's gradient goes
+    /// to the first maximum of the window in row-major order (PyTorch's choice).
+    MaxPool2dBackward {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+    },
+    /// Gradient of `resize_nearest`: operand `grad_out`; every source pixel sums the
+    /// gradients of the output pixels that read it. Result `[N, C, input_size]`.
+    ResizeNearestBackward { input_size: [usize; 2] },
 }
 
 /// How an op treats its operands, for passes that work per family.
@@ -141,15 +188,25 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::MatMul { .. } => "matmul",
             Op::OneHot { .. } => "one_hot",
+            Op::Conv2dBackwardData { .. } => "conv2d_backward_data",
+            Op::Conv2dBackwardWeight { .. } => "conv2d_backward_weight",
+            Op::AvgPool2dBackward { .. } => "avg_pool2d_backward",
+            Op::MaxPool2dBackward { .. } => "max_pool2d_backward",
+            Op::ResizeNearestBackward { .. } => "resize_nearest_backward",
         }
     }
 
     pub fn class(&self) -> OpClass {
         match self {
             Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } => OpClass::Source,
-            Op::Conv2d { .. } => OpClass::Convolution,
-            Op::AvgPool2d { .. } | Op::MaxPool2d { .. } => OpClass::Pool,
-            Op::ResizeNearest { .. } => OpClass::Resize,
+            Op::Conv2d { .. }
+            | Op::Conv2dBackwardData { .. }
+            | Op::Conv2dBackwardWeight { .. } => OpClass::Convolution,
+            Op::AvgPool2d { .. }
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2dBackward { .. }
+            | Op::MaxPool2dBackward { .. } => OpClass::Pool,
+            Op::ResizeNearest { .. } | Op::ResizeNearestBackward { .. } => OpClass::Resize,
             Op::ReduceSum { .. } | Op::ReduceMean { .. } | Op::ReduceMax { .. } => {
                 OpClass::Reduction
             }
@@ -176,6 +233,9 @@ impl Op {
             | Op::CmpGe
             | Op::CmpEq
             | Op::Conv2d { .. }
+            | Op::Conv2dBackwardData { .. }
+            | Op::Conv2dBackwardWeight { .. }
+            | Op::MaxPool2dBackward { .. }
             | Op::MatMul { .. } => 2,
             Op::Select => 3,
             Op::Concat { .. } => return None,
@@ -194,9 +254,63 @@ impl Op {
                 | Op::Sigmoid
                 | Op::Div
                 | Op::Conv2d { .. }
+                | Op::Conv2dBackwardData { .. }
+                | Op::Conv2dBackwardWeight { .. }
                 | Op::AvgPool2d { .. }
+                | Op::AvgPool2dBackward { .. }
+                | Op::MaxPool2dBackward { .. }
+                | Op::ResizeNearestBackward { .. }
                 | Op::ReduceMean { .. }
                 | Op::MatMul { .. }
         )
+    }
+}
+
+/// Serde for an `f64` that may be infinite or NaN (`-inf` masks are legitimate
+/// constants). JSON has no such numbers and serde_json would silently write `null`, so
+/// they travel as the strings `"inf"`, `"-inf"` and `"nan"`; finite values stay numbers.
+mod any_f64 {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match *v {
+            v if v.is_finite() => s.serialize_f64(v),
+            v if v.is_nan() => s.serialize_str("nan"),
+            v if v > 0.0 => s.serialize_str("inf"),
+            _ => s.serialize_str("-inf"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        d.deserialize_any(AnyF64)
+    }
+
+    struct AnyF64;
+
+    impl Visitor<'_> for AnyF64 {
+        type Value = f64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number or one of \"inf\", \"-inf\", \"nan\"")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+            match v {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "nan" => Ok(f64::NAN),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
     }
 }

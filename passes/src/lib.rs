@@ -1,1 +1,28 @@
-//! placeholder
+//! Graph-to-graph passes over calib's IR.
+//!
+//! * [`prune`] / [`retain`]: dead-value elimination; [`cse`]: merging repeated nodes.
+//! * [`inline`]: appending one graph to another with its sources bound by name.
+//! * [`grad`] / [`vjp`]: reverse-mode autodiff, emitting the backward pass as plain IR.
+//! * [`train_step`]: forward + softmax cross-entropy + backward + SGD as one graph.
+//!
+//! Every pass takes a graph by reference and returns a new one; none panics on a
+//! malformed graph.
+
+mod autodiff;
+mod cse;
+mod emit;
+mod error;
+mod inline;
+mod prune;
+mod renumber;
+mod train_step;
+
+pub use autodiff::{grad, vjp};
+pub use cse::cse;
+pub use error::{PassError, Result};
+pub use inline::inline;
+pub use prune::{prune, retain, PruneOptions};
+pub use renumber::Renumbering;
+pub use train_step::{
+    momentum_name, train_step, with_loss, Sgd, TrainConfig, TrainStep, LABELS, LOSS, LR,
+};

@@ -1,1 +1,64 @@
-//! placeholder
+//! calib's executors.
+//!
+//! * [`HostTensor`]: a tensor in host memory, held in `f32`, `f64` or `i64`.
+//! * [`weights`]: safetensors checkpoints keyed by PyTorch `state_dict` names.
+//! * [`reference`]: the reference interpreter, the numerics every other backend is
+//!   judged against. It runs in `f32` (the product) or `f64` (for gradient checks).
+//!
+//! Every executor implements [`Backend`]: bind inputs and parameters by name, get every
+//! graph output back by name.
+
+mod bindings;
+mod element;
+mod error;
+pub mod reference;
+mod tensor;
+pub mod weights;
+
+pub use bindings::Bindings;
+pub use element::{Element, Float};
+pub use error::{OpError, RuntimeError};
+pub use tensor::{HostTensor, Precision, Storage, TensorError};
+pub use weights::{check_state, TensorMap, WeightsError, WeightsMismatch};
+
+use calib_ir::Graph;
+use std::collections::HashMap;
+
+/// Graph results by output name.
+pub type Outputs = HashMap<String, HostTensor>;
+
+/// Something that executes graphs.
+pub trait Backend {
+    /// A short name for reports and command lines (`reference`).
+    fn name(&self) -> &str;
+    /// Runs `graph` on `bindings` and returns every graph output by name.
+    fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError>;
+}
+
+/// The reference interpreter as a [`Backend`], computing floats in `precision`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reference {
+    pub precision: Precision,
+}
+
+impl Reference {
+    /// The `f32` interpreter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The `f64` interpreter (parameters and inputs are widened on the way in).
+    pub fn f64() -> Self {
+        Reference { precision: Precision::F64 }
+    }
+}
+
+impl Backend for Reference {
+    fn name(&self) -> &str {
+        "reference"
+    }
+
+    fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
+        reference::run_with(graph, bindings, self.precision)
+    }
+}

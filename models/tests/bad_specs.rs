@@ -1,0 +1,274 @@
+//! Impossible specs and inputs are refused with an error that names the culprit.
+
+use calib_ir::{DType, Mode};
+use calib_models::{build, load_spec_file, parse_spec_file, presets, ModelError, ModelSpec};
+use serde_json::{json, Value};
+
+fn scconv() -> Value {
+    json!({"kind": "scconv", "channels": 8, "stride": 1, "padding": 1, "dilation": 1, "groups": 1, "pooling_r": 4})
+}
+
+fn scbottleneck() -> Value {
+    json!({"kind": "scbottleneck", "inplanes": 32, "planes": 16, "stride": 2, "cardinality": 1,
+           "bottleneck_width": 32, "avd": false, "is_first": false, "dilation": 1, "pooling_r": 4,
+           "downsample": {"kind": "conv", "stride": 2}})
+}
+
+fn scnet() -> Value {
+    serde_json::to_value(presets::scnet50()).unwrap()
+}
+
+/// Parses `spec` after `edit`, expecting an error whose message contains every `needle`.
+fn rejected(mut spec: Value, edit: impl FnOnce(&mut Value), needles: &[&str]) -> ModelError {
+    edit(&mut spec);
+    let err = parse_spec_file(&spec.to_string()).expect_err("spec must be rejected");
+    let message = err.to_string();
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "`{message}` should mention `{needle}`"
+        );
+    }
+    err
+}
+
+fn invalid_field(err: &ModelError) -> &str {
+    match err {
+        ModelError::InvalidSpec { field, .. } => field,
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    }
+}
+
+#[test]
+fn valid_bases_parse() {
+    for spec in [scconv(), scbottleneck(), scnet()] {
+        parse_spec_file(&spec.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn zero_channels() {
+    let err = rejected(
+        scconv(),
+        |s| s["channels"] = json!(0),
+        &["channels", "positive"],
+    );
+    assert_eq!(invalid_field(&err), "channels");
+    let err = rejected(scbottleneck(), |s| s["inplanes"] = json!(0), &["inplanes"]);
+    assert_eq!(invalid_field(&err), "inplanes");
+    let err = rejected(scnet(), |s| s["stem"]["width"] = json!(0), &["stem.width"]);
+    assert_eq!(invalid_field(&err), "stem.width");
+}
+
+#[test]
+fn zero_blocks() {
+    let err = rejected(
+        scnet(),
+        |s| s["stages"][1]["blocks"] = json!(0),
+        &["stages[1].blocks", "positive"],
+    );
+    assert_eq!(invalid_field(&err), "stages[1].blocks");
+}
+
+#[test]
+fn zero_stride() {
+    let err = rejected(
+        scnet(),
+        |s| s["stem"]["stride"] = json!(0),
+        &["stem.stride"],
+    );
+    assert_eq!(invalid_field(&err), "stem.stride");
+    let err = rejected(scconv(), |s| s["stride"] = json!(0), &["stride"]);
+    assert_eq!(invalid_field(&err), "stride");
+    let err = rejected(
+        scnet(),
+        |s| s["stages"][2]["stride"] = json!(0),
+        &["stages[2].stride"],
+    );
+    assert_eq!(invalid_field(&err), "stages[2].stride");
+}
+
+#[test]
+fn groups_not_dividing_channels() {
+    let err = rejected(
+        scconv(),
+        |s| s["groups"] = json!(3),
+        &["groups", "does not divide channels = 8"],
+    );
+    assert_eq!(invalid_field(&err), "groups");
+}
+
+#[test]
+fn branch_width_zero() {
+    // int(1 * 32 / 64) = 0 channels per branch.
+    let err = rejected(
+        scbottleneck(),
+        |s| s["planes"] = json!(1),
+        &["planes", "branch width"],
+    );
+    assert_eq!(invalid_field(&err), "planes");
+    let err = rejected(
+        scnet(),
+        |s| s["stages"][0]["planes"] = json!(1),
+        &["stages[0].planes", "= 0"],
+    );
+    assert_eq!(invalid_field(&err), "stages[0].planes");
+}
+
+#[test]
+fn pooling_r_zero() {
+    let err = rejected(scconv(), |s| s["pooling_r"] = json!(0), &["pooling_r"]);
+    assert_eq!(invalid_field(&err), "pooling_r");
+}
+
+#[test]
+fn empty_stages() {
+    let err = rejected(scnet(), |s| s["stages"] = json!([]), &["stages", "empty"]);
+    assert_eq!(invalid_field(&err), "stages");
+}
+
+#[test]
+fn zero_classes_and_cardinality() {
+    let err = rejected(scnet(), |s| s["num_classes"] = json!(0), &["num_classes"]);
+    assert_eq!(invalid_field(&err), "num_classes");
+    let err = rejected(scnet(), |s| s["cardinality"] = json!(0), &["cardinality"]);
+    assert_eq!(invalid_field(&err), "cardinality");
+}
+
+#[test]
+fn absurd_extent() {
+    let err = rejected(
+        scconv(),
+        |s| s["channels"] = json!(1u64 << 40),
+        &["channels", "at most"],
+    );
+    assert_eq!(invalid_field(&err), "channels");
+}
+
+#[test]
+fn padding_other_than_dilation() {
+    let err = rejected(
+        scconv(),
+        |s| s["padding"] = json!(0),
+        &["padding", "must equal dilation"],
+    );
+    assert_eq!(invalid_field(&err), "padding");
+}
+
+#[test]
+fn identity_shortcut_on_a_reshaping_block() {
+    let err = rejected(
+        scbottleneck(),
+        |s| s["downsample"] = json!(null),
+        &["downsample", "identity"],
+    );
+    assert_eq!(invalid_field(&err), "downsample");
+}
+
+#[test]
+fn shortcut_stride_differs_from_block() {
+    let err = rejected(
+        scbottleneck(),
+        |s| s["downsample"]["stride"] = json!(1),
+        &["downsample.stride"],
+    );
+    assert_eq!(invalid_field(&err), "downsample.stride");
+    let pooled = json!({"kind": "avgpool_conv", "pool": 3});
+    let err = rejected(
+        scbottleneck(),
+        |s| s["downsample"] = pooled,
+        &["downsample.pool"],
+    );
+    assert_eq!(invalid_field(&err), "downsample.pool");
+}
+
+#[test]
+fn unknown_kind() {
+    let err = rejected(
+        scconv(),
+        |s| s["kind"] = json!("transformer"),
+        &["unknown variant `transformer`"],
+    );
+    assert!(matches!(err, ModelError::Parse { .. }));
+    let err = rejected(
+        scnet(),
+        |s| s["stem"]["kind"] = json!("conv5x5"),
+        &["conv5x5"],
+    );
+    assert!(matches!(err, ModelError::Parse { .. }));
+    let err = rejected(
+        scbottleneck(),
+        |s| s["downsample"]["kind"] = json!("maxpool_conv"),
+        &["maxpool_conv"],
+    );
+    assert!(matches!(err, ModelError::Parse { .. }));
+}
+
+#[test]
+fn misspelled_or_missing_field() {
+    rejected(
+        scconv(),
+        |s| s["pooling"] = s["pooling_r"].take(),
+        &["pooling"],
+    );
+    rejected(
+        scnet(),
+        |s| _ = s.as_object_mut().unwrap().remove("avd"),
+        &["missing field `avd`"],
+    );
+    rejected(scconv(), |s| s["channels"] = json!(-8), &["invalid value"]);
+}
+
+#[test]
+fn malformed_input_shape_in_file() {
+    let doc = json!({"spec": scconv(), "input_shape": [8, 16]});
+    let err = parse_spec_file(&doc.to_string()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("input_shape must have 3 (C,H,W) or 4 (N,C,H,W) entries, got 2"),
+        "{err}"
+    );
+    assert!(parse_spec_file("[1, 2]")
+        .unwrap_err()
+        .to_string()
+        .contains("expected a JSON object"));
+}
+
+#[test]
+fn missing_file() {
+    let err = load_spec_file("no/such/meta.json").unwrap_err();
+    assert!(matches!(err, ModelError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("no/such/meta.json"));
+}
+
+fn spec_of(v: Value) -> ModelSpec {
+    parse_spec_file(&v.to_string()).unwrap().spec
+}
+
+#[test]
+fn input_shape_must_fit() {
+    let spec = spec_of(scconv());
+    let message = |shape: &[usize]| {
+        build(&spec, shape, Mode::Eval, DType::F32)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(message(&[8, 16, 16]).contains("expected 4 dimensions"));
+    assert!(message(&[1, 3, 16, 16]).contains("expects 8 input channels, got 3"));
+    assert!(message(&[1, 8, 0, 16]).contains("every extent"));
+    assert!(message(&[1 << 20, 8, 1 << 20, 1 << 20]).contains("elements"));
+}
+
+#[test]
+fn input_too_small_names_the_layer() {
+    // A 2x2 map cannot hold SCConv's 4x4 context pool.
+    let err = build(&spec_of(scconv()), &[1, 8, 2, 2], Mode::Eval, DType::F32).unwrap_err();
+    assert!(matches!(err, ModelError::Ir(_)), "{err:?}");
+    assert!(err.to_string().contains("k2.0"), "{err}");
+}
+
+#[test]
+fn integer_activations_are_refused() {
+    let err = build(&spec_of(scconv()), &[1, 8, 16, 16], Mode::Eval, DType::I64).unwrap_err();
+    assert!(err.to_string().contains("floating-point"), "{err}");
+}

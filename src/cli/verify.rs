@@ -1,0 +1,62 @@
+//! `calib verify DIR [--json]`.
+
+use anyhow::{bail, Result};
+use calib::runtime::{Backend, Reference};
+use calib::verify::{verify_fixture, Status};
+use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Fixture directories (each with meta.json and safetensors files).
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Print the rows as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Executor: `reference` (the CPU interpreter).
+    #[arg(long, default_value = "reference")]
+    backend: String,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let backend: Box<dyn Backend> = match args.backend.as_str() {
+        "reference" => Box::new(Reference::new()),
+        other => bail!("unknown backend `{other}` (available: reference)"),
+    };
+    let mut reports = vec![];
+    for dir in &args.dirs {
+        if !dir.join("meta.json").is_file() {
+            bail!("{} is not a fixture directory (no meta.json)", dir.display());
+        }
+        reports.push(verify_fixture(dir, backend.as_ref())?);
+    }
+    if args.json {
+        let value = if reports.len() == 1 { serde_json::to_value(&reports[0])? } else { serde_json::to_value(&reports)? };
+        super::emit(&(serde_json::to_string_pretty(&value)? + "\n"))?;
+    } else {
+        let mut buf = String::new();
+        for r in &reports {
+            writeln!(buf, "{} (backend {})", r.fixture, r.backend)?;
+            writeln!(buf, "  {:<52} {:>12} {:>12}  result", "tensor", "max abs err", "tolerance")?;
+            for row in &r.rows {
+                let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
+                let status = match row.status {
+                    Status::Pass => "pass",
+                    Status::Fail => "FAIL",
+                    Status::NotChecked => "not checked",
+                };
+                writeln!(buf, "  {:<52} {:>12} {:>12}  {status}", row.name, num(row.max_abs_err), num(row.tolerance))?;
+            }
+            writeln!(buf, 
+                "  {} passed, {} failed, {} not checked",
+                r.count(Status::Pass),
+                r.count(Status::Fail),
+                r.count(Status::NotChecked)
+            )?;
+        }
+        super::emit(&buf)?;
+    }
+    Ok(if reports.iter().all(|r| r.passed()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

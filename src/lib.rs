@@ -1,0 +1,20 @@
+//! calib: a graph compiler and training runtime for convolutional networks.
+//!
+//! This facade re-exports the workspace crates and holds what the `calib` command line
+//! needs on top of them: resolving model arguments, verifying fixtures, and data sets.
+//!
+//! * [`ir`] — the typed tensor IR and its builder.
+//! * [`models`] — SCNet, SCConv, SCBottleneck, ResNet-50, with PyTorch names.
+//! * [`passes`] — graph transformations.
+//! * [`runtime`] — tensors, safetensors weights, the reference interpreter.
+
+pub use calib_ir as ir;
+pub use calib_models as models;
+pub use calib_passes as passes;
+pub use calib_runtime as runtime;
+
+pub mod data;
+mod resolve;
+pub mod verify;
+
+pub use resolve::{resolve_model, with_batch, ModelSource};
