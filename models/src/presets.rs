@@ -2,40 +2,24 @@
 
 use crate::spec::{ModelSpec, ResNetSpec, ScNetSpec, Stage, Stem, StemKind};
 
-/// A named published model.
-#[derive(Clone, Copy, Debug)]
-pub struct Preset {
-    pub name: &'static str,
-    pub spec: fn() -> ModelSpec,
-}
+/// Makes a preset's spec.
+pub type PresetFn = fn() -> ModelSpec;
 
-/// Every preset, for command lines and listings.
-pub const PRESETS: [Preset; 5] = [
-    Preset {
-        name: "scnet50",
-        spec: scnet50,
-    },
-    Preset {
-        name: "scnet50_v1d",
-        spec: scnet50_v1d,
-    },
-    Preset {
-        name: "scnet101",
-        spec: scnet101,
-    },
-    Preset {
-        name: "scnet101_v1d",
-        spec: scnet101_v1d,
-    },
-    Preset {
-        name: "resnet50",
-        spec: resnet50,
-    },
+/// Every preset by name, for command lines and listings.
+pub const PRESETS: [(&str, PresetFn); 5] = [
+    ("scnet50", scnet50),
+    ("scnet50_v1d", scnet50_v1d),
+    ("scnet101", scnet101),
+    ("scnet101_v1d", scnet101_v1d),
+    ("resnet50", resnet50),
 ];
 
 /// The preset called `name`, if there is one.
 pub fn preset(name: &str) -> Option<ModelSpec> {
-    PRESETS.iter().find(|p| p.name == name).map(|p| (p.spec)())
+    PRESETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, make)| make())
 }
 
 /// SCNet-50: 25.56M parameters, 3.93 GMACs.

@@ -156,14 +156,14 @@ fn scnet101_v1d_matches_structure_file() {
 
 #[test]
 fn presets_equal_the_structure_specs() {
-    for p in presets::PRESETS
+    for (name, make) in presets::PRESETS
         .iter()
-        .filter(|p| p.name.starts_with("scnet"))
+        .filter(|(n, _)| n.starts_with("scnet"))
     {
-        let path = fixtures().join(format!("{}_structure.json", p.name));
+        let path = fixtures().join(format!("{name}_structure.json"));
         let file = calib_models::load_spec_file(path).unwrap();
-        assert_eq!((p.spec)(), file.spec, "preset {}", p.name);
-        assert_eq!(presets::preset(p.name), Some(file.spec));
+        assert_eq!(make(), file.spec, "preset {name}");
+        assert_eq!(presets::preset(name), Some(file.spec));
     }
     assert_eq!(presets::preset("scnet42"), None);
 }

@@ -71,13 +71,12 @@ impl GradCheck {
     pub fn new(build: impl FnOnce(&mut GraphBuilder) -> calib_ir::Result<Value>) -> GradCheck {
         let mut b = GraphBuilder::new(Mode::Train, DType::F32);
         let of = build(&mut b).expect("the forward graph builds");
-        GradCheck {
-            graph: b.finish(),
-            of,
-            given: BTreeMap::new(),
-            ranges: BTreeMap::new(),
-            rng: Rng::new(0x5eed),
-        }
+        GradCheck::from_graph(b.finish(), of)
+    }
+
+    /// Checks a graph built by hand (for attributes the builder does not expose).
+    pub fn from_graph(graph: Graph, of: Value) -> GradCheck {
+        GradCheck { graph, of, given: BTreeMap::new(), ranges: BTreeMap::new(), rng: Rng::new(0x5eed) }
     }
 
     /// Binds a source (by input or param name) to a fixed tensor.
@@ -95,19 +94,18 @@ impl GradCheck {
     /// Runs the check, panicking on any mismatch. Returns the largest analytic gradient
     /// magnitude per float source, so tests can also assert where gradients vanish.
     pub fn run(mut self) -> BTreeMap<String, f64> {
-        let sources: Vec<(String, Value, bool)> = self
+        let sources: Vec<(String, Value)> = self
             .graph
             .nodes
             .iter()
             .enumerate()
             .filter_map(|(i, n)| match &n.op {
-                Op::Input { name } => Some((name.clone(), Value(i), true)),
-                Op::Param { name } => Some((name.clone(), Value(i), false)),
+                Op::Input { name } | Op::Param { name } => Some((name.clone(), Value(i))),
                 _ => None,
             })
             .collect();
         let mut values = BTreeMap::new();
-        for (name, v, _) in &sources {
+        for (name, v) in &sources {
             let ty = self.graph.ty(*v).clone();
             let value = match self.given.remove(name) {
                 Some(t) => t,
@@ -121,22 +119,20 @@ impl GradCheck {
         }
         let of_ty = self.graph.ty(self.of).clone();
         let r = self.rng.tensor(&of_ty.shape, -1.0, 1.0);
-        let wrt: Vec<(String, Value, bool)> =
-            sources.into_iter().filter(|(_, v, _)| self.graph.ty(*v).dtype.is_float()).collect();
-        let kinds: BTreeMap<String, bool> =
-            wrt.iter().map(|(n, _, is_input)| (n.clone(), *is_input)).collect();
+        let wrt: Vec<(String, Value)> =
+            sources.into_iter().filter(|(_, v)| self.graph.ty(*v).dtype.is_float()).collect();
 
         let analytic = self.backward(&wrt, &values, &r, &of_ty);
         let mut forward = self.graph.clone();
         forward.outputs.clear();
         forward.add_output("y", self.of).unwrap();
         let loss = |values: &BTreeMap<String, HostTensor>| -> f64 {
-            let y = &run(&forward, values, &kinds)["y"];
+            let y = &run(&forward, values)["y"];
             y.to_f64_vec().iter().zip(r.to_f64_vec()).map(|(a, b)| a * b).sum()
         };
 
         let mut magnitudes = BTreeMap::new();
-        for (name, _, _) in &wrt {
+        for (name, _) in &wrt {
             let base = values[name].to_f64_vec();
             let shape = values[name].shape().to_vec();
             let numeric: Vec<f64> = (0..base.len())
@@ -172,7 +168,7 @@ impl GradCheck {
     /// The autodiff gradients of `sum(y * r)` for every source in `wrt`.
     fn backward(
         &self,
-        wrt: &[(String, Value, bool)],
+        wrt: &[(String, Value)],
         values: &BTreeMap<String, HostTensor>,
         r: &HostTensor,
         of_ty: &TensorType,
@@ -180,33 +176,25 @@ impl GradCheck {
         let mut graph = self.graph.clone();
         graph.outputs.clear();
         let seed = graph.push_source(Op::Input { name: "seed".into() }, of_ty.clone(), "").unwrap();
-        let targets: Vec<Value> = wrt.iter().map(|(_, v, _)| *v).collect();
+        let targets: Vec<Value> = wrt.iter().map(|(_, v)| *v).collect();
         let (mut graph, grads) = vjp(&graph, self.of, seed, &targets).expect("autodiff succeeds");
-        for ((name, _, _), g) in wrt.iter().zip(grads) {
-            assert_eq!(graph.ty(g), self.graph.ty(wrt_value(wrt, name)), "type of d/d{name}");
+        for ((name, v), g) in wrt.iter().zip(grads) {
+            assert_eq!(graph.ty(g), self.graph.ty(*v), "type of d/d{name}");
             graph.add_output(name.clone(), g).unwrap();
         }
         graph.validate().unwrap();
-        let mut kinds: BTreeMap<String, bool> =
-            wrt.iter().map(|(n, _, is_input)| (n.clone(), *is_input)).collect();
-        kinds.insert("seed".into(), true);
         let mut values = values.clone();
         values.insert("seed".into(), r.clone());
-        run(&graph, &values, &kinds)
+        run(&graph, &values)
     }
 }
 
-fn wrt_value(wrt: &[(String, Value, bool)], name: &str) -> Value {
-    wrt.iter().find(|(n, _, _)| n == name).map(|(_, v, _)| *v).unwrap()
-}
-
-/// Runs `graph` in f64, binding each value as an input or a param; sources missing from
-/// `kinds` (integer labels, counters) are bound as whatever the graph declares.
-fn run(graph: &Graph, values: &BTreeMap<String, HostTensor>, kinds: &BTreeMap<String, bool>) -> Outputs {
+/// Runs `graph` in f64. Every value is offered both as an input and as a param of its
+/// name; the graph takes what its sources ask for.
+pub fn run(graph: &Graph, values: &BTreeMap<String, HostTensor>) -> Outputs {
     let mut bindings = Bindings::new();
     for (name, t) in values {
-        let is_input = kinds.get(name).copied().unwrap_or_else(|| graph.inputs().any(|(n, _)| n == name));
-        bindings = if is_input { bindings.input(name.clone(), t) } else { bindings.param(name.clone(), t) };
+        bindings = bindings.input(name.clone(), t).param(name.clone(), t);
     }
     reference::run_f64(graph, &bindings).expect("the reference interpreter runs the graph")
 }

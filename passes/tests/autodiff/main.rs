@@ -1,0 +1,9 @@
+//! Every VJP rule against central finite differences in f64 (see `check.rs`), plus the
+//! contract of `grad`/`vjp` themselves.
+
+mod check;
+mod composite;
+mod contract;
+mod elementwise;
+mod layout;
+mod spatial;

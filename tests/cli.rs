@@ -1,0 +1,139 @@
+//! The `calib` binary: outputs a user relies on, and bad input that must give a clear
+//! error (exit code 2, a message naming the problem) and never a panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn calib(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_calib"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("calib runs")
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name).display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Fails on a panic message and on any exit other than a clean error.
+fn assert_clean_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+}
+
+#[test]
+fn info_json_has_the_structure_file_totals() {
+    let o = calib(&["info", "scnet50_v1d", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["parameters"], 25_583_816);
+    assert_eq!(v["macs"], 4_685_152_256u64);
+    let o = calib(&["info", &fixture("scnet101_structure.json"), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["parameters"], 44_565_416);
+    assert_eq!(v["macs"], 7_168_745_472u64);
+}
+
+#[test]
+fn verify_prints_rows_and_json() {
+    let o = calib(&["verify", &fixture("scconv")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("eval_io/output") && text.contains("pass"), "{text}");
+    let o = calib(&["verify", &fixture("scconv"), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["name"] == "train_buffers_after/k2.2.running_var" && r["status"] == "pass"));
+}
+
+#[test]
+fn ir_text_of_a_fixture_parses_back() {
+    let o = calib(&["ir", &fixture("scbottleneck_s1"), "--train"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let g = calib::ir::text::parse(&text).expect("printed IR parses");
+    assert_eq!(calib::ir::text::print(&g), text);
+    let o = calib(&["ir", "scnet50", "--format", "dot"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("digraph"));
+}
+
+#[test]
+fn unknown_model_lists_the_presets() {
+    assert_clean_error(&calib(&["info", "scnet77"]), "scnet50");
+}
+
+#[test]
+fn malformed_spec_json_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.json");
+    std::fs::write(&p, "{\"spec\": {\"kind\": \"scnet\", ").unwrap();
+    assert_clean_error(&calib(&["info", p.to_str().unwrap()]), "bad.json");
+}
+
+#[test]
+fn impossible_spec_values_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("zero.json");
+    std::fs::write(&p, r#"{"kind":"scconv","channels":0,"stride":1,"padding":1,"dilation":1,"groups":1,"pooling_r":4}"#).unwrap();
+    assert_clean_error(&calib(&["info", p.to_str().unwrap()]), "channels");
+}
+
+#[test]
+fn verify_rejects_a_directory_without_meta_json() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_clean_error(&calib(&["verify", dir.path().to_str().unwrap()]), "meta.json");
+}
+
+/// A copy of a fixture directory in which one file is replaced.
+fn fixture_with(file: &str, bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture("scconv")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.path().join(file), bytes).unwrap();
+    dir
+}
+
+#[test]
+fn truncated_weights_are_a_clear_error() {
+    let full = std::fs::read(PathBuf::from(fixture("scconv")).join("params.safetensors")).unwrap();
+    let dir = fixture_with("params.safetensors", &full[..full.len() / 2]);
+    assert_clean_error(&calib(&["verify", dir.path().to_str().unwrap()]), "params.safetensors");
+}
+
+#[test]
+fn corrupt_weights_header_is_a_clear_error() {
+    let dir = fixture_with("params.safetensors", b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage");
+    assert_clean_error(&calib(&["verify", dir.path().to_str().unwrap()]), "params.safetensors");
+}
+
+#[test]
+fn weights_of_another_model_list_every_mismatch() {
+    let other = std::fs::read(PathBuf::from(fixture("scbottleneck_s1")).join("params.safetensors")).unwrap();
+    let dir = fixture_with("params.safetensors", &other);
+    let o = calib(&["verify", dir.path().to_str().unwrap()]);
+    assert_clean_error(&o, "missing");
+    let err = stderr(&o);
+    // Every missing SCConv tensor and every unexpected bottleneck tensor is named.
+    for name in ["k2.1.weight", "k4.1.running_var", "conv1_a.weight", "bn3.bias"] {
+        assert!(err.contains(name), "{name} not reported in: {err}");
+    }
+}
+
+#[test]
+fn unknown_backend_is_named() {
+    assert_clean_error(&calib(&["verify", &fixture("scconv"), "--backend", "tpu"]), "tpu");
+}
+
+#[test]
+fn zero_batch_is_rejected() {
+    assert_clean_error(&calib(&["info", "scnet50", "--batch", "0"]), "batch");
+}
