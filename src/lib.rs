@@ -15,6 +15,7 @@ pub use calib_runtime as runtime;
 
 pub mod data;
 mod resolve;
+pub mod train;
 pub mod verify;
 
 pub use resolve::{resolve_model, with_batch, ModelSource};

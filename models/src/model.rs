@@ -50,7 +50,8 @@ pub struct Model {
 }
 
 impl Model {
-    /// The model's result (`output` for modules, `logits` for networks).
+    /// The model's result (`output` for modules, `logits` for networks): the first graph
+    /// output, which [`build`] puts there. Panics only on a hand-made model without outputs.
     pub fn output(&self) -> Value {
         self.graph.outputs[0].value
     }

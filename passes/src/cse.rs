@@ -22,7 +22,10 @@ pub fn cse(graph: &Graph) -> Result<(Graph, Renumbering)> {
         let bucket = seen.entry((node.op.name(), operands)).or_default();
         let twin = match node.op {
             Op::Input { .. } | Op::Param { .. } => None,
-            _ => bucket.iter().copied().find(|&j| same_computation(&graph.nodes[j], node)),
+            _ => bucket
+                .iter()
+                .copied()
+                .find(|&j| same_computation(&graph.nodes[j], node)),
         };
         match twin {
             Some(j) => {
@@ -61,9 +64,15 @@ mod tests {
     #[test]
     fn merges_repeated_constants_and_the_nodes_that_read_them() {
         let mut g = Graph::new();
-        let x = g.push_source(Op::Input { name: "x".into() }, f32s(&[3]), "").unwrap();
-        let one_a = g.push_source(Op::Constant { value: 1.0 }, f32s(&[3]), "").unwrap();
-        let one_b = g.push_source(Op::Constant { value: 1.0 }, f32s(&[3]), "").unwrap();
+        let x = g
+            .push_source(Op::Input { name: "x".into() }, f32s(&[3]), "")
+            .unwrap();
+        let one_a = g
+            .push_source(Op::Constant { value: 1.0 }, f32s(&[3]), "")
+            .unwrap();
+        let one_b = g
+            .push_source(Op::Constant { value: 1.0 }, f32s(&[3]), "")
+            .unwrap();
         let sum_a = g.push(Op::Add, vec![x, one_a], "").unwrap();
         let sum_b = g.push(Op::Add, vec![x, one_b], "").unwrap();
         let prod = g.push(Op::Mul, vec![sum_a, sum_b], "").unwrap();
@@ -81,13 +90,41 @@ mod tests {
     #[test]
     fn keeps_what_differs_in_value_type_or_attributes() {
         let mut g = Graph::new();
-        let x = g.push_source(Op::Input { name: "x".into() }, f32s(&[2, 3]), "").unwrap();
-        let _ = g.push_source(Op::Constant { value: 0.0 }, f32s(&[3]), "").unwrap();
-        let _ = g.push_source(Op::Constant { value: -0.0 }, f32s(&[3]), "").unwrap();
-        let _ = g.push_source(Op::Constant { value: 0.0 }, f32s(&[2]), "").unwrap();
-        let s0 = g.push(Op::ReduceSum { axes: vec![0], keepdims: false }, vec![x], "").unwrap();
-        let s1 = g.push(Op::ReduceSum { axes: vec![1], keepdims: false }, vec![x], "").unwrap();
-        let _ = g.push_source(Op::Input { name: "y".into() }, f32s(&[2, 3]), "").unwrap();
+        let x = g
+            .push_source(Op::Input { name: "x".into() }, f32s(&[2, 3]), "")
+            .unwrap();
+        let _ = g
+            .push_source(Op::Constant { value: 0.0 }, f32s(&[3]), "")
+            .unwrap();
+        let _ = g
+            .push_source(Op::Constant { value: -0.0 }, f32s(&[3]), "")
+            .unwrap();
+        let _ = g
+            .push_source(Op::Constant { value: 0.0 }, f32s(&[2]), "")
+            .unwrap();
+        let s0 = g
+            .push(
+                Op::ReduceSum {
+                    axes: vec![0],
+                    keepdims: false,
+                },
+                vec![x],
+                "",
+            )
+            .unwrap();
+        let s1 = g
+            .push(
+                Op::ReduceSum {
+                    axes: vec![1],
+                    keepdims: false,
+                },
+                vec![x],
+                "",
+            )
+            .unwrap();
+        let _ = g
+            .push_source(Op::Input { name: "y".into() }, f32s(&[2, 3]), "")
+            .unwrap();
         g.add_output("s0", s0).unwrap();
         g.add_output("s1", s1).unwrap();
         let (out, _) = cse(&g).unwrap();

@@ -58,15 +58,23 @@ impl Emitter {
 
     /// A handle to an existing value.
     pub fn expr(&self, v: Value) -> Expr<'_> {
-        Expr { em: self, value: Some(v) }
+        Expr {
+            em: self,
+            value: Some(v),
+        }
     }
 
     pub fn constant(&self, value: f64, ty: TensorType) -> Expr<'_> {
         if self.error.borrow().is_some() {
-            return Expr { em: self, value: None };
+            return Expr {
+                em: self,
+                value: None,
+            };
         }
         let pushed =
-            self.graph.borrow_mut().push_source(Op::Constant { value }, ty, &self.scope.borrow());
+            self.graph
+                .borrow_mut()
+                .push_source(Op::Constant { value }, ty, &self.scope.borrow());
         self.record(pushed)
     }
 
@@ -75,10 +83,16 @@ impl Emitter {
         let values: Option<Vec<Value>> = operands.iter().map(|e| e.value).collect();
         match values {
             Some(values) if self.error.borrow().is_none() => {
-                let pushed = self.graph.borrow_mut().push(op, values, &self.scope.borrow());
+                let pushed = self
+                    .graph
+                    .borrow_mut()
+                    .push(op, values, &self.scope.borrow());
                 self.record(pushed)
             }
-            _ => Expr { em: self, value: None },
+            _ => Expr {
+                em: self,
+                value: None,
+            },
         }
     }
 
@@ -91,10 +105,16 @@ impl Emitter {
 
     fn record(&self, pushed: calib_ir::Result<Value>) -> Expr<'_> {
         match pushed {
-            Ok(v) => Expr { em: self, value: Some(v) },
+            Ok(v) => Expr {
+                em: self,
+                value: Some(v),
+            },
             Err(e) => {
                 self.error.borrow_mut().get_or_insert(e);
-                Expr { em: self, value: None }
+                Expr {
+                    em: self,
+                    value: None,
+                }
             }
         }
     }
@@ -175,7 +195,9 @@ impl<'e> Expr<'e> {
         if self.value.is_none() || self.shape() == shape {
             return self;
         }
-        self.unary(Op::Broadcast { shape: shape.to_vec() })
+        self.unary(Op::Broadcast {
+            shape: shape.to_vec(),
+        })
     }
 
     /// Reshape to `shape`; no node when the shape already matches.
@@ -183,7 +205,9 @@ impl<'e> Expr<'e> {
         if self.value.is_none() || self.shape() == shape {
             return self;
         }
-        self.unary(Op::Reshape { shape: shape.to_vec() })
+        self.unary(Op::Reshape {
+            shape: shape.to_vec(),
+        })
     }
 
     /// Sum over `axes`; no node when there is nothing to sum.
@@ -191,7 +215,10 @@ impl<'e> Expr<'e> {
         if axes.is_empty() {
             return self;
         }
-        self.unary(Op::ReduceSum { axes: axes.to_vec(), keepdims })
+        self.unary(Op::ReduceSum {
+            axes: axes.to_vec(),
+            keepdims,
+        })
     }
 
     pub fn slice(self, axis: usize, start: usize, end: usize) -> Expr<'e> {
@@ -199,7 +226,13 @@ impl<'e> Expr<'e> {
     }
 
     pub fn matmul(self, rhs: Expr<'e>, transpose_a: bool, transpose_b: bool) -> Expr<'e> {
-        self.binary(Op::MatMul { transpose_a, transpose_b }, rhs)
+        self.binary(
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            },
+            rhs,
+        )
     }
 }
 
@@ -247,7 +280,11 @@ mod tests {
     fn formulas_append_typed_nodes() {
         let mut g = Graph::new();
         let x = g
-            .push_source(Op::Input { name: "x".into() }, TensorType::new(DType::F32, vec![3]), "")
+            .push_source(
+                Op::Input { name: "x".into() },
+                TensorType::new(DType::F32, vec![3]),
+                "",
+            )
             .unwrap();
         let em = Emitter::new(g);
         em.set_scope("act");
@@ -267,8 +304,12 @@ mod tests {
     fn an_ill_typed_node_poisons_until_collected() {
         let mut g = Graph::new();
         let ty = |s: Vec<usize>| TensorType::new(DType::F32, s);
-        let a = g.push_source(Op::Input { name: "a".into() }, ty(vec![2]), "").unwrap();
-        let b = g.push_source(Op::Input { name: "b".into() }, ty(vec![3]), "").unwrap();
+        let a = g
+            .push_source(Op::Input { name: "a".into() }, ty(vec![2]), "")
+            .unwrap();
+        let b = g
+            .push_source(Op::Input { name: "b".into() }, ty(vec![3]), "")
+            .unwrap();
         let em = Emitter::new(g);
         let bad = em.expr(a) + em.expr(b);
         let later = bad * 2.0 + em.expr(a);

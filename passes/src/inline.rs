@@ -22,9 +22,15 @@ pub fn inline(
                     kind: "binding",
                     names: format!("`{name}`"),
                 })?;
-                let found = graph.nodes.get(v.0).map(|n| &n.ty).ok_or(
-                    PassError::UnknownValue { what: "binding", value: v.0, len: graph.nodes.len() },
-                )?;
+                let found = graph
+                    .nodes
+                    .get(v.0)
+                    .map(|n| &n.ty)
+                    .ok_or(PassError::UnknownValue {
+                        what: "binding",
+                        value: v.0,
+                        len: graph.nodes.len(),
+                    })?;
                 if found != &node.ty {
                     return Err(PassError::WrongType {
                         what: format!("the value bound to `{name}`"),
@@ -34,7 +40,9 @@ pub fn inline(
                 }
                 v
             }
-            Op::Constant { .. } => graph.push_source(node.op.clone(), node.ty.clone(), &node.scope)?,
+            Op::Constant { .. } => {
+                graph.push_source(node.op.clone(), node.ty.clone(), &node.scope)?
+            }
             op => {
                 let operands = node.inputs.iter().map(|v| map[v.0]).collect();
                 graph.push(op.clone(), operands, &node.scope)?
@@ -42,7 +50,11 @@ pub fn inline(
         };
         map.push(new);
     }
-    Ok(callee.outputs.iter().map(|o| (o.name.clone(), map[o.value.0])).collect())
+    Ok(callee
+        .outputs
+        .iter()
+        .map(|o| (o.name.clone(), map[o.value.0]))
+        .collect())
 }
 
 #[cfg(test)]
@@ -64,8 +76,12 @@ mod tests {
     fn appends_the_callee_with_its_sources_bound() {
         let mut g = Graph::new();
         let ty = TensorType::new(DType::F32, vec![2]);
-        let a = g.push_source(Op::Input { name: "a".into() }, ty.clone(), "").unwrap();
-        let w = g.push_source(Op::Param { name: "w".into() }, ty, "").unwrap();
+        let a = g
+            .push_source(Op::Input { name: "a".into() }, ty.clone(), "")
+            .unwrap();
+        let w = g
+            .push_source(Op::Param { name: "w".into() }, ty, "")
+            .unwrap();
         let outs = inline(&mut g, &doubler(), &[("t", a), ("k", w)]).unwrap();
         g.validate().unwrap();
         assert_eq!(outs.len(), 1);
@@ -80,7 +96,9 @@ mod tests {
     fn unbound_or_mistyped_sources_are_errors() {
         let mut g = Graph::new();
         let ty = TensorType::new(DType::F32, vec![3]);
-        let a = g.push_source(Op::Input { name: "a".into() }, ty, "").unwrap();
+        let a = g
+            .push_source(Op::Input { name: "a".into() }, ty, "")
+            .unwrap();
         let err = inline(&mut g, &doubler(), &[("t", a)]).unwrap_err();
         assert!(matches!(err, PassError::WrongType { .. }), "{err}");
         let err = inline(&mut g, &doubler(), &[]).unwrap_err();

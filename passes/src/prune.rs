@@ -28,7 +28,11 @@ pub fn retain(
     check_structure(graph)?;
     let len = graph.nodes.len();
     if let Some(r) = roots.iter().find(|r| r.0 >= len) {
-        return Err(crate::PassError::UnknownValue { what: "root", value: r.0, len });
+        return Err(crate::PassError::UnknownValue {
+            what: "root",
+            value: r.0,
+            len,
+        });
     }
     let mut live = vec![false; len];
     for v in roots.iter().chain(graph.outputs.iter().map(|o| &o.value)) {
@@ -46,8 +50,10 @@ pub fn retain(
             }
         }
     }
-    let fates: Vec<Fate> =
-        live.iter().map(|&l| if l { Fate::Keep } else { Fate::Drop }).collect();
+    let fates: Vec<Fate> = live
+        .iter()
+        .map(|&l| if l { Fate::Keep } else { Fate::Drop })
+        .collect();
     Ok(compact(graph, &fates))
 }
 
@@ -76,7 +82,10 @@ mod tests {
     #[test]
     fn drops_everything_the_outputs_do_not_read() {
         let g = prune(&sample(), PruneOptions::default()).unwrap();
-        assert_eq!(op_names(&g), ["input", "relu", "constant", "broadcast", "add"]);
+        assert_eq!(
+            op_names(&g),
+            ["input", "relu", "constant", "broadcast", "add"]
+        );
         g.validate().unwrap();
         assert_eq!(g.output("y"), Some(Value(4)));
         assert_eq!(g.nodes[4].inputs, [Value(1), Value(3)]);
@@ -85,7 +94,18 @@ mod tests {
     #[test]
     fn can_keep_unused_inputs_and_params() {
         let g = prune(&sample(), PruneOptions { keep_sources: true }).unwrap();
-        assert_eq!(op_names(&g), ["input", "param", "input", "relu", "constant", "broadcast", "add"]);
+        assert_eq!(
+            op_names(&g),
+            [
+                "input",
+                "param",
+                "input",
+                "relu",
+                "constant",
+                "broadcast",
+                "add"
+            ]
+        );
         g.validate().unwrap();
     }
 
@@ -94,7 +114,10 @@ mod tests {
         let g = sample();
         let dead_exp = Value(3);
         let (pruned, renumbering) = retain(&g, &[dead_exp], PruneOptions::default()).unwrap();
-        assert_eq!(op_names(&pruned), ["input", "exp", "relu", "constant", "broadcast", "add"]);
+        assert_eq!(
+            op_names(&pruned),
+            ["input", "exp", "relu", "constant", "broadcast", "add"]
+        );
         assert_eq!(renumbering.get(dead_exp), Some(Value(1)));
         assert_eq!(renumbering.get(Value(1)), None, "the unused param is gone");
     }

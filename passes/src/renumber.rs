@@ -25,7 +25,13 @@ impl Renumbering {
 
     /// Renumberings applied one after the other.
     pub fn then(&self, next: &Renumbering) -> Renumbering {
-        Renumbering { map: self.map.iter().map(|v| v.and_then(|v| next.get(v))).collect() }
+        Renumbering {
+            map: self
+                .map
+                .iter()
+                .map(|v| v.and_then(|v| next.get(v)))
+                .collect(),
+        }
     }
 }
 
@@ -67,11 +73,19 @@ pub(crate) fn check_structure(graph: &Graph) -> crate::Result<()> {
     let len = graph.nodes.len();
     for (id, node) in graph.nodes.iter().enumerate() {
         if let Some(v) = node.inputs.iter().find(|v| v.0 >= id) {
-            return Err(crate::PassError::UnknownValue { what: "operand", value: v.0, len: id });
+            return Err(crate::PassError::UnknownValue {
+                what: "operand",
+                value: v.0,
+                len: id,
+            });
         }
     }
     match graph.outputs.iter().find(|o| o.value.0 >= len) {
-        Some(o) => Err(crate::PassError::UnknownValue { what: "output", value: o.value.0, len }),
+        Some(o) => Err(crate::PassError::UnknownValue {
+            what: "output",
+            value: o.value.0,
+            len,
+        }),
         None => Ok(()),
     }
 }

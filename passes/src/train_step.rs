@@ -39,7 +39,11 @@ pub struct Sgd {
 impl Default for Sgd {
     /// SCNet's recipe: momentum 0.9, weight decay 1e-4, no Nesterov.
     fn default() -> Self {
-        Sgd { momentum: 0.9, weight_decay: 1e-4, nesterov: false }
+        Sgd {
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false,
+        }
     }
 }
 
@@ -75,9 +79,13 @@ pub fn with_loss(forward: &Graph, label_smoothing: f64) -> Result<Graph> {
     if forward.output(LOSS).is_some() {
         return Ok(forward.clone());
     }
-    let logits = forward.output("logits").or_else(|| forward.output("output")).ok_or(
-        PassError::Missing { kind: "output", names: "`logits` or `output`".into() },
-    )?;
+    let logits = forward
+        .output("logits")
+        .or_else(|| forward.output("output"))
+        .ok_or(PassError::Missing {
+            kind: "output",
+            names: "`logits` or `output`".into(),
+        })?;
     let ty = forward.ty(logits).clone();
     if ty.rank() != 2 || !ty.dtype.is_float() {
         return Err(PassError::WrongType {
@@ -88,17 +96,30 @@ pub fn with_loss(forward: &Graph, label_smoothing: f64) -> Result<Graph> {
     }
     let labels_ty = TensorType::new(DType::I64, vec![ty.shape[0]]);
     let mut graph = forward.clone();
-    let existing = graph.inputs().find(|(name, _)| *name == LABELS).map(|(_, v)| v);
+    let existing = graph
+        .inputs()
+        .find(|(name, _)| *name == LABELS)
+        .map(|(_, v)| v);
     let labels = match existing {
         Some(v) => v,
-        None => graph.push_source(Op::Input { name: LABELS.into() }, labels_ty.clone(), "")?,
+        None => graph.push_source(
+            Op::Input {
+                name: LABELS.into(),
+            },
+            labels_ty.clone(),
+            "",
+        )?,
     };
     let mut b = GraphBuilder::new(Mode::Train, ty.dtype);
     let l = b.input("logits", ty.dtype, ty.shape.clone())?;
     let y = b.input(LABELS, DType::I64, labels_ty.shape)?;
     let loss = b.scoped(LOSS, |b| b.softmax_cross_entropy(l, y, label_smoothing))?;
     b.output(LOSS, loss)?;
-    let outputs = inline(&mut graph, &b.finish(), &[("logits", logits), (LABELS, labels)])?;
+    let outputs = inline(
+        &mut graph,
+        &b.finish(),
+        &[("logits", logits), (LABELS, labels)],
+    )?;
     graph.add_output(LOSS, outputs[0].1)?;
     Ok(graph)
 }
@@ -116,10 +137,12 @@ pub fn train_step(forward: &Graph, config: &TrainConfig) -> Result<TrainStep> {
         });
     }
     let float = graph.ty(loss).dtype;
-    let (trained, buffers): (Vec<(String, Value)>, Vec<(String, Value)>) =
-        graph.params().map(|(name, v)| (name.to_string(), v)).partition(|(name, v)| {
-            graph.ty(*v).dtype.is_float() && graph.output(name).is_none()
-        });
+    // A param that the forward pass itself updates (an output of the same name) is a
+    // buffer; so is anything integer.
+    let (trained, buffers): (Vec<_>, Vec<_>) = graph
+        .params()
+        .map(|(name, v)| (name.to_string(), v))
+        .partition(|(name, v)| graph.ty(*v).dtype.is_float() && graph.output(name).is_none());
 
     let lr = fresh_input(&mut graph, LR, TensorType::new(float, vec![]))?;
     let mut momentum = Vec::with_capacity(trained.len());
@@ -132,12 +155,20 @@ pub fn train_step(forward: &Graph, config: &TrainConfig) -> Result<TrainStep> {
 
     let em = Emitter::new(graph);
     em.set_scope("sgd");
-    let Sgd { momentum: mu, weight_decay, nesterov } = config.sgd;
+    let Sgd {
+        momentum: mu,
+        weight_decay,
+        nesterov,
+    } = config.sgd;
     let mut updates = Vec::with_capacity(2 * trained.len());
     for (((name, p), buf), dp) in trained.iter().zip(momentum).zip(grads) {
         let (p, buf, dp) = (em.expr(*p), em.expr(buf), em.expr(dp));
         let lr = em.expr(lr).broadcast(&p.shape());
-        let d = if weight_decay != 0.0 { dp + p * weight_decay } else { dp };
+        let d = if weight_decay != 0.0 {
+            dp + p * weight_decay
+        } else {
+            dp
+        };
         let buf = buf * mu + d;
         let step = if nesterov { d + buf * mu } else { buf };
         updates.push((name.clone(), p - lr * step));
@@ -161,7 +192,11 @@ pub fn train_step(forward: &Graph, config: &TrainConfig) -> Result<TrainStep> {
 /// A new input, refusing a name the graph already uses.
 fn fresh_input(graph: &mut Graph, name: &str, ty: TensorType) -> Result<Value> {
     if graph.inputs().any(|(n, _)| n == name) {
-        return Err(IrError::DuplicateName { kind: "input", name: name.into() }.into());
+        return Err(IrError::DuplicateName {
+            kind: "input",
+            name: name.into(),
+        }
+        .into());
     }
     Ok(graph.push_source(Op::Input { name: name.into() }, ty, "sgd")?)
 }

@@ -10,7 +10,7 @@ use calib_ir::{DType, Graph, TensorType};
 use half::{bf16, f16};
 use safetensors::tensor::{Dtype as StDtype, SafeTensorError, SafeTensors, View};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -239,8 +239,9 @@ pub fn check_state(expected: &[(String, TensorType)], found: &TensorMap) -> Resu
             Some(_) => {}
         }
     }
+    let known: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     for (name, t) in found {
-        if !expected.iter().any(|(n, _)| n == name) {
+        if !known.contains(name.as_str()) {
             report.unexpected.push((name.clone(), t.ty()));
         }
     }

@@ -2,6 +2,7 @@
 
 mod info;
 mod ir;
+mod train;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Info(info::Args),
     /// Print a model's IR as text, JSON or Graphviz DOT.
     Ir(ir::Args),
+    /// Train a model on Fashion-MNIST (SGD, checkpoints, exact resume).
+    Train(train::Args),
 }
 
 /// Runs one subcommand; `Ok` carries the process exit code.
@@ -32,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args),
         Command::Info(args) => info::run(args),
         Command::Ir(args) => ir::run(args),
+        Command::Train(args) => train::run(args),
     }
 }
 

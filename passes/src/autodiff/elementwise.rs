@@ -26,7 +26,11 @@ pub(super) fn vjp<'e>(op: &Op, x: &[Expr<'e>], y: Expr<'e>, g: Expr<'e>) -> Opti
             let first = x[0].ge(x[1]);
             each([first.select(g, zero()), first.select(zero(), g)])
         }
-        Op::Select => vec![None, Some(x[0].select(g, zero())), Some(x[0].select(zero(), g))],
+        Op::Select => vec![
+            None,
+            Some(x[0].select(g, zero())),
+            Some(x[0].select(zero(), g)),
+        ],
         Op::Cast { to } => {
             let from = x[0].ty().dtype;
             let float = from.is_float() && to.is_float();

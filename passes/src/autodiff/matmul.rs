@@ -6,7 +6,13 @@ use crate::emit::Expr;
 use calib_ir::Op;
 
 pub(super) fn vjp<'e>(op: &Op, x: &[Expr<'e>], g: Expr<'e>) -> Option<Grads<'e>> {
-    let Op::MatMul { transpose_a, transpose_b } = *op else { return None };
+    let Op::MatMul {
+        transpose_a,
+        transpose_b,
+    } = *op
+    else {
+        return None;
+    };
     let (a, b) = (x[0], x[1]);
     let (da, db) = match (transpose_a, transpose_b) {
         // C = A B       dA = G Bᵀ        dB = Aᵀ G

@@ -45,11 +45,15 @@ fn rule<'e>(op: &Op, x: &[Expr<'e>], y: Expr<'e>, g: Expr<'e>) -> Option<Grads<'
 /// backward pass appended, and the gradient values in the order of `wrt`. A value that
 /// `of` does not depend on gets a zero gradient.
 pub fn grad(graph: &Graph, of: Value, wrt: &[Value]) -> Result<(Graph, Vec<Value>)> {
-    let ty = graph.nodes.get(of.0).map(|n| n.ty.clone()).ok_or(PassError::UnknownValue {
-        what: "differentiated value",
-        value: of.0,
-        len: graph.nodes.len(),
-    })?;
+    let ty = graph
+        .nodes
+        .get(of.0)
+        .map(|n| n.ty.clone())
+        .ok_or(PassError::UnknownValue {
+            what: "differentiated value",
+            value: of.0,
+            len: graph.nodes.len(),
+        })?;
     let mut graph = graph.clone();
     let ones = graph.push_source(Op::Constant { value: 1.0 }, ty, "")?;
     vjp(&graph, of, ones, wrt)
@@ -59,12 +63,7 @@ pub fn grad(graph: &Graph, of: Value, wrt: &[Value]) -> Result<(Graph, Vec<Value
 /// `graph` with the type of `of` (a `grad_output` input, say). Returns the extended copy
 /// of `graph` and the gradients in the order of `wrt`; the original nodes keep their
 /// numbers.
-pub fn vjp(
-    graph: &Graph,
-    of: Value,
-    seed: Value,
-    wrt: &[Value],
-) -> Result<(Graph, Vec<Value>)> {
+pub fn vjp(graph: &Graph, of: Value, seed: Value, wrt: &[Value]) -> Result<(Graph, Vec<Value>)> {
     graph.validate()?;
     check_request(graph, of, seed, wrt)?;
     let n = graph.nodes.len();
@@ -73,7 +72,9 @@ pub fn vjp(
     let mut adjoint: Vec<Option<Expr<'_>>> = vec![None; n];
     adjoint[of.0] = Some(em.expr(seed));
     for i in (0..n).rev() {
-        let Some(g) = adjoint[i].filter(|_| active[i]) else { continue };
+        let Some(g) = adjoint[i].filter(|_| active[i]) else {
+            continue;
+        };
         let node = &graph.nodes[i];
         em.set_scope(&node.scope);
         let x: Vec<Expr<'_>> = node.inputs.iter().map(|&v| em.expr(v)).collect();
@@ -93,17 +94,24 @@ pub fn vjp(
         em.finish_rule()?;
     }
     em.set_scope("");
-    let grads: Vec<Expr<'_>> =
-        wrt.iter().map(|&v| adjoint[v.0].unwrap_or_else(|| em.expr(v).zeros_like())).collect();
+    let grads: Vec<Expr<'_>> = wrt
+        .iter()
+        .map(|&v| adjoint[v.0].unwrap_or_else(|| em.expr(v).zeros_like()))
+        .collect();
     em.finish_rule()?;
-    let grads: Vec<Value> =
-        grads.iter().map(|e| e.value().expect("no rule failed, so no value is inert")).collect();
+    let grads: Vec<Value> = grads
+        .iter()
+        .map(|e| e.value().expect("no rule failed, so no value is inert"))
+        .collect();
     drop(adjoint);
     // Rules also emit gradients for operands nobody asked about (the input image of the
     // first convolution, say); drop those, keeping every forward node where it was.
     let roots: Vec<Value> = (0..n).map(Value).chain(grads.iter().copied()).collect();
     let (graph, renumbering) = retain(&em.into_graph(), &roots, PruneOptions::default())?;
-    let grads = grads.iter().map(|&v| renumbering.get(v).expect("roots survive")).collect();
+    let grads = grads
+        .iter()
+        .map(|&v| renumbering.get(v).expect("roots survive"))
+        .collect();
     Ok((graph, grads))
 }
 
@@ -113,7 +121,11 @@ fn check_request(graph: &Graph, of: Value, seed: Value, wrt: &[Value]) -> Result
         if v.0 < len {
             Ok(())
         } else {
-            Err(PassError::UnknownValue { what, value: v.0, len })
+            Err(PassError::UnknownValue {
+                what,
+                value: v.0,
+                len,
+            })
         }
     };
     let float = |what, v: Value| {
@@ -121,7 +133,11 @@ fn check_request(graph: &Graph, of: Value, seed: Value, wrt: &[Value]) -> Result
             Ok(())
         } else {
             let reason = format!("its type {} is not floating-point", graph.ty(v));
-            Err(PassError::NotDifferentiable { what, value: v.0, reason })
+            Err(PassError::NotDifferentiable {
+                what,
+                value: v.0,
+                reason,
+            })
         }
     };
     known("differentiated value", of)?;
@@ -161,5 +177,7 @@ fn on_a_path(graph: &Graph, of: Value, wrt: &[Value]) -> Vec<bool> {
             }
         }
     }
-    (0..n).map(|i| from_wrt[i] && to_of[i] && graph.nodes[i].ty.dtype.is_float()).collect()
+    (0..n)
+        .map(|i| from_wrt[i] && to_of[i] && graph.nodes[i].ty.dtype.is_float())
+        .collect()
 }

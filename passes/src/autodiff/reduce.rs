@@ -29,7 +29,10 @@ pub(super) fn vjp<'e>(op: &Op, x: &[Expr<'e>], y: Expr<'e>, g: Expr<'e>) -> Opti
 /// broadcast back to the shape of `x`.
 fn spread<'e>(v: Expr<'e>, x: Expr<'e>, axes: &[usize]) -> Expr<'e> {
     let shape = x.shape();
-    let kept: Vec<usize> =
-        shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let kept: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
     v.reshape(&kept).broadcast(&shape)
 }

@@ -1,4 +1,7 @@
-use crate::check::{run, GradCheck};
+//! Elementwise rules, including their tie and kink conventions.
+
+use crate::check::GradCheck;
+use crate::common::run;
 use calib_ir::{DType, GraphBuilder, Mode, Op, Value};
 use calib_passes::grad;
 use calib_runtime::HostTensor;
@@ -112,19 +115,31 @@ fn a_value_read_several_times_sums_its_gradients() {
 }
 
 /// Runs `grad(sum(f(x)))` on exact inputs and returns d/dx.
-fn exact_grad(inputs: &[(&str, Vec<f64>)], f: impl Fn(&mut GraphBuilder, &[Value]) -> Value) -> Vec<Vec<f64>> {
+fn exact_grad(
+    inputs: &[(&str, Vec<f64>)],
+    f: impl Fn(&mut GraphBuilder, &[Value]) -> Value,
+) -> Vec<Vec<f64>> {
     let mut b = GraphBuilder::new(Mode::Train, DType::F32);
     let n = inputs[0].1.len();
-    let xs: Vec<Value> = inputs.iter().map(|(name, _)| b.input(name, DType::F32, vec![n]).unwrap()).collect();
+    let xs: Vec<Value> = inputs
+        .iter()
+        .map(|(name, _)| b.input(name, DType::F32, vec![n]).unwrap())
+        .collect();
     let y = f(&mut b, &xs);
     let (mut g, grads) = grad(&b.finish(), y, &xs).unwrap();
     let mut values = BTreeMap::new();
     for ((name, data), d) in inputs.iter().zip(&grads) {
         g.add_output(format!("d{name}"), *d).unwrap();
-        values.insert(name.to_string(), HostTensor::from_f64(vec![n], data.clone()).unwrap());
+        values.insert(
+            name.to_string(),
+            HostTensor::from_f64(vec![n], data.clone()).unwrap(),
+        );
     }
     let out = run(&g, &values);
-    inputs.iter().map(|(name, _)| out[&format!("d{name}")].to_f64_vec()).collect()
+    inputs
+        .iter()
+        .map(|(name, _)| out[&format!("d{name}")].to_f64_vec())
+        .collect()
 }
 
 #[test]
@@ -135,8 +150,9 @@ fn relu_derivative_at_zero_is_zero() {
 
 #[test]
 fn max_ties_go_to_the_first_operand() {
-    let d = exact_grad(&[("a", vec![1.0, 2.0, 3.0]), ("b", vec![2.0, 2.0, 1.0])], |b, x| {
-        b.max(x[0], x[1]).unwrap()
-    });
+    let d = exact_grad(
+        &[("a", vec![1.0, 2.0, 3.0]), ("b", vec![2.0, 2.0, 1.0])],
+        |b, x| b.max(x[0], x[1]).unwrap(),
+    );
     assert_eq!(d, [vec![0.0, 1.0, 1.0], vec![1.0, 0.0, 0.0]]);
 }

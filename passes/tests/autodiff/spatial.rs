@@ -1,18 +1,41 @@
 //! Convolution, pooling and resize: the dedicated adjoint ops.
 
-use crate::check::{run, GradCheck};
+use crate::check::GradCheck;
+use crate::common::run;
 use calib_ir::{DType, Graph, GraphBuilder, Mode, Op, TensorType};
 use calib_passes::grad;
 use calib_runtime::HostTensor;
 use std::collections::BTreeMap;
 
 /// A conv with per-axis attributes, built by hand since the builder's are symmetric.
-fn conv(x: &[usize], w: &[usize], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], groups: usize) -> GradCheck {
+fn conv(
+    x: &[usize],
+    w: &[usize],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
+) -> GradCheck {
     let mut g = Graph::new();
     let f32s = |s: &[usize]| TensorType::new(DType::F32, s.to_vec());
-    let xv = g.push_source(Op::Input { name: "x".into() }, f32s(x), "").unwrap();
-    let wv = g.push_source(Op::Param { name: "w".into() }, f32s(w), "").unwrap();
-    let y = g.push(Op::Conv2d { stride, padding, dilation, groups }, vec![xv, wv], "").unwrap();
+    let xv = g
+        .push_source(Op::Input { name: "x".into() }, f32s(x), "")
+        .unwrap();
+    let wv = g
+        .push_source(Op::Param { name: "w".into() }, f32s(w), "")
+        .unwrap();
+    let y = g
+        .push(
+            Op::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+            },
+            vec![xv, wv],
+            "",
+        )
+        .unwrap();
     GradCheck::from_graph(g, y)
 }
 
@@ -41,7 +64,14 @@ fn conv_with_different_attributes_per_axis() {
     conv(&[1, 4, 7, 6], &[2, 2, 2, 3], [2, 1], [0, 1], [1, 2], 2).run();
 }
 
-fn avg_pool(x: &[usize], kernel: usize, stride: usize, padding: usize, ceil_mode: bool, count_include_pad: bool) -> GradCheck {
+fn avg_pool(
+    x: &[usize],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> GradCheck {
     let shape = x.to_vec();
     GradCheck::new(move |b| {
         let x = b.input("x", DType::F32, shape)?;
@@ -62,7 +92,13 @@ fn avg_pool_every_ceil_mode_and_count_include_pad() {
     avg_pool(&[1, 2, 8, 8], 4, 4, 0, false, true).run();
 }
 
-fn max_pool(x: &[usize], kernel: usize, stride: usize, padding: usize, ceil_mode: bool) -> GradCheck {
+fn max_pool(
+    x: &[usize],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    ceil_mode: bool,
+) -> GradCheck {
     let shape = x.to_vec();
     GradCheck::new(move |b| {
         let x = b.input("x", DType::F32, shape)?;
@@ -87,8 +123,14 @@ fn max_pool_gives_each_window_to_its_first_maximum() {
     let (mut g, d) = grad(&b.finish(), y, &[x]).unwrap();
     g.add_output("dx", d[0]).unwrap();
     let data = vec![3.0, 1.0, 2.0, 2.0, 3.0, 0.0, 2.0, 2.0];
-    let values = BTreeMap::from([("x".to_string(), HostTensor::from_f64(vec![1, 1, 2, 4], data).unwrap())]);
-    assert_eq!(run(&g, &values)["dx"].to_f64_vec(), [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    let values = BTreeMap::from([(
+        "x".to_string(),
+        HostTensor::from_f64(vec![1, 1, 2, 4], data).unwrap(),
+    )]);
+    assert_eq!(
+        run(&g, &values)["dx"].to_f64_vec(),
+        [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    );
 }
 
 fn resize(x: &[usize], size: [usize; 2]) -> GradCheck {

@@ -146,15 +146,15 @@ fn backward_weight_typed<E: Float>(x: &[E], dy: &[E], g: &Geometry) -> Vec<E> {
         for img in images {
             for gi in 0..g.p.groups {
                 let x_grp = &x[img * x_img + gi * group_in..][..group_in];
-                // col^T: the [k, n] column matrix read as [n, k].
-                let colt = if g.is_pointwise() {
-                    (x_grp, 1, n)
+                let cols = if g.is_pointwise() {
+                    (x_grp, n, 1)
                 } else {
                     im2col(x_grp, g, &mut col);
-                    (&col[..], 1, n)
+                    (&col[..], n, 1)
                 };
-                let dy_grp = (&dy[img * dy_img + gi * m * n..][..m * n], n, 1);
-                E::gemm(m, n, k, dy_grp, colt, E::ONE, (&mut dw[gi * m * k..(gi + 1) * m * k], k, 1));
+                // dW^T [k, m] += col [k, n] dY^T [n, m], written through dW's transpose.
+                let dyt = (&dy[img * dy_img + gi * m * n..][..m * n], 1, n);
+                E::gemm(k, n, m, cols, dyt, E::ONE, (&mut dw[gi * m * k..(gi + 1) * m * k], 1, k));
             }
         }
         dw

@@ -1,0 +1,137 @@
+//! `calib train`: train a model on Fashion-MNIST.
+
+use anyhow::{bail, Result};
+use calib::models::parse_spec_file;
+use calib::resolve_model;
+use calib::runtime::{Backend, Reference};
+use calib::train::{train, ScheduleKind, TrainOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The default model: a 33.6k-parameter SCNet for 28x28 grey images.
+const FASHION_SCNET: &str = include_str!("../../models/specs/fashion_scnet.json");
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A preset, a spec JSON, or a fixture directory (default: the built-in fashion_scnet).
+    #[arg(long)]
+    model: Option<String>,
+    /// Executor: `reference` (the CPU interpreter).
+    #[arg(long, default_value = "reference")]
+    backend: String,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    #[arg(long, default_value_t = 3)]
+    epochs: u64,
+    /// Stop after this many optimizer steps in all (a checkpoint is written there).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: ScheduleKind,
+    /// Linear warmup length, in epochs (fractions allowed).
+    #[arg(long, default_value_t = 0.3)]
+    warmup_epochs: f64,
+    /// Step schedule: multiply the rate by --gamma every this many epochs.
+    #[arg(long, default_value_t = 30)]
+    step_epochs: u64,
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// Plain momentum instead of Nesterov's.
+    #[arg(long)]
+    no_nesterov: bool,
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Turn off random crop (pad 2) and horizontal flip.
+    #[arg(long)]
+    no_augment: bool,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    #[arg(long, default_value_t = 500)]
+    eval_batch: usize,
+    /// Directory with the gzipped IDX files (default: Debian's dataset-fashion-mnist).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Checkpoint every N steps as well as at each epoch end (0: epoch ends only).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
+    /// Write a metrics line every N steps.
+    #[arg(long, default_value_t = 50)]
+    log_every: u64,
+    /// Run directory: config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors.
+    #[arg(long, default_value = "runs/fashion")]
+    out: PathBuf,
+    /// Continue the run in DIR from its checkpoint (its config.json is used; --max-steps,
+    /// --backend may differ).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let backend: Box<dyn Backend> = match args.backend.as_str() {
+        "reference" => Box::new(Reference::new()),
+        other => bail!("unknown backend `{other}` (available: reference)"),
+    };
+    if let Some(dir) = &args.resume {
+        let config = dir.join("config.json");
+        let text = std::fs::read_to_string(&config)
+            .map_err(|e| anyhow::anyhow!("cannot resume from {}: {e}", config.display()))?;
+        let opts: TrainOptions = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a calib training config: {e}", config.display()))?;
+        train(&opts, backend.as_ref(), dir, true, args.max_steps)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.batch == 0 || args.epochs == 0 || args.eval_batch == 0 {
+        bail!("--batch, --epochs and --eval-batch must be at least 1");
+    }
+    if !(args.lr > 0.0 && args.lr.is_finite()) {
+        bail!("--lr must be a positive number");
+    }
+    if !(0.0..1.0).contains(&args.label_smoothing) {
+        bail!("--label-smoothing must be in [0, 1)");
+    }
+    let (label, spec) = match &args.model {
+        Some(m) => (m.clone(), resolve_model(m)?.spec),
+        None => ("fashion_scnet".to_string(), parse_spec_file(FASHION_SCNET)?.spec),
+    };
+    if spec.in_channels() != 1 {
+        bail!("{label} expects {} input channels; Fashion-MNIST images have 1", spec.in_channels());
+    }
+    let opts = TrainOptions {
+        model: label,
+        spec,
+        batch: args.batch,
+        epochs: args.epochs,
+        lr: args.lr,
+        schedule: args.schedule,
+        warmup_epochs: args.warmup_epochs,
+        step_epochs: args.step_epochs,
+        gamma: args.gamma,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        nesterov: !args.no_nesterov,
+        label_smoothing: args.label_smoothing,
+        seed: args.seed,
+        augment: !args.no_augment,
+        train_limit: args.train_limit,
+        test_limit: args.test_limit,
+        eval_batch: args.eval_batch,
+        data_dir: args.data_dir,
+        checkpoint_every: args.checkpoint_every,
+        log_every: args.log_every,
+    };
+    train(&opts, backend.as_ref(), &args.out, false, args.max_steps)?;
+    Ok(ExitCode::SUCCESS)
+}

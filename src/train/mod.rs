@@ -1,0 +1,11 @@
+//! `calib train`: SGD training of a model on an image classification data set, with
+//! evaluation each epoch, JSON-lines metrics, atomic checkpoints and exact resume.
+
+pub mod checkpoint;
+mod init;
+pub mod schedule;
+mod trainer;
+
+pub use init::init_state;
+pub use schedule::{Schedule, ScheduleKind};
+pub use trainer::{train, EpochResult, TrainOptions};

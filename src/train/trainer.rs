@@ -1,0 +1,343 @@
+//! The training loop.
+//!
+//! Determinism: the epoch's shuffle is drawn from `Rng(seed, epoch)` and each step's
+//! augmentation from `Rng(seed, step)`, so a run's every random draw is a function of its
+//! seed and step counter. A checkpoint therefore needs only those two numbers to make a
+//! resumed run bit-identical to an uninterrupted one.
+
+use super::checkpoint::{self, Checkpoint, Progress};
+use super::init::init_state;
+use super::schedule::{Schedule, ScheduleKind};
+use crate::data::{fashion_mnist, make_batch, rng::Rng, Augment, ImageSet, Split};
+use anyhow::{bail, Context, Result};
+use calib_ir::{DType, Graph, Mode};
+use calib_models::{build, ModelSpec};
+use calib_passes::{momentum_name, train_step, with_loss, Sgd, TrainConfig, TrainStep, LOSS, LR};
+use calib_runtime::{weights, Backend, Bindings, HostTensor, Outputs, TensorMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything that determines a training run (saved as `config.json` in the run directory).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// What was asked for on the command line (preset, file), for the record.
+    pub model: String,
+    pub spec: ModelSpec,
+    pub batch: usize,
+    pub epochs: u64,
+    pub lr: f64,
+    pub schedule: ScheduleKind,
+    pub warmup_epochs: f64,
+    /// For the step schedule: decay by `gamma` every `step_epochs` epochs.
+    pub step_epochs: u64,
+    pub gamma: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+    pub label_smoothing: f64,
+    pub seed: u64,
+    pub augment: bool,
+    /// Use only the first N training / test images (quick runs and tests).
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    pub eval_batch: usize,
+    pub data_dir: Option<PathBuf>,
+    /// Write a checkpoint every this many steps (and at each epoch end); 0: epoch ends only.
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+}
+
+/// What one epoch's evaluation found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpochResult {
+    pub epoch: u64,
+    pub step: u64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+}
+
+/// Runs (or, with a checkpoint in `out`, resumes) training; stops after `max_steps`
+/// optimizer steps when given. Returns the evaluations made in this invocation.
+pub fn train(
+    opts: &TrainOptions,
+    backend: &dyn Backend,
+    out: &Path,
+    resume: bool,
+    max_steps: Option<u64>,
+) -> Result<Vec<EpochResult>> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let train_set = limit(fashion_mnist(opts.data_dir.as_deref(), Split::Train)?, opts.train_limit);
+    let test_set = limit(fashion_mnist(opts.data_dir.as_deref(), Split::Test)?, opts.test_limit);
+    let stats = train_set.pixel_stats();
+    if train_set.len() < opts.batch {
+        bail!("batch {} is larger than the {} training images", opts.batch, train_set.len());
+    }
+    let input_shape = [opts.batch, 1, train_set.height, train_set.width];
+    let forward = build(&opts.spec, &input_shape, Mode::Train, DType::F32)?;
+    let config = TrainConfig {
+        sgd: Sgd { momentum: opts.momentum, weight_decay: opts.weight_decay, nesterov: opts.nesterov },
+        label_smoothing: opts.label_smoothing,
+    };
+    let step_graph = train_step(&forward.graph, &config)?;
+
+    let (mut state, mut momentum, start) = if resume {
+        let ck = checkpoint::load(out)?;
+        if ck.progress.seed != opts.seed {
+            bail!("checkpoint was trained with seed {}, not {}", ck.progress.seed, opts.seed);
+        }
+        let expected: Vec<_> = forward.state.iter().map(|e| (e.name.clone(), e.ty.clone())).collect();
+        calib_runtime::check_state(&expected, &ck.state).context("checkpoint does not fit the model")?;
+        truncate_metrics(out, ck.progress.step)?;
+        (ck.state, ck.momentum, ck.progress.step)
+    } else {
+        let mut rng = Rng::new(opts.seed);
+        let state = init_state(&forward.state, &mut rng);
+        let momentum = zero_momentum(&step_graph, &state);
+        std::fs::write(out.join("config.json"), serde_json::to_string_pretty(opts)?)?;
+        let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+        (state, momentum, 0)
+    };
+
+    let steps_per_epoch = (train_set.len() / opts.batch) as u64;
+    let total = opts.epochs * steps_per_epoch;
+    let end = max_steps.map_or(total, |m| m.min(total));
+    let schedule = Schedule {
+        kind: opts.schedule,
+        peak: opts.lr,
+        warmup_steps: (opts.warmup_epochs * steps_per_epoch as f64).round() as u64,
+        total_steps: total,
+        steps_per_epoch,
+        step_epochs: opts.step_epochs,
+        gamma: opts.gamma,
+    };
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(out.join("metrics.jsonl"))?;
+    let mut evaluator = Evaluator::new(&opts.spec, &test_set, stats, opts.eval_batch);
+    let mut results = vec![];
+    let mut step = start;
+    let mut order: Option<(u64, Vec<usize>)> = None;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}").expect("static template").progress_chars("=> "),
+    );
+    let mut window = Window::default();
+    while step < end {
+        let epoch = step / steps_per_epoch;
+        let pos = (step % steps_per_epoch) as usize;
+        if order.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            order = Some((epoch, epoch_order(opts.seed, epoch, train_set.len())));
+            bar.set_length(steps_per_epoch);
+            bar.set_prefix(format!("{}/{}", epoch + 1, opts.epochs));
+        }
+        bar.set_position(pos as u64);
+        let indices = &order.as_ref().expect("set above").1[pos * opts.batch..(pos + 1) * opts.batch];
+        let mut rng = Rng::new(stream(opts.seed, u64::MAX - step));
+        let augment = opts.augment.then_some((Augment { pad: 2, flip: true }, &mut rng));
+        let (pixels, labels) = make_batch(&train_set, indices, stats, augment);
+        let lr = schedule.lr(step);
+        let t0 = Instant::now();
+        let outputs = run_step(backend, &step_graph, &state, &momentum, &input_shape, pixels, &labels, lr)?;
+        window.add(opts.batch, t0.elapsed().as_secs_f64());
+        let loss = scalar(&outputs, LOSS)?;
+        if !loss.is_finite() {
+            bail!("loss became {loss} at step {step} (learning rate {lr:.4}); lower --lr");
+        }
+        window.correct += correct(outputs.get("logits").context("step graph has no logits")?, &labels);
+        window.loss += loss * opts.batch as f64;
+        apply_outputs(&step_graph, outputs, &mut state, &mut momentum);
+        step += 1;
+        bar.set_message(format!(
+            "loss {:.3} acc {:.1}% {:.0} img/s",
+            window.loss / window.images as f64,
+            100.0 * window.correct as f64 / window.images as f64,
+            window.images_per_second()
+        ));
+        if step % opts.log_every.max(1) == 0 || step == end {
+            let line = serde_json::json!({
+                "epoch": epoch + 1, "step": step, "loss": window.loss / window.images as f64,
+                "train_accuracy": window.correct as f64 / window.images as f64,
+                "lr": lr, "images_per_second": window.images_per_second(),
+            });
+            writeln!(metrics, "{line}")?;
+            window = Window::default();
+        }
+        let epoch_done = step % steps_per_epoch == 0;
+        if epoch_done || step == end {
+            bar.set_position(steps_per_epoch.min((step - epoch * steps_per_epoch) as u64));
+            bar.suspend(|| -> Result<()> {
+                let (test_loss, test_accuracy) = evaluator.run(backend, &state)?;
+                let r = EpochResult { epoch: epoch + 1, step, test_loss, test_accuracy };
+                writeln!(metrics, "{}", serde_json::json!({"epoch": r.epoch, "step": r.step, "loss": test_loss, "test_loss": test_loss, "test_accuracy": test_accuracy}))?;
+                eprintln!("epoch {} step {}: test loss {:.4}, test accuracy {:.2}%", r.epoch, r.step, test_loss, 100.0 * test_accuracy);
+                results.push(r);
+                Ok(())
+            })?;
+        }
+        if epoch_done || step == end || (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0) {
+            metrics.flush()?;
+            let ck = Checkpoint { state: state.clone(), momentum: momentum.clone(), progress: Progress { step, seed: opts.seed } };
+            checkpoint::save(out, &ck)?;
+        }
+    }
+    bar.finish_and_clear();
+    weights::save(out.join("model.safetensors"), &state)?;
+    Ok(results)
+}
+
+fn limit(mut set: ImageSet, n: Option<usize>) -> ImageSet {
+    if let Some(n) = n.filter(|&n| n < set.len()) {
+        set.labels.truncate(n);
+        set.images.truncate(n * set.height * set.width);
+    }
+    set
+}
+
+/// Independent generator streams for (seed, purpose) without correlated starts.
+fn stream(seed: u64, purpose: u64) -> u64 {
+    Rng::new(seed ^ purpose.wrapping_mul(0x9e37_79b9_7f4a_7c15)).next_u64()
+}
+
+fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(stream(seed, epoch)).shuffle(&mut order);
+    order
+}
+
+fn zero_momentum(step: &TrainStep, state: &TensorMap) -> TensorMap {
+    step.params
+        .iter()
+        .map(|name| {
+            let p = &state[name];
+            (name.clone(), HostTensor::full(&p.ty(), 0.0, Default::default()))
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_step(
+    backend: &dyn Backend,
+    step: &TrainStep,
+    state: &TensorMap,
+    momentum: &TensorMap,
+    input_shape: &[usize],
+    pixels: Vec<f32>,
+    labels: &[i64],
+    lr: f64,
+) -> Result<Outputs> {
+    let x = HostTensor::from_f32(input_shape.to_vec(), pixels)?;
+    let y = HostTensor::from_i64(vec![labels.len()], labels.to_vec())?;
+    let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
+    let names: Vec<String> = step.params.iter().map(|n| momentum_name(n)).collect();
+    let mut b = Bindings::new().params(state).input("input", &x).input("labels", &y).input(LR, &lr);
+    for (name, m) in names.iter().zip(&step.params) {
+        b = b.input(name.clone(), &momentum[m]);
+    }
+    Ok(backend.run(&step.graph, &b)?)
+}
+
+/// Moves the step's results into the training state: outputs named like a parameter or
+/// buffer replace it, `momentum.*` outputs replace the momentum buffers.
+fn apply_outputs(step: &TrainStep, mut outputs: Outputs, state: &mut TensorMap, momentum: &mut TensorMap) {
+    for name in step.params.iter().chain(&step.buffers) {
+        if let Some(t) = outputs.remove(name.as_str()) {
+            state.insert(name.clone(), t);
+        }
+    }
+    for name in &step.params {
+        if let Some(t) = outputs.remove(&momentum_name(name)) {
+            momentum.insert(name.clone(), t);
+        }
+    }
+}
+
+fn scalar(outputs: &Outputs, name: &str) -> Result<f64> {
+    let t = outputs.get(name).with_context(|| format!("graph has no output `{name}`"))?;
+    Ok(t.to_f64_vec()[0])
+}
+
+/// How many rows of `logits` have their maximum at the label.
+fn correct(logits: &HostTensor, labels: &[i64]) -> usize {
+    let v = logits.to_f32_vec();
+    let classes = v.len() / labels.len().max(1);
+    v.chunks(classes)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let best = row.iter().enumerate().fold(0, |b, (i, &x)| if x > row[b] { i } else { b });
+            best as i64 == l
+        })
+        .count()
+}
+
+/// Running totals between two metrics lines.
+#[derive(Default)]
+struct Window {
+    images: usize,
+    seconds: f64,
+    correct: usize,
+    loss: f64,
+}
+
+impl Window {
+    fn add(&mut self, images: usize, seconds: f64) {
+        self.images += images;
+        self.seconds += seconds;
+    }
+    fn images_per_second(&self) -> f64 {
+        self.images as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Test-set evaluation with eval-mode graphs, one per batch size used.
+struct Evaluator<'a> {
+    spec: &'a ModelSpec,
+    set: &'a ImageSet,
+    stats: (f32, f32),
+    batch: usize,
+    graphs: HashMap<usize, Graph>,
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(spec: &'a ModelSpec, set: &'a ImageSet, stats: (f32, f32), batch: usize) -> Self {
+        Evaluator { spec, set, stats, batch: batch.max(1), graphs: HashMap::new() }
+    }
+
+    /// Mean loss and accuracy over the whole set.
+    fn run(&mut self, backend: &dyn Backend, state: &TensorMap) -> Result<(f64, f64)> {
+        let (mut loss, mut right) = (0.0, 0usize);
+        let n = self.set.len();
+        for start in (0..n).step_by(self.batch) {
+            let indices: Vec<usize> = (start..(start + self.batch).min(n)).collect();
+            let b = indices.len();
+            if !self.graphs.contains_key(&b) {
+                let shape = [b, 1, self.set.height, self.set.width];
+                let model = build(self.spec, &shape, Mode::Eval, DType::F32)?;
+                self.graphs.insert(b, with_loss(&model.graph, 0.0)?);
+            }
+            let (pixels, labels) = make_batch(self.set, &indices, self.stats, None);
+            let x = HostTensor::from_f32(vec![b, 1, self.set.height, self.set.width], pixels)?;
+            let y = HostTensor::from_i64(vec![b], labels.clone())?;
+            let bindings = Bindings::new().params(state).input("input", &x).input("labels", &y);
+            let out = backend.run(&self.graphs[&b], &bindings)?;
+            loss += scalar(&out, LOSS)? * b as f64;
+            right += correct(out.get("logits").context("eval graph has no logits")?, &labels);
+        }
+        Ok((loss / n.max(1) as f64, right as f64 / n.max(1) as f64))
+    }
+}
+
+/// Drops metrics lines written after `step`, so a resumed run's log reads as one run.
+fn truncate_metrics(out: &Path, step: u64) -> Result<()> {
+    let path = out.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    std::fs::rename(tmp, path)?;
+    Ok(())
+}
