@@ -41,7 +41,7 @@ impl Emitter {
         self.graph.into_inner()
     }
 
-    /// Runs `f` on the graph (to add outputs or read types).
+    /// Runs `f` on the graph itself (to declare outputs, say).
     pub fn with_graph<T>(&self, f: impl FnOnce(&mut Graph) -> T) -> T {
         f(&mut self.graph.borrow_mut())
     }
@@ -66,10 +66,7 @@ impl Emitter {
 
     pub fn constant(&self, value: f64, ty: TensorType) -> Expr<'_> {
         if self.error.borrow().is_some() {
-            return Expr {
-                em: self,
-                value: None,
-            };
+            return self.inert();
         }
         let pushed =
             self.graph
@@ -89,10 +86,7 @@ impl Emitter {
                     .push(op, values, &self.scope.borrow());
                 self.record(pushed)
             }
-            _ => Expr {
-                em: self,
-                value: None,
-            },
+            _ => self.inert(),
         }
     }
 
@@ -111,11 +105,15 @@ impl Emitter {
             },
             Err(e) => {
                 self.error.borrow_mut().get_or_insert(e);
-                Expr {
-                    em: self,
-                    value: None,
-                }
+                self.inert()
             }
+        }
+    }
+
+    fn inert(&self) -> Expr<'_> {
+        Expr {
+            em: self,
+            value: None,
         }
     }
 }

@@ -76,6 +76,7 @@ pub fn momentum_name(param: &str) -> String {
 /// `output`) against the i64 input `labels`, which is added if missing. A graph that
 /// already has a `loss` output comes back unchanged.
 pub fn with_loss(forward: &Graph, label_smoothing: f64) -> Result<Graph> {
+    crate::renumber::check_structure(forward)?;
     if forward.output(LOSS).is_some() {
         return Ok(forward.clone());
     }

@@ -139,65 +139,9 @@ fn scbottleneck_s2_down_gradients_match_pytorch() {
     check_module("scbottleneck_s2_down");
 }
 
-/// The batch's labels: from `train_io.safetensors` when the fixture has it, else the
-/// only labels consistent with the fixture's step-1 gradients of the classifier. With
-/// `P` the softmax of the logits and `H` the pooled features (both computed here), mean
-/// cross-entropy gives `d fc.bias = mean(P - Y)` and `d fc.weight = (P - Y)ᵀ H / N`.
-fn labels(name: &str, model: &Model, state: &TensorMap, input: &HostTensor) -> HostTensor {
-    if let Ok(io) = weights::load(fixture(name).join("train_io.safetensors")) {
-        return io[LABELS].clone();
-    }
-    let mut graph = model.graph.clone();
-    let fc = graph
-        .nodes
-        .iter()
-        .position(|n| matches!(n.op, Op::MatMul { .. }))
-        .unwrap();
-    let features = graph.nodes[fc].inputs[0];
-    graph.add_output("features", features).unwrap();
-    let out = run(&graph, state, &[("input", input)]);
-    let (logits, h) = (out["logits"].to_f64_vec(), out["features"].to_f64_vec());
-    let grads = load(name, "train_grads.safetensors");
-    let (db, dw) = (
-        grads["fc.bias"].to_f64_vec(),
-        grads["fc.weight"].to_f64_vec(),
-    );
-    let (n, k) = (out["logits"].shape()[0], out["logits"].shape()[1]);
-    let f = h.len() / n;
-    let p: Vec<f64> = logits
-        .chunks(k)
-        .flat_map(|row| {
-            let z: Vec<f64> = row.iter().map(|v| v.exp()).collect();
-            let s: f64 = z.iter().sum();
-            z.into_iter().map(move |v| v / s)
-        })
-        .collect();
-    let mismatch = |y: &[usize]| {
-        let d = |i: usize, c: usize| (p[i * k + c] - f64::from(u8::from(y[i] == c))) / n as f64;
-        let mut worst = 0.0f64;
-        for c in 0..k {
-            worst = worst.max(((0..n).map(|i| d(i, c)).sum::<f64>() - db[c]).abs());
-            for j in 0..f {
-                let w = (0..n).map(|i| d(i, c) * h[i * f + j]).sum::<f64>();
-                worst = worst.max((w - dw[c * f + j]).abs());
-            }
-        }
-        worst
-    };
-    let mut best = (f64::INFINITY, vec![]);
-    for code in 0..k.pow(n as u32) {
-        let y: Vec<usize> = (0..n).map(|i| code / k.pow(i as u32) % k).collect();
-        let m = mismatch(&y);
-        if m < best.0 {
-            best = (m, y);
-        }
-    }
-    assert!(
-        best.0 < 1e-4,
-        "no labels explain the classifier's gradients (best {:e})",
-        best.0
-    );
-    HostTensor::from_i64(vec![n], best.1.iter().map(|&c| c as i64).collect()).unwrap()
+/// The batch's labels, stored beside the input.
+fn labels(name: &str) -> HostTensor {
+    load(name, "train_io.safetensors")[LABELS].clone()
 }
 
 /// Two SGD steps of tiny_scnet from the initial state on one batch, checked against the
@@ -209,7 +153,7 @@ fn tiny_scnet_two_sgd_steps_match_pytorch() {
     let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
     let mut state = load(name, "params.safetensors");
     let input = load(name, "eval_io.safetensors")["input"].clone();
-    let labels = labels(name, &model, &state, &input);
+    let labels = labels(name);
     let lr = HostTensor::from_f32(vec![], vec![0.1]).unwrap();
     let mut momentum: TensorMap = step
         .params

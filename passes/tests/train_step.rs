@@ -333,3 +333,30 @@ fn unusable_forward_graphs_are_errors() {
         Err(PassError::WrongType { .. })
     ));
 }
+
+#[test]
+fn scnet50_step_graph_trains_exactly_the_pytorch_parameters() {
+    let spec = calib_models::presets::scnet50();
+    let model = calib_models::build(&spec, &[2, 3, 224, 224], Mode::Train, DType::F32).unwrap();
+    let started = std::time::Instant::now();
+    let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
+    let elapsed = started.elapsed();
+    step.graph.validate().unwrap();
+    let of_kind = |kind| {
+        let entries = model.state.iter().filter(move |e| e.kind == kind);
+        entries.map(|e| e.name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(step.params, of_kind(calib_models::StateKind::Param));
+    assert_eq!(step.buffers, of_kind(calib_models::StateKind::Buffer));
+    let count = |name: &str| {
+        step.graph
+            .nodes
+            .iter()
+            .filter(|n| n.op.name() == name)
+            .count()
+    };
+    // Every conv gets a weight gradient; all but the stem also pass one to their input.
+    assert_eq!(count("conv2d_backward_weight"), count("conv2d"));
+    assert_eq!(count("conv2d_backward_data"), count("conv2d") - 1);
+    assert!(elapsed.as_secs() < 10, "building the step took {elapsed:?}");
+}

@@ -32,7 +32,8 @@ impl<'a> Bindings<'a> {
     /// Binds every tensor of a checkpoint as a parameter; names the graph does not use
     /// are ignored.
     pub fn params(mut self, tensors: &'a TensorMap) -> Self {
-        self.params.extend(tensors.iter().map(|(n, t)| (n.clone(), t)));
+        self.params
+            .extend(tensors.iter().map(|(n, t)| (n.clone(), t)));
         self
     }
 

@@ -56,7 +56,15 @@ pub trait Float: Element + Div<Output = Self> {
 
     /// `c = a * b + beta * c` for row-major-or-strided matrices `a [m,k]`, `b [k,n]`,
     /// `c [m,n]`, each given as `(slice, row stride, column stride)`.
-    fn gemm(m: usize, k: usize, n: usize, a: Mat<'_, Self>, b: Mat<'_, Self>, beta: Self, c: MatMut<'_, Self>);
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: Mat<'_, Self>,
+        b: Mat<'_, Self>,
+        beta: Self,
+        c: MatMut<'_, Self>,
+    );
 }
 
 /// A read-only strided matrix view: `(data, row stride, column stride)`.
@@ -76,9 +84,18 @@ fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 /// Checks the views before handing raw pointers to `matrixmultiply`; a failure here is a
 /// kernel bug, never bad user input, so it panics rather than corrupting memory.
 fn check_views<T>(m: usize, k: usize, n: usize, a: &Mat<'_, T>, b: &Mat<'_, T>, c: &MatMut<'_, T>) {
-    assert!(a.0.len() >= extent(m, k, a.1, a.2), "gemm: A view out of bounds");
-    assert!(b.0.len() >= extent(k, n, b.1, b.2), "gemm: B view out of bounds");
-    assert!(c.0.len() >= extent(m, n, c.1, c.2), "gemm: C view out of bounds");
+    assert!(
+        a.0.len() >= extent(m, k, a.1, a.2),
+        "gemm: A view out of bounds"
+    );
+    assert!(
+        b.0.len() >= extent(k, n, b.1, b.2),
+        "gemm: B view out of bounds"
+    );
+    assert!(
+        c.0.len() >= extent(m, n, c.1, c.2),
+        "gemm: C view out of bounds"
+    );
 }
 
 macro_rules! float_element {
@@ -124,7 +141,15 @@ macro_rules! float_element {
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
             }
-            fn gemm(m: usize, k: usize, n: usize, a: Mat<'_, Self>, b: Mat<'_, Self>, beta: Self, c: MatMut<'_, Self>) {
+            fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: Mat<'_, Self>,
+                b: Mat<'_, Self>,
+                beta: Self,
+                c: MatMut<'_, Self>,
+            ) {
                 check_views(m, k, n, &a, &b, &c);
                 if m == 0 || n == 0 {
                     return;
@@ -133,11 +158,20 @@ macro_rules! float_element {
                 // inside its slice, and `c` is borrowed mutably, so it aliases nothing.
                 unsafe {
                     $gemm(
-                        m, k, n, 1.0,
-                        a.0.as_ptr(), a.1 as isize, a.2 as isize,
-                        b.0.as_ptr(), b.1 as isize, b.2 as isize,
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.0.as_ptr(),
+                        a.1 as isize,
+                        a.2 as isize,
+                        b.0.as_ptr(),
+                        b.1 as isize,
+                        b.2 as isize,
                         beta,
-                        c.0.as_mut_ptr(), c.1 as isize, c.2 as isize,
+                        c.0.as_mut_ptr(),
+                        c.1 as isize,
+                        c.2 as isize,
                     )
                 }
             }

@@ -13,24 +13,45 @@ pub enum RuntimeError {
     Graph(#[from] IrError),
     /// An input or parameter node has no tensor bound to its name.
     #[error("no tensor bound to {kind} `{name}` (the graph expects {expected})")]
-    Unbound { kind: &'static str, name: String, expected: TensorType },
+    Unbound {
+        kind: &'static str,
+        name: String,
+        expected: TensorType,
+    },
     /// A bound tensor's dtype or shape differs from the node's type.
     #[error("{kind} `{name}` is bound to a {found} tensor but the graph expects {expected}")]
-    BindingType { kind: &'static str, name: String, expected: TensorType, found: TensorType },
+    BindingType {
+        kind: &'static str,
+        name: String,
+        expected: TensorType,
+        found: TensorType,
+    },
     /// An op failed on the values it was given.
     #[error("node %{node} ({op}{scope}): {source}")]
-    Op { node: usize, op: &'static str, scope: String, source: OpError },
+    Op {
+        node: usize,
+        op: &'static str,
+        scope: String,
+        source: OpError,
+    },
 }
 
 /// Why one op could not be evaluated.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum OpError {
     #[error("label {label} at position {index} is outside 0..{classes}")]
-    LabelOutOfRange { index: usize, label: i64, classes: usize },
+    LabelOutOfRange {
+        index: usize,
+        label: i64,
+        classes: usize,
+    },
     /// Operands held in an element type the op cannot use; the IR's type rules make this
     /// unreachable for validated graphs, so it signals a runtime bug.
     #[error("operand held in {found} storage, expected {expected}")]
-    Storage { found: &'static str, expected: &'static str },
+    Storage {
+        found: &'static str,
+        expected: &'static str,
+    },
     #[error("{0} is not a computed op")]
     NotComputed(&'static str),
     #[error(transparent)]

@@ -49,7 +49,9 @@ impl Reference {
 
     /// The `f64` interpreter (parameters and inputs are widened on the way in).
     pub fn f64() -> Self {
-        Reference { precision: Precision::F64 }
+        Reference {
+            precision: Precision::F64,
+        }
     }
 }
 

@@ -61,8 +61,12 @@ impl Storage {
     /// Floating elements converted to `precision`; integers are left alone.
     pub fn into_precision(self, precision: Precision) -> Storage {
         match (self, precision) {
-            (Storage::F32(v), Precision::F64) => Storage::F64(v.into_iter().map(f64::from).collect()),
-            (Storage::F64(v), Precision::F32) => Storage::F32(v.into_iter().map(|x| x as f32).collect()),
+            (Storage::F32(v), Precision::F64) => {
+                Storage::F64(v.into_iter().map(f64::from).collect())
+            }
+            (Storage::F64(v), Precision::F32) => {
+                Storage::F32(v.into_iter().map(|x| x as f32).collect())
+            }
             (s, _) => s,
         }
     }
@@ -94,7 +98,11 @@ fn round_to_dtype(dtype: DType, storage: &mut Storage) {
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum TensorError {
     #[error("shape {shape} holds {expected} elements but {found} were given")]
-    Length { shape: String, expected: usize, found: usize },
+    Length {
+        shape: String,
+        expected: usize,
+        found: usize,
+    },
     #[error("a {dtype} tensor cannot be held in {storage} storage")]
     Storage { dtype: DType, storage: &'static str },
     #[error("cannot compare tensors of shapes {left} and {right}")]
@@ -113,17 +121,32 @@ pub struct HostTensor {
 
 impl HostTensor {
     /// A tensor of declared `dtype`; f16/bf16 values are rounded to that precision.
-    pub fn new(dtype: DType, shape: impl Into<Shape>, mut storage: Storage) -> Result<Self, TensorError> {
+    pub fn new(
+        dtype: DType,
+        shape: impl Into<Shape>,
+        mut storage: Storage,
+    ) -> Result<Self, TensorError> {
         let shape = shape.into();
         let expected = numel(&shape);
         if storage.len() != expected {
-            return Err(TensorError::Length { shape: fmt_shape(&shape), expected, found: storage.len() });
+            return Err(TensorError::Length {
+                shape: fmt_shape(&shape),
+                expected,
+                found: storage.len(),
+            });
         }
         if dtype.is_float() == matches!(storage, Storage::I64(_)) {
-            return Err(TensorError::Storage { dtype, storage: storage.kind() });
+            return Err(TensorError::Storage {
+                dtype,
+                storage: storage.kind(),
+            });
         }
         round_to_dtype(dtype, &mut storage);
-        Ok(HostTensor { dtype, shape, storage })
+        Ok(HostTensor {
+            dtype,
+            shape,
+            storage,
+        })
     }
 
     /// An `f32` tensor.
@@ -149,7 +172,8 @@ impl HostTensor {
         } else {
             Storage::I64(vec![i64::from_f64(value); n])
         };
-        Self::new(ty.dtype, ty.shape.clone(), storage).expect("length and storage kind match by construction")
+        Self::new(ty.dtype, ty.shape.clone(), storage)
+            .expect("length and storage kind match by construction")
     }
 
     pub fn dtype(&self) -> DType {
@@ -247,7 +271,10 @@ impl HostTensor {
 
     /// The largest `|x|` (NaN if any element is NaN); 0 for an empty tensor.
     pub fn max_abs(&self) -> f64 {
-        self.to_f64_vec().iter().map(|x| x.abs()).fold(0.0, f64::max_nan)
+        self.to_f64_vec()
+            .iter()
+            .map(|x| x.abs())
+            .fold(0.0, f64::max_nan)
     }
 }
 
@@ -266,7 +293,12 @@ impl fmt::Debug for HostTensor {
     /// `HostTensor(f32[2,3] in f32: [1.0, 2.0, ...])`, never the whole buffer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const SHOWN: usize = 8;
-        let head: Vec<String> = self.to_f64_vec().iter().take(SHOWN).map(|x| format!("{x}")).collect();
+        let head: Vec<String> = self
+            .to_f64_vec()
+            .iter()
+            .take(SHOWN)
+            .map(|x| format!("{x}"))
+            .collect();
         let more = if self.numel() > SHOWN { ", ..." } else { "" };
         write!(
             f,

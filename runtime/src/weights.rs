@@ -28,13 +28,20 @@ pub enum WeightsError {
     #[error("{file}: not a valid safetensors file: {detail}")]
     Corrupt { file: String, detail: String },
     #[error("{file}: tensor `{name}` has dtype {dtype}; calib reads F32, F16, BF16 and I64")]
-    UnsupportedDType { file: String, name: String, dtype: String },
+    UnsupportedDType {
+        file: String,
+        name: String,
+        dtype: String,
+    },
     #[error("{file}: cannot serialize: {detail}")]
     Serialize { file: String, detail: String },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> WeightsError + '_ {
-    move |source| WeightsError::Io { file: path.display().to_string(), source }
+    move |source| WeightsError::Io {
+        file: path.display().to_string(),
+        source,
+    }
 }
 
 /// Reads a safetensors file. F16/BF16 tensors are widened to f32 in memory and keep
@@ -47,10 +54,16 @@ pub fn load(path: impl AsRef<Path>) -> Result<TensorMap, WeightsError> {
 
 /// Decodes the bytes of a safetensors file; `file` names it in errors.
 pub fn parse(bytes: &[u8], file: &str) -> Result<TensorMap, WeightsError> {
-    let corrupt = |detail: String| WeightsError::Corrupt { file: file.to_string(), detail };
+    let corrupt = |detail: String| WeightsError::Corrupt {
+        file: file.to_string(),
+        detail,
+    };
     // safetensors checks these too, but its messages do not say how far off the file is.
     if bytes.len() < 8 {
-        return Err(corrupt(format!("{} bytes is too short for the 8-byte header length", bytes.len())));
+        return Err(corrupt(format!(
+            "{} bytes is too short for the 8-byte header length",
+            bytes.len()
+        )));
     }
     let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if header_len > (bytes.len() - 8) as u64 {
@@ -78,7 +91,10 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<TensorMap, WeightsError> {
         let data = view.data();
         let expected = calib_ir::numel(view.shape()) * dtype.size_bytes();
         if data.len() != expected {
-            return Err(corrupt(format!("tensor `{name}` has {} bytes, its shape needs {expected}", data.len())));
+            return Err(corrupt(format!(
+                "tensor `{name}` has {} bytes, its shape needs {expected}",
+                data.len()
+            )));
         }
         let tensor = HostTensor::new(dtype, view.shape().to_vec(), decode(dtype, data))
             .map_err(|e| corrupt(format!("tensor `{name}`: {e}")))?;
@@ -89,7 +105,9 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<TensorMap, WeightsError> {
 
 fn decode(dtype: DType, data: &[u8]) -> Storage {
     fn words<const N: usize, T>(data: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-        data.chunks_exact(N).map(|c| f(c.try_into().expect("exact chunk"))).collect()
+        data.chunks_exact(N)
+            .map(|c| f(c.try_into().expect("exact chunk")))
+            .collect()
     }
     match dtype {
         DType::F32 => Storage::F32(words(data, f32::from_le_bytes)),
@@ -102,13 +120,17 @@ fn decode(dtype: DType, data: &[u8]) -> Storage {
 fn describe(e: SafeTensorError) -> String {
     match e {
         SafeTensorError::InvalidHeader => "the header is not UTF-8".into(),
-        SafeTensorError::InvalidHeaderDeserialization => "the header is not valid safetensors JSON".into(),
+        SafeTensorError::InvalidHeaderDeserialization => {
+            "the header is not valid safetensors JSON".into()
+        }
         SafeTensorError::HeaderTooLarge => "the header length is implausibly large".into(),
         SafeTensorError::MetadataIncompleteBuffer => {
             "the data section is not the size the header describes (truncated or padded)".into()
         }
         SafeTensorError::InvalidOffset(name) => format!("tensor `{name}` has invalid data offsets"),
-        SafeTensorError::TensorInvalidInfo => "a tensor's byte range does not match its shape and dtype".into(),
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's byte range does not match its shape and dtype".into()
+        }
         other => format!("{other:?}"),
     }
 }
@@ -138,14 +160,37 @@ impl View for &Encoded {
 fn encode(t: &HostTensor) -> Encoded {
     let values = || t.to_f64_vec().into_iter();
     let (dtype, bytes): (StDtype, Vec<u8>) = match (t.dtype(), t.storage()) {
-        (DType::I64, Storage::I64(v)) => (StDtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        (DType::F32, Storage::F32(v)) => (StDtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        (DType::F32, _) => (StDtype::F32, values().flat_map(|x| (x as f32).to_le_bytes()).collect()),
-        (DType::F16, _) => (StDtype::F16, values().flat_map(|x| f16::from_f64(x).to_le_bytes()).collect()),
-        (DType::BF16, _) => (StDtype::BF16, values().flat_map(|x| bf16::from_f64(x).to_le_bytes()).collect()),
+        (DType::I64, Storage::I64(v)) => (
+            StDtype::I64,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        (DType::F32, Storage::F32(v)) => (
+            StDtype::F32,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        (DType::F32, _) => (
+            StDtype::F32,
+            values().flat_map(|x| (x as f32).to_le_bytes()).collect(),
+        ),
+        (DType::F16, _) => (
+            StDtype::F16,
+            values()
+                .flat_map(|x| f16::from_f64(x).to_le_bytes())
+                .collect(),
+        ),
+        (DType::BF16, _) => (
+            StDtype::BF16,
+            values()
+                .flat_map(|x| bf16::from_f64(x).to_le_bytes())
+                .collect(),
+        ),
         (DType::I64, _) => unreachable!("HostTensor keeps I64 tensors in I64 storage"),
     };
-    Encoded { dtype, shape: t.shape().to_vec(), bytes }
+    Encoded {
+        dtype,
+        shape: t.shape().to_vec(),
+        bytes,
+    }
 }
 
 /// Writes `tensors` to `path` atomically (temporary file, fsync, rename). Floating
@@ -153,9 +198,17 @@ fn encode(t: &HostTensor) -> Encoded {
 pub fn save(path: impl AsRef<Path>, tensors: &TensorMap) -> Result<(), WeightsError> {
     let path = path.as_ref();
     let file = path.display().to_string();
-    let encoded: Vec<(&str, Encoded)> = tensors.iter().map(|(n, t)| (n.as_str(), encode(t))).collect();
-    let bytes = safetensors::serialize(encoded.iter().map(|(n, e)| (*n, e)), &None)
-        .map_err(|e| WeightsError::Serialize { file: file.clone(), detail: describe(e) })?;
+    let encoded: Vec<(&str, Encoded)> = tensors
+        .iter()
+        .map(|(n, t)| (n.as_str(), encode(t)))
+        .collect();
+    let bytes =
+        safetensors::serialize(encoded.iter().map(|(n, e)| (*n, e)), &None).map_err(|e| {
+            WeightsError::Serialize {
+                file: file.clone(),
+                detail: describe(e),
+            }
+        })?;
     let tmp = temp_path(path);
     let written = write_synced(&tmp, &bytes).and_then(|()| fs::rename(&tmp, path));
     if let Err(e) = written {
@@ -169,7 +222,10 @@ pub fn save(path: impl AsRef<Path>, tensors: &TensorMap) -> Result<(), WeightsEr
 /// `dir/.name.tmp.<pid>`: same directory (so the rename is atomic), hidden, and unique
 /// per process.
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
 }
 
@@ -192,7 +248,10 @@ fn sync_dir(path: &Path) {
 
 /// The state a graph expects: each `Param` node's name and type, in graph order.
 pub fn expected_state(graph: &Graph) -> Vec<(String, TensorType)> {
-    graph.params().map(|(name, v)| (name.to_string(), graph.ty(v).clone())).collect()
+    graph
+        .params()
+        .map(|(name, v)| (name.to_string(), graph.ty(v).clone()))
+        .collect()
 }
 
 /// Every way a checkpoint differs from the state a model expects.
@@ -230,12 +289,17 @@ impl fmt::Display for WeightsMismatch {
 
 /// Checks that `found` holds exactly the `expected` tensors with the expected types,
 /// reporting every difference at once.
-pub fn check_state(expected: &[(String, TensorType)], found: &TensorMap) -> Result<(), WeightsMismatch> {
+pub fn check_state(
+    expected: &[(String, TensorType)],
+    found: &TensorMap,
+) -> Result<(), WeightsMismatch> {
     let mut report = WeightsMismatch::default();
     for (name, want) in expected {
         match found.get(name) {
             None => report.missing.push((name.clone(), want.clone())),
-            Some(t) if t.ty() != *want => report.mismatched.push((name.clone(), want.clone(), t.ty())),
+            Some(t) if t.ty() != *want => {
+                report.mismatched.push((name.clone(), want.clone(), t.ty()))
+            }
             Some(_) => {}
         }
     }

@@ -3,7 +3,9 @@
 
 mod common;
 use calib_ir::{ConvSpec, DType, Graph, GraphBuilder, Mode, Node, Op, TensorType, Value};
-use calib_runtime::{reference, weights, Backend, Bindings, HostTensor, Reference, RuntimeError, Storage, TensorMap};
+use calib_runtime::{
+    reference, weights, Backend, Bindings, HostTensor, Reference, RuntimeError, Storage, TensorMap,
+};
 use common::*;
 
 /// `y = relu(x + b)` with input `x [2]` and param `b [2]`.
@@ -22,7 +24,11 @@ fn add_bias_graph() -> Graph {
 #[test]
 fn outputs_are_returned_by_name_including_params_and_repeats() {
     let (x, b) = (t(&[2], &[1.0, -5.0]), t(&[2], &[0.5, 1.0]));
-    let out = reference::run(&add_bias_graph(), &Bindings::new().input("x", &x).param("b", &b)).unwrap();
+    let out = reference::run(
+        &add_bias_graph(),
+        &Bindings::new().input("x", &x).param("b", &b),
+    )
+    .unwrap();
     assert_eq!(out.len(), 3);
     assert_eq!(out["y"].as_f32(), Some(&[1.5, 0.0][..]));
     assert_eq!(out["again"], out["y"]);
@@ -34,13 +40,25 @@ fn missing_and_mistyped_bindings_are_named() {
     let g = add_bias_graph();
     let x = t(&[2], &[1.0, 2.0]);
     let err = reference::run(&g, &Bindings::new().input("x", &x)).unwrap_err();
-    assert!(matches!(&err, RuntimeError::Unbound { kind: "param", name, .. } if name == "b"), "{err}");
-    assert!(err.to_string().contains("param `b`") && err.to_string().contains("f32[2]"), "{err}");
+    assert!(
+        matches!(&err, RuntimeError::Unbound { kind: "param", name, .. } if name == "b"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("param `b`") && err.to_string().contains("f32[2]"),
+        "{err}"
+    );
 
     let long = t(&[3], &[1.0, 2.0, 3.0]);
     let err = reference::run(&g, &Bindings::new().input("x", &long).param("b", &x)).unwrap_err();
-    assert!(matches!(&err, RuntimeError::BindingType { kind: "input", .. }), "{err}");
-    assert!(err.to_string().contains("f32[3]") && err.to_string().contains("expects f32[2]"), "{err}");
+    assert!(
+        matches!(&err, RuntimeError::BindingType { kind: "input", .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("f32[3]") && err.to_string().contains("expects f32[2]"),
+        "{err}"
+    );
 
     let half = HostTensor::new(DType::F16, vec![2], Storage::F32(vec![1.0, 2.0])).unwrap();
     let err = reference::run(&g, &Bindings::new().input("x", &x).param("b", &half)).unwrap_err();
@@ -58,8 +76,16 @@ fn malformed_graphs_are_rejected_before_running() {
     assert!(matches!(err, RuntimeError::Graph(_)), "{err}");
 
     // An operand that refers forward.
-    g.nodes.push(Node { op: Op::Relu, inputs: vec![Value(99)], ty: TensorType::new(DType::F32, vec![2]), scope: String::new() });
-    assert!(matches!(reference::run(&g, &Bindings::new()), Err(RuntimeError::Graph(_))));
+    g.nodes.push(Node {
+        op: Op::Relu,
+        inputs: vec![Value(99)],
+        ty: TensorType::new(DType::F32, vec![2]),
+        scope: String::new(),
+    });
+    assert!(matches!(
+        reference::run(&g, &Bindings::new()),
+        Err(RuntimeError::Graph(_))
+    ));
 }
 
 #[test]
@@ -69,7 +95,16 @@ fn nodes_no_output_needs_are_not_computed() {
     let labels = g.input("labels", DType::I64, vec![1]).unwrap();
     let x = g.input("x", DType::F32, vec![1]).unwrap();
     let mut graph = g.finish();
-    graph.push(Op::OneHot { classes: 2, dtype: DType::F32 }, vec![labels], "").unwrap();
+    graph
+        .push(
+            Op::OneHot {
+                classes: 2,
+                dtype: DType::F32,
+            },
+            vec![labels],
+            "",
+        )
+        .unwrap();
     let y = graph.push(Op::Neg, vec![x], "").unwrap();
     graph.add_output("y", y).unwrap();
     let (l, xv) = (ti(&[1], &[5]), t(&[1], &[2.0]));
@@ -80,7 +115,10 @@ fn nodes_no_output_needs_are_not_computed() {
 #[test]
 fn f64_backend_computes_and_returns_f64() {
     // 1 + 1e-10 is lost in f32 but kept in f64.
-    let (x, b) = (t(&[2], &[1.0, 2.0]), HostTensor::from_f64(vec![2], vec![1e-10, 0.0]).unwrap());
+    let (x, b) = (
+        t(&[2], &[1.0, 2.0]),
+        HostTensor::from_f64(vec![2], vec![1e-10, 0.0]).unwrap(),
+    );
     let bind = Bindings::new().input("x", &x).param("b", &b);
     let backend = Reference::f64();
     assert_eq!(backend.name(), "reference");
@@ -106,15 +144,27 @@ fn batch_norm_train_normalizes_and_updates_running_statistics() {
     // channel 1: 2 * (2 4 0 -2) = 4 8 0 -4 (mean 2, biased var 20, unbiased 80/3).
     let input = t(&[2, 2, 1, 2], &[1.0, 3.0, 2.0, 4.0, 5.0, 7.0, 0.0, -2.0]);
     let mut state = TensorMap::new();
-    state.insert("conv.weight".into(), t(&[2, 2, 1, 1], &[1.0, 0.0, 0.0, 2.0]));
+    state.insert(
+        "conv.weight".into(),
+        t(&[2, 2, 1, 1], &[1.0, 0.0, 0.0, 2.0]),
+    );
     state.insert("bn.weight".into(), t(&[2], &[2.0, 0.5]));
     state.insert("bn.bias".into(), t(&[2], &[0.1, -0.3]));
     state.insert("bn.running_mean".into(), t(&[2], &[0.5, -1.0]));
     state.insert("bn.running_var".into(), t(&[2], &[1.0, 2.0]));
     state.insert("bn.num_batches_tracked".into(), ti(&[], &[0]));
-    let out = reference::run(&graph, &Bindings::new().input("input", &input).params(&state)).unwrap();
+    let out = reference::run(
+        &graph,
+        &Bindings::new().input("input", &input).params(&state),
+    )
+    .unwrap();
 
-    assert_close(&out["bn.running_mean"], &[2], &[0.9 * 0.5 + 0.1 * 4.0, 0.9 * -1.0 + 0.1 * 2.0], 1e-6);
+    assert_close(
+        &out["bn.running_mean"],
+        &[2],
+        &[0.9 * 0.5 + 0.1 * 4.0, -0.9 + 0.1 * 2.0],
+        1e-6,
+    );
     let rv = [0.9 * 1.0 + 0.1 * 20.0 / 3.0, 0.9 * 2.0 + 0.1 * 80.0 / 3.0];
     assert_close(&out["bn.running_var"], &[2], &rv, 1e-6);
     assert_eq!(out["bn.num_batches_tracked"].as_i64(), Some(&[1][..]));
@@ -122,16 +172,25 @@ fn batch_norm_train_normalizes_and_updates_running_statistics() {
     // Each channel of (normalized - bias) / weight has zero mean and unit biased variance.
     let v = out["normalized"].to_f64_vec();
     for (ch, (gamma, beta)) in [(2.0, 0.1), (0.5, -0.3)].into_iter().enumerate() {
-        let z: Vec<f64> = [0, 1, 4, 5].iter().map(|&i| (v[i + 2 * ch] - beta) / gamma).collect();
+        let z: Vec<f64> = [0, 1, 4, 5]
+            .iter()
+            .map(|&i| (v[i + 2 * ch] - beta) / gamma)
+            .collect();
         let mean = z.iter().sum::<f64>() / 4.0;
         let var = z.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / 4.0;
-        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-4, "channel {ch}: mean {mean}, var {var}");
+        assert!(
+            mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-4,
+            "channel {ch}: mean {mean}, var {var}"
+        );
     }
     // First element by hand: 2 (1 - 4) / sqrt(5 + 1e-5) + 0.1, clipped by the ReLU.
     let first = 2.0 * (1.0 - 4.0) / (5.0f64 + 1e-5).sqrt() + 0.1;
     assert!((v[0] - first).abs() < 1e-6);
     assert_eq!(out["output"].to_f32_vec()[0], 0.0);
-    assert_eq!(out["output"].to_f32_vec()[1], out["normalized"].to_f32_vec()[1].max(0.0));
+    assert_eq!(
+        out["output"].to_f32_vec()[1],
+        out["normalized"].to_f32_vec()[1].max(0.0)
+    );
 }
 
 /// The authors' SCConv: `k4(k3(x) * sigmoid(x + up(k2(x))))`, k2 = BN(conv(avgpool4(x))).
@@ -189,7 +248,11 @@ fn scconv_train_matches_pytorch_output_and_buffers() {
     let io = load("train_io.safetensors");
     let after = load("train_buffers_after.safetensors");
     let graph = scconv(Mode::Train, io["input"].shape());
-    let out = reference::run(&graph, &Bindings::new().input("input", &io["input"]).params(&params)).unwrap();
+    let out = reference::run(
+        &graph,
+        &Bindings::new().input("input", &io["input"]).params(&params),
+    )
+    .unwrap();
     assert_matches_fixture(&out["output"], &io["output"], "train output");
     for (name, want) in &after {
         let got = &out[name.as_str()];

@@ -10,8 +10,12 @@ use std::path::Path;
 
 fn sample() -> TensorMap {
     let mut m = TensorMap::new();
-    m.insert("conv.weight".into(), t(&[2, 1, 1, 3], &[0.5, -1.25, 3.0, 1e-3, -0.0, 7.0]));
-    let half = HostTensor::new(DType::F16, vec![3], Storage::F32(vec![1.0, -0.5, 65504.0])).unwrap();
+    m.insert(
+        "conv.weight".into(),
+        t(&[2, 1, 1, 3], &[0.5, -1.25, 3.0, 1e-3, -0.0, 7.0]),
+    );
+    let half =
+        HostTensor::new(DType::F16, vec![3], Storage::F32(vec![1.0, -0.5, 65504.0])).unwrap();
     m.insert("half".into(), half);
     let brain = HostTensor::new(DType::BF16, vec![2], Storage::F32(vec![3.140625, -1e30])).unwrap();
     m.insert("brain".into(), brain);
@@ -32,7 +36,10 @@ fn round_trip_keeps_dtypes_shapes_and_values() {
     assert_eq!(loaded["brain"].dtype(), DType::BF16);
     assert_eq!(loaded["bn.num_batches_tracked"].shape(), &[] as &[usize]);
     // Only the target remains: the temporary file was renamed over it.
-    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("state.safetensors")]);
 }
 
@@ -42,7 +49,10 @@ fn save_overwrites_and_narrows_f64_storage() {
     let path = dir.path().join("w.safetensors");
     weights::save(&path, &sample()).unwrap();
     let mut m = TensorMap::new();
-    m.insert("x".into(), HostTensor::from_f64(vec![2], vec![0.1, 2.5]).unwrap());
+    m.insert(
+        "x".into(),
+        HostTensor::from_f64(vec![2], vec![0.1, 2.5]).unwrap(),
+    );
     weights::save(&path, &m).unwrap();
     let loaded = weights::load(&path).unwrap();
     assert_eq!(loaded.len(), 1);
@@ -68,7 +78,10 @@ fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
 fn corrupt_header_is_an_error_naming_the_file() {
     let (msg, err) = load_err(&with_header("{not json", &[]));
     assert!(matches!(err, WeightsError::Corrupt { .. }), "{err:?}");
-    assert!(msg.contains("broken.safetensors") && msg.contains("JSON"), "{msg}");
+    assert!(
+        msg.contains("broken.safetensors") && msg.contains("JSON"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -80,10 +93,16 @@ fn truncated_files_are_errors() {
     // Data cut short.
     let (msg, err) = load_err(&bytes[..bytes.len() - 3]);
     assert!(matches!(err, WeightsError::Corrupt { .. }), "{err:?}");
-    assert!(msg.contains("broken.safetensors") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("broken.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
     // Header cut short.
     let (msg, _) = load_err(&bytes[..20]);
-    assert!(msg.contains("header claims") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("header claims") && msg.contains("truncated"),
+        "{msg}"
+    );
     // Not even the header length.
     let (msg, _) = load_err(&bytes[..5]);
     assert!(msg.contains("5 bytes is too short"), "{msg}");
@@ -100,7 +119,10 @@ fn byte_ranges_that_disagree_with_shapes_are_errors() {
 fn unsupported_dtypes_name_the_tensor() {
     let header = r#"{"running_var":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#;
     let (msg, err) = load_err(&with_header(header, &[0; 8]));
-    assert!(matches!(err, WeightsError::UnsupportedDType { .. }), "{err:?}");
+    assert!(
+        matches!(err, WeightsError::UnsupportedDType { .. }),
+        "{err:?}"
+    );
     assert!(msg.contains("running_var") && msg.contains("F64"), "{msg}");
 }
 
@@ -119,7 +141,10 @@ fn check_state_reports_every_difference_at_once() {
         ("bn.weight".to_string(), f32t(&[2])),
         ("bn.bias".to_string(), f32t(&[2])),
         ("half".to_string(), f32t(&[4])),
-        ("bn.num_batches_tracked".to_string(), TensorType::new(DType::F32, vec![])),
+        (
+            "bn.num_batches_tracked".to_string(),
+            TensorType::new(DType::F32, vec![]),
+        ),
         ("brain".to_string(), TensorType::new(DType::BF16, vec![2])),
     ];
     let err = check_state(&expected, &sample()).unwrap_err();
@@ -132,8 +157,14 @@ fn check_state_reports_every_difference_at_once() {
     assert_eq!(text.lines().count(), 6, "{text}");
     assert!(text.contains("missing    bn.bias: f32[2]"), "{text}");
     assert!(text.contains("unexpected labels: i64[3]"), "{text}");
-    assert!(text.contains("mismatched half: expected f32[4], found f16[3]"), "{text}");
-    assert!(text.contains("mismatched bn.num_batches_tracked: expected f32[], found i64[]"), "{text}");
+    assert!(
+        text.contains("mismatched half: expected f32[4], found f16[3]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mismatched bn.num_batches_tracked: expected f32[], found i64[]"),
+        "{text}"
+    );
 
     let exact: Vec<_> = sample().iter().map(|(n, t)| (n.clone(), t.ty())).collect();
     assert_eq!(check_state(&exact, &sample()), Ok(()));
@@ -143,10 +174,18 @@ fn check_state_reports_every_difference_at_once() {
 fn expected_state_lists_graph_params() {
     let mut b = calib_ir::GraphBuilder::new(calib_ir::Mode::Eval, DType::F32);
     let x = b.input("input", DType::F32, vec![1, 3, 4, 4]).unwrap();
-    let y = b.conv_layer("conv1", x, &calib_ir::ConvSpec::new(2, 3)).unwrap();
+    let y = b
+        .conv_layer("conv1", x, &calib_ir::ConvSpec::new(2, 3))
+        .unwrap();
     b.output("y", y).unwrap();
     let state = expected_state(&b.finish());
-    assert_eq!(state, vec![("conv1.weight".to_string(), TensorType::new(DType::F32, vec![2, 3, 3, 3]))]);
+    assert_eq!(
+        state,
+        vec![(
+            "conv1.weight".to_string(),
+            TensorType::new(DType::F32, vec![2, 3, 3, 3])
+        )]
+    );
 }
 
 fn dtype_of(name: &str) -> DType {
@@ -162,10 +201,14 @@ fn dtype_of(name: &str) -> DType {
 #[test]
 fn every_fixture_file_loads_with_the_tensors_its_meta_lists() {
     let mut files = 0;
-    let mut dirs: Vec<_> = fs::read_dir(fixtures()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut dirs: Vec<_> = fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     dirs.sort();
     for dir in dirs.iter().filter(|d| d.join("meta.json").is_file()) {
-        let meta: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
         for entry in meta["files"].as_array().unwrap() {
             let file = dir.join(entry["file"].as_str().unwrap());
             let loaded = weights::load(&file).unwrap_or_else(|e| panic!("{e}"));
@@ -173,8 +216,16 @@ fn every_fixture_file_loads_with_the_tensors_its_meta_lists() {
             let expected: Vec<(String, TensorType)> = listed
                 .iter()
                 .map(|(name, info)| {
-                    let shape: Vec<usize> = info["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-                    (name.clone(), TensorType::new(dtype_of(info["dtype"].as_str().unwrap()), shape))
+                    let shape: Vec<usize> = info["shape"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.as_u64().unwrap() as usize)
+                        .collect();
+                    (
+                        name.clone(),
+                        TensorType::new(dtype_of(info["dtype"].as_str().unwrap()), shape),
+                    )
                 })
                 .collect();
             check_state(&expected, &loaded).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
@@ -190,7 +241,9 @@ fn batchnorm_counters_are_zero_dimensional_i64() {
     let n = &p["k2.2.num_batches_tracked"];
     assert_eq!((n.dtype(), n.shape()), (DType::I64, &[] as &[usize]));
     assert_eq!(n.as_i64(), Some(&[0][..]));
-    let after = weights::load(Path::new(&fixtures()).join("scconv/train_buffers_after.safetensors")).unwrap();
+    let after =
+        weights::load(Path::new(&fixtures()).join("scconv/train_buffers_after.safetensors"))
+            .unwrap();
     assert_eq!(after["k2.2.num_batches_tracked"].as_i64(), Some(&[1][..]));
     assert_eq!(p["k2.1.weight"].shape(), &[8, 8, 3, 3]);
 }

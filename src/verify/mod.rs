@@ -6,8 +6,9 @@ mod tolerance;
 pub use tolerance::Tolerance;
 
 use anyhow::{bail, Context, Result};
-use calib_ir::{DType, GraphBuilder, Mode};
-use calib_models::{build, load_spec_file, Model, ModelSpec};
+use calib_ir::{DType, Graph, Mode, Op};
+use calib_models::{build, load_spec_file, Model};
+use calib_passes::{grad, momentum_name, train_step, vjp, with_loss, Sgd, TrainConfig, LABELS, LOSS, LR};
 use calib_runtime::{check_state, weights, Backend, Bindings, HostTensor, Outputs, TensorMap};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -51,12 +52,6 @@ impl Report {
     }
 }
 
-/// Names the model's primary result in the fixture files: modules store `output`,
-/// networks `logits`.
-fn result_name(spec: &ModelSpec) -> &'static str {
-    spec.output_name()
-}
-
 /// Verifies the fixture in `dir` on `backend`.
 pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
     let file = load_spec_file(dir)?;
@@ -64,37 +59,148 @@ pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
     let spec = file.spec;
     let params = load(dir, "params")?;
     let mut checker = Checker { dir, rows: vec![], done: BTreeSet::new() };
+    let result = spec.output_name();
 
     let eval_model = build(&spec, &input_shape, Mode::Eval, DType::F32)?;
-    check_state(&model_state(&eval_model), &params)
+    let expected: Vec<_> = eval_model.state.iter().map(|e| (e.name.clone(), e.ty.clone())).collect();
+    check_state(&expected, &params)
         .with_context(|| format!("{}/params.safetensors does not match the model", dir.display()))?;
-
     let eval_io = load(dir, "eval_io")?;
-    let out = run(backend, &eval_model, &params, &eval_io, None)?;
-    checker.compare("eval_io", &eval_io, result_name(&spec), &out, result_name(&spec), Tolerance::OUTPUT)?;
+    let out = backend.run(&eval_model.graph, &Bindings::new().params(&params).input("input", tensor(&eval_io, "input")?))?;
+    checker.compare("eval_io", &eval_io, result, &out, result, Tolerance::OUTPUT)?;
 
+    // One train-mode step: forward, BN statistics, loss (networks) and every gradient.
     let train_io = load(dir, "train_io")?;
-    let mut train_model = build(&spec, &input_shape, Mode::Train, DType::F32)?;
-    let labels = train_io.get("labels");
-    if labels.is_some() {
-        train_model = with_loss(train_model)?;
+    let train_model = build(&spec, &input_shape, Mode::Train, DType::F32)?;
+    let grads = GradientGraph::new(&train_model, train_io.contains_key(LABELS))?;
+    let out = grads.run(backend, &params, &train_io)?;
+    checker.compare("train_io", &train_io, result, &out, result, Tolerance::OUTPUT)?;
+    if train_io.contains_key(LABELS) {
+        checker.compare("train_io", &train_io, LOSS, &out, LOSS, Tolerance::LOSS)?;
     }
-    let out = run(backend, &train_model, &params, &train_io, labels)?;
-    checker.compare("train_io", &train_io, result_name(&spec), &out, result_name(&spec), Tolerance::OUTPUT)?;
-    if labels.is_some() {
-        checker.compare("train_io", &train_io, "loss", &out, "loss", Tolerance::LOSS)?;
-    }
-    let buffers = load(dir, "train_buffers_after")?;
-    for (name, _) in &buffers {
-        let tol = if name.ends_with("num_batches_tracked") { Tolerance::Exact } else { Tolerance::RUNNING_STAT };
-        checker.compare("train_buffers_after", &buffers, name, &out, name, tol)?;
+    checker.compare("train_io", &train_io, "grad_input", &out, &GradientGraph::name("input"), Tolerance::GRADIENT)?;
+    checker.compare_all("train_buffers_after", &out, "")?;
+    checker.compare_all("train_grads", &out, "grad.")?;
+
+    if dir.join("state_after_sgd_step1.safetensors").exists() {
+        verify_sgd_steps(dir, backend, &train_model, &grads, params, &train_io, &mut checker)?;
     }
     checker.list_unchecked()?;
     Ok(Report { fixture: dir.display().to_string(), backend: backend.name().to_string(), rows: checker.rows })
 }
 
-fn model_state(model: &Model) -> Vec<(String, calib_ir::TensorType)> {
-    model.state.iter().map(|e| (e.name.clone(), e.ty.clone())).collect()
+/// Two SGD steps on the fixture's batch with the optimizer its `meta.json` states.
+fn verify_sgd_steps(
+    dir: &Path,
+    backend: &dyn Backend,
+    model: &Model,
+    grads: &GradientGraph,
+    mut state: TensorMap,
+    io: &TensorMap,
+    checker: &mut Checker,
+) -> Result<()> {
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
+    let opt = &meta["optimizer"];
+    let num = |key: &str| opt[key].as_f64().with_context(|| format!("meta.json optimizer has no `{key}`"));
+    if opt["dampening"].as_f64().unwrap_or(0.0) != 0.0 {
+        bail!("meta.json asks for SGD dampening, which calib does not implement");
+    }
+    let sgd = Sgd { momentum: num("momentum")?, weight_decay: num("weight_decay")?, nesterov: opt["nesterov"].as_bool().unwrap_or(false) };
+    let step = train_step(&model.graph, &TrainConfig { sgd, label_smoothing: 0.0 })?;
+    let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![num("lr")? as f32])?;
+    let mut momentum: TensorMap = step
+        .params
+        .iter()
+        .map(|n| (momentum_name(n), HostTensor::full(&state[n].ty(), 0.0, Default::default())))
+        .collect();
+    for k in 1..=2 {
+        if k == 2 {
+            let out = grads.run(backend, &state, io)?;
+            checker.compare_all("step2_io", &out, "")?;
+            checker.compare_all("train_grads_step2", &out, "grad.")?;
+        }
+        let mut b = Bindings::new().params(&state).input("input", tensor(io, "input")?).input(LABELS, tensor(io, LABELS)?).input(LR, &lr);
+        for (n, t) in &momentum {
+            b = b.input(n.clone(), t);
+        }
+        let mut out = backend.run(&step.graph, &b)?;
+        checker.compare_all(&format!("state_after_sgd_step{k}"), &out, "")?;
+        if k == 1 {
+            checker.compare_all("sgd_momentum_after_step1", &out, "momentum.")?;
+        }
+        for name in step.params.iter().chain(&step.buffers) {
+            if let Some(t) = out.remove(name) {
+                state.insert(name.clone(), t);
+            }
+        }
+        for (n, t) in momentum.iter_mut() {
+            *t = out.remove(n).with_context(|| format!("step graph has no output `{n}`"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The train-mode forward extended with the gradients of every parameter and of the
+/// input: of the cross-entropy loss when the fixture has labels, else of
+/// `sum(output * grad_output)`, i.e. seeded with the stored `grad_output`.
+struct GradientGraph {
+    graph: Graph,
+}
+
+impl GradientGraph {
+    fn name(wrt: &str) -> String {
+        format!("grad.{wrt}")
+    }
+
+    fn new(model: &Model, with_labels: bool) -> Result<Self> {
+        let (graph, of, seed) = if with_labels {
+            let g = with_loss(&model.graph, 0.0)?;
+            let loss = g.output(LOSS).context("loss graph has a loss")?;
+            (g, loss, None)
+        } else {
+            let mut g = model.graph.clone();
+            let ty = g.ty(model.output()).clone();
+            let seed = g.push_source(Op::Input { name: "grad_output".into() }, ty, "")?;
+            (g, model.output(), Some(seed))
+        };
+        let mut names = vec!["input".to_string()];
+        let mut wrt = vec![graph.inputs().find(|(n, _)| *n == "input").context("model has an input")?.1];
+        for (name, v) in graph.params() {
+            if graph.ty(v).dtype.is_float() && graph.output(name).is_none() {
+                names.push(name.to_string());
+                wrt.push(v);
+            }
+        }
+        let (mut graph, grads) = match seed {
+            None => grad(&graph, of, &wrt)?,
+            Some(seed) => vjp(&graph, of, seed, &wrt)?,
+        };
+        for (name, g) in names.iter().zip(grads) {
+            graph.add_output(Self::name(name), g)?;
+        }
+        if with_labels {
+            // The fixtures store the scalar loss with shape [1].
+            let loss = graph.output(LOSS).context("loss output")?;
+            let v = graph.push(Op::Reshape { shape: vec![1] }, vec![loss], "")?;
+            graph.outputs.retain(|o| o.name != LOSS);
+            graph.add_output(LOSS, v)?;
+        }
+        Ok(GradientGraph { graph })
+    }
+
+    fn run(&self, backend: &dyn Backend, state: &TensorMap, io: &TensorMap) -> Result<Outputs> {
+        let mut b = Bindings::new().params(state).input("input", tensor(io, "input")?);
+        for name in [LABELS, "grad_output"] {
+            if let Some(t) = io.get(name) {
+                b = b.input(name, t);
+            }
+        }
+        Ok(backend.run(&self.graph, &b)?)
+    }
+}
+
+fn tensor<'a>(map: &'a TensorMap, name: &str) -> Result<&'a HostTensor> {
+    map.get(name).with_context(|| format!("the fixture has no `{name}` tensor"))
 }
 
 fn load(dir: &Path, stem: &str) -> Result<TensorMap> {
@@ -102,26 +208,21 @@ fn load(dir: &Path, stem: &str) -> Result<TensorMap> {
     Ok(weights::load(&path)?)
 }
 
-/// Appends the mean cross-entropy against the `labels` input as output `loss`, stored
-/// with shape [1] as the fixtures do.
-fn with_loss(model: Model) -> Result<Model> {
-    let logits = model.output();
-    let batch = model.graph.ty(logits).shape[0];
-    let mut g = GraphBuilder::extend(model.graph, Mode::Train, DType::F32);
-    let labels = g.input("labels", DType::I64, vec![batch])?;
-    let loss = g.softmax_cross_entropy(logits, labels, 0.0)?;
-    let loss = g.reshape(loss, vec![1])?;
-    g.output("loss", loss)?;
-    Ok(Model { graph: g.finish(), state: model.state })
-}
-
-fn run(backend: &dyn Backend, model: &Model, params: &TensorMap, io: &TensorMap, labels: Option<&HostTensor>) -> Result<Outputs> {
-    let Some(input) = io.get("input") else { bail!("the fixture's io file has no `input` tensor") };
-    let mut bindings = Bindings::new().params(params).input("input", input);
-    if let Some(labels) = labels {
-        bindings = bindings.input("labels", labels);
+/// The README's tolerance for a stored tensor, by file and name.
+fn tolerance_for(file: &str, name: &str) -> Tolerance {
+    if name.ends_with("num_batches_tracked") {
+        Tolerance::Exact
+    } else if name == LOSS {
+        Tolerance::LOSS
+    } else if file.contains("grads") || name == "grad_input" {
+        Tolerance::GRADIENT
+    } else if file.ends_with("_io") {
+        Tolerance::OUTPUT
+    } else if file.starts_with("train_buffers") {
+        Tolerance::RUNNING_STAT
+    } else {
+        Tolerance::SGD_STATE
     }
-    Ok(backend.run(&model.graph, &bindings)?)
 }
 
 struct Checker<'a> {
@@ -143,6 +244,15 @@ impl Checker<'_> {
         };
         self.rows.push(Row { name: row_name.clone(), max_abs_err: Some(err), tolerance: Some(bound), status: if pass { Status::Pass } else { Status::Fail } });
         self.done.insert(row_name);
+        Ok(())
+    }
+
+    /// Compares every tensor of `file` with the output named `prefix + name`.
+    fn compare_all(&mut self, file: &str, outputs: &Outputs, prefix: &str) -> Result<()> {
+        let reference = load(self.dir, file)?;
+        for name in reference.keys() {
+            self.compare(file, &reference, name, outputs, &format!("{prefix}{name}"), tolerance_for(file, name))?;
+        }
         Ok(())
     }
 

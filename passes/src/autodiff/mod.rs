@@ -6,7 +6,8 @@
 //! product (VJP) rule per node; the rules live one file per op family and read like the
 //! calculus they encode. Only nodes on a path from a differentiated input to the
 //! differentiated output are visited, so labels, BatchNorm running-stat updates and the
-//! like cost nothing.
+//! like cost nothing. Backward nodes carry the scope of the forward node they
+//! differentiate, so per-module reports cover both passes.
 
 mod elementwise;
 mod layout;

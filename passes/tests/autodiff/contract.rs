@@ -84,20 +84,68 @@ fn bad_requests_are_errors() {
 }
 
 #[test]
-fn adjoint_ops_are_not_differentiated_again() {
+fn adjoint_ops_have_no_rule_of_their_own() {
     let mut b = GraphBuilder::new(Mode::Train, DType::F32);
     let x = b.input("x", DType::F32, vec![1, 1, 4, 4]).unwrap();
     let y = b.resize_nearest(x, [8, 8]).unwrap();
     let (g, d) = grad(&b.finish(), y, &[x]).unwrap();
-    let err = grad(&g, d[0], &[x]);
-    // d[0] reads only the seed, so x is not on its path; through the seed it would be.
-    assert!(err.is_ok());
-    let seed = g
-        .nodes
-        .iter()
-        .position(|n| matches!(n.op, Op::Constant { .. }))
-        .map(Value)
-        .unwrap();
+    // d[0] = resize_nearest_backward(seed): differentiating it for its seed needs a
+    // second-order rule, which autodiff refuses instead of guessing.
+    let seed = g.node(d[0]).inputs[0];
+    assert!(matches!(g.node(seed).op, Op::Constant { .. }));
     let err = grad(&g, d[0], &[seed]).unwrap_err();
     assert!(matches!(err, PassError::NotDifferentiable { .. }), "{err}");
+    // Off its path, the same node is never visited.
+    assert!(grad(&g, d[0], &[x]).is_ok());
+}
+
+#[test]
+fn adjoint_ops_are_type_checked_against_their_forward_op() {
+    let f32s = |s: &[usize]| TensorType::new(DType::F32, s.to_vec());
+    let mut g = Graph::new();
+    let mut source = |name: &str, shape: &[usize]| {
+        let op = Op::Input { name: name.into() };
+        g.push_source(op, f32s(shape), "").unwrap()
+    };
+    let (dy, w, x) = (
+        source("dy", &[1, 4, 3, 3]),
+        source("w", &[4, 2, 3, 3]),
+        source("x", &[1, 2, 6, 5]),
+    );
+    let (s, p, d) = ([2, 2], [1, 1], [1, 1]);
+    let data = |input_size| Op::Conv2dBackwardData {
+        stride: s,
+        padding: p,
+        dilation: d,
+        groups: 1,
+        input_size,
+    };
+    let weight = |kernel| Op::Conv2dBackwardWeight {
+        stride: s,
+        padding: p,
+        dilation: d,
+        groups: 1,
+        kernel,
+    };
+    let max = Op::MaxPool2dBackward {
+        kernel: [3, 3],
+        stride: s,
+        padding: p,
+        ceil_mode: false,
+    };
+    let resize = |input_size| Op::ResizeNearestBackward { input_size };
+    // A 3x3, stride-2, pad-1 window maps 6 (or 5) inputs to 3 outputs.
+    let ok = g.push(data([6, 5]), vec![dy, w], "").unwrap();
+    assert_eq!(g.ty(ok), &f32s(&[1, 2, 6, 5]));
+    let ok = g.push(weight([3, 3]), vec![x, dy], "").unwrap();
+    assert_eq!(g.ty(ok), &f32s(&[4, 2, 3, 3]));
+    assert!(g.push(data([8, 8]), vec![dy, w], "").is_err());
+    assert!(g.push(weight([2, 2]), vec![x, dy], "").is_err());
+    assert!(
+        g.push(max.clone(), vec![x, dy], "").is_err(),
+        "4 channels against 2"
+    );
+    assert!(g.push(resize([0, 3]), vec![dy], "").is_err());
+    let shrunk = g.push(resize([2, 2]), vec![dy], "").unwrap();
+    assert_eq!(g.ty(shrunk), &f32s(&[1, 4, 2, 2]));
 }

@@ -6,22 +6,23 @@
 //! the input (col2im), and `dW = sum_n dY col^T`. A 1x1, stride-1, unpadded conv needs
 //! no unfolding: the input planes already are the column matrix.
 
-use super::{dispatch_float, elems};
+use super::dispatch::elems;
 use crate::{Element, Float, HostTensor, OpError, Storage};
+use calib_ir::Op;
 use rayon::prelude::*;
 
 /// The conv op's attributes, per spatial axis `[h, w]`.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Params {
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub dilation: [usize; 2],
-    pub groups: usize,
+struct Params {
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
 }
 
 /// All extents of one convolution, read from validated operand and result shapes.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Geometry {
+struct Geometry {
     n: usize,
     c: usize,
     h: usize,
@@ -36,9 +37,20 @@ pub(super) struct Geometry {
 
 impl Geometry {
     /// From the shapes of the input `x`, the weight and the output `y` (all NCHW/OIHW).
-    pub fn new(x: &[usize], weight: &[usize], y: &[usize], p: Params) -> Self {
+    fn new(x: &[usize], weight: &[usize], y: &[usize], p: Params) -> Self {
         let (n, c, h, w) = (x[0], x[1], x[2], x[3]);
-        Geometry { n, c, h, w, o: weight[0], kh: weight[2], kw: weight[3], oh: y[2], ow: y[3], p }
+        Geometry {
+            n,
+            c,
+            h,
+            w,
+            o: weight[0],
+            kh: weight[2],
+            kw: weight[3],
+            oh: y[2],
+            ow: y[3],
+            p,
+        }
     }
     fn group_in(&self) -> usize {
         self.c / self.p.groups
@@ -69,18 +81,70 @@ impl Geometry {
     }
 }
 
+/// Evaluates `conv2d` (operands `x`, `w`) or one of its adjoints (`dy`, `w` for the data
+/// gradient; `x`, `dy` for the weight gradient); `y` is the result shape.
+pub(super) fn eval(op: &Op, x: &[&HostTensor], y: &[usize]) -> Result<Storage, OpError> {
+    match *op {
+        Op::Conv2d {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            let p = Params {
+                stride,
+                padding,
+                dilation,
+                groups,
+            };
+            forward(x[0], x[1], &Geometry::new(x[0].shape(), x[1].shape(), y, p))
+        }
+        Op::Conv2dBackwardData {
+            stride,
+            padding,
+            dilation,
+            groups,
+            ..
+        } => {
+            let p = Params {
+                stride,
+                padding,
+                dilation,
+                groups,
+            };
+            backward_data(x[0], x[1], &Geometry::new(y, x[1].shape(), x[0].shape(), p))
+        }
+        Op::Conv2dBackwardWeight {
+            stride,
+            padding,
+            dilation,
+            groups,
+            ..
+        } => {
+            let p = Params {
+                stride,
+                padding,
+                dilation,
+                groups,
+            };
+            backward_weight(x[0], x[1], &Geometry::new(x[0].shape(), y, x[1].shape(), p))
+        }
+        _ => Err(OpError::NotComputed(op.name())),
+    }
+}
+
 /// `y = conv2d(x, w)`.
-pub(super) fn forward(x: &HostTensor, w: &HostTensor, g: &Geometry) -> Result<Storage, OpError> {
+fn forward(x: &HostTensor, w: &HostTensor, g: &Geometry) -> Result<Storage, OpError> {
     dispatch_float!(x.storage(), E => Ok(E::wrap(forward_typed::<E>(elems(x)?, elems(w)?, g))))
 }
 
 /// `dx` from `dy` and `w`.
-pub(super) fn backward_data(dy: &HostTensor, w: &HostTensor, g: &Geometry) -> Result<Storage, OpError> {
+fn backward_data(dy: &HostTensor, w: &HostTensor, g: &Geometry) -> Result<Storage, OpError> {
     dispatch_float!(dy.storage(), E => Ok(E::wrap(backward_data_typed::<E>(elems(dy)?, elems(w)?, g))))
 }
 
 /// `dw` from `x` and `dy`.
-pub(super) fn backward_weight(x: &HostTensor, dy: &HostTensor, g: &Geometry) -> Result<Storage, OpError> {
+fn backward_weight(x: &HostTensor, dy: &HostTensor, g: &Geometry) -> Result<Storage, OpError> {
     dispatch_float!(x.storage(), E => Ok(E::wrap(backward_weight_typed::<E>(elems(x)?, elems(dy)?, g))))
 }
 
@@ -88,23 +152,25 @@ fn forward_typed<E: Float>(x: &[E], w: &[E], g: &Geometry) -> Vec<E> {
     let (k, m, n) = (g.patch(), g.group_out(), g.out_plane());
     let group_in = g.group_in() * g.in_plane();
     let mut y = vec![E::ZERO; g.n * g.o * n];
-    y.par_chunks_mut((g.o * n).max(1)).zip(x.par_chunks((g.c * g.in_plane()).max(1))).for_each_init(
-        || vec![E::ZERO; g.col_len()],
-        |col, (y_img, x_img)| {
-            for gi in 0..g.p.groups {
-                let x_grp = &x_img[gi * group_in..(gi + 1) * group_in];
-                let b: &[E] = if g.is_pointwise() {
-                    x_grp
-                } else {
-                    im2col(x_grp, g, col);
-                    col
-                };
-                let a = &w[gi * m * k..(gi + 1) * m * k];
-                let c = &mut y_img[gi * m * n..(gi + 1) * m * n];
-                E::gemm(m, k, n, (a, k, 1), (b, n, 1), E::ZERO, (c, n, 1));
-            }
-        },
-    );
+    y.par_chunks_mut((g.o * n).max(1))
+        .zip(x.par_chunks((g.c * g.in_plane()).max(1)))
+        .for_each_init(
+            || vec![E::ZERO; g.col_len()],
+            |col, (y_img, x_img)| {
+                for gi in 0..g.p.groups {
+                    let x_grp = &x_img[gi * group_in..(gi + 1) * group_in];
+                    let b: &[E] = if g.is_pointwise() {
+                        x_grp
+                    } else {
+                        im2col(x_grp, g, col);
+                        col
+                    };
+                    let a = &w[gi * m * k..(gi + 1) * m * k];
+                    let c = &mut y_img[gi * m * n..(gi + 1) * m * n];
+                    E::gemm(m, k, n, (a, k, 1), (b, n, 1), E::ZERO, (c, n, 1));
+                }
+            },
+        );
     y
 }
 
@@ -112,23 +178,25 @@ fn backward_data_typed<E: Float>(dy: &[E], w: &[E], g: &Geometry) -> Vec<E> {
     let (k, m, n) = (g.patch(), g.group_out(), g.out_plane());
     let group_in = g.group_in() * g.in_plane();
     let mut dx = vec![E::ZERO; g.n * g.c * g.in_plane()];
-    dx.par_chunks_mut((g.c * g.in_plane()).max(1)).zip(dy.par_chunks((g.o * n).max(1))).for_each_init(
-        || vec![E::ZERO; g.col_len()],
-        |col, (dx_img, dy_img)| {
-            for gi in 0..g.p.groups {
-                // W^T: the stored [m, k] block read with swapped strides.
-                let wt = (&w[gi * m * k..(gi + 1) * m * k], 1, k);
-                let dy_grp = (&dy_img[gi * m * n..(gi + 1) * m * n], n, 1);
-                let dx_grp = &mut dx_img[gi * group_in..(gi + 1) * group_in];
-                if g.is_pointwise() {
-                    E::gemm(k, m, n, wt, dy_grp, E::ZERO, (dx_grp, n, 1));
-                } else {
-                    E::gemm(k, m, n, wt, dy_grp, E::ZERO, (col, n, 1));
-                    col2im(col, g, dx_grp);
+    dx.par_chunks_mut((g.c * g.in_plane()).max(1))
+        .zip(dy.par_chunks((g.o * n).max(1)))
+        .for_each_init(
+            || vec![E::ZERO; g.col_len()],
+            |col, (dx_img, dy_img)| {
+                for gi in 0..g.p.groups {
+                    // W^T: the stored [m, k] block read with swapped strides.
+                    let wt = (&w[gi * m * k..(gi + 1) * m * k], 1, k);
+                    let dy_grp = (&dy_img[gi * m * n..(gi + 1) * m * n], n, 1);
+                    let dx_grp = &mut dx_img[gi * group_in..(gi + 1) * group_in];
+                    if g.is_pointwise() {
+                        E::gemm(k, m, n, wt, dy_grp, E::ZERO, (dx_grp, n, 1));
+                    } else {
+                        E::gemm(k, m, n, wt, dy_grp, E::ZERO, (col, n, 1));
+                        col2im(col, g, dx_grp);
+                    }
                 }
-            }
-        },
-    );
+            },
+        );
     dx
 }
 
@@ -142,19 +210,29 @@ fn backward_weight_typed<E: Float>(x: &[E], dy: &[E], g: &Geometry) -> Vec<E> {
     let len = g.o * k;
     let partial = |images: std::ops::Range<usize>| {
         let mut dw = vec![E::ZERO; len];
-        let mut col = vec![E::ZERO; g.col_len()];
+        let (mut col, mut rows) = (vec![E::ZERO; g.col_len()], vec![E::ZERO; k * n]);
         for img in images {
             for gi in 0..g.p.groups {
                 let x_grp = &x[img * x_img + gi * group_in..][..group_in];
-                let cols = if g.is_pointwise() {
-                    (x_grp, n, 1)
+                let col: &[E] = if g.is_pointwise() {
+                    x_grp
                 } else {
                     im2col(x_grp, g, &mut col);
-                    (&col[..], n, 1)
+                    &col
                 };
-                // dW^T [k, m] += col [k, n] dY^T [n, m], written through dW's transpose.
-                let dyt = (&dy[img * dy_img + gi * m * n..][..m * n], 1, n);
-                E::gemm(k, n, m, cols, dyt, E::ONE, (&mut dw[gi * m * k..(gi + 1) * m * k], 1, k));
+                // GEMM packs a row-major right operand fastest, so col^T is materialized
+                // rather than read through swapped strides (which is several times slower).
+                transpose(col, k, n, &mut rows);
+                let dy_grp = (&dy[img * dy_img + gi * m * n..][..m * n], n, 1);
+                E::gemm(
+                    m,
+                    n,
+                    k,
+                    dy_grp,
+                    (&rows, k, 1),
+                    E::ONE,
+                    (&mut dw[gi * m * k..(gi + 1) * m * k], k, 1),
+                );
             }
         }
         dw
@@ -170,11 +248,35 @@ fn backward_weight_typed<E: Float>(x: &[E], dy: &[E], g: &Geometry) -> Vec<E> {
     dw
 }
 
+/// `dst [cols, rows] = src [rows, cols]^T`, in tiles that stay in cache on both sides.
+fn transpose<E: Element>(src: &[E], rows: usize, cols: usize, dst: &mut [E]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
 /// The output positions `lo..hi` along one axis whose input index
 /// `o * stride + offset - pad` lands inside `0..input`.
-fn valid_outputs(out: usize, input: usize, stride: usize, pad: usize, offset: usize) -> (usize, usize) {
+fn valid_outputs(
+    out: usize,
+    input: usize,
+    stride: usize,
+    pad: usize,
+    offset: usize,
+) -> (usize, usize) {
     let lo = pad.saturating_sub(offset).div_ceil(stride).min(out);
-    let hi = if input + pad > offset { ((input + pad - offset - 1) / stride + 1).min(out) } else { 0 };
+    let hi = if input + pad > offset {
+        ((input + pad - offset - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
     (lo, hi.max(lo))
 }
 
@@ -193,7 +295,11 @@ fn for_each_segment(g: &Geometry, mut f: impl FnMut(usize, usize, usize)) {
                     for oy in y_lo..y_hi {
                         let iy = oy * sh + ki * dh - ph;
                         let ix = x_lo * sw + kj * dw - pw;
-                        f(row * g.out_plane() + oy * g.ow + x_lo, (c * g.h + iy) * g.w + ix, x_hi - x_lo);
+                        f(
+                            row * g.out_plane() + oy * g.ow + x_lo,
+                            (c * g.h + iy) * g.w + ix,
+                            x_hi - x_lo,
+                        );
                     }
                 }
                 row += 1;
@@ -211,7 +317,9 @@ fn im2col<E: Element>(x: &[E], g: &Geometry, col: &mut [E]) {
         if sw == 1 {
             dst.copy_from_slice(&x[src..src + len]);
         } else {
-            dst.iter_mut().zip(x[src..].iter().step_by(sw)).for_each(|(d, &s)| *d = s);
+            dst.iter_mut()
+                .zip(x[src..].iter().step_by(sw))
+                .for_each(|(d, &s)| *d = s);
         }
     });
 }
@@ -222,7 +330,11 @@ fn col2im<E: Element>(col: &[E], g: &Geometry, x: &mut [E]) {
     let sw = g.p.stride[1];
     for_each_segment(g, |src, dst, len| {
         let src = &col[src..src + len];
-        x[dst..].iter_mut().step_by(sw).zip(src).for_each(|(d, &s)| *d += s);
+        x[dst..]
+            .iter_mut()
+            .step_by(sw)
+            .zip(src)
+            .for_each(|(d, &s)| *d += s);
     });
 }
 

@@ -4,7 +4,8 @@
 //! inner loop is monomorphized per op (and vectorizable) rather than an indirect call
 //! per element.
 
-use super::{elems, PAR_MIN};
+use super::dispatch::elems;
+use super::PAR_MIN;
 use crate::{Element, Float, HostTensor, OpError, Storage};
 use calib_ir::Op;
 use rayon::prelude::*;
@@ -19,7 +20,11 @@ fn map<E: Element>(x: &[E], f: impl Fn(E) -> E + Sync) -> Vec<E> {
 
 fn zip<E: Element>(x: &[E], y: &[E], f: impl Fn(E, E) -> E + Sync) -> Vec<E> {
     if x.len() >= PAR_MIN {
-        x.par_iter().zip(y).with_min_len(PAR_MIN).map(|(&a, &b)| f(a, b)).collect()
+        x.par_iter()
+            .zip(y)
+            .with_min_len(PAR_MIN)
+            .map(|(&a, &b)| f(a, b))
+            .collect()
     } else {
         x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect()
     }
@@ -76,10 +81,22 @@ fn binary_float<E: Float>(op: &Op, x: &[E], y: &[E]) -> Option<Vec<E>> {
 }
 
 fn unsupported(op: &Op, x: &HostTensor) -> OpError {
-    OpError::Storage { found: x.storage().kind(), expected: if op.needs_float() { "a float" } else { "any" } }
+    OpError::Storage {
+        found: x.storage().kind(),
+        expected: if op.needs_float() { "a float" } else { "any" },
+    }
 }
 
-pub(super) fn unary(op: &Op, x: &HostTensor) -> Result<Storage, OpError> {
+/// Evaluates a unary or binary elementwise op.
+pub(super) fn eval(op: &Op, x: &[&HostTensor]) -> Result<Storage, OpError> {
+    match x {
+        [a] => unary(op, a),
+        [a, b] => binary(op, a, b),
+        _ => Err(OpError::NotComputed(op.name())),
+    }
+}
+
+fn unary(op: &Op, x: &HostTensor) -> Result<Storage, OpError> {
     let out = match x.storage() {
         Storage::F32(v) => unary_float(op, v).map(Storage::F32),
         Storage::F64(v) => unary_float(op, v).map(Storage::F64),
@@ -88,7 +105,7 @@ pub(super) fn unary(op: &Op, x: &HostTensor) -> Result<Storage, OpError> {
     out.ok_or_else(|| unsupported(op, x))
 }
 
-pub(super) fn binary(op: &Op, x: &HostTensor, y: &HostTensor) -> Result<Storage, OpError> {
+fn binary(op: &Op, x: &HostTensor, y: &HostTensor) -> Result<Storage, OpError> {
     let out = match x.storage() {
         Storage::F32(v) => binary_float(op, v, elems(y)?).map(Storage::F32),
         Storage::F64(v) => binary_float(op, v, elems(y)?).map(Storage::F64),
@@ -98,14 +115,23 @@ pub(super) fn binary(op: &Op, x: &HostTensor, y: &HostTensor) -> Result<Storage,
 }
 
 /// `select(cond, a, b)`: `a` where `cond != 0`, else `b`.
-pub(super) fn select(cond: &HostTensor, a: &HostTensor, b: &HostTensor) -> Result<Storage, OpError> {
+pub(super) fn select(
+    cond: &HostTensor,
+    a: &HostTensor,
+    b: &HostTensor,
+) -> Result<Storage, OpError> {
     fn typed<E: Element>(c: &[E], a: &[E], b: &[E]) -> Vec<E> {
         let pick = |((&c, &a), &b): ((&E, &E), &E)| if c != E::ZERO { a } else { b };
         if c.len() >= PAR_MIN {
-            c.par_iter().zip(a).zip(b).with_min_len(PAR_MIN).map(pick).collect()
+            c.par_iter()
+                .zip(a)
+                .zip(b)
+                .with_min_len(PAR_MIN)
+                .map(pick)
+                .collect()
         } else {
             c.iter().zip(a).zip(b).map(pick).collect()
         }
     }
-    super::dispatch!(cond.storage(), E => Ok(E::wrap(typed::<E>(elems(cond)?, elems(a)?, elems(b)?))))
+    dispatch!(cond.storage(), E => Ok(E::wrap(typed::<E>(elems(cond)?, elems(a)?, elems(b)?))))
 }

@@ -6,6 +6,8 @@
 //! memory holds only the live frontier of the graph. Nodes that no output depends on
 //! are not computed.
 
+#[macro_use]
+mod dispatch;
 mod conv;
 mod elementwise;
 mod layout;
@@ -15,9 +17,9 @@ mod reduce;
 mod resize;
 mod strided;
 
-use crate::{Bindings, HostTensor, OpError, Outputs, Precision, RuntimeError, Storage};
 use crate::tensor::cast_storage;
-use calib_ir::{Graph, Op, TensorType};
+use crate::{Bindings, HostTensor, OpError, Outputs, Precision, RuntimeError, Storage};
+use calib_ir::{Graph, Node, Op, OpClass, TensorType};
 use std::borrow::Cow;
 
 /// Runs `graph` in `f32`; returns every graph output by name.
@@ -32,34 +34,26 @@ pub fn run_f64(graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeErr
 }
 
 /// Runs `graph` with floating values held in `precision`.
-pub fn run_with(graph: &Graph, bindings: &Bindings, precision: Precision) -> Result<Outputs, RuntimeError> {
+pub fn run_with(
+    graph: &Graph,
+    bindings: &Bindings,
+    precision: Precision,
+) -> Result<Outputs, RuntimeError> {
     graph.validate()?;
     let mut uses = live_uses(graph);
     let mut values: Vec<Option<Cow<HostTensor>>> = vec![None; graph.nodes.len()];
     for (id, node) in graph.nodes.iter().enumerate() {
         let value = match &node.op {
             // Bindings are checked even when unused, so a wrong checkpoint never slips by.
-            Op::Input { name } => bound("input", name, bindings.get_input(name), &node.ty, precision)?,
-            Op::Param { name } => bound("param", name, bindings.get_param(name), &node.ty, precision)?,
+            Op::Input { name } => {
+                bound("input", name, bindings.get_input(name), &node.ty, precision)?
+            }
+            Op::Param { name } => {
+                bound("param", name, bindings.get_param(name), &node.ty, precision)?
+            }
             _ if uses[id] == 0 => continue,
             Op::Constant { value } => Cow::Owned(HostTensor::full(&node.ty, *value, precision)),
-            op => {
-                let args: Vec<&HostTensor> = node
-                    .inputs
-                    .iter()
-                    .map(|v| values[v.0].as_deref().expect("operands are live until their last reader"))
-                    .collect();
-                let fail = |source| RuntimeError::Op {
-                    node: id,
-                    op: op.name(),
-                    scope: if node.scope.is_empty() { String::new() } else { format!(" in {}", node.scope) },
-                    source,
-                };
-                let storage = eval(op, &args, &node.ty, precision).map_err(fail)?;
-                let tensor = HostTensor::new(node.ty.dtype, node.ty.shape.clone(), storage)
-                    .map_err(|e| fail(e.into()))?;
-                Cow::Owned(tensor)
-            }
+            _ => Cow::Owned(compute(id, node, &values, precision)?),
         };
         for v in &node.inputs {
             uses[v.0] -= 1;
@@ -75,11 +69,45 @@ pub fn run_with(graph: &Graph, bindings: &Bindings, precision: Precision) -> Res
     for o in &graph.outputs {
         let slot = &mut values[o.value.0];
         uses[o.value.0] -= 1;
-        let tensor = if uses[o.value.0] == 0 { slot.take() } else { slot.clone() };
+        let tensor = if uses[o.value.0] == 0 {
+            slot.take()
+        } else {
+            slot.clone()
+        };
         let tensor = tensor.expect("outputs are live until read").into_owned();
         outputs.insert(o.name.clone(), tensor);
     }
     Ok(outputs)
+}
+
+/// Evaluates a computed node from its operands' live values.
+fn compute(
+    id: usize,
+    node: &Node,
+    values: &[Option<Cow<HostTensor>>],
+    precision: Precision,
+) -> Result<HostTensor, RuntimeError> {
+    let args: Vec<&HostTensor> = node
+        .inputs
+        .iter()
+        .map(|v| {
+            values[v.0]
+                .as_deref()
+                .expect("operands are live until their last reader")
+        })
+        .collect();
+    let fail = |source| RuntimeError::Op {
+        node: id,
+        op: node.op.name(),
+        scope: if node.scope.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", node.scope)
+        },
+        source,
+    };
+    let storage = eval(&node.op, &args, &node.ty, precision).map_err(fail)?;
+    HostTensor::new(node.ty.dtype, node.ty.shape.clone(), storage).map_err(|e| fail(e.into()))
 }
 
 /// How many live readers each value has (graph outputs count as readers), where a node
@@ -116,7 +144,11 @@ fn bound<'a>(
     expected: &TensorType,
     precision: Precision,
 ) -> Result<Cow<'a, HostTensor>, RuntimeError> {
-    let tensor = tensor.ok_or_else(|| RuntimeError::Unbound { kind, name: name.into(), expected: expected.clone() })?;
+    let tensor = tensor.ok_or_else(|| RuntimeError::Unbound {
+        kind,
+        name: name.into(),
+        expected: expected.clone(),
+    })?;
     if tensor.dtype() != expected.dtype || tensor.shape() != expected.shape {
         return Err(RuntimeError::BindingType {
             kind,
@@ -137,43 +169,27 @@ fn bound<'a>(
 }
 
 /// Evaluates one computed op; `out` is the node's (validated) type.
-fn eval(op: &Op, x: &[&HostTensor], out: &TensorType, precision: Precision) -> Result<Storage, OpError> {
+fn eval(
+    op: &Op,
+    x: &[&HostTensor],
+    out: &TensorType,
+    precision: Precision,
+) -> Result<Storage, OpError> {
     let y = &out.shape;
     match op {
-        Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } => Err(OpError::NotComputed(op.name())),
+        Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } => {
+            Err(OpError::NotComputed(op.name()))
+        }
         Op::Cast { to } => Ok(cast_storage(x[0].storage(), *to, precision)),
-        Op::Neg | Op::Exp | Op::Log | Op::Sqrt | Op::Rsqrt | Op::Sigmoid | Op::Relu => {
-            elementwise::unary(op, x[0])
-        }
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::CmpGt | Op::CmpGe | Op::CmpEq => {
-            elementwise::binary(op, x[0], x[1])
-        }
         Op::Select => elementwise::select(x[0], x[1], x[2]),
-        &Op::Conv2d { stride, padding, dilation, groups } => {
-            let p = conv::Params { stride, padding, dilation, groups };
-            conv::forward(x[0], x[1], &conv::Geometry::new(x[0].shape(), x[1].shape(), y, p))
+        _ if op.class() == OpClass::Elementwise => elementwise::eval(op, x),
+        Op::Conv2d { .. } | Op::Conv2dBackwardData { .. } | Op::Conv2dBackwardWeight { .. } => {
+            conv::eval(op, x, y)
         }
-        &Op::Conv2dBackwardData { stride, padding, dilation, groups, .. } => {
-            let p = conv::Params { stride, padding, dilation, groups };
-            conv::backward_data(x[0], x[1], &conv::Geometry::new(y, x[1].shape(), x[0].shape(), p))
-        }
-        &Op::Conv2dBackwardWeight { stride, padding, dilation, groups, .. } => {
-            let p = conv::Params { stride, padding, dilation, groups };
-            conv::backward_weight(x[0], x[1], &conv::Geometry::new(x[0].shape(), y, x[1].shape(), p))
-        }
-        &Op::AvgPool2d { kernel, stride, padding, count_include_pad, .. } => {
-            let win = pool::Window { kernel, stride, padding };
-            pool::forward(x[0], y, &win, pool::Kind::Avg { count_include_pad })
-        }
-        &Op::AvgPool2dBackward { kernel, stride, padding, count_include_pad, .. } => {
-            pool::avg_backward(x[0], y, &pool::Window { kernel, stride, padding }, count_include_pad)
-        }
-        &Op::MaxPool2d { kernel, stride, padding, .. } => {
-            pool::forward(x[0], y, &pool::Window { kernel, stride, padding }, pool::Kind::Max)
-        }
-        &Op::MaxPool2dBackward { kernel, stride, padding, .. } => {
-            pool::max_backward(x[0], x[1], &pool::Window { kernel, stride, padding })
-        }
+        Op::AvgPool2d { .. }
+        | Op::AvgPool2dBackward { .. }
+        | Op::MaxPool2d { .. }
+        | Op::MaxPool2dBackward { .. } => pool::eval(op, x, y),
         Op::ResizeNearest { .. } => resize::forward(x[0], y),
         Op::ResizeNearestBackward { .. } => resize::backward(x[0], y),
         Op::ReduceSum { axes, .. } => reduce::reduce(x[0], axes, reduce::Kind::Sum),
@@ -183,53 +199,13 @@ fn eval(op: &Op, x: &[&HostTensor], out: &TensorType, precision: Precision) -> R
         Op::Reshape { .. } => Ok(x[0].storage().clone()),
         &Op::Slice { axis, start, end } => layout::slice(x[0], axis, start, end),
         &Op::Concat { axis } => layout::concat(x, axis),
-        &Op::MatMul { transpose_a, transpose_b } => matmul::matmul(x[0], x[1], y, transpose_a, transpose_b),
+        &Op::MatMul {
+            transpose_a: ta,
+            transpose_b: tb,
+        } => matmul::matmul(x[0], x[1], y, ta, tb),
         &Op::OneHot { classes, .. } => layout::one_hot(x[0], classes, precision),
+        _ => Err(OpError::NotComputed(op.name())),
     }
-}
-
-/// Runs a kernel generic over [`crate::Element`] on the element type `storage` holds,
-/// naming that type `$E` inside `$body`.
-macro_rules! dispatch {
-    ($storage:expr, $E:ident => $body:expr) => {
-        match $storage {
-            $crate::Storage::F32(_) => {
-                type $E = f32;
-                $body
-            }
-            $crate::Storage::F64(_) => {
-                type $E = f64;
-                $body
-            }
-            $crate::Storage::I64(_) => {
-                type $E = i64;
-                $body
-            }
-        }
-    };
-}
-
-/// Like [`dispatch!`] for kernels generic over [`crate::Float`]; integer storage is an error.
-macro_rules! dispatch_float {
-    ($storage:expr, $E:ident => $body:expr) => {
-        match $storage {
-            $crate::Storage::F32(_) => {
-                type $E = f32;
-                $body
-            }
-            $crate::Storage::F64(_) => {
-                type $E = f64;
-                $body
-            }
-            $crate::Storage::I64(_) => Err($crate::OpError::Storage { found: "i64", expected: "a float" }),
-        }
-    };
-}
-use {dispatch, dispatch_float};
-
-/// The elements of an operand as `E`, or an error if it is held in another type.
-fn elems<E: crate::Element>(t: &HostTensor) -> Result<&[E], OpError> {
-    t.view::<E>().ok_or(OpError::Storage { found: t.storage().kind(), expected: std::any::type_name::<E>() })
 }
 
 /// Below this many elements, splitting work across threads costs more than it saves.

@@ -7,20 +7,21 @@
 //! the padded edge when `count_include_pad`, else by the real positions only. Windows
 //! are tabulated per axis once, so the inner loops only add or compare.
 
-use super::{dispatch_float, elems};
+use super::dispatch::elems;
 use crate::{Element, Float, HostTensor, OpError, Storage};
+use calib_ir::Op;
 use rayon::prelude::*;
 
 /// Kernel, stride and padding per spatial axis `[h, w]`.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Window {
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
+struct Window {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
 }
 
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Kind {
+enum Kind {
     Avg { count_include_pad: bool },
     Max,
 }
@@ -40,7 +41,11 @@ fn spans(out: usize, input: usize, kernel: usize, stride: usize, pad: usize) -> 
             let start = (o * stride) as isize - pad as isize;
             let end = (start + kernel as isize).min((input + pad) as isize);
             let (lo, hi) = (start.max(0) as usize, end.clamp(0, input as isize) as usize);
-            Span { lo, hi: hi.max(lo), padded: (end - start) as usize }
+            Span {
+                lo,
+                hi: hi.max(lo),
+                padded: (end - start) as usize,
+            }
         })
         .collect()
 }
@@ -97,8 +102,82 @@ fn spatial(x: &[usize], y: &[usize]) -> ([usize; 2], [usize; 2]) {
     ([x[2], x[3]], [y[2], y[3]])
 }
 
-/// `y = pool(x)`; `y_shape` is the node's result shape.
-pub(super) fn forward(x: &HostTensor, y_shape: &[usize], win: &Window, kind: Kind) -> Result<Storage, OpError> {
+/// Evaluates a pooling op or its adjoint (operand `dy`, or `x` and `dy` for max
+/// pooling); `y` is the result shape.
+pub(super) fn eval(op: &Op, x: &[&HostTensor], y: &[usize]) -> Result<Storage, OpError> {
+    match *op {
+        Op::AvgPool2d {
+            kernel,
+            stride,
+            padding,
+            count_include_pad,
+            ..
+        } => forward(
+            x[0],
+            y,
+            &Window {
+                kernel,
+                stride,
+                padding,
+            },
+            Kind::Avg { count_include_pad },
+        ),
+        Op::MaxPool2d {
+            kernel,
+            stride,
+            padding,
+            ..
+        } => forward(
+            x[0],
+            y,
+            &Window {
+                kernel,
+                stride,
+                padding,
+            },
+            Kind::Max,
+        ),
+        Op::AvgPool2dBackward {
+            kernel,
+            stride,
+            padding,
+            count_include_pad,
+            ..
+        } => avg_backward(
+            x[0],
+            y,
+            &Window {
+                kernel,
+                stride,
+                padding,
+            },
+            count_include_pad,
+        ),
+        Op::MaxPool2dBackward {
+            kernel,
+            stride,
+            padding,
+            ..
+        } => max_backward(
+            x[0],
+            x[1],
+            &Window {
+                kernel,
+                stride,
+                padding,
+            },
+        ),
+        _ => Err(OpError::NotComputed(op.name())),
+    }
+}
+
+/// `y = pool(x)`; `y_shape` is the result shape.
+fn forward(
+    x: &HostTensor,
+    y_shape: &[usize],
+    win: &Window,
+    kind: Kind,
+) -> Result<Storage, OpError> {
     let (input, output) = spatial(x.shape(), y_shape);
     let ws = Windows::new(win, input, output);
     dispatch_float!(x.storage(), E => Ok(E::wrap(forward_typed::<E>(elems(x)?, &ws, kind))))
@@ -107,22 +186,25 @@ pub(super) fn forward(x: &HostTensor, y_shape: &[usize], win: &Window, kind: Kin
 fn forward_typed<E: Float>(x: &[E], ws: &Windows, kind: Kind) -> Vec<E> {
     let (in_plane, out_plane) = (ws.in_plane.max(1), ws.out_plane().max(1));
     let mut y = vec![E::ZERO; x.len() / in_plane * out_plane];
-    y.par_chunks_mut(out_plane).zip(x.par_chunks(in_plane)).for_each(|(y, x)| {
-        ws.for_each(|o, r, c| {
-            let window = ws.offsets(r, c).map(|i| x[i]);
-            y[o] = match kind {
-                Kind::Max => window.fold(E::LOWEST, E::max_nan),
-                Kind::Avg { count_include_pad } => {
-                    window.fold(E::ZERO, |s, v| s + v) / E::from_f64(ws.divisor(r, c, count_include_pad) as f64)
-                }
-            };
+    y.par_chunks_mut(out_plane)
+        .zip(x.par_chunks(in_plane))
+        .for_each(|(y, x)| {
+            ws.for_each(|o, r, c| {
+                let window = ws.offsets(r, c).map(|i| x[i]);
+                y[o] = match kind {
+                    Kind::Max => window.fold(E::LOWEST, E::max_nan),
+                    Kind::Avg { count_include_pad } => {
+                        window.fold(E::ZERO, |s, v| s + v)
+                            / E::from_f64(ws.divisor(r, c, count_include_pad) as f64)
+                    }
+                };
+            });
         });
-    });
     y
 }
 
 /// `dx` of average pooling: each output gradient spread evenly over its window.
-pub(super) fn avg_backward(
+fn avg_backward(
     dy: &HostTensor,
     x_shape: &[usize],
     win: &Window,
@@ -141,7 +223,7 @@ pub(super) fn avg_backward(
 
 /// `dx` of max pooling: each output gradient goes to the first maximum of its window
 /// in row-major order (a NaN counts as the maximum), as PyTorch does.
-pub(super) fn max_backward(x: &HostTensor, dy: &HostTensor, win: &Window) -> Result<Storage, OpError> {
+fn max_backward(x: &HostTensor, dy: &HostTensor, win: &Window) -> Result<Storage, OpError> {
     let (input, output) = spatial(x.shape(), dy.shape());
     let ws = Windows::new(win, input, output);
     dispatch_float!(x.storage(), E => {
@@ -192,9 +274,30 @@ mod tests {
         // input 5, kernel 2, stride 2, no padding, ceil_mode: 3 windows, the last reads
         // only position 4 and the position past the input counts for nothing.
         let s = spans(3, 5, 2, 2, 0);
-        assert_eq!(s[2], Span { lo: 4, hi: 5, padded: 1 });
+        assert_eq!(
+            s[2],
+            Span {
+                lo: 4,
+                hi: 5,
+                padded: 1
+            }
+        );
         // input 4, kernel 3, stride 2, pad 1: windows start at -1 and 1.
         let s = spans(2, 4, 3, 2, 1);
-        assert_eq!(s, vec![Span { lo: 0, hi: 2, padded: 3 }, Span { lo: 1, hi: 4, padded: 3 }]);
+        assert_eq!(
+            s,
+            vec![
+                Span {
+                    lo: 0,
+                    hi: 2,
+                    padded: 3
+                },
+                Span {
+                    lo: 1,
+                    hi: 4,
+                    padded: 3
+                }
+            ]
+        );
     }
 }

@@ -4,8 +4,8 @@
 //! Sums accumulate in `f64` (`Element::Acc`) so that a BatchNorm mean over a large batch
 //! is as accurate in the f32 interpreter as a pairwise sum would be.
 
+use super::dispatch::elems;
 use super::strided::{contiguous_strides, Walk};
-use super::{dispatch, elems};
 use crate::{Element, HostTensor, OpError, Storage};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,13 +17,18 @@ pub(super) enum Kind {
 
 pub(super) fn reduce(x: &HostTensor, axes: &[usize], kind: Kind) -> Result<Storage, OpError> {
     if kind == Kind::Mean && !x.dtype().is_float() {
-        return Err(OpError::Storage { found: "i64", expected: "a float" });
+        return Err(OpError::Storage {
+            found: "i64",
+            expected: "a float",
+        });
     }
     dispatch!(x.storage(), E => Ok(E::wrap(typed::<E>(elems(x)?, x.shape(), axes, kind))))
 }
 
 fn typed<E: Element>(x: &[E], shape: &[usize], axes: &[usize], kind: Kind) -> Vec<E> {
-    let kept: Vec<usize> = (0..shape.len()).map(|a| if axes.contains(&a) { 1 } else { shape[a] }).collect();
+    let kept: Vec<usize> = (0..shape.len())
+        .map(|a| if axes.contains(&a) { 1 } else { shape[a] })
+        .collect();
     let mut out_strides = contiguous_strides(&kept);
     for &a in axes {
         out_strides[a] = 0;
@@ -48,7 +53,10 @@ fn typed<E: Element>(x: &[E], shape: &[usize], axes: &[usize], kind: Kind) -> Ve
         }
     });
     match kind {
-        Kind::Mean => acc.into_iter().map(|a| E::from_f64(a.to_f64() / count as f64)).collect(),
+        Kind::Mean => acc
+            .into_iter()
+            .map(|a| E::from_f64(a.to_f64() / count as f64))
+            .collect(),
         _ => acc.into_iter().map(E::narrow).collect(),
     }
 }
@@ -61,17 +69,31 @@ mod tests {
     fn sums_over_outer_and_inner_axes() {
         // [2,3,2]: element (n,c,w) = 100n + 10c + w.
         let x: Vec<f32> = (0..2)
-            .flat_map(|n| (0..3).flat_map(move |c| (0..2).map(move |w| (100 * n + 10 * c + w) as f32)))
+            .flat_map(|n| {
+                (0..3).flat_map(move |c| (0..2).map(move |w| (100 * n + 10 * c + w) as f32))
+            })
             .collect();
         // Over n and w, per c: (0+1+100+101) + 4*10c.
-        assert_eq!(typed(&x, &[2, 3, 2], &[0, 2], Kind::Sum), vec![202.0, 242.0, 282.0]);
-        assert_eq!(typed(&x, &[2, 3, 2], &[0, 2], Kind::Mean), vec![50.5, 60.5, 70.5]);
-        assert_eq!(typed(&x, &[2, 3, 2], &[1], Kind::Max), vec![20.0, 21.0, 120.0, 121.0]);
+        assert_eq!(
+            typed(&x, &[2, 3, 2], &[0, 2], Kind::Sum),
+            vec![202.0, 242.0, 282.0]
+        );
+        assert_eq!(
+            typed(&x, &[2, 3, 2], &[0, 2], Kind::Mean),
+            vec![50.5, 60.5, 70.5]
+        );
+        assert_eq!(
+            typed(&x, &[2, 3, 2], &[1], Kind::Max),
+            vec![20.0, 21.0, 120.0, 121.0]
+        );
     }
 
     #[test]
     fn max_propagates_nan_and_handles_negatives() {
-        assert_eq!(typed(&[-3.0f32, -1.0, -2.0], &[3], &[0], Kind::Max), vec![-1.0]);
+        assert_eq!(
+            typed(&[-3.0f32, -1.0, -2.0], &[3], &[0], Kind::Max),
+            vec![-1.0]
+        );
         assert!(typed(&[1.0f32, f32::NAN, 2.0], &[3], &[0], Kind::Max)[0].is_nan());
     }
 }

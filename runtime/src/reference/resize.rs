@@ -3,7 +3,7 @@
 //! no float rounding can move a sample (it would for e.g. `in / out = 1/3` in f32).
 //! The adjoint scatters gradients back through the same index maps.
 
-use super::{dispatch, dispatch_float, elems};
+use super::dispatch::elems;
 use crate::{Element, Float, HostTensor, OpError, Storage};
 use rayon::prelude::*;
 
@@ -29,31 +29,45 @@ pub(super) fn backward(dy: &HostTensor, x_shape: &[usize]) -> Result<Storage, Op
     dispatch_float!(dy.storage(), E => Ok(E::wrap(backward_typed::<E>(elems(dy)?, [x_shape[2], x_shape[3]], &rows, &cols))))
 }
 
-fn backward_typed<E: Float>(dy: &[E], [h, w]: [usize; 2], rows: &[usize], cols: &[usize]) -> Vec<E> {
+fn backward_typed<E: Float>(
+    dy: &[E],
+    [h, w]: [usize; 2],
+    rows: &[usize],
+    cols: &[usize],
+) -> Vec<E> {
     let (in_plane, out_plane) = ((h * w).max(1), (rows.len() * cols.len()).max(1));
     let mut dx = vec![E::ZERO; dy.len() / out_plane * in_plane];
-    dx.par_chunks_mut(in_plane).zip(dy.par_chunks(out_plane)).for_each(|(dx, dy)| {
-        for (&r, dy_row) in rows.iter().zip(dy.chunks_exact(cols.len())) {
-            let dst = &mut dx[r * w..(r + 1) * w];
-            for (&c, &g) in cols.iter().zip(dy_row) {
-                dst[c] += g;
+    dx.par_chunks_mut(in_plane)
+        .zip(dy.par_chunks(out_plane))
+        .for_each(|(dx, dy)| {
+            for (&r, dy_row) in rows.iter().zip(dy.chunks_exact(cols.len())) {
+                let dst = &mut dx[r * w..(r + 1) * w];
+                for (&c, &g) in cols.iter().zip(dy_row) {
+                    dst[c] += g;
+                }
             }
-        }
-    });
+        });
     dx
 }
 
-fn forward_typed<E: Element>(x: &[E], [h, w]: [usize; 2], rows: &[usize], cols: &[usize]) -> Vec<E> {
+fn forward_typed<E: Element>(
+    x: &[E],
+    [h, w]: [usize; 2],
+    rows: &[usize],
+    cols: &[usize],
+) -> Vec<E> {
     let (in_plane, out_plane) = ((h * w).max(1), (rows.len() * cols.len()).max(1));
     let mut y = vec![E::ZERO; x.len() / in_plane * out_plane];
-    y.par_chunks_mut(out_plane).zip(x.par_chunks(in_plane)).for_each(|(y, x)| {
-        for (&r, y_row) in rows.iter().zip(y.chunks_exact_mut(cols.len())) {
-            let src = &x[r * w..(r + 1) * w];
-            for (&c, out) in cols.iter().zip(y_row) {
-                *out = src[c];
+    y.par_chunks_mut(out_plane)
+        .zip(x.par_chunks(in_plane))
+        .for_each(|(y, x)| {
+            for (&r, y_row) in rows.iter().zip(y.chunks_exact_mut(cols.len())) {
+                let src = &x[r * w..(r + 1) * w];
+                for (&c, out) in cols.iter().zip(y_row) {
+                    *out = src[c];
+                }
             }
-        }
-    });
+        });
     y
 }
 
@@ -64,7 +78,10 @@ mod tests {
     #[test]
     fn legacy_rule_index_maps() {
         assert_eq!(source_indices(3, 7), vec![0, 0, 0, 1, 1, 2, 2]);
-        assert_eq!(source_indices(4, 16), vec![0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
+        assert_eq!(
+            source_indices(4, 16),
+            vec![0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+        );
         // Downsampling 7 -> 3 reads 0, floor(7/3) = 2, floor(14/3) = 4.
         assert_eq!(source_indices(7, 3), vec![0, 2, 4]);
     }

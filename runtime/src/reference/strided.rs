@@ -46,12 +46,18 @@ impl Walk {
             d.push(1);
             s.push(0);
         }
-        Walk { dims: d, strides: s }
+        Walk {
+            dims: d,
+            strides: s,
+        }
     }
 
     /// The innermost run: its length and its stride in the strided tensor.
     pub fn run(&self) -> (usize, usize) {
-        (self.dims[self.dims.len() - 1], self.strides[self.strides.len() - 1])
+        (
+            self.dims[self.dims.len() - 1],
+            self.strides[self.strides.len() - 1],
+        )
     }
 
     /// Calls `f(contiguous offset, strided offset)` at the start of every run, in order.
@@ -93,7 +99,10 @@ mod tests {
         assert_eq!(walk.run(), (20, 0));
         let mut seen = vec![];
         walk.for_each_run(|c, s| seen.push((c, s)));
-        assert_eq!(seen, vec![(0, 0), (20, 1), (40, 2), (60, 0), (80, 1), (100, 2)]);
+        assert_eq!(
+            seen,
+            vec![(0, 0), (20, 1), (40, 2), (60, 0), (80, 1), (100, 2)]
+        );
     }
 
     #[test]

@@ -26,7 +26,16 @@ pub fn one_op_graph(op: Op, operands: &[&HostTensor]) -> Graph {
     let vals = operands
         .iter()
         .enumerate()
-        .map(|(i, x)| g.push_source(Op::Input { name: format!("x{i}") }, x.ty(), "").unwrap())
+        .map(|(i, x)| {
+            g.push_source(
+                Op::Input {
+                    name: format!("x{i}"),
+                },
+                x.ty(),
+                "",
+            )
+            .unwrap()
+        })
         .collect();
     let y = g.push(op, vals, "test").unwrap();
     g.add_output("y", y).unwrap();
@@ -34,7 +43,11 @@ pub fn one_op_graph(op: Op, operands: &[&HostTensor]) -> Graph {
 }
 
 /// Runs one op in the given precision.
-pub fn try_op_in(op: Op, operands: &[&HostTensor], precision: Precision) -> Result<HostTensor, RuntimeError> {
+pub fn try_op_in(
+    op: Op,
+    operands: &[&HostTensor],
+    precision: Precision,
+) -> Result<HostTensor, RuntimeError> {
     let g = one_op_graph(op, operands);
     let mut b = Bindings::new();
     for (i, x) in operands.iter().enumerate() {
@@ -53,7 +66,10 @@ pub fn op(op: Op, operands: &[&HostTensor]) -> HostTensor {
 pub fn op_both(o: Op, operands: &[&HostTensor]) -> HostTensor {
     let y32 = try_op_in(o.clone(), operands, Precision::F32).unwrap();
     let y64 = try_op_in(o, operands, Precision::F64).unwrap();
-    assert!(y64.as_f64().is_some() || y64.dtype() == DType::I64, "f64 run must hold floats in f64");
+    assert!(
+        y64.as_f64().is_some() || y64.dtype() == DType::I64,
+        "f64 run must hold floats in f64"
+    );
     let scale = y64.max_abs().max(1.0);
     let diff = y32.max_abs_diff(&y64).unwrap();
     assert!(diff <= 1e-6 * scale, "f32 and f64 runs differ by {diff}");
@@ -65,10 +81,19 @@ pub fn assert_close(got: &HostTensor, shape: &[usize], want: &[f32], tol: f64) {
     assert_eq!(got.shape(), shape, "shape");
     let want = t(shape, want);
     let diff = got.max_abs_diff(&want).unwrap();
-    assert!(diff <= tol, "max abs diff {diff} > {tol}\n got: {:?}\nwant: {:?}", got.to_f32_vec(), want.to_f32_vec());
+    assert!(
+        diff <= tol,
+        "max abs diff {diff} > {tol}\n got: {:?}\nwant: {:?}",
+        got.to_f32_vec(),
+        want.to_f32_vec()
+    );
 }
 
 /// The fixtures directory shared beside the repository.
 pub fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures")).to_path_buf()
+    std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures"
+    ))
+    .to_path_buf()
 }
