@@ -54,8 +54,13 @@ pub trait Float: Element + Div<Output = Self> {
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
 
-    /// `c = a * b + beta * c` for row-major-or-strided matrices `a [m,k]`, `b [k,n]`,
-    /// `c [m,n]`, each given as `(slice, row stride, column stride)`.
+    /// `c = a * b + beta * c` for strided matrices `a [m,k]`, `b [k,n]`, `c [m,n]`, each
+    /// given as `(slice, row stride, column stride)`. With `beta = 0`, `c` is only written.
+    /// GEMM packs a column-major `a` and a row-major `b` fastest.
+    ///
+    /// # Panics
+    /// If a view reaches past the end of its slice (a caller bug, checked because the
+    /// kernel reads through raw pointers).
     fn gemm(
         m: usize,
         k: usize,

@@ -2,7 +2,7 @@
 //!
 //! * [`HostTensor`]: a tensor in host memory, held in `f32`, `f64` or `i64`.
 //! * [`weights`]: safetensors checkpoints keyed by PyTorch `state_dict` names.
-//! * [`reference`]: the reference interpreter, the numerics every other backend is
+//! * [`reference`](mod@reference): the reference interpreter, the numerics every other backend is
 //!   judged against. It runs in `f32` (the product) or `f64` (for gradient checks).
 //!
 //! Every executor implements [`Backend`]: bind inputs and parameters by name, get every
@@ -16,7 +16,7 @@ mod tensor;
 pub mod weights;
 
 pub use bindings::Bindings;
-pub use element::{Element, Float};
+pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};
 pub use tensor::{HostTensor, Precision, Storage, TensorError};
 pub use weights::{check_state, TensorMap, WeightsError, WeightsMismatch};

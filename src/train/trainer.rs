@@ -155,12 +155,18 @@ pub fn train(
             100.0 * window.correct as f64 / window.images as f64,
             window.images_per_second()
         ));
+        // A run stopped by --max-steps mid-epoch logs and evaluates where it stops; those
+        // lines are marked, and a resumed run drops them so its log reads as one run.
+        let interrupted = step == end && step % steps_per_epoch != 0;
         if step % opts.log_every.max(1) == 0 || step == end {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "epoch": epoch + 1, "step": step, "loss": window.loss / window.images as f64,
                 "train_accuracy": window.correct as f64 / window.images as f64,
                 "lr": lr, "images_per_second": window.images_per_second(),
             });
+            if interrupted {
+                line["interrupted"] = true.into();
+            }
             writeln!(metrics, "{line}")?;
             window = Window::default();
         }
@@ -170,7 +176,11 @@ pub fn train(
             bar.suspend(|| -> Result<()> {
                 let (test_loss, test_accuracy) = evaluator.run(backend, &state)?;
                 let r = EpochResult { epoch: epoch + 1, step, test_loss, test_accuracy };
-                writeln!(metrics, "{}", serde_json::json!({"epoch": r.epoch, "step": r.step, "loss": test_loss, "test_loss": test_loss, "test_accuracy": test_accuracy}))?;
+                let mut line = serde_json::json!({"epoch": r.epoch, "step": r.step, "loss": test_loss, "test_loss": test_loss, "test_accuracy": test_accuracy});
+                if interrupted {
+                    line["interrupted"] = true.into();
+                }
+                writeln!(metrics, "{line}")?;
                 eprintln!("epoch {} step {}: test loss {:.4}, test accuracy {:.2}%", r.epoch, r.step, test_loss, 100.0 * test_accuracy);
                 results.push(r);
                 Ok(())
@@ -328,13 +338,17 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// Drops metrics lines written after `step`, so a resumed run's log reads as one run.
+/// Drops metrics lines written after `step` or at an interruption, so a resumed run's
+/// log reads as one run (a train line right after the resume point covers fewer steps).
 fn truncate_metrics(out: &Path, step: u64) -> Result<()> {
     let path = out.join("metrics.jsonl");
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            v["step"].as_u64().is_some_and(|s| s <= step) && v.get("interrupted").is_none()
+        })
         .collect();
     let tmp = path.with_extension("jsonl.tmp");
     std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;

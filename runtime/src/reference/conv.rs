@@ -20,6 +20,40 @@ struct Params {
     groups: usize,
 }
 
+impl Params {
+    /// The attributes of any op of the conv family.
+    fn of(op: &Op) -> Option<Params> {
+        match *op {
+            Op::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+            }
+            | Op::Conv2dBackwardData {
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            }
+            | Op::Conv2dBackwardWeight {
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => Some(Params {
+                stride,
+                padding,
+                dilation,
+                groups,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// All extents of one convolution, read from validated operand and result shapes.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -84,52 +118,12 @@ impl Geometry {
 /// Evaluates `conv2d` (operands `x`, `w`) or one of its adjoints (`dy`, `w` for the data
 /// gradient; `x`, `dy` for the weight gradient); `y` is the result shape.
 pub(super) fn eval(op: &Op, x: &[&HostTensor], y: &[usize]) -> Result<Storage, OpError> {
-    match *op {
-        Op::Conv2d {
-            stride,
-            padding,
-            dilation,
-            groups,
-        } => {
-            let p = Params {
-                stride,
-                padding,
-                dilation,
-                groups,
-            };
-            forward(x[0], x[1], &Geometry::new(x[0].shape(), x[1].shape(), y, p))
-        }
-        Op::Conv2dBackwardData {
-            stride,
-            padding,
-            dilation,
-            groups,
-            ..
-        } => {
-            let p = Params {
-                stride,
-                padding,
-                dilation,
-                groups,
-            };
-            backward_data(x[0], x[1], &Geometry::new(y, x[1].shape(), x[0].shape(), p))
-        }
-        Op::Conv2dBackwardWeight {
-            stride,
-            padding,
-            dilation,
-            groups,
-            ..
-        } => {
-            let p = Params {
-                stride,
-                padding,
-                dilation,
-                groups,
-            };
-            backward_weight(x[0], x[1], &Geometry::new(x[0].shape(), y, x[1].shape(), p))
-        }
-        _ => Err(OpError::NotComputed(op.name())),
+    let p = Params::of(op).ok_or(OpError::NotComputed(op.name()))?;
+    let (a, b) = (x[0].shape(), x[1].shape());
+    match op {
+        Op::Conv2d { .. } => forward(x[0], x[1], &Geometry::new(a, b, y, p)),
+        Op::Conv2dBackwardData { .. } => backward_data(x[0], x[1], &Geometry::new(y, b, a, p)),
+        _ => backward_weight(x[0], x[1], &Geometry::new(a, y, b, p)),
     }
 }
 

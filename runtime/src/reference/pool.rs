@@ -20,6 +20,44 @@ struct Window {
     padding: [usize; 2],
 }
 
+impl Window {
+    /// The window of any pooling op or adjoint. `ceil_mode` needs no field: it only
+    /// decides the output size, which the result type already gives.
+    fn of(op: &Op) -> Option<Window> {
+        match *op {
+            Op::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+                ..
+            }
+            | Op::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+                ..
+            }
+            | Op::AvgPool2dBackward {
+                kernel,
+                stride,
+                padding,
+                ..
+            }
+            | Op::MaxPool2dBackward {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => Some(Window {
+                kernel,
+                stride,
+                padding,
+            }),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Avg { count_include_pad: bool },
@@ -105,69 +143,16 @@ fn spatial(x: &[usize], y: &[usize]) -> ([usize; 2], [usize; 2]) {
 /// Evaluates a pooling op or its adjoint (operand `dy`, or `x` and `dy` for max
 /// pooling); `y` is the result shape.
 pub(super) fn eval(op: &Op, x: &[&HostTensor], y: &[usize]) -> Result<Storage, OpError> {
+    let win = Window::of(op).ok_or(OpError::NotComputed(op.name()))?;
     match *op {
         Op::AvgPool2d {
-            kernel,
-            stride,
-            padding,
-            count_include_pad,
-            ..
-        } => forward(
-            x[0],
-            y,
-            &Window {
-                kernel,
-                stride,
-                padding,
-            },
-            Kind::Avg { count_include_pad },
-        ),
-        Op::MaxPool2d {
-            kernel,
-            stride,
-            padding,
-            ..
-        } => forward(
-            x[0],
-            y,
-            &Window {
-                kernel,
-                stride,
-                padding,
-            },
-            Kind::Max,
-        ),
+            count_include_pad, ..
+        } => forward(x[0], y, &win, Kind::Avg { count_include_pad }),
+        Op::MaxPool2d { .. } => forward(x[0], y, &win, Kind::Max),
         Op::AvgPool2dBackward {
-            kernel,
-            stride,
-            padding,
-            count_include_pad,
-            ..
-        } => avg_backward(
-            x[0],
-            y,
-            &Window {
-                kernel,
-                stride,
-                padding,
-            },
-            count_include_pad,
-        ),
-        Op::MaxPool2dBackward {
-            kernel,
-            stride,
-            padding,
-            ..
-        } => max_backward(
-            x[0],
-            x[1],
-            &Window {
-                kernel,
-                stride,
-                padding,
-            },
-        ),
-        _ => Err(OpError::NotComputed(op.name())),
+            count_include_pad, ..
+        } => avg_backward(x[0], y, &win, count_include_pad),
+        _ => max_backward(x[0], x[1], &win),
     }
 }
 
