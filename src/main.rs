@@ -15,3 +15,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The interpreter allocates a fresh buffer for every value; glibc's malloc returns large
+/// ones to the OS each time, so every op paid page faults. mimalloc keeps them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

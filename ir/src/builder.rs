@@ -354,8 +354,13 @@ impl GraphBuilder {
             let running_var = g.param("running_var", float, vec![c])?;
             let tracked = g.param("num_batches_tracked", DType::I64, vec![])?;
             let per_channel = vec![1, c, 1, 1];
-            let (mean, var) = match mode {
-                Mode::Eval => (running_mean, running_var),
+            // Both modes normalize `x - mean`; train mode also reuses that difference
+            // for the batch variance, so the graph subtracts the mean only once.
+            let (centered, var) = match mode {
+                Mode::Eval => {
+                    let mean = g.reshape(running_mean, per_channel.clone())?;
+                    (g.sub(x, mean)?, running_var)
+                }
                 Mode::Train => {
                     let mean = g.reduce_mean(x, &[0, 2, 3], true)?;
                     let centered = g.sub(x, mean)?;
@@ -370,16 +375,14 @@ impl GraphBuilder {
                     let one = g.constant(1.0, DType::I64, vec![])?;
                     let next = g.add(tracked, one)?;
                     g.output(&g.qualified("num_batches_tracked"), next)?;
-                    (mean, var)
+                    (centered, var)
                 }
             };
             let var_eps = g.add_scalar(var, BN_EPS)?;
             let inv_std = g.rsqrt(var_eps)?;
             let scale = g.mul(inv_std, weight)?;
-            let mean = g.reshape(mean, per_channel.clone())?;
             let scale = g.reshape(scale, per_channel.clone())?;
             let bias = g.reshape(bias, per_channel)?;
-            let centered = g.sub(x, mean)?;
             let scaled = g.mul(centered, scale)?;
             g.add(scaled, bias)
         })

@@ -73,6 +73,9 @@ pub struct Args {
     /// Run directory: config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors.
     #[arg(long, default_value = "runs/fashion")]
     out: PathBuf,
+    /// Time the reference interpreter per op and print the table at the end.
+    #[arg(long)]
+    profile: bool,
     /// Continue the run in DIR from its checkpoint (its config.json is used; --max-steps,
     /// --backend may differ).
     #[arg(long, value_name = "DIR")]
@@ -80,6 +83,27 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    if args.profile {
+        calib::runtime::reference::profile::enable();
+    }
+    let code = run_training(&args)?;
+    if args.profile {
+        print_profile();
+    }
+    Ok(code)
+}
+
+fn print_profile() {
+    let rows = calib::runtime::reference::profile::report();
+    let total: f64 = rows.iter().map(|r| r.seconds).sum();
+    eprintln!("{:<24} {:>8} {:>10} {:>7} {:>10}", "op", "calls", "seconds", "share", "GB/s out");
+    for r in rows {
+        let gbs = r.elements as f64 * 4.0 / r.seconds.max(1e-12) / 1e9;
+        eprintln!("{:<24} {:>8} {:>10.3} {:>6.1}% {:>10.2}", r.op, r.calls, r.seconds, 100.0 * r.seconds / total.max(1e-12), gbs);
+    }
+}
+
+fn run_training(args: &Args) -> Result<ExitCode> {
     let backend: Box<dyn Backend> = match args.backend.as_str() {
         "reference" => Box::new(Reference::new()),
         other => bail!("unknown backend `{other}` (available: reference)"),
@@ -128,7 +152,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         train_limit: args.train_limit,
         test_limit: args.test_limit,
         eval_batch: args.eval_batch,
-        data_dir: args.data_dir,
+        data_dir: args.data_dir.clone(),
         checkpoint_every: args.checkpoint_every,
         log_every: args.log_every,
     };

@@ -13,6 +13,7 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod pool;
+pub mod profile;
 mod reduce;
 mod resize;
 mod strided;
@@ -106,7 +107,11 @@ fn compute(
         },
         source,
     };
+    let started = profile::is_enabled().then(std::time::Instant::now);
     let storage = eval(&node.op, &args, &node.ty, precision).map_err(fail)?;
+    if let Some(t) = started {
+        profile::record(node.op.name(), t.elapsed(), node.ty.numel());
+    }
     HostTensor::new(node.ty.dtype, node.ty.shape.clone(), storage).map_err(|e| fail(e.into()))
 }
 

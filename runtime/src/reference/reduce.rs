@@ -6,7 +6,9 @@
 
 use super::dispatch::elems;
 use super::strided::{contiguous_strides, Walk};
+use super::PAR_MIN;
 use crate::{Element, HostTensor, OpError, Storage};
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -26,32 +28,11 @@ pub(super) fn reduce(x: &HostTensor, axes: &[usize], kind: Kind) -> Result<Stora
 }
 
 fn typed<E: Element>(x: &[E], shape: &[usize], axes: &[usize], kind: Kind) -> Vec<E> {
-    let kept: Vec<usize> = (0..shape.len())
-        .map(|a| if axes.contains(&a) { 1 } else { shape[a] })
-        .collect();
-    let mut out_strides = contiguous_strides(&kept);
-    for &a in axes {
-        out_strides[a] = 0;
-    }
     let count: usize = axes.iter().map(|&a| shape[a]).product();
-    type Fold<A, E> = fn(A, E) -> A;
-    let (init, fold): (E::Acc, Fold<E::Acc, E>) = match kind {
-        Kind::Sum | Kind::Mean => (<E::Acc as Element>::ZERO, |acc, v| acc + v.widen()),
-        Kind::Max => (<E::Acc as Element>::LOWEST, |acc, v| acc.max_nan(v.widen())),
+    let acc = match kind {
+        Kind::Sum | Kind::Mean => accumulate(x, shape, axes, <E::Acc as Element>::ZERO, |a, b| a + b),
+        Kind::Max => accumulate(x, shape, axes, <E::Acc as Element>::LOWEST, |a, b| a.max_nan(b)),
     };
-    let mut acc = vec![init; kept.iter().product()];
-    let walk = Walk::new(shape, &out_strides);
-    let (len, stride) = walk.run();
-    walk.for_each_run(|i, o| {
-        let src = &x[i..i + len];
-        if stride == 0 {
-            acc[o] = src.iter().fold(acc[o], |a, &v| fold(a, v));
-        } else {
-            for (j, &v) in src.iter().enumerate() {
-                acc[o + j * stride] = fold(acc[o + j * stride], v);
-            }
-        }
-    });
     match kind {
         Kind::Mean => acc
             .into_iter()
@@ -59,6 +40,79 @@ fn typed<E: Element>(x: &[E], shape: &[usize], axes: &[usize], kind: Kind) -> Ve
             .collect(),
         _ => acc.into_iter().map(E::narrow).collect(),
     }
+}
+
+/// Number of pieces a large reduction is split into. Fixed, not the thread count, so
+/// that the summation order (and so every bit of the result) is the same on any machine.
+const PIECES: usize = 16;
+
+/// Folds `x` into the kept-axes accumulator with `fold` (monomorphized, so the inner
+/// loops vectorize). Large inputs are cut into [`PIECES`] ranges of runs, folded in
+/// parallel and combined in order.
+fn accumulate<E: Element>(
+    x: &[E],
+    shape: &[usize],
+    axes: &[usize],
+    init: E::Acc,
+    fold: impl Fn(E::Acc, E::Acc) -> E::Acc + Sync + Copy,
+) -> Vec<E::Acc> {
+    let kept: Vec<usize> = (0..shape.len())
+        .map(|a| if axes.contains(&a) { 1 } else { shape[a] })
+        .collect();
+    let mut out_strides = contiguous_strides(&kept);
+    for &a in axes {
+        out_strides[a] = 0;
+    }
+    let outputs: usize = kept.iter().product();
+    let walk = Walk::new(shape, &out_strides);
+    let (len, stride) = walk.run();
+    let runs = walk.runs();
+    let piece = |range: std::ops::Range<usize>| {
+        let mut acc = vec![init; outputs];
+        walk.for_each_run_in(range, |i, o| {
+            let src = &x[i..i + len];
+            if stride == 0 {
+                acc[o] = fold(acc[o], fold_run(src, init, fold));
+            } else {
+                for (j, &v) in src.iter().enumerate() {
+                    acc[o + j * stride] = fold(acc[o + j * stride], v.widen());
+                }
+            }
+        });
+        acc
+    };
+    if x.len() < PAR_MIN || runs < PIECES {
+        return piece(0..runs);
+    }
+    let bounds: Vec<std::ops::Range<usize>> = (0..PIECES)
+        .map(|p| p * runs / PIECES..(p + 1) * runs / PIECES)
+        .collect();
+    let partials: Vec<Vec<E::Acc>> = bounds.into_par_iter().map(piece).collect();
+    let mut acc = vec![init; outputs];
+    for part in partials {
+        for (a, p) in acc.iter_mut().zip(part) {
+            *a = fold(*a, p);
+        }
+    }
+    acc
+}
+
+/// Folds one contiguous run with eight independent lanes, so the adds pipeline instead
+/// of waiting on each other.
+fn fold_run<E: Element>(src: &[E], init: E::Acc, fold: impl Fn(E::Acc, E::Acc) -> E::Acc) -> E::Acc {
+    let mut lanes = [init; 8];
+    let chunks = src.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            lanes[k] = fold(lanes[k], c[k].widen());
+        }
+    }
+    let mut acc = lanes.into_iter().fold(init, &fold);
+    for &v in rest {
+        acc = fold(acc, v.widen());
+    }
+    acc
 }
 
 #[cfg(test)]

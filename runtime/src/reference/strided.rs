@@ -60,14 +60,30 @@ impl Walk {
         )
     }
 
+    /// How many runs the walk visits.
+    pub fn runs(&self) -> usize {
+        self.dims[..self.dims.len() - 1].iter().product()
+    }
+
     /// Calls `f(contiguous offset, strided offset)` at the start of every run, in order.
-    pub fn for_each_run(&self, mut f: impl FnMut(usize, usize)) {
+    pub fn for_each_run(&self, f: impl FnMut(usize, usize)) {
+        self.for_each_run_in(0..self.runs(), f)
+    }
+
+    /// [`Walk::for_each_run`] restricted to the runs numbered `range`.
+    pub fn for_each_run_in(&self, range: std::ops::Range<usize>, mut f: impl FnMut(usize, usize)) {
         let rank = self.dims.len() - 1;
         let (len, _) = self.run();
-        let runs: usize = self.dims[..rank].iter().product();
+        // Position of the first run: its multi-index over the outer axes.
         let mut index = vec![0; rank];
         let mut offset = 0;
-        for r in 0..runs {
+        let mut rest = range.start;
+        for a in (0..rank).rev() {
+            index[a] = rest % self.dims[a];
+            rest /= self.dims[a];
+            offset += index[a] * self.strides[a];
+        }
+        for r in range {
             f(r * len, offset);
             for a in (0..rank).rev() {
                 index[a] += 1;
