@@ -72,7 +72,9 @@ pub enum Op {
         ceil_mode: bool,
     },
     /// Nearest resize of an NCHW tensor to `size` with PyTorch's legacy rule:
-    /// output index `d` reads source index `min(floor(d * in / out), in - 1)`.
+    /// output index `d` reads source index `min(floor(d * in / out), in - 1)`, with the
+    /// scale and product in f32 as ATen computes them (see the reference interpreter's
+    /// `resize::source_index`; a few sizes differ from exact rational arithmetic).
     ResizeNearest { size: [usize; 2] },
 
     ReduceSum { axes: Vec<usize>, keepdims: bool },

@@ -1,7 +1,7 @@
 //! Errors raised while executing a graph.
 
 use crate::TensorError;
-use calib_ir::{IrError, TensorType};
+use calib_ir::{IrError, ProgramError, TensorType};
 use thiserror::Error;
 
 /// Why a graph could not be run.
@@ -25,6 +25,15 @@ pub enum RuntimeError {
         name: String,
         expected: TensorType,
         found: TensorType,
+    },
+    /// A kernel plan is malformed (see [`calib_ir::Program::validate`]).
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    /// A kernel of a plan failed; `source` says where in its body.
+    #[error("kernel {kernel}: {source}")]
+    Kernel {
+        kernel: String,
+        source: Box<RuntimeError>,
     },
     /// An op failed on the values it was given.
     #[error("node %{node} ({op}{scope}): {source}")]

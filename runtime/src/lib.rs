@@ -12,6 +12,7 @@ mod bindings;
 mod element;
 mod error;
 pub mod reference;
+pub mod sim;
 mod tensor;
 pub mod weights;
 

@@ -14,6 +14,7 @@ mod layout;
 mod matmul;
 mod pool;
 pub mod profile;
+mod program;
 mod reduce;
 mod resize;
 mod strided;
@@ -22,6 +23,8 @@ use crate::tensor::cast_storage;
 use crate::{Bindings, HostTensor, OpError, Outputs, Precision, RuntimeError, Storage};
 use calib_ir::{Graph, Node, Op, OpClass, TensorType};
 use std::borrow::Cow;
+
+pub use program::{run_program, run_program_with};
 
 /// Runs `graph` in `f32`; returns every graph output by name.
 pub fn run(graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {

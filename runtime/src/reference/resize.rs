@@ -1,15 +1,30 @@
 //! Nearest-neighbour resize with PyTorch's legacy `nearest` rule: output index `d` reads
-//! source index `min(floor(d * in / out), in - 1)`. The floor is taken in integers, so
-//! no float rounding can move a sample (it would for e.g. `in / out = 1/3` in f32).
+//! source index `min(floor(d * in / out), in - 1)`, computed as PyTorch computes it: the
+//! scale `in / out` and the product `d * scale` in f32 (ATen's `nearest_idx`), with its
+//! exact shortcuts for equal sizes and exact 2x upsampling. That float arithmetic is the
+//! ground truth the fixtures were made with; see [`source_index`].
 //! The adjoint scatters gradients back through the same index maps.
 
 use super::dispatch::elems;
 use crate::{Element, Float, HostTensor, OpError, Storage};
 use rayon::prelude::*;
 
+/// The source index that output index `d` reads along an axis resized from `input` to
+/// `out`, bit-for-bit as PyTorch's legacy nearest computes it.
+pub fn source_index(d: usize, input: usize, out: usize) -> usize {
+    if out == input {
+        return d;
+    }
+    if out == 2 * input {
+        return d >> 1;
+    }
+    let scale = input as f32 / out as f32;
+    ((d as f32 * scale).floor() as usize).min(input - 1)
+}
+
 /// The source index read by each output index along one axis.
 pub(super) fn source_indices(input: usize, out: usize) -> Vec<usize> {
-    (0..out).map(|d| (d * input / out).min(input - 1)).collect()
+    (0..out).map(|d| source_index(d, input, out)).collect()
 }
 
 /// `y = resize(x)` to the spatial size of `y_shape`.
@@ -84,5 +99,18 @@ mod tests {
         );
         // Downsampling 7 -> 3 reads 0, floor(7/3) = 2, floor(14/3) = 4.
         assert_eq!(source_indices(7, 3), vec![0, 2, 4]);
+    }
+
+    #[test]
+    fn float32_scale_is_what_pytorch_computes() {
+        // 14 -> 46: the f32 scale 14/46 rounds down, so d = 23 lands at 6.9999995 and
+        // PyTorch reads row 6 where exact rational arithmetic (23 * 14 / 46 = 7) says 7.
+        assert_eq!(source_indices(14, 46)[23], 6);
+        assert_eq!(source_indices(14, 46)[22], 6);
+        assert_eq!(source_indices(14, 46)[24], 7);
+        // 26 -> 22 (downsampling) at d = 11: 12, not 13.
+        assert_eq!(source_indices(26, 22)[11], 12);
+        // Exact 2x upsampling is a shift in ATen, never a float product.
+        assert_eq!(source_indices(5, 10), vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
     }
 }

@@ -17,6 +17,17 @@ pub struct Module {
     pub kernels: Vec<Kernel>,
 }
 
+impl Kernel {
+    /// Where dynamic shared memory starts: the `.extern .shared` array's offset, or the
+    /// static variables' end rounded up to 16 bytes when the kernel declares none.
+    pub fn dynamic_shared_offset(&self) -> usize {
+        self.shared
+            .iter()
+            .find(|v| v.bytes.is_none())
+            .map_or(self.static_shared_bytes.next_multiple_of(16), |v| v.offset)
+    }
+}
+
 impl Module {
     pub fn kernel(&self, name: &str) -> Option<&Kernel> {
         self.kernels.iter().find(|k| k.name == name)

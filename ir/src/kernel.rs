@@ -1,0 +1,351 @@
+//! Kernel plans: what fusion hands to code generation.
+//!
+//! A [`Program`] is a list of [`Kernel`]s run in order over named [`Buffer`]s. Each
+//! kernel is one launch: it reads whole buffers, computes its `body` (an ordinary
+//! [`Graph`] of primitive ops whose inputs `in0, in1, ...` are the kernel's inputs in
+//! order and whose outputs `out0, out1, ...` are its outputs in order), and writes each
+//! output to a buffer or to a slice of one (concat as a view: producers write into
+//! channel slices of one buffer). The body keeps its index maps (`broadcast`,
+//! `resize_nearest`, `slice`, `concat`, `reshape`) as ops, so code generation sees how
+//! every element is addressed; the [`Anchor`] says which loop nest the kernel is built
+//! around, and `covers` lists the nodes of the original graph it replaces.
+//!
+//! ```text
+//! program {
+//!   $0 input input : f32[2,8,16,16]
+//!   $1 param conv.weight : f32[8,8,3,3]
+//!   $2 output y : f32[2,8,16,16]
+//!   kernel k0 convolution "conv2d@conv" ($0, $1) -> ($2) covers [2,3]
+//!     graph { ... }
+//!   return y=$2
+//! }
+//! ```
+
+use crate::{text, Graph, Op, TensorType};
+use serde::{Deserialize, Serialize};
+use std::fmt::{self, Write};
+use thiserror::Error;
+
+/// A handle to a buffer of a [`Program`] (its index in [`Program::buffers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BufferId(pub usize);
+
+impl fmt::Display for BufferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${}", self.0)
+    }
+}
+
+/// Where a buffer's contents come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Bound at run time to the graph input of the same name.
+    Input,
+    /// Bound at run time to the parameter of the same `state_dict` name.
+    Param,
+    /// Written by kernels, read back as a program output.
+    Output,
+    /// Written and read by kernels only.
+    Temp,
+}
+
+/// One tensor in memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Buffer {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: TensorType,
+    pub role: Role,
+}
+
+/// The loop nest a kernel is organized around; everything else in its body is a
+/// prologue (applied to operands as they are loaded) or an epilogue (applied to results
+/// before they are stored, including extra reduction outputs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anchor {
+    /// `conv2d` or one of its adjoints.
+    Convolution,
+    MatMul,
+    /// A reduction over some axes (sums, means, maxima).
+    Reduction,
+    /// A windowed op: pooling, its adjoints, and the adjoint of nearest resizing.
+    Pool,
+    /// A map over the output's elements (elementwise ops and index maps only).
+    Pointwise,
+}
+
+impl Anchor {
+    /// The anchor a kernel built around `op` has.
+    pub fn of(op: &Op) -> Anchor {
+        use crate::OpClass;
+        match op.class() {
+            OpClass::Convolution => Anchor::Convolution,
+            OpClass::MatMul => Anchor::MatMul,
+            OpClass::Reduction => Anchor::Reduction,
+            OpClass::Pool => Anchor::Pool,
+            OpClass::Resize if matches!(op, Op::ResizeNearestBackward { .. }) => Anchor::Pool,
+            _ => Anchor::Pointwise,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Anchor::Convolution => "convolution",
+            Anchor::MatMul => "matmul",
+            Anchor::Reduction => "reduction",
+            Anchor::Pool => "pool",
+            Anchor::Pointwise => "pointwise",
+        }
+    }
+}
+
+/// Elements `start..end` of `axis` of a buffer: where a kernel output lands when
+/// several producers fill one buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Slice {
+    pub axis: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Where one body output is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelOutput {
+    pub buffer: BufferId,
+    /// `None`: the whole buffer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<Slice>,
+}
+
+/// One fused launch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Kernel {
+    /// Unique within the program (`k12`).
+    pub name: String,
+    /// For people: the anchor op and the scope it came from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+    pub anchor: Anchor,
+    /// Body input `in{i}` reads `inputs[i]` whole.
+    pub inputs: Vec<BufferId>,
+    /// Body output `out{i}` is stored to `outputs[i]`.
+    pub outputs: Vec<KernelOutput>,
+    pub body: Graph,
+    /// Ids of the original graph's nodes this kernel computes.
+    pub covers: Vec<usize>,
+}
+
+impl Kernel {
+    /// The name of body input `i`.
+    pub fn input_name(i: usize) -> String {
+        format!("in{i}")
+    }
+
+    /// The name of body output `i`.
+    pub fn output_name(i: usize) -> String {
+        format!("out{i}")
+    }
+
+    /// The body's index maps (broadcast, resize, slice, concat, reshape), in body order:
+    /// what code generation turns into address arithmetic rather than loops.
+    pub fn index_maps(&self) -> impl Iterator<Item = &crate::Node> {
+        self.body.nodes.iter().filter(|n| {
+            matches!(
+                n.op,
+                Op::Broadcast { .. }
+                    | Op::ResizeNearest { .. }
+                    | Op::Slice { .. }
+                    | Op::Concat { .. }
+                    | Op::Reshape { .. }
+            )
+        })
+    }
+}
+
+/// A named program result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramOutput {
+    pub name: String,
+    pub buffer: BufferId,
+}
+
+/// Kernels over buffers, in execution order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Program {
+    pub buffers: Vec<Buffer>,
+    pub kernels: Vec<Kernel>,
+    pub outputs: Vec<ProgramOutput>,
+}
+
+impl Program {
+    pub fn buffer(&self, id: BufferId) -> &Buffer {
+        &self.buffers[id.0]
+    }
+
+    pub fn kernel(&self, name: &str) -> Option<&Kernel> {
+        self.kernels.iter().find(|k| k.name == name)
+    }
+
+    /// Checks what an executor relies on: every buffer id exists; each body's inputs and
+    /// outputs match the kernel's buffers (slices included) in order and type; inputs
+    /// and params are never written; every other buffer is written whole once, or slice
+    /// by slice along one axis without overlap, before any kernel reads it; outputs name
+    /// buffers that end up written.
+    pub fn validate(&self) -> Result<(), ProgramError> {
+        let mut written: Vec<Written> = vec![Written::Nothing; self.buffers.len()];
+        let ready = |b: BufferId, written: &[Written]| {
+            let buf = &self.buffers[b.0];
+            matches!(buf.role, Role::Input | Role::Param) || written[b.0].is_complete(&buf.ty)
+        };
+        for k in &self.kernels {
+            let fail = |detail: String| Err(ProgramError::Invalid(format!("kernel {}: {detail}", k.name)));
+            if let Err(e) = k.body.validate() {
+                return fail(format!("body: {e}"));
+            }
+            if let Some(b) = k.inputs.iter().chain(k.outputs.iter().map(|o| &o.buffer)).find(|b| b.0 >= self.buffers.len()) {
+                return fail(format!("buffer {b} does not exist"));
+            }
+            let body_inputs: Vec<_> = k.body.inputs().collect();
+            if body_inputs.len() != k.inputs.len() || k.body.params().next().is_some() {
+                return fail(format!("body has {} inputs (and must have no params) for {} kernel inputs", body_inputs.len(), k.inputs.len()));
+            }
+            for (i, ((name, v), b)) in body_inputs.iter().zip(&k.inputs).enumerate() {
+                let buf = &self.buffers[b.0];
+                if *name != Kernel::input_name(i) || k.body.ty(*v) != &buf.ty {
+                    return fail(format!("body input `{name}` ({}) does not match input {i}, {b} ({})", k.body.ty(*v), buf.ty));
+                }
+                if !ready(*b, &written) {
+                    return fail(format!("reads {b} before it is fully written"));
+                }
+            }
+            if k.body.outputs.len() != k.outputs.len() {
+                return fail(format!("body has {} outputs for {} kernel outputs", k.body.outputs.len(), k.outputs.len()));
+            }
+            for (i, (o, out)) in k.body.outputs.iter().zip(&k.outputs).enumerate() {
+                let buf = &self.buffers[out.buffer.0];
+                if matches!(buf.role, Role::Input | Role::Param) {
+                    return fail(format!("writes the bound buffer `{}`", buf.name));
+                }
+                let mut expected = buf.ty.clone();
+                if let Some(s) = out.slice {
+                    if s.axis >= expected.rank() || s.start >= s.end || s.end > expected.shape[s.axis] {
+                        return fail(format!("slice {}..{} of axis {} does not fit {}", s.start, s.end, s.axis, buf.ty));
+                    }
+                    expected.shape[s.axis] = s.end - s.start;
+                }
+                if o.name != Kernel::output_name(i) || k.body.ty(o.value) != &expected {
+                    return fail(format!("body output `{}` ({}) does not match output {i} ({expected})", o.name, k.body.ty(o.value)));
+                }
+                if !written[out.buffer.0].add(out.slice) {
+                    return fail(format!("writes {} twice", out.buffer));
+                }
+            }
+        }
+        match self.outputs.iter().find(|o| o.buffer.0 >= self.buffers.len() || !ready(o.buffer, &written)) {
+            Some(o) => Err(ProgramError::Invalid(format!("output `{}` names {}, which is never fully written", o.name, o.buffer))),
+            None => Ok(()),
+        }
+    }
+
+    /// The text form (see the module docs).
+    pub fn to_text(&self) -> String {
+        let mut out = String::from("program {\n");
+        for (i, b) in self.buffers.iter().enumerate() {
+            let role = match b.role {
+                Role::Input => "input",
+                Role::Param => "param",
+                Role::Output => "output",
+                Role::Temp => "temp",
+            };
+            writeln!(out, "  ${i} {role} {} : {}", b.name, b.ty).unwrap();
+        }
+        for k in &self.kernels {
+            let ins: Vec<String> = k.inputs.iter().map(|b| b.to_string()).collect();
+            let outs: Vec<String> = k
+                .outputs
+                .iter()
+                .map(|o| match o.slice {
+                    None => o.buffer.to_string(),
+                    Some(s) => format!("{}[axis {}: {}..{}]", o.buffer, s.axis, s.start, s.end),
+                })
+                .collect();
+            let covers: Vec<String> = k.covers.iter().map(|c| c.to_string()).collect();
+            writeln!(
+                out,
+                "  kernel {} {} {:?} ({}) -> ({}) covers [{}]",
+                k.name,
+                k.anchor.name(),
+                k.label,
+                ins.join(", "),
+                outs.join(", "),
+                covers.join(",")
+            )
+            .unwrap();
+            for line in text::print(&k.body).lines() {
+                writeln!(out, "    {line}").unwrap();
+            }
+        }
+        let outs: Vec<String> = self.outputs.iter().map(|o| format!("{}={}", o.name, o.buffer)).collect();
+        writeln!(out, "  return {}\n}}", outs.join(", ")).unwrap();
+        out
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a program always serializes")
+    }
+
+    /// Reads a program from JSON and validates it.
+    pub fn from_json(s: &str) -> Result<Program, ProgramError> {
+        let p: Program = serde_json::from_str(s).map_err(|e| ProgramError::Json(e.to_string()))?;
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// A program that cannot be run as it stands.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ProgramError {
+    #[error("invalid program: {0}")]
+    Invalid(String),
+    #[error("invalid program JSON: {0}")]
+    Json(String),
+}
+
+/// How much of a buffer the kernels so far have written.
+#[derive(Clone, Debug)]
+enum Written {
+    Nothing,
+    Whole,
+    Slices(Vec<Slice>),
+}
+
+impl Written {
+    /// Records a write; false if it overlaps an earlier one.
+    fn add(&mut self, slice: Option<Slice>) -> bool {
+        match (&mut *self, slice) {
+            (Written::Nothing, None) => *self = Written::Whole,
+            (Written::Nothing, Some(s)) => *self = Written::Slices(vec![s]),
+            (Written::Slices(parts), Some(s)) => {
+                let clash = parts.iter().any(|p| p.axis != s.axis || (p.start < s.end && s.start < p.end));
+                if clash {
+                    return false;
+                }
+                parts.push(s);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn is_complete(&self, ty: &TensorType) -> bool {
+        match self {
+            Written::Nothing => false,
+            Written::Whole => true,
+            Written::Slices(parts) => parts.iter().map(|p| p.end - p.start).sum::<usize>() == ty.shape[parts[0].axis],
+        }
+    }
+}

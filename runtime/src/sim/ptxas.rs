@@ -1,0 +1,229 @@
+//! NVIDIA's `ptxas` as a second opinion on generated PTX: assemble for a real target and
+//! read back the resources each kernel needs (`ptxas -v`).
+//!
+//! `ptxas` comes from the `nvidia-cuda-nvcc-cu12` wheel on PyPI and runs without a GPU.
+//! It is found through `CALIB_PTXAS`, then a `.venv` in the current directory or one of
+//! its parents (where `scripts/setup.sh` installs it), then `PATH`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use thiserror::Error;
+
+/// How to get `ptxas`, for error messages.
+pub const INSTALL_HINT: &str = "install it with `python3 -m venv .venv && .venv/bin/pip install \
+nvidia-cuda-nvcc-cu12==12.9.86` in the repository root (scripts/setup.sh does this), or point \
+CALIB_PTXAS at a ptxas binary";
+
+#[derive(Debug, Error)]
+pub enum PtxasError {
+    #[error("ptxas not found (looked in: {}); {INSTALL_HINT}", searched.join(", "))]
+    NotFound { searched: Vec<String> },
+    #[error("could not run {ptxas}: {source}")]
+    Io {
+        ptxas: String,
+        source: std::io::Error,
+    },
+    #[error("ptxas rejected the PTX for {arch}:\n{log}")]
+    Rejected { arch: String, log: String },
+}
+
+/// Resources `ptxas -v` reports for one kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelResources {
+    pub name: String,
+    pub registers: u32,
+    pub barriers: u32,
+    pub stack_frame_bytes: u64,
+    pub spill_store_bytes: u64,
+    pub spill_load_bytes: u64,
+    pub shared_bytes: u64,
+}
+
+/// The outcome of assembling one PTX module for one architecture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PtxasReport {
+    pub arch: String,
+    pub kernels: Vec<KernelResources>,
+    /// Everything ptxas printed (warnings included).
+    pub log: String,
+}
+
+impl fmt::Display for PtxasReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<32} {:>5} {:>6} {:>12} {:>11}", format!("kernel ({})", self.arch), "regs", "smem", "spill st/ld", "stack")?;
+        for k in &self.kernels {
+            writeln!(
+                f,
+                "{:<32} {:>5} {:>6} {:>12} {:>11}",
+                k.name,
+                k.registers,
+                k.shared_bytes,
+                format!("{}/{}", k.spill_store_bytes, k.spill_load_bytes),
+                k.stack_frame_bytes
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Locates `ptxas` (see the module documentation for the search order).
+pub fn find_ptxas() -> Result<PathBuf, PtxasError> {
+    let mut searched = Vec::new();
+    if let Some(p) = std::env::var_os("CALIB_PTXAS") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        searched.push(format!("CALIB_PTXAS={}", p.display()));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            let venv = dir.join(".venv");
+            if let Some(p) = in_venv(&venv) {
+                return Ok(p);
+            }
+            searched.push(venv.display().to_string());
+        }
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let p = dir.join("ptxas");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    searched.push("PATH".into());
+    Err(PtxasError::NotFound { searched })
+}
+
+/// `<venv>/lib/python3*/site-packages/nvidia/cuda_nvcc/bin/ptxas`, if present.
+fn in_venv(venv: &Path) -> Option<PathBuf> {
+    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+    lib.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path().join("site-packages/nvidia/cuda_nvcc/bin/ptxas"))
+        .find(|p| p.is_file())
+}
+
+/// Assembles `ptx` for `arch` (`sm_80`, `sm_90`) with the `ptxas` [`find_ptxas`] finds.
+pub fn assemble(ptx: &str, arch: &str) -> Result<PtxasReport, PtxasError> {
+    assemble_with(&find_ptxas()?, ptx, arch)
+}
+
+/// Assembles `ptx` for `arch` with a given `ptxas` binary.
+pub fn assemble_with(ptxas: &Path, ptx: &str, arch: &str) -> Result<PtxasReport, PtxasError> {
+    static UNIQUE: AtomicU64 = AtomicU64::new(0);
+    let stem = std::env::temp_dir().join(format!(
+        "calib-ptxas-{}-{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let input = stem.with_extension("ptx");
+    let output = stem.with_extension("cubin");
+    let io_err = |source| PtxasError::Io {
+        ptxas: ptxas.display().to_string(),
+        source,
+    };
+    std::fs::write(&input, ptx).map_err(io_err)?;
+    let run = Command::new(ptxas)
+        .arg(format!("-arch={arch}"))
+        .arg("-v")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .output();
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&output);
+    let run = run.map_err(io_err)?;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    )
+    .replace(&input.display().to_string(), "<input>");
+    if !run.status.success() {
+        return Err(PtxasError::Rejected {
+            arch: arch.to_string(),
+            log,
+        });
+    }
+    Ok(PtxasReport {
+        arch: arch.to_string(),
+        kernels: parse_verbose(&log),
+        log,
+    })
+}
+
+/// Reads the per-kernel lines of `ptxas -v`:
+///
+/// ```text
+/// ptxas info    : Compiling entry function 'k' for 'sm_80'
+///     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+/// ptxas info    : Used 8 registers, used 0 barriers, 128 bytes smem, 364 bytes cmem[0]
+/// ```
+pub fn parse_verbose(log: &str) -> Vec<KernelResources> {
+    let mut kernels: Vec<KernelResources> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let name = rest.split('\'').next().unwrap_or_default();
+            kernels.push(KernelResources {
+                name: name.to_string(),
+                ..KernelResources::default()
+            });
+            continue;
+        }
+        let Some(k) = kernels.last_mut() else { continue };
+        let body = line.rsplit(" : ").next().unwrap_or(line);
+        for field in body.split(',') {
+            let words: Vec<&str> = field.split_whitespace().collect();
+            let number = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
+            match words.as_slice() {
+                ["Used", _, "registers"] => k.registers = number(1).unwrap_or(0) as u32,
+                ["used", _, "barriers"] => k.barriers = number(1).unwrap_or(0) as u32,
+                [_, "bytes", "smem"] => k.shared_bytes = number(0).unwrap_or(0),
+                [_, "bytes", "stack", "frame"] => k.stack_frame_bytes = number(0).unwrap_or(0),
+                [_, "bytes", "spill", "stores"] => k.spill_store_bytes = number(0).unwrap_or(0),
+                [_, "bytes", "spill", "loads"] => k.spill_load_bytes = number(0).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    kernels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbose_output_is_read_per_kernel() {
+        let log = "ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'k2' for 'sm_80'
+ptxas info    : Function properties for k2
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 4 registers, used 0 barriers, 352 bytes cmem[0]
+ptxas info    : Compiling entry function 'k' for 'sm_80'
+ptxas info    : Function properties for k
+    16 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads
+ptxas info    : Used 40 registers, used 1 barriers, 128 bytes smem, 364 bytes cmem[0]
+";
+        let ks = parse_verbose(log);
+        assert_eq!(ks.len(), 2);
+        assert_eq!(ks[0].name, "k2");
+        assert_eq!(ks[0].registers, 4);
+        assert_eq!(ks[0].shared_bytes, 0);
+        assert_eq!(
+            ks[1],
+            KernelResources {
+                name: "k".into(),
+                registers: 40,
+                barriers: 1,
+                stack_frame_bytes: 16,
+                spill_store_bytes: 8,
+                spill_load_bytes: 12,
+                shared_bytes: 128,
+            }
+        );
+    }
+}
