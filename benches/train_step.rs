@@ -23,13 +23,24 @@ fn tiny_scnet_step(c: &mut Criterion) {
     let momentum: TensorMap = step
         .params
         .iter()
-        .map(|n| (momentum_name(n), HostTensor::full(&state[n].ty(), 0.0, Default::default())))
+        .map(|n| {
+            (
+                momentum_name(n),
+                HostTensor::full(&state[n].ty(), 0.0, Default::default()),
+            )
+        })
         .collect();
-    let x: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.normal() as f32).collect();
+    let x: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.normal() as f32)
+        .collect();
     let x = HostTensor::from_f32(shape.to_vec(), x).unwrap();
     let y = HostTensor::from_i64(vec![BATCH], (0..BATCH as i64).map(|i| i % 10).collect()).unwrap();
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![0.1]).unwrap();
-    let mut bindings = Bindings::new().params(&state).input("input", &x).input("labels", &y).input(LR, &lr);
+    let mut bindings = Bindings::new()
+        .params(&state)
+        .input("input", &x)
+        .input("labels", &y)
+        .input(LR, &lr);
     for (n, t) in &momentum {
         bindings = bindings.input(n.clone(), t);
     }

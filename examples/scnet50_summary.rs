@@ -11,8 +11,16 @@ fn main() -> anyhow::Result<()> {
     let spec = presets::scnet50();
     let model = build(&spec, &[1, 3, 224, 224], Mode::Eval, DType::F32)?;
     let summary = summarize(&model.graph);
-    println!("SCNet-50: {} parameters, {:.3} GMACs", summary.parameters, summary.macs as f64 / 1e9);
-    println!("{} IR nodes, {} state_dict entries", model.graph.nodes.len(), model.state.len());
+    println!(
+        "SCNet-50: {} parameters, {:.3} GMACs",
+        summary.parameters,
+        summary.macs as f64 / 1e9
+    );
+    println!(
+        "{} IR nodes, {} state_dict entries",
+        model.graph.nodes.len(),
+        model.state.len()
+    );
 
     let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
     for node in &model.graph.nodes {

@@ -21,19 +21,34 @@ pub struct ModelSource {
 pub fn resolve_model(arg: &str) -> Result<ModelSource> {
     if let Some(spec) = presets::preset(arg) {
         let input_shape = spec.default_input_shape();
-        return Ok(ModelSource { label: arg.to_string(), spec, input_shape, fixture_dir: None });
+        return Ok(ModelSource {
+            label: arg.to_string(),
+            spec,
+            input_shape,
+            fixture_dir: None,
+        });
     }
     let path = Path::new(arg);
     if !path.exists() {
         bail!(
             "`{arg}` is neither a preset ({}) nor an existing spec file or fixture directory",
-            presets::PRESETS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            presets::PRESETS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let file = load_spec_file(path).with_context(|| format!("reading model `{arg}`"))?;
     let input_shape = file.input_shape_or_default();
-    let fixture_dir = (path.is_dir() && path.join("params.safetensors").exists()).then(|| path.to_path_buf());
-    Ok(ModelSource { label: arg.to_string(), spec: file.spec, input_shape, fixture_dir })
+    let fixture_dir =
+        (path.is_dir() && path.join("params.safetensors").exists()).then(|| path.to_path_buf());
+    Ok(ModelSource {
+        label: arg.to_string(),
+        spec: file.spec,
+        input_shape,
+        fixture_dir,
+    })
 }
 
 /// Replaces the batch size of an NCHW shape.

@@ -13,7 +13,11 @@ fn calib(args: &[&str]) -> Output {
 }
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn stderr(o: &Output) -> String {
@@ -46,11 +50,16 @@ fn verify_prints_rows_and_json() {
     let o = calib(&["verify", &fixture("scconv")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("eval_io/output") && text.contains("pass"), "{text}");
+    assert!(
+        text.contains("eval_io/output") && text.contains("pass"),
+        "{text}"
+    );
     let o = calib(&["verify", &fixture("scconv"), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
-    assert!(rows.iter().any(|r| r["name"] == "train_buffers_after/k2.2.running_var" && r["status"] == "pass"));
+    assert!(rows
+        .iter()
+        .any(|r| r["name"] == "train_buffers_after/k2.2.running_var" && r["status"] == "pass"));
 }
 
 #[test]
@@ -88,7 +97,10 @@ fn impossible_spec_values_are_named() {
 #[test]
 fn verify_rejects_a_directory_without_meta_json() {
     let dir = tempfile::tempdir().unwrap();
-    assert_clean_error(&calib(&["verify", dir.path().to_str().unwrap()]), "meta.json");
+    assert_clean_error(
+        &calib(&["verify", dir.path().to_str().unwrap()]),
+        "meta.json",
+    );
 }
 
 /// A copy of a fixture directory in which one file is replaced.
@@ -106,34 +118,86 @@ fn fixture_with(file: &str, bytes: &[u8]) -> tempfile::TempDir {
 fn truncated_weights_are_a_clear_error() {
     let full = std::fs::read(PathBuf::from(fixture("scconv")).join("params.safetensors")).unwrap();
     let dir = fixture_with("params.safetensors", &full[..full.len() / 2]);
-    assert_clean_error(&calib(&["verify", dir.path().to_str().unwrap()]), "params.safetensors");
+    assert_clean_error(
+        &calib(&["verify", dir.path().to_str().unwrap()]),
+        "params.safetensors",
+    );
 }
 
 #[test]
 fn corrupt_weights_header_is_a_clear_error() {
-    let dir = fixture_with("params.safetensors", b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage");
-    assert_clean_error(&calib(&["verify", dir.path().to_str().unwrap()]), "params.safetensors");
+    let dir = fixture_with(
+        "params.safetensors",
+        b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage",
+    );
+    assert_clean_error(
+        &calib(&["verify", dir.path().to_str().unwrap()]),
+        "params.safetensors",
+    );
 }
 
 #[test]
 fn weights_of_another_model_list_every_mismatch() {
-    let other = std::fs::read(PathBuf::from(fixture("scbottleneck_s1")).join("params.safetensors")).unwrap();
+    let other = std::fs::read(PathBuf::from(fixture("scbottleneck_s1")).join("params.safetensors"))
+        .unwrap();
     let dir = fixture_with("params.safetensors", &other);
     let o = calib(&["verify", dir.path().to_str().unwrap()]);
     assert_clean_error(&o, "missing");
     let err = stderr(&o);
     // Every missing SCConv tensor and every unexpected bottleneck tensor is named.
-    for name in ["k2.1.weight", "k4.1.running_var", "conv1_a.weight", "bn3.bias"] {
+    for name in [
+        "k2.1.weight",
+        "k4.1.running_var",
+        "conv1_a.weight",
+        "bn3.bias",
+    ] {
         assert!(err.contains(name), "{name} not reported in: {err}");
     }
 }
 
 #[test]
 fn unknown_backend_is_named() {
-    assert_clean_error(&calib(&["verify", &fixture("scconv"), "--backend", "tpu"]), "tpu");
+    assert_clean_error(
+        &calib(&["verify", &fixture("scconv"), "--backend", "tpu"]),
+        "tpu",
+    );
 }
 
 #[test]
 fn zero_batch_is_rejected() {
     assert_clean_error(&calib(&["info", "scnet50", "--batch", "0"]), "batch");
+}
+
+#[test]
+fn ir_files_convert_between_forms_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_path = dir.path().join("scconv.ir");
+    let o = calib(&["ir", &fixture("scconv")]);
+    std::fs::write(&text_path, &o.stdout).unwrap();
+    let o = calib(&["ir", text_path.to_str().unwrap(), "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json_path = dir.path().join("scconv.json");
+    std::fs::write(&json_path, &o.stdout).unwrap();
+    let back = calib(&["ir", json_path.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&text_path).unwrap(), back.stdout, "text -> json -> text");
+
+    let bad = dir.path().join("bad.ir");
+    std::fs::write(&bad, "graph {\n  %0 = input name=\"x\" : f32[2,3]\n  %1 = frobnicate(%0) : f32[2,3]\n  return y=%1\n}\n").unwrap();
+    assert_clean_error(&calib(&["ir", bad.to_str().unwrap()]), "frobnicate");
+    std::fs::write(&bad, "graph {\n  %0 = input name=\"x\" : f32[2,3]\n  %1 = input name=\"y\" : f32[3,2]\n  %2 = add(%0, %1) : f32[2,3]\n  return z=%2\n}\n").unwrap();
+    assert_clean_error(&calib(&["ir", bad.to_str().unwrap()]), "line 4");
+    let bad_json = dir.path().join("bad.json");
+    std::fs::write(&bad_json, r#"{"nodes": [{"op": "input", "name": "x", "type": {"dtype": "f32", "shape": [2]}}, {"op": "exp", "inputs": [0], "type": {"dtype": "i64", "shape": [2]}}], "outputs": []}"#).unwrap();
+    assert_clean_error(&calib(&["ir", bad_json.to_str().unwrap()]), "declared type");
+}
+
+#[test]
+fn the_training_step_graph_prints() {
+    let o = calib(&["ir", &fixture("scconv"), "--step"]);
+    // scconv has no classifier: the step needs logits, and says so.
+    assert_clean_error(&o, "logits");
+    let o = calib(&["ir", &fixture("tiny_scnet"), "--step"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("conv2d_backward_weight") && text.contains("momentum.fc.weight"));
 }

@@ -5,10 +5,26 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn calib(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_calib")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("calib runs")
+    Command::new(env!("CARGO_BIN_EXE_calib"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("calib runs")
 }
 
-const QUICK: &[&str] = &["train", "--batch", "32", "--train-limit", "256", "--test-limit", "200", "--eval-batch", "100", "--log-every", "2"];
+const QUICK: &[&str] = &[
+    "train",
+    "--batch",
+    "32",
+    "--train-limit",
+    "256",
+    "--test-limit",
+    "200",
+    "--eval-batch",
+    "100",
+    "--log-every",
+    "2",
+];
 
 fn train(out: &Path, extra: &[&str]) -> Output {
     let mut args = QUICK.to_vec();
@@ -58,14 +74,28 @@ fn training_writes_metrics_and_checkpoints_and_lowers_the_loss() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     for l in &lines {
-        assert!(l["epoch"].is_u64() && l["step"].is_u64() && l["loss"].is_f64(), "{l}");
+        assert!(
+            l["epoch"].is_u64() && l["step"].is_u64() && l["loss"].is_f64(),
+            "{l}"
+        );
     }
-    let evals: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("test_accuracy").is_some()).collect();
+    let evals: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.get("test_accuracy").is_some())
+        .collect();
     assert_eq!(evals.len(), 4, "one evaluation per epoch");
-    let train_losses: Vec<f64> = lines.iter().filter(|l| l.get("test_accuracy").is_none()).map(|l| l["loss"].as_f64().unwrap()).collect();
+    let train_losses: Vec<f64> = lines
+        .iter()
+        .filter(|l| l.get("test_accuracy").is_none())
+        .map(|l| l["loss"].as_f64().unwrap())
+        .collect();
     let (first, last) = (train_losses[0], train_losses[train_losses.len() - 1]);
     assert!(last < first - 0.3, "loss did not fall: {train_losses:?}");
-    assert!(evals[3]["test_accuracy"].as_f64().unwrap() > 0.4, "{}", evals[3]);
+    assert!(
+        evals[3]["test_accuracy"].as_f64().unwrap() > 0.4,
+        "{}",
+        evals[3]
+    );
     for f in ["config.json", "checkpoint.safetensors", "model.safetensors"] {
         assert!(out.join(f).exists(), "{f} missing");
     }

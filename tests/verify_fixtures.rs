@@ -9,10 +9,19 @@ fn fixtures() -> PathBuf {
 }
 
 fn check(name: &str, rows: usize) {
-    let report = verify_fixture(&fixtures().join(name), &Reference::new()).expect("verification runs");
-    let failed: Vec<_> = report.rows.iter().filter(|r| r.status == Status::Fail).collect();
+    let report =
+        verify_fixture(&fixtures().join(name), &Reference::new()).expect("verification runs");
+    let failed: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| r.status == Status::Fail)
+        .collect();
     assert!(failed.is_empty(), "{name}: failing rows {failed:#?}");
-    assert_eq!(report.count(Status::NotChecked), 0, "{name}: every stored tensor is compared");
+    assert_eq!(
+        report.count(Status::NotChecked),
+        0,
+        "{name}: every stored tensor is compared"
+    );
     assert_eq!(report.count(Status::Pass), rows, "{name}: rows passed");
     assert!(report.passed());
 }
@@ -55,10 +64,18 @@ fn a_wrong_gradient_fails_its_row() {
     let w = grads["k3.0.weight"].clone();
     let mut v = w.to_f32_vec();
     v[5] += 0.5;
-    grads.insert("k3.0.weight".into(), calib::runtime::HostTensor::from_f32(w.shape().to_vec(), v).unwrap());
+    grads.insert(
+        "k3.0.weight".into(),
+        calib::runtime::HostTensor::from_f32(w.shape().to_vec(), v).unwrap(),
+    );
     calib::runtime::weights::save(&path, &grads).unwrap();
     let report = verify_fixture(dir.path(), &Reference::new()).unwrap();
-    let failed: Vec<_> = report.rows.iter().filter(|r| r.status == Status::Fail).map(|r| r.name.as_str()).collect();
+    let failed: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| r.status == Status::Fail)
+        .map(|r| r.name.as_str())
+        .collect();
     assert_eq!(failed, vec!["train_grads/k3.0.weight"]);
     assert!(!report.passed());
 }

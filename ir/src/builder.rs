@@ -5,7 +5,9 @@
 //! layers (BatchNorm, linear, global average pooling, softmax cross-entropy) into
 //! primitive ops.
 
-use crate::{broadcasts_to, fmt_shape, DType, Graph, IrError, Op, Result, Shape, TensorType, Value};
+use crate::{
+    broadcasts_to, fmt_shape, DType, Graph, IrError, Op, Result, Shape, TensorType, Value,
+};
 
 /// Train or eval semantics for BatchNorm (and anything else mode-dependent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +30,14 @@ pub struct ConvSpec {
 impl ConvSpec {
     /// A `k x k` convolution with stride 1, no padding, no dilation, one group.
     pub fn new(out_channels: usize, kernel: usize) -> Self {
-        ConvSpec { out_channels, kernel, stride: 1, padding: 0, dilation: 1, groups: 1 }
+        ConvSpec {
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
     }
     pub fn stride(self, stride: usize) -> Self {
         ConvSpec { stride, ..self }
@@ -59,12 +68,22 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     /// A builder for a graph whose floating values are `float` and whose BatchNorms use `mode`.
     pub fn new(mode: Mode, float: DType) -> Self {
-        GraphBuilder { graph: Graph::new(), scope: vec![], mode, float }
+        GraphBuilder {
+            graph: Graph::new(),
+            scope: vec![],
+            mode,
+            float,
+        }
     }
 
     /// A builder that appends to an existing graph (a model, to add a loss to it).
     pub fn extend(graph: Graph, mode: Mode, float: DType) -> Self {
-        GraphBuilder { graph, scope: vec![], mode, float }
+        GraphBuilder {
+            graph,
+            scope: vec![],
+            mode,
+            float,
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -118,25 +137,40 @@ impl GraphBuilder {
 
     pub fn input(&mut self, name: &str, dtype: DType, shape: impl Into<Shape>) -> Result<Value> {
         if self.graph.inputs().any(|(n, _)| n == name) {
-            return Err(IrError::DuplicateName { kind: "input", name: name.into() });
+            return Err(IrError::DuplicateName {
+                kind: "input",
+                name: name.into(),
+            });
         }
         let scope = self.qualified("");
-        self.graph.push_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape), &scope)
+        self.graph.push_source(
+            Op::Input { name: name.into() },
+            TensorType::new(dtype, shape),
+            &scope,
+        )
     }
 
     /// A parameter or buffer named `<scope>.<local>`.
     pub fn param(&mut self, local: &str, dtype: DType, shape: impl Into<Shape>) -> Result<Value> {
         let name = self.qualified(local);
         if self.graph.params().any(|(n, _)| n == name) {
-            return Err(IrError::DuplicateName { kind: "param", name });
+            return Err(IrError::DuplicateName {
+                kind: "param",
+                name,
+            });
         }
         let scope = self.qualified("");
-        self.graph.push_source(Op::Param { name }, TensorType::new(dtype, shape), &scope)
+        self.graph
+            .push_source(Op::Param { name }, TensorType::new(dtype, shape), &scope)
     }
 
     pub fn constant(&mut self, value: f64, dtype: DType, shape: impl Into<Shape>) -> Result<Value> {
         let scope = self.qualified("");
-        self.graph.push_source(Op::Constant { value }, TensorType::new(dtype, shape), &scope)
+        self.graph.push_source(
+            Op::Constant { value },
+            TensorType::new(dtype, shape),
+            &scope,
+        )
     }
 
     /// A constant with the type of `like`.
@@ -233,7 +267,12 @@ impl GraphBuilder {
         if self.shape(x) == shape {
             return Ok(x);
         }
-        self.push(Op::Broadcast { shape: shape.to_vec() }, vec![x])
+        self.push(
+            Op::Broadcast {
+                shape: shape.to_vec(),
+            },
+            vec![x],
+        )
     }
     pub fn reshape(&mut self, x: Value, shape: impl Into<Shape>) -> Result<Value> {
         let shape = shape.into();
@@ -252,13 +291,31 @@ impl GraphBuilder {
     // ----- reductions ---------------------------------------------------------------------
 
     pub fn reduce_sum(&mut self, x: Value, axes: &[usize], keepdims: bool) -> Result<Value> {
-        self.push(Op::ReduceSum { axes: axes.to_vec(), keepdims }, vec![x])
+        self.push(
+            Op::ReduceSum {
+                axes: axes.to_vec(),
+                keepdims,
+            },
+            vec![x],
+        )
     }
     pub fn reduce_mean(&mut self, x: Value, axes: &[usize], keepdims: bool) -> Result<Value> {
-        self.push(Op::ReduceMean { axes: axes.to_vec(), keepdims }, vec![x])
+        self.push(
+            Op::ReduceMean {
+                axes: axes.to_vec(),
+                keepdims,
+            },
+            vec![x],
+        )
     }
     pub fn reduce_max(&mut self, x: Value, axes: &[usize], keepdims: bool) -> Result<Value> {
-        self.push(Op::ReduceMax { axes: axes.to_vec(), keepdims }, vec![x])
+        self.push(
+            Op::ReduceMax {
+                axes: axes.to_vec(),
+                keepdims,
+            },
+            vec![x],
+        )
     }
 
     // ----- spatial ops --------------------------------------------------------------------
@@ -293,8 +350,20 @@ impl GraphBuilder {
         self.push(op, vec![x])
     }
 
-    pub fn max_pool2d(&mut self, x: Value, kernel: usize, stride: usize, padding: usize, ceil_mode: bool) -> Result<Value> {
-        let op = Op::MaxPool2d { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 2], ceil_mode };
+    pub fn max_pool2d(
+        &mut self,
+        x: Value,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        ceil_mode: bool,
+    ) -> Result<Value> {
+        let op = Op::MaxPool2d {
+            kernel: [kernel; 2],
+            stride: [stride; 2],
+            padding: [padding; 2],
+            ceil_mode,
+        };
         self.push(op, vec![x])
     }
 
@@ -302,8 +371,20 @@ impl GraphBuilder {
         self.push(Op::ResizeNearest { size }, vec![x])
     }
 
-    pub fn matmul(&mut self, a: Value, b: Value, transpose_a: bool, transpose_b: bool) -> Result<Value> {
-        self.push(Op::MatMul { transpose_a, transpose_b }, vec![a, b])
+    pub fn matmul(
+        &mut self,
+        a: Value,
+        b: Value,
+        transpose_a: bool,
+        transpose_b: bool,
+    ) -> Result<Value> {
+        self.push(
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            },
+            vec![a, b],
+        )
     }
 
     // ----- layers (create parameters) -----------------------------------------------------
@@ -322,7 +403,16 @@ impl GraphBuilder {
         }
         let float = self.float;
         let w = self.scoped(name, |g| {
-            g.param("weight", float, vec![spec.out_channels, in_ch / spec.groups, spec.kernel, spec.kernel])
+            g.param(
+                "weight",
+                float,
+                vec![
+                    spec.out_channels,
+                    in_ch / spec.groups,
+                    spec.kernel,
+                    spec.kernel,
+                ],
+            )
         })?;
         self.scoped(name, |g| g.conv2d(x, w, spec))
     }
@@ -370,7 +460,11 @@ impl GraphBuilder {
                     let var = g.reshape(var, vec![c])?;
                     g.running_update(running_mean, mean, 1.0, "running_mean")?;
                     let count = (shape[0] * shape[2] * shape[3]) as f64;
-                    let unbias = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+                    let unbias = if count > 1.0 {
+                        count / (count - 1.0)
+                    } else {
+                        1.0
+                    };
                     g.running_update(running_var, var, unbias, "running_var")?;
                     let one = g.constant(1.0, DType::I64, vec![])?;
                     let next = g.add(tracked, one)?;
@@ -389,7 +483,13 @@ impl GraphBuilder {
     }
 
     /// `running <- (1 - momentum) * running + momentum * factor * stat`, as a named output.
-    fn running_update(&mut self, running: Value, stat: Value, factor: f64, local: &str) -> Result<()> {
+    fn running_update(
+        &mut self,
+        running: Value,
+        stat: Value,
+        factor: f64,
+        local: &str,
+    ) -> Result<()> {
         let kept = self.scale(running, 1.0 - BN_MOMENTUM)?;
         let added = self.scale(stat, BN_MOMENTUM * factor)?;
         let next = self.add(kept, added)?;
@@ -398,7 +498,13 @@ impl GraphBuilder {
     }
 
     /// `Linear(in, out)`: `x @ weight^T + bias`, parameters `<name>.weight [out, in]`, `<name>.bias`.
-    pub fn linear(&mut self, name: &str, x: Value, out_features: usize, bias: bool) -> Result<Value> {
+    pub fn linear(
+        &mut self,
+        name: &str,
+        x: Value,
+        out_features: usize,
+        bias: bool,
+    ) -> Result<Value> {
         let shape = self.shape(x);
         if shape.len() != 2 {
             return Err(IrError::Type {
@@ -428,14 +534,22 @@ impl GraphBuilder {
 
     /// Mean softmax cross-entropy of `logits [N,K]` against i64 `labels [N]`, with label
     /// smoothing `eps` (PyTorch's: targets `(1 - eps) * onehot + eps / K`). Result shape `[]`.
-    pub fn softmax_cross_entropy(&mut self, logits: Value, labels: Value, eps: f64) -> Result<Value> {
+    pub fn softmax_cross_entropy(
+        &mut self,
+        logits: Value,
+        labels: Value,
+        eps: f64,
+    ) -> Result<Value> {
         let t = self.ty(logits).clone();
         if t.rank() != 2 {
             return Err(IrError::Type {
                 node: self.graph.nodes.len(),
                 op: "softmax_cross_entropy".into(),
                 scope: String::new(),
-                detail: format!("logits must be [batch, classes], got {}", fmt_shape(&t.shape)),
+                detail: format!(
+                    "logits must be [batch, classes], got {}",
+                    fmt_shape(&t.shape)
+                ),
                 operands: t.to_string(),
             });
         }
@@ -446,7 +560,13 @@ impl GraphBuilder {
         let sum = self.reduce_sum(e, &[1], true)?;
         let lse = self.log(sum)?;
         let log_probs = self.sub(shifted, lse)?;
-        let onehot = self.push(Op::OneHot { classes: k, dtype: t.dtype }, vec![labels])?;
+        let onehot = self.push(
+            Op::OneHot {
+                classes: k,
+                dtype: t.dtype,
+            },
+            vec![labels],
+        )?;
         let target = if eps > 0.0 {
             let on = self.scale(onehot, 1.0 - eps)?;
             self.add_scalar(on, eps / k as f64)?
@@ -462,11 +582,23 @@ impl GraphBuilder {
 /// The numpy broadcast of two shapes, if they are compatible.
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Shape> {
     let rank = a.len().max(b.len());
-    let dim = |s: &[usize], i: usize| if i + s.len() >= rank { s[i + s.len() - rank] } else { 1 };
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() >= rank {
+            s[i + s.len() - rank]
+        } else {
+            1
+        }
+    };
     let out: Shape = (0..rank)
         .map(|i| {
             let (x, y) = (dim(a, i), dim(b, i));
-            if x == y || y == 1 { x } else if x == 1 { y } else { usize::MAX }
+            if x == y || y == 1 {
+                x
+            } else if x == 1 {
+                y
+            } else {
+                usize::MAX
+            }
         })
         .collect();
     (!out.contains(&usize::MAX) && broadcasts_to(a, &out) && broadcasts_to(b, &out)).then_some(out)

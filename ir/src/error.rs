@@ -15,13 +15,22 @@ pub enum IrError {
     },
     /// A node refers to a value that does not exist or is not defined before it.
     #[error("node %{node} ({op}): operand %{operand} is not defined before it")]
-    UndefinedValue { node: usize, op: String, operand: usize },
+    UndefinedValue {
+        node: usize,
+        op: String,
+        operand: usize,
+    },
     /// Two inputs, two params or two outputs share a name.
     #[error("duplicate {kind} name `{name}`")]
     DuplicateName { kind: &'static str, name: String },
     /// A node's stated type differs from the one its op infers.
     #[error("node %{node} ({op}): declared type {declared} but the op produces {inferred}")]
-    TypeMismatch { node: usize, op: String, declared: String, inferred: String },
+    TypeMismatch {
+        node: usize,
+        op: String,
+        declared: String,
+        inferred: String,
+    },
     /// The text form could not be parsed.
     #[error("line {line}: {message}")]
     Parse { line: usize, message: String },

@@ -64,7 +64,12 @@ impl Graph {
     pub fn push(&mut self, op: Op, inputs: Vec<Value>, scope: &str) -> Result<Value> {
         let id = self.nodes.len();
         let ty = self.infer_node(id, &op, &inputs, scope)?;
-        self.nodes.push(Node { op, inputs, ty, scope: scope.to_string() });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            ty,
+            scope: scope.to_string(),
+        });
         Ok(Value(id))
     }
 
@@ -91,14 +96,23 @@ impl Graph {
                 });
             }
         }
-        self.nodes.push(Node { op, inputs: vec![], ty, scope: scope.to_string() });
+        self.nodes.push(Node {
+            op,
+            inputs: vec![],
+            ty,
+            scope: scope.to_string(),
+        });
         Ok(Value(id))
     }
 
     fn infer_node(&self, id: usize, op: &Op, inputs: &[Value], scope: &str) -> Result<TensorType> {
         for v in inputs {
             if v.0 >= id || v.0 >= self.nodes.len() {
-                return Err(IrError::UndefinedValue { node: id, op: op.name().into(), operand: v.0 });
+                return Err(IrError::UndefinedValue {
+                    node: id,
+                    op: op.name().into(),
+                    operand: v.0,
+                });
             }
         }
         let types: Vec<&TensorType> = inputs.iter().map(|v| self.ty(*v)).collect();
@@ -107,24 +121,38 @@ impl Graph {
             op: op.name().into(),
             scope: scope_suffix(scope),
             detail,
-            operands: types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
+            operands: types
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 
     pub fn add_output(&mut self, name: impl Into<String>, value: Value) -> Result<()> {
         let name = name.into();
         if self.outputs.iter().any(|o| o.name == name) {
-            return Err(IrError::DuplicateName { kind: "output", name });
+            return Err(IrError::DuplicateName {
+                kind: "output",
+                name,
+            });
         }
         if value.0 >= self.nodes.len() {
-            return Err(IrError::UndefinedValue { node: self.nodes.len(), op: "output".into(), operand: value.0 });
+            return Err(IrError::UndefinedValue {
+                node: self.nodes.len(),
+                op: "output".into(),
+                operand: value.0,
+            });
         }
         self.outputs.push(Output { name, value });
         Ok(())
     }
 
     pub fn output(&self, name: &str) -> Option<Value> {
-        self.outputs.iter().find(|o| o.name == name).map(|o| o.value)
+        self.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.value)
     }
 
     /// Graph inputs in order: (name, value).
@@ -161,10 +189,16 @@ impl Graph {
         for (id, node) in self.nodes.iter().enumerate() {
             match &node.op {
                 Op::Input { name } if !inputs.insert(name) => {
-                    return Err(IrError::DuplicateName { kind: "input", name: name.clone() })
+                    return Err(IrError::DuplicateName {
+                        kind: "input",
+                        name: name.clone(),
+                    })
                 }
                 Op::Param { name } if !params.insert(name) => {
-                    return Err(IrError::DuplicateName { kind: "param", name: name.clone() })
+                    return Err(IrError::DuplicateName {
+                        kind: "param",
+                        name: name.clone(),
+                    })
                 }
                 _ => {}
             }
@@ -193,10 +227,17 @@ impl Graph {
         let mut names = HashSet::new();
         for o in &self.outputs {
             if o.value.0 >= self.nodes.len() {
-                return Err(IrError::UndefinedValue { node: self.nodes.len(), op: format!("output {}", o.name), operand: o.value.0 });
+                return Err(IrError::UndefinedValue {
+                    node: self.nodes.len(),
+                    op: format!("output {}", o.name),
+                    operand: o.value.0,
+                });
             }
             if !names.insert(&o.name) {
-                return Err(IrError::DuplicateName { kind: "output", name: o.name.clone() });
+                return Err(IrError::DuplicateName {
+                    kind: "output",
+                    name: o.name.clone(),
+                });
             }
         }
         Ok(())

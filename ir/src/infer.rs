@@ -29,7 +29,11 @@ pub fn window_output_size(
         ));
     }
     let room = padded - span;
-    let mut out = if ceil_mode { room.div_ceil(stride) } else { room / stride } + 1;
+    let mut out = if ceil_mode {
+        room.div_ceil(stride)
+    } else {
+        room / stride
+    } + 1;
     if ceil_mode && (out - 1) * stride >= input + padding {
         out -= 1;
     }
@@ -40,14 +44,20 @@ fn same_dtype(inputs: &[&TensorType]) -> Result<DType, String> {
     let d = inputs[0].dtype;
     if inputs.iter().any(|t| t.dtype != d) {
         let ds: Vec<String> = inputs.iter().map(|t| t.dtype.to_string()).collect();
-        return Err(format!("operands must share one dtype, got {}", ds.join(", ")));
+        return Err(format!(
+            "operands must share one dtype, got {}",
+            ds.join(", ")
+        ));
     }
     Ok(d)
 }
 
 fn rank_is(t: &TensorType, rank: usize, what: &str) -> Result<(), String> {
     if t.rank() != rank {
-        return Err(format!("{what} must have rank {rank}, got {}", fmt_shape(&t.shape)));
+        return Err(format!(
+            "{what} must have rank {rank}, got {}",
+            fmt_shape(&t.shape)
+        ));
     }
     Ok(())
 }
@@ -67,7 +77,11 @@ fn check_axes(axes: &[usize], rank: usize) -> Result<(), String> {
 /// Whether `from` broadcasts to `to` under numpy's rule.
 pub fn broadcasts_to(from: &[usize], to: &[usize]) -> bool {
     from.len() <= to.len()
-        && from.iter().rev().zip(to.iter().rev()).all(|(&f, &t)| f == t || f == 1)
+        && from
+            .iter()
+            .rev()
+            .zip(to.iter().rev())
+            .all(|(&f, &t)| f == t || f == 1)
 }
 
 /// The type of `op` applied to operands of types `inputs`.
@@ -108,7 +122,12 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             }
             Ok(TensorType::new(d, inputs[0].shape.clone()))
         }
-        Op::Conv2d { stride, padding, dilation, groups } => {
+        Op::Conv2d {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
             let (x, w) = (inputs[0], inputs[1]);
             rank_is(x, 4, "input")?;
             rank_is(w, 4, "weight")?;
@@ -141,8 +160,19 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             }
             Ok(TensorType::new(x.dtype, out))
         }
-        Op::AvgPool2d { kernel, stride, padding, ceil_mode, .. }
-        | Op::MaxPool2d { kernel, stride, padding, ceil_mode } => {
+        Op::AvgPool2d {
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+            ..
+        }
+        | Op::MaxPool2d {
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+        } => {
             let x = inputs[0];
             rank_is(x, 4, "input")?;
             let mut out = x.shape.clone();
@@ -170,7 +200,10 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             if size.contains(&0) || x.shape[2] == 0 || x.shape[3] == 0 {
                 return Err("sizes must be positive".into());
             }
-            Ok(TensorType::new(x.dtype, vec![x.shape[0], x.shape[1], size[0], size[1]]))
+            Ok(TensorType::new(
+                x.dtype,
+                vec![x.shape[0], x.shape[1], size[0], size[1]],
+            ))
         }
         Op::ReduceSum { axes, keepdims }
         | Op::ReduceMean { axes, keepdims }
@@ -244,13 +277,24 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             shape[*axis] = total;
             Ok(TensorType::new(d, shape))
         }
-        Op::MatMul { transpose_a, transpose_b } => {
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => {
             let (a, b) = (inputs[0], inputs[1]);
             rank_is(a, 2, "left operand")?;
             rank_is(b, 2, "right operand")?;
             let d = same_dtype(inputs)?;
-            let (m, ka) = if *transpose_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-            let (kb, n) = if *transpose_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+            let (m, ka) = if *transpose_a {
+                (a.shape[1], a.shape[0])
+            } else {
+                (a.shape[0], a.shape[1])
+            };
+            let (kb, n) = if *transpose_b {
+                (b.shape[1], b.shape[0])
+            } else {
+                (b.shape[0], b.shape[1])
+            };
             if ka != kb {
                 return Err(format!("inner dimensions differ: {ka} vs {kb}"));
             }
@@ -267,7 +311,13 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             }
             Ok(TensorType::new(*dtype, vec![l.shape[0], *classes]))
         }
-        Op::Conv2dBackwardData { stride, padding, dilation, groups, input_size } => {
+        Op::Conv2dBackwardData {
+            stride,
+            padding,
+            dilation,
+            groups,
+            input_size,
+        } => {
             let (dy, w) = (inputs[0], inputs[1]);
             rank_is(dy, 4, "gradient")?;
             rank_is(w, 4, "weight")?;
@@ -275,12 +325,21 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             let forward = conv(stride, padding, dilation, groups);
             adjoint_of(&forward, &[&x, w], dy, x.clone())
         }
-        Op::Conv2dBackwardWeight { stride, padding, dilation, groups, kernel } => {
+        Op::Conv2dBackwardWeight {
+            stride,
+            padding,
+            dilation,
+            groups,
+            kernel,
+        } => {
             let (x, dy) = (inputs[0], inputs[1]);
             rank_is(x, 4, "input")?;
             rank_is(dy, 4, "gradient")?;
             if *groups == 0 || x.shape[1] % groups != 0 {
-                return Err(format!("groups={groups} must divide input channels {}", x.shape[1]));
+                return Err(format!(
+                    "groups={groups} must divide input channels {}",
+                    x.shape[1]
+                ));
             }
             let w = TensorType::new(
                 x.dtype,
@@ -309,7 +368,12 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             };
             adjoint_of(&forward, &[&x], dy, x.clone())
         }
-        Op::MaxPool2dBackward { kernel, stride, padding, ceil_mode } => {
+        Op::MaxPool2dBackward {
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+        } => {
             let (x, dy) = (inputs[0], inputs[1]);
             let forward = Op::MaxPool2d {
                 kernel: *kernel,
@@ -323,14 +387,21 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             let dy = inputs[0];
             rank_is(dy, 4, "gradient")?;
             let x = spatial_type(dy, dy.shape[1], input_size);
-            let forward = Op::ResizeNearest { size: [dy.shape[2], dy.shape[3]] };
+            let forward = Op::ResizeNearest {
+                size: [dy.shape[2], dy.shape[3]],
+            };
             adjoint_of(&forward, &[&x], dy, x.clone())
         }
     }
 }
 
 fn conv(stride: &[usize; 2], padding: &[usize; 2], dilation: &[usize; 2], groups: &usize) -> Op {
-    Op::Conv2d { stride: *stride, padding: *padding, dilation: *dilation, groups: *groups }
+    Op::Conv2d {
+        stride: *stride,
+        padding: *padding,
+        dilation: *dilation,
+        groups: *groups,
+    }
 }
 
 /// `[N, channels, size]` in the dtype of the NCHW value `like`.

@@ -201,28 +201,50 @@ impl Program {
             matches!(buf.role, Role::Input | Role::Param) || written[b.0].is_complete(&buf.ty)
         };
         for k in &self.kernels {
-            let fail = |detail: String| Err(ProgramError::Invalid(format!("kernel {}: {detail}", k.name)));
+            let fail = |detail: String| {
+                Err(ProgramError::Invalid(format!(
+                    "kernel {}: {detail}",
+                    k.name
+                )))
+            };
             if let Err(e) = k.body.validate() {
                 return fail(format!("body: {e}"));
             }
-            if let Some(b) = k.inputs.iter().chain(k.outputs.iter().map(|o| &o.buffer)).find(|b| b.0 >= self.buffers.len()) {
+            if let Some(b) = k
+                .inputs
+                .iter()
+                .chain(k.outputs.iter().map(|o| &o.buffer))
+                .find(|b| b.0 >= self.buffers.len())
+            {
                 return fail(format!("buffer {b} does not exist"));
             }
             let body_inputs: Vec<_> = k.body.inputs().collect();
             if body_inputs.len() != k.inputs.len() || k.body.params().next().is_some() {
-                return fail(format!("body has {} inputs (and must have no params) for {} kernel inputs", body_inputs.len(), k.inputs.len()));
+                return fail(format!(
+                    "body has {} inputs (and must have no params) for {} kernel inputs",
+                    body_inputs.len(),
+                    k.inputs.len()
+                ));
             }
             for (i, ((name, v), b)) in body_inputs.iter().zip(&k.inputs).enumerate() {
                 let buf = &self.buffers[b.0];
                 if *name != Kernel::input_name(i) || k.body.ty(*v) != &buf.ty {
-                    return fail(format!("body input `{name}` ({}) does not match input {i}, {b} ({})", k.body.ty(*v), buf.ty));
+                    return fail(format!(
+                        "body input `{name}` ({}) does not match input {i}, {b} ({})",
+                        k.body.ty(*v),
+                        buf.ty
+                    ));
                 }
                 if !ready(*b, &written) {
                     return fail(format!("reads {b} before it is fully written"));
                 }
             }
             if k.body.outputs.len() != k.outputs.len() {
-                return fail(format!("body has {} outputs for {} kernel outputs", k.body.outputs.len(), k.outputs.len()));
+                return fail(format!(
+                    "body has {} outputs for {} kernel outputs",
+                    k.body.outputs.len(),
+                    k.outputs.len()
+                ));
             }
             for (i, (o, out)) in k.body.outputs.iter().zip(&k.outputs).enumerate() {
                 let buf = &self.buffers[out.buffer.0];
@@ -231,21 +253,38 @@ impl Program {
                 }
                 let mut expected = buf.ty.clone();
                 if let Some(s) = out.slice {
-                    if s.axis >= expected.rank() || s.start >= s.end || s.end > expected.shape[s.axis] {
-                        return fail(format!("slice {}..{} of axis {} does not fit {}", s.start, s.end, s.axis, buf.ty));
+                    if s.axis >= expected.rank()
+                        || s.start >= s.end
+                        || s.end > expected.shape[s.axis]
+                    {
+                        return fail(format!(
+                            "slice {}..{} of axis {} does not fit {}",
+                            s.start, s.end, s.axis, buf.ty
+                        ));
                     }
                     expected.shape[s.axis] = s.end - s.start;
                 }
                 if o.name != Kernel::output_name(i) || k.body.ty(o.value) != &expected {
-                    return fail(format!("body output `{}` ({}) does not match output {i} ({expected})", o.name, k.body.ty(o.value)));
+                    return fail(format!(
+                        "body output `{}` ({}) does not match output {i} ({expected})",
+                        o.name,
+                        k.body.ty(o.value)
+                    ));
                 }
                 if !written[out.buffer.0].add(out.slice) {
                     return fail(format!("writes {} twice", out.buffer));
                 }
             }
         }
-        match self.outputs.iter().find(|o| o.buffer.0 >= self.buffers.len() || !ready(o.buffer, &written)) {
-            Some(o) => Err(ProgramError::Invalid(format!("output `{}` names {}, which is never fully written", o.name, o.buffer))),
+        match self
+            .outputs
+            .iter()
+            .find(|o| o.buffer.0 >= self.buffers.len() || !ready(o.buffer, &written))
+        {
+            Some(o) => Err(ProgramError::Invalid(format!(
+                "output `{}` names {}, which is never fully written",
+                o.name, o.buffer
+            ))),
             None => Ok(()),
         }
     }
@@ -288,7 +327,11 @@ impl Program {
                 writeln!(out, "    {line}").unwrap();
             }
         }
-        let outs: Vec<String> = self.outputs.iter().map(|o| format!("{}={}", o.name, o.buffer)).collect();
+        let outs: Vec<String> = self
+            .outputs
+            .iter()
+            .map(|o| format!("{}={}", o.name, o.buffer))
+            .collect();
         writeln!(out, "  return {}\n}}", outs.join(", ")).unwrap();
         out
     }
@@ -330,7 +373,9 @@ impl Written {
             (Written::Nothing, None) => *self = Written::Whole,
             (Written::Nothing, Some(s)) => *self = Written::Slices(vec![s]),
             (Written::Slices(parts), Some(s)) => {
-                let clash = parts.iter().any(|p| p.axis != s.axis || (p.start < s.end && s.start < p.end));
+                let clash = parts
+                    .iter()
+                    .any(|p| p.axis != s.axis || (p.start < s.end && s.start < p.end));
                 if clash {
                     return false;
                 }
@@ -345,7 +390,9 @@ impl Written {
         match self {
             Written::Nothing => false,
             Written::Whole => true,
-            Written::Slices(parts) => parts.iter().map(|p| p.end - p.start).sum::<usize>() == ty.shape[parts[0].axis],
+            Written::Slices(parts) => {
+                parts.iter().map(|p| p.end - p.start).sum::<usize>() == ty.shape[parts[0].axis]
+            }
         }
     }
 }

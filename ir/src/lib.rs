@@ -24,6 +24,8 @@ pub use dtype::DType;
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, Output, Value};
 pub use infer::{broadcasts_to, infer_type, window_output_size};
-pub use kernel::{Anchor, Buffer, BufferId, Kernel, KernelOutput, Program, ProgramError, ProgramOutput, Role};
+pub use kernel::{
+    Anchor, Buffer, BufferId, Kernel, KernelOutput, Program, ProgramError, ProgramOutput, Role,
+};
 pub use op::{Op, OpClass};
 pub use types::{fmt_shape, numel, Shape, TensorType};

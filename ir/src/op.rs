@@ -15,9 +15,13 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
     /// A graph input (a batch, labels, a learning rate), bound by name at run time.
-    Input { name: String },
+    Input {
+        name: String,
+    },
     /// A model parameter or buffer, bound by its PyTorch `state_dict` name.
-    Param { name: String },
+    Param {
+        name: String,
+    },
     /// A tensor filled with one value; the node's type gives its shape and dtype.
     Constant {
         #[serde(with = "any_f64")]
@@ -32,7 +36,9 @@ pub enum Op {
     Rsqrt,
     Sigmoid,
     Relu,
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
 
     // Elementwise, two operands of identical type (the builder inserts broadcasts).
     Add,
@@ -75,26 +81,53 @@ pub enum Op {
     /// output index `d` reads source index `min(floor(d * in / out), in - 1)`, with the
     /// scale and product in f32 as ATen computes them (see the reference interpreter's
     /// `resize::source_index`; a few sizes differ from exact rational arithmetic).
-    ResizeNearest { size: [usize; 2] },
+    ResizeNearest {
+        size: [usize; 2],
+    },
 
-    ReduceSum { axes: Vec<usize>, keepdims: bool },
-    ReduceMean { axes: Vec<usize>, keepdims: bool },
-    ReduceMax { axes: Vec<usize>, keepdims: bool },
+    ReduceSum {
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    ReduceMean {
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    ReduceMax {
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
 
     /// Numpy-style broadcast to `shape` (operand dims aligned to the right, each 1 or equal).
-    Broadcast { shape: Vec<usize> },
+    Broadcast {
+        shape: Vec<usize>,
+    },
     /// Same elements, new shape (row-major order kept).
-    Reshape { shape: Vec<usize> },
+    Reshape {
+        shape: Vec<usize>,
+    },
     /// Elements `start..end` along `axis`.
-    Slice { axis: usize, start: usize, end: usize },
+    Slice {
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
     /// Operands joined along `axis`, in order.
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// `[M,K] x [K,N]`, with either operand optionally transposed (a linear layer is
     /// `matmul(x, w, transpose_b)`).
     #[serde(rename = "matmul")]
-    MatMul { transpose_a: bool, transpose_b: bool },
+    MatMul {
+        transpose_a: bool,
+        transpose_b: bool,
+    },
     /// Integer labels `[N]` to a float `[N, classes]` one-hot matrix.
-    OneHot { classes: usize, dtype: DType },
+    OneHot {
+        classes: usize,
+        dtype: DType,
+    },
 
     // Adjoints of the windowed ops, emitted by autodiff. Each names the forward op's
     // attributes plus the one extent that the gradient alone cannot tell (a strided
@@ -137,7 +170,9 @@ pub enum Op {
     },
     /// Gradient of `resize_nearest`: operand `grad_out`; every source pixel sums the
     /// gradients of the output pixels that read it. Result `[N, C, input_size]`.
-    ResizeNearestBackward { input_size: [usize; 2] },
+    ResizeNearestBackward {
+        input_size: [usize; 2],
+    },
 }
 
 /// How an op treats its operands, for passes that work per family.
@@ -201,9 +236,9 @@ impl Op {
     pub fn class(&self) -> OpClass {
         match self {
             Op::Input { .. } | Op::Param { .. } | Op::Constant { .. } => OpClass::Source,
-            Op::Conv2d { .. }
-            | Op::Conv2dBackwardData { .. }
-            | Op::Conv2dBackwardWeight { .. } => OpClass::Convolution,
+            Op::Conv2d { .. } | Op::Conv2dBackwardData { .. } | Op::Conv2dBackwardWeight { .. } => {
+                OpClass::Convolution
+            }
             Op::AvgPool2d { .. }
             | Op::MaxPool2d { .. }
             | Op::AvgPool2dBackward { .. }

@@ -47,13 +47,40 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut buf = String::new();
     writeln!(buf, "model       {} ({})", source.label, source.spec.kind())?;
     writeln!(buf, "input       f32{}", fmt_shape(&shape))?;
-    writeln!(buf, "parameters  {} ({:.2}M)", summary.parameters, summary.parameters as f64 / 1e6)?;
-    writeln!(buf, "MACs        {} ({:.2}G, conv + linear)", summary.macs, summary.macs as f64 / 1e9)?;
-    writeln!(buf, "state_dict  {} entries; IR {} nodes", model.state.len(), model.graph.nodes.len())?;
+    writeln!(
+        buf,
+        "parameters  {} ({:.2}M)",
+        summary.parameters,
+        summary.parameters as f64 / 1e6
+    )?;
+    writeln!(
+        buf,
+        "MACs        {} ({:.2}G, conv + linear)",
+        summary.macs,
+        summary.macs as f64 / 1e9
+    )?;
+    writeln!(
+        buf,
+        "state_dict  {} entries; IR {} nodes",
+        model.state.len(),
+        model.graph.nodes.len()
+    )?;
     writeln!(buf)?;
-    writeln!(buf, "{:<34} {:<36} {:<18} {:>10} {:>14}", "layer", "op", "output", "params", "MACs")?;
+    writeln!(
+        buf,
+        "{:<34} {:<36} {:<18} {:>10} {:>14}",
+        "layer", "op", "output", "params", "MACs"
+    )?;
     for l in &summary.layers {
-        writeln!(buf, "{:<34} {:<36} {:<18} {:>10} {:>14}", l.scope, l.op, fmt_shape(&l.shape), l.params, l.macs)?;
+        writeln!(
+            buf,
+            "{:<34} {:<36} {:<18} {:>10} {:>14}",
+            l.scope,
+            l.op,
+            fmt_shape(&l.shape),
+            l.params,
+            l.macs
+        )?;
     }
     super::emit(&buf)?;
     Ok(ExitCode::SUCCESS)

@@ -96,10 +96,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
 fn print_profile() {
     let rows = calib::runtime::reference::profile::report();
     let total: f64 = rows.iter().map(|r| r.seconds).sum();
-    eprintln!("{:<24} {:>8} {:>10} {:>7} {:>10}", "op", "calls", "seconds", "share", "GB/s out");
+    eprintln!(
+        "{:<24} {:>8} {:>10} {:>7} {:>10}",
+        "op", "calls", "seconds", "share", "GB/s out"
+    );
     for r in rows {
         let gbs = r.elements as f64 * 4.0 / r.seconds.max(1e-12) / 1e9;
-        eprintln!("{:<24} {:>8} {:>10.3} {:>6.1}% {:>10.2}", r.op, r.calls, r.seconds, 100.0 * r.seconds / total.max(1e-12), gbs);
+        eprintln!(
+            "{:<24} {:>8} {:>10.3} {:>6.1}% {:>10.2}",
+            r.op,
+            r.calls,
+            r.seconds,
+            100.0 * r.seconds / total.max(1e-12),
+            gbs
+        );
     }
 }
 
@@ -112,8 +122,9 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         let config = dir.join("config.json");
         let text = std::fs::read_to_string(&config)
             .map_err(|e| anyhow::anyhow!("cannot resume from {}: {e}", config.display()))?;
-        let opts: TrainOptions = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{} is not a calib training config: {e}", config.display()))?;
+        let opts: TrainOptions = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{} is not a calib training config: {e}", config.display())
+        })?;
         train(&opts, backend.as_ref(), dir, true, args.max_steps)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -128,10 +139,16 @@ fn run_training(args: &Args) -> Result<ExitCode> {
     }
     let (label, spec) = match &args.model {
         Some(m) => (m.clone(), resolve_model(m)?.spec),
-        None => ("fashion_scnet".to_string(), parse_spec_file(FASHION_SCNET)?.spec),
+        None => (
+            "fashion_scnet".to_string(),
+            parse_spec_file(FASHION_SCNET)?.spec,
+        ),
     };
     if spec.in_channels() != 1 {
-        bail!("{label} expects {} input channels; Fashion-MNIST images have 1", spec.in_channels());
+        bail!(
+            "{label} expects {} input channels; Fashion-MNIST images have 1",
+            spec.in_channels()
+        );
     }
     let opts = TrainOptions {
         model: label,

@@ -3,8 +3,8 @@
 use anyhow::{bail, Result};
 use calib::runtime::{Backend, Reference};
 use calib::verify::{verify_fixture, Status};
-use std::path::PathBuf;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -28,18 +28,29 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut reports = vec![];
     for dir in &args.dirs {
         if !dir.join("meta.json").is_file() {
-            bail!("{} is not a fixture directory (no meta.json)", dir.display());
+            bail!(
+                "{} is not a fixture directory (no meta.json)",
+                dir.display()
+            );
         }
         reports.push(verify_fixture(dir, backend.as_ref())?);
     }
     if args.json {
-        let value = if reports.len() == 1 { serde_json::to_value(&reports[0])? } else { serde_json::to_value(&reports)? };
+        let value = if reports.len() == 1 {
+            serde_json::to_value(&reports[0])?
+        } else {
+            serde_json::to_value(&reports)?
+        };
         super::emit(&(serde_json::to_string_pretty(&value)? + "\n"))?;
     } else {
         let mut buf = String::new();
         for r in &reports {
             writeln!(buf, "{} (backend {})", r.fixture, r.backend)?;
-            writeln!(buf, "  {:<52} {:>12} {:>12}  result", "tensor", "max abs err", "tolerance")?;
+            writeln!(
+                buf,
+                "  {:<52} {:>12} {:>12}  result",
+                "tensor", "max abs err", "tolerance"
+            )?;
             for row in &r.rows {
                 let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
                 let status = match row.status {
@@ -47,9 +58,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     Status::Fail => "FAIL",
                     Status::NotChecked => "not checked",
                 };
-                writeln!(buf, "  {:<52} {:>12} {:>12}  {status}", row.name, num(row.max_abs_err), num(row.tolerance))?;
+                writeln!(
+                    buf,
+                    "  {:<52} {:>12} {:>12}  {status}",
+                    row.name,
+                    num(row.max_abs_err),
+                    num(row.tolerance)
+                )?;
             }
-            writeln!(buf, 
+            writeln!(
+                buf,
                 "  {} passed, {} failed, {} not checked",
                 r.count(Status::Pass),
                 r.count(Status::Fail),
@@ -58,5 +76,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         super::emit(&buf)?;
     }
-    Ok(if reports.iter().all(|r| r.passed()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if reports.iter().all(|r| r.passed()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

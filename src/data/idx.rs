@@ -53,7 +53,10 @@ fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
             bytes.len() - header
         );
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 #[cfg(test)]

@@ -52,7 +52,9 @@ pub enum Split {
 
 /// Loads Fashion-MNIST from `dir` (default [`FASHION_MNIST_DIR`]).
 pub fn fashion_mnist(dir: Option<&Path>, split: Split) -> Result<ImageSet> {
-    let dir: PathBuf = dir.map(Path::to_path_buf).unwrap_or_else(|| FASHION_MNIST_DIR.into());
+    let dir: PathBuf = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| FASHION_MNIST_DIR.into());
     let prefix = match split {
         Split::Train => "train",
         Split::Test => "t10k",
@@ -63,7 +65,11 @@ pub fn fashion_mnist(dir: Option<&Path>, split: Split) -> Result<ImageSet> {
         bail!(
             "Fashion-MNIST not found: {} is missing. Install Debian's `dataset-fashion-mnist` \
              package (`apt-get install dataset-fashion-mnist`, or run scripts/setup.sh)",
-            if images_path.exists() { labels_path.display() } else { images_path.display() }
+            if images_path.exists() {
+                labels_path.display()
+            } else {
+                images_path.display()
+            }
         );
     }
     let images = read_idx(&images_path)?;
@@ -76,7 +82,10 @@ pub fn fashion_mnist(dir: Option<&Path>, split: Split) -> Result<ImageSet> {
         );
     }
     if let Some(bad) = labels.data.iter().find(|&&l| l >= 10) {
-        bail!("label {bad} out of range 0..10 in {}", labels_path.display());
+        bail!(
+            "label {bad} out of range 0..10 in {}",
+            labels_path.display()
+        );
     }
     Ok(ImageSet {
         height: images.dims[1],
@@ -140,7 +149,13 @@ mod tests {
     use super::*;
 
     fn tiny_set() -> ImageSet {
-        ImageSet { images: (0..18).map(|v| v as u8 * 10).collect(), labels: vec![3, 7], height: 3, width: 3, classes: 10 }
+        ImageSet {
+            images: (0..18).map(|v| v as u8 * 10).collect(),
+            labels: vec![3, 7],
+            height: 3,
+            width: 3,
+            classes: 10,
+        }
     }
 
     #[test]
@@ -159,7 +174,12 @@ mod tests {
         let mut rng = Rng::new(3);
         let mut flipped = false;
         for _ in 0..20 {
-            let (px, _) = make_batch(&set, &[0], (0.0, 1.0), Some((Augment { pad: 0, flip: true }, &mut rng)));
+            let (px, _) = make_batch(
+                &set,
+                &[0],
+                (0.0, 1.0),
+                Some((Augment { pad: 0, flip: true }, &mut rng)),
+            );
             if (px[0] - 20.0 / 255.0).abs() < 1e-6 {
                 flipped = true;
                 assert!((px[2] - 0.0).abs() < 1e-6);
@@ -172,7 +192,10 @@ mod tests {
 
     #[test]
     fn missing_data_set_names_the_package() {
-        let err = fashion_mnist(Some(Path::new("/nonexistent")), Split::Train).err().unwrap().to_string();
+        let err = fashion_mnist(Some(Path::new("/nonexistent")), Split::Train)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("dataset-fashion-mnist"), "{err}");
     }
 }

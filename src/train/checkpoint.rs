@@ -52,18 +52,35 @@ pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let path = checkpoint_path(dir);
     if !path.exists() {
-        bail!("no checkpoint to resume from: {} does not exist", path.display());
+        bail!(
+            "no checkpoint to resume from: {} does not exist",
+            path.display()
+        );
     }
     let mut all = weights::load(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut counter = |name: &str| -> Result<u64> {
-        let t = all.remove(name).with_context(|| format!("{} lacks `{name}`", path.display()))?;
+        let t = all
+            .remove(name)
+            .with_context(|| format!("{} lacks `{name}`", path.display()))?;
         match t.as_i64() {
             Some([v]) => Ok(*v as u64),
             _ => bail!("{}: `{name}` must be one i64", path.display()),
         }
     };
-    let progress = Progress { step: counter(STEP)?, seed: counter(SEED)? };
-    let (momentum, state): (TensorMap, TensorMap) = all.into_iter().partition(|(n, _)| n.starts_with("momentum."));
-    let momentum = momentum.into_iter().map(|(n, t)| (n["momentum.".len()..].to_string(), t)).collect();
-    Ok(Checkpoint { state, momentum, progress })
+    let progress = Progress {
+        step: counter(STEP)?,
+        seed: counter(SEED)?,
+    };
+    let (momentum, state): (TensorMap, TensorMap) = all
+        .into_iter()
+        .partition(|(n, _)| n.starts_with("momentum."));
+    let momentum = momentum
+        .into_iter()
+        .map(|(n, t)| (n["momentum.".len()..].to_string(), t))
+        .collect();
+    Ok(Checkpoint {
+        state,
+        momentum,
+        progress,
+    })
 }

@@ -17,13 +17,16 @@ pub fn init_state(state: &[StateEntry], rng: &mut Rng) -> TensorMap {
         let shape = &e.ty.shape;
         let values: Vec<f64> = match (leaf, shape.len()) {
             ("num_batches_tracked", _) => {
-                let t = HostTensor::from_i64(shape.clone(), vec![0; n]).expect("shape and data agree");
+                let t =
+                    HostTensor::from_i64(shape.clone(), vec![0; n]).expect("shape and data agree");
                 out.insert(e.name.clone(), t);
                 continue;
             }
             ("running_var", _) => vec![1.0; n],
             ("running_mean", _) => vec![0.0; n],
-            ("weight", 1) | ("bias", 1) if is_bn => vec![if leaf == "weight" { 1.0 } else { 0.0 }; n],
+            ("weight", 1) | ("bias", 1) if is_bn => {
+                vec![if leaf == "weight" { 1.0 } else { 0.0 }; n]
+            }
             ("weight", 4) => {
                 let fan_out = (shape[0] * shape[2] * shape[3]) as f64;
                 let std = (2.0 / fan_out).sqrt();
@@ -48,5 +51,7 @@ pub fn init_state(state: &[StateEntry], rng: &mut Rng) -> TensorMap {
 
 fn uniform(rng: &mut Rng, n: usize, fan_in: usize) -> Vec<f64> {
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    (0..n).map(|_| (2.0 * rng.unit_f64() - 1.0) * bound).collect()
+    (0..n)
+        .map(|_| (2.0 * rng.unit_f64() - 1.0) * bound)
+        .collect()
 }

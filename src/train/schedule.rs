@@ -53,7 +53,15 @@ mod tests {
     use super::*;
 
     fn schedule(kind: ScheduleKind) -> Schedule {
-        Schedule { kind, peak: 0.1, warmup_steps: 10, total_steps: 110, steps_per_epoch: 20, step_epochs: 2, gamma: 0.1 }
+        Schedule {
+            kind,
+            peak: 0.1,
+            warmup_steps: 10,
+            total_steps: 110,
+            steps_per_epoch: 20,
+            step_epochs: 2,
+            gamma: 0.1,
+        }
     }
 
     #[test]

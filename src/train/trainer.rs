@@ -70,16 +70,30 @@ pub fn train(
     max_steps: Option<u64>,
 ) -> Result<Vec<EpochResult>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let train_set = limit(fashion_mnist(opts.data_dir.as_deref(), Split::Train)?, opts.train_limit);
-    let test_set = limit(fashion_mnist(opts.data_dir.as_deref(), Split::Test)?, opts.test_limit);
+    let train_set = limit(
+        fashion_mnist(opts.data_dir.as_deref(), Split::Train)?,
+        opts.train_limit,
+    );
+    let test_set = limit(
+        fashion_mnist(opts.data_dir.as_deref(), Split::Test)?,
+        opts.test_limit,
+    );
     let stats = train_set.pixel_stats();
     if train_set.len() < opts.batch {
-        bail!("batch {} is larger than the {} training images", opts.batch, train_set.len());
+        bail!(
+            "batch {} is larger than the {} training images",
+            opts.batch,
+            train_set.len()
+        );
     }
     let input_shape = [opts.batch, 1, train_set.height, train_set.width];
     let forward = build(&opts.spec, &input_shape, Mode::Train, DType::F32)?;
     let config = TrainConfig {
-        sgd: Sgd { momentum: opts.momentum, weight_decay: opts.weight_decay, nesterov: opts.nesterov },
+        sgd: Sgd {
+            momentum: opts.momentum,
+            weight_decay: opts.weight_decay,
+            nesterov: opts.nesterov,
+        },
         label_smoothing: opts.label_smoothing,
     };
     let step_graph = train_step(&forward.graph, &config)?;
@@ -87,10 +101,19 @@ pub fn train(
     let (mut state, mut momentum, start) = if resume {
         let ck = checkpoint::load(out)?;
         if ck.progress.seed != opts.seed {
-            bail!("checkpoint was trained with seed {}, not {}", ck.progress.seed, opts.seed);
+            bail!(
+                "checkpoint was trained with seed {}, not {}",
+                ck.progress.seed,
+                opts.seed
+            );
         }
-        let expected: Vec<_> = forward.state.iter().map(|e| (e.name.clone(), e.ty.clone())).collect();
-        calib_runtime::check_state(&expected, &ck.state).context("checkpoint does not fit the model")?;
+        let expected: Vec<_> = forward
+            .state
+            .iter()
+            .map(|e| (e.name.clone(), e.ty.clone()))
+            .collect();
+        calib_runtime::check_state(&expected, &ck.state)
+            .context("checkpoint does not fit the model")?;
         truncate_metrics(out, ck.progress.step)?;
         (ck.state, ck.momentum, ck.progress.step)
     } else {
@@ -114,14 +137,19 @@ pub fn train(
         step_epochs: opts.step_epochs,
         gamma: opts.gamma,
     };
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(out.join("metrics.jsonl"))?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("metrics.jsonl"))?;
     let mut evaluator = Evaluator::new(&opts.spec, &test_set, stats, opts.eval_batch);
     let mut results = vec![];
     let mut step = start;
     let mut order: Option<(u64, Vec<usize>)> = None;
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}").expect("static template").progress_chars("=> "),
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
     );
     let mut window = Window::default();
     while step < end {
@@ -133,19 +161,34 @@ pub fn train(
             bar.set_prefix(format!("{}/{}", epoch + 1, opts.epochs));
         }
         bar.set_position(pos as u64);
-        let indices = &order.as_ref().expect("set above").1[pos * opts.batch..(pos + 1) * opts.batch];
+        let indices =
+            &order.as_ref().expect("set above").1[pos * opts.batch..(pos + 1) * opts.batch];
         let mut rng = Rng::new(stream(opts.seed, u64::MAX - step));
-        let augment = opts.augment.then_some((Augment { pad: 2, flip: true }, &mut rng));
+        let augment = opts
+            .augment
+            .then_some((Augment { pad: 2, flip: true }, &mut rng));
         let (pixels, labels) = make_batch(&train_set, indices, stats, augment);
         let lr = schedule.lr(step);
         let t0 = Instant::now();
-        let outputs = run_step(backend, &step_graph, &state, &momentum, &input_shape, pixels, &labels, lr)?;
+        let outputs = run_step(
+            backend,
+            &step_graph,
+            &state,
+            &momentum,
+            &input_shape,
+            pixels,
+            &labels,
+            lr,
+        )?;
         window.add(opts.batch, t0.elapsed().as_secs_f64());
         let loss = scalar(&outputs, LOSS)?;
         if !loss.is_finite() {
             bail!("loss became {loss} at step {step} (learning rate {lr:.4}); lower --lr");
         }
-        window.correct += correct(outputs.get("logits").context("step graph has no logits")?, &labels);
+        window.correct += correct(
+            outputs.get("logits").context("step graph has no logits")?,
+            &labels,
+        );
         window.loss += loss * opts.batch as f64;
         apply_outputs(&step_graph, outputs, &mut state, &mut momentum);
         step += 1;
@@ -186,9 +229,19 @@ pub fn train(
                 Ok(())
             })?;
         }
-        if epoch_done || step == end || (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0) {
+        if epoch_done
+            || step == end
+            || (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0)
+        {
             metrics.flush()?;
-            let ck = Checkpoint { state: state.clone(), momentum: momentum.clone(), progress: Progress { step, seed: opts.seed } };
+            let ck = Checkpoint {
+                state: state.clone(),
+                momentum: momentum.clone(),
+                progress: Progress {
+                    step,
+                    seed: opts.seed,
+                },
+            };
             checkpoint::save(out, &ck)?;
         }
     }
@@ -221,7 +274,10 @@ fn zero_momentum(step: &TrainStep, state: &TensorMap) -> TensorMap {
         .iter()
         .map(|name| {
             let p = &state[name];
-            (name.clone(), HostTensor::full(&p.ty(), 0.0, Default::default()))
+            (
+                name.clone(),
+                HostTensor::full(&p.ty(), 0.0, Default::default()),
+            )
         })
         .collect()
 }
@@ -241,7 +297,11 @@ fn run_step(
     let y = HostTensor::from_i64(vec![labels.len()], labels.to_vec())?;
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
     let names: Vec<String> = step.params.iter().map(|n| momentum_name(n)).collect();
-    let mut b = Bindings::new().params(state).input("input", &x).input("labels", &y).input(LR, &lr);
+    let mut b = Bindings::new()
+        .params(state)
+        .input("input", &x)
+        .input("labels", &y)
+        .input(LR, &lr);
     for (name, m) in names.iter().zip(&step.params) {
         b = b.input(name.clone(), &momentum[m]);
     }
@@ -250,7 +310,12 @@ fn run_step(
 
 /// Moves the step's results into the training state: outputs named like a parameter or
 /// buffer replace it, `momentum.*` outputs replace the momentum buffers.
-fn apply_outputs(step: &TrainStep, mut outputs: Outputs, state: &mut TensorMap, momentum: &mut TensorMap) {
+fn apply_outputs(
+    step: &TrainStep,
+    mut outputs: Outputs,
+    state: &mut TensorMap,
+    momentum: &mut TensorMap,
+) {
     for name in step.params.iter().chain(&step.buffers) {
         if let Some(t) = outputs.remove(name.as_str()) {
             state.insert(name.clone(), t);
@@ -264,7 +329,9 @@ fn apply_outputs(step: &TrainStep, mut outputs: Outputs, state: &mut TensorMap, 
 }
 
 fn scalar(outputs: &Outputs, name: &str) -> Result<f64> {
-    let t = outputs.get(name).with_context(|| format!("graph has no output `{name}`"))?;
+    let t = outputs
+        .get(name)
+        .with_context(|| format!("graph has no output `{name}`"))?;
     Ok(t.to_f64_vec()[0])
 }
 
@@ -275,7 +342,10 @@ fn correct(logits: &HostTensor, labels: &[i64]) -> usize {
     v.chunks(classes)
         .zip(labels)
         .filter(|(row, &l)| {
-            let best = row.iter().enumerate().fold(0, |b, (i, &x)| if x > row[b] { i } else { b });
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, &x)| if x > row[b] { i } else { b });
             best as i64 == l
         })
         .count()
@@ -311,7 +381,13 @@ struct Evaluator<'a> {
 
 impl<'a> Evaluator<'a> {
     fn new(spec: &'a ModelSpec, set: &'a ImageSet, stats: (f32, f32), batch: usize) -> Self {
-        Evaluator { spec, set, stats, batch: batch.max(1), graphs: HashMap::new() }
+        Evaluator {
+            spec,
+            set,
+            stats,
+            batch: batch.max(1),
+            graphs: HashMap::new(),
+        }
     }
 
     /// Mean loss and accuracy over the whole set.
@@ -329,10 +405,16 @@ impl<'a> Evaluator<'a> {
             let (pixels, labels) = make_batch(self.set, &indices, self.stats, None);
             let x = HostTensor::from_f32(vec![b, 1, self.set.height, self.set.width], pixels)?;
             let y = HostTensor::from_i64(vec![b], labels.clone())?;
-            let bindings = Bindings::new().params(state).input("input", &x).input("labels", &y);
+            let bindings = Bindings::new()
+                .params(state)
+                .input("input", &x)
+                .input("labels", &y);
             let out = backend.run(&self.graphs[&b], &bindings)?;
             loss += scalar(&out, LOSS)? * b as f64;
-            right += correct(out.get("logits").context("eval graph has no logits")?, &labels);
+            right += correct(
+                out.get("logits").context("eval graph has no logits")?,
+                &labels,
+            );
         }
         Ok((loss / n.max(1) as f64, right as f64 / n.max(1) as f64))
     }
@@ -342,7 +424,9 @@ impl<'a> Evaluator<'a> {
 /// log reads as one run (a train line right after the resume point covers fewer steps).
 fn truncate_metrics(out: &Path, step: u64) -> Result<()> {
     let path = out.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
     let kept: Vec<&str> = text
         .lines()
         .filter(|l| {
@@ -351,7 +435,10 @@ fn truncate_metrics(out: &Path, step: u64) -> Result<()> {
         })
         .collect();
     let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    std::fs::write(
+        &tmp,
+        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )?;
     std::fs::rename(tmp, path)?;
     Ok(())
 }

@@ -8,7 +8,9 @@ pub use tolerance::Tolerance;
 use anyhow::{bail, Context, Result};
 use calib_ir::{DType, Graph, Mode, Op};
 use calib_models::{build, load_spec_file, Model};
-use calib_passes::{grad, momentum_name, train_step, vjp, with_loss, Sgd, TrainConfig, LABELS, LOSS, LR};
+use calib_passes::{
+    grad, momentum_name, train_step, vjp, with_loss, Sgd, TrainConfig, LABELS, LOSS, LR,
+};
 use calib_runtime::{check_state, weights, Backend, Bindings, HostTensor, Outputs, TensorMap};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -44,7 +46,8 @@ pub struct Report {
 impl Report {
     /// True when no checked row failed and at least one row was checked.
     pub fn passed(&self) -> bool {
-        self.rows.iter().any(|r| r.status == Status::Pass) && !self.rows.iter().any(|r| r.status == Status::Fail)
+        self.rows.iter().any(|r| r.status == Status::Pass)
+            && !self.rows.iter().any(|r| r.status == Status::Fail)
     }
 
     pub fn count(&self, status: Status) -> usize {
@@ -58,15 +61,32 @@ pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
     let input_shape = file.input_shape_or_default();
     let spec = file.spec;
     let params = load(dir, "params")?;
-    let mut checker = Checker { dir, rows: vec![], done: BTreeSet::new() };
+    let mut checker = Checker {
+        dir,
+        rows: vec![],
+        done: BTreeSet::new(),
+    };
     let result = spec.output_name();
 
     let eval_model = build(&spec, &input_shape, Mode::Eval, DType::F32)?;
-    let expected: Vec<_> = eval_model.state.iter().map(|e| (e.name.clone(), e.ty.clone())).collect();
-    check_state(&expected, &params)
-        .with_context(|| format!("{}/params.safetensors does not match the model", dir.display()))?;
+    let expected: Vec<_> = eval_model
+        .state
+        .iter()
+        .map(|e| (e.name.clone(), e.ty.clone()))
+        .collect();
+    check_state(&expected, &params).with_context(|| {
+        format!(
+            "{}/params.safetensors does not match the model",
+            dir.display()
+        )
+    })?;
     let eval_io = load(dir, "eval_io")?;
-    let out = backend.run(&eval_model.graph, &Bindings::new().params(&params).input("input", tensor(&eval_io, "input")?))?;
+    let out = backend.run(
+        &eval_model.graph,
+        &Bindings::new()
+            .params(&params)
+            .input("input", tensor(&eval_io, "input")?),
+    )?;
     checker.compare("eval_io", &eval_io, result, &out, result, Tolerance::OUTPUT)?;
 
     // One train-mode step: forward, BN statistics, loss (networks) and every gradient.
@@ -74,19 +94,45 @@ pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
     let train_model = build(&spec, &input_shape, Mode::Train, DType::F32)?;
     let grads = GradientGraph::new(&train_model, train_io.contains_key(LABELS))?;
     let out = grads.run(backend, &params, &train_io)?;
-    checker.compare("train_io", &train_io, result, &out, result, Tolerance::OUTPUT)?;
+    checker.compare(
+        "train_io",
+        &train_io,
+        result,
+        &out,
+        result,
+        Tolerance::OUTPUT,
+    )?;
     if train_io.contains_key(LABELS) {
         checker.compare("train_io", &train_io, LOSS, &out, LOSS, Tolerance::LOSS)?;
     }
-    checker.compare("train_io", &train_io, "grad_input", &out, &GradientGraph::name("input"), Tolerance::GRADIENT)?;
+    checker.compare(
+        "train_io",
+        &train_io,
+        "grad_input",
+        &out,
+        &GradientGraph::name("input"),
+        Tolerance::GRADIENT,
+    )?;
     checker.compare_all("train_buffers_after", &out, "")?;
     checker.compare_all("train_grads", &out, "grad.")?;
 
     if dir.join("state_after_sgd_step1.safetensors").exists() {
-        verify_sgd_steps(dir, backend, &train_model, &grads, params, &train_io, &mut checker)?;
+        verify_sgd_steps(
+            dir,
+            backend,
+            &train_model,
+            &grads,
+            params,
+            &train_io,
+            &mut checker,
+        )?;
     }
     checker.list_unchecked()?;
-    Ok(Report { fixture: dir.display().to_string(), backend: backend.name().to_string(), rows: checker.rows })
+    Ok(Report {
+        fixture: dir.display().to_string(),
+        backend: backend.name().to_string(),
+        rows: checker.rows,
+    })
 }
 
 /// Two SGD steps on the fixture's batch with the optimizer its `meta.json` states.
@@ -99,19 +145,39 @@ fn verify_sgd_steps(
     io: &TensorMap,
     checker: &mut Checker,
 ) -> Result<()> {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
     let opt = &meta["optimizer"];
-    let num = |key: &str| opt[key].as_f64().with_context(|| format!("meta.json optimizer has no `{key}`"));
+    let num = |key: &str| {
+        opt[key]
+            .as_f64()
+            .with_context(|| format!("meta.json optimizer has no `{key}`"))
+    };
     if opt["dampening"].as_f64().unwrap_or(0.0) != 0.0 {
         bail!("meta.json asks for SGD dampening, which calib does not implement");
     }
-    let sgd = Sgd { momentum: num("momentum")?, weight_decay: num("weight_decay")?, nesterov: opt["nesterov"].as_bool().unwrap_or(false) };
-    let step = train_step(&model.graph, &TrainConfig { sgd, label_smoothing: 0.0 })?;
+    let sgd = Sgd {
+        momentum: num("momentum")?,
+        weight_decay: num("weight_decay")?,
+        nesterov: opt["nesterov"].as_bool().unwrap_or(false),
+    };
+    let step = train_step(
+        &model.graph,
+        &TrainConfig {
+            sgd,
+            label_smoothing: 0.0,
+        },
+    )?;
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![num("lr")? as f32])?;
     let mut momentum: TensorMap = step
         .params
         .iter()
-        .map(|n| (momentum_name(n), HostTensor::full(&state[n].ty(), 0.0, Default::default())))
+        .map(|n| {
+            (
+                momentum_name(n),
+                HostTensor::full(&state[n].ty(), 0.0, Default::default()),
+            )
+        })
         .collect();
     for k in 1..=2 {
         if k == 2 {
@@ -119,7 +185,11 @@ fn verify_sgd_steps(
             checker.compare_all("step2_io", &out, "")?;
             checker.compare_all("train_grads_step2", &out, "grad.")?;
         }
-        let mut b = Bindings::new().params(&state).input("input", tensor(io, "input")?).input(LABELS, tensor(io, LABELS)?).input(LR, &lr);
+        let mut b = Bindings::new()
+            .params(&state)
+            .input("input", tensor(io, "input")?)
+            .input(LABELS, tensor(io, LABELS)?)
+            .input(LR, &lr);
         for (n, t) in &momentum {
             b = b.input(n.clone(), t);
         }
@@ -134,7 +204,9 @@ fn verify_sgd_steps(
             }
         }
         for (n, t) in momentum.iter_mut() {
-            *t = out.remove(n).with_context(|| format!("step graph has no output `{n}`"))?;
+            *t = out
+                .remove(n)
+                .with_context(|| format!("step graph has no output `{n}`"))?;
         }
     }
     Ok(())
@@ -160,11 +232,23 @@ impl GradientGraph {
         } else {
             let mut g = model.graph.clone();
             let ty = g.ty(model.output()).clone();
-            let seed = g.push_source(Op::Input { name: "grad_output".into() }, ty, "")?;
+            let seed = g.push_source(
+                Op::Input {
+                    name: "grad_output".into(),
+                },
+                ty,
+                "",
+            )?;
             (g, model.output(), Some(seed))
         };
         let mut names = vec!["input".to_string()];
-        let mut wrt = vec![graph.inputs().find(|(n, _)| *n == "input").context("model has an input")?.1];
+        let mut wrt = vec![
+            graph
+                .inputs()
+                .find(|(n, _)| *n == "input")
+                .context("model has an input")?
+                .1,
+        ];
         for (name, v) in graph.params() {
             if graph.ty(v).dtype.is_float() && graph.output(name).is_none() {
                 names.push(name.to_string());
@@ -189,7 +273,9 @@ impl GradientGraph {
     }
 
     fn run(&self, backend: &dyn Backend, state: &TensorMap, io: &TensorMap) -> Result<Outputs> {
-        let mut b = Bindings::new().params(state).input("input", tensor(io, "input")?);
+        let mut b = Bindings::new()
+            .params(state)
+            .input("input", tensor(io, "input")?);
         for name in [LABELS, "grad_output"] {
             if let Some(t) = io.get(name) {
                 b = b.input(name, t);
@@ -200,7 +286,8 @@ impl GradientGraph {
 }
 
 fn tensor<'a>(map: &'a TensorMap, name: &str) -> Result<&'a HostTensor> {
-    map.get(name).with_context(|| format!("the fixture has no `{name}` tensor"))
+    map.get(name)
+        .with_context(|| format!("the fixture has no `{name}` tensor"))
 }
 
 fn load(dir: &Path, stem: &str) -> Result<TensorMap> {
@@ -233,16 +320,36 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn compare(&mut self, file: &str, reference: &TensorMap, ref_name: &str, outputs: &Outputs, out_name: &str, tol: Tolerance) -> Result<()> {
+    fn compare(
+        &mut self,
+        file: &str,
+        reference: &TensorMap,
+        ref_name: &str,
+        outputs: &Outputs,
+        out_name: &str,
+        tol: Tolerance,
+    ) -> Result<()> {
         let row_name = format!("{file}/{ref_name}");
-        let Some(expected) = reference.get(ref_name) else { bail!("{}/{file}.safetensors has no tensor `{ref_name}`", self.dir.display()) };
-        let Some(got) = outputs.get(out_name) else { bail!("the graph produced no output `{out_name}`") };
+        let Some(expected) = reference.get(ref_name) else {
+            bail!(
+                "{}/{file}.safetensors has no tensor `{ref_name}`",
+                self.dir.display()
+            )
+        };
+        let Some(got) = outputs.get(out_name) else {
+            bail!("the graph produced no output `{out_name}`")
+        };
         let (err, bound, pass) = if expected.shape() != got.shape() {
             (f64::INFINITY, tol.bound(&expected.to_f64_vec()), false)
         } else {
             tol.compare(&expected.to_f64_vec(), &got.to_f64_vec())
         };
-        self.rows.push(Row { name: row_name.clone(), max_abs_err: Some(err), tolerance: Some(bound), status: if pass { Status::Pass } else { Status::Fail } });
+        self.rows.push(Row {
+            name: row_name.clone(),
+            max_abs_err: Some(err),
+            tolerance: Some(bound),
+            status: if pass { Status::Pass } else { Status::Fail },
+        });
         self.done.insert(row_name);
         Ok(())
     }
@@ -251,7 +358,14 @@ impl Checker<'_> {
     fn compare_all(&mut self, file: &str, outputs: &Outputs, prefix: &str) -> Result<()> {
         let reference = load(self.dir, file)?;
         for name in reference.keys() {
-            self.compare(file, &reference, name, outputs, &format!("{prefix}{name}"), tolerance_for(file, name))?;
+            self.compare(
+                file,
+                &reference,
+                name,
+                outputs,
+                &format!("{prefix}{name}"),
+                tolerance_for(file, name),
+            )?;
         }
         Ok(())
     }
@@ -265,17 +379,34 @@ impl Checker<'_> {
             .collect();
         files.sort();
         for path in files {
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+            let stem = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             if stem == "params" {
                 continue;
             }
             let tensors = weights::load(&path)?;
             for name in tensors.keys() {
                 let row_name = format!("{stem}/{name}");
-                if ["eval_io/input", "train_io/input", "train_io/labels", "train_io/grad_output"].contains(&row_name.as_str()) || self.done.contains(&row_name) {
+                if [
+                    "eval_io/input",
+                    "train_io/input",
+                    "train_io/labels",
+                    "train_io/grad_output",
+                ]
+                .contains(&row_name.as_str())
+                    || self.done.contains(&row_name)
+                {
                     continue;
                 }
-                self.rows.push(Row { name: row_name, max_abs_err: None, tolerance: None, status: Status::NotChecked });
+                self.rows.push(Row {
+                    name: row_name,
+                    max_abs_err: None,
+                    tolerance: None,
+                    status: Status::NotChecked,
+                });
             }
         }
         Ok(())

@@ -42,7 +42,13 @@ impl Tolerance {
             .iter()
             .zip(got)
             .map(|(r, g)| (r - g).abs())
-            .fold(0.0f64, |m, e| if e.is_nan() || m.is_nan() { f64::NAN } else { m.max(e) });
+            .fold(0.0f64, |m, e| {
+                if e.is_nan() || m.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(e)
+                }
+            });
         let bound = self.bound(reference);
         let pass = reference.len() == got.len() && err <= bound;
         (err, bound, pass)

@@ -1,0 +1,104 @@
+//! Clean-ups that hold exactly in floating point: views of views, identities, and
+//! slices moved through the ops that read them (so that a merged convolution's
+//! statistics become reductions of the merged output).
+//!
+//! The one inexactness: `x + 0` and `x - 0` turn `-0.0` into `+0.0` in IEEE
+//! arithmetic; the rewrite keeps `-0.0`. The two compare equal, so no tolerance is
+//! touched.
+
+use super::{rule, Rhs, Rule};
+use calib_ir::Op;
+use egg::Id;
+
+pub fn rules() -> Vec<Rule> {
+    let mut rules = vec![
+        rule("reshape-reshape", "(reshape (reshape ?x))", |r| {
+            let shape = r.ty(r.root).shape.clone();
+            let x = r.var("?x");
+            r.add(Op::Reshape { shape }, &[x])
+        }),
+        rule("reshape-noop", "(reshape ?x)", |r| same_type(r, "?x")),
+        rule("broadcast-noop", "(broadcast ?x)", |r| same_type(r, "?x")),
+        rule("broadcast-broadcast", "(broadcast (broadcast ?x))", |r| {
+            let shape = r.ty(r.root).shape.clone();
+            let x = r.var("?x");
+            r.add(Op::Broadcast { shape }, &[x])
+        }),
+        rule("slice-full", "(slice ?x)", |r| same_type(r, "?x")),
+        rule("slice-slice", "(slice ?s)", |r| {
+            let s = r.var("?s");
+            let Op::Slice { axis, start, end } = r.op_over(r.root, "slice", &[s])? else { return None };
+            let (Op::Slice { axis: inner_axis, start: inner, .. }, x) = r.op(s, "slice")? else { return None };
+            (axis == inner_axis).then_some(())?;
+            r.add(Op::Slice { axis, start: inner + start, end: inner + end }, &x)
+        }),
+        rule("slice-concat", "(slice ?c)", |r| {
+            let c = r.var("?c");
+            let Op::Slice { axis, start, end } = r.op_over(r.root, "slice", &[c])? else { return None };
+            let (Op::Concat { axis: joined }, parts) = r.op(c, "concat")? else { return None };
+            (axis == joined).then_some(())?;
+            let mut at = 0;
+            for p in parts {
+                let len = r.ty(p).shape[axis];
+                if (at, at + len) == (start, end) {
+                    return Some(p);
+                }
+                at += len;
+            }
+            None
+        }),
+        rule("neg-neg", "(neg (neg ?x))", |r| Some(r.var("?x"))),
+        rule("select-same", "(select ?c ?x ?x)", |r| Some(r.var("?x"))),
+    ];
+    // Identities, both operand orders where the op commutes.
+    for (name, lhs, unit) in [
+        ("mul-one", "(mul ?x ?c)", 1.0),
+        ("one-mul", "(mul ?c ?x)", 1.0),
+        ("div-one", "(div ?x ?c)", 1.0),
+        ("add-zero", "(add ?x ?c)", 0.0),
+        ("zero-add", "(add ?c ?x)", 0.0),
+        ("sub-zero", "(sub ?x ?c)", 0.0),
+    ] {
+        rules.push(rule(name, lhs, move |r| {
+            (r.constant(r.var("?c")) == Some(unit)).then(|| r.var("?x"))
+        }));
+    }
+    // An elementwise op of two equal slices is a slice of the op.
+    for kind in ["add", "sub", "mul", "div", "max"] {
+        let lhs = format!("({kind} ?a ?b)");
+        rules.push(rule(&format!("slice-through-{kind}"), &lhs, move |r| {
+            let (a, b) = (r.var("?a"), r.var("?b"));
+            let (Op::Slice { axis, start, end }, x) = r.op(a, "slice")? else { return None };
+            let (sliced_b, y) = r.op(b, "slice")?;
+            (sliced_b == Op::Slice { axis, start, end } && r.ty(x[0]) == r.ty(y[0])).then_some(())?;
+            let op = r.op_over(r.root, kind, &[a, b])?;
+            let whole = r.add(op, &[x[0], y[0]])?;
+            r.add(Op::Slice { axis, start, end }, &[whole])
+        }));
+    }
+    // A reduction over axes the slice does not cut is a slice of the reduction.
+    for kind in ["reduce_sum", "reduce_mean", "reduce_max"] {
+        let lhs = format!("({kind} ?s)");
+        rules.push(rule(&format!("slice-through-{kind}"), &lhs, move |r| {
+            let s = r.var("?s");
+            let (Op::Slice { axis, start, end }, x) = r.op(s, "slice")? else { return None };
+            let reduce = r.op_over(r.root, kind, &[s])?;
+            let (Op::ReduceSum { axes, keepdims } | Op::ReduceMean { axes, keepdims } | Op::ReduceMax { axes, keepdims }) = &reduce else {
+                return None;
+            };
+            if axes.contains(&axis) {
+                return None;
+            }
+            let kept_axis = if *keepdims { axis } else { axis - axes.iter().filter(|&&a| a < axis).count() };
+            let whole = r.add(reduce.clone(), &x)?;
+            r.add(Op::Slice { axis: kept_axis, start, end }, &[whole])
+        }));
+    }
+    rules
+}
+
+/// `?x` itself when the view leaves its type unchanged.
+fn same_type(r: &Rhs, var: &str) -> Option<Id> {
+    let x = r.var(var);
+    (r.ty(x) == r.ty(r.root)).then_some(x)
+}

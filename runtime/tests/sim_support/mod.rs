@@ -1,0 +1,99 @@
+//! Helpers for the simulator tests: the hand-written PTX under `tests/ptx`, launches that
+//! must succeed, launches that must fault, and deterministic test inputs.
+#![allow(dead_code)]
+
+use calib_runtime::sim::{
+    self, Fault, GlobalMemory, KernelArg, Module, SimError, SimOptions, Stats,
+};
+use std::path::{Path, PathBuf};
+
+/// The folder of hand-written PTX programs, relative to this crate.
+pub fn ptx_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ptx")
+}
+
+pub fn ptx(file: &str) -> String {
+    let path = ptx_dir().join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn module(file: &str) -> Module {
+    parse_text(&ptx(file))
+}
+
+pub fn parse_text(text: &str) -> Module {
+    sim::parse(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One launch: geometry and arguments.
+pub struct Launch<'a> {
+    pub kernel: &'a str,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared: usize,
+    pub args: Vec<KernelArg>,
+}
+
+impl<'a> Launch<'a> {
+    pub fn new(kernel: &'a str, grid: u32, block: u32, args: Vec<KernelArg>) -> Self {
+        Launch {
+            kernel,
+            grid: [grid, 1, 1],
+            block: [block, 1, 1],
+            shared: 0,
+            args,
+        }
+    }
+
+    pub fn try_run(&self, m: &Module, mem: &mut GlobalMemory, options: &SimOptions) -> Result<Stats, SimError> {
+        sim::simulate_with(options, m, self.kernel, self.grid, self.block, self.shared, &self.args, mem)
+    }
+
+    /// Runs the launch, which must succeed.
+    pub fn run(&self, m: &Module, mem: &mut GlobalMemory) -> Stats {
+        self.try_run(m, mem, &SimOptions::default())
+            .unwrap_or_else(|e| panic!("launch of `{}` failed: {e}", self.kernel))
+    }
+
+    /// Runs the launch, which must fault; returns the fault.
+    pub fn fault(&self, m: &Module, mem: &mut GlobalMemory) -> Fault {
+        self.fault_with(m, mem, &SimOptions::default())
+    }
+
+    pub fn fault_with(&self, m: &Module, mem: &mut GlobalMemory, options: &SimOptions) -> Fault {
+        match self.try_run(m, mem, options) {
+            Err(SimError::Fault(f)) => *f,
+            other => panic!("expected `{}` to fault, got {other:?}", self.kernel),
+        }
+    }
+}
+
+/// A device pointer argument.
+pub fn ptr(p: u64) -> KernelArg {
+    KernelArg::U64(p)
+}
+
+/// Small deterministic pseudo-random inputs (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn f32_in(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32
+    }
+
+    pub fn f32s(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32_in(lo, hi)).collect()
+    }
+}
