@@ -1,0 +1,101 @@
+//! Convolutions that share an operand become one convolution over concatenated
+//! weights, then slices: SCBottleneck's two 1x1 convolutions (and a stride-1 shortcut
+//! convolution) read the block input once. The same holds for their gradients: the
+//! weight gradients share the input, and the input gradients are summed, which one
+//! convolution over concatenated output gradients does in one pass (gradient
+//! accumulation).
+//!
+//! Each output channel is the same dot product either way, so merged forward
+//! convolutions are exact up to the order a GEMM sums in; the merged input gradient
+//! sums the two contributions inside one reduction instead of after two, a rounding
+//! difference of the same order.
+
+use super::{multi_rule, rule, Rhs, Rule};
+use calib_ir::Op;
+use egg::Id;
+
+pub fn rules() -> Vec<Rule> {
+    vec![
+        // conv(x, w1), conv(x, w2)  =>  conv(x, [w1; w2])[:, :o1], [:, o1:]
+        multi_rule("merge-sibling-convs", "?a = (conv2d ?x ?w1), ?b = (conv2d ?x ?w2)", |r| {
+            let (a, b, x) = pair(r)?;
+            let (w1, w2) = (r.var("?w1"), r.var("?w2"));
+            let conv = same_ungrouped(r, "conv2d", a, b, &[x, w1], &[x, w2])?;
+            let w = concat(r, &[w1, w2], 0)?;
+            let merged = r.add(conv, &[x, w])?;
+            split(r, merged, 1, a, b)
+        }),
+        // dW1 = bw(x, g1), dW2 = bw(x, g2)  =>  bw(x, [g1, g2])[:o1], [o1:]
+        multi_rule("merge-weight-grads", "?a = (conv2d_backward_weight ?x ?g1), ?b = (conv2d_backward_weight ?x ?g2)", |r| {
+            let (a, b, x) = pair(r)?;
+            let (g1, g2) = (r.var("?g1"), r.var("?g2"));
+            let bw = same_ungrouped(r, "conv2d_backward_weight", a, b, &[x, g1], &[x, g2])?;
+            let g = concat(r, &[g1, g2], 1)?;
+            let merged = r.add(bw, &[x, g])?;
+            split(r, merged, 0, a, b)
+        }),
+        // bw(g1, w1) + bw(g2, w2)  =>  bw([g1, g2], [w1; w2])
+        rule("merge-data-grads", "(add (conv2d_backward_data ?g1 ?w1) (conv2d_backward_data ?g2 ?w2))", |r| {
+            let (g1, w1, g2, w2) = (r.var("?g1"), r.var("?w1"), r.var("?g2"), r.var("?w2"));
+            let (first, second) = operands(r)?;
+            let bw = same_ungrouped(r, "conv2d_backward_data", first, second, &[g1, w1], &[g2, w2])?;
+            let w = concat(r, &[w1, w2], 0)?;
+            let g = concat_in_order(r, &[g1, g2], 1, false)?;
+            r.add(bw, &[g, w])
+        }),
+    ]
+}
+
+/// The two matched classes (ordered, so each pair merges once) and the shared operand.
+fn pair(r: &Rhs) -> Option<(Id, Id, Id)> {
+    let (a, b) = (r.egraph.find(r.var("?a")), r.egraph.find(r.var("?b")));
+    (a < b).then_some((a, b, r.var("?x")))
+}
+
+/// The classes of the root `add`'s two operands.
+fn operands(r: &Rhs) -> Option<(Id, Id)> {
+    let (_, ids) = r.op(r.root, "add")?;
+    Some((ids[0], ids[1]))
+}
+
+/// The op shared by `kind` nodes over `xs` in class `a` and over `ys` in class `b`, if
+/// their attributes agree and they are not grouped (grouped weights do not concatenate).
+fn same_ungrouped(r: &Rhs, kind: &str, a: Id, b: Id, xs: &[Id], ys: &[Id]) -> Option<Op> {
+    let (p, q) = (r.op_over(a, kind, xs)?, r.op_over(b, kind, ys)?);
+    let groups = match &p {
+        Op::Conv2d { groups, .. } | Op::Conv2dBackwardData { groups, .. } | Op::Conv2dBackwardWeight { groups, .. } => *groups,
+        _ => return None,
+    };
+    (p == q && groups == 1 && r.ty(a).dtype == r.ty(b).dtype).then_some(p)
+}
+
+/// `[a; b]` along `axis`, flattened (merging a merged weight with a third keeps one
+/// concat of three), and only when every part of `a` precedes every part of `b`: each
+/// set of siblings then merges once, in one order, and never with itself.
+fn concat(r: &mut Rhs, pair: &[Id], axis: usize) -> Option<Id> {
+    concat_in_order(r, pair, axis, true)
+}
+
+/// [`concat`] without the order check, for the operand that follows another's order.
+fn concat_in_order(r: &mut Rhs, pair: &[Id], axis: usize, check: bool) -> Option<Id> {
+    let parts = |r: &Rhs, id: Id| match r.op(id, "concat") {
+        Some((Op::Concat { axis: a }, parts)) if a == axis => parts,
+        _ => vec![id],
+    };
+    let (first, second) = (parts(r, pair[0]), parts(r, pair[1]));
+    let ordered = !check || first.iter().max()? < second.iter().min()?;
+    (ordered && first.len() + second.len() <= MAX_SIBLINGS).then_some(())?;
+    r.add(Op::Concat { axis }, &[first, second].concat())
+}
+
+/// The most convolutions merged into one.
+const MAX_SIBLINGS: usize = 4;
+
+/// Unions `a` and `b` with the two slices of `merged` along `axis`.
+fn split(r: &mut Rhs, merged: Id, axis: usize, a: Id, b: Id) -> Option<Vec<(Id, Id)>> {
+    let first = r.ty(a).shape[axis];
+    let total = r.ty(merged).shape[axis];
+    let sa = r.add(Op::Slice { axis, start: 0, end: first }, &[merged])?;
+    let sb = r.add(Op::Slice { axis, start: first, end: total }, &[merged])?;
+    Some(vec![(a, sa), (b, sb)])
+}
