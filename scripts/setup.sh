@@ -6,6 +6,7 @@ set -euo pipefail
 need_apt=()
 [ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt)"
   sudo_cmd=""
@@ -19,3 +20,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+# NVIDIA's ptxas (runs without a GPU) into the repository's .venv, for the PTX checks.
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+if ! ls "$repo"/.venv/lib/python3*/site-packages/nvidia/cuda_nvcc/bin/ptxas >/dev/null 2>&1; then
+  echo "setup: installing ptxas (nvidia-cuda-nvcc-cu12) into .venv (pip)"
+  [ -x "$repo/.venv/bin/pip" ] || python3 -m venv "$repo/.venv"
+  "$repo/.venv/bin/pip" install -q nvidia-cuda-nvcc-cu12==12.9.86
+fi

@@ -201,3 +201,16 @@ fn the_training_step_graph_prints() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("conv2d_backward_weight") && text.contains("momentum.fc.weight"));
 }
+
+#[test]
+fn devices_says_why_there_is_no_gpu_instead_of_panicking() {
+    let o = calib(&["devices", "--json"]);
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    match o.status.code() {
+        Some(0) => assert!(!v["devices"].as_array().unwrap().is_empty()),
+        Some(3) => assert!(v["error"].as_str().unwrap().contains("NVIDIA") || v["error"].as_str().unwrap().contains("GPU")),
+        other => panic!("unexpected exit {other:?}: {err}"),
+    }
+}

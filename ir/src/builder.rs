@@ -3,10 +3,15 @@
 //! It owns the naming scheme (parameters get PyTorch `state_dict` names from the scope
 //! stack), inserts the broadcasts that the IR keeps explicit, and expands the composite
 //! layers (BatchNorm, linear, global average pooling, softmax cross-entropy) into
-//! primitive ops.
+//! primitive ops (BatchNorm's expansion is in `batch_norm.rs`).
+
+mod batch_norm;
+
+pub use batch_norm::{BN_EPS, BN_MOMENTUM};
 
 use crate::{
-    broadcasts_to, fmt_shape, DType, Graph, IrError, Op, Result, Shape, TensorType, Value,
+    broadcasts_to, fmt_shape, DType, Graph, IrError, Op, ReduceOp, Result, Shape, TensorType,
+    Value,
 };
 
 /// Train or eval semantics for BatchNorm (and anything else mode-dependent).
@@ -53,16 +58,14 @@ impl ConvSpec {
     }
 }
 
-/// BatchNorm2d constants (PyTorch defaults).
-pub const BN_EPS: f64 = 1e-5;
-pub const BN_MOMENTUM: f64 = 0.1;
-
 /// Builds a [`Graph`] with scoped names and composite layers.
 pub struct GraphBuilder {
     graph: Graph,
     scope: Vec<String>,
     mode: Mode,
     float: DType,
+    /// The data-parallel group size that train-mode BatchNorm synchronizes over.
+    sync_bn: Option<usize>,
 }
 
 impl GraphBuilder {
@@ -73,6 +76,7 @@ impl GraphBuilder {
             scope: vec![],
             mode,
             float,
+            sync_bn: None,
         }
     }
 
@@ -83,11 +87,25 @@ impl GraphBuilder {
             scope: vec![],
             mode,
             float,
+            sync_bn: None,
         }
+    }
+
+    /// Makes train-mode BatchNorm synchronized across a data-parallel group of
+    /// `replicas`: batch statistics over the whole group's batch (PyTorch's
+    /// `SyncBatchNorm`) instead of each replica's own. See `batch_norm` for the graph.
+    pub fn with_sync_bn(mut self, replicas: usize) -> Self {
+        self.sync_bn = Some(replicas);
+        self
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The group size BatchNorm synchronizes over, if it does.
+    pub fn sync_bn(&self) -> Option<usize> {
+        self.sync_bn
     }
 
     pub fn float(&self) -> DType {
@@ -318,6 +336,11 @@ impl GraphBuilder {
         )
     }
 
+    /// `x` reduced elementwise across a data-parallel group of `replicas`.
+    pub fn all_reduce(&mut self, x: Value, reduce: ReduceOp, replicas: usize) -> Result<Value> {
+        self.push(Op::AllReduce { reduce, replicas }, vec![x])
+    }
+
     // ----- spatial ops --------------------------------------------------------------------
 
     pub fn conv2d(&mut self, x: Value, w: Value, spec: &ConvSpec) -> Result<Value> {
@@ -415,86 +438,6 @@ impl GraphBuilder {
             )
         })?;
         self.scoped(name, |g| g.conv2d(x, w, spec))
-    }
-
-    /// `BatchNorm2d` over the channels of an NCHW value, as primitives.
-    ///
-    /// Eval: `(x - running_mean) * rsqrt(running_var + eps) * weight + bias`.
-    /// Train: normalizes with the batch mean and the biased batch variance over N,H,W,
-    /// and emits graph outputs named by `state_dict` for the new `running_mean`,
-    /// `running_var` (unbiased variance) and `num_batches_tracked` (+1).
-    pub fn batch_norm(&mut self, name: &str, x: Value) -> Result<Value> {
-        let shape = self.shape(x);
-        if shape.len() != 4 {
-            return Err(IrError::Type {
-                node: self.graph.nodes.len(),
-                op: "batch_norm".into(),
-                scope: format!(" in {}", self.qualified(name)),
-                detail: "expects an NCHW input".into(),
-                operands: self.ty(x).to_string(),
-            });
-        }
-        let c = shape[1];
-        let float = self.float;
-        let mode = self.mode;
-        self.scoped(name, |g| {
-            let weight = g.param("weight", float, vec![c])?;
-            let bias = g.param("bias", float, vec![c])?;
-            let running_mean = g.param("running_mean", float, vec![c])?;
-            let running_var = g.param("running_var", float, vec![c])?;
-            let tracked = g.param("num_batches_tracked", DType::I64, vec![])?;
-            let per_channel = vec![1, c, 1, 1];
-            // Both modes normalize `x - mean`; train mode also reuses that difference
-            // for the batch variance, so the graph subtracts the mean only once.
-            let (centered, var) = match mode {
-                Mode::Eval => {
-                    let mean = g.reshape(running_mean, per_channel.clone())?;
-                    (g.sub(x, mean)?, running_var)
-                }
-                Mode::Train => {
-                    let mean = g.reduce_mean(x, &[0, 2, 3], true)?;
-                    let centered = g.sub(x, mean)?;
-                    let sq = g.mul(centered, centered)?;
-                    let var = g.reduce_mean(sq, &[0, 2, 3], true)?;
-                    let mean = g.reshape(mean, vec![c])?;
-                    let var = g.reshape(var, vec![c])?;
-                    g.running_update(running_mean, mean, 1.0, "running_mean")?;
-                    let count = (shape[0] * shape[2] * shape[3]) as f64;
-                    let unbias = if count > 1.0 {
-                        count / (count - 1.0)
-                    } else {
-                        1.0
-                    };
-                    g.running_update(running_var, var, unbias, "running_var")?;
-                    let one = g.constant(1.0, DType::I64, vec![])?;
-                    let next = g.add(tracked, one)?;
-                    g.output(&g.qualified("num_batches_tracked"), next)?;
-                    (centered, var)
-                }
-            };
-            let var_eps = g.add_scalar(var, BN_EPS)?;
-            let inv_std = g.rsqrt(var_eps)?;
-            let scale = g.mul(inv_std, weight)?;
-            let scale = g.reshape(scale, per_channel.clone())?;
-            let bias = g.reshape(bias, per_channel)?;
-            let scaled = g.mul(centered, scale)?;
-            g.add(scaled, bias)
-        })
-    }
-
-    /// `running <- (1 - momentum) * running + momentum * factor * stat`, as a named output.
-    fn running_update(
-        &mut self,
-        running: Value,
-        stat: Value,
-        factor: f64,
-        local: &str,
-    ) -> Result<()> {
-        let kept = self.scale(running, 1.0 - BN_MOMENTUM)?;
-        let added = self.scale(stat, BN_MOMENTUM * factor)?;
-        let next = self.add(kept, added)?;
-        let name = self.qualified(local);
-        self.output(&name, next)
     }
 
     /// `Linear(in, out)`: `x @ weight^T + bias`, parameters `<name>.weight [out, in]`, `<name>.bias`.

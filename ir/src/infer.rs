@@ -392,6 +392,12 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             };
             adjoint_of(&forward, &[&x], dy, x.clone())
         }
+        Op::AllReduce { replicas, .. } => {
+            if *replicas == 0 {
+                return Err("a group needs at least one replica".into());
+            }
+            Ok(inputs[0].clone())
+        }
     }
 }
 

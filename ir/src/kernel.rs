@@ -75,6 +75,8 @@ pub enum Anchor {
     Pool,
     /// A map over the output's elements (elementwise ops and index maps only).
     Pointwise,
+    /// Communication between the replicas of a data-parallel group (never fused).
+    Collective,
 }
 
 impl Anchor {
@@ -87,6 +89,7 @@ impl Anchor {
             OpClass::Reduction => Anchor::Reduction,
             OpClass::Pool => Anchor::Pool,
             OpClass::Resize if matches!(op, Op::ResizeNearestBackward { .. }) => Anchor::Pool,
+            OpClass::Collective => Anchor::Collective,
             _ => Anchor::Pointwise,
         }
     }
@@ -98,6 +101,7 @@ impl Anchor {
             Anchor::Reduction => "reduction",
             Anchor::Pool => "pool",
             Anchor::Pointwise => "pointwise",
+            Anchor::Collective => "collective",
         }
     }
 }
@@ -336,6 +340,33 @@ impl Program {
         out
     }
 
+    /// Graphviz DOT: buffers as ellipses (bound ones shaded, outputs doubled), kernels
+    /// as boxes naming their anchor and op count, edges for every read and write.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph program {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n");
+        let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        for (i, b) in self.buffers.iter().enumerate() {
+            let style = match b.role {
+                Role::Input | Role::Param => "shape=ellipse, style=filled, fillcolor=lightgrey",
+                Role::Output => "shape=doubleoctagon",
+                Role::Temp => "shape=ellipse",
+            };
+            writeln!(out, "  b{i} [label=\"{}\\n{}\", {style}];", quote(&b.name), b.ty).unwrap();
+        }
+        for (k, kernel) in self.kernels.iter().enumerate() {
+            let ops = kernel.body.nodes.iter().filter(|n| n.op.arity() != Some(0)).count();
+            writeln!(out, "  k{k} [label=\"{} {}\\n{}\\n{ops} ops\", shape=box, style=filled, fillcolor=lightblue];", kernel.name, kernel.anchor.name(), quote(&kernel.label)).unwrap();
+            for b in &kernel.inputs {
+                writeln!(out, "  b{} -> k{k};", b.0).unwrap();
+            }
+            for o in &kernel.outputs {
+                writeln!(out, "  k{k} -> b{};", o.buffer.0).unwrap();
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+
     /// Pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a program always serializes")
@@ -356,6 +387,9 @@ pub enum ProgramError {
     Invalid(String),
     #[error("invalid program JSON: {0}")]
     Json(String),
+    /// No program could be made for a graph (fusion failed).
+    #[error("fusion failed: {0}")]
+    Fusion(String),
 }
 
 /// How much of a buffer the kernels so far have written.

@@ -27,5 +27,5 @@ pub use infer::{broadcasts_to, infer_type, window_output_size};
 pub use kernel::{
     Anchor, Buffer, BufferId, Kernel, KernelOutput, Program, ProgramError, ProgramOutput, Role,
 };
-pub use op::{Op, OpClass};
+pub use op::{Op, OpClass, ReduceOp};
 pub use types::{fmt_shape, numel, Shape, TensorType};

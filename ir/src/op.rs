@@ -173,6 +173,25 @@ pub enum Op {
     ResizeNearestBackward {
         input_size: [usize; 2],
     },
+
+    /// The operand reduced elementwise across the `replicas` of a data-parallel group;
+    /// every replica gets the same result. `replicas` is part of the op because a
+    /// per-replica graph is made for one world size (gradient means, synchronized
+    /// BatchNorm's counts), so a runtime can refuse a group of another size. On one
+    /// replica it is the identity.
+    AllReduce {
+        reduce: ReduceOp,
+        replicas: usize,
+    },
+}
+
+/// How [`Op::AllReduce`] combines the replicas' tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReduceOp {
+    Sum,
+    /// The sum divided by the number of replicas.
+    Mean,
 }
 
 /// How an op treats its operands, for passes that work per family.
@@ -186,6 +205,8 @@ pub enum OpClass {
     Reduction,
     Layout,
     MatMul,
+    /// Communication between the replicas of a data-parallel group.
+    Collective,
 }
 
 impl Op {
@@ -230,6 +251,7 @@ impl Op {
             Op::AvgPool2dBackward { .. } => "avg_pool2d_backward",
             Op::MaxPool2dBackward { .. } => "max_pool2d_backward",
             Op::ResizeNearestBackward { .. } => "resize_nearest_backward",
+            Op::AllReduce { .. } => "all_reduce",
         }
     }
 
@@ -253,6 +275,7 @@ impl Op {
             | Op::Concat { .. }
             | Op::OneHot { .. } => OpClass::Layout,
             Op::MatMul { .. } => OpClass::MatMul,
+            Op::AllReduce { .. } => OpClass::Collective,
             _ => OpClass::Elementwise,
         }
     }
@@ -299,6 +322,7 @@ impl Op {
                 | Op::ResizeNearestBackward { .. }
                 | Op::ReduceMean { .. }
                 | Op::MatMul { .. }
+                | Op::AllReduce { .. }
         )
     }
 }

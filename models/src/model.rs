@@ -74,12 +74,22 @@ pub fn build(
     mode: Mode,
     float: DType,
 ) -> Result<Model, ModelError> {
+    build_with(spec, input_shape, GraphBuilder::new(mode, float))
+}
+
+/// [`build`] into an empty builder configured by the caller (synchronized BatchNorm
+/// for a data-parallel replica, say); its mode and float type apply.
+pub fn build_with(
+    spec: &ModelSpec,
+    input_shape: &[usize],
+    mut g: GraphBuilder,
+) -> Result<Model, ModelError> {
     spec.validate()?;
     check_input(spec, input_shape)?;
+    let float = g.float();
     if !float.is_float() {
         return Err(ModelError::NotFloat(float));
     }
-    let mut g = GraphBuilder::new(mode, float);
     let x = g.input("input", float, input_shape.to_vec())?;
     // Each builder creates its submodules in PyTorch's registration order, which for these
     // modules is also an evaluation order; so the graph's param nodes are already in

@@ -29,9 +29,15 @@ pub enum PassError {
         seed_type: String,
         of_type: String,
     },
+    /// Fusion could not produce a plan, or an explanation.
+    #[error("fusion: {0}")]
+    Fusion(String),
     /// A graph lacks an input or output that the pass needs.
     #[error("graph has no {kind} named {names}")]
     Missing { kind: &'static str, names: String },
+    /// Data-parallel options that cannot work (no replicas, a mismatched group).
+    #[error("data parallelism: {0}")]
+    DataParallel(String),
     /// A bound or required value has the wrong type.
     #[error("{what} must have type {expected}, got {found}")]
     WrongType {

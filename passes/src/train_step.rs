@@ -128,6 +128,20 @@ pub fn with_loss(forward: &Graph, label_smoothing: f64) -> Result<Graph> {
 /// The training step of a train-mode forward graph (see the module docs for its
 /// interface), CSE'd and pruned; unused params stay as inputs.
 pub fn train_step(forward: &Graph, config: &TrainConfig) -> Result<TrainStep> {
+    train_step_with(forward, config, |_, grads| {
+        Ok(grads.iter().map(|(_, g)| *g).collect())
+    })
+}
+
+/// [`train_step`] with `combine` between the backward pass and the update: given the
+/// graph after the backward pass and each trained parameter's name with its gradient
+/// (graph order), it returns the gradients SGD is to use, in the same order, and may
+/// append nodes (the data-parallel step all-reduces the gradients there).
+pub(crate) fn train_step_with(
+    forward: &Graph,
+    config: &TrainConfig,
+    combine: impl FnOnce(&mut Graph, &[(String, Value)]) -> Result<Vec<Value>>,
+) -> Result<TrainStep> {
     let mut graph = with_loss(forward, config.label_smoothing)?;
     let loss = graph.output(LOSS).expect("with_loss adds it");
     if graph.ty(loss).numel() != 1 {
@@ -152,7 +166,9 @@ pub fn train_step(forward: &Graph, config: &TrainConfig) -> Result<TrainStep> {
         momentum.push(fresh_input(&mut graph, &momentum_name(name), ty)?);
     }
     let wrt: Vec<Value> = trained.iter().map(|(_, p)| *p).collect();
-    let (graph, grads) = grad(&graph, loss, &wrt)?;
+    let (mut graph, grads) = grad(&graph, loss, &wrt)?;
+    let named: Vec<(String, Value)> = trained.iter().map(|(n, _)| n.clone()).zip(grads).collect();
+    let grads = combine(&mut graph, &named)?;
 
     let em = Emitter::new(graph);
     em.set_scope("sgd");

@@ -1,27 +1,56 @@
 use calib_ir::{DType, Mode};
+use calib_passes::fusion::{fuse, FusionOptions};
 use calib_passes::{train_step, TrainConfig};
-use std::collections::BTreeMap;
+use calib_runtime::{reference, weights, Bindings, HostTensor};
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures")).join(name)
+}
 
 #[test]
-fn explore() {
+fn scconv_eval_and_train() {
+    for (name, mode) in [("scconv", Mode::Eval), ("scconv", Mode::Train), ("scbottleneck_s1", Mode::Eval), ("scbottleneck_s2_down", Mode::Train)] {
+        let file = calib_models::load_spec_file(fixture(name)).unwrap();
+        let m = calib_models::build(&file.spec, &file.input_shape.clone().unwrap(), mode, DType::F32).unwrap();
+        let params = weights::load(&fixture(name).join("params.safetensors")).unwrap();
+        let io = weights::load(&fixture(name).join("eval_io.safetensors")).unwrap();
+        let t = std::time::Instant::now();
+        let f = fuse(&m.graph, &FusionOptions::default()).unwrap();
+        eprintln!("{name} {mode:?}: fused in {:?}", t.elapsed());
+        eprintln!("{}", f.report.to_text());
+        let b = Bindings::new().params(&params).input("input", &io["input"]);
+        let want = reference::run(&m.graph, &b).unwrap();
+        let got = reference::run_program(&f.program, &b).unwrap();
+        for (k, w) in &want {
+            let g: &HostTensor = &got[k];
+            let err = g.max_abs_diff(w).unwrap();
+            eprintln!("  {k}: err {err:e} (max {})", w.max_abs());
+            assert!(err <= 1e-4 * w.max_abs().max(1.0), "{k}");
+        }
+    }
+}
+
+#[test]
+fn scnet50_train_step() {
     let spec = calib_models::presets::preset("scnet50").unwrap();
-    let t = std::time::Instant::now();
     let m = calib_models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
     let step = train_step(&m.graph, &TrainConfig::default()).unwrap();
-    eprintln!("build {:?} fwd nodes {} step nodes {}", t.elapsed(), m.graph.nodes.len(), step.graph.nodes.len());
-    let mut scopes: BTreeMap<String, usize> = BTreeMap::new();
-    for n in &step.graph.nodes {
-        let key: Vec<&str> = n.scope.split('.').take(2).collect();
-        *scopes.entry(key.join(".")).or_default() += 1;
-    }
-    for (k, v) in &scopes { eprintln!("{k:20} {v}"); }
-    let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
-    for n in &step.graph.nodes { *ops.entry(n.op.name()).or_default() += 1; }
-    eprintln!("{ops:?}");
-    let loss = step.graph.output("loss").unwrap();
-    eprintln!("loss at {}", loss.0);
-    let g = &step.graph;
-    for (i, n) in g.nodes.iter().enumerate().filter(|(_, n)| n.scope.starts_with("layer1.0") ).take(120) {
-        eprintln!("%{i} {} {:?} {} @{}", n.op.name(), n.inputs, n.ty, n.scope);
-    }
+    let t = std::time::Instant::now();
+    let f = fuse(&step.graph, &FusionOptions::default()).unwrap();
+    eprintln!("scnet50 step: fused in {:?}", t.elapsed());
+    let text = f.report.to_text();
+    eprintln!("{}", &text[..text.find("kernels:").unwrap()]);
+}
+
+#[test]
+fn debug_bn_train() {
+    let mut b = calib_ir::GraphBuilder::new(Mode::Train, DType::F32);
+    let x = b.input("input", DType::F32, vec![2, 4, 3, 3]).unwrap();
+    let y = b.batch_norm("bn", x).unwrap();
+    b.output("output", y).unwrap();
+    let g = b.finish();
+    eprintln!("{}", calib_ir::text::print(&g));
+    let f = fuse(&g, &FusionOptions::default()).unwrap();
+    eprintln!("{}", f.report.to_text());
 }

@@ -1,7 +1,9 @@
 //! The tensors a graph runs on: inputs by `Op::Input` name, parameters by `Op::Param`
-//! name. Bindings borrow, so a checkpoint is not copied for every run.
+//! name. Bindings borrow, so a checkpoint is not copied for every run. A replica of a
+//! data-parallel group also binds its [`Collective`] here, which keeps the `Backend`
+//! trait to one `run`.
 
-use crate::{HostTensor, TensorMap};
+use crate::{Collective, HostTensor, TensorMap};
 use std::collections::HashMap;
 
 /// Tensors bound to a graph's inputs and parameters, built by chaining:
@@ -10,6 +12,7 @@ use std::collections::HashMap;
 pub struct Bindings<'a> {
     inputs: HashMap<String, &'a HostTensor>,
     params: HashMap<String, &'a HostTensor>,
+    collective: Option<&'a dyn Collective>,
 }
 
 impl<'a> Bindings<'a> {
@@ -37,11 +40,23 @@ impl<'a> Bindings<'a> {
         self
     }
 
+    /// Binds the replica's handle on its data-parallel group, through which the graph's
+    /// `all_reduce` nodes run. Without one, a graph may all-reduce only across a group
+    /// of one replica (the identity).
+    pub fn collective(mut self, group: &'a dyn Collective) -> Self {
+        self.collective = Some(group);
+        self
+    }
+
     pub fn get_input(&self, name: &str) -> Option<&'a HostTensor> {
         self.inputs.get(name).copied()
     }
 
     pub fn get_param(&self, name: &str) -> Option<&'a HostTensor> {
         self.params.get(name).copied()
+    }
+
+    pub fn get_collective(&self) -> Option<&'a dyn Collective> {
+        self.collective
     }
 }

@@ -1,6 +1,6 @@
 //! Errors raised while executing a graph.
 
-use crate::TensorError;
+use crate::{CollectiveError, TensorError};
 use calib_ir::{IrError, ProgramError, TensorType};
 use thiserror::Error;
 
@@ -65,4 +65,6 @@ pub enum OpError {
     NotComputed(&'static str),
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
 }

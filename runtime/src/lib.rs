@@ -5,10 +5,14 @@
 //! * [`reference`](mod@reference): the reference interpreter, the numerics every other backend is
 //!   judged against. It runs in `f32` (the product) or `f64` (for gradient checks).
 //!
+//! * [`collective`]: the data-parallel group a replica's `all_reduce` nodes talk to.
+//!
 //! Every executor implements [`Backend`]: bind inputs and parameters by name, get every
 //! graph output back by name.
 
 mod bindings;
+pub mod collective;
+pub mod cuda;
 mod element;
 mod error;
 pub mod reference;
@@ -17,6 +21,7 @@ mod tensor;
 pub mod weights;
 
 pub use bindings::Bindings;
+pub use collective::{Collective, CollectiveError, InProcess};
 pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};
 pub use tensor::{HostTensor, Precision, Storage, TensorError};

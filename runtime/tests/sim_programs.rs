@@ -31,7 +31,12 @@ fn vector_add_matches_and_counts_every_issued_lane() {
 fn emulate_block_sum(x: &[f32], grid: usize, block: usize, b: usize) -> f32 {
     let stride = grid * block;
     let mut acc: Vec<f32> = (0..block)
-        .map(|t| x.iter().skip(b * block + t).step_by(stride).fold(0.0f32, |s, v| s + v))
+        .map(|t| {
+            x.iter()
+                .skip(b * block + t)
+                .step_by(stride)
+                .fold(0.0f32, |s, v| s + v)
+        })
         .collect();
     let mut s = block / 2;
     while s >= 32 {
@@ -43,7 +48,14 @@ fn emulate_block_sum(x: &[f32], grid: usize, block: usize, b: usize) -> f32 {
     let mut lanes = acc[..32].to_vec();
     for offset in [16, 8, 4, 2, 1] {
         lanes = (0..32)
-            .map(|l| lanes[l] + if l + offset < 32 { lanes[l + offset] } else { lanes[l] })
+            .map(|l| {
+                lanes[l]
+                    + if l + offset < 32 {
+                        lanes[l + offset]
+                    } else {
+                        lanes[l]
+                    }
+            })
             .collect();
     }
     lanes[0]
@@ -60,16 +72,28 @@ fn block_reduction_through_shared_memory_and_shuffles() {
         let dx = mem.upload(&x).unwrap();
         let dpartial = mem.alloc(grid * 4).unwrap();
         let dtotal = mem.alloc(4).unwrap();
-        let args = vec![ptr(dx), ptr(dpartial), ptr(dtotal), KernelArg::U32(n as u32)];
+        let args = vec![
+            ptr(dx),
+            ptr(dpartial),
+            ptr(dtotal),
+            KernelArg::U32(n as u32),
+        ];
         Launch::new("block_sum", grid as u32, block as u32, args).run(&m, &mut mem);
         let partial: Vec<f32> = mem.read(dpartial, grid).unwrap();
         for (b, &p) in partial.iter().enumerate() {
-            assert_eq!(p, emulate_block_sum(&x, grid, block, b), "block {b} of {grid}x{block}");
+            assert_eq!(
+                p,
+                emulate_block_sum(&x, grid, block, b),
+                "block {b} of {grid}x{block}"
+            );
         }
         // Blocks add their partials in whatever order they finish.
         let total = mem.read::<f32>(dtotal, 1).unwrap()[0] as f64;
         let expected: f64 = partial.iter().map(|&p| p as f64).sum();
-        assert!((total - expected).abs() <= 1e-5 * expected.abs().max(1.0), "{total} vs {expected}");
+        assert!(
+            (total - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+            "{total} vs {expected}"
+        );
     }
 }
 
@@ -88,13 +112,21 @@ fn tiled_matmul_through_shared_tiles() {
         grid: [(cols / 16) as u32, (rows / 16) as u32, 1],
         block: [16, 16, 1],
         shared: 0,
-        args: vec![ptr(da), ptr(db), ptr(dc), KernelArg::U32(cols as u32), KernelArg::U32(inner as u32)],
+        args: vec![
+            ptr(da),
+            ptr(db),
+            ptr(dc),
+            KernelArg::U32(cols as u32),
+            KernelArg::U32(inner as u32),
+        ],
     };
     launch.run(&m, &mut mem);
     let c: Vec<f32> = mem.read(dc, rows * cols).unwrap();
     for i in 0..rows {
         for j in 0..cols {
-            let expected = (0..inner).fold(0.0f32, |acc, k| a[i * inner + k].mul_add(b[k * cols + j], acc));
+            let expected = (0..inner).fold(0.0f32, |acc, k| {
+                a[i * inner + k].mul_add(b[k * cols + j], acc)
+            });
             assert_eq!(c[i * cols + j], expected, "C[{i}][{j}]");
         }
     }
@@ -112,14 +144,22 @@ fn grid_wide_atomics_on_global_and_shared_memory() {
     let out = mem.upload(&init).unwrap();
     let tickets = mem.alloc(n * 4).unwrap();
     let casold = mem.alloc(n * 4).unwrap();
-    let args = vec![ptr(out), ptr(tickets), ptr(casold), KernelArg::U32(n as u32)];
+    let args = vec![
+        ptr(out),
+        ptr(tickets),
+        ptr(casold),
+        KernelArg::U32(n as u32),
+    ];
     Launch::new("atomics", grid as u32, block as u32, args).run(&m, &mut mem);
 
     let words: Vec<u32> = mem.read(out, 21).unwrap();
     assert_eq!(words[0] as usize, n, "counter");
     let mut t: Vec<u32> = mem.read(tickets, n).unwrap();
     t.sort_unstable();
-    assert!(t.iter().enumerate().all(|(i, &v)| v as usize == i), "tickets are a permutation");
+    assert!(
+        t.iter().enumerate().all(|(i, &v)| v as usize == i),
+        "tickets are a permutation"
+    );
     assert_eq!(f32::from_bits(words[1]), n as f32);
     assert_eq!(mem.read::<f64>(out + 8, 1).unwrap()[0], n as f64 * 0.5);
     assert_eq!(mem.read::<u64>(out + 16, 1).unwrap()[0], n as u64);
@@ -135,6 +175,49 @@ fn grid_wide_atomics_on_global_and_shared_memory() {
         assert!((slot..n).step_by(4).all(|i| old[i] == 0 || old[i] == value));
     }
     for bin in 0..8 {
-        assert_eq!(words[13 + bin] as usize, (0..n).filter(|i| i % 8 == bin).count(), "bin {bin}");
+        assert_eq!(
+            words[13 + bin] as usize,
+            (0..n).filter(|i| i % 8 == bin).count(),
+            "bin {bin}"
+        );
+    }
+}
+
+#[test]
+fn remaining_atomics_predicate_logic_and_early_exit() {
+    let m = module("misc.ptx");
+    let mut mem = GlobalMemory::new();
+    let mut init = vec![0u32; 8 + 64];
+    init[1] = 50;
+    init[2] = u32::MAX;
+    let out = mem.upload(&init).unwrap();
+    let olds = mem.alloc(64 * 4).unwrap();
+    Launch::new("odds_and_ends", 1, 64, vec![ptr(out), ptr(olds)]).run(&m, &mut mem);
+    let got: Vec<u32> = mem.read(out, 72).unwrap();
+    let mut swapped: Vec<u32> = mem.read(olds, 64).unwrap();
+    swapped.push(got[0]);
+    swapped.sort_unstable();
+    assert_eq!(
+        swapped,
+        (0..=64).collect::<Vec<u32>>(),
+        "exch hands every value on once"
+    );
+    assert_eq!(
+        got[1], 987,
+        "dec reaches 0 after 50 steps, wraps to 1000, then 13 more"
+    );
+    assert_eq!((got[2], got[3]), (0, u32::MAX));
+    assert_eq!(got[4], (0..64u32).fold(0, |x, t| x ^ (3 * t + 1)));
+    assert_eq!(got[5], (0..48u32).map(|t| 7 * t % 64).max().unwrap());
+    assert_eq!(f32::from_bits(got[6]), 24.0);
+    for t in 0..64u32 {
+        let (p, q) = (t % 2 == 1, t % 3 == 0);
+        let bits = (p && q) as u32
+            | ((p || q) as u32) << 1
+            | ((p ^ q) as u32) << 2
+            | (!p as u32) << 3
+            | (p as u32) << 4;
+        let product = ((t + 250) * 300) as u16 as u32;
+        assert_eq!(got[8 + t as usize], bits | product << 8, "thread {t}");
     }
 }

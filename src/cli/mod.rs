@@ -1,5 +1,8 @@
 //! Subcommands of `calib`, one file each.
 
+mod compile;
+mod explain;
+mod devices;
 mod info;
 mod ir;
 mod train;
@@ -19,6 +22,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// List the GPUs calib can use, or say why there are none (exit code 3).
+    Devices(devices::Args),
     /// Check a fixture directory against the authors' PyTorch numbers.
     Verify(verify::Args),
     /// Parameters, MACs and a per-layer table of a model.
@@ -27,15 +32,22 @@ enum Command {
     Ir(ir::Args),
     /// Train a model on Fashion-MNIST (SGD, checkpoints, exact resume).
     Train(train::Args),
+    /// Fuse a model (or its training step) into kernels and report what happened.
+    Compile(compile::Args),
+    /// Explain why a kernel of a `calib compile` output equals the nodes it replaces.
+    Explain(explain::Args),
 }
 
 /// Runs one subcommand; `Ok` carries the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Devices(args) => devices::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Info(args) => info::run(args),
         Command::Ir(args) => ir::run(args),
         Command::Train(args) => train::run(args),
+        Command::Compile(args) => compile::run(args),
+        Command::Explain(args) => explain::run(args),
     }
 }
 

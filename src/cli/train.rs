@@ -73,6 +73,17 @@ pub struct Args {
     /// Run directory: config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors.
     #[arg(long, default_value = "runs/fashion")]
     out: PathBuf,
+    /// Data-parallel replicas (threads here), each taking an equal share of every batch;
+    /// gradients are averaged across them as PyTorch DDP does.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// BatchNorm statistics over the whole batch (PyTorch's SyncBatchNorm) rather than
+    /// each replica's share of it.
+    #[arg(long)]
+    sync_bn: bool,
+    /// Gradient all-reduce bucket size in MiB (DDP's bucket_cap_mb).
+    #[arg(long, default_value_t = 25.0)]
+    bucket_mb: f64,
     /// Time the reference interpreter per op and print the table at the end.
     #[arg(long)]
     profile: bool,
@@ -114,7 +125,7 @@ fn print_profile() {
 }
 
 fn run_training(args: &Args) -> Result<ExitCode> {
-    let backend: Box<dyn Backend> = match args.backend.as_str() {
+    let backend: Box<dyn Backend + Sync> = match args.backend.as_str() {
         "reference" => Box::new(Reference::new()),
         other => bail!("unknown backend `{other}` (available: reference)"),
     };
@@ -128,8 +139,18 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         train(&opts, backend.as_ref(), dir, true, args.max_steps)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if args.batch == 0 || args.epochs == 0 || args.eval_batch == 0 {
-        bail!("--batch, --epochs and --eval-batch must be at least 1");
+    if args.batch == 0 || args.epochs == 0 || args.eval_batch == 0 || args.replicas == 0 {
+        bail!("--batch, --epochs, --eval-batch and --replicas must be at least 1");
+    }
+    if args.batch % args.replicas != 0 {
+        bail!(
+            "--batch {} does not split evenly across --replicas {}",
+            args.batch,
+            args.replicas
+        );
+    }
+    if !(args.bucket_mb > 0.0 && args.bucket_mb.is_finite()) {
+        bail!("--bucket-mb must be a positive number");
     }
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number");
@@ -172,6 +193,9 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         data_dir: args.data_dir.clone(),
         checkpoint_every: args.checkpoint_every,
         log_every: args.log_every,
+        replicas: args.replicas,
+        sync_bn: args.sync_bn,
+        bucket_mb: args.bucket_mb,
     };
     train(&opts, backend.as_ref(), &args.out, false, args.max_steps)?;
     Ok(ExitCode::SUCCESS)

@@ -18,10 +18,15 @@ pub struct Args {
     /// Executor: `reference` (the CPU interpreter).
     #[arg(long, default_value = "reference")]
     backend: String,
+    /// Fuse every graph first and run the kernel plan (each kernel's body on the
+    /// executor).
+    #[arg(long)]
+    fused: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let backend: Box<dyn Backend> = match args.backend.as_str() {
+        "reference" if args.fused => Box::new(calib::verify::Fused::default()),
         "reference" => Box::new(Reference::new()),
         other => bail!("unknown backend `{other}` (available: reference)"),
     };

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 mod init;
+mod replicas;
 pub mod schedule;
 mod trainer;
 

@@ -7,12 +7,16 @@
 
 use super::checkpoint::{self, Checkpoint, Progress};
 use super::init::init_state;
+use super::replicas::StepRunner;
 use super::schedule::{Schedule, ScheduleKind};
 use crate::data::{fashion_mnist, make_batch, rng::Rng, Augment, ImageSet, Split};
 use anyhow::{bail, Context, Result};
-use calib_ir::{DType, Graph, Mode};
-use calib_models::{build, ModelSpec};
-use calib_passes::{momentum_name, train_step, with_loss, Sgd, TrainConfig, TrainStep, LOSS, LR};
+use calib_ir::{DType, Graph, GraphBuilder, Mode};
+use calib_models::{build, build_with, ModelSpec};
+use calib_passes::{
+    data_parallel_step, momentum_name, train_step, with_loss, DataParallel, Sgd, TrainConfig,
+    TrainStep, LOSS,
+};
 use calib_runtime::{weights, Backend, Bindings, HostTensor, Outputs, TensorMap};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -49,6 +53,23 @@ pub struct TrainOptions {
     /// Write a checkpoint every this many steps (and at each epoch end); 0: epoch ends only.
     pub checkpoint_every: u64,
     pub log_every: u64,
+    /// Data-parallel replicas, each with `batch / replicas` images of every batch.
+    #[serde(default = "one")]
+    pub replicas: usize,
+    /// BatchNorm statistics over the whole batch instead of each replica's shard.
+    #[serde(default)]
+    pub sync_bn: bool,
+    /// Gradients are all-reduced in buckets of at most this many MiB.
+    #[serde(default = "default_bucket_mb")]
+    pub bucket_mb: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_bucket_mb() -> f64 {
+    (DataParallel::DEFAULT_BUCKET_BYTES >> 20) as f64
 }
 
 /// What one epoch's evaluation found.
@@ -64,7 +85,7 @@ pub struct EpochResult {
 /// optimizer steps when given. Returns the evaluations made in this invocation.
 pub fn train(
     opts: &TrainOptions,
-    backend: &dyn Backend,
+    backend: &(dyn Backend + Sync),
     out: &Path,
     resume: bool,
     max_steps: Option<u64>,
@@ -86,8 +107,19 @@ pub fn train(
             train_set.len()
         );
     }
-    let input_shape = [opts.batch, 1, train_set.height, train_set.width];
-    let forward = build(&opts.spec, &input_shape, Mode::Train, DType::F32)?;
+    if opts.replicas == 0 || opts.batch % opts.replicas != 0 {
+        bail!(
+            "batch {} does not split evenly across {} replicas",
+            opts.batch,
+            opts.replicas
+        );
+    }
+    let shard = vec![opts.batch / opts.replicas, 1, train_set.height, train_set.width];
+    let mut builder = GraphBuilder::new(Mode::Train, DType::F32);
+    if opts.sync_bn {
+        builder = builder.with_sync_bn(opts.replicas);
+    }
+    let forward = build_with(&opts.spec, &shard, builder)?;
     let config = TrainConfig {
         sgd: Sgd {
             momentum: opts.momentum,
@@ -96,7 +128,21 @@ pub fn train(
         },
         label_smoothing: opts.label_smoothing,
     };
-    let step_graph = train_step(&forward.graph, &config)?;
+    let step_graph = if opts.replicas == 1 && !opts.sync_bn {
+        train_step(&forward.graph, &config)?
+    } else {
+        let dp = DataParallel {
+            replicas: opts.replicas,
+            bucket_bytes: (opts.bucket_mb * (1 << 20) as f64) as usize,
+        };
+        data_parallel_step(&forward.graph, &config, &dp)?.step
+    };
+    let runner = StepRunner {
+        backend,
+        step: &step_graph,
+        shard,
+        replicas: opts.replicas,
+    };
 
     let (mut state, mut momentum, start) = if resume {
         let ck = checkpoint::load(out)?;
@@ -170,16 +216,7 @@ pub fn train(
         let (pixels, labels) = make_batch(&train_set, indices, stats, augment);
         let lr = schedule.lr(step);
         let t0 = Instant::now();
-        let outputs = run_step(
-            backend,
-            &step_graph,
-            &state,
-            &momentum,
-            &input_shape,
-            pixels,
-            &labels,
-            lr,
-        )?;
+        let outputs = runner.run(&state, &momentum, &pixels, &labels, lr)?;
         window.add(opts.batch, t0.elapsed().as_secs_f64());
         let loss = scalar(&outputs, LOSS)?;
         if !loss.is_finite() {
@@ -280,32 +317,6 @@ fn zero_momentum(step: &TrainStep, state: &TensorMap) -> TensorMap {
             )
         })
         .collect()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_step(
-    backend: &dyn Backend,
-    step: &TrainStep,
-    state: &TensorMap,
-    momentum: &TensorMap,
-    input_shape: &[usize],
-    pixels: Vec<f32>,
-    labels: &[i64],
-    lr: f64,
-) -> Result<Outputs> {
-    let x = HostTensor::from_f32(input_shape.to_vec(), pixels)?;
-    let y = HostTensor::from_i64(vec![labels.len()], labels.to_vec())?;
-    let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
-    let names: Vec<String> = step.params.iter().map(|n| momentum_name(n)).collect();
-    let mut b = Bindings::new()
-        .params(state)
-        .input("input", &x)
-        .input("labels", &y)
-        .input(LR, &lr);
-    for (name, m) in names.iter().zip(&step.params) {
-        b = b.input(name.clone(), &momentum[m]);
-    }
-    Ok(backend.run(&step.graph, &b)?)
 }
 
 /// Moves the step's results into the training state: outputs named like a parameter or

@@ -1,8 +1,10 @@
 //! `calib verify`: rebuild a fixture's module, run it, and compare every stored tensor
 //! that calib can produce with the tolerances of the fixtures' README.
 
+mod fused;
 mod tolerance;
 
+pub use fused::Fused;
 pub use tolerance::Tolerance;
 
 use anyhow::{bail, Context, Result};

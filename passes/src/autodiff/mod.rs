@@ -9,6 +9,7 @@
 //! like cost nothing. Backward nodes carry the scope of the forward node they
 //! differentiate, so per-module reports cover both passes.
 
+mod collective;
 mod elementwise;
 mod layout;
 mod matmul;
@@ -39,6 +40,7 @@ fn rule<'e>(op: &Op, x: &[Expr<'e>], y: Expr<'e>, g: Expr<'e>) -> Option<Grads<'
         OpClass::Reduction => reduce::vjp(op, x, y, g),
         OpClass::MatMul => matmul::vjp(op, x, g),
         OpClass::Convolution | OpClass::Pool | OpClass::Resize => spatial::vjp(op, x, g),
+        OpClass::Collective => collective::vjp(op, g),
     }
 }
 

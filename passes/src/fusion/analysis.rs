@@ -8,6 +8,7 @@
 //! parameter-only way to compute a value makes the value parameter-only. `merge`
 //! reports exactly which side changed, which keeps egg's rebuilds cheap.
 
+use super::group::Group;
 use super::language::{ENode, Head};
 use calib_ir::{infer_type, Anchor, Graph, Op, TensorType};
 use egg::{Analysis, DidMerge, Id, Symbol};
@@ -43,10 +44,9 @@ pub struct OpEntry {
 pub struct KernelBody {
     pub body: Graph,
     pub anchor: Anchor,
-    /// The rule that formed it (for reports).
-    pub rule: Symbol,
-    /// Original node ids computed in the body.
-    pub covers: Vec<usize>,
+    /// The group it was built from (over the region's DAG), to rebuild the body for
+    /// the outputs extraction ends up using.
+    pub group: Group,
 }
 
 /// A value from outside the region.

@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod dispatch;
+mod collective;
 mod conv;
 mod elementwise;
 mod layout;
@@ -20,7 +21,7 @@ mod resize;
 mod strided;
 
 use crate::tensor::cast_storage;
-use crate::{Bindings, HostTensor, OpError, Outputs, Precision, RuntimeError, Storage};
+use crate::{Bindings, Collective, HostTensor, OpError, Outputs, Precision, RuntimeError, Storage};
 use calib_ir::{Graph, Node, Op, OpClass, TensorType};
 use std::borrow::Cow;
 
@@ -57,7 +58,13 @@ pub fn run_with(
             }
             _ if uses[id] == 0 => continue,
             Op::Constant { value } => Cow::Owned(HostTensor::full(&node.ty, *value, precision)),
-            _ => Cow::Owned(compute(id, node, &values, precision)?),
+            _ => Cow::Owned(compute(
+                id,
+                node,
+                &values,
+                precision,
+                bindings.get_collective(),
+            )?),
         };
         for v in &node.inputs {
             uses[v.0] -= 1;
@@ -90,6 +97,7 @@ fn compute(
     node: &Node,
     values: &[Option<Cow<HostTensor>>],
     precision: Precision,
+    group: Option<&dyn Collective>,
 ) -> Result<HostTensor, RuntimeError> {
     let args: Vec<&HostTensor> = node
         .inputs
@@ -111,7 +119,7 @@ fn compute(
         source,
     };
     let started = profile::is_enabled().then(std::time::Instant::now);
-    let storage = eval(&node.op, &args, &node.ty, precision).map_err(fail)?;
+    let storage = eval(&node.op, &args, &node.ty, precision, group).map_err(fail)?;
     if let Some(t) = started {
         profile::record(node.op.name(), t.elapsed(), node.ty.numel());
     }
@@ -176,12 +184,14 @@ fn bound<'a>(
     })
 }
 
-/// Evaluates one computed op; `out` is the node's (validated) type.
+/// Evaluates one computed op; `out` is the node's (validated) type, `group` the
+/// replica's data-parallel group if it has one.
 fn eval(
     op: &Op,
     x: &[&HostTensor],
     out: &TensorType,
     precision: Precision,
+    group: Option<&dyn Collective>,
 ) -> Result<Storage, OpError> {
     let y = &out.shape;
     match op {
@@ -212,6 +222,9 @@ fn eval(
             transpose_b: tb,
         } => matmul::matmul(x[0], x[1], y, ta, tb),
         &Op::OneHot { classes, .. } => layout::one_hot(x[0], classes, precision),
+        &Op::AllReduce { reduce, replicas } => {
+            collective::all_reduce(x[0], reduce, replicas, group)
+        }
         _ => Err(OpError::NotComputed(op.name())),
     }
 }

@@ -31,7 +31,13 @@ pub(crate) fn is_enabled() -> bool {
 
 pub(crate) fn record(op: &'static str, elapsed: Duration, elements: usize) {
     let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = totals.get_or_insert_with(HashMap::new).entry(op).or_insert(OpTime { op, ..OpTime::default() });
+    let entry = totals
+        .get_or_insert_with(HashMap::new)
+        .entry(op)
+        .or_insert(OpTime {
+            op,
+            ..OpTime::default()
+        });
     entry.calls += 1;
     entry.seconds += elapsed.as_secs_f64();
     entry.elements += elements as u64;

@@ -37,7 +37,11 @@ pub fn run_program_with(
             Role::Param => bindings.get_param(&buf.name),
             Role::Output | Role::Temp => continue,
         };
-        let kind = if buf.role == Role::Input { "input" } else { "param" };
+        let kind = if buf.role == Role::Input {
+            "input"
+        } else {
+            "param"
+        };
         buffers[i] = Some(bound(kind, &buf.name, tensor, &buf.ty, precision)?.into_owned());
     }
     for (k, kernel) in program.kernels.iter().enumerate() {
@@ -47,12 +51,16 @@ pub fn run_program_with(
         };
         let mut args = Bindings::new();
         for (i, b) in kernel.inputs.iter().enumerate() {
-            let t = buffers[b.0].as_ref().expect("validated: inputs are written before they are read");
+            let t = buffers[b.0]
+                .as_ref()
+                .expect("validated: inputs are written before they are read");
             args = args.input(Kernel::input_name(i), t);
         }
         let mut results = run_with(&kernel.body, &args, precision).map_err(fail)?;
         for (i, out) in kernel.outputs.iter().enumerate() {
-            let value = results.remove(&Kernel::output_name(i)).expect("validated: the body has every output");
+            let value = results
+                .remove(&Kernel::output_name(i))
+                .expect("validated: the body has every output");
             let slot = &mut buffers[out.buffer.0];
             *slot = Some(match (out.slice, slot.take()) {
                 (None, _) => value,
@@ -74,7 +82,9 @@ pub fn run_program_with(
         .outputs
         .iter()
         .map(|o| {
-            let t = buffers[o.buffer.0].clone().expect("validated: outputs are written");
+            let t = buffers[o.buffer.0]
+                .clone()
+                .expect("validated: outputs are written");
             (o.name.clone(), t)
         })
         .collect())
@@ -101,14 +111,19 @@ fn write_slice(dst: HostTensor, src: HostTensor, s: Slice) -> Result<HostTensor,
                 node: 0,
                 op: "store",
                 scope: String::new(),
-                source: crate::OpError::Storage { found: v.kind(), expected: d.kind() },
+                source: crate::OpError::Storage {
+                    found: v.kind(),
+                    expected: d.kind(),
+                },
             })
         }
     }
-    Ok(HostTensor::new(dtype, shape, storage).map_err(|e| RuntimeError::Op {
-        node: 0,
-        op: "store",
-        scope: String::new(),
-        source: e.into(),
-    })?)
+    Ok(
+        HostTensor::new(dtype, shape, storage).map_err(|e| RuntimeError::Op {
+            node: 0,
+            op: "store",
+            scope: String::new(),
+            source: e.into(),
+        })?,
+    )
 }

@@ -30,8 +30,12 @@ pub(super) fn reduce(x: &HostTensor, axes: &[usize], kind: Kind) -> Result<Stora
 fn typed<E: Element>(x: &[E], shape: &[usize], axes: &[usize], kind: Kind) -> Vec<E> {
     let count: usize = axes.iter().map(|&a| shape[a]).product();
     let acc = match kind {
-        Kind::Sum | Kind::Mean => accumulate(x, shape, axes, <E::Acc as Element>::ZERO, |a, b| a + b),
-        Kind::Max => accumulate(x, shape, axes, <E::Acc as Element>::LOWEST, |a, b| a.max_nan(b)),
+        Kind::Sum | Kind::Mean => {
+            accumulate(x, shape, axes, <E::Acc as Element>::ZERO, |a, b| a + b)
+        }
+        Kind::Max => accumulate(x, shape, axes, <E::Acc as Element>::LOWEST, |a, b| {
+            a.max_nan(b)
+        }),
     };
     match kind {
         Kind::Mean => acc
@@ -99,7 +103,11 @@ fn accumulate<E: Element>(
 
 /// Folds one contiguous run with eight independent lanes, so the adds pipeline instead
 /// of waiting on each other.
-fn fold_run<E: Element>(src: &[E], init: E::Acc, fold: impl Fn(E::Acc, E::Acc) -> E::Acc) -> E::Acc {
+fn fold_run<E: Element>(
+    src: &[E],
+    init: E::Acc,
+    fold: impl Fn(E::Acc, E::Acc) -> E::Acc,
+) -> E::Acc {
     let mut lanes = [init; 8];
     let chunks = src.chunks_exact(8);
     let rest = chunks.remainder();

@@ -231,12 +231,24 @@ pub enum Op {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Alu {
     /// Copy the low `bits` of the source (`mov`, `cvta` between global and generic).
-    Mov { bits: u32 },
-    Int { op: IntOp, ty: Ty },
-    Float { op: FloatOp, ty: Ty, ftz: bool, sat: bool },
+    Mov {
+        bits: u32,
+    },
+    Int {
+        op: IntOp,
+        ty: Ty,
+    },
+    Float {
+        op: FloatOp,
+        ty: Ty,
+        ftz: bool,
+        sat: bool,
+    },
     Cvt(Cvt),
     /// `selp`: `src[2] ? src[0] : src[1]`, keeping `bits`.
-    Selp { bits: u32 },
+    Selp {
+        bits: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

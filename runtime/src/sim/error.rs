@@ -149,9 +149,13 @@ pub enum FaultKind {
     },
     #[error("read of uninitialized register {register}")]
     UninitializedRegister { register: String },
-    #[error("barrier divergence: this thread waits at this barrier while {other} waits at another")]
+    #[error(
+        "barrier divergence: this thread waits at this barrier while {other} waits at another"
+    )]
     BarrierDivergence { other: OtherThread },
-    #[error("shared-memory race on byte {addr:#x}: {what} by {other} in the same barrier interval")]
+    #[error(
+        "shared-memory race on byte {addr:#x}: {what} by {other} in the same barrier interval"
+    )]
     SharedRace {
         addr: u64,
         /// `write after read`, `read after write` or `write after write`.

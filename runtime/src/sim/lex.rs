@@ -63,9 +63,7 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
             i += 2;
             loop {
                 match chars.get(i) {
-                    None => {
-                        return Err(ParseError::new(start, "/*", "unterminated block comment"))
-                    }
+                    None => return Err(ParseError::new(start, "/*", "unterminated block comment")),
                     Some('*') if chars.get(i + 1) == Some(&'/') => {
                         i += 2;
                         break;
@@ -95,7 +93,10 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
                 // `0f3E800000`) never contain a sign, so only look back for `e` in decimals.
                 let exponent_sign = matches!(d, '+' | '-')
                     && matches!(chars[i - 1], 'e' | 'E')
-                    && !matches!(chars.get(start + 1), Some('x' | 'X' | 'f' | 'F' | 'd' | 'D'));
+                    && !matches!(
+                        chars.get(start + 1),
+                        Some('x' | 'X' | 'f' | 'F' | 'd' | 'D')
+                    );
                 if d.is_ascii_alphanumeric() || d == '.' || exponent_sign {
                     i += 1;
                 } else {

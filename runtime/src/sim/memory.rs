@@ -101,8 +101,10 @@ impl GlobalMemory {
     }
 
     fn host_range(&self, ptr: u64, len: usize) -> Result<(&[AtomicU64], usize), MemoryError> {
-        self.locate(ptr, len)
-            .map_err(|_| MemoryError::OutOfBounds { addr: ptr, bytes: len })
+        self.locate(ptr, len).map_err(|_| MemoryError::OutOfBounds {
+            addr: ptr,
+            bytes: len,
+        })
     }
 
     /// The words and byte offset holding `[addr, addr + bytes)`, or a description of why
@@ -113,12 +115,18 @@ impl GlobalMemory {
             return Err("below every allocation".into());
         };
         let offset = addr - a.base;
-        if offset + bytes as u64 <= a.len as u64 {
+        if offset
+            .checked_add(bytes as u64)
+            .is_some_and(|end| end <= a.len as u64)
+        {
             return Ok((&a.words, offset as usize));
         }
         let end = a.base + a.len as u64;
         Err(if offset < a.len as u64 {
-            format!("runs past the end of the {}-byte allocation at {:#x}", a.len, a.base)
+            format!(
+                "runs past the end of the {}-byte allocation at {:#x}",
+                a.len, a.base
+            )
         } else {
             format!(
                 "{} bytes past the end of the {}-byte allocation at {:#x}",
@@ -220,7 +228,11 @@ mod tests {
         assert_eq!(mem.read::<u8>(b + 1, 4).unwrap(), vec![7; 4]);
         mem.write(a + 4, &[9i32]).unwrap();
         assert_eq!(mem.read::<i32>(a + 4, 1).unwrap(), vec![9]);
-        assert_eq!(mem.read::<f32>(a, 1).unwrap(), vec![1.5], "neighbours untouched");
+        assert_eq!(
+            mem.read::<f32>(a, 1).unwrap(),
+            vec![1.5],
+            "neighbours untouched"
+        );
     }
 
     #[test]
@@ -228,12 +240,21 @@ mod tests {
         let mut mem = GlobalMemory::new();
         let a = mem.alloc(16).unwrap();
         assert!(mem.locate(a + 12, 4).is_ok());
-        assert!(mem.locate(a + 14, 4).unwrap_err().contains("runs past the end"));
-        assert!(mem.locate(a + 20, 4).unwrap_err().contains("4 bytes past the end"));
+        assert!(mem
+            .locate(a + 14, 4)
+            .unwrap_err()
+            .contains("runs past the end"));
+        assert!(mem
+            .locate(a + 20, 4)
+            .unwrap_err()
+            .contains("4 bytes past the end"));
         assert!(mem.locate(8, 4).unwrap_err().contains("below"));
         assert_eq!(
             mem.read::<u32>(a + 16, 1),
-            Err(MemoryError::OutOfBounds { addr: a + 16, bytes: 4 })
+            Err(MemoryError::OutOfBounds {
+                addr: a + 16,
+                bytes: 4
+            })
         );
     }
 

@@ -52,7 +52,15 @@ pub struct PtxasReport {
 
 impl fmt::Display for PtxasReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<32} {:>5} {:>6} {:>12} {:>11}", format!("kernel ({})", self.arch), "regs", "smem", "spill st/ld", "stack")?;
+        writeln!(
+            f,
+            "{:<32} {:>5} {:>6} {:>12} {:>11}",
+            format!("kernel ({})", self.arch),
+            "regs",
+            "smem",
+            "spill st/ld",
+            "stack"
+        )?;
         for k in &self.kernels {
             writeln!(
                 f,
@@ -173,7 +181,9 @@ pub fn parse_verbose(log: &str) -> Vec<KernelResources> {
             });
             continue;
         }
-        let Some(k) = kernels.last_mut() else { continue };
+        let Some(k) = kernels.last_mut() else {
+            continue;
+        };
         let body = line.rsplit(" : ").next().unwrap_or(line);
         for field in body.split(',') {
             let words: Vec<&str> = field.split_whitespace().collect();

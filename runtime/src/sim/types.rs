@@ -59,7 +59,10 @@ const TABLE: [(&str, Ty, u32, Kind); 17] = [
 
 impl Ty {
     fn row(self) -> &'static (&'static str, Ty, u32, Kind) {
-        TABLE.iter().find(|row| row.1 == self).expect("every type is in TABLE")
+        TABLE
+            .iter()
+            .find(|row| row.1 == self)
+            .expect("every type is in TABLE")
     }
 
     /// The type named by a modifier without its dot (`"f32"`).

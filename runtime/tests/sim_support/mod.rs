@@ -45,8 +45,22 @@ impl<'a> Launch<'a> {
         }
     }
 
-    pub fn try_run(&self, m: &Module, mem: &mut GlobalMemory, options: &SimOptions) -> Result<Stats, SimError> {
-        sim::simulate_with(options, m, self.kernel, self.grid, self.block, self.shared, &self.args, mem)
+    pub fn try_run(
+        &self,
+        m: &Module,
+        mem: &mut GlobalMemory,
+        options: &SimOptions,
+    ) -> Result<Stats, SimError> {
+        sim::simulate_with(
+            options,
+            m,
+            self.kernel,
+            self.grid,
+            self.block,
+            self.shared,
+            &self.args,
+            mem,
+        )
     }
 
     /// Runs the launch, which must succeed.

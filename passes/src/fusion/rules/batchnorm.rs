@@ -43,16 +43,22 @@ pub fn rules() -> Vec<Rule> {
             let ab = r.add(Op::Broadcast { shape }, &[ab])?;
             r.add(Op::Add, &[y, ab])
         }),
-        // mean((y - mean(y))^2)  =>  mean(y^2) - mean(y)^2, over the same axes.
-        rule("bn-variance-one-pass", "(reduce_mean (mul (sub ?y (broadcast ?m)) (sub ?y (broadcast ?m))))", |r| {
-            let (y, m) = (r.var("?y"), r.var("?m"));
-            let (mean, of) = r.op(m, "reduce_mean")?;
-            let Op::ReduceMean { axes, keepdims: true } = &mean else { return None };
-            (of == [y] && r.op(r.root, "reduce_mean")?.0 == mean).then_some(())?;
+        // mean((y - mean(y))^2)  =>  mean(y^2) - mean(y)^2, over the same axes. (The
+        // square's operand is a variable: egg looks a repeated sub-pattern up by exact
+        // node, which an attribute-free pattern node never is.)
+        rule("bn-variance-one-pass", "(reduce_mean (mul ?c ?c))", |r| {
+            let c = r.var("?c");
+            eprintln!("DEBUG matched c={c:?} nodes={:?}", r.egraph[c].nodes);
+            let (_, yb) = r.op(c, "sub")?;
+            eprintln!("DEBUG sub ok {:?} / {:?}", r.egraph[yb[1]].nodes, r.op(yb[1], "broadcast"));
+            let (_, m) = r.op(yb[1], "broadcast")?;
+            let (mean, of) = r.op(m[0], "reduce_mean")?;
+            let Op::ReduceMean { keepdims: true, .. } = &mean else { return None };
+            (of[0] == yb[0] && r.op_over(r.root, "reduce_mean", &[r.var("?c")]).as_ref() == Some(&mean)).then_some(())?;
+            let y = yb[0];
             let sq = r.add(Op::Mul, &[y, y])?;
-            let mean_sq = r.add(mean.clone(), &[sq])?;
-            let m2 = r.add(Op::Mul, &[m, m])?;
-            debug_assert!(!axes.is_empty());
+            let mean_sq = r.add(mean, &[sq])?;
+            let m2 = r.add(Op::Mul, &[m[0], m[0]])?;
             r.supersede(r.root, "reduce_mean");
             r.add(Op::Sub, &[mean_sq, m2])
         }),

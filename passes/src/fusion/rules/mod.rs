@@ -36,7 +36,7 @@ pub enum Phase {
 pub fn rules(phase: Phase) -> Vec<Rule> {
     match phase {
         Phase::Simplify => cleanup::rules(),
-        Phase::Explore => [batchnorm::rules(), siblings::rules(), cleanup::rules()].concat(),
+        Phase::Explore => [batchnorm::rules(), siblings::rules(), cleanup::rules()].into_iter().flatten().collect(),
     }
 }
 

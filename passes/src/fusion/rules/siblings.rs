@@ -35,15 +35,30 @@ pub fn rules() -> Vec<Rule> {
             split(r, merged, 0, a, b)
         }),
         // bw(g1, w1) + bw(g2, w2)  =>  bw([g1, g2], [w1; w2])
-        rule("merge-data-grads", "(add (conv2d_backward_data ?g1 ?w1) (conv2d_backward_data ?g2 ?w2))", |r| {
-            let (g1, w1, g2, w2) = (r.var("?g1"), r.var("?w1"), r.var("?g2"), r.var("?w2"));
-            let (first, second) = operands(r)?;
-            let bw = same_ungrouped(r, "conv2d_backward_data", first, second, &[g1, w1], &[g2, w2])?;
-            let w = concat(r, &[w1, w2], 0)?;
-            let g = concat_in_order(r, &[g1, g2], 1, false)?;
-            r.add(bw, &[g, w])
+        rule("merge-data-grads", "(add ?d1 ?d2)", |r| {
+            let (d1, d2) = (r.var("?d1"), r.var("?d2"));
+            data_grads(r, d1, d2)
+        }),
+        // (acc + bw(g1, w1)) + bw(g2, w2)  =>  acc + bw([g1, g2], [w1; w2]): autodiff
+        // accumulates a value's gradient one reader at a time.
+        rule("merge-data-grads-acc", "(add (add ?acc ?d1) ?d2)", |r| {
+            let (acc, d1, d2) = (r.var("?acc"), r.var("?d1"), r.var("?d2"));
+            let merged = data_grads(r, d1, d2)?;
+            r.add(Op::Add, &[acc, merged])
         }),
     ]
+}
+
+/// One `conv2d_backward_data` over the concatenated operands of those in classes `a`
+/// and `b`, ordered by weight (a sum does not care which comes first).
+fn data_grads(r: &mut Rhs, a: Id, b: Id) -> Option<Id> {
+    let (op, x) = r.op(a, "conv2d_backward_data")?;
+    let (other, y) = r.op(b, "conv2d_backward_data")?;
+    (op == other && ungrouped(&op) && r.ty(a).dtype == r.ty(b).dtype).then_some(())?;
+    let (x, y) = if x[1] <= y[1] { (x, y) } else { (y, x) };
+    let w = concat(r, &[x[1], y[1]], 0)?;
+    let g = concat_in_order(r, &[x[0], y[0]], 1, false)?;
+    r.add(op, &[g, w])
 }
 
 /// The two matched classes (ordered, so each pair merges once) and the shared operand.
@@ -52,21 +67,16 @@ fn pair(r: &Rhs) -> Option<(Id, Id, Id)> {
     (a < b).then_some((a, b, r.var("?x")))
 }
 
-/// The classes of the root `add`'s two operands.
-fn operands(r: &Rhs) -> Option<(Id, Id)> {
-    let (_, ids) = r.op(r.root, "add")?;
-    Some((ids[0], ids[1]))
-}
-
 /// The op shared by `kind` nodes over `xs` in class `a` and over `ys` in class `b`, if
-/// their attributes agree and they are not grouped (grouped weights do not concatenate).
+/// their attributes agree and they have one group.
 fn same_ungrouped(r: &Rhs, kind: &str, a: Id, b: Id, xs: &[Id], ys: &[Id]) -> Option<Op> {
     let (p, q) = (r.op_over(a, kind, xs)?, r.op_over(b, kind, ys)?);
-    let groups = match &p {
-        Op::Conv2d { groups, .. } | Op::Conv2dBackwardData { groups, .. } | Op::Conv2dBackwardWeight { groups, .. } => *groups,
-        _ => return None,
-    };
-    (p == q && groups == 1 && r.ty(a).dtype == r.ty(b).dtype).then_some(p)
+    (p == q && ungrouped(&p) && r.ty(a).dtype == r.ty(b).dtype).then_some(p)
+}
+
+/// Whether a convolution (or adjoint) has one group: grouped weights do not concatenate.
+fn ungrouped(op: &Op) -> bool {
+    matches!(op, Op::Conv2d { groups: 1, .. } | Op::Conv2dBackwardData { groups: 1, .. } | Op::Conv2dBackwardWeight { groups: 1, .. })
 }
 
 /// `[a; b]` along `axis`, flattened (merging a merged weight with a third keeps one

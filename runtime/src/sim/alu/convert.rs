@@ -110,11 +110,19 @@ pub(super) fn convert(c: &Cvt, x: u64) -> u64 {
     }
     let exact = if c.src.is_float() {
         let f = read_float(c.src, x, c.ftz);
-        Exact::Real(if mode.is_integral() { round_integral(f, mode) } else { f })
+        Exact::Real(if mode.is_integral() {
+            round_integral(f, mode)
+        } else {
+            f
+        })
     } else {
         Exact::Int(ext(c.src, x))
     };
-    let float_mode = if mode.is_integral() { Rounding::Rn } else { mode };
+    let float_mode = if mode.is_integral() {
+        Rounding::Rn
+    } else {
+        mode
+    };
     // Half-precision targets round from f64, which holds every source but 64-bit
     // integers beyond 2^53 exactly.
     let as_f64 = |e: Exact| match e {
@@ -160,8 +168,14 @@ mod tests {
     #[test]
     fn float_to_int_rounds_then_saturates() {
         use Rounding::*;
-        assert_eq!(cvt(Ty::S32, Ty::F32, Some(Rzi), f32b(-2.7)), (-2i32) as u32 as u64 | 0xffff_ffff_0000_0000);
-        assert_eq!(cvt(Ty::S32, Ty::F32, Some(Rmi), f32b(-2.2)) as u32, (-3i32) as u32);
+        assert_eq!(
+            cvt(Ty::S32, Ty::F32, Some(Rzi), f32b(-2.7)),
+            (-2i32) as u32 as u64 | 0xffff_ffff_0000_0000
+        );
+        assert_eq!(
+            cvt(Ty::S32, Ty::F32, Some(Rmi), f32b(-2.2)) as u32,
+            (-3i32) as u32
+        );
         assert_eq!(cvt(Ty::S32, Ty::F32, Some(Rpi), f32b(2.2)), 3);
         assert_eq!(cvt(Ty::S32, Ty::F32, Some(Rni), f32b(2.5)), 2);
         assert_eq!(cvt(Ty::U8, Ty::F32, Some(Rni), f32b(300.0)), 255);
@@ -183,7 +197,10 @@ mod tests {
         let at_neg = |r| f32::from_bits(cvt(Ty::F32, Ty::S32, Some(r), neg) as u32);
         assert_eq!(at_neg(Rz), -16777216.0);
         assert_eq!(at_neg(Rm), -16777218.0);
-        assert_eq!(f64::from_bits(cvt(Ty::F64, Ty::U64, Some(Rz), u64::MAX)), 18446744073709549568.0);
+        assert_eq!(
+            f64::from_bits(cvt(Ty::F64, Ty::U64, Some(Rz), u64::MAX)),
+            18446744073709549568.0
+        );
     }
 
     #[test]
@@ -202,7 +219,10 @@ mod tests {
         assert_eq!(f16::from_bits(h as u16).to_f32(), 1.0);
         let b = cvt(Ty::Bf16, Ty::F32, Some(Rn), f32b(3.0));
         assert_eq!(cvt(Ty::F32, Ty::Bf16, None, b), f32b(3.0));
-        assert_eq!(f32::from_bits(cvt(Ty::F32, Ty::F32, Some(Rmi), f32b(-1.5)) as u32), -2.0);
+        assert_eq!(
+            f32::from_bits(cvt(Ty::F32, Ty::F32, Some(Rmi), f32b(-1.5)) as u32),
+            -2.0
+        );
     }
 
     #[test]
@@ -211,7 +231,13 @@ mod tests {
         assert_eq!(cvt(Ty::U64, Ty::U32, None, 0xffff_fffe), 0xffff_fffe);
         assert_eq!(cvt(Ty::U16, Ty::U32, None, 0x1_2345), 0x2345);
         assert_eq!(cvt(Ty::S8, Ty::S32, None, 0x80) as i64, -128);
-        let sat = Cvt { dst: Ty::S8, src: Ty::S32, rounding: None, ftz: false, sat: true };
+        let sat = Cvt {
+            dst: Ty::S8,
+            src: Ty::S32,
+            rounding: None,
+            ftz: false,
+            sat: true,
+        };
         assert_eq!(convert(&sat, 1000) as i64, 127);
     }
 }

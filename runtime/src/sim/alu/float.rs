@@ -11,7 +11,12 @@ use std::ops::{Add, Div, Mul, Sub};
 
 /// The IEEE binary formats the ALU computes in.
 pub(crate) trait Float:
-    Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
+    Copy
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
 {
     const SIGN: u64;
     const ONE: Self;
@@ -54,7 +59,11 @@ pub(crate) trait Float:
         }
         if magnitude == 0 {
             let tiny = Self::from_u64(1);
-            return if up { tiny } else { Self::from_u64(1 | Self::SIGN) };
+            return if up {
+                tiny
+            } else {
+                Self::from_u64(1 | Self::SIGN)
+            };
         }
         Self::from_u64(if positive == up { bits + 1 } else { bits - 1 })
     }
@@ -208,7 +217,10 @@ mod tests {
         // a*b = 1 - 2^-46 exactly; rounding the product first loses it.
         let a = 1.0 + f32::EPSILON;
         let b = 1.0 - f32::EPSILON;
-        assert_eq!(f32op(Fma, false, false, a, b, -1.0), -(f32::EPSILON * f32::EPSILON));
+        assert_eq!(
+            f32op(Fma, false, false, a, b, -1.0),
+            -(f32::EPSILON * f32::EPSILON)
+        );
         assert_eq!(a * b - 1.0, 0.0);
     }
 

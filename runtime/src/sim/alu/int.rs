@@ -107,7 +107,7 @@ mod tests {
         assert_eq!(run(MulWide, Ty::S32, -3, 5), (-15i64) as u64);
         assert_eq!(run(MulWide, Ty::U32, 0xffff_ffff, 2), 0x1_ffff_fffe);
         assert_eq!(
-            apply(MadWide, Ty::S32, (-2i64) as u64, 4, 100, ).unwrap(),
+            apply(MadWide, Ty::S32, (-2i64) as u64, 4, 100,).unwrap(),
             92
         );
     }

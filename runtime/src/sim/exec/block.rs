@@ -62,16 +62,16 @@ impl BlockEnv<'_> {
         }
     }
 
-    fn fault(&self, warp: u32, pc: usize, f: LaneFault) -> Fault {
+    fn fault(&self, warp: u32, pc: usize, f: LaneFault) -> Box<Fault> {
         let (line, instruction) = self.site(pc);
-        Fault {
+        Box::new(Fault {
             kernel: self.kernel.name.clone(),
             block: self.ctaid,
             thread: self.thread_index(warp as usize * WARP + f.lane as usize),
             line,
             instruction,
             kind: f.kind,
-        }
+        })
     }
 }
 
@@ -106,7 +106,7 @@ pub(crate) struct Scratch {
 }
 
 /// Runs one block to completion.
-pub(crate) fn run(env: &BlockEnv, scratch: &mut Scratch) -> Result<Stats, Fault> {
+pub(crate) fn run(env: &BlockEnv, scratch: &mut Scratch) -> Result<Stats, Box<Fault>> {
     let threads = env.threads();
     let warp_count = env.warps();
     let registers = env.kernel.registers.len();
@@ -116,7 +116,11 @@ pub(crate) fn run(env: &BlockEnv, scratch: &mut Scratch) -> Result<Stats, Fault>
     let warps = &mut scratch.warps[..warp_count];
     for (w, warp) in warps.iter_mut().enumerate() {
         let in_warp = (threads - w * WARP).min(WARP);
-        let live = if in_warp == WARP { u32::MAX } else { (1u32 << in_warp) - 1 };
+        let live = if in_warp == WARP {
+            u32::MAX
+        } else {
+            (1u32 << in_warp) - 1
+        };
         warp.reset(w as u32, registers, live);
     }
     let state = &mut scratch.state;
@@ -149,7 +153,7 @@ pub(crate) fn run(env: &BlockEnv, scratch: &mut Scratch) -> Result<Stats, Fault>
 }
 
 /// Every live thread waits at a barrier; they must all wait at the same one.
-fn check_one_barrier(env: &BlockEnv, warps: &[Warp]) -> Result<(), Fault> {
+fn check_one_barrier(env: &BlockEnv, warps: &[Warp]) -> Result<(), Box<Fault>> {
     let mut first: Option<(u32, usize, u32)> = None;
     for warp in warps {
         for g in &warp.groups {

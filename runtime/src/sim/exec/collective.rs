@@ -19,7 +19,10 @@ fn membermask(warp: &Warp, env: &BlockEnv, mask: Operand, active: u32) -> Result
     if let Some(lane) = lanes(active).find(|&l| values[l] as u32 != m) {
         return Err(sync_fault(
             lane as u32,
-            format!("lanes disagree on the member mask ({m:#010x} in lane {first}, {:#010x} here)", values[lane] as u32),
+            format!(
+                "lanes disagree on the member mask ({m:#010x} in lane {first}, {:#010x} here)",
+                values[lane] as u32
+            ),
         ));
     }
     let outsider = active & !m;
@@ -42,9 +45,22 @@ fn membermask(warp: &Warp, env: &BlockEnv, mask: Operand, active: u32) -> Result
     Ok(m)
 }
 
-pub(super) fn execute(warp: &mut Warp, env: &BlockEnv, op: &Op, active: u32) -> Result<(), LaneFault> {
+pub(super) fn execute(
+    warp: &mut Warp,
+    env: &BlockEnv,
+    op: &Op,
+    active: u32,
+) -> Result<(), LaneFault> {
     match *op {
-        Op::Shfl { mode, dst, pred, a, b, c, membermask: mask } => {
+        Op::Shfl {
+            mode,
+            dst,
+            pred,
+            a,
+            b,
+            c,
+            membermask: mask,
+        } => {
             membermask(warp, env, mask, active)?;
             let (av, bv, cv) = (
                 warp.read(env, a, active)?,
@@ -68,7 +84,12 @@ pub(super) fn execute(warp: &mut Warp, env: &BlockEnv, op: &Op, active: u32) -> 
                 warp.write(p, active, &valid);
             }
         }
-        Op::Vote { mode, dst, a, membermask: mask } => {
+        Op::Vote {
+            mode,
+            dst,
+            a,
+            membermask: mask,
+        } => {
             membermask(warp, env, mask, active)?;
             let set = warp.pred_mask(env, a, active)?;
             let result = match mode {

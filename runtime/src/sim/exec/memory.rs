@@ -5,7 +5,9 @@ use super::block::{BlockEnv, BlockState, LaneFault};
 use super::race::Accessor;
 use super::warp::{lanes, Warp, WARP};
 use crate::sim::alu::sign_extend;
-use crate::sim::ast::{Address, Alu, AtomOp, FloatOp, IntOp, Op, Operand, Reg, Space, SHARED_WINDOW};
+use crate::sim::ast::{
+    Address, Alu, AtomOp, FloatOp, IntOp, Op, Operand, Reg, Space, SHARED_WINDOW,
+};
 use crate::sim::error::{Access, FaultKind};
 use crate::sim::memory;
 use crate::sim::types::Ty;
@@ -43,7 +45,13 @@ impl Site<'_> {
         LaneFault::new(self.lane as u32, kind)
     }
 
-    fn out_of_bounds(&self, space: &'static str, addr: u64, bytes: usize, detail: String) -> LaneFault {
+    fn out_of_bounds(
+        &self,
+        space: &'static str,
+        addr: u64,
+        bytes: usize,
+        detail: String,
+    ) -> LaneFault {
         self.fault(FaultKind::OutOfBounds {
             space,
             access: self.access,
@@ -54,8 +62,17 @@ impl Site<'_> {
     }
 
     /// Checks that `[addr, addr + bytes)` lies in a space of `len` bytes.
-    fn in_bounds(&self, space: &'static str, addr: u64, bytes: usize, len: usize) -> Result<usize, LaneFault> {
-        if addr.checked_add(bytes as u64).is_some_and(|end| end <= len as u64) {
+    fn in_bounds(
+        &self,
+        space: &'static str,
+        addr: u64,
+        bytes: usize,
+        len: usize,
+    ) -> Result<usize, LaneFault> {
+        if addr
+            .checked_add(bytes as u64)
+            .is_some_and(|end| end <= len as u64)
+        {
             return Ok(addr as usize);
         }
         let detail = format!("the {space} space of this launch has {len} bytes");
@@ -63,13 +80,21 @@ impl Site<'_> {
     }
 
     /// Race-checks each byte of a shared access.
-    fn shared_race(&self, state: &mut BlockState, offset: usize, bytes: usize, write: bool) -> Result<(), LaneFault> {
+    fn shared_race(
+        &self,
+        state: &mut BlockState,
+        offset: usize,
+        bytes: usize,
+        write: bool,
+    ) -> Result<(), LaneFault> {
         if !self.env.options.race_check {
             return Ok(());
         }
         for addr in offset..offset + bytes {
             let result = if write {
-                state.race.write(addr, self.accessor, self.access == Access::Atomic)
+                state
+                    .race
+                    .write(addr, self.accessor, self.access == Access::Atomic)
             } else {
                 state.race.read(addr, self.accessor)
             };
@@ -84,7 +109,13 @@ impl Site<'_> {
         Ok(())
     }
 
-    fn load(&self, state: &mut BlockState, space: Space, addr: u64, bytes: usize) -> Result<u64, LaneFault> {
+    fn load(
+        &self,
+        state: &mut BlockState,
+        space: Space,
+        addr: u64,
+        bytes: usize,
+    ) -> Result<u64, LaneFault> {
         match target(space, addr) {
             Target::Global(a) => {
                 let (words, offset) = self
@@ -106,7 +137,14 @@ impl Site<'_> {
         }
     }
 
-    fn store(&self, state: &mut BlockState, space: Space, addr: u64, bytes: usize, value: u64) -> Result<(), LaneFault> {
+    fn store(
+        &self,
+        state: &mut BlockState,
+        space: Space,
+        addr: u64,
+        bytes: usize,
+        value: u64,
+    ) -> Result<(), LaneFault> {
         match target(space, addr) {
             Target::Global(a) => {
                 let (words, offset) = self
@@ -127,7 +165,14 @@ impl Site<'_> {
     }
 
     /// Atomically replaces the value at `addr` by `f(old)`; returns `old`.
-    fn rmw(&self, state: &mut BlockState, space: Space, addr: u64, bytes: usize, f: impl Fn(u64) -> u64) -> Result<u64, LaneFault> {
+    fn rmw(
+        &self,
+        state: &mut BlockState,
+        space: Space,
+        addr: u64,
+        bytes: usize,
+        f: impl Fn(u64) -> u64,
+    ) -> Result<u64, LaneFault> {
         match target(space, addr) {
             Target::Global(a) => {
                 let (words, offset) = self
@@ -141,7 +186,8 @@ impl Site<'_> {
                 let offset = self.in_bounds("shared", a, bytes, state.shared.len())?;
                 self.shared_race(state, offset, bytes, true)?;
                 let old = read_le(&state.shared[offset..offset + bytes]);
-                state.shared[offset..offset + bytes].copy_from_slice(&f(old).to_le_bytes()[..bytes]);
+                state.shared[offset..offset + bytes]
+                    .copy_from_slice(&f(old).to_le_bytes()[..bytes]);
                 Ok(old)
             }
             Target::Param(_) => unreachable!("the decoder rejects atomics on .param"),
@@ -149,7 +195,8 @@ impl Site<'_> {
     }
 
     fn check_aligned(&self, space: Space, addr: u64, bytes: usize) -> Result<(), LaneFault> {
-        if addr % bytes as u64 == 0 {
+        // Access sizes are powers of two.
+        if addr & (bytes as u64 - 1) == 0 {
             return Ok(());
         }
         let space = match target(space, addr) {
@@ -173,7 +220,12 @@ fn read_le(bytes: &[u8]) -> u64 {
 }
 
 /// Each active lane's address.
-fn addresses(warp: &Warp, env: &BlockEnv, addr: Address, active: u32) -> Result<[u64; WARP], LaneFault> {
+fn addresses(
+    warp: &Warp,
+    env: &BlockEnv,
+    addr: Address,
+    active: u32,
+) -> Result<[u64; WARP], LaneFault> {
     let mut out = match addr.base {
         Some(r) => warp.read(env, Operand::Reg(r), active)?,
         None => [0; WARP],
@@ -208,9 +260,18 @@ pub(super) fn load(
         };
         site.check_aligned(space, addrs[lane], bytes * dst.len())?;
         for (i, v) in values.iter_mut().take(dst.len()).enumerate() {
-            let raw = site.load(state, space, addrs[lane] + (i * bytes) as u64, bytes)?;
+            let raw = site.load(
+                state,
+                space,
+                addrs[lane].wrapping_add((i * bytes) as u64),
+                bytes,
+            )?;
             // Signed loads extend into a wider destination register.
-            v[lane] = if ty.is_signed() { sign_extend(raw, ty.bits()) } else { raw };
+            v[lane] = if ty.is_signed() {
+                sign_extend(raw, ty.bits())
+            } else {
+                raw
+            };
         }
     }
     for (r, v) in dst.iter().zip(&values) {
@@ -246,7 +307,13 @@ pub(super) fn store(
         };
         site.check_aligned(space, addrs[lane], bytes * src.len())?;
         for (i, v) in values.iter().enumerate() {
-            site.store(state, space, addrs[lane] + (i * bytes) as u64, bytes, v[lane])?;
+            site.store(
+                state,
+                space,
+                addrs[lane].wrapping_add((i * bytes) as u64),
+                bytes,
+                v[lane],
+            )?;
         }
     }
     Ok(())
@@ -260,7 +327,16 @@ pub(super) fn atomic(
     op: &Op,
     active: u32,
 ) -> Result<(), LaneFault> {
-    let Op::Atom { space, op, ty, dst, addr, b, c } = *op else {
+    let Op::Atom {
+        space,
+        op,
+        ty,
+        dst,
+        addr,
+        b,
+        c,
+    } = *op
+    else {
         unreachable!("atomic() is called for atom and red");
     };
     let addrs = addresses(warp, env, addr, active)?;
@@ -355,9 +431,18 @@ mod tests {
         assert_eq!(atomic_update(AtomOp::Cas, Ty::B32, 3, 3, 9), 9);
         assert_eq!(atomic_update(AtomOp::Cas, Ty::B32, 4, 3, 9), 4);
         assert_eq!(atomic_update(AtomOp::Max, Ty::S32, 0xffff_ffff, 1, 0), 1);
-        assert_eq!(atomic_update(AtomOp::Max, Ty::U32, 0xffff_ffff, 1, 0), 0xffff_ffff);
+        assert_eq!(
+            atomic_update(AtomOp::Max, Ty::U32, 0xffff_ffff, 1, 0),
+            0xffff_ffff
+        );
         let f = |x: f32| x.to_bits() as u64;
-        assert_eq!(atomic_update(AtomOp::Add, Ty::F32, f(1.5), f(2.0), 0), f(3.5));
-        assert_eq!(atomic_update(AtomOp::Add, Ty::F32, f(0.0), f(f32::from_bits(1)), 0), f(0.0));
+        assert_eq!(
+            atomic_update(AtomOp::Add, Ty::F32, f(1.5), f(2.0), 0),
+            f(3.5)
+        );
+        assert_eq!(
+            atomic_update(AtomOp::Add, Ty::F32, f(0.0), f(f32::from_bits(1)), 0),
+            f(0.0)
+        );
     }
 }

@@ -126,7 +126,16 @@ pub fn simulate(
     args: &[KernelArg],
     memory: &mut GlobalMemory,
 ) -> Result<Stats, SimError> {
-    simulate_with(&SimOptions::default(), module, kernel, grid, block, shared_bytes, args, memory)
+    simulate_with(
+        &SimOptions::default(),
+        module,
+        kernel,
+        grid,
+        block,
+        shared_bytes,
+        args,
+        memory,
+    )
 }
 
 /// [`simulate`] with explicit options.
@@ -195,26 +204,34 @@ pub fn simulate_with(
         .collect();
     let mut stats = Stats::default();
     for result in results.into_iter().flatten() {
-        stats += result?;
+        stats += result.map_err(SimError::Fault)?;
     }
     Ok(stats)
 }
 
 fn check_geometry(k: &Kernel, grid: [u32; 3], block: [u32; 3]) -> Result<(), String> {
     if grid.contains(&0) || block.contains(&0) {
-        return Err(format!("grid {grid:?} and block {block:?} must be at least 1 in every dimension"));
+        return Err(format!(
+            "grid {grid:?} and block {block:?} must be at least 1 in every dimension"
+        ));
     }
     if grid[1] > 65535 || grid[2] > 65535 || grid[0] > i32::MAX as u32 {
-        return Err(format!("grid {grid:?} exceeds CUDA's limits (2^31-1, 65535, 65535)"));
+        return Err(format!(
+            "grid {grid:?} exceeds CUDA's limits (2^31-1, 65535, 65535)"
+        ));
     }
     let threads: u64 = block.iter().map(|&d| d as u64).product();
     if threads > 1024 || block[2] > 64 {
-        return Err(format!("block {block:?} exceeds CUDA's limits (1024 threads, z at most 64)"));
+        return Err(format!(
+            "block {block:?} exceeds CUDA's limits (1024 threads, z at most 64)"
+        ));
     }
     if let Some(max) = k.max_ntid {
         let allowed: u64 = max.iter().map(|&d| d as u64).product();
         if threads > allowed {
-            return Err(format!("block {block:?} has more threads than .maxntid {max:?} allows"));
+            return Err(format!(
+                "block {block:?} has more threads than .maxntid {max:?} allows"
+            ));
         }
     }
     if let Some(req) = k.req_ntid {
@@ -228,7 +245,11 @@ fn check_geometry(k: &Kernel, grid: [u32; 3], block: [u32; 3]) -> Result<(), Str
 /// Lays the arguments out as the kernel's `.param` space.
 fn param_buffer(k: &Kernel, args: &[KernelArg]) -> Result<Vec<u8>, String> {
     if args.len() != k.params.len() {
-        return Err(format!("{} arguments given for {} parameters", args.len(), k.params.len()));
+        return Err(format!(
+            "{} arguments given for {} parameters",
+            args.len(),
+            k.params.len()
+        ));
     }
     let mut buf = vec![0u8; k.param_bytes];
     for (i, (p, arg)) in k.params.iter().zip(args).enumerate() {

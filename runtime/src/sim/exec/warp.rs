@@ -10,6 +10,9 @@
 //! of a loop) until the others catch up, so warps reconverge where CUDA's do, without
 //! analysing the control-flow graph.
 //!
+//! One consequence: a lane spinning on a lock that another lane of its own warp holds
+//! never lets that lane run (pre-Volta behaviour), and the launch ends at the step limit.
+//!
 //! Warp-wide instructions (`shfl.sync`, `vote.sync`, and later `mma.sync`) execute once
 //! for the whole group, which sees every lane's registers; their member mask must name
 //! exactly the non-exited lanes that are in the group.
@@ -123,7 +126,12 @@ impl Warp {
     }
 
     /// The values of `operand` in every lane of `mask`; registers must be initialized.
-    pub fn read(&self, env: &BlockEnv, operand: Operand, mask: u32) -> Result<[u64; WARP], LaneFault> {
+    pub fn read(
+        &self,
+        env: &BlockEnv,
+        operand: Operand,
+        mask: u32,
+    ) -> Result<[u64; WARP], LaneFault> {
         match operand {
             Operand::Reg(r) => {
                 self.check_init(env, r, mask)?;
@@ -189,7 +197,11 @@ impl Warp {
     }
 
     /// Runs one instruction for the lowest-PC runnable group.
-    pub fn step(&mut self, env: &BlockEnv, state: &mut BlockState) -> Result<Progress, (usize, LaneFault)> {
+    pub fn step(
+        &mut self,
+        env: &BlockEnv,
+        state: &mut BlockState,
+    ) -> Result<Progress, (usize, LaneFault)> {
         let Some(i) = (0..self.groups.len())
             .filter(|&i| !self.groups[i].waiting)
             .min_by_key(|&i| self.groups[i].pc)
@@ -200,7 +212,10 @@ impl Warp {
         self.steps += 1;
         if self.steps > env.options.max_warp_steps {
             let limit = env.options.max_warp_steps;
-            return Err((pc, LaneFault::new(mask.trailing_zeros(), FaultKind::StepLimit { limit })));
+            return Err((
+                pc,
+                LaneFault::new(mask.trailing_zeros(), FaultKind::StepLimit { limit }),
+            ));
         }
         let Some(instr) = env.kernel.body.get(pc) else {
             // Running off the end of the body ends the thread, as `ret` would.
@@ -268,7 +283,16 @@ impl Warp {
                 }
                 self.write(*dst, active, &out);
             }
-            Op::Setp { cmp, ty, ftz, p, q, a, b, combine } => {
+            Op::Setp {
+                cmp,
+                ty,
+                ftz,
+                p,
+                q,
+                a,
+                b,
+                combine,
+            } => {
                 let (a, b) = (self.read(env, *a, active)?, self.read(env, *b, active)?);
                 let c = match combine {
                     Some((_, c)) => self.pred_mask(env, *c, active)?,
@@ -292,16 +316,24 @@ impl Warp {
                     self.write(*q, active, &qv);
                 }
             }
-            Op::Ld { space, ty, dst, addr } => {
-                memory::load(self, env, state, pc, *space, *ty, dst, *addr, active)?
-            }
-            Op::St { space, ty, src, addr } => {
-                memory::store(self, env, state, pc, *space, *ty, src, *addr, active)?
-            }
+            Op::Ld {
+                space,
+                ty,
+                dst,
+                addr,
+            } => memory::load(self, env, state, pc, *space, *ty, dst, *addr, active)?,
+            Op::St {
+                space,
+                ty,
+                src,
+                addr,
+            } => memory::store(self, env, state, pc, *space, *ty, src, *addr, active)?,
             Op::Atom { .. } => memory::atomic(self, env, state, pc, &instr.op, active)?,
             Op::Shfl { .. } | Op::Vote { .. } => collective::execute(self, env, &instr.op, active)?,
             Op::Fence => {}
-            Op::Bra { .. } | Op::Exit | Op::Bar { .. } => unreachable!("control flow handled in step"),
+            Op::Bra { .. } | Op::Exit | Op::Bar { .. } => {
+                unreachable!("control flow handled in step")
+            }
         }
         Ok(())
     }
@@ -325,12 +357,26 @@ mod tests {
         w.groups.clear();
         w.place(4, 0x00ff, false);
         w.place(4, 0xff00, false);
-        assert_eq!(w.groups, vec![Group { pc: 4, mask: 0xffff, waiting: false }]);
+        assert_eq!(
+            w.groups,
+            vec![Group {
+                pc: 4,
+                mask: 0xffff,
+                waiting: false
+            }]
+        );
         w.groups.clear();
         w.place(7, 0x0f, true);
         w.place(7, 0xf0, true);
         w.release_barrier();
-        assert_eq!(w.groups, vec![Group { pc: 8, mask: 0xff, waiting: false }]);
+        assert_eq!(
+            w.groups,
+            vec![Group {
+                pc: 8,
+                mask: 0xff,
+                waiting: false
+            }]
+        );
         assert_eq!(w.exited, !0xffff);
     }
 }

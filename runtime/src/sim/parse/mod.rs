@@ -2,18 +2,26 @@
 //! scopes and labels. Each instruction is handed to [`decode`](super::decode) while the
 //! scope it appears in is still open, so register names resolve lexically.
 
-use super::ast::{Instruction, Kernel, Module, Op, Param, PredSrc, Reg, Register, SharedVar};
-use super::decode::{self, Literal, Names, RawInstruction, RawOperand, Symbol};
+mod body;
+
+use super::ast::{Kernel, Module, Param};
+use super::decode::{Literal, RawInstruction, RawOperand};
 use super::error::ParseError;
 use super::lex::{tokenize, Tok, Token};
 use super::types::Ty;
-use std::collections::HashMap;
+use body::Body;
+
+/// Nested `{ }` scopes a kernel may open; parsing recurses once per level.
+const MAX_SCOPE_DEPTH: usize = 64;
 
 /// Parses PTX source into a [`Module`]. Anything outside the supported subset is an
 /// error naming the line and the construct.
 pub fn parse(src: &str) -> Result<Module, ParseError> {
     let tokens = tokenize(src)?;
-    let mut p = Parser { toks: tokens, pos: 0 };
+    let mut p = Parser {
+        toks: tokens,
+        pos: 0,
+    };
     let mut module = Module {
         version: (0, 0),
         targets: Vec::new(),
@@ -39,7 +47,11 @@ pub fn parse(src: &str) -> Result<Module, ParseError> {
             ".address_size" => {
                 let (line, n) = p.number()?;
                 if n != "64" {
-                    return Err(ParseError::new(line, &n, "only .address_size 64 is supported"));
+                    return Err(ParseError::new(
+                        line,
+                        &n,
+                        "only .address_size 64 is supported",
+                    ));
                 }
             }
             ".visible" | ".weak" | ".extern" if linkage.is_none() => {
@@ -49,7 +61,11 @@ pub fn parse(src: &str) -> Result<Module, ParseError> {
             ".entry" => {
                 let kernel = p.entry(tok.line, &module_shared)?;
                 if module.kernel(&kernel.name).is_some() {
-                    return Err(ParseError::new(tok.line, &kernel.name, "kernel defined twice"));
+                    return Err(ParseError::new(
+                        tok.line,
+                        &kernel.name,
+                        "kernel defined twice",
+                    ));
                 }
                 module.kernels.push(kernel);
             }
@@ -57,9 +73,7 @@ pub fn parse(src: &str) -> Result<Module, ParseError> {
                 let decl = p.shared_decl(tok.line, linkage.as_deref() == Some(".extern"))?;
                 module_shared.push(decl);
             }
-            ".func" => {
-                return Err(p.error_at(&tok, "device functions (.func) are not supported"))
-            }
+            ".func" => return Err(p.error_at(&tok, "device functions (.func) are not supported")),
             _ => return Err(p.error_at(&tok, "unsupported module-level directive")),
         }
         linkage = None;
@@ -110,7 +124,11 @@ impl Parser {
                 tok,
                 format!("expected {wanted}, found {}", tok.kind.describe()),
             ),
-            None => ParseError::new(self.line(), "", format!("expected {wanted}, found end of input")),
+            None => ParseError::new(
+                self.line(),
+                "",
+                format!("expected {wanted}, found end of input"),
+            ),
         }
     }
 
@@ -202,19 +220,30 @@ impl Parser {
             dims += 1;
             if self.eat(']') {
                 if !is_extern || dims > 1 {
-                    return Err(ParseError::new(line, &name, "only an .extern .shared array may be unsized"));
+                    return Err(ParseError::new(
+                        line,
+                        &name,
+                        "only an .extern .shared array may be unsized",
+                    ));
                 }
                 bytes = None;
                 continue;
             }
             let n = self.count()?;
-            bytes = bytes.map(|b| b * n);
+            bytes = match bytes.map(|b| b.checked_mul(n)) {
+                Some(None) => return Err(ParseError::new(line, &name, "shared array too large")),
+                b => b.flatten(),
+            };
             self.expect(']')?;
         }
         self.expect(';')?;
         let align = align.unwrap_or(ty.bytes());
         if !align.is_power_of_two() {
-            return Err(ParseError::new(line, &name, "alignment must be a power of two"));
+            return Err(ParseError::new(
+                line,
+                &name,
+                "alignment must be a power of two",
+            ));
         }
         Ok(SharedDecl {
             name,
@@ -250,7 +279,13 @@ impl Parser {
                 ".minnctapersm" | ".maxnreg" | ".maxnctapersm" => {
                     self.count()?;
                 }
-                _ => return Err(ParseError::new(self.line(), &w, "unsupported performance directive")),
+                _ => {
+                    return Err(ParseError::new(
+                        self.line(),
+                        &w,
+                        "unsupported performance directive",
+                    ))
+                }
             }
         }
         let mut body = Body::new(&mut kernel);
@@ -298,7 +333,13 @@ impl Parser {
                         "align" => align = Some(self.count()?),
                         _ => match Ty::from_name(part) {
                             Some(t) if t != Ty::Pred => ty = Some(t),
-                            _ => return Err(ParseError::new(line, &w, "unsupported .param attribute")),
+                            _ => {
+                                return Err(ParseError::new(
+                                    line,
+                                    &w,
+                                    "unsupported .param attribute",
+                                ))
+                            }
                         },
                     }
                 }
@@ -307,7 +348,9 @@ impl Parser {
             let name = self.word()?;
             let mut bytes = ty.bytes();
             if self.eat('[') {
-                bytes *= self.count()?;
+                bytes = bytes
+                    .checked_mul(self.count()?)
+                    .ok_or_else(|| ParseError::new(line, &name, "parameter array too large"))?;
                 self.expect(']')?;
             }
             let align = align.unwrap_or(ty.bytes());
@@ -338,9 +381,12 @@ impl Parser {
                 }
                 Tok::Punct('{') => {
                     self.pos += 1;
-                    body.scopes.push(HashMap::new());
+                    if body.depth() >= MAX_SCOPE_DEPTH {
+                        return Err(self.error_at(&tok, "scopes nested too deeply"));
+                    }
+                    body.open_scope();
                     self.body(body)?;
-                    body.scopes.pop();
+                    body.close_scope();
                 }
                 Tok::Word(w) if w == ".reg" => {
                     self.pos += 1;
@@ -350,7 +396,9 @@ impl Parser {
                     self.pos += 1;
                     let is_extern = w == ".extern";
                     if is_extern && self.word()? != ".shared" {
-                        return Err(self.error_at(&tok, "only .extern .shared is supported in a kernel"));
+                        return Err(
+                            self.error_at(&tok, "only .extern .shared is supported in a kernel")
+                        );
                     }
                     let decl = self.shared_decl(tok.line, is_extern)?;
                     body.declare_shared(&decl)?;
@@ -446,9 +494,9 @@ impl Parser {
             let mut offset = 0;
             if self.peek_word().is_some() {
                 base = Some(self.word()?);
-                if self.eat('+') {
-                    offset = self.signed_int()?;
-                } else if self.peek().map(|t| &t.kind) == Some(&Tok::Punct('-')) {
+                // `[%rd+8]`, `[%rd+-8]` or `[%rd-8]`: the sign belongs to the offset.
+                let minus = self.peek().map(|t| &t.kind) == Some(&Tok::Punct('-'));
+                if self.eat('+') || minus {
                     offset = self.signed_int()?;
                 }
             } else {
@@ -457,12 +505,19 @@ impl Parser {
             self.expect(']')?;
             return Ok(RawOperand::Address { base, offset });
         }
-        if matches!(self.peek().map(|t| &t.kind), Some(Tok::Number(_)) | Some(Tok::Punct('-'))) {
+        if matches!(
+            self.peek().map(|t| &t.kind),
+            Some(Tok::Number(_)) | Some(Tok::Punct('-'))
+        ) {
             let negative = self.eat('-');
             let (line, n) = self.number()?;
             let lit = Literal::parse(&n)
                 .ok_or_else(|| ParseError::new(line, &n, "malformed numeric literal"))?;
-            return Ok(RawOperand::Literal(if negative { lit.negate() } else { lit }));
+            return Ok(RawOperand::Literal(if negative {
+                lit.negate()
+            } else {
+                lit
+            }));
         }
         let name = self.word()?;
         if self.eat('|') {
@@ -492,8 +547,14 @@ fn render(toks: &[Token]) -> String {
     let mut out = String::new();
     let mut prev: Option<&Tok> = None;
     for tok in toks {
-        let tight_before = matches!(tok.kind, Tok::Punct(',' | ';' | ']' | '}' | ')' | '+' | '|'));
-        let tight_after = matches!(prev, Some(Tok::Punct('[' | '{' | '(' | '!' | '@' | '+' | '-' | '|')));
+        let tight_before = matches!(
+            tok.kind,
+            Tok::Punct(',' | ';' | ']' | '}' | ')' | '+' | '|')
+        );
+        let tight_after = matches!(
+            prev,
+            Some(Tok::Punct('[' | '{' | '(' | '!' | '@' | '+' | '-' | '|'))
+        );
         if prev.is_some() && !tight_before && !tight_after {
             out.push(' ');
         }
@@ -504,189 +565,4 @@ fn render(toks: &[Token]) -> String {
         prev = Some(&tok.kind);
     }
     out
-}
-
-/// A kernel body under construction: scopes, labels and shared layout.
-struct Body<'k> {
-    kernel: &'k mut Kernel,
-    scopes: Vec<HashMap<String, Reg>>,
-    shared: HashMap<String, usize>,
-    /// The offset of the dynamic shared array once something has used it.
-    dynamic_base: Option<usize>,
-    dynamic_align: usize,
-    dynamic_names: Vec<String>,
-    labels: HashMap<String, usize>,
-    label_ids: HashMap<String, usize>,
-    /// Branches waiting for their label: (instruction index, label id, line).
-    fixups: Vec<(usize, usize, usize)>,
-}
-
-impl<'k> Body<'k> {
-    fn new(kernel: &'k mut Kernel) -> Self {
-        Body {
-            kernel,
-            scopes: vec![HashMap::new()],
-            shared: HashMap::new(),
-            dynamic_base: None,
-            dynamic_align: 1,
-            dynamic_names: Vec::new(),
-            labels: HashMap::new(),
-            label_ids: HashMap::new(),
-            fixups: Vec::new(),
-        }
-    }
-
-    fn declare_register(&mut self, name: &str, ty: Ty, line: usize) -> Result<(), ParseError> {
-        let scope = self.scopes.last_mut().expect("a scope is always open");
-        if scope.contains_key(name) {
-            return Err(ParseError::new(line, name, "register declared twice in one scope"));
-        }
-        let reg = Reg(self.kernel.registers.len() as u32);
-        self.kernel.registers.push(Register {
-            name: name.to_string(),
-            ty,
-        });
-        scope.insert(name.to_string(), reg);
-        Ok(())
-    }
-
-    fn declare_shared(&mut self, decl: &SharedDecl) -> Result<(), ParseError> {
-        if self.shared.contains_key(&decl.name) {
-            return Err(ParseError::new(decl.line, &decl.name, "shared variable declared twice"));
-        }
-        let Some(bytes) = decl.bytes else {
-            self.dynamic_align = self.dynamic_align.max(decl.align);
-            self.dynamic_names.push(decl.name.clone());
-            self.shared.insert(decl.name.clone(), usize::MAX);
-            return Ok(());
-        };
-        if self.dynamic_base.is_some() {
-            return Err(ParseError::new(
-                decl.line,
-                &decl.name,
-                "static .shared variable declared after the dynamic .extern array was used",
-            ));
-        }
-        let offset = self.kernel.static_shared_bytes.next_multiple_of(decl.align);
-        self.kernel.static_shared_bytes = offset + bytes;
-        self.kernel.shared.push(SharedVar {
-            name: decl.name.clone(),
-            offset,
-            bytes: Some(bytes),
-        });
-        self.shared.insert(decl.name.clone(), offset);
-        Ok(())
-    }
-
-    fn define_label(&mut self, name: &str, line: usize) -> Result<(), ParseError> {
-        let here = self.kernel.body.len();
-        if self.labels.insert(name.to_string(), here).is_some() {
-            return Err(ParseError::new(line, name, "label defined twice"));
-        }
-        Ok(())
-    }
-
-    fn push(&mut self, raw: RawInstruction) -> Result<(), ParseError> {
-        let err = |message: String| ParseError::new(raw.line, &raw.text, message);
-        let guard = match &raw.guard {
-            None => None,
-            Some((name, negated)) => match self.register(name) {
-                Some((reg, Ty::Pred)) => Some(PredSrc {
-                    operand: super::ast::Operand::Reg(reg),
-                    negated: *negated,
-                }),
-                Some(_) => return Err(err(format!("guard {name} is not a .pred register"))),
-                None => return Err(err(format!("undeclared guard register {name}"))),
-            },
-        };
-        let mut names = BodyNames {
-            body: self,
-            label: None,
-        };
-        let op = decode::decode(&raw, &mut names).map_err(err)?;
-        if let Some(label) = names.label {
-            self.fixups.push((self.kernel.body.len(), label, raw.line));
-        }
-        self.kernel.body.push(Instruction {
-            line: raw.line,
-            text: raw.text,
-            guard,
-            op,
-        });
-        Ok(())
-    }
-
-    fn register(&self, name: &str) -> Option<(Reg, Ty)> {
-        self.scopes.iter().rev().find_map(|s| s.get(name)).map(|&reg| {
-            let ty = self.kernel.registers[reg.0 as usize].ty;
-            (reg, ty)
-        })
-    }
-
-    /// Resolves branch targets and records the dynamic shared array.
-    fn finish(self) -> Result<(), ParseError> {
-        let names_by_id: HashMap<usize, &String> =
-            self.label_ids.iter().map(|(name, &id)| (id, name)).collect();
-        for (index, id, line) in self.fixups {
-            let name = names_by_id[&id];
-            let target = *self
-                .labels
-                .get(name)
-                .ok_or_else(|| ParseError::new(line, name, "branch to an undefined label"))?;
-            if let Op::Bra { target: t } = &mut self.kernel.body[index].op {
-                *t = target;
-            }
-        }
-        let base = self
-            .dynamic_base
-            .unwrap_or_else(|| self.kernel.static_shared_bytes.next_multiple_of(self.dynamic_align));
-        for name in self.dynamic_names {
-            self.kernel.shared.push(SharedVar {
-                name,
-                offset: base,
-                bytes: None,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Name resolution for the decoder, seen from the current scope.
-struct BodyNames<'a, 'k> {
-    body: &'a mut Body<'k>,
-    label: Option<usize>,
-}
-
-impl Names for BodyNames<'_, '_> {
-    fn register(&self, name: &str) -> Option<(Reg, Ty)> {
-        self.body.register(name)
-    }
-
-    fn symbol(&mut self, name: &str) -> Option<Symbol> {
-        if let Some(&offset) = self.body.shared.get(name) {
-            if offset != usize::MAX {
-                return Some(Symbol::Shared(offset as u64));
-            }
-            let kernel = &self.body.kernel;
-            let align = self.body.dynamic_align;
-            let base = *self
-                .body
-                .dynamic_base
-                .get_or_insert_with(|| kernel.static_shared_bytes.next_multiple_of(align));
-            return Some(Symbol::Shared(base as u64));
-        }
-        self.body
-            .kernel
-            .params
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| Symbol::Param(p.offset as u64))
-    }
-
-    fn label(&mut self, name: &str) -> usize {
-        let next = self.body.label_ids.len();
-        let id = *self.body.label_ids.entry(name.to_string()).or_insert(next);
-        self.label = Some(id);
-        id
-    }
 }

@@ -1,0 +1,233 @@
+//! Fused groups: the ops one kernel computes, grown around a seed of the chosen DAG.
+//!
+//! A group has at most one *anchor*, the loop nest it is built around (a convolution,
+//! matmul or pooling op, or the seed reduction). Around it grow
+//! * a *prologue*: producers of its operands that are cheap to recompute as they are
+//!   loaded: elementwise ops, index maps (broadcast, resize, slice, concat), and for a
+//!   convolution the pooling that feeds it;
+//! * an *epilogue*: elementwise consumers of its result, over the same domain, and
+//!   reductions of that domain, which become extra outputs.
+//! A group writes its anchor and epilogue values that something outside needs, and
+//! every reduction; prologue values are recomputed, never written. A group is valid
+//! only if no value it reads depends on a value it writes.
+
+use super::dag::{Dag, Kind};
+use calib_ir::{Anchor, Graph, Kernel, Op, Value};
+use std::collections::BTreeMap;
+
+/// The most ops one kernel body may hold.
+pub const MAX_MEMBERS: usize = 96;
+
+/// How a member joined its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Join {
+    Seed,
+    Anchor,
+    Prologue,
+    Epilogue,
+    Reduction,
+}
+
+/// Which operand producers a group takes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Producers {
+    /// Constants and views only (an unfused op).
+    FreeOnly,
+    /// Also elementwise ops and index maps read by nothing outside the group.
+    Exclusive,
+    /// Also elementwise ops and index maps read elsewhere (they are recomputed here).
+    Recompute,
+}
+
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// DAG index → how it joined; the index order is topological.
+    pub members: BTreeMap<usize, Join>,
+    pub anchor: Option<usize>,
+    member_bits: Vec<u64>,
+    pooled: bool,
+}
+
+impl Group {
+    /// The group of `seed` alone (the anchor, if it is a loop nest).
+    pub fn seed(dag: &Dag, seed: usize) -> Group {
+        let mut g = Group { members: BTreeMap::new(), anchor: None, member_bits: vec![0; dag.len().div_ceil(64)], pooled: false };
+        g.insert(seed, Join::Seed);
+        if matches!(dag.kind(seed), Kind::Heavy | Kind::Reduction) {
+            g.anchor = Some(seed);
+        }
+        g
+    }
+
+    pub fn contains(&self, i: usize) -> bool {
+        self.member_bits[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    fn insert(&mut self, i: usize, join: Join) {
+        self.members.insert(i, join);
+        self.member_bits[i / 64] |= 1 << (i % 64);
+    }
+
+    /// Takes in the producers of `from`'s operands, transitively, as `mode` allows. An
+    /// elementwise member with no anchor yet may also take in a loop nest whose result
+    /// it reads element for element (the epilogue, seen from the consumer).
+    pub fn absorb(&mut self, dag: &Dag, from: usize, mode: Producers) {
+        let mut stack = vec![from];
+        while let Some(v) = stack.pop() {
+            for (k, &c) in dag.inputs[v].iter().enumerate() {
+                if self.contains(c) || self.members.len() >= MAX_MEMBERS {
+                    continue;
+                }
+                let join = match dag.kind(c) {
+                    Kind::Free => Some(Join::Prologue),
+                    Kind::Elementwise | Kind::IndexMap => match mode {
+                        Producers::FreeOnly => None,
+                        Producers::Recompute => Some(Join::Prologue),
+                        Producers::Exclusive => (!dag.root[c] && dag.users[c].iter().all(|&u| u == v || self.contains(u))).then_some(Join::Prologue),
+                    },
+                    Kind::Heavy if mode != Producers::FreeOnly => self.heavy_producer(dag, v, k, c),
+                    _ => None,
+                };
+                if let Some(join) = join {
+                    self.insert(c, join);
+                    if join == Join::Anchor {
+                        self.anchor = Some(c);
+                    }
+                    stack.push(c);
+                }
+            }
+        }
+    }
+
+    /// Whether loop nest `c`, operand `k` of member `v`, can join: as the pooling
+    /// prologue of a convolution anchor, or as the anchor of an elementwise consumer.
+    fn heavy_producer(&mut self, dag: &Dag, v: usize, k: usize, c: usize) -> Option<Join> {
+        let is_conv = matches!(dag.op[v], Some(Op::Conv2d { .. }));
+        let is_pool = matches!(dag.op[c], Some(Op::AvgPool2d { .. } | Op::MaxPool2d { .. }));
+        if self.anchor == Some(v) && is_conv && k == 0 && is_pool && !self.pooled {
+            self.pooled = true;
+            return Some(Join::Prologue);
+        }
+        let aligned = dag.kind(v) == Kind::Elementwise && dag.ty[c].shape == dag.ty[v].shape;
+        (self.anchor.is_none() && aligned).then_some(Join::Anchor)
+    }
+
+    /// Takes in elementwise consumers over the anchor's (or seed's) domain whose other
+    /// operands do not depend on the group, and reductions of members, repeatedly.
+    pub fn grow_epilogue(&mut self, dag: &Dag) {
+        let seed = self.members.iter().find(|(_, j)| **j == Join::Seed).map(|(&i, _)| i);
+        let Some(base) = self.anchor.or(seed) else { return };
+        if dag.kind(base) == Kind::Reduction {
+            return;
+        }
+        let domain = dag.ty[base].shape.clone();
+        loop {
+            let frontier: Vec<usize> = self.members.iter().filter(|(_, j)| matches!(j, Join::Seed | Join::Anchor | Join::Epilogue)).map(|(&i, _)| i).collect();
+            let mut grew = false;
+            for m in frontier {
+                for &u in &dag.users[m] {
+                    if self.contains(u) || self.members.len() >= MAX_MEMBERS {
+                        continue;
+                    }
+                    let operands_ok = dag.inputs[u].iter().all(|&c| self.contains(c) || !self.reaches(dag, c));
+                    let join = match dag.kind(u) {
+                        Kind::Reduction if dag.inputs[u].iter().all(|&c| self.contains(c)) => Join::Reduction,
+                        Kind::Elementwise if dag.ty[u].shape == domain && operands_ok => Join::Epilogue,
+                        _ => continue,
+                    };
+                    self.insert(u, join);
+                    if join == Join::Epilogue {
+                        self.absorb(dag, u, Producers::Exclusive);
+                    }
+                    grew = true;
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+    }
+
+    /// Whether value `c` depends on any member.
+    fn reaches(&self, dag: &Dag, c: usize) -> bool {
+        self.members.keys().any(|&m| dag.depends_on(c, m))
+    }
+
+    /// The members the group writes, in order.
+    pub fn outputs(&self, dag: &Dag) -> Vec<usize> {
+        self.members
+            .iter()
+            .filter(|(&i, &j)| match j {
+                Join::Prologue => false,
+                Join::Reduction => true,
+                _ => dag.root[i] || dag.users[i].iter().any(|&u| !self.contains(u)),
+            })
+            .map(|(&i, _)| i)
+            .collect()
+    }
+
+    /// The values it reads, in order of first use.
+    pub fn inputs(&self, dag: &Dag) -> Vec<usize> {
+        let mut out: Vec<usize> = vec![];
+        for &m in self.members.keys() {
+            for &c in &dag.inputs[m] {
+                if !self.contains(c) && !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the group can be one kernel: it writes something, and nothing it reads
+    /// depends on what it writes.
+    pub fn is_valid(&self, dag: &Dag) -> bool {
+        let outputs = self.outputs(dag);
+        !outputs.is_empty() && self.inputs(dag).iter().all(|&c| outputs.iter().all(|&o| !dag.depends_on(c, o)))
+    }
+
+    /// The anchor the plan reports.
+    pub fn anchor_kind(&self, dag: &Dag) -> Anchor {
+        let pointwise = || if self.members.values().any(|j| *j == Join::Reduction) { Anchor::Reduction } else { Anchor::Pointwise };
+        self.anchor.and_then(|a| dag.op[a].as_ref()).map_or_else(pointwise, Anchor::of)
+    }
+
+    /// The kernel body computing `outputs` (some of [`Group::outputs`]), the values it
+    /// reads in input order, and the original nodes it covers; each node's scope comes
+    /// from `scope`. Members that none of `outputs` needs are left out.
+    pub fn body(&self, dag: &Dag, outputs: &[usize], scope: &dyn Fn(usize) -> String) -> Option<(Graph, Vec<usize>, Vec<usize>)> {
+        let mut needed = Group { members: BTreeMap::new(), anchor: self.anchor, member_bits: vec![0; self.member_bits.len()], pooled: self.pooled };
+        let mut stack = outputs.to_vec();
+        while let Some(m) = stack.pop() {
+            if self.contains(m) && !needed.contains(m) {
+                needed.insert(m, self.members[&m]);
+                stack.extend(&dag.inputs[m]);
+            }
+        }
+        let inputs = needed.inputs(dag);
+        let mut g = Graph::new();
+        let mut val: BTreeMap<usize, Value> = BTreeMap::new();
+        for (k, &c) in inputs.iter().enumerate() {
+            let v = g.push_source(Op::Input { name: Kernel::input_name(k) }, dag.ty[c].clone(), "").ok()?;
+            val.insert(c, v);
+        }
+        for &m in needed.members.keys() {
+            let op = dag.op[m].clone()?;
+            let v = match op {
+                Op::Constant { .. } => g.push_source(op, dag.ty[m].clone(), &scope(m)).ok()?,
+                op => {
+                    let operands = dag.inputs[m].iter().map(|c| val.get(c).copied()).collect::<Option<Vec<_>>>()?;
+                    g.push(op, operands, &scope(m)).ok()?
+                }
+            };
+            val.insert(m, v);
+        }
+        for (k, o) in outputs.iter().enumerate() {
+            g.add_output(Kernel::output_name(k), *val.get(o)?).ok()?;
+        }
+        let mut covers: Vec<usize> = needed.members.keys().flat_map(|&m| dag.originals[m].iter().copied()).collect();
+        covers.sort();
+        covers.dedup();
+        Some((g, inputs, covers))
+    }
+}

@@ -1,0 +1,205 @@
+//! Fusion by equality saturation: a graph in, a kernel plan ([`calib_ir::Program`]) out.
+//!
+//! ```text
+//! graph ─► regions (one per module) ─► per region, an e-graph (egg):
+//!            simplify  (exact clean-ups)                      rules/cleanup.rs
+//!            explore   (BN folding, one-pass statistics,      rules/batchnorm.rs
+//!                       merged sibling convolutions)          rules/siblings.rs
+//!            choose    one primitive op per class             dag.rs
+//!            lower     kernel-forming rules add fused kernels kernels.rs, group.rs
+//!            extract   the cheapest kernels, DAG-aware        plan.rs, extract.rs
+//!        ─► stitch regions, fold side outputs, concat views   program.rs, horizontal.rs
+//! ```
+//!
+//! Every kernel's cost is `max(FLOPs / peak, bytes / bandwidth) + launch` on a
+//! [`Device`] (an H100 unless overridden). Saturation runs under [`Limits`]; hitting
+//! one leaves a valid, less fused plan and a warning in the [`FusionReport`].
+
+mod analysis;
+mod cost;
+mod dag;
+mod explain;
+mod extract;
+mod group;
+mod horizontal;
+mod kernels;
+mod language;
+mod limits;
+mod partition;
+mod plan;
+mod program;
+mod region;
+mod report;
+mod rules;
+
+pub use cost::{kernel_cost, Device, KernelCost};
+pub use explain::explain;
+pub use limits::Limits;
+pub use report::{FusionReport, KernelReport, PhaseReport};
+
+use crate::{renumber::check_structure, PassError, Result};
+use dag::Dag;
+use partition::Partition;
+use plan::RegionPlan;
+use region::{PhaseStats, RegionGraph};
+use calib_ir::{Graph, Program};
+use rules::{rules, Phase};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// How to fuse.
+#[derive(Clone, Debug, Default)]
+pub struct FusionOptions {
+    pub device: Device,
+    pub limits: Limits,
+}
+
+/// A fused program and the report of how it was found.
+#[derive(Clone, Debug)]
+pub struct Fusion {
+    pub program: Program,
+    pub report: FusionReport,
+}
+
+/// The names of the phases, in order.
+pub const PHASES: [&str; 3] = ["simplify", "explore", "lower"];
+
+/// Fuses `graph` into a kernel plan that computes the same outputs from the same
+/// inputs and parameters.
+pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
+    let start = Instant::now();
+    graph.validate()?;
+    check_structure(graph)?;
+    let part = Partition::new(graph);
+    let mut results = run_regions(graph, &part, options, true, start)?;
+    let mut warnings: Vec<String> = results.iter().flat_map(|r| r.warnings.clone()).collect();
+    let mut program = loop {
+        let plans: Vec<RegionPlan> = results.iter().map(|r| r.plan.clone()).collect();
+        match program::assemble(graph, &part, &plans) {
+            Ok(p) => break p,
+            Err(cyclic) if cyclic.iter().any(|&r| results[r].multi_output) => {
+                for r in cyclic {
+                    let res = &mut results[r];
+                    res.multi_output = false;
+                    if let Some((rg, dag)) = &res.state {
+                        res.plan = plan::plan(rg, dag, graph, &options.device, r, false);
+                    }
+                    warnings.push(format!("region {}: multi-output kernels formed a cycle across regions; planned with single-output kernels", part.regions[r].name));
+                }
+            }
+            Err(_) => return Err(PassError::Fusion("single-output kernels formed a cycle (a bug in kernel formation)".into())),
+        }
+    };
+    let side_outputs = horizontal::merge_side_outputs(&mut program);
+    let concat_views = horizontal::concat_views(&mut program);
+    program.validate().map_err(|e| PassError::Fusion(format!("the fused program is invalid (a bug): {e}")))?;
+
+    let mut phases: Vec<PhaseReport> = PHASES.iter().map(|p| PhaseReport { name: p.to_string(), ..Default::default() }).collect();
+    for r in &results {
+        for (k, s) in r.stats.iter().enumerate() {
+            phases[k].add(s);
+        }
+    }
+    let before = unfused(graph)?;
+    let (kb, bb, fb, sb) = report::totals(&before, &options.device);
+    let (ka, ba, fa, sa) = report::totals(&program, &options.device);
+    let report = FusionReport {
+        device: options.device.clone(),
+        limits: options.limits.clone(),
+        regions: part.regions.len(),
+        kernels_before: kb,
+        kernels_after: ka,
+        bytes_before: bb,
+        bytes_after: ba,
+        flops_before: fb,
+        flops_after: fa,
+        seconds_before: sb,
+        seconds_after: sa,
+        fusion_seconds: start.elapsed().as_secs_f64(),
+        phases,
+        side_outputs,
+        concat_views,
+        warnings,
+        kernels: report::kernel_rows(&program, &options.device),
+    };
+    Ok(Fusion { program, report })
+}
+
+/// `graph` as an eager framework runs it: one kernel per op, with constants,
+/// broadcasts and reshapes folded into the ops that read them. The baseline that
+/// [`FusionReport`] compares against.
+pub fn unfused(graph: &Graph) -> Result<Program> {
+    graph.validate()?;
+    check_structure(graph)?;
+    let part = Partition::new(graph);
+    let options = FusionOptions::default();
+    let results = run_regions(graph, &part, &options, false, Instant::now())?;
+    let plans: Vec<RegionPlan> = results.into_iter().map(|r| r.plan).collect();
+    program::assemble(graph, &part, &plans).map_err(|_| PassError::Fusion("unfused kernels formed a cycle (a bug)".into()))
+}
+
+/// What became of one region.
+struct RegionResult {
+    plan: RegionPlan,
+    stats: Vec<PhaseStats>,
+    warnings: Vec<String>,
+    multi_output: bool,
+    state: Option<(RegionGraph, Dag)>,
+}
+
+/// Fuses every region (on two threads), or with `saturate` false only lowers each op
+/// to its own kernel.
+fn run_regions(graph: &Graph, part: &Partition, options: &FusionOptions, saturate: bool, start: Instant) -> Result<Vec<RegionResult>> {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, Result<RegionResult>)>> = Mutex::new(vec![]);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 2);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let r = next.fetch_add(1, Ordering::Relaxed);
+                if r >= part.regions.len() {
+                    break;
+                }
+                let result = fuse_region(graph, part, r, options, saturate, start);
+                done.lock().expect("no worker panics holding the lock").push((r, result));
+            });
+        }
+    });
+    let mut done = done.into_inner().expect("workers finished");
+    done.sort_by_key(|(r, _)| *r);
+    done.into_iter().map(|(_, res)| res).collect()
+}
+
+fn fuse_region(graph: &Graph, part: &Partition, r: usize, options: &FusionOptions, saturate: bool, start: Instant) -> Result<RegionResult> {
+    let limits = &options.limits;
+    let name = &part.regions[r].name;
+    let mut rg = RegionGraph::build(graph, part, r, false)?;
+    let mut stats = vec![];
+    let mut warnings = vec![];
+    let in_time = start.elapsed().as_secs_f64() < limits.total_seconds;
+    if saturate && !in_time {
+        warnings.push(format!("region {name}: total time limit ({} s) reached before it started; its ops stay unfused", limits.total_seconds));
+    }
+    let saturate = saturate && in_time;
+    if saturate {
+        for phase in [Phase::Simplify, Phase::Explore] {
+            let s = rg.saturate(&rules(phase), limits, limits.nodes);
+            if s.stop != "saturated" {
+                warnings.push(format!("region {name}: phase {} stopped by {}; the plan is valid but less fused", PHASES[stats.len()], s.stop));
+            }
+            stats.push(s);
+        }
+    }
+    let external = part.external_deps(graph, r);
+    let dag = Dag::choose(&rg, &options.device, &external);
+    if saturate {
+        let s = kernels::form_kernels(&mut rg, &dag, graph, limits.nodes, limits.phase_time());
+        if s.stop != "saturated" {
+            warnings.push(format!("region {name}: phase lower stopped by {}; the plan is valid but less fused", s.stop));
+        }
+        stats.push(s);
+    }
+    let plan = plan::plan(&rg, &dag, graph, &options.device, r, true);
+    Ok(RegionResult { plan, stats, warnings, multi_output: true, state: Some((rg, dag)) })
+}

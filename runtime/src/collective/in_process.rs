@@ -1,0 +1,145 @@
+//! A group of replicas that are threads of one process, connected by channels.
+//!
+//! Every replica sends its tensor to every other one and reduces all of them itself, in
+//! rank order: redundant arithmetic, but no coordinator, and every replica provably
+//! computes the same bits. Channels give the failure path for free: a replica that
+//! returns early or panics drops its handle, its senders disconnect, and every peer
+//! waiting on it gets [`CollectiveError::PeerLeft`] at once. A replica that is alive
+//! but never arrives is caught by a timeout.
+
+use super::{Collective, CollectiveError};
+use crate::{Element, Storage};
+use calib_ir::ReduceOp;
+use std::cell::Cell;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One replica's end of an in-process group; made by [`InProcess::group`], moved into
+/// the replica's thread, and dropped to leave the group.
+#[derive(Debug)]
+pub struct InProcess {
+    rank: usize,
+    /// `peers[r]`: the channel pair to replica `r` (`None` at this replica's own rank).
+    peers: Vec<Option<(Sender<Arc<Storage>>, Receiver<Arc<Storage>>)>>,
+    timeout: Duration,
+    /// How many all-reduces this replica has issued, for messages.
+    round: Cell<u64>,
+}
+
+impl InProcess {
+    /// How long a replica waits for a peer by default: generous, because a step of the
+    /// reference interpreter on a large net takes minutes; a replica that fails is
+    /// noticed at once anyway, through its dropped handle.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+    /// The handles of a new group of `world` replicas, in rank order.
+    pub fn group(world: usize) -> Vec<InProcess> {
+        Self::group_with_timeout(world, Self::DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`InProcess::group`], with the longest wait for a peer's tensor.
+    pub fn group_with_timeout(world: usize, timeout: Duration) -> Vec<InProcess> {
+        // tx[from][to] sends what rx[to][from] receives.
+        let mut tx = vec![];
+        let mut rx: Vec<Vec<Option<Receiver<Arc<Storage>>>>> = vec![];
+        for _ in 0..world {
+            tx.push((0..world).map(|_| None).collect::<Vec<_>>());
+            rx.push((0..world).map(|_| None).collect());
+        }
+        for from in 0..world {
+            for to in (0..world).filter(|&to| to != from) {
+                let (t, r) = channel();
+                tx[from][to] = Some(t);
+                rx[to][from] = Some(r);
+            }
+        }
+        tx.into_iter()
+            .zip(rx)
+            .enumerate()
+            .map(|(rank, (tx, rx))| InProcess {
+                rank,
+                peers: tx.into_iter().zip(rx).map(|(t, r)| t.zip(r)).collect(),
+                timeout,
+                round: Cell::new(0),
+            })
+            .collect()
+    }
+}
+
+impl Collective for InProcess {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn all_reduce(&self, data: &Storage, reduce: ReduceOp) -> Result<Storage, CollectiveError> {
+        let round = self.round.get();
+        self.round.set(round + 1);
+        let mine = Arc::new(data.clone());
+        for (tx, _) in self.peers.iter().flatten() {
+            // A peer that has gone is reported when its own tensor is awaited below.
+            let _ = tx.send(Arc::clone(&mine));
+        }
+        let mut parts = Vec::with_capacity(self.peers.len());
+        for (peer, link) in self.peers.iter().enumerate() {
+            let Some((_, rx)) = link else {
+                parts.push(Arc::clone(&mine));
+                continue;
+            };
+            let theirs = rx.recv_timeout(self.timeout).map_err(|e| match e {
+                RecvTimeoutError::Disconnected => CollectiveError::PeerLeft { peer, round },
+                RecvTimeoutError::Timeout => CollectiveError::Timeout {
+                    peer,
+                    round,
+                    seconds: self.timeout.as_secs_f64(),
+                },
+            })?;
+            if theirs.kind() != mine.kind() || theirs.len() != mine.len() {
+                return Err(CollectiveError::Mismatch {
+                    peer,
+                    round,
+                    expected: describe(&mine),
+                    found: describe(&theirs),
+                });
+            }
+            parts.push(theirs);
+        }
+        let parts: Vec<&Storage> = parts.iter().map(|p| p.as_ref()).collect();
+        match data {
+            Storage::F32(_) => Ok(reduce_in_rank_order::<f32>(&parts, reduce)),
+            Storage::F64(_) => Ok(reduce_in_rank_order::<f64>(&parts, reduce)),
+            Storage::I64(_) => Err(CollectiveError::Integer),
+        }
+    }
+}
+
+fn describe(s: &Storage) -> String {
+    format!("{} {} elements", s.len(), s.kind())
+}
+
+/// `parts` (all of one element type and length) reduced elementwise in rank order,
+/// accumulated in `f64`. The sum starts from rank 0's element rather than from zero, so
+/// that a group of one is exactly the identity (`0.0 + -0.0` would drop the sign).
+fn reduce_in_rank_order<E: Element>(parts: &[&Storage], reduce: ReduceOp) -> Storage {
+    let views: Vec<&[E]> = parts
+        .iter()
+        .map(|s| E::view(s).expect("checked: one element type"))
+        .collect();
+    let divisor = match reduce {
+        ReduceOp::Sum => 1.0,
+        ReduceOp::Mean => views.len() as f64,
+    };
+    let reduced = (0..views[0].len())
+        .map(|i| {
+            let sum = views[1..]
+                .iter()
+                .fold(views[0][i].to_f64(), |acc, v| acc + v[i].to_f64());
+            E::from_f64(sum / divisor)
+        })
+        .collect();
+    E::wrap(reduced)
+}

@@ -1,0 +1,44 @@
+//! NVIDIA GPUs through cudarc, loaded at run time.
+//!
+//! cudarc panics on its first call when `libcuda.so` is missing, so every entry point
+//! here asks [`driver_present`] first and turns absence into [`CudaError::NoDriver`]:
+//! on a machine without a GPU calib says why, and the CPU backends work as before.
+
+mod device;
+
+pub use device::{devices, DeviceInfo};
+
+use thiserror::Error;
+
+/// Why the CUDA backend cannot run here.
+#[derive(Debug, Error)]
+pub enum CudaError {
+    #[error(
+        "no NVIDIA driver: libcuda.so could not be loaded (install the NVIDIA driver, or use \
+         --backend reference or sim)"
+    )]
+    NoDriver,
+    #[error("the NVIDIA driver reports no GPU (is CUDA_VISIBLE_DEVICES empty?)")]
+    NoDevice,
+    #[error("CUDA driver error {context}: {message}")]
+    Driver { context: String, message: String },
+}
+
+/// Whether the CUDA driver library can be loaded; no other cudarc call is safe before.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda; it makes no driver call.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Whether NCCL (for multi-GPU all-reduce) can be loaded.
+pub fn nccl_present() -> bool {
+    // SAFETY: only tries to dlopen libnccl.
+    unsafe { cudarc::nccl::sys::is_culib_present() }
+}
+
+pub(crate) fn driver_error(context: &str, e: impl std::fmt::Debug) -> CudaError {
+    CudaError::Driver {
+        context: context.to_string(),
+        message: format!("{e:?}"),
+    }
+}

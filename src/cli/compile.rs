@@ -1,0 +1,112 @@
+//! `calib compile MODEL|SPEC [--train] [--batch N] [--out DIR]`: fuse a model (or its
+//! whole training step) and write what happened.
+//!
+//! DIR gets `before.{txt,json,dot}` (the graph), `after.{txt,json,dot}` (the kernel
+//! plan), `.svg` renderings of both when Graphviz's `dot` is installed and the graph
+//! is small enough to draw, and `report.{json,txt}`.
+
+use anyhow::{bail, Context, Result};
+use calib::ir::{dot, json, text, DType, Mode};
+use calib::models::build;
+use calib::passes::fusion::{fuse, Device, FusionOptions, Limits};
+use calib::passes::{train_step, TrainConfig};
+use calib::{resolve_model, with_batch};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Above this many nodes `dot` takes minutes; the DOT files are still written.
+const SVG_MAX_NODES: usize = 3000;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A preset, a spec JSON (meta.json, *_structure.json) or a fixture directory.
+    model: String,
+    /// Fuse the whole SGD training step (forward, loss, backward, update) instead of
+    /// the eval-mode forward.
+    #[arg(long)]
+    train: bool,
+    /// Batch size of the input (default: 1 for presets, the file's own otherwise).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Where to write the results.
+    #[arg(long, default_value = "calib-compile")]
+    out: PathBuf,
+    /// A device JSON (name, peak_flops_f32, peak_flops_f16, bandwidth,
+    /// launch_overhead) to cost kernels for instead of an H100.
+    #[arg(long)]
+    device: Option<PathBuf>,
+    /// E-nodes per region.
+    #[arg(long)]
+    node_limit: Option<usize>,
+    /// Iterations per phase.
+    #[arg(long)]
+    iter_limit: Option<usize>,
+    /// Seconds per phase of one region.
+    #[arg(long)]
+    time_limit: Option<f64>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let source = resolve_model(&args.model)?;
+    let shape = with_batch(source.input_shape.clone(), args.batch)?;
+    let mode = if args.train { Mode::Train } else { Mode::Eval };
+    let model = build(&source.spec, &shape, mode, DType::F32)?;
+    let graph = if args.train { train_step(&model.graph, &TrainConfig::default())?.graph } else { model.graph };
+    let mut options = FusionOptions::default();
+    if let Some(path) = &args.device {
+        options.device = Device::from_json_file(path).map_err(anyhow::Error::msg)?;
+    }
+    options.limits = limits(&args)?;
+    let fusion = fuse(&graph, &options)?;
+
+    let out = &args.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let write = |name: &str, content: &str| std::fs::write(out.join(name), content).with_context(|| format!("writing {}", out.join(name).display()));
+    write("before.txt", &text::print(&graph))?;
+    write("before.json", &json::to_string(&graph))?;
+    write("before.dot", &dot::to_dot(&graph))?;
+    write("after.txt", &fusion.program.to_text())?;
+    write("after.json", &fusion.program.to_json())?;
+    write("after.dot", &fusion.program.to_dot())?;
+    write("report.json", &fusion.report.to_json())?;
+    let report = fusion.report.to_text();
+    write("report.txt", &report)?;
+    let svg = render_svgs(out, graph.nodes.len());
+    let summary = report.split("\nkernels:").next().unwrap_or(&report);
+    super::emit(&format!("{}: {} nodes fused into {} kernels; wrote {}\n{summary}\n{svg}\n", source.label, graph.nodes.len(), fusion.program.kernels.len(), out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn limits(args: &Args) -> Result<Limits> {
+    let mut limits = Limits::default();
+    if let Some(n) = args.node_limit {
+        limits.nodes = n;
+    }
+    if let Some(n) = args.iter_limit {
+        limits.iterations = n;
+    }
+    if let Some(s) = args.time_limit {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--time-limit must be a positive number of seconds");
+        }
+        limits.phase_seconds = s;
+    }
+    Ok(limits)
+}
+
+/// Renders `before.dot` and `after.dot` to SVG when `dot` exists; says what it did.
+fn render_svgs(out: &Path, nodes: usize) -> String {
+    if nodes > SVG_MAX_NODES {
+        return format!("SVG skipped: {nodes} nodes is too many for Graphviz (the .dot files are written)");
+    }
+    let mut done = vec![];
+    for stem in ["before", "after"] {
+        let status = Command::new("dot").arg("-Tsvg").arg(out.join(format!("{stem}.dot"))).arg("-o").arg(out.join(format!("{stem}.svg"))).status();
+        match status {
+            Ok(s) if s.success() => done.push(format!("{stem}.svg")),
+            Ok(_) => return format!("Graphviz failed on {stem}.dot; no SVG"),
+            Err(_) => return "Graphviz `dot` is not installed; no SVG (scripts/setup.sh installs it)".into(),
+        }
+    }
+    format!("wrote {}", done.join(", "))
+}
