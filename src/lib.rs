@@ -13,9 +13,11 @@ pub use calib_models as models;
 pub use calib_passes as passes;
 pub use calib_runtime as runtime;
 
+mod backends;
 pub mod data;
 mod resolve;
 pub mod train;
 pub mod verify;
 
+pub use backends::{backend, BACKENDS};
 pub use resolve::{resolve_model, with_batch, ModelSource};

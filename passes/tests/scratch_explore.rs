@@ -54,3 +54,16 @@ fn debug_bn_train() {
     let f = fuse(&g, &FusionOptions::default()).unwrap();
     eprintln!("{}", f.report.to_text());
 }
+
+#[test]
+fn debug_node() {
+    let spec = calib_models::presets::preset("scnet50").unwrap();
+    let m = calib_models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
+    let step = train_step(&m.graph, &TrainConfig::default()).unwrap();
+    let g = &step.graph;
+    for i in [4157usize, 4158, 4159] {
+        let n = &g.nodes[i];
+        eprintln!("%{i} = {} {:?} {} @{}", n.op.name(), n.inputs, n.ty, n.scope);
+        for v in &n.inputs { let m = &g.nodes[v.0]; eprintln!("   %{} = {} {:?} {} @{}", v.0, m.op.name(), m.inputs, m.ty, m.scope); }
+    }
+}

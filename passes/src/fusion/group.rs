@@ -75,7 +75,10 @@ impl Group {
         let mut stack = vec![from];
         while let Some(v) = stack.pop() {
             for (k, &c) in dag.inputs[v].iter().enumerate() {
-                if self.contains(c) || self.members.len() >= MAX_MEMBERS {
+                // Constants and views always come along (a kernel never reads one from
+                // memory); the size cap holds for everything else.
+                let full = self.members.len() >= MAX_MEMBERS;
+                if self.contains(c) || (full && dag.kind(c) != Kind::Free) {
                     continue;
                 }
                 let join = match dag.kind(c) {

@@ -48,13 +48,11 @@ pub fn rules() -> Vec<Rule> {
         // node, which an attribute-free pattern node never is.)
         rule("bn-variance-one-pass", "(reduce_mean (mul ?c ?c))", |r| {
             let c = r.var("?c");
-            eprintln!("DEBUG matched c={c:?} nodes={:?}", r.egraph[c].nodes);
             let (_, yb) = r.op(c, "sub")?;
-            eprintln!("DEBUG sub ok {:?} / {:?}", r.egraph[yb[1]].nodes, r.op(yb[1], "broadcast"));
             let (_, m) = r.op(yb[1], "broadcast")?;
             let (mean, of) = r.op(m[0], "reduce_mean")?;
             let Op::ReduceMean { keepdims: true, .. } = &mean else { return None };
-            (of[0] == yb[0] && r.op_over(r.root, "reduce_mean", &[r.var("?c")]).as_ref() == Some(&mean)).then_some(())?;
+            (of[0] == yb[0] && r.op(r.root, "reduce_mean")?.0 == mean).then_some(())?;
             let y = yb[0];
             let sq = r.add(Op::Mul, &[y, y])?;
             let mean_sq = r.add(mean, &[sq])?;

@@ -1,0 +1,78 @@
+"""PyTorch baselines for the SCNet-50 training step on one GPU: eager and torch.compile,
+float32 and bfloat16 autocast, images per second. Written for scripts/gpu-check.sh, which
+runs it beside calib on the same GPU in the same run.
+
+    python3 bench/torch_gpu_step.py --out results.json [--batch 64] [--steps 20]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scnet_torch import build  # noqa: E402
+
+SCNET50 = {"kind": "scnet", "in_channels": 3, "stem": {"kind": "conv7x7", "width": 64, "stride": 2},
+           "maxpool": True, "stages": [{"planes": 64, "blocks": 3, "stride": 1, "dilation": 1},
+                                        {"planes": 128, "blocks": 4, "stride": 2, "dilation": 1},
+                                        {"planes": 256, "blocks": 6, "stride": 2, "dilation": 1},
+                                        {"planes": 512, "blocks": 3, "stride": 2, "dilation": 1}],
+           "avg_down": False, "avd": False, "cardinality": 1, "bottleneck_width": 32, "num_classes": 1000}
+
+
+def measure(compiled, dtype, batch, steps, warmup):
+    torch.manual_seed(0)
+    model = build(SCNET50).cuda().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 3, 224, 224, device="cuda")
+    y = torch.randint(0, 1000, (batch,), device="cuda")
+    forward = torch.compile(model) if compiled else model
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            loss = torch.nn.functional.cross_entropy(forward(x), y)
+        loss.backward()
+        opt.step()
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / steps
+    return {"mode": "torch.compile" if compiled else "eager", "dtype": dtype, "batch": batch,
+            "step_ms": dt * 1e3, "images_per_second": batch / dt, "warmup_seconds": warm,
+            "peak_memory_bytes": torch.cuda.max_memory_allocated()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow first compile)")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA device visible to PyTorch", file=sys.stderr)
+        return 3
+    results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": []}
+    for compiled in ([False] if args.no_compile else [False, True]):
+        for dtype in ("f32", "bf16"):
+            torch.cuda.reset_peak_memory_stats()
+            r = measure(compiled, dtype, args.batch, args.steps, warmup=3 if not compiled else 5)
+            print(f"PyTorch {r['mode']:>13} {dtype}: {r['images_per_second']:.0f} images/s ({r['step_ms']:.1f} ms/step)")
+            results["runs"].append(r)
+            json.dump(results, open(args.out, "w"), indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

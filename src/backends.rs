@@ -1,0 +1,15 @@
+//! Choosing an executor by name on the command line.
+
+use anyhow::{bail, Result};
+use calib_runtime::{Backend, Reference};
+
+/// The backends `--backend` accepts.
+pub const BACKENDS: &[&str] = &["reference"];
+
+/// The backend called `name`.
+pub fn backend(name: &str) -> Result<Box<dyn Backend + Send + Sync>> {
+    match name {
+        "reference" => Ok(Box::new(Reference::new())),
+        other => bail!("unknown backend `{other}` (available: {})", BACKENDS.join(", ")),
+    }
+}
