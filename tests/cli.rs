@@ -214,3 +214,13 @@ fn devices_says_why_there_is_no_gpu_instead_of_panicking() {
         other => panic!("unexpected exit {other:?}: {err}"),
     }
 }
+
+#[test]
+fn bench_times_a_training_step() {
+    let o = calib(&["bench", "--model", &fixture("tiny_scnet"), "--batch", "4", "--steps", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["batch"], 4);
+    assert!(v["images_per_second"].as_f64().unwrap() > 0.0);
+    assert_clean_error(&calib(&["bench", "--model", "scnet50", "--backend", "tpu"]), "tpu");
+}

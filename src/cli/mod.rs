@@ -2,6 +2,7 @@
 
 mod compile;
 mod explain;
+mod bench;
 mod devices;
 mod info;
 mod ir;
@@ -22,6 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Time training steps of a model on a backend (synthetic data).
+    Bench(bench::Args),
     /// List the GPUs calib can use, or say why there are none (exit code 3).
     Devices(devices::Args),
     /// Check a fixture directory against the authors' PyTorch numbers.
@@ -41,6 +44,7 @@ enum Command {
 /// Runs one subcommand; `Ok` carries the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Devices(args) => devices::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Info(args) => info::run(args),
