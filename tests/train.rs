@@ -119,3 +119,63 @@ fn a_model_for_three_channels_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("input channels"));
 }
+
+#[test]
+fn a_data_parallel_run_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, parts) = (dir.path().join("whole"), dir.path().join("parts"));
+    train(&whole, &["--epochs", "1", "--replicas", "2"]);
+    train(
+        &parts,
+        &["--epochs", "1", "--replicas", "2", "--max-steps", "3"],
+    );
+    let o = calib(&["train", "--resume", parts.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for file in ["model.safetensors", "checkpoint.safetensors"] {
+        let a = std::fs::read(whole.join(file)).unwrap();
+        let b = std::fs::read(parts.join(file)).unwrap();
+        assert!(a == b, "{file} differs after resume");
+    }
+}
+
+/// Every tensor of a run's checkpoint (state, momentum, counters).
+fn checkpoint(run: &Path) -> calib::runtime::TensorMap {
+    calib::runtime::weights::load(run.join("checkpoint.safetensors")).unwrap()
+}
+
+#[test]
+fn synchronized_replicas_take_the_step_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, four) = (dir.path().join("one"), dir.path().join("four"));
+    let step = ["--max-steps", "1", "--no-augment"];
+    train(&one, &step);
+    train(
+        &four,
+        &[&step[..], &["--replicas", "4", "--sync-bn"]].concat(),
+    );
+    let (want, got) = (checkpoint(&one), checkpoint(&four));
+    assert_eq!(want.len(), got.len());
+    for (name, w) in &want {
+        // Two f32 computations of the same step that sum in different orders (per-shard
+        // statistics and gradients, then their means): rounding differences only. A
+        // real difference (per-shard BatchNorm, a gradient not averaged) is 1e-2 or more.
+        let scale = w.max_abs().max(1e-30);
+        let err = got[name].max_abs_diff(w).unwrap() / scale;
+        assert!(err < 1e-4, "{name}: relative difference {err:e}");
+    }
+}
+
+#[test]
+fn a_batch_that_does_not_split_across_the_replicas_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut args = QUICK.to_vec();
+    args.extend(["--replicas", "3", "--out", out.to_str().unwrap()]);
+    let o = calib(&args);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--batch 32 does not split evenly across --replicas 3"),
+        "{err}"
+    );
+}

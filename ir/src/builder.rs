@@ -10,8 +10,7 @@ mod batch_norm;
 pub use batch_norm::{BN_EPS, BN_MOMENTUM};
 
 use crate::{
-    broadcasts_to, fmt_shape, DType, Graph, IrError, Op, ReduceOp, Result, Shape, TensorType,
-    Value,
+    broadcasts_to, fmt_shape, DType, Graph, IrError, Op, ReduceOp, Result, Shape, TensorType, Value,
 };
 
 /// Train or eval semantics for BatchNorm (and anything else mode-dependent).

@@ -9,8 +9,8 @@
 use calib_ir::{DType, Graph, GraphBuilder, Mode, Op};
 use calib_models::{build_with, parse_spec_file, ModelSpec};
 use calib_passes::{
-    data_parallel_step, grad, momentum_name, train_step, with_loss, DataParallel,
-    DataParallelStep, Sgd, TrainConfig, TrainStep, LOSS, LR,
+    data_parallel_step, grad, momentum_name, train_step, with_loss, DataParallel, DataParallelStep,
+    Sgd, TrainConfig, TrainStep, LOSS, LR,
 };
 use calib_runtime::{
     reference, Bindings, Collective, CollectiveError, HostTensor, InProcess, OpError, Outputs,
@@ -44,7 +44,9 @@ fn forward(batch: usize, sync: Option<usize>) -> Graph {
     if let Some(replicas) = sync {
         b = b.with_sync_bn(replicas);
     }
-    build_with(&spec(), &[batch, 1, SIDE, SIDE], b).unwrap().graph
+    build_with(&spec(), &[batch, 1, SIDE, SIDE], b)
+        .unwrap()
+        .graph
 }
 
 fn dp_step(b: usize, replicas: usize, sync: bool, bucket_bytes: usize) -> DataParallelStep {
@@ -226,7 +228,10 @@ fn sgd(p: f32, buf: f32, d_p: f32) -> (f32, f32) {
 /// with its shard's batch statistics), and rank 0's BatchNorm buffers are shard 0's.
 fn check_ddp_semantics(replicas: usize, b: usize) {
     let dp = dp_step(b, replicas, false, 16 << 10);
-    assert!(dp.buckets.len() > 1, "the test should cover several buckets");
+    assert!(
+        dp.buckets.len() > 1,
+        "the test should cover several buckets"
+    );
     let start = Start::new(&dp.step, replicas * b);
     let shards: Vec<_> = (0..replicas).map(|r| start.shard(r, b)).collect();
     let outs: Vec<Outputs> = run_group(&dp.step, &start, &shards, Precision::F32)
@@ -249,7 +254,10 @@ fn check_ddp_semantics(replicas: usize, b: usize) {
     let mut worst = 0.0f64;
     for p in &dp.step.params {
         let n = start.state[p].numel();
-        let grads: Vec<Vec<f32>> = alone.iter().map(|o| o[&format!("grad.{p}")].to_f32_vec()).collect();
+        let grads: Vec<Vec<f32>> = alone
+            .iter()
+            .map(|o| o[&format!("grad.{p}")].to_f32_vec())
+            .collect();
         let (param, buf) = (start.state[p].to_f32_vec(), start.momentum[p].to_f32_vec());
         let (mut want_p, mut want_buf) = (vec![0.0; n], vec![0.0; n]);
         for i in 0..n {
@@ -270,7 +278,10 @@ fn check_ddp_semantics(replicas: usize, b: usize) {
     }
     // Both sides average in f64 and update in f32 in the same order, so nothing but a
     // different rounding of the same formulas could separate them.
-    assert!(worst <= 1e-6, "parameters or momentum off by {worst:e} (relative)");
+    assert!(
+        worst <= 1e-6,
+        "parameters or momentum off by {worst:e} (relative)"
+    );
     for name in &dp.step.buffers {
         for (r, out) in outs.iter().enumerate() {
             assert_eq!(
@@ -361,8 +372,8 @@ fn a_replica_with_a_misshapen_batch_fails_every_replica() {
     let dp = dp_step(b, replicas, false, 16 << 10);
     let start = Start::new(&dp.step, replicas * b);
     let mut shards: Vec<_> = (0..replicas).map(|r| start.shard(r, b)).collect();
-    shards[1].0 = HostTensor::from_f32(vec![b, 1, SIDE, SIDE + 1], vec![0.0; b * SIDE * (SIDE + 1)])
-        .unwrap();
+    shards[1].0 =
+        HostTensor::from_f32(vec![b, 1, SIDE, SIDE + 1], vec![0.0; b * SIDE * (SIDE + 1)]).unwrap();
     let results = run_group(&dp.step, &start, &shards, Precision::F32);
     assert!(matches!(
         &results[1],
@@ -391,7 +402,10 @@ fn a_replica_that_fails_mid_step_fails_the_others_mid_step() {
     assert!(
         matches!(
             &results[2],
-            Err(RuntimeError::Op { source: OpError::LabelOutOfRange { label: 99, .. }, .. })
+            Err(RuntimeError::Op {
+                source: OpError::LabelOutOfRange { label: 99, .. },
+                ..
+            })
         ),
         "{:?}",
         results[2].as_ref().err()
@@ -418,13 +432,24 @@ fn each_bucket_is_one_all_reduce() {
     // biases of a block's last BatchNorm and of its downsampling BatchNorm have one
     // gradient (their outputs are added), and share one.
     let tensors = dp_step(b, 2, false, 1);
-    assert_eq!(all_reduces(&tensors.step.graph).len(), tensors.buckets.len());
+    assert_eq!(
+        all_reduces(&tensors.step.graph).len(),
+        tensors.buckets.len()
+    );
     let params: usize = tensors.buckets.iter().map(|bk| bk.params.len()).sum();
     assert_eq!(params, tensors.step.params.len());
-    let shared: Vec<_> = tensors.buckets.iter().filter(|bk| bk.params.len() > 1).collect();
+    let shared: Vec<_> = tensors
+        .buckets
+        .iter()
+        .filter(|bk| bk.params.len() > 1)
+        .collect();
     assert!(!shared.is_empty());
     for bk in shared {
-        assert!(bk.params.iter().all(|p| p.ends_with("bias")), "{:?}", bk.params);
+        assert!(
+            bk.params.iter().all(|p| p.ends_with("bias")),
+            "{:?}",
+            bk.params
+        );
     }
     // Which tensor each parameter's gradient is, and the tensors' sizes.
     let tensor_of: std::collections::HashMap<&str, usize> = tensors
@@ -434,24 +459,45 @@ fn each_bucket_is_one_all_reduce() {
         .flat_map(|(k, bk)| bk.params.iter().map(move |p| (p.as_str(), k)))
         .collect();
     let size = |k: usize| tensors.buckets[k].bytes;
-    let production: Vec<&str> = tensors.buckets.iter().flat_map(|bk| bk.params.iter().map(String::as_str)).collect();
+    let production: Vec<&str> = tensors
+        .buckets
+        .iter()
+        .flat_map(|bk| bk.params.iter().map(String::as_str))
+        .collect();
 
-    assert_eq!(all_reduces(&dp_step(b, 2, false, usize::MAX).step.graph).len(), 1);
+    assert_eq!(
+        all_reduces(&dp_step(b, 2, false, usize::MAX).step.graph).len(),
+        1
+    );
     for cap in [512, 4 << 10, 16 << 10] {
         let dp = dp_step(b, 2, false, cap);
-        assert_eq!(all_reduces(&dp.step.graph).len(), dp.buckets.len(), "cap {cap}");
+        assert_eq!(
+            all_reduces(&dp.step.graph).len(),
+            dp.buckets.len(),
+            "cap {cap}"
+        );
         // The buckets cut the production order into greedy runs of at most `cap` bytes.
-        let flat: Vec<&str> = dp.buckets.iter().flat_map(|bk| bk.params.iter().map(String::as_str)).collect();
+        let flat: Vec<&str> = dp
+            .buckets
+            .iter()
+            .flat_map(|bk| bk.params.iter().map(String::as_str))
+            .collect();
         assert_eq!(flat, production, "cap {cap}");
         for (k, bk) in dp.buckets.iter().enumerate() {
             let mut ids: Vec<usize> = bk.params.iter().map(|p| tensor_of[p.as_str()]).collect();
             ids.dedup();
             let bytes: usize = ids.iter().map(|&t| size(t)).sum();
             assert_eq!(bk.bytes, bytes);
-            assert!(bytes <= cap || ids.len() == 1, "cap {cap}: bucket {k} too large");
+            assert!(
+                bytes <= cap || ids.len() == 1,
+                "cap {cap}: bucket {k} too large"
+            );
             if let Some(next) = dp.buckets.get(k + 1) {
                 let first = size(tensor_of[next.params[0].as_str()]);
-                assert!(bytes + first > cap, "cap {cap}: bucket {k} could have taken more");
+                assert!(
+                    bytes + first > cap,
+                    "cap {cap}: bucket {k} could have taken more"
+                );
             }
         }
     }
@@ -476,7 +522,10 @@ fn bucket_all_reduces_are_issued_during_the_backward_pass() {
 #[test]
 fn synchronized_batch_norm_all_reduces_its_two_statistics_both_ways() {
     let model = forward(2, Some(4));
-    let bns = model.params().filter(|(n, _)| n.ends_with("running_mean")).count();
+    let bns = model
+        .params()
+        .filter(|(n, _)| n.ends_with("running_mean"))
+        .count();
     assert!(bns > 20);
     assert_eq!(all_reduces(&model).len(), 2 * bns);
     let dp = dp_step(2, 4, true, usize::MAX);

@@ -67,3 +67,24 @@ fn debug_node() {
         for v in &n.inputs { let m = &g.nodes[v.0]; eprintln!("   %{} = {} {:?} {} @{}", v.0, m.op.name(), m.inputs, m.ty, m.scope); }
     }
 }
+
+#[test]
+fn debug_block_kernels() {
+    let spec = calib_models::presets::preset("scnet50").unwrap();
+    let m = calib_models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
+    let step = train_step(&m.graph, &TrainConfig::default()).unwrap();
+    let g = &step.graph;
+    let loss = g.output("loss").unwrap().0;
+    let f = fuse(g, &FusionOptions::default()).unwrap();
+    for block in ["layer1.0", "layer2.1", "layer3.0"] {
+        eprintln!("== {block}");
+        for k in &f.program.kernels {
+            let fwd = k.covers.iter().all(|&c| c <= loss);
+            let inb = k.covers.iter().any(|&c| g.nodes[c].scope.starts_with(&format!("{block}.")) || g.nodes[c].scope == block);
+            if fwd && inb {
+                let outs: Vec<String> = k.outputs.iter().map(|o| format!("{}{}", f.program.buffers[o.buffer.0].name, f.program.buffers[o.buffer.0].ty)).collect();
+                eprintln!("  {} {} {} ops={} outs={:?}", k.name, k.anchor.name(), k.label, k.body.nodes.len(), outs);
+            }
+        }
+    }
+}

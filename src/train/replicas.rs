@@ -140,7 +140,10 @@ fn merge(step: &TrainStep, results: Vec<Result<Outputs>>) -> Result<Outputs> {
         / outputs.len() as f64;
     let mut first = outputs.into_iter().next().expect("at least one replica");
     first.insert("logits".into(), all);
-    first.insert(LOSS.into(), HostTensor::from_f32(Vec::<usize>::new(), vec![loss as f32])?);
+    first.insert(
+        LOSS.into(),
+        HostTensor::from_f32(Vec::<usize>::new(), vec![loss as f32])?,
+    );
     Ok(first)
 }
 
@@ -160,8 +163,14 @@ fn same_bits(a: &HostTensor, b: &HostTensor) -> bool {
     a.dtype() == b.dtype()
         && a.shape() == b.shape()
         && match (a.storage(), b.storage()) {
-            (Storage::F32(x), Storage::F32(y)) => x.iter().map(|v| v.to_bits()).eq(y.iter().map(|v| v.to_bits())),
-            (Storage::F64(x), Storage::F64(y)) => x.iter().map(|v| v.to_bits()).eq(y.iter().map(|v| v.to_bits())),
+            (Storage::F32(x), Storage::F32(y)) => x
+                .iter()
+                .map(|v| v.to_bits())
+                .eq(y.iter().map(|v| v.to_bits())),
+            (Storage::F64(x), Storage::F64(y)) => x
+                .iter()
+                .map(|v| v.to_bits())
+                .eq(y.iter().map(|v| v.to_bits())),
             (Storage::I64(x), Storage::I64(y)) => x == y,
             _ => false,
         }

@@ -114,7 +114,12 @@ pub fn train(
             opts.replicas
         );
     }
-    let shard = vec![opts.batch / opts.replicas, 1, train_set.height, train_set.width];
+    let shard = vec![
+        opts.batch / opts.replicas,
+        1,
+        train_set.height,
+        train_set.width,
+    ];
     let mut builder = GraphBuilder::new(Mode::Train, DType::F32);
     if opts.sync_bn {
         builder = builder.with_sync_bn(opts.replicas);

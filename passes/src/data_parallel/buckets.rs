@@ -34,7 +34,11 @@ pub struct Bucket {
 pub(super) fn plan(graph: &Graph, grads: &[(String, Value)], cap: usize) -> Result<Vec<Bucket>> {
     // Which gradients are the same tensor: CSE merges them in the finished step anyway.
     let (_, merged) = cse(graph)?;
-    let canonical = |i: usize| merged.get(grads[i].1).expect("CSE keeps or merges, never drops");
+    let canonical = |i: usize| {
+        merged
+            .get(grads[i].1)
+            .expect("CSE keeps or merges, never drops")
+    };
     let mut order: Vec<usize> = (0..grads.len()).collect();
     order.sort_by_key(|&i| (canonical(i), i));
     let mut buckets: Vec<Bucket> = vec![];
@@ -52,8 +56,7 @@ pub(super) fn plan(graph: &Graph, grads: &[(String, Value)], cap: usize) -> Resu
         let bytes = ty.numel() * ty.dtype.size_bytes();
         match bucket {
             Some(b)
-                if b.bytes + bytes <= cap
-                    && graph.ty(grads[b.slots[0][0]].1).dtype == ty.dtype =>
+                if b.bytes + bytes <= cap && graph.ty(grads[b.slots[0][0]].1).dtype == ty.dtype =>
             {
                 b.params.push(grads[i].0.clone());
                 b.slots.push(vec![i]);
@@ -99,7 +102,15 @@ pub(super) fn all_reduce(
             for slot in &bucket.slots {
                 let shape = graph.ty(grad(slot)).shape.clone();
                 let end = start + calib_ir::numel(&shape);
-                let part = graph.push(Op::Slice { axis: 0, start, end }, vec![packed], SCOPE)?;
+                let part = graph.push(
+                    Op::Slice {
+                        axis: 0,
+                        start,
+                        end,
+                    },
+                    vec![packed],
+                    SCOPE,
+                )?;
                 parts.push(graph.push(Op::Reshape { shape }, vec![part], SCOPE)?);
                 start = end;
             }

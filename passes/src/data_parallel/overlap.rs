@@ -25,7 +25,12 @@ pub(super) fn issue_early(graph: &Graph) -> Graph {
         let downstream = node.inputs.iter().any(|v| reads_reduced[v.0]);
         reads_reduced[i] = ours && (downstream || matches!(node.op, Op::AllReduce { .. }));
         if ours && !downstream && !node.inputs.is_empty() {
-            let k = node.inputs.iter().map(|v| anchor[v.0]).max().expect("has inputs");
+            let k = node
+                .inputs
+                .iter()
+                .map(|v| anchor[v.0])
+                .max()
+                .expect("has inputs");
             anchor[i] = k;
             after[k].push(i);
         }

@@ -1,0 +1,368 @@
+//! The body evaluator: PTX that computes any value of a kernel body at any index.
+//!
+//! `value(v, at)` walks the body backwards from `v`: elementwise ops go through the
+//! op table ([`crate::render`]), index maps rewrite the index ([`crate::index`]), inputs
+//! become global loads, and windowed or contracting ops (pooling, reductions,
+//! convolutions, matmul) become loops in their family's file. Every kernel family is
+//! built on it: a family emits its own loop nest around the anchor, evaluates the
+//! anchor's operands here (the prologue), binds the anchor's result with [`bind`], and
+//! evaluates the kernel outputs here again (the epilogue), which then stops at the bound
+//! anchor.
+//!
+//! Results are memoized per (value, index) in scopes that follow the control flow: a
+//! register computed inside a loop or a branch is forgotten when it closes, so a cached
+//! register always dominates its uses.
+//!
+//! [`bind`]: Emitter::bind
+
+use crate::error::{CodegenError, Result};
+use crate::index::{Index, IndexKey};
+use crate::ptx::{ins, Builder, Operand, Reg, Ty};
+use crate::{conv, matmul, pool, reduction, render};
+use calib_ir::{DType, Kernel, Node, Op, OpClass, Program, TensorType, Value};
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// Instructions one kernel may emit before code generation gives up on it: bodies whose
+/// values are needed at many different indices can grow without bound.
+const MAX_INSTRUCTIONS: usize = 400_000;
+
+/// A map whose entries live until the scope that inserted them closes.
+#[derive(Debug)]
+pub(crate) struct ScopedMap<K, V> {
+    scopes: Vec<HashMap<K, V>>,
+}
+
+impl<K: Hash + Eq, V: Clone> ScopedMap<K, V> {
+    fn new() -> Self {
+        ScopedMap {
+            scopes: vec![HashMap::new()],
+        }
+    }
+
+    pub fn get(&self, k: &K) -> Option<V> {
+        self.scopes.iter().rev().find_map(|s| s.get(k).cloned())
+    }
+
+    pub fn insert(&mut self, k: K, v: V) {
+        self.scopes.last_mut().expect("a scope is open").insert(k, v);
+    }
+
+    fn push(&mut self) {
+        self.scopes.push(HashMap::new());
+    }
+
+    fn pop(&mut self) {
+        self.scopes.pop();
+    }
+}
+
+/// Code generation state for one kernel.
+pub(crate) struct Emitter<'a> {
+    pub b: Builder,
+    pub kernel: &'a Kernel,
+    pub program: &'a Program,
+    /// Global address of each kernel input and output, loaded from the parameters.
+    inputs: Vec<Reg>,
+    outputs: Vec<Reg>,
+    /// Kernel input position of each body input node.
+    input_of: HashMap<Value, usize>,
+    values: ScopedMap<(Value, IndexKey), Operand>,
+    /// Index conversions (flat to coordinates and back), scoped like values.
+    pub(crate) conversions: ScopedMap<(IndexKey, Vec<usize>), Index>,
+}
+
+impl<'a> Emitter<'a> {
+    /// Starts a kernel: loads every buffer address from the parameters `in{i}` and
+    /// `out{i}` (see [`Emitter::param_names`]).
+    pub fn new(program: &'a Program, kernel: &'a Kernel) -> Self {
+        let mut b = Builder::new();
+        let mut load = |name: String| {
+            let r = b.reg(Ty::U64);
+            ins!(b, "ld.param.u64 {r}, [{name}]");
+            ins!(b, "cvta.to.global.u64 {r}, {r}");
+            r
+        };
+        let inputs = (0..kernel.inputs.len()).map(|i| load(format!("in{i}"))).collect();
+        let outputs = (0..kernel.outputs.len()).map(|i| load(format!("out{i}"))).collect();
+        let input_of = kernel
+            .body
+            .inputs()
+            .enumerate()
+            .map(|(i, (_, v))| (v, i))
+            .collect();
+        Emitter {
+            b,
+            kernel,
+            program,
+            inputs,
+            outputs,
+            input_of,
+            values: ScopedMap::new(),
+            conversions: ScopedMap::new(),
+        }
+    }
+
+    /// The entry's parameter names, inputs then outputs.
+    pub fn param_names(&self) -> Vec<String> {
+        let ins = (0..self.inputs.len()).map(|i| format!("in{i}"));
+        ins.chain((0..self.outputs.len()).map(|i| format!("out{i}")))
+            .collect()
+    }
+
+    pub fn node(&self, v: Value) -> &'a Node {
+        &self.kernel.body.nodes[v.0]
+    }
+
+    pub fn ty(&self, v: Value) -> &'a TensorType {
+        &self.kernel.body.nodes[v.0].ty
+    }
+
+    /// An error naming this kernel and body node `v`.
+    pub fn unsupported(&self, v: Value, detail: impl Into<String>) -> CodegenError {
+        CodegenError::Unsupported {
+            kernel: self.kernel.name.clone(),
+            node: v.0,
+            op: self.node(v).op.name(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The register type holding values of `dtype` (the dtype parameter of every
+    /// template: f16/bf16 storage arrives with tensor cores, in a later step).
+    pub fn value_ty(&self, v: Value) -> Result<Ty> {
+        match self.ty(v).dtype {
+            DType::F32 => Ok(Ty::F32),
+            DType::I64 => Ok(Ty::S64),
+            d => Err(self.unsupported(v, format!("{d} kernels are not generated yet"))),
+        }
+    }
+
+    /// Runs `f` in a new memo scope: what it computes is forgotten afterwards, because
+    /// its code may not run on every path (a loop body, a branch arm).
+    pub fn scoped<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.values.push();
+        self.conversions.push();
+        let out = f(self);
+        self.values.pop();
+        self.conversions.pop();
+        out
+    }
+
+    /// Records that `v` at `at` is already in `value`: the anchor's result, computed by
+    /// a family's own loop nest.
+    pub fn bind(&mut self, v: Value, at: &Index, value: Operand) {
+        let key = at.key(&self.ty(v).shape);
+        self.values.insert((v, key), value);
+    }
+
+    /// The value of body node `v` at index `at` (an index into `v`'s shape).
+    pub fn value(&mut self, v: Value, at: &Index) -> Result<Operand> {
+        let key = (v, at.key(&self.ty(v).shape));
+        if let Some(r) = self.values.get(&key) {
+            return Ok(r);
+        }
+        if self.b.instructions() > MAX_INSTRUCTIONS {
+            return Err(CodegenError::Kernel {
+                kernel: self.kernel.name.clone(),
+                detail: format!("the body needs more than {MAX_INSTRUCTIONS} instructions"),
+            });
+        }
+        let r = self.compute(v, at)?;
+        self.values.insert(key, r);
+        Ok(r)
+    }
+
+    fn compute(&mut self, v: Value, at: &Index) -> Result<Operand> {
+        let node = self.node(v);
+        match &node.op {
+            Op::Input { .. } => self.load(v, at),
+            Op::Constant { value } => match self.value_ty(v)? {
+                Ty::F32 => Ok(Operand::f32(*value as f32)),
+                _ => Ok(Operand::Int(*value as i64)),
+            },
+            Op::Param { .. } => Err(self.unsupported(v, "kernel bodies read inputs, not params")),
+            Op::Concat { axis } => self.concat(v, *axis, at),
+            Op::OneHot { .. } => self.one_hot(v, at),
+            Op::Broadcast { .. } | Op::Reshape { .. } | Op::Slice { .. } | Op::ResizeNearest { .. } => {
+                let inner = self.operand_index(v, at)?;
+                self.value(node.inputs[0], &inner)
+            }
+            op => match op.class() {
+                OpClass::Elementwise => {
+                    let args = node
+                        .inputs
+                        .iter()
+                        .map(|&x| self.value(x, at))
+                        .collect::<Result<Vec<_>>>()?;
+                    render::elementwise(self, v, &args)
+                }
+                OpClass::Reduction => reduction::serial(self, v, at),
+                OpClass::Convolution => conv::serial(self, v, at),
+                OpClass::Pool | OpClass::Resize => pool::serial(self, v, at),
+                OpClass::MatMul => matmul::serial(self, v, at),
+                _ => Err(self.unsupported(
+                    v,
+                    "a collective runs between replicas, not inside a PTX kernel",
+                )),
+            },
+        }
+    }
+
+    /// Loads body input `v` (a whole kernel input buffer) at `at`.
+    fn load(&mut self, v: Value, at: &Index) -> Result<Operand> {
+        let ty = self.value_ty(v)?;
+        let slot = self.input_of[&v];
+        let flat = self.flat(at, &self.ty(v).shape);
+        let addr = self.b.address(self.inputs[slot], flat, ty.bytes());
+        let r = self.b.reg(ty);
+        ins!(self.b, "ld.global.nc.{ty} {r}, [{addr}]");
+        Ok(r.into())
+    }
+
+    /// Stores `value` as element `at` of body output `i` (into its slice of the
+    /// buffer, for concat views).
+    pub fn store(&mut self, i: usize, at: &Index, value: Operand) -> Result<()> {
+        let out = &self.kernel.outputs[i];
+        let body_out = self.kernel.body.outputs[i].value;
+        let ty = self.value_ty(body_out)?;
+        let shape = &self.ty(body_out).shape;
+        let flat = match out.slice {
+            None => self.flat(at, shape),
+            Some(s) => {
+                let mut coords = self.coords(at, shape);
+                coords[s.axis] = self.b.add_u32(coords[s.axis], Operand::Int(s.start as i64));
+                let full = &self.program.buffer(out.buffer).ty.shape;
+                self.linearize(&coords, full)
+            }
+        };
+        let addr = self.b.address(self.outputs[i], flat, ty.bytes());
+        let value = self.b.to_reg(value, ty);
+        ins!(self.b, "st.global.{ty} [{addr}], {value}");
+        Ok(())
+    }
+
+    /// `concat` at `at`: a branch per operand, each loading only inside its range.
+    fn concat(&mut self, v: Value, axis: usize, at: &Index) -> Result<Operand> {
+        let node = self.node(v);
+        let ty = self.value_ty(v)?;
+        let coords = self.coords(at, &node.ty.shape);
+        let result = self.b.reg(ty);
+        let end = self.b.label();
+        let mut start = 0usize;
+        for (k, &x) in node.inputs.iter().enumerate() {
+            let extent = self.ty(x).shape[axis];
+            let last = k + 1 == node.inputs.len();
+            let next = self.b.label();
+            if !last {
+                match self.b.lt_u32(coords[axis], Operand::Int((start + extent) as i64)) {
+                    Ok(p) => self.b.bra_if(p, false, next),
+                    Err(false) => {
+                        start += extent;
+                        continue;
+                    }
+                    Err(true) => {}
+                }
+            }
+            self.scoped(|cx| {
+                let mut inner = coords.clone();
+                inner[axis] = cx.b.sub_u32(coords[axis], Operand::Int(start as i64));
+                let value = cx.value(x, &Index::coords(inner))?;
+                ins!(cx.b, "mov.{ty} {result}, {value}");
+                Ok(())
+            })?;
+            self.b.bra(end);
+            self.b.place(next);
+            start += extent;
+        }
+        self.b.place(end);
+        Ok(result.into())
+    }
+
+    /// `one_hot(labels)[n, k]`: 1 where `labels[n] == k`.
+    fn one_hot(&mut self, v: Value, at: &Index) -> Result<Operand> {
+        let node = self.node(v);
+        let ty = self.value_ty(v)?;
+        let coords = self.coords(at, &node.ty.shape);
+        let label = self.value(node.inputs[0], &Index::coords(vec![coords[0]]))?;
+        let k = self.b.to_reg(coords[1], Ty::U32);
+        let k64 = self.b.reg(Ty::S64);
+        ins!(self.b, "cvt.s64.u32 {k64}, {k}");
+        let hit = self.b.setp("eq", Ty::S64, label, k64.into());
+        let r = self.b.reg(ty);
+        let (one, zero) = render::one_zero(ty);
+        ins!(self.b, "selp.{ty} {r}, {one}, {zero}, {hit}");
+        Ok(r.into())
+    }
+
+    /// Emits `for i in 0..extent { f(i) }` for a static `extent` of at least 1, the body
+    /// in its own memo scope.
+    pub fn for_range(
+        &mut self,
+        extent: usize,
+        f: impl FnOnce(&mut Self, Operand) -> Result<()>,
+    ) -> Result<()> {
+        if extent == 1 {
+            return self.scoped(|cx| f(cx, Operand::Int(0)));
+        }
+        let i = self.b.reg(Ty::U32);
+        ins!(self.b, "mov.u32 {i}, 0");
+        let top = self.b.label();
+        self.b.place(top);
+        self.scoped(|cx| f(cx, i.into()))?;
+        ins!(self.b, "add.u32 {i}, {i}, 1");
+        let more = self.b.setp("lt", Ty::U32, i.into(), Operand::Int(extent as i64));
+        self.b.bra_if(more, true, top);
+        Ok(())
+    }
+
+    /// Emits `for (i = start; i < end; i += step) f(i)` with a run-time `start`.
+    pub fn for_strided(
+        &mut self,
+        start: Operand,
+        end: usize,
+        step: usize,
+        f: impl FnOnce(&mut Self, Operand) -> Result<()>,
+    ) -> Result<()> {
+        let i = self.b.reg(Ty::U32);
+        ins!(self.b, "mov.u32 {i}, {start}");
+        let (top, done) = (self.b.label(), self.b.label());
+        self.b.place(top);
+        let stop = self.b.setp("ge", Ty::U32, i.into(), Operand::Int(end as i64));
+        self.b.bra_if(stop, true, done);
+        self.scoped(|cx| f(cx, i.into()))?;
+        ins!(self.b, "add.u32 {i}, {i}, {step}");
+        self.b.bra(top);
+        self.b.place(done);
+        Ok(())
+    }
+
+    /// Runs `f` only where `p` holds (with `when` false: where it does not), in its own
+    /// memo scope.
+    pub fn if_then(
+        &mut self,
+        p: Reg,
+        when: bool,
+        f: impl FnOnce(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        let skip = self.b.label();
+        self.b.bra_if(p, !when, skip);
+        self.scoped(f)?;
+        self.b.place(skip);
+        Ok(())
+    }
+
+    /// Runs `f` where `a < bound` (statically decided when both are constants).
+    pub fn if_below(
+        &mut self,
+        a: Operand,
+        bound: usize,
+        f: impl FnOnce(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        match self.b.lt_u32(a, Operand::Int(bound as i64)) {
+            Ok(p) => self.if_then(p, true, f),
+            Err(true) => self.scoped(f),
+            Err(false) => Ok(()),
+        }
+    }
+}

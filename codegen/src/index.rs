@@ -1,0 +1,188 @@
+//! Indices and index maps: `broadcast`, `reshape`, `slice` and `resize_nearest` become
+//! address arithmetic, never copies.
+//!
+//! An [`Index`] names one element by its row-major flat index, its coordinates, or both,
+//! and each form is derived from the other only when an op needs it. `reshape` keeps the
+//! flat index as it is, so a reshaped value is found in the memo under the same key as
+//! the value it reshapes.
+
+use crate::eval::Emitter;
+use crate::error::Result;
+use crate::ptx::{ins, Operand, Ty};
+use calib_ir::{Op, Value};
+
+/// One element of a tensor whose shape the user of the index knows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Index {
+    flat: Option<Operand>,
+    coords: Option<Vec<Operand>>,
+}
+
+/// The memo key of an index: the flat index whenever it is known.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum IndexKey {
+    Flat(Operand),
+    Coords(Vec<Operand>),
+}
+
+impl Index {
+    pub fn flat(flat: Operand) -> Self {
+        Index {
+            flat: Some(flat),
+            coords: None,
+        }
+    }
+
+    pub fn coords(coords: Vec<Operand>) -> Self {
+        Index {
+            flat: None,
+            coords: Some(coords),
+        }
+    }
+
+    pub fn both(flat: Operand, coords: Vec<Operand>) -> Self {
+        Index {
+            flat: Some(flat),
+            coords: Some(coords),
+        }
+    }
+
+    /// The key under which values at this index are memoized, for a tensor of `shape`.
+    pub(crate) fn key(&self, shape: &[usize]) -> IndexKey {
+        if let Some(f) = self.flat {
+            return IndexKey::Flat(f);
+        }
+        let coords = self.coords.as_ref().expect("an index has a form");
+        let constant: Option<Vec<i64>> = coords.iter().map(|c| c.as_int()).collect();
+        match constant {
+            Some(c) => IndexKey::Flat(Operand::Int(linear(&c, shape))),
+            None => IndexKey::Coords(coords.clone()),
+        }
+    }
+}
+
+/// The row-major flat index of constant coordinates.
+fn linear(coords: &[i64], shape: &[usize]) -> i64 {
+    coords
+        .iter()
+        .zip(shape)
+        .fold(0, |acc, (&c, &d)| acc * d as i64 + c)
+}
+
+impl Emitter<'_> {
+    /// The flat index of `at` in a tensor of `shape`.
+    pub fn flat(&mut self, at: &Index, shape: &[usize]) -> Operand {
+        if let Some(f) = at.flat {
+            return f;
+        }
+        let coords = at.coords.as_ref().expect("an index has a form");
+        self.linearize(coords, shape)
+    }
+
+    /// The row-major flat index of `coords` in `shape` (memoized).
+    pub fn linearize(&mut self, coords: &[Operand], shape: &[usize]) -> Operand {
+        let key = (IndexKey::Coords(coords.to_vec()), shape.to_vec());
+        if let Some(Index { flat: Some(f), .. }) = self.conversions.get(&key) {
+            return f;
+        }
+        let mut flat = Operand::Int(0);
+        for (&c, &d) in coords.iter().zip(shape) {
+            flat = self.b.mad_u32(flat, Operand::Int(d as i64), c);
+        }
+        self.conversions.insert(key, Index::flat(flat));
+        flat
+    }
+
+    /// The coordinates of `at` in a tensor of `shape` (memoized).
+    pub fn coords(&mut self, at: &Index, shape: &[usize]) -> Vec<Operand> {
+        if let Some(c) = &at.coords {
+            return c.clone();
+        }
+        let flat = at.flat.expect("an index has a form");
+        let key = (IndexKey::Flat(flat), shape.to_vec());
+        if let Some(Index {
+            coords: Some(c), ..
+        }) = self.conversions.get(&key)
+        {
+            return c;
+        }
+        let mut coords = vec![Operand::Int(0); shape.len()];
+        let mut rest = flat;
+        for (k, &d) in shape.iter().enumerate().rev() {
+            // The outermost coordinate needs no remainder: the index is in range.
+            coords[k] = if k == 0 {
+                rest
+            } else {
+                self.b.rem_u32(rest, d)
+            };
+            rest = self.b.div_u32(rest, d);
+        }
+        self.conversions.insert(key, Index::coords(coords.clone()));
+        coords
+    }
+
+    /// For an index map `v` (broadcast, reshape, slice, resize_nearest): the index of
+    /// its operand that element `at` of `v` reads.
+    pub fn operand_index(&mut self, v: Value, at: &Index) -> Result<Index> {
+        let node = self.node(v);
+        let shape = &node.ty.shape;
+        let from = &self.ty(node.inputs[0]).shape;
+        Ok(match &node.op {
+            Op::Reshape { .. } => Index::flat(self.flat(at, shape)),
+            Op::Broadcast { .. } => {
+                let coords = self.coords(at, shape);
+                let lead = shape.len() - from.len();
+                let inner = from
+                    .iter()
+                    .zip(&coords[lead..])
+                    .map(|(&d, &c)| if d == 1 { Operand::Int(0) } else { c })
+                    .collect();
+                Index::coords(inner)
+            }
+            Op::Slice { axis, start, .. } => {
+                let mut coords = self.coords(at, shape);
+                coords[*axis] = self.b.add_u32(coords[*axis], Operand::Int(*start as i64));
+                Index::coords(coords)
+            }
+            Op::ResizeNearest { .. } => {
+                let mut coords = self.coords(at, shape);
+                for axis in [2, 3] {
+                    coords[axis] = self.resize_source(coords[axis], from[axis], shape[axis]);
+                }
+                Index::coords(coords)
+            }
+            _ => return Err(self.unsupported(v, "not an index map")),
+        })
+    }
+
+    /// The source index output index `d` reads along an axis resized from `input` to
+    /// `out` elements, bit for bit as ATen's legacy nearest computes it: identity and
+    /// exact 2x upsampling are exact shortcuts, otherwise `floor(f32(d) * f32(in/out))`
+    /// in f32 arithmetic, clamped to the last source index.
+    pub fn resize_source(&mut self, d: Operand, input: usize, out: usize) -> Operand {
+        if input == out {
+            return d;
+        }
+        if out == 2 * input {
+            return match d.as_int() {
+                Some(x) => Operand::Int(x >> 1),
+                None => {
+                    let r = self.b.reg(Ty::U32);
+                    ins!(self.b, "shr.u32 {r}, {d}, 1");
+                    r.into()
+                }
+            };
+        }
+        let scale = input as f32 / out as f32;
+        if let Some(x) = d.as_int() {
+            let source = ((x as f32 * scale).floor() as i64).min(input as i64 - 1);
+            return Operand::Int(source);
+        }
+        let scale = Operand::f32(scale);
+        let (f, g, i) = (self.b.reg(Ty::F32), self.b.reg(Ty::F32), self.b.reg(Ty::U32));
+        ins!(self.b, "cvt.rn.f32.u32 {f}, {d}");
+        ins!(self.b, "mul.rn.f32 {g}, {f}, {scale}");
+        ins!(self.b, "cvt.rmi.u32.f32 {i}, {g}");
+        self.b.min_u32(i.into(), Operand::Int(input as i64 - 1))
+    }
+}

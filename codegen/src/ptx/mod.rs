@@ -1,0 +1,189 @@
+//! A small PTX writer: typed virtual registers declared up front, labels, instruction
+//! text, and the module around one entry.
+//!
+//! Registers are virtual and never reused: ptxas does the allocation, so the emitters
+//! stay simple and every value keeps one name (accumulators and loop counters, which
+//! are updated in place, are the exception).
+
+mod arith;
+mod types;
+
+pub use types::{Operand, Reg, RegClass, Ty};
+
+use std::fmt::Write;
+
+/// The PTX ISA version and target every module declares: sm_80 PTX also assembles for
+/// sm_90.
+pub const VERSION: &str = "7.8";
+pub const TARGET: &str = "sm_80";
+
+/// Appends one instruction, `format!`-style: `ins!(b, "add.rn.f32 {d}, {x}, {y}")`.
+macro_rules! ins {
+    ($b:expr, $($fmt:tt)*) => {
+        $b.emit(format!($($fmt)*))
+    };
+}
+pub(crate) use ins;
+
+/// A branch target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Label(u32);
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "$L{}", self.0)
+    }
+}
+
+/// The body of one entry under construction.
+#[derive(Debug, Default)]
+pub struct Builder {
+    lines: Vec<String>,
+    counts: [u32; RegClass::ALL.len()],
+    labels: u32,
+    instructions: usize,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fresh register of type `ty`.
+    pub fn reg(&mut self, ty: Ty) -> Reg {
+        let slot = &mut self.counts[ty.class().index()];
+        *slot += 1;
+        Reg {
+            class: ty.class(),
+            id: *slot,
+        }
+    }
+
+    /// Appends an instruction (without its `;`).
+    pub fn emit(&mut self, text: String) {
+        self.instructions += 1;
+        self.lines.push(format!("\t{text};"));
+    }
+
+    pub fn comment(&mut self, text: &str) {
+        self.lines.push(format!("\t// {text}"));
+    }
+
+    /// Instructions emitted so far (a guard against runaway code).
+    pub fn instructions(&self) -> usize {
+        self.instructions
+    }
+
+    pub fn label(&mut self) -> Label {
+        self.labels += 1;
+        Label(self.labels)
+    }
+
+    pub fn place(&mut self, label: Label) {
+        self.lines.push(format!("{label}:"));
+    }
+
+    pub fn bra(&mut self, target: Label) {
+        ins!(self, "bra.uni {target}");
+    }
+
+    /// Branches to `target` where `p` is true (or false, with `when` false).
+    pub fn bra_if(&mut self, p: Reg, when: bool, target: Label) {
+        let not = if when { "" } else { "!" };
+        ins!(self, "@{not}{p} bra {target}");
+    }
+
+    /// A register holding `value` (a `mov` unless it already is one).
+    pub fn to_reg(&mut self, value: Operand, ty: Ty) -> Reg {
+        match value {
+            Operand::Reg(r) => r,
+            imm => {
+                let r = self.reg(ty);
+                ins!(self, "mov.{ty} {r}, {imm}");
+                r
+            }
+        }
+    }
+
+    /// `p = a <cmp> b` for a comparison such as `lt` on type `ty`.
+    pub fn setp(&mut self, cmp: &str, ty: Ty, a: Operand, b: Operand) -> Reg {
+        let p = self.reg(Ty::Pred);
+        ins!(self, "setp.{cmp}.{ty} {p}, {a}, {b}");
+        p
+    }
+
+    /// The entry's register declarations followed by its instructions.
+    fn body(&self) -> String {
+        let mut out = String::new();
+        for class in RegClass::ALL {
+            let n = self.counts[class.index()];
+            if n > 0 {
+                writeln!(out, "\t.reg {} {}<{}>;", class.decl(), class.prefix(), n + 1).unwrap();
+            }
+        }
+        for line in &self.lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// One `.entry`: pointer parameters, a fixed block size, optional dynamic shared
+/// memory, and the comment lines that head its file.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub name: &'a str,
+    pub params: &'a [String],
+    pub threads: u32,
+    /// Whether the body addresses the dynamic shared array `smem`.
+    pub shared: bool,
+    pub header: &'a [String],
+}
+
+/// The name of the dynamic shared-memory array, declared at module scope.
+pub const SHARED: &str = "smem";
+const SHARED_DECL: &str = ".extern .shared .align 16 .b8 smem[];";
+
+impl Entry<'_> {
+    /// A complete module holding this entry alone.
+    pub fn module(&self, body: &Builder) -> String {
+        let mut out = String::new();
+        for line in self.header {
+            writeln!(out, "// {line}").unwrap();
+        }
+        writeln!(out, ".version {VERSION}\n.target {TARGET}\n.address_size 64\n").unwrap();
+        if self.shared {
+            writeln!(out, "{SHARED_DECL}\n").unwrap();
+        }
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|p| format!("\t.param .u64 {p}"))
+            .collect();
+        writeln!(
+            out,
+            ".visible .entry {}(\n{}\n)\n.reqntid {}, 1, 1\n{{",
+            self.name,
+            params.join(",\n"),
+            self.threads
+        )
+        .unwrap();
+        out.push_str(&body.body());
+        out.push_str("\tret;\n}\n");
+        out
+    }
+}
+
+/// Joins standalone modules into one (their entries under a single header), for tools
+/// such as ptxas that are faster on one file. Entry names must differ.
+pub fn join_modules<'a>(modules: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out =
+        format!(".version {VERSION}\n.target {TARGET}\n.address_size 64\n\n{SHARED_DECL}\n\n");
+    for m in modules {
+        let start = m.find(".visible .entry").unwrap_or(0);
+        out.push_str(&m[start..]);
+        out.push('\n');
+    }
+    out
+}

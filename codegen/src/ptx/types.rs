@@ -1,0 +1,157 @@
+//! PTX scalar types, virtual registers and operands.
+
+use std::fmt;
+
+/// A PTX scalar type, as written after an opcode (`.f32`, `.u32`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ty {
+    Pred,
+    U32,
+    S32,
+    U64,
+    S64,
+    F32,
+    /// Raw 16-bit storage (f16/bf16 values travel as `.b16` until converted).
+    B16,
+}
+
+impl Ty {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ty::Pred => "pred",
+            Ty::U32 => "u32",
+            Ty::S32 => "s32",
+            Ty::U64 => "u64",
+            Ty::S64 => "s64",
+            Ty::F32 => "f32",
+            Ty::B16 => "b16",
+        }
+    }
+
+    /// The register bank a value of this type lives in.
+    pub fn class(self) -> RegClass {
+        match self {
+            Ty::Pred => RegClass::Pred,
+            Ty::B16 => RegClass::B16,
+            Ty::U32 | Ty::S32 => RegClass::B32,
+            Ty::U64 | Ty::S64 => RegClass::B64,
+            Ty::F32 => RegClass::F32,
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        self == Ty::F32
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            Ty::Pred => 0,
+            Ty::B16 => 2,
+            Ty::U32 | Ty::S32 | Ty::F32 => 4,
+            Ty::U64 | Ty::S64 => 8,
+        }
+    }
+}
+
+impl fmt::Display for Ty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A register bank: one `.reg` declaration with a name prefix (`%f<12>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RegClass {
+    Pred,
+    B16,
+    B32,
+    B64,
+    F32,
+}
+
+impl RegClass {
+    pub const ALL: [RegClass; 5] = [
+        RegClass::Pred,
+        RegClass::B16,
+        RegClass::B32,
+        RegClass::B64,
+        RegClass::F32,
+    ];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            RegClass::Pred => "%p",
+            RegClass::B16 => "%h",
+            RegClass::B32 => "%r",
+            RegClass::B64 => "%rd",
+            RegClass::F32 => "%f",
+        }
+    }
+
+    /// The type the bank is declared with.
+    pub fn decl(self) -> &'static str {
+        match self {
+            RegClass::Pred => ".pred",
+            RegClass::B16 => ".b16",
+            RegClass::B32 => ".b32",
+            RegClass::B64 => ".b64",
+            RegClass::F32 => ".f32",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A virtual register: PTX registers are unlimited and ptxas allocates the real ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reg {
+    pub class: RegClass,
+    pub id: u32,
+}
+
+impl fmt::Display for Reg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.class.prefix(), self.id)
+    }
+}
+
+/// An instruction source: a register or an immediate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operand {
+    Reg(Reg),
+    Int(i64),
+    /// An f32 immediate by its bits, written `0fXXXXXXXX` so it is exact.
+    F32(u32),
+}
+
+impl Operand {
+    pub fn f32(x: f32) -> Operand {
+        Operand::F32(x.to_bits())
+    }
+
+    /// The value of an integer immediate.
+    pub fn as_int(self) -> Option<i64> {
+        match self {
+            Operand::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl From<Reg> for Operand {
+    fn from(r: Reg) -> Self {
+        Operand::Reg(r)
+    }
+}
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operand::Reg(r) => r.fmt(f),
+            Operand::Int(v) => write!(f, "{v}"),
+            Operand::F32(bits) => write!(f, "0f{bits:08X}"),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The elementwise op table: each IR op as a short PTX sequence.
+//!
+//! A rule is a list of instruction templates per operand class (floating point, held
+//! in `.f32`; integer, held in `.s64`). Placeholders: `{d}` the result, `{a} {b} {c}`
+//! the operands, `{t}` the PTX type, `{one} {zero}` constants of that type, `{s}` a
+//! scratch register of the result type and `{p}` a scratch predicate.
+//!
+//! Float arithmetic carries `.rn` so that ptxas does not contract `mul` and `add` into
+//! `fma`, which would round differently from the reference interpreter. `exp` and
+//! `log` scale by log2(e) and ln(2) around the hardware `ex2` and `lg2`.
+
+use crate::eval::Emitter;
+use crate::error::Result;
+use crate::ptx::{Operand, Ty};
+use calib_ir::{DType, Op, Value};
+
+struct Rule {
+    op: &'static str,
+    float: &'static [&'static str],
+    /// Empty where the op has no integer form.
+    int: &'static [&'static str],
+}
+
+// 0f3FB8AA3B = log2(e), 0fBFB8AA3B = -log2(e), 0f3F317218 = ln(2).
+const RULES: &[Rule] = &[
+    Rule { op: "neg", float: &["neg.f32 {d}, {a}"], int: &["neg.s64 {d}, {a}"] },
+    Rule {
+        op: "exp",
+        float: &["mul.rn.f32 {s}, {a}, 0f3FB8AA3B", "ex2.approx.f32 {d}, {s}"],
+        int: &[],
+    },
+    Rule {
+        op: "log",
+        float: &["lg2.approx.f32 {s}, {a}", "mul.rn.f32 {d}, {s}, 0f3F317218"],
+        int: &[],
+    },
+    Rule { op: "sqrt", float: &["sqrt.rn.f32 {d}, {a}"], int: &[] },
+    Rule { op: "rsqrt", float: &["rsqrt.approx.f32 {d}, {a}"], int: &[] },
+    Rule {
+        op: "sigmoid",
+        float: &[
+            "mul.rn.f32 {s}, {a}, 0fBFB8AA3B",
+            "ex2.approx.f32 {s}, {s}",
+            "add.rn.f32 {s}, {s}, 0f3F800000",
+            "rcp.rn.f32 {d}, {s}",
+        ],
+        int: &[],
+    },
+    Rule { op: "relu", float: &["max.f32 {d}, {a}, {zero}"], int: &["max.s64 {d}, {a}, 0"] },
+    Rule { op: "add", float: &["add.rn.f32 {d}, {a}, {b}"], int: &["add.s64 {d}, {a}, {b}"] },
+    Rule { op: "sub", float: &["sub.rn.f32 {d}, {a}, {b}"], int: &["sub.s64 {d}, {a}, {b}"] },
+    Rule { op: "mul", float: &["mul.rn.f32 {d}, {a}, {b}"], int: &["mul.lo.s64 {d}, {a}, {b}"] },
+    Rule { op: "div", float: &["div.rn.f32 {d}, {a}, {b}"], int: &[] },
+    Rule { op: "max", float: &["max.f32 {d}, {a}, {b}"], int: &["max.s64 {d}, {a}, {b}"] },
+    Rule { op: "cmp_gt", float: CMP_GT, int: CMP_GT },
+    Rule { op: "cmp_ge", float: CMP_GE, int: CMP_GE },
+    Rule { op: "cmp_eq", float: CMP_EQ, int: CMP_EQ },
+    Rule { op: "select", float: SELECT, int: SELECT },
+];
+
+const CMP_GT: &[&str] = &["setp.gt.{t} {p}, {a}, {b}", "selp.{t} {d}, {one}, {zero}, {p}"];
+const CMP_GE: &[&str] = &["setp.ge.{t} {p}, {a}, {b}", "selp.{t} {d}, {one}, {zero}, {p}"];
+const CMP_EQ: &[&str] = &["setp.eq.{t} {p}, {a}, {b}", "selp.{t} {d}, {one}, {zero}, {p}"];
+const SELECT: &[&str] = &["setp.ne.{t} {p}, {a}, {zero}", "selp.{t} {d}, {b}, {c}, {p}"];
+
+/// Conversions by (from, to) dtype; float to integer truncates toward zero and
+/// saturates, as Rust's `as` does in the reference interpreter.
+const CASTS: &[(DType, DType, &str)] = &[
+    (DType::F32, DType::I64, "cvt.rzi.s64.f32 {d}, {a}"),
+    (DType::I64, DType::F32, "cvt.rn.f32.s64 {d}, {a}"),
+];
+
+/// The constants 1 and 0 in registers of type `ty`.
+pub(crate) fn one_zero(ty: Ty) -> (Operand, Operand) {
+    match ty {
+        Ty::F32 => (Operand::f32(1.0), Operand::f32(0.0)),
+        _ => (Operand::Int(1), Operand::Int(0)),
+    }
+}
+
+/// Emits elementwise node `v` applied to `args` (its operands at one index).
+pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Result<Operand> {
+    let node = cx.node(v);
+    let ty = cx.value_ty(v)?;
+    let arg_ty = cx.value_ty(node.inputs[0])?;
+    let templates: Vec<&str> = match &node.op {
+        Op::Cast { to } => {
+            let from = cx.ty(node.inputs[0]).dtype;
+            if from == *to {
+                return Ok(args[0]);
+            }
+            match CASTS.iter().find(|c| c.0 == from && c.1 == *to) {
+                Some(c) => vec![c.2],
+                None => return Err(cx.unsupported(v, format!("no cast from {from} to {to}"))),
+            }
+        }
+        op => {
+            let rule = RULES.iter().find(|r| r.op == op.name());
+            let lines = rule.map(|r| if ty.is_float() { r.float } else { r.int });
+            match lines {
+                Some(lines) if !lines.is_empty() => lines.to_vec(),
+                _ => return Err(cx.unsupported(v, format!("no {ty} rule in the op table"))),
+            }
+        }
+    };
+    // Immediates go through registers: not every instruction takes them everywhere, and
+    // ptxas folds the moves.
+    let args: Vec<Operand> = args.iter().map(|&a| cx.b.to_reg(a, arg_ty).into()).collect();
+    let d = cx.b.reg(ty);
+    let uses = |name: &str| templates.iter().any(|l| l.contains(name));
+    let s = if uses("{s}") { cx.b.reg(ty).to_string() } else { String::new() };
+    let p = if uses("{p}") { cx.b.reg(Ty::Pred).to_string() } else { String::new() };
+    let (one, zero) = one_zero(ty);
+    for line in &templates {
+        let mut text = line
+            .replace("{d}", &d.to_string())
+            .replace("{s}", &s)
+            .replace("{p}", &p)
+            .replace("{t}", ty.name())
+            .replace("{one}", &one.to_string())
+            .replace("{zero}", &zero.to_string());
+        for (name, a) in ["{a}", "{b}", "{c}"].iter().zip(&args) {
+            text = text.replace(name, &a.to_string());
+        }
+        cx.b.emit(text);
+    }
+    Ok(d.into())
+}
