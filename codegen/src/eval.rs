@@ -67,6 +67,8 @@ pub(crate) struct Emitter<'a> {
     outputs: Vec<Reg>,
     /// Kernel input position of each body input node.
     input_of: HashMap<Value, usize>,
+    tid: Reg,
+    ctaid: Reg,
     values: ScopedMap<(Value, IndexKey), Operand>,
     /// Index conversions (flat to coordinates and back), scoped like values.
     pub(crate) conversions: ScopedMap<(IndexKey, Vec<usize>), Index>,
@@ -91,6 +93,9 @@ impl<'a> Emitter<'a> {
             .enumerate()
             .map(|(i, (_, v))| (v, i))
             .collect();
+        let (tid, ctaid) = (b.reg(Ty::U32), b.reg(Ty::U32));
+        ins!(b, "mov.u32 {tid}, %tid.x");
+        ins!(b, "mov.u32 {ctaid}, %ctaid.x");
         Emitter {
             b,
             kernel,
@@ -98,9 +103,21 @@ impl<'a> Emitter<'a> {
             inputs,
             outputs,
             input_of,
+            tid,
+            ctaid,
             values: ScopedMap::new(),
             conversions: ScopedMap::new(),
         }
+    }
+
+    /// The thread's index in its block (blocks are one-dimensional).
+    pub fn tid(&self) -> Operand {
+        self.tid.into()
+    }
+
+    /// The block's index in the grid (grids are one-dimensional).
+    pub fn ctaid(&self) -> Operand {
+        self.ctaid.into()
     }
 
     /// The entry's parameter names, inputs then outputs.
@@ -293,6 +310,112 @@ impl<'a> Emitter<'a> {
         let (one, zero) = render::one_zero(ty);
         ins!(self.b, "selp.{ty} {r}, {one}, {zero}, {hit}");
         Ok(r.into())
+    }
+
+    /// Evaluates and stores each body output in `outputs` at the element `at` of the
+    /// anchor's output (of `shape`): outputs of the anchor's shape at the same
+    /// coordinates, others at the same flat index.
+    pub fn store_aligned(&mut self, outputs: &[usize], shape: &[usize], at: &Index) -> Result<()> {
+        for &i in outputs {
+            let out = self.kernel.body.outputs[i].value;
+            let index = if self.ty(out).shape == shape {
+                at.clone()
+            } else {
+                Index::flat(self.flat(at, shape))
+            };
+            let value = self.value(out, &index)?;
+            self.store(i, &index, value)?;
+        }
+        Ok(())
+    }
+
+    /// Emits nested loops over every multi-index of `extents` (outermost first) and
+    /// calls `f` with the loop indices.
+    pub fn for_each(
+        &mut self,
+        extents: &[usize],
+        f: &mut dyn FnMut(&mut Self, &[Operand]) -> Result<()>,
+    ) -> Result<()> {
+        fn nest(
+            cx: &mut Emitter,
+            extents: &[usize],
+            index: &mut Vec<Operand>,
+            f: &mut dyn FnMut(&mut Emitter, &[Operand]) -> Result<()>,
+        ) -> Result<()> {
+            match extents.split_first() {
+                None => f(cx, index),
+                Some((&e, rest)) => cx.for_range(e, |cx, i| {
+                    index.push(i);
+                    nest(cx, rest, index, f)?;
+                    index.pop();
+                    Ok(())
+                }),
+            }
+        }
+        nest(self, extents, &mut Vec::new(), f)
+    }
+
+    /// One predicate for "all of `conditions` hold"; `Err` when constants decide it.
+    fn all(&mut self, conditions: Vec<std::result::Result<Reg, bool>>) -> std::result::Result<Reg, bool> {
+        let mut known = true;
+        let mut p: Option<Reg> = None;
+        for c in conditions {
+            match c {
+                Err(v) => known &= v,
+                Ok(q) => {
+                    p = Some(match p {
+                        None => q,
+                        Some(prev) => {
+                            let both = self.b.reg(Ty::Pred);
+                            ins!(self.b, "and.pred {both}, {prev}, {q}");
+                            both
+                        }
+                    })
+                }
+            }
+        }
+        match (known, p) {
+            (false, _) => Err(false),
+            (true, None) => Err(true),
+            (true, Some(p)) => Ok(p),
+        }
+    }
+
+    /// Runs `f` where all `conditions` hold.
+    pub fn when_all(
+        &mut self,
+        conditions: Vec<std::result::Result<Reg, bool>>,
+        f: impl FnOnce(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        match self.all(conditions) {
+            Ok(p) => self.if_then(p, true, f),
+            Err(true) => f(self),
+            Err(false) => Ok(()),
+        }
+    }
+
+    /// `f()` where all `conditions` hold, else zero (of type `ty`).
+    pub fn value_or_zero(
+        &mut self,
+        conditions: Vec<std::result::Result<Reg, bool>>,
+        ty: Ty,
+        f: impl FnOnce(&mut Self) -> Result<Operand>,
+    ) -> Result<Operand> {
+        let zero = render::one_zero(ty).1;
+        match self.all(conditions) {
+            Err(true) => f(self),
+            Err(false) => Ok(zero),
+            Ok(p) => {
+                let r = self.b.reg(ty);
+                ins!(self.b, "mov.{ty} {r}, {zero}");
+                self.if_then(p, true, |cx| {
+                    let v = f(cx)?;
+                    ins!(cx.b, "mov.{ty} {r}, {v}");
+                    Ok(())
+                })?;
+                Ok(r.into())
+            }
+        }
     }
 
     /// Emits `for i in 0..extent { f(i) }` for a static `extent` of at least 1, the body

@@ -73,3 +73,12 @@ impl CompiledProgram {
         ptx::join_modules(self.kernels.iter().map(|k| k.ptx.as_str()))
     }
 }
+
+/// The launch shape a family chose: a one-dimensional grid of one-dimensional blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub blocks: usize,
+    pub threads: usize,
+    /// Dynamic shared memory in bytes.
+    pub shared_bytes: usize,
+}

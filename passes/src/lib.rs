@@ -11,6 +11,7 @@
 //! Every pass takes a graph by reference and returns a new one; none panics on a
 //! malformed graph.
 
+mod arena;
 mod autodiff;
 mod cse;
 mod data_parallel;
@@ -22,6 +23,7 @@ mod prune;
 mod renumber;
 mod train_step;
 
+pub use arena::{plan_arena, ArenaPlan, ALIGN};
 pub use autodiff::{grad, vjp};
 pub use cse::cse;
 pub use data_parallel::{data_parallel_step, Bucket, DataParallel, DataParallelStep};

@@ -5,14 +5,29 @@ use calib_runtime::{reference, weights, Bindings, HostTensor};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures")).join(name)
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures"
+    ))
+    .join(name)
 }
 
 #[test]
 fn scconv_eval_and_train() {
-    for (name, mode) in [("scconv", Mode::Eval), ("scconv", Mode::Train), ("scbottleneck_s1", Mode::Eval), ("scbottleneck_s2_down", Mode::Train)] {
+    for (name, mode) in [
+        ("scconv", Mode::Eval),
+        ("scconv", Mode::Train),
+        ("scbottleneck_s1", Mode::Eval),
+        ("scbottleneck_s2_down", Mode::Train),
+    ] {
         let file = calib_models::load_spec_file(fixture(name)).unwrap();
-        let m = calib_models::build(&file.spec, &file.input_shape.clone().unwrap(), mode, DType::F32).unwrap();
+        let m = calib_models::build(
+            &file.spec,
+            &file.input_shape.clone().unwrap(),
+            mode,
+            DType::F32,
+        )
+        .unwrap();
         let params = weights::load(&fixture(name).join("params.safetensors")).unwrap();
         let io = weights::load(&fixture(name).join("eval_io.safetensors")).unwrap();
         let t = std::time::Instant::now();
@@ -63,8 +78,24 @@ fn debug_node() {
     let g = &step.graph;
     for i in [4157usize, 4158, 4159] {
         let n = &g.nodes[i];
-        eprintln!("%{i} = {} {:?} {} @{}", n.op.name(), n.inputs, n.ty, n.scope);
-        for v in &n.inputs { let m = &g.nodes[v.0]; eprintln!("   %{} = {} {:?} {} @{}", v.0, m.op.name(), m.inputs, m.ty, m.scope); }
+        eprintln!(
+            "%{i} = {} {:?} {} @{}",
+            n.op.name(),
+            n.inputs,
+            n.ty,
+            n.scope
+        );
+        for v in &n.inputs {
+            let m = &g.nodes[v.0];
+            eprintln!(
+                "   %{} = {} {:?} {} @{}",
+                v.0,
+                m.op.name(),
+                m.inputs,
+                m.ty,
+                m.scope
+            );
+        }
     }
 }
 
@@ -80,10 +111,28 @@ fn debug_block_kernels() {
         eprintln!("== {block}");
         for k in &f.program.kernels {
             let fwd = k.covers.iter().all(|&c| c <= loss);
-            let inb = k.covers.iter().any(|&c| g.nodes[c].scope.starts_with(&format!("{block}.")) || g.nodes[c].scope == block);
+            let inb = k.covers.iter().any(|&c| {
+                g.nodes[c].scope.starts_with(&format!("{block}.")) || g.nodes[c].scope == block
+            });
             if fwd && inb {
-                let outs: Vec<String> = k.outputs.iter().map(|o| format!("{}{}", f.program.buffers[o.buffer.0].name, f.program.buffers[o.buffer.0].ty)).collect();
-                eprintln!("  {} {} {} ops={} outs={:?}", k.name, k.anchor.name(), k.label, k.body.nodes.len(), outs);
+                let outs: Vec<String> = k
+                    .outputs
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{}{}",
+                            f.program.buffers[o.buffer.0].name, f.program.buffers[o.buffer.0].ty
+                        )
+                    })
+                    .collect();
+                eprintln!(
+                    "  {} {} {} ops={} outs={:?}",
+                    k.name,
+                    k.anchor.name(),
+                    k.label,
+                    k.body.nodes.len(),
+                    outs
+                );
             }
         }
     }

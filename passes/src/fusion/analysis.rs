@@ -71,7 +71,11 @@ pub struct FusionAnalysis {
 impl FusionAnalysis {
     /// The attributes number of `op` (with a constant's type).
     pub fn intern_op(&mut self, op: Op, ty: Option<TensorType>) -> u32 {
-        let key = format!("{}|{}", serde_json::to_string(&op).expect("ops serialize"), ty.as_ref().map_or(String::new(), |t| t.to_string()));
+        let key = format!(
+            "{}|{}",
+            serde_json::to_string(&op).expect("ops serialize"),
+            ty.as_ref().map_or(String::new(), |t| t.to_string())
+        );
         if let Some(&i) = self.op_keys.get(&key) {
             return i;
         }
@@ -88,7 +92,9 @@ impl FusionAnalysis {
     /// The op of an op node (`None` for other nodes and for pattern nodes).
     pub fn op_of(&self, node: &ENode) -> Option<&Op> {
         match node.head {
-            Head::Op { attrs, .. } if (attrs as usize) < self.ops.len() => Some(&self.ops[attrs as usize].op),
+            Head::Op { attrs, .. } if (attrs as usize) < self.ops.len() => {
+                Some(&self.ops[attrs as usize].op)
+            }
             _ => None,
         }
     }
@@ -121,25 +127,42 @@ impl Analysis<ENode> for FusionAnalysis {
                 let ty = match &entry.ty {
                     Some(t) => t.clone(),
                     None => {
-                        let types: Vec<&TensorType> = (0..enode.children.len()).map(|i| child(i).ty()).collect();
+                        let types: Vec<&TensorType> =
+                            (0..enode.children.len()).map(|i| child(i).ty()).collect();
                         // add_op checks before adding, so this only fails on a rule bug;
                         // the node then keeps its first operand's type and is never chosen
                         // (lowering re-infers every body).
                         infer_type(&entry.op, &types).unwrap_or_else(|_| types[0].clone())
                     }
                 };
-                Data { types: vec![ty], params_only }
+                Data {
+                    types: vec![ty],
+                    params_only,
+                }
             }
             Head::Leaf(v) => {
                 let leaf = &egraph.analysis.leaves[&v];
-                Data { types: vec![leaf.ty.clone()], params_only: leaf.params_only }
+                Data {
+                    types: vec![leaf.ty.clone()],
+                    params_only: leaf.params_only,
+                }
             }
             Head::Kernel(k) => {
                 let body = &egraph.analysis.kernel(k).body;
-                let types = body.outputs.iter().map(|o| body.ty(o.value).clone()).collect();
-                Data { types, params_only: false }
+                let types = body
+                    .outputs
+                    .iter()
+                    .map(|o| body.ty(o.value).clone())
+                    .collect();
+                Data {
+                    types,
+                    params_only: false,
+                }
             }
-            Head::Proj(i) => Data { types: vec![child(0).types[i as usize].clone()], params_only: false },
+            Head::Proj(i) => Data {
+                types: vec![child(0).types[i as usize].clone()],
+                params_only: false,
+            },
         }
     }
 
@@ -155,17 +178,33 @@ impl Analysis<ENode> for FusionAnalysis {
 /// Adds `op` over `children` if it type-checks; `None` otherwise, so that a rule whose
 /// guard missed a case adds nothing rather than an ill-typed node.
 pub fn add_op(egraph: &mut EGraph, op: Op, children: &[Id]) -> Option<Id> {
+    op_node(egraph, op, children).map(|n| egraph.add(n))
+}
+
+/// [`add_op`], keeping the id of this very node (what explanations start from) even
+/// when its class already exists.
+pub fn add_op_uncanonical(egraph: &mut EGraph, op: Op, children: &[Id]) -> Option<Id> {
+    op_node(egraph, op, children).map(|n| egraph.add_uncanonical(n))
+}
+
+fn op_node(egraph: &mut EGraph, op: Op, children: &[Id]) -> Option<ENode> {
     let types: Vec<&TensorType> = children.iter().map(|&c| egraph[c].data.ty()).collect();
     infer_type(&op, &types).ok()?;
     let kind = Symbol::from(op.name());
     let attrs = egraph.analysis.intern_op(op, None);
-    Some(egraph.add(ENode::new(Head::Op { kind, attrs }, children.to_vec())))
+    Some(ENode::new(Head::Op { kind, attrs }, children.to_vec()))
 }
 
 /// Adds a constant of type `ty`.
 pub fn add_constant(egraph: &mut EGraph, value: f64, ty: TensorType) -> Id {
     let attrs = egraph.analysis.intern_op(Op::Constant { value }, Some(ty));
-    egraph.add(ENode::new(Head::Op { kind: Symbol::from("constant"), attrs }, vec![]))
+    egraph.add(ENode::new(
+        Head::Op {
+            kind: Symbol::from("constant"),
+            attrs,
+        },
+        vec![],
+    ))
 }
 
 /// The first node of class `id` whose op is called `kind`, with its op.
@@ -183,9 +222,11 @@ pub fn constant_value(egraph: &EGraph, id: Id) -> Option<f64> {
         match egraph.analysis.op_of(n) {
             Some(Op::Constant { value }) => return Some(*value),
             Some(Op::Broadcast { .. } | Op::Reshape { .. }) => {
-                if let Some(v) = egraph[n.children[0]].nodes.iter().find_map(|c| match egraph.analysis.op_of(c) {
-                    Some(Op::Constant { value }) => Some(*value),
-                    _ => None,
+                if let Some(v) = egraph[n.children[0]].nodes.iter().find_map(|c| {
+                    match egraph.analysis.op_of(c) {
+                        Some(Op::Constant { value }) => Some(*value),
+                        _ => None,
+                    }
                 }) {
                     return Some(v);
                 }

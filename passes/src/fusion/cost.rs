@@ -43,10 +43,16 @@ impl Device {
     /// Reads a device from a JSON file with every field of [`Device`].
     pub fn from_json_file(path: &Path) -> Result<Device, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let d: Device = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let positive = [d.peak_flops_f32, d.peak_flops_f16, d.bandwidth].iter().all(|v| v.is_finite() && *v > 0.0);
+        let d: Device =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let positive = [d.peak_flops_f32, d.peak_flops_f16, d.bandwidth]
+            .iter()
+            .all(|v| v.is_finite() && *v > 0.0);
         if !positive || !(d.launch_overhead >= 0.0 && d.launch_overhead.is_finite()) {
-            return Err(format!("{}: peaks and bandwidth must be positive, launch overhead non-negative", path.display()));
+            return Err(format!(
+                "{}: peaks and bandwidth must be positive, launch overhead non-negative",
+                path.display()
+            ));
         }
         Ok(d)
     }
@@ -93,7 +99,11 @@ pub fn kernel_cost(body: &Graph) -> KernelCost {
             dtype = node.ty.dtype;
         }
     }
-    KernelCost { flops, bytes, dtype }
+    KernelCost {
+        flops,
+        bytes,
+        dtype,
+    }
 }
 
 /// The body node a kernel's loop nest is built around: its convolution or matmul if it
@@ -134,7 +144,13 @@ fn prologue_reuse(body: &Graph, anchor: Option<usize>) -> Vec<f64> {
             if reuse[i] < per_operand[k] {
                 reuse[i] = per_operand[k];
             }
-            stack.extend(body.nodes[i].inputs.iter().map(|v| v.0).filter(|&j| reuse[j] < per_operand[k]));
+            stack.extend(
+                body.nodes[i]
+                    .inputs
+                    .iter()
+                    .map(|v| v.0)
+                    .filter(|&j| reuse[j] < per_operand[k]),
+            );
         }
     }
     reuse
@@ -154,9 +170,16 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], out: &TensorType) -> f64 {
             let k = inputs[0].numel() as f64 / out.shape[0].max(1) as f64;
             2.0 * n * k
         }
-        Op::AvgPool2d { kernel, .. } | Op::MaxPool2d { kernel, .. } => n * (kernel[0] * kernel[1]) as f64,
-        Op::AvgPool2dBackward { kernel, .. } | Op::MaxPool2dBackward { kernel, .. } => inputs[inputs.len() - 1].numel() as f64 * (kernel[0] * kernel[1]) as f64,
-        Op::ResizeNearestBackward { .. } | Op::ReduceSum { .. } | Op::ReduceMean { .. } | Op::ReduceMax { .. } => inputs[0].numel() as f64,
+        Op::AvgPool2d { kernel, .. } | Op::MaxPool2d { kernel, .. } => {
+            n * (kernel[0] * kernel[1]) as f64
+        }
+        Op::AvgPool2dBackward { kernel, .. } | Op::MaxPool2dBackward { kernel, .. } => {
+            inputs[inputs.len() - 1].numel() as f64 * (kernel[0] * kernel[1]) as f64
+        }
+        Op::ResizeNearestBackward { .. }
+        | Op::ReduceSum { .. }
+        | Op::ReduceMean { .. }
+        | Op::ReduceMax { .. } => inputs[0].numel() as f64,
         Op::Exp | Op::Log | Op::Sqrt | Op::Rsqrt | Op::Sigmoid | Op::Div => 4.0 * n,
         _ if op.class() == OpClass::Elementwise => n,
         _ => 0.0,

@@ -53,7 +53,9 @@ pub fn kind_of(op: Option<&Op>) -> Kind {
     let Some(op) = op else { return Kind::Leaf };
     match op {
         Op::Constant { .. } | Op::Broadcast { .. } | Op::Reshape { .. } => Kind::Free,
-        Op::Slice { .. } | Op::Concat { .. } | Op::ResizeNearest { .. } | Op::OneHot { .. } => Kind::IndexMap,
+        Op::Slice { .. } | Op::Concat { .. } | Op::ResizeNearest { .. } | Op::OneHot { .. } => {
+            Kind::IndexMap
+        }
         _ => match op.class() {
             OpClass::Elementwise => Kind::Elementwise,
             OpClass::Reduction => Kind::Reduction,
@@ -85,7 +87,12 @@ impl Dag {
         let mut ids: Vec<Id> = eg.classes().map(|c| c.id).collect();
         ids.sort();
         let at: HashMap<Id, usize> = ids.iter().enumerate().map(|(k, &id)| (id, k)).collect();
-        let superseded: Vec<ENode> = eg.analysis.superseded.iter().map(|n| canonical(eg, n)).collect();
+        let superseded: Vec<ENode> = eg
+            .analysis
+            .superseded
+            .iter()
+            .map(|n| canonical(eg, n))
+            .collect();
         let mut problem = Problem::default();
         let mut nodes: Vec<Vec<&ENode>> = vec![];
         for &id in &ids {
@@ -106,7 +113,10 @@ impl Dag {
                         // nests and memory traffic it leaves, not by launches that fusion
                         // removes anyway.
                         let mut secs = match kind {
-                            Kind::Elementwise | Kind::IndexMap => device.seconds(&KernelCost { bytes: 0.0, ..cost }) - device.launch_overhead,
+                            Kind::Elementwise | Kind::IndexMap => {
+                                device.seconds(&KernelCost { bytes: 0.0, ..cost })
+                                    - device.launch_overhead
+                            }
                             _ => device.seconds(&cost),
                         };
                         if superseded.contains(n) {
@@ -122,7 +132,11 @@ impl Dag {
             problem.candidates.push(cands);
             nodes.push(kept);
         }
-        let roots: Vec<usize> = rg.roots.iter().map(|o| at[&eg.find(rg.class_of[o])]).collect();
+        let roots: Vec<usize> = rg
+            .roots
+            .iter()
+            .map(|o| at[&eg.find(rg.class_of[o])])
+            .collect();
         let choice = solve(&problem, &roots);
 
         // Depth-first from the roots, operands first: a topological order.
@@ -139,7 +153,14 @@ impl Dag {
             }
             stack.push((c, true));
             let k = choice[c].expect("every class holds an original, finitely priced node");
-            stack.extend(problem.candidates[c][k].children.iter().rev().filter(|&&ch| !seen[ch]).map(|&ch| (ch, false)));
+            stack.extend(
+                problem.candidates[c][k]
+                    .children
+                    .iter()
+                    .rev()
+                    .filter(|&&ch| !seen[ch])
+                    .map(|&ch| (ch, false)),
+            );
         }
         let pos: HashMap<usize, usize> = order.iter().enumerate().map(|(i, &c)| (c, i)).collect();
         let mut originals: HashMap<Id, Vec<usize>> = HashMap::new();
@@ -168,7 +189,11 @@ impl Dag {
                 Head::Leaf(v) => Some(v as usize),
                 _ => None,
             });
-            let inputs: Vec<usize> = n.children.iter().map(|ch| pos[&at[&eg.find(*ch)]]).collect();
+            let inputs: Vec<usize> = n
+                .children
+                .iter()
+                .map(|ch| pos[&at[&eg.find(*ch)]])
+                .collect();
             for &j in &inputs {
                 dag.users[j].push(i);
             }
@@ -195,14 +220,23 @@ fn canonical(eg: &EGraph, n: &ENode) -> ENode {
 
 /// Every value's dependencies as bit sets over DAG indices, following leaves through
 /// the other regions back to this region's nodes.
-fn dependencies(dag: &Dag, rg: &RegionGraph, external: &HashMap<usize, Vec<usize>>) -> Vec<Vec<u64>> {
+fn dependencies(
+    dag: &Dag,
+    rg: &RegionGraph,
+    external: &HashMap<usize, Vec<usize>>,
+) -> Vec<Vec<u64>> {
     let n = dag.len();
     let words = n.div_ceil(64).max(1);
     let edges: Vec<Vec<usize>> = (0..n)
         .map(|i| {
             let mut e = dag.inputs[i].clone();
             if let Some(through) = dag.leaf[i].and_then(|v| external.get(&v)) {
-                e.extend(through.iter().filter_map(|o| dag.index.get(&rg.egraph.find(rg.class_of[o]))).copied());
+                e.extend(
+                    through
+                        .iter()
+                        .filter_map(|o| dag.index.get(&rg.egraph.find(rg.class_of[o])))
+                        .copied(),
+                );
             }
             e
         })
@@ -218,7 +252,12 @@ fn dependencies(dag: &Dag, rg: &RegionGraph, external: &HashMap<usize, Vec<usize
             }
             if !done {
                 stack.push((i, true));
-                stack.extend(edges[i].iter().filter(|&&j| deps[j].is_none() && j != i).map(|&j| (j, false)));
+                stack.extend(
+                    edges[i]
+                        .iter()
+                        .filter(|&&j| deps[j].is_none() && j != i)
+                        .map(|&j| (j, false)),
+                );
                 continue;
             }
             let mut bits = vec![0u64; words];
@@ -234,7 +273,9 @@ fn dependencies(dag: &Dag, rg: &RegionGraph, external: &HashMap<usize, Vec<usize
             deps[i] = Some(bits);
         }
     }
-    deps.into_iter().map(|d| d.unwrap_or_else(|| vec![0; words])).collect()
+    deps.into_iter()
+        .map(|d| d.unwrap_or_else(|| vec![0; words]))
+        .collect()
 }
 
 /// An estimate of `n` run as its own kernel, reading operands through any broadcast
@@ -244,7 +285,11 @@ fn singleton_cost(eg: &EGraph, class: Id, n: &ENode) -> KernelCost {
     let op = eg.analysis.op_of(n).expect("priced nodes are op nodes");
     let types: Vec<&TensorType> = n.children.iter().map(|&c| eg[c].data.ty()).collect();
     let reads: f64 = n.children.iter().map(|&c| read_bytes(eg, c)).sum();
-    KernelCost { flops: op_flops(op, &types, &out), bytes: reads + out.size_bytes() as f64, dtype: out.dtype }
+    KernelCost {
+        flops: op_flops(op, &types, &out),
+        bytes: reads + out.size_bytes() as f64,
+        dtype: out.dtype,
+    }
 }
 
 /// Bytes a kernel reads for operand class `c`: nothing for a constant, the source of a
@@ -253,6 +298,9 @@ fn read_bytes(eg: &EGraph, c: Id) -> f64 {
     if find_op(eg, c, "constant").is_some() {
         return 0.0;
     }
-    let through_view = ["broadcast", "reshape"].iter().find_map(|k| find_op(eg, c, k)).map(|(_, n)| eg[n.children[0]].data.ty().size_bytes() as f64);
+    let through_view = ["broadcast", "reshape"]
+        .iter()
+        .find_map(|k| find_op(eg, c, k))
+        .map(|(_, n)| eg[n.children[0]].data.ty().size_bytes() as f64);
     through_view.unwrap_or_else(|| eg[c].data.ty().size_bytes() as f64)
 }

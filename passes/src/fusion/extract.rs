@@ -69,8 +69,12 @@ fn greedy(problem: &Problem) -> Vec<Option<usize>> {
             break;
         }
         budget -= 1;
-        let Some(found) = evaluate(problem, &best, c) else { continue };
-        let improves = best[c].as_ref().is_none_or(|b| found.cost < b.cost * (1.0 - 1e-12));
+        let Some(found) = evaluate(problem, &best, c) else {
+            continue;
+        };
+        let improves = best[c]
+            .as_ref()
+            .is_none_or(|b| found.cost < b.cost * (1.0 - 1e-12));
         if improves {
             best[c] = Some(found);
             for &p in &parents[c] {
@@ -94,11 +98,14 @@ fn share(problem: &Problem, roots: &[usize], choice: &mut [Option<usize>]) {
             }
         }
     }
-    let Some(mut current) = plan_cost(problem, roots, choice) else { return };
+    let Some(mut current) = plan_cost(problem, roots, choice) else {
+        return;
+    };
     for _round in 0..2 {
         let mut improved = false;
         for takers in users.iter().filter(|u| u.len() > 1) {
-            let saved: Vec<(usize, Option<usize>)> = takers.iter().map(|&(c, _)| (c, choice[c])).collect();
+            let saved: Vec<(usize, Option<usize>)> =
+                takers.iter().map(|&(c, _)| (c, choice[c])).collect();
             for &(c, k) in takers {
                 if choice[c].is_some() {
                     choice[c] = Some(k);
@@ -184,7 +191,11 @@ fn evaluate(problem: &Problem, best: &[Option<Best>], c: usize) -> Option<Best> 
         items.dedup();
         let cost: f64 = items.iter().map(|&i| problem.item_cost[i as usize]).sum();
         if winner.as_ref().is_none_or(|w| cost < w.cost) {
-            winner = Some(Best { cost, items: items.into(), choice: k });
+            winner = Some(Best {
+                cost,
+                items: items.into(),
+                choice: k,
+            });
         }
     }
     winner
@@ -195,7 +206,10 @@ mod tests {
     use super::*;
 
     fn cand(item: Option<u32>, children: &[usize]) -> Candidate {
-        Candidate { item, children: children.to_vec() }
+        Candidate {
+            item,
+            children: children.to_vec(),
+        }
     }
 
     #[test]
@@ -204,7 +218,11 @@ mod tests {
         // shared kernel (cost 5); class 0 needs both. A tree cost would price the shared
         // kernel twice (10 > 6); the set cost prices it once (5 < 6).
         let problem = Problem {
-            candidates: vec![vec![cand(Some(3), &[1, 2])], vec![cand(Some(0), &[]), cand(Some(2), &[])], vec![cand(Some(1), &[]), cand(Some(2), &[])]],
+            candidates: vec![
+                vec![cand(Some(3), &[1, 2])],
+                vec![cand(Some(0), &[]), cand(Some(2), &[])],
+                vec![cand(Some(1), &[]), cand(Some(2), &[])],
+            ],
             item_cost: vec![3.0, 3.0, 5.0, 1.0],
         };
         assert_eq!(solve(&problem, &[0]), vec![Some(0), Some(1), Some(1)]);
@@ -213,7 +231,14 @@ mod tests {
     #[test]
     fn cycles_and_unreachable_classes_are_tolerated() {
         // Class 0 is only computable through itself; class 1 through 0.
-        let problem = Problem { candidates: vec![vec![cand(Some(0), &[0])], vec![cand(None, &[0])], vec![cand(None, &[])]], item_cost: vec![1.0] };
+        let problem = Problem {
+            candidates: vec![
+                vec![cand(Some(0), &[0])],
+                vec![cand(None, &[0])],
+                vec![cand(None, &[])],
+            ],
+            item_cost: vec![1.0],
+        };
         assert_eq!(solve(&problem, &[1, 2]), vec![None, None, Some(0)]);
     }
 }

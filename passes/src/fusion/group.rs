@@ -51,7 +51,12 @@ pub struct Group {
 impl Group {
     /// The group of `seed` alone (the anchor, if it is a loop nest).
     pub fn seed(dag: &Dag, seed: usize) -> Group {
-        let mut g = Group { members: BTreeMap::new(), anchor: None, member_bits: vec![0; dag.len().div_ceil(64)], pooled: false };
+        let mut g = Group {
+            members: BTreeMap::new(),
+            anchor: None,
+            member_bits: vec![0; dag.len().div_ceil(64)],
+            pooled: false,
+        };
         g.insert(seed, Join::Seed);
         if matches!(dag.kind(seed), Kind::Heavy | Kind::Reduction) {
             g.anchor = Some(seed);
@@ -86,7 +91,9 @@ impl Group {
                     Kind::Elementwise | Kind::IndexMap => match mode {
                         Producers::FreeOnly => None,
                         Producers::Recompute => Some(Join::Prologue),
-                        Producers::Exclusive => (!dag.root[c] && dag.users[c].iter().all(|&u| u == v || self.contains(u))).then_some(Join::Prologue),
+                        Producers::Exclusive => (!dag.root[c]
+                            && dag.users[c].iter().all(|&u| u == v || self.contains(u)))
+                        .then_some(Join::Prologue),
                     },
                     Kind::Heavy if mode != Producers::FreeOnly => self.heavy_producer(dag, v, k, c),
                     _ => None,
@@ -118,24 +125,41 @@ impl Group {
     /// Takes in elementwise consumers over the anchor's (or seed's) domain whose other
     /// operands do not depend on the group, and reductions of members, repeatedly.
     pub fn grow_epilogue(&mut self, dag: &Dag) {
-        let seed = self.members.iter().find(|(_, j)| **j == Join::Seed).map(|(&i, _)| i);
-        let Some(base) = self.anchor.or(seed) else { return };
+        let seed = self
+            .members
+            .iter()
+            .find(|(_, j)| **j == Join::Seed)
+            .map(|(&i, _)| i);
+        let Some(base) = self.anchor.or(seed) else {
+            return;
+        };
         if dag.kind(base) == Kind::Reduction {
             return;
         }
         let domain = dag.ty[base].shape.clone();
         loop {
-            let frontier: Vec<usize> = self.members.iter().filter(|(_, j)| matches!(j, Join::Seed | Join::Anchor | Join::Epilogue)).map(|(&i, _)| i).collect();
+            let frontier: Vec<usize> = self
+                .members
+                .iter()
+                .filter(|(_, j)| matches!(j, Join::Seed | Join::Anchor | Join::Epilogue))
+                .map(|(&i, _)| i)
+                .collect();
             let mut grew = false;
             for m in frontier {
                 for &u in &dag.users[m] {
                     if self.contains(u) || self.members.len() >= MAX_MEMBERS {
                         continue;
                     }
-                    let operands_ok = dag.inputs[u].iter().all(|&c| self.contains(c) || !self.reaches(dag, c));
+                    let operands_ok = dag.inputs[u]
+                        .iter()
+                        .all(|&c| self.contains(c) || !self.reaches(dag, c));
                     let join = match dag.kind(u) {
-                        Kind::Reduction if dag.inputs[u].iter().all(|&c| self.contains(c)) => Join::Reduction,
-                        Kind::Elementwise if dag.ty[u].shape == domain && operands_ok => Join::Epilogue,
+                        Kind::Reduction if dag.inputs[u].iter().all(|&c| self.contains(c)) => {
+                            Join::Reduction
+                        }
+                        Kind::Elementwise if dag.ty[u].shape == domain && operands_ok => {
+                            Join::Epilogue
+                        }
                         _ => continue,
                     };
                     self.insert(u, join);
@@ -186,20 +210,42 @@ impl Group {
     /// depends on what it writes.
     pub fn is_valid(&self, dag: &Dag) -> bool {
         let outputs = self.outputs(dag);
-        !outputs.is_empty() && self.inputs(dag).iter().all(|&c| outputs.iter().all(|&o| !dag.depends_on(c, o)))
+        !outputs.is_empty()
+            && self
+                .inputs(dag)
+                .iter()
+                .all(|&c| outputs.iter().all(|&o| !dag.depends_on(c, o)))
     }
 
     /// The anchor the plan reports.
     pub fn anchor_kind(&self, dag: &Dag) -> Anchor {
-        let pointwise = || if self.members.values().any(|j| *j == Join::Reduction) { Anchor::Reduction } else { Anchor::Pointwise };
-        self.anchor.and_then(|a| dag.op[a].as_ref()).map_or_else(pointwise, Anchor::of)
+        let pointwise = || {
+            if self.members.values().any(|j| *j == Join::Reduction) {
+                Anchor::Reduction
+            } else {
+                Anchor::Pointwise
+            }
+        };
+        self.anchor
+            .and_then(|a| dag.op[a].as_ref())
+            .map_or_else(pointwise, Anchor::of)
     }
 
     /// The kernel body computing `outputs` (some of [`Group::outputs`]), the values it
     /// reads in input order, and the original nodes it covers; each node's scope comes
     /// from `scope`. Members that none of `outputs` needs are left out.
-    pub fn body(&self, dag: &Dag, outputs: &[usize], scope: &dyn Fn(usize) -> String) -> Option<(Graph, Vec<usize>, Vec<usize>)> {
-        let mut needed = Group { members: BTreeMap::new(), anchor: self.anchor, member_bits: vec![0; self.member_bits.len()], pooled: self.pooled };
+    pub fn body(
+        &self,
+        dag: &Dag,
+        outputs: &[usize],
+        scope: &dyn Fn(usize) -> String,
+    ) -> Option<(Graph, Vec<usize>, Vec<usize>)> {
+        let mut needed = Group {
+            members: BTreeMap::new(),
+            anchor: self.anchor,
+            member_bits: vec![0; self.member_bits.len()],
+            pooled: self.pooled,
+        };
         let mut stack = outputs.to_vec();
         while let Some(m) = stack.pop() {
             if self.contains(m) && !needed.contains(m) {
@@ -211,7 +257,15 @@ impl Group {
         let mut g = Graph::new();
         let mut val: BTreeMap<usize, Value> = BTreeMap::new();
         for (k, &c) in inputs.iter().enumerate() {
-            let v = g.push_source(Op::Input { name: Kernel::input_name(k) }, dag.ty[c].clone(), "").ok()?;
+            let v = g
+                .push_source(
+                    Op::Input {
+                        name: Kernel::input_name(k),
+                    },
+                    dag.ty[c].clone(),
+                    "",
+                )
+                .ok()?;
             val.insert(c, v);
         }
         for &m in needed.members.keys() {
@@ -219,7 +273,10 @@ impl Group {
             let v = match op {
                 Op::Constant { .. } => g.push_source(op, dag.ty[m].clone(), &scope(m)).ok()?,
                 op => {
-                    let operands = dag.inputs[m].iter().map(|c| val.get(c).copied()).collect::<Option<Vec<_>>>()?;
+                    let operands = dag.inputs[m]
+                        .iter()
+                        .map(|c| val.get(c).copied())
+                        .collect::<Option<Vec<_>>>()?;
                     g.push(op, operands, &scope(m)).ok()?
                 }
             };
@@ -228,7 +285,11 @@ impl Group {
         for (k, o) in outputs.iter().enumerate() {
             g.add_output(Kernel::output_name(k), *val.get(o)?).ok()?;
         }
-        let mut covers: Vec<usize> = needed.members.keys().flat_map(|&m| dag.originals[m].iter().copied()).collect();
+        let mut covers: Vec<usize> = needed
+            .members
+            .keys()
+            .flat_map(|&m| dag.originals[m].iter().copied())
+            .collect();
         covers.sort();
         covers.dedup();
         Some((g, inputs, covers))

@@ -51,13 +51,38 @@ fn is_tiny(k: &Kernel) -> bool {
 fn host_for(p: &Program, t: usize) -> Option<usize> {
     let writes = |k: usize, b: BufferId| p.kernels[k].outputs.iter().any(|o| o.buffer == b);
     let tiny = &p.kernels[t];
-    let after = tiny.inputs.iter().filter_map(|&b| (0..p.kernels.len()).find(|&k| writes(k, b))).max().map_or(0, |k| k + 1);
-    let before = tiny.outputs.iter().filter_map(|o| (0..p.kernels.len()).find(|&k| p.kernels[k].inputs.contains(&o.buffer))).min().unwrap_or(p.kernels.len());
+    let after = tiny
+        .inputs
+        .iter()
+        .filter_map(|&b| (0..p.kernels.len()).find(|&k| writes(k, b)))
+        .max()
+        .map_or(0, |k| k + 1);
+    let before = tiny
+        .outputs
+        .iter()
+        .filter_map(|o| (0..p.kernels.len()).find(|&k| p.kernels[k].inputs.contains(&o.buffer)))
+        .min()
+        .unwrap_or(p.kernels.len());
     let eligible = (after..before).filter(|&h| h != t && !is_tiny(&p.kernels[h]));
-    let shares = |h: &usize| p.kernels[*h].inputs.iter().any(|b| tiny.inputs.contains(b) && p.buffers[b.0].role != Role::Param);
-    let module = |k: &Kernel| k.label.split('@').nth(1).map(|s| s.split('.').take(2).collect::<Vec<_>>().join("."));
-    let same_module = |h: &usize| module(&p.kernels[*h]).is_some() && module(&p.kernels[*h]) == module(tiny);
-    eligible.clone().find(shares).or_else(|| eligible.clone().find(same_module)).or_else(|| eligible.clone().next())
+    let shares = |h: &usize| {
+        p.kernels[*h]
+            .inputs
+            .iter()
+            .any(|b| tiny.inputs.contains(b) && p.buffers[b.0].role != Role::Param)
+    };
+    let module = |k: &Kernel| {
+        k.label
+            .split('@')
+            .nth(1)
+            .map(|s| s.split('.').take(2).collect::<Vec<_>>().join("."))
+    };
+    let same_module =
+        |h: &usize| module(&p.kernels[*h]).is_some() && module(&p.kernels[*h]) == module(tiny);
+    eligible
+        .clone()
+        .find(shares)
+        .or_else(|| eligible.clone().find(same_module))
+        .or_else(|| eligible.clone().next())
 }
 
 /// Appends `extra`'s body, inputs and outputs to `host`.
@@ -70,21 +95,35 @@ fn append(host: &mut Kernel, extra: Kernel) {
                 let k: usize = name[2..].parse().expect("body inputs are named in<k>");
                 let buf = extra.inputs[k];
                 match host.inputs.iter().position(|&b| b == buf) {
-                    Some(j) => body.inputs().nth(j).map(|(_, v)| v).expect("host inputs match its body"),
+                    Some(j) => body
+                        .inputs()
+                        .nth(j)
+                        .map(|(_, v)| v)
+                        .expect("host inputs match its body"),
                     None => {
                         host.inputs.push(buf);
                         let name = Kernel::input_name(host.inputs.len() - 1);
-                        body.push_source(Op::Input { name }, node.ty.clone(), "").expect("a fresh input name")
+                        body.push_source(Op::Input { name }, node.ty.clone(), "")
+                            .expect("a fresh input name")
                     }
                 }
             }
-            op if op.arity() == Some(0) => body.push_source(op.clone(), node.ty.clone(), &node.scope).expect("sources re-check"),
-            op => body.push(op.clone(), node.inputs.iter().map(|v| map[&v.0]).collect(), &node.scope).expect("a valid body re-checks"),
+            op if op.arity() == Some(0) => body
+                .push_source(op.clone(), node.ty.clone(), &node.scope)
+                .expect("sources re-check"),
+            op => body
+                .push(
+                    op.clone(),
+                    node.inputs.iter().map(|v| map[&v.0]).collect(),
+                    &node.scope,
+                )
+                .expect("a valid body re-checks"),
         };
         map.insert(i, v);
     }
     for (o, out) in extra.body.outputs.iter().zip(extra.outputs) {
-        body.add_output(Kernel::output_name(host.outputs.len()), map[&o.value.0]).expect("fresh output names");
+        body.add_output(Kernel::output_name(host.outputs.len()), map[&o.value.0])
+            .expect("fresh output names");
         host.outputs.push(out);
     }
     host.body = body;
@@ -103,7 +142,10 @@ pub fn concat_views(program: &mut Program) -> usize {
                 let concat = program.kernels.remove(k);
                 for (producer, out, slice) in writes {
                     let p = if producer > k { producer - 1 } else { producer };
-                    program.kernels[p].outputs[out] = KernelOutput { buffer: concat.outputs[0].buffer, slice: Some(slice) };
+                    program.kernels[p].outputs[out] = KernelOutput {
+                        buffer: concat.outputs[0].buffer,
+                        slice: Some(slice),
+                    };
                     program.kernels[p].covers.extend(&concat.covers);
                     program.kernels[p].covers.sort();
                     program.kernels[p].covers.dedup();
@@ -122,22 +164,51 @@ pub fn concat_views(program: &mut Program) -> usize {
 /// other.
 fn view_plan(p: &Program, k: usize) -> Option<Vec<(usize, usize, Slice)>> {
     let kernel = &p.kernels[k];
-    let [.., last] = kernel.body.nodes.as_slice() else { return None };
-    let Op::Concat { axis } = last.op else { return None };
-    let direct = kernel.body.nodes.len() == kernel.inputs.len() + 1 && last.inputs.iter().enumerate().all(|(i, v)| v.0 == i);
-    if !direct || kernel.outputs.len() != 1 || kernel.outputs[0].slice.is_some() || kernel.inputs.len() != last.inputs.len() {
+    let [.., last] = kernel.body.nodes.as_slice() else {
+        return None;
+    };
+    let Op::Concat { axis } = last.op else {
+        return None;
+    };
+    let direct = kernel.body.nodes.len() == kernel.inputs.len() + 1
+        && last.inputs.iter().enumerate().all(|(i, v)| v.0 == i);
+    if !direct
+        || kernel.outputs.len() != 1
+        || kernel.outputs[0].slice.is_some()
+        || kernel.inputs.len() != last.inputs.len()
+    {
         return None;
     }
     let mut at = 0;
     let mut writes = vec![];
     for &b in &kernel.inputs {
-        let read_elsewhere = p.kernels.iter().enumerate().any(|(j, q)| j != k && q.inputs.contains(&b));
-        if p.buffers[b.0].role != Role::Temp || read_elsewhere || kernel.inputs.iter().filter(|&&x| x == b).count() > 1 {
+        let read_elsewhere = p
+            .kernels
+            .iter()
+            .enumerate()
+            .any(|(j, q)| j != k && q.inputs.contains(&b));
+        if p.buffers[b.0].role != Role::Temp
+            || read_elsewhere
+            || kernel.inputs.iter().filter(|&&x| x == b).count() > 1
+        {
             return None;
         }
-        let (producer, out) = p.kernels.iter().enumerate().find_map(|(j, q)| q.outputs.iter().position(|o| o.buffer == b && o.slice.is_none()).map(|o| (j, o)))?;
+        let (producer, out) = p.kernels.iter().enumerate().find_map(|(j, q)| {
+            q.outputs
+                .iter()
+                .position(|o| o.buffer == b && o.slice.is_none())
+                .map(|o| (j, o))
+        })?;
         let len = p.buffers[b.0].ty.shape[axis];
-        writes.push((producer, out, Slice { axis, start: at, end: at + len }));
+        writes.push((
+            producer,
+            out,
+            Slice {
+                axis,
+                start: at,
+                end: at + len,
+            },
+        ));
         at += len;
     }
     Some(writes)
@@ -147,7 +218,10 @@ fn view_plan(p: &Program, k: usize) -> Option<Vec<(usize, usize, Slice)>> {
 fn drop_unused_buffers(p: &mut Program) {
     let mut used = vec![false; p.buffers.len()];
     for k in &p.kernels {
-        k.inputs.iter().chain(k.outputs.iter().map(|o| &o.buffer)).for_each(|b| used[b.0] = true);
+        k.inputs
+            .iter()
+            .chain(k.outputs.iter().map(|o| &o.buffer))
+            .for_each(|b| used[b.0] = true);
     }
     p.outputs.iter().for_each(|o| used[o.buffer.0] = true);
     let mut new_id = vec![None; p.buffers.len()];

@@ -30,9 +30,19 @@ use std::time::{Duration, Instant};
 
 /// Adds every rule's kernels for `dag` to the region's e-graph, stopping early (with
 /// the stop reason saying so) at `node_limit` e-nodes or after `time`.
-pub fn form_kernels(rg: &mut RegionGraph, dag: &Dag, graph: &Graph, node_limit: usize, time: Duration) -> PhaseStats {
+pub fn form_kernels(
+    rg: &mut RegionGraph,
+    dag: &Dag,
+    graph: &Graph,
+    node_limit: usize,
+    time: Duration,
+) -> PhaseStats {
     let start = Instant::now();
-    let scope = |i: usize| dag.originals[i].first().map_or(String::new(), |&o| graph.nodes[o].scope.clone());
+    let scope = |i: usize| {
+        dag.originals[i]
+            .first()
+            .map_or(String::new(), |&o| graph.nodes[o].scope.clone())
+    };
     let mut seen: HashSet<Vec<usize>> = HashSet::new();
     let mut applied: BTreeMap<String, usize> = BTreeMap::new();
     let mut stop = "saturated".to_string();
@@ -80,7 +90,10 @@ fn candidates(dag: &Dag, seed: usize) -> Vec<(&'static str, Group)> {
     match dag.kind(seed) {
         Kind::Heavy => {
             let prologue = grown(Producers::Recompute);
-            vec![("fuse-prologue", prologue.clone()), ("fuse-epilogue", with_epilogue(prologue))]
+            vec![
+                ("fuse-prologue", prologue.clone()),
+                ("fuse-epilogue", with_epilogue(prologue)),
+            ]
         }
         Kind::Reduction => vec![("fuse-reduction", grown(Producers::Recompute))],
         Kind::Elementwise | Kind::IndexMap => {
@@ -97,17 +110,34 @@ fn candidates(dag: &Dag, seed: usize) -> Vec<(&'static str, Group)> {
 
 /// Adds `group` as a kernel e-node and unions each output's projection with the class
 /// it computes. False if the body could not be built.
-fn add_kernel(rg: &mut RegionGraph, dag: &Dag, group: &Group, rule: &str, scope: &dyn Fn(usize) -> String) -> bool {
+fn add_kernel(
+    rg: &mut RegionGraph,
+    dag: &Dag,
+    group: &Group,
+    rule: &str,
+    scope: &dyn Fn(usize) -> String,
+) -> bool {
     let outputs = group.outputs(dag);
-    let Some((body, inputs, _)) = group.body(dag, &outputs, scope) else { return false };
-    let children: Vec<egg::Id> = inputs.iter().map(|&c| rg.egraph.find(dag.class[c])).collect();
+    let Some((body, inputs, _)) = group.body(dag, &outputs, scope) else {
+        return false;
+    };
+    let children: Vec<egg::Id> = inputs
+        .iter()
+        .map(|&c| rg.egraph.find(dag.class[c]))
+        .collect();
     let key = format!("{}{children:?}", text::print(&body));
     let rule = Symbol::from(rule);
-    let info = KernelBody { body, anchor: group.anchor_kind(dag), group: group.clone() };
+    let info = KernelBody {
+        body,
+        anchor: group.anchor_kind(dag),
+        group: group.clone(),
+    };
     let k = rg.egraph.analysis.intern_kernel(key, info);
     let kernel = rg.egraph.add(ENode::new(Head::Kernel(k), children));
     for (i, &o) in outputs.iter().enumerate() {
-        let proj = rg.egraph.add(ENode::new(Head::Proj(i as u32), vec![kernel]));
+        let proj = rg
+            .egraph
+            .add(ENode::new(Head::Proj(i as u32), vec![kernel]));
         rg.egraph.union_trusted(dag.class[o], proj, rule);
     }
     true

@@ -98,10 +98,19 @@ impl FromOp for ENode {
     type Error = String;
 
     fn from_op(op: &str, children: Vec<Id>) -> Result<Self, Self::Error> {
-        let plain = !op.is_empty() && op.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let plain = !op.is_empty()
+            && op
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !plain {
             return Err(format!("`{op}` is not an op name"));
         }
-        Ok(ENode::new(Head::Op { kind: Symbol::from(op), attrs: ANY }, children))
+        Ok(ENode::new(
+            Head::Op {
+                kind: Symbol::from(op),
+                attrs: ANY,
+            },
+            children,
+        ))
     }
 }

@@ -23,7 +23,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { nodes: 20_000, iterations: 12, phase_seconds: 2.0, total_seconds: 60.0 }
+        Limits {
+            nodes: 20_000,
+            iterations: 12,
+            phase_seconds: 2.0,
+            total_seconds: 60.0,
+        }
     }
 }
 

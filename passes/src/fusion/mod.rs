@@ -38,11 +38,11 @@ pub use limits::Limits;
 pub use report::{FusionReport, KernelReport, PhaseReport};
 
 use crate::{renumber::check_structure, PassError, Result};
+use calib_ir::{Graph, Program};
 use dag::Dag;
 use partition::Partition;
 use plan::RegionPlan;
 use region::{PhaseStats, RegionGraph};
-use calib_ir::{Graph, Program};
 use rules::{rules, Phase};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -88,14 +88,26 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
                     warnings.push(format!("region {}: multi-output kernels formed a cycle across regions; planned with single-output kernels", part.regions[r].name));
                 }
             }
-            Err(_) => return Err(PassError::Fusion("single-output kernels formed a cycle (a bug in kernel formation)".into())),
+            Err(_) => {
+                return Err(PassError::Fusion(
+                    "single-output kernels formed a cycle (a bug in kernel formation)".into(),
+                ))
+            }
         }
     };
     let side_outputs = horizontal::merge_side_outputs(&mut program);
     let concat_views = horizontal::concat_views(&mut program);
-    program.validate().map_err(|e| PassError::Fusion(format!("the fused program is invalid (a bug): {e}")))?;
+    program
+        .validate()
+        .map_err(|e| PassError::Fusion(format!("the fused program is invalid (a bug): {e}")))?;
 
-    let mut phases: Vec<PhaseReport> = PHASES.iter().map(|p| PhaseReport { name: p.to_string(), ..Default::default() }).collect();
+    let mut phases: Vec<PhaseReport> = PHASES
+        .iter()
+        .map(|p| PhaseReport {
+            name: p.to_string(),
+            ..Default::default()
+        })
+        .collect();
     for r in &results {
         for (k, s) in r.stats.iter().enumerate() {
             phases[k].add(s);
@@ -136,7 +148,8 @@ pub fn unfused(graph: &Graph) -> Result<Program> {
     let options = FusionOptions::default();
     let results = run_regions(graph, &part, &options, false, Instant::now())?;
     let plans: Vec<RegionPlan> = results.into_iter().map(|r| r.plan).collect();
-    program::assemble(graph, &part, &plans).map_err(|_| PassError::Fusion("unfused kernels formed a cycle (a bug)".into()))
+    program::assemble(graph, &part, &plans)
+        .map_err(|_| PassError::Fusion("unfused kernels formed a cycle (a bug)".into()))
 }
 
 /// What became of one region.
@@ -150,10 +163,18 @@ struct RegionResult {
 
 /// Fuses every region (on two threads), or with `saturate` false only lowers each op
 /// to its own kernel.
-fn run_regions(graph: &Graph, part: &Partition, options: &FusionOptions, saturate: bool, start: Instant) -> Result<Vec<RegionResult>> {
+fn run_regions(
+    graph: &Graph,
+    part: &Partition,
+    options: &FusionOptions,
+    saturate: bool,
+    start: Instant,
+) -> Result<Vec<RegionResult>> {
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<(usize, Result<RegionResult>)>> = Mutex::new(vec![]);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 2);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 2);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -162,7 +183,9 @@ fn run_regions(graph: &Graph, part: &Partition, options: &FusionOptions, saturat
                     break;
                 }
                 let result = fuse_region(graph, part, r, options, saturate, start);
-                done.lock().expect("no worker panics holding the lock").push((r, result));
+                done.lock()
+                    .expect("no worker panics holding the lock")
+                    .push((r, result));
             });
         }
     });
@@ -171,7 +194,14 @@ fn run_regions(graph: &Graph, part: &Partition, options: &FusionOptions, saturat
     done.into_iter().map(|(_, res)| res).collect()
 }
 
-fn fuse_region(graph: &Graph, part: &Partition, r: usize, options: &FusionOptions, saturate: bool, start: Instant) -> Result<RegionResult> {
+fn fuse_region(
+    graph: &Graph,
+    part: &Partition,
+    r: usize,
+    options: &FusionOptions,
+    saturate: bool,
+    start: Instant,
+) -> Result<RegionResult> {
     let limits = &options.limits;
     let name = &part.regions[r].name;
     let mut rg = RegionGraph::build(graph, part, r, false)?;
@@ -186,7 +216,11 @@ fn fuse_region(graph: &Graph, part: &Partition, r: usize, options: &FusionOption
         for phase in [Phase::Simplify, Phase::Explore] {
             let s = rg.saturate(&rules(phase), limits, limits.nodes);
             if s.stop != "saturated" {
-                warnings.push(format!("region {name}: phase {} stopped by {}; the plan is valid but less fused", PHASES[stats.len()], s.stop));
+                warnings.push(format!(
+                    "region {name}: phase {} stopped by {}; the plan is valid but less fused",
+                    PHASES[stats.len()],
+                    s.stop
+                ));
             }
             stats.push(s);
         }
@@ -196,10 +230,19 @@ fn fuse_region(graph: &Graph, part: &Partition, r: usize, options: &FusionOption
     if saturate {
         let s = kernels::form_kernels(&mut rg, &dag, graph, limits.nodes, limits.phase_time());
         if s.stop != "saturated" {
-            warnings.push(format!("region {name}: phase lower stopped by {}; the plan is valid but less fused", s.stop));
+            warnings.push(format!(
+                "region {name}: phase lower stopped by {}; the plan is valid but less fused",
+                s.stop
+            ));
         }
         stats.push(s);
     }
     let plan = plan::plan(&rg, &dag, graph, &options.device, r, true);
-    Ok(RegionResult { plan, stats, warnings, multi_output: true, state: Some((rg, dag)) })
+    Ok(RegionResult {
+        plan,
+        stats,
+        warnings,
+        multi_output: true,
+        state: Some((rg, dag)),
+    })
 }

@@ -60,7 +60,9 @@ impl Partition {
             };
             key[i] = module_key(&node.scope).or_else(|| operands().find_map(|v| key[v].clone()));
         }
-        let computed = (0..n).filter(|&i| !replicated[i] && graph.nodes[i].op.arity() != Some(0)).count();
+        let computed = (0..n)
+            .filter(|&i| !replicated[i] && graph.nodes[i].op.arity() != Some(0))
+            .count();
         if computed <= MAX_REGION {
             key.iter_mut().for_each(|k| *k = None);
         }
@@ -75,9 +77,20 @@ impl Partition {
             let r = match by_name.get(&name) {
                 Some(&r) if regions[r].nodes.len() < MAX_REGION => r,
                 _ => {
-                    let part = regions.iter().filter(|r| r.name == name || r.name.starts_with(&format!("{name}#"))).count();
-                    let label = if part == 0 { name.clone() } else { format!("{name}#{part}") };
-                    regions.push(Region { name: label, nodes: vec![], roots: vec![] });
+                    let part = regions
+                        .iter()
+                        .filter(|r| r.name == name || r.name.starts_with(&format!("{name}#")))
+                        .count();
+                    let label = if part == 0 {
+                        name.clone()
+                    } else {
+                        format!("{name}#{part}")
+                    };
+                    regions.push(Region {
+                        name: label,
+                        nodes: vec![],
+                        roots: vec![],
+                    });
                     by_name.insert(name, regions.len() - 1);
                     regions.len() - 1
                 }
@@ -97,9 +110,19 @@ impl Partition {
             needed_outside[o.value.0] = true;
         }
         for r in &mut regions {
-            r.roots = r.nodes.iter().copied().filter(|&i| needed_outside[i]).collect();
+            r.roots = r
+                .nodes
+                .iter()
+                .copied()
+                .filter(|&i| needed_outside[i])
+                .collect();
         }
-        Partition { regions, region_of, replicated, params_only }
+        Partition {
+            regions,
+            region_of,
+            replicated,
+            params_only,
+        }
     }
 
     /// For each value outside region `r` that depends on one of its nodes: those
@@ -109,8 +132,11 @@ impl Partition {
         let nodes = &self.regions[r].nodes;
         let local: HashMap<usize, usize> = nodes.iter().enumerate().map(|(k, &i)| (i, k)).collect();
         let words = nodes.len().div_ceil(64);
-        let read: std::collections::HashSet<usize> =
-            nodes.iter().flat_map(|&i| graph.nodes[i].inputs.iter().map(|v| v.0)).filter(|v| !local.contains_key(v)).collect();
+        let read: std::collections::HashSet<usize> = nodes
+            .iter()
+            .flat_map(|&i| graph.nodes[i].inputs.iter().map(|v| v.0))
+            .filter(|v| !local.contains_key(v))
+            .collect();
         let mut deps: Vec<Option<Vec<u64>>> = vec![None; graph.nodes.len()];
         let mut out = HashMap::new();
         for i in nodes.first().copied().unwrap_or(0)..graph.nodes.len() {
@@ -128,7 +154,10 @@ impl Partition {
                 }
             }
             if let Some(bits) = acc.as_ref().filter(|_| read.contains(&i)) {
-                let on: Vec<usize> = (0..nodes.len()).filter(|&k| bits[k / 64] >> (k % 64) & 1 == 1).map(|k| nodes[k]).collect();
+                let on: Vec<usize> = (0..nodes.len())
+                    .filter(|&k| bits[k / 64] >> (k % 64) & 1 == 1)
+                    .map(|k| nodes[k])
+                    .collect();
                 out.insert(i, on);
             }
             deps[i] = acc;

@@ -44,10 +44,21 @@ pub struct RegionPlan {
 
 /// Picks the kernels for region `region` (index `r`); `multi_output` false keeps to
 /// kernels with one output, which can never form a cycle.
-pub fn plan(rg: &RegionGraph, dag: &Dag, graph: &Graph, device: &Device, r: usize, multi_output: bool) -> RegionPlan {
+pub fn plan(
+    rg: &RegionGraph,
+    dag: &Dag,
+    graph: &Graph,
+    device: &Device,
+    r: usize,
+    multi_output: bool,
+) -> RegionPlan {
     let eg = &rg.egraph;
     let at: HashMap<Id, usize> = (0..dag.len()).map(|i| (eg.find(dag.class[i]), i)).collect();
-    let scope = |i: usize| dag.originals[i].first().map_or(String::new(), |&o| graph.nodes[o].scope.clone());
+    let scope = |i: usize| {
+        dag.originals[i]
+            .first()
+            .map_or(String::new(), |&o| graph.nodes[o].scope.clone())
+    };
     let mut problem = Problem::default();
     let mut singles: Vec<Option<(Group, Graph, Vec<usize>, Vec<usize>)>> = vec![];
     let mut kernel_item: HashMap<Id, u32> = HashMap::new();
@@ -55,14 +66,23 @@ pub fn plan(rg: &RegionGraph, dag: &Dag, graph: &Graph, device: &Device, r: usiz
     for i in 0..dag.len() {
         let mut cands = vec![];
         match dag.kind(i) {
-            Kind::Leaf => cands.push(Candidate { item: None, children: vec![] }),
-            Kind::Free => cands.push(Candidate { item: None, children: dag.inputs[i].clone() }),
+            Kind::Leaf => cands.push(Candidate {
+                item: None,
+                children: vec![],
+            }),
+            Kind::Free => cands.push(Candidate {
+                item: None,
+                children: dag.inputs[i].clone(),
+            }),
             _ => {
                 let mut g = Group::seed(dag, i);
                 g.absorb(dag, i, Producers::FreeOnly);
                 if let Some((body, inputs, covers)) = g.body(dag, &[i], &scope) {
                     problem.item_cost.push(device.seconds(&kernel_cost(&body)));
-                    cands.push(Candidate { item: Some(problem.item_cost.len() as u32 - 1), children: inputs.clone() });
+                    cands.push(Candidate {
+                        item: Some(problem.item_cost.len() as u32 - 1),
+                        children: inputs.clone(),
+                    });
                     singles.push(Some((g, body, inputs, covers)));
                 }
             }
@@ -73,20 +93,38 @@ pub fn plan(rg: &RegionGraph, dag: &Dag, graph: &Graph, device: &Device, r: usiz
         for n in &eg[eg.find(dag.class[i])].nodes {
             let Head::Proj(_) = n.head else { continue };
             let kc = eg.find(n.children[0]);
-            let Some(kn) = eg[kc].nodes.iter().find(|k| matches!(k.head, Head::Kernel(_))) else { continue };
+            let Some(kn) = eg[kc]
+                .nodes
+                .iter()
+                .find(|k| matches!(k.head, Head::Kernel(_)))
+            else {
+                continue;
+            };
             let Head::Kernel(k) = kn.head else { continue };
             let info = eg.analysis.kernel(k);
             if !multi_output && info.body.outputs.len() > 1 {
                 continue;
             }
-            let Some(children) = kn.children.iter().map(|c| at.get(&eg.find(*c)).copied()).collect::<Option<Vec<_>>>() else { continue };
+            let Some(children) = kn
+                .children
+                .iter()
+                .map(|c| at.get(&eg.find(*c)).copied())
+                .collect::<Option<Vec<_>>>()
+            else {
+                continue;
+            };
             let item = *kernel_item.entry(kc).or_insert_with(|| {
-                problem.item_cost.push(device.seconds(&kernel_cost(&info.body)));
+                problem
+                    .item_cost
+                    .push(device.seconds(&kernel_cost(&info.body)));
                 let item = problem.item_cost.len() as u32 - 1;
                 item_kernel.insert(item, k);
                 item
             });
-            cands.push(Candidate { item: Some(item), children });
+            cands.push(Candidate {
+                item: Some(item),
+                children,
+            });
         }
         problem.candidates.push(cands);
     }
@@ -116,27 +154,70 @@ pub fn plan(rg: &RegionGraph, dag: &Dag, graph: &Graph, device: &Device, r: usiz
                 let mut g = Group::seed(dag, i);
                 g.absorb(dag, i, Producers::FreeOnly);
                 if let Some((body, inputs, covers)) = g.body(dag, &[i], &scope) {
-                    out.kernels.push(planned(body, Anchor::Pointwise, label(dag, graph, i), &inputs, &[i], covers, &val));
+                    out.kernels.push(planned(
+                        body,
+                        Anchor::Pointwise,
+                        label(dag, graph, i),
+                        &inputs,
+                        &[i],
+                        covers,
+                        &val,
+                    ));
                 }
             }
             _ => {
-                let (g, body, inputs, covers) = singles[i].clone().expect("a chosen op kernel was built");
-                out.kernels.push(planned(body, g.anchor_kind(dag), label(dag, graph, i), &inputs, &[i], covers, &val));
+                let (g, body, inputs, covers) =
+                    singles[i].clone().expect("a chosen op kernel was built");
+                out.kernels.push(planned(
+                    body,
+                    g.anchor_kind(dag),
+                    label(dag, graph, i),
+                    &inputs,
+                    &[i],
+                    covers,
+                    &val,
+                ));
             }
         }
     }
     for (kid, mut outputs) in used {
         let info: &KernelBody = eg.analysis.kernel(kid);
         outputs.sort();
-        let Some((body, inputs, covers)) = info.group.body(dag, &outputs, &scope) else { continue };
-        let seed = info.group.anchor.or_else(|| info.group.members.keys().next_back().copied()).unwrap_or(outputs[0]);
-        out.kernels.push(planned(body, info.anchor, label(dag, graph, seed), &inputs, &outputs, covers, &val));
+        let Some((body, inputs, covers)) = info.group.body(dag, &outputs, &scope) else {
+            continue;
+        };
+        let seed = info
+            .group
+            .anchor
+            .or_else(|| info.group.members.keys().next_back().copied())
+            .unwrap_or(outputs[0]);
+        out.kernels.push(planned(
+            body,
+            info.anchor,
+            label(dag, graph, seed),
+            &inputs,
+            &outputs,
+            covers,
+            &val,
+        ));
     }
-    out.roots = rg.roots.iter().map(|o| (*o, val(at[&eg.find(rg.class_of[o])]))).collect();
+    out.roots = rg
+        .roots
+        .iter()
+        .map(|o| (*o, val(at[&eg.find(rg.class_of[o])])))
+        .collect();
     out
 }
 
-fn planned(body: Graph, anchor: Anchor, label: String, inputs: &[usize], outputs: &[usize], covers: Vec<usize>, val: &dyn Fn(usize) -> Val) -> PlannedKernel {
+fn planned(
+    body: Graph,
+    anchor: Anchor,
+    label: String,
+    inputs: &[usize],
+    outputs: &[usize],
+    covers: Vec<usize>,
+    val: &dyn Fn(usize) -> Val,
+) -> PlannedKernel {
     PlannedKernel {
         body,
         anchor,
@@ -157,11 +238,27 @@ fn value_of(dag: &Dag, r: usize, i: usize) -> Val {
     }
 }
 
-/// `op@scope` of the node a kernel is built around.
+/// `op@scope` of the node a kernel is built around (the scope of the nearest value
+/// with an original node, for values rewrites created).
 fn label(dag: &Dag, graph: &Graph, i: usize) -> String {
     let op = dag.op[i].as_ref().map_or("value", |o| o.name());
-    match dag.originals[i].first() {
-        Some(&o) if !graph.nodes[o].scope.is_empty() => format!("{op}@{}", graph.nodes[o].scope),
-        _ => op.to_string(),
+    let mut near = vec![i];
+    let mut k = 0;
+    while k < near.len() && k < 64 {
+        let j = near[k];
+        if let Some(&o) = dag.originals[j]
+            .iter()
+            .find(|&&o| !graph.nodes[o].scope.is_empty())
+        {
+            return format!("{op}@{}", graph.nodes[o].scope);
+        }
+        near.extend(
+            dag.users[j]
+                .iter()
+                .chain(&dag.inputs[j])
+                .filter(|&&n| dag.op[n].is_some()),
+        );
+        k += 1;
     }
+    op.to_string()
 }

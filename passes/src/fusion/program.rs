@@ -4,18 +4,29 @@
 
 use super::partition::Partition;
 use super::plan::{PlannedKernel, RegionPlan, Val};
-use calib_ir::{Anchor, Buffer, BufferId, Graph, Kernel, KernelOutput, Op, Program, ProgramOutput, Role, TensorType};
+use calib_ir::{
+    Anchor, Buffer, BufferId, Graph, Kernel, KernelOutput, Op, Program, ProgramOutput, Role,
+    TensorType,
+};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 /// The program of `plans`; `Err` names the regions whose kernels form a cycle (which
 /// multi-output kernels of different regions can do), to be planned again without.
-pub fn assemble(graph: &Graph, part: &Partition, plans: &[RegionPlan]) -> Result<Program, Vec<usize>> {
+pub fn assemble(
+    graph: &Graph,
+    part: &Partition,
+    plans: &[RegionPlan],
+) -> Result<Program, Vec<usize>> {
     let resolve: HashMap<usize, Val> = plans.iter().flat_map(|p| p.roots.iter().copied()).collect();
     let canon = |mut v: Val| {
         for _ in 0..plans.len() + 1 {
             match v {
-                Val::Orig(o) if part.region_of[o].is_some() && resolve.get(&o).is_some_and(|&w| w != v) => v = resolve[&o],
+                Val::Orig(o)
+                    if part.region_of[o].is_some() && resolve.get(&o).is_some_and(|&w| w != v) =>
+                {
+                    v = resolve[&o]
+                }
                 _ => break,
             }
         }
@@ -49,27 +60,57 @@ pub fn assemble(graph: &Graph, part: &Partition, plans: &[RegionPlan]) -> Result
     }
     let mut inputs_of: Vec<Vec<BufferId>> = vec![];
     for (_, kernel) in &kernels {
-        inputs_of.push(kernel.inputs.iter().map(|v| buffer(&mut buffers, &mut buffer_of, graph, *v, None)).collect());
+        inputs_of.push(
+            kernel
+                .inputs
+                .iter()
+                .map(|v| buffer(&mut buffers, &mut buffer_of, graph, *v, None))
+                .collect(),
+        );
     }
     let mut outputs = vec![];
     for o in &graph.outputs {
-        let b = buffer(&mut buffers, &mut buffer_of, graph, canon(Val::Orig(o.value.0)), None);
+        let b = buffer(
+            &mut buffers,
+            &mut buffer_of,
+            graph,
+            canon(Val::Orig(o.value.0)),
+            None,
+        );
         if buffers[b.0].role == Role::Temp {
             buffers[b.0].role = Role::Output;
         }
-        outputs.push(ProgramOutput { name: o.name.clone(), buffer: b });
+        outputs.push(ProgramOutput {
+            name: o.name.clone(),
+            buffer: b,
+        });
     }
 
     let order = topological(&kernels, &inputs_of, &producer).map_err(|stuck| {
-        let mut regions: Vec<usize> = stuck.iter().map(|&k| kernels[k].0).filter(|&r| r != usize::MAX).collect();
+        let mut regions: Vec<usize> = stuck
+            .iter()
+            .map(|&k| kernels[k].0)
+            .filter(|&r| r != usize::MAX)
+            .collect();
         regions.sort();
         regions.dedup();
         regions
     })?;
-    let mut program = Program { buffers, kernels: vec![], outputs };
+    let mut program = Program {
+        buffers,
+        kernels: vec![],
+        outputs,
+    };
     for (n, &k) in order.iter().enumerate() {
         let (_, pk) = &kernels[k];
-        let outputs = pk.outputs.iter().map(|v| KernelOutput { buffer: buffer_of[v], slice: None }).collect();
+        let outputs = pk
+            .outputs
+            .iter()
+            .map(|v| KernelOutput {
+                buffer: buffer_of[v],
+                slice: None,
+            })
+            .collect();
         program.kernels.push(Kernel {
             name: format!("k{n}"),
             label: pk.label.clone(),
@@ -85,7 +126,13 @@ pub fn assemble(graph: &Graph, part: &Partition, plans: &[RegionPlan]) -> Result
 }
 
 /// The buffer holding `v`, created on first use (`ty` for values a kernel writes).
-fn buffer(buffers: &mut Vec<Buffer>, buffer_of: &mut HashMap<Val, BufferId>, graph: &Graph, v: Val, ty: Option<TensorType>) -> BufferId {
+fn buffer(
+    buffers: &mut Vec<Buffer>,
+    buffer_of: &mut HashMap<Val, BufferId>,
+    graph: &Graph,
+    v: Val,
+    ty: Option<TensorType>,
+) -> BufferId {
     if let Some(&b) = buffer_of.get(&v) {
         return b;
     }
@@ -93,9 +140,17 @@ fn buffer(buffers: &mut Vec<Buffer>, buffer_of: &mut HashMap<Val, BufferId>, gra
         Val::Orig(o) => match &graph.nodes[o].op {
             Op::Input { name } => (name.clone(), Role::Input, graph.nodes[o].ty.clone()),
             Op::Param { name } => (name.clone(), Role::Param, graph.nodes[o].ty.clone()),
-            _ => (format!("v{o}"), Role::Temp, ty.unwrap_or_else(|| graph.nodes[o].ty.clone())),
+            _ => (
+                format!("v{o}"),
+                Role::Temp,
+                ty.unwrap_or_else(|| graph.nodes[o].ty.clone()),
+            ),
         },
-        Val::New(r, i) => (format!("r{r}.n{i}"), Role::Temp, ty.expect("new values are read only after a kernel writes them")),
+        Val::New(r, i) => (
+            format!("r{r}.n{i}"),
+            Role::Temp,
+            ty.expect("new values are read only after a kernel writes them"),
+        ),
     };
     buffers.push(Buffer { name, ty, role });
     let b = BufferId(buffers.len() - 1);
@@ -116,13 +171,19 @@ fn constant_kernel(graph: &Graph, out: usize) -> PlannedKernel {
     let mut last = None;
     for &v in chain.iter().rev() {
         let node = &graph.nodes[v];
-        last = Some(match last {
-            None => body.push_source(node.op.clone(), node.ty.clone(), &node.scope),
-            Some(x) => body.push(node.op.clone(), vec![x], &node.scope),
-        }
-        .expect("a validated chain of constant views re-checks"));
+        last = Some(
+            match last {
+                None => body.push_source(node.op.clone(), node.ty.clone(), &node.scope),
+                Some(x) => body.push(node.op.clone(), vec![x], &node.scope),
+            }
+            .expect("a validated chain of constant views re-checks"),
+        );
     }
-    body.add_output(Kernel::output_name(0), last.expect("the chain holds the output")).expect("a fresh body has no outputs");
+    body.add_output(
+        Kernel::output_name(0),
+        last.expect("the chain holds the output"),
+    )
+    .expect("a fresh body has no outputs");
     PlannedKernel {
         body,
         anchor: Anchor::Pointwise,
@@ -135,12 +196,20 @@ fn constant_kernel(graph: &Graph, out: usize) -> PlannedKernel {
 
 /// Kernels ordered so that each runs after the producers of what it reads, earliest
 /// original node first among the ready ones; `Err` with the kernels left in a cycle.
-fn topological(kernels: &[(usize, PlannedKernel)], inputs_of: &[Vec<BufferId>], producer: &HashMap<BufferId, usize>) -> Result<Vec<usize>, Vec<usize>> {
+fn topological(
+    kernels: &[(usize, PlannedKernel)],
+    inputs_of: &[Vec<BufferId>],
+    producer: &HashMap<BufferId, usize>,
+) -> Result<Vec<usize>, Vec<usize>> {
     let n = kernels.len();
     let mut waiting = vec![0usize; n];
     let mut readers: Vec<Vec<usize>> = vec![vec![]; n];
     for (k, ins) in inputs_of.iter().enumerate() {
-        let mut from: Vec<usize> = ins.iter().filter_map(|b| producer.get(b).copied()).filter(|&p| p != k).collect();
+        let mut from: Vec<usize> = ins
+            .iter()
+            .filter_map(|b| producer.get(b).copied())
+            .filter(|&p| p != k)
+            .collect();
         from.sort();
         from.dedup();
         waiting[k] = from.len();
@@ -149,8 +218,16 @@ fn topological(kernels: &[(usize, PlannedKernel)], inputs_of: &[Vec<BufferId>], 
             waiting[k] = usize::MAX;
         }
     }
-    let key = |k: usize| (kernels[k].1.covers.first().copied().unwrap_or(usize::MAX), k);
-    let mut ready: BinaryHeap<Reverse<(usize, usize)>> = (0..n).filter(|&k| waiting[k] == 0).map(|k| Reverse(key(k))).collect();
+    let key = |k: usize| {
+        (
+            kernels[k].1.covers.first().copied().unwrap_or(usize::MAX),
+            k,
+        )
+    };
+    let mut ready: BinaryHeap<Reverse<(usize, usize)>> = (0..n)
+        .filter(|&k| waiting[k] == 0)
+        .map(|k| Reverse(key(k)))
+        .collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse((_, k))) = ready.pop() {
         order.push(k);
@@ -186,7 +263,10 @@ fn attribute_uncovered(graph: &Graph, program: &mut Program) {
         node.inputs.iter().for_each(|v| readers[v.0].push(i));
     }
     for i in (0..graph.nodes.len()).rev() {
-        if owner.contains_key(&i) || graph.nodes[i].op.arity() == Some(0) && !matches!(graph.nodes[i].op, Op::Constant { .. }) {
+        if owner.contains_key(&i)
+            || graph.nodes[i].op.arity() == Some(0)
+                && !matches!(graph.nodes[i].op, Op::Constant { .. })
+        {
             continue;
         }
         if let Some(k) = readers[i].iter().find_map(|r| owner.get(r).copied()) {

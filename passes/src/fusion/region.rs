@@ -42,18 +42,27 @@ impl RegionGraph {
             egraph = egraph.with_explanations_enabled();
         }
         let region = &part.regions[r];
-        let mut rg = RegionGraph { egraph, class_of: HashMap::new(), roots: region.roots.clone() };
+        let mut rg = RegionGraph {
+            egraph,
+            class_of: HashMap::new(),
+            roots: region.roots.clone(),
+        };
         for &i in &region.nodes {
             let node = &graph.nodes[i];
-            let children = node.inputs.iter().map(|v| rg.operand(graph, part, v.0)).collect::<Result<Vec<_>>>()?;
+            let children = node
+                .inputs
+                .iter()
+                .map(|v| rg.operand(graph, part, v.0))
+                .collect::<Result<Vec<_>>>()?;
             let id = rg.add(graph, i, node.op.clone(), &children)?;
             rg.class_of.insert(i, id);
         }
         Ok(rg)
     }
 
-    /// The class of an operand: a copy of a replicated constant, or a leaf.
-    fn operand(&mut self, graph: &Graph, part: &Partition, v: usize) -> Result<Id> {
+    /// The class of original value `v`: the region's own node, a copy of a replicated
+    /// constant, or a leaf (added on first use).
+    pub fn operand(&mut self, graph: &Graph, part: &Partition, v: usize) -> Result<Id> {
         if let Some(&id) = self.class_of.get(&v) {
             return Ok(id);
         }
@@ -67,7 +76,10 @@ impl RegionGraph {
                 }
             }
         } else {
-            let info = LeafInfo { ty: node.ty.clone(), params_only: part.params_only[v] };
+            let info = LeafInfo {
+                ty: node.ty.clone(),
+                params_only: part.params_only[v],
+            };
             self.egraph.analysis.leaves.insert(v as u32, info);
             self.egraph.add(ENode::new(Head::Leaf(v as u32), vec![]))
         };

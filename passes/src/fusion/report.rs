@@ -78,10 +78,13 @@ pub struct KernelReport {
 
 /// Totals of a program under `device`: (kernels, bytes, FLOPs, seconds).
 pub fn totals(program: &Program, device: &Device) -> (usize, f64, f64, f64) {
-    program.kernels.iter().fold((0, 0.0, 0.0, 0.0), |(n, b, f, s), k| {
-        let c = kernel_cost(&k.body);
-        (n + 1, b + c.bytes, f + c.flops, s + device.seconds(&c))
-    })
+    program
+        .kernels
+        .iter()
+        .fold((0, 0.0, 0.0, 0.0), |(n, b, f, s), k| {
+            let c = kernel_cost(&k.body);
+            (n + 1, b + c.bytes, f + c.flops, s + device.seconds(&c))
+        })
 }
 
 /// Per-kernel rows of a program.
@@ -95,7 +98,12 @@ pub fn kernel_rows(program: &Program, device: &Device) -> Vec<KernelReport> {
                 name: k.name.clone(),
                 label: k.label.clone(),
                 anchor: k.anchor.name().into(),
-                ops: k.body.nodes.iter().filter(|n| n.op.arity() != Some(0)).count(),
+                ops: k
+                    .body
+                    .nodes
+                    .iter()
+                    .filter(|n| n.op.arity() != Some(0))
+                    .count(),
                 flops: c.flops,
                 bytes: c.bytes,
                 seconds: device.seconds(&c),
@@ -114,15 +122,59 @@ impl FusionReport {
     pub fn to_text(&self) -> String {
         let mut t = String::new();
         let pct = |a: f64, b: f64| if a > 0.0 { 100.0 * (a - b) / a } else { 0.0 };
-        writeln!(t, "fusion report ({} regions, {:.2} s, costed for {})", self.regions, self.fusion_seconds, self.device.name).unwrap();
-        writeln!(t, "  kernels        {:>14} -> {:<14} ({:.1}% fewer)", self.kernels_before, self.kernels_after, pct(self.kernels_before as f64, self.kernels_after as f64)).unwrap();
-        writeln!(t, "  bytes moved    {:>14.3e} -> {:<14.3e} ({:.1}% less)", self.bytes_before, self.bytes_after, pct(self.bytes_before, self.bytes_after)).unwrap();
-        writeln!(t, "  FLOPs          {:>14.3e} -> {:<14.3e}", self.flops_before, self.flops_after).unwrap();
-        writeln!(t, "  est. time      {:>12.3} ms -> {:.3} ms", 1e3 * self.seconds_before, 1e3 * self.seconds_after).unwrap();
-        writeln!(t, "  side outputs folded: {}, concats as views: {}", self.side_outputs, self.concat_views).unwrap();
+        writeln!(
+            t,
+            "fusion report ({} regions, {:.2} s, costed for {})",
+            self.regions, self.fusion_seconds, self.device.name
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "  kernels        {:>14} -> {:<14} ({:.1}% fewer)",
+            self.kernels_before,
+            self.kernels_after,
+            pct(self.kernels_before as f64, self.kernels_after as f64)
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "  bytes moved    {:>14.3e} -> {:<14.3e} ({:.1}% less)",
+            self.bytes_before,
+            self.bytes_after,
+            pct(self.bytes_before, self.bytes_after)
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "  FLOPs          {:>14.3e} -> {:<14.3e}",
+            self.flops_before, self.flops_after
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "  est. time      {:>12.3} ms -> {:.3} ms",
+            1e3 * self.seconds_before,
+            1e3 * self.seconds_after
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "  side outputs folded: {}, concats as views: {}",
+            self.side_outputs, self.concat_views
+        )
+        .unwrap();
         for p in &self.phases {
-            writeln!(t, "phase {}: {} e-nodes, {} e-classes, {} iterations, {:.3} s", p.name, p.egraph_nodes, p.egraph_classes, p.iterations, p.seconds).unwrap();
-            let stops: Vec<String> = p.stop_reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+            writeln!(
+                t,
+                "phase {}: {} e-nodes, {} e-classes, {} iterations, {:.3} s",
+                p.name, p.egraph_nodes, p.egraph_classes, p.iterations, p.seconds
+            )
+            .unwrap();
+            let stops: Vec<String> = p
+                .stop_reasons
+                .iter()
+                .map(|(r, n)| format!("{r}: {n}"))
+                .collect();
             writeln!(t, "  stopped: {}", stops.join(", ")).unwrap();
             for (rule, n) in &p.rules {
                 writeln!(t, "  {rule:<32} {n:>8}").unwrap();
@@ -134,7 +186,18 @@ impl FusionReport {
         writeln!(t, "kernels:").unwrap();
         for k in &self.kernels {
             let covers: Vec<String> = k.covers.iter().map(|c| format!("%{c}")).collect();
-            writeln!(t, "  {:<6} {:<12} {:<44} {:>4} ops {:>10.3e} B {:>8.2} us  covers {}", k.name, k.anchor, k.label, k.ops, k.bytes, 1e6 * k.seconds, covers.join(" ")).unwrap();
+            writeln!(
+                t,
+                "  {:<6} {:<12} {:<44} {:>4} ops {:>10.3e} B {:>8.2} us  covers {}",
+                k.name,
+                k.anchor,
+                k.label,
+                k.ops,
+                k.bytes,
+                1e6 * k.seconds,
+                covers.join(" ")
+            )
+            .unwrap();
         }
         t
     }

@@ -20,8 +20,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct InProcess {
     rank: usize,
-    /// `peers[r]`: the channel pair to replica `r` (`None` at this replica's own rank).
-    peers: Vec<Option<(Sender<Arc<Storage>>, Receiver<Arc<Storage>>)>>,
+    /// `peers[r]`: the channels to and from replica `r` (`None` at this replica's rank).
+    peers: Vec<Option<Link>>,
     timeout: Duration,
     /// How many all-reduces this replica has issued, for messages.
     round: Cell<u64>,
@@ -40,31 +40,41 @@ impl InProcess {
 
     /// Like [`InProcess::group`], with the longest wait for a peer's tensor.
     pub fn group_with_timeout(world: usize, timeout: Duration) -> Vec<InProcess> {
-        // tx[from][to] sends what rx[to][from] receives.
-        let mut tx = vec![];
-        let mut rx: Vec<Vec<Option<Receiver<Arc<Storage>>>>> = vec![];
-        for _ in 0..world {
-            tx.push((0..world).map(|_| None).collect::<Vec<_>>());
-            rx.push((0..world).map(|_| None).collect());
-        }
-        for from in 0..world {
-            for to in (0..world).filter(|&to| to != from) {
-                let (t, r) = channel();
-                tx[from][to] = Some(t);
-                rx[to][from] = Some(r);
+        let mut links: Vec<Vec<Option<Link>>> = (0..world)
+            .map(|_| (0..world).map(|_| None).collect())
+            .collect();
+        for a in 0..world {
+            for b in a + 1..world {
+                let (a_to_b, b_from_a) = channel();
+                let (b_to_a, a_from_b) = channel();
+                links[a][b] = Some(Link {
+                    to: a_to_b,
+                    from: a_from_b,
+                });
+                links[b][a] = Some(Link {
+                    to: b_to_a,
+                    from: b_from_a,
+                });
             }
         }
-        tx.into_iter()
-            .zip(rx)
+        links
+            .into_iter()
             .enumerate()
-            .map(|(rank, (tx, rx))| InProcess {
+            .map(|(rank, peers)| InProcess {
                 rank,
-                peers: tx.into_iter().zip(rx).map(|(t, r)| t.zip(r)).collect(),
+                peers,
                 timeout,
                 round: Cell::new(0),
             })
             .collect()
     }
+}
+
+/// Both directions between this replica and one peer.
+#[derive(Debug)]
+struct Link {
+    to: Sender<Arc<Storage>>,
+    from: Receiver<Arc<Storage>>,
 }
 
 impl Collective for InProcess {
@@ -80,17 +90,17 @@ impl Collective for InProcess {
         let round = self.round.get();
         self.round.set(round + 1);
         let mine = Arc::new(data.clone());
-        for (tx, _) in self.peers.iter().flatten() {
+        for link in self.peers.iter().flatten() {
             // A peer that has gone is reported when its own tensor is awaited below.
-            let _ = tx.send(Arc::clone(&mine));
+            let _ = link.to.send(Arc::clone(&mine));
         }
         let mut parts = Vec::with_capacity(self.peers.len());
         for (peer, link) in self.peers.iter().enumerate() {
-            let Some((_, rx)) = link else {
+            let Some(link) = link else {
                 parts.push(Arc::clone(&mine));
                 continue;
             };
-            let theirs = rx.recv_timeout(self.timeout).map_err(|e| match e {
+            let theirs = link.from.recv_timeout(self.timeout).map_err(|e| match e {
                 RecvTimeoutError::Disconnected => CollectiveError::PeerLeft { peer, round },
                 RecvTimeoutError::Timeout => CollectiveError::Timeout {
                     peer,

@@ -27,15 +27,38 @@ pub fn rules() -> Vec<Rule> {
         rule("slice-full", "(slice ?x)", |r| same_type(r, "?x")),
         rule("slice-slice", "(slice ?s)", |r| {
             let s = r.var("?s");
-            let Op::Slice { axis, start, end } = r.op_over(r.root, "slice", &[s])? else { return None };
-            let (Op::Slice { axis: inner_axis, start: inner, .. }, x) = r.op(s, "slice")? else { return None };
+            let Op::Slice { axis, start, end } = r.op_over(r.root, "slice", &[s])? else {
+                return None;
+            };
+            let (
+                Op::Slice {
+                    axis: inner_axis,
+                    start: inner,
+                    ..
+                },
+                x,
+            ) = r.op(s, "slice")?
+            else {
+                return None;
+            };
             (axis == inner_axis).then_some(())?;
-            r.add(Op::Slice { axis, start: inner + start, end: inner + end }, &x)
+            r.add(
+                Op::Slice {
+                    axis,
+                    start: inner + start,
+                    end: inner + end,
+                },
+                &x,
+            )
         }),
         rule("slice-concat", "(slice ?c)", |r| {
             let c = r.var("?c");
-            let Op::Slice { axis, start, end } = r.op_over(r.root, "slice", &[c])? else { return None };
-            let (Op::Concat { axis: joined }, parts) = r.op(c, "concat")? else { return None };
+            let Op::Slice { axis, start, end } = r.op_over(r.root, "slice", &[c])? else {
+                return None;
+            };
+            let (Op::Concat { axis: joined }, parts) = r.op(c, "concat")? else {
+                return None;
+            };
             (axis == joined).then_some(())?;
             let mut at = 0;
             for p in parts {
@@ -68,9 +91,12 @@ pub fn rules() -> Vec<Rule> {
         let lhs = format!("({kind} ?a ?b)");
         rules.push(rule(&format!("slice-through-{kind}"), &lhs, move |r| {
             let (a, b) = (r.var("?a"), r.var("?b"));
-            let (Op::Slice { axis, start, end }, x) = r.op(a, "slice")? else { return None };
+            let (Op::Slice { axis, start, end }, x) = r.op(a, "slice")? else {
+                return None;
+            };
             let (sliced_b, y) = r.op(b, "slice")?;
-            (sliced_b == Op::Slice { axis, start, end } && r.ty(x[0]) == r.ty(y[0])).then_some(())?;
+            (sliced_b == Op::Slice { axis, start, end } && r.ty(x[0]) == r.ty(y[0]))
+                .then_some(())?;
             let op = r.op_over(r.root, kind, &[a, b])?;
             let whole = r.add(op, &[x[0], y[0]])?;
             r.add(Op::Slice { axis, start, end }, &[whole])
@@ -81,17 +107,33 @@ pub fn rules() -> Vec<Rule> {
         let lhs = format!("({kind} ?s)");
         rules.push(rule(&format!("slice-through-{kind}"), &lhs, move |r| {
             let s = r.var("?s");
-            let (Op::Slice { axis, start, end }, x) = r.op(s, "slice")? else { return None };
+            let (Op::Slice { axis, start, end }, x) = r.op(s, "slice")? else {
+                return None;
+            };
             let reduce = r.op_over(r.root, kind, &[s])?;
-            let (Op::ReduceSum { axes, keepdims } | Op::ReduceMean { axes, keepdims } | Op::ReduceMax { axes, keepdims }) = &reduce else {
+            let (Op::ReduceSum { axes, keepdims }
+            | Op::ReduceMean { axes, keepdims }
+            | Op::ReduceMax { axes, keepdims }) = &reduce
+            else {
                 return None;
             };
             if axes.contains(&axis) {
                 return None;
             }
-            let kept_axis = if *keepdims { axis } else { axis - axes.iter().filter(|&&a| a < axis).count() };
+            let kept_axis = if *keepdims {
+                axis
+            } else {
+                axis - axes.iter().filter(|&&a| a < axis).count()
+            };
             let whole = r.add(reduce.clone(), &x)?;
-            r.add(Op::Slice { axis: kept_axis, start, end }, &[whole])
+            r.add(
+                Op::Slice {
+                    axis: kept_axis,
+                    start,
+                    end,
+                },
+                &[whole],
+            )
         }));
     }
     rules

@@ -36,7 +36,10 @@ pub enum Phase {
 pub fn rules(phase: Phase) -> Vec<Rule> {
     match phase {
         Phase::Simplify => cleanup::rules(),
-        Phase::Explore => [batchnorm::rules(), siblings::rules(), cleanup::rules()].into_iter().flatten().collect(),
+        Phase::Explore => [batchnorm::rules(), siblings::rules(), cleanup::rules()]
+            .into_iter()
+            .flatten()
+            .collect(),
     }
 }
 
@@ -73,7 +76,11 @@ impl Rhs<'_> {
     pub fn op_over(&self, id: Id, kind: &str, children: &[Id]) -> Option<Op> {
         let want: Vec<Id> = children.iter().map(|&c| self.egraph.find(c)).collect();
         self.egraph[id].nodes.iter().find_map(|n| {
-            let same = n.kind() == Some(kind) && n.children.iter().map(|&c| self.egraph.find(c)).eq(want.iter().copied());
+            let same = n.kind() == Some(kind)
+                && n.children
+                    .iter()
+                    .map(|&c| self.egraph.find(c))
+                    .eq(want.iter().copied());
             if same {
                 self.egraph.analysis.op_of(n).cloned()
             } else {
@@ -102,16 +109,32 @@ impl Rhs<'_> {
 }
 
 /// A rewrite from `lhs` to whatever `rhs` builds (nothing when it returns `None`).
-pub fn rule(name: &str, lhs: &str, rhs: impl Fn(&mut Rhs) -> Option<Id> + Send + Sync + 'static) -> Rule {
-    let pattern: Pattern<ENode> = lhs.parse().unwrap_or_else(|e| panic!("rule {name}: bad pattern {lhs}: {e}"));
-    Rewrite::new(name, pattern, Build(move |r: &mut Rhs| rhs(r).map(|id| vec![(r.root, id)])))
-        .unwrap_or_else(|e| panic!("rule {name}: {e}"))
+pub fn rule(
+    name: &str,
+    lhs: &str,
+    rhs: impl Fn(&mut Rhs) -> Option<Id> + Send + Sync + 'static,
+) -> Rule {
+    let pattern: Pattern<ENode> = lhs
+        .parse()
+        .unwrap_or_else(|e| panic!("rule {name}: bad pattern {lhs}: {e}"));
+    Rewrite::new(
+        name,
+        pattern,
+        Build(move |r: &mut Rhs| rhs(r).map(|id| vec![(r.root, id)])),
+    )
+    .unwrap_or_else(|e| panic!("rule {name}: {e}"))
 }
 
 /// A rewrite over several matched classes at once (`?a = (...), ?b = (...)`); `rhs`
 /// returns the pairs of classes to union.
-pub fn multi_rule(name: &str, lhs: &str, rhs: impl Fn(&mut Rhs) -> Option<Vec<(Id, Id)>> + Send + Sync + 'static) -> Rule {
-    let pattern: MultiPattern<ENode> = lhs.parse().unwrap_or_else(|e| panic!("rule {name}: bad pattern {lhs}: {e:?}"));
+pub fn multi_rule(
+    name: &str,
+    lhs: &str,
+    rhs: impl Fn(&mut Rhs) -> Option<Vec<(Id, Id)>> + Send + Sync + 'static,
+) -> Rule {
+    let pattern: MultiPattern<ENode> = lhs
+        .parse()
+        .unwrap_or_else(|e| panic!("rule {name}: bad pattern {lhs}: {e:?}"));
     Rewrite::new(name, pattern, Build(rhs)).unwrap_or_else(|e| panic!("rule {name}: {e}"))
 }
 
@@ -123,9 +146,22 @@ impl<F> Applier<ENode, FusionAnalysis> for Build<F>
 where
     F: Fn(&mut Rhs) -> Option<Vec<(Id, Id)>>,
 {
-    fn apply_one(&self, egraph: &mut EGraph, eclass: Id, subst: &Subst, _ast: Option<&PatternAst<ENode>>, rule: Symbol) -> Vec<Id> {
-        let mut rhs = Rhs { egraph, subst, root: eclass };
-        let Some(pairs) = (self.0)(&mut rhs) else { return vec![] };
+    fn apply_one(
+        &self,
+        egraph: &mut EGraph,
+        eclass: Id,
+        subst: &Subst,
+        _ast: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let mut rhs = Rhs {
+            egraph,
+            subst,
+            root: eclass,
+        };
+        let Some(pairs) = (self.0)(&mut rhs) else {
+            return vec![];
+        };
         pairs
             .into_iter()
             .filter(|&(a, b)| egraph.union_trusted(a, b, rule))

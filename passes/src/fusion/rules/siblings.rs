@@ -17,23 +17,31 @@ use egg::Id;
 pub fn rules() -> Vec<Rule> {
     vec![
         // conv(x, w1), conv(x, w2)  =>  conv(x, [w1; w2])[:, :o1], [:, o1:]
-        multi_rule("merge-sibling-convs", "?a = (conv2d ?x ?w1), ?b = (conv2d ?x ?w2)", |r| {
-            let (a, b, x) = pair(r)?;
-            let (w1, w2) = (r.var("?w1"), r.var("?w2"));
-            let conv = same_ungrouped(r, "conv2d", a, b, &[x, w1], &[x, w2])?;
-            let w = concat(r, &[w1, w2], 0)?;
-            let merged = r.add(conv, &[x, w])?;
-            split(r, merged, 1, a, b)
-        }),
+        multi_rule(
+            "merge-sibling-convs",
+            "?a = (conv2d ?x ?w1), ?b = (conv2d ?x ?w2)",
+            |r| {
+                let (a, b, x) = pair(r)?;
+                let (w1, w2) = (r.var("?w1"), r.var("?w2"));
+                let conv = same_ungrouped(r, "conv2d", a, b, &[x, w1], &[x, w2])?;
+                let w = concat(r, &[w1, w2], 0)?;
+                let merged = r.add(conv, &[x, w])?;
+                split(r, merged, 1, a, b)
+            },
+        ),
         // dW1 = bw(x, g1), dW2 = bw(x, g2)  =>  bw(x, [g1, g2])[:o1], [o1:]
-        multi_rule("merge-weight-grads", "?a = (conv2d_backward_weight ?x ?g1), ?b = (conv2d_backward_weight ?x ?g2)", |r| {
-            let (a, b, x) = pair(r)?;
-            let (g1, g2) = (r.var("?g1"), r.var("?g2"));
-            let bw = same_ungrouped(r, "conv2d_backward_weight", a, b, &[x, g1], &[x, g2])?;
-            let g = concat(r, &[g1, g2], 1)?;
-            let merged = r.add(bw, &[x, g])?;
-            split(r, merged, 0, a, b)
-        }),
+        multi_rule(
+            "merge-weight-grads",
+            "?a = (conv2d_backward_weight ?x ?g1), ?b = (conv2d_backward_weight ?x ?g2)",
+            |r| {
+                let (a, b, x) = pair(r)?;
+                let (g1, g2) = (r.var("?g1"), r.var("?g2"));
+                let bw = same_ungrouped(r, "conv2d_backward_weight", a, b, &[x, g1], &[x, g2])?;
+                let g = concat(r, &[g1, g2], 1)?;
+                let merged = r.add(bw, &[x, g])?;
+                split(r, merged, 0, a, b)
+            },
+        ),
         // bw(g1, w1) + bw(g2, w2)  =>  bw([g1, g2], [w1; w2])
         rule("merge-data-grads", "(add ?d1 ?d2)", |r| {
             let (d1, d2) = (r.var("?d1"), r.var("?d2"));
@@ -76,7 +84,12 @@ fn same_ungrouped(r: &Rhs, kind: &str, a: Id, b: Id, xs: &[Id], ys: &[Id]) -> Op
 
 /// Whether a convolution (or adjoint) has one group: grouped weights do not concatenate.
 fn ungrouped(op: &Op) -> bool {
-    matches!(op, Op::Conv2d { groups: 1, .. } | Op::Conv2dBackwardData { groups: 1, .. } | Op::Conv2dBackwardWeight { groups: 1, .. })
+    matches!(
+        op,
+        Op::Conv2d { groups: 1, .. }
+            | Op::Conv2dBackwardData { groups: 1, .. }
+            | Op::Conv2dBackwardWeight { groups: 1, .. }
+    )
 }
 
 /// `[a; b]` along `axis`, flattened (merging a merged weight with a third keeps one
@@ -105,7 +118,21 @@ const MAX_SIBLINGS: usize = 4;
 fn split(r: &mut Rhs, merged: Id, axis: usize, a: Id, b: Id) -> Option<Vec<(Id, Id)>> {
     let first = r.ty(a).shape[axis];
     let total = r.ty(merged).shape[axis];
-    let sa = r.add(Op::Slice { axis, start: 0, end: first }, &[merged])?;
-    let sb = r.add(Op::Slice { axis, start: first, end: total }, &[merged])?;
+    let sa = r.add(
+        Op::Slice {
+            axis,
+            start: 0,
+            end: first,
+        },
+        &[merged],
+    )?;
+    let sb = r.add(
+        Op::Slice {
+            axis,
+            start: first,
+            end: total,
+        },
+        &[merged],
+    )?;
     Some(vec![(a, sa), (b, sb)])
 }

@@ -1,0 +1,229 @@
+//! Convolutions as implicit GEMMs: forward, backward-data and backward-weight, grouped,
+//! strided, padded and dilated, each as an [`Operands`] for the GEMM template.
+//!
+//! With `x [N,C,H,W]`, `w [O,C/G,KH,KW]`, `y [N,O,OH,OW]` and group `g`:
+//!
+//! | op | m | n | k | A | B |
+//! |---|---|---|---|---|---|
+//! | forward `y` | (n, oh, ow) | o | (c, kh, kw) | x (im2col) | w |
+//! | backward data `dx` | (n, h, w) | c | (o, kh, kw) | dy (col2im gather) | w |
+//! | backward weight `dw` | o | (c, kh, kw) | (n, oh, ow) | dy | x (im2col) |
+//!
+//! Input row `ih = oh * s + kh * d - p` is computed in wrapping `u32`, so one unsigned
+//! `ih < H` tests both edges of the padding. The backward-data gather inverts it:
+//! `oh = (h + p - kh * d) / s`, valid when the division is exact and `oh < OH`.
+
+use crate::eval::Emitter;
+use crate::error::Result;
+use crate::gemm::{self, Contiguity, Dims, Operands};
+use crate::index::Index;
+use crate::ptx::{Operand, Reg, Ty};
+use calib_ir::{Op, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Forward,
+    BackwardData,
+    BackwardWeight,
+}
+
+/// One convolution node of a body, with its geometry.
+pub(crate) struct Conv {
+    kind: Kind,
+    /// The node's two operands, in op order.
+    a: Value,
+    b: Value,
+    /// `[N, C, H, W]` of the image convolved and `[N, O, OH, OW]` of the result.
+    x: [usize; 4],
+    y: [usize; 4],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
+}
+
+type Check = std::result::Result<Reg, bool>;
+
+impl Conv {
+    /// The convolution at body node `v`, if it is one.
+    pub fn of(cx: &Emitter, v: Value) -> Option<Conv> {
+        let node = cx.node(v);
+        let dims = |u: Value| -> [usize; 4] {
+            let s = &cx.ty(u).shape;
+            [s[0], s[1], s[2], s[3]]
+        };
+        let (a, b) = (node.inputs[0], node.inputs[1]);
+        let (kind, stride, padding, dilation, groups, x, y, w) = match node.op {
+            Op::Conv2d { stride, padding, dilation, groups } => {
+                (Kind::Forward, stride, padding, dilation, groups, dims(a), dims(v), dims(b))
+            }
+            Op::Conv2dBackwardData { stride, padding, dilation, groups, .. } => {
+                (Kind::BackwardData, stride, padding, dilation, groups, dims(v), dims(a), dims(b))
+            }
+            Op::Conv2dBackwardWeight { stride, padding, dilation, groups, .. } => {
+                (Kind::BackwardWeight, stride, padding, dilation, groups, dims(a), dims(b), dims(v))
+            }
+            _ => return None,
+        };
+        Some(Conv {
+            kind,
+            a,
+            b,
+            x,
+            y,
+            kernel: [w[2], w[3]],
+            stride,
+            padding,
+            dilation,
+            groups,
+        })
+    }
+
+    fn c_group(&self) -> usize {
+        self.x[1] / self.groups
+    }
+
+    fn o_group(&self) -> usize {
+        self.y[1] / self.groups
+    }
+
+    /// `o * s + k * d - p` along `axis` (0 rows, 1 columns) and its bounds check.
+    fn input_pos(&self, cx: &mut Emitter, o: Operand, k: Operand, axis: usize) -> (Operand, Check) {
+        let [s, p, d] = [self.stride[axis], self.padding[axis], self.dilation[axis]];
+        let base = cx.b.mul_u32(o, Operand::Int(s as i64));
+        let pos = cx.b.mad_u32(k, Operand::Int(d as i64), base);
+        let pos = cx.b.sub_u32(pos, Operand::Int(p as i64));
+        let check = cx.b.lt_u32(pos, Operand::Int(self.x[2 + axis] as i64));
+        (pos, check)
+    }
+
+    /// The output position `(i + p - k * d) / s` whose window tap `k` reads input
+    /// position `i`, and the checks that it exists.
+    fn output_pos(&self, cx: &mut Emitter, i: Operand, k: Operand, axis: usize) -> (Operand, Vec<Check>) {
+        let [s, p, d] = [self.stride[axis], self.padding[axis], self.dilation[axis]];
+        let shifted = cx.b.add_u32(i, Operand::Int(p as i64));
+        let tap = cx.b.mul_u32(k, Operand::Int(d as i64));
+        let t = cx.b.sub_u32(shifted, tap);
+        let q = cx.b.div_u32(t, s);
+        let mut checks = vec![cx.b.lt_u32(q, Operand::Int(self.y[2 + axis] as i64))];
+        if s > 1 {
+            let r = cx.b.rem_u32(t, s);
+            checks.push(match r.as_int() {
+                Some(r) => Err(r == 0),
+                None => Ok(cx.b.setp("eq", Ty::U32, r, Operand::Int(0))),
+            });
+        }
+        // A negative `t` wraps to a huge value; its quotient fails `q < OH` unless the
+        // stride is large enough to bring it back in range, which no stride below 2^16
+        // with images below 2^16 does.
+        (q, checks)
+    }
+
+    /// `x[n, g * C/G + c, ih, iw]` at output position `(oh, ow)` and tap `(kh, kw)`,
+    /// zero in the padding.
+    fn image(&self, cx: &mut Emitter, x: Value, g: Operand, c: Operand, n: Operand, o: [Operand; 2], k: [Operand; 2]) -> Result<Operand> {
+        let (ih, ch) = self.input_pos(cx, o[0], k[0], 0);
+        let (iw, cw) = self.input_pos(cx, o[1], k[1], 1);
+        cx.value_or_zero(vec![ch, cw], Ty::F32, |cx| {
+            let channel = cx.b.mad_u32(g, Operand::Int(self.c_group() as i64), c);
+            cx.value(x, &Index::coords(vec![n, channel, ih, iw]))
+        })
+    }
+
+    /// `w[g * O/G + o, c, kh, kw]`.
+    fn weight(&self, cx: &mut Emitter, w: Value, g: Operand, o: Operand, c: Operand, k: [Operand; 2]) -> Result<Operand> {
+        let out = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), o);
+        cx.value(w, &Index::coords(vec![out, c, k[0], k[1]]))
+    }
+}
+
+impl Operands for Conv {
+    fn dims(&self) -> Dims {
+        let [n, _, h, w] = self.x;
+        let [_, _, oh, ow] = self.y;
+        let [kh, kw] = self.kernel;
+        let (cg, og) = (self.c_group(), self.o_group());
+        let (m, n_, k) = match self.kind {
+            Kind::Forward => (vec![n, oh, ow], vec![og], vec![cg, kh, kw]),
+            Kind::BackwardData => (vec![n, h, w], vec![cg], vec![og, kh, kw]),
+            Kind::BackwardWeight => (vec![og], vec![cg, kh, kw], vec![n, oh, ow]),
+        };
+        Dims { groups: self.groups, m, n: n_, k }
+    }
+
+    fn contiguity(&self) -> Contiguity {
+        let forward_like = self.kind != Kind::BackwardWeight;
+        Contiguity { a_m: forward_like, b_n: false, c_m: forward_like }
+    }
+
+    fn a(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand> {
+        match self.kind {
+            Kind::Forward => self.image(cx, self.a, g, k[0], m[0], [m[1], m[2]], [k[1], k[2]]),
+            Kind::BackwardData => {
+                let (oh, mut checks) = self.output_pos(cx, m[1], k[1], 0);
+                let (ow, cw) = self.output_pos(cx, m[2], k[2], 1);
+                checks.extend(cw);
+                cx.value_or_zero(checks, Ty::F32, |cx| {
+                    let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);
+                    cx.value(self.a, &Index::coords(vec![m[0], o, oh, ow]))
+                })
+            }
+            Kind::BackwardWeight => {
+                let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), m[0]);
+                cx.value(self.b, &Index::coords(vec![k[0], o, k[1], k[2]]))
+            }
+        }
+    }
+
+    fn b(&self, cx: &mut Emitter, g: Operand, k: &[Operand], n: &[Operand]) -> Result<Operand> {
+        match self.kind {
+            Kind::Forward => self.weight(cx, self.b, g, n[0], k[0], [k[1], k[2]]),
+            Kind::BackwardData => self.weight(cx, self.b, g, k[0], n[0], [k[1], k[2]]),
+            Kind::BackwardWeight => self.image(cx, self.a, g, n[0], k[0], [k[1], k[2]], [n[1], n[2]]),
+        }
+    }
+
+    fn c(&self, cx: &mut Emitter, g: Operand, m: &[Operand], n: &[Operand]) -> Vec<Operand> {
+        match self.kind {
+            Kind::Forward => {
+                let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), n[0]);
+                vec![m[0], o, m[1], m[2]]
+            }
+            Kind::BackwardData => {
+                let c = cx.b.mad_u32(g, Operand::Int(self.c_group() as i64), n[0]);
+                vec![m[0], c, m[1], m[2]]
+            }
+            Kind::BackwardWeight => {
+                let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), m[0]);
+                vec![o, n[0], n[1], n[2]]
+            }
+        }
+    }
+
+    fn split(&self, cx: &mut Emitter, at: &[Operand]) -> (Operand, Vec<Operand>, Vec<Operand>) {
+        let (cg, og) = (self.c_group(), self.o_group());
+        match self.kind {
+            Kind::Forward => {
+                let (g, o) = (cx.b.div_u32(at[1], og), cx.b.rem_u32(at[1], og));
+                (g, vec![at[0], at[2], at[3]], vec![o])
+            }
+            Kind::BackwardData => {
+                let (g, c) = (cx.b.div_u32(at[1], cg), cx.b.rem_u32(at[1], cg));
+                (g, vec![at[0], at[2], at[3]], vec![c])
+            }
+            Kind::BackwardWeight => {
+                let (g, o) = (cx.b.div_u32(at[0], og), cx.b.rem_u32(at[0], og));
+                (g, vec![o], vec![at[1], at[2], at[3]])
+            }
+        }
+    }
+}
+
+/// Convolution node `v` at `at`, one product at a time (for a convolution that is not
+/// its kernel's anchor).
+pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> {
+    let conv = Conv::of(cx, v).ok_or_else(|| cx.unsupported(v, "not a convolution"))?;
+    let coords = cx.coords(at, &cx.ty(v).shape);
+    gemm::serial(cx, &conv, &coords)
+}
