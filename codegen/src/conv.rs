@@ -9,15 +9,16 @@
 //! | backward data `dx` | (n, h, w) | c | (o, kh, kw) | dy (col2im gather) | w |
 //! | backward weight `dw` | o | (c, kh, kw) | (n, oh, ow) | dy | x (im2col) |
 //!
-//! Input row `ih = oh * s + kh * d - p` is computed in wrapping `u32`, so one unsigned
-//! `ih < H` tests both edges of the padding. The backward-data gather inverts it:
-//! `oh = (h + p - kh * d) / s`, valid when the division is exact and `oh < OH`.
+//! Input row `ih = oh * s + kh * d - p`; the backward-data gather inverts it,
+//! `oh = (h + p - kh * d) / s`, valid when the division is exact and `oh < OH` (see
+//! [`crate::window`]).
 
 use crate::eval::Emitter;
 use crate::error::Result;
 use crate::gemm::{self, Contiguity, Dims, Operands};
 use crate::index::Index;
-use crate::ptx::{Operand, Reg, Ty};
+use crate::ptx::{Operand, Ty};
+use crate::window::Axis;
 use calib_ir::{Op, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +43,6 @@ pub(crate) struct Conv {
     dilation: [usize; 2],
     groups: usize,
 }
-
-type Check = std::result::Result<Reg, bool>;
 
 impl Conv {
     /// The convolution at body node `v`, if it is one.
@@ -88,43 +87,22 @@ impl Conv {
         self.y[1] / self.groups
     }
 
-    /// `o * s + k * d - p` along `axis` (0 rows, 1 columns) and its bounds check.
-    fn input_pos(&self, cx: &mut Emitter, o: Operand, k: Operand, axis: usize) -> (Operand, Check) {
-        let [s, p, d] = [self.stride[axis], self.padding[axis], self.dilation[axis]];
-        let base = cx.b.mul_u32(o, Operand::Int(s as i64));
-        let pos = cx.b.mad_u32(k, Operand::Int(d as i64), base);
-        let pos = cx.b.sub_u32(pos, Operand::Int(p as i64));
-        let check = cx.b.lt_u32(pos, Operand::Int(self.x[2 + axis] as i64));
-        (pos, check)
-    }
-
-    /// The output position `(i + p - k * d) / s` whose window tap `k` reads input
-    /// position `i`, and the checks that it exists.
-    fn output_pos(&self, cx: &mut Emitter, i: Operand, k: Operand, axis: usize) -> (Operand, Vec<Check>) {
-        let [s, p, d] = [self.stride[axis], self.padding[axis], self.dilation[axis]];
-        let shifted = cx.b.add_u32(i, Operand::Int(p as i64));
-        let tap = cx.b.mul_u32(k, Operand::Int(d as i64));
-        let t = cx.b.sub_u32(shifted, tap);
-        let q = cx.b.div_u32(t, s);
-        let mut checks = vec![cx.b.lt_u32(q, Operand::Int(self.y[2 + axis] as i64))];
-        if s > 1 {
-            let r = cx.b.rem_u32(t, s);
-            checks.push(match r.as_int() {
-                Some(r) => Err(r == 0),
-                None => Ok(cx.b.setp("eq", Ty::U32, r, Operand::Int(0))),
-            });
+    /// The window along `axis` (0 rows, 1 columns).
+    fn axis(&self, axis: usize) -> Axis {
+        Axis {
+            stride: self.stride[axis],
+            padding: self.padding[axis],
+            dilation: self.dilation[axis],
+            input: self.x[2 + axis],
+            output: self.y[2 + axis],
         }
-        // A negative `t` wraps to a huge value; its quotient fails `q < OH` unless the
-        // stride is large enough to bring it back in range, which no stride below 2^16
-        // with images below 2^16 does.
-        (q, checks)
     }
 
     /// `x[n, g * C/G + c, ih, iw]` at output position `(oh, ow)` and tap `(kh, kw)`,
     /// zero in the padding.
     fn image(&self, cx: &mut Emitter, x: Value, g: Operand, c: Operand, n: Operand, o: [Operand; 2], k: [Operand; 2]) -> Result<Operand> {
-        let (ih, ch) = self.input_pos(cx, o[0], k[0], 0);
-        let (iw, cw) = self.input_pos(cx, o[1], k[1], 1);
+        let (ih, ch) = self.axis(0).input_pos(cx, o[0], k[0]);
+        let (iw, cw) = self.axis(1).input_pos(cx, o[1], k[1]);
         cx.value_or_zero(vec![ch, cw], Ty::F32, |cx| {
             let channel = cx.b.mad_u32(g, Operand::Int(self.c_group() as i64), c);
             cx.value(x, &Index::coords(vec![n, channel, ih, iw]))
@@ -161,8 +139,8 @@ impl Operands for Conv {
         match self.kind {
             Kind::Forward => self.image(cx, self.a, g, k[0], m[0], [m[1], m[2]], [k[1], k[2]]),
             Kind::BackwardData => {
-                let (oh, mut checks) = self.output_pos(cx, m[1], k[1], 0);
-                let (ow, cw) = self.output_pos(cx, m[2], k[2], 1);
+                let (oh, mut checks) = self.axis(0).output_pos(cx, m[1], k[1]);
+                let (ow, cw) = self.axis(1).output_pos(cx, m[2], k[2]);
                 checks.extend(cw);
                 cx.value_or_zero(checks, Ty::F32, |cx| {
                     let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);

@@ -107,33 +107,16 @@ fn debug_block_kernels() {
     let g = &step.graph;
     let loss = g.output("loss").unwrap().0;
     let f = fuse(g, &FusionOptions::default()).unwrap();
-    for block in ["layer1.0", "layer2.1", "layer3.0"] {
-        eprintln!("== {block}");
-        for k in &f.program.kernels {
-            let fwd = k.covers.iter().all(|&c| c <= loss);
-            let inb = k.covers.iter().any(|&c| {
-                g.nodes[c].scope.starts_with(&format!("{block}.")) || g.nodes[c].scope == block
-            });
-            if fwd && inb {
-                let outs: Vec<String> = k
-                    .outputs
-                    .iter()
-                    .map(|o| {
-                        format!(
-                            "{}{}",
-                            f.program.buffers[o.buffer.0].name, f.program.buffers[o.buffer.0].ty
-                        )
-                    })
-                    .collect();
-                eprintln!(
-                    "  {} {} {} ops={} outs={:?}",
-                    k.name,
-                    k.anchor.name(),
-                    k.label,
-                    k.body.nodes.len(),
-                    outs
-                );
-            }
-        }
+    let mut per: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for k in &f.program.kernels {
+        if !k.covers.iter().all(|&c| c <= loss) { continue; }
+        let scope = k.label.split('@').nth(1).unwrap_or("");
+        let block: Vec<&str> = scope.split('.').take(2).collect();
+        let outs: Vec<String> = k.outputs.iter().map(|o| format!("{}{}", f.program.buffers[o.buffer.0].name, f.program.buffers[o.buffer.0].ty)).collect();
+        per.entry(block.join(".")).or_default().push(format!("{} {} {} ops={} outs={:?}", k.name, k.anchor.name(), k.label, k.body.nodes.len(), outs));
+    }
+    for (b, ks) in &per {
+        eprintln!("== {b}: {}", ks.len());
+        if b == "layer1.1" || b == "layer2.0" { for k in ks { eprintln!("   {k}"); } }
     }
 }

@@ -26,6 +26,9 @@ pub enum RuntimeError {
         expected: TensorType,
         found: TensorType,
     },
+    /// A device backend failed (driver, memory, launch); the message says which step.
+    #[error("device: {0}")]
+    Device(String),
     /// A kernel plan is malformed (see [`calib_ir::Program::validate`]).
     #[error(transparent)]
     Program(#[from] ProgramError),

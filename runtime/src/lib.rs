@@ -11,8 +11,10 @@
 //! graph output back by name.
 
 mod bindings;
+mod bytes;
 pub mod collective;
 pub mod cuda;
+mod device_program;
 mod element;
 mod error;
 pub mod reference;
@@ -21,6 +23,7 @@ mod tensor;
 pub mod weights;
 
 pub use bindings::Bindings;
+pub use device_program::{DeviceKernel, DeviceProgram};
 pub use collective::{Collective, CollectiveError, InProcess};
 pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};

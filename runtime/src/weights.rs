@@ -103,7 +103,7 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<TensorMap, WeightsError> {
     Ok(map)
 }
 
-fn decode(dtype: DType, data: &[u8]) -> Storage {
+pub(crate) fn decode(dtype: DType, data: &[u8]) -> Storage {
     fn words<const N: usize, T>(data: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
         data.chunks_exact(N)
             .map(|c| f(c.try_into().expect("exact chunk")))
@@ -136,10 +136,10 @@ fn describe(e: SafeTensorError) -> String {
 }
 
 /// One tensor encoded for safetensors in its declared dtype.
-struct Encoded {
+pub(crate) struct Encoded {
     dtype: StDtype,
     shape: Vec<usize>,
-    bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl View for &Encoded {
@@ -157,7 +157,7 @@ impl View for &Encoded {
     }
 }
 
-fn encode(t: &HostTensor) -> Encoded {
+pub(crate) fn encode(t: &HostTensor) -> Encoded {
     let values = || t.to_f64_vec().into_iter();
     let (dtype, bytes): (StDtype, Vec<u8>) = match (t.dtype(), t.storage()) {
         (DType::I64, Storage::I64(v)) => (

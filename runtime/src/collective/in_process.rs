@@ -11,6 +11,7 @@ use super::{Collective, CollectiveError};
 use crate::{Element, Storage};
 use calib_ir::ReduceOp;
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,29 +41,31 @@ impl InProcess {
 
     /// Like [`InProcess::group`], with the longest wait for a peer's tensor.
     pub fn group_with_timeout(world: usize, timeout: Duration) -> Vec<InProcess> {
-        let mut links: Vec<Vec<Option<Link>>> = (0..world)
-            .map(|_| (0..world).map(|_| None).collect())
-            .collect();
+        let mut links = HashMap::new();
         for a in 0..world {
             for b in a + 1..world {
                 let (a_to_b, b_from_a) = channel();
                 let (b_to_a, a_from_b) = channel();
-                links[a][b] = Some(Link {
-                    to: a_to_b,
-                    from: a_from_b,
-                });
-                links[b][a] = Some(Link {
-                    to: b_to_a,
-                    from: b_from_a,
-                });
+                links.insert(
+                    (a, b),
+                    Link {
+                        to: a_to_b,
+                        from: a_from_b,
+                    },
+                );
+                links.insert(
+                    (b, a),
+                    Link {
+                        to: b_to_a,
+                        from: b_from_a,
+                    },
+                );
             }
         }
-        links
-            .into_iter()
-            .enumerate()
-            .map(|(rank, peers)| InProcess {
+        (0..world)
+            .map(|rank| InProcess {
                 rank,
-                peers,
+                peers: (0..world).map(|peer| links.remove(&(rank, peer))).collect(),
                 timeout,
                 round: Cell::new(0),
             })

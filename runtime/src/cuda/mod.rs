@@ -5,8 +5,10 @@
 //! on a machine without a GPU calib says why, and the CPU backends work as before.
 
 mod device;
+mod executor;
 
 pub use device::{devices, DeviceInfo};
+pub use executor::CudaProgram;
 
 use thiserror::Error;
 

@@ -1,0 +1,239 @@
+//! Pooling, its adjoints and the adjoint of nearest resizing, one output element at a
+//! time with the window as a loop: the pool family is the pointwise kernel around these.
+//!
+//! PyTorch's window rules (see the reference interpreter's `pool.rs`): a window starts at
+//! `o * s - p`, is cut at `input + p`, and average pooling divides by the cut window
+//! (`count_include_pad`) or by its positions inside the input. The adjoints gather: an
+//! input position sums over the windows that contain it (`window::Axis::output_pos`).
+
+use crate::eval::Emitter;
+use crate::error::Result;
+use crate::index::Index;
+use crate::ptx::{ins, Operand, Reg, Ty};
+use crate::window::{Axis, Check};
+use calib_ir::{Op, Value};
+
+/// The smallest f32, the reference's starting point for a window maximum.
+const LOWEST: Operand = Operand::F32(0xFF7F_FFFF);
+/// A position no window element has.
+const NOWHERE: i64 = u32::MAX as i64;
+
+/// Pooling node `v` (or `resize_nearest_backward`) at `at`.
+pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> {
+    let node = cx.node(v);
+    let shape = node.ty.shape.clone();
+    let coords = cx.coords(at, &shape);
+    let first = &cx.ty(node.inputs[0]).shape;
+    // The window along rows and columns, between the pooled image and the pooled result.
+    let axes = |stride: [usize; 2], padding: [usize; 2], image: &[usize], pooled: &[usize]| {
+        [0, 1].map(|a| Axis {
+            stride: stride[a],
+            padding: padding[a],
+            dilation: 1,
+            input: image[2 + a],
+            output: pooled[2 + a],
+        })
+    };
+    match node.op {
+        Op::AvgPool2d { kernel, stride, padding, count_include_pad, .. } => {
+            let w = axes(stride, padding, first, &shape);
+            avg_pool(cx, node.inputs[0], &coords, w, kernel, count_include_pad)
+        }
+        Op::MaxPool2d { kernel, stride, padding, .. } => {
+            let w = axes(stride, padding, first, &shape);
+            max_pool(cx, node.inputs[0], &coords, w, kernel)
+        }
+        Op::AvgPool2dBackward { kernel, stride, padding, count_include_pad, .. } => {
+            let w = axes(stride, padding, &shape, first);
+            avg_pool_backward(cx, node.inputs[0], &coords, w, kernel, count_include_pad)
+        }
+        Op::MaxPool2dBackward { kernel, stride, padding, .. } => {
+            let pooled = &cx.ty(node.inputs[1]).shape;
+            let w = axes(stride, padding, &shape, pooled);
+            max_pool_backward(cx, [node.inputs[0], node.inputs[1]], &coords, w, kernel)
+        }
+        Op::ResizeNearestBackward { .. } => resize_backward(cx, node.inputs[0], &coords, &shape),
+        _ => Err(cx.unsupported(v, "not a pooling op")),
+    }
+}
+
+/// How many positions of window `o` count for the average along `axis`.
+fn divisor(cx: &mut Emitter, axis: &Axis, kernel: usize, o: Operand, include_pad: bool) -> Operand {
+    let (s, p, input) = (axis.stride as i64, axis.padding as i64, axis.input as i64);
+    // In padded coordinates the window is [o*s, o*s + k), cut at input + 2p.
+    let start = cx.b.mul_u32(o, Operand::Int(s));
+    let end = cx.b.add_u32(start, Operand::Int(kernel as i64));
+    if include_pad {
+        let end = cx.b.min_u32(end, Operand::Int(input + 2 * p));
+        return cx.b.sub_u32(end, start);
+    }
+    let end = cx.b.min_u32(end, Operand::Int(input + p));
+    let lo = max_u32(cx, start, Operand::Int(p));
+    cx.b.sub_u32(end, lo)
+}
+
+fn max_u32(cx: &mut Emitter, a: Operand, b: Operand) -> Operand {
+    match (a.as_int(), b.as_int()) {
+        (Some(x), Some(y)) => Operand::Int(x.max(y)),
+        _ => {
+            let d = cx.b.reg(Ty::U32);
+            ins!(cx.b, "max.u32 {d}, {a}, {b}");
+            d.into()
+        }
+    }
+}
+
+/// `1 / (dh * dw)` applied to `value`: divides as the reference does, by the product.
+fn divide(cx: &mut Emitter, value: Operand, dh: Operand, dw: Operand) -> Reg {
+    let count = cx.b.mul_u32(dh, dw);
+    let count = match count.as_int() {
+        Some(c) => Operand::f32(c as f32),
+        None => {
+            let f = cx.b.reg(Ty::F32);
+            ins!(cx.b, "cvt.rn.f32.u32 {f}, {count}");
+            f.into()
+        }
+    };
+    let d = cx.b.reg(Ty::F32);
+    ins!(cx.b, "div.rn.f32 {d}, {value}, {count}");
+    d
+}
+
+fn zero(cx: &mut Emitter) -> Reg {
+    let acc = cx.b.reg(Ty::F32);
+    ins!(cx.b, "mov.f32 {acc}, 0f00000000");
+    acc
+}
+
+fn avg_pool(cx: &mut Emitter, x: Value, at: &[Operand], w: [Axis; 2], kernel: [usize; 2], include_pad: bool) -> Result<Operand> {
+    let acc = zero(cx);
+    cx.for_each(&kernel, &mut |cx, k| {
+        let (ih, ch) = w[0].input_pos(cx, at[2], k[0]);
+        let (iw, cw) = w[1].input_pos(cx, at[3], k[1]);
+        cx.when_all(vec![ch, cw], |cx| {
+            let v = cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))?;
+            ins!(cx.b, "add.rn.f32 {acc}, {acc}, {v}");
+            Ok(())
+        })
+    })?;
+    let dh = divisor(cx, &w[0], kernel[0], at[2], include_pad);
+    let dw = divisor(cx, &w[1], kernel[1], at[3], include_pad);
+    Ok(divide(cx, acc.into(), dh, dw).into())
+}
+
+fn max_pool(cx: &mut Emitter, x: Value, at: &[Operand], w: [Axis; 2], kernel: [usize; 2]) -> Result<Operand> {
+    // `to_reg` of an immediate always moves it into a fresh register.
+    let best = cx.b.to_reg(LOWEST, Ty::F32);
+    cx.for_each(&kernel, &mut |cx, k| {
+        let (ih, ch) = w[0].input_pos(cx, at[2], k[0]);
+        let (iw, cw) = w[1].input_pos(cx, at[3], k[1]);
+        cx.when_all(vec![ch, cw], |cx| {
+            let v = cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))?;
+            ins!(cx.b, "max.f32 {best}, {best}, {v}");
+            Ok(())
+        })
+    })?;
+    Ok(best.into())
+}
+
+/// The window positions that contain input position `at` (spatial coordinates 2, 3):
+/// calls `f(oh, ow)` for each.
+fn windows_containing(
+    cx: &mut Emitter,
+    at: &[Operand],
+    w: [Axis; 2],
+    kernel: [usize; 2],
+    f: &mut dyn FnMut(&mut Emitter, Operand, Operand) -> Result<()>,
+) -> Result<()> {
+    cx.for_each(&kernel, &mut |cx, k| {
+        let (oh, mut checks): (Operand, Vec<Check>) = w[0].output_pos(cx, at[2], k[0]);
+        let (ow, cw) = w[1].output_pos(cx, at[3], k[1]);
+        checks.extend(cw);
+        cx.when_all(checks, |cx| f(cx, oh, ow))
+    })
+}
+
+fn avg_pool_backward(cx: &mut Emitter, dy: Value, at: &[Operand], w: [Axis; 2], kernel: [usize; 2], include_pad: bool) -> Result<Operand> {
+    let acc = zero(cx);
+    windows_containing(cx, at, w, kernel, &mut |cx, oh, ow| {
+        let g = cx.value(dy, &Index::coords(vec![at[0], at[1], oh, ow]))?;
+        let dh = divisor(cx, &w[0], kernel[0], oh, include_pad);
+        let dw = divisor(cx, &w[1], kernel[1], ow, include_pad);
+        let share = divide(cx, g, dh, dw);
+        ins!(cx.b, "add.rn.f32 {acc}, {acc}, {share}");
+        Ok(())
+    })?;
+    Ok(acc.into())
+}
+
+/// Each window's gradient goes to its first maximum in row-major order, a NaN counting
+/// as the maximum (PyTorch's rule): an input position gathers from the windows whose
+/// first maximum it is.
+fn max_pool_backward(cx: &mut Emitter, [x, dy]: [Value; 2], at: &[Operand], w: [Axis; 2], kernel: [usize; 2]) -> Result<Operand> {
+    let acc = zero(cx);
+    let here = cx.b.mad_u32(at[2], Operand::Int(w[1].input as i64), at[3]);
+    windows_containing(cx, at, w, kernel, &mut |cx, oh, ow| {
+        let best = cx.b.to_reg(LOWEST, Ty::F32);
+        let pos = cx.b.to_reg(Operand::Int(NOWHERE), Ty::U32);
+        cx.for_each(&kernel, &mut |cx, k| {
+            let (ih, ch) = w[0].input_pos(cx, oh, k[0]);
+            let (iw, cw) = w[1].input_pos(cx, ow, k[1]);
+            cx.when_all(vec![ch, cw], |cx| {
+                let v = cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))?;
+                let v = cx.b.to_reg(v, Ty::F32);
+                // better = first || (best is a number && (v > best || v is NaN))
+                let first = cx.b.setp("eq", Ty::U32, pos.into(), Operand::Int(NOWHERE));
+                let number = cx.b.setp("num", Ty::F32, best.into(), best.into());
+                let above = cx.b.setp("gtu", Ty::F32, v.into(), best.into());
+                let better = cx.b.reg(Ty::Pred);
+                ins!(cx.b, "and.pred {better}, {number}, {above}");
+                ins!(cx.b, "or.pred {better}, {better}, {first}");
+                let flat = cx.b.mad_u32(ih, Operand::Int(w[1].input as i64), iw);
+                ins!(cx.b, "@{better} mov.f32 {best}, {v}");
+                ins!(cx.b, "@{better} mov.u32 {pos}, {flat}");
+                Ok(())
+            })
+        })?;
+        let mine = cx.b.setp("eq", Ty::U32, pos.into(), here);
+        cx.if_then(mine, true, |cx| {
+            let g = cx.value(dy, &Index::coords(vec![at[0], at[1], oh, ow]))?;
+            ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
+            Ok(())
+        })
+    })?;
+    Ok(acc.into())
+}
+
+/// Sums the gradients of every output pixel whose nearest source is `at`. Along each
+/// axis those pixels are a run of at most `ceil(out / in)` indices near
+/// `at * out / in`; the f32 index rule can move the run's ends by one, so a window two
+/// wider, starting one before, is scanned and each candidate checked.
+fn resize_backward(cx: &mut Emitter, dy: Value, at: &[Operand], input: &[usize]) -> Result<Operand> {
+    let out = cx.ty(dy).shape.clone();
+    let acc = zero(cx);
+    let spans = [0, 1].map(|a| out[2 + a].div_ceil(input[2 + a]) + 2);
+    let starts = [0, 1].map(|a| {
+        let scaled = cx.b.mul_u32(at[2 + a], Operand::Int(out[2 + a] as i64));
+        let base = cx.b.div_u32(scaled, input[2 + a]);
+        cx.b.sub_u32(base, Operand::Int(1))
+    });
+    cx.for_each(&spans, &mut |cx, j| {
+        let mut checks = Vec::new();
+        let mut pos = [Operand::Int(0); 2];
+        for a in 0..2 {
+            pos[a] = cx.b.add_u32(starts[a], j[a]);
+            checks.push(cx.b.lt_u32(pos[a], Operand::Int(out[2 + a] as i64)));
+            let source = cx.resize_source(pos[a], input[2 + a], out[2 + a]);
+            checks.push(match (source.as_int(), at[2 + a].as_int()) {
+                (Some(s), Some(h)) => Err(s == h),
+                _ => Ok(cx.b.setp("eq", Ty::U32, source, at[2 + a])),
+            });
+        }
+        cx.when_all(checks, |cx| {
+            let g = cx.value(dy, &Index::coords(vec![at[0], at[1], pos[0], pos[1]]))?;
+            ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
+            Ok(())
+        })
+    })?;
+    Ok(acc.into())
+}

@@ -1,0 +1,241 @@
+//! Reductions (`reduce_sum`, `reduce_mean`, `reduce_max`): per-channel batch statistics,
+//! global average pooling, the loss, bias and BatchNorm-parameter gradients.
+//!
+//! As a kernel's anchor, each reduced element gets a team of threads: a warp when the
+//! reduction is short, the whole block when it is long. The team strides through the
+//! reduced elements (evaluating the prologue on each), combines its partial results
+//! with butterfly shuffles, and for a block, once more through shared memory; then one
+//! thread finishes the element: the mean's division, the epilogue, the stores. Sibling
+//! reductions over the same elements and axes (a sum and a sum of squares) share the
+//! loop. Elsewhere in a body a reduction is a plain loop ([`serial`]).
+
+use crate::eval::Emitter;
+use crate::error::Result;
+use crate::index::Index;
+use crate::kernel::Geometry;
+use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
+use calib_ir::{numel, Op, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Combine {
+    Sum,
+    Mean,
+    Max,
+}
+
+/// One reduction node of a body.
+#[derive(Clone, Debug)]
+pub(crate) struct Reduce {
+    pub node: Value,
+    combine: Combine,
+    input: Value,
+    axes: Vec<usize>,
+}
+
+impl Reduce {
+    /// The f32 reduction at body node `v`, if it is one.
+    pub fn of(cx: &Emitter, v: Value) -> Option<Reduce> {
+        let node = cx.node(v);
+        let (combine, axes) = match &node.op {
+            Op::ReduceSum { axes, .. } => (Combine::Sum, axes),
+            Op::ReduceMean { axes, .. } => (Combine::Mean, axes),
+            Op::ReduceMax { axes, .. } => (Combine::Max, axes),
+            _ => return None,
+        };
+        Some(Reduce {
+            node: v,
+            combine,
+            input: node.inputs[0],
+            axes: axes.clone(),
+        })
+    }
+
+    fn identity(&self) -> Operand {
+        match self.combine {
+            Combine::Max => Operand::F32(f32::NEG_INFINITY.to_bits()),
+            _ => Operand::f32(0.0),
+        }
+    }
+
+    fn fold(&self, cx: &mut Emitter, acc: Reg, v: Operand) {
+        match self.combine {
+            Combine::Max => ins!(cx.b, "max.f32 {acc}, {acc}, {v}"),
+            _ => ins!(cx.b, "add.rn.f32 {acc}, {acc}, {v}"),
+        }
+    }
+
+    /// The mean's division, in place.
+    fn finish(&self, cx: &mut Emitter, acc: Reg, count: usize) {
+        if self.combine == Combine::Mean {
+            ins!(cx.b, "div.rn.f32 {acc}, {acc}, {}", Operand::f32(count as f32));
+        }
+    }
+
+    /// The input's extents along the kept and along the reduced axes.
+    fn split_shape(&self, shape: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let (mut kept, mut reduced) = (vec![], vec![]);
+        for (a, &d) in shape.iter().enumerate() {
+            if self.axes.contains(&a) {
+                reduced.push(d);
+            } else {
+                kept.push(d);
+            }
+        }
+        (kept, reduced)
+    }
+
+    /// Input coordinates from coordinates along the kept and the reduced axes.
+    fn merge(&self, rank: usize, kept: &[Operand], reduced: &[Operand]) -> Vec<Operand> {
+        let (mut k, mut r) = (kept.iter(), reduced.iter());
+        (0..rank)
+            .map(|a| *if self.axes.contains(&a) { r.next() } else { k.next() }.expect("ranks agree"))
+            .collect()
+    }
+}
+
+/// Reduction node `v` at `at`, as a loop over the reduced elements.
+pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> {
+    let r = Reduce::of(cx, v).ok_or_else(|| cx.unsupported(v, "not a reduction"))?;
+    if cx.value_ty(v)? != Ty::F32 {
+        return Err(cx.unsupported(v, "only f32 reductions are generated"));
+    }
+    let shape = cx.ty(r.input).shape.clone();
+    let (kept_dims, reduced_dims) = r.split_shape(&shape);
+    // `keepdims` only adds axes of extent 1: the result's flat index is the flat index
+    // among the kept coordinates.
+    let out_shape = cx.ty(v).shape.clone();
+    let flat = cx.flat(at, &out_shape);
+    let kept = cx.coords(&Index::flat(flat), &kept_dims);
+    let acc = cx.b.to_reg(r.identity(), Ty::F32);
+    cx.for_each(&reduced_dims, &mut |cx, red| {
+        let x = cx.value(r.input, &Index::coords(r.merge(shape.len(), &kept, red)))?;
+        r.fold(cx, acc, x);
+        Ok(())
+    })?;
+    r.finish(cx, acc, numel(&reduced_dims));
+    Ok(acc.into())
+}
+
+/// The reductions a kernel can be built around: the largest set of f32 reductions of
+/// one input shape over the same axes, preferring the last such set.
+pub(crate) fn anchors(cx: &Emitter) -> Vec<Reduce> {
+    let all: Vec<Reduce> = (0..cx.kernel.body.nodes.len())
+        .filter_map(|i| Reduce::of(cx, Value(i)))
+        .filter(|r| cx.value_ty(r.node).ok() == Some(Ty::F32))
+        .collect();
+    let same = |a: &Reduce, b: &Reduce| a.axes == b.axes && cx.ty(a.input).shape == cx.ty(b.input).shape;
+    let mut best: Vec<Reduce> = vec![];
+    for r in all.iter().rev() {
+        let group: Vec<Reduce> = all.iter().filter(|o| same(o, r)).cloned().collect();
+        if group.len() > best.len() {
+            best = group;
+        }
+    }
+    best
+}
+
+/// Teams this many reduced elements long or longer use a whole block.
+const BLOCK_TEAM_FROM: usize = 1024;
+const THREADS: usize = 256;
+const WARP: usize = 32;
+/// Teams in flight; more reduced elements are taken in turns.
+const MAX_TEAMS: usize = 1 << 16;
+
+/// The reduction kernel around `group` (see [`anchors`]), storing body outputs
+/// `aligned` (as many elements as a reduction's result) in its epilogue.
+pub(crate) fn emit(cx: &mut Emitter, group: &[Reduce], aligned: &[usize]) -> Result<Geometry> {
+    let shape = cx.ty(group[0].input).shape.clone();
+    let (kept_dims, reduced_dims) = group[0].split_shape(&shape);
+    let (outputs, length) = (numel(&kept_dims), numel(&reduced_dims));
+    let block_team = length >= BLOCK_TEAM_FROM;
+    let (team_size, per_block) = if block_team { (THREADS, 1) } else { (WARP, THREADS / WARP) };
+    let blocks = outputs.min(MAX_TEAMS).div_ceil(per_block);
+    let (tid, ctaid) = (cx.tid(), cx.ctaid());
+    let lane = cx.b.rem_u32(tid, team_size);
+    let team = if block_team {
+        ctaid
+    } else {
+        let warp = cx.b.div_u32(tid, WARP);
+        cx.b.mad_u32(ctaid, Operand::Int(per_block as i64), warp)
+    };
+    // Lane 0 of a warp team, or thread 0 of a block team, finishes the element.
+    let leader = cx.b.setp("eq", Ty::U32, lane, Operand::Int(0));
+    let anchor_shape = cx.ty(group[0].node).shape.clone();
+
+    cx.for_strided(team, outputs, blocks * per_block, |cx, j| {
+        let kept = cx.coords(&Index::flat(j), &kept_dims);
+        let accs: Vec<Reg> = group.iter().map(|r| cx.b.to_reg(r.identity(), Ty::F32)).collect();
+        cx.for_strided(lane, length, team_size, |cx, i| {
+            let reduced = cx.coords(&Index::flat(i), &reduced_dims);
+            for (r, &acc) in group.iter().zip(&accs) {
+                let at = Index::coords(r.merge(shape.len(), &kept, &reduced));
+                let x = cx.value(r.input, &at)?;
+                r.fold(cx, acc, x);
+            }
+            Ok(())
+        })?;
+        warp_combine(cx, group, &accs);
+        if block_team {
+            block_combine(cx, group, &accs, tid);
+        }
+        cx.if_then(leader, true, |cx| {
+            let at = Index::flat(j);
+            for (r, &acc) in group.iter().zip(&accs) {
+                r.finish(cx, acc, length);
+                cx.bind(r.node, &at, acc.into());
+            }
+            cx.store_aligned(aligned, &anchor_shape, &at)
+        })?;
+        if block_team {
+            // The next element's partial results reuse the shared slots.
+            ins!(cx.b, "bar.sync 0");
+        }
+        Ok(())
+    })?;
+    let shared_bytes = if block_team { THREADS / WARP * group.len() * 4 } else { 0 };
+    Ok(Geometry { blocks, threads: THREADS, shared_bytes })
+}
+
+/// Combines each accumulator across the 32 lanes of every warp (all lanes get it).
+fn warp_combine(cx: &mut Emitter, group: &[Reduce], accs: &[Reg]) {
+    for (r, &acc) in group.iter().zip(accs) {
+        let other = cx.b.reg(Ty::F32);
+        for offset in [16, 8, 4, 2, 1] {
+            ins!(cx.b, "shfl.sync.bfly.b32 {other}, {acc}, {offset}, 31, -1");
+            r.fold(cx, acc, other.into());
+        }
+    }
+}
+
+/// Combines the warps' results of a block team through shared memory: warp 0 ends up
+/// with the block's result in every lane.
+fn block_combine(cx: &mut Emitter, group: &[Reduce], accs: &[Reg], tid: Operand) {
+    let k = group.len();
+    let warp = cx.b.div_u32(tid, WARP);
+    let lane = cx.b.rem_u32(tid, WARP);
+    let base = cx.b.reg(Ty::U32);
+    ins!(cx.b, "mov.u32 {base}, {SHARED}");
+    let first_lane = cx.b.setp("eq", Ty::U32, lane, Operand::Int(0));
+    for (slot, &acc) in accs.iter().enumerate() {
+        let at = cx.b.mad_u32(warp, Operand::Int(k as i64), Operand::Int(slot as i64));
+        let addr = byte_address(cx, base.into(), at);
+        ins!(cx.b, "@{first_lane} st.shared.f32 [{addr}], {acc}");
+    }
+    ins!(cx.b, "bar.sync 0");
+    let first_warp = cx.b.setp("eq", Ty::U32, warp, Operand::Int(0));
+    let has_partial = cx.b.setp("lt", Ty::U32, lane, Operand::Int((THREADS / WARP) as i64));
+    let reads = cx.b.reg(Ty::Pred);
+    ins!(cx.b, "and.pred {reads}, {first_warp}, {has_partial}");
+    for (slot, (r, &acc)) in group.iter().zip(accs).enumerate() {
+        let at = cx.b.mad_u32(lane, Operand::Int(k as i64), Operand::Int(slot as i64));
+        let addr = byte_address(cx, base.into(), at);
+        ins!(cx.b, "mov.f32 {acc}, {}", r.identity());
+        ins!(cx.b, "@{reads} ld.shared.f32 {acc}, [{addr}]");
+    }
+    warp_combine(cx, group, accs);
+}
+
+fn byte_address(cx: &mut Emitter, base: Operand, index: Operand) -> Operand {
+    let bytes = cx.b.mul_u32(index, Operand::Int(4));
+    cx.b.add_u32(base, bytes)
+}
