@@ -336,11 +336,11 @@ impl<'a> Emitter<'a> {
         extents: &[usize],
         f: &mut dyn FnMut(&mut Self, &[Operand]) -> Result<()>,
     ) -> Result<()> {
-        fn nest(
-            cx: &mut Emitter,
+        fn nest<'a>(
+            cx: &mut Emitter<'a>,
             extents: &[usize],
             index: &mut Vec<Operand>,
-            f: &mut dyn FnMut(&mut Emitter, &[Operand]) -> Result<()>,
+            f: &mut dyn FnMut(&mut Emitter<'a>, &[Operand]) -> Result<()>,
         ) -> Result<()> {
             match extents.split_first() {
                 None => f(cx, index),

@@ -394,3 +394,24 @@ fn scconv_classifier_types() {
     assert!(params.contains(&"block.k2.1.weight") && params.contains(&"fc.bias"));
     g.validate().unwrap();
 }
+
+#[test]
+fn all_reduce_keeps_its_operand_type_for_a_group_of_floats() {
+    let mut g = Graph::new();
+    let x = input(&mut g, DType::BF16, &[3, 5]);
+    let op = |replicas| Op::AllReduce {
+        reduce: calib_ir::ReduceOp::Mean,
+        replicas,
+    };
+    let y = g.push(op(4), vec![x], "ddp").unwrap();
+    assert_eq!(g.ty(y), g.ty(x));
+    assert_mentions(
+        &err_text(g.push(op(0), vec![x], "ddp")),
+        &["all_reduce", "at least one replica"],
+    );
+    let counts = input(&mut g, DType::I64, &[3]);
+    assert_mentions(
+        &err_text(g.push(op(2), vec![counts], "")),
+        &["all_reduce", "floating-point"],
+    );
+}

@@ -84,7 +84,9 @@ fn every_op() -> Result<Graph> {
         labels,
     )?;
     let half = g.cast(head, DType::F16)?;
+    let reduced = g.all_reduce(prod, calib_ir::ReduceOp::Sum, 3)?;
     g.output("max", max)?;
+    g.output("reduced", reduced)?;
     g.output("prod", prod)?;
     g.output("onehot", onehot)?;
     g.output("half", half)?;
@@ -104,7 +106,14 @@ fn every_op_round_trips_under_its_own_name() {
         let tag = serde_json::to_value(&node.op).unwrap()["op"].clone();
         assert_eq!(tag, node.op.name(), "serde tag and Op::name disagree");
     }
-    for name in ["matmul(", "max_pool2d(", "cmp_ge(", "select(", "broadcast("] {
+    for name in [
+        "matmul(",
+        "max_pool2d(",
+        "cmp_ge(",
+        "select(",
+        "broadcast(",
+        "all_reduce(",
+    ] {
         assert!(printed.contains(name), "no `{name}` in\n{printed}");
     }
 }

@@ -117,6 +117,27 @@ fn debug_block_kernels() {
     }
     for (b, ks) in &per {
         eprintln!("== {b}: {}", ks.len());
-        if b == "layer1.1" || b == "layer2.0" { for k in ks { eprintln!("   {k}"); } }
+        if b == "layer1.0" || b == "layer2.0" || b == "layer1.1" { for k in ks { eprintln!("   {}", &k[..k.len().min(230)]); } }
     }
+    return;
+    let names: Vec<String> = f.program.kernels.iter().filter(|k| k.covers.iter().all(|&c| c <= loss) && k.label.contains("layer1.1")).flat_map(|k| k.outputs.iter().map(|o| f.program.buffers[o.buffer.0].name.clone())).collect();
+    for name in names {
+        let b = f.program.buffers.iter().position(|b| b.name == name);
+        if let Some(b) = b {
+            if f.program.buffers[b].ty.numel() < 10000 { continue; }
+            for k in &f.program.kernels {
+                if k.inputs.iter().any(|x| x.0 == b) {
+                    eprintln!("{name} read by {} {} {} ops={} inputs={}", k.name, k.anchor.name(), k.label, k.body.nodes.len(), k.inputs.len());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn debug_s1_train() {
+    let file = calib_models::load_spec_file(fixture("scbottleneck_s1")).unwrap();
+    let m = calib_models::build(&file.spec, &file.input_shape.clone().unwrap(), Mode::Train, DType::F32).unwrap();
+    let f = fuse(&m.graph, &FusionOptions::default()).unwrap();
+    eprintln!("{}", f.report.to_text());
 }

@@ -38,6 +38,9 @@ pub enum RuntimeError {
         kernel: String,
         source: Box<RuntimeError>,
     },
+    /// A kernel of a compiled plan failed to parse, launch or run on the PTX simulator.
+    #[error("kernel {kernel} on the simulator: {message}")]
+    Simulator { kernel: String, message: String },
     /// An op failed on the values it was given.
     #[error("node %{node} ({op}{scope}): {source}")]
     Op {

@@ -19,6 +19,7 @@ mod element;
 mod error;
 pub mod reference;
 pub mod sim;
+pub mod sim_backend;
 mod tensor;
 pub mod weights;
 
@@ -27,6 +28,7 @@ pub use device_program::{DeviceKernel, DeviceProgram};
 pub use collective::{Collective, CollectiveError, InProcess};
 pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};
+pub use sim_backend::{SimLaunch, SimProgram};
 pub use tensor::{HostTensor, Precision, Storage, TensorError};
 pub use weights::{check_state, TensorMap, WeightsError, WeightsMismatch};
 

@@ -112,15 +112,19 @@ impl Builder {
 
     /// The global address of element `index` of `size`-byte elements at `base`.
     pub fn address(&mut self, base: Reg, index: Operand, size: usize) -> Reg {
-        let d = self.reg(Ty::U64);
         match index.as_int() {
-            Some(i) => ins!(self, "add.s64 {d}, {base}, {}", i * size as i64),
+            Some(i) => {
+                let d = self.reg(Ty::U64);
+                ins!(self, "add.s64 {d}, {base}, {}", i * size as i64);
+                d
+            }
             None => {
                 let off = self.reg(Ty::U64);
                 ins!(self, "mul.wide.u32 {off}, {index}, {size}");
+                let d = self.reg(Ty::U64);
                 ins!(self, "add.s64 {d}, {base}, {off}");
+                d
             }
         }
-        d
     }
 }

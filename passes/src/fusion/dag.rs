@@ -138,7 +138,6 @@ impl Dag {
             .map(|o| at[&eg.find(rg.class_of[o])])
             .collect();
         let choice = solve(&problem, &roots);
-
         // Depth-first from the roots, operands first: a topological order.
         let mut order: Vec<usize> = vec![];
         let mut seen = vec![false; ids.len()];

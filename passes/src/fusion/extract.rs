@@ -10,9 +10,10 @@
 //!
 //! Greedy choices are local, so a kernel that would serve two classes at once loses to
 //! two cheaper single-class choices even when it is cheaper than both together. A
-//! second pass therefore tries, for every item that several classes can choose, to
-//! switch all of them to it, and keeps the switch when the whole plan (everything the
-//! roots need) gets cheaper and stays acyclic.
+//! second pass therefore tries switching several classes at once, and keeps a switch
+//! when the whole plan (everything the roots need) gets cheaper and stays acyclic: all
+//! classes that can take one item (a multi-output kernel), and all classes that can
+//! take a free view of one class (the slices of a merged convolution).
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -91,13 +92,17 @@ fn greedy(problem: &Problem) -> Vec<Option<usize>> {
 /// Switches classes to shared items where that makes the whole plan cheaper.
 fn share(problem: &Problem, roots: &[usize], choice: &mut [Option<usize>]) {
     let mut users: Vec<Vec<(usize, usize)>> = vec![vec![]; problem.item_cost.len()];
+    let mut viewers: Vec<Vec<(usize, usize)>> = vec![vec![]; problem.candidates.len()];
     for (c, cands) in problem.candidates.iter().enumerate() {
         for (k, cand) in cands.iter().enumerate() {
-            if let Some(i) = cand.item {
-                users[i as usize].push((c, k));
+            match cand.item {
+                Some(i) if problem.item_cost[i as usize] > 0.0 => users[i as usize].push((c, k)),
+                _ if cand.children.len() == 1 => viewers[cand.children[0]].push((c, k)),
+                _ => {}
             }
         }
     }
+    users.extend(viewers);
     let Some(mut current) = plan_cost(problem, roots, choice) else {
         return;
     };

@@ -16,7 +16,7 @@ use calib_ir::{Anchor, Graph, Kernel, Op, Value};
 use std::collections::BTreeMap;
 
 /// The most ops one kernel body may hold.
-pub const MAX_MEMBERS: usize = 96;
+pub const MAX_MEMBERS: usize = 200;
 
 /// How a member joined its group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,9 +73,10 @@ impl Group {
         self.member_bits[i / 64] |= 1 << (i % 64);
     }
 
-    /// Takes in the producers of `from`'s operands, transitively, as `mode` allows. An
-    /// elementwise member with no anchor yet may also take in a loop nest whose result
-    /// it reads element for element (the epilogue, seen from the consumer).
+    /// Takes in the producers of `from`'s operands, transitively, as `mode` allows.
+    /// Loop nests never join as producers (but for the pooling before a convolution):
+    /// a kernel that recomputed one would duplicate its work, so a loop nest only ever
+    /// anchors the groups grown from it.
     pub fn absorb(&mut self, dag: &Dag, from: usize, mode: Producers) {
         let mut stack = vec![from];
         while let Some(v) = stack.pop() {
@@ -91,35 +92,28 @@ impl Group {
                     Kind::Elementwise | Kind::IndexMap => match mode {
                         Producers::FreeOnly => None,
                         Producers::Recompute => Some(Join::Prologue),
-                        Producers::Exclusive => (!dag.root[c]
-                            && dag.users[c].iter().all(|&u| u == v || self.contains(u)))
-                        .then_some(Join::Prologue),
+                        Producers::Exclusive => (!dag.root[c] && dag.users[c].iter().all(|&u| u == v || self.contains(u))).then_some(Join::Prologue),
                     },
-                    Kind::Heavy if mode != Producers::FreeOnly => self.heavy_producer(dag, v, k, c),
+                    Kind::Heavy if mode != Producers::FreeOnly && self.pools_into(dag, v, k, c) => Some(Join::Prologue),
                     _ => None,
                 };
                 if let Some(join) = join {
                     self.insert(c, join);
-                    if join == Join::Anchor {
-                        self.anchor = Some(c);
-                    }
                     stack.push(c);
                 }
             }
         }
     }
 
-    /// Whether loop nest `c`, operand `k` of member `v`, can join: as the pooling
-    /// prologue of a convolution anchor, or as the anchor of an elementwise consumer.
-    fn heavy_producer(&mut self, dag: &Dag, v: usize, k: usize, c: usize) -> Option<Join> {
-        let is_conv = matches!(dag.op[v], Some(Op::Conv2d { .. }));
-        let is_pool = matches!(dag.op[c], Some(Op::AvgPool2d { .. } | Op::MaxPool2d { .. }));
-        if self.anchor == Some(v) && is_conv && k == 0 && is_pool && !self.pooled {
-            self.pooled = true;
-            return Some(Join::Prologue);
-        }
-        let aligned = dag.kind(v) == Kind::Elementwise && dag.ty[c].shape == dag.ty[v].shape;
-        (self.anchor.is_none() && aligned).then_some(Join::Anchor)
+    /// Whether `c`, operand `k` of member `v`, is a pooling that a convolution anchor
+    /// can apply while loading its input (SCConv's average pool before `k2`). One per
+    /// group; the pooled value is recomputed, so only for pools without overlap.
+    fn pools_into(&mut self, dag: &Dag, v: usize, k: usize, c: usize) -> bool {
+        let convolves = matches!(dag.op[v], Some(Op::Conv2d { .. } | Op::Conv2dBackwardWeight { .. }));
+        let disjoint = matches!(dag.op[c], Some(Op::AvgPool2d { kernel, stride, .. } | Op::MaxPool2d { kernel, stride, .. }) if kernel == stride);
+        let fits = self.anchor == Some(v) && convolves && k == 0 && disjoint && !self.pooled;
+        self.pooled |= fits;
+        fits
     }
 
     /// Takes in elementwise consumers over the anchor's (or seed's) domain whose other
@@ -171,6 +165,21 @@ impl Group {
             }
             if !grew {
                 break;
+            }
+        }
+    }
+
+    /// Takes in, as extra outputs, disjoint poolings of prologue values (the average
+    /// pool before SCConv's `k2`, computed while the `k3` convolution loads the same
+    /// input): the pooled map is written once instead of re-reading the full one.
+    pub fn grow_side_pools(&mut self, dag: &Dag) {
+        let prologue: Vec<usize> = self.members.iter().filter(|(_, j)| **j == Join::Prologue).map(|(&i, _)| i).collect();
+        for p in prologue {
+            for &u in &dag.users[p] {
+                let disjoint = matches!(dag.op[u], Some(Op::AvgPool2d { kernel, stride, .. } | Op::MaxPool2d { kernel, stride, .. }) if kernel == stride);
+                if disjoint && !self.contains(u) && self.members.len() < MAX_MEMBERS {
+                    self.insert(u, Join::Reduction);
+                }
             }
         }
     }

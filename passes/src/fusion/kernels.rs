@@ -9,7 +9,7 @@
 //! | rule | seed | group |
 //! |---|---|---|
 //! | `fuse-prologue` | convolution, matmul, pooling | the anchor and its recomputed operand producers (BN apply, ReLU, the SCConv gate, concat as an index map, the average pool before `k2`) |
-//! | `fuse-epilogue` | same | also elementwise consumers and reductions of its result (BN statistics, BN apply, residual add, ReLU, the gate, BN-backward sums) |
+//! | `fuse-epilogue` | same | also elementwise consumers and reductions of its result (BN statistics, BN apply, residual add, ReLU, the gate, BN-backward sums), and disjoint poolings of its prologue values as extra outputs |
 //! | `fuse-reduction` | reduction | the reduction and its recomputed producers |
 //! | `fuse-pointwise` | elementwise op or index map | its recomputed producers, taking in a loop nest it reads element for element (so the gate becomes the `k3` convolution's epilogue) |
 //! | `fuse-pointwise-exclusive` | same | only producers nothing else reads |
@@ -85,6 +85,9 @@ fn candidates(dag: &Dag, seed: usize) -> Vec<(&'static str, Group)> {
     };
     let with_epilogue = |mut g: Group| {
         g.grow_epilogue(dag);
+        if dag.kind(seed) == Kind::Heavy {
+            g.grow_side_pools(dag);
+        }
         g
     };
     match dag.kind(seed) {

@@ -5,9 +5,10 @@
 //! [`Op::AllReduce`](calib_ir::Op::AllReduce) node, and a backend executes that node
 //! through the replica's [`Collective`], handed to it in the
 //! [`Bindings`](crate::Bindings). [`InProcess`] connects replicas that are threads of
-//! one process (the CPU backends, and CI); an NCCL communicator (cudarc's `nccl`
-//! feature, one per GPU thread) is the same trait over device memory's copies, see
-//! `ARCHITECTURE.md`.
+//! one process (the CPU backends, and CI). The trait reduces host [`Storage`], what the
+//! CPU backends hold; the planned NCCL communicator (cudarc's `nccl` feature, one per
+//! GPU thread, see `ARCHITECTURE.md`) keeps the same contract over device buffers. No
+//! `Send` bound: an NCCL `Comm` must stay on the thread that created it.
 //!
 //! Contract for every implementation:
 //! * every replica issues the group's collectives in the same order, with tensors of
@@ -27,7 +28,7 @@ use std::fmt::Debug;
 use thiserror::Error;
 
 /// One replica's handle on its group.
-pub trait Collective: Debug + Send {
+pub trait Collective: Debug {
     /// This replica's index, `0..world()`.
     fn rank(&self) -> usize;
     /// The number of replicas in the group.

@@ -139,6 +139,13 @@ pub fn rules() -> Vec<Rule> {
     rules
 }
 
+/// Of the slices in class `id`, the one of the largest value: when sibling
+/// convolutions merged in pairs and in threes, moving through the slice of the
+/// three-way merge leaves work for the one convolution that extraction keeps.
+fn widest_slice(r: &Rhs, id: Id) -> Option<(Op, Vec<Id>)> {
+    r.ops(id, "slice").into_iter().max_by_key(|(_, x)| r.ty(x[0]).numel())
+}
+
 /// `?x` itself when the view leaves its type unchanged.
 fn same_type(r: &Rhs, var: &str) -> Option<Id> {
     let x = r.var(var);

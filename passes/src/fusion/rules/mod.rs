@@ -71,6 +71,11 @@ impl Rhs<'_> {
         find_op(self.egraph, id, kind).map(|(op, n)| (op.clone(), n.children.clone()))
     }
 
+    /// Every `kind` node of class `id`, with its operand classes.
+    pub fn ops(&self, id: Id, kind: &str) -> Vec<(Op, Vec<Id>)> {
+        self.egraph[id].nodes.iter().filter(|n| n.kind() == Some(kind)).filter_map(|n| self.egraph.analysis.op_of(n).map(|op| (op.clone(), n.children.clone()))).collect()
+    }
+
     /// The op of a `kind` node in class `id` whose operands are `children`: how a rule
     /// reads the attributes of a node its pattern matched.
     pub fn op_over(&self, id: Id, kind: &str, children: &[Id]) -> Option<Op> {

@@ -1,0 +1,120 @@
+//! Pointwise bodies and index maps, simulated and compared with the reference
+//! interpreter.
+
+mod support;
+
+use calib_ir::Anchor;
+use support::{check, graph, single_kernel};
+
+fn pointwise(src: &str, tol: f64) {
+    let g = graph(src);
+    let p = single_kernel(&g, Anchor::Pointwise);
+    if let Ok(dir) = std::env::var("DUMP_PTX") { std::fs::write(format!("{dir}/k.ptx"), &calib_codegen::compile(&p).unwrap().kernels[0].ptx).unwrap(); }
+    check(&g, &p, 7, tol);
+}
+
+#[test]
+fn every_elementwise_op() {
+    pointwise(
+        "graph {
+          %0 = input name=\"a\" : f32[3,5,7]
+          %1 = input name=\"b\" : f32[3,5,7]
+          %2 = exp(%0) : f32[3,5,7]
+          %3 = add(%2, %1) : f32[3,5,7]
+          %4 = log(%2) : f32[3,5,7]
+          %5 = sigmoid(%3) : f32[3,5,7]
+          %6 = mul(%5, %4) : f32[3,5,7]
+          %7 = sqrt(%2) : f32[3,5,7]
+          %8 = rsqrt(%2) : f32[3,5,7]
+          %9 = div(%7, %8) : f32[3,5,7]
+          %10 = sub(%9, %6) : f32[3,5,7]
+          %11 = neg(%10) : f32[3,5,7]
+          %12 = relu(%11) : f32[3,5,7]
+          %13 = max(%0, %1) : f32[3,5,7]
+          %14 = cmp_gt(%0, %1) : f32[3,5,7]
+          %15 = cmp_ge(%0, %13) : f32[3,5,7]
+          %16 = cmp_eq(%0, %13) : f32[3,5,7]
+          %17 = select(%14, %12, %16) : f32[3,5,7]
+          %18 = add(%17, %15) : f32[3,5,7]
+          return out=%18, relu=%12, sig=%5
+        }",
+        4e-6,
+    );
+}
+
+#[test]
+fn broadcast_reshape_and_slice() {
+    pointwise(
+        "graph {
+          %0 = input name=\"x\" : f32[2,6,4,5]
+          %1 = param name=\"scale\" : f32[6]
+          %2 = reshape(%1) shape=[1,6,1,1] : f32[1,6,1,1]
+          %3 = broadcast(%2) shape=[2,6,4,5] : f32[2,6,4,5]
+          %4 = mul(%0, %3) : f32[2,6,4,5]
+          %5 = slice(%4) axis=1 start=2 end=5 : f32[2,3,4,5]
+          %6 = reshape(%5) shape=[6,20] : f32[6,20]
+          %7 = input name=\"row\" : f32[20]
+          %8 = broadcast(%7) shape=[6,20] : f32[6,20]
+          %9 = sub(%6, %8) : f32[6,20]
+          %10 = constant value=0.5 : f32[]
+          %11 = broadcast(%10) shape=[6,20] : f32[6,20]
+          %12 = max(%9, %11) : f32[6,20]
+          return y=%12, sliced=%5
+        }",
+        1e-6,
+    );
+}
+
+#[test]
+fn concat_reads_each_operand_in_its_range_only() {
+    pointwise(
+        "graph {
+          %0 = input name=\"a\" : f32[2,3,4,4]
+          %1 = input name=\"b\" : f32[2,5,4,4]
+          %2 = input name=\"c\" : f32[2,1,4,4]
+          %3 = exp(%1) : f32[2,5,4,4]
+          %4 = concat(%0, %3, %2) axis=1 : f32[2,9,4,4]
+          %5 = slice(%4) axis=3 start=1 end=3 : f32[2,9,4,2]
+          return y=%5
+        }",
+        1e-6,
+    );
+}
+
+#[test]
+fn nearest_resize_follows_atens_f32_index_rule() {
+    // Equal sizes, exact 2x, other integer and fractional ratios, downsampling; 14 -> 46
+    // and 26 -> 22 are sizes where f32 arithmetic picks another source than exact
+    // rational arithmetic would (output 23 reads 6, not 7; output 11 reads 12, not 13).
+    for (h, w, oh, ow) in [(4, 4, 16, 16), (8, 5, 16, 5), (5, 7, 7, 3), (3, 13, 10, 29), (7, 9, 3, 4), (14, 26, 46, 22)] {
+        pointwise(
+            &format!(
+                "graph {{
+                  %0 = input name=\"x\" : f32[2,3,{h},{w}]
+                  %1 = resize_nearest(%0) size=[{oh},{ow}] : f32[2,3,{oh},{ow}]
+                  return y=%1
+                }}"
+            ),
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn labels_one_hot_casts_and_integer_arithmetic() {
+    pointwise(
+        "graph {
+          %0 = input name=\"labels\" : i64[6]
+          %1 = one_hot(%0) classes=4 dtype=\"f32\" : f32[6,4]
+          %2 = param name=\"count\" : i64[]
+          %3 = constant value=1 : i64[]
+          %4 = add(%2, %3) : i64[]
+          %5 = cast(%0) to=\"f32\" : f32[6]
+          %6 = input name=\"x\" : f32[6]
+          %7 = mul(%5, %6) : f32[6]
+          %8 = cast(%7) to=\"i64\" : i64[6]
+          return hot=%1, count=%4, scaled=%8
+        }",
+        0.0,
+    );
+}

@@ -1,0 +1,86 @@
+//! Reductions as kernel anchors (warp and block teams, sibling reductions, epilogues,
+//! side outputs) and inside other bodies, simulated against the reference interpreter.
+
+mod support;
+
+use calib_codegen::Family;
+use calib_ir::Anchor;
+use support::{check, families, graph, single_kernel};
+
+/// Checks the body as a reduction kernel and, with the reduction as a plain loop, as a
+/// pointwise one.
+fn both_ways(src: &str, tol: f64) {
+    let g = graph(src);
+    for (anchor, family) in [(Anchor::Reduction, Family::Reduction), (Anchor::Pointwise, Family::Pointwise)] {
+        let program = single_kernel(&g, anchor);
+        assert_eq!(families(&program), [family]);
+        check(&g, &program, 3, tol);
+    }
+}
+
+#[test]
+fn batch_statistics_per_channel_with_epilogue() {
+    // Short rows (warp teams): mean and mean of squares share the loop; the epilogue
+    // forms the variance and a running-statistics update.
+    both_ways(
+        "graph {
+          %0 = input name=\"x\" : f32[3,5,4,6]
+          %1 = mul(%0, %0) : f32[3,5,4,6]
+          %2 = reduce_mean(%0) axes=[0,2,3] keepdims=false : f32[5]
+          %3 = reduce_mean(%1) axes=[0,2,3] keepdims=false : f32[5]
+          %4 = mul(%2, %2) : f32[5]
+          %5 = sub(%3, %4) : f32[5]
+          %6 = param name=\"running\" : f32[5]
+          %7 = constant value=0.9 : f32[5]
+          %8 = mul(%6, %7) : f32[5]
+          %9 = add(%8, %5) : f32[5]
+          return mean=%2, var=%5, running=%9
+        }",
+        2e-6,
+    );
+}
+
+#[test]
+fn long_rows_use_a_block_per_element() {
+    both_ways(
+        "graph {
+          %0 = input name=\"x\" : f32[4,3,20,16]
+          %1 = reduce_sum(%0) axes=[0,2,3] keepdims=true : f32[1,3,1,1]
+          %2 = reduce_max(%0) axes=[0,2,3] keepdims=true : f32[1,3,1,1]
+          %3 = reshape(%1) shape=[3] : f32[3]
+          return sum=%3, max=%2
+        }",
+        2e-6,
+    );
+}
+
+#[test]
+fn global_average_pool_and_loss_shapes() {
+    both_ways(
+        "graph {
+          %0 = input name=\"x\" : f32[3,7,5,5]
+          %1 = reduce_mean(%0) axes=[2,3] keepdims=false : f32[3,7]
+          %2 = reduce_max(%1) axes=[1] keepdims=true : f32[3,1]
+          %3 = reduce_sum(%1) axes=[0,1] keepdims=false : f32[]
+          return pooled=%1, rowmax=%2, total=%3
+        }",
+        2e-6,
+    );
+}
+
+#[test]
+fn side_outputs_outside_the_reduction_are_stored_too() {
+    // BatchNorm's normalized output is full-size: it is stored by a pass after the
+    // reduction, reading the statistics it recomputes.
+    both_ways(
+        "graph {
+          %0 = input name=\"x\" : f32[2,3,4,4]
+          %1 = reduce_mean(%0) axes=[0,2,3] keepdims=true : f32[1,3,1,1]
+          %2 = broadcast(%1) shape=[2,3,4,4] : f32[2,3,4,4]
+          %3 = sub(%0, %2) : f32[2,3,4,4]
+          %4 = relu(%3) : f32[2,3,4,4]
+          return mean=%1, centered=%4
+        }",
+        2e-6,
+    );
+}

@@ -1,0 +1,178 @@
+//! Convolutions (implicit GEMMs), matmul, pooling and resizing with their adjoints,
+//! each as its kernel's anchor and as a plain loop inside a pointwise body.
+
+mod support;
+
+use calib_codegen::Family;
+use calib_ir::Anchor;
+use support::{check, families, graph, single_kernel};
+
+/// Checks `src` as a kernel around `anchor` (emitted as `family`) and as a pointwise
+/// kernel evaluating the same op one element at a time.
+fn both_ways(src: &str, anchor: Anchor, family: Family, tol: f64) {
+    let g = graph(src);
+    for (anchor, family) in [(anchor, family), (Anchor::Pointwise, Family::Pointwise)] {
+        let program = single_kernel(&g, anchor);
+        assert_eq!(families(&program), [family]);
+        check(&g, &program, 11, tol);
+    }
+}
+
+/// Forward, backward-data and backward-weight of one convolution geometry.
+fn convolution(n: usize, c: usize, hw: [usize; 2], o: usize, k: [usize; 2], stride: usize, pad: usize, dil: usize, groups: usize) {
+    let [h, w] = hw;
+    let out = |i: usize, k: usize| (i + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+    let (oh, ow) = (out(h, k[0]), out(w, k[1]));
+    let cg = c / groups;
+    let attrs = format!("stride=[{stride},{stride}] padding=[{pad},{pad}] dilation=[{dil},{dil}] groups={groups}");
+    let src = format!(
+        "graph {{
+          %0 = input name=\"x\" : f32[{n},{c},{h},{w}]
+          %1 = param name=\"w\" : f32[{o},{cg},{},{}]
+          %2 = input name=\"dy\" : f32[{n},{o},{oh},{ow}]
+          %3 = conv2d(%0, %1) {attrs} : f32[{n},{o},{oh},{ow}]
+          %4 = conv2d_backward_data(%2, %1) {attrs} input_size=[{h},{w}] : f32[{n},{c},{h},{w}]
+          %5 = conv2d_backward_weight(%0, %2) {attrs} kernel=[{},{}] : f32[{o},{cg},{},{}]
+          return y=%3, dx=%4, dw=%5
+        }}",
+        k[0], k[1], k[0], k[1], k[0], k[1]
+    );
+    // One kernel per op, so that each is its kernel's anchor.
+    for keep in ["y=%3", "dx=%4", "dw=%5"] {
+        let one = src.replace("return y=%3, dx=%4, dw=%5", &format!("return {keep}"));
+        both_ways(&one, Anchor::Convolution, Family::Gemm, 1e-5);
+    }
+}
+
+#[test]
+fn convolution_3x3_padded() {
+    convolution(2, 5, [6, 7], 6, [3, 3], 1, 1, 1, 1);
+}
+
+#[test]
+fn convolution_strided_1x1_and_7x7() {
+    convolution(2, 8, [8, 8], 12, [1, 1], 2, 0, 1, 1);
+    convolution(1, 3, [11, 10], 4, [7, 7], 2, 3, 1, 1);
+}
+
+#[test]
+fn convolution_grouped_and_dilated() {
+    convolution(2, 6, [7, 6], 4, [3, 3], 1, 2, 2, 2);
+    convolution(1, 4, [9, 9], 8, [3, 3], 2, 1, 1, 4);
+}
+
+#[test]
+fn convolution_with_prologue_and_epilogue() {
+    // BatchNorm-apply and ReLU on the input as it is loaded (a padded position stays
+    // zero, not relu(bias)), a per-channel bias, a residual and ReLU after.
+    both_ways(
+        "graph {
+          %0 = input name=\"x\" : f32[2,4,5,5]
+          %1 = param name=\"scale\" : f32[1,4,1,1]
+          %2 = broadcast(%1) shape=[2,4,5,5] : f32[2,4,5,5]
+          %3 = mul(%0, %2) : f32[2,4,5,5]
+          %4 = param name=\"shift\" : f32[1,4,1,1]
+          %5 = broadcast(%4) shape=[2,4,5,5] : f32[2,4,5,5]
+          %6 = add(%3, %5) : f32[2,4,5,5]
+          %7 = relu(%6) : f32[2,4,5,5]
+          %8 = param name=\"w\" : f32[6,4,3,3]
+          %9 = conv2d(%7, %8) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,6,5,5]
+          %10 = param name=\"bias\" : f32[1,6,1,1]
+          %11 = broadcast(%10) shape=[2,6,5,5] : f32[2,6,5,5]
+          %12 = add(%9, %11) : f32[2,6,5,5]
+          %13 = input name=\"residual\" : f32[2,6,5,5]
+          %14 = add(%12, %13) : f32[2,6,5,5]
+          %15 = relu(%14) : f32[2,6,5,5]
+          return y=%15, activation=%7
+        }",
+        Anchor::Convolution,
+        Family::Gemm,
+        1e-5,
+    );
+}
+
+#[test]
+fn matmul_in_every_transposition() {
+    for (ta, tb, a, b) in [(false, false, "[5,9]", "[9,7]"), (false, true, "[5,9]", "[7,9]"), (true, false, "[9,5]", "[9,7]"), (true, true, "[9,5]", "[7,9]")] {
+        both_ways(
+            &format!(
+                "graph {{
+                  %0 = input name=\"a\" : f32{a}
+                  %1 = param name=\"b\" : f32{b}
+                  %2 = matmul(%0, %1) transpose_a={ta} transpose_b={tb} : f32[5,7]
+                  return y=%2
+                }}"
+            ),
+            Anchor::MatMul,
+            Family::Gemm,
+            1e-5,
+        );
+    }
+}
+
+fn pool(src: &str) {
+    both_ways(src, Anchor::Pool, Family::Pointwise, 2e-6);
+}
+
+#[test]
+fn average_pooling_and_adjoint() {
+    for (k, s, p, ceil, include) in [(4, 4, 0, false, true), (3, 2, 1, false, true), (3, 2, 1, true, false), (2, 2, 0, true, false)] {
+        let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode={ceil} count_include_pad={include}");
+        let out = |i: usize| {
+            let span = i + 2 * p - k;
+            let mut o = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
+            if ceil && (o - 1) * s >= i + p {
+                o -= 1;
+            }
+            o
+        };
+        let (h, w) = (9, 8);
+        let (oh, ow) = (out(h), out(w));
+        pool(&format!(
+            "graph {{
+              %0 = input name=\"x\" : f32[2,3,{h},{w}]
+              %1 = avg_pool2d(%0) {attrs} : f32[2,3,{oh},{ow}]
+              return y=%1
+            }}"
+        ));
+        pool(&format!(
+            "graph {{
+              %0 = input name=\"dy\" : f32[2,3,{oh},{ow}]
+              %1 = avg_pool2d_backward(%0) {attrs} input_size=[{h},{w}] : f32[2,3,{h},{w}]
+              return dx=%1
+            }}"
+        ));
+    }
+}
+
+#[test]
+fn max_pooling_and_adjoint_route_to_the_first_maximum() {
+    // Rounded inputs make ties common, so the first-maximum rule is exercised.
+    pool(
+        "graph {
+          %0 = input name=\"x\" : f32[2,3,9,9]
+          %1 = constant value=4 : f32[2,3,9,9]
+          %2 = mul(%0, %1) : f32[2,3,9,9]
+          %3 = cast(%2) to=\"i64\" : i64[2,3,9,9]
+          %4 = cast(%3) to=\"f32\" : f32[2,3,9,9]
+          %5 = max_pool2d(%4) kernel=[3,3] stride=[2,2] padding=[1,1] ceil_mode=false : f32[2,3,5,5]
+          %6 = input name=\"dy\" : f32[2,3,5,5]
+          %7 = max_pool2d_backward(%4, %6) kernel=[3,3] stride=[2,2] padding=[1,1] ceil_mode=false : f32[2,3,9,9]
+          return y=%5, dx=%7
+        }",
+    );
+}
+
+#[test]
+fn nearest_resize_adjoint_sums_every_reader() {
+    // 14 -> 46 and 26 -> 22: sizes where the f32 index rule differs from exact division.
+    for (h, w, oh, ow) in [(4, 4, 16, 16), (8, 5, 16, 5), (5, 7, 7, 3), (3, 13, 10, 29), (14, 26, 46, 22)] {
+        pool(&format!(
+            "graph {{
+              %0 = input name=\"dy\" : f32[2,3,{oh},{ow}]
+              %1 = resize_nearest_backward(%0) input_size=[{h},{w}] : f32[2,3,{h},{w}]
+              return dx=%1
+            }}"
+        ));
+    }
+}

@@ -1,0 +1,136 @@
+//! Helpers shared by the code generation tests: plans made from graphs, deterministic
+//! inputs, and a check of simulated PTX against the reference interpreter.
+#![allow(dead_code)]
+
+use calib_codegen::{compile, CompiledProgram};
+use calib_ir::{text, Anchor, Buffer, BufferId, DType, Graph, Kernel, KernelOutput, Op, Program, ProgramOutput, Role};
+use calib_runtime::{Backend, Bindings, HostTensor, Outputs, Reference, SimLaunch, SimProgram};
+use std::collections::BTreeMap;
+
+/// `graph` as a plan of one kernel with the given anchor: every input and parameter is
+/// a kernel input, every output a kernel output.
+pub fn single_kernel(graph: &Graph, anchor: Anchor) -> Program {
+    let mut buffers = vec![];
+    let mut body = graph.clone();
+    let mut inputs = vec![];
+    for node in body.nodes.iter_mut() {
+        let (name, role) = match &node.op {
+            Op::Input { name } => (name.clone(), Role::Input),
+            Op::Param { name } => (name.clone(), Role::Param),
+            _ => continue,
+        };
+        buffers.push(Buffer { name, ty: node.ty.clone(), role });
+        inputs.push(BufferId(buffers.len() - 1));
+        node.op = Op::Input { name: Kernel::input_name(inputs.len() - 1) };
+    }
+    let mut outputs = vec![];
+    let mut program_outputs = vec![];
+    for (i, o) in body.outputs.iter_mut().enumerate() {
+        buffers.push(Buffer { name: o.name.clone(), ty: graph.ty(o.value).clone(), role: Role::Output });
+        let buffer = BufferId(buffers.len() - 1);
+        outputs.push(KernelOutput { buffer, slice: None });
+        program_outputs.push(ProgramOutput { name: o.name.clone(), buffer });
+        o.name = Kernel::output_name(i);
+    }
+    let kernel = Kernel {
+        name: "k0".into(),
+        label: "test".into(),
+        anchor,
+        inputs,
+        outputs,
+        body,
+        covers: vec![],
+    };
+    let program = Program { buffers, kernels: vec![kernel], outputs: program_outputs };
+    program.validate().expect("a single-kernel plan is valid");
+    program
+}
+
+/// Parses the text form of a graph.
+pub fn graph(src: &str) -> Graph {
+    text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"))
+}
+
+/// The launches of a compiled plan, for the simulator.
+pub fn launches(compiled: &CompiledProgram) -> Vec<SimLaunch> {
+    compiled
+        .kernels
+        .iter()
+        .map(|k| SimLaunch {
+            ptx: k.ptx.clone(),
+            entry: k.name.clone(),
+            grid: k.grid,
+            block: k.block,
+            shared_bytes: k.shared_bytes,
+            args: k.params.iter().map(|p| p.buffer).collect(),
+        })
+        .collect()
+}
+
+/// Compiles `program` and runs it on the simulator.
+pub fn simulate(program: &Program, bindings: &Bindings) -> Outputs {
+    let compiled = compile(program).unwrap_or_else(|e| panic!("codegen: {e}"));
+    let sim = SimProgram::new(program.clone(), launches(&compiled)).unwrap_or_else(|e| panic!("{e}"));
+    sim.run(bindings).unwrap_or_else(|e| panic!("{e}\n{}", compiled.kernels.iter().map(|k| k.ptx.as_str()).collect::<Vec<_>>().join("\n")))
+}
+
+/// Deterministic tensors for every input and parameter of `graph`: floats in [-1, 1),
+/// integers in `0..int_range`.
+pub fn tensors(graph: &Graph, seed: u64, int_range: i64) -> BTreeMap<String, HostTensor> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 32) as u32
+    };
+    let mut out = BTreeMap::new();
+    for node in &graph.nodes {
+        let name = match &node.op {
+            Op::Input { name } | Op::Param { name } => name.clone(),
+            _ => continue,
+        };
+        let n = node.ty.numel();
+        let t = match node.ty.dtype {
+            DType::I64 => HostTensor::from_i64(node.ty.shape.clone(), (0..n).map(|_| (next() as i64) % int_range).collect()),
+            _ => HostTensor::from_f32(node.ty.shape.clone(), (0..n).map(|_| next() as f32 / 2_147_483_648.0 - 1.0).collect()),
+        };
+        out.insert(name, t.unwrap());
+    }
+    out
+}
+
+/// Binds `tensors` to `graph`'s inputs and params by name.
+pub fn bind<'a>(graph: &Graph, tensors: &'a BTreeMap<String, HostTensor>) -> Bindings<'a> {
+    let mut b = Bindings::new();
+    for node in &graph.nodes {
+        match &node.op {
+            Op::Input { name } => b = b.input(name.clone(), &tensors[name]),
+            Op::Param { name } => b = b.param(name.clone(), &tensors[name]),
+            _ => {}
+        }
+    }
+    b
+}
+
+/// Runs `program` (a plan of `graph`) on the simulator and the graph on the reference
+/// interpreter, and checks every output: `max |sim - ref| <= tol * max(1, max |ref|)`.
+/// Returns the largest scaled error.
+pub fn check(graph: &Graph, program: &Program, seed: u64, tol: f64) -> f64 {
+    let tensors = tensors(graph, seed, 3);
+    let b = bind(graph, &tensors);
+    let want = Reference::new().run(graph, &b).expect("reference run");
+    let got = simulate(program, &b);
+    let mut worst = 0f64;
+    for (name, w) in &want {
+        let g = &got[name];
+        assert_eq!(g.ty(), w.ty(), "output {name}");
+        let err = g.max_abs_diff(w).unwrap() / w.max_abs().max(1.0);
+        assert!(err <= tol, "output {name}: scaled error {err:e} > {tol:e}\nsim {g:?}\nref {w:?}");
+        worst = worst.max(err);
+    }
+    worst
+}
+
+/// The family code generation picks for each kernel of `program`.
+pub fn families(program: &Program) -> Vec<calib_codegen::Family> {
+    compile(program).unwrap().kernels.iter().map(|k| k.family).collect()
+}
