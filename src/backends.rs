@@ -4,12 +4,13 @@ use anyhow::{bail, Result};
 use calib_runtime::{Backend, Reference};
 
 /// The backends `--backend` accepts.
-pub const BACKENDS: &[&str] = &["reference"];
+pub const BACKENDS: &[&str] = &["reference", "sim"];
 
 /// The backend called `name`.
 pub fn backend(name: &str) -> Result<Box<dyn Backend + Send + Sync>> {
     match name {
         "reference" => Ok(Box::new(Reference::new())),
+        "sim" => Ok(Box::new(crate::Sim::new())),
         other => bail!("unknown backend `{other}` (available: {})", BACKENDS.join(", ")),
     }
 }

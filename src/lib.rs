@@ -6,8 +6,12 @@
 //! * [`ir`] — the typed tensor IR and its builder.
 //! * [`models`] — SCNet, SCConv, SCBottleneck, ResNet-50, with PyTorch names.
 //! * [`passes`] — graph transformations.
-//! * [`runtime`] — tensors, safetensors weights, the reference interpreter.
+//! * [`codegen`] — PTX for every kernel of a plan.
+//! * [`runtime`] — tensors, safetensors weights, the reference interpreter, the PTX
+//!   simulator.
+//! * [`Sim`] — the `sim` backend: fusion, code generation and the simulator together.
 
+pub use calib_codegen as codegen;
 pub use calib_ir as ir;
 pub use calib_models as models;
 pub use calib_passes as passes;
@@ -15,9 +19,12 @@ pub use calib_runtime as runtime;
 
 mod backends;
 pub mod data;
+pub mod ptx_report;
 mod resolve;
+pub mod sim;
 pub mod train;
 pub mod verify;
 
 pub use backends::{backend, BACKENDS};
 pub use resolve::{resolve_model, with_batch, ModelSource};
+pub use sim::Sim;

@@ -67,6 +67,9 @@ pub(crate) struct Emitter<'a> {
     outputs: Vec<Reg>,
     /// Kernel input position of each body input node.
     input_of: HashMap<Value, usize>,
+    /// Body values an earlier launch of the same kernel stored, by output position:
+    /// read back from memory instead of recomputed.
+    stored: HashMap<Value, usize>,
     tid: Reg,
     ctaid: Reg,
     values: ScopedMap<(Value, IndexKey), Operand>,
@@ -103,11 +106,25 @@ impl<'a> Emitter<'a> {
             inputs,
             outputs,
             input_of,
+            stored: HashMap::new(),
             tid,
             ctaid,
             values: ScopedMap::new(),
             conversions: ScopedMap::new(),
         }
+    }
+
+    /// Reads body outputs `outputs` from their buffers, where an earlier launch of this
+    /// kernel stored them, whenever their values are needed.
+    pub fn read_back(&mut self, outputs: &[usize]) {
+        for &i in outputs {
+            self.stored.insert(self.kernel.body.outputs[i].value, i);
+        }
+    }
+
+    /// Whether `v` is read back from an earlier launch's output.
+    pub fn is_stored(&self, v: Value) -> bool {
+        self.stored.contains_key(&v)
     }
 
     /// The thread's index in its block (blocks are one-dimensional).
@@ -191,6 +208,13 @@ impl<'a> Emitter<'a> {
     }
 
     fn compute(&mut self, v: Value, at: &Index) -> Result<Operand> {
+        if let Some(&i) = self.stored.get(&v) {
+            let ty = self.value_ty(v)?;
+            let addr = self.output_address(i, at)?;
+            let r = self.b.reg(ty);
+            ins!(self.b, "ld.global.{ty} {r}, [{addr}]");
+            return Ok(r.into());
+        }
         let node = self.node(v);
         match &node.op {
             Op::Input { .. } => self.load(v, at),
@@ -240,6 +264,15 @@ impl<'a> Emitter<'a> {
     /// Stores `value` as element `at` of body output `i` (into its slice of the
     /// buffer, for concat views).
     pub fn store(&mut self, i: usize, at: &Index, value: Operand) -> Result<()> {
+        let ty = self.value_ty(self.kernel.body.outputs[i].value)?;
+        let addr = self.output_address(i, at)?;
+        let value = self.b.to_reg(value, ty);
+        ins!(self.b, "st.global.{ty} [{addr}], {value}");
+        Ok(())
+    }
+
+    /// The global address of element `at` of body output `i`.
+    fn output_address(&mut self, i: usize, at: &Index) -> Result<Reg> {
         let out = &self.kernel.outputs[i];
         let body_out = self.kernel.body.outputs[i].value;
         let ty = self.value_ty(body_out)?;
@@ -253,10 +286,7 @@ impl<'a> Emitter<'a> {
                 self.linearize(&coords, full)
             }
         };
-        let addr = self.b.address(self.outputs[i], flat, ty.bytes());
-        let value = self.b.to_reg(value, ty);
-        ins!(self.b, "st.global.{ty} [{addr}], {value}");
-        Ok(())
+        Ok(self.b.address(self.outputs[i], flat, ty.bytes()))
     }
 
     /// `concat` at `at`: a branch per operand, each loading only inside its range.
@@ -473,19 +503,5 @@ impl<'a> Emitter<'a> {
         self.scoped(f)?;
         self.b.place(skip);
         Ok(())
-    }
-
-    /// Runs `f` where `a < bound` (statically decided when both are constants).
-    pub fn if_below(
-        &mut self,
-        a: Operand,
-        bound: usize,
-        f: impl FnOnce(&mut Self) -> Result<()>,
-    ) -> Result<()> {
-        match self.b.lt_u32(a, Operand::Int(bound as i64)) {
-            Ok(p) => self.if_then(p, true, f),
-            Err(true) => self.scoped(f),
-            Err(false) => Ok(()),
-        }
     }
 }

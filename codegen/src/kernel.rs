@@ -4,6 +4,7 @@
 use crate::ptx;
 use calib_ir::BufferId;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// How a kernel reads or writes the buffer behind one of its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -44,11 +45,14 @@ impl Family {
     }
 }
 
-/// One kernel of a plan as PTX, with its launch configuration.
+/// One launch of a plan kernel as PTX, with its launch configuration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CompiledKernel {
-    /// The entry name, equal to the plan's kernel name.
+    /// The entry name: the plan kernel's name for its first launch, `<kernel>_part<i>`
+    /// for later ones.
     pub name: String,
+    /// The plan kernel this launch belongs to.
+    pub kernel: String,
     /// A standalone module (`.version`, `.target`, one `.entry`), headed by comments
     /// naming the IR nodes it implements.
     pub ptx: String,
@@ -61,7 +65,7 @@ pub struct CompiledKernel {
     pub params: Vec<Param>,
 }
 
-/// Every kernel of a plan, in launch order.
+/// Every launch of a plan, in order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CompiledProgram {
     pub kernels: Vec<CompiledKernel>,
@@ -71,6 +75,36 @@ impl CompiledProgram {
     /// All kernels in one PTX module.
     pub fn module(&self) -> String {
         ptx::join_modules(self.kernels.iter().map(|k| k.ptx.as_str()))
+    }
+
+    /// One module holding each distinct kernel once, and for every kernel the name of
+    /// the entry in it with the same code. Kernels that differ only in name and header
+    /// comments (a layer repeated with the same shapes) assemble identically, so tools
+    /// like ptxas need to see one of them.
+    pub fn distinct_module(&self) -> (String, Vec<String>) {
+        let mut first: HashMap<String, String> = HashMap::new();
+        let mut kept = vec![];
+        let representatives = self
+            .kernels
+            .iter()
+            .map(|k| {
+                let code: String = k
+                    .ptx
+                    .lines()
+                    .filter(|l| !l.starts_with("//"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .replacen(&format!(".entry {}(", k.name), ".entry (", 1);
+                first
+                    .entry(code)
+                    .or_insert_with(|| {
+                        kept.push(k.ptx.as_str());
+                        k.name.clone()
+                    })
+                    .clone()
+            })
+            .collect();
+        (ptx::join_modules(kept), representatives)
     }
 }
 

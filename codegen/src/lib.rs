@@ -19,7 +19,9 @@
 //! The family follows the kernel's anchor: convolutions and matmul become tiled GEMMs,
 //! reductions get a warp or block per reduced element, everything else (pointwise maps,
 //! pooling, resizing) one thread per output element. Outputs in the anchor's iteration
-//! space are stored from its epilogue; any other output gets a grid-stride pass after.
+//! space are stored from its epilogue, cheap ones outside it by a grid-stride pass after;
+//! outputs that reduce over the anchor's whole result (BatchNorm statistics of a
+//! convolution) get a second launch that reads the first one's result.
 
 mod conv;
 mod error;
@@ -27,6 +29,7 @@ mod eval;
 mod gemm;
 mod index;
 mod kernel;
+mod launch;
 mod matmul;
 mod pointwise;
 mod pool;
@@ -38,11 +41,10 @@ mod window;
 pub use error::CodegenError;
 pub use kernel::{CompiledKernel, CompiledProgram, Family, Param, ParamRole};
 
-use calib_ir::{text, Anchor, Kernel, OpClass, Program, Value};
+use calib_ir::{text, Kernel, Program};
 use error::Result;
 use eval::Emitter;
-use gemm::Operands;
-use kernel::Geometry;
+use launch::Launch;
 
 /// Tensors must have fewer elements than this: indices are 32-bit.
 const MAX_ELEMENTS: usize = 1 << 31;
@@ -50,122 +52,89 @@ const MAX_ELEMENTS: usize = 1 << 31;
 /// Compiles every kernel of `program`, in order.
 pub fn compile(program: &Program) -> std::result::Result<CompiledProgram, CodegenError> {
     program.validate()?;
-    let kernels = program
-        .kernels
-        .iter()
-        .map(|k| compile_kernel(program, k))
-        .collect::<Result<_>>()?;
+    let mut kernels = vec![];
+    for k in &program.kernels {
+        kernels.extend(compile_kernel(program, k)?);
+    }
     Ok(CompiledProgram { kernels })
 }
 
-/// Compiles one kernel of `program` (which must be valid).
+/// Compiles one kernel of `program` (which must be valid) to its launches, usually one
+/// (see [`launch`] for when there are more).
 pub fn compile_kernel(
     program: &Program,
     kernel: &Kernel,
-) -> std::result::Result<CompiledKernel, CodegenError> {
+) -> std::result::Result<Vec<CompiledKernel>, CodegenError> {
     if let Some(n) = kernel.body.nodes.iter().find(|n| n.ty.numel() >= MAX_ELEMENTS) {
         return Err(CodegenError::Kernel {
             kernel: kernel.name.clone(),
             detail: format!("{} has 2^31 elements or more (indices are 32-bit)", n.ty),
         });
     }
-    let mut cx = Emitter::new(program, kernel);
-    let (family, geometry) = emit(&mut cx)?;
-    let header = header(kernel, family, &geometry);
-    let params = cx.param_names();
-    let entry = ptx::Entry {
-        name: &kernel.name,
-        params: &params,
-        threads: geometry.threads as u32,
-        shared: geometry.shared_bytes > 0,
-        header: &header,
-    };
-    let roles = kernel
-        .inputs
-        .iter()
-        .map(|&buffer| Param { buffer, role: ParamRole::Read })
-        .chain(kernel.outputs.iter().map(|o| Param { buffer: o.buffer, role: ParamRole::Write }));
-    Ok(CompiledKernel {
-        name: kernel.name.clone(),
-        ptx: entry.module(&cx.b),
-        family,
-        grid: [geometry.blocks as u32, 1, 1],
-        block: [geometry.threads as u32, 1, 1],
-        shared_bytes: geometry.shared_bytes,
-        params: roles.collect(),
-    })
-}
-
-/// Picks the family from the anchor and emits the kernel.
-fn emit(cx: &mut Emitter) -> Result<(Family, Geometry)> {
-    let kernel = cx.kernel;
-    let outputs: Vec<usize> = (0..kernel.outputs.len()).collect();
-    // The last node of the anchor's class is the anchor; earlier ones are prologue.
-    let last = |class: OpClass| {
-        (0..kernel.body.nodes.len())
-            .rev()
-            .map(Value)
-            .find(|&v| kernel.body.nodes[v.0].op.class() == class)
-    };
-    let split = |cx: &Emitter, anchor: Value| -> (Vec<usize>, Vec<usize>) {
-        let n = cx.ty(anchor).numel();
-        outputs
+    let mut remaining: Vec<usize> = (0..kernel.outputs.len()).collect();
+    let mut stored: Vec<usize> = vec![];
+    let mut compiled = vec![];
+    while !remaining.is_empty() {
+        let mut cx = Emitter::new(program, kernel);
+        cx.read_back(&stored);
+        let launch = launch::emit(&mut cx, &remaining, compiled.is_empty())?;
+        remaining.retain(|i| !launch.stores.contains(i));
+        let name = match compiled.len() {
+            0 => kernel.name.clone(),
+            part => format!("{}_part{part}", kernel.name),
+        };
+        let header = header(kernel, &name, &launch, &stored);
+        stored.extend(&launch.stores);
+        let params = cx.param_names();
+        let g = &launch.geometry;
+        let entry = ptx::Entry {
+            name: &name,
+            params: &params,
+            threads: g.threads as u32,
+            shared: g.shared_bytes > 0,
+            header: &header,
+        };
+        let roles = kernel
+            .inputs
             .iter()
-            .partition(|&&i| cx.ty(kernel.body.outputs[i].value).numel() == n)
-    };
-    let gemm = |cx: &mut Emitter, anchor: Value, ops: &dyn Operands| {
-        let (aligned, rest) = split(cx, anchor);
-        let geometry = gemm::emit(cx, ops, anchor, &aligned)?;
-        pointwise::passes(cx, &rest, &geometry)?;
-        Ok((Family::Gemm, geometry))
-    };
-    match kernel.anchor {
-        Anchor::Convolution => {
-            if let Some(conv) = last(OpClass::Convolution).and_then(|v| Some((v, conv::Conv::of(cx, v)?))) {
-                return gemm(cx, conv.0, &conv.1);
-            }
-        }
-        Anchor::MatMul => {
-            if let Some(mm) = last(OpClass::MatMul).and_then(|v| Some((v, matmul::MatMul::of(cx, v)?))) {
-                return gemm(cx, mm.0, &mm.1);
-            }
-        }
-        Anchor::Reduction => {
-            let group = reduction::anchors(cx);
-            if let Some(first) = group.first() {
-                let (aligned, rest) = split(cx, first.node);
-                let geometry = reduction::emit(cx, &group, &aligned)?;
-                pointwise::passes(cx, &rest, &geometry)?;
-                return Ok((Family::Reduction, geometry));
-            }
-        }
-        Anchor::Collective => {
-            return Err(CodegenError::Kernel {
-                kernel: kernel.name.clone(),
-                detail: "a collective is a transfer between replicas, not a PTX kernel".into(),
-            })
-        }
-        Anchor::Pool | Anchor::Pointwise => {}
+            .map(|&buffer| Param { buffer, role: ParamRole::Read })
+            .chain(kernel.outputs.iter().map(|o| Param { buffer: o.buffer, role: ParamRole::Write }));
+        compiled.push(CompiledKernel {
+            ptx: entry.module(&cx.b),
+            name,
+            kernel: kernel.name.clone(),
+            family: launch.family,
+            grid: [g.blocks as u32, 1, 1],
+            block: [g.threads as u32, 1, 1],
+            shared_bytes: g.shared_bytes,
+            params: roles.collect(),
+        });
     }
-    Ok((Family::Pointwise, pointwise::emit(cx, &outputs)?))
+    Ok(compiled)
 }
 
-/// The comment lines heading a kernel's module: what it is, how it launches, and the
+/// The comment lines heading a launch's module: what it is, how it launches, and the
 /// IR it implements.
-fn header(kernel: &Kernel, family: Family, g: &Geometry) -> Vec<String> {
+fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> Vec<String> {
+    let g = &launch.geometry;
     let covers: Vec<String> = kernel.covers.iter().map(|c| format!("%{c}")).collect();
+    let outputs = |list: &[usize]| list.iter().map(|i| format!("out{i}")).collect::<Vec<_>>().join(", ");
     let mut lines = vec![
-        format!("kernel {} ({} anchor, {:?}), emitted by calib-codegen", kernel.name, kernel.anchor.name(), kernel.label),
+        format!("{name}: kernel {} ({} anchor, {:?}), emitted by calib-codegen", kernel.name, kernel.anchor.name(), kernel.label),
         format!(
             "family {}: grid [{},1,1], block [{},1,1], {} bytes of dynamic shared memory",
-            family.name(),
+            launch.family.name(),
             g.blocks,
             g.threads,
             g.shared_bytes
         ),
         format!("implements graph nodes {}", covers.join(", ")),
-        "body:".to_string(),
+        format!("stores {}", outputs(&launch.stores)),
     ];
+    if !read_back.is_empty() {
+        lines.push(format!("reads back {} (stored by earlier launches)", outputs(read_back)));
+    }
+    lines.push("body:".to_string());
     lines.extend(text::print(&kernel.body).lines().map(|l| format!("  {l}")));
     lines
 }

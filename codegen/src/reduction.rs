@@ -116,10 +116,12 @@ pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> 
     Ok(acc.into())
 }
 
-/// The reductions a kernel can be built around: the largest set of f32 reductions of
-/// one input shape over the same axes, preferring the last such set.
-pub(crate) fn anchors(cx: &Emitter) -> Vec<Reduce> {
+/// The reductions a launch can be built around: among the `needed` nodes not read
+/// back from memory, the largest set of f32 reductions of one input shape over the
+/// same axes, preferring the last such set.
+pub(crate) fn anchors(cx: &Emitter, needed: &[bool]) -> Vec<Reduce> {
     let all: Vec<Reduce> = (0..cx.kernel.body.nodes.len())
+        .filter(|&i| needed[i] && !cx.is_stored(Value(i)))
         .filter_map(|i| Reduce::of(cx, Value(i)))
         .filter(|r| cx.value_ty(r.node).ok() == Some(Ty::F32))
         .collect();

@@ -24,14 +24,15 @@ fn scconv_graphs_round_trip() {
             "%4 = avg_pool2d(%2) kernel=[4,4] stride=[4,4] padding=[0,0] ceil_mode=false count_include_pad=true : f32[2,4,4,4]  @block.k2\n",
             "= resize_nearest(",
             "= one_hot(%1) classes=10 dtype=\"f32\" : f32[2,10]\n",
-            "= cast(%192) to=\"bf16\" : bf16[2,10]\n",
+            ") to=\"bf16\" : bf16[2,10]\n",
             "= param name=\"block.k2.2.num_batches_tracked\" : i64[]  @block.k2.2\n",
-            "  return block.k2.2.running_mean=%25, ",
+            "  return block.k2.2.running_mean=%",
         ],
     );
     let eval = assert_round_trip(&scconv_eval_bf16().unwrap());
     assert!(eval.starts_with("graph {\n  %0 = input name=\"input\" : bf16[1,4,8,8]\n"));
-    assert!(eval.ends_with("  return output=%93\n}\n"), "{eval}");
+    let last = eval.lines().rev().nth(1).unwrap();
+    assert!(last.starts_with("  return output=%"), "{eval}");
 }
 
 #[test]

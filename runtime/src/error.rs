@@ -38,6 +38,9 @@ pub enum RuntimeError {
         kernel: String,
         source: Box<RuntimeError>,
     },
+    /// A plan could not be compiled to device code.
+    #[error("code generation: {0}")]
+    Codegen(String),
     /// A kernel of a compiled plan failed to parse, launch or run on the PTX simulator.
     #[error("kernel {kernel} on the simulator: {message}")]
     Simulator { kernel: String, message: String },

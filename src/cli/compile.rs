@@ -44,6 +44,10 @@ pub struct Args {
     /// Seconds per phase of one region.
     #[arg(long)]
     time_limit: Option<f64>,
+    /// Also write each kernel's PTX (`<kernel>.ptx`) and ptxas's registers, spills and
+    /// shared memory per kernel (`ptx_report.txt`, appended to `report.txt`).
+    #[arg(long)]
+    emit_ptx: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -69,7 +73,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     write("after.json", &fusion.program.to_json())?;
     write("after.dot", &fusion.program.to_dot())?;
     write("report.json", &fusion.report.to_json())?;
-    let report = fusion.report.to_text();
+    let mut report = fusion.report.to_text();
+    if args.emit_ptx {
+        report.push_str(&calib::ptx_report::emit_ptx(&fusion.program, out)?);
+    }
     write("report.txt", &report)?;
     let svg = render_svgs(out, graph.nodes.len());
     let summary = report.split("\nkernels:").next().unwrap_or(&report);

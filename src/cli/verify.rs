@@ -15,7 +15,8 @@ pub struct Args {
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Executor: `reference` (the CPU interpreter).
+    /// Executor: `reference` (the CPU interpreter) or `sim` (the fused plan compiled to
+    /// PTX and run on the PTX simulator).
     #[arg(long, default_value = "reference")]
     backend: String,
     /// Fuse every graph first and run the kernel plan (each kernel's body on the
@@ -28,7 +29,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let backend: Box<dyn Backend> = match args.backend.as_str() {
         "reference" if args.fused => Box::new(calib::verify::Fused::default()),
         "reference" => Box::new(Reference::new()),
-        other => bail!("unknown backend `{other}` (available: reference)"),
+        other => calib::backend(other)?,
     };
     let mut reports = vec![];
     for dir in &args.dirs {

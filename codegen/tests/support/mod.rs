@@ -74,7 +74,8 @@ pub fn simulate(program: &Program, bindings: &Bindings) -> Outputs {
     sim.run(bindings).unwrap_or_else(|e| panic!("{e}\n{}", compiled.kernels.iter().map(|k| k.ptx.as_str()).collect::<Vec<_>>().join("\n")))
 }
 
-/// Deterministic tensors for every input and parameter of `graph`: floats in [-1, 1),
+/// Deterministic tensors for every input and parameter of `graph`: floats in [-1, 1)
+/// (running variances in [0.5, 1.5)),
 /// integers in `0..int_range`.
 pub fn tensors(graph: &Graph, seed: u64, int_range: i64) -> BTreeMap<String, HostTensor> {
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -91,6 +92,8 @@ pub fn tensors(graph: &Graph, seed: u64, int_range: i64) -> BTreeMap<String, Hos
         let n = node.ty.numel();
         let t = match node.ty.dtype {
             DType::I64 => HostTensor::from_i64(node.ty.shape.clone(), (0..n).map(|_| (next() as i64) % int_range).collect()),
+            // Variances must be positive for BatchNorm in eval mode.
+            _ if name.ends_with("running_var") => HostTensor::from_f32(node.ty.shape.clone(), (0..n).map(|_| next() as f32 / 4_294_967_296.0 + 0.5).collect()),
             _ => HostTensor::from_f32(node.ty.shape.clone(), (0..n).map(|_| next() as f32 / 2_147_483_648.0 - 1.0).collect()),
         };
         out.insert(name, t.unwrap());

@@ -27,6 +27,8 @@ pub struct Dag {
     pub root: Vec<bool>,
     /// Original nodes whose value this is.
     pub originals: Vec<Vec<usize>>,
+    /// Whether the value depends on parameters and constants only.
+    pub params_only: Vec<bool>,
     /// The indices each value depends on, through other regions too (a bit set).
     deps: Vec<Vec<u64>>,
 }
@@ -176,6 +178,7 @@ impl Dag {
             ty: vec![],
             root: vec![false; order.len()],
             originals: vec![],
+            params_only: vec![],
             deps: vec![],
         };
         for (i, &c) in order.iter().enumerate() {
@@ -198,6 +201,7 @@ impl Dag {
             }
             dag.inputs.push(inputs);
             dag.ty.push(eg[id].data.ty().clone());
+            dag.params_only.push(eg[id].data.params_only);
             let mut o = originals.remove(&id).unwrap_or_default();
             o.sort();
             dag.originals.push(o);

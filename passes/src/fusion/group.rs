@@ -22,7 +22,6 @@ pub const MAX_MEMBERS: usize = 200;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Join {
     Seed,
-    Anchor,
     Prologue,
     Epilogue,
     Reduction,
@@ -135,7 +134,7 @@ impl Group {
             let frontier: Vec<usize> = self
                 .members
                 .iter()
-                .filter(|(_, j)| matches!(j, Join::Seed | Join::Anchor | Join::Epilogue))
+                .filter(|(_, j)| matches!(j, Join::Seed | Join::Epilogue))
                 .map(|(&i, _)| i)
                 .collect();
             let mut grew = false;
@@ -177,16 +176,21 @@ impl Group {
         for p in prologue {
             for &u in &dag.users[p] {
                 let disjoint = matches!(dag.op[u], Some(Op::AvgPool2d { kernel, stride, .. } | Op::MaxPool2d { kernel, stride, .. }) if kernel == stride);
-                if disjoint && !self.contains(u) && self.members.len() < MAX_MEMBERS {
+                // Not if the kernel reads something computed from the pooled map (the
+                // `k4` convolution's gate is, through `k2`).
+                let acyclic = || !self.inputs(dag).iter().any(|&c| dag.depends_on(c, u));
+                if disjoint && !self.contains(u) && self.members.len() < MAX_MEMBERS && acyclic() {
                     self.insert(u, Join::Reduction);
                 }
             }
         }
     }
 
-    /// Whether value `c` depends on any member.
+    /// Whether value `c` may depend on a member. A value of parameters and constants
+    /// alone never does, even when it shares a member's parameter inputs (a folded
+    /// BatchNorm's bias and its scaled weights).
     fn reaches(&self, dag: &Dag, c: usize) -> bool {
-        self.members.keys().any(|&m| dag.depends_on(c, m))
+        !dag.params_only[c] && self.members.keys().any(|&m| dag.depends_on(c, m))
     }
 
     /// The members the group writes, in order.

@@ -41,11 +41,16 @@ pub fn merge_side_outputs(program: &mut Program) -> usize {
 }
 
 fn is_tiny(k: &Kernel) -> bool {
-    k.anchor == Anchor::Pointwise && k.body.nodes.iter().all(|n| n.ty.numel() <= SIDE_OUTPUT_MAX)
+    k.anchor == Anchor::Pointwise && extent(k) <= SIDE_OUTPUT_MAX
+}
+
+/// The most elements any value of a kernel has.
+fn extent(k: &Kernel) -> usize {
+    k.body.nodes.iter().map(|n| n.ty.numel()).max().unwrap_or(0)
 }
 
 /// The kernel to host tiny kernel `t`: after every producer of what `t` reads, before
-/// every reader of what `t` writes, not tiny itself; one that reads a buffer `t` reads
+/// every reader of what `t` writes, over a larger domain; one that reads a buffer `t` reads
 /// if possible, else one of the same module, else the nearest one after `t`'s
 /// producers.
 fn host_for(p: &Program, t: usize) -> Option<usize> {
@@ -63,7 +68,7 @@ fn host_for(p: &Program, t: usize) -> Option<usize> {
         .filter_map(|o| (0..p.kernels.len()).find(|&k| p.kernels[k].inputs.contains(&o.buffer)))
         .min()
         .unwrap_or(p.kernels.len());
-    let eligible = (after..before).filter(|&h| h != t && !is_tiny(&p.kernels[h]));
+    let eligible = (after..before).filter(|&h| h != t && extent(&p.kernels[h]) > extent(tiny));
     let shares = |h: &usize| {
         p.kernels[*h]
             .inputs

@@ -1,6 +1,7 @@
 //! Clean-ups that hold exactly in floating point: views of views, identities, and
-//! slices moved through the ops that read them (so that a merged convolution's
-//! statistics become reductions of the merged output).
+//! slices moved through the ops that read them, so that a merged convolution's
+//! statistics become reductions of the merged output, which its kernel can
+//! accumulate (the op over the slice is then superseded: it could never fuse there).
 //!
 //! The one inexactness: `x + 0` and `x - 0` turn `-0.0` into `+0.0` in IEEE
 //! arithmetic; the rewrite keeps `-0.0`. The two compare equal, so no tolerance is
@@ -91,14 +92,14 @@ pub fn rules() -> Vec<Rule> {
         let lhs = format!("({kind} ?a ?b)");
         rules.push(rule(&format!("slice-through-{kind}"), &lhs, move |r| {
             let (a, b) = (r.var("?a"), r.var("?b"));
-            let (Op::Slice { axis, start, end }, x) = r.op(a, "slice")? else {
+            let (Op::Slice { axis, start, end }, x) = widest_slice(r, a)? else {
                 return None;
             };
-            let (sliced_b, y) = r.op(b, "slice")?;
-            (sliced_b == Op::Slice { axis, start, end } && r.ty(x[0]) == r.ty(y[0]))
-                .then_some(())?;
+            let same = |(op, y): &(Op, Vec<Id>)| *op == Op::Slice { axis, start, end } && r.ty(x[0]) == r.ty(y[0]);
+            let y = r.ops(b, "slice").into_iter().find(same)?.1;
             let op = r.op_over(r.root, kind, &[a, b])?;
             let whole = r.add(op, &[x[0], y[0]])?;
+            r.supersede_over(r.root, kind, &[a, b]);
             r.add(Op::Slice { axis, start, end }, &[whole])
         }));
     }
@@ -107,7 +108,7 @@ pub fn rules() -> Vec<Rule> {
         let lhs = format!("({kind} ?s)");
         rules.push(rule(&format!("slice-through-{kind}"), &lhs, move |r| {
             let s = r.var("?s");
-            let (Op::Slice { axis, start, end }, x) = r.op(s, "slice")? else {
+            let (Op::Slice { axis, start, end }, x) = widest_slice(r, s)? else {
                 return None;
             };
             let reduce = r.op_over(r.root, kind, &[s])?;
@@ -126,6 +127,7 @@ pub fn rules() -> Vec<Rule> {
                 axis - axes.iter().filter(|&&a| a < axis).count()
             };
             let whole = r.add(reduce.clone(), &x)?;
+            r.supersede_over(r.root, kind, &[s]);
             r.add(
                 Op::Slice {
                     axis: kept_axis,

@@ -111,6 +111,13 @@ impl Rhs<'_> {
             self.egraph.analysis.superseded.push(n);
         }
     }
+
+    /// Marks the `kind` node over `children` in class `id` as superseded.
+    pub fn supersede_over(&mut self, id: Id, kind: &str, children: &[Id]) {
+        let want: Vec<Id> = children.iter().map(|&c| self.egraph.find(c)).collect();
+        let found = self.egraph[id].nodes.iter().find(|n| n.kind() == Some(kind) && n.children.iter().map(|&c| self.egraph.find(c)).eq(want.iter().copied())).cloned();
+        self.egraph.analysis.superseded.extend(found);
+    }
 }
 
 /// A rewrite from `lhs` to whatever `rhs` builds (nothing when it returns `None`).

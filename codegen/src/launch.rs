@@ -1,0 +1,147 @@
+//! A plan kernel as a chain of launches.
+//!
+//! Each launch is built around one anchor and stores the outputs in its iteration space
+//! (same element count) from the anchor's epilogue, plus any output that needs no
+//! reduction or contraction, by grid-stride passes. Outputs that need a reduction of
+//! values only complete when the whole grid has run (BatchNorm statistics of a
+//! convolution's result) are left to the next launch, which reads what earlier launches
+//! stored instead of recomputing it: launch 0 is the convolution, launch 1 the
+//! statistics over its stored result.
+
+use crate::error::Result;
+use crate::eval::Emitter;
+use crate::gemm::{self, Operands};
+use crate::kernel::{Family, Geometry};
+use crate::{conv, matmul, pointwise, reduction};
+use calib_ir::{Anchor, OpClass, Value};
+
+/// What one launch does.
+pub(crate) struct Launch {
+    pub family: Family,
+    pub geometry: Geometry,
+    /// Body outputs this launch stores.
+    pub stores: Vec<usize>,
+}
+
+/// Emits the launch computing (some of) `remaining` body outputs; `first` launches
+/// follow the plan's anchor, later ones the heaviest op the rest still needs.
+pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result<Launch> {
+    let needed = needed_by(cx, remaining, &[]);
+    let kernel = cx.kernel;
+    let anchor = if first {
+        kernel.anchor
+    } else if needs(&needed, cx, OpClass::Reduction) {
+        Anchor::Reduction
+    } else if needs(&needed, cx, OpClass::Convolution) {
+        Anchor::Convolution
+    } else if needs(&needed, cx, OpClass::MatMul) {
+        Anchor::MatMul
+    } else {
+        Anchor::Pointwise
+    };
+    // The last needed node of the anchor's class is the anchor; earlier ones are prologue.
+    let last = |class: OpClass| {
+        (0..needed.len())
+            .rev()
+            .map(Value)
+            .find(|&v| needed[v.0] && kernel.body.nodes[v.0].op.class() == class)
+    };
+    let family = match anchor {
+        Anchor::Convolution => last(OpClass::Convolution)
+            .and_then(|v| Some(Anchored::Gemm(v, Box::new(conv::Conv::of(cx, v)?)))),
+        Anchor::MatMul => last(OpClass::MatMul)
+            .and_then(|v| Some(Anchored::Gemm(v, Box::new(matmul::MatMul::of(cx, v)?)))),
+        Anchor::Reduction => {
+            let group = reduction::anchors(cx, &needed);
+            (!group.is_empty()).then_some(Anchored::Reduction(group))
+        }
+        Anchor::Collective => {
+            return Err(crate::CodegenError::Kernel {
+                kernel: kernel.name.clone(),
+                detail: "a collective is a transfer between replicas, not a PTX kernel".into(),
+            })
+        }
+        Anchor::Pool | Anchor::Pointwise => None,
+    };
+    let anchors: Vec<Value> = match &family {
+        Some(Anchored::Gemm(v, _)) => vec![*v],
+        Some(Anchored::Reduction(group)) => group.iter().map(|r| r.node).collect(),
+        None => vec![],
+    };
+    // The epilogue stores outputs of the anchor's size that need nothing heavy beyond
+    // the anchor itself.
+    let aligned: Vec<usize> = match anchors.first() {
+        Some(&a) => {
+            let n = cx.ty(a).numel();
+            remaining
+                .iter()
+                .copied()
+                .filter(|&i| cx.ty(output(cx, i)).numel() == n)
+                .filter(|&i| !heavy(cx, &needed_by(cx, &[i], &anchors), &anchors))
+                .collect()
+        }
+        None => vec![],
+    };
+    let (Some(family), false) = (family, aligned.is_empty()) else {
+        let geometry = pointwise::emit(cx, remaining)?;
+        return Ok(Launch { family: Family::Pointwise, geometry, stores: remaining.to_vec() });
+    };
+    // Outputs outside the anchor's iteration space come along when they are cheap.
+    let cheap: Vec<usize> = remaining
+        .iter()
+        .copied()
+        .filter(|i| !aligned.contains(i))
+        .filter(|&i| !heavy(cx, &needed_by(cx, &[i], &[]), &[]))
+        .collect();
+    let (family, geometry) = match family {
+        Anchored::Gemm(v, ops) => (Family::Gemm, gemm::emit(cx, ops.as_ref(), v, &aligned)?),
+        Anchored::Reduction(group) => (Family::Reduction, reduction::emit(cx, &group, &aligned)?),
+    };
+    pointwise::passes(cx, &cheap, &geometry)?;
+    Ok(Launch { family, geometry, stores: aligned.into_iter().chain(cheap).collect() })
+}
+
+enum Anchored {
+    Gemm(Value, Box<dyn Operands>),
+    Reduction(Vec<reduction::Reduce>),
+}
+
+fn output(cx: &Emitter, i: usize) -> Value {
+    cx.kernel.body.outputs[i].value
+}
+
+/// The body nodes computing `outputs` needs, not looking past values read back from
+/// earlier launches nor past the nodes in `stop`.
+fn needed_by(cx: &Emitter, outputs: &[usize], stop: &[Value]) -> Vec<bool> {
+    let nodes = &cx.kernel.body.nodes;
+    let mut needed = vec![false; nodes.len()];
+    let mut stack: Vec<Value> = outputs.iter().map(|&i| output(cx, i)).collect();
+    while let Some(v) = stack.pop() {
+        if std::mem::replace(&mut needed[v.0], true) || cx.is_stored(v) || stop.contains(&v) {
+            continue;
+        }
+        stack.extend(&nodes[v.0].inputs);
+    }
+    needed
+}
+
+/// Whether a needed node (other than those `except`) is of `class` and must be computed.
+fn needs_except(needed: &[bool], cx: &Emitter, class: OpClass, except: &[Value]) -> bool {
+    needed.iter().enumerate().any(|(v, &n)| {
+        n && !cx.is_stored(Value(v))
+            && !except.contains(&Value(v))
+            && cx.kernel.body.nodes[v].op.class() == class
+    })
+}
+
+fn needs(needed: &[bool], cx: &Emitter, class: OpClass) -> bool {
+    needs_except(needed, cx, class, &[])
+}
+
+/// Whether the needed nodes, besides `except`, include a reduction or a contraction:
+/// too costly to recompute for every element.
+fn heavy(cx: &Emitter, needed: &[bool], except: &[Value]) -> bool {
+    [OpClass::Reduction, OpClass::Convolution, OpClass::MatMul]
+        .into_iter()
+        .any(|c| needs_except(needed, cx, c, except))
+}

@@ -1,0 +1,60 @@
+//! The targets on the SCNet-50 training step at batch 64, 224x224: fusion
+//! time, kernels per SCBottleneck forward, the gate chain, and bytes moved.
+
+use calib_ir::{DType, Graph, Mode};
+use calib_passes::fusion::{fuse, Fusion, FusionOptions};
+use calib_passes::{train_step, TrainConfig};
+use std::collections::BTreeMap;
+
+fn scnet50_step() -> Graph {
+    let spec = calib_models::presets::preset("scnet50").unwrap();
+    let model = calib_models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
+    train_step(&model.graph, &TrainConfig::default()).unwrap().graph
+}
+
+/// Forward kernels (covering only nodes up to the loss) per block, by their label.
+fn forward_kernels_per_block(graph: &Graph, f: &Fusion) -> BTreeMap<String, usize> {
+    let loss = graph.output("loss").unwrap().0;
+    let mut per = BTreeMap::new();
+    for k in &f.program.kernels {
+        let scope = k.label.split('@').nth(1).unwrap_or("");
+        if k.covers.iter().all(|&c| c <= loss) && scope.starts_with("layer") {
+            let block: Vec<&str> = scope.split('.').take(2).collect();
+            *per.entry(block.join(".")).or_insert(0) += 1;
+        }
+    }
+    per
+}
+
+#[test]
+fn scnet50_training_step_meets_the_targets() {
+    let graph = scnet50_step();
+    let f = fuse(&graph, &FusionOptions::default()).unwrap();
+    let r = &f.report;
+    // The criterion benchmark (passes/benches/fusion.rs) measures time properly; this
+    // only guards against order-of-magnitude regressions.
+    assert!(r.fusion_seconds < 10.0, "fusion took {:.1} s", r.fusion_seconds);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(r.bytes_after <= 0.6 * r.bytes_before, "bytes {:.3e} -> {:.3e}", r.bytes_before, r.bytes_after);
+
+    let per = forward_kernels_per_block(&graph, &f);
+    assert_eq!(per.len(), 16, "{per:?}");
+    // Every block but the first is at most 8 kernels (7 without a shortcut
+    // convolution). The first merges three convolutions of its input, and the
+    // statistics of that merge still take a kernel of their own: 9 (see the report).
+    for (block, &n) in &per {
+        let bound = if block == "layer1.0" { 9 } else { 8 };
+        assert!(n <= bound, "{block}: {n} forward kernels ({per:?})");
+    }
+
+    // The gate chain of every SCConv shares one kernel: resize, add, sigmoid, mul.
+    let gates: Vec<usize> = graph.nodes.iter().enumerate().filter(|(_, n)| n.op == calib_ir::Op::Sigmoid && n.scope.ends_with("scconv")).map(|(i, _)| i).collect();
+    assert_eq!(gates.len(), 16);
+    for g in gates {
+        let node = &graph.nodes[g];
+        let add = node.inputs[0].0;
+        let up = graph.nodes[add].inputs[1].0;
+        let k = f.program.kernels.iter().find(|k| k.covers.contains(&g) && k.covers.iter().all(|&c| c <= graph.output("loss").unwrap().0)).expect("a forward kernel computes the gate");
+        assert!(k.covers.contains(&add) && k.covers.contains(&up), "{}: gate split across kernels", node.scope);
+    }
+}
