@@ -13,8 +13,8 @@
 //! `oh = (h + p - kh * d) / s`, valid when the division is exact and `oh < OH` (see
 //! [`crate::window`]).
 
-use crate::eval::Emitter;
 use crate::error::Result;
+use crate::eval::Emitter;
 use crate::gemm::{self, Contiguity, Dims, Operands};
 use crate::index::Index;
 use crate::ptx::{Operand, Ty};
@@ -54,15 +54,53 @@ impl Conv {
         };
         let (a, b) = (node.inputs[0], node.inputs[1]);
         let (kind, stride, padding, dilation, groups, x, y, w) = match node.op {
-            Op::Conv2d { stride, padding, dilation, groups } => {
-                (Kind::Forward, stride, padding, dilation, groups, dims(a), dims(v), dims(b))
-            }
-            Op::Conv2dBackwardData { stride, padding, dilation, groups, .. } => {
-                (Kind::BackwardData, stride, padding, dilation, groups, dims(v), dims(a), dims(b))
-            }
-            Op::Conv2dBackwardWeight { stride, padding, dilation, groups, .. } => {
-                (Kind::BackwardWeight, stride, padding, dilation, groups, dims(a), dims(b), dims(v))
-            }
+            Op::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+            } => (
+                Kind::Forward,
+                stride,
+                padding,
+                dilation,
+                groups,
+                dims(a),
+                dims(v),
+                dims(b),
+            ),
+            Op::Conv2dBackwardData {
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => (
+                Kind::BackwardData,
+                stride,
+                padding,
+                dilation,
+                groups,
+                dims(v),
+                dims(a),
+                dims(b),
+            ),
+            Op::Conv2dBackwardWeight {
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => (
+                Kind::BackwardWeight,
+                stride,
+                padding,
+                dilation,
+                groups,
+                dims(a),
+                dims(b),
+                dims(v),
+            ),
             _ => return None,
         };
         Some(Conv {
@@ -98,21 +136,33 @@ impl Conv {
         }
     }
 
-    /// `x[n, g * C/G + c, ih, iw]` at output position `(oh, ow)` and tap `(kh, kw)`,
-    /// zero in the padding.
-    fn image(&self, cx: &mut Emitter, x: Value, g: Operand, c: Operand, n: Operand, o: [Operand; 2], k: [Operand; 2]) -> Result<Operand> {
+    /// The image `x[n, g * C/G + c, ih, iw]` that output position `(oh, ow)` reads
+    /// through tap `(kh, kw)`, zero in the padding.
+    fn image(
+        &self,
+        cx: &mut Emitter,
+        [g, c, n]: [Operand; 3],
+        o: [Operand; 2],
+        k: [Operand; 2],
+    ) -> Result<Operand> {
         let (ih, ch) = self.axis(0).input_pos(cx, o[0], k[0]);
         let (iw, cw) = self.axis(1).input_pos(cx, o[1], k[1]);
         cx.value_or_zero(vec![ch, cw], Ty::F32, |cx| {
             let channel = cx.b.mad_u32(g, Operand::Int(self.c_group() as i64), c);
-            cx.value(x, &Index::coords(vec![n, channel, ih, iw]))
+            // The image is the first operand of both ops that read one.
+            cx.value(self.a, &Index::coords(vec![n, channel, ih, iw]))
         })
     }
 
-    /// `w[g * O/G + o, c, kh, kw]`.
-    fn weight(&self, cx: &mut Emitter, w: Value, g: Operand, o: Operand, c: Operand, k: [Operand; 2]) -> Result<Operand> {
+    /// The weight `w[g * O/G + o, c, kh, kw]`.
+    fn weight(
+        &self,
+        cx: &mut Emitter,
+        [g, o, c]: [Operand; 3],
+        k: [Operand; 2],
+    ) -> Result<Operand> {
         let out = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), o);
-        cx.value(w, &Index::coords(vec![out, c, k[0], k[1]]))
+        cx.value(self.b, &Index::coords(vec![out, c, k[0], k[1]]))
     }
 }
 
@@ -127,17 +177,26 @@ impl Operands for Conv {
             Kind::BackwardData => (vec![n, h, w], vec![cg], vec![og, kh, kw]),
             Kind::BackwardWeight => (vec![og], vec![cg, kh, kw], vec![n, oh, ow]),
         };
-        Dims { groups: self.groups, m, n: n_, k }
+        Dims {
+            groups: self.groups,
+            m,
+            n: n_,
+            k,
+        }
     }
 
     fn contiguity(&self) -> Contiguity {
         let forward_like = self.kind != Kind::BackwardWeight;
-        Contiguity { a_m: forward_like, b_n: false, c_m: forward_like }
+        Contiguity {
+            a_m: forward_like,
+            b_n: false,
+            c_m: forward_like,
+        }
     }
 
     fn a(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand> {
         match self.kind {
-            Kind::Forward => self.image(cx, self.a, g, k[0], m[0], [m[1], m[2]], [k[1], k[2]]),
+            Kind::Forward => self.image(cx, [g, k[0], m[0]], [m[1], m[2]], [k[1], k[2]]),
             Kind::BackwardData => {
                 let (oh, mut checks) = self.axis(0).output_pos(cx, m[1], k[1]);
                 let (ow, cw) = self.axis(1).output_pos(cx, m[2], k[2]);
@@ -156,9 +215,9 @@ impl Operands for Conv {
 
     fn b(&self, cx: &mut Emitter, g: Operand, k: &[Operand], n: &[Operand]) -> Result<Operand> {
         match self.kind {
-            Kind::Forward => self.weight(cx, self.b, g, n[0], k[0], [k[1], k[2]]),
-            Kind::BackwardData => self.weight(cx, self.b, g, k[0], n[0], [k[1], k[2]]),
-            Kind::BackwardWeight => self.image(cx, self.a, g, n[0], k[0], [k[1], k[2]], [n[1], n[2]]),
+            Kind::Forward => self.weight(cx, [g, n[0], k[0]], [k[1], k[2]]),
+            Kind::BackwardData => self.weight(cx, [g, k[0], n[0]], [k[1], k[2]]),
+            Kind::BackwardWeight => self.image(cx, [g, n[0], k[0]], [k[1], k[2]], [n[1], n[2]]),
         }
     }
 

@@ -45,7 +45,10 @@ impl<K: Hash + Eq, V: Clone> ScopedMap<K, V> {
     }
 
     pub fn insert(&mut self, k: K, v: V) {
-        self.scopes.last_mut().expect("a scope is open").insert(k, v);
+        self.scopes
+            .last_mut()
+            .expect("a scope is open")
+            .insert(k, v);
     }
 
     fn push(&mut self) {
@@ -88,8 +91,12 @@ impl<'a> Emitter<'a> {
             ins!(b, "cvta.to.global.u64 {r}, {r}");
             r
         };
-        let inputs = (0..kernel.inputs.len()).map(|i| load(format!("in{i}"))).collect();
-        let outputs = (0..kernel.outputs.len()).map(|i| load(format!("out{i}"))).collect();
+        let inputs = (0..kernel.inputs.len())
+            .map(|i| load(format!("in{i}")))
+            .collect();
+        let outputs = (0..kernel.outputs.len())
+            .map(|i| load(format!("out{i}")))
+            .collect();
         let input_of = kernel
             .body
             .inputs()
@@ -225,7 +232,10 @@ impl<'a> Emitter<'a> {
             Op::Param { .. } => Err(self.unsupported(v, "kernel bodies read inputs, not params")),
             Op::Concat { axis } => self.concat(v, *axis, at),
             Op::OneHot { .. } => self.one_hot(v, at),
-            Op::Broadcast { .. } | Op::Reshape { .. } | Op::Slice { .. } | Op::ResizeNearest { .. } => {
+            Op::Broadcast { .. }
+            | Op::Reshape { .. }
+            | Op::Slice { .. }
+            | Op::ResizeNearest { .. } => {
                 let inner = self.operand_index(v, at)?;
                 self.value(node.inputs[0], &inner)
             }
@@ -302,7 +312,10 @@ impl<'a> Emitter<'a> {
             let last = k + 1 == node.inputs.len();
             let next = self.b.label();
             if !last {
-                match self.b.lt_u32(coords[axis], Operand::Int((start + extent) as i64)) {
+                match self
+                    .b
+                    .lt_u32(coords[axis], Operand::Int((start + extent) as i64))
+                {
                     Ok(p) => self.b.bra_if(p, false, next),
                     Err(false) => {
                         start += extent;
@@ -386,7 +399,10 @@ impl<'a> Emitter<'a> {
     }
 
     /// One predicate for "all of `conditions` hold"; `Err` when constants decide it.
-    fn all(&mut self, conditions: Vec<std::result::Result<Reg, bool>>) -> std::result::Result<Reg, bool> {
+    fn all(
+        &mut self,
+        conditions: Vec<std::result::Result<Reg, bool>>,
+    ) -> std::result::Result<Reg, bool> {
         let mut known = true;
         let mut p: Option<Reg> = None;
         for c in conditions {
@@ -464,7 +480,9 @@ impl<'a> Emitter<'a> {
         self.b.place(top);
         self.scoped(|cx| f(cx, i.into()))?;
         ins!(self.b, "add.u32 {i}, {i}, 1");
-        let more = self.b.setp("lt", Ty::U32, i.into(), Operand::Int(extent as i64));
+        let more = self
+            .b
+            .setp("lt", Ty::U32, i.into(), Operand::Int(extent as i64));
         self.b.bra_if(more, true, top);
         Ok(())
     }
@@ -481,7 +499,9 @@ impl<'a> Emitter<'a> {
         ins!(self.b, "mov.u32 {i}, {start}");
         let (top, done) = (self.b.label(), self.b.label());
         self.b.place(top);
-        let stop = self.b.setp("ge", Ty::U32, i.into(), Operand::Int(end as i64));
+        let stop = self
+            .b
+            .setp("ge", Ty::U32, i.into(), Operand::Int(end as i64));
         self.b.bra_if(stop, true, done);
         self.scoped(|cx| f(cx, i.into()))?;
         ins!(self.b, "add.u32 {i}, {i}, {step}");

@@ -16,8 +16,8 @@
 //! [`Tiling`] carries the storage dtype and the inner-product instruction: f32 tiles and
 //! scalar `fma` today; f16/bf16 tiles and `mma.sync` fragments slot in there.
 
-use crate::eval::Emitter;
 use crate::error::Result;
+use crate::eval::Emitter;
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
@@ -85,7 +85,11 @@ impl Tiling {
         let (m, n) = (numel(&dims.m), numel(&dims.n));
         let shapes = [(64, 64), (128, 32), (32, 128), (256, 16), (16, 256)];
         let padded = |&(bm, bn): &(usize, usize)| m.div_ceil(bm) * bm * n.div_ceil(bn) * bn;
-        let (bm, bn) = shapes.iter().copied().min_by_key(padded).expect("candidates");
+        let (bm, bn) = shapes
+            .iter()
+            .copied()
+            .min_by_key(padded)
+            .expect("candidates");
         Tiling {
             bm,
             bn,
@@ -162,7 +166,12 @@ pub(crate) fn emit(
     let contiguity = ops.contiguity();
     cx.for_range(k.div_ceil(t.bk), |cx, kt| {
         let k0 = cx.b.mul_u32(kt, Operand::Int(t.bk as i64));
-        let tile = TileLoad { tid, rows: t.bk, cols: t.bm, fast_cols: contiguity.a_m };
+        let tile = TileLoad {
+            tid,
+            rows: t.bk,
+            cols: t.bm,
+            fast_cols: contiguity.a_m,
+        };
         tile.emit(cx, a_tile, |cx, kk, mm| {
             let (gm, gk) = (cx.b.add_u32(m0, mm), cx.b.add_u32(k0, kk));
             in_range(cx, &[(gm, m), (gk, k)], |cx| {
@@ -171,7 +180,12 @@ pub(crate) fn emit(
                 ops.a(cx, g, &mi, &ki)
             })
         })?;
-        let tile = TileLoad { tid, rows: t.bk, cols: t.bn, fast_cols: contiguity.b_n };
+        let tile = TileLoad {
+            tid,
+            rows: t.bk,
+            cols: t.bn,
+            fast_cols: contiguity.b_n,
+        };
         tile.emit(cx, b_tile, |cx, kk, nn| {
             let (gn, gk) = (cx.b.add_u32(n0, nn), cx.b.add_u32(k0, kk));
             in_range(cx, &[(gn, n), (gk, k)], |cx| {
@@ -205,14 +219,30 @@ pub(crate) fn emit(
         let at = cx.b.mad_u32(row, Operand::Int(t.bn as i64), col0);
         let addr = shared_address(cx, a_tile, at);
         let v = &acc[i * MICRO..(i + 1) * MICRO];
-        ins!(cx.b, "st.shared.v4.f32 [{addr}], {{{}, {}, {}, {}}}", v[0], v[1], v[2], v[3]);
+        ins!(
+            cx.b,
+            "st.shared.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
+            v[0],
+            v[1],
+            v[2],
+            v[3]
+        );
     }
     ins!(cx.b, "bar.sync 0");
 
     let anchor_shape = cx.ty(anchor).shape.clone();
-    let tile = TileLoad { tid, rows: if contiguity.c_m { t.bn } else { t.bm }, cols: if contiguity.c_m { t.bm } else { t.bn }, fast_cols: true };
+    let tile = TileLoad {
+        tid,
+        rows: if contiguity.c_m { t.bn } else { t.bm },
+        cols: if contiguity.c_m { t.bm } else { t.bn },
+        fast_cols: true,
+    };
     tile.each(cx, |cx, slow, fast| {
-        let (mm, nn) = if contiguity.c_m { (fast, slow) } else { (slow, fast) };
+        let (mm, nn) = if contiguity.c_m {
+            (fast, slow)
+        } else {
+            (slow, fast)
+        };
         let (gm, gn) = (cx.b.add_u32(m0, mm), cx.b.add_u32(n0, nn));
         let inside = [(gm, m), (gn, n)];
         guard(cx, &inside, |cx| {
@@ -295,7 +325,14 @@ fn load_v4(cx: &mut Emitter, base: Operand, offset: usize, start: Operand) -> [R
     let at = cx.b.add_u32(start, Operand::Int(offset as i64));
     let addr = shared_address(cx, base, at);
     let r = [(); 4].map(|_| cx.b.reg(Ty::F32));
-    ins!(cx.b, "ld.shared.v4.f32 {{{}, {}, {}, {}}}, [{addr}]", r[0], r[1], r[2], r[3]);
+    ins!(
+        cx.b,
+        "ld.shared.v4.f32 {{{}, {}, {}, {}}}, [{addr}]",
+        r[0],
+        r[1],
+        r[2],
+        r[3]
+    );
     r
 }
 

@@ -6,8 +6,8 @@
 //! flat index as it is, so a reshaped value is found in the memo under the same key as
 //! the value it reshapes.
 
-use crate::eval::Emitter;
 use crate::error::Result;
+use crate::eval::Emitter;
 use crate::ptx::{ins, Operand, Ty};
 use calib_ir::{Op, Value};
 
@@ -179,7 +179,11 @@ impl Emitter<'_> {
             return Operand::Int(source);
         }
         let scale = Operand::f32(scale);
-        let (f, g, i) = (self.b.reg(Ty::F32), self.b.reg(Ty::F32), self.b.reg(Ty::U32));
+        let (f, g, i) = (
+            self.b.reg(Ty::F32),
+            self.b.reg(Ty::F32),
+            self.b.reg(Ty::U32),
+        );
         ins!(self.b, "cvt.rn.f32.u32 {f}, {d}");
         ins!(self.b, "mul.rn.f32 {g}, {f}, {scale}");
         ins!(self.b, "cvt.rmi.u32.f32 {i}, {g}");

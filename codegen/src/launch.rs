@@ -84,7 +84,11 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
     };
     let (Some(family), false) = (family, aligned.is_empty()) else {
         let geometry = pointwise::emit(cx, remaining)?;
-        return Ok(Launch { family: Family::Pointwise, geometry, stores: remaining.to_vec() });
+        return Ok(Launch {
+            family: Family::Pointwise,
+            geometry,
+            stores: remaining.to_vec(),
+        });
     };
     // Outputs outside the anchor's iteration space come along when they are cheap.
     let cheap: Vec<usize> = remaining
@@ -98,7 +102,11 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
         Anchored::Reduction(group) => (Family::Reduction, reduction::emit(cx, &group, &aligned)?),
     };
     pointwise::passes(cx, &cheap, &geometry)?;
-    Ok(Launch { family, geometry, stores: aligned.into_iter().chain(cheap).collect() })
+    Ok(Launch {
+        family,
+        geometry,
+        stores: aligned.into_iter().chain(cheap).collect(),
+    })
 }
 
 enum Anchored {

@@ -42,7 +42,6 @@ pub use error::CodegenError;
 pub use kernel::{CompiledKernel, CompiledProgram, Family, Param, ParamRole};
 
 use calib_ir::{text, Kernel, Program};
-use error::Result;
 use eval::Emitter;
 use launch::Launch;
 
@@ -65,7 +64,12 @@ pub fn compile_kernel(
     program: &Program,
     kernel: &Kernel,
 ) -> std::result::Result<Vec<CompiledKernel>, CodegenError> {
-    if let Some(n) = kernel.body.nodes.iter().find(|n| n.ty.numel() >= MAX_ELEMENTS) {
+    if let Some(n) = kernel
+        .body
+        .nodes
+        .iter()
+        .find(|n| n.ty.numel() >= MAX_ELEMENTS)
+    {
         return Err(CodegenError::Kernel {
             kernel: kernel.name.clone(),
             detail: format!("{} has 2^31 elements or more (indices are 32-bit)", n.ty),
@@ -97,8 +101,14 @@ pub fn compile_kernel(
         let roles = kernel
             .inputs
             .iter()
-            .map(|&buffer| Param { buffer, role: ParamRole::Read })
-            .chain(kernel.outputs.iter().map(|o| Param { buffer: o.buffer, role: ParamRole::Write }));
+            .map(|&buffer| Param {
+                buffer,
+                role: ParamRole::Read,
+            })
+            .chain(kernel.outputs.iter().map(|o| Param {
+                buffer: o.buffer,
+                role: ParamRole::Write,
+            }));
         compiled.push(CompiledKernel {
             ptx: entry.module(&cx.b),
             name,
@@ -118,9 +128,19 @@ pub fn compile_kernel(
 fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> Vec<String> {
     let g = &launch.geometry;
     let covers: Vec<String> = kernel.covers.iter().map(|c| format!("%{c}")).collect();
-    let outputs = |list: &[usize]| list.iter().map(|i| format!("out{i}")).collect::<Vec<_>>().join(", ");
+    let outputs = |list: &[usize]| {
+        list.iter()
+            .map(|i| format!("out{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut lines = vec![
-        format!("{name}: kernel {} ({} anchor, {:?}), emitted by calib-codegen", kernel.name, kernel.anchor.name(), kernel.label),
+        format!(
+            "{name}: kernel {} ({} anchor, {:?}), emitted by calib-codegen",
+            kernel.name,
+            kernel.anchor.name(),
+            kernel.label
+        ),
         format!(
             "family {}: grid [{},1,1], block [{},1,1], {} bytes of dynamic shared memory",
             launch.family.name(),
@@ -132,7 +152,10 @@ fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> 
         format!("stores {}", outputs(&launch.stores)),
     ];
     if !read_back.is_empty() {
-        lines.push(format!("reads back {} (stored by earlier launches)", outputs(read_back)));
+        lines.push(format!(
+            "reads back {} (stored by earlier launches)",
+            outputs(read_back)
+        ));
     }
     lines.push("body:".to_string());
     lines.extend(text::print(&kernel.body).lines().map(|l| format!("  {l}")));

@@ -1,8 +1,8 @@
 //! `matmul` (`[M,K] x [K,N]`, either operand transposed) as an [`Operands`] for the GEMM
 //! template.
 
-use crate::eval::Emitter;
 use crate::error::Result;
+use crate::eval::Emitter;
 use crate::gemm::{self, Contiguity, Dims, Operands};
 use crate::index::Index;
 use crate::ptx::Operand;
@@ -23,7 +23,11 @@ impl MatMul {
     /// The matmul at body node `v`, if it is one.
     pub fn of(cx: &Emitter, v: Value) -> Option<MatMul> {
         let node = cx.node(v);
-        let Op::MatMul { transpose_a, transpose_b } = node.op else {
+        let Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } = node.op
+        else {
             return None;
         };
         let a = &cx.ty(node.inputs[0]).shape;
@@ -41,20 +45,37 @@ impl MatMul {
 
 impl Operands for MatMul {
     fn dims(&self) -> Dims {
-        Dims { groups: 1, m: vec![self.m], n: vec![self.n], k: vec![self.k] }
+        Dims {
+            groups: 1,
+            m: vec![self.m],
+            n: vec![self.n],
+            k: vec![self.k],
+        }
     }
 
     fn contiguity(&self) -> Contiguity {
-        Contiguity { a_m: self.transpose_a, b_n: !self.transpose_b, c_m: false }
+        Contiguity {
+            a_m: self.transpose_a,
+            b_n: !self.transpose_b,
+            c_m: false,
+        }
     }
 
     fn a(&self, cx: &mut Emitter, _: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand> {
-        let at = if self.transpose_a { vec![k[0], m[0]] } else { vec![m[0], k[0]] };
+        let at = if self.transpose_a {
+            vec![k[0], m[0]]
+        } else {
+            vec![m[0], k[0]]
+        };
         cx.value(self.a, &Index::coords(at))
     }
 
     fn b(&self, cx: &mut Emitter, _: Operand, k: &[Operand], n: &[Operand]) -> Result<Operand> {
-        let at = if self.transpose_b { vec![n[0], k[0]] } else { vec![k[0], n[0]] };
+        let at = if self.transpose_b {
+            vec![n[0], k[0]]
+        } else {
+            vec![k[0], n[0]]
+        };
         cx.value(self.b, &Index::coords(at))
     }
 

@@ -3,8 +3,8 @@
 //! iteration space (side outputs), and the fallback for any body without a specialized
 //! anchor: correct for every op the evaluator knows, fast for maps.
 
-use crate::eval::Emitter;
 use crate::error::Result;
+use crate::eval::Emitter;
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::Operand;
@@ -46,7 +46,8 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
         return Ok(());
     }
     let (tid, ctaid) = (cx.tid(), cx.ctaid());
-    let thread = cx.b.mad_u32(ctaid, Operand::Int(geometry.threads as i64), tid);
+    let thread =
+        cx.b.mad_u32(ctaid, Operand::Int(geometry.threads as i64), tid);
     let stride = geometry.blocks * geometry.threads;
     for (n, members) in groups {
         cx.for_strided(thread, n, stride, |cx, e| {

@@ -6,8 +6,8 @@
 //! (`count_include_pad`) or by its positions inside the input. The adjoints gather: an
 //! input position sums over the windows that contain it (`window::Axis::output_pos`).
 
-use crate::eval::Emitter;
 use crate::error::Result;
+use crate::eval::Emitter;
 use crate::index::Index;
 use crate::ptx::{ins, Operand, Reg, Ty};
 use crate::window::{Axis, Check};
@@ -35,19 +35,41 @@ pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> 
         })
     };
     match node.op {
-        Op::AvgPool2d { kernel, stride, padding, count_include_pad, .. } => {
+        Op::AvgPool2d {
+            kernel,
+            stride,
+            padding,
+            count_include_pad,
+            ..
+        } => {
             let w = axes(stride, padding, first, &shape);
             avg_pool(cx, node.inputs[0], &coords, w, kernel, count_include_pad)
         }
-        Op::MaxPool2d { kernel, stride, padding, .. } => {
+        Op::MaxPool2d {
+            kernel,
+            stride,
+            padding,
+            ..
+        } => {
             let w = axes(stride, padding, first, &shape);
             max_pool(cx, node.inputs[0], &coords, w, kernel)
         }
-        Op::AvgPool2dBackward { kernel, stride, padding, count_include_pad, .. } => {
+        Op::AvgPool2dBackward {
+            kernel,
+            stride,
+            padding,
+            count_include_pad,
+            ..
+        } => {
             let w = axes(stride, padding, &shape, first);
             avg_pool_backward(cx, node.inputs[0], &coords, w, kernel, count_include_pad)
         }
-        Op::MaxPool2dBackward { kernel, stride, padding, .. } => {
+        Op::MaxPool2dBackward {
+            kernel,
+            stride,
+            padding,
+            ..
+        } => {
             let pooled = &cx.ty(node.inputs[1]).shape;
             let w = axes(stride, padding, &shape, pooled);
             max_pool_backward(cx, [node.inputs[0], node.inputs[1]], &coords, w, kernel)
@@ -105,7 +127,14 @@ fn zero(cx: &mut Emitter) -> Reg {
     acc
 }
 
-fn avg_pool(cx: &mut Emitter, x: Value, at: &[Operand], w: [Axis; 2], kernel: [usize; 2], include_pad: bool) -> Result<Operand> {
+fn avg_pool(
+    cx: &mut Emitter,
+    x: Value,
+    at: &[Operand],
+    w: [Axis; 2],
+    kernel: [usize; 2],
+    include_pad: bool,
+) -> Result<Operand> {
     let acc = zero(cx);
     cx.for_each(&kernel, &mut |cx, k| {
         let (ih, ch) = w[0].input_pos(cx, at[2], k[0]);
@@ -121,7 +150,13 @@ fn avg_pool(cx: &mut Emitter, x: Value, at: &[Operand], w: [Axis; 2], kernel: [u
     Ok(divide(cx, acc.into(), dh, dw).into())
 }
 
-fn max_pool(cx: &mut Emitter, x: Value, at: &[Operand], w: [Axis; 2], kernel: [usize; 2]) -> Result<Operand> {
+fn max_pool(
+    cx: &mut Emitter,
+    x: Value,
+    at: &[Operand],
+    w: [Axis; 2],
+    kernel: [usize; 2],
+) -> Result<Operand> {
     // `to_reg` of an immediate always moves it into a fresh register.
     let best = cx.b.to_reg(LOWEST, Ty::F32);
     cx.for_each(&kernel, &mut |cx, k| {
@@ -153,7 +188,14 @@ fn windows_containing(
     })
 }
 
-fn avg_pool_backward(cx: &mut Emitter, dy: Value, at: &[Operand], w: [Axis; 2], kernel: [usize; 2], include_pad: bool) -> Result<Operand> {
+fn avg_pool_backward(
+    cx: &mut Emitter,
+    dy: Value,
+    at: &[Operand],
+    w: [Axis; 2],
+    kernel: [usize; 2],
+    include_pad: bool,
+) -> Result<Operand> {
     let acc = zero(cx);
     windows_containing(cx, at, w, kernel, &mut |cx, oh, ow| {
         let g = cx.value(dy, &Index::coords(vec![at[0], at[1], oh, ow]))?;
@@ -169,7 +211,13 @@ fn avg_pool_backward(cx: &mut Emitter, dy: Value, at: &[Operand], w: [Axis; 2], 
 /// Each window's gradient goes to its first maximum in row-major order, a NaN counting
 /// as the maximum (PyTorch's rule): an input position gathers from the windows whose
 /// first maximum it is.
-fn max_pool_backward(cx: &mut Emitter, [x, dy]: [Value; 2], at: &[Operand], w: [Axis; 2], kernel: [usize; 2]) -> Result<Operand> {
+fn max_pool_backward(
+    cx: &mut Emitter,
+    [x, dy]: [Value; 2],
+    at: &[Operand],
+    w: [Axis; 2],
+    kernel: [usize; 2],
+) -> Result<Operand> {
     let acc = zero(cx);
     let here = cx.b.mad_u32(at[2], Operand::Int(w[1].input as i64), at[3]);
     windows_containing(cx, at, w, kernel, &mut |cx, oh, ow| {
@@ -208,7 +256,12 @@ fn max_pool_backward(cx: &mut Emitter, [x, dy]: [Value; 2], at: &[Operand], w: [
 /// axis those pixels are a run of at most `ceil(out / in)` indices near
 /// `at * out / in`; the f32 index rule can move the run's ends by one, so a window two
 /// wider, starting one before, is scanned and each candidate checked.
-fn resize_backward(cx: &mut Emitter, dy: Value, at: &[Operand], input: &[usize]) -> Result<Operand> {
+fn resize_backward(
+    cx: &mut Emitter,
+    dy: Value,
+    at: &[Operand],
+    input: &[usize],
+) -> Result<Operand> {
     let out = cx.ty(dy).shape.clone();
     let acc = zero(cx);
     let spans = [0, 1].map(|a| out[2 + a].div_ceil(input[2 + a]) + 2);

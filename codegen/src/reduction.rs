@@ -9,8 +9,8 @@
 //! reductions over the same elements and axes (a sum and a sum of squares) share the
 //! loop. Elsewhere in a body a reduction is a plain loop ([`serial`]).
 
-use crate::eval::Emitter;
 use crate::error::Result;
+use crate::eval::Emitter;
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
@@ -67,7 +67,11 @@ impl Reduce {
     /// The mean's division, in place.
     fn finish(&self, cx: &mut Emitter, acc: Reg, count: usize) {
         if self.combine == Combine::Mean {
-            ins!(cx.b, "div.rn.f32 {acc}, {acc}, {}", Operand::f32(count as f32));
+            ins!(
+                cx.b,
+                "div.rn.f32 {acc}, {acc}, {}",
+                Operand::f32(count as f32)
+            );
         }
     }
 
@@ -88,7 +92,14 @@ impl Reduce {
     fn merge(&self, rank: usize, kept: &[Operand], reduced: &[Operand]) -> Vec<Operand> {
         let (mut k, mut r) = (kept.iter(), reduced.iter());
         (0..rank)
-            .map(|a| *if self.axes.contains(&a) { r.next() } else { k.next() }.expect("ranks agree"))
+            .map(|a| {
+                *if self.axes.contains(&a) {
+                    r.next()
+                } else {
+                    k.next()
+                }
+                .expect("ranks agree")
+            })
             .collect()
     }
 }
@@ -125,7 +136,8 @@ pub(crate) fn anchors(cx: &Emitter, needed: &[bool]) -> Vec<Reduce> {
         .filter_map(|i| Reduce::of(cx, Value(i)))
         .filter(|r| cx.value_ty(r.node).ok() == Some(Ty::F32))
         .collect();
-    let same = |a: &Reduce, b: &Reduce| a.axes == b.axes && cx.ty(a.input).shape == cx.ty(b.input).shape;
+    let same =
+        |a: &Reduce, b: &Reduce| a.axes == b.axes && cx.ty(a.input).shape == cx.ty(b.input).shape;
     let mut best: Vec<Reduce> = vec![];
     for r in all.iter().rev() {
         let group: Vec<Reduce> = all.iter().filter(|o| same(o, r)).cloned().collect();
@@ -150,7 +162,11 @@ pub(crate) fn emit(cx: &mut Emitter, group: &[Reduce], aligned: &[usize]) -> Res
     let (kept_dims, reduced_dims) = group[0].split_shape(&shape);
     let (outputs, length) = (numel(&kept_dims), numel(&reduced_dims));
     let block_team = length >= BLOCK_TEAM_FROM;
-    let (team_size, per_block) = if block_team { (THREADS, 1) } else { (WARP, THREADS / WARP) };
+    let (team_size, per_block) = if block_team {
+        (THREADS, 1)
+    } else {
+        (WARP, THREADS / WARP)
+    };
     let blocks = outputs.min(MAX_TEAMS).div_ceil(per_block);
     let (tid, ctaid) = (cx.tid(), cx.ctaid());
     let lane = cx.b.rem_u32(tid, team_size);
@@ -166,7 +182,10 @@ pub(crate) fn emit(cx: &mut Emitter, group: &[Reduce], aligned: &[usize]) -> Res
 
     cx.for_strided(team, outputs, blocks * per_block, |cx, j| {
         let kept = cx.coords(&Index::flat(j), &kept_dims);
-        let accs: Vec<Reg> = group.iter().map(|r| cx.b.to_reg(r.identity(), Ty::F32)).collect();
+        let accs: Vec<Reg> = group
+            .iter()
+            .map(|r| cx.b.to_reg(r.identity(), Ty::F32))
+            .collect();
         cx.for_strided(lane, length, team_size, |cx, i| {
             let reduced = cx.coords(&Index::flat(i), &reduced_dims);
             for (r, &acc) in group.iter().zip(&accs) {
@@ -194,8 +213,16 @@ pub(crate) fn emit(cx: &mut Emitter, group: &[Reduce], aligned: &[usize]) -> Res
         }
         Ok(())
     })?;
-    let shared_bytes = if block_team { THREADS / WARP * group.len() * 4 } else { 0 };
-    Ok(Geometry { blocks, threads: THREADS, shared_bytes })
+    let shared_bytes = if block_team {
+        THREADS / WARP * group.len() * 4
+    } else {
+        0
+    };
+    Ok(Geometry {
+        blocks,
+        threads: THREADS,
+        shared_bytes,
+    })
 }
 
 /// Combines each accumulator across the 32 lanes of every warp (all lanes get it).
@@ -219,17 +246,20 @@ fn block_combine(cx: &mut Emitter, group: &[Reduce], accs: &[Reg], tid: Operand)
     ins!(cx.b, "mov.u32 {base}, {SHARED}");
     let first_lane = cx.b.setp("eq", Ty::U32, lane, Operand::Int(0));
     for (slot, &acc) in accs.iter().enumerate() {
-        let at = cx.b.mad_u32(warp, Operand::Int(k as i64), Operand::Int(slot as i64));
+        let at =
+            cx.b.mad_u32(warp, Operand::Int(k as i64), Operand::Int(slot as i64));
         let addr = byte_address(cx, base.into(), at);
         ins!(cx.b, "@{first_lane} st.shared.f32 [{addr}], {acc}");
     }
     ins!(cx.b, "bar.sync 0");
     let first_warp = cx.b.setp("eq", Ty::U32, warp, Operand::Int(0));
-    let has_partial = cx.b.setp("lt", Ty::U32, lane, Operand::Int((THREADS / WARP) as i64));
+    let has_partial =
+        cx.b.setp("lt", Ty::U32, lane, Operand::Int((THREADS / WARP) as i64));
     let reads = cx.b.reg(Ty::Pred);
     ins!(cx.b, "and.pred {reads}, {first_warp}, {has_partial}");
     for (slot, (r, &acc)) in group.iter().zip(accs).enumerate() {
-        let at = cx.b.mad_u32(lane, Operand::Int(k as i64), Operand::Int(slot as i64));
+        let at =
+            cx.b.mad_u32(lane, Operand::Int(k as i64), Operand::Int(slot as i64));
         let addr = byte_address(cx, base.into(), at);
         ins!(cx.b, "mov.f32 {acc}, {}", r.identity());
         ins!(cx.b, "@{reads} ld.shared.f32 {acc}, [{addr}]");

@@ -9,8 +9,8 @@
 //! `fma`, which would round differently from the reference interpreter. `exp` and
 //! `log` scale by log2(e) and ln(2) around the hardware `ex2` and `lg2`.
 
-use crate::eval::Emitter;
 use crate::error::Result;
+use crate::eval::Emitter;
 use crate::ptx::{Operand, Ty};
 use calib_ir::{DType, Op, Value};
 
@@ -23,7 +23,11 @@ struct Rule {
 
 // 0f3FB8AA3B = log2(e), 0fBFB8AA3B = -log2(e), 0f3F317218 = ln(2).
 const RULES: &[Rule] = &[
-    Rule { op: "neg", float: &["neg.f32 {d}, {a}"], int: &["neg.s64 {d}, {a}"] },
+    Rule {
+        op: "neg",
+        float: &["neg.f32 {d}, {a}"],
+        int: &["neg.s64 {d}, {a}"],
+    },
     Rule {
         op: "exp",
         float: &["mul.rn.f32 {s}, {a}, 0f3FB8AA3B", "ex2.approx.f32 {d}, {s}"],
@@ -34,8 +38,16 @@ const RULES: &[Rule] = &[
         float: &["lg2.approx.f32 {s}, {a}", "mul.rn.f32 {d}, {s}, 0f3F317218"],
         int: &[],
     },
-    Rule { op: "sqrt", float: &["sqrt.rn.f32 {d}, {a}"], int: &[] },
-    Rule { op: "rsqrt", float: &["rsqrt.approx.f32 {d}, {a}"], int: &[] },
+    Rule {
+        op: "sqrt",
+        float: &["sqrt.rn.f32 {d}, {a}"],
+        int: &[],
+    },
+    Rule {
+        op: "rsqrt",
+        float: &["rsqrt.approx.f32 {d}, {a}"],
+        int: &[],
+    },
     Rule {
         op: "sigmoid",
         float: &[
@@ -46,22 +58,74 @@ const RULES: &[Rule] = &[
         ],
         int: &[],
     },
-    Rule { op: "relu", float: &["max.f32 {d}, {a}, {zero}"], int: &["max.s64 {d}, {a}, 0"] },
-    Rule { op: "add", float: &["add.rn.f32 {d}, {a}, {b}"], int: &["add.s64 {d}, {a}, {b}"] },
-    Rule { op: "sub", float: &["sub.rn.f32 {d}, {a}, {b}"], int: &["sub.s64 {d}, {a}, {b}"] },
-    Rule { op: "mul", float: &["mul.rn.f32 {d}, {a}, {b}"], int: &["mul.lo.s64 {d}, {a}, {b}"] },
-    Rule { op: "div", float: &["div.rn.f32 {d}, {a}, {b}"], int: &[] },
-    Rule { op: "max", float: &["max.f32 {d}, {a}, {b}"], int: &["max.s64 {d}, {a}, {b}"] },
-    Rule { op: "cmp_gt", float: CMP_GT, int: CMP_GT },
-    Rule { op: "cmp_ge", float: CMP_GE, int: CMP_GE },
-    Rule { op: "cmp_eq", float: CMP_EQ, int: CMP_EQ },
-    Rule { op: "select", float: SELECT, int: SELECT },
+    Rule {
+        op: "relu",
+        float: &["max.f32 {d}, {a}, {zero}"],
+        int: &["max.s64 {d}, {a}, 0"],
+    },
+    Rule {
+        op: "add",
+        float: &["add.rn.f32 {d}, {a}, {b}"],
+        int: &["add.s64 {d}, {a}, {b}"],
+    },
+    Rule {
+        op: "sub",
+        float: &["sub.rn.f32 {d}, {a}, {b}"],
+        int: &["sub.s64 {d}, {a}, {b}"],
+    },
+    Rule {
+        op: "mul",
+        float: &["mul.rn.f32 {d}, {a}, {b}"],
+        int: &["mul.lo.s64 {d}, {a}, {b}"],
+    },
+    Rule {
+        op: "div",
+        float: &["div.rn.f32 {d}, {a}, {b}"],
+        int: &[],
+    },
+    Rule {
+        op: "max",
+        float: &["max.f32 {d}, {a}, {b}"],
+        int: &["max.s64 {d}, {a}, {b}"],
+    },
+    Rule {
+        op: "cmp_gt",
+        float: CMP_GT,
+        int: CMP_GT,
+    },
+    Rule {
+        op: "cmp_ge",
+        float: CMP_GE,
+        int: CMP_GE,
+    },
+    Rule {
+        op: "cmp_eq",
+        float: CMP_EQ,
+        int: CMP_EQ,
+    },
+    Rule {
+        op: "select",
+        float: SELECT,
+        int: SELECT,
+    },
 ];
 
-const CMP_GT: &[&str] = &["setp.gt.{t} {p}, {a}, {b}", "selp.{t} {d}, {one}, {zero}, {p}"];
-const CMP_GE: &[&str] = &["setp.ge.{t} {p}, {a}, {b}", "selp.{t} {d}, {one}, {zero}, {p}"];
-const CMP_EQ: &[&str] = &["setp.eq.{t} {p}, {a}, {b}", "selp.{t} {d}, {one}, {zero}, {p}"];
-const SELECT: &[&str] = &["setp.ne.{t} {p}, {a}, {zero}", "selp.{t} {d}, {b}, {c}, {p}"];
+const CMP_GT: &[&str] = &[
+    "setp.gt.{t} {p}, {a}, {b}",
+    "selp.{t} {d}, {one}, {zero}, {p}",
+];
+const CMP_GE: &[&str] = &[
+    "setp.ge.{t} {p}, {a}, {b}",
+    "selp.{t} {d}, {one}, {zero}, {p}",
+];
+const CMP_EQ: &[&str] = &[
+    "setp.eq.{t} {p}, {a}, {b}",
+    "selp.{t} {d}, {one}, {zero}, {p}",
+];
+const SELECT: &[&str] = &[
+    "setp.ne.{t} {p}, {a}, {zero}",
+    "selp.{t} {d}, {b}, {c}, {p}",
+];
 
 /// Conversions by (from, to) dtype; float to integer truncates toward zero and
 /// saturates, as Rust's `as` does in the reference interpreter.
@@ -105,11 +169,22 @@ pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Resul
     };
     // Immediates go through registers: not every instruction takes them everywhere, and
     // ptxas folds the moves.
-    let args: Vec<Operand> = args.iter().map(|&a| cx.b.to_reg(a, arg_ty).into()).collect();
+    let args: Vec<Operand> = args
+        .iter()
+        .map(|&a| cx.b.to_reg(a, arg_ty).into())
+        .collect();
     let d = cx.b.reg(ty);
     let uses = |name: &str| templates.iter().any(|l| l.contains(name));
-    let s = if uses("{s}") { cx.b.reg(ty).to_string() } else { String::new() };
-    let p = if uses("{p}") { cx.b.reg(Ty::Pred).to_string() } else { String::new() };
+    let s = if uses("{s}") {
+        cx.b.reg(ty).to_string()
+    } else {
+        String::new()
+    };
+    let p = if uses("{p}") {
+        cx.b.reg(Ty::Pred).to_string()
+    } else {
+        String::new()
+    };
     let (one, zero) = one_zero(ty);
     for line in &templates {
         let mut text = line

@@ -9,7 +9,13 @@ use support::{check, graph, single_kernel};
 fn pointwise(src: &str, tol: f64) {
     let g = graph(src);
     let p = single_kernel(&g, Anchor::Pointwise);
-    if let Ok(dir) = std::env::var("DUMP_PTX") { std::fs::write(format!("{dir}/k.ptx"), &calib_codegen::compile(&p).unwrap().kernels[0].ptx).unwrap(); }
+    if let Ok(dir) = std::env::var("DUMP_PTX") {
+        std::fs::write(
+            format!("{dir}/k.ptx"),
+            &calib_codegen::compile(&p).unwrap().kernels[0].ptx,
+        )
+        .unwrap();
+    }
     check(&g, &p, 7, tol);
 }
 
@@ -86,7 +92,14 @@ fn nearest_resize_follows_atens_f32_index_rule() {
     // Equal sizes, exact 2x, other integer and fractional ratios, downsampling; 14 -> 46
     // and 26 -> 22 are sizes where f32 arithmetic picks another source than exact
     // rational arithmetic would (output 23 reads 6, not 7; output 11 reads 12, not 13).
-    for (h, w, oh, ow) in [(4, 4, 16, 16), (8, 5, 16, 5), (5, 7, 7, 3), (3, 13, 10, 29), (7, 9, 3, 4), (14, 26, 46, 22)] {
+    for (h, w, oh, ow) in [
+        (4, 4, 16, 16),
+        (8, 5, 16, 5),
+        (5, 7, 7, 3),
+        (3, 13, 10, 29),
+        (7, 9, 3, 4),
+        (14, 26, 46, 22),
+    ] {
         pointwise(
             &format!(
                 "graph {{

@@ -11,18 +11,29 @@ use support::check;
 
 fn fixture_spec(name: &str) -> calib_models::ModelSpec {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/");
-    calib_models::load_spec_file(format!("{path}{name}")).expect("fixture spec").spec
+    calib_models::load_spec_file(format!("{path}{name}"))
+        .expect("fixture spec")
+        .spec
 }
 
 /// Checks `graph` unfused and fused.
 fn plans(label: &str, graph: &Graph, tol: f64) {
     for (kind, program) in [
         ("unfused", unfused(graph).expect("unfused plan")),
-        ("fused", fuse(graph, &FusionOptions::default()).expect("fusion").program),
+        (
+            "fused",
+            fuse(graph, &FusionOptions::default())
+                .expect("fusion")
+                .program,
+        ),
     ] {
         let start = Instant::now();
         let err = check(graph, &program, 5, tol);
-        eprintln!("{label} {kind}: {} kernels, scaled error {err:.2e}, {:.2?}", program.kernels.len(), start.elapsed());
+        eprintln!(
+            "{label} {kind}: {} kernels, scaled error {err:.2e}, {:.2?}",
+            program.kernels.len(),
+            start.elapsed()
+        );
     }
 }
 

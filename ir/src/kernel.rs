@@ -343,7 +343,9 @@ impl Program {
     /// Graphviz DOT: buffers as ellipses (bound ones shaded, outputs doubled), kernels
     /// as boxes naming their anchor and op count, edges for every read and write.
     pub fn to_dot(&self) -> String {
-        let mut out = String::from("digraph program {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n");
+        let mut out = String::from(
+            "digraph program {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n",
+        );
         let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         for (i, b) in self.buffers.iter().enumerate() {
             let style = match b.role {
@@ -351,10 +353,21 @@ impl Program {
                 Role::Output => "shape=doubleoctagon",
                 Role::Temp => "shape=ellipse",
             };
-            writeln!(out, "  b{i} [label=\"{}\\n{}\", {style}];", quote(&b.name), b.ty).unwrap();
+            writeln!(
+                out,
+                "  b{i} [label=\"{}\\n{}\", {style}];",
+                quote(&b.name),
+                b.ty
+            )
+            .unwrap();
         }
         for (k, kernel) in self.kernels.iter().enumerate() {
-            let ops = kernel.body.nodes.iter().filter(|n| n.op.arity() != Some(0)).count();
+            let ops = kernel
+                .body
+                .nodes
+                .iter()
+                .filter(|n| n.op.arity() != Some(0))
+                .count();
             writeln!(out, "  k{k} [label=\"{} {}\\n{}\\n{ops} ops\", shape=box, style=filled, fillcolor=lightblue];", kernel.name, kernel.anchor.name(), quote(&kernel.label)).unwrap();
             for b in &kernel.inputs {
                 writeln!(out, "  b{} -> k{k};", b.0).unwrap();

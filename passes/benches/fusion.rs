@@ -12,12 +12,17 @@ use std::time::Duration;
 
 fn scnet50_training_step(c: &mut Criterion) {
     let spec = calib_models::presets::preset("scnet50").expect("scnet50 is a preset");
-    let model = calib_models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).expect("SCNet-50 builds");
+    let model = calib_models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32)
+        .expect("SCNet-50 builds");
     let step = train_step(&model.graph, &TrainConfig::default()).expect("the step derives");
     let options = FusionOptions::default();
     let mut group = c.benchmark_group("fusion");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
-    group.bench_function("scnet50_train_step_b64", |b| b.iter(|| fuse(black_box(&step.graph), &options).expect("fusion succeeds")));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("scnet50_train_step_b64", |b| {
+        b.iter(|| fuse(black_box(&step.graph), &options).expect("fusion succeeds"))
+    });
     group.finish();
 }
 

@@ -9,11 +9,18 @@ use calib_passes::fusion::{fuse, Device, FusionOptions, Limits};
 use calib_passes::{train_step, vjp, TrainConfig};
 use fusion_common::{check, check_with, fixture};
 
-const MODULES: [&str; 4] = ["scconv", "scbottleneck_s1", "scbottleneck_s2_down", "tiny_scnet"];
+const MODULES: [&str; 4] = [
+    "scconv",
+    "scbottleneck_s1",
+    "scbottleneck_s2_down",
+    "tiny_scnet",
+];
 
 fn model(name: &str, mode: Mode) -> Graph {
     let file = load_spec_file(fixture(name)).unwrap();
-    build(&file.spec, &file.input_shape.unwrap(), mode, DType::F32).unwrap().graph
+    build(&file.spec, &file.input_shape.unwrap(), mode, DType::F32)
+        .unwrap()
+        .graph
 }
 
 /// The forward extended with the gradient of `sum(output * seed)` for every float
@@ -21,8 +28,20 @@ fn model(name: &str, mode: Mode) -> Graph {
 fn with_gradients(forward: &Graph) -> Graph {
     let out = forward.outputs[0].value;
     let mut g = forward.clone();
-    let seed = g.push_source(Op::Input { name: "seed".into() }, g.ty(out).clone(), "").unwrap();
-    let wrt: Vec<Value> = forward.params().filter(|(n, v)| forward.ty(*v).dtype.is_float() && forward.output(n).is_none()).map(|(_, v)| v).collect();
+    let seed = g
+        .push_source(
+            Op::Input {
+                name: "seed".into(),
+            },
+            g.ty(out).clone(),
+            "",
+        )
+        .unwrap();
+    let wrt: Vec<Value> = forward
+        .params()
+        .filter(|(n, v)| forward.ty(*v).dtype.is_float() && forward.output(n).is_none())
+        .map(|(_, v)| v)
+        .collect();
     let (mut g, grads) = vjp(&g, out, seed, &wrt).unwrap();
     for (k, v) in grads.into_iter().enumerate() {
         g.add_output(format!("grad{k}"), v).unwrap();
@@ -36,8 +55,16 @@ fn every_module_fuses_correctly_in_both_modes() {
         for mode in [Mode::Eval, Mode::Train] {
             let g = model(name, mode);
             let f = check(&g, 21);
-            assert!(f.report.kernels_after * 3 < f.report.kernels_before, "{name} {mode:?}: {} of {} kernels", f.report.kernels_after, f.report.kernels_before);
-            assert!(f.report.bytes_after < 0.6 * f.report.bytes_before, "{name} {mode:?}");
+            assert!(
+                f.report.kernels_after * 3 < f.report.kernels_before,
+                "{name} {mode:?}: {} of {} kernels",
+                f.report.kernels_after,
+                f.report.kernels_before
+            );
+            assert!(
+                f.report.bytes_after < 0.6 * f.report.bytes_before,
+                "{name} {mode:?}"
+            );
         }
     }
 }
@@ -72,16 +99,42 @@ fn one_scbottleneck_forward_is_a_handful_of_kernels() {
 #[test]
 fn hitting_a_limit_gives_a_valid_less_fused_plan_and_a_warning() {
     let g = model("scbottleneck_s1", Mode::Train);
-    let tight = FusionOptions { limits: Limits { nodes: 50, ..Limits::default() }, ..FusionOptions::default() };
+    let tight = FusionOptions {
+        limits: Limits {
+            nodes: 50,
+            ..Limits::default()
+        },
+        ..FusionOptions::default()
+    };
     let f = check_with(&g, 26, &tight);
-    assert!(f.report.warnings.iter().any(|w| w.contains("node limit")), "{:?}", f.report.warnings);
+    assert!(
+        f.report.warnings.iter().any(|w| w.contains("node limit")),
+        "{:?}",
+        f.report.warnings
+    );
     let loose = check(&g, 26);
     assert!(f.report.seconds_after >= loose.report.seconds_after);
 
-    let out_of_time = FusionOptions { limits: Limits { total_seconds: 0.0, ..Limits::default() }, ..FusionOptions::default() };
+    let out_of_time = FusionOptions {
+        limits: Limits {
+            total_seconds: 0.0,
+            ..Limits::default()
+        },
+        ..FusionOptions::default()
+    };
     let f = check_with(&g, 27, &out_of_time);
-    assert!(f.report.warnings.iter().any(|w| w.contains("total time limit")), "{:?}", f.report.warnings);
-    assert_eq!(f.report.kernels_after, f.report.kernels_before - f.report.side_outputs - f.report.concat_views);
+    assert!(
+        f.report
+            .warnings
+            .iter()
+            .any(|w| w.contains("total time limit")),
+        "{:?}",
+        f.report.warnings
+    );
+    assert_eq!(
+        f.report.kernels_after,
+        f.report.kernels_before - f.report.side_outputs - f.report.concat_views
+    );
 }
 
 #[test]
@@ -94,7 +147,10 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(fuse(&g, &FusionOptions::default()).is_err());
     let mut g = model("scconv", Mode::Eval);
     g.nodes[3].ty.shape[0] += 1;
-    assert!(matches!(fuse(&g, &FusionOptions::default()), Err(calib_passes::PassError::Ir(IrError::TypeMismatch { .. }))));
+    assert!(matches!(
+        fuse(&g, &FusionOptions::default()),
+        Err(calib_passes::PassError::Ir(IrError::TypeMismatch { .. }))
+    ));
 
     let dir = std::env::temp_dir().join(format!("calib-device-{}", std::process::id()));
     std::fs::write(&dir, r#"{"name": "x", "peak_flops_f32": -1}"#).unwrap();
@@ -108,7 +164,12 @@ fn bad_input_is_an_error_not_a_panic() {
 fn explanations_name_the_rewrites() {
     let g = model("scconv", Mode::Eval);
     let f = fuse(&g, &FusionOptions::default()).unwrap();
-    let folded = f.program.kernels.iter().find(|k| k.label.contains("k4")).expect("a kernel for k4");
+    let folded = f
+        .program
+        .kernels
+        .iter()
+        .find(|k| k.label.contains("k4"))
+        .expect("a kernel for k4");
     let text = calib_passes::fusion::explain(&g, &f.program, &folded.name).unwrap();
     assert!(text.contains("Rewrite=>"), "{text}");
     assert!(calib_passes::fusion::explain(&g, &f.program, "k999").is_err());

@@ -24,7 +24,13 @@ fn finish(mut b: GraphBuilder, y: Value) -> Graph {
 /// `graph` with one raw node `op(x)` appended (for views the builder never emits).
 fn raw_unary(op: Op, shape: &[usize]) -> Graph {
     let mut g = Graph::new();
-    let x = g.push_source(Op::Input { name: "x".into() }, TensorType::new(F, shape.to_vec()), "").unwrap();
+    let x = g
+        .push_source(
+            Op::Input { name: "x".into() },
+            TensorType::new(F, shape.to_vec()),
+            "",
+        )
+        .unwrap();
     let v = g.push(op, vec![x], "").unwrap();
     let y = g.push(Op::Exp, vec![v], "").unwrap();
     g.add_output("y", y).unwrap();
@@ -50,9 +56,26 @@ fn views_of_views_collapse() {
 fn identity_views_disappear() {
     let shape = [2, 3];
     for (op, rule) in [
-        (Op::Reshape { shape: shape.to_vec() }, "reshape-noop"),
-        (Op::Broadcast { shape: shape.to_vec() }, "broadcast-noop"),
-        (Op::Slice { axis: 1, start: 0, end: 3 }, "slice-full"),
+        (
+            Op::Reshape {
+                shape: shape.to_vec(),
+            },
+            "reshape-noop",
+        ),
+        (
+            Op::Broadcast {
+                shape: shape.to_vec(),
+            },
+            "broadcast-noop",
+        ),
+        (
+            Op::Slice {
+                axis: 1,
+                start: 0,
+                end: 3,
+            },
+            "slice-full",
+        ),
     ] {
         assert!(fired(&check(&raw_unary(op, &shape), 3), rule) > 0, "{rule}");
     }
@@ -88,7 +111,14 @@ fn algebraic_identities_hold() {
     let d = b.sub(d, z).unwrap();
     let y = b.exp(d).unwrap();
     let f = check(&finish(b, y), 6);
-    for rule in ["mul-one", "add-zero", "neg-neg", "select-same", "div-one", "sub-zero"] {
+    for rule in [
+        "mul-one",
+        "add-zero",
+        "neg-neg",
+        "select-same",
+        "div-one",
+        "sub-zero",
+    ] {
         assert!(fired(&f, rule) > 0, "{rule}");
     }
     assert_eq!(f.program.kernels.len(), 1, "only exp is left");
@@ -96,14 +126,27 @@ fn algebraic_identities_hold() {
 
 #[test]
 fn slices_move_through_elementwise_ops_and_reductions() {
-    for (kind, op) in [("add", Op::Add), ("sub", Op::Sub), ("mul", Op::Mul), ("div", Op::Div), ("max", Op::Max)] {
+    for (kind, op) in [
+        ("add", Op::Add),
+        ("sub", Op::Sub),
+        ("mul", Op::Mul),
+        ("div", Op::Div),
+        ("max", Op::Max),
+    ] {
         let (mut b, x) = with_input(Mode::Eval, &[2, 6, 3, 3]);
         let e = b.exp(x).unwrap();
         let (sx, se) = (b.slice(x, 1, 2, 5).unwrap(), b.slice(e, 1, 2, 5).unwrap());
         let y = b.binary(op, sx, se).unwrap();
-        assert!(fired(&check(&finish(b, y), 7), &format!("slice-through-{kind}")) > 0, "{kind}");
+        assert!(
+            fired(&check(&finish(b, y), 7), &format!("slice-through-{kind}")) > 0,
+            "{kind}"
+        );
     }
-    for (kind, keepdims) in [("reduce_sum", true), ("reduce_mean", false), ("reduce_max", false)] {
+    for (kind, keepdims) in [
+        ("reduce_sum", true),
+        ("reduce_mean", false),
+        ("reduce_max", false),
+    ] {
         let (mut b, x) = with_input(Mode::Eval, &[2, 6, 3, 3]);
         let s = b.slice(x, 1, 1, 4).unwrap();
         let r = match kind {
@@ -113,14 +156,19 @@ fn slices_move_through_elementwise_ops_and_reductions() {
         }
         .unwrap();
         let y = b.exp(r).unwrap();
-        assert!(fired(&check(&finish(b, y), 8), &format!("slice-through-{kind}")) > 0, "{kind}");
+        assert!(
+            fired(&check(&finish(b, y), 8), &format!("slice-through-{kind}")) > 0,
+            "{kind}"
+        );
     }
 }
 
 /// `bn(conv3x3(x))` in `mode`, with channels `c`.
 fn conv_bn(mode: Mode, c: usize) -> Graph {
     let (mut b, x) = with_input(mode, &[2, c, 6, 6]);
-    let y = b.conv_layer("conv", x, &ConvSpec::new(c, 3).padding(1)).unwrap();
+    let y = b
+        .conv_layer("conv", x, &ConvSpec::new(c, 3).padding(1))
+        .unwrap();
     let y = b.batch_norm("bn", y).unwrap();
     finish(b, y)
 }
@@ -131,18 +179,49 @@ fn eval_batch_norm_folds_into_the_convolution() {
     assert!(fired(&f, "bn-fold-eval") > 0 && fired(&f, "bias-combine") > 0);
     assert_eq!(f.program.kernels.len(), 1);
     let body = &f.program.kernels[0].body;
-    let conv = body.nodes.iter().position(|n| matches!(n.op, Op::Conv2d { .. })).unwrap();
-    assert!(matches!(body.nodes[body.nodes[conv].inputs[1].0].op, Op::Mul), "the weight is scaled before the convolution");
-    assert!(!body.nodes.iter().any(|n| n.op == Op::Rsqrt && n.ty.rank() == 4), "no per-element normalization is left");
+    let conv = body
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::Conv2d { .. }))
+        .unwrap();
+    assert!(
+        matches!(body.nodes[body.nodes[conv].inputs[1].0].op, Op::Mul),
+        "the weight is scaled before the convolution"
+    );
+    assert!(
+        !body
+            .nodes
+            .iter()
+            .any(|n| n.op == Op::Rsqrt && n.ty.rank() == 4),
+        "no per-element normalization is left"
+    );
 }
 
 #[test]
 fn train_batch_statistics_accumulate_in_the_convolution() {
     let f = check(&conv_bn(Mode::Train, 4), 10);
     assert!(fired(&f, "bn-variance-one-pass") > 0);
-    let conv = f.program.kernels.iter().find(|k| k.body.nodes.iter().any(|n| matches!(n.op, Op::Conv2d { .. }))).unwrap();
-    let reductions = conv.body.nodes.iter().filter(|n| matches!(n.op, Op::ReduceMean { .. })).count();
-    assert_eq!(reductions, 2, "mean and mean square are outputs of the convolution's kernel");
+    let conv = f
+        .program
+        .kernels
+        .iter()
+        .find(|k| {
+            k.body
+                .nodes
+                .iter()
+                .any(|n| matches!(n.op, Op::Conv2d { .. }))
+        })
+        .unwrap();
+    let reductions = conv
+        .body
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::ReduceMean { .. }))
+        .count();
+    assert_eq!(
+        reductions, 2,
+        "mean and mean square are outputs of the convolution's kernel"
+    );
 }
 
 /// Two (or three) convolutions of one input, each followed by a ReLU.
@@ -150,7 +229,9 @@ fn siblings(convs: usize) -> Graph {
     let (mut b, x) = with_input(Mode::Eval, &[2, 4, 5, 5]);
     let mut sum = None;
     for k in 0..convs {
-        let y = b.conv_layer(&format!("c{k}"), x, &ConvSpec::new(3 + k, 1)).unwrap();
+        let y = b
+            .conv_layer(&format!("c{k}"), x, &ConvSpec::new(3 + k, 1))
+            .unwrap();
         let y = b.relu(y).unwrap();
         let s = b.reduce_sum(y, &[1], true).unwrap();
         sum = Some(match sum {
@@ -164,8 +245,17 @@ fn siblings(convs: usize) -> Graph {
 #[test]
 fn sibling_convolutions_merge() {
     let f = check(&siblings(3), 11);
-    assert!(fired(&f, "merge-sibling-convs") >= 2, "pairs, then all three");
-    let convs: Vec<_> = f.program.kernels.iter().flat_map(|k| k.body.nodes.iter()).filter(|n| matches!(n.op, Op::Conv2d { .. })).collect();
+    assert!(
+        fired(&f, "merge-sibling-convs") >= 2,
+        "pairs, then all three"
+    );
+    let convs: Vec<_> = f
+        .program
+        .kernels
+        .iter()
+        .flat_map(|k| k.body.nodes.iter())
+        .filter(|n| matches!(n.op, Op::Conv2d { .. }))
+        .collect();
     assert_eq!(convs.len(), 1, "one convolution computes all three");
     assert_eq!(convs[0].ty.shape[1], 3 + 4 + 5);
 }
@@ -177,11 +267,18 @@ fn sibling_gradients_merge() {
     let y0 = b.conv_layer("c0", x, &ConvSpec::new(3, 1)).unwrap();
     let y1 = b.conv_layer("c1", x, &ConvSpec::new(2, 1)).unwrap();
     let e = b.exp(x).unwrap();
-    let (s0, s1, s2) = (b.reduce_sum(y0, &[0, 1, 2, 3], false).unwrap(), b.reduce_sum(y1, &[0, 1, 2, 3], false).unwrap(), b.reduce_sum(e, &[0, 1, 2, 3], false).unwrap());
+    let (s0, s1, s2) = (
+        b.reduce_sum(y0, &[0, 1, 2, 3], false).unwrap(),
+        b.reduce_sum(y1, &[0, 1, 2, 3], false).unwrap(),
+        b.reduce_sum(e, &[0, 1, 2, 3], false).unwrap(),
+    );
     let s = b.add(s0, s1).unwrap();
     let s = b.add(s, s2).unwrap();
     let g = finish(b, s);
-    let wrt: Vec<Value> = [g.inputs().next().unwrap().1].into_iter().chain(g.params().map(|(_, v)| v)).collect();
+    let wrt: Vec<Value> = [g.inputs().next().unwrap().1]
+        .into_iter()
+        .chain(g.params().map(|(_, v)| v))
+        .collect();
     let loss = g.output("y").unwrap();
     let (mut g, grads) = grad(&g, loss, &wrt).unwrap();
     for (k, v) in grads.into_iter().enumerate() {
@@ -197,11 +294,15 @@ fn sibling_gradients_merge() {
 fn gate(mode: Mode) -> (Graph, Vec<usize>) {
     let (mut b, x) = with_input(mode, &[2, 4, 8, 8]);
     let pooled = b.avg_pool2d(x, 4, 4, 0, false, true).unwrap();
-    let k2 = b.conv_layer("k2", pooled, &ConvSpec::new(4, 3).padding(1)).unwrap();
+    let k2 = b
+        .conv_layer("k2", pooled, &ConvSpec::new(4, 3).padding(1))
+        .unwrap();
     let up = b.resize_nearest(k2, [8, 8]).unwrap();
     let logits = b.add(x, up).unwrap();
     let gate = b.sigmoid(logits).unwrap();
-    let k3 = b.conv_layer("k3", x, &ConvSpec::new(4, 3).padding(1)).unwrap();
+    let k3 = b
+        .conv_layer("k3", x, &ConvSpec::new(4, 3).padding(1))
+        .unwrap();
     let y = b.mul(k3, gate).unwrap();
     let chain = vec![up.0, logits.0, gate.0, y.0];
     (finish(b, y), chain)
@@ -212,18 +313,41 @@ fn the_gate_is_one_kernel_with_the_upsampling_as_an_index_map() {
     let (g, chain) = gate(Mode::Eval);
     let f = check(&g, 13);
     let k = kernel_of(&f, chain[0]).unwrap();
-    assert!(chain.iter().all(|&v| k.covers.contains(&v)), "resize, add, sigmoid and mul share kernel {}", k.name);
-    assert!(k.body.nodes.iter().any(|n| matches!(n.op, Op::ResizeNearest { .. })));
-    assert!(k.body.nodes.iter().any(|n| matches!(n.op, Op::Conv2d { .. })), "and it is the k3 convolution's epilogue");
+    assert!(
+        chain.iter().all(|&v| k.covers.contains(&v)),
+        "resize, add, sigmoid and mul share kernel {}",
+        k.name
+    );
+    assert!(k
+        .body
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::ResizeNearest { .. })));
+    assert!(
+        k.body
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::Conv2d { .. })),
+        "and it is the k3 convolution's epilogue"
+    );
 }
 
 #[test]
 fn the_average_pool_is_a_prologue_of_its_convolution() {
     let (g, _) = gate(Mode::Eval);
-    let pool = g.nodes.iter().position(|n| matches!(n.op, Op::AvgPool2d { .. })).unwrap();
+    let pool = g
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::AvgPool2d { .. }))
+        .unwrap();
     let f = check(&g, 14);
     let k = kernel_of(&f, pool).unwrap();
-    assert_eq!(k.anchor, calib_ir::Anchor::Convolution, "the pool runs inside {}", k.name);
+    assert_eq!(
+        k.anchor,
+        calib_ir::Anchor::Convolution,
+        "the pool runs inside {}",
+        k.name
+    );
 }
 
 #[test]
@@ -232,7 +356,9 @@ fn pointwise_prologues_and_epilogues_join_convolutions() {
     let (mut b, x) = with_input(Mode::Eval, &[2, 4, 6, 6]);
     let s = b.scale(x, 0.5).unwrap();
     let p = b.relu(s).unwrap();
-    let y = b.conv_layer("conv", p, &ConvSpec::new(4, 3).padding(1)).unwrap();
+    let y = b
+        .conv_layer("conv", p, &ConvSpec::new(4, 3).padding(1))
+        .unwrap();
     let y = b.batch_norm("bn", y).unwrap();
     let y = b.add(y, x).unwrap();
     let y = b.relu(y).unwrap();
@@ -261,7 +387,11 @@ fn pointwise_chains_and_their_reductions_fuse() {
     let s = b.reduce_sum(e, &[1], true).unwrap();
     let y = b.div(e, s).unwrap();
     let f = check(&finish(b, y), 17);
-    assert!(f.program.kernels.len() <= 3, "{} kernels", f.program.kernels.len());
+    assert!(
+        f.program.kernels.len() <= 3,
+        "{} kernels",
+        f.program.kernels.len()
+    );
     assert!(fired(&f, "fuse-pointwise") > 0 && fired(&f, "fuse-pointwise-exclusive") > 0);
     // The sum and its prologue form one group, whichever seed reaches it first.
     assert!(fired(&f, "fuse-reduction") + fired(&f, "fuse-pointwise-reductions") > 0);
@@ -272,15 +402,31 @@ fn batch_norm_backward_fuses_masks_and_sums() {
     let g = conv_bn(Mode::Train, 3);
     let y = g.output("y").unwrap();
     let mut g2 = g.clone();
-    let seed = g2.push_source(Op::Input { name: "seed".into() }, g.ty(y).clone(), "").unwrap();
-    let wrt: Vec<Value> = g.params().filter(|(n, _)| n.ends_with("weight") || n.ends_with("bias")).map(|(_, v)| v).collect();
+    let seed = g2
+        .push_source(
+            Op::Input {
+                name: "seed".into(),
+            },
+            g.ty(y).clone(),
+            "",
+        )
+        .unwrap();
+    let wrt: Vec<Value> = g
+        .params()
+        .filter(|(n, _)| n.ends_with("weight") || n.ends_with("bias"))
+        .map(|(_, v)| v)
+        .collect();
     let (mut g2, grads) = calib_passes::vjp(&g2, y, seed, &wrt).unwrap();
     for (k, v) in grads.into_iter().enumerate() {
         g2.add_output(format!("grad{k}"), v).unwrap();
     }
     let before = calib_passes::fusion::unfused(&g2).unwrap().kernels.len();
     let f = check(&g2, 18);
-    assert!(f.program.kernels.len() * 3 <= before, "{} of {before} kernels", f.program.kernels.len());
+    assert!(
+        f.program.kernels.len() * 3 <= before,
+        "{} of {before} kernels",
+        f.program.kernels.len()
+    );
 }
 
 #[test]
@@ -288,8 +434,16 @@ fn running_statistics_ride_along_as_side_outputs() {
     // The counter update reads only its own parameter; the running statistics ride
     // with the kernel that reads the batch statistics anyway.
     let f = check(&conv_bn(Mode::Train, 4), 19);
-    assert!(f.report.side_outputs >= 1, "{} side outputs", f.report.side_outputs);
-    assert!(f.program.kernels.len() <= 2, "{} kernels", f.program.kernels.len());
+    assert!(
+        f.report.side_outputs >= 1,
+        "{} side outputs",
+        f.report.side_outputs
+    );
+    assert!(
+        f.program.kernels.len() <= 2,
+        "{} kernels",
+        f.program.kernels.len()
+    );
 }
 
 #[test]
@@ -302,5 +456,11 @@ fn concat_becomes_a_view() {
     let f = check(&finish(b, y), 20);
     assert_eq!(f.report.concat_views, 1);
     assert_eq!(f.program.kernels.len(), 2);
-    assert!(f.program.kernels.iter().all(|k| k.outputs[0].slice.is_some()), "both convolutions write slices");
+    assert!(
+        f.program
+            .kernels
+            .iter()
+            .all(|k| k.outputs[0].slice.is_some()),
+        "both convolutions write slices"
+    );
 }

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 fn scnet50_step() -> Graph {
     let spec = calib_models::presets::preset("scnet50").unwrap();
     let model = calib_models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
-    train_step(&model.graph, &TrainConfig::default()).unwrap().graph
+    train_step(&model.graph, &TrainConfig::default())
+        .unwrap()
+        .graph
 }
 
 /// Forward kernels (covering only nodes up to the loss) per block, by their label.
@@ -33,9 +35,18 @@ fn scnet50_training_step_meets_the_targets() {
     let r = &f.report;
     // The criterion benchmark (passes/benches/fusion.rs) measures time properly; this
     // only guards against order-of-magnitude regressions.
-    assert!(r.fusion_seconds < 10.0, "fusion took {:.1} s", r.fusion_seconds);
+    assert!(
+        r.fusion_seconds < 10.0,
+        "fusion took {:.1} s",
+        r.fusion_seconds
+    );
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
-    assert!(r.bytes_after <= 0.6 * r.bytes_before, "bytes {:.3e} -> {:.3e}", r.bytes_before, r.bytes_after);
+    assert!(
+        r.bytes_after <= 0.6 * r.bytes_before,
+        "bytes {:.3e} -> {:.3e}",
+        r.bytes_before,
+        r.bytes_after
+    );
 
     let per = forward_kernels_per_block(&graph, &f);
     assert_eq!(per.len(), 16, "{per:?}");
@@ -48,13 +59,33 @@ fn scnet50_training_step_meets_the_targets() {
     }
 
     // The gate chain of every SCConv shares one kernel: resize, add, sigmoid, mul.
-    let gates: Vec<usize> = graph.nodes.iter().enumerate().filter(|(_, n)| n.op == calib_ir::Op::Sigmoid && n.scope.ends_with("scconv")).map(|(i, _)| i).collect();
+    let gates: Vec<usize> = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.op == calib_ir::Op::Sigmoid && n.scope.ends_with("scconv"))
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(gates.len(), 16);
     for g in gates {
         let node = &graph.nodes[g];
         let add = node.inputs[0].0;
         let up = graph.nodes[add].inputs[1].0;
-        let k = f.program.kernels.iter().find(|k| k.covers.contains(&g) && k.covers.iter().all(|&c| c <= graph.output("loss").unwrap().0)).expect("a forward kernel computes the gate");
-        assert!(k.covers.contains(&add) && k.covers.contains(&up), "{}: gate split across kernels", node.scope);
+        let k = f
+            .program
+            .kernels
+            .iter()
+            .find(|k| {
+                k.covers.contains(&g)
+                    && k.covers
+                        .iter()
+                        .all(|&c| c <= graph.output("loss").unwrap().0)
+            })
+            .expect("a forward kernel computes the gate");
+        assert!(
+            k.covers.contains(&add) && k.covers.contains(&up),
+            "{}: gate split across kernels",
+            node.scope
+        );
     }
 }

@@ -6,23 +6,24 @@
 //! is small enough to draw, and `report.{json,txt}`.
 
 use anyhow::{bail, Context, Result};
-use calib::ir::{dot, json, text, DType, Mode};
+use calib::ir::{dot, json, text, DType, Graph, Mode, Op, Value};
 use calib::models::build;
 use calib::passes::fusion::{fuse, Device, FusionOptions, Limits};
-use calib::passes::{train_step, TrainConfig};
+use calib::passes::{train_step, vjp, TrainConfig};
 use calib::{resolve_model, with_batch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// Above this many nodes `dot` takes minutes; the DOT files are still written.
-const SVG_MAX_NODES: usize = 3000;
+/// Above this many nodes `dot` takes a long time; the DOT files are still written.
+const SVG_MAX_NODES: usize = 400;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A preset, a spec JSON (meta.json, *_structure.json) or a fixture directory.
     model: String,
     /// Fuse the whole SGD training step (forward, loss, backward, update) instead of
-    /// the eval-mode forward.
+    /// the eval-mode forward; for a module without logits, its train-mode forward and
+    /// backward for a `grad_output` seed.
     #[arg(long)]
     train: bool,
     /// Batch size of the input (default: 1 for presets, the file's own otherwise).
@@ -55,7 +56,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let shape = with_batch(source.input_shape.clone(), args.batch)?;
     let mode = if args.train { Mode::Train } else { Mode::Eval };
     let model = build(&source.spec, &shape, mode, DType::F32)?;
-    let graph = if args.train { train_step(&model.graph, &TrainConfig::default())?.graph } else { model.graph };
+    let graph = match (args.train, model.graph.ty(model.output()).rank()) {
+        (false, _) => model.graph,
+        (true, 2) => train_step(&model.graph, &TrainConfig::default())?.graph,
+        (true, _) => with_backward(&model.graph, model.output())?,
+    };
     let mut options = FusionOptions::default();
     if let Some(path) = &args.device {
         options.device = Device::from_json_file(path).map_err(anyhow::Error::msg)?;
@@ -65,7 +70,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let write = |name: &str, content: &str| std::fs::write(out.join(name), content).with_context(|| format!("writing {}", out.join(name).display()));
+    let write = |name: &str, content: &str| {
+        std::fs::write(out.join(name), content)
+            .with_context(|| format!("writing {}", out.join(name).display()))
+    };
     write("before.txt", &text::print(&graph))?;
     write("before.json", &json::to_string(&graph))?;
     write("before.dot", &dot::to_dot(&graph))?;
@@ -80,8 +88,41 @@ pub fn run(args: Args) -> Result<ExitCode> {
     write("report.txt", &report)?;
     let svg = render_svgs(out, graph.nodes.len());
     let summary = report.split("\nkernels:").next().unwrap_or(&report);
-    super::emit(&format!("{}: {} nodes fused into {} kernels; wrote {}\n{summary}\n{svg}\n", source.label, graph.nodes.len(), fusion.program.kernels.len(), out.display()))?;
+    super::emit(&format!(
+        "{}: {} nodes fused into {} kernels; wrote {}\n{summary}\n{svg}\n",
+        source.label,
+        graph.nodes.len(),
+        fusion.program.kernels.len(),
+        out.display()
+    ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `forward` plus the gradients of `sum(out * grad_output)` with respect to its input
+/// and every trained parameter, as outputs `grad.<name>`.
+fn with_backward(forward: &Graph, out: Value) -> Result<Graph> {
+    let mut graph = forward.clone();
+    let seed = graph.push_source(
+        Op::Input {
+            name: "grad_output".into(),
+        },
+        graph.ty(out).clone(),
+        "",
+    )?;
+    let trained = |(name, v): &(&str, Value)| {
+        forward.ty(*v).dtype.is_float() && forward.output(name).is_none()
+    };
+    let wrt: Vec<(String, Value)> = forward
+        .inputs()
+        .chain(forward.params().filter(trained))
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    let values: Vec<Value> = wrt.iter().map(|(_, v)| *v).collect();
+    let (mut graph, grads) = vjp(&graph, out, seed, &values)?;
+    for ((name, _), g) in wrt.iter().zip(grads) {
+        graph.add_output(format!("grad.{name}"), g)?;
+    }
+    Ok(graph)
 }
 
 fn limits(args: &Args) -> Result<Limits> {
@@ -104,15 +145,25 @@ fn limits(args: &Args) -> Result<Limits> {
 /// Renders `before.dot` and `after.dot` to SVG when `dot` exists; says what it did.
 fn render_svgs(out: &Path, nodes: usize) -> String {
     if nodes > SVG_MAX_NODES {
-        return format!("SVG skipped: {nodes} nodes is too many for Graphviz (the .dot files are written)");
+        return format!(
+            "SVG skipped: {nodes} nodes is too many for Graphviz (the .dot files are written)"
+        );
     }
     let mut done = vec![];
     for stem in ["before", "after"] {
-        let status = Command::new("dot").arg("-Tsvg").arg(out.join(format!("{stem}.dot"))).arg("-o").arg(out.join(format!("{stem}.svg"))).status();
+        let status = Command::new("dot")
+            .arg("-Tsvg")
+            .arg(out.join(format!("{stem}.dot")))
+            .arg("-o")
+            .arg(out.join(format!("{stem}.svg")))
+            .status();
         match status {
             Ok(s) if s.success() => done.push(format!("{stem}.svg")),
             Ok(_) => return format!("Graphviz failed on {stem}.dot; no SVG"),
-            Err(_) => return "Graphviz `dot` is not installed; no SVG (scripts/setup.sh installs it)".into(),
+            Err(_) => {
+                return "Graphviz `dot` is not installed; no SVG (scripts/setup.sh installs it)"
+                    .into()
+            }
         }
     }
     format!("wrote {}", done.join(", "))

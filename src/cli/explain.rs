@@ -18,7 +18,13 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let read = |name: &str| {
         let path = args.dir.join(name);
-        std::fs::read_to_string(&path).with_context(|| format!("reading {} (is {} a `calib compile` output?)", path.display(), args.dir.display()))
+        std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (is {} a `calib compile` output?)",
+                path.display(),
+                args.dir.display()
+            )
+        })
     };
     let graph = json::from_str(&read("before.json")?).context("before.json")?;
     let program = Program::from_json(&read("after.json")?).context("after.json")?;

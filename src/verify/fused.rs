@@ -1,10 +1,10 @@
 //! Verifying fused code: a [`Backend`] that fuses every graph it is given and runs
 //! the kernel plan, kernel body by kernel body, on the reference interpreter.
 
+use calib_ir::{Graph, ProgramError};
 use calib_passes::fusion::{fuse, FusionOptions};
 use calib_runtime::reference::run_program;
 use calib_runtime::{Backend, Bindings, Outputs, RuntimeError};
-use calib_ir::{Graph, ProgramError};
 
 /// The reference interpreter behind fusion.
 #[derive(Clone, Debug, Default)]

@@ -118,7 +118,14 @@ impl Builder {
         for class in RegClass::ALL {
             let n = self.counts[class.index()];
             if n > 0 {
-                writeln!(out, "\t.reg {} {}<{}>;", class.decl(), class.prefix(), n + 1).unwrap();
+                writeln!(
+                    out,
+                    "\t.reg {} {}<{}>;",
+                    class.decl(),
+                    class.prefix(),
+                    n + 1
+                )
+                .unwrap();
             }
         }
         for line in &self.lines {
@@ -152,7 +159,11 @@ impl Entry<'_> {
         for line in self.header {
             writeln!(out, "// {line}").unwrap();
         }
-        writeln!(out, ".version {VERSION}\n.target {TARGET}\n.address_size 64\n").unwrap();
+        writeln!(
+            out,
+            ".version {VERSION}\n.target {TARGET}\n.address_size 64\n"
+        )
+        .unwrap();
         if self.shared {
             writeln!(out, "{SHARED_DECL}\n").unwrap();
         }

@@ -3,9 +3,15 @@
 #![allow(dead_code)]
 
 use calib_codegen::{compile, CompiledProgram};
-use calib_ir::{text, Anchor, Buffer, BufferId, DType, Graph, Kernel, KernelOutput, Op, Program, ProgramOutput, Role};
+use calib_ir::{
+    text, Anchor, Buffer, BufferId, DType, Graph, Kernel, KernelOutput, Op, Program, ProgramOutput,
+    Role,
+};
+use calib_runtime::sim::ptxas::{self, KernelResources};
 use calib_runtime::{Backend, Bindings, HostTensor, Outputs, Reference, SimLaunch, SimProgram};
 use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 /// `graph` as a plan of one kernel with the given anchor: every input and parameter is
 /// a kernel input, every output a kernel output.
@@ -19,17 +25,33 @@ pub fn single_kernel(graph: &Graph, anchor: Anchor) -> Program {
             Op::Param { name } => (name.clone(), Role::Param),
             _ => continue,
         };
-        buffers.push(Buffer { name, ty: node.ty.clone(), role });
+        buffers.push(Buffer {
+            name,
+            ty: node.ty.clone(),
+            role,
+        });
         inputs.push(BufferId(buffers.len() - 1));
-        node.op = Op::Input { name: Kernel::input_name(inputs.len() - 1) };
+        node.op = Op::Input {
+            name: Kernel::input_name(inputs.len() - 1),
+        };
     }
     let mut outputs = vec![];
     let mut program_outputs = vec![];
     for (i, o) in body.outputs.iter_mut().enumerate() {
-        buffers.push(Buffer { name: o.name.clone(), ty: graph.ty(o.value).clone(), role: Role::Output });
+        buffers.push(Buffer {
+            name: o.name.clone(),
+            ty: graph.ty(o.value).clone(),
+            role: Role::Output,
+        });
         let buffer = BufferId(buffers.len() - 1);
-        outputs.push(KernelOutput { buffer, slice: None });
-        program_outputs.push(ProgramOutput { name: o.name.clone(), buffer });
+        outputs.push(KernelOutput {
+            buffer,
+            slice: None,
+        });
+        program_outputs.push(ProgramOutput {
+            name: o.name.clone(),
+            buffer,
+        });
         o.name = Kernel::output_name(i);
     }
     let kernel = Kernel {
@@ -41,7 +63,11 @@ pub fn single_kernel(graph: &Graph, anchor: Anchor) -> Program {
         body,
         covers: vec![],
     };
-    let program = Program { buffers, kernels: vec![kernel], outputs: program_outputs };
+    let program = Program {
+        buffers,
+        kernels: vec![kernel],
+        outputs: program_outputs,
+    };
     program.validate().expect("a single-kernel plan is valid");
     program
 }
@@ -67,20 +93,36 @@ pub fn launches(compiled: &CompiledProgram) -> Vec<SimLaunch> {
         .collect()
 }
 
-/// Compiles `program` and runs it on the simulator.
+/// Compiles `program`, assembles it with ptxas, and runs it on the simulator.
 pub fn simulate(program: &Program, bindings: &Bindings) -> Outputs {
     let compiled = compile(program).unwrap_or_else(|e| panic!("codegen: {e}"));
-    let sim = SimProgram::new(program.clone(), launches(&compiled)).unwrap_or_else(|e| panic!("{e}"));
-    sim.run(bindings).unwrap_or_else(|e| panic!("{e}\n{}", compiled.kernels.iter().map(|k| k.ptx.as_str()).collect::<Vec<_>>().join("\n")))
+    assemble("test plan", &compiled);
+    let sim =
+        SimProgram::new(program.clone(), launches(&compiled)).unwrap_or_else(|e| panic!("{e}"));
+    sim.run(bindings).unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            compiled
+                .kernels
+                .iter()
+                .map(|k| k.ptx.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
 }
 
 /// Deterministic tensors for every input and parameter of `graph`: floats in [-1, 1)
 /// (running variances in [0.5, 1.5)),
 /// integers in `0..int_range`.
 pub fn tensors(graph: &Graph, seed: u64, int_range: i64) -> BTreeMap<String, HostTensor> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 32) as u32
     };
     let mut out = BTreeMap::new();
@@ -91,10 +133,23 @@ pub fn tensors(graph: &Graph, seed: u64, int_range: i64) -> BTreeMap<String, Hos
         };
         let n = node.ty.numel();
         let t = match node.ty.dtype {
-            DType::I64 => HostTensor::from_i64(node.ty.shape.clone(), (0..n).map(|_| (next() as i64) % int_range).collect()),
+            DType::I64 => HostTensor::from_i64(
+                node.ty.shape.clone(),
+                (0..n).map(|_| (next() as i64) % int_range).collect(),
+            ),
             // Variances must be positive for BatchNorm in eval mode.
-            _ if name.ends_with("running_var") => HostTensor::from_f32(node.ty.shape.clone(), (0..n).map(|_| next() as f32 / 4_294_967_296.0 + 0.5).collect()),
-            _ => HostTensor::from_f32(node.ty.shape.clone(), (0..n).map(|_| next() as f32 / 2_147_483_648.0 - 1.0).collect()),
+            _ if name.ends_with("running_var") => HostTensor::from_f32(
+                node.ty.shape.clone(),
+                (0..n)
+                    .map(|_| next() as f32 / 4_294_967_296.0 + 0.5)
+                    .collect(),
+            ),
+            _ => HostTensor::from_f32(
+                node.ty.shape.clone(),
+                (0..n)
+                    .map(|_| next() as f32 / 2_147_483_648.0 - 1.0)
+                    .collect(),
+            ),
         };
         out.insert(name, t.unwrap());
     }
@@ -127,7 +182,10 @@ pub fn check(graph: &Graph, program: &Program, seed: u64, tol: f64) -> f64 {
         let g = &got[name];
         assert_eq!(g.ty(), w.ty(), "output {name}");
         let err = g.max_abs_diff(w).unwrap() / w.max_abs().max(1.0);
-        assert!(err <= tol, "output {name}: scaled error {err:e} > {tol:e}\nsim {g:?}\nref {w:?}");
+        assert!(
+            err <= tol,
+            "output {name}: scaled error {err:e} > {tol:e}\nsim {g:?}\nref {w:?}"
+        );
         worst = worst.max(err);
     }
     worst
@@ -135,5 +193,67 @@ pub fn check(graph: &Graph, program: &Program, seed: u64, tol: f64) -> f64 {
 
 /// The family code generation picks for each kernel of `program`.
 pub fn families(program: &Program) -> Vec<calib_codegen::Family> {
-    compile(program).unwrap().kernels.iter().map(|k| k.family).collect()
+    compile(program)
+        .unwrap()
+        .kernels
+        .iter()
+        .map(|k| k.family)
+        .collect()
+}
+
+/// The ptxas to use, or `None` when `CALIB_SKIP_PTXAS=1` says to skip assembling.
+/// Without ptxas otherwise, the test fails saying how to install it.
+pub fn ptxas_binary() -> Option<PathBuf> {
+    if std::env::var("CALIB_SKIP_PTXAS").is_ok_and(|v| v == "1") {
+        return None;
+    }
+    match ptxas::find_ptxas() {
+        Ok(p) => Some(p),
+        Err(e) => panic!("{e}\n(set CALIB_SKIP_PTXAS=1 to skip assembling with ptxas)"),
+    }
+}
+
+/// Assembles every distinct kernel of `compiled` for sm_80 and sm_90 (concurrently),
+/// panicking on any ptxas error; returns the sm_80 resources of every kernel by name.
+pub fn assemble(
+    label: &str,
+    compiled: &CompiledProgram,
+) -> Option<HashMap<String, KernelResources>> {
+    let binary = ptxas_binary()?;
+    let (module, representative) = compiled.distinct_module();
+    let distinct: HashSet<&String> = representative.iter().collect();
+    let reports = std::thread::scope(|s| {
+        let jobs: Vec<_> = ["sm_80", "sm_90"]
+            .map(|arch| s.spawn(|| ptxas::assemble_with(&binary, &module, arch)))
+            .into_iter()
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().expect("ptxas thread"))
+            .collect::<Vec<_>>()
+    });
+    let mut sm80 = HashMap::new();
+    for report in reports {
+        let report = report.unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(
+            report.kernels.len(),
+            distinct.len(),
+            "{label}: ptxas reports every kernel for {}",
+            report.arch
+        );
+        if report.arch == "sm_80" {
+            sm80 = report
+                .kernels
+                .into_iter()
+                .map(|k| (k.name.clone(), k))
+                .collect();
+        }
+    }
+    Some(
+        compiled
+            .kernels
+            .iter()
+            .zip(&representative)
+            .map(|(k, r)| (k.name.clone(), sm80[r].clone()))
+            .collect(),
+    )
 }

@@ -48,7 +48,7 @@ impl Device {
         let positive = [d.peak_flops_f32, d.peak_flops_f16, d.bandwidth]
             .iter()
             .all(|v| v.is_finite() && *v > 0.0);
-        if !positive || !(d.launch_overhead >= 0.0 && d.launch_overhead.is_finite()) {
+        if !(positive && d.launch_overhead >= 0.0 && d.launch_overhead.is_finite()) {
             return Err(format!(
                 "{}: peaks and bandwidth must be positive, launch overhead non-negative",
                 path.display()

@@ -7,6 +7,7 @@
 //!   convolution the pooling that feeds it;
 //! * an *epilogue*: elementwise consumers of its result, over the same domain, and
 //!   reductions of that domain, which become extra outputs.
+//!
 //! A group writes its anchor and epilogue values that something outside needs, and
 //! every reduction; prologue values are recomputed, never written. A group is valid
 //! only if no value it reads depends on a value it writes.
@@ -91,9 +92,13 @@ impl Group {
                     Kind::Elementwise | Kind::IndexMap => match mode {
                         Producers::FreeOnly => None,
                         Producers::Recompute => Some(Join::Prologue),
-                        Producers::Exclusive => (!dag.root[c] && dag.users[c].iter().all(|&u| u == v || self.contains(u))).then_some(Join::Prologue),
+                        Producers::Exclusive => (!dag.root[c]
+                            && dag.users[c].iter().all(|&u| u == v || self.contains(u)))
+                        .then_some(Join::Prologue),
                     },
-                    Kind::Heavy if mode != Producers::FreeOnly && self.pools_into(dag, v, k, c) => Some(Join::Prologue),
+                    Kind::Heavy if mode != Producers::FreeOnly && self.pools_into(dag, v, k, c) => {
+                        Some(Join::Prologue)
+                    }
                     _ => None,
                 };
                 if let Some(join) = join {
@@ -108,7 +113,10 @@ impl Group {
     /// can apply while loading its input (SCConv's average pool before `k2`). One per
     /// group; the pooled value is recomputed, so only for pools without overlap.
     fn pools_into(&mut self, dag: &Dag, v: usize, k: usize, c: usize) -> bool {
-        let convolves = matches!(dag.op[v], Some(Op::Conv2d { .. } | Op::Conv2dBackwardWeight { .. }));
+        let convolves = matches!(
+            dag.op[v],
+            Some(Op::Conv2d { .. } | Op::Conv2dBackwardWeight { .. })
+        );
         let disjoint = matches!(dag.op[c], Some(Op::AvgPool2d { kernel, stride, .. } | Op::MaxPool2d { kernel, stride, .. }) if kernel == stride);
         let fits = self.anchor == Some(v) && convolves && k == 0 && disjoint && !self.pooled;
         self.pooled |= fits;
@@ -172,7 +180,12 @@ impl Group {
     /// pool before SCConv's `k2`, computed while the `k3` convolution loads the same
     /// input): the pooled map is written once instead of re-reading the full one.
     pub fn grow_side_pools(&mut self, dag: &Dag) {
-        let prologue: Vec<usize> = self.members.iter().filter(|(_, j)| **j == Join::Prologue).map(|(&i, _)| i).collect();
+        let prologue: Vec<usize> = self
+            .members
+            .iter()
+            .filter(|(_, j)| **j == Join::Prologue)
+            .map(|(&i, _)| i)
+            .collect();
         for p in prologue {
             for &u in &dag.users[p] {
                 let disjoint = matches!(dag.op[u], Some(Op::AvgPool2d { kernel, stride, .. } | Op::MaxPool2d { kernel, stride, .. }) if kernel == stride);

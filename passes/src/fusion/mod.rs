@@ -97,6 +97,9 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     };
     let side_outputs = horizontal::merge_side_outputs(&mut program);
     let concat_views = horizontal::concat_views(&mut program);
+    for (n, k) in program.kernels.iter_mut().enumerate() {
+        k.name = format!("k{n}");
+    }
     program
         .validate()
         .map_err(|e| PassError::Fusion(format!("the fused program is invalid (a bug): {e}")))?;

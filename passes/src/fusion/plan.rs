@@ -42,6 +42,9 @@ pub struct RegionPlan {
     pub roots: Vec<(usize, Val)>,
 }
 
+/// An op as its own kernel: its group, body, inputs and covered nodes.
+type Single = (Group, Graph, Vec<usize>, Vec<usize>);
+
 /// Picks the kernels for region `region` (index `r`); `multi_output` false keeps to
 /// kernels with one output, which can never form a cycle.
 pub fn plan(
@@ -60,7 +63,7 @@ pub fn plan(
             .map_or(String::new(), |&o| graph.nodes[o].scope.clone())
     };
     let mut problem = Problem::default();
-    let mut singles: Vec<Option<(Group, Graph, Vec<usize>, Vec<usize>)>> = vec![];
+    let mut singles: Vec<Option<Single>> = vec![];
     let mut kernel_item: HashMap<Id, u32> = HashMap::new();
     let mut item_kernel: HashMap<u32, u32> = HashMap::new();
     for i in 0..dag.len() {

@@ -8,7 +8,11 @@ use calib_runtime::{reference, Bindings, HostTensor, TensorMap};
 use std::path::PathBuf;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures")).join(name)
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures"
+    ))
+    .join(name)
 }
 
 /// A small deterministic generator (xorshift), uniform in `[lo, hi)`.
@@ -31,11 +35,23 @@ impl Rng {
     pub fn tensor(&mut self, name: &str, ty: &TensorType, classes: usize) -> HostTensor {
         let n = ty.numel();
         if ty.dtype == DType::I64 {
-            let data = (0..n).map(|_| (self.uniform(0.0, classes.max(1) as f32) as i64).min(classes.max(1) as i64 - 1)).collect();
+            let data = (0..n)
+                .map(|_| {
+                    (self.uniform(0.0, classes.max(1) as f32) as i64).min(classes.max(1) as i64 - 1)
+                })
+                .collect();
             return HostTensor::from_i64(ty.shape.clone(), data).unwrap();
         }
-        let (lo, hi) = if name.ends_with("running_var") || name == "lr" { (0.5, 1.5) } else { (-1.0, 1.0) };
-        HostTensor::from_f32(ty.shape.clone(), (0..n).map(|_| self.uniform(lo, hi)).collect()).unwrap()
+        let (lo, hi) = if name.ends_with("running_var") || name == "lr" {
+            (0.5, 1.5)
+        } else {
+            (-1.0, 1.0)
+        };
+        HostTensor::from_f32(
+            ty.shape.clone(),
+            (0..n).map(|_| self.uniform(lo, hi)).collect(),
+        )
+        .unwrap()
     }
 }
 
@@ -46,8 +62,19 @@ pub fn random_bindings(graph: &Graph, seed: u64) -> (TensorMap, TensorMap) {
         _ => None,
     });
     let mut rng = Rng::new(seed);
-    let inputs = graph.inputs().map(|(name, v)| (name.to_string(), rng.tensor(name, graph.ty(v), classes.unwrap_or(3)))).collect();
-    let params = graph.params().map(|(name, v)| (name.to_string(), rng.tensor(name, graph.ty(v), 3))).collect();
+    let inputs = graph
+        .inputs()
+        .map(|(name, v)| {
+            (
+                name.to_string(),
+                rng.tensor(name, graph.ty(v), classes.unwrap_or(3)),
+            )
+        })
+        .collect();
+    let params = graph
+        .params()
+        .map(|(name, v)| (name.to_string(), rng.tensor(name, graph.ty(v), 3)))
+        .collect();
     (inputs, params)
 }
 
@@ -77,14 +104,21 @@ pub fn check_with(graph: &Graph, seed: u64, options: &FusionOptions) -> Fusion {
         }
         let err = g.max_abs_diff(w).unwrap();
         let bound = 1e-4 * w.max_abs().max(1.0);
-        assert!(err <= bound, "{name}: fused differs by {err:e} (bound {bound:e})");
+        assert!(
+            err <= bound,
+            "{name}: fused differs by {err:e} (bound {bound:e})"
+        );
     }
     fusion
 }
 
 /// How often `rule` fired, over all phases.
 pub fn fired(f: &Fusion, rule: &str) -> usize {
-    f.report.phases.iter().filter_map(|p| p.rules.get(rule)).sum()
+    f.report
+        .phases
+        .iter()
+        .filter_map(|p| p.rules.get(rule))
+        .sum()
 }
 
 /// The kernel covering original node `v` (the first, if several recompute it).

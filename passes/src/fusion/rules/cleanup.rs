@@ -95,7 +95,9 @@ pub fn rules() -> Vec<Rule> {
             let (Op::Slice { axis, start, end }, x) = widest_slice(r, a)? else {
                 return None;
             };
-            let same = |(op, y): &(Op, Vec<Id>)| *op == Op::Slice { axis, start, end } && r.ty(x[0]) == r.ty(y[0]);
+            let same = |(op, y): &(Op, Vec<Id>)| {
+                *op == Op::Slice { axis, start, end } && r.ty(x[0]) == r.ty(y[0])
+            };
             let y = r.ops(b, "slice").into_iter().find(same)?.1;
             let op = r.op_over(r.root, kind, &[a, b])?;
             let whole = r.add(op, &[x[0], y[0]])?;
@@ -145,7 +147,9 @@ pub fn rules() -> Vec<Rule> {
 /// convolutions merged in pairs and in threes, moving through the slice of the
 /// three-way merge leaves work for the one convolution that extraction keeps.
 fn widest_slice(r: &Rhs, id: Id) -> Option<(Op, Vec<Id>)> {
-    r.ops(id, "slice").into_iter().max_by_key(|(_, x)| r.ty(x[0]).numel())
+    r.ops(id, "slice")
+        .into_iter()
+        .max_by_key(|(_, x)| r.ty(x[0]).numel())
 }
 
 /// `?x` itself when the view leaves its type unchanged.

@@ -73,7 +73,17 @@ impl Rhs<'_> {
 
     /// Every `kind` node of class `id`, with its operand classes.
     pub fn ops(&self, id: Id, kind: &str) -> Vec<(Op, Vec<Id>)> {
-        self.egraph[id].nodes.iter().filter(|n| n.kind() == Some(kind)).filter_map(|n| self.egraph.analysis.op_of(n).map(|op| (op.clone(), n.children.clone()))).collect()
+        self.egraph[id]
+            .nodes
+            .iter()
+            .filter(|n| n.kind() == Some(kind))
+            .filter_map(|n| {
+                self.egraph
+                    .analysis
+                    .op_of(n)
+                    .map(|op| (op.clone(), n.children.clone()))
+            })
+            .collect()
     }
 
     /// The op of a `kind` node in class `id` whose operands are `children`: how a rule
@@ -115,7 +125,17 @@ impl Rhs<'_> {
     /// Marks the `kind` node over `children` in class `id` as superseded.
     pub fn supersede_over(&mut self, id: Id, kind: &str, children: &[Id]) {
         let want: Vec<Id> = children.iter().map(|&c| self.egraph.find(c)).collect();
-        let found = self.egraph[id].nodes.iter().find(|n| n.kind() == Some(kind) && n.children.iter().map(|&c| self.egraph.find(c)).eq(want.iter().copied())).cloned();
+        let found = self.egraph[id]
+            .nodes
+            .iter()
+            .find(|n| {
+                n.kind() == Some(kind)
+                    && n.children
+                        .iter()
+                        .map(|&c| self.egraph.find(c))
+                        .eq(want.iter().copied())
+            })
+            .cloned();
         self.egraph.analysis.superseded.extend(found);
     }
 }
