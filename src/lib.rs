@@ -19,6 +19,7 @@ pub use calib_runtime as runtime;
 
 mod backends;
 pub mod data;
+pub mod device;
 pub mod ptx_report;
 mod resolve;
 pub mod sim;

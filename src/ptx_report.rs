@@ -67,8 +67,11 @@ pub fn emit_ptx(program: &Program, dir: &Path) -> Result<String> {
                     Err(e @ PtxasError::Rejected { .. }) => bail!("{e}"),
                     Err(e) => return Err(e.into()),
                 };
-                let by_name: HashMap<String, KernelResources> =
-                    report.kernels.into_iter().map(|k| (k.name.clone(), k)).collect();
+                let by_name: HashMap<String, KernelResources> = report
+                    .kernels
+                    .into_iter()
+                    .map(|k| (k.name.clone(), k))
+                    .collect();
                 let rows = compiled
                     .kernels
                     .iter()
@@ -97,7 +100,10 @@ pub fn emit_ptx(program: &Program, dir: &Path) -> Result<String> {
         .collect();
     let text = format!("{note}{}", table(&rows));
     std::fs::write(dir.join("ptx_report.txt"), &text)?;
-    std::fs::write(dir.join("ptx_report.json"), serde_json::to_string_pretty(&rows)? + "\n")?;
+    std::fs::write(
+        dir.join("ptx_report.json"),
+        serde_json::to_string_pretty(&rows)? + "\n",
+    )?;
     Ok(text)
 }
 
@@ -105,14 +111,25 @@ pub fn emit_ptx(program: &Program, dir: &Path) -> Result<String> {
 /// per architecture.
 fn table(rows: &[KernelRow]) -> String {
     let mut out = String::from("ptx kernels:\n");
-    let mut head = format!("  {:<8} {:<10} {:>9} {:>6} {:>7}", "kernel", "family", "grid", "block", "smem");
+    let mut head = format!(
+        "  {:<12} {:<10} {:>9} {:>6} {:>7}",
+        "kernel", "family", "grid", "block", "smem"
+    );
     for arch in ARCHS {
-        write!(head, "  {arch}: {:>4} {:>11} {:>6}", "regs", "spill st/ld", "smem").unwrap();
+        write!(
+            head,
+            "  {arch}: {:>4} {:>11} {:>6}",
+            "regs", "spill st/ld", "smem"
+        )
+        .unwrap();
     }
     out.push_str(head.trim_end());
     out.push('\n');
     for r in rows {
-        let mut line = format!("  {:<8} {:<10} {:>9} {:>6} {:>7}", r.name, r.family, r.grid[0], r.block[0], r.shared_bytes);
+        let mut line = format!(
+            "  {:<12} {:<10} {:>9} {:>6} {:>7}",
+            r.name, r.family, r.grid[0], r.block[0], r.shared_bytes
+        );
         for (arch, res) in &r.ptxas {
             write!(
                 line,
@@ -128,7 +145,11 @@ fn table(rows: &[KernelRow]) -> String {
     }
     let spilling = rows
         .iter()
-        .filter(|r| r.ptxas.iter().any(|(_, s)| s.spill_store_bytes + s.spill_load_bytes > 0))
+        .filter(|r| {
+            r.ptxas
+                .iter()
+                .any(|(_, s)| s.spill_store_bytes + s.spill_load_bytes > 0)
+        })
         .count();
     writeln!(out, "  {} kernels, {spilling} with spills", rows.len()).unwrap();
     out

@@ -21,15 +21,36 @@ pub(crate) struct Launch {
     pub geometry: Geometry,
     /// Body outputs this launch stores.
     pub stores: Vec<usize>,
+    /// Reductions and contractions besides the anchor, evaluated per element as loops.
+    pub loops: Vec<Value>,
 }
 
-/// Emits the launch computing (some of) `remaining` body outputs; `first` launches
-/// follow the plan's anchor, later ones the heaviest op the rest still needs.
+/// Emits the launch computing (some of) `remaining` body outputs. The first launch of
+/// a convolution, matmul or reduction kernel is built around the plan's anchor; other
+/// launches store the outputs that need no reduction or contraction first, then follow
+/// the heaviest op the rest still needs.
 pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result<Launch> {
-    let needed = needed_by(cx, remaining, &[]);
     let kernel = cx.kernel;
-    let anchor = if first {
+    if kernel.anchor == Anchor::Collective {
+        return Err(crate::CodegenError::Kernel {
+            kernel: kernel.name.clone(),
+            detail: "a collective is a transfer between replicas, not a PTX kernel".into(),
+        });
+    }
+    let needed = needed_by(cx, remaining, &[]);
+    let cheap: Vec<usize> = remaining
+        .iter()
+        .copied()
+        .filter(|&i| !heavy(cx, &needed_by(cx, &[i], &[]), &[]))
+        .collect();
+    let specialized = matches!(
+        kernel.anchor,
+        Anchor::Convolution | Anchor::MatMul | Anchor::Reduction
+    );
+    let anchor = if first && specialized {
         kernel.anchor
+    } else if first && !cheap.is_empty() {
+        Anchor::Pointwise
     } else if needs(&needed, cx, OpClass::Reduction) {
         Anchor::Reduction
     } else if needs(&needed, cx, OpClass::Convolution) {
@@ -41,10 +62,9 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
     };
     // The last needed node of the anchor's class is the anchor; earlier ones are prologue.
     let last = |class: OpClass| {
-        (0..needed.len())
-            .rev()
-            .map(Value)
-            .find(|&v| needed[v.0] && kernel.body.nodes[v.0].op.class() == class)
+        (0..needed.len()).rev().map(Value).find(|&v| {
+            needed[v.0] && !cx.is_stored(v) && kernel.body.nodes[v.0].op.class() == class
+        })
     };
     let family = match anchor {
         Anchor::Convolution => last(OpClass::Convolution)
@@ -55,13 +75,7 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
             let group = reduction::anchors(cx, &needed);
             (!group.is_empty()).then_some(Anchored::Reduction(group))
         }
-        Anchor::Collective => {
-            return Err(crate::CodegenError::Kernel {
-                kernel: kernel.name.clone(),
-                detail: "a collective is a transfer between replicas, not a PTX kernel".into(),
-            })
-        }
-        Anchor::Pool | Anchor::Pointwise => None,
+        _ => None,
     };
     let anchors: Vec<Value> = match &family {
         Some(Anchored::Gemm(v, _)) => vec![*v],
@@ -83,30 +97,49 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
         None => vec![],
     };
     let (Some(family), false) = (family, aligned.is_empty()) else {
-        let geometry = pointwise::emit(cx, remaining)?;
+        // One thread per element: the cheap outputs if there are any (the others wait
+        // for a launch that stores what they reduce over), else everything.
+        let stores = if cheap.is_empty() {
+            remaining.to_vec()
+        } else {
+            cheap
+        };
+        let geometry = pointwise::emit(cx, &stores)?;
+        let loops = loops(cx, &stores, &[]);
         return Ok(Launch {
             family: Family::Pointwise,
             geometry,
-            stores: remaining.to_vec(),
+            stores,
+            loops,
         });
     };
-    // Outputs outside the anchor's iteration space come along when they are cheap.
-    let cheap: Vec<usize> = remaining
-        .iter()
-        .copied()
-        .filter(|i| !aligned.contains(i))
-        .filter(|&i| !heavy(cx, &needed_by(cx, &[i], &[]), &[]))
-        .collect();
+    let cheap: Vec<usize> = cheap.into_iter().filter(|i| !aligned.contains(i)).collect();
     let (family, geometry) = match family {
         Anchored::Gemm(v, ops) => (Family::Gemm, gemm::emit(cx, ops.as_ref(), v, &aligned)?),
         Anchored::Reduction(group) => (Family::Reduction, reduction::emit(cx, &group, &aligned)?),
     };
     pointwise::passes(cx, &cheap, &geometry)?;
+    let stores: Vec<usize> = aligned.into_iter().chain(cheap).collect();
+    let loops = loops(cx, &stores, &anchors);
     Ok(Launch {
         family,
         geometry,
-        stores: aligned.into_iter().chain(cheap).collect(),
+        stores,
+        loops,
     })
+}
+
+/// The reductions and contractions computing `stores` evaluates per element, as loops
+/// (besides the launch's `anchors`): cheap when they are small windows in a prologue,
+/// costly otherwise; listed in the launch's header.
+fn loops(cx: &Emitter, stores: &[usize], anchors: &[Value]) -> Vec<Value> {
+    let needed = needed_by(cx, stores, &[]);
+    let heavy = [OpClass::Reduction, OpClass::Convolution, OpClass::MatMul];
+    (0..needed.len())
+        .map(Value)
+        .filter(|&v| needed[v.0] && !cx.is_stored(v) && !anchors.contains(&v))
+        .filter(|&v| heavy.contains(&cx.node(v).op.class()))
+        .collect()
 }
 
 enum Anchored {

@@ -26,6 +26,7 @@
 mod conv;
 mod error;
 mod eval;
+mod flow;
 mod gemm;
 mod index;
 mod kernel;
@@ -155,6 +156,17 @@ fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> 
         lines.push(format!(
             "reads back {} (stored by earlier launches)",
             outputs(read_back)
+        ));
+    }
+    if !launch.loops.is_empty() {
+        let nodes: Vec<String> = launch
+            .loops
+            .iter()
+            .map(|v| format!("%{} {}", v.0, kernel.body.nodes[v.0].op.name()))
+            .collect();
+        lines.push(format!(
+            "evaluates per element, as loops: {}",
+            nodes.join(", ")
         ));
     }
     lines.push("body:".to_string());

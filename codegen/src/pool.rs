@@ -8,9 +8,10 @@
 
 use crate::error::Result;
 use crate::eval::Emitter;
+use crate::flow::Check;
 use crate::index::Index;
 use crate::ptx::{ins, Operand, Reg, Ty};
-use crate::window::{Axis, Check};
+use crate::window::Axis;
 use calib_ir::{Op, Value};
 
 /// The smallest f32, the reference's starting point for a window maximum.

@@ -6,10 +6,8 @@
 //! one unsigned `< extent` compare checks both edges.
 
 use crate::eval::Emitter;
-use crate::ptx::{Operand, Reg, Ty};
-
-/// A condition known at run time (`Ok`) or already decided by constants (`Err`).
-pub(crate) type Check = std::result::Result<Reg, bool>;
+use crate::flow::Check;
+use crate::ptx::{Operand, Ty};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Axis {

@@ -7,32 +7,21 @@ use calib_codegen::Family;
 use calib_ir::Anchor;
 use support::{check, families, graph, single_kernel};
 
-/// Checks the body as a reduction kernel and as a pointwise one (which computes the
-/// reduction in a plain loop, or in a later reduction launch when an output needs it
-/// whole); returns the launch families of the first.
-fn both_ways(src: &str, tol: f64) -> Vec<Family> {
+/// Checks the body as a reduction kernel; returns its launches' families.
+fn reduction(src: &str, tol: f64) -> Vec<Family> {
     let g = graph(src);
-    let mut first = vec![];
-    for (anchor, family) in [
-        (Anchor::Reduction, Family::Reduction),
-        (Anchor::Pointwise, Family::Pointwise),
-    ] {
-        let program = single_kernel(&g, anchor);
-        let launched = families(&program);
-        assert_eq!(launched[0], family);
-        check(&g, &program, 3, tol);
-        if first.is_empty() {
-            first = launched;
-        }
-    }
-    first
+    let program = single_kernel(&g, Anchor::Reduction);
+    let launched = families(&program);
+    assert_eq!(launched[0], Family::Reduction);
+    check(&g, &program, 3, tol);
+    launched
 }
 
 #[test]
 fn batch_statistics_per_channel_with_epilogue() {
     // Short rows (warp teams): mean and mean of squares share the loop; the epilogue
     // forms the variance and a running-statistics update.
-    both_ways(
+    reduction(
         "graph {
           %0 = input name=\"x\" : f32[3,5,4,6]
           %1 = mul(%0, %0) : f32[3,5,4,6]
@@ -52,7 +41,7 @@ fn batch_statistics_per_channel_with_epilogue() {
 
 #[test]
 fn long_rows_use_a_block_per_element() {
-    both_ways(
+    reduction(
         "graph {
           %0 = input name=\"x\" : f32[4,3,20,16]
           %1 = reduce_sum(%0) axes=[0,2,3] keepdims=true : f32[1,3,1,1]
@@ -66,7 +55,7 @@ fn long_rows_use_a_block_per_element() {
 
 #[test]
 fn global_average_pool_and_loss_shapes() {
-    both_ways(
+    reduction(
         "graph {
           %0 = input name=\"x\" : f32[3,7,5,5]
           %1 = reduce_mean(%0) axes=[2,3] keepdims=false : f32[3,7]
@@ -82,7 +71,7 @@ fn global_average_pool_and_loss_shapes() {
 fn side_outputs_outside_the_reduction_are_stored_too() {
     // The centered output needs the whole mean first: a second, pointwise launch reads
     // the mean the reduction launch stored.
-    let launches = both_ways(
+    let launches = reduction(
         "graph {
           %0 = input name=\"x\" : f32[2,3,4,4]
           %1 = reduce_mean(%0) axes=[0,2,3] keepdims=true : f32[1,3,1,1]
@@ -94,4 +83,45 @@ fn side_outputs_outside_the_reduction_are_stored_too() {
         2e-6,
     );
     assert_eq!(launches, [Family::Reduction, Family::Pointwise]);
+}
+
+#[test]
+fn a_reduction_in_a_prologue_is_a_loop_per_element() {
+    // Row sums feed a matmul: the GEMM's tile loads evaluate each sum as a loop.
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[6,4,9]
+          %1 = reduce_sum(%0) axes=[2] keepdims=false : f32[6,4]
+          %2 = param name=\"w\" : f32[4,3]
+          %3 = matmul(%1, %2) transpose_a=false transpose_b=false : f32[6,3]
+          return y=%3
+        }",
+    );
+    let program = single_kernel(&g, Anchor::MatMul);
+    let compiled = calib_codegen::compile(&program).unwrap();
+    assert_eq!(compiled.kernels[0].family, Family::Gemm);
+    assert!(compiled.kernels[0]
+        .ptx
+        .contains("evaluates per element, as loops: %1 reduce_sum"));
+    check(&g, &program, 3, 2e-6);
+}
+
+#[test]
+fn outputs_needing_no_reduction_are_stored_before_those_that_do() {
+    // A pointwise-anchored body: the cheap output goes first, the reduction second,
+    // reading the stored square back.
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[4,70]
+          %1 = mul(%0, %0) : f32[4,70]
+          %2 = reduce_sum(%1) axes=[1] keepdims=false : f32[4]
+          return squares=%1, sums=%2
+        }",
+    );
+    let program = single_kernel(&g, Anchor::Pointwise);
+    let compiled = calib_codegen::compile(&program).unwrap();
+    let launched: Vec<Family> = compiled.kernels.iter().map(|k| k.family).collect();
+    assert_eq!(launched, [Family::Pointwise, Family::Reduction]);
+    assert!(compiled.kernels[1].ptx.contains("// reads back out0"));
+    check(&g, &program, 3, 2e-6);
 }

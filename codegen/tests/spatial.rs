@@ -1,21 +1,47 @@
 //! Convolutions (implicit GEMMs), matmul, pooling and resizing with their adjoints,
-//! each as its kernel's anchor and as a plain loop inside a pointwise body.
+//! each as its kernel's anchor and as a loop evaluated per element inside another
+//! kernel's prologue.
 
 mod support;
 
-use calib_codegen::Family;
-use calib_ir::Anchor;
+use calib_codegen::{compile, Family};
+use calib_ir::{Anchor, Graph, Op};
 use support::{check, families, graph, single_kernel};
 
-/// Checks `src` as a kernel around `anchor` (emitted as `family`) and as a pointwise
-/// kernel evaluating the same op one element at a time.
+/// Checks `src` as a kernel around `anchor` (emitted as `family`), then with every
+/// output summed over axis 1 as a reduction kernel, whose loop evaluates the op under
+/// test one element at a time.
 fn both_ways(src: &str, anchor: Anchor, family: Family, tol: f64) {
     let g = graph(src);
-    for (anchor, family) in [(anchor, family), (Anchor::Pointwise, Family::Pointwise)] {
-        let program = single_kernel(&g, anchor);
-        assert_eq!(families(&program)[0], family);
-        check(&g, &program, 11, tol);
+    let program = single_kernel(&g, anchor);
+    assert_eq!(families(&program)[0], family);
+    check(&g, &program, 11, tol);
+
+    let summed = summed(&g);
+    let program = single_kernel(&summed, Anchor::Reduction);
+    let compiled = compile(&program).unwrap();
+    assert_eq!(compiled.kernels[0].family, Family::Reduction);
+    if family == Family::Gemm {
+        let looped = compiled
+            .kernels
+            .iter()
+            .any(|k| k.ptx.contains("evaluates per element, as loops"));
+        assert!(looped, "the contraction is evaluated per element");
     }
+    check(&summed, &program, 11, tol);
+}
+
+/// `g` with each output `y` replaced by `reduce_sum(y, axes=[1])`.
+fn summed(g: &Graph) -> Graph {
+    let mut g = g.clone();
+    for i in 0..g.outputs.len() {
+        let op = Op::ReduceSum {
+            axes: vec![1],
+            keepdims: false,
+        };
+        g.outputs[i].value = g.push(op, vec![g.outputs[i].value], "").unwrap();
+    }
+    g
 }
 
 /// A convolution: `[n, c, h, w]` images, `o` output channels, a `k` kernel, and the

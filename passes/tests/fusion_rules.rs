@@ -261,6 +261,59 @@ fn sibling_convolutions_merge() {
 }
 
 #[test]
+fn merged_siblings_accumulate_their_batch_statistics_in_one_kernel() {
+    // SCNet's first block: conv1_a, conv1_b and the shortcut convolution read the block
+    // input and each has a train-mode BatchNorm. Once they merge, every branch's
+    // statistics are a slice of one reduction over the merged output, which the merged
+    // convolution accumulates as it writes: no reduction kernel per branch is left.
+    let widths = [2, 3, 5];
+    let (mut b, x) = with_input(Mode::Train, &[2, 4, 6, 6]);
+    let mut sum = None;
+    for (k, &c) in widths.iter().enumerate() {
+        let y = b
+            .conv_layer(&format!("c{k}"), x, &ConvSpec::new(c, 1))
+            .unwrap();
+        let y = b.batch_norm(&format!("bn{k}"), y).unwrap();
+        let s = b.reduce_sum(y, &[1], true).unwrap();
+        sum = Some(match sum {
+            None => s,
+            Some(acc) => b.add(acc, s).unwrap(),
+        });
+    }
+    let f = check(&finish(b, sum.unwrap()), 23);
+    assert!(fired(&f, "merge-sibling-convs") >= 2);
+    assert!(fired(&f, "slice-through-reduce_mean") > 0);
+    let merged: usize = widths.iter().sum();
+    let means = |k: &calib_ir::Kernel| -> Vec<Vec<usize>> {
+        k.body
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::ReduceMean { .. }))
+            .map(|n| n.ty.shape.clone())
+            .collect()
+    };
+    let convs: Vec<_> = f
+        .program
+        .kernels
+        .iter()
+        .filter(|k| {
+            k.body
+                .nodes
+                .iter()
+                .any(|n| matches!(n.op, Op::Conv2d { .. }))
+        })
+        .collect();
+    assert_eq!(convs.len(), 1, "one kernel convolves");
+    assert_eq!(
+        means(convs[0]),
+        vec![vec![1, merged, 1, 1]; 2],
+        "mean and mean square of the merged output"
+    );
+    let all: usize = f.program.kernels.iter().map(|k| means(k).len()).sum();
+    assert_eq!(all, 2, "no other kernel reduces a branch");
+}
+
+#[test]
 fn sibling_gradients_merge() {
     // Weight gradients share the input; input gradients accumulate.
     let (mut b, x) = with_input(Mode::Eval, &[2, 4, 5, 5]);

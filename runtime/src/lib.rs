@@ -28,7 +28,7 @@ pub use device_program::{DeviceKernel, DeviceProgram};
 pub use collective::{Collective, CollectiveError, InProcess};
 pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};
-pub use sim_backend::{SimLaunch, SimProgram};
+pub use sim_backend::SimProgram;
 pub use tensor::{HostTensor, Precision, Storage, TensorError};
 pub use weights::{check_state, TensorMap, WeightsError, WeightsMismatch};
 

@@ -1,106 +1,98 @@
-//! Running a compiled kernel plan on the PTX simulator ([`crate::sim`]): every buffer of
-//! the [`Program`] in simulated global memory, inputs and parameters uploaded, each
-//! kernel launched in order with the buffer addresses as arguments, outputs read back.
+//! Running a [`DeviceProgram`] on the PTX simulator ([`crate::sim`]), as the `cuda`
+//! executor runs it on a GPU: inputs and parameters uploaded, every kernel launched in
+//! order with buffer addresses as arguments, outputs read back.
 //!
-//! The PTX comes from code generation as data ([`SimLaunch`]), so this crate does not
-//! depend on the code generator; the `calib` facade wires graph, fusion, code generation
-//! and this executor into a backend.
+//! Unlike the GPU, each buffer gets an allocation of its own rather than its place in
+//! the arena, so that an access outside a buffer faults instead of landing silently in
+//! a neighbour.
 
 use crate::sim::{self, GlobalMemory, KernelArg, Module, SimOptions};
-use crate::{Bindings, HostTensor, Outputs, RuntimeError};
-use calib_ir::{BufferId, DType, Program, Role};
+use crate::{Bindings, DeviceProgram, HostTensor, Outputs, RuntimeError};
 
-/// One kernel launch of a compiled plan.
-#[derive(Clone, Debug)]
-pub struct SimLaunch {
-    /// The PTX module holding the kernel.
-    pub ptx: String,
-    /// The entry to run.
-    pub entry: String,
-    pub grid: [u32; 3],
-    pub block: [u32; 3],
-    /// Dynamic shared memory in bytes.
-    pub shared_bytes: usize,
-    /// The buffer whose device address fills each `.param`, in order.
-    pub args: Vec<BufferId>,
-}
-
-/// A plan with its kernels parsed, ready to run on the simulator any number of times.
+/// A device program with its kernels parsed, ready to run on the simulator.
 pub struct SimProgram {
-    program: Program,
-    launches: Vec<(SimLaunch, Module)>,
+    plan: DeviceProgram,
+    modules: Vec<Module>,
 }
 
 impl SimProgram {
-    /// Parses every launch's PTX; fails on a malformed plan, unparsable PTX or a launch
-    /// naming a buffer the plan does not have.
-    pub fn new(program: Program, launches: Vec<SimLaunch>) -> Result<SimProgram, RuntimeError> {
-        program.validate()?;
-        let parsed = launches
-            .into_iter()
-            .map(|l| {
-                let module = sim::parse(&l.ptx).map_err(|e| failure(&l.entry, e))?;
-                if let Some(b) = l.args.iter().find(|b| b.0 >= program.buffers.len()) {
-                    return Err(failure(&l.entry, format!("argument {b} is not a buffer of the plan")));
+    /// Parses every kernel's PTX; fails on a malformed plan, unparsable PTX or a kernel
+    /// parameter naming a buffer the plan does not have.
+    pub fn new(plan: DeviceProgram) -> Result<SimProgram, RuntimeError> {
+        plan.program.validate()?;
+        let buffers = plan.program.buffers.len();
+        let modules = plan
+            .kernels
+            .iter()
+            .map(|k| {
+                if let Some(b) = k.params.iter().find(|b| b.0 >= buffers) {
+                    return Err(failure(
+                        &k.name,
+                        format!("parameter {b} is not a buffer of the plan"),
+                    ));
                 }
-                Ok((l, module))
+                sim::parse(&k.ptx).map_err(|e| failure(&k.name, e))
             })
             .collect::<Result<_, _>>()?;
-        Ok(SimProgram {
-            program,
-            launches: parsed,
-        })
+        Ok(SimProgram { plan, modules })
     }
 
-    pub fn program(&self) -> &Program {
-        &self.program
+    pub fn plan(&self) -> &DeviceProgram {
+        &self.plan
     }
 
-    /// Runs the plan with default simulator checks.
+    /// Runs the program with the simulator's default checks.
     pub fn run(&self, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
         self.run_with(&SimOptions::default(), bindings)
     }
 
-    /// Runs the plan; returns every program output by name.
-    pub fn run_with(&self, options: &SimOptions, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
+    /// Runs the program; returns every program output by name.
+    pub fn run_with(
+        &self,
+        options: &SimOptions,
+        bindings: &Bindings,
+    ) -> Result<Outputs, RuntimeError> {
+        let program = &self.plan.program;
         let mut memory = GlobalMemory::new();
-        let mut addresses = Vec::with_capacity(self.program.buffers.len());
-        for buf in &self.program.buffers {
-            let bytes = buf.ty.size_bytes().max(1);
-            let address = memory.alloc(bytes).map_err(|e| failure("(allocation)", e))?;
-            let (kind, tensor) = match buf.role {
-                Role::Input => ("input", bindings.get_input(&buf.name)),
-                Role::Param => ("param", bindings.get_param(&buf.name)),
-                Role::Output | Role::Temp => {
-                    addresses.push(address);
-                    continue;
-                }
-            };
-            let tensor = checked(kind, &buf.name, tensor, &buf.ty)?;
-            upload(&mut memory, address, tensor).map_err(|e| failure("(upload)", e))?;
-            addresses.push(address);
+        let addresses = program
+            .buffers
+            .iter()
+            .map(|b| memory.alloc(b.ty.size_bytes().max(1)))
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(|e| failure("(allocation)", e))?;
+        for (id, tensor) in self.plan.bound_tensors(bindings)? {
+            memory
+                .write_bytes(addresses[id.0], &tensor.to_le_bytes())
+                .map_err(|e| failure("(upload)", e))?;
         }
-        for (launch, module) in &self.launches {
-            let args: Vec<KernelArg> = launch.args.iter().map(|b| KernelArg::U64(addresses[b.0])).collect();
+        for (kernel, module) in self.plan.kernels.iter().zip(&self.modules) {
+            let args: Vec<KernelArg> = kernel
+                .params
+                .iter()
+                .map(|b| KernelArg::U64(addresses[b.0]))
+                .collect();
             sim::simulate_with(
                 options,
                 module,
-                &launch.entry,
-                launch.grid,
-                launch.block,
-                launch.shared_bytes,
+                &kernel.name,
+                kernel.grid,
+                kernel.block,
+                kernel.shared_bytes as usize,
                 &args,
                 &mut memory,
             )
-            .map_err(|e| failure(&launch.entry, e))?;
+            .map_err(|e| failure(&kernel.name, e))?;
         }
-        self.program
+        program
             .outputs
             .iter()
             .map(|o| {
-                let ty = &self.program.buffer(o.buffer).ty;
-                let tensor = download(&memory, addresses[o.buffer.0], ty)
+                let ty = &program.buffer(o.buffer).ty;
+                let bytes = memory
+                    .read_bytes(addresses[o.buffer.0], ty.size_bytes())
                     .map_err(|e| failure("(download)", e))?;
+                let tensor =
+                    HostTensor::from_le_bytes(ty, &bytes).map_err(|e| failure("(download)", e))?;
                 Ok((o.name.clone(), tensor))
             })
             .collect()
@@ -112,46 +104,4 @@ fn failure(kernel: &str, e: impl std::fmt::Display) -> RuntimeError {
         kernel: kernel.to_string(),
         message: e.to_string(),
     }
-}
-
-/// The bound tensor, if it matches the buffer's type.
-fn checked<'a>(
-    kind: &'static str,
-    name: &str,
-    tensor: Option<&'a HostTensor>,
-    expected: &calib_ir::TensorType,
-) -> Result<&'a HostTensor, RuntimeError> {
-    let tensor = tensor.ok_or_else(|| RuntimeError::Unbound {
-        kind,
-        name: name.to_string(),
-        expected: expected.clone(),
-    })?;
-    if tensor.ty() != *expected {
-        return Err(RuntimeError::BindingType {
-            kind,
-            name: name.to_string(),
-            expected: expected.clone(),
-            found: tensor.ty(),
-        });
-    }
-    Ok(tensor)
-}
-
-fn upload(memory: &mut GlobalMemory, address: u64, t: &HostTensor) -> Result<(), String> {
-    let written = match t.dtype() {
-        DType::I64 => memory.write(address, t.as_i64().ok_or("i64 tensor without i64 storage")?),
-        DType::F32 => memory.write(address, &t.to_f32_vec()),
-        d => return Err(format!("{d} tensors are not supported on the simulator yet")),
-    };
-    written.map_err(|e| e.to_string())
-}
-
-fn download(memory: &GlobalMemory, address: u64, ty: &calib_ir::TensorType) -> Result<HostTensor, String> {
-    let n = ty.numel();
-    let tensor = match ty.dtype {
-        DType::I64 => HostTensor::from_i64(ty.shape.clone(), memory.read(address, n).map_err(|e| e.to_string())?),
-        DType::F32 => HostTensor::from_f32(ty.shape.clone(), memory.read(address, n).map_err(|e| e.to_string())?),
-        d => return Err(format!("{d} tensors are not supported on the simulator yet")),
-    };
-    tensor.map_err(|e| e.to_string())
 }

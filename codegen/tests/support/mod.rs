@@ -8,7 +8,9 @@ use calib_ir::{
     Role,
 };
 use calib_runtime::sim::ptxas::{self, KernelResources};
-use calib_runtime::{Backend, Bindings, HostTensor, Outputs, Reference, SimLaunch, SimProgram};
+use calib_runtime::{
+    Backend, Bindings, DeviceKernel, DeviceProgram, HostTensor, Outputs, Reference, SimProgram,
+};
 use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -77,28 +79,34 @@ pub fn graph(src: &str) -> Graph {
     text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"))
 }
 
-/// The launches of a compiled plan, for the simulator.
-pub fn launches(compiled: &CompiledProgram) -> Vec<SimLaunch> {
-    compiled
+/// A compiled plan as a device program for the simulator (which gives every buffer its
+/// own allocation, so no arena is planned).
+pub fn device_program(program: &Program, compiled: &CompiledProgram) -> DeviceProgram {
+    let kernels = compiled
         .kernels
         .iter()
-        .map(|k| SimLaunch {
+        .map(|k| DeviceKernel {
+            name: k.name.clone(),
             ptx: k.ptx.clone(),
-            entry: k.name.clone(),
             grid: k.grid,
             block: k.block,
-            shared_bytes: k.shared_bytes,
-            args: k.params.iter().map(|p| p.buffer).collect(),
+            shared_bytes: k.shared_bytes as u32,
+            params: k.params.iter().map(|p| p.buffer).collect(),
         })
-        .collect()
+        .collect();
+    DeviceProgram {
+        program: program.clone(),
+        kernels,
+        offsets: vec![0; program.buffers.len()],
+        arena_bytes: 0,
+    }
 }
 
 /// Compiles `program`, assembles it with ptxas, and runs it on the simulator.
 pub fn simulate(program: &Program, bindings: &Bindings) -> Outputs {
     let compiled = compile(program).unwrap_or_else(|e| panic!("codegen: {e}"));
     assemble("test plan", &compiled);
-    let sim =
-        SimProgram::new(program.clone(), launches(&compiled)).unwrap_or_else(|e| panic!("{e}"));
+    let sim = SimProgram::new(device_program(program, &compiled)).unwrap_or_else(|e| panic!("{e}"));
     sim.run(bindings).unwrap_or_else(|e| {
         panic!(
             "{e}\n{}",

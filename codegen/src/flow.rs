@@ -1,0 +1,163 @@
+//! Structured control flow for emitters: loops over static extents, grid- and
+//! team-stride loops, and regions guarded by predicates. Each body runs in its own memo
+//! scope (see [`Emitter::scoped`]), because its code does not run on every path.
+
+use crate::error::Result;
+use crate::eval::Emitter;
+use crate::ptx::{ins, Operand, Reg, Ty};
+use crate::render;
+
+/// A condition known at run time (`Ok`) or already decided by constants (`Err`).
+pub(crate) type Check = std::result::Result<Reg, bool>;
+
+impl Emitter<'_> {
+    /// Emits `for i in 0..extent { f(i) }` for a static `extent` of at least 1, the body
+    /// in its own memo scope.
+    pub fn for_range(
+        &mut self,
+        extent: usize,
+        f: impl FnOnce(&mut Self, Operand) -> Result<()>,
+    ) -> Result<()> {
+        if extent == 1 {
+            return self.scoped(|cx| f(cx, Operand::Int(0)));
+        }
+        let i = self.b.reg(Ty::U32);
+        ins!(self.b, "mov.u32 {i}, 0");
+        let top = self.b.label();
+        self.b.place(top);
+        self.scoped(|cx| f(cx, i.into()))?;
+        ins!(self.b, "add.u32 {i}, {i}, 1");
+        let more = self
+            .b
+            .setp("lt", Ty::U32, i.into(), Operand::Int(extent as i64));
+        self.b.bra_if(more, true, top);
+        Ok(())
+    }
+
+    /// Emits `for (i = start; i < end; i += step) f(i)` with a run-time `start`.
+    pub fn for_strided(
+        &mut self,
+        start: Operand,
+        end: usize,
+        step: usize,
+        f: impl FnOnce(&mut Self, Operand) -> Result<()>,
+    ) -> Result<()> {
+        let i = self.b.reg(Ty::U32);
+        ins!(self.b, "mov.u32 {i}, {start}");
+        let (top, done) = (self.b.label(), self.b.label());
+        self.b.place(top);
+        let stop = self
+            .b
+            .setp("ge", Ty::U32, i.into(), Operand::Int(end as i64));
+        self.b.bra_if(stop, true, done);
+        self.scoped(|cx| f(cx, i.into()))?;
+        ins!(self.b, "add.u32 {i}, {i}, {step}");
+        self.b.bra(top);
+        self.b.place(done);
+        Ok(())
+    }
+
+    /// Emits nested loops over every multi-index of `extents` (outermost first) and
+    /// calls `f` with the loop indices.
+    pub fn for_each(
+        &mut self,
+        extents: &[usize],
+        f: &mut dyn FnMut(&mut Self, &[Operand]) -> Result<()>,
+    ) -> Result<()> {
+        fn nest<'a>(
+            cx: &mut Emitter<'a>,
+            extents: &[usize],
+            index: &mut Vec<Operand>,
+            f: &mut dyn FnMut(&mut Emitter<'a>, &[Operand]) -> Result<()>,
+        ) -> Result<()> {
+            match extents.split_first() {
+                None => f(cx, index),
+                Some((&e, rest)) => cx.for_range(e, |cx, i| {
+                    index.push(i);
+                    nest(cx, rest, index, f)?;
+                    index.pop();
+                    Ok(())
+                }),
+            }
+        }
+        nest(self, extents, &mut Vec::new(), f)
+    }
+
+    /// Runs `f` only where `p` holds (with `when` false: where it does not), in its own
+    /// memo scope.
+    pub fn if_then(
+        &mut self,
+        p: Reg,
+        when: bool,
+        f: impl FnOnce(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        let skip = self.b.label();
+        self.b.bra_if(p, !when, skip);
+        self.scoped(f)?;
+        self.b.place(skip);
+        Ok(())
+    }
+
+    /// One predicate for "all of `conditions` hold"; `Err` when constants decide it.
+    fn all(&mut self, conditions: Vec<Check>) -> Check {
+        let mut known = true;
+        let mut p: Option<Reg> = None;
+        for c in conditions {
+            match c {
+                Err(v) => known &= v,
+                Ok(q) => {
+                    p = Some(match p {
+                        None => q,
+                        Some(prev) => {
+                            let both = self.b.reg(Ty::Pred);
+                            ins!(self.b, "and.pred {both}, {prev}, {q}");
+                            both
+                        }
+                    })
+                }
+            }
+        }
+        match (known, p) {
+            (false, _) => Err(false),
+            (true, None) => Err(true),
+            (true, Some(p)) => Ok(p),
+        }
+    }
+
+    /// Runs `f` where all `conditions` hold.
+    pub fn when_all(
+        &mut self,
+        conditions: Vec<Check>,
+        f: impl FnOnce(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        match self.all(conditions) {
+            Ok(p) => self.if_then(p, true, f),
+            Err(true) => f(self),
+            Err(false) => Ok(()),
+        }
+    }
+
+    /// `f()` where all `conditions` hold, else zero (of type `ty`).
+    pub fn value_or_zero(
+        &mut self,
+        conditions: Vec<Check>,
+        ty: Ty,
+        f: impl FnOnce(&mut Self) -> Result<Operand>,
+    ) -> Result<Operand> {
+        let zero = render::one_zero(ty).1;
+        match self.all(conditions) {
+            Err(true) => f(self),
+            Err(false) => Ok(zero),
+            Ok(p) => {
+                let r = self.b.reg(ty);
+                ins!(self.b, "mov.{ty} {r}, {zero}");
+                self.if_then(p, true, |cx| {
+                    let v = f(cx)?;
+                    ins!(cx.b, "mov.{ty} {r}, {v}");
+                    Ok(())
+                })?;
+                Ok(r.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! From a graph to a [`DeviceProgram`], what device executors (the PTX simulator, CUDA)
+//! load: the kernel plan (fused, or one kernel per op), PTX for every kernel, and where
+//! each buffer sits in one arena.
+
+use calib_codegen::{compile, CompiledProgram};
+use calib_ir::{Graph, Program, ProgramError};
+use calib_passes::fusion::{fuse, unfused, FusionOptions};
+use calib_passes::plan_arena;
+use calib_runtime::{DeviceKernel, DeviceProgram, RuntimeError};
+
+/// Plans `graph` (fused with `fusion`, or one kernel per op when `None`) and compiles
+/// every kernel.
+pub fn compile_graph(
+    graph: &Graph,
+    fusion: Option<&FusionOptions>,
+) -> Result<DeviceProgram, RuntimeError> {
+    let fusion_error = |e: calib_passes::PassError| ProgramError::Fusion(e.to_string());
+    let program = match fusion {
+        Some(options) => fuse(graph, options).map_err(fusion_error)?.program,
+        None => unfused(graph).map_err(fusion_error)?,
+    };
+    compile_program(program)
+}
+
+/// Compiles every kernel of `program`.
+pub fn compile_program(program: Program) -> Result<DeviceProgram, RuntimeError> {
+    let compiled = compile(&program).map_err(|e| RuntimeError::Codegen(e.to_string()))?;
+    Ok(device_program(program, &compiled))
+}
+
+/// `program` with its compiled kernels and an arena plan.
+pub fn device_program(program: Program, compiled: &CompiledProgram) -> DeviceProgram {
+    let arena = plan_arena(&program);
+    let kernels = compiled
+        .kernels
+        .iter()
+        .map(|k| DeviceKernel {
+            name: k.name.clone(),
+            ptx: k.ptx.clone(),
+            grid: k.grid,
+            block: k.block,
+            shared_bytes: k.shared_bytes as u32,
+            params: k.params.iter().map(|p| p.buffer).collect(),
+        })
+        .collect();
+    DeviceProgram {
+        program,
+        kernels,
+        offsets: arena.offsets,
+        arena_bytes: arena.arena_bytes,
+    }
+}

@@ -1,0 +1,42 @@
+//! `calib compile --emit-ptx`: a `.ptx` file per launch beside the report, headed by the
+//! IR it implements, and ptxas's resources per kernel in the report.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn compile_writes_each_kernels_ptx_and_the_ptxas_report() {
+    let out = tempfile::tempdir().unwrap();
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/scconv");
+    let run = Command::new(env!("CARGO_BIN_EXE_calib"))
+        .args(["compile", fixture.to_str().unwrap(), "--emit-ptx", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let plan = std::fs::read_to_string(out.path().join("after.txt")).unwrap();
+    let kernels: Vec<&str> = plan
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("kernel "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert!(!kernels.is_empty());
+    for k in &kernels {
+        let ptx = std::fs::read_to_string(out.path().join(format!("{k}.ptx"))).unwrap();
+        assert!(ptx.starts_with(&format!("// {k}: kernel {k} (")), "{ptx}");
+        assert!(ptx.contains("// implements graph nodes %"), "{ptx}");
+        assert!(ptx.contains(&format!(".visible .entry {k}(")));
+    }
+    let report = std::fs::read_to_string(out.path().join("report.txt")).unwrap();
+    let ptx_report = std::fs::read_to_string(out.path().join("ptx_report.txt")).unwrap();
+    assert!(report.ends_with(&ptx_report));
+    let skip = std::env::var("CALIB_SKIP_PTXAS").is_ok_and(|v| v == "1");
+    if !skip {
+        // Every launch has registers and spills for both architectures.
+        for k in &kernels {
+            let row = ptx_report.lines().find(|l| l.split_whitespace().next() == Some(k)).unwrap();
+            assert!(row.contains("sm_80:") && row.contains("sm_90:"), "{row}");
+        }
+        assert!(ptx_report.contains(" with spills"));
+    }
+}
