@@ -11,6 +11,9 @@ pub fn backend(name: &str) -> Result<Box<dyn Backend + Send + Sync>> {
     match name {
         "reference" => Ok(Box::new(Reference::new())),
         "sim" => Ok(Box::new(crate::Sim::new())),
-        other => bail!("unknown backend `{other}` (available: {})", BACKENDS.join(", ")),
+        other => bail!(
+            "unknown backend `{other}` (available: {})",
+            BACKENDS.join(", ")
+        ),
     }
 }

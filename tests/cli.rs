@@ -179,7 +179,11 @@ fn ir_files_convert_between_forms_and_bad_ones_are_named() {
     let json_path = dir.path().join("scconv.json");
     std::fs::write(&json_path, &o.stdout).unwrap();
     let back = calib(&["ir", json_path.to_str().unwrap()]);
-    assert_eq!(std::fs::read(&text_path).unwrap(), back.stdout, "text -> json -> text");
+    assert_eq!(
+        std::fs::read(&text_path).unwrap(),
+        back.stdout,
+        "text -> json -> text"
+    );
 
     let bad = dir.path().join("bad.ir");
     std::fs::write(&bad, "graph {\n  %0 = input name=\"x\" : f32[2,3]\n  %1 = frobnicate(%0) : f32[2,3]\n  return y=%1\n}\n").unwrap();
@@ -210,17 +214,32 @@ fn devices_says_why_there_is_no_gpu_instead_of_panicking() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     match o.status.code() {
         Some(0) => assert!(!v["devices"].as_array().unwrap().is_empty()),
-        Some(3) => assert!(v["error"].as_str().unwrap().contains("NVIDIA") || v["error"].as_str().unwrap().contains("GPU")),
+        Some(3) => assert!(
+            v["error"].as_str().unwrap().contains("NVIDIA")
+                || v["error"].as_str().unwrap().contains("GPU")
+        ),
         other => panic!("unexpected exit {other:?}: {err}"),
     }
 }
 
 #[test]
 fn bench_times_a_training_step() {
-    let o = calib(&["bench", "--model", &fixture("tiny_scnet"), "--batch", "4", "--steps", "2", "--json"]);
+    let o = calib(&[
+        "bench",
+        "--model",
+        &fixture("tiny_scnet"),
+        "--batch",
+        "4",
+        "--steps",
+        "2",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["batch"], 4);
     assert!(v["images_per_second"].as_f64().unwrap() > 0.0);
-    assert_clean_error(&calib(&["bench", "--model", "scnet50", "--backend", "tpu"]), "tpu");
+    assert_clean_error(
+        &calib(&["bench", "--model", "scnet50", "--backend", "tpu"]),
+        "tpu",
+    );
 }

@@ -13,7 +13,11 @@ fn compile_writes_each_kernels_ptx_and_the_ptxas_report() {
         .arg(out.path())
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let plan = std::fs::read_to_string(out.path().join("after.txt")).unwrap();
     let kernels: Vec<&str> = plan
         .lines()
@@ -34,7 +38,10 @@ fn compile_writes_each_kernels_ptx_and_the_ptxas_report() {
     if !skip {
         // Every launch has registers and spills for both architectures.
         for k in &kernels {
-            let row = ptx_report.lines().find(|l| l.split_whitespace().next() == Some(k)).unwrap();
+            let row = ptx_report
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(k))
+                .unwrap();
             assert!(row.contains("sm_80:") && row.contains("sm_90:"), "{row}");
         }
         assert!(ptx_report.contains(" with spills"));

@@ -33,6 +33,9 @@ mod tests {
             assert_eq!(HostTensor::from_le_bytes(&ty, &bytes).unwrap(), t);
         }
         let short = HostTensor::from_le_bytes(&TensorType::new(DType::F32, vec![4]), &[0; 12]);
-        assert!(short.is_err(), "a short buffer is an error, not a smaller tensor");
+        assert!(
+            short.is_err(),
+            "a short buffer is an error, not a smaller tensor"
+        );
     }
 }

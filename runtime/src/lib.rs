@@ -24,8 +24,8 @@ mod tensor;
 pub mod weights;
 
 pub use bindings::Bindings;
-pub use device_program::{DeviceKernel, DeviceProgram};
 pub use collective::{Collective, CollectiveError, InProcess};
+pub use device_program::{DeviceKernel, DeviceProgram};
 pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};
 pub use sim_backend::SimProgram;

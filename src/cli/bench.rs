@@ -41,14 +41,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let momentum: TensorMap = step
         .params
         .iter()
-        .map(|n| (momentum_name(n), HostTensor::full(&state[n].ty(), 0.0, Default::default())))
+        .map(|n| {
+            (
+                momentum_name(n),
+                HostTensor::full(&state[n].ty(), 0.0, Default::default()),
+            )
+        })
         .collect();
-    let x: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.normal() as f32).collect();
+    let x: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.normal() as f32)
+        .collect();
     let x = HostTensor::from_f32(shape.clone(), x)?;
     let classes = model.graph.ty(model.output()).shape[1] as i64;
-    let y = HostTensor::from_i64(vec![shape[0]], (0..shape[0] as i64).map(|i| i % classes).collect())?;
+    let y = HostTensor::from_i64(
+        vec![shape[0]],
+        (0..shape[0] as i64).map(|i| i % classes).collect(),
+    )?;
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![0.01])?;
-    let mut bindings = Bindings::new().params(&state).input("input", &x).input("labels", &y).input(LR, &lr);
+    let mut bindings = Bindings::new()
+        .params(&state)
+        .input("input", &x)
+        .input("labels", &y)
+        .input(LR, &lr);
     for (n, t) in &momentum {
         bindings = bindings.input(n.clone(), t);
     }

@@ -25,13 +25,31 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Ok(list) => {
                 for d in list {
                     let (major, minor) = d.compute_capability;
-                    writeln!(buf, "cuda:{}  {}  sm_{major}{minor}  {:.1} GiB", d.ordinal, d.name, d.total_memory_bytes as f64 / (1u64 << 30) as f64)?;
+                    writeln!(
+                        buf,
+                        "cuda:{}  {}  sm_{major}{minor}  {:.1} GiB",
+                        d.ordinal,
+                        d.name,
+                        d.total_memory_bytes as f64 / (1u64 << 30) as f64
+                    )?;
                 }
-                writeln!(buf, "NCCL: {}", if nccl_present() { "found" } else { "not found (multi-GPU training unavailable)" })?;
+                writeln!(
+                    buf,
+                    "NCCL: {}",
+                    if nccl_present() {
+                        "found"
+                    } else {
+                        "not found (multi-GPU training unavailable)"
+                    }
+                )?;
             }
             Err(e) => writeln!(buf, "no GPU available: {e}")?,
         }
         super::emit(&buf)?;
     }
-    Ok(if found.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    Ok(if found.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }

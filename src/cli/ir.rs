@@ -39,7 +39,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => {
             let source = resolve_model(&args.model)?;
             let shape = with_batch(source.input_shape.clone(), args.batch)?;
-            let mode = if args.train || args.step { Mode::Train } else { Mode::Eval };
+            let mode = if args.train || args.step {
+                Mode::Train
+            } else {
+                Mode::Eval
+            };
             let graph = build(&source.spec, &shape, mode, DType::F32)?.graph;
             if args.step {
                 train_step(&graph, &TrainConfig::default())?.graph
@@ -66,7 +70,8 @@ fn read_graph_file(path: &Path) -> Result<Option<Graph>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let content = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let content =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let trimmed = content.trim_start();
     let what = || format!("{} is not a valid calib graph", path.display());
     if trimmed.starts_with("graph") {

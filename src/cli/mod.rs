@@ -1,9 +1,9 @@
 //! Subcommands of `calib`, one file each.
 
-mod compile;
-mod explain;
 mod bench;
+mod compile;
 mod devices;
+mod explain;
 mod info;
 mod ir;
 mod train;
