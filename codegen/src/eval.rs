@@ -276,7 +276,7 @@ impl<'a> Emitter<'a> {
     pub fn store(&mut self, i: usize, at: &Index, value: Operand) -> Result<()> {
         let ty = self.value_ty(self.kernel.body.outputs[i].value)?;
         let addr = self.output_address(i, at)?;
-        let value = self.b.to_reg(value, ty);
+        let value = self.b.materialize(value, ty);
         ins!(self.b, "st.global.{ty} [{addr}], {value}");
         Ok(())
     }
@@ -345,7 +345,7 @@ impl<'a> Emitter<'a> {
         let ty = self.value_ty(v)?;
         let coords = self.coords(at, &node.ty.shape);
         let label = self.value(node.inputs[0], &Index::coords(vec![coords[0]]))?;
-        let k = self.b.to_reg(coords[1], Ty::U32);
+        let k = self.b.materialize(coords[1], Ty::U32);
         let k64 = self.b.reg(Ty::S64);
         ins!(self.b, "cvt.s64.u32 {k64}, {k}");
         let hit = self.b.setp("eq", Ty::S64, label, k64.into());

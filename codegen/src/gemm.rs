@@ -305,7 +305,7 @@ impl TileLoad {
         let cols = self.cols;
         self.each(cx, |cx, row, col| {
             let v = value(cx, row, col)?;
-            let v = cx.b.to_reg(v, Ty::F32);
+            let v = cx.b.materialize(v, Ty::F32);
             let at = cx.b.mad_u32(row, Operand::Int(cols as i64), col);
             let addr = shared_address(cx, base, at);
             ins!(cx.b, "st.shared.f32 [{addr}], {v}");

@@ -34,13 +34,14 @@ mod launch;
 mod matmul;
 mod pointwise;
 mod pool;
-pub mod ptx;
+mod ptx;
 mod reduction;
 mod render;
 mod window;
 
 pub use error::CodegenError;
 pub use kernel::{CompiledKernel, CompiledProgram, Family, Param, ParamRole};
+pub use ptx::{TARGET, VERSION};
 
 use calib_ir::{text, Kernel, Program};
 use eval::Emitter;
@@ -59,8 +60,8 @@ pub fn compile(program: &Program) -> std::result::Result<CompiledProgram, Codege
     Ok(CompiledProgram { kernels })
 }
 
-/// Compiles one kernel of `program` (which must be valid) to its launches, usually one
-/// (see [`launch`] for when there are more).
+/// Compiles one kernel of `program` (which must be valid) to its launches: usually one,
+/// more when outputs reduce over the whole result of an earlier one (`launch.rs`).
 pub fn compile_kernel(
     program: &Program,
     kernel: &Kernel,

@@ -159,7 +159,7 @@ fn max_pool(
     kernel: [usize; 2],
 ) -> Result<Operand> {
     // `to_reg` of an immediate always moves it into a fresh register.
-    let best = cx.b.to_reg(LOWEST, Ty::F32);
+    let best = cx.b.materialize(LOWEST, Ty::F32);
     cx.for_each(&kernel, &mut |cx, k| {
         let (ih, ch) = w[0].input_pos(cx, at[2], k[0]);
         let (iw, cw) = w[1].input_pos(cx, at[3], k[1]);
@@ -222,14 +222,14 @@ fn max_pool_backward(
     let acc = zero(cx);
     let here = cx.b.mad_u32(at[2], Operand::Int(w[1].input as i64), at[3]);
     windows_containing(cx, at, w, kernel, &mut |cx, oh, ow| {
-        let best = cx.b.to_reg(LOWEST, Ty::F32);
-        let pos = cx.b.to_reg(Operand::Int(NOWHERE), Ty::U32);
+        let best = cx.b.materialize(LOWEST, Ty::F32);
+        let pos = cx.b.materialize(Operand::Int(NOWHERE), Ty::U32);
         cx.for_each(&kernel, &mut |cx, k| {
             let (ih, ch) = w[0].input_pos(cx, oh, k[0]);
             let (iw, cw) = w[1].input_pos(cx, ow, k[1]);
             cx.when_all(vec![ch, cw], |cx| {
                 let v = cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))?;
-                let v = cx.b.to_reg(v, Ty::F32);
+                let v = cx.b.materialize(v, Ty::F32);
                 // better = first || (best is a number && (v > best || v is NaN))
                 let first = cx.b.setp("eq", Ty::U32, pos.into(), Operand::Int(NOWHERE));
                 let number = cx.b.setp("num", Ty::F32, best.into(), best.into());

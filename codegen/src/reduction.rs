@@ -117,7 +117,7 @@ pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> 
     let out_shape = cx.ty(v).shape.clone();
     let flat = cx.flat(at, &out_shape);
     let kept = cx.coords(&Index::flat(flat), &kept_dims);
-    let acc = cx.b.to_reg(r.identity(), Ty::F32);
+    let acc = cx.b.materialize(r.identity(), Ty::F32);
     cx.for_each(&reduced_dims, &mut |cx, red| {
         let x = cx.value(r.input, &Index::coords(r.merge(shape.len(), &kept, red)))?;
         r.fold(cx, acc, x);
@@ -184,7 +184,7 @@ pub(crate) fn emit(cx: &mut Emitter, group: &[Reduce], aligned: &[usize]) -> Res
         let kept = cx.coords(&Index::flat(j), &kept_dims);
         let accs: Vec<Reg> = group
             .iter()
-            .map(|r| cx.b.to_reg(r.identity(), Ty::F32))
+            .map(|r| cx.b.materialize(r.identity(), Ty::F32))
             .collect();
         cx.for_strided(lane, length, team_size, |cx, i| {
             let reduced = cx.coords(&Index::flat(i), &reduced_dims);

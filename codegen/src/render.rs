@@ -171,7 +171,7 @@ pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Resul
     // ptxas folds the moves.
     let args: Vec<Operand> = args
         .iter()
-        .map(|&a| cx.b.to_reg(a, arg_ty).into())
+        .map(|&a| cx.b.materialize(a, arg_ty).into())
         .collect();
     let d = cx.b.reg(ty);
     let uses = |name: &str| templates.iter().any(|l| l.contains(name));

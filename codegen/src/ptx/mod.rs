@@ -65,10 +65,6 @@ impl Builder {
         self.lines.push(format!("\t{text};"));
     }
 
-    pub fn comment(&mut self, text: &str) {
-        self.lines.push(format!("\t// {text}"));
-    }
-
     /// Instructions emitted so far (a guard against runaway code).
     pub fn instructions(&self) -> usize {
         self.instructions
@@ -94,7 +90,7 @@ impl Builder {
     }
 
     /// A register holding `value` (a `mov` unless it already is one).
-    pub fn to_reg(&mut self, value: Operand, ty: Ty) -> Reg {
+    pub fn materialize(&mut self, value: Operand, ty: Ty) -> Reg {
         match value {
             Operand::Reg(r) => r,
             imm => {

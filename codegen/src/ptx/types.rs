@@ -7,12 +7,9 @@ use std::fmt;
 pub enum Ty {
     Pred,
     U32,
-    S32,
     U64,
     S64,
     F32,
-    /// Raw 16-bit storage (f16/bf16 values travel as `.b16` until converted).
-    B16,
 }
 
 impl Ty {
@@ -20,11 +17,9 @@ impl Ty {
         match self {
             Ty::Pred => "pred",
             Ty::U32 => "u32",
-            Ty::S32 => "s32",
             Ty::U64 => "u64",
             Ty::S64 => "s64",
             Ty::F32 => "f32",
-            Ty::B16 => "b16",
         }
     }
 
@@ -32,8 +27,7 @@ impl Ty {
     pub fn class(self) -> RegClass {
         match self {
             Ty::Pred => RegClass::Pred,
-            Ty::B16 => RegClass::B16,
-            Ty::U32 | Ty::S32 => RegClass::B32,
+            Ty::U32 => RegClass::B32,
             Ty::U64 | Ty::S64 => RegClass::B64,
             Ty::F32 => RegClass::F32,
         }
@@ -46,8 +40,7 @@ impl Ty {
     pub fn bytes(self) -> usize {
         match self {
             Ty::Pred => 0,
-            Ty::B16 => 2,
-            Ty::U32 | Ty::S32 | Ty::F32 => 4,
+            Ty::U32 | Ty::F32 => 4,
             Ty::U64 | Ty::S64 => 8,
         }
     }
@@ -63,25 +56,17 @@ impl fmt::Display for Ty {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RegClass {
     Pred,
-    B16,
     B32,
     B64,
     F32,
 }
 
 impl RegClass {
-    pub const ALL: [RegClass; 5] = [
-        RegClass::Pred,
-        RegClass::B16,
-        RegClass::B32,
-        RegClass::B64,
-        RegClass::F32,
-    ];
+    pub const ALL: [RegClass; 4] = [RegClass::Pred, RegClass::B32, RegClass::B64, RegClass::F32];
 
     pub fn prefix(self) -> &'static str {
         match self {
             RegClass::Pred => "%p",
-            RegClass::B16 => "%h",
             RegClass::B32 => "%r",
             RegClass::B64 => "%rd",
             RegClass::F32 => "%f",
@@ -92,7 +77,6 @@ impl RegClass {
     pub fn decl(self) -> &'static str {
         match self {
             RegClass::Pred => ".pred",
-            RegClass::B16 => ".b16",
             RegClass::B32 => ".b32",
             RegClass::B64 => ".b64",
             RegClass::F32 => ".f32",
