@@ -18,6 +18,7 @@ pub use calib_passes as passes;
 pub use calib_runtime as runtime;
 
 mod backends;
+pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod ptx_report;
@@ -27,5 +28,6 @@ pub mod train;
 pub mod verify;
 
 pub use backends::{backend, BACKENDS};
+pub use cuda::Cuda;
 pub use resolve::{resolve_model, with_batch, ModelSource};
 pub use sim::Sim;

@@ -3,7 +3,6 @@
 use anyhow::{bail, Result};
 use calib::models::parse_spec_file;
 use calib::resolve_model;
-use calib::runtime::{Backend, Reference};
 use calib::train::{train, ScheduleKind, TrainOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +15,7 @@ pub struct Args {
     /// A preset, a spec JSON, or a fixture directory (default: the built-in fashion_scnet).
     #[arg(long)]
     model: Option<String>,
-    /// Executor: `reference` (the CPU interpreter).
+    /// Executor: `reference` (the CPU interpreter), `sim` (the PTX simulator) or `cuda`.
     #[arg(long, default_value = "reference")]
     backend: String,
     #[arg(long, default_value_t = 128)]
@@ -125,10 +124,7 @@ fn print_profile() {
 }
 
 fn run_training(args: &Args) -> Result<ExitCode> {
-    let backend: Box<dyn Backend + Sync> = match args.backend.as_str() {
-        "reference" => Box::new(Reference::new()),
-        other => bail!("unknown backend `{other}` (available: reference)"),
-    };
+    let backend = calib::backend(&args.backend)?;
     if let Some(dir) = &args.resume {
         let config = dir.join("config.json");
         let text = std::fs::read_to_string(&config)
