@@ -75,6 +75,13 @@ fn compile_writes_the_plan_and_explain_reads_it() {
         assert!(report[field].as_f64().is_some(), "report.json has {field}");
     }
     assert!(report["kernels_after"].as_f64() < report["kernels_before"].as_f64());
+    let memory = &report["memory"];
+    let (arena, peak, unshared) = (
+        memory["arena_bytes"].as_u64().unwrap(),
+        memory["peak_live_bytes"].as_u64().unwrap(),
+        memory["unshared_bytes"].as_u64().unwrap(),
+    );
+    assert!(peak <= arena && arena <= unshared, "{memory}");
     let o = calib(&["explain", dir, "k3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("kernel k3 "));

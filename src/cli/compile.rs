@@ -80,8 +80,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
     write("after.txt", &fusion.program.to_text())?;
     write("after.json", &fusion.program.to_json())?;
     write("after.dot", &fusion.program.to_dot())?;
-    write("report.json", &fusion.report.to_json())?;
+    // Device memory of the plan: one arena, temporaries sharing bytes by lifetime.
+    let arena = calib::passes::plan_arena(&fusion.program);
+    let mut report_json: serde_json::Value = serde_json::from_str(&fusion.report.to_json())?;
+    report_json["memory"] = serde_json::json!({
+        "arena_bytes": arena.arena_bytes,
+        "unshared_bytes": arena.unshared_bytes,
+        "peak_live_bytes": arena.peak_live_bytes,
+    });
+    write("report.json", &serde_json::to_string_pretty(&report_json)?)?;
     let mut report = fusion.report.to_text();
+    report.push_str(&format!(
+        "\ndevice memory: arena {:.1} MiB (peak live {:.1} MiB; {:.1} MiB without sharing)\n",
+        arena.arena_bytes as f64 / 1048576.0,
+        arena.peak_live_bytes as f64 / 1048576.0,
+        arena.unshared_bytes as f64 / 1048576.0
+    ));
     if args.emit_ptx {
         report.push_str(&calib::ptx_report::emit_ptx(&fusion.program, out)?);
     }
