@@ -5,9 +5,9 @@
 use calib::data::rng::Rng;
 use calib::ir::{DType, Mode};
 use calib::models::{build, load_spec_file};
-use calib::passes::{momentum_name, train_step, TrainConfig, LR};
-use calib::runtime::{Backend, Bindings, HostTensor, Reference, TensorMap};
-use calib::train::init_state;
+use calib::passes::{train_step, TrainConfig};
+use calib::runtime::{Backend, HostTensor, Reference};
+use calib::train::{init_state, SgdState};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const BATCH: usize = 32;
@@ -19,31 +19,14 @@ fn tiny_scnet_step(c: &mut Criterion) {
     let model = build(&spec, &shape, Mode::Train, DType::F32).unwrap();
     let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
     let mut rng = Rng::new(0);
-    let state = init_state(&model.state, &mut rng);
-    let momentum: TensorMap = step
-        .params
-        .iter()
-        .map(|n| {
-            (
-                momentum_name(n),
-                HostTensor::full(&state[n].ty(), 0.0, Default::default()),
-            )
-        })
-        .collect();
+    let sgd = SgdState::new(&step, init_state(&model.state, &mut rng));
     let x: Vec<f32> = (0..shape.iter().product::<usize>())
         .map(|_| rng.normal() as f32)
         .collect();
     let x = HostTensor::from_f32(shape.to_vec(), x).unwrap();
     let y = HostTensor::from_i64(vec![BATCH], (0..BATCH as i64).map(|i| i % 10).collect()).unwrap();
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![0.1]).unwrap();
-    let mut bindings = Bindings::new()
-        .params(&state)
-        .input("input", &x)
-        .input("labels", &y)
-        .input(LR, &lr);
-    for (n, t) in &momentum {
-        bindings = bindings.input(n.clone(), t);
-    }
+    let bindings = sgd.bindings(&step, &x, &y, &lr);
     let backend = Reference::new();
     c.bench_function("tiny_scnet train step, batch 32, reference", |b| {
         b.iter(|| backend.run(&step.graph, &bindings).unwrap())

@@ -4,9 +4,9 @@ use anyhow::Result;
 use calib::data::rng::Rng;
 use calib::ir::{DType, Mode};
 use calib::models::build;
-use calib::passes::{momentum_name, train_step, TrainConfig, LR};
-use calib::runtime::{Bindings, HostTensor, TensorMap};
-use calib::train::init_state;
+use calib::passes::{train_step, TrainConfig};
+use calib::runtime::HostTensor;
+use calib::train::{init_state, SgdState};
 use calib::{resolve_model, with_batch};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -37,17 +37,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let build_seconds = started.elapsed().as_secs_f64();
 
     let mut rng = Rng::new(0);
-    let state = init_state(&model.state, &mut rng);
-    let momentum: TensorMap = step
-        .params
-        .iter()
-        .map(|n| {
-            (
-                momentum_name(n),
-                HostTensor::full(&state[n].ty(), 0.0, Default::default()),
-            )
-        })
-        .collect();
+    let sgd = SgdState::new(&step, init_state(&model.state, &mut rng));
     let x: Vec<f32> = (0..shape.iter().product::<usize>())
         .map(|_| rng.normal() as f32)
         .collect();
@@ -58,14 +48,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         (0..shape[0] as i64).map(|i| i % classes).collect(),
     )?;
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![0.01])?;
-    let mut bindings = Bindings::new()
-        .params(&state)
-        .input("input", &x)
-        .input("labels", &y)
-        .input(LR, &lr);
-    for (n, t) in &momentum {
-        bindings = bindings.input(n.clone(), t);
-    }
+    let bindings = sgd.bindings(&step, &x, &y, &lr);
     let t0 = Instant::now();
     backend.run(&step.graph, &bindings)?;
     let first_step_seconds = t0.elapsed().as_secs_f64();

@@ -5,8 +5,10 @@ pub mod checkpoint;
 mod init;
 mod replicas;
 pub mod schedule;
+mod sgd_state;
 mod trainer;
 
 pub use init::init_state;
 pub use schedule::{Schedule, ScheduleKind};
+pub use sgd_state::SgdState;
 pub use trainer::{train, EpochResult, TrainOptions};

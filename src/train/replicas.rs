@@ -11,11 +11,12 @@
 //! handle is dropped, the others' all-reduces fail at once, and the step reports the
 //! first replica's own error rather than its peers' complaints about it.
 
+use super::SgdState;
 use anyhow::{anyhow, bail, Context, Result};
-use calib_passes::{momentum_name, TrainStep, LOSS, LR};
+use calib_passes::{momentum_name, TrainStep, LOSS};
 use calib_runtime::{
-    Backend, Bindings, Collective, CollectiveError, HostTensor, InProcess, OpError, Outputs,
-    RuntimeError, Storage, TensorMap,
+    Backend, Collective, CollectiveError, HostTensor, InProcess, OpError, Outputs, RuntimeError,
+    Storage,
 };
 
 /// Runs a step graph for a group of `replicas` (1: a plain step, no threads).
@@ -31,17 +32,10 @@ impl StepRunner<'_> {
     /// One step on the global batch (`pixels`, `labels`). The outputs are rank 0's, except
     /// `logits`, which are every replica's in rank order (the whole batch's), and `loss`,
     /// the mean of the replicas' losses (the whole batch's mean loss).
-    pub fn run(
-        &self,
-        state: &TensorMap,
-        momentum: &TensorMap,
-        pixels: &[f32],
-        labels: &[i64],
-        lr: f64,
-    ) -> Result<Outputs> {
+    pub fn run(&self, sgd: &SgdState, pixels: &[f32], labels: &[i64], lr: f64) -> Result<Outputs> {
         let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
         if self.replicas == 1 {
-            return self.replica(None, state, momentum, pixels, labels, &lr);
+            return self.replica(None, sgd, pixels, labels, &lr);
         }
         let rows = self.shard[0];
         let pixels_per_row: usize = self.shard[1..].iter().product();
@@ -64,7 +58,7 @@ impl StepRunner<'_> {
                     let lr = &lr;
                     // The group handle moves into the thread: when the thread ends, for
                     // whatever reason, the handle is dropped and its peers stop waiting.
-                    s.spawn(move || self.replica(Some(&group), state, momentum, x, y, lr))
+                    s.spawn(move || self.replica(Some(&group), sgd, x, y, lr))
                 })
                 .collect();
             handles
@@ -84,23 +78,14 @@ impl StepRunner<'_> {
     fn replica(
         &self,
         group: Option<&dyn Collective>,
-        state: &TensorMap,
-        momentum: &TensorMap,
+        sgd: &SgdState,
         pixels: &[f32],
         labels: &[i64],
         lr: &HostTensor,
     ) -> Result<Outputs> {
         let x = HostTensor::from_f32(self.shard.clone(), pixels.to_vec())?;
         let y = HostTensor::from_i64(vec![labels.len()], labels.to_vec())?;
-        let names: Vec<String> = self.step.params.iter().map(|n| momentum_name(n)).collect();
-        let mut b = Bindings::new()
-            .params(state)
-            .input("input", &x)
-            .input("labels", &y)
-            .input(LR, lr);
-        for (name, m) in names.iter().zip(&self.step.params) {
-            b = b.input(name.clone(), &momentum[m]);
-        }
+        let mut b = sgd.bindings(self.step, &x, &y, lr);
         if let Some(group) = group {
             b = b.collective(group);
         }

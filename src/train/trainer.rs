@@ -9,13 +9,13 @@ use super::checkpoint::{self, Checkpoint, Progress};
 use super::init::init_state;
 use super::replicas::StepRunner;
 use super::schedule::{Schedule, ScheduleKind};
+use super::SgdState;
 use crate::data::{fashion_mnist, make_batch, rng::Rng, Augment, ImageSet, Split};
 use anyhow::{bail, Context, Result};
 use calib_ir::{DType, Graph, GraphBuilder, Mode};
 use calib_models::{build, build_with, ModelSpec};
 use calib_passes::{
-    data_parallel_step, momentum_name, train_step, with_loss, DataParallel, Sgd, TrainConfig,
-    TrainStep, LOSS,
+    data_parallel_step, train_step, with_loss, DataParallel, Sgd, TrainConfig, LOSS,
 };
 use calib_runtime::{weights, Backend, Bindings, HostTensor, Outputs, TensorMap};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -149,7 +149,7 @@ pub fn train(
         replicas: opts.replicas,
     };
 
-    let (mut state, mut momentum, start) = if resume {
+    let (mut sgd, start) = if resume {
         let ck = checkpoint::load(out)?;
         if ck.progress.seed != opts.seed {
             bail!(
@@ -166,14 +166,20 @@ pub fn train(
         calib_runtime::check_state(&expected, &ck.state)
             .context("checkpoint does not fit the model")?;
         truncate_metrics(out, ck.progress.step)?;
-        (ck.state, ck.momentum, ck.progress.step)
+        (
+            SgdState {
+                state: ck.state,
+                momentum: ck.momentum,
+            },
+            ck.progress.step,
+        )
     } else {
         let mut rng = Rng::new(opts.seed);
         let state = init_state(&forward.state, &mut rng);
-        let momentum = zero_momentum(&step_graph, &state);
+        let sgd = SgdState::new(&step_graph, state);
         std::fs::write(out.join("config.json"), serde_json::to_string_pretty(opts)?)?;
         let _ = std::fs::remove_file(out.join("metrics.jsonl"));
-        (state, momentum, 0)
+        (sgd, 0)
     };
 
     let steps_per_epoch = (train_set.len() / opts.batch) as u64;
@@ -221,7 +227,7 @@ pub fn train(
         let (pixels, labels) = make_batch(&train_set, indices, stats, augment);
         let lr = schedule.lr(step);
         let t0 = Instant::now();
-        let outputs = runner.run(&state, &momentum, &pixels, &labels, lr)?;
+        let mut outputs = runner.run(&sgd, &pixels, &labels, lr)?;
         window.add(opts.batch, t0.elapsed().as_secs_f64());
         let loss = scalar(&outputs, LOSS)?;
         if !loss.is_finite() {
@@ -232,7 +238,7 @@ pub fn train(
             &labels,
         );
         window.loss += loss * opts.batch as f64;
-        apply_outputs(&step_graph, outputs, &mut state, &mut momentum);
+        sgd.absorb(&step_graph, &mut outputs);
         step += 1;
         bar.set_message(format!(
             "loss {:.3} acc {:.1}% {:.0} img/s",
@@ -259,7 +265,7 @@ pub fn train(
         if epoch_done || step == end {
             bar.set_position(steps_per_epoch.min((step - epoch * steps_per_epoch) as u64));
             bar.suspend(|| -> Result<()> {
-                let (test_loss, test_accuracy) = evaluator.run(backend, &state)?;
+                let (test_loss, test_accuracy) = evaluator.run(backend, &sgd.state)?;
                 let r = EpochResult { epoch: epoch + 1, step, test_loss, test_accuracy };
                 let mut line = serde_json::json!({"epoch": r.epoch, "step": r.step, "loss": test_loss, "test_loss": test_loss, "test_accuracy": test_accuracy});
                 if interrupted {
@@ -277,8 +283,8 @@ pub fn train(
         {
             metrics.flush()?;
             let ck = Checkpoint {
-                state: state.clone(),
-                momentum: momentum.clone(),
+                state: sgd.state.clone(),
+                momentum: sgd.momentum.clone(),
                 progress: Progress {
                     step,
                     seed: opts.seed,
@@ -288,7 +294,7 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
-    weights::save(out.join("model.safetensors"), &state)?;
+    weights::save(out.join("model.safetensors"), &sgd.state)?;
     Ok(results)
 }
 
@@ -309,39 +315,6 @@ fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     Rng::new(stream(seed, epoch)).shuffle(&mut order);
     order
-}
-
-fn zero_momentum(step: &TrainStep, state: &TensorMap) -> TensorMap {
-    step.params
-        .iter()
-        .map(|name| {
-            let p = &state[name];
-            (
-                name.clone(),
-                HostTensor::full(&p.ty(), 0.0, Default::default()),
-            )
-        })
-        .collect()
-}
-
-/// Moves the step's results into the training state: outputs named like a parameter or
-/// buffer replace it, `momentum.*` outputs replace the momentum buffers.
-fn apply_outputs(
-    step: &TrainStep,
-    mut outputs: Outputs,
-    state: &mut TensorMap,
-    momentum: &mut TensorMap,
-) {
-    for name in step.params.iter().chain(&step.buffers) {
-        if let Some(t) = outputs.remove(name.as_str()) {
-            state.insert(name.clone(), t);
-        }
-    }
-    for name in &step.params {
-        if let Some(t) = outputs.remove(&momentum_name(name)) {
-            momentum.insert(name.clone(), t);
-        }
-    }
 }
 
 fn scalar(outputs: &Outputs, name: &str) -> Result<f64> {

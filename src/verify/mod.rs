@@ -7,12 +7,11 @@ mod tolerance;
 pub use fused::Fused;
 pub use tolerance::Tolerance;
 
+use crate::train::SgdState;
 use anyhow::{bail, Context, Result};
 use calib_ir::{DType, Graph, Mode, Op};
 use calib_models::{build, load_spec_file, Model};
-use calib_passes::{
-    grad, momentum_name, train_step, vjp, with_loss, Sgd, TrainConfig, LABELS, LOSS, LR,
-};
+use calib_passes::{grad, train_step, vjp, with_loss, Sgd, TrainConfig, LABELS, LOSS};
 use calib_runtime::{check_state, weights, Backend, Bindings, HostTensor, Outputs, TensorMap};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -143,7 +142,7 @@ fn verify_sgd_steps(
     backend: &dyn Backend,
     model: &Model,
     grads: &GradientGraph,
-    mut state: TensorMap,
+    state: TensorMap,
     io: &TensorMap,
     checker: &mut Checker,
 ) -> Result<()> {
@@ -171,45 +170,20 @@ fn verify_sgd_steps(
         },
     )?;
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![num("lr")? as f32])?;
-    let mut momentum: TensorMap = step
-        .params
-        .iter()
-        .map(|n| {
-            (
-                momentum_name(n),
-                HostTensor::full(&state[n].ty(), 0.0, Default::default()),
-            )
-        })
-        .collect();
+    let mut state = SgdState::new(&step, state);
     for k in 1..=2 {
         if k == 2 {
-            let out = grads.run(backend, &state, io)?;
+            let out = grads.run(backend, &state.state, io)?;
             checker.compare_all("step2_io", &out, "")?;
             checker.compare_all("train_grads_step2", &out, "grad.")?;
         }
-        let mut b = Bindings::new()
-            .params(&state)
-            .input("input", tensor(io, "input")?)
-            .input(LABELS, tensor(io, LABELS)?)
-            .input(LR, &lr);
-        for (n, t) in &momentum {
-            b = b.input(n.clone(), t);
-        }
+        let b = state.bindings(&step, tensor(io, "input")?, tensor(io, LABELS)?, &lr);
         let mut out = backend.run(&step.graph, &b)?;
         checker.compare_all(&format!("state_after_sgd_step{k}"), &out, "")?;
         if k == 1 {
             checker.compare_all("sgd_momentum_after_step1", &out, "momentum.")?;
         }
-        for name in step.params.iter().chain(&step.buffers) {
-            if let Some(t) = out.remove(name) {
-                state.insert(name.clone(), t);
-            }
-        }
-        for (n, t) in momentum.iter_mut() {
-            *t = out
-                .remove(n)
-                .with_context(|| format!("step graph has no output `{n}`"))?;
-        }
+        state.absorb(&step, &mut out);
     }
     Ok(())
 }
