@@ -1,7 +1,6 @@
 //! The `sim` backend on the public fixtures: the fused plan compiled to PTX and run on
-//! the PTX simulator, checked row by row against the authors' numbers. The module
-//! fixtures run here; `tiny_scnet` (two SGD steps, about a minute on the simulator) is
-//! `calib verify --backend sim ../shared/fixtures/tiny_scnet`.
+//! the PTX simulator, checked row by row against the authors' numbers: every public
+//! fixture, `tiny_scnet` included (two SGD steps, about a minute on the simulator).
 
 use calib::runtime::Backend;
 use calib::verify::{verify_fixture, Status};
@@ -26,6 +25,16 @@ fn check(name: &str, rows: usize) {
 #[test]
 fn scconv_on_the_simulator() {
     check("scconv", 3 + 9 + 9);
+}
+
+#[test]
+fn scbottleneck_s1_on_the_simulator() {
+    check("scbottleneck_s1", 3 + 21 + 21);
+}
+
+#[test]
+fn tiny_scnet_two_sgd_steps_on_the_simulator() {
+    check("tiny_scnet", 1 + 3 + 51 + 53 + 104 + 53 + 2 + 53 + 104);
 }
 
 #[test]
