@@ -17,10 +17,26 @@ fn main() -> anyhow::Result<()> {
     )?;
     let model = build(&spec, &[2, 8, 16, 16], Mode::Train, DType::F32)?;
     let fusion = fuse(&model.graph, &FusionOptions::default())?;
-    println!("{} IR nodes -> {} kernels", model.graph.nodes.len(), fusion.program.kernels.len());
+    println!(
+        "{} IR nodes -> {} kernels",
+        model.graph.nodes.len(),
+        fusion.program.kernels.len()
+    );
     for k in &fusion.program.kernels {
-        let ops: Vec<&str> = k.body.nodes.iter().map(|n| n.op.name()).filter(|n| *n != "input").collect();
-        println!("{:>4} {:<12} covers {:>2} nodes: {}", k.name, k.anchor.name(), k.covers.len(), ops.join(" "));
+        let ops: Vec<&str> = k
+            .body
+            .nodes
+            .iter()
+            .map(|n| n.op.name())
+            .filter(|n| *n != "input")
+            .collect();
+        println!(
+            "{:>4} {:<12} covers {:>2} nodes: {}",
+            k.name,
+            k.anchor.name(),
+            k.covers.len(),
+            ops.join(" ")
+        );
     }
 
     // Same numbers from the graph and from the plan.
@@ -30,12 +46,19 @@ fn main() -> anyhow::Result<()> {
         let t = if e.ty.dtype == DType::I64 {
             HostTensor::from_i64(e.ty.shape.clone(), vec![0; n])?
         } else {
-            let v = (0..n).map(|k| 0.5 + ((k * 31 + i * 7) % 13) as f32 / 26.0).collect();
+            let v = (0..n)
+                .map(|k| 0.5 + ((k * 31 + i * 7) % 13) as f32 / 26.0)
+                .collect();
             HostTensor::from_f32(e.ty.shape.clone(), v)?
         };
         state.insert(e.name.clone(), t);
     }
-    let x = HostTensor::from_f32(vec![2, 8, 16, 16], (0..4096).map(|k| ((k * 17) % 23) as f32 / 23.0 - 0.5).collect())?;
+    let x = HostTensor::from_f32(
+        vec![2, 8, 16, 16],
+        (0..4096)
+            .map(|k| ((k * 17) % 23) as f32 / 23.0 - 0.5)
+            .collect(),
+    )?;
     let bindings = Bindings::new().params(&state).input("input", &x);
     let want = run(&model.graph, &bindings)?;
     let got = run_program(&fusion.program, &bindings)?;
