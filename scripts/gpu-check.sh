@@ -37,6 +37,7 @@ step() { # step NAME SECONDS CMD...: runs CMD with a time limit, logs to OUT/NAM
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv > "$out/device.csv" 2>&1
 step devices 30 "$calib" devices --json
+export CALIB_FIXTURES="$(cd "$bundle/fixtures" && pwd)"
 for t in "$bundle"/bin/tests/*; do
   [ -x "$t" ] && step "test-$(basename "$t" | sed 's/-[0-9a-f]*$//')" 120 "$t"
 done
