@@ -18,6 +18,7 @@ pub struct Args {
     model: String,
     #[arg(long)]
     batch: Option<usize>,
+    /// Executor: `reference`, `sim` or `cuda`.
     #[arg(long, default_value = "reference")]
     backend: String,
     /// Timed steps (after one untimed warm-up step).

@@ -31,7 +31,7 @@ enum Command {
     Verify(verify::Args),
     /// Parameters, MACs and a per-layer table of a model.
     Info(info::Args),
-    /// Print a model's IR as text, JSON or Graphviz DOT.
+    /// Print a model's IR (or convert a graph file) as text, JSON or Graphviz DOT.
     Ir(ir::Args),
     /// Train a model on Fashion-MNIST (SGD, checkpoints, exact resume).
     Train(train::Args),

@@ -15,8 +15,8 @@ pub struct Args {
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Executor: `reference` (the CPU interpreter) or `sim` (the fused plan compiled to
-    /// PTX and run on the PTX simulator).
+    /// Executor: `reference` (the CPU interpreter), `sim` (the fused plan compiled to PTX
+    /// and run on the PTX simulator) or `cuda` (an NVIDIA GPU).
     #[arg(long, default_value = "reference")]
     backend: String,
     /// Fuse every graph first and run the kernel plan (each kernel's body on the
