@@ -25,17 +25,21 @@ pub fn compile_graph(
 /// Compiles every kernel of `program`.
 pub fn compile_program(program: Program) -> Result<DeviceProgram, RuntimeError> {
     let compiled = compile(&program).map_err(|e| RuntimeError::Codegen(e.to_string()))?;
-    Ok(device_program(program, &compiled))
+    device_program(program, &compiled)
 }
 
 /// `program` with its compiled kernels and an arena plan.
-pub fn device_program(program: Program, compiled: &CompiledProgram) -> DeviceProgram {
+pub fn device_program(
+    program: Program,
+    compiled: &CompiledProgram,
+) -> Result<DeviceProgram, RuntimeError> {
     let arena = plan_arena(&program);
     let kernels = compiled
         .kernels
         .iter()
         .map(|k| DeviceKernel {
             name: k.name.clone(),
+            kernel: k.kernel.clone(),
             ptx: k.ptx.clone(),
             grid: k.grid,
             block: k.block,
@@ -43,10 +47,5 @@ pub fn device_program(program: Program, compiled: &CompiledProgram) -> DevicePro
             params: k.params.iter().map(|p| p.buffer).collect(),
         })
         .collect();
-    DeviceProgram {
-        program,
-        kernels,
-        offsets: arena.offsets,
-        arena_bytes: arena.arena_bytes,
-    }
+    DeviceProgram::new(program, kernels, arena.offsets, arena.arena_bytes)
 }

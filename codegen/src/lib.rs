@@ -43,18 +43,23 @@ pub use error::CodegenError;
 pub use kernel::{CompiledKernel, CompiledProgram, Family, Param, ParamRole};
 pub use ptx::{TARGET, VERSION};
 
-use calib_ir::{text, Kernel, Program};
+use calib_ir::{text, Anchor, Kernel, Program};
 use eval::Emitter;
 use launch::Launch;
 
 /// Tensors must have fewer elements than this: indices are 32-bit.
 const MAX_ELEMENTS: usize = 1 << 31;
 
-/// Compiles every kernel of `program`, in order.
+/// Compiles every kernel of `program`, in order. Collective kernels (all-reduces between
+/// replicas) are transfers, not PTX: they are skipped here and performed by the executor.
 pub fn compile(program: &Program) -> std::result::Result<CompiledProgram, CodegenError> {
     program.validate()?;
     let mut kernels = vec![];
-    for k in &program.kernels {
+    for k in program
+        .kernels
+        .iter()
+        .filter(|k| k.anchor != Anchor::Collective)
+    {
         kernels.extend(compile_kernel(program, k)?);
     }
     Ok(CompiledProgram { kernels })

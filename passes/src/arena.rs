@@ -7,8 +7,13 @@
 //! first, at the lowest offset that does not overlap a live neighbour, which is what
 //! deep-learning planners commonly do and lands close to the lower bound (the peak of
 //! live bytes) on layer-by-layer networks.
+//!
+//! An all-reduce may run on a communication stream while later kernels run (see
+//! `DeviceProgram::schedule` in calib-runtime): it may read its input and write its output
+//! at any moment up to the first kernel that reads its output. So both stay alive until
+//! that kernel, and nothing launched meanwhile is placed on their bytes.
 
-use calib_ir::{BufferId, Program, Role};
+use calib_ir::{Anchor, BufferId, Program, Role};
 use serde::Serialize;
 
 /// Byte alignment of every placement (enough for vector loads and cache lines).
@@ -41,6 +46,25 @@ pub fn plan_arena(program: &Program) -> ArenaPlan {
         for &BufferId(b) in touched {
             first_use[b] = first_use[b].min(k);
             last_use[b] = last_use[b].max(k);
+        }
+    }
+    for (k, kernel) in program.kernels.iter().enumerate() {
+        if kernel.anchor != Anchor::Collective {
+            continue;
+        }
+        let joined = |o: &calib_ir::KernelOutput| {
+            program.kernels[k + 1..]
+                .iter()
+                .position(|later| later.inputs.contains(&o.buffer))
+                .map_or(last, |p| k + 1 + p)
+        };
+        let join = kernel.outputs.iter().map(joined).max().unwrap_or(k);
+        let touched = kernel
+            .inputs
+            .iter()
+            .chain(kernel.outputs.iter().map(|o| &o.buffer));
+        for &BufferId(b) in touched {
+            last_use[b] = last_use[b].max(join);
         }
     }
     let lifetime: Vec<(usize, usize)> = program

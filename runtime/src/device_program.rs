@@ -1,15 +1,19 @@
-//! A kernel plan ready for a device: each kernel's PTX and launch geometry, and where
-//! every buffer sits in one arena. Code generation and memory planning produce it; the
-//! `cuda` executor (and any other device executor) only loads and launches.
+//! A kernel plan ready for a device: each kernel's PTX and launch geometry, the
+//! all-reduces between replicas, and where every buffer sits in one arena. Code
+//! generation and memory planning produce it; device executors (the PTX simulator,
+//! CUDA) only load, launch and transfer, in the order [`DeviceProgram::schedule`] gives.
 
-use crate::{Bindings, HostTensor, RuntimeError};
-use calib_ir::{BufferId, Program, Role};
+use crate::{Bindings, Collective, HostTensor, OpError, RuntimeError};
+use calib_ir::{Anchor, BufferId, Op, Program, ProgramError, ReduceOp, Role, TensorType};
+use std::ops::Range;
 
 /// One launch: a PTX module with one `.entry`, and its configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceKernel {
     /// The entry name.
     pub name: String,
+    /// The plan kernel this launch implements (a plan kernel may take several).
+    pub kernel: String,
     pub ptx: String,
     pub grid: [u32; 3],
     pub block: [u32; 3],
@@ -18,18 +22,260 @@ pub struct DeviceKernel {
     pub params: Vec<BufferId>,
 }
 
+/// An all-reduce across the replicas of a data-parallel group: a transfer the executor
+/// performs (NCCL on GPUs, the bound [`Collective`] otherwise), never a PTX kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceAllReduce {
+    /// The plan kernel it implements.
+    pub kernel: String,
+    /// The graph node it implements (for error messages).
+    pub node: usize,
+    pub input: BufferId,
+    pub output: BufferId,
+    pub reduce: ReduceOp,
+    /// The group size the graph was made for.
+    pub replicas: usize,
+    /// How many launches precede it in program order.
+    pub after_launches: usize,
+}
+
 /// A whole program for a device.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceProgram {
     /// Buffers, kernels in order (their bodies are for reports), outputs.
     pub program: Program,
+    /// Every launch, in program order.
     pub kernels: Vec<DeviceKernel>,
+    /// Every all-reduce, in program order.
+    pub all_reduces: Vec<DeviceAllReduce>,
     /// Byte offset of every buffer in the arena, indexed like `program.buffers`.
     pub offsets: Vec<usize>,
     pub arena_bytes: usize,
 }
 
+/// One thing an executor does, in order. An all-reduce is split in two so that an
+/// executor with a communication stream can overlap it with the launches in between:
+/// it may start at [`Action::StartAllReduce`] (its input is complete) and must have
+/// finished at [`Action::JoinAllReduce`] (before the first launch that reads its
+/// output, or at the end). An executor without overlap may run it at either point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Launch `kernels[i]`.
+    Launch(usize),
+    /// `all_reduces[i]`'s input is complete.
+    StartAllReduce(usize),
+    /// `all_reduces[i]`'s output is needed from here on.
+    JoinAllReduce(usize),
+}
+
+/// Whether two types hold the same elements in the same bytes (one reshapes the other).
+fn same_elements(a: &TensorType, b: &TensorType) -> bool {
+    a.dtype == b.dtype && a.numel() == b.numel()
+}
+
+impl DeviceAllReduce {
+    /// Reduces this replica's input bytes through the bound group, on the host: what
+    /// the simulator does, and the GPU executor when no NCCL communicator is at hand.
+    pub fn reduce_on_host(
+        &self,
+        program: &Program,
+        input: &[u8],
+        group: Option<&dyn Collective>,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let device = |e: crate::TensorError| {
+            RuntimeError::Device(format!("all-reduce {}: {e}", self.kernel))
+        };
+        let x = HostTensor::from_le_bytes(&program.buffer(self.input).ty, input).map_err(device)?;
+        let reduced = crate::collective::all_reduce_bound(&x, self.reduce, self.replicas, group)
+            .map_err(|source: OpError| RuntimeError::Op {
+                node: self.node,
+                op: "all_reduce",
+                scope: format!(" in kernel {}", self.kernel),
+                source,
+            })?;
+        let ty = &program.buffer(self.output).ty;
+        let out = HostTensor::new(ty.dtype, ty.shape.clone(), reduced).map_err(device)?;
+        Ok(out.to_le_bytes())
+    }
+}
+
 impl DeviceProgram {
+    /// A program from its plan, the launches compiled for its non-collective kernels (in
+    /// program order, each naming its plan kernel), and its arena layout. Collective
+    /// kernels become [`DeviceAllReduce`]s; a collective kernel whose body is anything
+    /// but one whole-buffer `all_reduce` is refused, since no executor can run it.
+    pub fn new(
+        program: Program,
+        kernels: Vec<DeviceKernel>,
+        offsets: Vec<usize>,
+        arena_bytes: usize,
+    ) -> Result<Self, RuntimeError> {
+        let mut all_reduces = vec![];
+        let mut launches = 0;
+        for k in &program.kernels {
+            if k.anchor != Anchor::Collective {
+                while kernels.get(launches).is_some_and(|l| l.kernel == k.name) {
+                    launches += 1;
+                }
+                continue;
+            }
+            let refuse = |detail: &str| {
+                RuntimeError::Program(ProgramError::Invalid(format!(
+                    "kernel {}: {detail}",
+                    k.name
+                )))
+            };
+            let body = &k.body;
+            let reduces: Vec<_> = body
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| match n.op {
+                    Op::AllReduce { reduce, replicas } => Some((i, reduce, replicas)),
+                    _ => None,
+                })
+                .collect();
+            let [(node, reduce, replicas)] = reduces[..] else {
+                return Err(refuse(
+                    "a collective kernel must hold exactly one all_reduce",
+                ));
+            };
+            // Reshapes are views (the same bytes), so the all-reduce can work on bytes.
+            let only_views = body.nodes.iter().all(|n| {
+                matches!(
+                    n.op,
+                    Op::Input { .. } | Op::Reshape { .. } | Op::AllReduce { .. }
+                )
+            });
+            let whole = only_views
+                && k.inputs.len() == 1
+                && k.outputs.len() == 1
+                && k.outputs[0].slice.is_none()
+                && same_elements(
+                    &program.buffer(k.inputs[0]).ty,
+                    &program.buffer(k.outputs[0].buffer).ty,
+                );
+            if !whole {
+                return Err(refuse(
+                    "a collective kernel must all-reduce one whole buffer into another \
+                     (through reshapes at most), with nothing else in its body",
+                ));
+            }
+            all_reduces.push(DeviceAllReduce {
+                kernel: k.name.clone(),
+                node: k.covers.first().copied().unwrap_or(node),
+                input: k.inputs[0],
+                output: k.outputs[0].buffer,
+                reduce,
+                replicas,
+                after_launches: launches,
+            });
+        }
+        if let Some(stray) = kernels.get(launches) {
+            return Err(RuntimeError::Codegen(format!(
+                "launch {} (of plan kernel {}) is out of the plan's kernel order",
+                stray.name, stray.kernel
+            )));
+        }
+        Ok(DeviceProgram {
+            program,
+            kernels,
+            all_reduces,
+            offsets,
+            arena_bytes,
+        })
+    }
+
+    /// The order of launches and all-reduces; see [`Action`].
+    pub fn schedule(&self) -> Vec<Action> {
+        let mut actions = vec![];
+        let mut pending: Vec<usize> = vec![];
+        // Joins every pending all-reduce whose output is among `reads`.
+        let join = |actions: &mut Vec<Action>, pending: &mut Vec<usize>, reads: &[BufferId]| {
+            pending.retain(|&c| {
+                let needed = reads.contains(&self.all_reduces[c].output);
+                if needed {
+                    actions.push(Action::JoinAllReduce(c));
+                }
+                !needed
+            });
+        };
+        let mut next = 0;
+        for i in 0..=self.kernels.len() {
+            while self
+                .all_reduces
+                .get(next)
+                .is_some_and(|c| c.after_launches == i || i == self.kernels.len())
+            {
+                join(&mut actions, &mut pending, &[self.all_reduces[next].input]);
+                actions.push(Action::StartAllReduce(next));
+                pending.push(next);
+                next += 1;
+            }
+            if let Some(kernel) = self.kernels.get(i) {
+                join(&mut actions, &mut pending, &kernel.params);
+                actions.push(Action::Launch(i));
+            }
+        }
+        actions.extend(pending.into_iter().map(Action::JoinAllReduce));
+        actions
+    }
+
+    /// Bytes of the arena that buffer `b` occupies.
+    fn bytes_of(&self, b: BufferId) -> Range<usize> {
+        let start = self.offsets[b.0];
+        start..start + self.program.buffers[b.0].ty.size_bytes()
+    }
+
+    /// Checks that overlapping each all-reduce with the launches up to its join is
+    /// safe in this arena layout: no launch in that window touches the bytes of its
+    /// output, nor the bytes of its input through another buffer (the arena planner
+    /// keeps both alive until the join), and no all-reduce started in the window
+    /// writes them.
+    pub fn check_overlap(&self) -> Result<(), String> {
+        let clash = |a: Range<usize>, b: Range<usize>| a.start < b.end && b.start < a.end;
+        let mut open: Vec<usize> = vec![];
+        for action in self.schedule() {
+            match action {
+                Action::StartAllReduce(c) => {
+                    let written = self.bytes_of(self.all_reduces[c].output);
+                    for &o in &open {
+                        let other = &self.all_reduces[o];
+                        if [other.input, other.output]
+                            .iter()
+                            .any(|&b| clash(self.bytes_of(b), written.clone()))
+                        {
+                            return Err(format!(
+                                "all-reduce {} writes bytes of all-reduce {} before its join",
+                                self.all_reduces[c].kernel, other.kernel
+                            ));
+                        }
+                    }
+                    open.push(c);
+                }
+                Action::JoinAllReduce(c) => open.retain(|&o| o != c),
+                Action::Launch(i) => {
+                    let kernel = &self.kernels[i];
+                    for c in open.iter().map(|&o| &self.all_reduces[o]) {
+                        for &p in &kernel.params {
+                            let touches = clash(self.bytes_of(p), self.bytes_of(c.output))
+                                || (p != c.input
+                                    && clash(self.bytes_of(p), self.bytes_of(c.input)));
+                            if touches {
+                                return Err(format!(
+                                    "launch {} touches buffer {p}, which shares bytes with \
+                                     all-reduce {} ({} -> {}) before its join",
+                                    kernel.name, c.kernel, c.input, c.output
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The bound tensor of every input and param buffer, checked against its type.
     pub fn bound_tensors<'a>(
         &self,

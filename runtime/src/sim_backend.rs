@@ -7,7 +7,7 @@
 //! a neighbour.
 
 use crate::sim::{self, GlobalMemory, KernelArg, Module, SimOptions};
-use crate::{Bindings, DeviceProgram, HostTensor, Outputs, RuntimeError};
+use crate::{Action, Bindings, DeviceProgram, HostTensor, Outputs, RuntimeError};
 
 /// A device program with its kernels parsed, ready to run on the simulator.
 pub struct SimProgram {
@@ -65,23 +65,24 @@ impl SimProgram {
                 .write_bytes(addresses[id.0], &tensor.to_le_bytes())
                 .map_err(|e| failure("(upload)", e))?;
         }
-        for (kernel, module) in self.plan.kernels.iter().zip(&self.modules) {
-            let args: Vec<KernelArg> = kernel
-                .params
-                .iter()
-                .map(|b| KernelArg::U64(addresses[b.0]))
-                .collect();
-            sim::simulate_with(
-                options,
-                module,
-                &kernel.name,
-                kernel.grid,
-                kernel.block,
-                kernel.shared_bytes as usize,
-                &args,
-                &mut memory,
-            )
-            .map_err(|e| failure(&kernel.name, e))?;
+        // An all-reduce runs at its join, the latest moment a GPU may complete it: a
+        // kernel that read its output earlier would read uninitialized memory here.
+        for action in self.plan.schedule() {
+            match action {
+                Action::Launch(i) => self.launch(options, i, &addresses, &mut memory)?,
+                Action::StartAllReduce(_) => {}
+                Action::JoinAllReduce(c) => {
+                    let c = &self.plan.all_reduces[c];
+                    let ty = &program.buffer(c.input).ty;
+                    let input = memory
+                        .read_bytes(addresses[c.input.0], ty.size_bytes())
+                        .map_err(|e| failure(&c.kernel, e))?;
+                    let reduced = c.reduce_on_host(program, &input, bindings.get_collective())?;
+                    memory
+                        .write_bytes(addresses[c.output.0], &reduced)
+                        .map_err(|e| failure(&c.kernel, e))?;
+                }
+            }
         }
         program
             .outputs
@@ -96,6 +97,33 @@ impl SimProgram {
                 Ok((o.name.clone(), tensor))
             })
             .collect()
+    }
+
+    fn launch(
+        &self,
+        options: &SimOptions,
+        i: usize,
+        addresses: &[u64],
+        memory: &mut GlobalMemory,
+    ) -> Result<(), RuntimeError> {
+        let (kernel, module) = (&self.plan.kernels[i], &self.modules[i]);
+        let args: Vec<KernelArg> = kernel
+            .params
+            .iter()
+            .map(|b| KernelArg::U64(addresses[b.0]))
+            .collect();
+        sim::simulate_with(
+            options,
+            module,
+            &kernel.name,
+            kernel.grid,
+            kernel.block,
+            kernel.shared_bytes as usize,
+            &args,
+            memory,
+        )
+        .map_err(|e| failure(&kernel.name, e))?;
+        Ok(())
     }
 }
 

@@ -87,6 +87,7 @@ pub fn device_program(program: &Program, compiled: &CompiledProgram) -> DevicePr
         .iter()
         .map(|k| DeviceKernel {
             name: k.name.clone(),
+            kernel: k.kernel.clone(),
             ptx: k.ptx.clone(),
             grid: k.grid,
             block: k.block,
@@ -94,12 +95,8 @@ pub fn device_program(program: &Program, compiled: &CompiledProgram) -> DevicePr
             params: k.params.iter().map(|p| p.buffer).collect(),
         })
         .collect();
-    DeviceProgram {
-        program: program.clone(),
-        kernels,
-        offsets: vec![0; program.buffers.len()],
-        arena_bytes: 0,
-    }
+    DeviceProgram::new(program.clone(), kernels, vec![0; program.buffers.len()], 0)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Compiles `program`, assembles it with ptxas, and runs it on the simulator.

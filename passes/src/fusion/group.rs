@@ -245,6 +245,10 @@ impl Group {
 
     /// The anchor the plan reports.
     pub fn anchor_kind(&self, dag: &Dag) -> Anchor {
+        // A collective is never fused with anything, so it is its group's only node.
+        if self.members.keys().any(|&m| dag.kind(m) == Kind::Opaque) {
+            return Anchor::Collective;
+        }
         let pointwise = || {
             if self.members.values().any(|j| *j == Join::Reduction) {
                 Anchor::Reduction

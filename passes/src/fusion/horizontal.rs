@@ -68,7 +68,10 @@ fn host_for(p: &Program, t: usize) -> Option<usize> {
         .filter_map(|o| (0..p.kernels.len()).find(|&k| p.kernels[k].inputs.contains(&o.buffer)))
         .min()
         .unwrap_or(p.kernels.len());
-    let eligible = (after..before).filter(|&h| h != t && extent(&p.kernels[h]) > extent(tiny));
+    // A collective is a transfer between replicas, not a kernel anything can ride on.
+    let eligible = (after..before).filter(|&h| {
+        h != t && p.kernels[h].anchor != Anchor::Collective && extent(&p.kernels[h]) > extent(tiny)
+    });
     let shares = |h: &usize| {
         p.kernels[*h]
             .inputs

@@ -18,7 +18,10 @@
 //!   in-process handle is dropped when its thread returns or unwinds), the pending and
 //!   later collectives of the others return an error.
 
+mod bound;
 mod in_process;
+
+pub(crate) use bound::all_reduce_bound;
 
 pub use in_process::InProcess;
 

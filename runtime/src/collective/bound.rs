@@ -1,4 +1,4 @@
-//! `all_reduce` nodes, run through the replica's bound group.
+//! An `all_reduce` node run through the replica's bound group, as every backend runs it.
 
 use crate::{Collective, CollectiveError, HostTensor, OpError, Storage};
 use calib_ir::ReduceOp;
@@ -6,7 +6,7 @@ use calib_ir::ReduceOp;
 /// `x` reduced across the group. The graph says how many replicas it was made for; a
 /// group of another size would silently change gradient means and BatchNorm counts, so
 /// it is refused, and so is a missing group unless the graph is for one replica.
-pub(super) fn all_reduce(
+pub(crate) fn all_reduce_bound(
     x: &HostTensor,
     reduce: ReduceOp,
     replicas: usize,
