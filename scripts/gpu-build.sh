@@ -22,5 +22,25 @@ for line in sys.stdin:
 for dir in ../shared/fixtures/*/; do
   cp -r "$dir" "$bundle/fixtures/"
 done
+# A slice of Fashion-MNIST for `calib train --backend cuda` (the GPU machine has no
+# internet and no Debian package): the first 10000 training images, the whole test set.
+python3 - "${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" "$bundle/fashion-mnist" <<'PY'
+import gzip, os, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst, exist_ok=True)
+for name, keep in [("train-images-idx3-ubyte", 10000), ("train-labels-idx1-ubyte", 10000),
+                   ("t10k-images-idx3-ubyte", None), ("t10k-labels-idx1-ubyte", None)]:
+    data = gzip.open(os.path.join(src, name + ".gz")).read()
+    rank = data[3]
+    dims = list(struct.unpack(">%dI" % rank, data[4:4 + 4 * rank]))
+    per_item = 1
+    for d in dims[1:]:
+        per_item *= d
+    n = dims[0] if keep is None else min(keep, dims[0])
+    body = data[4 + 4 * rank:4 + 4 * rank + n * per_item]
+    header = data[:4] + struct.pack(">%dI" % rank, n, *dims[1:])
+    with gzip.open(os.path.join(dst, name + ".gz"), "wb") as f:
+        f.write(header + body)
+PY
 git rev-parse HEAD > "$bundle/COMMIT" 2>/dev/null || echo unknown > "$bundle/COMMIT"
 du -sh "$bundle"

@@ -6,13 +6,33 @@ use calib_runtime::{Backend, Reference};
 /// The backends `--backend` accepts.
 pub const BACKENDS: &[&str] = &["reference", "sim", "cuda"];
 
+/// Choices that only some backends take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// `cuda`: capture each step as a CUDA graph and replay it.
+    pub cuda_graph: bool,
+}
+
 /// The backend called `name`.
 pub fn backend(name: &str) -> Result<Box<dyn Backend + Send + Sync>> {
+    backend_with(name, BackendOptions::default())
+}
+
+/// The backend called `name`, with `options`; an option the backend does not take is
+/// refused rather than ignored.
+pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backend + Send + Sync>> {
+    if options.cuda_graph && name != "cuda" {
+        bail!("--cuda-graph needs --backend cuda (CUDA graphs are a GPU feature)");
+    }
     match name {
         "reference" => Ok(Box::new(Reference::new())),
         "sim" => Ok(Box::new(crate::Sim::new())),
         "cuda" => Ok(Box::new(
-            crate::Cuda::new(0).map_err(|e| anyhow::anyhow!("backend cuda: {e}"))?,
+            crate::Cuda::new(0)
+                .map_err(|e| anyhow::anyhow!("backend cuda: {e}"))?
+                .with_options(calib_runtime::cuda::CudaOptions {
+                    graph: options.cuda_graph,
+                }),
         )),
         other => bail!(
             "unknown backend `{other}` (available: {})",

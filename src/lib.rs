@@ -27,7 +27,7 @@ pub mod sim;
 pub mod train;
 pub mod verify;
 
-pub use backends::{backend, BACKENDS};
+pub use backends::{backend, backend_with, BackendOptions, BACKENDS};
 pub use cuda::Cuda;
 pub use resolve::{resolve_model, with_batch, ModelSource};
 pub use sim::Sim;

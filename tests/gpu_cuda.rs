@@ -1,18 +1,40 @@
 //! The `cuda` backend. On a machine with an NVIDIA GPU these run the fused plans' PTX on
-//! it and compare with the reference interpreter and the fixtures (scripts/gpu-check.sh
-//! runs this binary there); without one they check that the absence is an error that
-//! says why, never a panic.
+//! it and compare with the reference interpreter and the fixtures, run CUDA graphs,
+//! data-parallel replicas and NCCL (scripts/gpu-check.sh runs this binary there, with
+//! `CALIB_FIXTURES` pointing at the bundled fixtures and `CALIB_REQUIRE_NCCL=1`); without
+//! a GPU they check that the absence is an error that says why, never a panic.
 
-use calib::runtime::cuda::{devices, CudaError};
-use calib::runtime::Reference;
+mod support;
+
+use calib::passes::{train_step, TrainConfig};
+use calib::runtime::cuda::{devices, nccl_present, CudaError, CudaOptions, NcclGroup};
+use calib::runtime::{Backend, Collective, Reference, Storage};
 use calib::verify::{verify_fixture, Status};
 use calib::Cuda;
+use calib_ir::ReduceOp;
 use std::path::PathBuf;
+use support::{assert_replicas_agree, run, start, step, worst_relative_error, TOLERANCE};
 
+/// A fixture directory: under `CALIB_FIXTURES` if set (the GPU bundle), else the
+/// repository's `../shared/fixtures`.
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
+    std::env::var_os("CALIB_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
         .join(name)
+}
+
+/// Whether NCCL can be used here; where the GPU check requires it, its absence fails.
+fn nccl() -> bool {
+    let present = nccl_present();
+    assert!(
+        present || std::env::var_os("CALIB_REQUIRE_NCCL").is_none(),
+        "CALIB_REQUIRE_NCCL is set but libnccl.so cannot be loaded"
+    );
+    if !present {
+        eprintln!("NCCL not loadable here: the NCCL checks are skipped");
+    }
+    present
 }
 
 /// The GPU backend, or `None` after checking that its absence is explained.
@@ -68,4 +90,133 @@ fn gpu_and_reference_agree_row_for_row() {
         assert_eq!(g.name, c.name);
         assert_eq!(g.status, Status::Pass, "{}", g.name);
     }
+}
+
+#[test]
+fn a_cuda_graph_replays_exactly_the_step_it_captured() {
+    let Some(eager) = gpu() else { return };
+    let graph = Cuda::new(0)
+        .unwrap()
+        .with_options(CudaOptions { graph: true });
+    let dp = step(1, false);
+    // The plain training step (no all-reduces) of the same model.
+    let forward = calib::models::build_with(
+        &calib::models::parse_spec_file(include_str!("../models/specs/fashion_scnet.json"))
+            .unwrap()
+            .spec,
+        &[support::SHARD, 1, support::SIDE, support::SIDE],
+        calib::ir::GraphBuilder::new(calib::ir::Mode::Train, calib::ir::DType::F32),
+    )
+    .unwrap()
+    .graph;
+    let plain = train_step(&forward, &TrainConfig::default()).unwrap();
+    let s = start(&dp, 1);
+    let (x, y) = s.shard(0);
+    let b = s.sgd.bindings(&plain, &x, &y, &s.lr);
+    let reference = Reference::new().run(&plain.graph, &b).unwrap();
+    let once = eager.run(&plain.graph, &b).unwrap();
+    let captured = graph.run(&plain.graph, &b).unwrap();
+    let replayed = graph.run(&plain.graph, &b).unwrap();
+    for name in plain.params.iter() {
+        // The kernels use no atomics: the same launches give the same bits.
+        assert_eq!(
+            captured[name].to_f32_vec(),
+            once[name].to_f32_vec(),
+            "{name}"
+        );
+        assert_eq!(
+            replayed[name].to_f32_vec(),
+            once[name].to_f32_vec(),
+            "{name}"
+        );
+        let (g, r) = (once[name].to_f64_vec(), reference[name].to_f64_vec());
+        let scale = r.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+        let worst = g
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| (a - b).abs() / scale)
+            .fold(0.0, f64::max);
+        assert!(worst < TOLERANCE, "{name}: {worst:e}");
+    }
+}
+
+#[test]
+fn data_parallel_replicas_on_the_gpu_match_the_reference() {
+    let Some(cuda) = gpu() else { return };
+    for sync_bn in [false, true] {
+        let dp = step(2, sync_bn);
+        let reference = run(&Reference::new(), &dp, 2);
+        // Two GPUs and NCCL: overlapped NCCL all-reduces; otherwise staged through the
+        // host (both replicas on one GPU).
+        let on_gpu = run(&cuda, &dp, 2);
+        assert_replicas_agree(&on_gpu, &dp);
+        let error = worst_relative_error(&on_gpu[0], &reference[0], &dp);
+        assert!(error < TOLERANCE, "sync_bn {sync_bn}: {error:e}");
+        let staged = run(&Cuda::new(0).unwrap().without_nccl(), &dp, 2);
+        let error = worst_relative_error(&staged[0], &reference[0], &dp);
+        assert!(error < TOLERANCE, "staged, sync_bn {sync_bn}: {error:e}");
+    }
+}
+
+#[test]
+fn nccl_all_reduces_overlap_the_step_and_are_captured_in_a_cuda_graph() {
+    let Some(cuda) = gpu() else { return };
+    if !nccl() {
+        return;
+    }
+    let group = NcclGroup::new(&[0]).unwrap();
+    let rank = group.rank(0);
+    // A world of one: the mean is the tensor itself, through NCCL.
+    let v = vec![1.5f32, -2.0, 3.25];
+    let Storage::F32(mean) = rank
+        .all_reduce(&Storage::F32(v.clone()), ReduceOp::Mean)
+        .unwrap()
+    else {
+        panic!("an f32 all-reduce returns f32")
+    };
+    assert_eq!(mean, v);
+    // The data-parallel step of one replica: its all-reduces go through NCCL on the
+    // communication stream, overlapped with the backward pass, eagerly and in a graph.
+    let dp = step(1, false);
+    let s = start(&dp, 1);
+    let (x, y) = s.shard(0);
+    let reference = Reference::new()
+        .run(&dp.step.graph, &s.bindings(&dp, &x, &y))
+        .unwrap();
+    let b = s.bindings(&dp, &x, &y).collective(rank);
+    let eager = cuda.run(&dp.step.graph, &b).unwrap();
+    let graphed = Cuda::new(0)
+        .unwrap()
+        .with_options(CudaOptions { graph: true });
+    let captured = graphed.run(&dp.step.graph, &b).unwrap();
+    let replayed = graphed.run(&dp.step.graph, &b).unwrap();
+    for out in [&eager, &captured, &replayed] {
+        let error = worst_relative_error(out, &reference, &dp);
+        assert!(error < TOLERANCE, "{error:e}");
+    }
+    assert_replicas_agree(&[eager, captured, replayed], &dp);
+}
+
+#[test]
+fn nccl_replicas_on_two_gpus_and_a_peer_that_leaves() {
+    let Some(_) = gpu() else { return };
+    if devices().unwrap().len() < 2 || !nccl() {
+        eprintln!("fewer than two GPUs or no NCCL: the two-GPU NCCL checks are skipped");
+        return;
+    }
+    let group = NcclGroup::new(&[0, 1]).unwrap();
+    let dp = step(2, false);
+    let s = start(&dp, 2);
+    let (x, y) = s.shard(0);
+    // Replica 1 fails before its first all-reduce: replica 0 must return, not hang.
+    group.rank(1).leave();
+    let err = Cuda::new(0)
+        .unwrap()
+        .run(
+            &dp.step.graph,
+            &s.bindings(&dp, &x, &y).collective(group.rank(0)),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("replica 1 left"), "{err}");
 }

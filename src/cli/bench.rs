@@ -21,6 +21,10 @@ pub struct Args {
     /// Executor: `reference`, `sim` or `cuda`.
     #[arg(long, default_value = "reference")]
     backend: String,
+    /// With --backend cuda: capture each step as a CUDA graph on the first run and
+    /// replay it (one driver call per step instead of one per kernel).
+    #[arg(long)]
+    cuda_graph: bool,
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -29,7 +33,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let backend = calib::backend(&args.backend)?;
+    let backend = calib::backend_with(
+        &args.backend,
+        calib::BackendOptions {
+            cuda_graph: args.cuda_graph,
+        },
+    )?;
     let source = resolve_model(&args.model)?;
     let shape = with_batch(source.input_shape.clone(), args.batch)?;
     let started = Instant::now();
@@ -62,7 +71,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let v = serde_json::json!({
-        "model": source.label, "backend": backend.name(), "batch": shape[0], "input_shape": shape,
+        "model": source.label, "backend": backend.name(), "cuda_graph": args.cuda_graph,
+        "batch": shape[0], "input_shape": shape,
         "dtype": "f32", "graph_nodes": step.graph.nodes.len(), "build_seconds": build_seconds,
         "first_step_seconds": first_step_seconds, "step_ms_median": median * 1e3,
         "step_ms_min": times[0] * 1e3, "images_per_second": shape[0] as f64 / median,

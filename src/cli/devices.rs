@@ -39,7 +39,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     if nccl_present() {
                         "found"
                     } else {
-                        "not found (multi-GPU training unavailable)"
+                        "not found (replicas all-reduce through the host; link libnccl.so.2 as libnccl.so on \
+                         LD_LIBRARY_PATH for NCCL)"
                     }
                 )?;
             }

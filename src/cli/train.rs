@@ -18,6 +18,10 @@ pub struct Args {
     /// Executor: `reference` (the CPU interpreter), `sim` (the PTX simulator) or `cuda`.
     #[arg(long, default_value = "reference")]
     backend: String,
+    /// With --backend cuda: capture each step as a CUDA graph on the first run and
+    /// replay it (one driver call per step instead of one per kernel).
+    #[arg(long)]
+    cuda_graph: bool,
     #[arg(long, default_value_t = 128)]
     batch: usize,
     #[arg(long, default_value_t = 3)]
@@ -72,8 +76,10 @@ pub struct Args {
     /// Run directory: config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors.
     #[arg(long, default_value = "runs/fashion")]
     out: PathBuf,
-    /// Data-parallel replicas (threads here), each taking an equal share of every batch;
-    /// gradients are averaged across them as PyTorch DDP does.
+    /// Data-parallel replicas, each taking an equal share of every batch; gradients are
+    /// averaged across them as PyTorch DDP does. Threads on the CPU backends; with
+    /// `--backend cuda` one GPU each, all-reduced through NCCL (replicas beyond the GPU
+    /// count, or without NCCL, share GPUs and all-reduce through the host).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
     /// BatchNorm statistics over the whole batch (PyTorch's SyncBatchNorm) rather than
@@ -124,7 +130,12 @@ fn print_profile() {
 }
 
 fn run_training(args: &Args) -> Result<ExitCode> {
-    let backend = calib::backend(&args.backend)?;
+    let backend = calib::backend_with(
+        &args.backend,
+        calib::BackendOptions {
+            cuda_graph: args.cuda_graph,
+        },
+    )?;
     if let Some(dir) = &args.resume {
         let config = dir.join("config.json");
         let text = std::fs::read_to_string(&config)

@@ -7,7 +7,8 @@
 //! [`Bindings`](crate::Bindings). [`InProcess`] connects replicas that are threads of
 //! one process (the CPU backends, and CI). The trait reduces host [`Storage`], what the
 //! CPU backends hold; the planned NCCL communicator (cudarc's `nccl` feature, one per
-//! GPU thread, see `ARCHITECTURE.md`) keeps the same contract over device buffers. No
+//! GPU, [`NcclRank`](crate::cuda::NcclRank)) keeps the same contract, and also reduces
+//! device buffers in place for the GPU executor. No
 //! `Send` bound: an NCCL `Comm` must stay on the thread that created it.
 //!
 //! Contract for every implementation:
@@ -38,6 +39,11 @@ pub trait Collective: Debug {
     fn world(&self) -> usize;
     /// The elementwise reduction over the group of every replica's `data`.
     fn all_reduce(&self, data: &Storage, reduce: ReduceOp) -> Result<Storage, CollectiveError>;
+    /// The NCCL communicator behind this handle, if any: the GPU executor then reduces
+    /// its device buffers in place instead of staging them through the host.
+    fn nccl(&self) -> Option<&crate::cuda::NcclRank> {
+        None
+    }
 }
 
 /// Why a collective failed.
@@ -67,4 +73,6 @@ pub enum CollectiveError {
     NoGroup(usize),
     #[error("cannot all-reduce i64 tensors")]
     Integer,
+    #[error("all-reduce #{round} failed in the transport: {message}")]
+    Transport { round: u64, message: String },
 }

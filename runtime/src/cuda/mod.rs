@@ -6,9 +6,11 @@
 
 mod device;
 mod executor;
+mod nccl;
 
 pub use device::{devices, DeviceInfo};
-pub use executor::CudaProgram;
+pub use executor::{CudaOptions, CudaProgram};
+pub use nccl::{NcclGroup, NcclRank};
 
 use thiserror::Error;
 
@@ -22,6 +24,12 @@ pub enum CudaError {
     NoDriver,
     #[error("the NVIDIA driver reports no GPU (is CUDA_VISIBLE_DEVICES empty?)")]
     NoDevice,
+    #[error(
+        "NCCL could not be loaded: no libnccl.so on the library path (the nvidia-nccl-cu12/13 \
+         wheel ships libnccl.so.2 only: link it as libnccl.so in a directory on \
+         LD_LIBRARY_PATH, as scripts/gpu-check.sh does)"
+    )]
+    NoNccl,
     #[error("CUDA driver error {context}: {message}")]
     Driver { context: String, message: String },
 }
