@@ -32,6 +32,45 @@ pub struct ArenaPlan {
     pub peak_live_bytes: usize,
 }
 
+/// Where an all-reduce of a plan may run concurrently with other kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AllReduceWindow {
+    /// The collective kernel's position in the plan.
+    pub kernel: usize,
+    /// The first later kernel that reads its result (the plan's length if none): the
+    /// kernels strictly between run while it is in flight.
+    pub join: usize,
+    /// The bytes it reduces.
+    pub bytes: usize,
+}
+
+/// The overlap window of every all-reduce of `program`, in plan order.
+pub fn all_reduce_windows(program: &Program) -> Vec<AllReduceWindow> {
+    let kernels = &program.kernels;
+    (0..kernels.len())
+        .filter(|&k| kernels[k].anchor == Anchor::Collective)
+        .map(|k| {
+            let reads = |later: &calib_ir::Kernel| {
+                kernels[k]
+                    .outputs
+                    .iter()
+                    .any(|o| later.inputs.contains(&o.buffer))
+            };
+            AllReduceWindow {
+                kernel: k,
+                join: (k + 1..kernels.len())
+                    .find(|&j| reads(&kernels[j]))
+                    .unwrap_or(kernels.len()),
+                bytes: kernels[k]
+                    .inputs
+                    .iter()
+                    .map(|b| program.buffer(*b).ty.size_bytes())
+                    .sum(),
+            }
+        })
+        .collect()
+}
+
 /// Plans the arena of `program` (which should have passed `Program::validate`).
 pub fn plan_arena(program: &Program) -> ArenaPlan {
     let n = program.buffers.len();
@@ -48,23 +87,14 @@ pub fn plan_arena(program: &Program) -> ArenaPlan {
             last_use[b] = last_use[b].max(k);
         }
     }
-    for (k, kernel) in program.kernels.iter().enumerate() {
-        if kernel.anchor != Anchor::Collective {
-            continue;
-        }
-        let joined = |o: &calib_ir::KernelOutput| {
-            program.kernels[k + 1..]
-                .iter()
-                .position(|later| later.inputs.contains(&o.buffer))
-                .map_or(last, |p| k + 1 + p)
-        };
-        let join = kernel.outputs.iter().map(joined).max().unwrap_or(k);
+    for window in all_reduce_windows(program) {
+        let kernel = &program.kernels[window.kernel];
         let touched = kernel
             .inputs
             .iter()
             .chain(kernel.outputs.iter().map(|o| &o.buffer));
         for &BufferId(b) in touched {
-            last_use[b] = last_use[b].max(join);
+            last_use[b] = last_use[b].max(window.join);
         }
     }
     let lifetime: Vec<(usize, usize)> = program

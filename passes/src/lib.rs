@@ -23,7 +23,7 @@ mod prune;
 mod renumber;
 mod train_step;
 
-pub use arena::{plan_arena, ArenaPlan, ALIGN};
+pub use arena::{all_reduce_windows, plan_arena, AllReduceWindow, ArenaPlan, ALIGN};
 pub use autodiff::{grad, vjp};
 pub use cse::cse;
 pub use data_parallel::{data_parallel_step, Bucket, DataParallel, DataParallelStep};

@@ -1,5 +1,6 @@
 //! The targets on the SCNet-50 training step at batch 64, 224x224: fusion
-//! time, kernels per SCBottleneck forward, the gate chain, and bytes moved.
+//! time, kernels per SCBottleneck forward, the gate chain, bytes moved, and an optimizer
+//! update fused whole.
 
 use calib_ir::{DType, Graph, Mode};
 use calib_passes::fusion::{fuse, Fusion, FusionOptions};
@@ -87,4 +88,18 @@ fn scnet50_training_step_meets_the_targets() {
             node.scope
         );
     }
+
+    // The optimizer's terms that read only parameters and momentum (`wd * p`,
+    // `momentum * m`) fuse into each update; none is a kernel of its own.
+    let lone: Vec<&str> = f
+        .program
+        .kernels
+        .iter()
+        .filter(|k| k.label.ends_with("@sgd") && k.label.starts_with("mul"))
+        .map(|k| k.name.as_str())
+        .collect();
+    assert!(
+        lone.is_empty(),
+        "SGD terms as kernels of their own: {lone:?}"
+    );
 }

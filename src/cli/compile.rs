@@ -3,13 +3,19 @@
 //!
 //! DIR gets `before.{txt,json,dot}` (the graph), `after.{txt,json,dot}` (the kernel
 //! plan), `.svg` renderings of both when Graphviz's `dot` is installed and the graph
-//! is small enough to draw, and `report.{json,txt}`.
+//! is small enough to draw, and `report.{json,txt}`. With `--replicas N` the training
+//! step is one data-parallel replica's, and the report shows where each gradient
+//! all-reduce overlaps the backward pass.
 
 use anyhow::{bail, Context, Result};
 use calib::ir::{dot, json, text, DType, Graph, Mode, Op, Value};
-use calib::models::build;
+use calib::ir::{GraphBuilder, Program};
+use calib::models::build_with;
 use calib::passes::fusion::{fuse, Device, FusionOptions, Limits};
-use calib::passes::{train_step, vjp, TrainConfig};
+use calib::passes::{
+    all_reduce_windows, data_parallel_step, train_step, vjp, AllReduceWindow, DataParallel,
+    TrainConfig,
+};
 use calib::{resolve_model, with_batch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -26,9 +32,20 @@ pub struct Args {
     /// backward for a `grad_output` seed.
     #[arg(long)]
     train: bool,
-    /// Batch size of the input (default: 1 for presets, the file's own otherwise).
+    /// Batch size of the input (default: 1 for presets, the file's own otherwise); with
+    /// --replicas, the global batch that the replicas split.
     #[arg(long)]
     batch: Option<usize>,
+    /// With --train: compile one replica's step of a data-parallel group of N
+    /// (gradients all-reduced in buckets, as `calib train --replicas N`).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// With --replicas: synchronized BatchNorm.
+    #[arg(long)]
+    sync_bn: bool,
+    /// With --replicas: gradient bucket size in MiB (DDP's bucket_cap_mb).
+    #[arg(long, default_value_t = 25.0)]
+    bucket_mb: f64,
     /// Where to write the results.
     #[arg(long, default_value = "calib-compile")]
     out: PathBuf,
@@ -53,12 +70,45 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let source = resolve_model(&args.model)?;
-    let shape = with_batch(source.input_shape.clone(), args.batch)?;
+    let mut shape = with_batch(source.input_shape.clone(), args.batch)?;
+    let data_parallel = args.replicas > 1 || args.sync_bn;
+    if data_parallel {
+        if !args.train {
+            bail!("--replicas and --sync-bn describe a training step: add --train");
+        }
+        if args.replicas == 0 || shape[0] % args.replicas != 0 {
+            bail!(
+                "batch {} does not split evenly across --replicas {}",
+                shape[0],
+                args.replicas
+            );
+        }
+        if !(args.bucket_mb > 0.0 && args.bucket_mb.is_finite()) {
+            bail!("--bucket-mb must be a positive number");
+        }
+        shape[0] /= args.replicas;
+    }
     let mode = if args.train { Mode::Train } else { Mode::Eval };
-    let model = build(&source.spec, &shape, mode, DType::F32)?;
+    let mut builder = GraphBuilder::new(mode, DType::F32);
+    if args.sync_bn {
+        builder = builder.with_sync_bn(args.replicas);
+    }
+    let model = build_with(&source.spec, &shape, builder)?;
     let graph = match (args.train, model.graph.ty(model.output()).rank()) {
         (false, _) => model.graph,
+        (true, 2) if data_parallel => {
+            let dp = DataParallel {
+                replicas: args.replicas,
+                bucket_bytes: (args.bucket_mb * 1048576.0) as usize,
+            };
+            data_parallel_step(&model.graph, &TrainConfig::default(), &dp)?
+                .step
+                .graph
+        }
         (true, 2) => train_step(&model.graph, &TrainConfig::default())?.graph,
+        (true, _) if data_parallel => {
+            bail!("--replicas needs a classifier (a model with logits) to train")
+        }
         (true, _) => with_backward(&model.graph, model.output())?,
     };
     let mut options = FusionOptions::default();
@@ -88,6 +138,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "unshared_bytes": arena.unshared_bytes,
         "peak_live_bytes": arena.peak_live_bytes,
     });
+    let windows = all_reduce_windows(&fusion.program);
+    if !windows.is_empty() {
+        report_json["all_reduces"] = serde_json::to_value(&windows)?;
+    }
     write("report.json", &serde_json::to_string_pretty(&report_json)?)?;
     let mut report = fusion.report.to_text();
     report.push_str(&format!(
@@ -96,6 +150,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         arena.peak_live_bytes as f64 / 1048576.0,
         arena.unshared_bytes as f64 / 1048576.0
     ));
+    report.push_str(&overlap_report(&fusion.program, &windows));
     if args.emit_ptx {
         report.push_str(&calib::ptx_report::emit_ptx(&fusion.program, out)?);
     }
@@ -110,6 +165,34 @@ pub fn run(args: Args) -> Result<ExitCode> {
         out.display()
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where each all-reduce of a data-parallel plan runs beside the backward pass.
+fn overlap_report(program: &Program, windows: &[AllReduceWindow]) -> String {
+    if windows.is_empty() {
+        return String::new();
+    }
+    let mut text = format!(
+        "\nall-reduces: {} ({:.2} MiB in all); each runs on the communication stream while the \
+         kernels between it and its first reader run\n",
+        windows.len(),
+        windows.iter().map(|w| w.bytes).sum::<usize>() as f64 / 1048576.0
+    );
+    for w in windows {
+        let k = &program.kernels[w.kernel];
+        let joined = program
+            .kernels
+            .get(w.join)
+            .map_or("the end".to_string(), |j| j.name.clone());
+        text.push_str(&format!(
+            "  {} {:<32} {:>9.3} MiB  overlaps {:>4} kernels, joined before {joined}\n",
+            k.name,
+            k.label,
+            w.bytes as f64 / 1048576.0,
+            w.join - w.kernel - 1,
+        ));
+    }
+    text
 }
 
 /// `forward` plus the gradients of `sum(out * grad_output)` with respect to its input

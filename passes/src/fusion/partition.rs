@@ -8,8 +8,9 @@
 //! carry their forward node's scope, so a block's forward and backward pass share a
 //! region and backward kernels can recompute forward values instead of reading them.
 //! Nodes without a module of their own (the optimizer's `sgd` update, autodiff's
-//! gradient seeds) join the region of their first operand that has one, so a
-//! parameter's update lands beside its gradient.
+//! gradient seeds, data parallelism's gradient buckets) join the region of their first
+//! operand that has one, so a parameter's update lands beside its gradient; those whose
+//! operands have none either join their first reader's.
 //!
 //! Constants, and broadcasts and reshapes of constants, belong to no region: every
 //! region that reads one gets its own copy. Graph inputs and parameters are leaves.
@@ -59,6 +60,21 @@ impl Partition {
                 _ => operands().all(|v| params_only[v]),
             };
             key[i] = module_key(&node.scope).or_else(|| operands().find_map(|v| key[v].clone()));
+        }
+        // A node of no module whose operands have none either (the update's `wd * p`
+        // and `momentum * m`, read from parameters and inputs only) joins its first
+        // reader's region, so that it can fuse into the update instead of becoming a
+        // kernel of its own in a catch-all region.
+        let mut readers: Vec<Vec<usize>> = vec![vec![]; n];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for v in &node.inputs {
+                readers[v.0].push(i);
+            }
+        }
+        for i in (0..n).rev() {
+            if key[i].is_none() && !replicated[i] && graph.nodes[i].op.arity() != Some(0) {
+                key[i] = readers[i].iter().find_map(|&r| key[r].clone());
+            }
         }
         let computed = (0..n)
             .filter(|&i| !replicated[i] && graph.nodes[i].op.arity() != Some(0))
@@ -167,10 +183,14 @@ impl Partition {
 }
 
 /// The region a scope belongs to: `layer2.3` for anything inside that block, `top`
-/// for other modules; `None` for nodes that take their operand's region.
+/// for other modules; `None` for nodes that take their operand's region: the
+/// optimizer's (`sgd`) and data parallelism's gradient packing and unpacking (`ddp`),
+/// so that a parameter's update lands beside its gradient.
 fn module_key(scope: &str) -> Option<String> {
     let mut parts = scope.split('.');
-    let first = parts.next().filter(|p| !p.is_empty() && *p != "sgd")?;
+    let first = parts
+        .next()
+        .filter(|p| !p.is_empty() && *p != "sgd" && *p != "ddp")?;
     match parts.next() {
         Some(block) if first.starts_with("layer") => Some(format!("{first}.{block}")),
         _ => Some("top".to_string()),
