@@ -97,3 +97,61 @@ fn compile_writes_the_plan_and_explain_reads_it() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("calib compile"));
 }
+
+#[test]
+fn compile_shows_where_a_data_parallel_step_overlaps_its_all_reduces() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/specs/fashion_scnet.json"
+    );
+    let args = [
+        "compile",
+        spec,
+        "--train",
+        "--batch",
+        "8",
+        "--replicas",
+        "2",
+    ];
+    let o = calib(&[&args[..], &["--bucket-mb", "0.05", "--out", dir]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+            .unwrap();
+    let windows = report["all_reduces"]
+        .as_array()
+        .expect("all_reduces listed");
+    assert!(windows.len() > 1, "{windows:?}");
+    let total: u64 = windows.iter().map(|w| w["bytes"].as_u64().unwrap()).sum();
+    // The windows are the step's buckets: the same bytes in all.
+    let forward = calib::models::build(
+        &calib::models::load_spec_file(spec).unwrap().spec,
+        &[4, 1, 28, 28],
+        calib::ir::Mode::Train,
+        calib::ir::DType::F32,
+    )
+    .unwrap()
+    .graph;
+    let group = calib::passes::DataParallel {
+        replicas: 2,
+        bucket_bytes: (0.05 * 1048576.0) as usize,
+    };
+    let dp = calib::passes::data_parallel_step(&forward, &Default::default(), &group).unwrap();
+    assert_eq!(windows.len(), dp.buckets.len());
+    let bucket_bytes: usize = dp.buckets.iter().map(|b| b.bytes).sum();
+    assert_eq!(total as usize, bucket_bytes, "{windows:?}");
+    assert!(windows
+        .iter()
+        .any(|w| w["join"].as_u64().unwrap() > w["kernel"].as_u64().unwrap() + 1));
+    let text = std::fs::read_to_string(out.path().join("report.txt")).unwrap();
+    assert!(
+        text.contains("all-reduces:") && text.contains("overlaps"),
+        "{text}"
+    );
+
+    let o = calib(&["compile", spec, "--replicas", "2", "--out", dir]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("add --train"));
+}

@@ -36,16 +36,10 @@ pub struct Args {
     /// --replicas, the global batch that the replicas split.
     #[arg(long)]
     batch: Option<usize>,
-    /// With --train: compile one replica's step of a data-parallel group of N
-    /// (gradients all-reduced in buckets, as `calib train --replicas N`).
-    #[arg(long, default_value_t = 1)]
-    replicas: usize,
-    /// With --replicas: synchronized BatchNorm.
-    #[arg(long)]
-    sync_bn: bool,
-    /// With --replicas: gradient bucket size in MiB (DDP's bucket_cap_mb).
-    #[arg(long, default_value_t = 25.0)]
-    bucket_mb: f64,
+    /// With --train: compile one replica's step of a data-parallel group, as `calib
+    /// train` runs it.
+    #[command(flatten)]
+    data_parallel: super::data_parallel::DataParallelArgs,
     /// Where to write the results.
     #[arg(long, default_value = "calib-compile")]
     out: PathBuf,
@@ -71,42 +65,32 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let source = resolve_model(&args.model)?;
     let mut shape = with_batch(source.input_shape.clone(), args.batch)?;
-    let data_parallel = args.replicas > 1 || args.sync_bn;
-    if data_parallel {
+    let dp = &args.data_parallel;
+    if dp.is_data_parallel() {
         if !args.train {
             bail!("--replicas and --sync-bn describe a training step: add --train");
         }
-        if args.replicas == 0 || shape[0] % args.replicas != 0 {
-            bail!(
-                "batch {} does not split evenly across --replicas {}",
-                shape[0],
-                args.replicas
-            );
-        }
-        if !(args.bucket_mb > 0.0 && args.bucket_mb.is_finite()) {
-            bail!("--bucket-mb must be a positive number");
-        }
-        shape[0] /= args.replicas;
+        shape[0] = dp.shard(shape[0])?;
     }
     let mode = if args.train { Mode::Train } else { Mode::Eval };
     let mut builder = GraphBuilder::new(mode, DType::F32);
-    if args.sync_bn {
-        builder = builder.with_sync_bn(args.replicas);
+    if dp.sync_bn {
+        builder = builder.with_sync_bn(dp.replicas);
     }
     let model = build_with(&source.spec, &shape, builder)?;
     let graph = match (args.train, model.graph.ty(model.output()).rank()) {
         (false, _) => model.graph,
-        (true, 2) if data_parallel => {
-            let dp = DataParallel {
-                replicas: args.replicas,
-                bucket_bytes: (args.bucket_mb * 1048576.0) as usize,
+        (true, 2) if dp.is_data_parallel() => {
+            let group = DataParallel {
+                replicas: dp.replicas,
+                bucket_bytes: (dp.bucket_mb * 1048576.0) as usize,
             };
-            data_parallel_step(&model.graph, &TrainConfig::default(), &dp)?
+            data_parallel_step(&model.graph, &TrainConfig::default(), &group)?
                 .step
                 .graph
         }
         (true, 2) => train_step(&model.graph, &TrainConfig::default())?.graph,
-        (true, _) if data_parallel => {
+        (true, _) if dp.is_data_parallel() => {
             bail!("--replicas needs a classifier (a model with logits) to train")
         }
         (true, _) => with_backward(&model.graph, model.output())?,

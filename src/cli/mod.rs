@@ -2,6 +2,7 @@
 
 mod bench;
 mod compile;
+mod data_parallel;
 mod devices;
 mod explain;
 mod info;

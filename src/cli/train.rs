@@ -76,19 +76,8 @@ pub struct Args {
     /// Run directory: config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors.
     #[arg(long, default_value = "runs/fashion")]
     out: PathBuf,
-    /// Data-parallel replicas, each taking an equal share of every batch; gradients are
-    /// averaged across them as PyTorch DDP does. Threads on the CPU backends; with
-    /// `--backend cuda` one GPU each, all-reduced through NCCL (replicas beyond the GPU
-    /// count, or without NCCL, share GPUs and all-reduce through the host).
-    #[arg(long, default_value_t = 1)]
-    replicas: usize,
-    /// BatchNorm statistics over the whole batch (PyTorch's SyncBatchNorm) rather than
-    /// each replica's share of it.
-    #[arg(long)]
-    sync_bn: bool,
-    /// Gradient all-reduce bucket size in MiB (DDP's bucket_cap_mb).
-    #[arg(long, default_value_t = 25.0)]
-    bucket_mb: f64,
+    #[command(flatten)]
+    data_parallel: super::data_parallel::DataParallelArgs,
     /// Time the reference interpreter per op and print the table at the end.
     #[arg(long)]
     profile: bool,
@@ -146,19 +135,10 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         train(&opts, backend.as_ref(), dir, true, args.max_steps)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if args.batch == 0 || args.epochs == 0 || args.eval_batch == 0 || args.replicas == 0 {
-        bail!("--batch, --epochs, --eval-batch and --replicas must be at least 1");
+    if args.batch == 0 || args.epochs == 0 || args.eval_batch == 0 {
+        bail!("--batch, --epochs and --eval-batch must be at least 1");
     }
-    if args.batch % args.replicas != 0 {
-        bail!(
-            "--batch {} does not split evenly across --replicas {}",
-            args.batch,
-            args.replicas
-        );
-    }
-    if !(args.bucket_mb > 0.0 && args.bucket_mb.is_finite()) {
-        bail!("--bucket-mb must be a positive number");
-    }
+    args.data_parallel.shard(args.batch)?;
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number");
     }
@@ -200,9 +180,9 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         data_dir: args.data_dir.clone(),
         checkpoint_every: args.checkpoint_every,
         log_every: args.log_every,
-        replicas: args.replicas,
-        sync_bn: args.sync_bn,
-        bucket_mb: args.bucket_mb,
+        replicas: args.data_parallel.replicas,
+        sync_bn: args.data_parallel.sync_bn,
+        bucket_mb: args.data_parallel.bucket_mb,
     };
     train(&opts, backend.as_ref(), &args.out, false, args.max_steps)?;
     Ok(ExitCode::SUCCESS)
