@@ -59,7 +59,11 @@ fn a_collective_kernel_is_not_ptx() {
           return y=%1
         }",
     );
-    let err = compile(&single_kernel(&g, Anchor::Collective))
+    // A whole program skips it: the executor performs the transfer.
+    let program = single_kernel(&g, Anchor::Collective);
+    assert!(compile(&program).unwrap().kernels.is_empty());
+    // Asked for its PTX directly, codegen refuses and says why.
+    let err = calib_codegen::compile_kernel(&program, &program.kernels[0])
         .unwrap_err()
         .to_string();
     assert!(
