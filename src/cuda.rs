@@ -133,10 +133,13 @@ impl Backend for Cuda {
     }
 
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
-        let (rank, world) = bindings
-            .get_collective()
-            .map_or((0, 1), |g| (g.rank(), g.world()));
-        let group = self.nccl_group(world)?;
+        let bound = bindings.get_collective();
+        let (rank, world) = bound.map_or((0, 1), |g| (g.rank(), g.world()));
+        // A communicator bound by the caller is used as it is.
+        let group = match bound.and_then(|g| g.nccl()) {
+            Some(_) => None,
+            None => self.nccl_group(world)?,
+        };
         let program = self.prepare(graph, rank)?;
         let mut program = Self::lock(&program);
         match &group {
