@@ -21,7 +21,7 @@ use crate::{
     Action, Bindings, Collective, CollectiveError, DeviceProgram, HostTensor, OpError, Outputs,
     RuntimeError,
 };
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::{CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError,
     LaunchConfig, PushKernelArg,
@@ -59,6 +59,9 @@ struct Captured {
 // SAFETY: a CUDA graph is not internally synchronized; it is only touched through
 // `&mut CudaProgram`, so never from two threads at once.
 unsafe impl Send for Captured {}
+
+/// Dynamic shared memory every kernel may use without opting in.
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
 fn fail(context: &str, e: DriverError) -> RuntimeError {
     RuntimeError::Device(driver_error(context, e).to_string())
@@ -98,9 +101,27 @@ impl CudaProgram {
                 let module = ctx.load_module(Ptx::from_src(k.ptx.clone())).map_err(|e| {
                     driver_error(&format!("loading the PTX of kernel {}", k.name), e)
                 })?;
-                module
+                let function = module
                     .load_function(&k.name)
-                    .map_err(|e| driver_error(&format!("finding entry {}", k.name), e))
+                    .map_err(|e| driver_error(&format!("finding entry {}", k.name), e))?;
+                // Above 48 KiB, dynamic shared memory must be asked for per function.
+                if k.shared_bytes > DEFAULT_SHARED_LIMIT {
+                    function
+                        .set_attribute(
+                            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                            k.shared_bytes as i32,
+                        )
+                        .map_err(|e| {
+                            driver_error(
+                                &format!(
+                                    "allowing {} bytes of shared memory for {}",
+                                    k.shared_bytes, k.name
+                                ),
+                                e,
+                            )
+                        })?;
+                }
+                Ok(function)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let arena = stream
