@@ -65,12 +65,19 @@ impl SimProgram {
                 .write_bytes(addresses[id.0], &tensor.to_le_bytes())
                 .map_err(|e| failure("(upload)", e))?;
         }
-        // An all-reduce runs at its join, the latest moment a GPU may complete it: a
-        // kernel that read its output earlier would read uninitialized memory here.
+        // An all-reduce runs at its join, the latest moment a GPU may complete it, and
+        // its output holds NaN until then: a kernel that read it earlier would poison
+        // the results, which every comparison with the reference catches.
         for action in self.plan.schedule() {
             match action {
                 Action::Launch(i) => self.launch(options, i, &addresses, &mut memory)?,
-                Action::StartAllReduce(_) => {}
+                Action::StartAllReduce(c) => {
+                    let c = &self.plan.all_reduces[c];
+                    let poison = vec![0xff; program.buffer(c.output).ty.size_bytes()];
+                    memory
+                        .write_bytes(addresses[c.output.0], &poison)
+                        .map_err(|e| failure(&c.kernel, e))?;
+                }
                 Action::JoinAllReduce(c) => {
                     let c = &self.plan.all_reduces[c];
                     let ty = &program.buffer(c.input).ty;
