@@ -94,7 +94,7 @@ fn host_for(p: &Program, t: usize) -> Option<usize> {
 }
 
 /// Appends `extra`'s body, inputs and outputs to `host`.
-fn append(host: &mut Kernel, extra: Kernel) {
+pub(super) fn append(host: &mut Kernel, extra: Kernel) {
     let mut body = host.body.clone();
     let mut map: HashMap<usize, Value> = HashMap::new();
     for (i, node) in extra.body.nodes.iter().enumerate() {

@@ -20,6 +20,7 @@ mod cost;
 mod dag;
 mod explain;
 mod extract;
+mod foreach;
 mod group;
 mod horizontal;
 mod kernels;
@@ -97,6 +98,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     };
     let side_outputs = horizontal::merge_side_outputs(&mut program);
     let concat_views = horizontal::concat_views(&mut program);
+    let updates_merged = foreach::merge_updates(&mut program);
     for (n, k) in program.kernels.iter_mut().enumerate() {
         k.name = format!("k{n}");
     }
@@ -135,6 +137,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         phases,
         side_outputs,
         concat_views,
+        updates_merged,
         warnings,
         kernels: report::kernel_rows(&program, &options.device),
     };

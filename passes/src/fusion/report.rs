@@ -30,6 +30,8 @@ pub struct FusionReport {
     /// Kernels folded into others by the plan-level fusions.
     pub side_outputs: usize,
     pub concat_views: usize,
+    /// Optimizer updates merged into multi-tensor launches.
+    pub updates_merged: usize,
     pub warnings: Vec<String>,
     pub kernels: Vec<KernelReport>,
 }
@@ -159,8 +161,8 @@ impl FusionReport {
         .unwrap();
         writeln!(
             t,
-            "  side outputs folded: {}, concats as views: {}",
-            self.side_outputs, self.concat_views
+            "  side outputs folded: {}, concats as views: {}, updates merged: {}",
+            self.side_outputs, self.concat_views, self.updates_merged
         )
         .unwrap();
         for p in &self.phases {
