@@ -62,7 +62,7 @@ fi
 
 export CALIB_FIXTURES="$(cd "$bundle/fixtures" && pwd)"
 for t in "$bundle"/bin/tests/*; do
-  [ -x "$t" ] && step "test-$(basename "$t" | sed 's/-[0-9a-f]*$//')" 150 "$t" --test-threads 1
+  [ -x "$t" ] && step "test-$(basename "$t" | sed 's/-[0-9a-f]*$//')" 200 "$t" --test-threads 1
 done
 fixtures=()
 for dir in "$bundle"/fixtures/*/; do [ -f "$dir/meta.json" ] && fixtures+=("$dir"); done

@@ -27,6 +27,7 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// How a program runs on its GPU.
@@ -69,7 +70,7 @@ fn fail(context: &str, e: DriverError) -> RuntimeError {
 
 impl CudaProgram {
     /// Loads every kernel's PTX on GPU `ordinal` (the driver JIT-compiles it for the
-    /// device) and allocates the arena.
+    /// device, modules in parallel) and allocates the arena.
     pub fn load(ordinal: usize, plan: DeviceProgram) -> Result<Self, CudaError> {
         Self::load_with(ordinal, plan, CudaOptions::default())
     }
@@ -94,9 +95,10 @@ impl CudaProgram {
         let stream = ctx
             .new_stream()
             .map_err(|e| driver_error("creating a stream", e))?;
+        // The driver JIT-compiles each module; hundreds of them load in parallel.
         let functions = plan
             .kernels
-            .iter()
+            .par_iter()
             .map(|k| {
                 let module = ctx.load_module(Ptx::from_src(k.ptx.clone())).map_err(|e| {
                     driver_error(&format!("loading the PTX of kernel {}", k.name), e)
