@@ -1,23 +1,14 @@
 //! The `calib` binary: outputs a user relies on, and bad input that must give a clear
 //! error (exit code 2, a message naming the problem) and never a panic.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod support;
 
-fn calib(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_calib"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("calib runs")
-}
+use std::process::Output;
+use support::calib;
 
+/// A fixture directory as a command-line argument.
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(name)
-        .display()
-        .to_string()
+    support::fixture(name).display().to_string()
 }
 
 fn stderr(o: &Output) -> String {
@@ -116,7 +107,7 @@ fn fixture_with(file: &str, bytes: &[u8]) -> tempfile::TempDir {
 
 #[test]
 fn truncated_weights_are_a_clear_error() {
-    let full = std::fs::read(PathBuf::from(fixture("scconv")).join("params.safetensors")).unwrap();
+    let full = std::fs::read(support::fixture("scconv").join("params.safetensors")).unwrap();
     let dir = fixture_with("params.safetensors", &full[..full.len() / 2]);
     assert_clean_error(
         &calib(&["verify", dir.path().to_str().unwrap()]),
@@ -138,8 +129,8 @@ fn corrupt_weights_header_is_a_clear_error() {
 
 #[test]
 fn weights_of_another_model_list_every_mismatch() {
-    let other = std::fs::read(PathBuf::from(fixture("scbottleneck_s1")).join("params.safetensors"))
-        .unwrap();
+    let other =
+        std::fs::read(support::fixture("scbottleneck_s1").join("params.safetensors")).unwrap();
     let dir = fixture_with("params.safetensors", &other);
     let o = calib(&["verify", dir.path().to_str().unwrap()]);
     assert_clean_error(&o, "missing");

@@ -12,7 +12,7 @@ use calib::device::compile_graph;
 use calib::passes::fusion::FusionOptions;
 use calib::runtime::{Action, Reference};
 use calib::Sim;
-use support::{assert_replicas_agree, run, step, worst_relative_error, TOLERANCE};
+use support::data_parallel::{assert_replicas_agree, run, step, worst_relative_error, TOLERANCE};
 
 const REPLICAS: usize = 2;
 

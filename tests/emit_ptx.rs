@@ -1,18 +1,20 @@
 //! `calib compile --emit-ptx`: a `.ptx` file per launch beside the report, headed by the
 //! IR it implements, and ptxas's resources per kernel in the report.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
+
+use support::{calib, fixture};
 
 #[test]
 fn compile_writes_each_kernels_ptx_and_the_ptxas_report() {
     let out = tempfile::tempdir().unwrap();
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/scconv");
-    let run = Command::new(env!("CARGO_BIN_EXE_calib"))
-        .args(["compile", fixture.to_str().unwrap(), "--emit-ptx", "--out"])
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let run = calib(&[
+        "compile",
+        fixture("scconv").to_str().unwrap(),
+        "--emit-ptx",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
     assert!(
         run.status.success(),
         "{}",

@@ -1,23 +1,11 @@
 //! Fusion end to end: every public fixture through `calib verify --fused`'s backend,
 //! and `calib compile` / `calib explain` as a user runs them.
 
+mod support;
+
 use calib::verify::{verify_fixture, Fused, Status};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(name)
-}
-
-fn calib(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_calib"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("calib runs")
-}
+use std::path::Path;
+use support::{calib, fixture};
 
 #[test]
 fn every_fixture_passes_with_fusion() {

@@ -12,17 +12,10 @@ use calib::runtime::{Backend, Collective, Reference, Storage};
 use calib::verify::{verify_fixture, Status};
 use calib::Cuda;
 use calib_ir::ReduceOp;
-use std::path::PathBuf;
-use support::{assert_replicas_agree, run, start, step, worst_relative_error, TOLERANCE};
-
-/// A fixture directory: under `CALIB_FIXTURES` if set (the GPU bundle), else the
-/// repository's `../shared/fixtures`.
-fn fixture(name: &str) -> PathBuf {
-    std::env::var_os("CALIB_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
-        .join(name)
-}
+use support::data_parallel::{
+    assert_replicas_agree, run, start, step, worst_relative_error, TOLERANCE,
+};
+use support::fixture;
 
 /// Whether NCCL can be used here; where the GPU check requires it, its absence fails.
 fn nccl() -> bool {
@@ -104,7 +97,12 @@ fn a_cuda_graph_replays_exactly_the_step_it_captured() {
         &calib::models::parse_spec_file(include_str!("../models/specs/fashion_scnet.json"))
             .unwrap()
             .spec,
-        &[support::SHARD, 1, support::SIDE, support::SIDE],
+        &[
+            support::data_parallel::SHARD,
+            1,
+            support::data_parallel::SIDE,
+            support::data_parallel::SIDE,
+        ],
         calib::ir::GraphBuilder::new(calib::ir::Mode::Train, calib::ir::DType::F32),
     )
     .unwrap()

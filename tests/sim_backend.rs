@@ -5,13 +5,12 @@
 use calib::runtime::Backend;
 use calib::verify::{verify_fixture, Status};
 use calib::Sim;
-use std::path::PathBuf;
+use support::fixture;
+
+mod support;
 
 fn check(name: &str, rows: usize) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(name);
-    let report = verify_fixture(&dir, &Sim::new()).expect("verification runs");
+    let report = verify_fixture(&fixture(name), &Sim::new()).expect("verification runs");
     let failed: Vec<_> = report
         .rows
         .iter()
@@ -45,7 +44,7 @@ fn scbottleneck_s2_down_on_the_simulator() {
 
 #[test]
 fn a_graph_is_compiled_once() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/scconv");
+    let dir = fixture("scconv");
     let file = calib::models::load_spec_file(dir.join("meta.json")).unwrap();
     let shape = file.input_shape.unwrap();
     let model = calib::models::build(

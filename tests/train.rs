@@ -1,16 +1,11 @@
 //! `calib train` end to end on a slice of Fashion-MNIST: it learns, writes its files,
 //! and a resumed run is bit-identical to an uninterrupted one.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
-fn calib(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_calib"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("calib runs")
-}
+use std::path::Path;
+use std::process::Output;
+use support::calib;
 
 const QUICK: &[&str] = &[
     "train",

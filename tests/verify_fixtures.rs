@@ -2,15 +2,12 @@
 
 use calib::runtime::Reference;
 use calib::verify::{verify_fixture, Status};
-use std::path::PathBuf;
+mod support;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
-}
+use support::fixture;
 
 fn check(name: &str, rows: usize) {
-    let report =
-        verify_fixture(&fixtures().join(name), &Reference::new()).expect("verification runs");
+    let report = verify_fixture(&fixture(name), &Reference::new()).expect("verification runs");
     let failed: Vec<_> = report
         .rows
         .iter()
@@ -55,7 +52,7 @@ fn tiny_scnet_matches_the_authors_numbers() {
 fn a_wrong_gradient_fails_its_row() {
     // Corrupt one stored gradient in a copy of the fixture: its row, and only its row, fails.
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixtures().join("scconv")).unwrap() {
+    for entry in std::fs::read_dir(fixture("scconv")).unwrap() {
         let path = entry.unwrap().path();
         std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
     }
