@@ -36,8 +36,6 @@ pub struct Args {
     /// --replicas, the global batch that the replicas split.
     #[arg(long)]
     batch: Option<usize>,
-    /// With --train: compile one replica's step of a data-parallel group, as `calib
-    /// train` runs it.
     #[command(flatten)]
     data_parallel: super::data_parallel::DataParallelArgs,
     /// Where to write the results.

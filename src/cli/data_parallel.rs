@@ -7,7 +7,8 @@ pub struct DataParallelArgs {
     /// Data-parallel replicas, each taking an equal share of every batch; gradients are
     /// averaged across them as PyTorch DDP does. Threads on the CPU backends; with
     /// `--backend cuda` one GPU each, all-reduced through NCCL (replicas beyond the GPU
-    /// count, or without NCCL, share GPUs and all-reduce through the host).
+    /// count, or without NCCL, share GPUs and all-reduce through the host). `calib
+    /// compile --train` writes one replica's plan.
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
     /// BatchNorm statistics over the whole batch (PyTorch's SyncBatchNorm) rather than
