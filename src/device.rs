@@ -6,7 +6,7 @@ use calib_codegen::{compile, CompiledProgram};
 use calib_ir::{Graph, Program, ProgramError};
 use calib_passes::fusion::{fuse, unfused, FusionOptions};
 use calib_passes::plan_arena;
-use calib_runtime::{DeviceKernel, DeviceProgram, RuntimeError};
+use calib_runtime::{DeviceKernel, DeviceProgram, LaunchInfo, RuntimeError};
 
 /// Plans `graph` (fused with `fusion`, or one kernel per op when `None`) and compiles
 /// every kernel.
@@ -45,7 +45,28 @@ pub fn device_program(
             block: k.block,
             shared_bytes: k.shared_bytes as u32,
             params: k.params.iter().map(|p| p.buffer).collect(),
+            info: launch_info(&program, k),
         })
         .collect();
     DeviceProgram::new(program, kernels, arena.offsets, arena.arena_bytes)
+}
+
+/// The label, work and predicted time of one launch (flops and bytes on a plan
+/// kernel's first launch only, so that a table's columns sum to the plan's).
+fn launch_info(program: &Program, launch: &calib_codegen::CompiledKernel) -> LaunchInfo {
+    let Some(kernel) = program.kernel(&launch.kernel) else {
+        return LaunchInfo::default();
+    };
+    let first = launch.name == launch.kernel;
+    let cost = calib_passes::fusion::kernel_cost(&kernel.body);
+    LaunchInfo {
+        label: kernel.label.clone(),
+        flops: if first { cost.flops } else { 0.0 },
+        bytes: if first { cost.bytes } else { 0.0 },
+        estimated_us: if first {
+            calib_passes::fusion::Device::default().seconds(&cost) * 1e6
+        } else {
+            0.0
+        },
+    }
 }

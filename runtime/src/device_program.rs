@@ -20,6 +20,22 @@ pub struct DeviceKernel {
     pub shared_bytes: u32,
     /// The `.param .u64` arguments in order: the buffer whose address each one gets.
     pub params: Vec<BufferId>,
+    /// What the launch does and what the cost model expects of it, for reports and
+    /// per-kernel timing tables.
+    pub info: LaunchInfo,
+}
+
+/// The figures a per-kernel timing table puts beside a launch's measured time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LaunchInfo {
+    /// The plan kernel's label: the anchor op and the layer scope (`conv2d@layer1.0.conv1`).
+    pub label: String,
+    /// Arithmetic of the plan kernel (counted once, on its first launch).
+    pub flops: f64,
+    /// Bytes the plan kernel reads and writes (counted once, on its first launch).
+    pub bytes: f64,
+    /// The cost model's prediction for this launch, in microseconds.
+    pub estimated_us: f64,
 }
 
 /// An all-reduce across the replicas of a data-parallel group: a transfer the executor

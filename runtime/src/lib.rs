@@ -25,7 +25,7 @@ pub mod weights;
 
 pub use bindings::Bindings;
 pub use collective::{Collective, CollectiveError, InProcess};
-pub use device_program::{Action, DeviceAllReduce, DeviceKernel, DeviceProgram};
+pub use device_program::{Action, DeviceAllReduce, DeviceKernel, DeviceProgram, LaunchInfo};
 pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};
 pub use sim_backend::SimProgram;

@@ -102,6 +102,7 @@ fn launch(kernel: &str, params: &[usize]) -> DeviceKernel {
         block: [N as u32, 1, 1],
         shared_bytes: 0,
         params: params.iter().map(|&b| BufferId(b)).collect(),
+        info: Default::default(),
     }
 }
 

@@ -93,6 +93,7 @@ pub fn device_program(program: &Program, compiled: &CompiledProgram) -> DevicePr
             block: k.block,
             shared_bytes: k.shared_bytes as u32,
             params: k.params.iter().map(|p| p.buffer).collect(),
+            info: Default::default(),
         })
         .collect();
     DeviceProgram::new(program.clone(), kernels, vec![0; program.buffers.len()], 0)
