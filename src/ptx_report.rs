@@ -1,9 +1,10 @@
 //! `calib compile --emit-ptx`: every kernel's PTX beside the compile report, and what
 //! NVIDIA's ptxas says each one needs (registers, spills, shared memory) on sm_80 and
-//! sm_90.
+//! sm_90, and each launch's features for the cost model (`launches.json`).
 
 use anyhow::{bail, Context, Result};
 use calib_codegen::compile;
+use calib_cost::data::LaunchRecord;
 use calib_ir::Program;
 use calib_runtime::sim::ptxas::{self, KernelResources, PtxasError};
 use serde::Serialize;
@@ -98,6 +99,33 @@ pub fn emit_ptx(program: &Program, dir: &Path) -> Result<String> {
                 .collect(),
         })
         .collect();
+    // What the cost model needs of every launch, to join with a GPU's timing table.
+    let launches: Vec<LaunchRecord> = compiled
+        .kernels
+        .iter()
+        .zip(&rows)
+        .map(|(k, row)| {
+            let registers = row
+                .ptxas
+                .iter()
+                .find(|(arch, _)| arch == "sm_90")
+                .map_or(k.estimated_registers(), |(_, r)| r.registers);
+            let launch = k.launch(registers);
+            LaunchRecord {
+                name: k.name.clone(),
+                blocks: launch.blocks,
+                threads: launch.threads,
+                shared_bytes: launch.shared_bytes,
+                registers,
+                unique_bytes: k.unique_bytes,
+                mix: k.mix.clone(),
+            }
+        })
+        .collect();
+    std::fs::write(
+        dir.join("launches.json"),
+        serde_json::to_string(&launches)? + "\n",
+    )?;
     let text = format!("{note}{}", table(&rows));
     std::fs::write(dir.join("ptx_report.txt"), &text)?;
     std::fs::write(

@@ -73,6 +73,10 @@ pub(crate) struct Emitter<'a> {
     /// Body values an earlier launch of the same kernel stored, by output position:
     /// read back from memory instead of recomputed.
     stored: HashMap<Value, usize>,
+    /// Kernel inputs this launch loads and outputs it stores or reads back: the
+    /// buffers whose bytes cross device memory.
+    touched_inputs: std::collections::BTreeSet<usize>,
+    touched_outputs: std::collections::BTreeSet<usize>,
     tid: Reg,
     ctaid: Reg,
     values: ScopedMap<(Value, IndexKey), Operand>,
@@ -114,6 +118,8 @@ impl<'a> Emitter<'a> {
             outputs,
             input_of,
             stored: HashMap::new(),
+            touched_inputs: Default::default(),
+            touched_outputs: Default::default(),
             tid,
             ctaid,
             values: ScopedMap::new(),
@@ -127,6 +133,28 @@ impl<'a> Emitter<'a> {
         for &i in outputs {
             self.stored.insert(self.kernel.body.outputs[i].value, i);
         }
+    }
+
+    /// Bytes of the buffers this launch reads or writes (each once): what it must move
+    /// through device memory at least.
+    pub fn unique_bytes(&self) -> f64 {
+        let size = |b: calib_ir::BufferId| self.program.buffer(b).ty.size_bytes() as f64;
+        let outputs = |i: &usize| {
+            let o = &self.kernel.outputs[*i];
+            let full = size(o.buffer);
+            match o.slice {
+                None => full,
+                Some(s) => {
+                    full * (s.end - s.start) as f64
+                        / self.program.buffer(o.buffer).ty.shape[s.axis] as f64
+                }
+            }
+        };
+        self.touched_inputs
+            .iter()
+            .map(|&i| size(self.kernel.inputs[i]))
+            .sum::<f64>()
+            + self.touched_outputs.iter().map(outputs).sum::<f64>()
     }
 
     /// Whether `v` is read back from an earlier launch's output.
@@ -216,6 +244,7 @@ impl<'a> Emitter<'a> {
 
     fn compute(&mut self, v: Value, at: &Index) -> Result<Operand> {
         if let Some(&i) = self.stored.get(&v) {
+            self.touched_outputs.insert(i);
             let ty = self.value_ty(v)?;
             let addr = self.output_address(i, at)?;
             let r = self.b.reg(ty);
@@ -264,6 +293,7 @@ impl<'a> Emitter<'a> {
     fn load(&mut self, v: Value, at: &Index) -> Result<Operand> {
         let ty = self.value_ty(v)?;
         let slot = self.input_of[&v];
+        self.touched_inputs.insert(slot);
         let flat = self.flat(at, &self.ty(v).shape);
         let addr = self.b.address(self.inputs[slot], flat, ty.bytes());
         let r = self.b.reg(ty);
@@ -274,6 +304,7 @@ impl<'a> Emitter<'a> {
     /// Stores `value` as element `at` of body output `i` (into its slice of the
     /// buffer, for concat views).
     pub fn store(&mut self, i: usize, at: &Index, value: Operand) -> Result<()> {
+        self.touched_outputs.insert(i);
         let ty = self.value_ty(self.kernel.body.outputs[i].value)?;
         let addr = self.output_address(i, at)?;
         let value = self.b.materialize(value, ty);
@@ -324,6 +355,9 @@ impl<'a> Emitter<'a> {
                     Err(true) => {}
                 }
             }
+            // Each operand's branch runs for its share of the concatenated axis.
+            self.b
+                .enter_loop(extent as f64 / node.ty.shape[axis].max(1) as f64);
             self.scoped(|cx| {
                 let mut inner = coords.clone();
                 inner[axis] = cx.b.sub_u32(coords[axis], Operand::Int(start as i64));
@@ -331,6 +365,7 @@ impl<'a> Emitter<'a> {
                 ins!(cx.b, "mov.{ty} {result}, {value}");
                 Ok(())
             })?;
+            self.b.exit_loop();
             self.b.bra(end);
             self.b.place(next);
             start += extent;

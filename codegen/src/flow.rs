@@ -25,16 +25,19 @@ impl Emitter<'_> {
         ins!(self.b, "mov.u32 {i}, 0");
         let top = self.b.label();
         self.b.place(top);
+        self.b.enter_loop(extent as f64);
         self.scoped(|cx| f(cx, i.into()))?;
         ins!(self.b, "add.u32 {i}, {i}, 1");
         let more = self
             .b
             .setp("lt", Ty::U32, i.into(), Operand::Int(extent as i64));
         self.b.bra_if(more, true, top);
+        self.b.exit_loop();
         Ok(())
     }
 
-    /// Emits `for (i = start; i < end; i += step) f(i)` with a run-time `start`.
+    /// Emits `for (i = start; i < end; i += step) f(i)` with a run-time `start` (below
+    /// `step`, so that a thread runs about `end / step` iterations).
     pub fn for_strided(
         &mut self,
         start: Operand,
@@ -50,9 +53,11 @@ impl Emitter<'_> {
             .b
             .setp("ge", Ty::U32, i.into(), Operand::Int(end as i64));
         self.b.bra_if(stop, true, done);
+        self.b.enter_loop(end as f64 / step.max(1) as f64);
         self.scoped(|cx| f(cx, i.into()))?;
         ins!(self.b, "add.u32 {i}, {i}, {step}");
         self.b.bra(top);
+        self.b.exit_loop();
         self.b.place(done);
         Ok(())
     }

@@ -195,8 +195,13 @@ pub(crate) fn emit(
             })
         })?;
         ins!(cx.b, "bar.sync 0");
+        let lanes = lanes_n;
+        let a_ways = wavefronts(16, |tid| 16 * (tid / lanes));
+        let b_ways = wavefronts(16, |tid| 16 * (tid % lanes));
         for kk in 0..t.bk {
+            cx.b.shared_ways(a_ways);
             let a = load_v4(cx, a_tile, kk * t.bm, row0);
+            cx.b.shared_ways(b_ways);
             let b = load_v4(cx, b_tile, kk * t.bn, col0);
             match t.inner {
                 InnerProduct::Fma => {
@@ -214,10 +219,14 @@ pub(crate) fn emit(
     })?;
 
     // Stage C through shared memory, row-major [BM][BN].
+    let stage_ways = wavefronts(16, |tid| {
+        4 * ((tid / lanes_n) * MICRO * t.bn + tid % lanes_n * MICRO)
+    });
     for i in 0..MICRO {
         let row = cx.b.add_u32(row0, Operand::Int(i as i64));
         let at = cx.b.mad_u32(row, Operand::Int(t.bn as i64), col0);
         let addr = shared_address(cx, a_tile, at);
+        cx.b.shared_ways(stage_ways);
         let v = &acc[i * MICRO..(i + 1) * MICRO];
         ins!(
             cx.b,
@@ -237,6 +246,15 @@ pub(crate) fn emit(
         cols: if contiguity.c_m { t.bm } else { t.bn },
         fast_cols: true,
     };
+    let read_ways = wavefronts(4, |tid| {
+        let (slow, fast) = tile.position(tid);
+        let (mm, nn) = if contiguity.c_m {
+            (fast, slow)
+        } else {
+            (slow, fast)
+        };
+        4 * (mm * t.bn + nn)
+    });
     tile.each(cx, |cx, slow, fast| {
         let (mm, nn) = if contiguity.c_m {
             (fast, slow)
@@ -249,6 +267,7 @@ pub(crate) fn emit(
             let at = cx.b.mad_u32(mm, Operand::Int(t.bn as i64), nn);
             let addr = shared_address(cx, a_tile, at);
             let value = cx.b.reg(Ty::F32);
+            cx.b.shared_ways(read_ways);
             ins!(cx.b, "ld.shared.f32 {value}, [{addr}]");
             let mi = cx.coords(&Index::flat(gm), &dims.m);
             let ni = cx.coords(&Index::flat(gn), &dims.n);
@@ -276,6 +295,16 @@ struct TileLoad {
 }
 
 impl TileLoad {
+    /// The `(row, column)` thread `tid` handles first (the pattern repeats every
+    /// `THREADS` elements).
+    fn position(&self, tid: usize) -> (usize, usize) {
+        if self.fast_cols {
+            (tid / self.cols, tid % self.cols)
+        } else {
+            (tid % self.rows, tid / self.rows)
+        }
+    }
+
     /// Calls `f(row, column)` for this thread's share of the tile.
     fn each(
         &self,
@@ -303,11 +332,16 @@ impl TileLoad {
         mut value: impl FnMut(&mut Emitter, Operand, Operand) -> Result<Operand>,
     ) -> Result<()> {
         let cols = self.cols;
+        let ways = wavefronts(4, |lane| {
+            let (row, col) = self.position(lane);
+            4 * (row * cols + col)
+        });
         self.each(cx, |cx, row, col| {
             let v = value(cx, row, col)?;
             let v = cx.b.materialize(v, Ty::F32);
             let at = cx.b.mad_u32(row, Operand::Int(cols as i64), col);
             let addr = shared_address(cx, base, at);
+            cx.b.shared_ways(ways);
             ins!(cx.b, "st.shared.f32 [{addr}], {v}");
             Ok(())
         })
@@ -360,4 +394,28 @@ fn guard(
         .map(|&(i, e)| cx.b.lt_u32(i, Operand::Int(e as i64)))
         .collect();
     cx.when_all(preds, f)
+}
+
+/// Shared-memory wavefronts one warp needs for an access of `width` bytes per lane at
+/// byte address `address(lane)`: a wavefront serves each of the 32 four-byte banks
+/// once, lanes reading the same word share it, and wide accesses are split into phases
+/// of `128 / width` lanes.
+fn wavefronts(width: usize, address: impl Fn(usize) -> usize) -> usize {
+    let lanes_per_phase = (128 / width).clamp(1, 32);
+    (0..32)
+        .step_by(lanes_per_phase)
+        .map(|first| {
+            let mut words: Vec<Vec<usize>> = vec![vec![]; 32];
+            for lane in first..first + lanes_per_phase {
+                let start = address(lane) / 4;
+                for word in start..start + width / 4 {
+                    let bank = &mut words[word % 32];
+                    if !bank.contains(&word) {
+                        bank.push(word);
+                    }
+                }
+            }
+            words.iter().map(Vec::len).max().unwrap_or(1).max(1)
+        })
+        .sum()
 }

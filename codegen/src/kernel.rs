@@ -1,7 +1,7 @@
 //! What code generation hands to a runtime: per kernel, a PTX module and everything
 //! needed to launch it.
 
-use crate::ptx;
+use crate::ptx::{self, InstructionMix};
 use calib_ir::BufferId;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -63,6 +63,35 @@ pub struct CompiledKernel {
     pub shared_bytes: usize,
     /// Entry parameters in order.
     pub params: Vec<Param>,
+    /// What one thread executes (dynamic instruction counts), for the cost model.
+    pub mix: InstructionMix,
+    /// Bytes of the buffers the launch reads or writes, each counted once.
+    pub unique_bytes: f64,
+}
+
+impl CompiledKernel {
+    /// The launch as the cost model sees it, with `registers` per thread (ptxas's
+    /// figure, or [`CompiledKernel::estimated_registers`]).
+    pub fn launch(&self, registers: u32) -> calib_cost::Launch {
+        calib_cost::Launch {
+            blocks: self.grid.iter().map(|&g| g as u64).product(),
+            threads: self.block.iter().product(),
+            shared_bytes: self.shared_bytes as u32,
+            registers,
+            census: calib_cost::Census::of(&self.mix),
+            unique_bytes: self.unique_bytes,
+        }
+    }
+
+    /// Registers per thread ptxas is likely to use, for predictions made without
+    /// running it: GEMM threads hold their accumulator tile and its operands, other
+    /// families a few dozen values.
+    pub fn estimated_registers(&self) -> u32 {
+        match self.family {
+            Family::Gemm => 64,
+            Family::Reduction | Family::Pointwise => 32,
+        }
+    }
 }
 
 /// Every launch of a plan, in order.

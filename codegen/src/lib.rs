@@ -41,7 +41,7 @@ mod window;
 
 pub use error::CodegenError;
 pub use kernel::{CompiledKernel, CompiledProgram, Family, Param, ParamRole};
-pub use ptx::{TARGET, VERSION};
+pub use ptx::{InstructionMix, TARGET, VERSION};
 
 use calib_ir::{text, Anchor, Kernel, Program};
 use eval::Emitter;
@@ -97,6 +97,8 @@ pub fn compile_kernel(
         let header = header(kernel, &name, &launch, &stored);
         stored.extend(&launch.stores);
         let params = cx.param_names();
+        let mix = cx.b.mix();
+        let unique_bytes = cx.unique_bytes();
         let g = &launch.geometry;
         let entry = ptx::Entry {
             name: &name,
@@ -125,6 +127,8 @@ pub fn compile_kernel(
             block: [g.threads as u32, 1, 1],
             shared_bytes: g.shared_bytes,
             params: roles.collect(),
+            mix,
+            unique_bytes,
         });
     }
     Ok(compiled)

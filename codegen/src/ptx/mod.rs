@@ -6,8 +6,10 @@
 //! are updated in place, are the exception).
 
 mod arith;
+mod census;
 mod types;
 
+pub use calib_cost::InstructionMix;
 pub use types::{Operand, Reg, RegClass, Ty};
 
 use std::fmt::Write;
@@ -42,6 +44,7 @@ pub struct Builder {
     counts: [u32; RegClass::ALL.len()],
     labels: u32,
     instructions: usize,
+    counter: census::Counter,
 }
 
 impl Builder {
@@ -62,7 +65,30 @@ impl Builder {
     /// Appends an instruction (without its `;`).
     pub fn emit(&mut self, text: String) {
         self.instructions += 1;
+        self.counter.count(&text);
         self.lines.push(format!("\t{text};"));
+    }
+
+    /// Starts code that runs `trips` times per run of the code around it (a loop body,
+    /// or with a fraction, a branch taken that often): for the [`InstructionMix`].
+    pub fn enter_loop(&mut self, trips: f64) {
+        self.counter.enter(trips);
+    }
+
+    /// Ends what [`Builder::enter_loop`] started.
+    pub fn exit_loop(&mut self) {
+        self.counter.exit();
+    }
+
+    /// The next shared-memory access takes `ways` wavefronts (lanes colliding on a
+    /// bank), as the emitter that laid out the array knows.
+    pub fn shared_ways(&mut self, ways: usize) {
+        self.counter.next_shared_ways = Some(ways as f64);
+    }
+
+    /// What one thread executes, as counted so far.
+    pub fn mix(&mut self) -> InstructionMix {
+        self.counter.finish()
     }
 
     /// Instructions emitted so far (a guard against runaway code).

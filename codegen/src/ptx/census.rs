@@ -1,0 +1,116 @@
+//! What one thread of a kernel executes, counted while the kernel is written.
+//!
+//! Every emitter loop has a static trip count (tiles, windows, grid-stride passes over
+//! static shapes), so the writer weighs each instruction by the product of the trip
+//! counts around it and sums a thread's dynamic instruction mix without running
+//! anything. The cost model (`calib_cost::Census::of`) prices the mix.
+//!
+//! Latency is counted as *load rounds*: the global loads of one loop iteration are
+//! issued together and waited for once, so a thread that evaluates a long prologue for
+//! each of four tile elements in turn waits four times per tile.
+
+use calib_cost::InstructionMix;
+
+/// The counter inside a [`super::Builder`]: the current weight (the product of the trip
+/// counts of the loops being written) and whether the current loop iteration has
+/// loaded from global memory yet.
+#[derive(Debug)]
+pub(crate) struct Counter {
+    mix: InstructionMix,
+    weights: Vec<f64>,
+    loaded: bool,
+    /// Bank-conflict ways of the next shared access, set by the emitter that knows its
+    /// address pattern.
+    pub next_shared_ways: Option<f64>,
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Counter {
+            mix: InstructionMix::default(),
+            weights: vec![1.0],
+            loaded: false,
+            next_shared_ways: None,
+        }
+    }
+}
+
+impl Counter {
+    fn weight(&self) -> f64 {
+        *self
+            .weights
+            .last()
+            .expect("the outermost weight is never popped")
+    }
+
+    /// Closes the current stretch of straight-line code: one load round if it loaded.
+    fn close_stretch(&mut self) {
+        if std::mem::replace(&mut self.loaded, false) {
+            self.mix.load_rounds += self.weight();
+        }
+    }
+
+    /// Enters a loop body that runs `trips` times per run of the enclosing code (or a
+    /// branch taken with that probability).
+    pub fn enter(&mut self, trips: f64) {
+        self.close_stretch();
+        let w = self.weight() * trips;
+        self.weights.push(w);
+    }
+
+    pub fn exit(&mut self) {
+        self.close_stretch();
+        if self.weights.len() > 1 {
+            self.weights.pop();
+        }
+    }
+
+    /// Finishes counting: the last stretch's loads count too.
+    pub fn finish(&mut self) -> InstructionMix {
+        self.close_stretch();
+        self.mix.clone()
+    }
+
+    /// Counts one instruction (its text without the trailing `;`).
+    pub fn count(&mut self, text: &str) {
+        let w = self.weight();
+        let text = text.trim();
+        let op = match text.strip_prefix('@') {
+            Some(rest) => rest.split_once(' ').map_or("", |(_, op)| op),
+            None => text,
+        };
+        let opcode = op.split_whitespace().next().unwrap_or("");
+        if opcode.starts_with("ld.global") {
+            self.loaded = true;
+        }
+        if opcode.starts_with("ld.shared") || opcode.starts_with("st.shared") {
+            self.mix.shared_wavefronts += w * self.next_shared_ways.take().unwrap_or(1.0);
+        }
+        *self.mix.opcodes.entry(opcode.to_string()).or_default() += w;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loops_weigh_their_bodies_and_rounds_follow_iterations() {
+        let mut c = Counter::default();
+        c.count("ld.global.nc.f32 %f1, [%rd1]");
+        c.enter(4.0);
+        c.count("ld.global.nc.f32 %f2, [%rd2]");
+        c.count("ld.global.nc.f32 %f3, [%rd3]");
+        c.count("fma.rn.f32 %f7, %f2, %f3, %f7");
+        c.count("@%p1 bra $L1");
+        c.exit();
+        c.next_shared_ways = Some(4.0);
+        c.count("st.shared.f32 [%r4], %f7");
+        let m = c.finish();
+        assert_eq!(m.opcodes["ld.global.nc.f32"], 9.0);
+        assert_eq!(m.opcodes["fma.rn.f32"], 4.0);
+        assert_eq!(m.opcodes["bra"], 4.0);
+        assert_eq!(m.load_rounds, 5.0);
+        assert_eq!(m.shared_wavefronts, 4.0);
+    }
+}

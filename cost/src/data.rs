@@ -1,0 +1,148 @@
+//! Measured data sets: the launches of a compiled plan (`launches.json`, written by
+//! `calib compile --emit-ptx`) joined with a per-kernel timing table measured on a GPU
+//! (`calib bench --per-kernel`, or Nsight Compute), by launch name.
+
+use crate::fit::Sample;
+use crate::{Census, InstructionMix, Launch};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One launch of a compiled plan, with its raw instruction mix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchRecord {
+    /// The entry name (`k12`, `k12_part1`).
+    pub name: String,
+    pub blocks: u64,
+    pub threads: u32,
+    pub shared_bytes: u32,
+    /// Registers per thread on the measured architecture (from ptxas).
+    pub registers: u32,
+    pub unique_bytes: f64,
+    pub mix: InstructionMix,
+}
+
+impl LaunchRecord {
+    pub fn launch(&self) -> Launch {
+        Launch {
+            blocks: self.blocks,
+            threads: self.threads,
+            shared_bytes: self.shared_bytes,
+            registers: self.registers,
+            census: Census::of(&self.mix),
+            unique_bytes: self.unique_bytes,
+        }
+    }
+}
+
+/// Why a data set could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DataError {
+    pub path: String,
+    pub message: String,
+}
+
+fn fail(path: &Path, message: impl Into<String>) -> DataError {
+    DataError {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads the launches of a compiled plan.
+pub fn read_launches(path: &Path) -> Result<Vec<LaunchRecord>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| fail(path, e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| fail(path, e.to_string()))
+}
+
+/// Reads a timing table's `kernel` and `measured_us` columns.
+pub fn read_timings(path: &Path) -> Result<Vec<(String, f64)>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| fail(path, e.to_string()))?;
+    let mut lines = text.lines();
+    let header = split_csv(lines.next().ok_or_else(|| fail(path, "empty file"))?);
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| fail(path, format!("no `{name}` column")))
+    };
+    let (kernel, measured) = (column("kernel")?, column("measured_us")?);
+    lines
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let fields = split_csv(line);
+            let at = |c: usize| {
+                fields
+                    .get(c)
+                    .ok_or_else(|| fail(path, format!("line {}: too few fields", i + 2)))
+            };
+            let us: f64 = at(measured)?
+                .parse()
+                .map_err(|_| fail(path, format!("line {}: measured_us is not a number", i + 2)))?;
+            if !(us.is_finite() && us > 0.0) {
+                return Err(fail(path, format!("line {}: measured_us {us}", i + 2)));
+            }
+            Ok((at(kernel)?.clone(), us))
+        })
+        .collect()
+}
+
+/// The fields of one CSV line (double quotes group commas; `""` is a quote).
+pub fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().expect("one field").push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => fields.last_mut().expect("one field").push(c),
+        }
+    }
+    fields
+}
+
+/// Every timed launch joined with its record; a timed launch the plan does not have is
+/// an error (the two files come from different plans).
+pub fn samples(launches: &Path, timings: &Path) -> Result<Vec<Sample>, DataError> {
+    let records: HashMap<String, LaunchRecord> = read_launches(launches)?
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    read_timings(timings)?
+        .into_iter()
+        .map(|(name, us)| {
+            let record = records.get(&name).ok_or_else(|| {
+                fail(
+                    timings,
+                    format!("launch {name} is not in {}", launches.display()),
+                )
+            })?;
+            Ok(Sample {
+                name,
+                launch: record.launch(),
+                measured_seconds: us * 1e-6,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_csv;
+
+    #[test]
+    fn csv_fields_keep_quoted_commas() {
+        assert_eq!(
+            split_csv(r#"3,k2,"(256,1,1)","(8,1,1)",3.17,,"a ""b""""#),
+            ["3", "k2", "(256,1,1)", "(8,1,1)", "3.17", "", "a \"b\""]
+        );
+    }
+}
