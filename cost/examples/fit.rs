@@ -14,7 +14,7 @@ use std::path::Path;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 3 || args.len() % 2 == 0 {
+    if args.len() < 3 || args.len().is_multiple_of(2) {
         eprintln!("usage: fit DEVICE LAUNCHES.json TIMINGS.csv [LAUNCHES.json TIMINGS.csv ...]");
         std::process::exit(2);
     }
