@@ -15,11 +15,12 @@
 
 use crate::error::Result;
 use crate::eval::Emitter;
-use crate::gemm::{self, Contiguity, Dims, Operands};
+use crate::flow::Check;
+use crate::gemm::{self, Contiguity, Operands};
 use crate::index::Index;
 use crate::ptx::{Operand, Ty};
 use crate::window::Axis;
-use calib_ir::{Op, Value};
+use calib_ir::{GemmDims, Op, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -147,7 +148,11 @@ impl Conv {
     ) -> Result<Operand> {
         let (ih, ch) = self.axis(0).input_pos(cx, o[0], k[0]);
         let (iw, cw) = self.axis(1).input_pos(cx, o[1], k[1]);
-        cx.value_or_zero(vec![ch, cw], Ty::F32, |cx| {
+        // Padding reads as zero; the tap is read at a clamped position either way, so
+        // that a tile's loads need no branches.
+        let ih = clamp_unless_known(cx, ih, &ch, self.x[2]);
+        let iw = clamp_unless_known(cx, iw, &cw, self.x[3]);
+        cx.select_or_zero(vec![ch, cw], Ty::F32, |cx| {
             let channel = cx.b.mad_u32(g, Operand::Int(self.c_group() as i64), c);
             // The image is the first operand of both ops that read one.
             cx.value(self.a, &Index::coords(vec![n, channel, ih, iw]))
@@ -167,7 +172,7 @@ impl Conv {
 }
 
 impl Operands for Conv {
-    fn dims(&self) -> Dims {
+    fn dims(&self) -> GemmDims {
         let [n, _, h, w] = self.x;
         let [_, _, oh, ow] = self.y;
         let [kh, kw] = self.kernel;
@@ -177,7 +182,7 @@ impl Operands for Conv {
             Kind::BackwardData => (vec![n, h, w], vec![cg], vec![og, kh, kw]),
             Kind::BackwardWeight => (vec![og], vec![cg, kh, kw], vec![n, oh, ow]),
         };
-        Dims {
+        GemmDims {
             groups: self.groups,
             m,
             n: n_,
@@ -201,7 +206,9 @@ impl Operands for Conv {
                 let (oh, mut checks) = self.axis(0).output_pos(cx, m[1], k[1]);
                 let (ow, cw) = self.axis(1).output_pos(cx, m[2], k[2]);
                 checks.extend(cw);
-                cx.value_or_zero(checks, Ty::F32, |cx| {
+                let oh = cx.clamp_index(oh, self.y[2]);
+                let ow = cx.clamp_index(ow, self.y[3]);
+                cx.select_or_zero(checks, Ty::F32, |cx| {
                     let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);
                     cx.value(self.a, &Index::coords(vec![m[0], o, oh, ow]))
                 })
@@ -254,6 +261,14 @@ impl Operands for Conv {
                 (g, vec![o], vec![at[1], at[2], at[3]])
             }
         }
+    }
+}
+
+/// `pos` clamped into `0..extent` unless constants already decided `check`.
+fn clamp_unless_known(cx: &mut Emitter, pos: Operand, check: &Check, extent: usize) -> Operand {
+    match check {
+        Ok(_) => cx.clamp_index(pos, extent),
+        Err(_) => pos,
     }
 }
 

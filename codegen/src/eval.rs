@@ -18,7 +18,7 @@
 use crate::error::{CodegenError, Result};
 use crate::index::{Index, IndexKey};
 use crate::ptx::{ins, Builder, Operand, Reg, Ty};
-use crate::{conv, matmul, pool, reduction, render};
+use crate::{conv, gemm, matmul, pool, reduction, render};
 use calib_ir::{DType, Kernel, Node, Op, OpClass, Program, TensorType, Value};
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -77,6 +77,11 @@ pub(crate) struct Emitter<'a> {
     /// buffers whose bytes cross device memory.
     touched_inputs: std::collections::BTreeSet<usize>,
     touched_outputs: std::collections::BTreeSet<usize>,
+    /// The kernel's workspace address (parameter `ws`), when it has one.
+    workspace: Option<Reg>,
+    touched_workspace: bool,
+    /// A split-K anchor whose slices an earlier launch left in the workspace.
+    split: Option<gemm::SplitResult>,
     tid: Reg,
     ctaid: Reg,
     values: ScopedMap<(Value, IndexKey), Operand>,
@@ -101,6 +106,7 @@ impl<'a> Emitter<'a> {
         let outputs = (0..kernel.outputs.len())
             .map(|i| load(format!("out{i}")))
             .collect();
+        let workspace = kernel.workspace.map(|_| load("ws".to_string()));
         let input_of = kernel
             .body
             .inputs()
@@ -120,6 +126,9 @@ impl<'a> Emitter<'a> {
             stored: HashMap::new(),
             touched_inputs: Default::default(),
             touched_outputs: Default::default(),
+            workspace,
+            touched_workspace: false,
+            split: None,
             tid,
             ctaid,
             values: ScopedMap::new(),
@@ -150,16 +159,37 @@ impl<'a> Emitter<'a> {
                 }
             }
         };
+        let workspace = match (self.touched_workspace, self.kernel.workspace) {
+            (true, Some(w)) => size(w),
+            _ => 0.0,
+        };
         self.touched_inputs
             .iter()
             .map(|&i| size(self.kernel.inputs[i]))
             .sum::<f64>()
             + self.touched_outputs.iter().map(outputs).sum::<f64>()
+            + workspace
     }
 
-    /// Whether `v` is read back from an earlier launch's output.
+    /// Reads split-K anchor `split.anchor` as the sum of the slices an earlier launch
+    /// left in the workspace.
+    pub fn read_split(&mut self, split: gemm::SplitResult) {
+        self.split = Some(split);
+    }
+
+    /// The workspace's address, or why there is none.
+    pub fn workspace(&mut self) -> Result<Reg> {
+        self.touched_workspace = true;
+        self.workspace.ok_or_else(|| CodegenError::Kernel {
+            kernel: self.kernel.name.clone(),
+            detail: "a split-K schedule needs a workspace buffer".into(),
+        })
+    }
+
+    /// Whether `v` is read back from an earlier launch (an output it stored, or a split
+    /// anchor's slices) rather than computed.
     pub fn is_stored(&self, v: Value) -> bool {
-        self.stored.contains_key(&v)
+        self.stored.contains_key(&v) || self.split.is_some_and(|s| s.anchor == v)
     }
 
     /// The thread's index in its block (blocks are one-dimensional).
@@ -175,7 +205,9 @@ impl<'a> Emitter<'a> {
     /// The entry's parameter names, inputs then outputs.
     pub fn param_names(&self) -> Vec<String> {
         let ins = (0..self.inputs.len()).map(|i| format!("in{i}"));
+        let workspace = self.workspace.map(|_| "ws".to_string());
         ins.chain((0..self.outputs.len()).map(|i| format!("out{i}")))
+            .chain(workspace)
             .collect()
     }
 
@@ -243,6 +275,10 @@ impl<'a> Emitter<'a> {
     }
 
     fn compute(&mut self, v: Value, at: &Index) -> Result<Operand> {
+        if let Some(split) = self.split.filter(|s| s.anchor == v) {
+            let workspace = self.workspace()?;
+            return gemm::read_split(self, split, workspace, at);
+        }
         if let Some(&i) = self.stored.get(&v) {
             self.touched_outputs.insert(i);
             let ty = self.value_ty(v)?;

@@ -142,8 +142,11 @@ impl Emitter<'_> {
         }
     }
 
-    /// `f()` where all `conditions` hold, else zero (of type `ty`).
-    pub fn value_or_zero(
+    /// `f()` where all `conditions` hold, else zero, without a branch: `f` runs on every
+    /// path and a select picks its result, so that the loads of several such values stay
+    /// in one straight stretch the GPU overlaps. The caller makes `f`'s memory accesses
+    /// safe whatever the conditions say (it clamps its indices into range).
+    pub fn select_or_zero(
         &mut self,
         conditions: Vec<Check>,
         ty: Ty,
@@ -154,15 +157,18 @@ impl Emitter<'_> {
             Err(true) => f(self),
             Err(false) => Ok(zero),
             Ok(p) => {
+                let v = f(self)?;
                 let r = self.b.reg(ty);
-                ins!(self.b, "mov.{ty} {r}, {zero}");
-                self.if_then(p, true, |cx| {
-                    let v = f(cx)?;
-                    ins!(cx.b, "mov.{ty} {r}, {v}");
-                    Ok(())
-                })?;
+                ins!(self.b, "selp.{ty} {r}, {v}, {zero}, {p}");
                 Ok(r.into())
             }
         }
+    }
+
+    /// `index` clamped to `extent - 1` (wrapped negative positions included), for
+    /// [`Emitter::select_or_zero`]'s always-executed loads.
+    pub fn clamp_index(&mut self, index: Operand, extent: usize) -> Operand {
+        self.b
+            .min_u32(index, Operand::Int(extent.max(1) as i64 - 1))
     }
 }

@@ -1,5 +1,6 @@
 //! The GEMM template: `C[g; m, n] = sum_k A[g; m, k] * B[g; k, n]` with shared-memory
-//! tiles, for convolutions (as implicit GEMMs, see [`crate::conv`]) and matmul.
+//! tiles, for convolutions (as implicit GEMMs, see [`crate::conv`]) and matmul, laid out
+//! by a [`GemmSchedule`] (tile, k step, split).
 //!
 //! The operands are functions, not arrays: a problem ([`Operands`]) says how to compute
 //! `A` and `B` at given coordinates (through the body evaluator, so a prologue runs while
@@ -7,30 +8,30 @@
 //! lands in the anchor's output. `m`, `n` and `k` are multi-dimensional (a convolution's
 //! `m` is `(batch, row, column)`), decomposed from flat tile positions on the fly.
 //!
-//! One block of 256 threads computes a `BM x BN` tile (`BM * BN = 4096`), each thread a
-//! 4x4 micro-tile in registers, stepping through `k` by `BK`: every thread loads its
-//! share of both tiles into shared memory, a barrier, the inner products, a barrier. The
-//! accumulators are then staged through shared memory so that the epilogue runs as one
-//! loop, with consecutive threads on consecutive output addresses.
+//! 256 threads, as 16 x 16, compute a `BM x BN` tile; each thread holds a 4x4 patch of
+//! accumulators per 64x64 quarter of the tile (so 4x4 up to 8x8), the patches of one
+//! thread 64 rows or columns apart so that a warp's shared-memory reads are contiguous.
+//! The k loop is double-buffered: while the products of step `t` run from one pair of
+//! shared tiles, the operands of step `t + 1` are already loading into registers (every
+//! element of a thread's share at once, without branches: out-of-range elements are read
+//! at a clamped position and zeroed by a select), then go to the other pair; one barrier
+//! per step. Shared rows are padded by four words so that transposed tile stores spread
+//! over the banks.
 //!
-//! [`Tiling`] carries the storage dtype and the inner-product instruction: f32 tiles and
-//! scalar `fma` today; f16/bf16 tiles and `mma.sync` fragments slot in there.
+//! The epilogue stages `C` through shared memory, 64 rows at a time, transposed when the
+//! anchor's output is contiguous along `m`, so that consecutive threads store
+//! consecutive addresses. With `split_k > 1` each block covers one slice of the k steps
+//! and writes its raw partial tile to the kernel's workspace instead; the next launch
+//! reads the anchor as the sum of the slices in slice order ([`read_split`]), which
+//! keeps the result bit-identical from run to run.
 
-use crate::error::Result;
+use crate::error::{CodegenError, Result};
 use crate::eval::Emitter;
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
-use calib_ir::{numel, DType, Value};
-
-/// The extents of a GEMM problem; `m`, `n`, `k` are row-major multi-indices.
-#[derive(Clone, Debug)]
-pub(crate) struct Dims {
-    pub groups: usize,
-    pub m: Vec<usize>,
-    pub n: Vec<usize>,
-    pub k: Vec<usize>,
-}
+use crate::{conv, matmul};
+use calib_ir::{GemmDims, GemmSchedule, Value};
 
 /// Which dimension is adjacent in memory, so that consecutive threads access
 /// consecutive addresses.
@@ -46,7 +47,7 @@ pub(crate) struct Contiguity {
 
 /// A GEMM-shaped anchor op.
 pub(crate) trait Operands {
-    fn dims(&self) -> Dims;
+    fn dims(&self) -> GemmDims;
     fn contiguity(&self) -> Contiguity;
     /// `A[g; m, k]`, zero outside the operand.
     fn a(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand>;
@@ -58,56 +59,39 @@ pub(crate) trait Operands {
     fn split(&self, cx: &mut Emitter, coords: &[Operand]) -> (Operand, Vec<Operand>, Vec<Operand>);
 }
 
-/// The instruction that accumulates products.
+/// The GEMM-shaped op at body node `v`, if it is one.
+pub(crate) fn operands_of(cx: &Emitter, v: Value) -> Option<Box<dyn Operands>> {
+    if let Some(c) = conv::Conv::of(cx, v) {
+        return Some(Box::new(c));
+    }
+    matmul::MatMul::of(cx, v).map(|m| Box::new(m) as Box<dyn Operands>)
+}
+
+const THREADS: usize = GemmSchedule::THREADS;
+/// Threads along each side of the tile.
+const SIDE: usize = 16;
+/// A thread's accumulator patch per 64x64 quarter of the tile, along each side.
+const PATCH: usize = 4;
+/// Rows (or columns) of the tile one quarter spans.
+const QUARTER: usize = SIDE * PATCH;
+/// Words of padding after each shared-memory row.
+const PAD: usize = 4;
+
+/// Where a split-K launch left its partial tiles, for the launches after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum InnerProduct {
-    /// One `fma.rn.f32` per product.
-    Fma,
+pub(crate) struct SplitResult {
+    pub anchor: Value,
+    pub slices: usize,
+    /// The workspace is `[slice][group][n][m]` (else `[slice][group][m][n]`), following
+    /// the anchor output's contiguous dimension.
+    pub transposed: bool,
 }
 
-/// Tile shape, storage dtype and inner-product instruction of one GEMM kernel.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Tiling {
-    pub bm: usize,
-    pub bn: usize,
-    pub bk: usize,
-    pub dtype: DType,
-    pub inner: InnerProduct,
-}
-
-const THREADS: usize = 256;
-/// Each thread's micro-tile is `MICRO x MICRO`.
-const MICRO: usize = 4;
-
-impl Tiling {
-    /// The tile among `BM * BN = 4096` shapes that wastes the least work on `dims`.
-    fn choose(dims: &Dims) -> Tiling {
-        let (m, n) = (numel(&dims.m), numel(&dims.n));
-        let shapes = [(64, 64), (128, 32), (32, 128), (256, 16), (16, 256)];
-        let padded = |&(bm, bn): &(usize, usize)| m.div_ceil(bm) * bm * n.div_ceil(bn) * bn;
-        let (bm, bn) = shapes
-            .iter()
-            .copied()
-            .min_by_key(padded)
-            .expect("candidates");
-        Tiling {
-            bm,
-            bn,
-            bk: 16,
-            dtype: DType::F32,
-            inner: InnerProduct::Fma,
-        }
-    }
-
-    fn element_bytes(&self) -> usize {
-        self.dtype.size_bytes()
-    }
-
-    /// Shared memory: both input tiles, or the staged output tile, whichever is larger.
-    fn shared_bytes(&self) -> usize {
-        let inputs = self.bk * (self.bm + self.bn) * self.element_bytes();
-        inputs.max(self.bm * self.bn * 4)
-    }
+/// What [`emit`] produced.
+pub(crate) struct Emitted {
+    pub geometry: Geometry,
+    /// Set when the launch wrote partial tiles instead of the epilogue.
+    pub split: Option<SplitResult>,
 }
 
 /// `C` at anchor-output coordinates `at`, one product at a time: for a GEMM-shaped op
@@ -126,225 +110,607 @@ pub(crate) fn serial(cx: &mut Emitter, ops: &dyn Operands, at: &[Operand]) -> Re
     Ok(acc.into())
 }
 
-/// Emits the tiled kernel around GEMM-shaped anchor `anchor`, storing body outputs
-/// `aligned` (those with as many elements as the anchor) in its epilogue.
+/// The anchor of a split-K kernel at `at`: the sum of its slices' partial results, in
+/// slice order.
+pub(crate) fn read_split(
+    cx: &mut Emitter,
+    split: SplitResult,
+    workspace: Reg,
+    at: &Index,
+) -> Result<Operand> {
+    let ops = operands_of(cx, split.anchor)
+        .ok_or_else(|| cx.unsupported(split.anchor, "a split-K anchor must be a GEMM"))?;
+    let dims = ops.dims();
+    let (m, n, _) = dims.mnk();
+    let coords = cx.coords(at, &cx.ty(split.anchor).shape.clone());
+    let (g, mi, ni) = ops.split(cx, &coords);
+    let (mf, nf) = (cx.linearize(&mi, &dims.m), cx.linearize(&ni, &dims.n));
+    let within = if split.transposed {
+        cx.b.mad_u32(nf, Operand::Int(m as i64), mf)
+    } else {
+        cx.b.mad_u32(mf, Operand::Int(n as i64), nf)
+    };
+    let slice_elements = dims.groups * m * n;
+    let base = cx.b.mad_u32(g, Operand::Int((m * n) as i64), within);
+    let acc = cx.b.reg(Ty::F32);
+    for s in 0..split.slices {
+        let at =
+            cx.b.add_u32(base, Operand::Int((s * slice_elements) as i64));
+        let addr = cx.b.address(workspace, at, 4);
+        let v = cx.b.reg(Ty::F32);
+        ins!(cx.b, "ld.global.f32 {v}, [{addr}]");
+        match s {
+            0 => ins!(cx.b, "mov.f32 {acc}, {v}"),
+            _ => ins!(cx.b, "add.rn.f32 {acc}, {acc}, {v}"),
+        }
+    }
+    Ok(acc.into())
+}
+
+/// One operand's tile in shared memory: `depth` rows (k) of `width` elements (m or n),
+/// each row padded, two stages.
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    depth: usize,
+    width: usize,
+    /// Byte offset of stage 0 in shared memory.
+    offset: usize,
+    /// Whether the operand is contiguous along the tile's width (else along k): which
+    /// way consecutive threads walk when loading it.
+    along_width: bool,
+}
+
+impl Tile {
+    fn pitch(&self) -> usize {
+        self.width + PAD
+    }
+
+    fn stage_bytes(&self) -> usize {
+        self.depth * self.pitch() * 4
+    }
+
+    /// Elements each thread loads per step.
+    fn per_thread(&self) -> usize {
+        (self.depth * self.width).div_ceil(THREADS)
+    }
+
+    /// The `(k, width)` position of element `e` of thread `tid`'s share.
+    fn position(&self, tid: usize, e: usize) -> (usize, usize) {
+        let idx = e * THREADS + tid;
+        if self.along_width {
+            (idx / self.width, idx % self.width)
+        } else {
+            (idx % self.depth, idx / self.depth)
+        }
+    }
+}
+
+/// Emits the tiled kernel around GEMM-shaped anchor `anchor` under `schedule`, storing
+/// body outputs `aligned` (those with as many elements as the anchor) in its epilogue,
+/// or with a split, the partial tiles to the kernel's workspace.
 pub(crate) fn emit(
     cx: &mut Emitter,
     ops: &dyn Operands,
     anchor: Value,
     aligned: &[usize],
-) -> Result<Geometry> {
+    schedule: GemmSchedule,
+) -> Result<Emitted> {
     let dims = ops.dims();
-    let t = Tiling::choose(&dims);
-    let (m, n, k) = (numel(&dims.m), numel(&dims.n), numel(&dims.k));
-    let (tiles_m, tiles_n) = (m.div_ceil(t.bm), n.div_ceil(t.bn));
-    let blocks = tiles_m * tiles_n * dims.groups;
+    schedule
+        .check(&dims)
+        .map_err(|detail| CodegenError::Kernel {
+            kernel: cx.kernel.name.clone(),
+            detail: format!("schedule {}: {detail}", describe(&schedule)),
+        })?;
+    let GemmSchedule {
+        block_m: bm,
+        block_n: bn,
+        block_k: bk,
+        split_k: slices,
+    } = schedule;
+    let (m, n, _) = dims.mnk();
+    let contiguity = ops.contiguity();
+    let (tiles_m, tiles_n) = (m.div_ceil(bm), n.div_ceil(bn));
+    let tiles = tiles_m * tiles_n * dims.groups;
+    let (_, steps) = schedule.k_steps(&dims);
 
     let (tid, bid) = (cx.tid(), cx.ctaid());
     let tile_m = cx.b.rem_u32(bid, tiles_m);
     let rest = cx.b.div_u32(bid, tiles_m);
     let tile_n = cx.b.rem_u32(rest, tiles_n);
-    let g = cx.b.div_u32(rest, tiles_n);
-    let m0 = cx.b.mul_u32(tile_m, Operand::Int(t.bm as i64));
-    let n0 = cx.b.mul_u32(tile_n, Operand::Int(t.bn as i64));
+    let rest = cx.b.div_u32(rest, tiles_n);
+    let g = cx.b.rem_u32(rest, dims.groups);
+    let slice = cx.b.div_u32(rest, dims.groups);
+    let m0 = cx.b.mul_u32(tile_m, Operand::Int(bm as i64));
+    let n0 = cx.b.mul_u32(tile_n, Operand::Int(bn as i64));
+    let k0 = cx.b.mul_u32(slice, Operand::Int((steps * bk) as i64));
+    let tx = cx.b.rem_u32(tid, SIDE);
+    let ty = cx.b.div_u32(tid, SIDE);
+
+    let a = Tile {
+        depth: bk,
+        width: bm,
+        offset: 0,
+        along_width: contiguity.a_m,
+    };
+    let b = Tile {
+        depth: bk,
+        width: bn,
+        offset: 2 * a.stage_bytes(),
+        along_width: contiguity.b_n,
+    };
     let smem = cx.b.reg(Ty::U32);
     ins!(cx.b, "mov.u32 {smem}, {SHARED}");
-    let a_tile: Operand = smem.into();
-    let b_tile = cx.b.add_u32(a_tile, Operand::Int((t.bk * t.bm * 4) as i64));
-
-    let acc: Vec<Reg> = (0..MICRO * MICRO).map(|_| cx.b.reg(Ty::F32)).collect();
+    let (tm, tn) = (bm / SIDE, bn / SIDE);
+    let acc: Vec<Reg> = (0..tm * tn).map(|_| cx.b.reg(Ty::F32)).collect();
     for r in &acc {
         ins!(cx.b, "mov.f32 {r}, 0f00000000");
     }
-    // This thread's micro-tile: rows row0.., columns col0.. of the block tile.
-    let lanes_n = t.bn / MICRO;
-    let row0 = cx.b.div_u32(tid, lanes_n);
-    let row0 = cx.b.mul_u32(row0, Operand::Int(MICRO as i64));
-    let col0 = cx.b.rem_u32(tid, lanes_n);
-    let col0 = cx.b.mul_u32(col0, Operand::Int(MICRO as i64));
 
-    let contiguity = ops.contiguity();
-    cx.for_range(k.div_ceil(t.bk), |cx, kt| {
-        let k0 = cx.b.mul_u32(kt, Operand::Int(t.bk as i64));
-        let tile = TileLoad {
-            tid,
-            rows: t.bk,
-            cols: t.bm,
-            fast_cols: contiguity.a_m,
-        };
-        tile.emit(cx, a_tile, |cx, kk, mm| {
-            let (gm, gk) = (cx.b.add_u32(m0, mm), cx.b.add_u32(k0, kk));
-            in_range(cx, &[(gm, m), (gk, k)], |cx| {
-                let mi = cx.coords(&Index::flat(gm), &dims.m);
-                let ki = cx.coords(&Index::flat(gk), &dims.k);
-                ops.a(cx, g, &mi, &ki)
-            })
+    let loader = Loader {
+        ops,
+        dims: &dims,
+        a,
+        b,
+        m0,
+        n0,
+        k0,
+        g,
+        tid,
+        bk,
+    };
+    let first = loader.load(cx, Operand::Int(0))?;
+    let stage0 = stage(cx, smem, [a, b], Operand::Int(0));
+    loader.store(cx, &first, stage0)?;
+    ins!(cx.b, "bar.sync 0");
+    if steps > 1 {
+        cx.for_range(steps - 1, |cx, kt| {
+            let parity = cx.b.reg(Ty::U32);
+            ins!(cx.b, "and.b32 {parity}, {kt}, 1");
+            let next = cx.b.add_u32(kt, Operand::Int(1));
+            let values = loader.load(cx, next)?;
+            let current = stage(cx, smem, [a, b], parity.into());
+            products(cx, &acc, [a, b], current, [tx.into(), ty.into()])?;
+            let other = cx.b.reg(Ty::U32);
+            ins!(cx.b, "xor.b32 {other}, {parity}, 1");
+            let other = stage(cx, smem, [a, b], other.into());
+            loader.store(cx, &values, other)?;
+            ins!(cx.b, "bar.sync 0");
+            Ok(())
         })?;
-        let tile = TileLoad {
-            tid,
-            rows: t.bk,
-            cols: t.bn,
-            fast_cols: contiguity.b_n,
-        };
-        tile.emit(cx, b_tile, |cx, kk, nn| {
-            let (gn, gk) = (cx.b.add_u32(n0, nn), cx.b.add_u32(k0, kk));
-            in_range(cx, &[(gn, n), (gk, k)], |cx| {
-                let ki = cx.coords(&Index::flat(gk), &dims.k);
-                let ni = cx.coords(&Index::flat(gn), &dims.n);
-                ops.b(cx, g, &ki, &ni)
-            })
-        })?;
-        ins!(cx.b, "bar.sync 0");
-        let lanes = lanes_n;
-        let a_ways = wavefronts(16, |tid| 16 * (tid / lanes));
-        let b_ways = wavefronts(16, |tid| 16 * (tid % lanes));
-        for kk in 0..t.bk {
-            cx.b.shared_ways(a_ways);
-            let a = load_v4(cx, a_tile, kk * t.bm, row0);
-            cx.b.shared_ways(b_ways);
-            let b = load_v4(cx, b_tile, kk * t.bn, col0);
-            match t.inner {
-                InnerProduct::Fma => {
-                    for (i, ai) in a.iter().enumerate() {
-                        for (j, bj) in b.iter().enumerate() {
-                            let c = acc[i * MICRO + j];
-                            ins!(cx.b, "fma.rn.f32 {c}, {ai}, {bj}, {c}");
-                        }
+    }
+    let last = stage(cx, smem, [a, b], Operand::Int(((steps - 1) % 2) as i64));
+    products(cx, &acc, [a, b], last, [tx.into(), ty.into()])?;
+
+    let operand_bytes = 2 * (a.stage_bytes() + b.stage_bytes());
+    if slices > 1 {
+        let workspace = cx.workspace()?;
+        let transposed = contiguity.c_m;
+        write_partials(
+            cx,
+            &acc,
+            Partials {
+                workspace,
+                dims: &dims,
+                tiles: [m0, n0],
+                g,
+                slice,
+                transposed,
+                patch: [tm, tn],
+                thread: [tx.into(), ty.into()],
+            },
+        )?;
+        return Ok(Emitted {
+            geometry: Geometry {
+                blocks: tiles * slices,
+                threads: THREADS,
+                shared_bytes: operand_bytes,
+            },
+            split: Some(SplitResult {
+                anchor,
+                slices,
+                transposed,
+            }),
+        });
+    }
+
+    ins!(cx.b, "bar.sync 0");
+    let staged = Staged {
+        ops,
+        dims: &dims,
+        anchor,
+        aligned,
+        m0,
+        n0,
+        g,
+        transposed: contiguity.c_m,
+        bn,
+        tn,
+    };
+    for quarter in 0..tm / PATCH {
+        staged.emit(cx, &acc, smem.into(), quarter, [tx.into(), ty.into()])?;
+    }
+    Ok(Emitted {
+        geometry: Geometry {
+            blocks: tiles,
+            threads: THREADS,
+            shared_bytes: operand_bytes.max(staged.bytes()),
+        },
+        split: None,
+    })
+}
+
+fn describe(s: &GemmSchedule) -> String {
+    calib_ir::Schedule::Gemm(*s).to_string()
+}
+
+/// The shared addresses of both operand tiles in stage `index` (0 or 1).
+fn stage(cx: &mut Emitter, smem: Reg, tiles: [Tile; 2], index: Operand) -> [Operand; 2] {
+    tiles.map(|t| {
+        let offset = cx.b.mul_u32(index, Operand::Int(t.stage_bytes() as i64));
+        let at = cx.b.add_u32(smem.into(), Operand::Int(t.offset as i64));
+        cx.b.add_u32(at, offset)
+    })
+}
+
+/// Loads a step's operand tiles into registers and stores them to shared memory.
+struct Loader<'a> {
+    ops: &'a dyn Operands,
+    dims: &'a GemmDims,
+    a: Tile,
+    b: Tile,
+    m0: Operand,
+    n0: Operand,
+    k0: Operand,
+    g: Operand,
+    tid: Operand,
+    bk: usize,
+}
+
+impl Loader<'_> {
+    /// This thread's elements of step `kt` of both tiles (`A`'s, then `B`'s), all
+    /// loaded before any is used.
+    fn load(&self, cx: &mut Emitter, kt: Operand) -> Result<Vec<Operand>> {
+        let (m, n, k) = self.dims.mnk();
+        let step = cx.b.mul_u32(kt, Operand::Int(self.bk as i64));
+        let kbase = cx.b.add_u32(self.k0, step);
+        let mut values = vec![];
+        for (tile, is_a) in [(self.a, true), (self.b, false)] {
+            for e in 0..tile.per_thread() {
+                let (kk, ww) = self.position(cx, tile, e);
+                let gk = cx.b.add_u32(kbase, kk);
+                let (origin, extent) = if is_a { (self.m0, m) } else { (self.n0, n) };
+                let gw = cx.b.add_u32(origin, ww);
+                let inside = [
+                    cx.b.lt_u32(gw, Operand::Int(extent as i64)),
+                    cx.b.lt_u32(gk, Operand::Int(k as i64)),
+                ];
+                let (cw, ck) = (cx.clamp_index(gw, extent), cx.clamp_index(gk, k));
+                let value = cx.select_or_zero(inside.to_vec(), Ty::F32, |cx| {
+                    let ki = cx.coords(&Index::flat(ck), &self.dims.k);
+                    if is_a {
+                        let mi = cx.coords(&Index::flat(cw), &self.dims.m);
+                        self.ops.a(cx, self.g, &mi, &ki)
+                    } else {
+                        let ni = cx.coords(&Index::flat(cw), &self.dims.n);
+                        self.ops.b(cx, self.g, &ki, &ni)
                     }
+                })?;
+                values.push(cx.b.materialize(value, Ty::F32).into());
+            }
+        }
+        Ok(values)
+    }
+
+    /// The `(k, width)` position of this thread's element `e` of `tile`, as registers.
+    fn position(&self, cx: &mut Emitter, tile: Tile, e: usize) -> (Operand, Operand) {
+        let idx = cx.b.add_u32(self.tid, Operand::Int((e * THREADS) as i64));
+        if tile.along_width {
+            (cx.b.div_u32(idx, tile.width), cx.b.rem_u32(idx, tile.width))
+        } else {
+            (cx.b.rem_u32(idx, tile.depth), cx.b.div_u32(idx, tile.depth))
+        }
+    }
+
+    /// Stores `values` (from [`Loader::load`]) into the stage whose tiles start at
+    /// shared addresses `bases`.
+    fn store(&self, cx: &mut Emitter, values: &[Operand], bases: [Operand; 2]) -> Result<()> {
+        let mut values = values.iter();
+        for (tile, tile_base) in [self.a, self.b].into_iter().zip(bases) {
+            let ways = wavefronts(4, |lane| {
+                let (kk, ww) = tile.position(lane, 0);
+                4 * (kk * tile.pitch() + ww)
+            });
+            for e in 0..tile.per_thread() {
+                let (kk, ww) = self.position(cx, tile, e);
+                let at = cx.b.mad_u32(kk, Operand::Int(tile.pitch() as i64), ww);
+                let addr = shared_address(cx, tile_base, at);
+                let v = values.next().expect("a value per element");
+                cx.b.shared_ways(ways);
+                ins!(cx.b, "st.shared.f32 [{addr}], {v}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accumulates one step's products from the shared tiles at `bases`: for every `k` of
+/// the step, the thread's `A` and `B` fragments as 16-byte loads, then every product of
+/// the two.
+fn products(
+    cx: &mut Emitter,
+    acc: &[Reg],
+    [a, b]: [Tile; 2],
+    bases: [Operand; 2],
+    [tx, ty]: [Operand; 2],
+) -> Result<()> {
+    let depth = a.depth;
+    let (tm, tn) = (a.width / SIDE, b.width / SIDE);
+    let a_row = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
+    let b_col = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
+    let a_ways = wavefronts(16, |lane| 16 * ((lane / SIDE) % 2));
+    let b_ways = wavefronts(16, |lane| 16 * (lane % SIDE));
+    for kk in 0..depth {
+        let frag = |cx: &mut Emitter, tile: Tile, base, start: Operand, quarters, ways| {
+            let mut regs = vec![];
+            for q in 0..quarters {
+                let at = kk * tile.pitch() + q * QUARTER;
+                let row = cx.b.add_u32(start, Operand::Int(at as i64));
+                cx.b.shared_ways(ways);
+                regs.extend(load_v4(cx, base, row));
+            }
+            regs
+        };
+        let af = frag(cx, a, bases[0], a_row, tm / PATCH, a_ways);
+        let bf = frag(cx, b, bases[1], b_col, tn / PATCH, b_ways);
+        for (i, ai) in af.iter().enumerate() {
+            for (j, bj) in bf.iter().enumerate() {
+                let c = acc[i * tn + j];
+                ins!(cx.b, "fma.rn.f32 {c}, {ai}, {bj}, {c}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tile row (or column) `r` of a thread's patch: `r / 4` picks the quarter.
+fn offset_in_tile(r: usize) -> usize {
+    (r / PATCH) * QUARTER + r % PATCH
+}
+
+/// Where a split-K block writes its partial tile.
+struct Partials<'a> {
+    workspace: Reg,
+    dims: &'a GemmDims,
+    /// `m0`, `n0`.
+    tiles: [Operand; 2],
+    g: Operand,
+    slice: Operand,
+    transposed: bool,
+    /// `tm`, `tn`.
+    patch: [usize; 2],
+    /// `tx`, `ty`.
+    thread: [Operand; 2],
+}
+
+/// Stores the accumulators to the workspace, four consecutive elements at a time along
+/// its contiguous dimension where alignment allows.
+fn write_partials(cx: &mut Emitter, acc: &[Reg], p: Partials) -> Result<()> {
+    let (m, n, _) = p.dims.mnk();
+    let [tm, tn] = p.patch;
+    let [tx, ty] = p.thread;
+    let slice_base =
+        cx.b.mad_u32(p.slice, Operand::Int(p.dims.groups as i64), p.g);
+    let slice_base = cx.b.mul_u32(slice_base, Operand::Int((m * n) as i64));
+    let row0 = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
+    let col0 = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
+    // Runs of four along the contiguous side: rows when transposed, columns otherwise.
+    let (runs_along, across, extent_along, extent_across) = if p.transposed {
+        (tm, tn, m, n)
+    } else {
+        (tn, tm, n, m)
+    };
+    let vector = extent_along % PATCH == 0;
+    for r in 0..across {
+        for q in 0..runs_along / PATCH {
+            let (first_row, first_col) = if p.transposed {
+                (q * QUARTER, offset_in_tile(r))
+            } else {
+                (offset_in_tile(r), q * QUARTER)
+            };
+            let row = cx.b.add_u32(row0, Operand::Int(first_row as i64));
+            let col = cx.b.add_u32(col0, Operand::Int(first_col as i64));
+            let gm = cx.b.add_u32(p.tiles[0], row);
+            let gn = cx.b.add_u32(p.tiles[1], col);
+            let (along, across_pos) = if p.transposed { (gm, gn) } else { (gn, gm) };
+            let within =
+                cx.b.mad_u32(across_pos, Operand::Int(extent_along as i64), along);
+            let at = cx.b.add_u32(slice_base, within);
+            let values: Vec<Reg> = (0..PATCH)
+                .map(|e| {
+                    let (i, j) = if p.transposed {
+                        (q * PATCH + e, r)
+                    } else {
+                        (r, q * PATCH + e)
+                    };
+                    acc[i * tn + j]
+                })
+                .collect();
+            let across_ok = cx.b.lt_u32(across_pos, Operand::Int(extent_across as i64));
+            if vector {
+                let inside = vec![
+                    across_ok,
+                    cx.b.lt_u32(along, Operand::Int(extent_along as i64)),
+                ];
+                cx.when_all(inside, |cx| {
+                    let addr = cx.b.address(p.workspace, at, 4);
+                    ins!(
+                        cx.b,
+                        "st.global.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
+                        values[0],
+                        values[1],
+                        values[2],
+                        values[3]
+                    );
+                    Ok(())
+                })?;
+            } else {
+                for (e, v) in values.iter().enumerate() {
+                    let pos = cx.b.add_u32(along, Operand::Int(e as i64));
+                    let inside = vec![
+                        across_ok,
+                        cx.b.lt_u32(pos, Operand::Int(extent_along as i64)),
+                    ];
+                    let at = cx.b.add_u32(at, Operand::Int(e as i64));
+                    cx.when_all(inside, |cx| {
+                        let addr = cx.b.address(p.workspace, at, 4);
+                        ins!(cx.b, "st.global.f32 [{addr}], {v}");
+                        Ok(())
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The epilogue of an unsplit GEMM: one 64-row quarter of the tile at a time, staged in
+/// shared memory and walked with consecutive threads on consecutive output addresses.
+struct Staged<'a> {
+    ops: &'a dyn Operands,
+    dims: &'a GemmDims,
+    anchor: Value,
+    aligned: &'a [usize],
+    m0: Operand,
+    n0: Operand,
+    g: Operand,
+    /// Staged as `[n][m]` (the output is contiguous along `m`), else `[m][n]`.
+    transposed: bool,
+    bn: usize,
+    tn: usize,
+}
+
+impl Staged<'_> {
+    /// Words per staged row.
+    fn pitch(&self) -> usize {
+        if self.transposed {
+            QUARTER + PAD
+        } else {
+            self.bn + PAD
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        let rows = if self.transposed { self.bn } else { QUARTER };
+        rows * self.pitch() * 4
+    }
+
+    fn emit(
+        &self,
+        cx: &mut Emitter,
+        acc: &[Reg],
+        smem: Operand,
+        quarter: usize,
+        [tx, ty]: [Operand; 2],
+    ) -> Result<()> {
+        let (m, n, _) = self.dims.mnk();
+        let pitch = self.pitch();
+        let row0 = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
+        let col0 = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
+        let patch_rows = PATCH;
+        // Write this quarter's accumulators: runs of four along the staged rows.
+        let transposed = self.transposed;
+        let write_ways = wavefronts(16, |lane| {
+            let (x, y) = (lane % SIDE, lane / SIDE);
+            4 * if transposed {
+                x * PATCH * pitch + y * PATCH
+            } else {
+                y * PATCH * pitch + x * PATCH
+            }
+        });
+        if transposed {
+            for j in 0..self.tn {
+                let col = cx.b.add_u32(col0, Operand::Int(offset_in_tile(j) as i64));
+                let at = cx.b.mad_u32(col, Operand::Int(pitch as i64), row0);
+                let addr = shared_address(cx, smem, at);
+                let v: Vec<Reg> = (0..patch_rows)
+                    .map(|i| acc[(quarter * PATCH + i) * self.tn + j])
+                    .collect();
+                cx.b.shared_ways(write_ways);
+                ins!(
+                    cx.b,
+                    "st.shared.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
+                    v[0],
+                    v[1],
+                    v[2],
+                    v[3]
+                );
+            }
+        } else {
+            for i in 0..patch_rows {
+                let row = cx.b.add_u32(row0, Operand::Int(i as i64));
+                for q in 0..self.tn / PATCH {
+                    let col = cx.b.add_u32(col0, Operand::Int((q * QUARTER) as i64));
+                    let at = cx.b.mad_u32(row, Operand::Int(pitch as i64), col);
+                    let addr = shared_address(cx, smem, at);
+                    let v = &acc[(quarter * PATCH + i) * self.tn + q * PATCH..][..PATCH];
+                    cx.b.shared_ways(write_ways);
+                    ins!(
+                        cx.b,
+                        "st.shared.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
+                        v[0],
+                        v[1],
+                        v[2],
+                        v[3]
+                    );
                 }
             }
         }
         ins!(cx.b, "bar.sync 0");
-        Ok(())
-    })?;
 
-    // Stage C through shared memory, row-major [BM][BN].
-    let stage_ways = wavefronts(16, |tid| {
-        4 * ((tid / lanes_n) * MICRO * t.bn + tid % lanes_n * MICRO)
-    });
-    for i in 0..MICRO {
-        let row = cx.b.add_u32(row0, Operand::Int(i as i64));
-        let at = cx.b.mad_u32(row, Operand::Int(t.bn as i64), col0);
-        let addr = shared_address(cx, a_tile, at);
-        cx.b.shared_ways(stage_ways);
-        let v = &acc[i * MICRO..(i + 1) * MICRO];
-        ins!(
-            cx.b,
-            "st.shared.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
-            v[0],
-            v[1],
-            v[2],
-            v[3]
-        );
-    }
-    ins!(cx.b, "bar.sync 0");
-
-    let anchor_shape = cx.ty(anchor).shape.clone();
-    let tile = TileLoad {
-        tid,
-        rows: if contiguity.c_m { t.bn } else { t.bm },
-        cols: if contiguity.c_m { t.bm } else { t.bn },
-        fast_cols: true,
-    };
-    let read_ways = wavefronts(4, |tid| {
-        let (slow, fast) = tile.position(tid);
-        let (mm, nn) = if contiguity.c_m {
-            (fast, slow)
+        // Walk the staged quarter: consecutive threads along the staged rows.
+        let (rows, cols) = if transposed {
+            (self.bn, QUARTER)
         } else {
-            (slow, fast)
+            (QUARTER, self.bn)
         };
-        4 * (mm * t.bn + nn)
-    });
-    tile.each(cx, |cx, slow, fast| {
-        let (mm, nn) = if contiguity.c_m {
-            (fast, slow)
-        } else {
-            (slow, fast)
-        };
-        let (gm, gn) = (cx.b.add_u32(m0, mm), cx.b.add_u32(n0, nn));
-        let inside = [(gm, m), (gn, n)];
-        guard(cx, &inside, |cx| {
-            let at = cx.b.mad_u32(mm, Operand::Int(t.bn as i64), nn);
-            let addr = shared_address(cx, a_tile, at);
-            let value = cx.b.reg(Ty::F32);
-            cx.b.shared_ways(read_ways);
-            ins!(cx.b, "ld.shared.f32 {value}, [{addr}]");
-            let mi = cx.coords(&Index::flat(gm), &dims.m);
-            let ni = cx.coords(&Index::flat(gn), &dims.n);
-            let coords = ops.c(cx, g, &mi, &ni);
-            let flat = cx.linearize(&coords, &anchor_shape);
-            let at = Index::both(flat, coords);
-            cx.bind(anchor, &at, value.into());
-            cx.store_aligned(aligned, &anchor_shape, &at)
-        })
-    })?;
-    Ok(Geometry {
-        blocks,
-        threads: THREADS,
-        shared_bytes: t.shared_bytes(),
-    })
-}
-
-/// A `rows x cols` tile in shared memory (row-major), filled or walked by all threads
-/// together, consecutive threads along the columns (`fast_cols`) or the rows.
-struct TileLoad {
-    tid: Operand,
-    rows: usize,
-    cols: usize,
-    fast_cols: bool,
-}
-
-impl TileLoad {
-    /// The `(row, column)` thread `tid` handles first (the pattern repeats every
-    /// `THREADS` elements).
-    fn position(&self, tid: usize) -> (usize, usize) {
-        if self.fast_cols {
-            (tid / self.cols, tid % self.cols)
-        } else {
-            (tid % self.rows, tid / self.rows)
-        }
-    }
-
-    /// Calls `f(row, column)` for this thread's share of the tile.
-    fn each(
-        &self,
-        cx: &mut Emitter,
-        mut f: impl FnMut(&mut Emitter, Operand, Operand) -> Result<()>,
-    ) -> Result<()> {
-        let per_thread = (self.rows * self.cols).div_ceil(THREADS);
-        let (rows, cols, fast_cols, tid) = (self.rows, self.cols, self.fast_cols, self.tid);
+        let read_ways = wavefronts(4, |lane| 4 * lane);
+        let anchor_shape = cx.ty(self.anchor).shape.clone();
+        let per_thread = (rows * cols).div_ceil(THREADS);
+        let tid = cx.tid();
+        let quarter_m =
+            cx.b.add_u32(self.m0, Operand::Int((quarter * QUARTER) as i64));
         cx.for_range(per_thread, |cx, e| {
             let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
-            let (row, col) = if fast_cols {
-                (cx.b.div_u32(idx, cols), cx.b.rem_u32(idx, cols))
+            let (slow, fast) = (cx.b.div_u32(idx, cols), cx.b.rem_u32(idx, cols));
+            let (mm, nn) = if transposed {
+                (fast, slow)
             } else {
-                (cx.b.rem_u32(idx, rows), cx.b.div_u32(idx, rows))
+                (slow, fast)
             };
-            f(cx, row, col)
-        })
-    }
-
-    /// Fills the tile at shared address `base` with `value(row, column)`.
-    fn emit(
-        &self,
-        cx: &mut Emitter,
-        base: Operand,
-        mut value: impl FnMut(&mut Emitter, Operand, Operand) -> Result<Operand>,
-    ) -> Result<()> {
-        let cols = self.cols;
-        let ways = wavefronts(4, |lane| {
-            let (row, col) = self.position(lane);
-            4 * (row * cols + col)
-        });
-        self.each(cx, |cx, row, col| {
-            let v = value(cx, row, col)?;
-            let v = cx.b.materialize(v, Ty::F32);
-            let at = cx.b.mad_u32(row, Operand::Int(cols as i64), col);
-            let addr = shared_address(cx, base, at);
-            cx.b.shared_ways(ways);
-            ins!(cx.b, "st.shared.f32 [{addr}], {v}");
-            Ok(())
-        })
+            let (gm, gn) = (cx.b.add_u32(quarter_m, mm), cx.b.add_u32(self.n0, nn));
+            let inside = vec![
+                cx.b.lt_u32(slow, Operand::Int(rows as i64)),
+                cx.b.lt_u32(gm, Operand::Int(m as i64)),
+                cx.b.lt_u32(gn, Operand::Int(n as i64)),
+            ];
+            cx.when_all(inside, |cx| {
+                let at = cx.b.mad_u32(slow, Operand::Int(pitch as i64), fast);
+                let addr = shared_address(cx, smem, at);
+                let value = cx.b.reg(Ty::F32);
+                cx.b.shared_ways(read_ways);
+                ins!(cx.b, "ld.shared.f32 {value}, [{addr}]");
+                let mi = cx.coords(&Index::flat(gm), &self.dims.m);
+                let ni = cx.coords(&Index::flat(gn), &self.dims.n);
+                let coords = self.ops.c(cx, self.g, &mi, &ni);
+                let flat = cx.linearize(&coords, &anchor_shape);
+                let at = Index::both(flat, coords);
+                cx.bind(self.anchor, &at, value.into());
+                cx.store_aligned(self.aligned, &anchor_shape, &at)
+            })
+        })?;
+        ins!(cx.b, "bar.sync 0");
+        Ok(())
     }
 }
 
@@ -354,10 +720,9 @@ fn shared_address(cx: &mut Emitter, base: Operand, index: Operand) -> Operand {
     cx.b.add_u32(base, bytes)
 }
 
-/// Loads four consecutive f32 values at element `offset + start` of the shared array.
-fn load_v4(cx: &mut Emitter, base: Operand, offset: usize, start: Operand) -> [Reg; 4] {
-    let at = cx.b.add_u32(start, Operand::Int(offset as i64));
-    let addr = shared_address(cx, base, at);
+/// Loads four consecutive f32 values at element `index` of the shared array at `base`.
+fn load_v4(cx: &mut Emitter, base: Operand, index: Operand) -> [Reg; 4] {
+    let addr = shared_address(cx, base, index);
     let r = [(); 4].map(|_| cx.b.reg(Ty::F32));
     ins!(
         cx.b,
@@ -368,32 +733,6 @@ fn load_v4(cx: &mut Emitter, base: Operand, offset: usize, start: Operand) -> [R
         r[3]
     );
     r
-}
-
-/// `f()` where every `index < extent`, else 0.
-fn in_range(
-    cx: &mut Emitter,
-    checks: &[(Operand, usize)],
-    f: impl FnOnce(&mut Emitter) -> Result<Operand>,
-) -> Result<Operand> {
-    let preds = checks
-        .iter()
-        .map(|&(i, e)| cx.b.lt_u32(i, Operand::Int(e as i64)))
-        .collect();
-    cx.value_or_zero(preds, Ty::F32, f)
-}
-
-/// Runs `f` where every `index < extent`.
-fn guard(
-    cx: &mut Emitter,
-    checks: &[(Operand, usize)],
-    f: impl FnOnce(&mut Emitter) -> Result<()>,
-) -> Result<()> {
-    let preds = checks
-        .iter()
-        .map(|&(i, e)| cx.b.lt_u32(i, Operand::Int(e as i64)))
-        .collect();
-    cx.when_all(preds, f)
 }
 
 /// Shared-memory wavefronts one warp needs for an access of `width` bytes per lane at
@@ -418,4 +757,52 @@ fn wavefronts(width: usize, address: impl Fn(usize) -> usize) -> usize {
             words.iter().map(Vec::len).max().unwrap_or(1).max(1)
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_rows_spread_transposed_tile_stores_over_the_banks() {
+        let tile = |pad: usize| {
+            Tile {
+                depth: 8,
+                width: 128,
+                offset: 0,
+                along_width: false,
+            }
+            .pitch()
+                - PAD
+                + pad
+        };
+        let ways = |pitch: usize| {
+            let t = Tile {
+                depth: 8,
+                width: 128,
+                offset: 0,
+                along_width: false,
+            };
+            wavefronts(4, |lane| {
+                let (kk, ww) = t.position(lane, 0);
+                4 * (kk * pitch + ww)
+            })
+        };
+        assert_eq!(ways(tile(0)), 8, "unpadded rows collide");
+        assert_eq!(ways(tile(PAD)), 1, "padded rows do not");
+    }
+
+    #[test]
+    fn fragment_loads_take_the_fewest_wavefronts() {
+        assert_eq!(wavefronts(16, |lane| 16 * ((lane / SIDE) % 2)), 4);
+        assert_eq!(wavefronts(16, |lane| 16 * (lane % SIDE)), 4);
+        assert_eq!(wavefronts(4, |lane| 4 * lane), 1);
+    }
+
+    #[test]
+    fn patches_are_a_quarter_apart() {
+        assert_eq!(offset_in_tile(3), 3);
+        assert_eq!(offset_in_tile(4), 64);
+        assert_eq!(offset_in_tile(7), 67);
+    }
 }

@@ -13,7 +13,7 @@ use crate::eval::Emitter;
 use crate::gemm::{self, Operands};
 use crate::kernel::{Family, Geometry};
 use crate::{conv, matmul, pointwise, reduction};
-use calib_ir::{Anchor, OpClass, Value};
+use calib_ir::{Anchor, GemmSchedule, OpClass, Schedule, Value};
 
 /// What one launch does.
 pub(crate) struct Launch {
@@ -23,6 +23,8 @@ pub(crate) struct Launch {
     pub stores: Vec<usize>,
     /// Reductions and contractions besides the anchor, evaluated per element as loops.
     pub loops: Vec<Value>,
+    /// Set when a split-K GEMM left its anchor in the workspace for later launches.
+    pub split: Option<gemm::SplitResult>,
 }
 
 /// Emits the launch computing (some of) `remaining` body outputs. The first launch of
@@ -111,17 +113,33 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
             geometry,
             stores,
             loops,
+            split: None,
         });
     };
     let cheap: Vec<usize> = cheap.into_iter().filter(|i| !aligned.contains(i)).collect();
-    let (family, geometry) = match family {
-        Anchored::Gemm(v, ops) => (Family::Gemm, gemm::emit(cx, ops.as_ref(), v, &aligned)?),
-        Anchored::Reduction(group) => (Family::Reduction, reduction::emit(cx, &group, &aligned)?),
+    let (family, geometry, split) = match family {
+        Anchored::Gemm(v, ops) => {
+            // The plan's schedule is for its anchor, the first launch's GEMM.
+            let schedule = match (first, kernel.schedule) {
+                (true, Some(Schedule::Gemm(s))) => s,
+                _ => GemmSchedule::default_for(&ops.dims()),
+            };
+            let emitted = gemm::emit(cx, ops.as_ref(), v, &aligned, schedule)?;
+            (Family::Gemm, emitted.geometry, emitted.split)
+        }
+        Anchored::Reduction(group) => (
+            Family::Reduction,
+            reduction::emit(cx, &group, &aligned)?,
+            None,
+        ),
     };
     pointwise::passes(cx, &cheap, &geometry)?;
-    let stores: Vec<usize> = aligned.into_iter().chain(cheap).collect();
+    // A split GEMM stores its partial tiles, not the epilogue: the next launch does.
+    let epilogue = if split.is_some() { vec![] } else { aligned };
+    let stores: Vec<usize> = epilogue.into_iter().chain(cheap).collect();
     let loops = loops(cx, &stores, &anchors);
     Ok(Launch {
+        split,
         family,
         geometry,
         stores,

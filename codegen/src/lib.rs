@@ -84,11 +84,21 @@ pub fn compile_kernel(
     }
     let mut remaining: Vec<usize> = (0..kernel.outputs.len()).collect();
     let mut stored: Vec<usize> = vec![];
+    let mut split = None;
     let mut compiled = vec![];
     while !remaining.is_empty() {
         let mut cx = Emitter::new(program, kernel);
         cx.read_back(&stored);
+        if let Some(s) = split {
+            cx.read_split(s);
+        }
         let launch = launch::emit(&mut cx, &remaining, compiled.is_empty())?;
+        if launch.stores.is_empty() && launch.split.is_none() {
+            return Err(CodegenError::Kernel {
+                kernel: kernel.name.clone(),
+                detail: "a launch stored nothing (a bug in launch planning)".into(),
+            });
+        }
         remaining.retain(|i| !launch.stores.contains(i));
         let name = match compiled.len() {
             0 => kernel.name.clone(),
@@ -96,6 +106,8 @@ pub fn compile_kernel(
         };
         let header = header(kernel, &name, &launch, &stored);
         stored.extend(&launch.stores);
+        let writes_workspace = launch.split.is_some();
+        split = split.or(launch.split);
         let params = cx.param_names();
         let mix = cx.b.mix();
         let unique_bytes = cx.unique_bytes();
@@ -117,6 +129,14 @@ pub fn compile_kernel(
             .chain(kernel.outputs.iter().map(|o| Param {
                 buffer: o.buffer,
                 role: ParamRole::Write,
+            }))
+            .chain(kernel.workspace.map(|buffer| Param {
+                buffer,
+                role: if writes_workspace {
+                    ParamRole::Write
+                } else {
+                    ParamRole::Read
+                },
             }));
         compiled.push(CompiledKernel {
             ptx: entry.module(&cx.b),
@@ -162,6 +182,15 @@ fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> 
         format!("implements graph nodes {}", covers.join(", ")),
         format!("stores {}", outputs(&launch.stores)),
     ];
+    if let Some(s) = &kernel.schedule {
+        lines.push(format!("schedule {s}"));
+    }
+    if let Some(s) = &launch.split {
+        lines.push(format!(
+            "writes {} partial sums of its anchor to the workspace; the next launch adds them",
+            s.slices
+        ));
+    }
     if !read_back.is_empty() {
         lines.push(format!(
             "reads back {} (stored by earlier launches)",

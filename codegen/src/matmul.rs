@@ -3,10 +3,10 @@
 
 use crate::error::Result;
 use crate::eval::Emitter;
-use crate::gemm::{self, Contiguity, Dims, Operands};
+use crate::gemm::{self, Contiguity, Operands};
 use crate::index::Index;
 use crate::ptx::Operand;
-use calib_ir::{Op, Value};
+use calib_ir::{GemmDims, Op, Value};
 
 /// One matmul node of a body.
 pub(crate) struct MatMul {
@@ -44,8 +44,8 @@ impl MatMul {
 }
 
 impl Operands for MatMul {
-    fn dims(&self) -> Dims {
-        Dims {
+    fn dims(&self) -> GemmDims {
+        GemmDims {
             groups: 1,
             m: vec![self.m],
             n: vec![self.n],

@@ -21,7 +21,7 @@
 //! }
 //! ```
 
-use crate::{text, Graph, Op, TensorType};
+use crate::{text, Graph, Op, Schedule, TensorType};
 use serde::{Deserialize, Serialize};
 use std::fmt::{self, Write};
 use thiserror::Error;
@@ -140,6 +140,13 @@ pub struct Kernel {
     pub body: Graph,
     /// Ids of the original graph's nodes this kernel computes.
     pub covers: Vec<usize>,
+    /// How code generation lays out the loop nest (`None`: its own default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Scratch memory the kernel's launches pass partial results through (a split-K
+    /// GEMM's partial tiles): a temporary no other kernel touches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<BufferId>,
 }
 
 impl Kernel {
@@ -204,6 +211,7 @@ impl Program {
             let buf = &self.buffers[b.0];
             matches!(buf.role, Role::Input | Role::Param) || written[b.0].is_complete(&buf.ty)
         };
+        let mut workspaces: Vec<BufferId> = vec![];
         for k in &self.kernels {
             let fail = |detail: String| {
                 Err(ProgramError::Invalid(format!(
@@ -211,6 +219,19 @@ impl Program {
                     k.name
                 )))
             };
+            if let Some(w) = k.workspace {
+                let usable = self.buffers.get(w.0).is_some_and(|b| b.role == Role::Temp);
+                let shared = workspaces.contains(&w)
+                    || self.kernels.iter().any(|other| {
+                        other.inputs.contains(&w) || other.outputs.iter().any(|o| o.buffer == w)
+                    });
+                if !usable || shared {
+                    return fail(format!(
+                        "workspace {w} must be a temporary that no other kernel uses"
+                    ));
+                }
+                workspaces.push(w);
+            }
             if let Err(e) = k.body.validate() {
                 return fail(format!("body: {e}"));
             }
@@ -327,6 +348,12 @@ impl Program {
                 covers.join(",")
             )
             .unwrap();
+            if let Some(s) = &k.schedule {
+                let workspace = k
+                    .workspace
+                    .map_or(String::new(), |w| format!(" workspace {w}"));
+                writeln!(out, "    schedule {s}{workspace}").unwrap();
+            }
             for line in text::print(&k.body).lines() {
                 writeln!(out, "    {line}").unwrap();
             }

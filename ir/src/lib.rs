@@ -16,6 +16,7 @@ mod infer;
 pub mod json;
 pub mod kernel;
 mod op;
+mod schedule;
 pub mod text;
 mod types;
 
@@ -28,4 +29,5 @@ pub use kernel::{
     Anchor, Buffer, BufferId, Kernel, KernelOutput, Program, ProgramError, ProgramOutput, Role,
 };
 pub use op::{Op, OpClass, ReduceOp};
+pub use schedule::{gemm_anchor, GemmDims, GemmSchedule, Schedule};
 pub use types::{fmt_shape, numel, Shape, TensorType};

@@ -37,6 +37,8 @@ fn kernel(name: &str, input: usize, output: KernelOutput, shape: &[usize]) -> Ke
         outputs: vec![output],
         body: relu_body(shape),
         covers: vec![1],
+        schedule: None,
+        workspace: None,
     }
 }
 

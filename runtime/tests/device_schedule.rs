@@ -40,6 +40,8 @@ fn kernel(name: &str, anchor: Anchor, inputs: &[usize], output: usize, body: Gra
         }],
         body,
         covers: vec![],
+        schedule: None,
+        workspace: None,
     }
 }
 

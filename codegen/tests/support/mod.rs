@@ -64,6 +64,8 @@ pub fn single_kernel(graph: &Graph, anchor: Anchor) -> Program {
         outputs,
         body,
         covers: vec![],
+        schedule: None,
+        workspace: None,
     };
     let program = Program {
         buffers,

@@ -119,6 +119,8 @@ pub fn assemble(
             outputs,
             body: pk.body.clone(),
             covers: pk.covers.clone(),
+            schedule: None,
+            workspace: None,
         });
     }
     attribute_uncovered(graph, &mut program);

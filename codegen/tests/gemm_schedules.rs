@@ -1,0 +1,175 @@
+//! GEMM schedules: every tile shape and split of k the planner may choose computes the
+//! same result as the reference interpreter, and a split-K kernel gives the same bits
+//! on every run (its slices are added in a fixed order by a second launch).
+
+mod support;
+
+use calib_codegen::{compile, Family};
+use calib_ir::{
+    gemm_anchor, Anchor, Buffer, BufferId, DType, GemmDims, GemmSchedule, Program, Role, Schedule,
+    TensorType,
+};
+use support::{bind, check, graph, simulate, single_kernel, tensors};
+
+/// `program`'s one kernel under `schedule`, with a workspace when it splits k.
+fn scheduled(mut program: Program, schedule: GemmSchedule) -> Program {
+    let kernel = &mut program.kernels[0];
+    let anchor = gemm_anchor(&kernel.body).expect("a GEMM kernel");
+    let dims = GemmDims::of(&kernel.body, anchor).expect("GEMM dims");
+    let bytes = schedule.workspace_bytes(&dims);
+    kernel.schedule = Some(Schedule::Gemm(schedule));
+    if bytes > 0 {
+        program.buffers.push(Buffer {
+            name: "workspace".into(),
+            ty: TensorType::new(DType::F32, vec![bytes / 4]),
+            role: Role::Temp,
+        });
+        program.kernels[0].workspace = Some(BufferId(program.buffers.len() - 1));
+    }
+    program.validate().expect("a scheduled plan is valid");
+    program
+}
+
+fn schedule(block_m: usize, block_n: usize, split_k: usize) -> GemmSchedule {
+    GemmSchedule {
+        block_m,
+        block_n,
+        block_k: GemmSchedule::depth(block_m, block_n),
+        split_k,
+    }
+}
+
+/// Every tile shape, unsplit and split in two and three (three does not divide the
+/// k steps of the problems below, so the last slice is short).
+fn every_schedule(src: &str, anchor: Anchor) {
+    let g = graph(src);
+    let unsplit = compile(&single_kernel(&g, anchor)).unwrap().kernels.len();
+    for (bm, bn) in [(64, 64), (64, 128), (128, 64), (128, 128)] {
+        for split in [1, 2, 3] {
+            let program = scheduled(single_kernel(&g, anchor), schedule(bm, bn, split));
+            let compiled = compile(&program).unwrap();
+            assert_eq!(compiled.kernels[0].family, Family::Gemm);
+            // A split leaves the epilogue to a launch that sums the slices (which may
+            // also be the one that reduces over the result).
+            let launches = compiled.kernels.len();
+            assert!(
+                (unsplit..=unsplit + 1).contains(&launches),
+                "{bm}x{bn} split {split}: {launches} launches"
+            );
+            assert_eq!(
+                compiled.kernels[0]
+                    .ptx
+                    .contains("partial sums of its anchor"),
+                split > 1
+            );
+            check(&g, &program, 5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn weight_gradient_in_every_schedule() {
+    every_schedule(
+        "graph {
+          %0 = input name=\"x\" : f32[3,12,9,9]
+          %1 = input name=\"dy\" : f32[3,70,9,9]
+          %2 = conv2d_backward_weight(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 kernel=[3,3] : f32[70,12,3,3]
+          return dw=%2
+        }",
+        Anchor::Convolution,
+    );
+}
+
+#[test]
+fn forward_convolution_with_prologue_epilogue_and_statistics_in_every_schedule() {
+    // The epilogue (bias, ReLU) and a statistic over the whole result (a third launch)
+    // both read the anchor from the workspace when k is split.
+    every_schedule(
+        "graph {
+          %0 = input name=\"x\" : f32[2,9,10,10]
+          %1 = relu(%0) : f32[2,9,10,10]
+          %2 = param name=\"w\" : f32[70,9,3,3]
+          %3 = conv2d(%1, %2) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,70,10,10]
+          %4 = param name=\"bias\" : f32[1,70,1,1]
+          %5 = broadcast(%4) shape=[2,70,10,10] : f32[2,70,10,10]
+          %6 = add(%3, %5) : f32[2,70,10,10]
+          %7 = relu(%6) : f32[2,70,10,10]
+          %8 = reduce_sum(%3) axes=[0,2,3] keepdims=true : f32[1,70,1,1]
+          return y=%7, total=%8
+        }",
+        Anchor::Convolution,
+    );
+}
+
+#[test]
+fn strided_grouped_data_gradient_in_every_schedule() {
+    every_schedule(
+        "graph {
+          %0 = input name=\"dy\" : f32[2,8,6,6]
+          %1 = param name=\"w\" : f32[8,3,3,3]
+          %2 = conv2d_backward_data(%0, %1) stride=[2,2] padding=[1,1] dilation=[1,1] groups=2 input_size=[11,11] : f32[2,6,11,11]
+          return dx=%2
+        }",
+        Anchor::Convolution,
+    );
+}
+
+#[test]
+fn matmul_in_every_schedule() {
+    every_schedule(
+        "graph {
+          %0 = input name=\"a\" : f32[66,150]
+          %1 = param name=\"b\" : f32[130,150]
+          %2 = matmul(%0, %1) transpose_a=false transpose_b=true : f32[66,130]
+          return y=%2
+        }",
+        Anchor::MatMul,
+    );
+}
+
+#[test]
+fn a_split_kernel_gives_the_same_bits_on_every_run() {
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[4,16,10,10]
+          %1 = input name=\"dy\" : f32[4,24,10,10]
+          %2 = conv2d_backward_weight(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 kernel=[3,3] : f32[24,16,3,3]
+          return dw=%2
+        }",
+    );
+    let program = scheduled(single_kernel(&g, Anchor::Convolution), schedule(64, 128, 5));
+    let inputs = tensors(&g, 9, 3);
+    let runs: Vec<Vec<u8>> = (0..2)
+        .map(|_| simulate(&program, &bind(&g, &inputs))["dw"].to_le_bytes())
+        .collect();
+    assert_eq!(runs[0], runs[1], "two runs of a split-K kernel differ");
+}
+
+#[test]
+fn schedules_codegen_cannot_run_are_refused_by_name() {
+    let g = graph(
+        "graph {
+          %0 = input name=\"a\" : f32[8,16]
+          %1 = param name=\"b\" : f32[16,8]
+          %2 = matmul(%0, %1) transpose_a=false transpose_b=false : f32[8,8]
+          return y=%2
+        }",
+    );
+    let odd = GemmSchedule {
+        block_m: 32,
+        ..schedule(64, 64, 1)
+    };
+    let mut program = single_kernel(&g, Anchor::MatMul);
+    program.kernels[0].schedule = Some(Schedule::Gemm(odd));
+    let e = compile(&program).unwrap_err().to_string();
+    assert!(e.contains("k0") && e.contains("tile 32x64"), "{e}");
+
+    // A split with no workspace to put the slices in.
+    program.kernels[0].schedule = Some(Schedule::Gemm(schedule(64, 64, 1)));
+    let mut split = schedule(64, 64, 1);
+    split.block_k = 4;
+    split.split_k = 2;
+    program.kernels[0].schedule = Some(Schedule::Gemm(split));
+    let e = compile(&program).unwrap_err().to_string();
+    assert!(e.contains("workspace"), "{e}");
+}

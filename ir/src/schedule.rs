@@ -1,0 +1,223 @@
+//! Schedules: how a kernel's loop nest is laid out on the GPU, as plain values that the
+//! planner chooses, code generation obeys, and the cost model and reports read.
+//!
+//! A GEMM-shaped anchor (a convolution as an implicit GEMM, or a matmul) computes
+//! `C[g; m, n] = sum_k A[g; m, k] * B[g; k, n]` ([`GemmDims`]). Its [`GemmSchedule`]
+//! says which output tile a thread block computes, how deep each step through `k` is,
+//! and into how many slices `k` is split: a split-K kernel writes each slice's partial
+//! tile to a workspace, and a second pass adds the slices in a fixed order and runs the
+//! epilogue, so that small outputs with long reductions (weight gradients) still fill
+//! the GPU and give the same bits on every run.
+
+use crate::{numel, Graph, Op, Value};
+use serde::{Deserialize, Serialize};
+
+/// The extents of a GEMM problem; `m`, `n` and `k` are row-major multi-indices (a
+/// convolution's `m` is `(batch, row, column)`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GemmDims {
+    pub groups: usize,
+    pub m: Vec<usize>,
+    pub n: Vec<usize>,
+    pub k: Vec<usize>,
+}
+
+impl GemmDims {
+    /// The GEMM that body node `v` computes, if it is a convolution (forward, data
+    /// gradient or weight gradient) or a matmul.
+    ///
+    /// With `x [N,C,H,W]`, `w [O,C/G,KH,KW]`, `y [N,O,OH,OW]`:
+    ///
+    /// | op | m | n | k |
+    /// |---|---|---|---|
+    /// | forward | (n, oh, ow) | o | (c, kh, kw) |
+    /// | data gradient | (n, h, w) | c | (o, kh, kw) |
+    /// | weight gradient | o | (c, kh, kw) | (n, oh, ow) |
+    pub fn of(body: &Graph, v: Value) -> Option<GemmDims> {
+        let node = &body.nodes[v.0];
+        let shape = |u: Value| body.ty(u).shape.clone();
+        let (a, b) = (*node.inputs.first()?, *node.inputs.get(1)?);
+        let conv = |x: Vec<usize>, y: Vec<usize>, w: Vec<usize>, groups: usize| {
+            (x.len() == 4 && y.len() == 4 && w.len() == 4 && groups > 0)
+                .then(|| (x, y, [w[2], w[3]], groups))
+        };
+        let (m, n, k, groups) = match node.op {
+            Op::Conv2d { groups, .. } => {
+                let (x, y, [kh, kw], g) = conv(shape(a), node.ty.shape.clone(), shape(b), groups)?;
+                (
+                    vec![x[0], y[2], y[3]],
+                    vec![y[1] / g],
+                    vec![x[1] / g, kh, kw],
+                    g,
+                )
+            }
+            Op::Conv2dBackwardData { groups, .. } => {
+                let (x, y, [kh, kw], g) = conv(node.ty.shape.clone(), shape(a), shape(b), groups)?;
+                (
+                    vec![x[0], x[2], x[3]],
+                    vec![x[1] / g],
+                    vec![y[1] / g, kh, kw],
+                    g,
+                )
+            }
+            Op::Conv2dBackwardWeight { groups, .. } => {
+                let (x, y, [kh, kw], g) = conv(shape(a), shape(b), node.ty.shape.clone(), groups)?;
+                (
+                    vec![y[1] / g],
+                    vec![x[1] / g, kh, kw],
+                    vec![x[0], y[2], y[3]],
+                    g,
+                )
+            }
+            Op::MatMul { transpose_a, .. } => {
+                let a = shape(a);
+                let k = if transpose_a { a[0] } else { a[1] };
+                (vec![node.ty.shape[0]], vec![node.ty.shape[1]], vec![k], 1)
+            }
+            _ => return None,
+        };
+        Some(GemmDims { groups, m, n, k })
+    }
+
+    /// `(M, N, K)` flattened.
+    pub fn mnk(&self) -> (usize, usize, usize) {
+        (numel(&self.m), numel(&self.n), numel(&self.k))
+    }
+
+    /// Multiply-adds, twice: the GEMM's FLOPs.
+    pub fn flops(&self) -> f64 {
+        let (m, n, k) = self.mnk();
+        2.0 * (self.groups * m * n * k) as f64
+    }
+}
+
+/// The node a GEMM kernel's loop nest is built around: the body's last convolution or
+/// matmul (earlier ones, if any, are evaluated inside its prologue).
+pub fn gemm_anchor(body: &Graph) -> Option<Value> {
+    body.nodes
+        .iter()
+        .rposition(|n| {
+            matches!(
+                n.op,
+                Op::Conv2d { .. }
+                    | Op::Conv2dBackwardData { .. }
+                    | Op::Conv2dBackwardWeight { .. }
+                    | Op::MatMul { .. }
+            )
+        })
+        .map(Value)
+}
+
+/// How a kernel's loop nest is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Gemm(GemmSchedule),
+}
+
+/// A tiled GEMM: 256 threads compute a `block_m x block_n` tile of `C`, stepping through
+/// their slice of `k` `block_k` at a time; with `split_k > 1`, `k` is cut into that many
+/// slices, each a block of its own, added up by a second pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GemmSchedule {
+    pub block_m: usize,
+    pub block_n: usize,
+    pub block_k: usize,
+    pub split_k: usize,
+}
+
+impl GemmSchedule {
+    /// Threads per block.
+    pub const THREADS: usize = 256;
+    /// Tile sides code generation supports: each of 16x16 threads holds a 4x4 or 8x8
+    /// (or mixed) patch of the tile in registers.
+    pub const SIDES: [usize; 2] = [64, 128];
+
+    /// The schedule for `dims` without a planner: the tile that wastes the least work,
+    /// no split.
+    pub fn default_for(dims: &GemmDims) -> GemmSchedule {
+        let (m, n, _) = dims.mnk();
+        let padded = |b: usize, e: usize| e.div_ceil(b) * b;
+        let side = |e: usize| {
+            if padded(128, e) <= padded(64, e) {
+                128
+            } else {
+                64
+            }
+        };
+        let (block_m, block_n) = (side(m), side(n));
+        GemmSchedule {
+            block_m,
+            block_n,
+            block_k: Self::depth(block_m, block_n),
+            split_k: 1,
+        }
+    }
+
+    /// The `k` step that gives each thread four elements of each tile to load per step
+    /// for the larger tile side.
+    pub fn depth(block_m: usize, block_n: usize) -> usize {
+        4 * Self::THREADS / block_m.max(block_n)
+    }
+
+    /// Thread blocks of one slice: output tiles times groups.
+    pub fn tiles(&self, dims: &GemmDims) -> usize {
+        let (m, n, _) = dims.mnk();
+        m.div_ceil(self.block_m) * n.div_ceil(self.block_n) * dims.groups
+    }
+
+    /// Steps through `k` in all, and in the longest slice.
+    pub fn k_steps(&self, dims: &GemmDims) -> (usize, usize) {
+        let steps = dims.mnk().2.div_ceil(self.block_k);
+        (steps, steps.div_ceil(self.split_k))
+    }
+
+    /// Bytes of the workspace a split-K kernel writes its partial tiles to (`f32`,
+    /// `split_k x groups x M x N`); none without a split.
+    pub fn workspace_bytes(&self, dims: &GemmDims) -> usize {
+        let (m, n, _) = dims.mnk();
+        match self.split_k {
+            1 => 0,
+            s => 4 * s * dims.groups * m * n,
+        }
+    }
+
+    /// Whether code generation supports this schedule for `dims`, or why not.
+    pub fn check(&self, dims: &GemmDims) -> Result<(), String> {
+        if !Self::SIDES.contains(&self.block_m) || !Self::SIDES.contains(&self.block_n) {
+            return Err(format!(
+                "tile {}x{}: each side must be one of {:?}",
+                self.block_m,
+                self.block_n,
+                Self::SIDES
+            ));
+        }
+        if self.block_k == 0 || self.block_k % 4 != 0 || self.block_k > 32 {
+            return Err(format!(
+                "k step {}: must be a multiple of 4 up to 32",
+                self.block_k
+            ));
+        }
+        let (steps, _) = self.k_steps(dims);
+        if self.split_k == 0 || self.split_k > steps.max(1) {
+            return Err(format!(
+                "split {} of {steps} k steps: each slice needs at least one",
+                self.split_k
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Gemm(s) => write!(
+                f,
+                "gemm tile={}x{}x{} split_k={}",
+                s.block_m, s.block_n, s.block_k, s.split_k
+            ),
+        }
+    }
+}
