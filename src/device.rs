@@ -3,6 +3,7 @@
 //! each buffer sits in one arena.
 
 use calib_codegen::{compile, CompiledProgram};
+use calib_cost::{predict, Device};
 use calib_ir::{Graph, Program, ProgramError};
 use calib_passes::fusion::{fuse, unfused, FusionOptions};
 use calib_passes::plan_arena;
@@ -15,23 +16,27 @@ pub fn compile_graph(
     fusion: Option<&FusionOptions>,
 ) -> Result<DeviceProgram, RuntimeError> {
     let fusion_error = |e: calib_passes::PassError| ProgramError::Fusion(e.to_string());
-    let program = match fusion {
-        Some(options) => fuse(graph, options).map_err(fusion_error)?.program,
-        None => unfused(graph).map_err(fusion_error)?,
+    let (program, device) = match fusion {
+        Some(options) => (
+            fuse(graph, options).map_err(fusion_error)?.program,
+            options.device.clone(),
+        ),
+        None => (unfused(graph).map_err(fusion_error)?, Device::default()),
     };
-    compile_program(program)
+    compile_program(program, &device)
 }
 
-/// Compiles every kernel of `program`.
-pub fn compile_program(program: Program) -> Result<DeviceProgram, RuntimeError> {
+/// Compiles every kernel of `program`; launch estimates are for `device`.
+pub fn compile_program(program: Program, device: &Device) -> Result<DeviceProgram, RuntimeError> {
     let compiled = compile(&program).map_err(|e| RuntimeError::Codegen(e.to_string()))?;
-    device_program(program, &compiled)
+    device_program(program, &compiled, device)
 }
 
 /// `program` with its compiled kernels and an arena plan.
 pub fn device_program(
     program: Program,
     compiled: &CompiledProgram,
+    device: &Device,
 ) -> Result<DeviceProgram, RuntimeError> {
     let arena = plan_arena(&program);
     let kernels = compiled
@@ -45,15 +50,21 @@ pub fn device_program(
             block: k.block,
             shared_bytes: k.shared_bytes as u32,
             params: k.params.iter().map(|p| p.buffer).collect(),
-            info: launch_info(&program, k),
+            info: launch_info(&program, k, device),
         })
         .collect();
     DeviceProgram::new(program, kernels, arena.offsets, arena.arena_bytes)
 }
 
 /// The label, work and predicted time of one launch (flops and bytes on a plan
-/// kernel's first launch only, so that a table's columns sum to the plan's).
-fn launch_info(program: &Program, launch: &calib_codegen::CompiledKernel) -> LaunchInfo {
+/// kernel's first launch only, so that a table's columns sum to the plan's). The time
+/// is the cost model's for the code as emitted, with registers estimated (ptxas is not
+/// run here).
+fn launch_info(
+    program: &Program,
+    launch: &calib_codegen::CompiledKernel,
+    device: &Device,
+) -> LaunchInfo {
     let Some(kernel) = program.kernel(&launch.kernel) else {
         return LaunchInfo::default();
     };
@@ -63,10 +74,6 @@ fn launch_info(program: &Program, launch: &calib_codegen::CompiledKernel) -> Lau
         label: kernel.label.clone(),
         flops: if first { cost.flops } else { 0.0 },
         bytes: if first { cost.bytes } else { 0.0 },
-        estimated_us: if first {
-            calib_passes::fusion::Device::default().seconds(&cost) * 1e6
-        } else {
-            0.0
-        },
+        estimated_us: predict(&launch.launch(launch.estimated_registers()), device).seconds * 1e6,
     }
 }

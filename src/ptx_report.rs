@@ -3,9 +3,8 @@
 //! sm_90, and each launch's features for the cost model (`launches.json`).
 
 use anyhow::{bail, Context, Result};
-use calib_codegen::compile;
+use calib_codegen::CompiledProgram;
 use calib_cost::data::LaunchRecord;
-use calib_ir::Program;
 use calib_runtime::sim::ptxas::{self, KernelResources, PtxasError};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -48,11 +47,11 @@ impl From<&KernelResources> for Resources {
     }
 }
 
-/// Compiles `program`, writes `<kernel>.ptx` for every kernel into `dir` with
-/// `ptx_report.{txt,json}`, and returns the text report. Without ptxas the report says
-/// so; PTX that ptxas rejects is an error.
-pub fn emit_ptx(program: &Program, dir: &Path) -> Result<String> {
-    let compiled = compile(program)?;
+/// Writes `<kernel>.ptx` for every kernel of `compiled` into `dir` with
+/// `ptx_report.{txt,json}` and `launches.json`, and returns the text report and ptxas's
+/// sm_90 register count of every launch. Without ptxas the report says so; PTX that
+/// ptxas rejects is an error.
+pub fn emit_ptx(compiled: &CompiledProgram, dir: &Path) -> Result<(String, HashMap<String, u32>)> {
     for k in &compiled.kernels {
         let path = dir.join(format!("{}.ptx", k.name));
         std::fs::write(&path, &k.ptx).with_context(|| format!("writing {}", path.display()))?;
@@ -132,7 +131,12 @@ pub fn emit_ptx(program: &Program, dir: &Path) -> Result<String> {
         dir.join("ptx_report.json"),
         serde_json::to_string_pretty(&rows)? + "\n",
     )?;
-    Ok(text)
+    let registers = launches
+        .iter()
+        .filter(|l| rows.iter().any(|r| r.name == l.name && !r.ptxas.is_empty()))
+        .map(|l| (l.name.clone(), l.registers))
+        .collect();
+    Ok((text, registers))
 }
 
 /// One line per kernel: launch shape, then registers, spills and static shared memory

@@ -60,6 +60,30 @@ impl<K: Hash + Eq, V: Clone> ScopedMap<K, V> {
     }
 }
 
+/// Values an earlier launch of a kernel left in its workspace as slices.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum SplitRead {
+    Gemm(gemm::SplitResult),
+    Reduction(reduction::SplitResult),
+}
+
+impl SplitRead {
+    /// Whether body value `v` is read from the slices.
+    pub fn holds(&self, v: Value) -> bool {
+        match self {
+            SplitRead::Gemm(g) => g.anchor == v,
+            SplitRead::Reduction(r) => r.group.iter().any(|x| x.node == v),
+        }
+    }
+
+    pub fn slices(&self) -> usize {
+        match self {
+            SplitRead::Gemm(g) => g.slices,
+            SplitRead::Reduction(r) => r.slices,
+        }
+    }
+}
+
 /// Code generation state for one kernel.
 pub(crate) struct Emitter<'a> {
     pub b: Builder,
@@ -80,8 +104,11 @@ pub(crate) struct Emitter<'a> {
     /// The kernel's workspace address (parameter `ws`), when it has one.
     workspace: Option<Reg>,
     touched_workspace: bool,
-    /// A split-K anchor whose slices an earlier launch left in the workspace.
-    split: Option<gemm::SplitResult>,
+    /// Values whose slices an earlier launch left in the workspace.
+    split: Option<SplitRead>,
+    /// Whether no earlier launch of the kernel was built around a reduction (the plan's
+    /// reduction schedule is for the first one).
+    pub first_reduction: bool,
     tid: Reg,
     ctaid: Reg,
     values: ScopedMap<(Value, IndexKey), Operand>,
@@ -129,6 +156,7 @@ impl<'a> Emitter<'a> {
             workspace,
             touched_workspace: false,
             split: None,
+            first_reduction: true,
             tid,
             ctaid,
             values: ScopedMap::new(),
@@ -171,9 +199,9 @@ impl<'a> Emitter<'a> {
             + workspace
     }
 
-    /// Reads split-K anchor `split.anchor` as the sum of the slices an earlier launch
-    /// left in the workspace.
-    pub fn read_split(&mut self, split: gemm::SplitResult) {
+    /// Reads the values an earlier launch left in the workspace as slices (a split-K
+    /// GEMM's anchor, a split reduction's results) by combining them.
+    pub fn read_split(&mut self, split: SplitRead) {
         self.split = Some(split);
     }
 
@@ -189,7 +217,7 @@ impl<'a> Emitter<'a> {
     /// Whether `v` is read back from an earlier launch (an output it stored, or a split
     /// anchor's slices) rather than computed.
     pub fn is_stored(&self, v: Value) -> bool {
-        self.stored.contains_key(&v) || self.split.is_some_and(|s| s.anchor == v)
+        self.stored.contains_key(&v) || self.split.as_ref().is_some_and(|s| s.holds(v))
     }
 
     /// The thread's index in its block (blocks are one-dimensional).
@@ -275,9 +303,15 @@ impl<'a> Emitter<'a> {
     }
 
     fn compute(&mut self, v: Value, at: &Index) -> Result<Operand> {
-        if let Some(split) = self.split.filter(|s| s.anchor == v) {
+        if let Some(split) = self.split.clone().filter(|s| s.holds(v)) {
             let workspace = self.workspace()?;
-            return gemm::read_split(self, split, workspace, at);
+            return match &split {
+                SplitRead::Gemm(g) => gemm::read_split(self, *g, workspace, at),
+                SplitRead::Reduction(r) => {
+                    let slot = r.group.iter().position(|x| x.node == v).expect("held");
+                    reduction::read_split(self, r, slot, workspace, at)
+                }
+            };
         }
         if let Some(&i) = self.stored.get(&v) {
             self.touched_outputs.insert(i);

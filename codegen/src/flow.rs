@@ -7,6 +7,9 @@ use crate::eval::Emitter;
 use crate::ptx::{ins, Operand, Reg, Ty};
 use crate::render;
 
+/// Windows of at most this many positions are unrolled ([`Emitter::for_each_small`]).
+pub(crate) const UNROLL_WINDOWS: usize = 16;
+
 /// A condition known at run time (`Ok`) or already decided by constants (`Err`).
 pub(crate) type Check = std::result::Result<Reg, bool>;
 
@@ -88,6 +91,30 @@ impl Emitter<'_> {
         nest(self, extents, &mut Vec::new(), f)
     }
 
+    /// [`Emitter::for_each`] written out in full when there are at most
+    /// [`UNROLL_WINDOWS`] indices (a pooling window): the indices are constants, and
+    /// the loads of all iterations form one stretch the GPU overlaps.
+    pub fn for_each_small(
+        &mut self,
+        extents: &[usize],
+        f: &mut dyn FnMut(&mut Self, &[Operand]) -> Result<()>,
+    ) -> Result<()> {
+        let count: usize = extents.iter().product();
+        if count > UNROLL_WINDOWS {
+            return self.for_each(extents, f);
+        }
+        for flat in 0..count {
+            let mut rest = flat;
+            let mut index = vec![Operand::Int(0); extents.len()];
+            for (a, &e) in extents.iter().enumerate().rev() {
+                index[a] = Operand::Int((rest % e) as i64);
+                rest /= e;
+            }
+            self.scoped(|cx| f(cx, &index))?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` only where `p` holds (with `when` false: where it does not), in its own
     /// memo scope.
     pub fn if_then(
@@ -104,6 +131,10 @@ impl Emitter<'_> {
     }
 
     /// One predicate for "all of `conditions` hold"; `Err` when constants decide it.
+    pub fn all_of(&mut self, conditions: Vec<Check>) -> Check {
+        self.all(conditions)
+    }
+
     fn all(&mut self, conditions: Vec<Check>) -> Check {
         let mut known = true;
         let mut p: Option<Reg> = None;
@@ -153,13 +184,24 @@ impl Emitter<'_> {
         f: impl FnOnce(&mut Self) -> Result<Operand>,
     ) -> Result<Operand> {
         let zero = render::one_zero(ty).1;
+        self.select_or(conditions, ty, zero, f)
+    }
+
+    /// [`Emitter::select_or_zero`] with another value where the conditions fail.
+    pub fn select_or(
+        &mut self,
+        conditions: Vec<Check>,
+        ty: Ty,
+        otherwise: Operand,
+        f: impl FnOnce(&mut Self) -> Result<Operand>,
+    ) -> Result<Operand> {
         match self.all(conditions) {
             Err(true) => f(self),
-            Err(false) => Ok(zero),
+            Err(false) => Ok(otherwise),
             Ok(p) => {
                 let v = f(self)?;
                 let r = self.b.reg(ty);
-                ins!(self.b, "selp.{ty} {r}, {v}, {zero}, {p}");
+                ins!(self.b, "selp.{ty} {r}, {v}, {otherwise}, {p}");
                 Ok(r.into())
             }
         }

@@ -259,22 +259,23 @@ pub(crate) fn emit(
         tid,
         bk,
     };
-    let first = loader.load(cx, Operand::Int(0))?;
+    let slots = loader.slots(cx);
+    let first = loader.load(cx, &slots, Operand::Int(0))?;
     let stage0 = stage(cx, smem, [a, b], Operand::Int(0));
-    loader.store(cx, &first, stage0)?;
+    loader.store(cx, &slots, &first, stage0)?;
     ins!(cx.b, "bar.sync 0");
     if steps > 1 {
         cx.for_range(steps - 1, |cx, kt| {
             let parity = cx.b.reg(Ty::U32);
             ins!(cx.b, "and.b32 {parity}, {kt}, 1");
             let next = cx.b.add_u32(kt, Operand::Int(1));
-            let values = loader.load(cx, next)?;
+            let values = loader.load(cx, &slots, next)?;
             let current = stage(cx, smem, [a, b], parity.into());
             products(cx, &acc, [a, b], current, [tx.into(), ty.into()])?;
             let other = cx.b.reg(Ty::U32);
             ins!(cx.b, "xor.b32 {other}, {parity}, 1");
             let other = stage(cx, smem, [a, b], other.into());
-            loader.store(cx, &values, other)?;
+            loader.store(cx, &slots, &values, other)?;
             ins!(cx.b, "bar.sync 0");
             Ok(())
         })?;
@@ -367,37 +368,71 @@ struct Loader<'a> {
     bk: usize,
 }
 
+/// One element of a thread's share of a tile, with everything about it that stays the
+/// same from step to step (computed once, before the k loop).
+struct Slot {
+    /// Its row (`k` within the step).
+    kk: Operand,
+    /// The coordinates of its `m` (or `n`), clamped into range, and whether the
+    /// unclamped position is in range.
+    width_coords: Vec<Operand>,
+    width_inside: crate::flow::Check,
+    /// Its shared-memory word within a stage.
+    shared_word: Operand,
+}
+
 impl Loader<'_> {
-    /// This thread's elements of step `kt` of both tiles (`A`'s, then `B`'s), all
-    /// loaded before any is used.
-    fn load(&self, cx: &mut Emitter, kt: Operand) -> Result<Vec<Operand>> {
-        let (m, n, k) = self.dims.mnk();
-        let step = cx.b.mul_u32(kt, Operand::Int(self.bk as i64));
-        let kbase = cx.b.add_u32(self.k0, step);
-        let mut values = vec![];
+    /// The slots of `A`'s share, then `B`'s.
+    fn slots(&self, cx: &mut Emitter) -> Vec<Slot> {
+        let (m, n, _) = self.dims.mnk();
+        let mut slots = vec![];
         for (tile, is_a) in [(self.a, true), (self.b, false)] {
+            let (origin, extent, dims) = if is_a {
+                (self.m0, m, &self.dims.m)
+            } else {
+                (self.n0, n, &self.dims.n)
+            };
             for e in 0..tile.per_thread() {
                 let (kk, ww) = self.position(cx, tile, e);
-                let gk = cx.b.add_u32(kbase, kk);
-                let (origin, extent) = if is_a { (self.m0, m) } else { (self.n0, n) };
                 let gw = cx.b.add_u32(origin, ww);
-                let inside = [
-                    cx.b.lt_u32(gw, Operand::Int(extent as i64)),
-                    cx.b.lt_u32(gk, Operand::Int(k as i64)),
-                ];
-                let (cw, ck) = (cx.clamp_index(gw, extent), cx.clamp_index(gk, k));
-                let value = cx.select_or_zero(inside.to_vec(), Ty::F32, |cx| {
-                    let ki = cx.coords(&Index::flat(ck), &self.dims.k);
-                    if is_a {
-                        let mi = cx.coords(&Index::flat(cw), &self.dims.m);
-                        self.ops.a(cx, self.g, &mi, &ki)
-                    } else {
-                        let ni = cx.coords(&Index::flat(cw), &self.dims.n);
-                        self.ops.b(cx, self.g, &ki, &ni)
-                    }
-                })?;
-                values.push(cx.b.materialize(value, Ty::F32).into());
+                let width_inside = cx.b.lt_u32(gw, Operand::Int(extent as i64));
+                let clamped = cx.clamp_index(gw, extent);
+                let width_coords = cx.coords(&Index::flat(clamped), dims);
+                let shared_word = cx.b.mad_u32(kk, Operand::Int(tile.pitch() as i64), ww);
+                slots.push(Slot {
+                    kk,
+                    width_coords,
+                    width_inside,
+                    shared_word,
+                });
             }
+        }
+        slots
+    }
+
+    /// This thread's elements of step `kt` of both tiles (`A`'s, then `B`'s), all
+    /// loaded before any is used.
+    fn load(&self, cx: &mut Emitter, slots: &[Slot], kt: Operand) -> Result<Vec<Operand>> {
+        let (_, _, k) = self.dims.mnk();
+        let step = cx.b.mul_u32(kt, Operand::Int(self.bk as i64));
+        let kbase = cx.b.add_u32(self.k0, step);
+        let a_slots = self.a.per_thread();
+        let mut values = vec![];
+        for (i, slot) in slots.iter().enumerate() {
+            let is_a = i < a_slots;
+            let gk = cx.b.add_u32(kbase, slot.kk);
+            let inside = vec![slot.width_inside, cx.b.lt_u32(gk, Operand::Int(k as i64))];
+            let ck = cx.clamp_index(gk, k);
+            let value = cx.select_or_zero(inside, Ty::F32, |cx| {
+                let ki = cx.coords(&Index::flat(ck), &self.dims.k);
+                let w = &slot.width_coords;
+                if is_a {
+                    self.ops.a(cx, self.g, w, &ki)
+                } else {
+                    self.ops.b(cx, self.g, &ki, w)
+                }
+            })?;
+            values.push(cx.b.materialize(value, Ty::F32).into());
         }
         Ok(values)
     }
@@ -414,21 +449,23 @@ impl Loader<'_> {
 
     /// Stores `values` (from [`Loader::load`]) into the stage whose tiles start at
     /// shared addresses `bases`.
-    fn store(&self, cx: &mut Emitter, values: &[Operand], bases: [Operand; 2]) -> Result<()> {
-        let mut values = values.iter();
-        for (tile, tile_base) in [self.a, self.b].into_iter().zip(bases) {
+    fn store(
+        &self,
+        cx: &mut Emitter,
+        slots: &[Slot],
+        values: &[Operand],
+        bases: [Operand; 2],
+    ) -> Result<()> {
+        let a_slots = self.a.per_thread();
+        for (i, (slot, v)) in slots.iter().zip(values).enumerate() {
+            let tile = if i < a_slots { self.a } else { self.b };
             let ways = wavefronts(4, |lane| {
                 let (kk, ww) = tile.position(lane, 0);
                 4 * (kk * tile.pitch() + ww)
             });
-            for e in 0..tile.per_thread() {
-                let (kk, ww) = self.position(cx, tile, e);
-                let at = cx.b.mad_u32(kk, Operand::Int(tile.pitch() as i64), ww);
-                let addr = shared_address(cx, tile_base, at);
-                let v = values.next().expect("a value per element");
-                cx.b.shared_ways(ways);
-                ins!(cx.b, "st.shared.f32 [{addr}], {v}");
-            }
+            let addr = shared_address(cx, bases[usize::from(i >= a_slots)], slot.shared_word);
+            cx.b.shared_ways(ways);
+            ins!(cx.b, "st.shared.f32 [{addr}], {v}");
         }
         Ok(())
     }
@@ -446,29 +483,38 @@ fn products(
 ) -> Result<()> {
     let depth = a.depth;
     let (tm, tn) = (a.width / SIDE, b.width / SIDE);
-    let a_row = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
-    let b_col = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
+    // Each thread's fragments sit at fixed offsets from one address per tile: loads
+    // name them as `[address+offset]`, with no arithmetic per load.
+    let thread_base = |cx: &mut Emitter, base: Operand, lane: Operand| {
+        let words = cx.b.mul_u32(lane, Operand::Int(PATCH as i64));
+        let at = shared_address(cx, base, words);
+        cx.b.materialize(at, Ty::U32)
+    };
+    let a_base = thread_base(cx, bases[0], ty);
+    let b_base = thread_base(cx, bases[1], tx);
     let a_ways = wavefronts(16, |lane| 16 * ((lane / SIDE) % 2));
     let b_ways = wavefronts(16, |lane| 16 * (lane % SIDE));
     for kk in 0..depth {
-        let frag = |cx: &mut Emitter, tile: Tile, base, start: Operand, quarters, ways| {
+        let frag = |cx: &mut Emitter, tile: Tile, base: Reg, quarters, ways| {
             let mut regs = vec![];
             for q in 0..quarters {
-                let at = kk * tile.pitch() + q * QUARTER;
-                let row = cx.b.add_u32(start, Operand::Int(at as i64));
+                let word = kk * tile.pitch() + q * QUARTER;
                 cx.b.shared_ways(ways);
-                regs.extend(load_v4(cx, base, row));
+                regs.extend(load_v4(cx, base, 4 * word));
             }
             regs
         };
-        let af = frag(cx, a, bases[0], a_row, tm / PATCH, a_ways);
-        let bf = frag(cx, b, bases[1], b_col, tn / PATCH, b_ways);
+        let af = frag(cx, a, a_base, tm / PATCH, a_ways);
+        let bf = frag(cx, b, b_base, tn / PATCH, b_ways);
+        // Every product goes to its own accumulator: a warp issues them back to back.
+        cx.b.independent(true);
         for (i, ai) in af.iter().enumerate() {
             for (j, bj) in bf.iter().enumerate() {
                 let c = acc[i * tn + j];
                 ins!(cx.b, "fma.rn.f32 {c}, {ai}, {bj}, {c}");
             }
         }
+        cx.b.independent(false);
     }
     Ok(())
 }
@@ -720,13 +766,12 @@ fn shared_address(cx: &mut Emitter, base: Operand, index: Operand) -> Operand {
     cx.b.add_u32(base, bytes)
 }
 
-/// Loads four consecutive f32 values at element `index` of the shared array at `base`.
-fn load_v4(cx: &mut Emitter, base: Operand, index: Operand) -> [Reg; 4] {
-    let addr = shared_address(cx, base, index);
+/// Loads four consecutive f32 values `offset` bytes past shared address `base`.
+fn load_v4(cx: &mut Emitter, base: Reg, offset: usize) -> [Reg; 4] {
     let r = [(); 4].map(|_| cx.b.reg(Ty::F32));
     ins!(
         cx.b,
-        "ld.shared.v4.f32 {{{}, {}, {}, {}}}, [{addr}]",
+        "ld.shared.v4.f32 {{{}, {}, {}, {}}}, [{base}+{offset}]",
         r[0],
         r[1],
         r[2],

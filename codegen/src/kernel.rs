@@ -67,6 +67,8 @@ pub struct CompiledKernel {
     pub mix: InstructionMix,
     /// Bytes of the buffers the launch reads or writes, each counted once.
     pub unique_bytes: f64,
+    /// The GEMM schedule a GEMM launch was emitted with.
+    pub gemm: Option<calib_ir::GemmSchedule>,
 }
 
 impl CompiledKernel {
@@ -87,9 +89,10 @@ impl CompiledKernel {
     /// running it: GEMM threads hold their accumulator tile and its operands, other
     /// families a few dozen values.
     pub fn estimated_registers(&self) -> u32 {
-        match self.family {
-            Family::Gemm => 64,
-            Family::Reduction | Family::Pointwise => 32,
+        match (self.family, self.gemm) {
+            (Family::Gemm, Some(s)) => s.estimated_registers(),
+            (Family::Gemm, None) => 64,
+            (Family::Reduction | Family::Pointwise, _) => 32,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! statistics over its stored result.
 
 use crate::error::Result;
-use crate::eval::Emitter;
+use crate::eval::{Emitter, SplitRead};
 use crate::gemm::{self, Operands};
 use crate::kernel::{Family, Geometry};
 use crate::{conv, matmul, pointwise, reduction};
@@ -23,8 +23,11 @@ pub(crate) struct Launch {
     pub stores: Vec<usize>,
     /// Reductions and contractions besides the anchor, evaluated per element as loops.
     pub loops: Vec<Value>,
-    /// Set when a split-K GEMM left its anchor in the workspace for later launches.
-    pub split: Option<gemm::SplitResult>,
+    /// Set when a split GEMM or reduction left its results in the workspace as slices,
+    /// for later launches to combine.
+    pub split: Option<SplitRead>,
+    /// The schedule of a GEMM launch.
+    pub gemm: Option<GemmSchedule>,
 }
 
 /// Emits the launch computing (some of) `remaining` body outputs. The first launch of
@@ -114,9 +117,11 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
             stores,
             loops,
             split: None,
+            gemm: None,
         });
     };
     let cheap: Vec<usize> = cheap.into_iter().filter(|i| !aligned.contains(i)).collect();
+    let mut gemm_schedule = None;
     let (family, geometry, split) = match family {
         Anchored::Gemm(v, ops) => {
             // The plan's schedule is for its anchor, the first launch's GEMM.
@@ -124,14 +129,23 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
                 (true, Some(Schedule::Gemm(s))) => s,
                 _ => GemmSchedule::default_for(&ops.dims()),
             };
+            gemm_schedule = Some(schedule);
             let emitted = gemm::emit(cx, ops.as_ref(), v, &aligned, schedule)?;
-            (Family::Gemm, emitted.geometry, emitted.split)
+            (
+                Family::Gemm,
+                emitted.geometry,
+                emitted.split.map(SplitRead::Gemm),
+            )
         }
-        Anchored::Reduction(group) => (
-            Family::Reduction,
-            reduction::emit(cx, &group, &aligned)?,
-            None,
-        ),
+        Anchored::Reduction(group) => {
+            // The plan's reduction schedule is for the kernel's first reduction launch.
+            let split = match (cx.first_reduction, kernel.schedule) {
+                (true, Some(Schedule::Reduction(s))) => s.split,
+                _ => 1,
+            };
+            let (geometry, split) = reduction::emit(cx, &group, &aligned, split)?;
+            (Family::Reduction, geometry, split.map(SplitRead::Reduction))
+        }
     };
     pointwise::passes(cx, &cheap, &geometry)?;
     // A split GEMM stores its partial tiles, not the epilogue: the next launch does.
@@ -140,6 +154,7 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
     let loops = loops(cx, &stores, &anchors);
     Ok(Launch {
         split,
+        gemm: gemm_schedule,
         family,
         geometry,
         stores,

@@ -84,14 +84,16 @@ pub fn compile_kernel(
     }
     let mut remaining: Vec<usize> = (0..kernel.outputs.len()).collect();
     let mut stored: Vec<usize> = vec![];
-    let mut split = None;
+    let mut split: Option<eval::SplitRead> = None;
+    let mut reduced = false;
     let mut compiled = vec![];
     while !remaining.is_empty() {
         let mut cx = Emitter::new(program, kernel);
         cx.read_back(&stored);
-        if let Some(s) = split {
-            cx.read_split(s);
+        if let Some(s) = &split {
+            cx.read_split(s.clone());
         }
+        cx.first_reduction = !reduced;
         let launch = launch::emit(&mut cx, &remaining, compiled.is_empty())?;
         if launch.stores.is_empty() && launch.split.is_none() {
             return Err(CodegenError::Kernel {
@@ -107,7 +109,10 @@ pub fn compile_kernel(
         let header = header(kernel, &name, &launch, &stored);
         stored.extend(&launch.stores);
         let writes_workspace = launch.split.is_some();
-        split = split.or(launch.split);
+        reduced |= launch.family == Family::Reduction;
+        if split.is_none() {
+            split = launch.split.clone();
+        }
         let params = cx.param_names();
         let mix = cx.b.mix();
         let unique_bytes = cx.unique_bytes();
@@ -116,6 +121,7 @@ pub fn compile_kernel(
             name: &name,
             params: &params,
             threads: g.threads as u32,
+            max_registers: launch.gemm.and_then(|s| s.register_cap()),
             shared: g.shared_bytes > 0,
             header: &header,
         };
@@ -149,6 +155,7 @@ pub fn compile_kernel(
             params: roles.collect(),
             mix,
             unique_bytes,
+            gemm: launch.gemm,
         });
     }
     Ok(compiled)
@@ -188,7 +195,7 @@ fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> 
     if let Some(s) = &launch.split {
         lines.push(format!(
             "writes {} partial sums of its anchor to the workspace; the next launch adds them",
-            s.slices
+            s.slices()
         ));
     }
     if !read_back.is_empty() {

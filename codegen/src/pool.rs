@@ -128,6 +128,18 @@ fn zero(cx: &mut Emitter) -> Reg {
     acc
 }
 
+/// The input position a window tap reads along each axis, clamped into the image, and
+/// whether the unclamped position lies inside it: every tap is loaded, the padding
+/// selected away, so that a window's loads need no branches.
+fn tap(cx: &mut Emitter, w: [Axis; 2], o: [Operand; 2], k: &[Operand]) -> ([Operand; 2], Check) {
+    let (ih, ch) = w[0].input_pos(cx, o[0], k[0]);
+    let (iw, cw) = w[1].input_pos(cx, o[1], k[1]);
+    let inside = cx.all_of(vec![ch, cw]);
+    let ih = cx.clamp_index(ih, w[0].input);
+    let iw = cx.clamp_index(iw, w[1].input);
+    ([ih, iw], inside)
+}
+
 fn avg_pool(
     cx: &mut Emitter,
     x: Value,
@@ -137,14 +149,13 @@ fn avg_pool(
     include_pad: bool,
 ) -> Result<Operand> {
     let acc = zero(cx);
-    cx.for_each(&kernel, &mut |cx, k| {
-        let (ih, ch) = w[0].input_pos(cx, at[2], k[0]);
-        let (iw, cw) = w[1].input_pos(cx, at[3], k[1]);
-        cx.when_all(vec![ch, cw], |cx| {
-            let v = cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))?;
-            ins!(cx.b, "add.rn.f32 {acc}, {acc}, {v}");
-            Ok(())
-        })
+    cx.for_each_small(&kernel, &mut |cx, k| {
+        let ([ih, iw], inside) = tap(cx, w, [at[2], at[3]], k);
+        let v = cx.select_or_zero(vec![inside], Ty::F32, |cx| {
+            cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))
+        })?;
+        ins!(cx.b, "add.rn.f32 {acc}, {acc}, {v}");
+        Ok(())
     })?;
     let dh = divisor(cx, &w[0], kernel[0], at[2], include_pad);
     let dw = divisor(cx, &w[1], kernel[1], at[3], include_pad);
@@ -160,32 +171,50 @@ fn max_pool(
 ) -> Result<Operand> {
     // `to_reg` of an immediate always moves it into a fresh register.
     let best = cx.b.materialize(LOWEST, Ty::F32);
-    cx.for_each(&kernel, &mut |cx, k| {
-        let (ih, ch) = w[0].input_pos(cx, at[2], k[0]);
-        let (iw, cw) = w[1].input_pos(cx, at[3], k[1]);
-        cx.when_all(vec![ch, cw], |cx| {
-            let v = cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))?;
-            ins!(cx.b, "max.f32 {best}, {best}, {v}");
-            Ok(())
-        })
+    cx.for_each_small(&kernel, &mut |cx, k| {
+        let ([ih, iw], inside) = tap(cx, w, [at[2], at[3]], k);
+        // A tap in the padding reads as the lowest value, which never wins.
+        let v = cx.select_or(vec![inside], Ty::F32, LOWEST, |cx| {
+            cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))
+        })?;
+        ins!(cx.b, "max.f32 {best}, {best}, {v}");
+        Ok(())
     })?;
     Ok(best.into())
 }
 
 /// The window positions that contain input position `at` (spatial coordinates 2, 3):
-/// calls `f(oh, ow)` for each.
+/// calls `f(oh, ow, contains)` for each candidate, with the window position clamped
+/// into range and whether the candidate really contains `at`. Along an axis of stride
+/// `s` only the taps congruent to `at + padding` modulo `s` can reach `at`, so
+/// `ceil(k / s)` candidates per axis are visited rather than all `k`.
 fn windows_containing(
     cx: &mut Emitter,
     at: &[Operand],
     w: [Axis; 2],
     kernel: [usize; 2],
-    f: &mut dyn FnMut(&mut Emitter, Operand, Operand) -> Result<()>,
+    f: &mut dyn FnMut(&mut Emitter, Operand, Operand, Check) -> Result<()>,
 ) -> Result<()> {
-    cx.for_each(&kernel, &mut |cx, k| {
-        let (oh, mut checks): (Operand, Vec<Check>) = w[0].output_pos(cx, at[2], k[0]);
-        let (ow, cw) = w[1].output_pos(cx, at[3], k[1]);
-        checks.extend(cw);
-        cx.when_all(checks, |cx| f(cx, oh, ow))
+    let spans = [0, 1].map(|a| kernel[a].div_ceil(w[a].stride));
+    // The first tap of each axis that lines up with `at`.
+    let first = [0, 1].map(|a| {
+        let shifted = cx.b.add_u32(at[2 + a], Operand::Int(w[a].padding as i64));
+        cx.b.rem_u32(shifted, w[a].stride)
+    });
+    cx.for_each_small(&spans, &mut |cx, j| {
+        let mut checks: Vec<Check> = vec![];
+        let mut pos = [Operand::Int(0); 2];
+        for a in 0..2 {
+            let tap =
+                cx.b.mad_u32(j[a], Operand::Int(w[a].stride as i64), first[a]);
+            checks.push(cx.b.lt_u32(tap, Operand::Int(kernel[a] as i64)));
+            let (o, valid) = w[a].output_pos(cx, at[2 + a], tap);
+            // The tap lines up by construction; only the range checks remain.
+            checks.push(valid[0]);
+            pos[a] = cx.clamp_index(o, w[a].output);
+        }
+        let contains = cx.all_of(checks);
+        f(cx, pos[0], pos[1], contains)
     })
 }
 
@@ -198,11 +227,13 @@ fn avg_pool_backward(
     include_pad: bool,
 ) -> Result<Operand> {
     let acc = zero(cx);
-    windows_containing(cx, at, w, kernel, &mut |cx, oh, ow| {
-        let g = cx.value(dy, &Index::coords(vec![at[0], at[1], oh, ow]))?;
-        let dh = divisor(cx, &w[0], kernel[0], oh, include_pad);
-        let dw = divisor(cx, &w[1], kernel[1], ow, include_pad);
-        let share = divide(cx, g, dh, dw);
+    windows_containing(cx, at, w, kernel, &mut |cx, oh, ow, contains| {
+        let share = cx.select_or_zero(vec![contains], Ty::F32, |cx| {
+            let g = cx.value(dy, &Index::coords(vec![at[0], at[1], oh, ow]))?;
+            let dh = divisor(cx, &w[0], kernel[0], oh, include_pad);
+            let dw = divisor(cx, &w[1], kernel[1], ow, include_pad);
+            Ok(divide(cx, g, dh, dw).into())
+        })?;
         ins!(cx.b, "add.rn.f32 {acc}, {acc}, {share}");
         Ok(())
     })?;
@@ -221,34 +252,36 @@ fn max_pool_backward(
 ) -> Result<Operand> {
     let acc = zero(cx);
     let here = cx.b.mad_u32(at[2], Operand::Int(w[1].input as i64), at[3]);
-    windows_containing(cx, at, w, kernel, &mut |cx, oh, ow| {
+    windows_containing(cx, at, w, kernel, &mut |cx, oh, ow, contains| {
         let best = cx.b.materialize(LOWEST, Ty::F32);
         let pos = cx.b.materialize(Operand::Int(NOWHERE), Ty::U32);
-        cx.for_each(&kernel, &mut |cx, k| {
-            let (ih, ch) = w[0].input_pos(cx, oh, k[0]);
-            let (iw, cw) = w[1].input_pos(cx, ow, k[1]);
-            cx.when_all(vec![ch, cw], |cx| {
-                let v = cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))?;
-                let v = cx.b.materialize(v, Ty::F32);
-                // better = first || (best is a number && (v > best || v is NaN))
-                let first = cx.b.setp("eq", Ty::U32, pos.into(), Operand::Int(NOWHERE));
-                let number = cx.b.setp("num", Ty::F32, best.into(), best.into());
-                let above = cx.b.setp("gtu", Ty::F32, v.into(), best.into());
-                let better = cx.b.reg(Ty::Pred);
-                ins!(cx.b, "and.pred {better}, {number}, {above}");
-                ins!(cx.b, "or.pred {better}, {better}, {first}");
-                let flat = cx.b.mad_u32(ih, Operand::Int(w[1].input as i64), iw);
-                ins!(cx.b, "@{better} mov.f32 {best}, {v}");
-                ins!(cx.b, "@{better} mov.u32 {pos}, {flat}");
-                Ok(())
-            })
+        cx.for_each_small(&kernel, &mut |cx, k| {
+            let ([ih, iw], inside) = tap(cx, w, [oh, ow], k);
+            let v = cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))?;
+            let v = cx.b.materialize(v, Ty::F32);
+            // better = inside && (first || (best is a number && (v > best || v is NaN)))
+            let first = cx.b.setp("eq", Ty::U32, pos.into(), Operand::Int(NOWHERE));
+            let number = cx.b.setp("num", Ty::F32, best.into(), best.into());
+            let above = cx.b.setp("gtu", Ty::F32, v.into(), best.into());
+            let better = cx.b.reg(Ty::Pred);
+            ins!(cx.b, "and.pred {better}, {number}, {above}");
+            ins!(cx.b, "or.pred {better}, {better}, {first}");
+            match inside {
+                Ok(p) => ins!(cx.b, "and.pred {better}, {better}, {p}"),
+                Err(true) => {}
+                Err(false) => return Ok(()),
+            }
+            let flat = cx.b.mad_u32(ih, Operand::Int(w[1].input as i64), iw);
+            ins!(cx.b, "@{better} mov.f32 {best}, {v}");
+            ins!(cx.b, "@{better} mov.u32 {pos}, {flat}");
+            Ok(())
         })?;
         let mine = cx.b.setp("eq", Ty::U32, pos.into(), here);
-        cx.if_then(mine, true, |cx| {
-            let g = cx.value(dy, &Index::coords(vec![at[0], at[1], oh, ow]))?;
-            ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
-            Ok(())
-        })
+        let g = cx.select_or_zero(vec![Ok(mine), contains], Ty::F32, |cx| {
+            cx.value(dy, &Index::coords(vec![at[0], at[1], oh, ow]))
+        })?;
+        ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
+        Ok(())
     })?;
     Ok(acc.into())
 }

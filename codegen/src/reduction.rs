@@ -24,7 +24,7 @@ enum Combine {
 }
 
 /// One reduction node of a body.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Reduce {
     pub node: Value,
     combine: Combine,
@@ -154,20 +154,64 @@ const THREADS: usize = 256;
 const WARP: usize = 32;
 /// Teams in flight; more reduced elements are taken in turns.
 const MAX_TEAMS: usize = 1 << 16;
+/// Elements a lane folds per loop iteration, each into an accumulator of its own: their
+/// loads go out together, and the partial sums stay short.
+const UNROLL: usize = 4;
+
+/// Where a split reduction left its partial results, for the launches after it:
+/// `workspace[(slot * slices + s) * outputs + j]` is slice `s` of output `j` of the
+/// group's reduction `slot`, not yet finished (a mean is still a sum).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SplitResult {
+    pub group: Vec<Reduce>,
+    pub slices: usize,
+    pub outputs: usize,
+    pub length: usize,
+}
 
 /// The reduction kernel around `group` (see [`anchors`]), storing body outputs
-/// `aligned` (as many elements as a reduction's result) in its epilogue.
-pub(crate) fn emit(cx: &mut Emitter, group: &[Reduce], aligned: &[usize]) -> Result<Geometry> {
+/// `aligned` (as many elements as a reduction's result) in its epilogue; with
+/// `split > 1`, each reduced element's inputs are cut into that many slices whose
+/// partial results go to the workspace instead.
+pub(crate) fn emit(
+    cx: &mut Emitter,
+    group: &[Reduce],
+    aligned: &[usize],
+    split: usize,
+) -> Result<(Geometry, Option<SplitResult>)> {
     let shape = cx.ty(group[0].input).shape.clone();
     let (kept_dims, reduced_dims) = group[0].split_shape(&shape);
     let (outputs, length) = (numel(&kept_dims), numel(&reduced_dims));
-    let block_team = length >= BLOCK_TEAM_FROM;
+    let split = split.clamp(1, length.max(1));
+    let chunk = length.div_ceil(split);
+    let block_team = chunk >= BLOCK_TEAM_FROM;
     let (team_size, per_block) = if block_team {
         (THREADS, 1)
     } else {
         (WARP, THREADS / WARP)
     };
-    let blocks = outputs.min(MAX_TEAMS).div_ceil(per_block);
+    let teams = outputs * split;
+    let blocks = teams.min(MAX_TEAMS).div_ceil(per_block);
+    let workspace = match split {
+        1 => None,
+        _ => {
+            let ws = cx.workspace()?;
+            let needed = 4 * split * group.len() * outputs;
+            let have = cx
+                .kernel
+                .workspace
+                .map_or(0, |b| cx.program.buffer(b).ty.size_bytes());
+            if have < needed {
+                return Err(crate::CodegenError::Kernel {
+                    kernel: cx.kernel.name.clone(),
+                    detail: format!(
+                        "a reduction split {split} ways needs a {needed}-byte workspace, not {have}"
+                    ),
+                });
+            }
+            Some(ws)
+        }
+    };
     let (tid, ctaid) = (cx.tid(), cx.ctaid());
     let lane = cx.b.rem_u32(tid, team_size);
     let team = if block_team {
@@ -180,32 +224,71 @@ pub(crate) fn emit(cx: &mut Emitter, group: &[Reduce], aligned: &[usize]) -> Res
     let leader = cx.b.setp("eq", Ty::U32, lane, Operand::Int(0));
     let anchor_shape = cx.ty(group[0].node).shape.clone();
 
-    cx.for_strided(team, outputs, blocks * per_block, |cx, j| {
+    cx.for_strided(team, teams, blocks * per_block, |cx, t| {
+        let (j, slice) = (cx.b.rem_u32(t, outputs), cx.b.div_u32(t, outputs));
+        let start = cx.b.mul_u32(slice, Operand::Int(chunk as i64));
         let kept = cx.coords(&Index::flat(j), &kept_dims);
-        let accs: Vec<Reg> = group
+        let accs: Vec<Vec<Reg>> = group
             .iter()
-            .map(|r| cx.b.materialize(r.identity(), Ty::F32))
+            .map(|r| {
+                (0..UNROLL)
+                    .map(|_| cx.b.materialize(r.identity(), Ty::F32))
+                    .collect()
+            })
             .collect();
-        cx.for_strided(lane, length, team_size, |cx, i| {
-            let reduced = cx.coords(&Index::flat(i), &reduced_dims);
-            for (r, &acc) in group.iter().zip(&accs) {
-                let at = Index::coords(r.merge(shape.len(), &kept, &reduced));
-                let x = cx.value(r.input, &at)?;
-                r.fold(cx, acc, x);
+        cx.for_strided(lane, chunk, team_size * UNROLL, |cx, i| {
+            for u in 0..UNROLL {
+                let within = cx.b.add_u32(i, Operand::Int((u * team_size) as i64));
+                let at = cx.b.add_u32(start, within);
+                let inside = vec![
+                    cx.b.lt_u32(within, Operand::Int(chunk as i64)),
+                    cx.b.lt_u32(at, Operand::Int(length as i64)),
+                ];
+                let clamped = cx.clamp_index(at, length);
+                let reduced = cx.coords(&Index::flat(clamped), &reduced_dims);
+                for (r, accs) in group.iter().zip(&accs) {
+                    let idx = Index::coords(r.merge(shape.len(), &kept, &reduced));
+                    let x = cx.select_or(inside.clone(), Ty::F32, r.identity(), |cx| {
+                        cx.value(r.input, &idx)
+                    })?;
+                    r.fold(cx, accs[u], x);
+                }
             }
             Ok(())
         })?;
+        // The lane's accumulators in a fixed tree: (a0 + a1) + (a2 + a3).
+        let accs: Vec<Reg> = group
+            .iter()
+            .zip(&accs)
+            .map(|(r, a)| {
+                r.fold(cx, a[0], a[1].into());
+                r.fold(cx, a[2], a[3].into());
+                r.fold(cx, a[0], a[2].into());
+                a[0]
+            })
+            .collect();
         warp_combine(cx, group, &accs);
         if block_team {
             block_combine(cx, group, &accs, tid);
         }
-        cx.if_then(leader, true, |cx| {
-            let at = Index::flat(j);
-            for (r, &acc) in group.iter().zip(&accs) {
-                r.finish(cx, acc, length);
-                cx.bind(r.node, &at, acc.into());
+        cx.if_then(leader, true, |cx| match workspace {
+            Some(ws) => {
+                for (slot, &acc) in accs.iter().enumerate() {
+                    let row = cx.b.add_u32(slice, Operand::Int((slot * split) as i64));
+                    let at = cx.b.mad_u32(row, Operand::Int(outputs as i64), j);
+                    let addr = cx.b.address(ws, at, 4);
+                    ins!(cx.b, "st.global.f32 [{addr}], {acc}");
+                }
+                Ok(())
             }
-            cx.store_aligned(aligned, &anchor_shape, &at)
+            None => {
+                let at = Index::flat(j);
+                for (r, &acc) in group.iter().zip(&accs) {
+                    r.finish(cx, acc, length);
+                    cx.bind(r.node, &at, acc.into());
+                }
+                cx.store_aligned(aligned, &anchor_shape, &at)
+            }
         })?;
         if block_team {
             // The next element's partial results reuse the shared slots.
@@ -218,11 +301,42 @@ pub(crate) fn emit(cx: &mut Emitter, group: &[Reduce], aligned: &[usize]) -> Res
     } else {
         0
     };
-    Ok(Geometry {
+    let geometry = Geometry {
         blocks,
         threads: THREADS,
         shared_bytes,
-    })
+    };
+    let split = (split > 1).then(|| SplitResult {
+        group: group.to_vec(),
+        slices: split,
+        outputs,
+        length,
+    });
+    Ok((geometry, split))
+}
+
+/// Reduction `r`'s value at output element `at`: its slices' partial results combined
+/// in slice order, then finished.
+pub(crate) fn read_split(
+    cx: &mut Emitter,
+    split: &SplitResult,
+    slot: usize,
+    workspace: Reg,
+    at: &Index,
+) -> Result<Operand> {
+    let r = &split.group[slot];
+    let j = cx.flat(at, &cx.ty(r.node).shape.clone());
+    let acc = cx.b.materialize(r.identity(), Ty::F32);
+    for s in 0..split.slices {
+        let row = (slot * split.slices + s) * split.outputs;
+        let at = cx.b.add_u32(j, Operand::Int(row as i64));
+        let addr = cx.b.address(workspace, at, 4);
+        let v = cx.b.reg(Ty::F32);
+        ins!(cx.b, "ld.global.f32 {v}, [{addr}]");
+        r.fold(cx, acc, v.into());
+    }
+    r.finish(cx, acc, split.length);
+    Ok(acc.into())
 }
 
 /// Combines each accumulator across the 32 lanes of every warp (all lanes get it).

@@ -125,3 +125,87 @@ fn outputs_needing_no_reduction_are_stored_before_those_that_do() {
     assert!(compiled.kernels[1].ptx.contains("// reads back out0"));
     check(&g, &program, 3, 2e-6);
 }
+
+/// `program`'s one kernel split `split` ways, with a workspace for `reductions`
+/// sibling reductions of `outputs` elements.
+fn split(
+    mut program: calib_ir::Program,
+    split: usize,
+    reductions: usize,
+    outputs: usize,
+) -> calib_ir::Program {
+    use calib_ir::{Buffer, BufferId, DType, ReductionSchedule, Role, Schedule, TensorType};
+    let schedule = ReductionSchedule { split };
+    program.kernels[0].schedule = Some(Schedule::Reduction(schedule));
+    let bytes = schedule.workspace_bytes(reductions, outputs);
+    if bytes > 0 {
+        program.buffers.push(Buffer {
+            name: "workspace".into(),
+            ty: TensorType::new(DType::F32, vec![bytes / 4]),
+            role: Role::Temp,
+        });
+        program.kernels[0].workspace = Some(BufferId(program.buffers.len() - 1));
+    }
+    program.validate().expect("valid");
+    program
+}
+
+#[test]
+fn split_reductions_agree_with_the_reference_and_repeat_bit_for_bit() {
+    // Sibling sums, a mean and a maximum over long rows (block teams) and short ones
+    // (warp teams), split so that the last slice is short, with an epilogue that
+    // reads the combined results.
+    let long = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[4,3,20,17]
+          %1 = mul(%0, %0) : f32[4,3,20,17]
+          %2 = reduce_mean(%0) axes=[0,2,3] keepdims=false : f32[3]
+          %3 = reduce_sum(%1) axes=[0,2,3] keepdims=false : f32[3]
+          %4 = reduce_max(%0) axes=[0,2,3] keepdims=false : f32[3]
+          %5 = mul(%2, %2) : f32[3]
+          %6 = sub(%3, %5) : f32[3]
+          return mean=%2, spread=%6, max=%4
+        }",
+    );
+    for slices in [1, 2, 3, 7] {
+        let program = split(single_kernel(&long, Anchor::Reduction), slices, 3, 3);
+        let launched = families(&program);
+        assert_eq!(
+            launched.len(),
+            if slices > 1 { 2 } else { 1 },
+            "{slices} slices"
+        );
+        check(&long, &program, 4, 2e-6);
+        let inputs = support::tensors(&long, 4, 3);
+        let runs: Vec<Vec<u8>> = (0..2)
+            .map(|_| {
+                support::simulate(&program, &support::bind(&long, &inputs))["spread"].to_le_bytes()
+            })
+            .collect();
+        assert_eq!(runs[0], runs[1], "{slices} slices: two runs differ");
+    }
+    let short = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[5,9,3,3]
+          %1 = reduce_sum(%0) axes=[0,2,3] keepdims=true : f32[1,9,1,1]
+          %2 = relu(%1) : f32[1,9,1,1]
+          return y=%2
+        }",
+    );
+    let program = split(single_kernel(&short, Anchor::Reduction), 4, 1, 9);
+    check(&short, &program, 8, 2e-6);
+}
+
+#[test]
+fn a_split_without_room_for_its_slices_is_refused() {
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[4,3,20,17]
+          %1 = reduce_sum(%0) axes=[0,2,3] keepdims=false : f32[3]
+          return y=%1
+        }",
+    );
+    let program = split(single_kernel(&g, Anchor::Reduction), 4, 1, 2);
+    let e = calib_codegen::compile(&program).unwrap_err().to_string();
+    assert!(e.contains("workspace"), "{e}");
+}

@@ -29,6 +29,8 @@ pub struct Census {
     pub barriers: f64,
     /// Loop iterations (and straight-line stretches) that wait for global loads.
     pub load_rounds: f64,
+    /// Instructions (part of `issue`) that depend on none of their neighbours.
+    pub independent: f64,
 }
 
 /// A thread's dynamic PTX instructions as code generation counted them: each opcode
@@ -44,6 +46,10 @@ pub struct InstructionMix {
     pub load_rounds: f64,
     /// Shared-memory wavefronts (one per access, more where lanes collide on a bank).
     pub shared_wavefronts: f64,
+    /// Instructions that depend on none of their neighbours (a GEMM's products into
+    /// separate accumulators), which one warp issues back to back.
+    #[serde(default)]
+    pub independent: f64,
 }
 
 impl Census {
@@ -54,6 +60,7 @@ impl Census {
         let mut c = Census {
             load_rounds: mix.load_rounds,
             shared_wavefronts: mix.shared_wavefronts,
+            independent: mix.independent,
             ..Census::default()
         };
         for (opcode, &n) in &mix.opcodes {

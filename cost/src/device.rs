@@ -42,6 +42,9 @@ pub struct Timing {
     /// Cycles per instruction of one warp running alone (dependent instructions wait
     /// for their operands).
     pub dependent_issue_cycles: f64,
+    /// Cycles per instruction of one warp issuing instructions that wait for none of
+    /// their neighbours (a GEMM's products into separate accumulators).
+    pub independent_issue_cycles: f64,
     /// Issue cycles a shared-memory wavefront costs besides its instruction.
     pub shared_wavefront_cycles: f64,
     /// How throughput and latency combine: the exponent of a smooth maximum (1 adds
@@ -127,7 +130,7 @@ impl Device {
     /// Every figure in its range, or the first field that is not.
     fn check(&self) -> Result<(), String> {
         let t = &self.timing;
-        let positive: [(&str, f64); 13] = [
+        let positive: [(&str, f64); 14] = [
             ("sms", self.sms as f64),
             ("clock_hz", self.clock_hz),
             ("max_threads_per_sm", self.max_threads_per_sm as f64),
@@ -138,6 +141,10 @@ impl Device {
             ("peak_flops_f16", self.peak_flops_f16),
             ("dram_bandwidth", self.dram_bandwidth),
             ("timing.dependent_issue_cycles", t.dependent_issue_cycles),
+            (
+                "timing.independent_issue_cycles",
+                t.independent_issue_cycles,
+            ),
             ("timing.overlap", t.overlap),
             ("timing.l2_bandwidth", t.l2_bandwidth),
             ("timing.dram_efficiency", t.dram_efficiency),

@@ -6,8 +6,9 @@
 //! * *throughput*: the issue slots of all its resident warps, four per cycle, with
 //!   shared-memory wavefronts on top;
 //! * *latency*: one warp's own critical path, a load latency per round of global loads
-//!   plus a dependent-issue time per instruction; more resident warps hide it, a grid
-//!   of a few blocks cannot.
+//!   plus a dependent-issue time per instruction (less for instructions that depend on
+//!   none of their neighbours, such as a GEMM's products); more resident warps hide it,
+//!   a grid of a few blocks cannot.
 //!
 //! The launch then takes its waves, but at least the time to move its bytes (unique
 //! bytes through device memory, every load and store through L2), plus a floor.
@@ -73,7 +74,10 @@ pub fn predict(launch: &Launch, device: &Device) -> Prediction {
 
     let throughput =
         resident * warps * (c.issue + t.shared_wavefront_cycles * c.shared_wavefronts) / 4.0;
-    let latency = c.load_rounds * t.load_latency_cycles + c.issue * t.dependent_issue_cycles;
+    let dependent = (c.issue - c.independent).max(0.0);
+    let latency = c.load_rounds * t.load_latency_cycles
+        + dependent * t.dependent_issue_cycles
+        + c.independent * t.independent_issue_cycles;
     let p = t.overlap;
     let wave = (throughput.powf(p) + latency.powf(p)).powf(1.0 / p);
     let compute = waves as f64 * wave / device.clock_hz;

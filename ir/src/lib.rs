@@ -29,5 +29,5 @@ pub use kernel::{
     Anchor, Buffer, BufferId, Kernel, KernelOutput, Program, ProgramError, ProgramOutput, Role,
 };
 pub use op::{Op, OpClass, ReduceOp};
-pub use schedule::{gemm_anchor, GemmDims, GemmSchedule, Schedule};
+pub use schedule::{gemm_anchor, GemmDims, GemmSchedule, ReductionSchedule, Schedule};
 pub use types::{fmt_shape, numel, Shape, TensorType};

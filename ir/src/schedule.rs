@@ -113,6 +113,28 @@ pub fn gemm_anchor(body: &Graph) -> Option<Value> {
 #[serde(rename_all = "snake_case")]
 pub enum Schedule {
     Gemm(GemmSchedule),
+    Reduction(ReductionSchedule),
+}
+
+/// A reduction kernel: each reduced element's inputs are cut into `split` slices, each
+/// reduced by a team of its own into a workspace; the next launch combines the slices
+/// in slice order (so that few, long reductions, such as per-channel batch statistics,
+/// fill the GPU and still give the same bits on every run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReductionSchedule {
+    pub split: usize,
+}
+
+impl ReductionSchedule {
+    /// Bytes of the workspace for `reductions` sibling reductions of `outputs` elements
+    /// each (`f32` partial results, `reductions x split x outputs`).
+    pub fn workspace_bytes(&self, reductions: usize, outputs: usize) -> usize {
+        match self.split {
+            1 => 0,
+            s => 4 * s * reductions * outputs,
+        }
+    }
 }
 
 /// A tiled GEMM: 256 threads compute a `block_m x block_n` tile of `C`, stepping through
@@ -173,6 +195,22 @@ impl GemmSchedule {
         (steps, steps.div_ceil(self.split_k))
     }
 
+    /// Registers per thread ptxas gives such a kernel, about: the accumulators, their
+    /// fragments, the prefetched tile elements and some 45 for addresses and indices
+    /// (fitted to ptxas's counts for the SCNet-50 training step's GEMMs).
+    pub fn estimated_registers(&self) -> u32 {
+        let (tm, tn) = (self.block_m / 16, self.block_n / 16);
+        let prefetched = self.block_k * (self.block_m + self.block_n) / Self::THREADS;
+        let r = tm * tn + (3 * (tm + tn)).div_ceil(2) + 2 * prefetched + 45;
+        (r as u32).min(self.register_cap().unwrap_or(255))
+    }
+
+    /// The register cap code generation sets (`.maxnreg`): the largest tile would take
+    /// some 140-180 registers and so one block per SM; capped at 128, two fit.
+    pub fn register_cap(&self) -> Option<u32> {
+        (self.block_m * self.block_n >= 128 * 128).then_some(128)
+    }
+
     /// Bytes of the workspace a split-K kernel writes its partial tiles to (`f32`,
     /// `split_k x groups x M x N`); none without a split.
     pub fn workspace_bytes(&self, dims: &GemmDims) -> usize {
@@ -218,6 +256,7 @@ impl std::fmt::Display for Schedule {
                 "gemm tile={}x{}x{} split_k={}",
                 s.block_m, s.block_n, s.block_k, s.split_k
             ),
+            Schedule::Reduction(s) => write!(f, "reduction split={}", s.split),
         }
     }
 }

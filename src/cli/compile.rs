@@ -16,7 +16,9 @@ use calib::passes::{
     all_reduce_windows, data_parallel_step, train_step, vjp, AllReduceWindow, DataParallel,
     TrainConfig,
 };
+use calib::predict::predict_step;
 use calib::{resolve_model, with_batch};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -41,10 +43,10 @@ pub struct Args {
     /// Where to write the results.
     #[arg(long, default_value = "calib-compile")]
     out: PathBuf,
-    /// A device JSON (name, peak_flops_f32, peak_flops_f16, bandwidth,
-    /// launch_overhead) to cost kernels for instead of an H100.
+    /// The GPU to plan and cost kernels for: a built-in description (h200, h100-sxm,
+    /// a100-sxm) or a device JSON file like those in cost/devices/ (default: h200).
     #[arg(long)]
-    device: Option<PathBuf>,
+    device: Option<String>,
     /// E-nodes per region.
     #[arg(long)]
     node_limit: Option<usize>,
@@ -95,7 +97,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let mut options = FusionOptions::default();
     if let Some(path) = &args.device {
-        options.device = Device::from_json_file(path).map_err(anyhow::Error::msg)?;
+        options.device = Device::load(path)?;
     }
     options.limits = limits(&args)?;
     let fusion = fuse(&graph, &options)?;
@@ -124,7 +126,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !windows.is_empty() {
         report_json["all_reduces"] = serde_json::to_value(&windows)?;
     }
-    write("report.json", &serde_json::to_string_pretty(&report_json)?)?;
     let mut report = fusion.report.to_text();
     report.push_str(&format!(
         "\ndevice memory: arena {:.1} MiB (peak live {:.1} MiB; {:.1} MiB without sharing)\n",
@@ -133,9 +134,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         arena.unshared_bytes as f64 / 1048576.0
     ));
     report.push_str(&overlap_report(&fusion.program, &windows));
+    // The code as emitted, priced by the cost model (registers from ptxas with
+    // --emit-ptx).
+    let compiled = calib::codegen::compile(&fusion.program)?;
+    let mut registers = HashMap::new();
     if args.emit_ptx {
-        report.push_str(&calib::ptx_report::emit_ptx(&fusion.program, out)?);
+        let (text, regs) = calib::ptx_report::emit_ptx(&compiled, out)?;
+        report.push_str(&text);
+        registers = regs;
     }
+    let step = predict_step(&fusion.program, &compiled, &options.device, &registers);
+    report.push_str(&step.to_text(10));
+    report_json["predicted_step"] = serde_json::to_value(&step)?;
+    write("report.json", &serde_json::to_string_pretty(&report_json)?)?;
     write("report.txt", &report)?;
     let svg = render_svgs(out, graph.nodes.len());
     let summary = report.split("\nkernels:").next().unwrap_or(&report);

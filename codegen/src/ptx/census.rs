@@ -22,6 +22,8 @@ pub(crate) struct Counter {
     /// Bank-conflict ways of the next shared access, set by the emitter that knows its
     /// address pattern.
     pub next_shared_ways: Option<f64>,
+    /// Whether instructions now being written are independent of each other.
+    pub independent: bool,
 }
 
 impl Default for Counter {
@@ -31,6 +33,7 @@ impl Default for Counter {
             weights: vec![1.0],
             loaded: false,
             next_shared_ways: None,
+            independent: false,
         }
     }
 }
@@ -85,6 +88,9 @@ impl Counter {
         }
         if opcode.starts_with("ld.shared") || opcode.starts_with("st.shared") {
             self.mix.shared_wavefronts += w * self.next_shared_ways.take().unwrap_or(1.0);
+        }
+        if self.independent {
+            self.mix.independent += w;
         }
         *self.mix.opcodes.entry(opcode.to_string()).or_default() += w;
     }

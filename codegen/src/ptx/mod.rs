@@ -86,6 +86,12 @@ impl Builder {
         self.counter.next_shared_ways = Some(ways as f64);
     }
 
+    /// Marks the instructions emitted from now on as independent of each other (none
+    /// waits for another's result), until called with `false`.
+    pub fn independent(&mut self, on: bool) {
+        self.counter.independent = on;
+    }
+
     /// What one thread executes, as counted so far.
     pub fn mix(&mut self) -> InstructionMix {
         self.counter.finish()
@@ -165,6 +171,8 @@ pub struct Entry<'a> {
     pub name: &'a str,
     pub params: &'a [String],
     pub threads: u32,
+    /// A cap on registers per thread (`.maxnreg`), so that more blocks fit an SM.
+    pub max_registers: Option<u32>,
     /// Whether the body addresses the dynamic shared array `smem`.
     pub shared: bool,
     pub header: &'a [String],
@@ -196,10 +204,12 @@ impl Entry<'_> {
             .collect();
         writeln!(
             out,
-            ".visible .entry {}(\n{}\n)\n.reqntid {}, 1, 1\n{{",
+            ".visible .entry {}(\n{}\n)\n.reqntid {}, 1, 1\n{}{{",
             self.name,
             params.join(",\n"),
-            self.threads
+            self.threads,
+            self.max_registers
+                .map_or(String::new(), |r| format!(".maxnreg {r}\n"))
         )
         .unwrap();
         out.push_str(&body.body());

@@ -1,73 +1,25 @@
-//! The cost model: a kernel takes `max(FLOPs / peak, bytes / bandwidth) + launch`.
+//! What a kernel does, counted from its body: FLOPs and the bytes it must move.
 //!
 //! Bytes are what the kernel reads (each input buffer once; a value read through a
 //! broadcast or resize costs its own size, not the expanded one) plus what it writes.
 //! FLOPs count the body's arithmetic, with a prologue counted once per time its
 //! anchor reads each element: `kh * kw` times for a convolution's input, once per
-//! output tile for its weights. The device's figures live in [`Device`] only.
+//! output tile for its weights.
 
+use calib_cost::Device;
 use calib_ir::{Anchor, DType, Graph, Op, OpClass, TensorType};
-use serde::{Deserialize, Serialize};
-use std::path::Path;
 
-/// The figures of the machine the plan is costed for.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Device {
-    pub name: String,
-    /// FLOP/s for f32 arithmetic.
-    pub peak_flops_f32: f64,
-    /// FLOP/s for f16/bf16 arithmetic (tensor cores).
-    pub peak_flops_f16: f64,
-    /// Bytes/s of device memory.
-    pub bandwidth: f64,
-    /// Seconds per kernel launch.
-    pub launch_overhead: f64,
-}
-
-impl Default for Device {
-    /// An NVIDIA H100 SXM: 67 TFLOP/s f32, 989 TFLOP/s dense f16, 3.35 TB/s HBM3,
-    /// about 4 microseconds per launch.
-    fn default() -> Self {
-        Device {
-            name: "H100 SXM".into(),
-            peak_flops_f32: 67e12,
-            peak_flops_f16: 989e12,
-            bandwidth: 3.35e12,
-            launch_overhead: 4e-6,
-        }
-    }
-}
-
-impl Device {
-    /// Reads a device from a JSON file with every field of [`Device`].
-    pub fn from_json_file(path: &Path) -> Result<Device, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let d: Device =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let positive = [d.peak_flops_f32, d.peak_flops_f16, d.bandwidth]
-            .iter()
-            .all(|v| v.is_finite() && *v > 0.0);
-        if !(positive && d.launch_overhead >= 0.0 && d.launch_overhead.is_finite()) {
-            return Err(format!(
-                "{}: peaks and bandwidth must be positive, launch overhead non-negative",
-                path.display()
-            ));
-        }
-        Ok(d)
-    }
-
-    fn peak(&self, dtype: DType) -> f64 {
-        match dtype {
-            DType::F16 | DType::BF16 => self.peak_flops_f16,
-            _ => self.peak_flops_f32,
-        }
-    }
-
-    /// Seconds for one kernel.
-    pub fn seconds(&self, c: &KernelCost) -> f64 {
-        (c.flops / self.peak(c.dtype)).max(c.bytes / self.bandwidth) + self.launch_overhead
-    }
+/// Seconds for a kernel of this cost on `device` as an ideal roofline: its arithmetic at
+/// the f32 (or tensor-core) peak or its bytes at the memory bandwidth, whichever is
+/// slower, plus the shortest kernel. For comparing single ops, where the shape of the
+/// loop nest is not known yet; whole kernels are priced by [`super::estimate`].
+pub fn roofline_seconds(c: &KernelCost, device: &Device) -> f64 {
+    let peak = match c.dtype {
+        DType::F16 | DType::BF16 => device.peak_flops_f16,
+        _ => device.peak_flops_f32,
+    };
+    (c.flops / peak).max(c.bytes / device.effective_dram_bandwidth())
+        + device.timing.kernel_floor_us * 1e-6
 }
 
 /// What one kernel does.

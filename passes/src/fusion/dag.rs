@@ -3,10 +3,11 @@
 //! out as an indexed DAG (operands first) for kernel formation.
 
 use super::analysis::{find_op, EGraph};
-use super::cost::{op_flops, Device, KernelCost};
+use super::cost::{op_flops, roofline_seconds, KernelCost};
 use super::extract::{solve, Candidate, Problem};
 use super::language::{ENode, Head};
 use super::region::RegionGraph;
+use calib_cost::Device;
 use calib_ir::{Op, TensorType};
 use egg::Id;
 use std::collections::HashMap;
@@ -116,10 +117,10 @@ impl Dag {
                         // removes anyway.
                         let mut secs = match kind {
                             Kind::Elementwise | Kind::IndexMap => {
-                                device.seconds(&KernelCost { bytes: 0.0, ..cost })
-                                    - device.launch_overhead
+                                roofline_seconds(&KernelCost { bytes: 0.0, ..cost }, device)
+                                    - device.timing.kernel_floor_us * 1e-6
                             }
-                            _ => device.seconds(&cost),
+                            _ => roofline_seconds(&cost, device),
                         };
                         if superseded.contains(n) {
                             secs += SUPERSEDED_PENALTY;

@@ -18,6 +18,7 @@
 mod analysis;
 mod cost;
 mod dag;
+pub mod estimate;
 mod explain;
 mod extract;
 mod foreach;
@@ -32,8 +33,10 @@ mod program;
 mod region;
 mod report;
 mod rules;
+mod schedule;
 
-pub use cost::{kernel_cost, Device, KernelCost};
+pub use calib_cost::Device;
+pub use cost::{kernel_cost, roofline_seconds, KernelCost};
 pub use explain::explain;
 pub use limits::Limits;
 pub use report::{FusionReport, KernelReport, PhaseReport};
@@ -99,6 +102,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     let side_outputs = horizontal::merge_side_outputs(&mut program);
     let concat_views = horizontal::concat_views(&mut program);
     let updates_merged = foreach::merge_updates(&mut program);
+    let (split_k, split_reductions) = schedule::assign(&mut program, &options.device);
     for (n, k) in program.kernels.iter_mut().enumerate() {
         k.name = format!("k{n}");
     }
@@ -138,6 +142,8 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         side_outputs,
         concat_views,
         updates_merged,
+        split_k,
+        split_reductions,
         warnings,
         kernels: report::kernel_rows(&program, &options.device),
     };
@@ -154,8 +160,10 @@ pub fn unfused(graph: &Graph) -> Result<Program> {
     let options = FusionOptions::default();
     let results = run_regions(graph, &part, &options, false, Instant::now())?;
     let plans: Vec<RegionPlan> = results.into_iter().map(|r| r.plan).collect();
-    program::assemble(graph, &part, &plans)
-        .map_err(|_| PassError::Fusion("unfused kernels formed a cycle (a bug)".into()))
+    let mut program = program::assemble(graph, &part, &plans)
+        .map_err(|_| PassError::Fusion("unfused kernels formed a cycle (a bug)".into()))?;
+    schedule::assign(&mut program, &options.device);
+    Ok(program)
 }
 
 /// What became of one region.

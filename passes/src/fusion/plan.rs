@@ -6,12 +6,13 @@
 //! kernels are then rebuilt for exactly the outputs that are used.
 
 use super::analysis::KernelBody;
-use super::cost::{kernel_cost, Device};
 use super::dag::{Dag, Kind};
+use super::estimate::kernel_seconds;
 use super::extract::{solve, Candidate, Problem};
 use super::group::{Group, Producers};
 use super::language::Head;
 use super::region::RegionGraph;
+use calib_cost::Device;
 use calib_ir::{Anchor, Graph};
 use egg::Id;
 use std::collections::{BTreeMap, HashMap};
@@ -81,7 +82,7 @@ pub fn plan(
                 let mut g = Group::seed(dag, i);
                 g.absorb(dag, i, Producers::FreeOnly);
                 if let Some((body, inputs, covers)) = g.body(dag, &[i], &scope) {
-                    problem.item_cost.push(device.seconds(&kernel_cost(&body)));
+                    problem.item_cost.push(kernel_seconds(&body, device));
                     cands.push(Candidate {
                         item: Some(problem.item_cost.len() as u32 - 1),
                         children: inputs.clone(),
@@ -117,9 +118,7 @@ pub fn plan(
                 continue;
             };
             let item = *kernel_item.entry(kc).or_insert_with(|| {
-                problem
-                    .item_cost
-                    .push(device.seconds(&kernel_cost(&info.body)));
+                problem.item_cost.push(kernel_seconds(&info.body, device));
                 let item = problem.item_cost.len() as u32 - 1;
                 item_kernel.insert(item, k);
                 item

@@ -1,8 +1,10 @@
 //! What fusion did, for people (`report.txt`) and tools (`report.json`).
 
-use super::cost::{kernel_cost, Device};
+use super::cost::kernel_cost;
+use super::estimate::program_kernel_seconds;
 use super::limits::Limits;
 use super::region::PhaseStats;
+use calib_cost::Device;
 use calib_ir::Program;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -32,6 +34,10 @@ pub struct FusionReport {
     pub concat_views: usize,
     /// Optimizer updates merged into multi-tensor launches.
     pub updates_merged: usize,
+    /// GEMM kernels whose `k` is split across blocks (a second pass adds the slices).
+    pub split_k: usize,
+    /// Reduction kernels whose reduced elements are split across teams.
+    pub split_reductions: usize,
     pub warnings: Vec<String>,
     pub kernels: Vec<KernelReport>,
 }
@@ -73,7 +79,12 @@ pub struct KernelReport {
     pub ops: usize,
     pub flops: f64,
     pub bytes: f64,
+    /// Predicted by the planner's estimate (the compile report also gives the cost
+    /// model's figure for the code generation really emits).
     pub seconds: f64,
+    /// The loop-nest layout the planner chose (GEMM tile, split of k).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// The original graph's nodes it computes.
     pub covers: Vec<usize>,
 }
@@ -85,7 +96,12 @@ pub fn totals(program: &Program, device: &Device) -> (usize, f64, f64, f64) {
         .iter()
         .fold((0, 0.0, 0.0, 0.0), |(n, b, f, s), k| {
             let c = kernel_cost(&k.body);
-            (n + 1, b + c.bytes, f + c.flops, s + device.seconds(&c))
+            (
+                n + 1,
+                b + c.bytes,
+                f + c.flops,
+                s + program_kernel_seconds(k, device),
+            )
         })
 }
 
@@ -108,7 +124,8 @@ pub fn kernel_rows(program: &Program, device: &Device) -> Vec<KernelReport> {
                     .count(),
                 flops: c.flops,
                 bytes: c.bytes,
-                seconds: device.seconds(&c),
+                seconds: program_kernel_seconds(k, device),
+                schedule: k.schedule.map(|s| s.to_string()),
                 covers: k.covers.clone(),
             }
         })
@@ -161,8 +178,13 @@ impl FusionReport {
         .unwrap();
         writeln!(
             t,
-            "  side outputs folded: {}, concats as views: {}, updates merged: {}",
-            self.side_outputs, self.concat_views, self.updates_merged
+            "  side outputs folded: {}, concats as views: {}, updates merged: {}, split GEMMs: {}, \
+             split reductions: {}",
+            self.side_outputs,
+            self.concat_views,
+            self.updates_merged,
+            self.split_k,
+            self.split_reductions
         )
         .unwrap();
         for p in &self.phases {
