@@ -29,7 +29,9 @@ pub mod weights;
 pub use atomic_file::write_atomic;
 pub use bindings::Bindings;
 pub use collective::{Collective, CollectiveError, InProcess};
-pub use device_program::{Action, DeviceAllReduce, DeviceKernel, DeviceProgram, LaunchInfo};
+pub use device_program::{
+    Action, ArenaCopy, DeviceAllReduce, DeviceKernel, DeviceProgram, LaunchInfo,
+};
 pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};
 pub use session::{Carry, Session, Transfers};
