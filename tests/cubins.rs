@@ -102,6 +102,8 @@ fn step_kernels_assemble_for_sm_90_and_sm_80_and_come_back_from_the_cache() {
             "one ptxas run per module"
         );
         assert!(stats.notes.is_empty(), "{:?}", stats.notes);
+        let version = stats.ptxas.unwrap_or_default();
+        assert!(version.contains("release"), "ptxas version: {version}");
 
         let before = runs(&log);
         let (again, stats) = module_images(&kernels, &modules, arch, Ok(&assembler));

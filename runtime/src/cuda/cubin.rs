@@ -78,9 +78,14 @@ impl Assembler {
         &self.ptxas
     }
 
-    /// The last line of `ptxas --version` (`Cuda compilation tools, release 12.9, ...`).
+    /// The release line of `ptxas --version` (`Cuda compilation tools, release 12.9,
+    /// V12.9.86`), or its last line.
     pub fn version(&self) -> &str {
-        self.version.lines().last().unwrap_or_default()
+        let lines = || self.version.lines();
+        lines()
+            .find(|l| l.contains("release"))
+            .or_else(|| lines().last())
+            .unwrap_or_default()
     }
 
     /// The cubin of `ptx` for `arch` (`sm_90`): from the cache when a valid entry is

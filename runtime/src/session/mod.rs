@@ -28,7 +28,9 @@ pub use resident::{BufferCopy, ResidentProgram, ResidentSession};
 use crate::{Bindings, DeviceProgram, Outputs, RuntimeError, TensorMap};
 use std::ops::Sub;
 
-/// Bytes moved between the host and a session's executor since the session began.
+/// Bytes moved between the host and a session's executor for the session's values
+/// (state, batch, fetched outputs) since the session began. All-reduces staged through
+/// the host are the replica group's traffic, not counted here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Transfers {
     pub uploaded_bytes: u64,
