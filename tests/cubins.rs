@@ -54,6 +54,16 @@ fn counting_ptxas(dir: &Path, real: &Path, log: &Path, refuse: bool) -> PathBuf 
     script
 }
 
+/// An assembler over [`counting_ptxas`] with a cache in `dir`: it, the log of ptxas
+/// runs, and the cache directory.
+fn counting_assembler(dir: &Path, real: &Path) -> (Assembler, PathBuf, PathBuf) {
+    let log = dir.join("runs.log");
+    let ptxas = counting_ptxas(dir, real, &log, false);
+    let cache = dir.join("cache");
+    let assembler = Assembler::new(ptxas, Some(cache.clone())).unwrap();
+    (assembler, log, cache)
+}
+
 fn runs(log: &Path) -> usize {
     std::fs::read_to_string(log).map_or(0, |s| s.lines().count())
 }
@@ -87,10 +97,7 @@ fn step_kernels_assemble_for_sm_90_and_sm_80_and_come_back_from_the_cache() {
     let Some(real) = real_ptxas() else { return };
     let (kernels, modules) = tiny_step();
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("runs.log");
-    let ptxas = counting_ptxas(dir.path(), &real, &log, false);
-    let cache = dir.path().join("cache");
-    let assembler = Assembler::new(ptxas, Some(cache.clone())).unwrap();
+    let (assembler, log, cache) = counting_assembler(dir.path(), &real);
     for arch in ["sm_90", "sm_80"] {
         let before = runs(&log);
         let (images, stats) = module_images(&kernels, &modules, arch, Ok(&assembler));
@@ -127,10 +134,7 @@ fn a_truncated_or_corrupted_entry_is_rebuilt() {
     let Some(real) = real_ptxas() else { return };
     let (kernels, modules) = tiny_step();
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("runs.log");
-    let ptxas = counting_ptxas(dir.path(), &real, &log, false);
-    let cache = dir.path().join("cache");
-    let assembler = Assembler::new(ptxas, Some(cache.clone())).unwrap();
+    let (assembler, log, cache) = counting_assembler(dir.path(), &real);
     let (good, _) = module_images(&kernels, &modules, "sm_90", Ok(&assembler));
     let mut entries: Vec<PathBuf> = std::fs::read_dir(cache.join("cubin"))
         .unwrap()
