@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # The GPU check, for an x86-64 machine with an NVIDIA GPU and no internet (driver, nvcc,
-# ptxas and PyTorch present, no Rust). Runs what scripts/gpu-build.sh prepared: the GPU
-# tests (fixtures, CUDA graphs, data-parallel replicas, NCCL), `calib verify --backend
-# cuda` on every fixture, the SCNet-50 training-step benchmark (batch 64, 224x224; plain
-# and as a CUDA graph) beside PyTorch eager and torch.compile in the same run, and short
-# `calib train --backend cuda` runs (one replica, and two replicas) on a bundled slice of
-# Fashion-MNIST. Writes JSON into OUT (default bench/results/). Every step has a time
-# limit inside one overall deadline, so it finishes in under 8 minutes.
+# ptxas and PyTorch present, no Rust). Runs what scripts/gpu-build.sh prepared, most
+# wanted first:
+#   1. the SCNet-50 training step's first step on a GPU that never ran calib (an empty
+#      cubin cache, the driver's JIT cache off), then a warm process: step time and a
+#      per-launch timing table (CUDA events);
+#   2. the GPU tests (fixtures, sessions, CUDA graphs, replicas, NCCL, per-launch timing);
+#   3. `calib train --backend cuda` on a bundled Fashion-MNIST slice: images/s, plain,
+#      as a CUDA graph, and two replicas;
+#   4. the step as a CUDA graph, `calib verify --backend cuda` on every fixture, PyTorch
+#      eager / torch.compile baselines in the same run.
+# Every step has a time limit inside one overall deadline (450 s). Into OUT (default
+# bench/results/) go three files only: gpu-check.json (the summary), the per-launch
+# table scnet50-b64-kernels.csv, and gpu-check-logs.tar.gz (every log and metrics file).
 #
 #   bash scripts/gpu-check.sh [OUT] [BUNDLE]
 set -uo pipefail
@@ -14,6 +20,7 @@ cd "$(dirname "$0")/.."
 out=${1:-bench/results}
 bundle=${2:-gpu-bundle}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 started=$(date +%s)
 
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
@@ -26,79 +33,176 @@ if [ ! -x "$calib" ]; then
   echo "gpu-check: $calib not found; run scripts/gpu-build.sh on a machine with Rust and carry $bundle" >&2
   exit 2
 fi
+calib=$(cd "$(dirname "$calib")" && pwd)/calib
+
+# Logs, run directories and caches live here; only the summary, the table and an
+# archive of the logs go to OUT.
+work=$(mktemp -d "${TMPDIR:-/tmp}/calib-gpu-check.XXXXXX")
+logs="$work/logs"
+mkdir -p "$logs"
+# One cubin cache for the whole check, empty until the cold start fills it.
+export CALIB_CACHE_DIR="$work/cache"
 
 status=0
 deadline=$(( started + ${GPU_CHECK_SECONDS:-450} ))  # the whole check stays under 8 minutes
-step() { # step NAME SECONDS CMD...: runs CMD within min(SECONDS, time left), logs OUT/NAME.log
+# step NAME SECONDS CMD...: runs CMD within min(SECONDS, time left); stdout to
+# logs/NAME.out, stderr to logs/NAME.log; one line per step in logs/steps.tsv.
+step() {
   local name=$1 limit=$2; shift 2
-  local left=$(( deadline - $(date +%s) ))
+  local left=$(( deadline - $(date +%s) )) t0 code
   echo "== $name"
   if [ "$left" -lt 10 ]; then
-    echo "   SKIPPED: out of time"; echo "skipped: the check's time ran out" > "$out/$name.log"; status=1; return
+    echo "   SKIPPED: out of time"; printf '%s\tskipped\t0\n' "$name" >> "$logs/steps.tsv"; status=1; return
   fi
   [ "$limit" -gt "$left" ] && limit=$left
-  if timeout "$limit" "$@" > "$out/$name.log" 2>&1; then
+  t0=$(date +%s)
+  timeout "$limit" "$@" > "$logs/$name.out" 2> "$logs/$name.log"
+  code=$?
+  if [ "$code" = 0 ]; then
     echo "   ok ($(( $(date +%s) - started ))s elapsed)"
+    printf '%s\tok\t%s\n' "$name" "$(( $(date +%s) - t0 ))" >> "$logs/steps.tsv"
   else
-    echo "   FAILED (exit $?), see $out/$name.log"; tail -n 20 "$out/$name.log"; status=1
+    echo "   FAILED (exit $code), see $name.log in the archive"
+    tail -n 20 "$logs/$name.log"
+    printf '%s\tfailed (exit %s)\t%s\n' "$name" "$code" "$(( $(date +%s) - t0 ))" >> "$logs/steps.tsv"
+    status=1
   fi
 }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv > "$out/device.csv" 2>&1
-step devices 30 "$calib" devices --json
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv > "$logs/device.csv" 2>&1
+step devices 20 "$calib" devices --json
+# ptxas assembles the kernels for this GPU (calib looks on PATH and in
+# /usr/local/cuda/bin); a toolkit elsewhere, or the ptxas Triton ships with PyTorch, is
+# pointed at explicitly. Without one calib falls back to the driver's JIT, and says so.
+if [ -z "${CALIB_PTXAS:-}" ] && ! command -v ptxas >/dev/null 2>&1 && [ ! -x /usr/local/cuda/bin/ptxas ]; then
+  triton_ptxas=$(python3 -c 'import os, triton; print(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))' 2>/dev/null || true)
+  for p in /usr/local/cuda-*/bin/ptxas $triton_ptxas; do
+    if [ -x "$p" ]; then export CALIB_PTXAS=$p; break; fi
+  done
+fi
+ptxas_bin=${CALIB_PTXAS:-$(command -v ptxas || ls /usr/local/cuda/bin/ptxas 2>/dev/null)}
+if [ -n "$ptxas_bin" ]; then
+  echo "$ptxas_bin: $("$ptxas_bin" --version 2>&1 | tail -n 1)" > "$logs/ptxas.txt"
+else
+  echo "not found (kernels are JIT-compiled by the driver)" > "$logs/ptxas.txt"
+fi
+echo "== ptxas: $(cat "$logs/ptxas.txt")"
 
 # NCCL: cudarc loads `libnccl.so`; the nvidia-nccl wheels (PyTorch's dependency) and
 # distribution packages ship `libnccl.so.2`, so link whichever is found.
 nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)
 [ -f "$nccl_lib" ] || nccl_lib=$(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 /{print $NF; exit}')
 if [ -n "$nccl_lib" ] && [ -f "$nccl_lib" ]; then
-  mkdir -p "$bundle/nccl" && ln -sf "$nccl_lib" "$bundle/nccl/libnccl.so"
-  export LD_LIBRARY_PATH="$(cd "$bundle/nccl" && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  mkdir -p "$work/nccl" && ln -sf "$nccl_lib" "$work/nccl/libnccl.so"
+  export LD_LIBRARY_PATH="$work/nccl${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export CALIB_REQUIRE_NCCL=1
-  echo "== nccl: $nccl_lib"; echo "$nccl_lib" > "$out/nccl.txt"
+  echo "== nccl: $nccl_lib"; echo "$nccl_lib" > "$logs/nccl.txt"
 else
-  echo "== nccl: not found (the NCCL tests are skipped)"; echo "not found" > "$out/nccl.txt"
+  echo "== nccl: not found (the NCCL tests are skipped)"; echo "not found" > "$logs/nccl.txt"
 fi
 
+# 1. Cold start: nothing cached, neither cubins nor the driver's JIT output. Then a
+# second process, warm (cubins cached), also times every launch.
+step cold-start 120 env CUDA_CACHE_DISABLE=1 \
+  "$calib" bench --model scnet50 --batch 64 --backend cuda --steps 1 --json
+step warm-start 150 "$calib" bench --model scnet50 --batch 64 --backend cuda --steps 10 --json \
+  --per-kernel "$out/scnet50-b64-kernels.csv"
+
+# 2. The GPU tests.
 export CALIB_FIXTURES="$(cd "$bundle/fixtures" && pwd)"
 for t in "$bundle"/bin/tests/*; do
-  [ -x "$t" ] && step "test-$(basename "$t" | sed 's/-[0-9a-f]*$//')" 200 "$t" --test-threads 1
+  [ -x "$t" ] && step "test-$(basename "$t" | sed 's/-[0-9a-f]*$//')" 120 "$t" --test-threads 1
 done
+
+# 3. Training on the GPU.
+train=(train --backend cuda --data-dir "$bundle/fashion-mnist" --batch 128 --log-every 10)
+step train-cuda 60 "$calib" "${train[@]}" --epochs 1 --test-limit 2000 --out "$work/train-cuda"
+step train-cuda-graph 60 "$calib" "${train[@]}" --cuda-graph --epochs 1 --test-limit 2000 --out "$work/train-cuda-graph"
+step train-cuda-replicas 40 "$calib" "${train[@]}" --replicas 2 --max-steps 20 --test-limit 1000 --out "$work/train-cuda-replicas"
+
+# 4. The rest.
+step bench-calib-f32-graph 60 "$calib" bench --model scnet50 --batch 64 --backend cuda --cuda-graph --steps 10 --json
 fixtures=()
 for dir in "$bundle"/fixtures/*/; do [ -f "$dir/meta.json" ] && fixtures+=("$dir"); done
-step verify-cuda 90 "$calib" verify --backend cuda --json "${fixtures[@]}"
-step bench-calib-f32 120 "$calib" bench --model scnet50 --batch 64 --backend cuda --steps 10 --json
+step verify-cuda 45 "$calib" verify --backend cuda --json "${fixtures[@]}"
 if python3 -c 'import torch' 2>/dev/null; then
-  step check-pytorch-definition 45 python3 bench/scnet_torch.py --check "${fixtures[@]}"
-  step bench-pytorch 180 python3 bench/torch_gpu_step.py --out "$out/pytorch.json" --batch 64 --steps 10
+  step check-pytorch-definition 30 python3 bench/scnet_torch.py --check "${fixtures[@]}"
+  step bench-pytorch 90 python3 bench/torch_gpu_step.py --out "$work/pytorch.json" --batch 64 --steps 10
 else
   echo "== PyTorch not importable: no baseline in this run"; status=1
 fi
-step bench-calib-f32-graph 90 "$calib" bench --model scnet50 --batch 64 --backend cuda --cuda-graph --steps 10 --json
-step train-cuda 60 "$calib" train --backend cuda --data-dir "$bundle/fashion-mnist" --epochs 1 --batch 128 --test-limit 2000 --out "$out/train-cuda"
-step train-cuda-replicas 60 "$calib" train --backend cuda --replicas 2 --data-dir "$bundle/fashion-mnist" --max-steps 20 --batch 128 --test-limit 1000 --out "$out/train-cuda-replicas"
 
-python3 - "$out" "$bundle" "$status" <<'PY'
-import json, os, sys, glob
-out, bundle, status = sys.argv[1], sys.argv[2], int(sys.argv[3])
-summary = {"commit": open(os.path.join(bundle, "COMMIT")).read().strip() if os.path.exists(os.path.join(bundle, "COMMIT")) else "unknown",
-           "device": open(os.path.join(out, "device.csv")).read().strip().splitlines()[-1],
-           "passed": status == 0, "logs": sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "*.log")))}
-summary["nccl"] = open(os.path.join(out, "nccl.txt")).read().strip() if os.path.exists(os.path.join(out, "nccl.txt")) else "unknown"
-for key, log in [("calib", "bench-calib-f32.log"), ("calib_cuda_graph", "bench-calib-f32-graph.log")]:
+for run in train-cuda train-cuda-graph train-cuda-replicas; do
+  [ -f "$work/$run/metrics.jsonl" ] && cp "$work/$run/metrics.jsonl" "$logs/$run.metrics.jsonl"
+done
+[ -f "$work/pytorch.json" ] && cp "$work/pytorch.json" "$logs/pytorch.json"
+python3 - "$out" "$logs" "$bundle" "$status" <<'PY'
+import json, os, statistics, sys
+out, logs, bundle, status = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def read(path, parse=lambda f: f.read().strip()):
     try:
-        summary[key] = json.loads(open(os.path.join(out, log)).read())
+        with open(path) as f:
+            return parse(f)
     except Exception as e:
-        summary[key] = {"error": str(e)}
-for key, run in [("train_cuda", "train-cuda"), ("train_cuda_replicas", "train-cuda-replicas")]:
-    path = os.path.join(out, run, "metrics.jsonl")
-    if os.path.exists(path):
-        lines = [json.loads(l) for l in open(path) if l.strip()]
-        summary[key] = lines[-2:]
-if os.path.exists(os.path.join(out, "pytorch.json")):
-    summary["pytorch"] = json.load(open(os.path.join(out, "pytorch.json")))
-json.dump(summary, open(os.path.join(out, "gpu-check.json"), "w"), indent=1)
-print(json.dumps(summary, indent=1)[:2000])
+        return {"error": f"{os.path.basename(path)}: {e}"}
+
+summary = {"commit": read(os.path.join(bundle, "COMMIT")),
+           "device": read(os.path.join(logs, "device.csv"), lambda f: f.read().strip().splitlines()[-1]),
+           "passed": status == 0,
+           "nccl": read(os.path.join(logs, "nccl.txt")),
+           "ptxas": read(os.path.join(logs, "ptxas.txt")),
+           "steps": {}}
+steps = read(os.path.join(logs, "steps.tsv"), lambda f: f.read().splitlines())
+for line in steps if isinstance(steps, list) else []:
+    name, result, seconds = line.split("\t")
+    summary["steps"][name] = {"result": result, "seconds": int(seconds)}
+
+def bench(name):
+    return read(os.path.join(logs, name + ".out"), json.load)
+
+def start(b):
+    """What a first step cost, from a bench JSON."""
+    if "error" in b:
+        return b
+    keep = ("first_step_seconds", "prepare_seconds", "build_seconds", "step_ms_median")
+    result = {k: b.get(k) for k in keep}
+    kernels = (b.get("session") or {}).get("kernels") or {}
+    result["kernels"] = {k: kernels.get(k) for k in (
+        "launches", "modules", "arch", "ptxas", "cubins_from_cache", "cubins_assembled",
+        "jit_modules", "assemble_seconds", "load_seconds", "notes")}
+    return result
+
+cold, warm = bench("cold-start"), bench("warm-start")
+summary["cold_start"] = start(cold)
+summary["warm_start"] = start(warm)
+summary["calib"] = warm
+summary["calib_cuda_graph"] = bench("bench-calib-f32-graph")
+table = os.path.join(out, "scnet50-b64-kernels.csv")
+summary["per_kernel"] = dict(warm.get("per_kernel") or {}, file=os.path.basename(table),
+                             written=os.path.exists(table))
+
+def training(run):
+    lines = read(os.path.join(logs, run + ".metrics.jsonl"),
+                 lambda f: [json.loads(l) for l in f if l.strip()])
+    if isinstance(lines, dict):
+        return lines
+    windows = [l["images_per_second"] for l in lines if "images_per_second" in l]
+    # The first window includes the first step (graph capture, first launches).
+    steady = windows[1:] or windows
+    return {"images_per_second_median": statistics.median(steady) if steady else None,
+            "images_per_second_windows": windows, "last": lines[-2:]}
+
+for key, run in [("train_cuda", "train-cuda"), ("train_cuda_graph", "train-cuda-graph"),
+                 ("train_cuda_replicas", "train-cuda-replicas")]:
+    summary[key] = training(run)
+if os.path.exists(os.path.join(logs, "pytorch.json")):
+    summary["pytorch"] = read(os.path.join(logs, "pytorch.json"), json.load)
+with open(os.path.join(out, "gpu-check.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+print(json.dumps({k: summary[k] for k in ("passed", "cold_start", "warm_start")}, indent=1)[:3000])
 PY
-echo "gpu-check: finished in $(( $(date +%s) - started ))s, status $status"
+tar -czf "$out/gpu-check-logs.tar.gz" -C "$work" logs
+rm -rf "$work"
+echo "gpu-check: finished in $(( $(date +%s) - started ))s, status $status; wrote $(ls "$out" | tr '\n' ' ')"
 exit $status

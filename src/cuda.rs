@@ -1,6 +1,8 @@
 //! The `cuda` backend: a graph fused into a kernel plan, compiled to PTX and run on
-//! NVIDIA GPUs through cudarc. A graph is compiled once and loaded once per replica, so
-//! a training loop pays fusion, code generation and the driver's JIT once.
+//! NVIDIA GPUs through cudarc. A graph is compiled once and its kernels loaded once per
+//! GPU (as cubins from `ptxas` and the user's cache where it can), so a training loop
+//! pays fusion, code generation and assembly once. Each [`Backend::run`] replica and
+//! each session has an arena of its own; a session keeps its state there between steps.
 //!
 //! Data parallelism: replica `r` of a group (the rank of the bound
 //! [`Collective`](calib_runtime::Collective)) runs on GPU `(first + r) % count`. When
@@ -12,8 +14,13 @@
 use crate::device::compile_graph;
 use calib_ir::Graph;
 use calib_passes::fusion::FusionOptions;
-use calib_runtime::cuda::{devices, nccl_present, CudaError, CudaOptions, CudaProgram, NcclGroup};
-use calib_runtime::{Backend, Bindings, DeviceProgram, Outputs, RuntimeError};
+use calib_runtime::cuda::{
+    devices, nccl_present, CudaError, CudaOptions, CudaProgram, LoadedKernels, NcclGroup, NcclRank,
+};
+use calib_runtime::session::{BufferCopy, ResidentProgram, ResidentSession};
+use calib_runtime::{
+    Backend, Bindings, Carry, Collective, DeviceProgram, Outputs, RuntimeError, Session,
+};
 use std::sync::{Arc, Mutex};
 
 /// A program loaded for one replica, shared by the calls of that replica.
@@ -27,8 +34,10 @@ pub struct Cuda {
     options: CudaOptions,
     use_nccl: bool,
     compiled: Mutex<Vec<(Graph, Arc<DeviceProgram>)>>,
-    /// Loaded programs by graph and replica rank (replicas sharing a GPU each have their
-    /// own arena: one waits in an all-reduce while the other runs).
+    /// Loaded kernels by graph and GPU.
+    kernels: Mutex<Vec<(Graph, usize, Arc<LoadedKernels>)>>,
+    /// Programs for [`Backend::run`] by graph and replica rank (replicas sharing a GPU
+    /// each have their own arena: one waits in an all-reduce while the other runs).
     loaded: Mutex<Vec<(Graph, usize, Loaded)>>,
     groups: Mutex<Vec<Arc<NcclGroup>>>,
 }
@@ -51,6 +60,7 @@ impl Cuda {
             options: CudaOptions::default(),
             use_nccl: true,
             compiled: Mutex::new(vec![]),
+            kernels: Mutex::new(vec![]),
             loaded: Mutex::new(vec![]),
             groups: Mutex::new(vec![]),
         })
@@ -93,6 +103,27 @@ impl Cuda {
         Ok(plan)
     }
 
+    /// A new program of `graph` for replica `rank`: its plan compiled and its kernels
+    /// loaded on the replica's GPU (each once), an arena of its own.
+    fn program(&self, graph: &Graph, rank: usize) -> Result<CudaProgram, RuntimeError> {
+        let plan = self.compile(graph)?;
+        let gpu = self.gpu_of(rank);
+        let device = |e: CudaError| RuntimeError::Device(e.to_string());
+        let cached = Self::lock(&self.kernels)
+            .iter()
+            .find(|(g, o, _)| *o == gpu && g == graph)
+            .map(|(_, _, k)| k.clone());
+        let kernels = match cached {
+            Some(k) => k,
+            None => {
+                let k = LoadedKernels::load(gpu, &plan.kernels).map_err(device)?;
+                Self::lock(&self.kernels).push((graph.clone(), gpu, k.clone()));
+                k
+            }
+        };
+        CudaProgram::with_kernels(kernels, (*plan).clone(), self.options).map_err(device)
+    }
+
     fn prepare(&self, graph: &Graph, rank: usize) -> Result<Loaded, RuntimeError> {
         if let Some((_, _, p)) = Self::lock(&self.loaded)
             .iter()
@@ -100,12 +131,42 @@ impl Cuda {
         {
             return Ok(p.clone());
         }
-        let plan = self.compile(graph)?;
-        let program = CudaProgram::load_with(self.gpu_of(rank), (*plan).clone(), self.options)
-            .map_err(|e| RuntimeError::Device(e.to_string()))?;
-        let program = Arc::new(Mutex::new(program));
+        let program = Arc::new(Mutex::new(self.program(graph, rank)?));
         Self::lock(&self.loaded).push((graph.clone(), rank, program.clone()));
         Ok(program)
+    }
+
+    /// Runs `f` with the collective the replica's all-reduces should use: the bound
+    /// one, or in its place this replica's rank of an NCCL group when the group can
+    /// have one (see [`Cuda::nccl_group`]). A replica that fails or panics with an NCCL
+    /// rank leaves the group, so its peers stop waiting.
+    fn with_group<T>(
+        &self,
+        bound: Option<&dyn Collective>,
+        f: impl FnOnce(Option<&dyn Collective>) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let (rank, world) = bound.map_or((0, 1), |g| (g.rank(), g.world()));
+        // A communicator bound by the caller is used as it is.
+        let group = match bound.and_then(|g| g.nccl()) {
+            Some(_) => None,
+            None => self.nccl_group(world)?,
+        };
+        match &group {
+            Some(group) => {
+                let nccl = group.rank(rank);
+                struct LeaveOnPanic<'a>(&'a NcclRank);
+                impl Drop for LeaveOnPanic<'_> {
+                    fn drop(&mut self) {
+                        if std::thread::panicking() {
+                            self.0.leave();
+                        }
+                    }
+                }
+                let _guard = LeaveOnPanic(nccl);
+                f(Some(nccl))
+            }
+            None => f(bound),
+        }
     }
 
     /// The NCCL group for `world` replicas, if they each have a GPU and NCCL loads.
@@ -133,31 +194,90 @@ impl Backend for Cuda {
     }
 
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
-        let bound = bindings.get_collective();
-        let (rank, world) = bound.map_or((0, 1), |g| (g.rank(), g.world()));
-        // A communicator bound by the caller is used as it is.
-        let group = match bound.and_then(|g| g.nccl()) {
-            Some(_) => None,
-            None => self.nccl_group(world)?,
-        };
+        let rank = bindings.get_collective().map_or(0, |g| g.rank());
         let program = self.prepare(graph, rank)?;
         let mut program = Self::lock(&program);
-        match &group {
-            Some(group) => {
-                let nccl = group.rank(rank);
-                // A replica that panics leaves the group too, so its peers stop waiting.
-                struct LeaveOnPanic<'a>(&'a calib_runtime::cuda::NcclRank);
-                impl Drop for LeaveOnPanic<'_> {
-                    fn drop(&mut self) {
-                        if std::thread::panicking() {
-                            self.0.leave();
-                        }
-                    }
-                }
-                let _guard = LeaveOnPanic(nccl);
-                program.run(&bindings.clone().collective(nccl))
-            }
+        self.with_group(bindings.get_collective(), |group| match group {
+            Some(g) => program.run(&bindings.clone().collective(g)),
             None => program.run(bindings),
+        })
+    }
+
+    /// The state stays in the replica's arena on its GPU; each step's carry is a set of
+    /// device-to-device copies on the step's stream (inside the CUDA graph with
+    /// `--cuda-graph`).
+    fn session<'a>(
+        &'a self,
+        graph: &Graph,
+        carry: &Carry,
+        replica: usize,
+    ) -> Result<Box<dyn Session + 'a>, RuntimeError> {
+        let program = Replica {
+            backend: self,
+            rank: replica,
+            program: self.program(graph, replica)?,
+        };
+        Ok(Box::new(ResidentSession::new(program, graph, carry)?))
+    }
+}
+
+/// A session's program: one replica's, all-reducing through the backend's NCCL groups.
+struct Replica<'a> {
+    backend: &'a Cuda,
+    rank: usize,
+    program: CudaProgram,
+}
+
+impl Replica<'_> {
+    /// The replica's group, checked to be for this replica.
+    fn group<'g>(
+        &self,
+        group: Option<&'g dyn Collective>,
+    ) -> Result<Option<&'g dyn Collective>, RuntimeError> {
+        match group {
+            Some(g) if g.rank() != self.rank => Err(RuntimeError::Session(format!(
+                "replica {}'s session was given rank {}'s group",
+                self.rank,
+                g.rank()
+            ))),
+            _ => Ok(group),
         }
+    }
+}
+
+impl ResidentProgram for Replica<'_> {
+    fn plan(&self) -> &DeviceProgram {
+        self.program.plan()
+    }
+
+    fn write(&mut self, buffer: calib_ir::BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.program.write(buffer, bytes)
+    }
+
+    fn read(&mut self, buffer: calib_ir::BufferId) -> Result<Vec<u8>, RuntimeError> {
+        self.program.read(buffer)
+    }
+
+    fn step(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+    ) -> Result<(), RuntimeError> {
+        let group = self.group(group)?;
+        let program = &mut self.program;
+        self.backend.with_group(group, |g| program.step(g, copies))
+    }
+
+    fn timed_step(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+    ) -> Result<Vec<f64>, RuntimeError> {
+        let group = self.group(group)?;
+        self.program.timed_step(group, copies)
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        self.program.stats()
     }
 }

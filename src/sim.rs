@@ -1,10 +1,14 @@
 //! The `sim` backend: a graph fused into a kernel plan, compiled to PTX, and run on the
-//! PTX simulator. What it checks is the exact code a GPU would run.
+//! PTX simulator. What it checks is the exact code a GPU would run, and its sessions
+//! keep state in device buffers as a GPU's do.
 
 use crate::device::compile_graph;
 use calib_ir::Graph;
 use calib_passes::fusion::FusionOptions;
-use calib_runtime::{Backend, Bindings, Outputs, RuntimeError, SimProgram};
+use calib_runtime::session::ResidentSession;
+use calib_runtime::{
+    Backend, Bindings, Carry, Outputs, RuntimeError, Session, SimProgram, SimResident,
+};
 use std::sync::{Arc, Mutex};
 
 /// Runs graphs as PTX on the simulator. Compiled programs are kept per graph, so
@@ -56,5 +60,17 @@ impl Backend for Sim {
 
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
         self.prepare(graph)?.run(bindings)
+    }
+
+    /// State kept in simulated device buffers between steps, exactly as the `cuda`
+    /// backend keeps it on a GPU (the same session code drives both).
+    fn session<'a>(
+        &'a self,
+        graph: &Graph,
+        carry: &Carry,
+        _replica: usize,
+    ) -> Result<Box<dyn Session + 'a>, RuntimeError> {
+        let resident = SimResident::new(self.prepare(graph)?)?;
+        Ok(Box::new(ResidentSession::new(resident, graph, carry)?))
     }
 }

@@ -1,6 +1,10 @@
 //! `scripts/gpu-check.sh` on a machine without a GPU: a clear message, exit code 3, and a
-//! result file that says why, never a pretend pass.
+//! result file that says why, never a pretend pass. And its plumbing, with stand-ins for
+//! `nvidia-smi` and the bundle: the order of its runs, the caches they see, and the
+//! three files it returns.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 
 #[test]
@@ -29,4 +33,154 @@ fn gpu_check_explains_a_missing_gpu() {
         serde_json::from_str(&std::fs::read_to_string(out.path().join("gpu-check.json")).unwrap())
             .unwrap();
     assert!(v["gpu"].is_null() && v["reason"].as_str().unwrap().contains("no NVIDIA GPU"));
+}
+
+/// Writes an executable script.
+fn script(path: &Path, body: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A stand-in for the bundled `calib`: logs each call with the cubin cache it saw, and
+/// answers as calib does (bench JSON whose first step is slow only on an empty cache,
+/// the per-launch table, training metrics).
+const FAKE_CALIB: &str = r#"#!/usr/bin/env bash
+entries=$(ls "${CALIB_CACHE_DIR:-/nonexistent}" 2>/dev/null | wc -l)
+echo "$1 entries=$entries jit_cache_off=${CUDA_CACHE_DISABLE:-0} args=$*" >> "$CALLS"
+case "$1" in
+  devices) echo '[{"ordinal": 0}]' ;;
+  bench)
+    prev=""; table=""
+    for a in "$@"; do [ "$prev" = --per-kernel ] && table=$a; prev=$a; done
+    [ -n "$table" ] && printf 'launch,kernel\n0,k0\n' > "$table"
+    first=2.0; [ "$entries" = 0 ] && first=9.0
+    mkdir -p "$CALIB_CACHE_DIR" && touch "$CALIB_CACHE_DIR/entry-$RANDOM"
+    per=null; [ -n "$table" ] && per='{"launches": 1, "kernel_ms_sum": 0.5}'
+    echo "{\"first_step_seconds\": $first, \"prepare_seconds\": 1.0, \"step_ms_median\": 50.0, \"session\": {\"kernels\": {\"modules\": 2, \"cubins_from_cache\": $entries}}, \"per_kernel\": $per}"
+    ;;
+  train)
+    prev=""; dir=""
+    for a in "$@"; do [ "$prev" = --out ] && dir=$a; prev=$a; done
+    mkdir -p "$dir"
+    for ips in 100 300 200 400; do echo "{\"step\": 10, \"images_per_second\": $ips}"; done > "$dir/metrics.jsonl"
+    echo '{"step": 40, "test_accuracy": 0.5}' >> "$dir/metrics.jsonl"
+    ;;
+  verify) echo '[]' ;;
+esac
+"#;
+
+#[test]
+fn gpu_check_runs_cold_then_warm_and_returns_three_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    script(
+        &root.join("path/nvidia-smi"),
+        "#!/bin/sh\nif [ \"$1\" = -L ]; then echo 'GPU 0: Fake (UUID: GPU-0)'; else echo 'name, compute_cap'; echo 'Fake, 9.0'; fi\n",
+    );
+    let bundle = root.join("bundle");
+    script(&bundle.join("bin/calib"), FAKE_CALIB);
+    script(
+        &bundle.join("bin/tests/gpu_cuda-0123456789abcdef"),
+        "#!/bin/sh\necho 'test result: ok. 1 passed; 0 failed'\n",
+    );
+    std::fs::create_dir_all(bundle.join("fixtures/tiny")).unwrap();
+    std::fs::write(bundle.join("fixtures/tiny/meta.json"), "{}").unwrap();
+    std::fs::create_dir_all(bundle.join("fashion-mnist")).unwrap();
+    std::fs::write(bundle.join("COMMIT"), "abc123\n").unwrap();
+    let (out, tmp, calls) = (root.join("out"), root.join("tmp"), root.join("calls.log"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let path = format!(
+        "{}:{}",
+        root.join("path").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let o = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gpu-check.sh"))
+        .args([&out, &bundle])
+        .env("PATH", path)
+        .env("TMPDIR", &tmp)
+        .env("CALLS", &calls)
+        .env_remove("CALIB_CACHE_DIR")
+        .output()
+        .expect("bash runs");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{log}");
+
+    // Three files come back, nothing else; the work directory is gone.
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "gpu-check-logs.tar.gz",
+            "gpu-check.json",
+            "scnet50-b64-kernels.csv"
+        ],
+        "{log}"
+    );
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "work dir left");
+
+    // The cold start saw an empty cubin cache and no driver JIT cache; the warm process
+    // the cache the cold one filled, and it wrote the per-launch table.
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    let benches: Vec<&str> = calls.lines().filter(|l| l.starts_with("bench")).collect();
+    assert!(benches.len() >= 2, "{calls}");
+    assert!(
+        benches[0].contains("entries=0 jit_cache_off=1") && benches[0].contains("scnet50"),
+        "{calls}"
+    );
+    assert!(
+        !benches[1].contains("entries=0") && benches[1].contains("jit_cache_off=0"),
+        "{calls}"
+    );
+    let table = out.join("scnet50-b64-kernels.csv");
+    assert!(
+        benches[1].contains(&format!("--per-kernel {}", table.display())),
+        "{calls}"
+    );
+
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("gpu-check.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["passed"], o.status.success());
+    assert_eq!(v["commit"], "abc123");
+    assert_eq!(v["cold_start"]["first_step_seconds"], 9.0, "{v}");
+    assert_eq!(v["cold_start"]["kernels"]["cubins_from_cache"], 0, "{v}");
+    assert_eq!(v["warm_start"]["first_step_seconds"], 2.0, "{v}");
+    assert_eq!(v["per_kernel"]["written"], true, "{v}");
+    assert_eq!(v["per_kernel"]["launches"], 1, "{v}");
+    for run in ["train_cuda", "train_cuda_graph", "train_cuda_replicas"] {
+        // The first window (first step, capture) is left out: median of 300, 200, 400.
+        assert_eq!(v[run]["images_per_second_median"], 300.0, "{run}: {v}");
+    }
+    for step in [
+        "cold-start",
+        "warm-start",
+        "test-gpu_cuda",
+        "train-cuda-graph",
+    ] {
+        assert_eq!(v["steps"][step]["result"], "ok", "{step}: {v}");
+    }
+    let archive = Command::new("tar")
+        .arg("-tzf")
+        .arg(out.join("gpu-check-logs.tar.gz"))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&archive.stdout);
+    for name in [
+        "logs/cold-start.out",
+        "logs/steps.tsv",
+        "logs/train-cuda.metrics.jsonl",
+        "logs/ptxas.txt",
+    ] {
+        assert!(listed.contains(name), "{name} not archived: {listed}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The `cuda` backend. On a machine with an NVIDIA GPU these run the fused plans' PTX on
 //! it and compare with the reference interpreter and the fixtures, run CUDA graphs,
-//! data-parallel replicas and NCCL (scripts/gpu-check.sh runs this binary there, with
+//! sessions that keep the state on the GPU, per-launch timing, data-parallel replicas
+//! and NCCL (scripts/gpu-check.sh runs this binary there, with
 //! `CALIB_FIXTURES` pointing at the bundled fixtures and `CALIB_REQUIRE_NCCL=1`); without
 //! a GPU they check that the absence is an error that says why, never a panic.
 
@@ -8,7 +9,9 @@ mod support;
 
 use calib::passes::{train_step, TrainConfig};
 use calib::runtime::cuda::{devices, nccl_present, CudaError, CudaOptions, NcclGroup};
+use calib::runtime::sim::ptxas;
 use calib::runtime::{Backend, Collective, Reference, Storage};
+use calib::train::carry;
 use calib::verify::{verify_fixture, Status};
 use calib::Cuda;
 use calib_ir::ReduceOp;
@@ -16,6 +19,7 @@ use support::data_parallel::{
     assert_replicas_agree, run, start, step, worst_relative_error, TOLERANCE,
 };
 use support::fixture;
+use support::session::{batches, plain_step, replica_sessions, session_matches_run_loop, STEPS};
 
 /// Whether NCCL can be used here; where the GPU check requires it, its absence fails.
 fn nccl() -> bool {
@@ -217,4 +221,63 @@ fn nccl_replicas_on_two_gpus_and_a_peer_that_leaves() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("replica 1 left"), "{err}");
+}
+
+#[test]
+fn a_session_keeps_the_state_on_the_gpu_with_the_run_loops_bits() {
+    let Some(eager) = gpu() else { return };
+    // Per step only the batch goes up and the loss and logits come down, eagerly and as
+    // a CUDA graph (whose captured step ends with the carry's device copies).
+    session_matches_run_loop(&eager);
+    let graph = Cuda::new(0)
+        .unwrap()
+        .with_options(CudaOptions { graph: true });
+    session_matches_run_loop(&graph);
+}
+
+#[test]
+fn replicas_keep_their_state_in_sessions_of_their_own() {
+    let Some(cuda) = gpu() else { return };
+    if devices().unwrap().len() > 1 {
+        // Across GPUs the all-reduces go through NCCL, whose reduction order this bit
+        // comparison should not depend on; the data-parallel test above covers it.
+        eprintln!("several GPUs: the one-GPU replica session check is skipped");
+        return;
+    }
+    replica_sessions(&cuda, &step(2, false), 2);
+}
+
+#[test]
+fn kernels_load_as_cubins_for_this_gpu_and_every_launch_can_be_timed() {
+    let Some(cuda) = gpu() else { return };
+    let (train, sgd) = plain_step();
+    let mut session = cuda.session(&train.graph, &carry(&train), 0).unwrap();
+    session.load(&sgd.resident(&train)).unwrap();
+    let batch = batches(support::data_parallel::SHARD, STEPS, 2);
+    let times = session.time_launches(&batch[0].bindings()).unwrap();
+    let plan = session
+        .plan()
+        .expect("a device session runs a plan")
+        .clone();
+    assert_eq!(times.len(), plan.kernels.len());
+    assert!(times.iter().all(|t| t.is_finite() && *t > 0.0), "{times:?}");
+    let table = calib::kernel_times::csv(&plan, &times).unwrap();
+    assert_eq!(table.lines().count(), plan.kernels.len() + 1);
+    // A timed step is a step: the next one runs on from its state.
+    let out = session.step(&batch[1].bindings(), &["loss"]).unwrap();
+    assert!(out["loss"].to_f64_vec()[0].is_finite());
+
+    let stats = session.stats();
+    let kernels = &stats["kernels"];
+    let (major, minor) = devices().unwrap()[0].compute_capability;
+    assert_eq!(kernels["arch"], format!("sm_{major}{minor}"), "{stats}");
+    assert_eq!(kernels["launches"], plan.kernels.len(), "{stats}");
+    if ptxas::find_ptxas().is_ok() {
+        let cubins = kernels["cubins_from_cache"].as_u64().unwrap()
+            + kernels["cubins_assembled"].as_u64().unwrap();
+        assert_eq!(kernels["jit_modules"], 0, "{stats}");
+        assert_eq!(Some(cubins), kernels["modules"].as_u64(), "{stats}");
+    } else {
+        eprintln!("no ptxas here: the kernels were JIT-compiled by the driver ({stats})");
+    }
 }

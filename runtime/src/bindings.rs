@@ -59,4 +59,14 @@ impl<'a> Bindings<'a> {
     pub fn get_collective(&self) -> Option<&'a dyn Collective> {
         self.collective
     }
+
+    /// Every bound input, by name.
+    pub fn bound_inputs(&self) -> impl Iterator<Item = (&str, &'a HostTensor)> {
+        self.inputs.iter().map(|(n, &t)| (n.as_str(), t))
+    }
+
+    /// Every bound parameter, by name.
+    pub fn bound_params(&self) -> impl Iterator<Item = (&str, &'a HostTensor)> {
+        self.params.iter().map(|(n, &t)| (n.as_str(), t))
+    }
 }

@@ -3,6 +3,7 @@
 //! generation and memory planning produce it; device executors (the PTX simulator,
 //! CUDA) only load, launch and transfer, in the order [`DeviceProgram::schedule`] gives.
 
+use crate::session::BufferCopy;
 use crate::{Bindings, Collective, HostTensor, OpError, RuntimeError};
 use calib_ir::{Anchor, BufferId, Op, Program, ProgramError, ReduceOp, Role, TensorType};
 use std::ops::Range;
@@ -82,6 +83,14 @@ pub enum Action {
     StartAllReduce(usize),
     /// `all_reduces[i]`'s output is needed from here on.
     JoinAllReduce(usize),
+}
+
+/// A copy of `len` bytes within the arena, from offset `from` to offset `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArenaCopy {
+    pub from: usize,
+    pub to: usize,
+    pub len: usize,
 }
 
 /// Whether two types hold the same elements in the same bytes (one reshapes the other).
@@ -237,6 +246,32 @@ impl DeviceProgram {
         actions
     }
 
+    /// `copies` as byte ranges of the arena, neighbours merged: copies whose sources
+    /// and destinations both follow on from the previous one's become one (fewer
+    /// driver calls per step when the planner placed state side by side).
+    pub fn arena_copies(&self, copies: &[BufferCopy]) -> Vec<ArenaCopy> {
+        let mut ranges: Vec<ArenaCopy> = copies
+            .iter()
+            .map(|c| ArenaCopy {
+                from: self.offsets[c.from.0],
+                to: self.offsets[c.to.0],
+                len: self.program.buffer(c.from).ty.size_bytes(),
+            })
+            .filter(|c| c.len > 0 && c.from != c.to)
+            .collect();
+        ranges.sort_by_key(|c| c.from);
+        let mut merged: Vec<ArenaCopy> = Vec::with_capacity(ranges.len());
+        for c in ranges {
+            match merged.last_mut() {
+                Some(last) if last.from + last.len == c.from && last.to + last.len == c.to => {
+                    last.len += c.len
+                }
+                _ => merged.push(c),
+            }
+        }
+        merged
+    }
+
     /// Bytes of the arena that buffer `b` occupies.
     fn bytes_of(&self, b: BufferId) -> Range<usize> {
         let start = self.offsets[b.0];
@@ -320,5 +355,63 @@ impl DeviceProgram {
             out.push((BufferId(i), tensor));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calib_ir::{Buffer, DType};
+
+    /// Six f32[4] buffers (16 bytes each) at the given arena offsets.
+    fn plan(offsets: Vec<usize>) -> DeviceProgram {
+        let buffers = (0..offsets.len())
+            .map(|i| Buffer {
+                name: format!("b{i}"),
+                ty: TensorType::new(DType::F32, vec![4]),
+                role: Role::Temp,
+            })
+            .collect();
+        let program = Program {
+            buffers,
+            ..Program::default()
+        };
+        DeviceProgram::new(program, vec![], offsets, 256).unwrap()
+    }
+
+    fn copy(from: usize, to: usize) -> BufferCopy {
+        BufferCopy {
+            from: BufferId(from),
+            to: BufferId(to),
+        }
+    }
+
+    #[test]
+    fn copies_between_neighbours_merge_into_one() {
+        // Outputs b0, b1 side by side at 0 and 16, their inputs b2, b3 at 64 and 80; b4
+        // at 128 goes to b5 at 32 (not after b3), and a copy onto itself is none.
+        let p = plan(vec![0, 16, 64, 80, 128, 32]);
+        let copies = p.arena_copies(&[copy(1, 3), copy(0, 2), copy(4, 5), copy(2, 2)]);
+        assert_eq!(
+            copies,
+            vec![
+                ArenaCopy {
+                    from: 0,
+                    to: 64,
+                    len: 32
+                },
+                ArenaCopy {
+                    from: 128,
+                    to: 32,
+                    len: 16
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_source_that_follows_on_with_a_destination_that_does_not_stays_apart() {
+        let p = plan(vec![0, 16, 64, 96, 200, 220]);
+        assert_eq!(p.arena_copies(&[copy(0, 2), copy(1, 3)]).len(), 2);
     }
 }

@@ -26,6 +26,10 @@ pub enum RuntimeError {
         expected: TensorType,
         found: TensorType,
     },
+    /// A session was asked for something its graph or state cannot give (an unknown
+    /// output, a value never loaded, a carry between mismatched values).
+    #[error("session: {0}")]
+    Session(String),
     /// A device backend failed (driver, memory, launch); the message says which step.
     #[error("device: {0}")]
     Device(String),

@@ -8,8 +8,10 @@
 //! * [`collective`]: the data-parallel group a replica's `all_reduce` nodes talk to.
 //!
 //! Every executor implements [`Backend`]: bind inputs and parameters by name, get every
-//! graph output back by name.
+//! graph output back by name; or open a [`Session`] that keeps a graph's state where the
+//! executor computes, step after step.
 
+mod atomic_file;
 mod bindings;
 mod bytes;
 pub mod collective;
@@ -18,17 +20,22 @@ mod device_program;
 mod element;
 mod error;
 pub mod reference;
+pub mod session;
 pub mod sim;
 pub mod sim_backend;
 mod tensor;
 pub mod weights;
 
+pub use atomic_file::write_atomic;
 pub use bindings::Bindings;
 pub use collective::{Collective, CollectiveError, InProcess};
-pub use device_program::{Action, DeviceAllReduce, DeviceKernel, DeviceProgram, LaunchInfo};
+pub use device_program::{
+    Action, ArenaCopy, DeviceAllReduce, DeviceKernel, DeviceProgram, LaunchInfo,
+};
 pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};
-pub use sim_backend::SimProgram;
+pub use session::{Carry, Session, Transfers};
+pub use sim_backend::{SimProgram, SimResident};
 pub use tensor::{HostTensor, Precision, Storage, TensorError};
 pub use weights::{check_state, TensorMap, WeightsError, WeightsMismatch};
 
@@ -39,11 +46,24 @@ use std::collections::HashMap;
 pub type Outputs = HashMap<String, HostTensor>;
 
 /// Something that executes graphs.
-pub trait Backend {
+pub trait Backend: Sync {
     /// A short name for reports and command lines (`reference`).
     fn name(&self) -> &str;
     /// Runs `graph` on `bindings` and returns every graph output by name.
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError>;
+    /// A [`Session`] running `graph` step after step, moving outputs into inputs as
+    /// `carry` says. `replica` is the session's rank in its data-parallel group (0
+    /// without one): device backends place it on that replica's device. The default
+    /// runs every step through [`Backend::run`] on host tensors.
+    fn session<'a>(
+        &'a self,
+        graph: &Graph,
+        carry: &Carry,
+        replica: usize,
+    ) -> Result<Box<dyn Session + 'a>, RuntimeError> {
+        let _ = replica;
+        Ok(Box::new(session::HostSession::new(self, graph, carry)?))
+    }
 }
 
 /// The reference interpreter as a [`Backend`], computing floats in `precision`.

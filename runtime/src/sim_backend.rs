@@ -4,10 +4,13 @@
 //!
 //! Unlike the GPU, each buffer gets an allocation of its own rather than its place in
 //! the arena, so that an access outside a buffer faults instead of landing silently in
-//! a neighbour.
+//! a neighbour. [`SimResident`] keeps those allocations between steps, for sessions.
 
+use crate::session::{BufferCopy, ResidentProgram};
 use crate::sim::{self, GlobalMemory, KernelArg, Module, SimOptions};
-use crate::{Action, Bindings, DeviceProgram, HostTensor, Outputs, RuntimeError};
+use crate::{Action, Bindings, Collective, DeviceProgram, HostTensor, Outputs, RuntimeError};
+use calib_ir::BufferId;
+use std::sync::Arc;
 
 /// A device program with its kernels parsed, ready to run on the simulator.
 pub struct SimProgram {
@@ -54,43 +57,13 @@ impl SimProgram {
     ) -> Result<Outputs, RuntimeError> {
         let program = &self.plan.program;
         let mut memory = GlobalMemory::new();
-        let addresses = program
-            .buffers
-            .iter()
-            .map(|b| memory.alloc(b.ty.size_bytes().max(1)))
-            .collect::<Result<Vec<u64>, _>>()
-            .map_err(|e| failure("(allocation)", e))?;
+        let addresses = self.allocate(&mut memory)?;
         for (id, tensor) in self.plan.bound_tensors(bindings)? {
             memory
                 .write_bytes(addresses[id.0], &tensor.to_le_bytes())
                 .map_err(|e| failure("(upload)", e))?;
         }
-        // An all-reduce runs at its join, the latest moment a GPU may complete it, and
-        // its output holds NaN until then: a kernel that read it earlier would poison
-        // the results, which every comparison with the reference catches.
-        for action in self.plan.schedule() {
-            match action {
-                Action::Launch(i) => self.launch(options, i, &addresses, &mut memory)?,
-                Action::StartAllReduce(c) => {
-                    let c = &self.plan.all_reduces[c];
-                    let poison = vec![0xff; program.buffer(c.output).ty.size_bytes()];
-                    memory
-                        .write_bytes(addresses[c.output.0], &poison)
-                        .map_err(|e| failure(&c.kernel, e))?;
-                }
-                Action::JoinAllReduce(c) => {
-                    let c = &self.plan.all_reduces[c];
-                    let ty = &program.buffer(c.input).ty;
-                    let input = memory
-                        .read_bytes(addresses[c.input.0], ty.size_bytes())
-                        .map_err(|e| failure(&c.kernel, e))?;
-                    let reduced = c.reduce_on_host(program, &input, bindings.get_collective())?;
-                    memory
-                        .write_bytes(addresses[c.output.0], &reduced)
-                        .map_err(|e| failure(&c.kernel, e))?;
-                }
-            }
-        }
+        self.execute(options, &addresses, &mut memory, bindings.get_collective())?;
         program
             .outputs
             .iter()
@@ -104,6 +77,55 @@ impl SimProgram {
                 Ok((o.name.clone(), tensor))
             })
             .collect()
+    }
+
+    /// An allocation of its own for every buffer; their addresses, by buffer.
+    fn allocate(&self, memory: &mut GlobalMemory) -> Result<Vec<u64>, RuntimeError> {
+        self.plan
+            .program
+            .buffers
+            .iter()
+            .map(|b| memory.alloc(b.ty.size_bytes().max(1)))
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(|e| failure("(allocation)", e))
+    }
+
+    /// Runs the schedule on buffers already in `memory`.
+    fn execute(
+        &self,
+        options: &SimOptions,
+        addresses: &[u64],
+        memory: &mut GlobalMemory,
+        group: Option<&dyn Collective>,
+    ) -> Result<(), RuntimeError> {
+        let program = &self.plan.program;
+        // An all-reduce runs at its join, the latest moment a GPU may complete it, and
+        // its output holds NaN until then: a kernel that read it earlier would poison
+        // the results, which every comparison with the reference catches.
+        for action in self.plan.schedule() {
+            match action {
+                Action::Launch(i) => self.launch(options, i, addresses, memory)?,
+                Action::StartAllReduce(c) => {
+                    let c = &self.plan.all_reduces[c];
+                    let poison = vec![0xff; program.buffer(c.output).ty.size_bytes()];
+                    memory
+                        .write_bytes(addresses[c.output.0], &poison)
+                        .map_err(|e| failure(&c.kernel, e))?;
+                }
+                Action::JoinAllReduce(c) => {
+                    let c = &self.plan.all_reduces[c];
+                    let ty = &program.buffer(c.input).ty;
+                    let input = memory
+                        .read_bytes(addresses[c.input.0], ty.size_bytes())
+                        .map_err(|e| failure(&c.kernel, e))?;
+                    let reduced = c.reduce_on_host(program, &input, group)?;
+                    memory
+                        .write_bytes(addresses[c.output.0], &reduced)
+                        .map_err(|e| failure(&c.kernel, e))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn launch(
@@ -130,6 +152,73 @@ impl SimProgram {
             memory,
         )
         .map_err(|e| failure(&kernel.name, e))?;
+        Ok(())
+    }
+}
+
+/// A simulated device whose buffers keep their contents between steps: where a
+/// session on the `sim` backend keeps its state.
+pub struct SimResident {
+    program: Arc<SimProgram>,
+    memory: GlobalMemory,
+    addresses: Vec<u64>,
+}
+
+impl SimResident {
+    pub fn new(program: Arc<SimProgram>) -> Result<Self, RuntimeError> {
+        let mut memory = GlobalMemory::new();
+        let addresses = program.allocate(&mut memory)?;
+        Ok(SimResident {
+            program,
+            memory,
+            addresses,
+        })
+    }
+
+    fn size(&self, buffer: BufferId) -> usize {
+        self.program.plan.program.buffer(buffer).ty.size_bytes()
+    }
+}
+
+impl ResidentProgram for SimResident {
+    fn plan(&self) -> &DeviceProgram {
+        &self.program.plan
+    }
+
+    fn write(&mut self, buffer: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        if bytes.len() != self.size(buffer) {
+            return Err(failure(
+                "(upload)",
+                format!(
+                    "{} bytes for the {} of buffer {buffer}",
+                    bytes.len(),
+                    self.size(buffer)
+                ),
+            ));
+        }
+        self.memory
+            .write_bytes(self.addresses[buffer.0], bytes)
+            .map_err(|e| failure("(upload)", e))
+    }
+
+    fn read(&mut self, buffer: BufferId) -> Result<Vec<u8>, RuntimeError> {
+        self.memory
+            .read_bytes(self.addresses[buffer.0], self.size(buffer))
+            .map_err(|e| failure("(download)", e))
+    }
+
+    fn step(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+    ) -> Result<(), RuntimeError> {
+        let options = SimOptions::default();
+        self.program
+            .execute(&options, &self.addresses, &mut self.memory, group)?;
+        for c in copies {
+            let bytes = self.read(c.from)?;
+            self.write(c.to, &bytes)?;
+        }
         Ok(())
     }
 }

@@ -12,9 +12,9 @@ use safetensors::tensor::{Dtype as StDtype, SafeTensorError, SafeTensors, View};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
+use std::path::Path;
 use thiserror::Error;
 
 /// Tensors by state_dict name, in name order.
@@ -209,41 +209,9 @@ pub fn save(path: impl AsRef<Path>, tensors: &TensorMap) -> Result<(), WeightsEr
                 detail: describe(e),
             }
         })?;
-    let tmp = temp_path(path);
-    let written = write_synced(&tmp, &bytes).and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(WeightsError::Io { file, source: e });
-    }
-    sync_dir(path);
+    crate::atomic_file::write_atomic(path, &bytes)
+        .map_err(|source| WeightsError::Io { file, source })?;
     Ok(())
-}
-
-/// `dir/.name.tmp.<pid>`: same directory (so the rename is atomic), hidden, and unique
-/// per process.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-/// Makes the rename itself durable. Best effort: not every platform can open a directory.
-fn sync_dir(path: &Path) {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// The state a graph expects: each `Param` node's name and type, in graph order.

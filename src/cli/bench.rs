@@ -1,13 +1,17 @@
-//! `calib bench`: times training steps of a model on a backend with synthetic data.
+//! `calib bench`: times training steps of a model on a backend with synthetic data,
+//! through a session as training runs them (state kept on the backend, the batch in and
+//! the loss and logits out per step); optionally every launch, with CUDA events.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use calib::data::rng::Rng;
 use calib::ir::{DType, Mode};
+use calib::kernel_times;
 use calib::models::build;
-use calib::passes::{train_step, TrainConfig};
-use calib::runtime::HostTensor;
-use calib::train::{init_state, SgdState};
+use calib::passes::{train_step, TrainConfig, LR};
+use calib::runtime::{write_atomic, Bindings, HostTensor};
+use calib::train::{carry, init_state, SgdState, STEP_FETCH};
 use calib::{resolve_model, with_batch};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -28,11 +32,29 @@ pub struct Args {
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// With --backend cuda: after the timed steps, time every launch with CUDA events
+    /// over --per-kernel-runs more steps and write the median per launch to FILE (CSV:
+    /// launch, kernel, block, grid, measured_us, plan_kernel, anchor, label, flops,
+    /// bytes, estimated_us).
+    #[arg(long, value_name = "FILE")]
+    per_kernel: Option<PathBuf>,
+    /// Steps timed launch by launch for --per-kernel.
+    #[arg(long, default_value_t = 5)]
+    per_kernel_runs: usize,
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    if args.per_kernel.is_some() && args.backend != "cuda" {
+        bail!(
+            "--per-kernel times every launch with CUDA events: it needs --backend cuda, not `{}`",
+            args.backend
+        );
+    }
+    if args.per_kernel_runs == 0 {
+        bail!("--per-kernel-runs must be at least 1");
+    }
     let backend = calib::backend_with(
         &args.backend,
         calib::BackendOptions {
@@ -58,33 +80,74 @@ pub fn run(args: Args) -> Result<ExitCode> {
         (0..shape[0] as i64).map(|i| i % classes).collect(),
     )?;
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![0.01])?;
-    let bindings = sgd.bindings(&step, &x, &y, &lr);
+    let batch = Bindings::new()
+        .input("input", &x)
+        .input("labels", &y)
+        .input(LR, &lr);
+
+    // The first step pays for compiling, loading the kernels and the state.
     let t0 = Instant::now();
-    backend.run(&step.graph, &bindings)?;
+    let mut session = backend.session(&step.graph, &carry(&step), 0)?;
+    session.load(&sgd.resident(&step))?;
+    let prepare_seconds = t0.elapsed().as_secs_f64();
+    session.step(&batch, STEP_FETCH)?;
     let first_step_seconds = t0.elapsed().as_secs_f64();
+
+    let before = session.transfers();
     let mut times = Vec::with_capacity(args.steps);
     for _ in 0..args.steps.max(1) {
         let t = Instant::now();
-        backend.run(&step.graph, &bindings)?;
+        session.step(&batch, STEP_FETCH)?;
         times.push(t.elapsed().as_secs_f64());
     }
+    let moved = session.transfers() - before;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+
+    let per_kernel = match &args.per_kernel {
+        Some(file) => {
+            let runs = (0..args.per_kernel_runs)
+                .map(|_| session.time_launches(&batch))
+                .collect::<Result<Vec<_>, _>>()?;
+            let measured = kernel_times::median_per_launch(&runs);
+            let plan = session
+                .plan()
+                .context("the session runs no device program to time")?;
+            let table = kernel_times::csv(plan, &measured).map_err(anyhow::Error::msg)?;
+            write_atomic(file, table.as_bytes())
+                .with_context(|| format!("writing {}", file.display()))?;
+            serde_json::json!({
+                "file": file.display().to_string(), "launches": measured.len(),
+                "runs": args.per_kernel_runs,
+                "kernel_ms_sum": measured.iter().sum::<f64>() / 1e3,
+            })
+        }
+        None => serde_json::Value::Null,
+    };
+    let steps = times.len() as u64;
     let v = serde_json::json!({
         "model": source.label, "backend": backend.name(), "cuda_graph": args.cuda_graph,
         "batch": shape[0], "input_shape": shape,
         "dtype": "f32", "graph_nodes": step.graph.nodes.len(), "build_seconds": build_seconds,
+        "prepare_seconds": prepare_seconds,
         "first_step_seconds": first_step_seconds, "step_ms_median": median * 1e3,
         "step_ms_min": times[0] * 1e3, "images_per_second": shape[0] as f64 / median,
+        "uploaded_bytes_per_step": moved.uploaded_bytes / steps,
+        "downloaded_bytes_per_step": moved.downloaded_bytes / steps,
+        "session": session.stats(), "per_kernel": per_kernel,
     });
     if args.json {
         super::emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
     } else {
         super::emit(&format!(
-            "{} on {}: batch {}, {:.1} ms/step (median of {}), {:.0} images/s; step graph {} nodes built in {:.2} s, first step {:.2} s\n",
+            "{} on {}: batch {}, {:.1} ms/step (median of {}), {:.0} images/s; step graph {} nodes built in {:.2} s, first step {:.2} s (of which compile and load {:.2} s); per step {} bytes in, {} out\n",
             source.label, backend.name(), shape[0], median * 1e3, times.len(), shape[0] as f64 / median,
-            step.graph.nodes.len(), build_seconds, first_step_seconds
+            step.graph.nodes.len(), build_seconds, first_step_seconds, prepare_seconds,
+            moved.uploaded_bytes / steps, moved.downloaded_bytes / steps
         ))?;
+        if let Some(file) = &args.per_kernel {
+            super::emit(&format!("per-launch medians: {}\n", file.display()))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

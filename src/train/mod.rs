@@ -10,5 +10,5 @@ mod trainer;
 
 pub use init::init_state;
 pub use schedule::{Schedule, ScheduleKind};
-pub use sgd_state::SgdState;
+pub use sgd_state::{carry, SgdState, STEP_FETCH};
 pub use trainer::{train, EpochResult, TrainOptions};

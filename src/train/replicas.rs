@@ -1,64 +1,134 @@
-//! Running one optimizer step, on one replica or on a data-parallel group of threads.
+//! Running optimizer steps, on one replica or on a data-parallel group of threads, each
+//! replica in a [`Session`] of its own that keeps its parameters, momentum and BatchNorm
+//! buffers where its backend computes (on a GPU: in device memory). A step moves only
+//! the batch and the learning rate in, and the loss and logits out.
 //!
 //! With `R` replicas the global batch of `B` images is split in rank order (replica `r`
 //! takes rows `r*B/R .. (r+1)*B/R`), every replica runs the per-replica step graph
-//! ([`calib_passes::data_parallel_step`]) on its own thread with the same parameters and
+//! ([`calib_passes::data_parallel_step`]) on its own thread from the same parameters and
 //! momentum, and the graph's all-reduces go through an in-process group. The replicas
-//! then hold identical parameters and momentum, and the state kept is rank 0's: for
-//! per-replica BatchNorm that is what PyTorch DDP's `broadcast_buffers` keeps too.
+//! then hold identical parameters and momentum, and the state read back is rank 0's: for
+//! per-replica BatchNorm that is what PyTorch DDP's `broadcast_buffers` keeps too (the
+//! other replicas' running statistics are never read: train mode does not use them).
 //!
 //! A fresh group per step keeps failure simple: a replica that fails returns, its
 //! handle is dropped, the others' all-reduces fail at once, and the step reports the
 //! first replica's own error rather than its peers' complaints about it.
 
+use super::sgd_state::{carry, STEP_FETCH};
 use super::SgdState;
 use anyhow::{anyhow, bail, Context, Result};
-use calib_passes::{momentum_name, TrainStep, LOSS};
+use calib_passes::{TrainStep, LOSS, LR};
 use calib_runtime::{
-    Backend, Collective, CollectiveError, HostTensor, InProcess, OpError, Outputs, RuntimeError,
-    Storage,
+    Backend, Bindings, Collective, CollectiveError, HostTensor, InProcess, OpError, Outputs,
+    RuntimeError, Session, Storage,
 };
 
-/// Runs a step graph for a group of `replicas` (1: a plain step, no threads).
+/// Runs a step graph for a group of replicas (one: a plain step, no threads).
 pub struct StepRunner<'a> {
-    pub backend: &'a (dyn Backend + Sync),
-    pub step: &'a TrainStep,
+    step: &'a TrainStep,
     /// NCHW shape of one replica's shard of the batch.
-    pub shard: Vec<usize>,
-    pub replicas: usize,
+    shard: Vec<usize>,
+    /// One per replica, in rank order.
+    sessions: Vec<Box<dyn Session + 'a>>,
 }
 
-impl StepRunner<'_> {
-    /// One step on the global batch (`pixels`, `labels`). The outputs are rank 0's, except
-    /// `logits`, which are every replica's in rank order (the whole batch's), and `loss`,
-    /// the mean of the replicas' losses (the whole batch's mean loss).
-    pub fn run(&self, sgd: &SgdState, pixels: &[f32], labels: &[i64], lr: f64) -> Result<Outputs> {
-        let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
-        if self.replicas == 1 {
-            return self.replica(None, sgd, pixels, labels, &lr);
+impl<'a> StepRunner<'a> {
+    /// A session per replica on `backend`.
+    pub fn new(
+        backend: &'a dyn Backend,
+        step: &'a TrainStep,
+        shard: Vec<usize>,
+        replicas: usize,
+    ) -> Result<Self> {
+        let carry = carry(step);
+        let sessions = (0..replicas)
+            .map(|r| {
+                backend
+                    .session(&step.graph, &carry, r)
+                    .with_context(|| format!("starting replica {r} on {}", backend.name()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(StepRunner {
+            step,
+            shard,
+            sessions,
+        })
+    }
+
+    /// Puts `sgd` in every replica.
+    pub fn load(&mut self, sgd: &SgdState) -> Result<()> {
+        let resident = sgd.resident(self.step);
+        for (r, session) in self.sessions.iter_mut().enumerate() {
+            session
+                .load(&resident)
+                .with_context(|| format!("loading the state into replica {r}"))?;
         }
-        let rows = self.shard[0];
-        let pixels_per_row: usize = self.shard[1..].iter().product();
-        if labels.len() != rows * self.replicas || pixels.len() != labels.len() * pixels_per_row {
+        Ok(())
+    }
+
+    /// Brings rank 0's state back into `sgd` (for a checkpoint, an evaluation, the end).
+    pub fn read(&mut self, sgd: &mut SgdState) -> Result<()> {
+        let names = SgdState::resident_names(self.step);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let values = self.sessions[0].read(&names)?;
+        debug_assert!(
+            self.replicas_agree(&values),
+            "data-parallel replicas diverged"
+        );
+        sgd.take_resident(self.step, values);
+        Ok(())
+    }
+
+    /// Whether every replica holds rank 0's parameters and momentum, to the bit.
+    fn replicas_agree(&mut self, rank0: &calib_runtime::TensorMap) -> bool {
+        let names: Vec<String> = self
+            .step
+            .params
+            .iter()
+            .flat_map(|p| [p.clone(), calib_passes::momentum_name(p)])
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.sessions[1..].iter_mut().all(|s| {
+            s.read(&names)
+                .is_ok_and(|other| names.iter().all(|&n| same_bits(&other[n], &rank0[n])))
+        })
+    }
+
+    /// One step on the global batch (`pixels`, `labels`): the loss (the mean of the
+    /// replicas' losses, the whole batch's mean loss) and the logits of every replica in
+    /// rank order (the whole batch's).
+    pub fn run(&mut self, pixels: &[f32], labels: &[i64], lr: f64) -> Result<Outputs> {
+        let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
+        let shard = &self.shard;
+        if self.sessions.len() == 1 {
+            return replica(self.sessions[0].as_mut(), shard, None, pixels, labels, &lr);
+        }
+        let replicas = self.sessions.len();
+        let rows = shard[0];
+        let pixels_per_row: usize = shard[1..].iter().product();
+        if labels.len() != rows * replicas || pixels.len() != labels.len() * pixels_per_row {
             bail!(
                 "a batch of {} labels and {} pixels does not split into {} shards of {:?}",
                 labels.len(),
                 pixels.len(),
-                self.replicas,
-                self.shard
+                replicas,
+                shard
             );
         }
         let results: Vec<Result<Outputs>> = std::thread::scope(|s| {
-            let handles: Vec<_> = InProcess::group(self.replicas)
-                .into_iter()
-                .map(|group| {
+            let handles: Vec<_> = self
+                .sessions
+                .iter_mut()
+                .zip(InProcess::group(replicas))
+                .map(|(session, group)| {
                     let r = group.rank();
                     let x = &pixels[r * rows * pixels_per_row..(r + 1) * rows * pixels_per_row];
                     let y = &labels[r * rows..(r + 1) * rows];
                     let lr = &lr;
                     // The group handle moves into the thread: when the thread ends, for
                     // whatever reason, the handle is dropped and its peers stop waiting.
-                    s.spawn(move || self.replica(Some(&group), sgd, x, y, lr))
+                    s.spawn(move || replica(session.as_mut(), shard, Some(&group), x, y, lr))
                 })
                 .collect();
             handles
@@ -67,49 +137,44 @@ impl StepRunner<'_> {
                 .map(|(r, h)| {
                     h.join()
                         .unwrap_or_else(|_| Err(anyhow!("replica {r} panicked")))
-                        .with_context(|| format!("replica {r} of {}", self.replicas))
+                        .with_context(|| format!("replica {r} of {replicas}"))
                 })
                 .collect()
         });
-        merge(self.step, results)
-    }
-
-    /// One replica's step on its shard.
-    fn replica(
-        &self,
-        group: Option<&dyn Collective>,
-        sgd: &SgdState,
-        pixels: &[f32],
-        labels: &[i64],
-        lr: &HostTensor,
-    ) -> Result<Outputs> {
-        let x = HostTensor::from_f32(self.shard.clone(), pixels.to_vec())?;
-        let y = HostTensor::from_i64(vec![labels.len()], labels.to_vec())?;
-        let mut b = sgd.bindings(self.step, &x, &y, lr);
-        if let Some(group) = group {
-            b = b.collective(group);
-        }
-        Ok(self.backend.run(&self.step.graph, &b)?)
+        merge(results)
     }
 }
 
-/// Rank 0's outputs, with the whole batch's logits and mean loss; or the error of the
-/// replica that failed first in its own right.
-fn merge(step: &TrainStep, results: Vec<Result<Outputs>>) -> Result<Outputs> {
+/// One replica's step on its shard.
+fn replica(
+    session: &mut dyn Session,
+    shard: &[usize],
+    group: Option<&dyn Collective>,
+    pixels: &[f32],
+    labels: &[i64],
+    lr: &HostTensor,
+) -> Result<Outputs> {
+    let x = HostTensor::from_f32(shard.to_vec(), pixels.to_vec())?;
+    let y = HostTensor::from_i64(vec![labels.len()], labels.to_vec())?;
+    let mut batch = Bindings::new()
+        .input("input", &x)
+        .input("labels", &y)
+        .input(LR, lr);
+    if let Some(group) = group {
+        batch = batch.collective(group);
+    }
+    Ok(session.step(&batch, STEP_FETCH)?)
+}
+
+/// The whole batch's logits and mean loss; or the error of the replica that failed
+/// first in its own right.
+fn merge(results: Vec<Result<Outputs>>) -> Result<Outputs> {
     if results.iter().any(Result::is_err) {
         let mut errors: Vec<anyhow::Error> = results.into_iter().filter_map(Result::err).collect();
         let own = errors.iter().position(|e| !is_peer_failure(e)).unwrap_or(0);
         return Err(errors.swap_remove(own));
     }
     let outputs: Vec<Outputs> = results.into_iter().map(|r| r.expect("no errors")).collect();
-    debug_assert!(
-        outputs.iter().all(|o| step
-            .params
-            .iter()
-            .flat_map(|p| [p.clone(), momentum_name(p)])
-            .all(|name| same_bits(&o[&name], &outputs[0][&name]))),
-        "data-parallel replicas diverged"
-    );
     let logits: Vec<&HostTensor> = outputs
         .iter()
         .map(|o| o.get("logits").context("step graph has no logits"))

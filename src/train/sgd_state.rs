@@ -1,8 +1,15 @@
 //! What a training-step graph reads and writes besides the batch: the model's state and
-//! SGD's momentum buffers, moved in and out by name (see `calib_passes::train_step`).
+//! SGD's momentum buffers, moved in and out by name (see `calib_passes::train_step`),
+//! either per run ([`SgdState::bindings`], [`SgdState::absorb`]) or kept in a session
+//! ([`carry`], [`SgdState::resident`], [`SgdState::take_resident`]).
 
-use calib_passes::{momentum_name, TrainStep, LR};
-use calib_runtime::{Bindings, HostTensor, Outputs, TensorMap};
+use calib_passes::{momentum_name, TrainStep, LOSS, LR};
+use calib_runtime::{Bindings, Carry, HostTensor, Outputs, TensorMap};
+
+/// What a training step brings back from a session: the loss and the logits (the
+/// trainer counts correct predictions from them with its own tie rule; they are a few
+/// kilobytes, where the state is megabytes).
+pub const STEP_FETCH: &[&str] = &[LOSS, "logits"];
 
 /// Parameters and buffers by `state_dict` name, momentum buffers by parameter name.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,4 +68,42 @@ impl SgdState {
             }
         }
     }
+
+    /// The state and momentum as a session holds them: by the step graph's input and
+    /// param names (`momentum.<name>` for momentum buffers).
+    pub fn resident(&self, step: &TrainStep) -> TensorMap {
+        let mut map = self.state.clone();
+        for name in &step.params {
+            map.insert(momentum_name(name), self.momentum[name].clone());
+        }
+        map
+    }
+
+    /// The names [`SgdState::resident`] gives the values a step updates.
+    pub fn resident_names(step: &TrainStep) -> Vec<String> {
+        step.params
+            .iter()
+            .chain(&step.buffers)
+            .cloned()
+            .chain(step.params.iter().map(|p| momentum_name(p)))
+            .collect()
+    }
+
+    /// Takes values read back from a session (named as in [`SgdState::resident`]).
+    pub fn take_resident(&mut self, step: &TrainStep, mut values: TensorMap) {
+        for name in &step.params {
+            if let Some(t) = values.remove(&momentum_name(name)) {
+                self.momentum.insert(name.clone(), t);
+            }
+        }
+        self.state.extend(values);
+    }
+}
+
+/// What a session carries from one training step to the next: every trained parameter,
+/// its momentum buffer and every BatchNorm buffer, each into the input it replaces.
+pub fn carry(step: &TrainStep) -> Carry {
+    SgdState::resident_names(step)
+        .into_iter()
+        .fold(Carry::new(), |carry, name| carry.with(name.clone(), name))
 }

@@ -142,12 +142,7 @@ pub fn train(
         };
         data_parallel_step(&forward.graph, &config, &dp)?.step
     };
-    let runner = StepRunner {
-        backend,
-        step: &step_graph,
-        shard,
-        replicas: opts.replicas,
-    };
+    let mut runner = StepRunner::new(backend, &step_graph, shard, opts.replicas)?;
 
     let (mut sgd, start) = if resume {
         let ck = checkpoint::load(out)?;
@@ -181,6 +176,10 @@ pub fn train(
         let _ = std::fs::remove_file(out.join("metrics.jsonl"));
         (sgd, 0)
     };
+
+    runner.load(&sgd)?;
+    // Whether `sgd` holds what the sessions hold (they keep the state between steps).
+    let mut in_sync = true;
 
     let steps_per_epoch = (train_set.len() / opts.batch) as u64;
     let total = opts.epochs * steps_per_epoch;
@@ -227,8 +226,9 @@ pub fn train(
         let (pixels, labels) = make_batch(&train_set, indices, stats, augment);
         let lr = schedule.lr(step);
         let t0 = Instant::now();
-        let mut outputs = runner.run(&sgd, &pixels, &labels, lr)?;
+        let outputs = runner.run(&pixels, &labels, lr)?;
         window.add(opts.batch, t0.elapsed().as_secs_f64());
+        in_sync = false;
         let loss = scalar(&outputs, LOSS)?;
         if !loss.is_finite() {
             bail!("loss became {loss} at step {step} (learning rate {lr:.4}); lower --lr");
@@ -238,7 +238,6 @@ pub fn train(
             &labels,
         );
         window.loss += loss * opts.batch as f64;
-        sgd.absorb(&step_graph, &mut outputs);
         step += 1;
         bar.set_message(format!(
             "loss {:.3} acc {:.1}% {:.0} img/s",
@@ -262,6 +261,14 @@ pub fn train(
             window = Window::default();
         }
         let epoch_done = step % steps_per_epoch == 0;
+        let checkpoint_due = epoch_done
+            || step == end
+            || (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0);
+        // Evaluations and checkpoints read the state back; steps in between do not.
+        if checkpoint_due && !in_sync {
+            runner.read(&mut sgd)?;
+            in_sync = true;
+        }
         if epoch_done || step == end {
             bar.set_position(steps_per_epoch.min((step - epoch * steps_per_epoch) as u64));
             bar.suspend(|| -> Result<()> {
@@ -277,10 +284,7 @@ pub fn train(
                 Ok(())
             })?;
         }
-        if epoch_done
-            || step == end
-            || (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0)
-        {
+        if checkpoint_due {
             metrics.flush()?;
             let ck = Checkpoint {
                 state: sgd.state.clone(),
@@ -294,6 +298,9 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
+    if !in_sync {
+        runner.read(&mut sgd)?;
+    }
     weights::save(out.join("model.safetensors"), &sgd.state)?;
     Ok(results)
 }

@@ -1,9 +1,10 @@
 //! What the integration tests share: running the `calib` binary, finding the fixtures,
-//! and a small data-parallel training step.
+//! a small data-parallel training step, and stepping a plain one through sessions.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod data_parallel;
+pub mod session;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,6 +1,10 @@
-//! Runs a [`DeviceProgram`] on one GPU: PTX loaded once, one arena allocation, the
-//! program's [`schedule`](DeviceProgram::schedule) enqueued on a stream of its own,
-//! inputs uploaded and outputs downloaded per run.
+//! Runs a [`DeviceProgram`] on one GPU: kernels loaded once ([`LoadedKernels`], shared
+//! by every program of the same plan on the GPU), one arena allocation, the program's
+//! [`schedule`](DeviceProgram::schedule) enqueued on a stream of its own. [`CudaProgram::run`]
+//! uploads every input and downloads every output; as a [`ResidentProgram`] (what a
+//! session drives) it keeps the state in the arena and ends each step by copying the
+//! carried outputs into their inputs' buffers on the stream, so that a step moves only
+//! what the session asks for.
 //!
 //! All-reduces run one of two ways. With an NCCL communicator bound (the replica's
 //! [`Collective`] is an [`NcclRank`] on this GPU) each one is enqueued on the
@@ -12,22 +16,24 @@
 //! group is bound (several replicas sharing one GPU, or no NCCL).
 //!
 //! With [`CudaOptions::graph`] the first run captures the whole schedule (launches,
-//! NCCL calls, the events between the streams) as a CUDA graph and later runs replay
-//! it: one driver call per step instead of one per kernel. Addresses are fixed by the
-//! arena, so the graph stays valid as long as the program and the communicator do.
+//! NCCL calls, the events between the streams, the carry's copies) as a CUDA graph and
+//! later runs replay it: one driver call per step instead of one per kernel, and no host
+//! copy of the state at all. Addresses are fixed by the arena, so the graph stays valid
+//! as long as the program and the communicator do.
 
-use super::{driver_error, driver_present, CudaError, NcclRank};
+use super::modules::{LoadStats, LoadedKernels};
+use super::{driver_error, CudaError, NcclRank};
+use crate::session::{BufferCopy, ResidentProgram};
 use crate::{
-    Action, Bindings, Collective, CollectiveError, DeviceProgram, HostTensor, OpError, Outputs,
-    RuntimeError,
+    Action, ArenaCopy, Bindings, Collective, CollectiveError, DeviceProgram, HostTensor, OpError,
+    Outputs, RuntimeError,
 };
-use cudarc::driver::sys::{CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use calib_ir::BufferId;
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError,
-    LaunchConfig, PushKernelArg,
+    CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
+    PushKernelArg,
 };
-use cudarc::nvrtc::Ptx;
-use rayon::prelude::*;
 use std::sync::Arc;
 
 /// How a program runs on its GPU.
@@ -42,7 +48,7 @@ pub struct CudaOptions {
 pub struct CudaProgram {
     ordinal: usize,
     stream: Arc<CudaStream>,
-    functions: Vec<CudaFunction>,
+    kernels: Arc<LoadedKernels>,
     arena: CudaSlice<u8>,
     /// The arena's device address.
     base: u64,
@@ -51,26 +57,24 @@ pub struct CudaProgram {
     captured: Option<Captured>,
 }
 
-/// A captured schedule and the communicator it was captured with.
+/// A captured schedule and the communicator and copies it was captured with.
 struct Captured {
     graph: CudaGraph,
     comm: Option<*const NcclRank>,
+    copies: Vec<ArenaCopy>,
 }
 
 // SAFETY: a CUDA graph is not internally synchronized; it is only touched through
 // `&mut CudaProgram`, so never from two threads at once.
 unsafe impl Send for Captured {}
 
-/// Dynamic shared memory every kernel may use without opting in.
-const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
-
-fn fail(context: &str, e: DriverError) -> RuntimeError {
+pub(super) fn fail(context: &str, e: DriverError) -> RuntimeError {
     RuntimeError::Device(driver_error(context, e).to_string())
 }
 
 impl CudaProgram {
-    /// Loads every kernel's PTX on GPU `ordinal` (the driver JIT-compiles it for the
-    /// device, modules in parallel) and allocates the arena.
+    /// Loads every kernel on GPU `ordinal` (as cubins where `ptxas` is at hand, see
+    /// [`LoadedKernels`]) and allocates the arena.
     pub fn load(ordinal: usize, plan: DeviceProgram) -> Result<Self, CudaError> {
         Self::load_with(ordinal, plan, CudaOptions::default())
     }
@@ -81,51 +85,33 @@ impl CudaProgram {
         plan: DeviceProgram,
         options: CudaOptions,
     ) -> Result<Self, CudaError> {
-        if !driver_present() {
-            return Err(CudaError::NoDriver);
+        let kernels = LoadedKernels::load(ordinal, &plan.kernels)?;
+        Self::with_kernels(kernels, plan, options)
+    }
+
+    /// A program on the GPU `kernels` were loaded on, for the plan they were loaded
+    /// from: a stream and an arena of its own, the modules shared.
+    pub fn with_kernels(
+        kernels: Arc<LoadedKernels>,
+        plan: DeviceProgram,
+        options: CudaOptions,
+    ) -> Result<Self, CudaError> {
+        if kernels.functions.len() != plan.kernels.len() {
+            return Err(CudaError::Driver {
+                context: "pairing loaded kernels with a plan".into(),
+                message: format!(
+                    "{} loaded for {} launches",
+                    kernels.functions.len(),
+                    plan.kernels.len()
+                ),
+            });
         }
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| driver_error(&format!("opening GPU {ordinal}"), e))?;
-        // The executor orders its streams with its own events (the arena is one
-        // allocation, so cudarc's per-allocation tracking would serialize everything,
-        // and its events would leak into graph captures).
-        // SAFETY: every cross-stream use below waits on an explicit event.
-        unsafe { ctx.disable_event_tracking() };
+        let ordinal = kernels.ordinal;
         // Not the legacy default stream: it cannot be captured into a graph.
-        let stream = ctx
+        let stream = kernels
+            .ctx
             .new_stream()
             .map_err(|e| driver_error("creating a stream", e))?;
-        // The driver JIT-compiles each module; hundreds of them load in parallel.
-        let functions = plan
-            .kernels
-            .par_iter()
-            .map(|k| {
-                let module = ctx.load_module(Ptx::from_src(k.ptx.clone())).map_err(|e| {
-                    driver_error(&format!("loading the PTX of kernel {}", k.name), e)
-                })?;
-                let function = module
-                    .load_function(&k.name)
-                    .map_err(|e| driver_error(&format!("finding entry {}", k.name), e))?;
-                // Above 48 KiB, dynamic shared memory must be asked for per function.
-                if k.shared_bytes > DEFAULT_SHARED_LIMIT {
-                    function
-                        .set_attribute(
-                            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                            k.shared_bytes as i32,
-                        )
-                        .map_err(|e| {
-                            driver_error(
-                                &format!(
-                                    "allowing {} bytes of shared memory for {}",
-                                    k.shared_bytes, k.name
-                                ),
-                                e,
-                            )
-                        })?;
-                }
-                Ok(function)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let arena = stream
             .alloc_zeros::<u8>(plan.arena_bytes.max(1))
             .map_err(|e| {
@@ -138,13 +124,22 @@ impl CudaProgram {
         Ok(CudaProgram {
             ordinal,
             stream,
-            functions,
+            kernels,
             arena,
             base,
             plan,
             options,
             captured: None,
         })
+    }
+
+    pub(super) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// How the kernels were loaded.
+    pub fn load_stats(&self) -> &LoadStats {
+        self.kernels.stats()
     }
 
     /// Bytes of device memory the program holds.
@@ -162,23 +157,31 @@ impl CudaProgram {
     /// group, so that its peers stop waiting for it.
     pub fn run(&mut self, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
         let group = bindings.get_collective();
-        let nccl = group
-            .and_then(|g| g.nccl())
-            .filter(|n| n.ordinal() == self.ordinal);
-        let result = self.run_with(bindings, group, nccl);
+        let nccl = self.nccl_of(group);
+        let result = self
+            .upload(bindings)
+            .and_then(|()| self.execute(group, nccl, &[]))
+            .and_then(|()| self.download());
         if let (Err(_), Some(n)) = (&result, nccl) {
             n.leave();
         }
         result
     }
 
-    fn run_with(
+    /// The NCCL rank of `group` if it is one on this GPU.
+    fn nccl_of<'g>(&self, group: Option<&'g dyn Collective>) -> Option<&'g NcclRank> {
+        group
+            .and_then(|g| g.nccl())
+            .filter(|n| n.ordinal() == self.ordinal)
+    }
+
+    /// Runs the schedule, then `copies`, and waits for the step.
+    fn execute(
         &mut self,
-        bindings: &Bindings,
         group: Option<&dyn Collective>,
         nccl: Option<&NcclRank>,
-    ) -> Result<Outputs, RuntimeError> {
-        self.upload(bindings)?;
+        copies: &[ArenaCopy],
+    ) -> Result<(), RuntimeError> {
         let staged = !self.plan.all_reduces.is_empty() && nccl.is_none();
         if let Some(n) = nccl {
             self.check_group(n)?;
@@ -193,20 +196,52 @@ impl CudaProgram {
                 ));
             }
             self.run_staged(group)?;
+            self.carry_on_stream(copies)?;
         } else if self.options.graph {
-            self.replay(nccl)?;
+            self.replay(nccl, copies)?;
         } else {
             self.enqueue(nccl)?;
+            self.carry_on_stream(copies)?;
         }
+        self.wait(nccl)
+    }
+
+    /// Blocks until everything enqueued on the stream has run.
+    fn wait(&self, nccl: Option<&NcclRank>) -> Result<(), RuntimeError> {
         let end = self
             .stream
             .record_event(None)
             .map_err(|e| fail("recording the end of the step", e))?;
         match nccl {
-            Some(n) => n.wait(&end).map_err(|e| self.collective_error(e))?,
-            None => end.synchronize().map_err(|e| fail("running the step", e))?,
+            Some(n) => n.wait(&end).map_err(|e| self.collective_error(e)),
+            None => end.synchronize().map_err(|e| fail("running the step", e)),
         }
-        self.download()
+    }
+
+    /// Copies byte ranges of the arena on the stream, after what is enqueued so far.
+    pub(super) fn carry_on_stream(&self, copies: &[ArenaCopy]) -> Result<(), RuntimeError> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .context()
+            .bind_to_thread()
+            .map_err(|e| fail("making the GPU current", e))?;
+        for c in copies {
+            // SAFETY: both ranges lie inside the arena (plan offsets and sizes of two
+            // distinct buffers that live through the whole step, so they never share
+            // bytes), and the arena outlives the copy: every step is waited for.
+            unsafe {
+                cudarc::driver::result::memcpy_dtod_async(
+                    self.base + c.to as u64,
+                    self.base + c.from as u64,
+                    c.len,
+                    self.stream.cu_stream(),
+                )
+            }
+            .map_err(|e| fail("carrying outputs into the next step's inputs", e))?;
+        }
+        Ok(())
     }
 
     fn check_group(&self, n: &NcclRank) -> Result<(), RuntimeError> {
@@ -253,7 +288,7 @@ impl CudaProgram {
         let mut outputs = Outputs::new();
         for o in &self.plan.program.outputs {
             let buf = &self.plan.program.buffers[o.buffer.0];
-            let bytes = self.read(o.buffer)?;
+            let bytes = self.read_buffer(o.buffer)?;
             let tensor = HostTensor::from_le_bytes(&buf.ty, &bytes)
                 .map_err(|e| RuntimeError::Device(e.to_string()))?;
             outputs.insert(o.name.clone(), tensor);
@@ -262,7 +297,7 @@ impl CudaProgram {
     }
 
     /// A buffer's bytes, after everything enqueued so far.
-    fn read(&self, b: calib_ir::BufferId) -> Result<Vec<u8>, RuntimeError> {
+    fn read_buffer(&self, b: BufferId) -> Result<Vec<u8>, RuntimeError> {
         let start = self.plan.offsets[b.0];
         let len = self.plan.program.buffers[b.0].ty.size_bytes();
         self.stream
@@ -270,14 +305,14 @@ impl CudaProgram {
             .map_err(|e| fail("downloading", e))
     }
 
-    fn address(&self, b: calib_ir::BufferId) -> u64 {
+    fn address(&self, b: BufferId) -> u64 {
         self.base + self.plan.offsets[b.0] as u64
     }
 
-    fn launch(&self, i: usize) -> Result<(), RuntimeError> {
+    pub(super) fn launch(&self, i: usize) -> Result<(), RuntimeError> {
         let kernel = &self.plan.kernels[i];
         let addresses: Vec<u64> = kernel.params.iter().map(|&b| self.address(b)).collect();
-        let mut launch = self.stream.launch_builder(&self.functions[i]);
+        let mut launch = self.stream.launch_builder(&self.kernels.functions[i]);
         for a in &addresses {
             launch.arg(a);
         }
@@ -343,7 +378,7 @@ impl CudaProgram {
                 Action::StartAllReduce(_) => {}
                 Action::JoinAllReduce(c) => {
                     let all_reduce = self.plan.all_reduces[c].clone();
-                    let input = self.read(all_reduce.input)?;
+                    let input = self.read_buffer(all_reduce.input)?;
                     let reduced = all_reduce.reduce_on_host(&self.plan.program, &input, group)?;
                     let start = self.plan.offsets[all_reduce.output.0];
                     let mut view = self.arena.slice_mut(start..start + reduced.len());
@@ -356,16 +391,26 @@ impl CudaProgram {
         Ok(())
     }
 
-    /// Launches the captured graph, capturing it first (again, if the communicator
-    /// changed since).
-    fn replay(&mut self, nccl: Option<&NcclRank>) -> Result<(), RuntimeError> {
+    /// Launches the captured graph, capturing it first (again, if the communicator or
+    /// the copies changed since).
+    fn replay(
+        &mut self,
+        nccl: Option<&NcclRank>,
+        copies: &[ArenaCopy],
+    ) -> Result<(), RuntimeError> {
         let comm = nccl.map(|n| n as *const NcclRank);
-        if self.captured.as_ref().is_none_or(|c| c.comm != comm) {
+        if self
+            .captured
+            .as_ref()
+            .is_none_or(|c| c.comm != comm || c.copies != copies)
+        {
             self.captured = None;
             self.stream
                 .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .map_err(|e| fail("starting a CUDA graph capture", e))?;
-            let enqueued = self.enqueue(nccl);
+            let enqueued = self
+                .enqueue(nccl)
+                .and_then(|()| self.carry_on_stream(copies));
             let graph = self
                 .stream
                 .end_capture(CUgraphInstantiate_flags(0))
@@ -374,12 +419,80 @@ impl CudaProgram {
             let graph = graph?.ok_or_else(|| {
                 RuntimeError::Device("the CUDA graph capture recorded nothing".into())
             })?;
-            self.captured = Some(Captured { graph, comm });
+            self.captured = Some(Captured {
+                graph,
+                comm,
+                copies: copies.to_vec(),
+            });
         }
         let captured = self.captured.as_ref().expect("captured above");
         captured
             .graph
             .launch()
             .map_err(|e| fail("launching the CUDA graph", e))
+    }
+}
+
+impl ResidentProgram for CudaProgram {
+    fn plan(&self) -> &DeviceProgram {
+        &self.plan
+    }
+
+    fn write(&mut self, buffer: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        let start = self.plan.offsets[buffer.0];
+        let len = self.plan.program.buffer(buffer).ty.size_bytes();
+        if bytes.len() != len {
+            return Err(RuntimeError::Device(format!(
+                "{} bytes for the {len} of buffer {buffer}",
+                bytes.len()
+            )));
+        }
+        let mut view = self.arena.slice_mut(start..start + len);
+        self.stream.memcpy_htod(bytes, &mut view).map_err(|e| {
+            let name = &self.plan.program.buffer(buffer).name;
+            fail(&format!("uploading {name}"), e)
+        })
+    }
+
+    fn read(&mut self, buffer: BufferId) -> Result<Vec<u8>, RuntimeError> {
+        self.read_buffer(buffer)
+    }
+
+    /// On failure with an NCCL group bound, this replica leaves the group.
+    fn step(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+    ) -> Result<(), RuntimeError> {
+        let nccl = self.nccl_of(group);
+        let copies = self.plan.arena_copies(copies);
+        let result = self.execute(group, nccl, &copies);
+        if let (Err(_), Some(n)) = (&result, nccl) {
+            n.leave();
+        }
+        result
+    }
+
+    fn timed_step(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+    ) -> Result<Vec<f64>, RuntimeError> {
+        if !self.plan.all_reduces.is_empty() || group.is_some_and(|g| g.world() > 1) {
+            return Err(RuntimeError::Device(
+                "per-launch timing runs one replica's step without all-reduces".into(),
+            ));
+        }
+        let copies = self.plan.arena_copies(copies);
+        self.time_launches(&copies)
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        serde_json::json!({
+            "gpu": self.ordinal,
+            "arena_bytes": self.plan.arena_bytes,
+            "cuda_graph": self.options.graph,
+            "kernels": self.kernels.stats(),
+        })
     }
 }

@@ -4,12 +4,16 @@
 //! here asks [`driver_present`] first and turns absence into [`CudaError::NoDriver`]:
 //! on a machine without a GPU calib says why, and the CPU backends work as before.
 
+pub mod cubin;
 mod device;
 mod executor;
+pub mod modules;
 mod nccl;
+mod timing;
 
 pub use device::{devices, DeviceInfo};
 pub use executor::{CudaOptions, CudaProgram};
+pub use modules::{LoadStats, LoadedKernels};
 pub use nccl::{NcclGroup, NcclRank};
 
 use thiserror::Error;

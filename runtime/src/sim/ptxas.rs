@@ -1,9 +1,13 @@
 //! NVIDIA's `ptxas` as a second opinion on generated PTX: assemble for a real target and
 //! read back the resources each kernel needs (`ptxas -v`).
 //!
-//! `ptxas` comes from the `nvidia-cuda-nvcc-cu12` wheel on PyPI and runs without a GPU.
-//! It is found through `CALIB_PTXAS`, then a `.venv` in the current directory or one of
-//! its parents (where `scripts/setup.sh` installs it), then `PATH`.
+//! The CUDA executor assembles its kernels with it too ([`assemble_cubin`]).
+//!
+//! `ptxas` comes with the CUDA toolkit, or from the `nvidia-cuda-nvcc-cu12` wheel on PyPI,
+//! which runs without a GPU. It is found through `CALIB_PTXAS`, then `PATH`, then
+//! `/usr/local/cuda/bin/ptxas`, then a `.venv` (where `scripts/setup.sh` installs it) in
+//! the current directory or one of its parents, or beside the running binary (a
+//! repository's `target/release/calib` finds the repository's `.venv`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -86,15 +90,6 @@ pub fn find_ptxas() -> Result<PathBuf, PtxasError> {
         }
         searched.push(format!("CALIB_PTXAS={}", p.display()));
     }
-    if let Ok(cwd) = std::env::current_dir() {
-        for dir in cwd.ancestors() {
-            let venv = dir.join(".venv");
-            if let Some(p) = in_venv(&venv) {
-                return Ok(p);
-            }
-            searched.push(venv.display().to_string());
-        }
-    }
     for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
         let p = dir.join("ptxas");
         if p.is_file() {
@@ -102,7 +97,49 @@ pub fn find_ptxas() -> Result<PathBuf, PtxasError> {
         }
     }
     searched.push("PATH".into());
+    let toolkit = PathBuf::from("/usr/local/cuda/bin/ptxas");
+    if toolkit.is_file() {
+        return Ok(toolkit);
+    }
+    searched.push(toolkit.display().to_string());
+    let cwd = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok();
+    for start in [cwd, exe].into_iter().flatten() {
+        for dir in start.ancestors() {
+            let venv = dir.join(".venv");
+            if let Some(p) = in_venv(&venv) {
+                return Ok(p);
+            }
+            if venv.exists() {
+                searched.push(venv.display().to_string());
+            }
+        }
+    }
+    searched.push(".venv in the current directory, the binary's, and their parents".into());
     Err(PtxasError::NotFound { searched })
+}
+
+/// What `ptxas --version` says (its release, e.g. `Cuda compilation tools, release
+/// 12.9, V12.9.86`), for keying caches of what it assembles.
+pub fn version(ptxas: &Path) -> Result<String, PtxasError> {
+    let run = Command::new(ptxas)
+        .arg("--version")
+        .output()
+        .map_err(|source| PtxasError::Io {
+            ptxas: ptxas.display().to_string(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&run.stdout).trim().to_string();
+    if !run.status.success() || text.is_empty() {
+        return Err(PtxasError::Io {
+            ptxas: ptxas.display().to_string(),
+            source: std::io::Error::other(format!(
+                "`--version` failed: {}",
+                String::from_utf8_lossy(&run.stderr).trim()
+            )),
+        });
+    }
+    Ok(text)
 }
 
 /// `<venv>/lib/python3*/site-packages/nvidia/cuda_nvcc/bin/ptxas`, if present.
@@ -121,6 +158,30 @@ pub fn assemble(ptx: &str, arch: &str) -> Result<PtxasReport, PtxasError> {
 
 /// Assembles `ptx` for `arch` with a given `ptxas` binary.
 pub fn assemble_with(ptxas: &Path, ptx: &str, arch: &str) -> Result<PtxasReport, PtxasError> {
+    let (log, _) = run(ptxas, ptx, arch, &["-v"], false)?;
+    Ok(PtxasReport {
+        arch: arch.to_string(),
+        kernels: parse_verbose(&log),
+        log,
+    })
+}
+
+/// Assembles `ptx` for `arch` with a given `ptxas` binary and returns the cubin (an
+/// ELF image the CUDA driver loads as it is).
+pub fn assemble_cubin(ptxas: &Path, ptx: &str, arch: &str) -> Result<Vec<u8>, PtxasError> {
+    let (_, cubin) = run(ptxas, ptx, arch, &[], true)?;
+    Ok(cubin.expect("asked for the cubin"))
+}
+
+/// Runs `ptxas -arch=<arch> <flags> in.ptx -o out.cubin` on temporary files; returns its
+/// log (file names replaced by `<input>`) and, if `keep`, the cubin.
+fn run(
+    ptxas: &Path,
+    ptx: &str,
+    arch: &str,
+    flags: &[&str],
+    keep: bool,
+) -> Result<(String, Option<Vec<u8>>), PtxasError> {
     static UNIQUE: AtomicU64 = AtomicU64::new(0);
     let stem = std::env::temp_dir().join(format!(
         "calib-ptxas-{}-{}",
@@ -136,12 +197,16 @@ pub fn assemble_with(ptxas: &Path, ptx: &str, arch: &str) -> Result<PtxasReport,
     std::fs::write(&input, ptx).map_err(io_err)?;
     let run = Command::new(ptxas)
         .arg(format!("-arch={arch}"))
-        .arg("-v")
+        .args(flags)
         .arg(&input)
         .arg("-o")
         .arg(&output)
         .output();
     let _ = std::fs::remove_file(&input);
+    let cubin = match (&run, keep) {
+        (Ok(r), true) if r.status.success() => Some(std::fs::read(&output)),
+        _ => None,
+    };
     let _ = std::fs::remove_file(&output);
     let run = run.map_err(io_err)?;
     let log = format!(
@@ -156,11 +221,7 @@ pub fn assemble_with(ptxas: &Path, ptx: &str, arch: &str) -> Result<PtxasReport,
             log,
         });
     }
-    Ok(PtxasReport {
-        arch: arch.to_string(),
-        kernels: parse_verbose(&log),
-        log,
-    })
+    Ok((log, cubin.transpose().map_err(io_err)?))
 }
 
 /// Reads the per-kernel lines of `ptxas -v`:

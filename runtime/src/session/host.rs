@@ -1,0 +1,170 @@
+//! A session on host tensors: each step runs the whole graph through
+//! [`Backend::run`] with the kept state bound beside the batch. For the reference
+//! interpreter the host is where it computes, so nothing is copied that a device
+//! would keep.
+
+use super::{not_an_output, Carry, Session, Transfers};
+use crate::{Backend, Bindings, HostTensor, Outputs, RuntimeError, TensorMap};
+use calib_ir::{Graph, TensorType};
+use std::collections::HashMap;
+
+/// Whether a graph source is an input or a param, and its type.
+#[derive(Clone, Debug)]
+struct Source {
+    input: bool,
+    ty: TensorType,
+}
+
+/// The session every [`Backend`] has unless it keeps state on a device of its own.
+pub struct HostSession<'a, B: Backend + ?Sized> {
+    backend: &'a B,
+    graph: Graph,
+    carry: Carry,
+    sources: HashMap<String, Source>,
+    state: TensorMap,
+    transfers: Transfers,
+}
+
+impl<'a, B: Backend + ?Sized> HostSession<'a, B> {
+    /// A session of `graph` on `backend`; `carry` is checked against the graph.
+    pub fn new(backend: &'a B, graph: &Graph, carry: &Carry) -> Result<Self, RuntimeError> {
+        carry.check(graph)?;
+        let source = |input: bool| {
+            move |(name, v): (&str, calib_ir::Value)| {
+                let ty = graph.ty(v).clone();
+                (name.to_string(), Source { input, ty })
+            }
+        };
+        let sources = graph
+            .inputs()
+            .map(source(true))
+            .chain(graph.params().map(source(false)))
+            .collect();
+        Ok(HostSession {
+            backend,
+            graph: graph.clone(),
+            carry: carry.clone(),
+            sources,
+            state: TensorMap::new(),
+            transfers: Transfers::default(),
+        })
+    }
+
+    /// The bytes of the batch tensors the graph reads.
+    fn batch_bytes(&self, batch: &Bindings) -> u64 {
+        batch
+            .bound_inputs()
+            .filter(|(n, _)| self.sources.get(*n).is_some_and(|s| s.input))
+            .chain(
+                batch
+                    .bound_params()
+                    .filter(|(n, _)| self.sources.get(*n).is_some_and(|s| !s.input)),
+            )
+            .map(|(_, t)| bytes(t))
+            .sum()
+    }
+}
+
+fn bytes(t: &HostTensor) -> u64 {
+    t.ty().size_bytes() as u64
+}
+
+impl<B: Backend + ?Sized> Session for HostSession<'_, B> {
+    fn load(&mut self, state: &TensorMap) -> Result<(), RuntimeError> {
+        for (name, tensor) in state {
+            let Some(source) = self.sources.get(name) else {
+                continue;
+            };
+            if tensor.ty() != source.ty {
+                return Err(RuntimeError::BindingType {
+                    kind: if source.input { "input" } else { "param" },
+                    name: name.clone(),
+                    expected: source.ty.clone(),
+                    found: tensor.ty(),
+                });
+            }
+            self.transfers.uploaded_bytes += bytes(tensor);
+            self.state.insert(name.clone(), tensor.clone());
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, batch: &Bindings, fetch: &[&str]) -> Result<Outputs, RuntimeError> {
+        if let Some(name) = fetch.iter().find(|n| self.graph.output(n).is_none()) {
+            return Err(not_an_output(name));
+        }
+        let mut bindings = Bindings::new();
+        for (name, tensor) in &self.state {
+            bindings = match self.sources[name].input {
+                true => bindings.input(name.as_str(), tensor),
+                false => bindings.param(name.as_str(), tensor),
+            };
+        }
+        for (name, tensor) in batch.bound_inputs() {
+            bindings = bindings.input(name, tensor);
+        }
+        for (name, tensor) in batch.bound_params() {
+            bindings = bindings.param(name, tensor);
+        }
+        if let Some(group) = batch.get_collective() {
+            bindings = bindings.collective(group);
+        }
+        let mut outputs = self.backend.run(&self.graph, &bindings)?;
+        self.transfers.uploaded_bytes += self.batch_bytes(batch);
+
+        // Outputs move out, except where another fetch or carry still needs them.
+        let mut uses: HashMap<String, usize> = HashMap::new();
+        for name in fetch
+            .iter()
+            .copied()
+            .chain(self.carry.iter().map(|c| c.output.as_str()))
+        {
+            *uses.entry(name.to_string()).or_default() += 1;
+        }
+        let mut take = |name: &str| -> Result<HostTensor, RuntimeError> {
+            let left = uses.get_mut(name).expect("counted above");
+            *left -= 1;
+            match *left {
+                0 => outputs.remove(name),
+                _ => outputs.get(name).cloned(),
+            }
+            .ok_or_else(|| not_an_output(name))
+        };
+        let mut fetched = Outputs::new();
+        for &name in fetch {
+            let tensor = take(name)?;
+            self.transfers.downloaded_bytes += bytes(&tensor);
+            fetched.insert(name.to_string(), tensor);
+        }
+        // A value the batch bound served this step only.
+        for (name, _) in batch.bound_inputs().chain(batch.bound_params()) {
+            self.state.remove(name);
+        }
+        for c in self.carry.iter() {
+            let value = take(&c.output)?;
+            self.state.insert(c.into.clone(), value);
+        }
+        Ok(fetched)
+    }
+
+    fn read(&mut self, names: &[&str]) -> Result<TensorMap, RuntimeError> {
+        names
+            .iter()
+            .map(|&name| {
+                let tensor = self.state.get(name).ok_or_else(|| never_loaded(name))?;
+                self.transfers.downloaded_bytes += bytes(tensor);
+                Ok((name.to_string(), tensor.clone()))
+            })
+            .collect()
+    }
+
+    fn transfers(&self) -> Transfers {
+        self.transfers
+    }
+}
+
+pub(super) fn never_loaded(name: &str) -> RuntimeError {
+    RuntimeError::Session(format!(
+        "`{name}` holds no value: it was never loaded, nor carried by a step"
+    ))
+}

@@ -1,0 +1,290 @@
+//! A session whose state lives in a device program's buffers. The executor (the PTX
+//! simulator, a GPU) supplies buffer reads and writes and a step that ends with the
+//! carry's buffer-to-buffer copies; everything else (what is loaded where, what a step
+//! must upload, what it may download, the accounting) is here, once for every device.
+
+use super::host::never_loaded;
+use super::{not_an_output, Carry, Session, Transfers};
+use crate::{Bindings, Collective, DeviceProgram, HostTensor, Outputs, RuntimeError, TensorMap};
+use calib_ir::{BufferId, Graph, Role, TensorType};
+use std::collections::HashMap;
+
+/// After a step, buffer `from` is copied into buffer `to` (of the same type) on the
+/// device, before anything else touches either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferCopy {
+    pub from: BufferId,
+    pub to: BufferId,
+}
+
+/// A device program whose buffers keep their contents between steps.
+pub trait ResidentProgram: Send {
+    fn plan(&self) -> &DeviceProgram;
+    /// Writes a whole buffer.
+    fn write(&mut self, buffer: BufferId, bytes: &[u8]) -> Result<(), RuntimeError>;
+    /// Reads a whole buffer, after everything enqueued so far.
+    fn read(&mut self, buffer: BufferId) -> Result<Vec<u8>, RuntimeError>;
+    /// Runs the schedule, all-reduces through `group`, then performs `copies`.
+    fn step(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+    ) -> Result<(), RuntimeError>;
+    /// [`ResidentProgram::step`] with a timer around every launch: microseconds per
+    /// launch, in program order.
+    fn timed_step(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+    ) -> Result<Vec<f64>, RuntimeError> {
+        let _ = (group, copies);
+        Err(RuntimeError::Device(
+            "per-launch timing needs a GPU executor (the cuda backend)".into(),
+        ))
+    }
+    /// See [`Session::stats`].
+    fn stats(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+/// Where a resident value is.
+#[derive(Clone, Debug)]
+enum Place {
+    /// In its input or param buffer.
+    Buffer(BufferId),
+    /// In the output buffer the last step wrote it to (a carried value whose
+    /// destination no kernel reads, so the plan gave it no buffer).
+    Output(BufferId),
+    /// On the host (loaded, but no kernel reads it).
+    Host(HostTensor),
+}
+
+/// A [`Session`] over a [`ResidentProgram`].
+pub struct ResidentSession<P> {
+    program: P,
+    /// Every input and param of the graph, with its type and its buffer (if a kernel
+    /// reads it).
+    sources: HashMap<String, (TensorType, Option<BufferId>)>,
+    outputs: HashMap<String, BufferId>,
+    copies: Vec<BufferCopy>,
+    /// Carried values without a buffer of their own: destination and output buffer.
+    unbuffered: Vec<(String, BufferId)>,
+    /// Carried values with a buffer: their names.
+    buffered: Vec<String>,
+    values: HashMap<String, Place>,
+    transfers: Transfers,
+}
+
+impl<P: ResidentProgram> ResidentSession<P> {
+    /// A session of `graph`, compiled into `program`, carrying `carry`.
+    pub fn new(program: P, graph: &Graph, carry: &Carry) -> Result<Self, RuntimeError> {
+        carry.check(graph)?;
+        let plan = &program.plan().program;
+        let buffer_of = |name: &str| {
+            plan.buffers
+                .iter()
+                .position(|b| b.name == name && matches!(b.role, Role::Input | Role::Param))
+                .map(BufferId)
+        };
+        let sources: HashMap<_, _> = graph
+            .inputs()
+            .chain(graph.params())
+            .map(|(name, v)| (name.to_string(), (graph.ty(v).clone(), buffer_of(name))))
+            .collect();
+        let outputs: HashMap<_, _> = plan
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.buffer))
+            .collect();
+        let (mut copies, mut unbuffered, mut buffered) = (vec![], vec![], vec![]);
+        for c in carry.iter() {
+            let from = *outputs.get(&c.output).ok_or_else(|| {
+                RuntimeError::Session(format!(
+                    "the device plan has no output `{}` to carry",
+                    c.output
+                ))
+            })?;
+            match sources[&c.into].1 {
+                Some(to) if to == from => buffered.push(c.into.clone()),
+                Some(to) => {
+                    copies.push(BufferCopy { from, to });
+                    buffered.push(c.into.clone());
+                }
+                None => unbuffered.push((c.into.clone(), from)),
+            }
+        }
+        // The copies act at once: none may read a buffer another one writes.
+        if let Some(c) = copies
+            .iter()
+            .find(|c| copies.iter().any(|d| d.to == c.from))
+        {
+            return Err(RuntimeError::Session(format!(
+                "cannot carry: output buffer {} is itself a carried input or param (the plan \
+                 stores an output in an input's buffer)",
+                c.from
+            )));
+        }
+        Ok(ResidentSession {
+            program,
+            sources,
+            outputs,
+            copies,
+            unbuffered,
+            buffered,
+            values: HashMap::new(),
+            transfers: Transfers::default(),
+        })
+    }
+
+    /// The buffer-to-buffer copies that end every step.
+    pub fn copies(&self) -> &[BufferCopy] {
+        &self.copies
+    }
+
+    /// Uploads what `batch` binds, checks that everything else is in place, runs the
+    /// step (timed or not), and updates where every value is.
+    fn run(&mut self, batch: &Bindings, timed: bool) -> Result<Vec<f64>, RuntimeError> {
+        let plan = &self.program.plan().program;
+        let mut uploads = vec![];
+        let mut bound = vec![];
+        for (i, buf) in plan.buffers.iter().enumerate() {
+            let (kind, tensor) = match buf.role {
+                Role::Input => ("input", batch.get_input(&buf.name)),
+                Role::Param => ("param", batch.get_param(&buf.name)),
+                Role::Output | Role::Temp => continue,
+            };
+            match tensor {
+                Some(t) if t.ty() != buf.ty => {
+                    return Err(RuntimeError::BindingType {
+                        kind,
+                        name: buf.name.clone(),
+                        expected: buf.ty.clone(),
+                        found: t.ty(),
+                    })
+                }
+                Some(t) => {
+                    uploads.push((BufferId(i), t));
+                    bound.push(buf.name.clone());
+                }
+                None if matches!(self.values.get(&buf.name), Some(Place::Buffer(_))) => {}
+                None => {
+                    return Err(RuntimeError::Unbound {
+                        kind,
+                        name: buf.name.clone(),
+                        expected: buf.ty.clone(),
+                    })
+                }
+            }
+        }
+        for (b, t) in uploads {
+            let data = t.to_le_bytes();
+            self.program.write(b, &data)?;
+            self.transfers.uploaded_bytes += data.len() as u64;
+        }
+        let group = batch.get_collective();
+        let times = if timed {
+            self.program.timed_step(group, &self.copies)?
+        } else {
+            self.program.step(group, &self.copies)?;
+            vec![]
+        };
+        // A value the batch bound served this step only; carried values are in place.
+        for name in bound {
+            self.values.remove(&name);
+        }
+        for name in &self.buffered {
+            let to = self.sources[name].1.expect("buffered values have a buffer");
+            self.values.insert(name.clone(), Place::Buffer(to));
+        }
+        for (name, from) in &self.unbuffered {
+            self.values.insert(name.clone(), Place::Output(*from));
+        }
+        Ok(times)
+    }
+
+    fn download(&mut self, buffer: BufferId, ty: &TensorType) -> Result<HostTensor, RuntimeError> {
+        let data = self.program.read(buffer)?;
+        self.transfers.downloaded_bytes += data.len() as u64;
+        HostTensor::from_le_bytes(ty, &data).map_err(|e| RuntimeError::Device(e.to_string()))
+    }
+}
+
+impl<P: ResidentProgram> Session for ResidentSession<P> {
+    fn load(&mut self, state: &TensorMap) -> Result<(), RuntimeError> {
+        for (name, tensor) in state {
+            let Some((ty, buffer)) = self.sources.get(name) else {
+                continue;
+            };
+            if tensor.ty() != *ty {
+                return Err(RuntimeError::BindingType {
+                    kind: "state",
+                    name: name.clone(),
+                    expected: ty.clone(),
+                    found: tensor.ty(),
+                });
+            }
+            let place = match *buffer {
+                Some(b) => {
+                    let data = tensor.to_le_bytes();
+                    self.program.write(b, &data)?;
+                    self.transfers.uploaded_bytes += data.len() as u64;
+                    Place::Buffer(b)
+                }
+                None => Place::Host(tensor.clone()),
+            };
+            self.values.insert(name.clone(), place);
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, batch: &Bindings, fetch: &[&str]) -> Result<Outputs, RuntimeError> {
+        let wanted = fetch
+            .iter()
+            .map(|&name| match self.outputs.get(name) {
+                Some(&b) => Ok((name, b)),
+                None => Err(not_an_output(name)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.run(batch, false)?;
+        let mut fetched = Outputs::new();
+        for (name, b) in wanted {
+            let ty = self.program.plan().program.buffer(b).ty.clone();
+            fetched.insert(name.to_string(), self.download(b, &ty)?);
+        }
+        Ok(fetched)
+    }
+
+    fn read(&mut self, names: &[&str]) -> Result<TensorMap, RuntimeError> {
+        let mut out = TensorMap::new();
+        for &name in names {
+            let tensor = match self.values.get(name).cloned() {
+                Some(Place::Buffer(b)) | Some(Place::Output(b)) => {
+                    let ty = self.sources[name].0.clone();
+                    self.download(b, &ty)?
+                }
+                // Never crossed: nothing to count.
+                Some(Place::Host(t)) => t,
+                None => return Err(never_loaded(name)),
+            };
+            out.insert(name.to_string(), tensor);
+        }
+        Ok(out)
+    }
+
+    fn transfers(&self) -> Transfers {
+        self.transfers
+    }
+
+    fn time_launches(&mut self, batch: &Bindings) -> Result<Vec<f64>, RuntimeError> {
+        self.run(batch, true)
+    }
+
+    fn plan(&self) -> Option<&DeviceProgram> {
+        Some(self.program.plan())
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        self.program.stats()
+    }
+}
