@@ -303,7 +303,9 @@ impl<'a> Emitter<'a> {
     }
 
     fn compute(&mut self, v: Value, at: &Index) -> Result<Operand> {
-        if let Some(split) = self.split.clone().filter(|s| s.holds(v)) {
+        // A value an earlier launch stored whole is one load; its slices are many.
+        let whole = self.stored.contains_key(&v);
+        if let Some(split) = self.split.clone().filter(|s| s.holds(v) && !whole) {
             let workspace = self.workspace()?;
             return match &split {
                 SplitRead::Gemm(g) => gemm::read_split(self, *g, workspace, at),

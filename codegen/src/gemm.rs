@@ -342,7 +342,7 @@ pub(crate) fn emit(
 }
 
 fn describe(s: &GemmSchedule) -> String {
-    calib_ir::Schedule::Gemm(*s).to_string()
+    calib_ir::Schedule::gemm(*s).to_string()
 }
 
 /// The shared addresses of both operand tiles in stage `index` (0 or 1).

@@ -13,7 +13,7 @@ use crate::eval::{Emitter, SplitRead};
 use crate::gemm::{self, Operands};
 use crate::kernel::{Family, Geometry};
 use crate::{conv, matmul, pointwise, reduction};
-use calib_ir::{Anchor, GemmSchedule, OpClass, Schedule, Value};
+use calib_ir::{gemm_anchor, Anchor, GemmSchedule, OpClass, Schedule, Value};
 
 /// What one launch does.
 pub(crate) struct Launch {
@@ -126,7 +126,7 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
         Anchored::Gemm(v, ops) => {
             // The plan's schedule is for its anchor, the first launch's GEMM.
             let schedule = match (first, kernel.schedule) {
-                (true, Some(Schedule::Gemm(s))) => s,
+                (true, Some(Schedule { gemm: Some(s), .. })) => s,
                 _ => GemmSchedule::default_for(&ops.dims()),
             };
             gemm_schedule = Some(schedule);
@@ -139,11 +139,22 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
         }
         Anchored::Reduction(group) => {
             // The plan's reduction schedule is for the kernel's first reduction launch.
-            let split = match (cx.first_reduction, kernel.schedule) {
-                (true, Some(Schedule::Reduction(s))) => s.split,
-                _ => 1,
+            let (split, offset) = match (cx.first_reduction, kernel.schedule) {
+                (
+                    true,
+                    Some(
+                        s @ Schedule {
+                            reduction: Some(r), ..
+                        },
+                    ),
+                ) => {
+                    let dims = gemm_anchor(&kernel.body)
+                        .and_then(|a| calib_ir::GemmDims::of(&kernel.body, a));
+                    (r.split, s.reduction_offset_bytes(dims.as_ref()) / 4)
+                }
+                _ => (1, 0),
             };
-            let (geometry, split) = reduction::emit(cx, &group, &aligned, split)?;
+            let (geometry, split) = reduction::emit(cx, &group, &aligned, split, offset)?;
             (Family::Reduction, geometry, split.map(SplitRead::Reduction))
         }
     };

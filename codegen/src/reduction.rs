@@ -167,6 +167,8 @@ pub(crate) struct SplitResult {
     pub slices: usize,
     pub outputs: usize,
     pub length: usize,
+    /// Where the partial results start in the workspace, in elements.
+    pub offset: usize,
 }
 
 /// The reduction kernel around `group` (see [`anchors`]), storing body outputs
@@ -178,6 +180,7 @@ pub(crate) fn emit(
     group: &[Reduce],
     aligned: &[usize],
     split: usize,
+    offset: usize,
 ) -> Result<(Geometry, Option<SplitResult>)> {
     let shape = cx.ty(group[0].input).shape.clone();
     let (kept_dims, reduced_dims) = group[0].split_shape(&shape);
@@ -196,7 +199,7 @@ pub(crate) fn emit(
         1 => None,
         _ => {
             let ws = cx.workspace()?;
-            let needed = 4 * split * group.len() * outputs;
+            let needed = 4 * (offset + split * group.len() * outputs);
             let have = cx
                 .kernel
                 .workspace
@@ -276,6 +279,7 @@ pub(crate) fn emit(
                 for (slot, &acc) in accs.iter().enumerate() {
                     let row = cx.b.add_u32(slice, Operand::Int((slot * split) as i64));
                     let at = cx.b.mad_u32(row, Operand::Int(outputs as i64), j);
+                    let at = cx.b.add_u32(at, Operand::Int(offset as i64));
                     let addr = cx.b.address(ws, at, 4);
                     ins!(cx.b, "st.global.f32 [{addr}], {acc}");
                 }
@@ -311,6 +315,7 @@ pub(crate) fn emit(
         slices: split,
         outputs,
         length,
+        offset,
     });
     Ok((geometry, split))
 }
@@ -328,7 +333,7 @@ pub(crate) fn read_split(
     let j = cx.flat(at, &cx.ty(r.node).shape.clone());
     let acc = cx.b.materialize(r.identity(), Ty::F32);
     for s in 0..split.slices {
-        let row = (slot * split.slices + s) * split.outputs;
+        let row = split.offset + (slot * split.slices + s) * split.outputs;
         let at = cx.b.add_u32(j, Operand::Int(row as i64));
         let addr = cx.b.address(workspace, at, 4);
         let v = cx.b.reg(Ty::F32);

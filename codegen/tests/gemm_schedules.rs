@@ -17,7 +17,7 @@ fn scheduled(mut program: Program, schedule: GemmSchedule) -> Program {
     let anchor = gemm_anchor(&kernel.body).expect("a GEMM kernel");
     let dims = GemmDims::of(&kernel.body, anchor).expect("GEMM dims");
     let bytes = schedule.workspace_bytes(&dims);
-    kernel.schedule = Some(Schedule::Gemm(schedule));
+    kernel.schedule = Some(Schedule::gemm(schedule));
     if bytes > 0 {
         program.buffers.push(Buffer {
             name: "workspace".into(),
@@ -160,16 +160,16 @@ fn schedules_codegen_cannot_run_are_refused_by_name() {
         ..schedule(64, 64, 1)
     };
     let mut program = single_kernel(&g, Anchor::MatMul);
-    program.kernels[0].schedule = Some(Schedule::Gemm(odd));
+    program.kernels[0].schedule = Some(Schedule::gemm(odd));
     let e = compile(&program).unwrap_err().to_string();
     assert!(e.contains("k0") && e.contains("tile 32x64"), "{e}");
 
     // A split with no workspace to put the slices in.
-    program.kernels[0].schedule = Some(Schedule::Gemm(schedule(64, 64, 1)));
+    program.kernels[0].schedule = Some(Schedule::gemm(schedule(64, 64, 1)));
     let mut split = schedule(64, 64, 1);
     split.block_k = 4;
     split.split_k = 2;
-    program.kernels[0].schedule = Some(Schedule::Gemm(split));
+    program.kernels[0].schedule = Some(Schedule::gemm(split));
     let e = compile(&program).unwrap_err().to_string();
     assert!(e.contains("workspace"), "{e}");
 }

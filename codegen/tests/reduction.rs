@@ -136,7 +136,7 @@ fn split(
 ) -> calib_ir::Program {
     use calib_ir::{Buffer, BufferId, DType, ReductionSchedule, Role, Schedule, TensorType};
     let schedule = ReductionSchedule { split };
-    program.kernels[0].schedule = Some(Schedule::Reduction(schedule));
+    program.kernels[0].schedule = Some(Schedule::reduction(schedule));
     let bytes = schedule.workspace_bytes(reductions, outputs);
     if bytes > 0 {
         program.buffers.push(Buffer {

@@ -108,12 +108,40 @@ pub fn gemm_anchor(body: &Graph) -> Option<Value> {
         .map(Value)
 }
 
-/// How a kernel's loop nest is laid out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    Gemm(GemmSchedule),
-    Reduction(ReductionSchedule),
+/// How a kernel's launches are laid out: its GEMM anchor's, and its first reduction's
+/// (a reduction kernel's own, or a GEMM kernel's statistics over its result).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemm: Option<GemmSchedule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduction: Option<ReductionSchedule>,
+}
+
+impl Schedule {
+    pub fn gemm(s: GemmSchedule) -> Schedule {
+        Schedule {
+            gemm: Some(s),
+            reduction: None,
+        }
+    }
+
+    pub fn reduction(s: ReductionSchedule) -> Schedule {
+        Schedule {
+            gemm: None,
+            reduction: Some(s),
+        }
+    }
+
+    /// Where in the workspace the reduction's partial results start: after the GEMM's
+    /// partial tiles (of a GEMM with `dims`), if it splits too.
+    pub fn reduction_offset_bytes(&self, dims: Option<&GemmDims>) -> usize {
+        match (self.gemm, dims) {
+            (Some(g), Some(d)) => g.workspace_bytes(d),
+            _ => 0,
+        }
+    }
 }
 
 /// A reduction kernel: each reduced element's inputs are cut into `split` slices, each
@@ -250,13 +278,16 @@ impl GemmSchedule {
 
 impl std::fmt::Display for Schedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Schedule::Gemm(s) => write!(
-                f,
+        let mut parts = vec![];
+        if let Some(s) = self.gemm {
+            parts.push(format!(
                 "gemm tile={}x{}x{} split_k={}",
                 s.block_m, s.block_n, s.block_k, s.split_k
-            ),
-            Schedule::Reduction(s) => write!(f, "reduction split={}", s.split),
+            ));
         }
+        if let Some(s) = self.reduction {
+            parts.push(format!("reduction split={}", s.split));
+        }
+        write!(f, "{}", parts.join(", "))
     }
 }

@@ -11,7 +11,9 @@
 //! the kernels code generation really emits.
 
 use calib_cost::{predict, Census, Device, Launch};
-use calib_ir::{gemm_anchor, GemmDims, GemmSchedule, Graph, Op, OpClass, Value};
+use calib_ir::{
+    gemm_anchor, GemmDims, GemmSchedule, Graph, Op, OpClass, ReductionSchedule, Schedule, Value,
+};
 use std::ops::{Add, AddAssign, Mul};
 
 /// Per-element work: what evaluating one element of a value costs a thread.
@@ -255,6 +257,19 @@ fn siblings(body: &Graph, r: Value) -> Vec<Value> {
 /// elements per loop iteration. Split, the teams write partial results and a second
 /// launch combines them and runs the epilogue.
 fn reduction(body: &Graph, r: Value, roots: &[Value], split: usize) -> Vec<Launch> {
+    reduction_over(body, r, roots, split, &[], 0.0)
+}
+
+/// [`reduction`], not looking past `stop` (values read from memory, each costing
+/// `stop_loads` loads per element).
+fn reduction_over(
+    body: &Graph,
+    r: Value,
+    roots: &[Value],
+    split: usize,
+    stop: &[Value],
+    stop_loads: f64,
+) -> Vec<Launch> {
     let group = siblings(body, r);
     let input = body.nodes[r.0].inputs[0];
     let outputs = body.ty(r).numel().max(1);
@@ -267,7 +282,12 @@ fn reduction(body: &Graph, r: Value, roots: &[Value], split: usize) -> Vec<Launc
     let blocks = teams.min(1 << 16).div_ceil(per_block);
     let turns = teams as f64 / (blocks * per_block) as f64;
     let roots_of_group: Vec<Value> = group.iter().map(|&g| body.nodes[g.0].inputs[0]).collect();
-    let element = work_of(body, &roots_of_group, &[]) + issue(10.0);
+    let read = Work {
+        issue: 6.0 * stop_loads,
+        loads: stop_loads,
+        ..Work::default()
+    };
+    let element = work_of(body, &roots_of_group, stop) + read + issue(10.0);
     let iterations = (chunk as f64 / (team * 4) as f64).ceil();
     let mut fold = element * 4.0 + issue(4.0);
     fold.rounds = 1.0;
@@ -275,7 +295,9 @@ fn reduction(body: &Graph, r: Value, roots: &[Value], split: usize) -> Vec<Launc
     let epilogue = if split > 1 {
         issue(6.0 * group.len() as f64)
     } else {
-        work_of(body, roots, &group) + issue(14.0)
+        let mut stops = group.clone();
+        stops.extend(stop);
+        work_of(body, roots, &stops) + issue(14.0)
     };
     let per_thread = (fold * iterations + combine + epilogue) * turns;
     let barriers = if block_team { 2.0 * turns } else { 0.0 };
@@ -288,7 +310,9 @@ fn reduction(body: &Graph, r: Value, roots: &[Value], split: usize) -> Vec<Launc
         unique_bytes: unique_bytes(body),
     }];
     if split > 1 {
-        let mut combine = pointwise(body, roots, &group);
+        let mut stops = group.clone();
+        stops.extend(stop);
+        let mut combine = pointwise(body, roots, &stops);
         let per_element = (split * group.len()) as f64;
         let elements = outputs as f64 / (combine.blocks as f64 * THREADS as f64);
         combine.census.issue += 3.0 * per_element * elements;
@@ -342,7 +366,7 @@ pub fn best_reduction_split(body: &Graph, device: &Device) -> Option<(usize, f64
         .map(|split| {
             let t = seconds(&reduction(body, r, &roots, split), device);
 
-            let bytes = calib_ir::ReductionSchedule { split }.workspace_bytes(group, outputs);
+            let bytes = ReductionSchedule { split }.workspace_bytes(group, outputs);
             (split, t, bytes)
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -376,9 +400,13 @@ fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Work, Work) {
 /// The launches of GEMM kernel `body` (anchor `anchor`) under `schedule`: the tiled
 /// GEMM (partial tiles when split), the pass that sums the slices and runs the
 /// epilogue, and a pass over the result for outputs that reduce it.
-pub fn gemm(body: &Graph, anchor: Value, dims: &GemmDims, schedule: &GemmSchedule) -> GemmEstimate {
+pub fn gemm(body: &Graph, anchor: Value, dims: &GemmDims, schedule: &Schedule) -> GemmEstimate {
     let (wa, wb) = operand_work(body, anchor, dims);
-    gemm_with(body, anchor, dims, schedule, (wa, wb))
+    let gemm = schedule
+        .gemm
+        .unwrap_or_else(|| GemmSchedule::default_for(dims));
+    let split = schedule.reduction.map_or(1, |r| r.split);
+    gemm_with(body, anchor, dims, &gemm, (wa, wb), split)
 }
 
 fn gemm_with(
@@ -387,6 +415,7 @@ fn gemm_with(
     dims: &GemmDims,
     s: &GemmSchedule,
     (wa, wb): (Work, Work),
+    statistics_split: usize,
 ) -> GemmEstimate {
     let (tm, tn) = (s.block_m / 16, s.block_n / 16);
     let (ea, eb) = (
@@ -477,10 +506,23 @@ fn gemm_with(
         sum.unique_bytes += partial_bytes;
         launches.push(sum);
     }
+    // Statistics over the result read it back once per element (stored whole by the
+    // epilogue), the first of them under the kernel's reduction split.
+    // Sibling reductions share one launch.
+    let mut groups: Vec<(Vec<Value>, Value, Vec<Value>)> = vec![];
     for r in reducing {
-        if let Some(red) = first_reduction(body, r) {
-            launches.extend(reduction(body, red, &[r], 1));
+        let Some(red) = first_reduction(body, r) else {
+            continue;
+        };
+        let group = siblings(body, red);
+        match groups.iter_mut().find(|g| g.0 == group) {
+            Some(g) => g.2.push(r),
+            None => groups.push((group, red, vec![r])),
         }
+    }
+    for (i, (_, red, roots)) in groups.into_iter().enumerate() {
+        let split = if i == 0 { statistics_split } else { 1 };
+        launches.extend(reduction_over(body, red, &roots, split, &[anchor], 1.0));
     }
     GemmEstimate { launches }
 }
@@ -574,18 +616,45 @@ pub fn seconds(launches: &[Launch], device: &Device) -> f64 {
         .sum()
 }
 
-/// The fastest schedule for GEMM kernel `body`, with its predicted seconds.
-pub fn best_schedule(body: &Graph, device: &Device) -> Option<(GemmSchedule, f64)> {
+/// The fastest schedule for GEMM kernel `body`, with its predicted seconds: the tile
+/// and split of `k`, and for statistics over the result, the split of that reduction.
+pub fn best_schedule(body: &Graph, device: &Device) -> Option<(Schedule, f64)> {
     let anchor = gemm_anchor(body)?;
     let dims = GemmDims::of(body, anchor)?;
     let work = operand_work(body, anchor, &dims);
-    candidate_schedules(&dims, device)
+    let time = |s: &GemmSchedule, split: usize| {
+        seconds(
+            &gemm_with(body, anchor, &dims, s, work, split).launches,
+            device,
+        )
+    };
+    let (gemm, t) = candidate_schedules(&dims, device)
         .into_iter()
-        .map(|s| {
-            let t = seconds(&gemm_with(body, anchor, &dims, &s, work).launches, device);
-            (s, t)
-        })
+        .map(|s| (s, time(&s, 1)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let statistics = body
+        .outputs
+        .iter()
+        .find(|o| reduces(body, o.value, anchor))
+        .and_then(|o| first_reduction(body, o.value));
+    let Some(red) = statistics else {
+        return Some((Schedule::gemm(gemm), t));
+    };
+    let outputs = body.ty(red).numel().max(1);
+    let length = body.ty(body.nodes[red.0].inputs[0]).numel() / outputs;
+    let (split, t) = reduction_splits(outputs, length, device)
+        .into_iter()
+        .map(|split| (split, time(&gemm, split)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((1, t));
+    let reduction = (split > 1).then_some(ReductionSchedule { split });
+    Some((
+        Schedule {
+            gemm: Some(gemm),
+            reduction,
+        },
+        t,
+    ))
 }
 
 /// The predicted seconds of a kernel with this body: GEMM kernels under their best
@@ -603,7 +672,7 @@ pub fn kernel_seconds(body: &Graph, device: &Device) -> f64 {
 
 /// The predicted seconds of plan kernel `kernel`: under its schedule when it has one.
 pub fn program_kernel_seconds(kernel: &calib_ir::Kernel, device: &Device) -> f64 {
-    let gemm_under = |s: &GemmSchedule| {
+    let gemm_under = |s: &Schedule| {
         let anchor = gemm_anchor(&kernel.body)?;
         let dims = GemmDims::of(&kernel.body, anchor)?;
         Some(seconds(
@@ -617,9 +686,11 @@ pub fn program_kernel_seconds(kernel: &calib_ir::Kernel, device: &Device) -> f64
         Some(seconds(&reduction(&kernel.body, r, &roots, split), device))
     };
     let scheduled = match &kernel.schedule {
-        Some(calib_ir::Schedule::Gemm(s)) => gemm_under(s),
-        Some(calib_ir::Schedule::Reduction(s)) => reduction_under(s.split),
-        None => None,
+        Some(s @ Schedule { gemm: Some(_), .. }) => gemm_under(s),
+        Some(Schedule {
+            reduction: Some(r), ..
+        }) => reduction_under(r.split),
+        _ => None,
     };
     scheduled.unwrap_or_else(|| kernel_seconds(&kernel.body, device))
 }

@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `fuse-prologue` | convolution, matmul, pooling | the anchor and its recomputed operand producers (BN apply, ReLU, the SCConv gate, concat as an index map, the average pool before `k2`) |
 //! | `fuse-epilogue` | same | also elementwise consumers and reductions of its result (BN statistics, BN apply, residual add, ReLU, the gate, BN-backward sums), and disjoint poolings of its prologue values as extra outputs |
+//! | `fuse-epilogue-only` | same | the epilogue without the recomputed prologue, for operands cheaper to read than to recompute per tile |
 //! | `fuse-reduction` | reduction | the reduction and its recomputed producers |
 //! | `fuse-pointwise` | elementwise op or index map | its recomputed producers, taking in a loop nest it reads element for element (so the gate becomes the `k3` convolution's epilogue) |
 //! | `fuse-pointwise-exclusive` | same | only producers nothing else reads |
@@ -96,6 +97,12 @@ fn candidates(dag: &Dag, seed: usize) -> Vec<(&'static str, Group)> {
             vec![
                 ("fuse-prologue", prologue.clone()),
                 ("fuse-epilogue", with_epilogue(prologue)),
+                // When recomputing the prologue for every tile costs more than reading
+                // its result, the epilogue still fuses.
+                (
+                    "fuse-epilogue-only",
+                    with_epilogue(grown(Producers::FreeOnly)),
+                ),
             ]
         }
         Kind::Reduction => vec![("fuse-reduction", grown(Producers::Recompute))],

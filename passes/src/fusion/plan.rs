@@ -43,6 +43,15 @@ pub struct RegionPlan {
     pub roots: Vec<(usize, Val)>,
 }
 
+/// What extraction charges for a kernel: its predicted time, plus a token amount per
+/// kernel so that between plans the cost model cannot tell apart (a convolution whose
+/// statistics are a second launch of its own kernel, or of a kernel of their own) the
+/// one with fewer kernels, buffers and launches to schedule wins.
+fn planned_seconds(body: &Graph, device: &Device) -> f64 {
+    const PER_KERNEL: f64 = 0.2e-6;
+    kernel_seconds(body, device) + PER_KERNEL
+}
+
 /// An op as its own kernel: its group, body, inputs and covered nodes.
 type Single = (Group, Graph, Vec<usize>, Vec<usize>);
 
@@ -82,7 +91,7 @@ pub fn plan(
                 let mut g = Group::seed(dag, i);
                 g.absorb(dag, i, Producers::FreeOnly);
                 if let Some((body, inputs, covers)) = g.body(dag, &[i], &scope) {
-                    problem.item_cost.push(kernel_seconds(&body, device));
+                    problem.item_cost.push(planned_seconds(&body, device));
                     cands.push(Candidate {
                         item: Some(problem.item_cost.len() as u32 - 1),
                         children: inputs.clone(),
@@ -118,7 +127,7 @@ pub fn plan(
                 continue;
             };
             let item = *kernel_item.entry(kc).or_insert_with(|| {
-                problem.item_cost.push(kernel_seconds(&info.body, device));
+                problem.item_cost.push(planned_seconds(&info.body, device));
                 let item = problem.item_cost.len() as u32 - 1;
                 item_kernel.insert(item, k);
                 item

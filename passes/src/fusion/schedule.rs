@@ -15,44 +15,35 @@ pub fn assign(program: &mut Program, device: &Device) -> (usize, usize) {
     let (mut gemms, mut reductions) = (0, 0);
     for k in 0..program.kernels.len() {
         let kernel = &program.kernels[k];
-        let (schedule, bytes) = match kernel.anchor {
-            Anchor::Convolution | Anchor::MatMul => {
-                let Some((schedule, _)) = best_schedule(&kernel.body, device) else {
-                    continue;
-                };
-                let anchor = gemm_anchor(&kernel.body).expect("a scheduled kernel has a GEMM");
-                let dims = GemmDims::of(&kernel.body, anchor).expect("and its dimensions");
-                gemms += usize::from(schedule.split_k > 1);
-                (Schedule::Gemm(schedule), schedule.workspace_bytes(&dims))
-            }
-            Anchor::Collective => continue,
-            _ => {
-                let Some((split, _, _)) = best_reduction_split(&kernel.body, device) else {
-                    continue;
-                };
-                reductions += usize::from(split > 1);
-                // Room for any group of sibling reductions code generation may fold
-                // together: every reduction of the body, at the largest output.
-                let body = &kernel.body;
-                let reductions_in_body = body
-                    .nodes
-                    .iter()
-                    .filter(|n| n.op.class() == OpClass::Reduction)
-                    .count();
-                let outputs = body
-                    .nodes
-                    .iter()
-                    .filter(|n| n.op.class() == OpClass::Reduction)
-                    .map(|n| n.ty.numel())
-                    .max()
-                    .unwrap_or(1);
-                let schedule = ReductionSchedule { split };
-                (
-                    Schedule::Reduction(schedule),
-                    schedule.workspace_bytes(reductions_in_body, outputs),
-                )
-            }
+        if kernel.anchor == Anchor::Collective {
+            continue;
+        }
+        let body = &kernel.body;
+        let dims = gemm_anchor(body).and_then(|a| GemmDims::of(body, a));
+        let schedule = match dims {
+            Some(_) => best_schedule(body, device).map(|(s, _)| s),
+            None => best_reduction_split(body, device)
+                .map(|(split, _, _)| Schedule::reduction(ReductionSchedule { split })),
         };
+        let Some(schedule) = schedule else { continue };
+        let gemm_bytes = schedule.reduction_offset_bytes(dims.as_ref());
+        // Room for any group of sibling reductions code generation may fold together:
+        // every reduction of the body, at the largest output.
+        let reduction_nodes = body
+            .nodes
+            .iter()
+            .filter(|n| n.op.class() == OpClass::Reduction);
+        let outputs = reduction_nodes
+            .clone()
+            .map(|n| n.ty.numel())
+            .max()
+            .unwrap_or(1);
+        let reduction_bytes = schedule
+            .reduction
+            .map_or(0, |r| r.workspace_bytes(reduction_nodes.count(), outputs));
+        gemms += usize::from(schedule.gemm.is_some_and(|g| g.split_k > 1));
+        reductions += usize::from(schedule.reduction.is_some_and(|r| r.split > 1));
+        let bytes = gemm_bytes + reduction_bytes;
         let workspace = (bytes > 0).then(|| {
             program.buffers.push(Buffer {
                 name: format!("workspace{k}"),
