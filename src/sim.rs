@@ -31,6 +31,15 @@ impl Sim {
         }
     }
 
+    /// The fused plan made with `options` (another device to plan for, other limits).
+    pub fn with_fusion(options: FusionOptions) -> Self {
+        Sim {
+            fused: true,
+            options,
+            ..Sim::default()
+        }
+    }
+
     /// One kernel per op (the eager baseline), for telling fusion bugs from codegen bugs.
     pub fn unfused() -> Self {
         Sim::default()

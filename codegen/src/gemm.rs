@@ -27,6 +27,7 @@
 
 use crate::error::{CodegenError, Result};
 use crate::eval::Emitter;
+use crate::flow::Check;
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
@@ -169,6 +170,15 @@ impl Tile {
         self.depth * self.pitch() * 4
     }
 
+    /// The tile's sides as `(fast, slow)`: consecutive threads walk the fast one.
+    fn sides(&self) -> (usize, usize) {
+        if self.along_width {
+            (self.width, self.depth)
+        } else {
+            (self.depth, self.width)
+        }
+    }
+
     /// Elements each thread loads per step.
     fn per_thread(&self) -> usize {
         (self.depth * self.width).div_ceil(THREADS)
@@ -271,7 +281,7 @@ pub(crate) fn emit(
             let next = cx.b.add_u32(kt, Operand::Int(1));
             let values = loader.load(cx, &slots, next)?;
             let current = stage(cx, smem, [a, b], parity.into());
-            products(cx, &acc, [a, b], current, [tx.into(), ty.into()])?;
+            products(cx, &acc, [a, b], current, [tx, ty])?;
             let other = cx.b.reg(Ty::U32);
             ins!(cx.b, "xor.b32 {other}, {parity}, 1");
             let other = stage(cx, smem, [a, b], other.into());
@@ -281,7 +291,7 @@ pub(crate) fn emit(
         })?;
     }
     let last = stage(cx, smem, [a, b], Operand::Int(((steps - 1) % 2) as i64));
-    products(cx, &acc, [a, b], last, [tx.into(), ty.into()])?;
+    products(cx, &acc, [a, b], last, [tx, ty])?;
 
     let operand_bytes = 2 * (a.stage_bytes() + b.stage_bytes());
     if slices > 1 {
@@ -298,7 +308,7 @@ pub(crate) fn emit(
                 slice,
                 transposed,
                 patch: [tm, tn],
-                thread: [tx.into(), ty.into()],
+                thread: [tx, ty],
             },
         )?;
         return Ok(Emitted {
@@ -329,7 +339,7 @@ pub(crate) fn emit(
         tn,
     };
     for quarter in 0..tm / PATCH {
-        staged.emit(cx, &acc, smem.into(), quarter, [tx.into(), ty.into()])?;
+        staged.emit(cx, &acc, smem.into(), quarter, [tx, ty])?;
     }
     Ok(Emitted {
         geometry: Geometry {
@@ -392,8 +402,20 @@ impl Loader<'_> {
             } else {
                 (self.n0, n, &self.dims.n)
             };
+            // Tile sides divide the block, so element `e` is element 0 moved along the
+            // slow side by a constant: the fast coordinate is one register for all of
+            // a thread's elements.
+            let (fast, _) = tile.sides();
+            let at_fast = cx.b.rem_u32(self.tid, fast);
+            let first_slow = cx.b.div_u32(self.tid, fast);
             for e in 0..tile.per_thread() {
-                let (kk, ww) = self.position(cx, tile, e);
+                let at_slow =
+                    cx.b.add_u32(first_slow, Operand::Int((e * THREADS / fast) as i64));
+                let (kk, ww) = if tile.along_width {
+                    (at_slow, at_fast)
+                } else {
+                    (at_fast, at_slow)
+                };
                 let gw = cx.b.add_u32(origin, ww);
                 let width_inside = cx.b.lt_u32(gw, Operand::Int(extent as i64));
                 let clamped = cx.clamp_index(gw, extent);
@@ -418,11 +440,22 @@ impl Loader<'_> {
         let kbase = cx.b.add_u32(self.k0, step);
         let a_slots = self.a.per_thread();
         let mut values = vec![];
+        // Slots at the same `k` (a tile loaded along `k` gives a thread one row) share
+        // its position, bounds check and coordinates.
+        let mut rows: Vec<(Operand, Check, Operand)> = vec![];
         for (i, slot) in slots.iter().enumerate() {
             let is_a = i < a_slots;
-            let gk = cx.b.add_u32(kbase, slot.kk);
-            let inside = vec![slot.width_inside, cx.b.lt_u32(gk, Operand::Int(k as i64))];
-            let ck = cx.clamp_index(gk, k);
+            let (in_k, ck) = match rows.iter().find(|r| r.0 == slot.kk) {
+                Some(&(_, in_k, ck)) => (in_k, ck),
+                None => {
+                    let gk = cx.b.add_u32(kbase, slot.kk);
+                    let in_k = cx.b.lt_u32(gk, Operand::Int(k as i64));
+                    let ck = cx.clamp_index(gk, k);
+                    rows.push((slot.kk, in_k, ck));
+                    (in_k, ck)
+                }
+            };
+            let inside = vec![slot.width_inside, in_k];
             let value = cx.select_or_zero(inside, Ty::F32, |cx| {
                 let ki = cx.coords(&Index::flat(ck), &self.dims.k);
                 let w = &slot.width_coords;
@@ -435,16 +468,6 @@ impl Loader<'_> {
             values.push(cx.b.materialize(value, Ty::F32).into());
         }
         Ok(values)
-    }
-
-    /// The `(k, width)` position of this thread's element `e` of `tile`, as registers.
-    fn position(&self, cx: &mut Emitter, tile: Tile, e: usize) -> (Operand, Operand) {
-        let idx = cx.b.add_u32(self.tid, Operand::Int((e * THREADS) as i64));
-        if tile.along_width {
-            (cx.b.div_u32(idx, tile.width), cx.b.rem_u32(idx, tile.width))
-        } else {
-            (cx.b.rem_u32(idx, tile.depth), cx.b.div_u32(idx, tile.depth))
-        }
     }
 
     /// Stores `values` (from [`Loader::load`]) into the stage whose tiles start at

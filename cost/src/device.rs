@@ -122,7 +122,15 @@ impl Device {
             path: origin.to_string(),
             message,
         };
-        let device: Device = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        // The path of the field a type error is in (serde alone names only the line).
+        let mut json = serde_json::Deserializer::from_str(text);
+        let device: Device = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let path = e.path().to_string();
+            match path.as_str() {
+                "." | "" => fail(e.inner().to_string()),
+                _ => fail(format!("field `{path}`: {}", e.inner())),
+            }
+        })?;
         device.check().map_err(fail)?;
         Ok(device)
     }

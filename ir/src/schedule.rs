@@ -259,11 +259,8 @@ impl GemmSchedule {
                 Self::SIDES
             ));
         }
-        if self.block_k == 0 || self.block_k % 4 != 0 || self.block_k > 32 {
-            return Err(format!(
-                "k step {}: must be a multiple of 4 up to 32",
-                self.block_k
-            ));
+        if ![4, 8, 16, 32].contains(&self.block_k) {
+            return Err(format!("k step {}: must be 4, 8, 16 or 32", self.block_k));
         }
         let (steps, _) = self.k_steps(dims);
         if self.split_k == 0 || self.split_k > steps.max(1) {

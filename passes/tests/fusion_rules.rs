@@ -385,22 +385,35 @@ fn the_gate_is_one_kernel_with_the_upsampling_as_an_index_map() {
     );
 }
 
+/// A pooled image convolved: `avg_pool(x, window) -> conv(kernel, out channels)`.
+fn pooled_conv(shape: &[usize], window: usize, kernel: usize, out: usize) -> (Graph, usize) {
+    let (mut b, x) = with_input(Mode::Eval, shape);
+    let pooled = b.avg_pool2d(x, window, window, 0, false, true).unwrap();
+    let spec = ConvSpec::new(out, kernel).padding(kernel / 2);
+    let y = b.conv_layer("conv", pooled, &spec).unwrap();
+    (finish(b, y), pooled.0)
+}
+
 #[test]
-fn the_average_pool_is_a_prologue_of_its_convolution() {
-    let (g, _) = gate(Mode::Eval);
-    let pool = g
-        .nodes
-        .iter()
-        .position(|n| matches!(n.op, Op::AvgPool2d { .. }))
-        .unwrap();
+fn an_average_pool_is_a_prologue_only_where_recomputing_it_is_cheap() {
+    // 2x2 windows read once by a 1x1 convolution with one tile of output channels:
+    // pooling while the tile loads costs less than a kernel of its own.
+    let (g, pool) = pooled_conv(&[2, 4, 8, 8], 2, 1, 4);
     let f = check(&g, 14);
     let k = kernel_of(&f, pool).unwrap();
     assert_eq!(
         k.anchor,
         calib_ir::Anchor::Convolution,
-        "the pool runs inside {}",
-        k.name
+        "{}",
+        f.program.to_text()
     );
+    // 4x4 windows under a 3x3 convolution with 256 output channels: as a prologue
+    // every pooled value would be recomputed (16 loads) for each of 9 taps and every
+    // tile of output channels, so the pool is its own kernel.
+    let (g, pool) = pooled_conv(&[8, 64, 32, 32], 4, 3, 256);
+    let f = calib_passes::fusion::fuse(&g, &Default::default()).unwrap();
+    let k = kernel_of(&f, pool).unwrap();
+    assert_eq!(k.anchor, calib_ir::Anchor::Pool, "{}", f.program.to_text());
 }
 
 #[test]

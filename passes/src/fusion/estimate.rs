@@ -385,15 +385,26 @@ fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Work, Work) {
         Op::Conv2dBackwardWeight { .. } => (node.inputs[1], node.inputs[0]),
         _ => (node.inputs[0], node.inputs[1]),
     };
+    // Code generation loads an operand along its contiguous side: along `m` or `n`
+    // (the element's `k` changes from element to element, so each decomposes its own),
+    // or along `k` (a thread's elements share one `k`, decomposed once per step). The
+    // `m` and `n` coordinates are the same at every step and computed before the loop.
+    let (a_along_k, b_along_k) = match node.op {
+        Op::Conv2dBackwardWeight { .. } => (true, true),
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => (!transpose_a, transpose_b),
+        _ => (false, true),
+    };
     let decompose = |d: &[usize]| 7.0 * d.len().saturating_sub(1) as f64;
-    // Position, clamps, select and the shared store, besides the coordinates.
-    let fixed = 16.0;
+    let k_cost = |along_k: bool| if along_k { 0.0 } else { decompose(&dims.k) };
+    // The step's `k`, clamps, bounds, select and the shared store.
+    let fixed = 12.0;
     let padded = matches!(node.op, Op::Conv2d { padding, .. } | Op::Conv2dBackwardWeight { padding, .. } if padding != [0, 0]);
     let image = if padded { 8.0 } else { 0.0 };
-    let wa =
-        work_of(body, &[a], &[]) + issue(fixed + decompose(&dims.m) + decompose(&dims.k) + image);
-    let wb =
-        work_of(body, &[b], &[]) + issue(fixed + decompose(&dims.n) + decompose(&dims.k) + image);
+    let wa = work_of(body, &[a], &[]) + issue(fixed + k_cost(a_along_k) + image);
+    let wb = work_of(body, &[b], &[]) + issue(fixed + k_cost(b_along_k) + image);
     (wa, wb)
 }
 
