@@ -69,12 +69,41 @@ pub(crate) fn operands_of(cx: &Emitter, v: Value) -> Option<Box<dyn Operands>> {
 }
 
 const THREADS: usize = GemmSchedule::THREADS;
-/// Threads along each side of the tile.
-const SIDE: usize = 16;
-/// A thread's accumulator patch per 64x64 quarter of the tile, along each side.
+/// A thread's accumulators come in patches of this many rows and columns, one patch
+/// per part of the tile the thread grid spans once.
 const PATCH: usize = 4;
-/// Rows (or columns) of the tile one quarter spans.
-const QUARTER: usize = SIDE * PATCH;
+
+/// How the threads cover a tile ([`GemmSchedule::layout`]).
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// Threads along `m` and along `n` (`tid = ty * threads_n + tx`).
+    threads_m: usize,
+    threads_n: usize,
+    /// A thread's accumulators along `m` and `n`.
+    tm: usize,
+    tn: usize,
+}
+
+impl Layout {
+    fn of(s: &GemmSchedule) -> Option<Layout> {
+        let (threads_m, threads_n) = s.layout()?;
+        Some(Layout {
+            threads_m,
+            threads_n,
+            tm: s.block_m / threads_m,
+            tn: s.block_n / threads_n,
+        })
+    }
+
+    /// Rows the thread grid spans once: a patch's distance from the next along `m`.
+    fn span_m(&self) -> usize {
+        self.threads_m * PATCH
+    }
+
+    fn span_n(&self) -> usize {
+        self.threads_n * PATCH
+    }
+}
 /// Words of padding after each shared-memory row.
 const PAD: usize = 4;
 
@@ -234,8 +263,9 @@ pub(crate) fn emit(
     let m0 = cx.b.mul_u32(tile_m, Operand::Int(bm as i64));
     let n0 = cx.b.mul_u32(tile_n, Operand::Int(bn as i64));
     let k0 = cx.b.mul_u32(slice, Operand::Int((steps * bk) as i64));
-    let tx = cx.b.rem_u32(tid, SIDE);
-    let ty = cx.b.div_u32(tid, SIDE);
+    let layout = Layout::of(&schedule).expect("a checked schedule has a layout");
+    let tx = cx.b.rem_u32(tid, layout.threads_n);
+    let ty = cx.b.div_u32(tid, layout.threads_n);
 
     let a = Tile {
         depth: bk,
@@ -251,7 +281,7 @@ pub(crate) fn emit(
     };
     let smem = cx.b.reg(Ty::U32);
     ins!(cx.b, "mov.u32 {smem}, {SHARED}");
-    let (tm, tn) = (bm / SIDE, bn / SIDE);
+    let (tm, tn) = (layout.tm, layout.tn);
     let acc: Vec<Reg> = (0..tm * tn).map(|_| cx.b.reg(Ty::F32)).collect();
     for r in &acc {
         ins!(cx.b, "mov.f32 {r}, 0f00000000");
@@ -281,7 +311,7 @@ pub(crate) fn emit(
             let next = cx.b.add_u32(kt, Operand::Int(1));
             let values = loader.load(cx, &slots, next)?;
             let current = stage(cx, smem, [a, b], parity.into());
-            products(cx, &acc, [a, b], current, [tx, ty])?;
+            products(cx, &acc, [a, b], layout, current, [tx, ty])?;
             let other = cx.b.reg(Ty::U32);
             ins!(cx.b, "xor.b32 {other}, {parity}, 1");
             let other = stage(cx, smem, [a, b], other.into());
@@ -291,7 +321,7 @@ pub(crate) fn emit(
         })?;
     }
     let last = stage(cx, smem, [a, b], Operand::Int(((steps - 1) % 2) as i64));
-    products(cx, &acc, [a, b], last, [tx, ty])?;
+    products(cx, &acc, [a, b], layout, last, [tx, ty])?;
 
     let operand_bytes = 2 * (a.stage_bytes() + b.stage_bytes());
     if slices > 1 {
@@ -307,7 +337,7 @@ pub(crate) fn emit(
                 g,
                 slice,
                 transposed,
-                patch: [tm, tn],
+                layout,
                 thread: [tx, ty],
             },
         )?;
@@ -336,7 +366,7 @@ pub(crate) fn emit(
         g,
         transposed: contiguity.c_m,
         bn,
-        tn,
+        layout,
     };
     for quarter in 0..tm / PATCH {
         staged.emit(cx, &acc, smem.into(), quarter, [tx, ty])?;
@@ -501,11 +531,12 @@ fn products(
     cx: &mut Emitter,
     acc: &[Reg],
     [a, b]: [Tile; 2],
+    layout: Layout,
     bases: [Operand; 2],
     [tx, ty]: [Operand; 2],
 ) -> Result<()> {
     let depth = a.depth;
-    let (tm, tn) = (a.width / SIDE, b.width / SIDE);
+    let (tm, tn) = (layout.tm, layout.tn);
     // Each thread's fragments sit at fixed offsets from one address per tile: loads
     // name them as `[address+offset]`, with no arithmetic per load.
     let thread_base = |cx: &mut Emitter, base: Operand, lane: Operand| {
@@ -515,20 +546,21 @@ fn products(
     };
     let a_base = thread_base(cx, bases[0], ty);
     let b_base = thread_base(cx, bases[1], tx);
-    let a_ways = wavefronts(16, |lane| 16 * ((lane / SIDE) % 2));
-    let b_ways = wavefronts(16, |lane| 16 * (lane % SIDE));
+    let n_threads = layout.threads_n;
+    let a_ways = wavefronts(16, |lane| 16 * (lane / n_threads));
+    let b_ways = wavefronts(16, |lane| 16 * (lane % n_threads));
     for kk in 0..depth {
-        let frag = |cx: &mut Emitter, tile: Tile, base: Reg, quarters, ways| {
+        let frag = |cx: &mut Emitter, tile: Tile, base: Reg, quarters, span, ways| {
             let mut regs = vec![];
             for q in 0..quarters {
-                let word = kk * tile.pitch() + q * QUARTER;
+                let word = kk * tile.pitch() + q * span;
                 cx.b.shared_ways(ways);
                 regs.extend(load_v4(cx, base, 4 * word));
             }
             regs
         };
-        let af = frag(cx, a, a_base, tm / PATCH, a_ways);
-        let bf = frag(cx, b, b_base, tn / PATCH, b_ways);
+        let af = frag(cx, a, a_base, tm / PATCH, layout.span_m(), a_ways);
+        let bf = frag(cx, b, b_base, tn / PATCH, layout.span_n(), b_ways);
         // Every product goes to its own accumulator: a warp issues them back to back.
         cx.b.independent(true);
         for (i, ai) in af.iter().enumerate() {
@@ -542,9 +574,10 @@ fn products(
     Ok(())
 }
 
-/// Tile row (or column) `r` of a thread's patch: `r / 4` picks the quarter.
-fn offset_in_tile(r: usize) -> usize {
-    (r / PATCH) * QUARTER + r % PATCH
+/// Tile row (or column) `r` of a thread's accumulators, relative to its first: `r / 4`
+/// picks the patch, `span` apart.
+fn offset_in_tile(r: usize, span: usize) -> usize {
+    (r / PATCH) * span + r % PATCH
 }
 
 /// Where a split-K block writes its partial tile.
@@ -556,8 +589,7 @@ struct Partials<'a> {
     g: Operand,
     slice: Operand,
     transposed: bool,
-    /// `tm`, `tn`.
-    patch: [usize; 2],
+    layout: Layout,
     /// `tx`, `ty`.
     thread: [Operand; 2],
 }
@@ -566,7 +598,8 @@ struct Partials<'a> {
 /// its contiguous dimension where alignment allows.
 fn write_partials(cx: &mut Emitter, acc: &[Reg], p: Partials) -> Result<()> {
     let (m, n, _) = p.dims.mnk();
-    let [tm, tn] = p.patch;
+    let (tm, tn) = (p.layout.tm, p.layout.tn);
+    let (span_m, span_n) = (p.layout.span_m(), p.layout.span_n());
     let [tx, ty] = p.thread;
     let slice_base =
         cx.b.mad_u32(p.slice, Operand::Int(p.dims.groups as i64), p.g);
@@ -583,9 +616,9 @@ fn write_partials(cx: &mut Emitter, acc: &[Reg], p: Partials) -> Result<()> {
     for r in 0..across {
         for q in 0..runs_along / PATCH {
             let (first_row, first_col) = if p.transposed {
-                (q * QUARTER, offset_in_tile(r))
+                (q * span_m, offset_in_tile(r, span_n))
             } else {
-                (offset_in_tile(r), q * QUARTER)
+                (offset_in_tile(r, span_m), q * span_n)
             };
             let row = cx.b.add_u32(row0, Operand::Int(first_row as i64));
             let col = cx.b.add_u32(col0, Operand::Int(first_col as i64));
@@ -656,21 +689,25 @@ struct Staged<'a> {
     /// Staged as `[n][m]` (the output is contiguous along `m`), else `[m][n]`.
     transposed: bool,
     bn: usize,
-    tn: usize,
+    layout: Layout,
 }
 
 impl Staged<'_> {
     /// Words per staged row.
     fn pitch(&self) -> usize {
         if self.transposed {
-            QUARTER + PAD
+            self.layout.span_m() + PAD
         } else {
             self.bn + PAD
         }
     }
 
     fn bytes(&self) -> usize {
-        let rows = if self.transposed { self.bn } else { QUARTER };
+        let rows = if self.transposed {
+            self.bn
+        } else {
+            self.layout.span_m()
+        };
         rows * self.pitch() * 4
     }
 
@@ -687,10 +724,12 @@ impl Staged<'_> {
         let row0 = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
         let col0 = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
         let patch_rows = PATCH;
+        let (tn, span_m, span_n) = (self.layout.tn, self.layout.span_m(), self.layout.span_n());
+        let n_threads = self.layout.threads_n;
         // Write this quarter's accumulators: runs of four along the staged rows.
         let transposed = self.transposed;
         let write_ways = wavefronts(16, |lane| {
-            let (x, y) = (lane % SIDE, lane / SIDE);
+            let (x, y) = (lane % n_threads, lane / n_threads);
             4 * if transposed {
                 x * PATCH * pitch + y * PATCH
             } else {
@@ -698,12 +737,13 @@ impl Staged<'_> {
             }
         });
         if transposed {
-            for j in 0..self.tn {
-                let col = cx.b.add_u32(col0, Operand::Int(offset_in_tile(j) as i64));
+            for j in 0..tn {
+                let col =
+                    cx.b.add_u32(col0, Operand::Int(offset_in_tile(j, span_n) as i64));
                 let at = cx.b.mad_u32(col, Operand::Int(pitch as i64), row0);
                 let addr = shared_address(cx, smem, at);
                 let v: Vec<Reg> = (0..patch_rows)
-                    .map(|i| acc[(quarter * PATCH + i) * self.tn + j])
+                    .map(|i| acc[(quarter * PATCH + i) * tn + j])
                     .collect();
                 cx.b.shared_ways(write_ways);
                 ins!(
@@ -718,11 +758,11 @@ impl Staged<'_> {
         } else {
             for i in 0..patch_rows {
                 let row = cx.b.add_u32(row0, Operand::Int(i as i64));
-                for q in 0..self.tn / PATCH {
-                    let col = cx.b.add_u32(col0, Operand::Int((q * QUARTER) as i64));
+                for q in 0..tn / PATCH {
+                    let col = cx.b.add_u32(col0, Operand::Int((q * span_n) as i64));
                     let at = cx.b.mad_u32(row, Operand::Int(pitch as i64), col);
                     let addr = shared_address(cx, smem, at);
-                    let v = &acc[(quarter * PATCH + i) * self.tn + q * PATCH..][..PATCH];
+                    let v = &acc[(quarter * PATCH + i) * tn + q * PATCH..][..PATCH];
                     cx.b.shared_ways(write_ways);
                     ins!(
                         cx.b,
@@ -739,16 +779,16 @@ impl Staged<'_> {
 
         // Walk the staged quarter: consecutive threads along the staged rows.
         let (rows, cols) = if transposed {
-            (self.bn, QUARTER)
+            (self.bn, span_m)
         } else {
-            (QUARTER, self.bn)
+            (span_m, self.bn)
         };
         let read_ways = wavefronts(4, |lane| 4 * lane);
         let anchor_shape = cx.ty(self.anchor).shape.clone();
         let per_thread = (rows * cols).div_ceil(THREADS);
         let tid = cx.tid();
         let quarter_m =
-            cx.b.add_u32(self.m0, Operand::Int((quarter * QUARTER) as i64));
+            cx.b.add_u32(self.m0, Operand::Int((quarter * span_m) as i64));
         cx.for_range(per_thread, |cx, e| {
             let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
             let (slow, fast) = (cx.b.div_u32(idx, cols), cx.b.rem_u32(idx, cols));
@@ -862,15 +902,15 @@ mod tests {
 
     #[test]
     fn fragment_loads_take_the_fewest_wavefronts() {
-        assert_eq!(wavefronts(16, |lane| 16 * ((lane / SIDE) % 2)), 4);
-        assert_eq!(wavefronts(16, |lane| 16 * (lane % SIDE)), 4);
+        assert_eq!(wavefronts(16, |lane| 16 * (lane / 16)), 4);
+        assert_eq!(wavefronts(16, |lane| 16 * (lane % 16)), 4);
         assert_eq!(wavefronts(4, |lane| 4 * lane), 1);
     }
 
     #[test]
     fn patches_are_a_quarter_apart() {
-        assert_eq!(offset_in_tile(3), 3);
-        assert_eq!(offset_in_tile(4), 64);
-        assert_eq!(offset_in_tile(7), 67);
+        assert_eq!(offset_in_tile(3, 64), 3);
+        assert_eq!(offset_in_tile(4, 64), 64);
+        assert_eq!(offset_in_tile(7, 128), 131);
     }
 }

@@ -44,7 +44,7 @@ fn schedule(block_m: usize, block_n: usize, split_k: usize) -> GemmSchedule {
 fn every_schedule(src: &str, anchor: Anchor) {
     let g = graph(src);
     let unsplit = compile(&single_kernel(&g, anchor)).unwrap().kernels.len();
-    for (bm, bn) in [(64, 64), (64, 128), (128, 64), (128, 128)] {
+    for (bm, bn) in GemmSchedule::TILES {
         for split in [1, 2, 3] {
             let program = scheduled(single_kernel(&g, anchor), schedule(bm, bn, split));
             let compiled = compile(&program).unwrap();
@@ -159,6 +159,7 @@ fn schedules_codegen_cannot_run_are_refused_by_name() {
         block_m: 32,
         ..schedule(64, 64, 1)
     };
+    assert!(GemmSchedule::TILES.iter().all(|&t| t != (32, 64)));
     let mut program = single_kernel(&g, Anchor::MatMul);
     program.kernels[0].schedule = Some(Schedule::gemm(odd));
     let e = compile(&program).unwrap_err().to_string();

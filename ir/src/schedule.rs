@@ -180,23 +180,33 @@ pub struct GemmSchedule {
 impl GemmSchedule {
     /// Threads per block.
     pub const THREADS: usize = 256;
-    /// Tile sides code generation supports: each of 16x16 threads holds a 4x4 or 8x8
-    /// (or mixed) patch of the tile in registers.
-    pub const SIDES: [usize; 2] = [64, 128];
+    /// Tile shapes code generation supports, `(block_m, block_n)`: the 256 threads form
+    /// a grid over the tile, each holding a patch of 4x4 to 8x8 accumulators
+    /// ([`GemmSchedule::layout`]); narrow tiles serve narrow problems (32 output
+    /// channels).
+    pub const TILES: [(usize, usize); 10] = [
+        (64, 64),
+        (64, 128),
+        (128, 64),
+        (128, 128),
+        (32, 128),
+        (128, 32),
+        (32, 256),
+        (256, 32),
+        (64, 256),
+        (256, 64),
+    ];
 
     /// The schedule for `dims` without a planner: the tile that wastes the least work,
     /// no split.
     pub fn default_for(dims: &GemmDims) -> GemmSchedule {
         let (m, n, _) = dims.mnk();
-        let padded = |b: usize, e: usize| e.div_ceil(b) * b;
-        let side = |e: usize| {
-            if padded(128, e) <= padded(64, e) {
-                128
-            } else {
-                64
-            }
-        };
-        let (block_m, block_n) = (side(m), side(n));
+        let padded = |(bm, bn): (usize, usize)| m.div_ceil(bm) * bm * n.div_ceil(bn) * bn;
+        // The least padded work, then the larger tile (more reuse per load).
+        let (block_m, block_n) = Self::TILES
+            .into_iter()
+            .min_by_key(|&t| (padded(t), usize::MAX - t.0 * t.1))
+            .expect("tiles");
         GemmSchedule {
             block_m,
             block_n,
@@ -205,10 +215,28 @@ impl GemmSchedule {
         }
     }
 
-    /// The `k` step that gives each thread four elements of each tile to load per step
-    /// for the larger tile side.
+    /// The `k` step that gives each thread four elements per step of the tile with the
+    /// larger side, and at least one of the other.
     pub fn depth(block_m: usize, block_n: usize) -> usize {
-        4 * Self::THREADS / block_m.max(block_n)
+        (4 * Self::THREADS / block_m.max(block_n)).max(Self::THREADS / block_m.min(block_n))
+    }
+
+    /// How the 256 threads cover the tile: `(threads along m, threads along n)`, each
+    /// thread holding `block_m / threads along m` by `block_n / threads along n`
+    /// accumulators in patches of four rows or columns; `None` for a shape no layout
+    /// fits.
+    pub fn layout(&self) -> Option<(usize, usize)> {
+        let fits = |qm: usize, qn: usize| {
+            let (ty, tx) = (self.block_m / (4 * qm), self.block_n / (4 * qn));
+            (self.block_m % (4 * qm) == 0
+                && self.block_n % (4 * qn) == 0
+                && ty * tx == Self::THREADS)
+                .then_some((ty, tx))
+        };
+        [(1, 1), (2, 1), (1, 2), (2, 2)]
+            .into_iter()
+            .filter_map(|(qm, qn)| fits(qm, qn))
+            .min_by_key(|&(ty, tx)| ty.abs_diff(tx))
     }
 
     /// Thread blocks of one slice: output tiles times groups.
@@ -227,7 +255,7 @@ impl GemmSchedule {
     /// fragments, the prefetched tile elements and some 45 for addresses and indices
     /// (fitted to ptxas's counts for the SCNet-50 training step's GEMMs).
     pub fn estimated_registers(&self) -> u32 {
-        let (tm, tn) = (self.block_m / 16, self.block_n / 16);
+        let (tm, tn) = self.patch();
         let prefetched = self.block_k * (self.block_m + self.block_n) / Self::THREADS;
         let r = tm * tn + (3 * (tm + tn)).div_ceil(2) + 2 * prefetched + 45;
         (r as u32).min(self.register_cap().unwrap_or(255))
@@ -237,6 +265,12 @@ impl GemmSchedule {
     /// some 140-180 registers and so one block per SM; capped at 128, two fit.
     pub fn register_cap(&self) -> Option<u32> {
         (self.block_m * self.block_n >= 128 * 128).then_some(128)
+    }
+
+    /// A thread's accumulators along `m` and along `n`.
+    pub fn patch(&self) -> (usize, usize) {
+        let (ty, tx) = self.layout().unwrap_or((16, 16));
+        (self.block_m / ty, self.block_n / tx)
     }
 
     /// Bytes of the workspace a split-K kernel writes its partial tiles to (`f32`,
@@ -251,12 +285,18 @@ impl GemmSchedule {
 
     /// Whether code generation supports this schedule for `dims`, or why not.
     pub fn check(&self, dims: &GemmDims) -> Result<(), String> {
-        if !Self::SIDES.contains(&self.block_m) || !Self::SIDES.contains(&self.block_n) {
+        if !Self::TILES.contains(&(self.block_m, self.block_n)) || self.layout().is_none() {
             return Err(format!(
-                "tile {}x{}: each side must be one of {:?}",
+                "tile {}x{}: must be one of {:?}",
                 self.block_m,
                 self.block_n,
-                Self::SIDES
+                Self::TILES
+            ));
+        }
+        if self.block_k * self.block_m.min(self.block_n) < Self::THREADS {
+            return Err(format!(
+                "k step {} leaves threads without a tile element to load",
+                self.block_k
             ));
         }
         if ![4, 8, 16, 32].contains(&self.block_k) {

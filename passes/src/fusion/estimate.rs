@@ -584,8 +584,8 @@ fn first_reduction(body: &Graph, v: Value) -> Option<Value> {
 /// split into as many slices as fill the device's SMs about twice (and no split).
 pub fn candidate_schedules(dims: &GemmDims, device: &Device) -> Vec<GemmSchedule> {
     let mut out = vec![];
-    for bm in GemmSchedule::SIDES {
-        for bn in GemmSchedule::SIDES {
+    for (bm, bn) in GemmSchedule::TILES {
+        {
             let base = GemmSchedule {
                 block_m: bm,
                 block_n: bn,
