@@ -16,13 +16,18 @@ const MAX_BLOCKS: usize = 1 << 16;
 
 /// The pointwise kernel computing body outputs `outputs`.
 pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
-    let largest = outputs
+    // Threads the largest group of outputs needs (a quarter of its elements when each
+    // thread takes runs of four).
+    let threads_needed = groups(cx, outputs)
         .iter()
-        .map(|&i| numel(&cx.ty(cx.kernel.body.outputs[i].value).shape))
+        .map(|(n, members)| match runs_of_four(cx, members, *n) {
+            Some(_) => n / RUN,
+            None => *n,
+        })
         .max()
         .unwrap_or(1);
     let geometry = Geometry {
-        blocks: largest.div_ceil(THREADS).clamp(1, MAX_BLOCKS),
+        blocks: threads_needed.div_ceil(THREADS).clamp(1, MAX_BLOCKS),
         threads: THREADS,
         shared_bytes: 0,
     };
@@ -30,10 +35,11 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
     Ok(geometry)
 }
 
-/// Grid-stride loops over every thread of a launch of shape `geometry`, one per distinct
-/// element count among `outputs`: outputs of one count are computed together, sharing
-/// their common subexpressions.
-pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -> Result<()> {
+/// Elements a thread takes at once along the innermost axis, when shapes allow.
+const RUN: usize = 4;
+
+/// `outputs` grouped by element count: outputs of one count are computed together.
+fn groups(cx: &Emitter, outputs: &[usize]) -> Vec<(usize, Vec<usize>)> {
     let mut groups: Vec<(usize, Vec<usize>)> = vec![];
     for &i in outputs {
         let n = numel(&cx.ty(cx.kernel.body.outputs[i].value).shape);
@@ -42,6 +48,30 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
             None => groups.push((n, vec![i])),
         }
     }
+    groups
+}
+
+/// The shape of runs of four when every output of a group has one shape whose
+/// innermost extent four divides (and there are enough elements to keep the GPU
+/// busy): the group's shape with that extent divided by four.
+fn runs_of_four(cx: &Emitter, members: &[usize], n: usize) -> Option<Vec<usize>> {
+    let shape = &cx.ty(cx.kernel.body.outputs[members[0]].value).shape;
+    let same = members
+        .iter()
+        .all(|&i| &cx.ty(cx.kernel.body.outputs[i].value).shape == shape);
+    let last = *shape.last()?;
+    (same && last % RUN == 0 && n >= 1 << 16).then(|| {
+        let mut runs = shape.clone();
+        *runs.last_mut().expect("a rank") = last / RUN;
+        runs
+    })
+}
+
+/// Grid-stride loops over every thread of a launch of shape `geometry`, one per distinct
+/// element count among `outputs`: outputs of one count are computed together, sharing
+/// their common subexpressions.
+pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -> Result<()> {
+    let groups = groups(cx, outputs);
     if groups.is_empty() {
         return Ok(());
     }
@@ -50,15 +80,30 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
         cx.b.mad_u32(ctaid, Operand::Int(geometry.threads as i64), tid);
     let stride = geometry.blocks * geometry.threads;
     for (n, members) in groups {
-        cx.for_strided(thread, n, stride, |cx, e| {
-            let at = Index::flat(e);
+        let store_all = |cx: &mut Emitter, at: &Index| -> Result<()> {
             for &i in &members {
                 let out = cx.kernel.body.outputs[i].value;
-                let value = cx.value(out, &at)?;
-                cx.store(i, &at, value)?;
+                let value = cx.value(out, at)?;
+                cx.store(i, at, value)?;
             }
             Ok(())
-        })?;
+        };
+        match runs_of_four(cx, &members, n) {
+            // Four neighbours along the innermost axis share their coordinates (and
+            // everything that does not depend on that axis), and their loads go out
+            // together.
+            Some(runs) => cx.for_strided(thread, n / RUN, stride, |cx, r| {
+                let mut coords = cx.coords(&Index::flat(r), &runs);
+                let last = coords.len() - 1;
+                let first = cx.b.mul_u32(coords[last], Operand::Int(RUN as i64));
+                for u in 0..RUN {
+                    coords[last] = cx.b.add_u32(first, Operand::Int(u as i64));
+                    store_all(cx, &Index::coords(coords.clone()))?;
+                }
+                Ok(())
+            })?,
+            None => cx.for_strided(thread, n, stride, |cx, e| store_all(cx, &Index::flat(e)))?,
+        }
     }
     Ok(())
 }

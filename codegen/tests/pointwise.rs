@@ -131,3 +131,33 @@ fn labels_one_hot_casts_and_integer_arithmetic() {
         0.0,
     );
 }
+
+#[test]
+fn large_maps_take_runs_of_four_along_the_innermost_axis() {
+    // 2x8x64x64 elements: each thread takes four neighbours along the last axis,
+    // sharing their coordinates; per-channel parameters are read once for the four;
+    // a resized operand and a channel slice keep their own index maps.
+    let src = "graph {
+          %0 = input name=\"x\" : f32[2,8,64,64]
+          %1 = input name=\"scale\" : f32[1,8,1,1]
+          %2 = broadcast(%1) shape=[2,8,64,64] : f32[2,8,64,64]
+          %3 = mul(%0, %2) : f32[2,8,64,64]
+          %4 = input name=\"small\" : f32[2,8,32,32]
+          %5 = resize_nearest(%4) size=[64,64] : f32[2,8,64,64]
+          %6 = add(%3, %5) : f32[2,8,64,64]
+          %7 = sigmoid(%6) : f32[2,8,64,64]
+          %8 = input name=\"wide\" : f32[2,16,64,64]
+          %9 = slice(%8) axis=1 start=4 end=12 : f32[2,8,64,64]
+          %10 = mul(%7, %9) : f32[2,8,64,64]
+          return y=%10, gate=%7
+        }";
+    let g = graph(src);
+    let p = single_kernel(&g, Anchor::Pointwise);
+    let compiled = calib_codegen::compile(&p).unwrap();
+    // A quarter of the threads one per element would need.
+    assert_eq!(
+        compiled.kernels[0].grid[0] as usize,
+        2 * 8 * 64 * 64 / 4 / 256
+    );
+    check(&g, &p, 9, 2e-6);
+}
