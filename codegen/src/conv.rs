@@ -43,9 +43,21 @@ pub(crate) struct Conv {
     padding: [usize; 2],
     dilation: [usize; 2],
     groups: usize,
+    /// A strided 1x1 data gradient computed as a GEMM over the lattice of positions
+    /// the convolution read (strides along rows and columns); the rest are zero.
+    lattice: Option<[usize; 2]>,
 }
 
 impl Conv {
+    /// The convolution at body node `v` as its kernel's GEMM anchor: like
+    /// [`Conv::of`], but a strided 1x1 data gradient runs over its lattice only (see
+    /// `calib_ir::GemmDims::lattice`).
+    pub fn anchor(cx: &Emitter, v: Value) -> Option<Conv> {
+        let mut conv = Conv::of(cx, v)?;
+        conv.lattice = GemmDims::of(&cx.kernel.body, v)?.lattice;
+        Some(conv)
+    }
+
     /// The convolution at body node `v`, if it is one.
     pub fn of(cx: &Emitter, v: Value) -> Option<Conv> {
         let node = cx.node(v);
@@ -115,6 +127,7 @@ impl Conv {
             padding,
             dilation,
             groups,
+            lattice: None,
         })
     }
 
@@ -173,6 +186,16 @@ impl Conv {
 
 impl Operands for Conv {
     fn dims(&self) -> GemmDims {
+        if let Some(lattice) = self.lattice {
+            let [n, _, oh, ow] = self.y;
+            return GemmDims {
+                groups: self.groups,
+                m: vec![n, oh, ow],
+                n: vec![self.c_group()],
+                k: vec![self.o_group(), 1, 1],
+                lattice: Some(lattice),
+            };
+        }
         let [n, _, h, w] = self.x;
         let [_, _, oh, ow] = self.y;
         let [kh, kw] = self.kernel;
@@ -187,7 +210,12 @@ impl Operands for Conv {
             m,
             n: n_,
             k,
+            lattice: None,
         }
+    }
+
+    fn lattice(&self) -> Option<[usize; 2]> {
+        self.lattice
     }
 
     fn contiguity(&self) -> Contiguity {
@@ -202,6 +230,10 @@ impl Operands for Conv {
     fn a(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand> {
         match self.kind {
             Kind::Forward => self.image(cx, [g, k[0], m[0]], [m[1], m[2]], [k[1], k[2]]),
+            Kind::BackwardData if self.lattice.is_some() => {
+                let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);
+                cx.value(self.a, &Index::coords(vec![m[0], o, m[1], m[2]]))
+            }
             Kind::BackwardData => {
                 let (oh, mut checks) = self.axis(0).output_pos(cx, m[1], k[1]);
                 let (ow, cw) = self.axis(1).output_pos(cx, m[2], k[2]);
@@ -236,7 +268,14 @@ impl Operands for Conv {
             }
             Kind::BackwardData => {
                 let c = cx.b.mad_u32(g, Operand::Int(self.c_group() as i64), n[0]);
-                vec![m[0], c, m[1], m[2]]
+                match self.lattice {
+                    Some([sh, sw]) => {
+                        let h = cx.b.mul_u32(m[1], Operand::Int(sh as i64));
+                        let w = cx.b.mul_u32(m[2], Operand::Int(sw as i64));
+                        vec![m[0], c, h, w]
+                    }
+                    None => vec![m[0], c, m[1], m[2]],
+                }
             }
             Kind::BackwardWeight => {
                 let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), m[0]);
@@ -254,7 +293,12 @@ impl Operands for Conv {
             }
             Kind::BackwardData => {
                 let (g, c) = (cx.b.div_u32(at[1], cg), cx.b.rem_u32(at[1], cg));
-                (g, vec![at[0], at[2], at[3]], vec![c])
+                // Off the lattice this names the lattice position below; callers check.
+                let (h, w) = match self.lattice {
+                    Some([sh, sw]) => (cx.b.div_u32(at[2], sh), cx.b.div_u32(at[3], sw)),
+                    None => (at[2], at[3]),
+                };
+                (g, vec![at[0], h, w], vec![c])
             }
             Kind::BackwardWeight => {
                 let (g, o) = (cx.b.div_u32(at[0], og), cx.b.rem_u32(at[0], og));

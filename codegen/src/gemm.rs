@@ -58,11 +58,17 @@ pub(crate) trait Operands {
     fn c(&self, cx: &mut Emitter, g: Operand, m: &[Operand], n: &[Operand]) -> Vec<Operand>;
     /// The inverse of [`Operands::c`].
     fn split(&self, cx: &mut Emitter, coords: &[Operand]) -> (Operand, Vec<Operand>, Vec<Operand>);
+    /// For a GEMM over a lattice of the anchor's positions (a strided 1x1 data
+    /// gradient): the strides along the anchor's axes 2 and 3. Positions off the lattice
+    /// are zero, and the GEMM's blocks write them too.
+    fn lattice(&self) -> Option<[usize; 2]> {
+        None
+    }
 }
 
 /// The GEMM-shaped op at body node `v`, if it is one.
 pub(crate) fn operands_of(cx: &Emitter, v: Value) -> Option<Box<dyn Operands>> {
-    if let Some(c) = conv::Conv::of(cx, v) {
+    if let Some(c) = conv::Conv::anchor(cx, v) {
         return Some(Box::new(c));
     }
     matmul::MatMul::of(cx, v).map(|m| Box::new(m) as Box<dyn Operands>)
@@ -154,6 +160,7 @@ pub(crate) fn read_split(
     let (m, n, _) = dims.mnk();
     let coords = cx.coords(at, &cx.ty(split.anchor).shape.clone());
     let (g, mi, ni) = ops.split(cx, &coords);
+    let on_lattice = ops.lattice().map(|strides| lattice_check(cx, &coords, strides));
     let (mf, nf) = (cx.linearize(&mi, &dims.m), cx.linearize(&ni, &dims.n));
     let within = if split.transposed {
         cx.b.mad_u32(nf, Operand::Int(m as i64), mf)
@@ -174,7 +181,45 @@ pub(crate) fn read_split(
             _ => ins!(cx.b, "add.rn.f32 {acc}, {acc}, {v}"),
         }
     }
-    Ok(acc.into())
+    match on_lattice {
+        // Off the lattice the anchor is zero (the loads above read the lattice
+        // position below, harmlessly).
+        Some(on) => cx.select_or_zero(vec![Ok(on)], Ty::F32, |_| Ok(acc.into())),
+        None => Ok(acc.into()),
+    }
+}
+
+/// Whether anchor coordinates `coords` (axes 2 and 3 spatial) lie on the lattice of
+/// `strides`.
+fn lattice_check(cx: &mut Emitter, coords: &[Operand], [sh, sw]: [usize; 2]) -> Reg {
+    let rh = cx.b.rem_u32(coords[2], sh);
+    let rw = cx.b.rem_u32(coords[3], sw);
+    let either = cx.b.reg(Ty::U32);
+    ins!(cx.b, "or.b32 {either}, {rh}, {rw}");
+    cx.b.setp("eq", Ty::U32, either.into(), Operand::Int(0))
+}
+
+/// The anchor's positions off the lattice a GEMM computes over: zero, their epilogue
+/// run by a grid-stride pass of the GEMM's own blocks.
+fn off_lattice(
+    cx: &mut Emitter,
+    anchor: Value,
+    aligned: &[usize],
+    strides: [usize; 2],
+    blocks: usize,
+) -> Result<()> {
+    let shape = cx.ty(anchor).shape.clone();
+    let (tid, ctaid) = (cx.tid(), cx.ctaid());
+    let thread = cx.b.mad_u32(ctaid, Operand::Int(THREADS as i64), tid);
+    cx.for_strided(thread, calib_ir::numel(&shape), blocks * THREADS, |cx, e| {
+        let coords = cx.coords(&Index::flat(e), &shape);
+        let on = lattice_check(cx, &coords, strides);
+        cx.if_then(on, false, |cx| {
+            let at = Index::both(e, coords);
+            cx.bind(anchor, &at, Operand::f32(0.0));
+            cx.store_aligned(aligned, &shape, &at)
+        })
+    })
 }
 
 /// One operand's tile in shared memory: `depth` rows (k) of `width` elements (m or n),
@@ -371,6 +416,9 @@ pub(crate) fn emit(
     for quarter in 0..tm / PATCH {
         staged.emit(cx, &acc, smem.into(), quarter, [tx, ty])?;
     }
+    if let Some(strides) = ops.lattice() {
+        off_lattice(cx, anchor, aligned, strides, tiles)?;
+    }
     Ok(Emitted {
         geometry: Geometry {
             blocks: tiles,
@@ -470,6 +518,8 @@ impl Loader<'_> {
         let kbase = cx.b.add_u32(self.k0, step);
         let a_slots = self.a.per_thread();
         let mut values = vec![];
+        // Each element is a chain of its own, written one after the other.
+        cx.b.parallel_chains(slots.len());
         // Slots at the same `k` (a tile loaded along `k` gives a thread one row) share
         // its position, bounds check and coordinates.
         let mut rows: Vec<(Operand, Check, Operand)> = vec![];
@@ -497,6 +547,7 @@ impl Loader<'_> {
             })?;
             values.push(cx.b.materialize(value, Ty::F32).into());
         }
+        cx.b.parallel_chains(1);
         Ok(values)
     }
 

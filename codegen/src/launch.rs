@@ -73,7 +73,7 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
     };
     let family = match anchor {
         Anchor::Convolution => last(OpClass::Convolution)
-            .and_then(|v| Some(Anchored::Gemm(v, Box::new(conv::Conv::of(cx, v)?)))),
+            .and_then(|v| Some(Anchored::Gemm(v, Box::new(conv::Conv::anchor(cx, v)?)))),
         Anchor::MatMul => last(OpClass::MatMul)
             .and_then(|v| Some(Anchored::Gemm(v, Box::new(matmul::MatMul::of(cx, v)?)))),
         Anchor::Reduction => {

@@ -50,6 +50,7 @@ impl Operands for MatMul {
             m: vec![self.m],
             n: vec![self.n],
             k: vec![self.k],
+            lattice: None,
         }
     }
 

@@ -96,10 +96,12 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
                 let mut coords = cx.coords(&Index::flat(r), &runs);
                 let last = coords.len() - 1;
                 let first = cx.b.mul_u32(coords[last], Operand::Int(RUN as i64));
+                cx.b.parallel_chains(RUN);
                 for u in 0..RUN {
                     coords[last] = cx.b.add_u32(first, Operand::Int(u as i64));
                     store_all(cx, &Index::coords(coords.clone()))?;
                 }
+                cx.b.parallel_chains(1);
                 Ok(())
             })?,
             None => cx.for_strided(thread, n, stride, |cx, e| store_all(cx, &Index::flat(e)))?,

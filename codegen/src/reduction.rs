@@ -240,6 +240,7 @@ pub(crate) fn emit(
             })
             .collect();
         cx.for_strided(lane, chunk, team_size * UNROLL, |cx, i| {
+            cx.b.parallel_chains(UNROLL);
             for u in 0..UNROLL {
                 let within = cx.b.add_u32(i, Operand::Int((u * team_size) as i64));
                 let at = cx.b.add_u32(start, within);
@@ -257,6 +258,7 @@ pub(crate) fn emit(
                     r.fold(cx, accs[u], x);
                 }
             }
+            cx.b.parallel_chains(1);
             Ok(())
         })?;
         // The lane's accumulators in a fixed tree: (a0 + a1) + (a2 + a3).

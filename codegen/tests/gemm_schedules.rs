@@ -45,8 +45,15 @@ fn every_schedule(src: &str, anchor: Anchor) {
     let g = graph(src);
     let unsplit = compile(&single_kernel(&g, anchor)).unwrap().kernels.len();
     for (bm, bn) in GemmSchedule::TILES {
-        for split in [1, 2, 3] {
-            let program = scheduled(single_kernel(&g, anchor), schedule(bm, bn, split));
+        for (split, deeper) in [(1, false), (2, false), (3, false), (1, true), (2, true)] {
+            let mut s = schedule(bm, bn, split);
+            if deeper {
+                s.block_k = (2 * s.block_k).min(32);
+            }
+            if s.check(&GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap()).is_err() {
+                continue;
+            }
+            let program = scheduled(single_kernel(&g, anchor), s);
             let compiled = compile(&program).unwrap();
             assert_eq!(compiled.kernels[0].family, Family::Gemm);
             // A split leaves the epilogue to a launch that sums the slices (which may
@@ -173,4 +180,25 @@ fn schedules_codegen_cannot_run_are_refused_by_name() {
     program.kernels[0].schedule = Some(Schedule::gemm(split));
     let e = compile(&program).unwrap_err().to_string();
     assert!(e.contains("workspace"), "{e}");
+}
+
+#[test]
+fn a_strided_1x1_data_gradient_runs_over_its_lattice_in_every_schedule() {
+    // Only every second row and third column of the input was read: the GEMM covers
+    // those positions, and the rest (zero) still reach the epilogue and the statistics.
+    let src = "graph {
+          %0 = input name=\"dy\" : f32[2,40,6,5]
+          %1 = param name=\"w\" : f32[40,12,1,1]
+          %2 = conv2d_backward_data(%0, %1) stride=[2,3] padding=[0,0] dilation=[1,1] groups=1 input_size=[11,14] : f32[2,12,11,14]
+          %3 = input name=\"r\" : f32[2,12,11,14]
+          %4 = add(%2, %3) : f32[2,12,11,14]
+          %5 = reduce_sum(%2) axes=[0,2,3] keepdims=true : f32[1,12,1,1]
+          return dx=%2, y=%4, total=%5
+        }";
+    let g = graph(src);
+    let anchor = gemm_anchor(&g).unwrap();
+    let dims = GemmDims::of(&g, anchor).unwrap();
+    assert_eq!(dims.lattice, Some([2, 3]));
+    assert_eq!(dims.mnk(), (2 * 6 * 5, 12, 40));
+    every_schedule(src, Anchor::Convolution);
 }

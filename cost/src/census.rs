@@ -47,7 +47,8 @@ pub struct InstructionMix {
     /// Shared-memory wavefronts (one per access, more where lanes collide on a bank).
     pub shared_wavefronts: f64,
     /// Instructions that depend on none of their neighbours (a GEMM's products into
-    /// separate accumulators), which one warp issues back to back.
+    /// separate accumulators), which one warp issues back to back; of `n` interleaved
+    /// independent chains (a tile's elements loaded together), all but one share.
     #[serde(default)]
     pub independent: f64,
 }

@@ -20,6 +20,10 @@ pub struct GemmDims {
     pub m: Vec<usize>,
     pub n: Vec<usize>,
     pub k: Vec<usize>,
+    /// For the data gradient of a strided 1x1 convolution: the strides of the lattice
+    /// of input positions the GEMM computes (`m` runs over the gradient's positions);
+    /// every other position's gradient is zero.
+    pub lattice: Option<[usize; 2]>,
 }
 
 impl GemmDims {
@@ -51,8 +55,27 @@ impl GemmDims {
                     g,
                 )
             }
-            Op::Conv2dBackwardData { groups, .. } => {
+            Op::Conv2dBackwardData {
+                groups,
+                stride,
+                padding,
+                dilation,
+                ..
+            } => {
                 let (x, y, [kh, kw], g) = conv(node.ty.shape.clone(), shape(a), shape(b), groups)?;
+                // A strided 1x1 convolution reads only a lattice of its input: the
+                // gradient is one dense GEMM over the lattice (zero elsewhere), not a
+                // GEMM over every position whose products are mostly zero.
+                if [kh, kw] == [1, 1] && padding == [0, 0] && stride != [1, 1] {
+                    let _ = dilation;
+                    return Some(GemmDims {
+                        groups: g,
+                        m: vec![y[0], y[2], y[3]],
+                        n: vec![x[1] / g],
+                        k: vec![y[1] / g, 1, 1],
+                        lattice: Some(stride),
+                    });
+                }
                 (
                     vec![x[0], x[2], x[3]],
                     vec![x[1] / g],
@@ -76,7 +99,13 @@ impl GemmDims {
             }
             _ => return None,
         };
-        Some(GemmDims { groups, m, n, k })
+        Some(GemmDims {
+            groups,
+            m,
+            n,
+            k,
+            lattice: None,
+        })
     }
 
     /// `(M, N, K)` flattened.

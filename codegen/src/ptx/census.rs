@@ -24,6 +24,10 @@ pub(crate) struct Counter {
     pub next_shared_ways: Option<f64>,
     /// Whether instructions now being written are independent of each other.
     pub independent: bool,
+    /// How many independent chains the instructions now being written interleave (a
+    /// tile's elements loaded together): a warp waits for each chain's results only
+    /// once per chain, so all but one share of the dependent latency overlaps.
+    pub chains: usize,
 }
 
 impl Default for Counter {
@@ -34,6 +38,7 @@ impl Default for Counter {
             loaded: false,
             next_shared_ways: None,
             independent: false,
+            chains: 1,
         }
     }
 }
@@ -91,6 +96,8 @@ impl Counter {
         }
         if self.independent {
             self.mix.independent += w;
+        } else if self.chains > 1 {
+            self.mix.independent += w * (1.0 - 1.0 / self.chains as f64);
         }
         *self.mix.opcodes.entry(opcode.to_string()).or_default() += w;
     }

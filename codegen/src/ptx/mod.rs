@@ -92,6 +92,13 @@ impl Builder {
         self.counter.independent = on;
     }
 
+    /// Marks the instructions emitted from now on as `n` interleaved independent chains
+    /// (until called with 1): for the [`InstructionMix`], which counts all but one
+    /// chain's share as independent.
+    pub fn parallel_chains(&mut self, n: usize) {
+        self.counter.chains = n.max(1);
+    }
+
     /// What one thread executes, as counted so far.
     pub fn mix(&mut self) -> InstructionMix {
         self.counter.finish()

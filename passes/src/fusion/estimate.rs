@@ -232,7 +232,9 @@ fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch {
         .clamp(1, MAX_POINTWISE_BLOCKS);
     let per_thread = (n / run) as f64 / (blocks * THREADS as usize) as f64;
     let element = work_of(body, roots, stop) + issue(4.0 * roots.len() as f64);
-    let mut w = element * run as f64 + issue(6.0 + 14.0);
+    let mut chains = element * run as f64;
+    chains.independent += chains.issue * (1.0 - 1.0 / run as f64);
+    let mut w = chains + issue(6.0 + 14.0);
     w.issue -= 10.0 * (run - 1) as f64;
     w.rounds = if w.loads > 0.0 { 1.0 } else { 0.0 };
     let mut c = census(w * per_thread, 0.0, 0.0, 0.0);
@@ -302,6 +304,7 @@ fn reduction_over(
     let element = work_of(body, &roots_of_group, stop) + read + issue(10.0);
     let iterations = (chunk as f64 / (team * 4) as f64).ceil();
     let mut fold = element * 4.0 + issue(4.0);
+    fold.independent += fold.issue * 0.75;
     fold.rounds = 1.0;
     let combine = issue(12.0 * group.len() as f64 + if block_team { 20.0 } else { 0.0 });
     let epilogue = if split > 1 {
@@ -453,7 +456,10 @@ fn gemm_with(
         independent: (s.block_k * tm * tn) as f64,
         ..Work::default()
     };
-    let mut step = wa * ea + wb * eb + products + issue(10.0);
+    // The elements of a step load as independent chains, one per element.
+    let mut loads = wa * ea + wb * eb;
+    loads.independent += (loads.issue - loads.independent) * (1.0 - 1.0 / (ea + eb).max(1.0));
+    let mut step = loads + products + issue(10.0);
     step.rounds = 1.0 + (wa.rounds * ea + wb.rounds * eb);
     let shared_per_step = ea + eb + s.block_k as f64 * fragments;
     let wavefronts_per_step = ea + eb + 4.0 * s.block_k as f64 * fragments;
@@ -485,6 +491,11 @@ fn gemm_with(
     let operand_bytes = 2 * 4 * s.block_k * (s.block_m + s.block_n + 8);
     if s.split_k == 1 {
         main += epilogue * per_thread_outputs;
+        if let Some([sh, sw]) = dims.lattice {
+            // The positions off the lattice: the epilogue at zero, a grid-stride pass.
+            let off = anchor_numel as f64 * (1.0 - 1.0 / (sh * sw) as f64);
+            main += (epilogue + issue(12.0)) * (off / (tiles * 256) as f64);
+        }
         shared += 2.0 * per_thread_outputs;
         wavefronts += 2.0 * per_thread_outputs;
         let mut c = census(main, shared, wavefronts, steps + 2.0 * (tm / 4) as f64);
@@ -592,16 +603,20 @@ fn first_reduction(body: &Graph, v: Value) -> Option<Value> {
     None
 }
 
-/// The schedules the planner considers for a GEMM of `dims`: every tile shape, with k
-/// split into as many slices as fill the device's SMs about twice (and no split).
+/// The schedules the planner considers for a GEMM of `dims`: every tile shape at two
+/// step depths, with `k` unsplit and split into as many slices as fill the device's SMs
+/// one to eight times.
 pub fn candidate_schedules(dims: &GemmDims, device: &Device) -> Vec<GemmSchedule> {
     let mut out = vec![];
     for (bm, bn) in GemmSchedule::TILES {
-        {
+        // The tile's shallowest step and one twice as deep (fewer barriers per
+        // product, more elements in flight per load round).
+        let depth = GemmSchedule::depth(bm, bn);
+        for block_k in [depth, 2 * depth].into_iter().filter(|&d| d <= 32) {
             let base = GemmSchedule {
                 block_m: bm,
                 block_n: bn,
-                block_k: GemmSchedule::depth(bm, bn),
+                block_k,
                 split_k: 1,
             };
             let (steps, _) = base.k_steps(dims);
