@@ -373,6 +373,35 @@ impl<'a> Emitter<'a> {
         Ok(r.into())
     }
 
+    /// Loads four consecutive elements of body input `v` (f32), the first at `coords`
+    /// (whose last coordinate four divides, in a shape whose last extent four divides:
+    /// the address is 16-byte aligned), with one 128-bit load, and binds each to its
+    /// index (`coords` with the last coordinate from `lasts`) so that evaluating `v`
+    /// there reads the register.
+    pub fn load_run(&mut self, v: Value, coords: &[Operand], lasts: &[Operand]) -> Result<()> {
+        let slot = self.input_of[&v];
+        self.touched_inputs.insert(slot);
+        let shape = self.ty(v).shape.clone();
+        let flat = self.linearize(coords, &shape);
+        let addr = self.b.address(self.inputs[slot], flat, 4);
+        let r = [(); 4].map(|_| self.b.reg(Ty::F32));
+        ins!(
+            self.b,
+            "ld.global.nc.v4.f32 {{{}, {}, {}, {}}}, [{addr}]",
+            r[0],
+            r[1],
+            r[2],
+            r[3]
+        );
+        let last = coords.len() - 1;
+        for (reg, &l) in r.iter().zip(lasts) {
+            let mut at = coords.to_vec();
+            at[last] = l;
+            self.bind(v, &Index::coords(at), (*reg).into());
+        }
+        Ok(())
+    }
+
     /// Stores `value` as element `at` of body output `i` (into its slice of the
     /// buffer, for concat views).
     pub fn store(&mut self, i: usize, at: &Index, value: Operand) -> Result<()> {

@@ -96,9 +96,18 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
                 let mut coords = cx.coords(&Index::flat(r), &runs);
                 let last = coords.len() - 1;
                 let first = cx.b.mul_u32(coords[last], Operand::Int(RUN as i64));
+                let lasts: Vec<Operand> = (0..RUN)
+                    .map(|u| cx.b.add_u32(first, Operand::Int(u as i64)))
+                    .collect();
+                coords[last] = first;
+                // Inputs of the outputs' shape read where the outputs are (no index map
+                // between) come in with one 128-bit load per run.
+                for v in same_shape_inputs(cx, &runs) {
+                    cx.load_run(v, &coords, &lasts)?;
+                }
                 cx.b.parallel_chains(RUN);
-                for u in 0..RUN {
-                    coords[last] = cx.b.add_u32(first, Operand::Int(u as i64));
+                for &l in &lasts {
+                    coords[last] = l;
                     store_all(cx, &Index::coords(coords.clone()))?;
                 }
                 cx.b.parallel_chains(1);
@@ -108,4 +117,19 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
         }
     }
     Ok(())
+}
+
+/// The f32 body inputs of the shape runs of four cover (`runs` with its last extent
+/// times four), which elementwise outputs read at their own coordinates.
+fn same_shape_inputs(cx: &Emitter, runs: &[usize]) -> Vec<calib_ir::Value> {
+    let mut shape = runs.to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last *= RUN;
+    }
+    cx.kernel
+        .body
+        .inputs()
+        .map(|(_, v)| v)
+        .filter(|&v| cx.ty(v).shape == shape && cx.ty(v).dtype == calib_ir::DType::F32)
+        .collect()
 }

@@ -159,5 +159,8 @@ fn large_maps_take_runs_of_four_along_the_innermost_axis() {
         compiled.kernels[0].grid[0] as usize,
         2 * 8 * 64 * 64 / 4 / 256
     );
+    // `x`, read where the outputs are, comes in four at a time with 128-bit loads.
+    let ptx = &compiled.kernels[0].ptx;
+    assert_eq!(ptx.matches("ld.global.nc.v4.f32").count(), 1, "{ptx}");
     check(&g, &p, 9, 2e-6);
 }

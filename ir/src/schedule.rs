@@ -290,10 +290,11 @@ impl GemmSchedule {
         (r as u32).min(self.register_cap().unwrap_or(255))
     }
 
-    /// The register cap code generation sets (`.maxnreg`): the largest tile would take
-    /// some 140-180 registers and so one block per SM; capped at 128, two fit.
+    /// The register cap code generation sets (`.maxnreg`): a large tile, or a long
+    /// prologue, would take some 140-180 registers and so one block of 256 threads per
+    /// SM; capped at 128, two fit (ptxas spills a few words where it must).
     pub fn register_cap(&self) -> Option<u32> {
-        (self.block_m * self.block_n >= 128 * 128).then_some(128)
+        Some(128)
     }
 
     /// A thread's accumulators along `m` and along `n`.
