@@ -160,7 +160,9 @@ pub(crate) fn read_split(
     let (m, n, _) = dims.mnk();
     let coords = cx.coords(at, &cx.ty(split.anchor).shape.clone());
     let (g, mi, ni) = ops.split(cx, &coords);
-    let on_lattice = ops.lattice().map(|strides| lattice_check(cx, &coords, strides));
+    let on_lattice = ops
+        .lattice()
+        .map(|strides| lattice_check(cx, &coords, strides));
     let (mf, nf) = (cx.linearize(&mi, &dims.m), cx.linearize(&ni, &dims.n));
     let within = if split.transposed {
         cx.b.mad_u32(nf, Operand::Int(m as i64), mf)
@@ -211,15 +213,20 @@ fn off_lattice(
     let shape = cx.ty(anchor).shape.clone();
     let (tid, ctaid) = (cx.tid(), cx.ctaid());
     let thread = cx.b.mad_u32(ctaid, Operand::Int(THREADS as i64), tid);
-    cx.for_strided(thread, calib_ir::numel(&shape), blocks * THREADS, |cx, e| {
-        let coords = cx.coords(&Index::flat(e), &shape);
-        let on = lattice_check(cx, &coords, strides);
-        cx.if_then(on, false, |cx| {
-            let at = Index::both(e, coords);
-            cx.bind(anchor, &at, Operand::f32(0.0));
-            cx.store_aligned(aligned, &shape, &at)
-        })
-    })
+    cx.for_strided(
+        thread,
+        calib_ir::numel(&shape),
+        blocks * THREADS,
+        |cx, e| {
+            let coords = cx.coords(&Index::flat(e), &shape);
+            let on = lattice_check(cx, &coords, strides);
+            cx.if_then(on, false, |cx| {
+                let at = Index::both(e, coords);
+                cx.bind(anchor, &at, Operand::f32(0.0));
+                cx.store_aligned(aligned, &shape, &at)
+            })
+        },
+    )
 }
 
 /// One operand's tile in shared memory: `depth` rows (k) of `width` elements (m or n),

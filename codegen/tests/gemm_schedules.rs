@@ -50,7 +50,9 @@ fn every_schedule(src: &str, anchor: Anchor) {
             if deeper {
                 s.block_k = (2 * s.block_k).min(32);
             }
-            if s.check(&GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap()).is_err() {
+            if s.check(&GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap())
+                .is_err()
+            {
                 continue;
             }
             let program = scheduled(single_kernel(&g, anchor), s);

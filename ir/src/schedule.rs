@@ -257,8 +257,8 @@ impl GemmSchedule {
     pub fn layout(&self) -> Option<(usize, usize)> {
         let fits = |qm: usize, qn: usize| {
             let (ty, tx) = (self.block_m / (4 * qm), self.block_n / (4 * qn));
-            (self.block_m % (4 * qm) == 0
-                && self.block_n % (4 * qn) == 0
+            (self.block_m.is_multiple_of(4 * qm)
+                && self.block_n.is_multiple_of(4 * qn)
                 && ty * tx == Self::THREADS)
                 .then_some((ty, tx))
         };

@@ -1,0 +1,63 @@
+//! The SCNet-50 training step (batch 64, 224x224) as planned for an H200 and priced by
+//! the cost model from the code generation emits: the step fits 100 ms, GEMM launches
+//! too small to fill the GPU carry almost none of the GEMM work, and the planner's own
+//! estimates (which fusion and scheduling decide by) agree with the emitted code's.
+
+use calib::codegen::compile;
+use calib::ir::{DType, Mode};
+use calib::passes::fusion::{estimate::program_kernel_seconds, fuse, FusionOptions};
+use calib::passes::{train_step, TrainConfig};
+use calib::predict::predict_step;
+use std::collections::{BTreeMap, HashMap};
+
+#[test]
+fn the_scnet50_step_is_predicted_within_the_targets() {
+    let spec = calib::models::presets::preset("scnet50").unwrap();
+    let model = calib::models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
+    let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
+    let options = FusionOptions::default();
+    let fusion = fuse(&step.graph, &options).unwrap();
+    let compiled = compile(&fusion.program).unwrap();
+    let p = predict_step(&fusion.program, &compiled, &options.device, &HashMap::new());
+    eprintln!("{}", p.to_text(5));
+
+    assert!(p.step_ms <= 100.0, "predicted step {:.1} ms", p.step_ms);
+    assert!(
+        p.gemm_flops_in_small_grids < 0.05,
+        "{:.1}% of the GEMM FLOPs in launches with fewer blocks than SMs",
+        100.0 * p.gemm_flops_in_small_grids
+    );
+    let splits = fusion
+        .program
+        .kernels
+        .iter()
+        .filter(|k| {
+            k.schedule
+                .and_then(|s| s.gemm)
+                .is_some_and(|g| g.split_k > 1)
+        })
+        .count();
+    assert!(splits > 50, "{splits} GEMMs split k");
+
+    // Planner against emitted code, kernel by kernel.
+    let mut emitted: BTreeMap<&str, f64> = BTreeMap::new();
+    for l in &p.launches {
+        *emitted.entry(&l.kernel).or_default() += l.predicted_us;
+    }
+    let (mut total, mut agreeing) = (0.0, 0.0);
+    for k in &fusion.program.kernels {
+        let Some(&us) = emitted.get(k.name.as_str()) else {
+            continue;
+        };
+        let planned = program_kernel_seconds(k, &options.device) * 1e6;
+        total += us;
+        if (0.5..=2.0).contains(&(planned / us)) {
+            agreeing += us;
+        }
+    }
+    assert!(
+        agreeing >= 0.9 * total,
+        "the planner's estimates are within 2x for only {:.1}% of the time",
+        100.0 * agreeing / total
+    );
+}
