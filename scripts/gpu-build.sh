@@ -42,5 +42,11 @@ for name, keep in [("train-images-idx3-ubyte", 10000), ("train-labels-idx1-ubyte
     with gzip.open(os.path.join(dst, name + ".gz"), "wb") as f:
         f.write(header + body)
 PY
+# Every launch of the SCNet-50 step as this build emits it, with ptxas's registers: the
+# cost model's features, to join with the per-launch table the GPU measures (cost/data).
+plan=$(mktemp -d)
+target/release/calib compile scnet50 --train --batch 64 --emit-ptx --out "$plan" >/dev/null
+cp "$plan/launches.json" "$bundle/scnet50-b64-launches.json"
+rm -rf "$plan"
 git rev-parse HEAD > "$bundle/COMMIT" 2>/dev/null || echo unknown > "$bundle/COMMIT"
 du -sh "$bundle"

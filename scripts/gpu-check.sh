@@ -11,8 +11,10 @@
 #   4. the step as a CUDA graph, `calib verify --backend cuda` on every fixture, PyTorch
 #      eager / torch.compile baselines in the same run.
 # Every step has a time limit inside one overall deadline (450 s). Into OUT (default
-# bench/results/) go three files only: gpu-check.json (the summary), the per-launch
-# table scnet50-b64-kernels.csv, and gpu-check-logs.tar.gz (every log and metrics file).
+# bench/results/) go four files only: gpu-check.json (the summary), the per-launch
+# table scnet50-b64-kernels.csv, the features of those launches as the bundle's build
+# emitted them (scnet50-b64-launches.json: with the table, a data set to refit the cost
+# model to, see cost/data/), and gpu-check-logs.tar.gz (every log and metrics file).
 #
 #   bash scripts/gpu-check.sh [OUT] [BUNDLE]
 set -uo pipefail
@@ -203,6 +205,7 @@ with open(os.path.join(out, "gpu-check.json"), "w") as f:
 print(json.dumps({k: summary[k] for k in ("passed", "cold_start", "warm_start")}, indent=1)[:3000])
 PY
 tar -czf "$out/gpu-check-logs.tar.gz" -C "$work" logs
+[ -f "$bundle/scnet50-b64-launches.json" ] && cp "$bundle/scnet50-b64-launches.json" "$out/"
 rm -rf "$work"
 echo "gpu-check: finished in $(( $(date +%s) - started ))s, status $status; wrote $(ls "$out" | tr '\n' ' ')"
 exit $status

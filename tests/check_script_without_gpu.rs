@@ -1,7 +1,7 @@
 //! `scripts/gpu-check.sh` on a machine without a GPU: a clear message, exit code 3, and a
 //! result file that says why, never a pretend pass. And its plumbing, with stand-ins for
 //! `nvidia-smi` and the bundle: the order of its runs, the caches they see, and the
-//! three files it returns.
+//! four files it returns.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -71,7 +71,7 @@ esac
 "#;
 
 #[test]
-fn gpu_check_runs_cold_then_warm_and_returns_three_files() {
+fn gpu_check_runs_cold_then_warm_and_returns_four_files() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     script(
@@ -88,6 +88,7 @@ fn gpu_check_runs_cold_then_warm_and_returns_three_files() {
     std::fs::write(bundle.join("fixtures/tiny/meta.json"), "{}").unwrap();
     std::fs::create_dir_all(bundle.join("fashion-mnist")).unwrap();
     std::fs::write(bundle.join("COMMIT"), "abc123\n").unwrap();
+    std::fs::write(bundle.join("scnet50-b64-launches.json"), "[]\n").unwrap();
     let (out, tmp, calls) = (root.join("out"), root.join("tmp"), root.join("calls.log"));
     std::fs::create_dir_all(&tmp).unwrap();
     let path = format!(
@@ -111,7 +112,7 @@ fn gpu_check_runs_cold_then_warm_and_returns_three_files() {
     );
     assert!(matches!(o.status.code(), Some(0 | 1)), "{log}");
 
-    // Three files come back, nothing else; the work directory is gone.
+    // Four files come back, nothing else; the work directory is gone.
     let mut files: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -122,7 +123,8 @@ fn gpu_check_runs_cold_then_warm_and_returns_three_files() {
         [
             "gpu-check-logs.tar.gz",
             "gpu-check.json",
-            "scnet50-b64-kernels.csv"
+            "scnet50-b64-kernels.csv",
+            "scnet50-b64-launches.json"
         ],
         "{log}"
     );

@@ -407,10 +407,10 @@ fn an_average_pool_is_a_prologue_only_where_recomputing_it_is_cheap() {
         "{}",
         f.program.to_text()
     );
-    // 4x4 windows under a 3x3 convolution with 256 output channels: as a prologue
-    // every pooled value would be recomputed (16 loads) for each of 9 taps and every
+    // 8x8 windows under a 3x3 convolution with 512 output channels: as a prologue
+    // every pooled value would be recomputed (64 loads) for each of 9 taps and every
     // tile of output channels, so the pool is its own kernel.
-    let (g, pool) = pooled_conv(&[8, 64, 32, 32], 4, 3, 256);
+    let (g, pool) = pooled_conv(&[8, 64, 64, 64], 8, 3, 512);
     let f = calib_passes::fusion::fuse(&g, &Default::default()).unwrap();
     let k = kernel_of(&f, pool).unwrap();
     assert_eq!(k.anchor, calib_ir::Anchor::Pool, "{}", f.program.to_text());
