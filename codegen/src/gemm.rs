@@ -704,14 +704,7 @@ fn write_partials(cx: &mut Emitter, acc: &[Reg], p: Partials) -> Result<()> {
                 ];
                 cx.when_all(inside, |cx| {
                     let addr = cx.b.address(p.workspace, at, 4);
-                    ins!(
-                        cx.b,
-                        "st.global.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
-                        values[0],
-                        values[1],
-                        values[2],
-                        values[3]
-                    );
+                    store_v4(cx, "global", addr.into(), &values);
                     Ok(())
                 })?;
             } else {
@@ -804,14 +797,7 @@ impl Staged<'_> {
                     .map(|i| acc[(quarter * PATCH + i) * tn + j])
                     .collect();
                 cx.b.shared_ways(write_ways);
-                ins!(
-                    cx.b,
-                    "st.shared.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
-                    v[0],
-                    v[1],
-                    v[2],
-                    v[3]
-                );
+                store_v4(cx, "shared", addr, &v);
             }
         } else {
             for i in 0..patch_rows {
@@ -822,14 +808,7 @@ impl Staged<'_> {
                     let addr = shared_address(cx, smem, at);
                     let v = &acc[(quarter * PATCH + i) * tn + q * PATCH..][..PATCH];
                     cx.b.shared_ways(write_ways);
-                    ins!(
-                        cx.b,
-                        "st.shared.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
-                        v[0],
-                        v[1],
-                        v[2],
-                        v[3]
-                    );
+                    store_v4(cx, "shared", addr, v);
                 }
             }
         }
@@ -885,6 +864,19 @@ impl Staged<'_> {
 fn shared_address(cx: &mut Emitter, base: Operand, index: Operand) -> Operand {
     let bytes = cx.b.mul_u32(index, Operand::Int(4));
     cx.b.add_u32(base, bytes)
+}
+
+/// Stores four f32 registers to consecutive addresses of `space` (`shared`, `global`)
+/// at `addr`, with one 16-byte store.
+fn store_v4(cx: &mut Emitter, space: &str, addr: Operand, v: &[Reg]) {
+    ins!(
+        cx.b,
+        "st.{space}.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
+        v[0],
+        v[1],
+        v[2],
+        v[3]
+    );
 }
 
 /// Loads four consecutive f32 values `offset` bytes past shared address `base`.

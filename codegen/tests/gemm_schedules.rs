@@ -5,10 +5,7 @@
 mod support;
 
 use calib_codegen::{compile, Family};
-use calib_ir::{
-    gemm_anchor, Anchor, Buffer, BufferId, DType, GemmDims, GemmSchedule, Program, Role, Schedule,
-    TensorType,
-};
+use calib_ir::{gemm_anchor, Anchor, GemmDims, GemmSchedule, Program, Schedule};
 use support::{bind, check, graph, simulate, single_kernel, tensors};
 
 /// `program`'s one kernel under `schedule`, with a workspace when it splits k.
@@ -16,16 +13,8 @@ fn scheduled(mut program: Program, schedule: GemmSchedule) -> Program {
     let kernel = &mut program.kernels[0];
     let anchor = gemm_anchor(&kernel.body).expect("a GEMM kernel");
     let dims = GemmDims::of(&kernel.body, anchor).expect("GEMM dims");
-    let bytes = schedule.workspace_bytes(&dims);
     kernel.schedule = Some(Schedule::gemm(schedule));
-    if bytes > 0 {
-        program.buffers.push(Buffer {
-            name: "workspace".into(),
-            ty: TensorType::new(DType::F32, vec![bytes / 4]),
-            role: Role::Temp,
-        });
-        program.kernels[0].workspace = Some(BufferId(program.buffers.len() - 1));
-    }
+    program.add_workspace(0, schedule.workspace_bytes(&dims));
     program.validate().expect("a scheduled plan is valid");
     program
 }

@@ -134,18 +134,10 @@ fn split(
     reductions: usize,
     outputs: usize,
 ) -> calib_ir::Program {
-    use calib_ir::{Buffer, BufferId, DType, ReductionSchedule, Role, Schedule, TensorType};
+    use calib_ir::{ReductionSchedule, Schedule};
     let schedule = ReductionSchedule { split };
     program.kernels[0].schedule = Some(Schedule::reduction(schedule));
-    let bytes = schedule.workspace_bytes(reductions, outputs);
-    if bytes > 0 {
-        program.buffers.push(Buffer {
-            name: "workspace".into(),
-            ty: TensorType::new(DType::F32, vec![bytes / 4]),
-            role: Role::Temp,
-        });
-        program.kernels[0].workspace = Some(BufferId(program.buffers.len() - 1));
-    }
+    program.add_workspace(0, schedule.workspace_bytes(reductions, outputs));
     program.validate().expect("valid");
     program
 }

@@ -200,6 +200,19 @@ impl Program {
         self.kernels.iter().find(|k| k.name == name)
     }
 
+    /// Gives kernel `k` a workspace of `bytes` (an `f32` temporary of its own), or none
+    /// for zero bytes.
+    pub fn add_workspace(&mut self, k: usize, bytes: usize) {
+        self.kernels[k].workspace = (bytes > 0).then(|| {
+            self.buffers.push(Buffer {
+                name: format!("workspace{k}"),
+                ty: TensorType::new(crate::DType::F32, vec![bytes.div_ceil(4)]),
+                role: Role::Temp,
+            });
+            BufferId(self.buffers.len() - 1)
+        });
+    }
+
     /// Checks what an executor relies on: every buffer id exists; each body's inputs and
     /// outputs match the kernel's buffers (slices included) in order and type; inputs
     /// and params are never written; every other buffer is written whole once, or slice

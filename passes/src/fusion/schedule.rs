@@ -5,10 +5,7 @@
 
 use super::estimate::{best_reduction_split, best_schedule};
 use calib_cost::Device;
-use calib_ir::{
-    gemm_anchor, Anchor, Buffer, BufferId, DType, GemmDims, OpClass, Program, ReductionSchedule,
-    Role, Schedule, TensorType,
-};
+use calib_ir::{gemm_anchor, Anchor, GemmDims, OpClass, Program, ReductionSchedule, Schedule};
 
 /// Assigns schedules in place; returns how many GEMMs and how many reductions split.
 pub fn assign(program: &mut Program, device: &Device) -> (usize, usize) {
@@ -43,18 +40,8 @@ pub fn assign(program: &mut Program, device: &Device) -> (usize, usize) {
             .map_or(0, |r| r.workspace_bytes(reduction_nodes.count(), outputs));
         gemms += usize::from(schedule.gemm.is_some_and(|g| g.split_k > 1));
         reductions += usize::from(schedule.reduction.is_some_and(|r| r.split > 1));
-        let bytes = gemm_bytes + reduction_bytes;
-        let workspace = (bytes > 0).then(|| {
-            program.buffers.push(Buffer {
-                name: format!("workspace{k}"),
-                ty: TensorType::new(DType::F32, vec![bytes / 4]),
-                role: Role::Temp,
-            });
-            BufferId(program.buffers.len() - 1)
-        });
-        let kernel = &mut program.kernels[k];
-        kernel.schedule = Some(schedule);
-        kernel.workspace = workspace;
+        program.kernels[k].schedule = Some(schedule);
+        program.add_workspace(k, gemm_bytes + reduction_bytes);
     }
     (gemms, reductions)
 }
