@@ -8,7 +8,7 @@
 //! ```text
 //!  Kernel { anchor, body } ──► family ──► loop nest around the anchor   (pointwise.rs,
 //!                                │                                       reduction.rs,
-//!                                │                                       gemm.rs)
+//!                                │                                       gemm/)
 //!                                └─► eval: any body value at any index (eval.rs)
 //!                                      elementwise ops ─► op table     (render.rs)
 //!                                      index maps      ─► addresses    (index.rs)

@@ -1,0 +1,319 @@
+//! The result side of the GEMM template: the staged epilogue of an unsplit GEMM, the
+//! partial tiles a split GEMM writes to its workspace and the sum that reads them back,
+//! and the zero positions off a lattice GEMM's lattice.
+
+use super::SplitResult;
+use super::{
+    offset_in_tile, operands_of, shared_address, store_v4, wavefronts, Layout, Operands, PAD,
+    PATCH, THREADS,
+};
+use crate::error::Result;
+use crate::eval::Emitter;
+use crate::index::Index;
+use crate::ptx::{ins, Operand, Reg, Ty};
+use calib_ir::{GemmDims, Value};
+
+/// The anchor of a split-K kernel at `at`: the sum of its slices' partial results, in
+/// slice order.
+pub(crate) fn read_split(
+    cx: &mut Emitter,
+    split: SplitResult,
+    workspace: Reg,
+    at: &Index,
+) -> Result<Operand> {
+    let ops = operands_of(cx, split.anchor)
+        .ok_or_else(|| cx.unsupported(split.anchor, "a split-K anchor must be a GEMM"))?;
+    let dims = ops.dims();
+    let (m, n, _) = dims.mnk();
+    let coords = cx.coords(at, &cx.ty(split.anchor).shape.clone());
+    let (g, mi, ni) = ops.split(cx, &coords);
+    let on_lattice = ops
+        .lattice()
+        .map(|strides| lattice_check(cx, &coords, strides));
+    let (mf, nf) = (cx.linearize(&mi, &dims.m), cx.linearize(&ni, &dims.n));
+    let within = if split.transposed {
+        cx.b.mad_u32(nf, Operand::Int(m as i64), mf)
+    } else {
+        cx.b.mad_u32(mf, Operand::Int(n as i64), nf)
+    };
+    let slice_elements = dims.groups * m * n;
+    let base = cx.b.mad_u32(g, Operand::Int((m * n) as i64), within);
+    let acc = cx.b.reg(Ty::F32);
+    for s in 0..split.slices {
+        let at =
+            cx.b.add_u32(base, Operand::Int((s * slice_elements) as i64));
+        let addr = cx.b.address(workspace, at, 4);
+        let v = cx.b.reg(Ty::F32);
+        ins!(cx.b, "ld.global.f32 {v}, [{addr}]");
+        match s {
+            0 => ins!(cx.b, "mov.f32 {acc}, {v}"),
+            _ => ins!(cx.b, "add.rn.f32 {acc}, {acc}, {v}"),
+        }
+    }
+    match on_lattice {
+        // Off the lattice the anchor is zero (the loads above read the lattice
+        // position below, harmlessly).
+        Some(on) => cx.select_or_zero(vec![Ok(on)], Ty::F32, |_| Ok(acc.into())),
+        None => Ok(acc.into()),
+    }
+}
+
+/// Whether anchor coordinates `coords` (axes 2 and 3 spatial) lie on the lattice of
+/// `strides`.
+pub(super) fn lattice_check(cx: &mut Emitter, coords: &[Operand], [sh, sw]: [usize; 2]) -> Reg {
+    let rh = cx.b.rem_u32(coords[2], sh);
+    let rw = cx.b.rem_u32(coords[3], sw);
+    let either = cx.b.reg(Ty::U32);
+    ins!(cx.b, "or.b32 {either}, {rh}, {rw}");
+    cx.b.setp("eq", Ty::U32, either.into(), Operand::Int(0))
+}
+
+/// The anchor's positions off the lattice a GEMM computes over: zero, their epilogue
+/// run by a grid-stride pass of the GEMM's own blocks.
+pub(super) fn off_lattice(
+    cx: &mut Emitter,
+    anchor: Value,
+    aligned: &[usize],
+    strides: [usize; 2],
+    blocks: usize,
+) -> Result<()> {
+    let shape = cx.ty(anchor).shape.clone();
+    let (tid, ctaid) = (cx.tid(), cx.ctaid());
+    let thread = cx.b.mad_u32(ctaid, Operand::Int(THREADS as i64), tid);
+    cx.for_strided(
+        thread,
+        calib_ir::numel(&shape),
+        blocks * THREADS,
+        |cx, e| {
+            let coords = cx.coords(&Index::flat(e), &shape);
+            let on = lattice_check(cx, &coords, strides);
+            cx.if_then(on, false, |cx| {
+                let at = Index::both(e, coords);
+                cx.bind(anchor, &at, Operand::f32(0.0));
+                cx.store_aligned(aligned, &shape, &at)
+            })
+        },
+    )
+}
+
+/// Where a split-K block writes its partial tile.
+pub(super) struct Partials<'a> {
+    pub(super) workspace: Reg,
+    pub(super) dims: &'a GemmDims,
+    /// `m0`, `n0`.
+    pub(super) tiles: [Operand; 2],
+    pub(super) g: Operand,
+    pub(super) slice: Operand,
+    pub(super) transposed: bool,
+    pub(super) layout: Layout,
+    /// `tx`, `ty`.
+    pub(super) thread: [Operand; 2],
+}
+
+/// Stores the accumulators to the workspace, four consecutive elements at a time along
+/// its contiguous dimension where alignment allows.
+pub(super) fn write_partials(cx: &mut Emitter, acc: &[Reg], p: Partials) -> Result<()> {
+    let (m, n, _) = p.dims.mnk();
+    let (tm, tn) = (p.layout.tm, p.layout.tn);
+    let (span_m, span_n) = (p.layout.span_m(), p.layout.span_n());
+    let [tx, ty] = p.thread;
+    let slice_base =
+        cx.b.mad_u32(p.slice, Operand::Int(p.dims.groups as i64), p.g);
+    let slice_base = cx.b.mul_u32(slice_base, Operand::Int((m * n) as i64));
+    let row0 = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
+    let col0 = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
+    // Runs of four along the contiguous side: rows when transposed, columns otherwise.
+    let (runs_along, across, extent_along, extent_across) = if p.transposed {
+        (tm, tn, m, n)
+    } else {
+        (tn, tm, n, m)
+    };
+    let vector = extent_along % PATCH == 0;
+    for r in 0..across {
+        for q in 0..runs_along / PATCH {
+            let (first_row, first_col) = if p.transposed {
+                (q * span_m, offset_in_tile(r, span_n))
+            } else {
+                (offset_in_tile(r, span_m), q * span_n)
+            };
+            let row = cx.b.add_u32(row0, Operand::Int(first_row as i64));
+            let col = cx.b.add_u32(col0, Operand::Int(first_col as i64));
+            let gm = cx.b.add_u32(p.tiles[0], row);
+            let gn = cx.b.add_u32(p.tiles[1], col);
+            let (along, across_pos) = if p.transposed { (gm, gn) } else { (gn, gm) };
+            let within =
+                cx.b.mad_u32(across_pos, Operand::Int(extent_along as i64), along);
+            let at = cx.b.add_u32(slice_base, within);
+            let values: Vec<Reg> = (0..PATCH)
+                .map(|e| {
+                    let (i, j) = if p.transposed {
+                        (q * PATCH + e, r)
+                    } else {
+                        (r, q * PATCH + e)
+                    };
+                    acc[i * tn + j]
+                })
+                .collect();
+            let across_ok = cx.b.lt_u32(across_pos, Operand::Int(extent_across as i64));
+            if vector {
+                let inside = vec![
+                    across_ok,
+                    cx.b.lt_u32(along, Operand::Int(extent_along as i64)),
+                ];
+                cx.when_all(inside, |cx| {
+                    let addr = cx.b.address(p.workspace, at, 4);
+                    store_v4(cx, "global", addr.into(), &values);
+                    Ok(())
+                })?;
+            } else {
+                for (e, v) in values.iter().enumerate() {
+                    let pos = cx.b.add_u32(along, Operand::Int(e as i64));
+                    let inside = vec![
+                        across_ok,
+                        cx.b.lt_u32(pos, Operand::Int(extent_along as i64)),
+                    ];
+                    let at = cx.b.add_u32(at, Operand::Int(e as i64));
+                    cx.when_all(inside, |cx| {
+                        let addr = cx.b.address(p.workspace, at, 4);
+                        ins!(cx.b, "st.global.f32 [{addr}], {v}");
+                        Ok(())
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The epilogue of an unsplit GEMM: one 64-row quarter of the tile at a time, staged in
+/// shared memory and walked with consecutive threads on consecutive output addresses.
+pub(super) struct Staged<'a> {
+    pub(super) ops: &'a dyn Operands,
+    pub(super) dims: &'a GemmDims,
+    pub(super) anchor: Value,
+    pub(super) aligned: &'a [usize],
+    pub(super) m0: Operand,
+    pub(super) n0: Operand,
+    pub(super) g: Operand,
+    /// Staged as `[n][m]` (the output is contiguous along `m`), else `[m][n]`.
+    pub(super) transposed: bool,
+    pub(super) bn: usize,
+    pub(super) layout: Layout,
+}
+
+impl Staged<'_> {
+    /// Words per staged row.
+    pub(super) fn pitch(&self) -> usize {
+        if self.transposed {
+            self.layout.span_m() + PAD
+        } else {
+            self.bn + PAD
+        }
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        let rows = if self.transposed {
+            self.bn
+        } else {
+            self.layout.span_m()
+        };
+        rows * self.pitch() * 4
+    }
+
+    pub(super) fn emit(
+        &self,
+        cx: &mut Emitter,
+        acc: &[Reg],
+        smem: Operand,
+        quarter: usize,
+        [tx, ty]: [Operand; 2],
+    ) -> Result<()> {
+        let (m, n, _) = self.dims.mnk();
+        let pitch = self.pitch();
+        let row0 = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
+        let col0 = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
+        let patch_rows = PATCH;
+        let (tn, span_m, span_n) = (self.layout.tn, self.layout.span_m(), self.layout.span_n());
+        let n_threads = self.layout.threads_n;
+        // Write this quarter's accumulators: runs of four along the staged rows.
+        let transposed = self.transposed;
+        let write_ways = wavefronts(16, |lane| {
+            let (x, y) = (lane % n_threads, lane / n_threads);
+            4 * if transposed {
+                x * PATCH * pitch + y * PATCH
+            } else {
+                y * PATCH * pitch + x * PATCH
+            }
+        });
+        if transposed {
+            for j in 0..tn {
+                let col =
+                    cx.b.add_u32(col0, Operand::Int(offset_in_tile(j, span_n) as i64));
+                let at = cx.b.mad_u32(col, Operand::Int(pitch as i64), row0);
+                let addr = shared_address(cx, smem, at);
+                let v: Vec<Reg> = (0..patch_rows)
+                    .map(|i| acc[(quarter * PATCH + i) * tn + j])
+                    .collect();
+                cx.b.shared_ways(write_ways);
+                store_v4(cx, "shared", addr, &v);
+            }
+        } else {
+            for i in 0..patch_rows {
+                let row = cx.b.add_u32(row0, Operand::Int(i as i64));
+                for q in 0..tn / PATCH {
+                    let col = cx.b.add_u32(col0, Operand::Int((q * span_n) as i64));
+                    let at = cx.b.mad_u32(row, Operand::Int(pitch as i64), col);
+                    let addr = shared_address(cx, smem, at);
+                    let v = &acc[(quarter * PATCH + i) * tn + q * PATCH..][..PATCH];
+                    cx.b.shared_ways(write_ways);
+                    store_v4(cx, "shared", addr, v);
+                }
+            }
+        }
+        ins!(cx.b, "bar.sync 0");
+
+        // Walk the staged quarter: consecutive threads along the staged rows.
+        let (rows, cols) = if transposed {
+            (self.bn, span_m)
+        } else {
+            (span_m, self.bn)
+        };
+        let read_ways = wavefronts(4, |lane| 4 * lane);
+        let anchor_shape = cx.ty(self.anchor).shape.clone();
+        let per_thread = (rows * cols).div_ceil(THREADS);
+        let tid = cx.tid();
+        let quarter_m =
+            cx.b.add_u32(self.m0, Operand::Int((quarter * span_m) as i64));
+        cx.for_range(per_thread, |cx, e| {
+            let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
+            let (slow, fast) = (cx.b.div_u32(idx, cols), cx.b.rem_u32(idx, cols));
+            let (mm, nn) = if transposed {
+                (fast, slow)
+            } else {
+                (slow, fast)
+            };
+            let (gm, gn) = (cx.b.add_u32(quarter_m, mm), cx.b.add_u32(self.n0, nn));
+            let inside = vec![
+                cx.b.lt_u32(slow, Operand::Int(rows as i64)),
+                cx.b.lt_u32(gm, Operand::Int(m as i64)),
+                cx.b.lt_u32(gn, Operand::Int(n as i64)),
+            ];
+            cx.when_all(inside, |cx| {
+                let at = cx.b.mad_u32(slow, Operand::Int(pitch as i64), fast);
+                let addr = shared_address(cx, smem, at);
+                let value = cx.b.reg(Ty::F32);
+                cx.b.shared_ways(read_ways);
+                ins!(cx.b, "ld.shared.f32 {value}, [{addr}]");
+                let mi = cx.coords(&Index::flat(gm), &self.dims.m);
+                let ni = cx.coords(&Index::flat(gn), &self.dims.n);
+                let coords = self.ops.c(cx, self.g, &mi, &ni);
+                let flat = cx.linearize(&coords, &anchor_shape);
+                let at = Index::both(flat, coords);
+                cx.bind(self.anchor, &at, value.into());
+                cx.store_aligned(self.aligned, &anchor_shape, &at)
+            })
+        })?;
+        ins!(cx.b, "bar.sync 0");
+        Ok(())
+    }
+}

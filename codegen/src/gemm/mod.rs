@@ -1,0 +1,436 @@
+//! The GEMM template: `C[g; m, n] = sum_k A[g; m, k] * B[g; k, n]` with shared-memory
+//! tiles, for convolutions (as implicit GEMMs, see [`crate::conv`]) and matmul, laid out
+//! by a [`GemmSchedule`] (tile, k step, split).
+//!
+//! The operands are functions, not arrays: a problem ([`Operands`]) says how to compute
+//! `A` and `B` at given coordinates (through the body evaluator, so a prologue runs while
+//! a tile is loaded, and a convolution's padding reads as zero) and where `C[g; m, n]`
+//! lands in the anchor's output. `m`, `n` and `k` are multi-dimensional (a convolution's
+//! `m` is `(batch, row, column)`), decomposed from flat tile positions on the fly.
+//!
+//! 256 threads, as 16 x 16, compute a `BM x BN` tile; each thread holds a 4x4 patch of
+//! accumulators per 64x64 quarter of the tile (so 4x4 up to 8x8), the patches of one
+//! thread 64 rows or columns apart so that a warp's shared-memory reads are contiguous.
+//! The k loop is double-buffered: while the products of step `t` run from one pair of
+//! shared tiles, the operands of step `t + 1` are already loading into registers (every
+//! element of a thread's share at once, without branches: out-of-range elements are read
+//! at a clamped position and zeroed by a select), then go to the other pair; one barrier
+//! per step. Shared rows are padded by four words so that transposed tile stores spread
+//! over the banks.
+//!
+//! The epilogue stages `C` through shared memory, 64 rows at a time, transposed when the
+//! anchor's output is contiguous along `m`, so that consecutive threads store
+//! consecutive addresses. With `split_k > 1` each block covers one slice of the k steps
+//! and writes its raw partial tile to the kernel's workspace instead; the next launch
+//! reads the anchor as the sum of the slices in slice order ([`read_split`]), which
+//! keeps the result bit-identical from run to run.
+
+mod epilogue;
+mod tiles;
+
+pub(crate) use epilogue::read_split;
+
+use crate::error::{CodegenError, Result};
+use crate::eval::Emitter;
+use crate::kernel::Geometry;
+use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
+use crate::{conv, matmul};
+use calib_ir::{GemmDims, GemmSchedule, Value};
+use epilogue::{off_lattice, write_partials, Partials, Staged};
+use tiles::{products, Loader, Tile};
+
+/// Which dimension is adjacent in memory, so that consecutive threads access
+/// consecutive addresses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Contiguity {
+    /// `A` along `m` (else along `k`).
+    pub a_m: bool,
+    /// `B` along `n` (else along `k`).
+    pub b_n: bool,
+    /// `C` along `m` (else along `n`).
+    pub c_m: bool,
+}
+
+/// A GEMM-shaped anchor op.
+pub(crate) trait Operands {
+    fn dims(&self) -> GemmDims;
+    fn contiguity(&self) -> Contiguity;
+    /// `A[g; m, k]`, zero outside the operand.
+    fn a(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand>;
+    /// `B[g; k, n]`, zero outside the operand.
+    fn b(&self, cx: &mut Emitter, g: Operand, k: &[Operand], n: &[Operand]) -> Result<Operand>;
+    /// The anchor-output coordinates of `C[g; m, n]`.
+    fn c(&self, cx: &mut Emitter, g: Operand, m: &[Operand], n: &[Operand]) -> Vec<Operand>;
+    /// The inverse of [`Operands::c`].
+    fn split(&self, cx: &mut Emitter, coords: &[Operand]) -> (Operand, Vec<Operand>, Vec<Operand>);
+    /// For a GEMM over a lattice of the anchor's positions (a strided 1x1 data
+    /// gradient): the strides along the anchor's axes 2 and 3. Positions off the lattice
+    /// are zero, and the GEMM's blocks write them too.
+    fn lattice(&self) -> Option<[usize; 2]> {
+        None
+    }
+}
+
+/// The GEMM-shaped op at body node `v`, if it is one.
+pub(crate) fn operands_of(cx: &Emitter, v: Value) -> Option<Box<dyn Operands>> {
+    if let Some(c) = conv::Conv::anchor(cx, v) {
+        return Some(Box::new(c));
+    }
+    matmul::MatMul::of(cx, v).map(|m| Box::new(m) as Box<dyn Operands>)
+}
+
+const THREADS: usize = GemmSchedule::THREADS;
+/// A thread's accumulators come in patches of this many rows and columns, one patch
+/// per part of the tile the thread grid spans once.
+const PATCH: usize = 4;
+
+/// How the threads cover a tile ([`GemmSchedule::layout`]).
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// Threads along `m` and along `n` (`tid = ty * threads_n + tx`).
+    threads_m: usize,
+    threads_n: usize,
+    /// A thread's accumulators along `m` and `n`.
+    tm: usize,
+    tn: usize,
+}
+
+impl Layout {
+    fn of(s: &GemmSchedule) -> Option<Layout> {
+        let (threads_m, threads_n) = s.layout()?;
+        Some(Layout {
+            threads_m,
+            threads_n,
+            tm: s.block_m / threads_m,
+            tn: s.block_n / threads_n,
+        })
+    }
+
+    /// Rows the thread grid spans once: a patch's distance from the next along `m`.
+    fn span_m(&self) -> usize {
+        self.threads_m * PATCH
+    }
+
+    fn span_n(&self) -> usize {
+        self.threads_n * PATCH
+    }
+}
+/// Words of padding after each shared-memory row.
+const PAD: usize = 4;
+
+/// Where a split-K launch left its partial tiles, for the launches after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SplitResult {
+    pub anchor: Value,
+    pub slices: usize,
+    /// The workspace is `[slice][group][n][m]` (else `[slice][group][m][n]`), following
+    /// the anchor output's contiguous dimension.
+    pub transposed: bool,
+}
+
+/// What [`emit`] produced.
+pub(crate) struct Emitted {
+    pub geometry: Geometry,
+    /// Set when the launch wrote partial tiles instead of the epilogue.
+    pub split: Option<SplitResult>,
+}
+
+/// `C` at anchor-output coordinates `at`, one product at a time: for a GEMM-shaped op
+/// that is not its kernel's anchor.
+pub(crate) fn serial(cx: &mut Emitter, ops: &dyn Operands, at: &[Operand]) -> Result<Operand> {
+    let dims = ops.dims();
+    let (g, m, n) = ops.split(cx, at);
+    let acc = cx.b.reg(Ty::F32);
+    ins!(cx.b, "mov.f32 {acc}, 0f00000000");
+    cx.for_each(&dims.k, &mut |cx, k| {
+        let a = ops.a(cx, g, &m, k)?;
+        let b = ops.b(cx, g, k, &n)?;
+        ins!(cx.b, "fma.rn.f32 {acc}, {a}, {b}, {acc}");
+        Ok(())
+    })?;
+    Ok(acc.into())
+}
+
+/// Emits the tiled kernel around GEMM-shaped anchor `anchor` under `schedule`, storing
+/// body outputs `aligned` (those with as many elements as the anchor) in its epilogue,
+/// or with a split, the partial tiles to the kernel's workspace.
+pub(crate) fn emit(
+    cx: &mut Emitter,
+    ops: &dyn Operands,
+    anchor: Value,
+    aligned: &[usize],
+    schedule: GemmSchedule,
+) -> Result<Emitted> {
+    let dims = ops.dims();
+    schedule
+        .check(&dims)
+        .map_err(|detail| CodegenError::Kernel {
+            kernel: cx.kernel.name.clone(),
+            detail: format!("schedule {}: {detail}", describe(&schedule)),
+        })?;
+    let GemmSchedule {
+        block_m: bm,
+        block_n: bn,
+        block_k: bk,
+        split_k: slices,
+    } = schedule;
+    let (m, n, _) = dims.mnk();
+    let contiguity = ops.contiguity();
+    let (tiles_m, tiles_n) = (m.div_ceil(bm), n.div_ceil(bn));
+    let tiles = tiles_m * tiles_n * dims.groups;
+    let (_, steps) = schedule.k_steps(&dims);
+
+    let (tid, bid) = (cx.tid(), cx.ctaid());
+    let tile_m = cx.b.rem_u32(bid, tiles_m);
+    let rest = cx.b.div_u32(bid, tiles_m);
+    let tile_n = cx.b.rem_u32(rest, tiles_n);
+    let rest = cx.b.div_u32(rest, tiles_n);
+    let g = cx.b.rem_u32(rest, dims.groups);
+    let slice = cx.b.div_u32(rest, dims.groups);
+    let m0 = cx.b.mul_u32(tile_m, Operand::Int(bm as i64));
+    let n0 = cx.b.mul_u32(tile_n, Operand::Int(bn as i64));
+    let k0 = cx.b.mul_u32(slice, Operand::Int((steps * bk) as i64));
+    let layout = Layout::of(&schedule).expect("a checked schedule has a layout");
+    let tx = cx.b.rem_u32(tid, layout.threads_n);
+    let ty = cx.b.div_u32(tid, layout.threads_n);
+
+    let a = Tile {
+        depth: bk,
+        width: bm,
+        offset: 0,
+        along_width: contiguity.a_m,
+    };
+    let b = Tile {
+        depth: bk,
+        width: bn,
+        offset: 2 * a.stage_bytes(),
+        along_width: contiguity.b_n,
+    };
+    let smem = cx.b.reg(Ty::U32);
+    ins!(cx.b, "mov.u32 {smem}, {SHARED}");
+    let (tm, tn) = (layout.tm, layout.tn);
+    let acc: Vec<Reg> = (0..tm * tn).map(|_| cx.b.reg(Ty::F32)).collect();
+    for r in &acc {
+        ins!(cx.b, "mov.f32 {r}, 0f00000000");
+    }
+
+    let loader = Loader {
+        ops,
+        dims: &dims,
+        a,
+        b,
+        m0,
+        n0,
+        k0,
+        g,
+        tid,
+        bk,
+    };
+    let slots = loader.slots(cx);
+    let first = loader.load(cx, &slots, Operand::Int(0))?;
+    let stage0 = stage(cx, smem, [a, b], Operand::Int(0));
+    loader.store(cx, &slots, &first, stage0)?;
+    ins!(cx.b, "bar.sync 0");
+    if steps > 1 {
+        cx.for_range(steps - 1, |cx, kt| {
+            let parity = cx.b.reg(Ty::U32);
+            ins!(cx.b, "and.b32 {parity}, {kt}, 1");
+            let next = cx.b.add_u32(kt, Operand::Int(1));
+            let values = loader.load(cx, &slots, next)?;
+            let current = stage(cx, smem, [a, b], parity.into());
+            products(cx, &acc, [a, b], layout, current, [tx, ty])?;
+            let other = cx.b.reg(Ty::U32);
+            ins!(cx.b, "xor.b32 {other}, {parity}, 1");
+            let other = stage(cx, smem, [a, b], other.into());
+            loader.store(cx, &slots, &values, other)?;
+            ins!(cx.b, "bar.sync 0");
+            Ok(())
+        })?;
+    }
+    let last = stage(cx, smem, [a, b], Operand::Int(((steps - 1) % 2) as i64));
+    products(cx, &acc, [a, b], layout, last, [tx, ty])?;
+
+    let operand_bytes = 2 * (a.stage_bytes() + b.stage_bytes());
+    if slices > 1 {
+        let workspace = cx.workspace()?;
+        let transposed = contiguity.c_m;
+        write_partials(
+            cx,
+            &acc,
+            Partials {
+                workspace,
+                dims: &dims,
+                tiles: [m0, n0],
+                g,
+                slice,
+                transposed,
+                layout,
+                thread: [tx, ty],
+            },
+        )?;
+        return Ok(Emitted {
+            geometry: Geometry {
+                blocks: tiles * slices,
+                threads: THREADS,
+                shared_bytes: operand_bytes,
+            },
+            split: Some(SplitResult {
+                anchor,
+                slices,
+                transposed,
+            }),
+        });
+    }
+
+    ins!(cx.b, "bar.sync 0");
+    let staged = Staged {
+        ops,
+        dims: &dims,
+        anchor,
+        aligned,
+        m0,
+        n0,
+        g,
+        transposed: contiguity.c_m,
+        bn,
+        layout,
+    };
+    for quarter in 0..tm / PATCH {
+        staged.emit(cx, &acc, smem.into(), quarter, [tx, ty])?;
+    }
+    if let Some(strides) = ops.lattice() {
+        off_lattice(cx, anchor, aligned, strides, tiles)?;
+    }
+    Ok(Emitted {
+        geometry: Geometry {
+            blocks: tiles,
+            threads: THREADS,
+            shared_bytes: operand_bytes.max(staged.bytes()),
+        },
+        split: None,
+    })
+}
+
+fn describe(s: &GemmSchedule) -> String {
+    calib_ir::Schedule::gemm(*s).to_string()
+}
+
+/// The shared addresses of both operand tiles in stage `index` (0 or 1).
+fn stage(cx: &mut Emitter, smem: Reg, tiles: [Tile; 2], index: Operand) -> [Operand; 2] {
+    tiles.map(|t| {
+        let offset = cx.b.mul_u32(index, Operand::Int(t.stage_bytes() as i64));
+        let at = cx.b.add_u32(smem.into(), Operand::Int(t.offset as i64));
+        cx.b.add_u32(at, offset)
+    })
+}
+
+/// Tile row (or column) `r` of a thread's accumulators, relative to its first: `r / 4`
+/// picks the patch, `span` apart.
+fn offset_in_tile(r: usize, span: usize) -> usize {
+    (r / PATCH) * span + r % PATCH
+}
+
+/// The shared address of f32 element `index` of the array at `base`.
+fn shared_address(cx: &mut Emitter, base: Operand, index: Operand) -> Operand {
+    let bytes = cx.b.mul_u32(index, Operand::Int(4));
+    cx.b.add_u32(base, bytes)
+}
+
+/// Stores four f32 registers to consecutive addresses of `space` (`shared`, `global`)
+/// at `addr`, with one 16-byte store.
+fn store_v4(cx: &mut Emitter, space: &str, addr: Operand, v: &[Reg]) {
+    ins!(
+        cx.b,
+        "st.{space}.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
+        v[0],
+        v[1],
+        v[2],
+        v[3]
+    );
+}
+
+/// Loads four consecutive f32 values `offset` bytes past shared address `base`.
+fn load_v4(cx: &mut Emitter, base: Reg, offset: usize) -> [Reg; 4] {
+    let r = [(); 4].map(|_| cx.b.reg(Ty::F32));
+    ins!(
+        cx.b,
+        "ld.shared.v4.f32 {{{}, {}, {}, {}}}, [{base}+{offset}]",
+        r[0],
+        r[1],
+        r[2],
+        r[3]
+    );
+    r
+}
+
+/// Shared-memory wavefronts one warp needs for an access of `width` bytes per lane at
+/// byte address `address(lane)`: a wavefront serves each of the 32 four-byte banks
+/// once, lanes reading the same word share it, and wide accesses are split into phases
+/// of `128 / width` lanes.
+fn wavefronts(width: usize, address: impl Fn(usize) -> usize) -> usize {
+    let lanes_per_phase = (128 / width).clamp(1, 32);
+    (0..32)
+        .step_by(lanes_per_phase)
+        .map(|first| {
+            let mut words: Vec<Vec<usize>> = vec![vec![]; 32];
+            for lane in first..first + lanes_per_phase {
+                let start = address(lane) / 4;
+                for word in start..start + width / 4 {
+                    let bank = &mut words[word % 32];
+                    if !bank.contains(&word) {
+                        bank.push(word);
+                    }
+                }
+            }
+            words.iter().map(Vec::len).max().unwrap_or(1).max(1)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_rows_spread_transposed_tile_stores_over_the_banks() {
+        let tile = |pad: usize| {
+            Tile {
+                depth: 8,
+                width: 128,
+                offset: 0,
+                along_width: false,
+            }
+            .pitch()
+                - PAD
+                + pad
+        };
+        let ways = |pitch: usize| {
+            let t = Tile {
+                depth: 8,
+                width: 128,
+                offset: 0,
+                along_width: false,
+            };
+            wavefronts(4, |lane| {
+                let (kk, ww) = t.position(lane, 0);
+                4 * (kk * pitch + ww)
+            })
+        };
+        assert_eq!(ways(tile(0)), 8, "unpadded rows collide");
+        assert_eq!(ways(tile(PAD)), 1, "padded rows do not");
+    }
+
+    #[test]
+    fn fragment_loads_take_the_fewest_wavefronts() {
+        assert_eq!(wavefronts(16, |lane| 16 * (lane / 16)), 4);
+        assert_eq!(wavefronts(16, |lane| 16 * (lane % 16)), 4);
+        assert_eq!(wavefronts(4, |lane| 4 * lane), 1);
+    }
+
+    #[test]
+    fn patches_are_a_quarter_apart() {
+        assert_eq!(offset_in_tile(3, 64), 3);
+        assert_eq!(offset_in_tile(4, 64), 64);
+        assert_eq!(offset_in_tile(7, 128), 131);
+    }
+}

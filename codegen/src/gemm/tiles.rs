@@ -1,0 +1,247 @@
+//! The operand side of the GEMM template: each operand's tile in shared memory (two
+//! stages, padded rows), the loader that brings a step's elements into registers (every
+//! element of a thread at once, one chain each, the step's `k` shared) and stores them,
+//! and the products of a step from the shared tiles.
+
+use super::{load_v4, shared_address, wavefronts, Layout, Operands, PAD, PATCH, THREADS};
+use crate::error::Result;
+use crate::eval::Emitter;
+use crate::flow::Check;
+use crate::index::Index;
+use crate::ptx::{ins, Operand, Reg, Ty};
+use calib_ir::GemmDims;
+
+/// One operand's tile in shared memory: `depth` rows (k) of `width` elements (m or n),
+/// each row padded, two stages.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tile {
+    pub(super) depth: usize,
+    pub(super) width: usize,
+    /// Byte offset of stage 0 in shared memory.
+    pub(super) offset: usize,
+    /// Whether the operand is contiguous along the tile's width (else along k): which
+    /// way consecutive threads walk when loading it.
+    pub(super) along_width: bool,
+}
+
+impl Tile {
+    pub(super) fn pitch(&self) -> usize {
+        self.width + PAD
+    }
+
+    pub(super) fn stage_bytes(&self) -> usize {
+        self.depth * self.pitch() * 4
+    }
+
+    /// The tile's sides as `(fast, slow)`: consecutive threads walk the fast one.
+    pub(super) fn sides(&self) -> (usize, usize) {
+        if self.along_width {
+            (self.width, self.depth)
+        } else {
+            (self.depth, self.width)
+        }
+    }
+
+    /// Elements each thread loads per step.
+    pub(super) fn per_thread(&self) -> usize {
+        (self.depth * self.width).div_ceil(THREADS)
+    }
+
+    /// The `(k, width)` position of element `e` of thread `tid`'s share.
+    pub(super) fn position(&self, tid: usize, e: usize) -> (usize, usize) {
+        let idx = e * THREADS + tid;
+        if self.along_width {
+            (idx / self.width, idx % self.width)
+        } else {
+            (idx % self.depth, idx / self.depth)
+        }
+    }
+}
+
+/// Loads a step's operand tiles into registers and stores them to shared memory.
+pub(super) struct Loader<'a> {
+    pub(super) ops: &'a dyn Operands,
+    pub(super) dims: &'a GemmDims,
+    pub(super) a: Tile,
+    pub(super) b: Tile,
+    pub(super) m0: Operand,
+    pub(super) n0: Operand,
+    pub(super) k0: Operand,
+    pub(super) g: Operand,
+    pub(super) tid: Operand,
+    pub(super) bk: usize,
+}
+
+/// One element of a thread's share of a tile, with everything about it that stays the
+/// same from step to step (computed once, before the k loop).
+pub(super) struct Slot {
+    /// Its row (`k` within the step).
+    pub(super) kk: Operand,
+    /// The coordinates of its `m` (or `n`), clamped into range, and whether the
+    /// unclamped position is in range.
+    pub(super) width_coords: Vec<Operand>,
+    pub(super) width_inside: crate::flow::Check,
+    /// Its shared-memory word within a stage.
+    pub(super) shared_word: Operand,
+}
+
+impl Loader<'_> {
+    /// The slots of `A`'s share, then `B`'s.
+    pub(super) fn slots(&self, cx: &mut Emitter) -> Vec<Slot> {
+        let (m, n, _) = self.dims.mnk();
+        let mut slots = vec![];
+        for (tile, is_a) in [(self.a, true), (self.b, false)] {
+            let (origin, extent, dims) = if is_a {
+                (self.m0, m, &self.dims.m)
+            } else {
+                (self.n0, n, &self.dims.n)
+            };
+            // Tile sides divide the block, so element `e` is element 0 moved along the
+            // slow side by a constant: the fast coordinate is one register for all of
+            // a thread's elements.
+            let (fast, _) = tile.sides();
+            let at_fast = cx.b.rem_u32(self.tid, fast);
+            let first_slow = cx.b.div_u32(self.tid, fast);
+            for e in 0..tile.per_thread() {
+                let at_slow =
+                    cx.b.add_u32(first_slow, Operand::Int((e * THREADS / fast) as i64));
+                let (kk, ww) = if tile.along_width {
+                    (at_slow, at_fast)
+                } else {
+                    (at_fast, at_slow)
+                };
+                let gw = cx.b.add_u32(origin, ww);
+                let width_inside = cx.b.lt_u32(gw, Operand::Int(extent as i64));
+                let clamped = cx.clamp_index(gw, extent);
+                let width_coords = cx.coords(&Index::flat(clamped), dims);
+                let shared_word = cx.b.mad_u32(kk, Operand::Int(tile.pitch() as i64), ww);
+                slots.push(Slot {
+                    kk,
+                    width_coords,
+                    width_inside,
+                    shared_word,
+                });
+            }
+        }
+        slots
+    }
+
+    /// This thread's elements of step `kt` of both tiles (`A`'s, then `B`'s), all
+    /// loaded before any is used.
+    pub(super) fn load(
+        &self,
+        cx: &mut Emitter,
+        slots: &[Slot],
+        kt: Operand,
+    ) -> Result<Vec<Operand>> {
+        let (_, _, k) = self.dims.mnk();
+        let step = cx.b.mul_u32(kt, Operand::Int(self.bk as i64));
+        let kbase = cx.b.add_u32(self.k0, step);
+        let a_slots = self.a.per_thread();
+        let mut values = vec![];
+        // Each element is a chain of its own, written one after the other.
+        cx.b.parallel_chains(slots.len());
+        // Slots at the same `k` (a tile loaded along `k` gives a thread one row) share
+        // its position, bounds check and coordinates.
+        let mut rows: Vec<(Operand, Check, Operand)> = vec![];
+        for (i, slot) in slots.iter().enumerate() {
+            let is_a = i < a_slots;
+            let (in_k, ck) = match rows.iter().find(|r| r.0 == slot.kk) {
+                Some(&(_, in_k, ck)) => (in_k, ck),
+                None => {
+                    let gk = cx.b.add_u32(kbase, slot.kk);
+                    let in_k = cx.b.lt_u32(gk, Operand::Int(k as i64));
+                    let ck = cx.clamp_index(gk, k);
+                    rows.push((slot.kk, in_k, ck));
+                    (in_k, ck)
+                }
+            };
+            let inside = vec![slot.width_inside, in_k];
+            let value = cx.select_or_zero(inside, Ty::F32, |cx| {
+                let ki = cx.coords(&Index::flat(ck), &self.dims.k);
+                let w = &slot.width_coords;
+                if is_a {
+                    self.ops.a(cx, self.g, w, &ki)
+                } else {
+                    self.ops.b(cx, self.g, &ki, w)
+                }
+            })?;
+            values.push(cx.b.materialize(value, Ty::F32).into());
+        }
+        cx.b.parallel_chains(1);
+        Ok(values)
+    }
+
+    /// Stores `values` (from [`Loader::load`]) into the stage whose tiles start at
+    /// shared addresses `bases`.
+    pub(super) fn store(
+        &self,
+        cx: &mut Emitter,
+        slots: &[Slot],
+        values: &[Operand],
+        bases: [Operand; 2],
+    ) -> Result<()> {
+        let a_slots = self.a.per_thread();
+        for (i, (slot, v)) in slots.iter().zip(values).enumerate() {
+            let tile = if i < a_slots { self.a } else { self.b };
+            let ways = wavefronts(4, |lane| {
+                let (kk, ww) = tile.position(lane, 0);
+                4 * (kk * tile.pitch() + ww)
+            });
+            let addr = shared_address(cx, bases[usize::from(i >= a_slots)], slot.shared_word);
+            cx.b.shared_ways(ways);
+            ins!(cx.b, "st.shared.f32 [{addr}], {v}");
+        }
+        Ok(())
+    }
+}
+
+/// Accumulates one step's products from the shared tiles at `bases`: for every `k` of
+/// the step, the thread's `A` and `B` fragments as 16-byte loads, then every product of
+/// the two.
+pub(super) fn products(
+    cx: &mut Emitter,
+    acc: &[Reg],
+    [a, b]: [Tile; 2],
+    layout: Layout,
+    bases: [Operand; 2],
+    [tx, ty]: [Operand; 2],
+) -> Result<()> {
+    let depth = a.depth;
+    let (tm, tn) = (layout.tm, layout.tn);
+    // Each thread's fragments sit at fixed offsets from one address per tile: loads
+    // name them as `[address+offset]`, with no arithmetic per load.
+    let thread_base = |cx: &mut Emitter, base: Operand, lane: Operand| {
+        let words = cx.b.mul_u32(lane, Operand::Int(PATCH as i64));
+        let at = shared_address(cx, base, words);
+        cx.b.materialize(at, Ty::U32)
+    };
+    let a_base = thread_base(cx, bases[0], ty);
+    let b_base = thread_base(cx, bases[1], tx);
+    let n_threads = layout.threads_n;
+    let a_ways = wavefronts(16, |lane| 16 * (lane / n_threads));
+    let b_ways = wavefronts(16, |lane| 16 * (lane % n_threads));
+    for kk in 0..depth {
+        let frag = |cx: &mut Emitter, tile: Tile, base: Reg, quarters, span, ways| {
+            let mut regs = vec![];
+            for q in 0..quarters {
+                let word = kk * tile.pitch() + q * span;
+                cx.b.shared_ways(ways);
+                regs.extend(load_v4(cx, base, 4 * word));
+            }
+            regs
+        };
+        let af = frag(cx, a, a_base, tm / PATCH, layout.span_m(), a_ways);
+        let bf = frag(cx, b, b_base, tn / PATCH, layout.span_n(), b_ways);
+        // Every product goes to its own accumulator: a warp issues them back to back.
+        cx.b.independent(true);
+        for (i, ai) in af.iter().enumerate() {
+            for (j, bj) in bf.iter().enumerate() {
+                let c = acc[i * tn + j];
+                ins!(cx.b, "fma.rn.f32 {c}, {ai}, {bj}, {c}");
+            }
+        }
+        cx.b.independent(false);
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! GEMM kernels: the tiled GEMM's launches under a schedule (the loader's elements and
+//! their prologues, the products, the epilogue or the split's partial tiles and their
+//! sum, the statistics over the result), and the planner's search over schedules.
+
+use super::reduction::{pointwise, reduction_over, reduction_splits, siblings};
+use super::work::{issue, work_of, Work};
+use super::{census, seconds, unique_bytes, THREADS};
+use calib_cost::{Device, Launch};
+use calib_ir::{
+    gemm_anchor, GemmDims, GemmSchedule, Graph, Op, OpClass, ReductionSchedule, Schedule, Value,
+};
+
+/// What a GEMM kernel's launches execute under `schedule`.
+pub struct GemmEstimate {
+    pub launches: Vec<Launch>,
+}
+
+/// The operands' per-element work for GEMM anchor `anchor`: `A` and `B` as the tile
+/// loader evaluates them, with the index arithmetic of a tile position.
+pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Work, Work) {
+    let node = &body.nodes[anchor.0];
+    let (a, b) = match node.op {
+        Op::Conv2dBackwardWeight { .. } => (node.inputs[1], node.inputs[0]),
+        _ => (node.inputs[0], node.inputs[1]),
+    };
+    // Code generation loads an operand along its contiguous side: along `m` or `n`
+    // (the element's `k` changes from element to element, so each decomposes its own),
+    // or along `k` (a thread's elements share one `k`, decomposed once per step). The
+    // `m` and `n` coordinates are the same at every step and computed before the loop.
+    let (a_along_k, b_along_k) = match node.op {
+        Op::Conv2dBackwardWeight { .. } => (true, true),
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => (!transpose_a, transpose_b),
+        _ => (false, true),
+    };
+    let decompose = |d: &[usize]| 7.0 * d.len().saturating_sub(1) as f64;
+    let k_cost = |along_k: bool| if along_k { 0.0 } else { decompose(&dims.k) };
+    // The step's `k`, clamps, bounds, select and the shared store.
+    let fixed = 12.0;
+    let padded = matches!(node.op, Op::Conv2d { padding, .. } | Op::Conv2dBackwardWeight { padding, .. } if padding != [0, 0]);
+    let image = if padded { 8.0 } else { 0.0 };
+    let wa = work_of(body, &[a], &[]) + issue(fixed + k_cost(a_along_k) + image);
+    let wb = work_of(body, &[b], &[]) + issue(fixed + k_cost(b_along_k) + image);
+    (wa, wb)
+}
+
+/// The launches of GEMM kernel `body` (anchor `anchor`) under `schedule`: the tiled
+/// GEMM (partial tiles when split), the pass that sums the slices and runs the
+/// epilogue, and a pass over the result for outputs that reduce it.
+pub fn gemm(body: &Graph, anchor: Value, dims: &GemmDims, schedule: &Schedule) -> GemmEstimate {
+    let (wa, wb) = operand_work(body, anchor, dims);
+    let gemm = schedule
+        .gemm
+        .unwrap_or_else(|| GemmSchedule::default_for(dims));
+    let split = schedule.reduction.map_or(1, |r| r.split);
+    gemm_with(body, anchor, dims, &gemm, (wa, wb), split)
+}
+
+pub(super) fn gemm_with(
+    body: &Graph,
+    anchor: Value,
+    dims: &GemmDims,
+    s: &GemmSchedule,
+    (wa, wb): (Work, Work),
+    statistics_split: usize,
+) -> GemmEstimate {
+    let (tm, tn) = (s.block_m / 16, s.block_n / 16);
+    let (ea, eb) = (
+        (s.block_k * s.block_m) as f64 / 256.0,
+        (s.block_k * s.block_n) as f64 / 256.0,
+    );
+    let (_, steps) = s.k_steps(dims);
+    let fragments = (tm / 4 + tn / 4) as f64;
+    let products = Work {
+        issue: s.block_k as f64 * ((tm * tn) as f64 + 3.0 * fragments),
+        fp32: (s.block_k * tm * tn) as f64,
+        independent: (s.block_k * tm * tn) as f64,
+        ..Work::default()
+    };
+    // The elements of a step load as independent chains, one per element.
+    let mut loads = wa * ea + wb * eb;
+    loads.independent += (loads.issue - loads.independent) * (1.0 - 1.0 / (ea + eb).max(1.0));
+    let mut step = loads + products + issue(10.0);
+    step.rounds = 1.0 + (wa.rounds * ea + wb.rounds * eb);
+    let shared_per_step = ea + eb + s.block_k as f64 * fragments;
+    let wavefronts_per_step = ea + eb + 4.0 * s.block_k as f64 * fragments;
+    let steps = steps as f64;
+    let mut main = step * (steps + 1.0);
+
+    let anchor_numel = body.ty(anchor).numel();
+    let aligned: Vec<Value> = body
+        .outputs
+        .iter()
+        .map(|o| o.value)
+        .filter(|&v| body.ty(v).numel() == anchor_numel && !reduces(body, v, anchor))
+        .collect();
+    let reducing: Vec<Value> = body
+        .outputs
+        .iter()
+        .map(|o| o.value)
+        .filter(|&v| reduces(body, v, anchor))
+        .collect();
+    let epilogue = work_of(body, &aligned, &[anchor]) + issue(25.0);
+    let per_thread_outputs = (s.block_m * s.block_n) as f64 / 256.0;
+    let (mut shared, mut wavefronts) = (
+        shared_per_step * (steps + 1.0),
+        wavefronts_per_step * (steps + 1.0),
+    );
+    let tiles = s.tiles(dims);
+    let mut launches = vec![];
+    let registers = s.estimated_registers();
+    let operand_bytes = 2 * 4 * s.block_k * (s.block_m + s.block_n + 8);
+    if s.split_k == 1 {
+        main += epilogue * per_thread_outputs;
+        if let Some([sh, sw]) = dims.lattice {
+            // The positions off the lattice: the epilogue at zero, a grid-stride pass.
+            let off = anchor_numel as f64 * (1.0 - 1.0 / (sh * sw) as f64);
+            main += (epilogue + issue(12.0)) * (off / (tiles * 256) as f64);
+        }
+        shared += 2.0 * per_thread_outputs;
+        wavefronts += 2.0 * per_thread_outputs;
+        let mut c = census(main, shared, wavefronts, steps + 2.0 * (tm / 4) as f64);
+        c.global_stores = per_thread_outputs * aligned.len() as f64;
+        c.global_store_bytes = 4.0 * c.global_stores;
+        launches.push(Launch {
+            blocks: tiles as u64,
+            threads: THREADS,
+            shared_bytes: operand_bytes.max(64 * (s.block_n + 4) * 4) as u32,
+            registers,
+            census: c,
+            unique_bytes: unique_bytes(body),
+        });
+    } else {
+        main += issue(8.0 * (tm * tn) as f64 / 4.0);
+        let mut c = census(main, shared, wavefronts, steps);
+        c.global_stores = (tm * tn) as f64 / 4.0;
+        c.global_store_bytes = 16.0 * c.global_stores;
+        let (m, n, _) = dims.mnk();
+        let partial_bytes = (s.split_k * dims.groups * m * n * 4) as f64;
+        launches.push(Launch {
+            blocks: (tiles * s.split_k) as u64,
+            threads: THREADS,
+            shared_bytes: operand_bytes as u32,
+            registers,
+            census: c,
+            unique_bytes: unique_bytes(body) - body.ty(anchor).size_bytes() as f64 + partial_bytes,
+        });
+        // The next launch: every anchor element as the sum of its slices, then the
+        // epilogue, one thread per element.
+        let mut sum = pointwise(body, &aligned, &[anchor]);
+        let slices = s.split_k as f64;
+        let elements = anchor_numel as f64 / (sum.blocks as f64 * THREADS as f64);
+        let extra = Work {
+            issue: (2.0 * slices + 20.0) * elements,
+            loads: slices * elements,
+            ..Work::default()
+        };
+        sum.census.issue += extra.issue;
+        sum.census.global_loads += extra.loads;
+        sum.census.global_load_bytes += 4.0 * extra.loads;
+        sum.unique_bytes += partial_bytes;
+        launches.push(sum);
+    }
+    // Statistics over the result read it back once per element (stored whole by the
+    // epilogue), the first of them under the kernel's reduction split.
+    // Sibling reductions share one launch.
+    let mut groups: Vec<(Vec<Value>, Value, Vec<Value>)> = vec![];
+    for r in reducing {
+        let Some(red) = first_reduction(body, r) else {
+            continue;
+        };
+        let group = siblings(body, red);
+        match groups.iter_mut().find(|g| g.0 == group) {
+            Some(g) => g.2.push(r),
+            None => groups.push((group, red, vec![r])),
+        }
+    }
+    for (i, (_, red, roots)) in groups.into_iter().enumerate() {
+        let split = if i == 0 { statistics_split } else { 1 };
+        launches.extend(reduction_over(body, red, &roots, split, &[anchor], 1.0));
+    }
+    GemmEstimate { launches }
+}
+
+/// Whether output `v` needs a reduction over the anchor's whole result.
+pub(super) fn reduces(body: &Graph, v: Value, anchor: Value) -> bool {
+    let mut stack = vec![v];
+    let mut seen = vec![false; body.nodes.len()];
+    while let Some(u) = stack.pop() {
+        if u == anchor || std::mem::replace(&mut seen[u.0], true) {
+            continue;
+        }
+        let node = &body.nodes[u.0];
+        if node.op.class() == OpClass::Reduction && depends_on(body, u, anchor) {
+            return true;
+        }
+        stack.extend(&node.inputs);
+    }
+    false
+}
+
+pub(super) fn depends_on(body: &Graph, v: Value, target: Value) -> bool {
+    let mut stack = vec![v];
+    let mut seen = vec![false; body.nodes.len()];
+    while let Some(u) = stack.pop() {
+        if u == target {
+            return true;
+        }
+        if !std::mem::replace(&mut seen[u.0], true) {
+            stack.extend(&body.nodes[u.0].inputs);
+        }
+    }
+    false
+}
+
+pub(super) fn first_reduction(body: &Graph, v: Value) -> Option<Value> {
+    let mut stack = vec![v];
+    while let Some(u) = stack.pop() {
+        if body.nodes[u.0].op.class() == OpClass::Reduction {
+            return Some(u);
+        }
+        stack.extend(&body.nodes[u.0].inputs);
+    }
+    None
+}
+
+/// The schedules the planner considers for a GEMM of `dims`: every tile shape at two
+/// step depths, with `k` unsplit and split into as many slices as fill the device's SMs
+/// one to eight times.
+pub fn candidate_schedules(dims: &GemmDims, device: &Device) -> Vec<GemmSchedule> {
+    let mut out = vec![];
+    for (bm, bn) in GemmSchedule::TILES {
+        // The tile's shallowest step and one twice as deep (fewer barriers per
+        // product, more elements in flight per load round).
+        let depth = GemmSchedule::depth(bm, bn);
+        for block_k in [depth, 2 * depth].into_iter().filter(|&d| d <= 32) {
+            let base = GemmSchedule {
+                block_m: bm,
+                block_n: bn,
+                block_k,
+                split_k: 1,
+            };
+            let (steps, _) = base.k_steps(dims);
+            let tiles = base.tiles(dims);
+            out.push(base);
+            // Splits that bring the grid to about one to eight waves of one block per
+            // SM, each slice keeping at least eight k steps.
+            for waves in [1, 2, 4, 8] {
+                let want = (waves * device.sms as usize).div_ceil(tiles.max(1));
+                let split = want.min(steps / 8).min(1024);
+                if split > 1
+                    && !out.iter().any(|s| {
+                        *s == GemmSchedule {
+                            split_k: split,
+                            ..base
+                        }
+                    })
+                {
+                    out.push(GemmSchedule {
+                        split_k: split,
+                        ..base
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The fastest schedule for GEMM kernel `body`, with its predicted seconds: the tile
+/// and split of `k`, and for statistics over the result, the split of that reduction.
+pub fn best_schedule(body: &Graph, device: &Device) -> Option<(Schedule, f64)> {
+    let anchor = gemm_anchor(body)?;
+    let dims = GemmDims::of(body, anchor)?;
+    let work = operand_work(body, anchor, &dims);
+    let time = |s: &GemmSchedule, split: usize| {
+        seconds(
+            &gemm_with(body, anchor, &dims, s, work, split).launches,
+            device,
+        )
+    };
+    let (gemm, t) = candidate_schedules(&dims, device)
+        .into_iter()
+        .map(|s| (s, time(&s, 1)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let statistics = body
+        .outputs
+        .iter()
+        .find(|o| reduces(body, o.value, anchor))
+        .and_then(|o| first_reduction(body, o.value));
+    let Some(red) = statistics else {
+        return Some((Schedule::gemm(gemm), t));
+    };
+    let outputs = body.ty(red).numel().max(1);
+    let length = body.ty(body.nodes[red.0].inputs[0]).numel() / outputs;
+    let (split, t) = reduction_splits(outputs, length, device)
+        .into_iter()
+        .map(|split| (split, time(&gemm, split)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((1, t));
+    let reduction = (split > 1).then_some(ReductionSchedule { split });
+    Some((
+        Schedule {
+            gemm: Some(gemm),
+            reduction,
+        },
+        t,
+    ))
+}

@@ -1,0 +1,184 @@
+//! Maps and reductions as their families run: one thread per element (four along the
+//! innermost axis where shapes allow), a team per reduced element and slice.
+
+use super::work::{issue, work_of, Work};
+use super::{census, seconds, unique_bytes, MAX_POINTWISE_BLOCKS, THREADS};
+use calib_cost::{Device, Launch};
+use calib_ir::{Graph, Op, OpClass, ReductionSchedule, Value};
+
+/// One thread per element of the largest output, each evaluating `roots` at its
+/// elements (not looking past `stop`).
+pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch {
+    let n = roots
+        .iter()
+        .map(|&v| body.ty(v).numel())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    // Runs of four neighbours along the innermost axis, where shapes allow, share
+    // their coordinates and load together (as code generation emits them).
+    let shape = &body.ty(roots[0]).shape;
+    let same = roots.iter().all(|&v| &body.ty(v).shape == shape);
+    let run = match shape.last() {
+        Some(last) if same && last % 4 == 0 && n >= 1 << 16 => 4,
+        _ => 1,
+    };
+    let blocks = (n / run)
+        .div_ceil(THREADS as usize)
+        .clamp(1, MAX_POINTWISE_BLOCKS);
+    let per_thread = (n / run) as f64 / (blocks * THREADS as usize) as f64;
+    let element = work_of(body, roots, stop) + issue(4.0 * roots.len() as f64);
+    let mut chains = element * run as f64;
+    chains.independent += chains.issue * (1.0 - 1.0 / run as f64);
+    let mut w = chains + issue(6.0 + 14.0);
+    w.issue -= 10.0 * (run - 1) as f64;
+    w.rounds = if w.loads > 0.0 { 1.0 } else { 0.0 };
+    let mut c = census(w * per_thread, 0.0, 0.0, 0.0);
+    c.global_stores = per_thread * (run * roots.len()) as f64;
+    c.global_store_bytes = 4.0 * c.global_stores;
+    Launch {
+        blocks: blocks as u64,
+        threads: THREADS,
+        shared_bytes: 0,
+        registers: 32,
+        census: c,
+        unique_bytes: unique_bytes(body),
+    }
+}
+
+/// The sibling reductions code generation folds in one loop with `r`: those of the
+/// same input shape over the same axes.
+pub(super) fn siblings(body: &Graph, r: Value) -> Vec<Value> {
+    let axes = |v: Value| match &body.nodes[v.0].op {
+        Op::ReduceSum { axes, .. } | Op::ReduceMean { axes, .. } | Op::ReduceMax { axes, .. } => {
+            Some(axes.clone())
+        }
+        _ => None,
+    };
+    let input = |v: Value| body.ty(body.nodes[v.0].inputs[0]).shape.clone();
+    (0..body.nodes.len())
+        .map(Value)
+        .filter(|&v| axes(v).is_some() && axes(v) == axes(r) && input(v) == input(r))
+        .collect()
+}
+
+/// The reduction family around `r` and its siblings: a team of threads (a warp, or a
+/// block for long slices) per reduced element and slice, each lane folding four
+/// elements per loop iteration. Split, the teams write partial results and a second
+/// launch combines them and runs the epilogue.
+pub(super) fn reduction(body: &Graph, r: Value, roots: &[Value], split: usize) -> Vec<Launch> {
+    reduction_over(body, r, roots, split, &[], 0.0)
+}
+
+/// [`reduction`], not looking past `stop` (values read from memory, each costing
+/// `stop_loads` loads per element).
+pub(super) fn reduction_over(
+    body: &Graph,
+    r: Value,
+    roots: &[Value],
+    split: usize,
+    stop: &[Value],
+    stop_loads: f64,
+) -> Vec<Launch> {
+    let group = siblings(body, r);
+    let input = body.nodes[r.0].inputs[0];
+    let outputs = body.ty(r).numel().max(1);
+    let length = (body.ty(input).numel() / outputs).max(1);
+    let split = split.clamp(1, length);
+    let chunk = length.div_ceil(split);
+    let block_team = chunk >= 1024;
+    let (team, per_block) = if block_team { (256, 1) } else { (32, 8) };
+    let teams = outputs * split;
+    let blocks = teams.min(1 << 16).div_ceil(per_block);
+    let turns = teams as f64 / (blocks * per_block) as f64;
+    let roots_of_group: Vec<Value> = group.iter().map(|&g| body.nodes[g.0].inputs[0]).collect();
+    let read = Work {
+        issue: 6.0 * stop_loads,
+        loads: stop_loads,
+        ..Work::default()
+    };
+    let element = work_of(body, &roots_of_group, stop) + read + issue(10.0);
+    let iterations = (chunk as f64 / (team * 4) as f64).ceil();
+    let mut fold = element * 4.0 + issue(4.0);
+    fold.independent += fold.issue * 0.75;
+    fold.rounds = 1.0;
+    let combine = issue(12.0 * group.len() as f64 + if block_team { 20.0 } else { 0.0 });
+    let epilogue = if split > 1 {
+        issue(6.0 * group.len() as f64)
+    } else {
+        let mut stops = group.clone();
+        stops.extend(stop);
+        work_of(body, roots, &stops) + issue(14.0)
+    };
+    let per_thread = (fold * iterations + combine + epilogue) * turns;
+    let barriers = if block_team { 2.0 * turns } else { 0.0 };
+    let mut launches = vec![Launch {
+        blocks: blocks as u64,
+        threads: THREADS,
+        shared_bytes: if block_team { 32 } else { 0 },
+        registers: 40,
+        census: census(per_thread, 2.0 * barriers, 2.0 * barriers, barriers),
+        unique_bytes: unique_bytes(body),
+    }];
+    if split > 1 {
+        let mut stops = group.clone();
+        stops.extend(stop);
+        let mut combine = pointwise(body, roots, &stops);
+        let per_element = (split * group.len()) as f64;
+        let elements = outputs as f64 / (combine.blocks as f64 * THREADS as f64);
+        combine.census.issue += 3.0 * per_element * elements;
+        combine.census.global_loads += per_element * elements;
+        combine.census.global_load_bytes += 4.0 * per_element * elements;
+        combine.unique_bytes = (4 * (split + 1) * group.len() * outputs) as f64;
+        launches.push(combine);
+    }
+    launches
+}
+
+/// The reduction a reduction kernel is built around: the last of the largest group of
+/// siblings, as code generation picks it.
+pub(super) fn reduction_anchor(body: &Graph) -> Option<Value> {
+    let mut best: Option<(usize, Value)> = None;
+    for (i, n) in body.nodes.iter().enumerate() {
+        if n.op.class() != OpClass::Reduction {
+            continue;
+        }
+        let size = siblings(body, Value(i)).len();
+        if best.is_none_or(|(s, _)| size >= s) {
+            best = Some((size, Value(i)));
+        }
+    }
+    best.map(|(_, v)| v)
+}
+
+/// Splits the planner tries for a reduction of `length` elements into `outputs`.
+pub(super) fn reduction_splits(outputs: usize, length: usize, device: &Device) -> Vec<usize> {
+    let mut splits = vec![1];
+    for waves in [1, 2, 4, 8] {
+        let want = (waves * device.sms as usize * 8).div_ceil(outputs.max(1));
+        let split = want.min(length / 2048).min(256);
+        if split > 1 && !splits.contains(&split) {
+            splits.push(split);
+        }
+    }
+    splits
+}
+
+/// The fastest split for reduction kernel `body` (around `anchor`), with its
+/// predicted seconds and the workspace bytes it needs.
+pub fn best_reduction_split(body: &Graph, device: &Device) -> Option<(usize, f64, usize)> {
+    let r = reduction_anchor(body)?;
+    let roots: Vec<Value> = body.outputs.iter().map(|o| o.value).collect();
+    let outputs = body.ty(r).numel().max(1);
+    let length = body.ty(body.nodes[r.0].inputs[0]).numel() / outputs;
+    let group = siblings(body, r).len();
+    reduction_splits(outputs, length, device)
+        .into_iter()
+        .map(|split| {
+            let t = seconds(&reduction(body, r, &roots, split), device);
+
+            let bytes = ReductionSchedule { split }.workspace_bytes(group, outputs);
+            (split, t, bytes)
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
