@@ -53,6 +53,11 @@ pub trait Backend: Sync {
     fn name(&self) -> &str;
     /// Runs `graph` on `bindings` and returns every graph output by name.
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError>;
+    /// How many devices the backend can give data-parallel replicas, one each; `None`
+    /// for a backend that computes on the host (its replicas are threads).
+    fn devices(&self) -> Option<usize> {
+        None
+    }
     /// A [`Session`] running `graph` step after step, moving outputs into inputs as
     /// `carry` says. `replica` is the session's rank in its data-parallel group (0
     /// without one): device backends place it on that replica's device. The default
