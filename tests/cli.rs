@@ -234,3 +234,11 @@ fn bench_times_a_training_step() {
         "tpu",
     );
 }
+
+#[test]
+fn bench_refuses_zero_steps() {
+    assert_clean_error(
+        &calib(&["bench", "--model", &fixture("tiny_scnet"), "--steps", "0"]),
+        "--steps 0",
+    );
+}
