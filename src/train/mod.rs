@@ -2,7 +2,9 @@
 //! evaluation each epoch, JSON-lines metrics, atomic checkpoints and exact resume.
 
 pub mod checkpoint;
+mod evaluate;
 mod init;
+mod metrics;
 mod replicas;
 pub mod schedule;
 mod sgd_state;

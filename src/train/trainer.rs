@@ -6,21 +6,20 @@
 //! resumed run bit-identical to an uninterrupted one.
 
 use super::checkpoint::{self, Checkpoint, Progress};
+use super::evaluate::{correct, scalar, Evaluator};
 use super::init::init_state;
+use super::metrics::{truncate_metrics, Window};
 use super::replicas::StepRunner;
 use super::schedule::{Schedule, ScheduleKind};
 use super::SgdState;
 use crate::data::{fashion_mnist, make_batch, rng::Rng, Augment, ImageSet, Split};
 use anyhow::{bail, Context, Result};
-use calib_ir::{DType, Graph, GraphBuilder, Mode};
-use calib_models::{build, build_with, ModelSpec};
-use calib_passes::{
-    data_parallel_step, train_step, with_loss, DataParallel, Sgd, TrainConfig, LOSS,
-};
-use calib_runtime::{weights, Backend, Bindings, HostTensor, Outputs, TensorMap};
+use calib_ir::{DType, GraphBuilder, Mode};
+use calib_models::{build_with, ModelSpec};
+use calib_passes::{data_parallel_step, train_step, DataParallel, Sgd, TrainConfig, LOSS};
+use calib_runtime::{weights, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -322,119 +321,4 @@ fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     Rng::new(stream(seed, epoch)).shuffle(&mut order);
     order
-}
-
-fn scalar(outputs: &Outputs, name: &str) -> Result<f64> {
-    let t = outputs
-        .get(name)
-        .with_context(|| format!("graph has no output `{name}`"))?;
-    Ok(t.to_f64_vec()[0])
-}
-
-/// How many rows of `logits` have their maximum at the label.
-fn correct(logits: &HostTensor, labels: &[i64]) -> usize {
-    let v = logits.to_f32_vec();
-    let classes = v.len() / labels.len().max(1);
-    v.chunks(classes)
-        .zip(labels)
-        .filter(|(row, &l)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, &x)| if x > row[b] { i } else { b });
-            best as i64 == l
-        })
-        .count()
-}
-
-/// Running totals between two metrics lines.
-#[derive(Default)]
-struct Window {
-    images: usize,
-    seconds: f64,
-    correct: usize,
-    loss: f64,
-}
-
-impl Window {
-    fn add(&mut self, images: usize, seconds: f64) {
-        self.images += images;
-        self.seconds += seconds;
-    }
-    fn images_per_second(&self) -> f64 {
-        self.images as f64 / self.seconds.max(1e-9)
-    }
-}
-
-/// Test-set evaluation with eval-mode graphs, one per batch size used.
-struct Evaluator<'a> {
-    spec: &'a ModelSpec,
-    set: &'a ImageSet,
-    stats: (f32, f32),
-    batch: usize,
-    graphs: HashMap<usize, Graph>,
-}
-
-impl<'a> Evaluator<'a> {
-    fn new(spec: &'a ModelSpec, set: &'a ImageSet, stats: (f32, f32), batch: usize) -> Self {
-        Evaluator {
-            spec,
-            set,
-            stats,
-            batch: batch.max(1),
-            graphs: HashMap::new(),
-        }
-    }
-
-    /// Mean loss and accuracy over the whole set.
-    fn run(&mut self, backend: &dyn Backend, state: &TensorMap) -> Result<(f64, f64)> {
-        let (mut loss, mut right) = (0.0, 0usize);
-        let n = self.set.len();
-        for start in (0..n).step_by(self.batch) {
-            let indices: Vec<usize> = (start..(start + self.batch).min(n)).collect();
-            let b = indices.len();
-            if !self.graphs.contains_key(&b) {
-                let shape = [b, 1, self.set.height, self.set.width];
-                let model = build(self.spec, &shape, Mode::Eval, DType::F32)?;
-                self.graphs.insert(b, with_loss(&model.graph, 0.0)?);
-            }
-            let (pixels, labels) = make_batch(self.set, &indices, self.stats, None);
-            let x = HostTensor::from_f32(vec![b, 1, self.set.height, self.set.width], pixels)?;
-            let y = HostTensor::from_i64(vec![b], labels.clone())?;
-            let bindings = Bindings::new()
-                .params(state)
-                .input("input", &x)
-                .input("labels", &y);
-            let out = backend.run(&self.graphs[&b], &bindings)?;
-            loss += scalar(&out, LOSS)? * b as f64;
-            right += correct(
-                out.get("logits").context("eval graph has no logits")?,
-                &labels,
-            );
-        }
-        Ok((loss / n.max(1) as f64, right as f64 / n.max(1) as f64))
-    }
-}
-
-/// Drops metrics lines written after `step` or at an interruption, so a resumed run's
-/// log reads as one run (a train line right after the resume point covers fewer steps).
-fn truncate_metrics(out: &Path, step: u64) -> Result<()> {
-    let path = out.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            v["step"].as_u64().is_some_and(|s| s <= step) && v.get("interrupted").is_none()
-        })
-        .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(
-        &tmp,
-        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )?;
-    std::fs::rename(tmp, path)?;
-    Ok(())
 }
