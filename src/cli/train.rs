@@ -1,9 +1,9 @@
 //! `calib train`: train a model on Fashion-MNIST.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use calib::models::parse_spec_file;
 use calib::resolve_model;
-use calib::train::{train, ScheduleKind, TrainOptions};
+use calib::train::{train, OptionNames, ScheduleKind, TrainOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,56 +22,58 @@ pub struct Args {
     /// replay it (one driver call per step instead of one per kernel).
     #[arg(long)]
     cuda_graph: bool,
-    #[arg(long, default_value_t = 128)]
+    // Numbers may be negative on the command line (`--lr -1`), so that a bad one is
+    // refused with the reason rather than taken for an unknown flag.
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     batch: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     epochs: u64,
     /// Stop after this many optimizer steps in all (a checkpoint is written there).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_steps: Option<u64>,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     lr: f64,
     #[arg(long, value_enum, default_value = "cosine")]
     schedule: ScheduleKind,
     /// Linear warmup length, in epochs (fractions allowed).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     warmup_epochs: f64,
     /// Step schedule: multiply the rate by --gamma every this many epochs.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     step_epochs: u64,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     gamma: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f64,
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     weight_decay: f64,
     /// Plain momentum instead of Nesterov's.
     #[arg(long)]
     no_nesterov: bool,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     label_smoothing: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Turn off random crop (pad 2) and horizontal flip.
     #[arg(long)]
     no_augment: bool,
     /// Train on the first N training images only.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     train_limit: Option<usize>,
     /// Evaluate on the first N test images only.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     test_limit: Option<usize>,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, allow_negative_numbers = true)]
     eval_batch: usize,
     /// Directory with the gzipped IDX files (default: Debian's dataset-fashion-mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Checkpoint every N steps as well as at each epoch end (0: epoch ends only).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     checkpoint_every: u64,
     /// Write a metrics line every N steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     log_every: u64,
     /// Run directory: config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors.
     #[arg(long, default_value = "runs/fashion")]
@@ -132,18 +134,10 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         let opts: TrainOptions = serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!("{} is not a calib training config: {e}", config.display())
         })?;
+        opts.validate_for(backend.as_ref(), OptionNames::ConfigFields)
+            .with_context(|| format!("{} holds a value no run can use", config.display()))?;
         train(&opts, backend.as_ref(), dir, true, args.max_steps)?;
         return Ok(ExitCode::SUCCESS);
-    }
-    if args.batch == 0 || args.epochs == 0 || args.eval_batch == 0 {
-        bail!("--batch, --epochs and --eval-batch must be at least 1");
-    }
-    args.data_parallel.shard(args.batch)?;
-    if !(args.lr > 0.0 && args.lr.is_finite()) {
-        bail!("--lr must be a positive number");
-    }
-    if !(0.0..1.0).contains(&args.label_smoothing) {
-        bail!("--label-smoothing must be in [0, 1)");
     }
     let (label, spec) = match &args.model {
         Some(m) => (m.clone(), resolve_model(m)?.spec),

@@ -5,12 +5,15 @@ pub mod checkpoint;
 mod evaluate;
 mod init;
 mod metrics;
+mod options;
 mod replicas;
 pub mod schedule;
 mod sgd_state;
 mod trainer;
 
 pub use init::init_state;
+pub use options::{OptionNames, TrainOptions};
+pub use replicas::MAX_HOST_REPLICAS;
 pub use schedule::{Schedule, ScheduleKind};
 pub use sgd_state::{carry, SgdState, STEP_FETCH};
-pub use trainer::{train, EpochResult, TrainOptions};
+pub use trainer::{train, EpochResult};

@@ -10,66 +10,19 @@ use super::evaluate::{correct, scalar, Evaluator};
 use super::init::init_state;
 use super::metrics::{truncate_metrics, Window};
 use super::replicas::StepRunner;
-use super::schedule::{Schedule, ScheduleKind};
-use super::SgdState;
+use super::schedule::Schedule;
+use super::{OptionNames, SgdState, TrainOptions};
 use crate::data::{fashion_mnist, make_batch, rng::Rng, Augment, ImageSet, Split};
 use anyhow::{bail, Context, Result};
 use calib_ir::{DType, GraphBuilder, Mode};
-use calib_models::{build_with, ModelSpec};
+use calib_models::build_with;
 use calib_passes::{data_parallel_step, train_step, DataParallel, Sgd, TrainConfig, LOSS};
 use calib_runtime::{weights, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-/// Everything that determines a training run (saved as `config.json` in the run directory).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainOptions {
-    /// What was asked for on the command line (preset, file), for the record.
-    pub model: String,
-    pub spec: ModelSpec,
-    pub batch: usize,
-    pub epochs: u64,
-    pub lr: f64,
-    pub schedule: ScheduleKind,
-    pub warmup_epochs: f64,
-    /// For the step schedule: decay by `gamma` every `step_epochs` epochs.
-    pub step_epochs: u64,
-    pub gamma: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub nesterov: bool,
-    pub label_smoothing: f64,
-    pub seed: u64,
-    pub augment: bool,
-    /// Use only the first N training / test images (quick runs and tests).
-    pub train_limit: Option<usize>,
-    pub test_limit: Option<usize>,
-    pub eval_batch: usize,
-    pub data_dir: Option<PathBuf>,
-    /// Write a checkpoint every this many steps (and at each epoch end); 0: epoch ends only.
-    pub checkpoint_every: u64,
-    pub log_every: u64,
-    /// Data-parallel replicas, each with `batch / replicas` images of every batch.
-    #[serde(default = "one")]
-    pub replicas: usize,
-    /// BatchNorm statistics over the whole batch instead of each replica's shard.
-    #[serde(default)]
-    pub sync_bn: bool,
-    /// Gradients are all-reduced in buckets of at most this many MiB.
-    #[serde(default = "default_bucket_mb")]
-    pub bucket_mb: f64,
-}
-
-fn one() -> usize {
-    1
-}
-
-fn default_bucket_mb() -> f64 {
-    (DataParallel::DEFAULT_BUCKET_BYTES >> 20) as f64
-}
 
 /// What one epoch's evaluation found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -89,6 +42,10 @@ pub fn train(
     resume: bool,
     max_steps: Option<u64>,
 ) -> Result<Vec<EpochResult>> {
+    opts.validate_for(backend, OptionNames::Flags)?;
+    if max_steps == Some(0) {
+        bail!("--max-steps 0: must be at least 1");
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let train_set = limit(
         fashion_mnist(opts.data_dir.as_deref(), Split::Train)?,
@@ -104,13 +61,6 @@ pub fn train(
             "batch {} is larger than the {} training images",
             opts.batch,
             train_set.len()
-        );
-    }
-    if opts.replicas == 0 || opts.batch % opts.replicas != 0 {
-        bail!(
-            "batch {} does not split evenly across {} replicas",
-            opts.batch,
-            opts.replicas
         );
     }
     let shard = vec![
