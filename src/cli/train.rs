@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use calib::models::parse_spec_file;
 use calib::resolve_model;
-use calib::train::{train, OptionNames, ScheduleKind, TrainOptions};
+use calib::train::{train, OptionNames, ScheduleKind, Start, TrainOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,15 +76,19 @@ pub struct Args {
     #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     log_every: u64,
     /// Run directory: config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors.
+    /// One that already holds a run is refused unless --overwrite.
     #[arg(long, default_value = "runs/fashion")]
     out: PathBuf,
+    /// Replace the run already in --out (its config, metrics, checkpoint and model).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     #[command(flatten)]
     data_parallel: super::data_parallel::DataParallelArgs,
     /// Time the reference interpreter per op and print the table at the end.
     #[arg(long)]
     profile: bool,
     /// Continue the run in DIR from its checkpoint (its config.json is used; --max-steps,
-    /// --backend may differ).
+    /// --backend may differ). A run already at its end is left as it is.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
 }
@@ -136,7 +140,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         })?;
         opts.validate_for(backend.as_ref(), OptionNames::ConfigFields)
             .with_context(|| format!("{} holds a value no run can use", config.display()))?;
-        train(&opts, backend.as_ref(), dir, true, args.max_steps)?;
+        train(&opts, backend.as_ref(), dir, Start::Resume, args.max_steps)?;
         return Ok(ExitCode::SUCCESS);
     }
     let (label, spec) = match &args.model {
@@ -178,6 +182,11 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         sync_bn: args.data_parallel.sync_bn,
         bucket_mb: args.data_parallel.bucket_mb,
     };
-    train(&opts, backend.as_ref(), &args.out, false, args.max_steps)?;
+    let start = if args.overwrite {
+        Start::Overwrite
+    } else {
+        Start::Fresh
+    };
+    train(&opts, backend.as_ref(), &args.out, start, args.max_steps)?;
     Ok(ExitCode::SUCCESS)
 }

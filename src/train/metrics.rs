@@ -1,7 +1,8 @@
 //! `metrics.jsonl`: the running totals a training line reports, and the log a resumed
 //! run continues.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use calib_runtime::write_atomic;
 use std::path::Path;
 
 /// Running totals between two metrics lines.
@@ -37,11 +38,7 @@ pub fn truncate_metrics(out: &Path, step: u64) -> Result<()> {
             v["step"].as_u64().is_some_and(|s| s <= step) && v.get("interrupted").is_none()
         })
         .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(
-        &tmp,
-        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )?;
-    std::fs::rename(tmp, path)?;
+    let text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+    write_atomic(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use super::evaluate::{correct, scalar, Evaluator};
 use super::init::init_state;
 use super::metrics::{truncate_metrics, Window};
 use super::replicas::StepRunner;
+use super::run_dir::RunDir;
 use super::schedule::Schedule;
 use super::{OptionNames, SgdState, TrainOptions};
 use crate::data::{fashion_mnist, make_batch, rng::Rng, Augment, ImageSet, Split};
@@ -17,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use calib_ir::{DType, GraphBuilder, Mode};
 use calib_models::build_with;
 use calib_passes::{data_parallel_step, train_step, DataParallel, Sgd, TrainConfig, LOSS};
-use calib_runtime::{weights, Backend};
+use calib_runtime::{weights, write_atomic, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::Write;
@@ -33,20 +34,53 @@ pub struct EpochResult {
     pub test_accuracy: f64,
 }
 
-/// Runs (or, with a checkpoint in `out`, resumes) training; stops after `max_steps`
-/// optimizer steps when given. Returns the evaluations made in this invocation.
+/// How [`train`] treats the run directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A new run; a directory already holding one is refused.
+    Fresh,
+    /// A new run replacing the one the directory holds.
+    Overwrite,
+    /// The directory's run, continued from its checkpoint.
+    Resume,
+}
+
+/// Runs (`Start::Resume`: continues) the training run in `out`; stops after
+/// `max_steps` optimizer steps in all when given. Returns the evaluations made in this
+/// invocation: none when a resumed run had already reached its end (it is left as it
+/// was). Holds `out`'s lock throughout; a start that fails leaves no directory it made.
 pub fn train(
     opts: &TrainOptions,
     backend: &(dyn Backend + Sync),
     out: &Path,
-    resume: bool,
+    start: Start,
     max_steps: Option<u64>,
 ) -> Result<Vec<EpochResult>> {
     opts.validate_for(backend, OptionNames::Flags)?;
     if max_steps == Some(0) {
         bail!("--max-steps 0: must be at least 1");
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let run = match start {
+        Start::Resume => RunDir::open(out)?,
+        Start::Fresh | Start::Overwrite => RunDir::create(out, start == Start::Overwrite)?,
+    };
+    match train_in(&run, opts, backend, start == Start::Resume, max_steps) {
+        Ok(results) => Ok(results),
+        Err(e) => {
+            run.abandon();
+            Err(e)
+        }
+    }
+}
+
+fn train_in(
+    run: &RunDir,
+    opts: &TrainOptions,
+    backend: &(dyn Backend + Sync),
+    resume: bool,
+    max_steps: Option<u64>,
+) -> Result<Vec<EpochResult>> {
+    let out = run.path();
     let train_set = limit(
         fashion_mnist(opts.data_dir.as_deref(), Split::Train)?,
         opts.train_limit,
@@ -63,6 +97,44 @@ pub fn train(
             train_set.len()
         );
     }
+    let steps_per_epoch = (train_set.len() / opts.batch) as u64;
+    let total = opts.epochs * steps_per_epoch;
+    let end = max_steps.map_or(total, |m| m.min(total));
+
+    let resumed = if resume {
+        let ck = checkpoint::load(out)?;
+        if ck.progress.seed != opts.seed {
+            bail!(
+                "checkpoint was trained with seed {}, not {}",
+                ck.progress.seed,
+                opts.seed
+            );
+        }
+        // Before anything is written: a finished run is left exactly as it was.
+        if ck.progress.step >= end {
+            let why = match max_steps {
+                Some(m) if m < total => format!("--max-steps {m} asks for no more"),
+                _ => format!("that is the end of its {} epochs", opts.epochs),
+            };
+            eprintln!(
+                "{} is already at step {}, and {why}: nothing to do",
+                out.display(),
+                ck.progress.step
+            );
+            return Ok(vec![]);
+        }
+        Some(ck)
+    } else {
+        None
+    };
+    let stale = run.remove_stale_temporaries()?;
+    if stale > 0 {
+        eprintln!(
+            "removed {stale} temporary file(s) left in {} by interrupted writes",
+            out.display()
+        );
+    }
+
     let shard = vec![
         opts.batch / opts.replicas,
         1,
@@ -93,46 +165,39 @@ pub fn train(
     };
     let mut runner = StepRunner::new(backend, &step_graph, shard, opts.replicas)?;
 
-    let (mut sgd, start) = if resume {
-        let ck = checkpoint::load(out)?;
-        if ck.progress.seed != opts.seed {
-            bail!(
-                "checkpoint was trained with seed {}, not {}",
-                ck.progress.seed,
-                opts.seed
-            );
-        }
-        let expected: Vec<_> = forward
-            .state
-            .iter()
-            .map(|e| (e.name.clone(), e.ty.clone()))
-            .collect();
-        calib_runtime::check_state(&expected, &ck.state)
-            .context("checkpoint does not fit the model")?;
-        truncate_metrics(out, ck.progress.step)?;
-        (
-            SgdState {
+    let (mut sgd, start) = match resumed {
+        Some(ck) => {
+            let expected: Vec<_> = forward
+                .state
+                .iter()
+                .map(|e| (e.name.clone(), e.ty.clone()))
+                .collect();
+            calib_runtime::check_state(&expected, &ck.state)
+                .context("checkpoint does not fit the model")?;
+            truncate_metrics(out, ck.progress.step)?;
+            eprintln!("resuming {} from step {}", out.display(), ck.progress.step);
+            let sgd = SgdState {
                 state: ck.state,
                 momentum: ck.momentum,
-            },
-            ck.progress.step,
-        )
-    } else {
-        let mut rng = Rng::new(opts.seed);
-        let state = init_state(&forward.state, &mut rng);
-        let sgd = SgdState::new(&step_graph, state);
-        std::fs::write(out.join("config.json"), serde_json::to_string_pretty(opts)?)?;
-        let _ = std::fs::remove_file(out.join("metrics.jsonl"));
-        (sgd, 0)
+            };
+            (sgd, ck.progress.step)
+        }
+        None => {
+            let mut rng = Rng::new(opts.seed);
+            let state = init_state(&forward.state, &mut rng);
+            let sgd = SgdState::new(&step_graph, state);
+            let config = out.join("config.json");
+            write_atomic(&config, serde_json::to_string_pretty(opts)?.as_bytes())
+                .with_context(|| format!("writing {}", config.display()))?;
+            let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+            (sgd, 0)
+        }
     };
 
     runner.load(&sgd)?;
     // Whether `sgd` holds what the sessions hold (they keep the state between steps).
     let mut in_sync = true;
 
-    let steps_per_epoch = (train_set.len() / opts.batch) as u64;
-    let total = opts.epochs * steps_per_epoch;
-    let end = max_steps.map_or(total, |m| m.min(total));
     let schedule = Schedule {
         kind: opts.schedule,
         peak: opts.lr,
@@ -142,10 +207,12 @@ pub fn train(
         step_epochs: opts.step_epochs,
         gamma: opts.gamma,
     };
+    let metrics_path = out.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(out.join("metrics.jsonl"))?;
+        .open(&metrics_path)
+        .with_context(|| format!("opening {}", metrics_path.display()))?;
     let mut evaluator = Evaluator::new(&opts.spec, &test_set, stats, opts.eval_batch);
     let mut results = vec![];
     let mut step = start;
