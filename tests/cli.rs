@@ -239,7 +239,7 @@ fn bench_times_a_training_step() {
 fn bad_train_flags() -> Vec<(Vec<&'static str>, String)> {
     let too_many = calib::train::MAX_HOST_REPLICAS + 1;
     let replicas: &'static str = Box::leak(too_many.to_string().into_boxed_str());
-    let cases: [(&[&'static str], String); 8] = [
+    let cases: [(&[&'static str], String); 10] = [
         (
             &["--warmup-epochs", "-1"],
             "--warmup-epochs -1: must be".into(),
@@ -254,6 +254,7 @@ fn bad_train_flags() -> Vec<(Vec<&'static str>, String)> {
             &["--train-limit", "0"],
             "--train-limit 0: must be at least 1".into(),
         ),
+        (&["--keep-checkpoints", "0"], "--keep-checkpoints 0".into()),
         (
             &["--max-steps", "0"],
             "--max-steps 0: must be at least 1".into(),
@@ -261,6 +262,10 @@ fn bad_train_flags() -> Vec<(Vec<&'static str>, String)> {
         (
             &["--batch", "130", "--replicas", replicas],
             format!("at most {}", too_many - 1),
+        ),
+        (
+            &["--check-finite", "--backend", "sim"],
+            "--check-finite needs --backend reference".into(),
         ),
         (&["--batch", "-4"], "--batch".into()),
     ];

@@ -62,6 +62,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &args.backend,
         calib::BackendOptions {
             cuda_graph: args.cuda_graph,
+            ..Default::default()
         },
     )?;
     let source = resolve_model(&args.model)?;

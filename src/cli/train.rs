@@ -72,14 +72,18 @@ pub struct Args {
     /// Checkpoint every N steps as well as at each epoch end (0: epoch ends only).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     checkpoint_every: u64,
+    /// Keep the newest N checkpoints: checkpoint.safetensors, then checkpoint.1.safetensors
+    /// and so on (older first to go), to roll a diverged run back.
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
+    keep_checkpoints: usize,
     /// Write a metrics line every N steps.
     #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     log_every: u64,
-    /// Run directory: config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors.
-    /// One that already holds a run is refused unless --overwrite.
+    /// Run directory: config.json, metrics.jsonl, checkpoints, model.safetensors. One that
+    /// already holds a run is refused unless --overwrite.
     #[arg(long, default_value = "runs/fashion")]
     out: PathBuf,
-    /// Replace the run already in --out (its config, metrics, checkpoint and model).
+    /// Replace the run already in --out (its config, metrics, checkpoints and model).
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
     #[command(flatten)]
@@ -87,8 +91,13 @@ pub struct Args {
     /// Time the reference interpreter per op and print the table at the end.
     #[arg(long)]
     profile: bool,
-    /// Continue the run in DIR from its checkpoint (its config.json is used; --max-steps,
-    /// --backend may differ). A run already at its end is left as it is.
+    /// Debugging a diverging run (--backend reference): check every op's output and stop
+    /// at the first op (node, op, scope) that makes a NaN or an infinity. Slower.
+    #[arg(long)]
+    check_finite: bool,
+    /// Continue the run in DIR from its newest checkpoint (its config.json is used;
+    /// --max-steps, --backend, --check-finite may differ). A run already at its end is
+    /// left as it is.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
 }
@@ -129,6 +138,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         &args.backend,
         calib::BackendOptions {
             cuda_graph: args.cuda_graph,
+            check_finite: args.check_finite,
         },
     )?;
     if let Some(dir) = &args.resume {
@@ -177,6 +187,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         eval_batch: args.eval_batch,
         data_dir: args.data_dir.clone(),
         checkpoint_every: args.checkpoint_every,
+        keep_checkpoints: args.keep_checkpoints,
         log_every: args.log_every,
         replicas: args.data_parallel.replicas,
         sync_bn: args.data_parallel.sync_bn,

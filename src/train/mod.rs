@@ -1,8 +1,12 @@
 //! `calib train`: SGD training of a model on an image classification data set, with
 //! evaluation each epoch, JSON-lines metrics, atomic checkpoints and exact resume.
+//! A run stops rather than keep a state that diverged, keeps its last few checkpoints
+//! to roll back to, and holds its run directory against a second trainer.
 
 pub mod checkpoint;
+pub mod divergence;
 mod evaluate;
+pub mod generations;
 mod init;
 mod metrics;
 mod options;

@@ -39,6 +39,10 @@ pub struct TrainOptions {
     pub data_dir: Option<PathBuf>,
     /// Write a checkpoint every this many steps (and at each epoch end); 0: epoch ends only.
     pub checkpoint_every: u64,
+    /// How many checkpoints to keep: the newest (`checkpoint.safetensors`) and the ones
+    /// before it (`checkpoint.1.safetensors`, ...), to roll a diverged run back.
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: usize,
     pub log_every: u64,
     /// Data-parallel replicas, each with `batch / replicas` images of every batch.
     #[serde(default = "one")]
@@ -53,6 +57,11 @@ pub struct TrainOptions {
 
 fn one() -> usize {
     1
+}
+
+/// The newest checkpoint and one before it.
+pub fn default_keep_checkpoints() -> usize {
+    2
 }
 
 fn default_bucket_mb() -> f64 {
@@ -103,6 +112,7 @@ impl TrainOptions {
             ("batch", Some(self.batch as u64)),
             ("epochs", Some(self.epochs)),
             ("eval_batch", Some(self.eval_batch as u64)),
+            ("keep_checkpoints", Some(self.keep_checkpoints as u64)),
             ("replicas", Some(self.replicas as u64)),
             ("train_limit", self.train_limit.map(|n| n as u64)),
             ("test_limit", self.test_limit.map(|n| n as u64)),
@@ -196,6 +206,7 @@ mod tests {
             eval_batch: 100,
             data_dir: None,
             checkpoint_every: 0,
+            keep_checkpoints: 2,
             log_every: 50,
             replicas: 1,
             sync_bn: false,
@@ -217,6 +228,7 @@ mod tests {
                 |o| o.test_limit = Some(0),
                 "--test-limit 0: must be at least 1",
             ),
+            (|o| o.keep_checkpoints = 0, "--keep-checkpoints 0"),
             (|o| o.lr = -1.0, "--lr -1: must be a positive number"),
             (|o| o.lr = f64::NAN, "--lr NaN: must be a positive number"),
             (|o| o.lr = 1e39, "--lr 1e39: too large for f32"),

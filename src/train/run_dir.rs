@@ -2,18 +2,14 @@
 //! run overwritten by accident, no empty directory left by a start that failed, and no
 //! temporary files of interrupted writes piling up.
 
+use super::generations::is_checkpoint_file;
 use super::run_lock::RunLock;
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// The files a run writes.
-const RUN_FILES: &[&str] = &[
-    "config.json",
-    "metrics.jsonl",
-    "model.safetensors",
-    "checkpoint.safetensors",
-];
+/// The files a run writes besides its checkpoints.
+const RUN_FILES: &[&str] = &["config.json", "metrics.jsonl", "model.safetensors"];
 
 /// A run directory this process holds the lock of.
 #[derive(Debug)]
@@ -91,12 +87,12 @@ impl RunDir {
         Ok(())
     }
 
-    /// The names of the run files (config, metrics, model, checkpoint) present, sorted.
+    /// The names of the run files (config, metrics, model, checkpoints) present, sorted.
     fn run_files(&self) -> Result<Vec<String>> {
         let mut found: Vec<String> = self
             .file_names()?
             .into_iter()
-            .filter(|n| RUN_FILES.contains(&n.as_str()))
+            .filter(|n| RUN_FILES.contains(&n.as_str()) || is_checkpoint_file(n))
             .collect();
         found.sort();
         Ok(found)
@@ -167,12 +163,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let path = root.path().join("a");
         fs::create_dir(&path).unwrap();
-        for f in ["config.json", "checkpoint.safetensors", "notes.txt"] {
+        for f in ["config.json", "checkpoint.1.safetensors", "notes.txt"] {
             fs::write(path.join(f), "x").unwrap();
         }
         let err = RunDir::create(&path, false).unwrap_err().to_string();
         assert!(
-            err.contains("already holds a run (checkpoint.safetensors, config.json)")
+            err.contains("already holds a run (checkpoint.1.safetensors, config.json)")
                 && err.contains("--resume")
                 && err.contains("--overwrite"),
             "{err}"

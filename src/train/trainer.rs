@@ -4,9 +4,15 @@
 //! augmentation from `Rng(seed, step)`, so a run's every random draw is a function of its
 //! seed and step counter. A checkpoint therefore needs only those two numbers to make a
 //! resumed run bit-identical to an uninterrupted one.
+//!
+//! Safety: a run stops, naming the step and the learning rate, when its loss diverges
+//! (`divergence.rs`) or a step leaves a non-finite value in the state, and it never
+//! saves such a state, so the checkpoints it keeps are ones it can continue from.
 
-use super::checkpoint::{self, Checkpoint, Progress};
+use super::checkpoint::Progress;
+use super::divergence::{non_finite_op, Divergence, LossWatch, GROWTH, WINDOW};
 use super::evaluate::{correct, scalar, Evaluator};
+use super::generations::{self, newest_path, rejected_path};
 use super::init::init_state;
 use super::metrics::{truncate_metrics, Window};
 use super::replicas::StepRunner;
@@ -14,7 +20,7 @@ use super::run_dir::RunDir;
 use super::schedule::Schedule;
 use super::{OptionNames, SgdState, TrainOptions};
 use crate::data::{fashion_mnist, make_batch, rng::Rng, Augment, ImageSet, Split};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use calib_ir::{DType, GraphBuilder, Mode};
 use calib_models::build_with;
 use calib_passes::{data_parallel_step, train_step, DataParallel, Sgd, TrainConfig, LOSS};
@@ -41,7 +47,7 @@ pub enum Start {
     Fresh,
     /// A new run replacing the one the directory holds.
     Overwrite,
-    /// The directory's run, continued from its checkpoint.
+    /// The directory's run, continued from its newest good checkpoint.
     Resume,
 }
 
@@ -102,10 +108,12 @@ fn train_in(
     let end = max_steps.map_or(total, |m| m.min(total));
 
     let resumed = if resume {
-        let ck = checkpoint::load(out)?;
+        let found = generations::newest_good(out)?;
+        let ck = &found.checkpoint;
         if ck.progress.seed != opts.seed {
             bail!(
-                "checkpoint was trained with seed {}, not {}",
+                "{} was trained with seed {}, not {}",
+                generations::generation_path(out, found.generation).display(),
                 ck.progress.seed,
                 opts.seed
             );
@@ -123,7 +131,15 @@ fn train_in(
             );
             return Ok(vec![]);
         }
-        Some(ck)
+        for r in &found.rejected {
+            eprintln!(
+                "passing over {}; it is kept as {}",
+                r.why,
+                rejected_path(&r.path).display()
+            );
+        }
+        generations::promote(out, &found)?;
+        Some(found.checkpoint)
     } else {
         None
     };
@@ -164,6 +180,8 @@ fn train_in(
         data_parallel_step(&forward.graph, &config, &dp)?.step
     };
     let mut runner = StepRunner::new(backend, &step_graph, shard, opts.replicas)?;
+    // The model's order, in which the first non-finite tensor is reported.
+    let state_order: Vec<String> = forward.state.iter().map(|e| e.name.clone()).collect();
 
     let (mut sgd, start) = match resumed {
         Some(ck) => {
@@ -172,15 +190,11 @@ fn train_in(
                 .iter()
                 .map(|e| (e.name.clone(), e.ty.clone()))
                 .collect();
-            calib_runtime::check_state(&expected, &ck.state)
+            calib_runtime::check_state(&expected, &ck.sgd.state)
                 .context("checkpoint does not fit the model")?;
             truncate_metrics(out, ck.progress.step)?;
             eprintln!("resuming {} from step {}", out.display(), ck.progress.step);
-            let sgd = SgdState {
-                state: ck.state,
-                momentum: ck.momentum,
-            };
-            (sgd, ck.progress.step)
+            (ck.sgd, ck.progress.step)
         }
         None => {
             let mut rng = Rng::new(opts.seed);
@@ -197,6 +211,8 @@ fn train_in(
     runner.load(&sgd)?;
     // Whether `sgd` holds what the sessions hold (they keep the state between steps).
     let mut in_sync = true;
+    // The step of the newest checkpoint on disk, for the messages of a stopped run.
+    let mut saved = resume.then_some(start);
 
     let schedule = Schedule {
         kind: opts.schedule,
@@ -224,6 +240,7 @@ fn train_in(
             .progress_chars("=> "),
     );
     let mut window = Window::default();
+    let mut losses = LossWatch::default();
     while step < end {
         let epoch = step / steps_per_epoch;
         let pos = (step % steps_per_epoch) as usize;
@@ -241,13 +258,37 @@ fn train_in(
             .then_some((Augment { pad: 2, flip: true }, &mut rng));
         let (pixels, labels) = make_batch(&train_set, indices, stats, augment);
         let lr = schedule.lr(step);
+        // Steps are counted from 1 in messages, as in metrics.jsonl and checkpoints.
+        let at = || format!("step {} (learning rate {})", step + 1, show_rate(lr));
+        // A run that diverged stops here, naming the step, the rate and what went wrong.
+        let diverged = |what: String| {
+            bar.finish_and_clear();
+            anyhow!(
+                "training diverged at {}: {what}; lower --lr. {}",
+                at(),
+                rollback_note(out, saved)
+            )
+        };
         let t0 = Instant::now();
-        let outputs = runner.run(&pixels, &labels, lr)?;
+        let outputs = match runner.run(&pixels, &labels, lr) {
+            Ok(outputs) => outputs,
+            // --check-finite: the interpreter names the first op that made a NaN or inf.
+            Err(e) => match non_finite_op(&e) {
+                Some(op) => return Err(diverged(op.to_string())),
+                None => return Err(e.context(at())),
+            },
+        };
         window.add(opts.batch, t0.elapsed().as_secs_f64());
         in_sync = false;
         let loss = scalar(&outputs, LOSS)?;
-        if !loss.is_finite() {
-            bail!("loss became {loss} at step {step} (learning rate {lr:.4}); lower --lr");
+        if let Some(divergence) = losses.observe(loss) {
+            return Err(diverged(match divergence {
+                Divergence::NotFinite => format!("the loss became {loss}"),
+                Divergence::Grew { best } => format!(
+                    "the loss, {loss:.3e}, is over {GROWTH:.0} times the best {WINDOW}-step \
+                     mean loss so far ({best:.4})"
+                ),
+            }));
         }
         window.correct += correct(
             outputs.get("logits").context("step graph has no logits")?,
@@ -284,6 +325,17 @@ fn train_in(
         if checkpoint_due && !in_sync {
             runner.read(&mut sgd)?;
             in_sync = true;
+            // Nothing is evaluated or saved from a state that a NaN or an infinity got into.
+            if let Some((name, census)) = sgd.first_non_finite(&state_order) {
+                bar.finish_and_clear();
+                bail!(
+                    "training diverged at step {step} (learning rate {}): the update left \
+                     `{name}` non-finite, and its checkpoint was not saved: {census}; lower \
+                     --lr. {}",
+                    show_rate(lr),
+                    rollback_note(out, saved)
+                );
+            }
         }
         if epoch_done || step == end {
             bar.set_position(steps_per_epoch.min((step - epoch * steps_per_epoch) as u64));
@@ -302,15 +354,12 @@ fn train_in(
         }
         if checkpoint_due {
             metrics.flush()?;
-            let ck = Checkpoint {
-                state: sgd.state.clone(),
-                momentum: sgd.momentum.clone(),
-                progress: Progress {
-                    step,
-                    seed: opts.seed,
-                },
+            let progress = Progress {
+                step,
+                seed: opts.seed,
             };
-            checkpoint::save(out, &ck)?;
+            generations::save(out, &sgd, progress, opts.keep_checkpoints)?;
+            saved = Some(step);
         }
     }
     bar.finish_and_clear();
@@ -319,6 +368,33 @@ fn train_in(
     }
     weights::save(out.join("model.safetensors"), &sgd.state)?;
     Ok(results)
+}
+
+/// Where a stopped run can be taken up again: `saved` is the step of the newest
+/// checkpoint on disk.
+fn rollback_note(out: &Path, saved: Option<u64>) -> String {
+    match saved {
+        Some(step) => format!(
+            "--resume {} continues from its newest checkpoint, of step {step}; to go \
+             further back, rename an older checkpoint.N.safetensors over {} first",
+            out.display(),
+            newest_path(out).display()
+        ),
+        None => format!(
+            "No checkpoint was saved: start again with --out {} --overwrite",
+            out.display()
+        ),
+    }
+}
+
+/// A learning rate as the step computes with it (in f32), readable at any magnitude.
+fn show_rate(lr: f64) -> String {
+    let lr = lr as f32;
+    if (1e-4..1e5).contains(&lr.abs()) {
+        format!("{lr}")
+    } else {
+        format!("{lr:e}")
+    }
 }
 
 fn limit(mut set: ImageSet, n: Option<usize>) -> ImageSet {
