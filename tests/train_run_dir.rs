@@ -6,7 +6,7 @@ mod support;
 
 use calib::train::LOCK_FILE;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::train::{files, ok, resume, run, snapshot, stderr};
 
@@ -40,8 +40,18 @@ fn a_new_run_into_a_run_directory_is_refused_unless_overwrite() {
     assert_refused(&o, &["--overwrite", "--resume"]);
 }
 
+/// A child process killed when the test is done with it, or fails.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits until `lock` names `pid`, or `child` exits.
-fn wait_for_lock(lock: &Path, pid: u32, child: &mut std::process::Child) {
+fn wait_for_lock(lock: &Path, pid: u32, child: &mut Child) {
     let start = Instant::now();
     while std::fs::read_to_string(lock).map_or(true, |t| t.trim() != pid.to_string()) {
         if let Some(status) = child.try_wait().unwrap() {
@@ -58,21 +68,22 @@ fn a_second_trainer_is_refused_naming_the_first_and_a_dead_ones_lock_is_taken_ov
     let out = dir.path().join("run");
     let lock = out.join(LOCK_FILE);
     // A first trainer that would run for a long time.
-    let mut first = Command::new(env!("CARGO_BIN_EXE_calib"))
-        .args(["train", "--batch", "32", "--train-limit", "64", "--epochs"])
-        .args(["100000", "--out", out.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = first.id();
-    wait_for_lock(&lock, pid, &mut first);
+    let mut first = Killed(
+        Command::new(env!("CARGO_BIN_EXE_calib"))
+            .args(["train", "--batch", "32", "--train-limit", "64", "--epochs"])
+            .args(["100000", "--out", out.to_str().unwrap()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = first.0.id();
+    wait_for_lock(&lock, pid, &mut first.0);
 
     let o = run(&out, &["--overwrite", "--max-steps", "1"]);
     let holder = format!("pid {pid}");
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
     assert_refused(&o, &["in use by another trainer", &holder]);
 
     // Killed, it could not remove its lock file; the next trainer takes it over.
