@@ -85,6 +85,13 @@ impl Graph {
                 operands: String::new(),
             });
         }
+        ty.check_size().map_err(|detail| IrError::Type {
+            node: id,
+            op: op.name().into(),
+            scope: scope_suffix(scope),
+            detail,
+            operands: String::new(),
+        })?;
         if let Op::Constant { value } = op {
             if !value.is_finite() && ty.dtype == crate::DType::I64 {
                 return Err(IrError::Type {
@@ -116,17 +123,19 @@ impl Graph {
             }
         }
         let types: Vec<&TensorType> = inputs.iter().map(|v| self.ty(*v)).collect();
-        infer_type(op, &types).map_err(|detail| IrError::Type {
-            node: id,
-            op: op.name().into(),
-            scope: scope_suffix(scope),
-            detail,
-            operands: types
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        infer_type(op, &types)
+            .and_then(|ty| ty.check_size().map(|()| ty))
+            .map_err(|detail| IrError::Type {
+                node: id,
+                op: op.name().into(),
+                scope: scope_suffix(scope),
+                detail,
+                operands: types
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     pub fn add_output(&mut self, name: impl Into<String>, value: Value) -> Result<()> {
@@ -203,15 +212,17 @@ impl Graph {
                 _ => {}
             }
             if node.op.arity() == Some(0) {
+                let source_error = |detail: String| IrError::Type {
+                    node: id,
+                    op: node.op.name().into(),
+                    scope: scope_suffix(&node.scope),
+                    detail,
+                    operands: String::new(),
+                };
                 if !node.inputs.is_empty() {
-                    return Err(IrError::Type {
-                        node: id,
-                        op: node.op.name().into(),
-                        scope: scope_suffix(&node.scope),
-                        detail: "source nodes take no operands".into(),
-                        operands: String::new(),
-                    });
+                    return Err(source_error("source nodes take no operands".into()));
                 }
+                node.ty.check_size().map_err(source_error)?;
                 continue;
             }
             let inferred = self.infer_node(id, &node.op, &node.inputs, &node.scope)?;
