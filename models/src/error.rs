@@ -14,6 +14,13 @@ pub enum ModelError {
     /// The JSON did not match the spec schema (unknown `kind`, missing or misspelled field).
     #[error("cannot read model spec{origin}: {message}")]
     Parse { origin: String, message: String },
+    /// A spec file whose content is wrong (a value out of range, an input shape that
+    /// does not fit): `source` says what, this says where.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: Box<ModelError>,
+    },
     /// A spec file or fixture directory could not be read.
     #[error("cannot read `{}`: {source}", path.display())]
     Io {

@@ -225,7 +225,7 @@ fn malformed_input_shape_in_file() {
     let err = parse_spec_file(&doc.to_string()).unwrap_err();
     assert!(
         err.to_string()
-            .contains("input_shape must have 3 (C,H,W) or 4 (N,C,H,W) entries, got 2"),
+            .contains("`input_shape` = [8,16] must have 3 (C,H,W) or 4 (N,C,H,W) entries, got 2"),
         "{err}"
     );
     assert!(parse_spec_file("[1, 2]")
@@ -372,4 +372,57 @@ fn a_stride_too_large_for_the_image_names_the_stage() {
     for part in ["`stages[0]`", "entering it is 1x1"] {
         assert!(message.contains(part), "`{part}` missing from: {message}");
     }
+}
+
+#[test]
+fn a_meta_json_without_spec_says_so() {
+    let doc = json!({"fixture": "x", "input_shape": [1, 3, 8, 8]});
+    let err = parse_spec_file(&doc.to_string()).unwrap_err().to_string();
+    assert!(err.contains("no `spec` field"), "{err}");
+    assert!(!err.contains("missing field `kind`"), "{err}");
+    // A spec inside `spec` that does not parse is reported as the `spec` field's.
+    let doc = json!({"spec": {"kind": "scconv"}, "input_shape": [8, 16, 16]});
+    let err = parse_spec_file(&doc.to_string()).unwrap_err().to_string();
+    assert!(err.contains("`spec`: missing field"), "{err}");
+}
+
+#[test]
+fn an_input_shape_that_does_not_fit_is_quoted_as_written() {
+    let doc = json!({"spec": scnet(), "input_shape": [2, 8, 16]});
+    let err = parse_spec_file(&doc.to_string()).unwrap_err();
+    assert_eq!(invalid_field(&err), "input_shape");
+    let message = err.to_string();
+    assert!(message.contains("[2,8,16] (C,H,W)"), "{message}");
+    assert!(
+        message.contains("expects 3 input channels, got 2"),
+        "{message}"
+    );
+    assert!(!message.contains("[1,2,8,16]"), "{message}");
+    let doc = json!({"spec": scnet(), "input_shape": [0, 3, 16, 16]});
+    let message = parse_spec_file(&doc.to_string()).unwrap_err().to_string();
+    assert!(message.contains("[0,3,16,16] (N,C,H,W)"), "{message}");
+    assert!(message.contains("positive"), "{message}");
+}
+
+#[test]
+fn errors_in_a_spec_file_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.json");
+    let mut spec = scconv();
+    spec["channels"] = json!(0);
+    std::fs::write(&path, json!({"spec": spec}).to_string()).unwrap();
+    // A fixture directory is read through its meta.json, which the error names.
+    let err = load_spec_file(dir.path()).unwrap_err();
+    assert!(matches!(err, ModelError::File { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("meta.json") && message.contains("`channels`"),
+        "{message}"
+    );
+    std::fs::write(&path, "{\"spec\": ").unwrap();
+    let message = load_spec_file(&path).unwrap_err().to_string();
+    assert!(
+        message.contains("meta.json") && message.contains("EOF"),
+        "{message}"
+    );
 }
