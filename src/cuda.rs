@@ -15,11 +15,12 @@ use crate::device::compile_graph;
 use calib_ir::Graph;
 use calib_passes::fusion::FusionOptions;
 use calib_runtime::cuda::{
-    devices, nccl_present, CudaError, CudaOptions, CudaProgram, LoadedKernels, NcclGroup, NcclRank,
+    check_device_memory, devices, nccl_present, CudaError, CudaOptions, CudaProgram, LoadedKernels,
+    NcclGroup, NcclRank,
 };
 use calib_runtime::session::{BufferCopy, ResidentProgram, ResidentSession};
 use calib_runtime::{
-    Backend, Bindings, Carry, Collective, DeviceProgram, Outputs, RuntimeError, Session,
+    memory, Backend, Bindings, Carry, Collective, DeviceProgram, Outputs, RuntimeError, Session,
 };
 use std::sync::{Arc, Mutex};
 
@@ -191,6 +192,19 @@ impl Cuda {
 impl Backend for Cuda {
     fn name(&self) -> &str {
         "cuda"
+    }
+
+    /// Replica 0's arena against its GPU's free memory, and the host copies of the
+    /// inputs and params against host memory. Every arena is checked again when it is
+    /// allocated.
+    fn check_memory(&self, graph: &Graph) -> Result<(), RuntimeError> {
+        let plan = self.compile(graph)?;
+        check_device_memory(self.gpu_of(0), plan.arena_bytes)
+            .map_err(|e| RuntimeError::Device(e.to_string()))?;
+        memory::check_host(&memory::Need {
+            what: "the host copies of the graph's inputs and params".into(),
+            parts: vec![("inputs and params", crate::sim::source_bytes(graph))],
+        })
     }
 
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {

@@ -6,6 +6,8 @@
 //!   judged against. It runs in `f32` (the product) or `f64` (for gradient checks).
 //!
 //! * [`collective`]: the data-parallel group a replica's `all_reduce` nodes talk to.
+//! * [`memory`]: what a run needs at its peak, checked against what the machine has
+//!   before any executor allocates.
 //!
 //! Every executor implements [`Backend`]: bind inputs and parameters by name, get every
 //! graph output back by name; or open a [`Session`] that keeps a graph's state where the
@@ -19,6 +21,7 @@ pub mod cuda;
 mod device_program;
 mod element;
 mod error;
+pub mod memory;
 pub mod reference;
 pub mod session;
 pub mod sim;
@@ -64,6 +67,16 @@ pub trait Backend: Sync {
         let _ = replica;
         Ok(Box::new(session::HostSession::new(self, graph, carry)?))
     }
+
+    /// Refuses `graph` when running it, its inputs and params included, would hold
+    /// more memory than the place it runs in has (host memory, a GPU's), saying both
+    /// figures. Callers check before they make a batch; sessions and runs check again
+    /// before they allocate. The default is the reference interpreter's peak in f32
+    /// against host memory.
+    fn check_memory(&self, graph: &Graph) -> Result<(), RuntimeError> {
+        let what = format!("{} running the graph", self.name());
+        memory::check_host(&reference::footprint(graph, Precision::F32).with_sources(&what))
+    }
 }
 
 /// The reference interpreter as a [`Backend`], computing floats in `precision`.
@@ -93,5 +106,10 @@ impl Backend for Reference {
 
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
         reference::run_with(graph, bindings, self.precision)
+    }
+
+    fn check_memory(&self, graph: &Graph) -> Result<(), RuntimeError> {
+        let what = "the reference interpreter running the graph";
+        memory::check_host(&reference::footprint(graph, self.precision).with_sources(what))
     }
 }

@@ -4,12 +4,14 @@
 //! convolutions and matmuls go through GEMM, big elementwise maps and convolution
 //! batches through rayon, and every value is freed right after its last reader, so
 //! memory holds only the live frontier of the graph. Nodes that no output depends on
-//! are not computed.
+//! are not computed. Before a run starts, its peak ([`footprint`]) is checked against
+//! the host's available memory.
 
 #[macro_use]
 mod dispatch;
 mod conv;
 mod elementwise;
+mod footprint;
 mod layout;
 mod matmul;
 mod pool;
@@ -24,6 +26,7 @@ use crate::{Bindings, Collective, HostTensor, OpError, Outputs, Precision, Runti
 use calib_ir::{Graph, Node, Op, OpClass, TensorType};
 use std::borrow::Cow;
 
+pub use footprint::{footprint, held_bytes, Footprint};
 pub use program::{run_program, run_program_with};
 
 /// Runs `graph` in `f32`; returns every graph output by name.
@@ -44,6 +47,19 @@ pub fn run_with(
     precision: Precision,
 ) -> Result<Outputs, RuntimeError> {
     graph.validate()?;
+    // The bound tensors exist already; what the run adds is checked before it starts.
+    let need = footprint(graph, precision);
+    let widened = match precision {
+        Precision::F64 => need.sources,
+        Precision::F32 => 0,
+    };
+    crate::memory::check_host(&crate::memory::Need {
+        what: "the reference interpreter's run".into(),
+        parts: vec![
+            ("values and workspaces", need.values),
+            ("widened inputs and params", widened),
+        ],
+    })?;
     let mut uses = live_uses(graph);
     let mut values: Vec<Option<Cow<HostTensor>>> = vec![None; graph.nodes.len()];
     for (id, node) in graph.nodes.iter().enumerate() {

@@ -26,9 +26,12 @@ pub struct HostSession<'a, B: Backend + ?Sized> {
 }
 
 impl<'a, B: Backend + ?Sized> HostSession<'a, B> {
-    /// A session of `graph` on `backend`; `carry` is checked against the graph.
+    /// A session of `graph` on `backend`; `carry` is checked against the graph, and the
+    /// graph's memory against the machine ([`Backend::check_memory`]).
     pub fn new(backend: &'a B, graph: &Graph, carry: &Carry) -> Result<Self, RuntimeError> {
         carry.check(graph)?;
+        // Before any state is loaded: it is part of what the session will hold.
+        backend.check_memory(graph)?;
         let source = |input: bool| {
             move |(name, v): (&str, calib_ir::Value)| {
                 let ty = graph.ty(v).clone();
