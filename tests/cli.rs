@@ -234,3 +234,31 @@ fn bench_times_a_training_step() {
         "tpu",
     );
 }
+
+/// The number right after `word` in `message`.
+fn number_after(message: &str, word: &str) -> u64 {
+    let at = message
+        .find(word)
+        .unwrap_or_else(|| panic!("no `{word}` in: {message}"));
+    let digits: String = message[at + word.len()..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after `{word}` in: {message}"))
+}
+
+#[test]
+fn bench_refuses_a_batch_the_host_cannot_hold_before_allocating_it() {
+    // The input alone is 60 GB; the step's peak is far beyond any host. Allocating it
+    // would abort the process, so a clean exit shows the refusal came first.
+    let o = calib(&["bench", "--model", "scnet50", "--batch", "100000"]);
+    assert_clean_error(&o, "not enough memory");
+    let err = stderr(&o);
+    let (required, available) = (number_after(&err, "it needs"), number_after(&err, "but"));
+    assert!(required > 100_000 * 3 * 224 * 224 * 4, "{err}");
+    assert!(required > available, "{err}");
+    assert!(err.contains("MemAvailable"), "{err}");
+}
