@@ -16,10 +16,11 @@ pub enum ModelError {
     Parse { origin: String, message: String },
     /// A spec file whose content is wrong (a value out of range, an input shape that
     /// does not fit): `source` says what, this says where.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     File {
         path: PathBuf,
-        source: Box<ModelError>,
+        /// Not the error's `source`: the message already includes it.
+        cause: Box<ModelError>,
     },
     /// A spec file or fixture directory could not be read.
     #[error("cannot read `{}`: {source}", path.display())]

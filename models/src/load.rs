@@ -49,7 +49,7 @@ pub fn load_spec_file(path: impl AsRef<Path>) -> Result<SpecFile, ModelError> {
         ModelError::Parse { .. } => e,
         _ => ModelError::File {
             path: file,
-            source: Box::new(e),
+            cause: Box::new(e),
         },
     })
 }
