@@ -157,6 +157,34 @@ impl Graph {
         Ok(())
     }
 
+    /// [`Graph::add_output`] for many outputs at once, with the names looked up in a set
+    /// rather than by scanning the outputs per name. On an error the outputs before the
+    /// bad one have been added.
+    pub fn add_outputs(
+        &mut self,
+        outputs: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<()> {
+        let mut taken: HashSet<String> = self.outputs.iter().map(|o| o.name.clone()).collect();
+        for (name, value) in outputs {
+            if taken.contains(&name) {
+                return Err(IrError::DuplicateName {
+                    kind: "output",
+                    name,
+                });
+            }
+            if value.0 >= self.nodes.len() {
+                return Err(IrError::UndefinedValue {
+                    node: self.nodes.len(),
+                    op: "output".into(),
+                    operand: value.0,
+                });
+            }
+            taken.insert(name.clone());
+            self.outputs.push(Output { name, value });
+        }
+        Ok(())
+    }
+
     pub fn output(&self, name: &str) -> Option<Value> {
         self.outputs
             .iter()

@@ -323,6 +323,23 @@ fn undefined_operands_and_duplicate_names() {
             name: "y".into()
         }
     );
+    // Many at once: the same checks, against the graph's outputs and each other.
+    g.add_outputs([("a".to_string(), x), ("b".to_string(), x)])
+        .unwrap();
+    assert_eq!(
+        err_text(g.add_outputs([("c".to_string(), x), ("y".to_string(), x)])),
+        "duplicate output name `y`"
+    );
+    assert_eq!(
+        err_text(g.add_outputs([("d".to_string(), x), ("d".to_string(), x)])),
+        "duplicate output name `d`"
+    );
+    assert_mentions(
+        &err_text(g.add_outputs([("e".to_string(), Value(9))])),
+        &["(output): operand %9 is not defined"],
+    );
+    let names: Vec<&str> = g.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["y", "a", "b", "c", "d"]);
 
     let mut b = GraphBuilder::new(Mode::Eval, DType::F32);
     b.input("x", DType::F32, vec![3]).unwrap();
