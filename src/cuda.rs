@@ -194,16 +194,24 @@ impl Backend for Cuda {
         "cuda"
     }
 
-    /// Replica 0's arena against its GPU's free memory, and the host copies of the
+    /// The replicas' arenas against the free memory of the GPUs they run on (an arena
+    /// each, several on a GPU that replicas share), and the host copies of their
     /// inputs and params against host memory. Every arena is checked again when it is
     /// allocated.
-    fn check_memory(&self, graph: &Graph) -> Result<(), RuntimeError> {
+    fn check_memory(&self, graph: &Graph, replicas: usize) -> Result<(), RuntimeError> {
         let plan = self.compile(graph)?;
-        check_device_memory(self.gpu_of(0), plan.arena_bytes)
-            .map_err(|e| RuntimeError::Device(e.to_string()))?;
+        let mut arenas = std::collections::BTreeMap::new();
+        for rank in 0..replicas {
+            *arenas.entry(self.gpu_of(rank)).or_insert(0usize) += 1;
+        }
+        for (gpu, count) in arenas {
+            check_device_memory(gpu, plan.arena_bytes.saturating_mul(count))
+                .map_err(|e| RuntimeError::Device(e.to_string()))?;
+        }
+        let sources = crate::sim::source_bytes(graph).saturating_mul(replicas as u64);
         memory::check_host(&memory::Need {
             what: "the host copies of the graph's inputs and params".into(),
-            parts: vec![("inputs and params", crate::sim::source_bytes(graph))],
+            parts: vec![("inputs and params", sources)],
         })
     }
 

@@ -80,10 +80,16 @@ impl Backend for Sim {
     }
 
     /// The plan's buffers and the host copies of its inputs and params, all in host
-    /// memory.
-    fn check_memory(&self, graph: &Graph) -> Result<(), RuntimeError> {
+    /// memory, once per replica.
+    fn check_memory(&self, graph: &Graph, replicas: usize) -> Result<(), RuntimeError> {
         let mut need = self.prepare(graph)?.memory_need();
         need.parts.push(("inputs and params", source_bytes(graph)));
+        for (_, bytes) in &mut need.parts {
+            *bytes = bytes.saturating_mul(replicas as u64);
+        }
+        if replicas > 1 {
+            need.what = format!("{replicas} replicas of {}", need.what);
+        }
         memory::check_host(&need)
     }
 

@@ -84,7 +84,7 @@ fn a_plan_larger_than_the_host_is_refused_before_the_simulator_allocates() {
         RuntimeError::OutOfMemory { required, .. } => assert!(required > available.bytes),
         other => panic!("expected OutOfMemory, got {other}"),
     };
-    refused(sim.check_memory(&graph).unwrap_err());
+    refused(sim.check_memory(&graph, 1).unwrap_err());
     let x = HostTensor::from_f32(vec![1], vec![1.0]).unwrap();
     refused(
         sim.run(&graph, &Bindings::new().input("x", &x))

@@ -64,18 +64,21 @@ pub trait Backend: Sync {
         carry: &Carry,
         replica: usize,
     ) -> Result<Box<dyn Session + 'a>, RuntimeError> {
-        let _ = replica;
-        Ok(Box::new(session::HostSession::new(self, graph, carry)?))
+        Ok(Box::new(session::HostSession::new(
+            self, graph, carry, replica,
+        )?))
     }
 
-    /// Refuses `graph` when running it, its inputs and params included, would hold
-    /// more memory than the place it runs in has (host memory, a GPU's), saying both
-    /// figures. Callers check before they make a batch; sessions and runs check again
-    /// before they allocate. The default is the reference interpreter's peak in f32
-    /// against host memory.
-    fn check_memory(&self, graph: &Graph) -> Result<(), RuntimeError> {
+    /// Refuses `graph` when `replicas` copies of it running at once (data-parallel
+    /// replicas, each with its own inputs, params and values) would hold more memory
+    /// than the place they run in has (host memory, a GPU's), saying both figures.
+    /// Callers check before they make a batch; sessions and runs check again before
+    /// they allocate. The default is the reference interpreter's peak in f32 against
+    /// host memory.
+    fn check_memory(&self, graph: &Graph, replicas: usize) -> Result<(), RuntimeError> {
         let what = format!("{} running the graph", self.name());
-        memory::check_host(&reference::footprint(graph, Precision::F32).with_sources(&what))
+        let footprint = reference::footprint(graph, Precision::F32);
+        memory::check_host(&footprint.with_sources(&what, replicas))
     }
 }
 
@@ -108,8 +111,9 @@ impl Backend for Reference {
         reference::run_with(graph, bindings, self.precision)
     }
 
-    fn check_memory(&self, graph: &Graph) -> Result<(), RuntimeError> {
+    fn check_memory(&self, graph: &Graph, replicas: usize) -> Result<(), RuntimeError> {
         let what = "the reference interpreter running the graph";
-        memory::check_host(&reference::footprint(graph, self.precision).with_sources(what))
+        let footprint = reference::footprint(graph, self.precision);
+        memory::check_host(&footprint.with_sources(what, replicas))
     }
 }

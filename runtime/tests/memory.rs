@@ -113,10 +113,30 @@ fn a_run_larger_than_the_host_is_refused_before_it_allocates() {
         panic!("the session must be refused");
     };
     assert!(matches!(err, RuntimeError::OutOfMemory { .. }), "{err:?}");
-    assert!(backend.check_memory(&graph).is_err());
+    assert!(backend.check_memory(&graph, 1).is_err());
     // The same graph at a size that fits runs.
     let small = broadcast_sum(1000);
     let out = reference::run(&small, &Bindings::new().input("x", &x)).unwrap();
     assert_eq!(out["s"].as_f32(), Some(&[1000.0][..]));
-    backend.check_memory(&small).unwrap();
+    backend.check_memory(&small, 1).unwrap();
+}
+
+#[test]
+fn each_replica_is_counted_with_its_own_copy() {
+    let Some(available) = host_available() else {
+        return;
+    };
+    // A quarter of the host per replica: one fits, eight do not.
+    let graph = broadcast_sum((available.bytes / 16) as usize);
+    let backend = Reference::new();
+    backend.check_memory(&graph, 1).unwrap();
+    let err = backend.check_memory(&graph, 8).unwrap_err().to_string();
+    assert!(err.contains("8 replicas of"), "{err}");
+    // Sessions are opened replica by replica: the eighth sees the seven before it.
+    assert!(backend.session(&graph, &Carry::new(), 0).is_ok());
+    let eighth = backend.session(&graph, &Carry::new(), 7).err();
+    assert!(
+        matches!(eighth, Some(RuntimeError::OutOfMemory { .. })),
+        "{eighth:?}"
+    );
 }

@@ -69,7 +69,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let build_seconds = started.elapsed().as_secs_f64();
     // Before the state and the batch are made: a batch too large for the machine is
     // refused with the figures instead of ending in the allocator.
-    backend.check_memory(&step.graph)?;
+    backend.check_memory(&step.graph, 1)?;
 
     let mut rng = Rng::new(0);
     let sgd = SgdState::new(&step, init_state(&model.state, &mut rng));

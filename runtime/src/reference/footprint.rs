@@ -18,14 +18,20 @@ pub struct Footprint {
 }
 
 impl Footprint {
-    /// The peak of a run whose inputs and params are still to be put in memory (a
-    /// session before its state is loaded): `what` names the run.
-    pub fn with_sources(&self, what: &str) -> Need {
+    /// The peak of `replicas` runs at once whose inputs and params are still to be put
+    /// in memory (sessions before their state is loaded, each replica with a copy of
+    /// its own): `what` names the run.
+    pub fn with_sources(&self, what: &str, replicas: usize) -> Need {
+        let r = replicas as u64;
+        let what = match replicas {
+            1 => what.to_string(),
+            n => format!("{n} replicas of {what}"),
+        };
         Need {
-            what: what.into(),
+            what,
             parts: vec![
-                ("inputs and params", self.sources),
-                ("values and workspaces", self.values),
+                ("inputs and params", self.sources.saturating_mul(r)),
+                ("values and workspaces", self.values.saturating_mul(r)),
             ],
         }
     }
