@@ -15,11 +15,12 @@ use crate::device::compile_graph;
 use calib_ir::Graph;
 use calib_passes::fusion::FusionOptions;
 use calib_runtime::cuda::{
-    devices, nccl_present, CudaError, CudaOptions, CudaProgram, LoadedKernels, NcclGroup, NcclRank,
+    check_device_memory, devices, nccl_present, CudaError, CudaOptions, CudaProgram, LoadedKernels,
+    NcclGroup, NcclRank,
 };
 use calib_runtime::session::{BufferCopy, ResidentProgram, ResidentSession};
 use calib_runtime::{
-    Backend, Bindings, Carry, Collective, DeviceProgram, Outputs, RuntimeError, Session,
+    memory, Backend, Bindings, Carry, Collective, DeviceProgram, Outputs, RuntimeError, Session,
 };
 use std::sync::{Arc, Mutex};
 
@@ -195,6 +196,27 @@ impl Backend for Cuda {
 
     fn devices(&self) -> Option<usize> {
         Some(self.count)
+    }
+
+    /// The replicas' arenas against the free memory of the GPUs they run on (an arena
+    /// each, several on a GPU that replicas share), and the host copies of their
+    /// inputs and params against host memory. Every arena is checked again when it is
+    /// allocated.
+    fn check_memory(&self, graph: &Graph, replicas: usize) -> Result<(), RuntimeError> {
+        let plan = self.compile(graph)?;
+        let mut arenas = std::collections::BTreeMap::new();
+        for rank in 0..replicas {
+            *arenas.entry(self.gpu_of(rank)).or_insert(0usize) += 1;
+        }
+        for (gpu, count) in arenas {
+            check_device_memory(gpu, plan.arena_bytes.saturating_mul(count))
+                .map_err(|e| RuntimeError::Device(e.to_string()))?;
+        }
+        let sources = crate::sim::source_bytes(graph).saturating_mul(replicas as u64);
+        memory::check_host(&memory::Need {
+            what: "the host copies of the graph's inputs and params".into(),
+            parts: vec![("inputs and params", sources)],
+        })
     }
 
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {

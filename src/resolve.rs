@@ -1,7 +1,7 @@
 //! What a model argument on the command line names: a preset, a spec file, or a fixture
 //! directory.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use calib_models::{load_spec_file, presets, ModelSpec};
 use std::path::{Path, PathBuf};
 
@@ -39,7 +39,8 @@ pub fn resolve_model(arg: &str) -> Result<ModelSource> {
                 .join(", ")
         );
     }
-    let file = load_spec_file(path).with_context(|| format!("reading model `{arg}`"))?;
+    // Every error of a spec file names the file (a fixture directory's meta.json).
+    let file = load_spec_file(path)?;
     let input_shape = file.input_shape_or_default();
     let fixture_dir =
         (path.is_dir() && path.join("params.safetensors").exists()).then(|| path.to_path_buf());

@@ -5,11 +5,19 @@
 use crate::device::compile_graph;
 use calib_ir::Graph;
 use calib_passes::fusion::FusionOptions;
+use calib_runtime::reference::held_bytes;
 use calib_runtime::session::ResidentSession;
 use calib_runtime::{
-    Backend, Bindings, Carry, Outputs, RuntimeError, Session, SimProgram, SimResident,
+    memory, Backend, Bindings, Carry, Outputs, Precision, RuntimeError, Session, SimProgram,
+    SimResident,
 };
 use std::sync::{Arc, Mutex};
+
+/// Bytes of a graph's inputs and params as the host holds them (f32, i64).
+pub(crate) fn source_bytes(graph: &Graph) -> u64 {
+    let held = |(_, v): (&str, calib_ir::Value)| held_bytes(graph.ty(v), Precision::F32);
+    graph.inputs().chain(graph.params()).map(held).sum()
+}
 
 /// Runs graphs as PTX on the simulator. Compiled programs are kept per graph, so
 /// running one graph again (a training step per batch) skips fusion and code
@@ -69,6 +77,20 @@ impl Backend for Sim {
 
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
         self.prepare(graph)?.run(bindings)
+    }
+
+    /// The plan's buffers and the host copies of its inputs and params, all in host
+    /// memory, once per replica.
+    fn check_memory(&self, graph: &Graph, replicas: usize) -> Result<(), RuntimeError> {
+        let mut need = self.prepare(graph)?.memory_need();
+        need.parts.push(("inputs and params", source_bytes(graph)));
+        for (_, bytes) in &mut need.parts {
+            *bytes = bytes.saturating_mul(replicas as u64);
+        }
+        if replicas > 1 {
+            need.what = format!("{replicas} replicas of {}", need.what);
+        }
+        memory::check_host(&need)
     }
 
     /// State kept in simulated device buffers between steps, exactly as the `cuda`

@@ -328,3 +328,102 @@ fn bench_refuses_zero_steps() {
         "--steps 0",
     );
 }
+
+/// The number right after `word` in `message`.
+fn number_after(message: &str, word: &str) -> u64 {
+    let at = message
+        .find(word)
+        .unwrap_or_else(|| panic!("no `{word}` in: {message}"));
+    let digits: String = message[at + word.len()..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after `{word}` in: {message}"))
+}
+
+#[test]
+fn bench_refuses_a_batch_the_host_cannot_hold_before_allocating_it() {
+    // The input alone is 60 GB; the step's peak is far beyond any host. Allocating it
+    // would abort the process, so a clean exit shows the refusal came first.
+    let o = calib(&["bench", "--model", "scnet50", "--batch", "100000"]);
+    assert_clean_error(&o, "not enough memory");
+    let err = stderr(&o);
+    let (required, available) = (number_after(&err, "it needs"), number_after(&err, "but"));
+    assert!(required > 100_000 * 3 * 224 * 224 * 4, "{err}");
+    assert!(required > available, "{err}");
+    assert!(err.contains("MemAvailable"), "{err}");
+}
+
+#[test]
+fn compile_warns_when_the_plan_exceeds_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // SCNet-50's training step for 100000 images: terabytes, on a 141 GB H200. Code
+    // generation may refuse such a plan afterwards; the warning comes first.
+    let o = calib(&[
+        "compile",
+        "scnet50",
+        "--train",
+        "--batch",
+        "100000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert!(
+        !err.contains("panicked") && o.status.code().is_some(),
+        "{err}"
+    );
+    let h200 = calib::passes::fusion::Device::named("h200").unwrap();
+    let warning = err.lines().find(|l| l.starts_with("warning:")).expect(&err);
+    assert!(
+        warning.contains(&format!("({} bytes", h200.memory_bytes)),
+        "{warning}"
+    );
+    assert!(
+        number_after(warning, "the plan needs") > h200.memory_bytes,
+        "{warning}"
+    );
+
+    // A plan that fits the H200 but not a device file's 1 KiB: a warning, a report
+    // that says so, and exit 0.
+    let mut small = serde_json::to_value(&h200).unwrap();
+    small["memory_bytes"] = 1024.into();
+    let device = dir.path().join("small.json");
+    std::fs::write(&device, small.to_string()).unwrap();
+    let o = calib(&[
+        "compile",
+        &fixture("scconv"),
+        "--device",
+        device.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let memory = &report["memory"];
+    assert_eq!(memory["fits_device"], false, "{memory}");
+    assert_eq!(memory["device_memory_bytes"], 1024);
+    let arena = memory["arena_bytes"].as_u64().unwrap();
+    assert!(arena > 1024, "{memory}");
+    let err = stderr(&o);
+    assert!(err.contains(&format!("needs {arena} bytes")), "{err}");
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(text.contains("warning: the plan needs"), "{text}");
+    // On the H200 it fits, and nothing is said.
+    let o = calib(&[
+        "compile",
+        &fixture("scconv"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success() && !stderr(&o).contains("warning"),
+        "{}",
+        stderr(&o)
+    );
+}

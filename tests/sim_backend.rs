@@ -60,3 +60,36 @@ fn a_graph_is_compiled_once() {
     assert!(std::sync::Arc::ptr_eq(&first, &again));
     assert_eq!(sim.name(), "sim");
 }
+
+#[test]
+fn a_plan_larger_than_the_host_is_refused_before_the_simulator_allocates() {
+    use calib::ir::{DType, GraphBuilder, Mode};
+    use calib::runtime::{memory, Bindings, Carry, HostTensor, RuntimeError};
+    let Some(available) = memory::host_available() else {
+        return; // no figure to check against (not Linux)
+    };
+    // Outputs of 2 GiB each (under the 2^31 elements a kernel indexes), more of them
+    // than the host can hold.
+    let outputs = (available.bytes >> 31) + 1;
+    let mut g = GraphBuilder::new(Mode::Eval, DType::F32);
+    let x = g.input("x", DType::F32, vec![1]).unwrap();
+    for i in 0..outputs {
+        let shifted = g.add_scalar(x, i as f64).unwrap();
+        let big = g.broadcast_to(shifted, &[1 << 29]).unwrap();
+        g.output(&format!("y{i}"), big).unwrap();
+    }
+    let graph = g.finish();
+    let sim = Sim::new();
+    let refused = |e: RuntimeError| match e {
+        RuntimeError::OutOfMemory { required, .. } => assert!(required > available.bytes),
+        other => panic!("expected OutOfMemory, got {other}"),
+    };
+    refused(sim.check_memory(&graph, 1).unwrap_err());
+    let x = HostTensor::from_f32(vec![1], vec![1.0]).unwrap();
+    refused(
+        sim.run(&graph, &Bindings::new().input("x", &x))
+            .unwrap_err(),
+    );
+    let session = sim.session(&graph, &Carry::new(), 0);
+    refused(session.err().expect("the session must be refused"));
+}

@@ -29,6 +29,9 @@ pub struct Device {
     pub peak_flops_f16: f64,
     /// Bytes/s of device memory, as the datasheet gives it.
     pub dram_bandwidth: f64,
+    /// Bytes of device memory, as the driver reports them (`nvidia-smi`'s total in
+    /// MiB times 2^20): what a plan's arena is checked against.
+    pub memory_bytes: u64,
     pub timing: Timing,
 }
 
@@ -138,8 +141,9 @@ impl Device {
     /// Every figure in its range, or the first field that is not.
     fn check(&self) -> Result<(), String> {
         let t = &self.timing;
-        let positive: [(&str, f64); 14] = [
+        let positive: [(&str, f64); 15] = [
             ("sms", self.sms as f64),
+            ("memory_bytes", self.memory_bytes as f64),
             ("clock_hz", self.clock_hz),
             ("max_threads_per_sm", self.max_threads_per_sm as f64),
             ("max_blocks_per_sm", self.max_blocks_per_sm as f64),

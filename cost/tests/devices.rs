@@ -21,6 +21,12 @@ fn the_built_in_devices_load_by_name() {
         assert!(d.sms > 0 && !d.timing.fitted_to.is_empty(), "{name}");
     }
     assert_eq!(Device::default().name, "NVIDIA H200 SXM");
+    // What the driver reports (nvidia-smi's MiB): plans are checked against it.
+    let mib = |name: &str| Device::load(name).unwrap().memory_bytes / (1 << 20);
+    assert_eq!(
+        [mib("h200"), mib("h100-sxm"), mib("a100-sxm")],
+        [143771, 81559, 81920]
+    );
     let e = Device::load("h300").unwrap_err().to_string();
     assert!(
         e.contains("unknown device `h300`") && e.contains("h100-sxm"),
@@ -82,6 +88,20 @@ fn bad_files_name_the_file_and_the_field() {
         "unknown.json",
         unknown.to_string(),
         &["unknown field `warp_speed`"],
+    );
+    let mut no_memory = h200_json();
+    no_memory["memory_bytes"] = 0.into();
+    check(
+        "memory.json",
+        no_memory.to_string(),
+        &["`memory_bytes`", "positive"],
+    );
+    let mut old_file = h200_json();
+    old_file.as_object_mut().unwrap().remove("memory_bytes");
+    check(
+        "old.json",
+        old_file.to_string(),
+        &["missing field `memory_bytes`"],
     );
     let mut wrong_type = h200_json();
     wrong_type["sms"] = "many".into();

@@ -6,12 +6,15 @@
 //! primitive ops (BatchNorm's expansion is in `batch_norm.rs`).
 
 mod batch_norm;
+mod names;
 
 pub use batch_norm::{BN_EPS, BN_MOMENTUM};
 
 use crate::{
-    broadcasts_to, fmt_shape, DType, Graph, IrError, Op, ReduceOp, Result, Shape, TensorType, Value,
+    broadcasts_to, fmt_shape, DType, Graph, IrError, Op, Output, ReduceOp, Result, Shape,
+    TensorType, Value,
 };
+use names::{Kind, Names};
 
 /// Train or eval semantics for BatchNorm (and anything else mode-dependent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +63,9 @@ impl ConvSpec {
 /// Builds a [`Graph`] with scoped names and composite layers.
 pub struct GraphBuilder {
     graph: Graph,
+    /// The names taken so far, so that a duplicate is found without scanning the graph:
+    /// a scan per parameter made building quadratic in the depth of a network.
+    names: Names,
     scope: Vec<String>,
     mode: Mode,
     float: DType,
@@ -72,6 +78,7 @@ impl GraphBuilder {
     pub fn new(mode: Mode, float: DType) -> Self {
         GraphBuilder {
             graph: Graph::new(),
+            names: Names::default(),
             scope: vec![],
             mode,
             float,
@@ -82,6 +89,7 @@ impl GraphBuilder {
     /// A builder that appends to an existing graph (a model, to add a loss to it).
     pub fn extend(graph: Graph, mode: Mode, float: DType) -> Self {
         GraphBuilder {
+            names: Names::of(&graph),
             graph,
             scope: vec![],
             mode,
@@ -153,32 +161,29 @@ impl GraphBuilder {
     // ----- sources -------------------------------------------------------------------
 
     pub fn input(&mut self, name: &str, dtype: DType, shape: impl Into<Shape>) -> Result<Value> {
-        if self.graph.inputs().any(|(n, _)| n == name) {
-            return Err(IrError::DuplicateName {
-                kind: "input",
-                name: name.into(),
-            });
-        }
+        self.names.check(Kind::Input, name)?;
         let scope = self.qualified("");
-        self.graph.push_source(
+        let v = self.graph.push_source(
             Op::Input { name: name.into() },
             TensorType::new(dtype, shape),
             &scope,
-        )
+        )?;
+        self.names.take(Kind::Input, name);
+        Ok(v)
     }
 
     /// A parameter or buffer named `<scope>.<local>`.
     pub fn param(&mut self, local: &str, dtype: DType, shape: impl Into<Shape>) -> Result<Value> {
         let name = self.qualified(local);
-        if self.graph.params().any(|(n, _)| n == name) {
-            return Err(IrError::DuplicateName {
-                kind: "param",
-                name,
-            });
-        }
+        self.names.check(Kind::Param, &name)?;
         let scope = self.qualified("");
-        self.graph
-            .push_source(Op::Param { name }, TensorType::new(dtype, shape), &scope)
+        let v = self.graph.push_source(
+            Op::Param { name: name.clone() },
+            TensorType::new(dtype, shape),
+            &scope,
+        )?;
+        self.names.take(Kind::Param, &name);
+        Ok(v)
     }
 
     pub fn constant(&mut self, value: f64, dtype: DType, shape: impl Into<Shape>) -> Result<Value> {
@@ -198,7 +203,20 @@ impl GraphBuilder {
 
     /// Declares a named graph result.
     pub fn output(&mut self, name: &str, v: Value) -> Result<()> {
-        self.graph.add_output(name, v)
+        self.names.check(Kind::Output, name)?;
+        if v.0 >= self.graph.nodes.len() {
+            return Err(IrError::UndefinedValue {
+                node: self.graph.nodes.len(),
+                op: "output".into(),
+                operand: v.0,
+            });
+        }
+        self.graph.outputs.push(Output {
+            name: name.into(),
+            value: v,
+        });
+        self.names.take(Kind::Output, name);
+        Ok(())
     }
 
     // ----- elementwise -----------------------------------------------------------------

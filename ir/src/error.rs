@@ -4,8 +4,9 @@ use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum IrError {
-    /// An op rejected its operands: names the node, the op and the operand types.
-    #[error("node %{node} ({op}{scope}): {detail}; operands: {operands}")]
+    /// An op rejected its operands: names the node, the op and the operand types (a
+    /// source node has none, and its message lists none).
+    #[error("node %{node} ({op}{scope}): {detail}{}", operand_list(.operands))]
     Type {
         node: usize,
         op: String,
@@ -37,6 +38,14 @@ pub enum IrError {
     /// The JSON form could not be read.
     #[error("invalid IR JSON: {0}")]
     Json(String),
+}
+
+fn operand_list(operands: &str) -> String {
+    if operands.is_empty() {
+        String::new()
+    } else {
+        format!("; operands: {operands}")
+    }
 }
 
 pub type Result<T, E = IrError> = std::result::Result<T, E>;

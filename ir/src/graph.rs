@@ -85,6 +85,13 @@ impl Graph {
                 operands: String::new(),
             });
         }
+        ty.check_size().map_err(|detail| IrError::Type {
+            node: id,
+            op: op.name().into(),
+            scope: scope_suffix(scope),
+            detail,
+            operands: String::new(),
+        })?;
         if let Op::Constant { value } = op {
             if !value.is_finite() && ty.dtype == crate::DType::I64 {
                 return Err(IrError::Type {
@@ -116,17 +123,19 @@ impl Graph {
             }
         }
         let types: Vec<&TensorType> = inputs.iter().map(|v| self.ty(*v)).collect();
-        infer_type(op, &types).map_err(|detail| IrError::Type {
-            node: id,
-            op: op.name().into(),
-            scope: scope_suffix(scope),
-            detail,
-            operands: types
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        infer_type(op, &types)
+            .and_then(|ty| ty.check_size().map(|()| ty))
+            .map_err(|detail| IrError::Type {
+                node: id,
+                op: op.name().into(),
+                scope: scope_suffix(scope),
+                detail,
+                operands: types
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     pub fn add_output(&mut self, name: impl Into<String>, value: Value) -> Result<()> {
@@ -145,6 +154,34 @@ impl Graph {
             });
         }
         self.outputs.push(Output { name, value });
+        Ok(())
+    }
+
+    /// [`Graph::add_output`] for many outputs at once, with the names looked up in a set
+    /// rather than by scanning the outputs per name. On an error the outputs before the
+    /// bad one have been added.
+    pub fn add_outputs(
+        &mut self,
+        outputs: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<()> {
+        let mut taken: HashSet<String> = self.outputs.iter().map(|o| o.name.clone()).collect();
+        for (name, value) in outputs {
+            if taken.contains(&name) {
+                return Err(IrError::DuplicateName {
+                    kind: "output",
+                    name,
+                });
+            }
+            if value.0 >= self.nodes.len() {
+                return Err(IrError::UndefinedValue {
+                    node: self.nodes.len(),
+                    op: "output".into(),
+                    operand: value.0,
+                });
+            }
+            taken.insert(name.clone());
+            self.outputs.push(Output { name, value });
+        }
         Ok(())
     }
 
@@ -203,15 +240,17 @@ impl Graph {
                 _ => {}
             }
             if node.op.arity() == Some(0) {
+                let source_error = |detail: String| IrError::Type {
+                    node: id,
+                    op: node.op.name().into(),
+                    scope: scope_suffix(&node.scope),
+                    detail,
+                    operands: String::new(),
+                };
                 if !node.inputs.is_empty() {
-                    return Err(IrError::Type {
-                        node: id,
-                        op: node.op.name().into(),
-                        scope: scope_suffix(&node.scope),
-                        detail: "source nodes take no operands".into(),
-                        operands: String::new(),
-                    });
+                    return Err(source_error("source nodes take no operands".into()));
                 }
+                node.ty.check_size().map_err(source_error)?;
                 continue;
             }
             let inferred = self.infer_node(id, &node.op, &node.inputs, &node.scope)?;

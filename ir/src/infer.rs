@@ -3,7 +3,7 @@
 //! Errors are plain descriptions; [`crate::Graph::push`] wraps them with the node, the op
 //! and the operand types.
 
-use crate::{fmt_shape, DType, Op, Shape, TensorType};
+use crate::{checked_numel, fmt_shape, DType, Op, Shape, TensorType};
 
 /// Output extent of a sliding window (convolution or pooling) along one axis, with
 /// PyTorch's rule for `ceil_mode`: the last window must start inside the input or the
@@ -21,8 +21,20 @@ pub fn window_output_size(
             "kernel ({kernel}), stride ({stride}) and dilation ({dilation}) must be positive"
         ));
     }
-    let span = dilation * (kernel - 1) + 1;
-    let padded = input + 2 * padding;
+    let too_large = || {
+        format!(
+            "window of kernel {kernel}, dilation {dilation} over an input of {input} with \
+             padding {padding} is too large to count"
+        )
+    };
+    let span = dilation
+        .checked_mul(kernel - 1)
+        .and_then(|s| s.checked_add(1))
+        .ok_or_else(too_large)?;
+    let padded = padding
+        .checked_mul(2)
+        .and_then(|p| p.checked_add(input))
+        .ok_or_else(too_large)?;
     if padded < span {
         return Err(format!(
             "window of extent {span} does not fit an input of {input} with padding {padding}"
@@ -34,7 +46,12 @@ pub fn window_output_size(
     } else {
         room / stride
     } + 1;
-    if ceil_mode && (out - 1) * stride >= input + padding {
+    // `input + padding` cannot overflow (it is at most `padded`); the product may.
+    if ceil_mode
+        && (out - 1)
+            .checked_mul(stride)
+            .is_none_or(|start| start >= input + padding)
+    {
         out -= 1;
     }
     Ok(out)
@@ -139,12 +156,12 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
                     x.shape[1], w.shape[0]
                 ));
             }
-            if w.shape[1] * g != x.shape[1] {
+            let in_all = w.shape[1].checked_mul(g);
+            if in_all != Some(x.shape[1]) {
+                let in_all = in_all.map_or("more than a 64-bit count".into(), |n| n.to_string());
                 return Err(format!(
-                    "weight expects {} input channels per group ({} in all), input has {}",
-                    w.shape[1],
-                    w.shape[1] * g,
-                    x.shape[1]
+                    "weight expects {} input channels per group ({in_all} in all), input has {}",
+                    w.shape[1], x.shape[1]
                 ));
             }
             let mut out = vec![x.shape[0], w.shape[0], 0, 0];
@@ -177,7 +194,7 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             rank_is(x, 4, "input")?;
             let mut out = x.shape.clone();
             for i in 0..2 {
-                if 2 * padding[i] > kernel[i] {
+                if padding[i] > kernel[i] / 2 {
                     return Err(format!(
                         "padding {} exceeds half the kernel {}",
                         padding[i], kernel[i]
@@ -233,13 +250,24 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             Ok(TensorType::new(inputs[0].dtype, shape.clone()))
         }
         Op::Reshape { shape } => {
-            if crate::numel(shape) != inputs[0].numel() {
-                return Err(format!(
-                    "cannot reshape {} ({} elements) to {}",
-                    fmt_shape(&inputs[0].shape),
-                    inputs[0].numel(),
-                    fmt_shape(shape)
-                ));
+            let elements = inputs[0].numel();
+            match checked_numel(shape) {
+                Some(n) if n == elements => {}
+                Some(n) => {
+                    return Err(format!(
+                        "cannot reshape {} ({elements} elements) to {} ({n} elements)",
+                        fmt_shape(&inputs[0].shape),
+                        fmt_shape(shape)
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "cannot reshape {} ({elements} elements) to {}: its element count \
+                         overflows a 64-bit count",
+                        fmt_shape(&inputs[0].shape),
+                        fmt_shape(shape)
+                    ))
+                }
             }
             Ok(TensorType::new(inputs[0].dtype, shape.clone()))
         }
@@ -271,7 +299,9 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
                         fmt_shape(&t.shape)
                     ));
                 }
-                total += t.shape[*axis];
+                total = t.shape[*axis]
+                    .checked_add(total)
+                    .ok_or("the concatenated extent overflows a 64-bit count")?;
             }
             let mut shape = first.shape.clone();
             shape[*axis] = total;
@@ -321,7 +351,10 @@ pub fn infer_type(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String>
             let (dy, w) = (inputs[0], inputs[1]);
             rank_is(dy, 4, "gradient")?;
             rank_is(w, 4, "weight")?;
-            let x = spatial_type(dy, w.shape[1] * groups, input_size);
+            let channels = w.shape[1]
+                .checked_mul(*groups)
+                .ok_or("weight channels times groups overflows a 64-bit count")?;
+            let x = spatial_type(dy, channels, input_size);
             let forward = conv(stride, padding, dilation, groups);
             adjoint_of(&forward, &[&x, w], dy, x.clone())
         }

@@ -224,6 +224,10 @@ impl Program {
             let buf = &self.buffers[b.0];
             matches!(buf.role, Role::Input | Role::Param) || written[b.0].is_complete(&buf.ty)
         };
+        for (i, b) in self.buffers.iter().enumerate() {
+            b.ty.check_size()
+                .map_err(|e| ProgramError::Invalid(format!("buffer {}: {e}", BufferId(i))))?;
+        }
         let mut workspaces: Vec<BufferId> = vec![];
         for k in &self.kernels {
             let fail = |detail: String| {

@@ -30,4 +30,4 @@ pub use kernel::{
 };
 pub use op::{Op, OpClass, ReduceOp};
 pub use schedule::{gemm_anchor, GemmDims, GemmSchedule, ReductionSchedule, Schedule};
-pub use types::{fmt_shape, numel, Shape, TensorType};
+pub use types::{checked_numel, fmt_shape, numel, Shape, TensorType, MAX_TENSOR_BYTES};

@@ -7,9 +7,26 @@ use std::fmt;
 /// A static shape. Activations are NCHW; a scalar has rank 0.
 pub type Shape = Vec<usize>;
 
-/// Number of elements of a shape (1 for a scalar).
+/// The largest tensor a graph may hold, in bytes: 2^48 (256 TiB). It is far beyond any
+/// device's memory, yet small enough that a graph's sums of tensor sizes stay inside
+/// `usize` and are exact as `f64`. [`crate::Graph`] refuses any node whose type is
+/// larger, so element counts and byte sizes of a checked graph never overflow.
+pub const MAX_TENSOR_BYTES: usize = 1 << 48;
+
+/// Number of elements of a shape (1 for a scalar), or `None` when it does not fit
+/// `usize`.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// Number of elements of a shape (1 for a scalar). Saturates at `usize::MAX` rather
+/// than wrapping, so an unchecked shape can never pass for a small one; shapes of a
+/// checked graph are far below that (see [`MAX_TENSOR_BYTES`]).
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    checked_numel(shape).unwrap_or(usize::MAX)
 }
 
 /// Formats a shape as `[2,8,16,16]`.
@@ -41,8 +58,30 @@ impl TensorType {
         self.shape.len()
     }
 
+    /// Bytes of the elements; saturates like [`numel`].
     pub fn size_bytes(&self) -> usize {
-        self.numel() * self.dtype.size_bytes()
+        self.checked_size_bytes().unwrap_or(usize::MAX)
+    }
+
+    /// Bytes of the elements, or `None` when they do not fit `usize`.
+    pub fn checked_size_bytes(&self) -> Option<usize> {
+        checked_numel(&self.shape)?.checked_mul(self.dtype.size_bytes())
+    }
+
+    /// Whether a value of this type may exist: its byte size is at most
+    /// [`MAX_TENSOR_BYTES`]. The error says how large it is.
+    pub fn check_size(&self) -> Result<(), String> {
+        match self.checked_size_bytes() {
+            Some(bytes) if bytes <= MAX_TENSOR_BYTES => Ok(()),
+            Some(bytes) => Err(format!(
+                "type {self} has {bytes} bytes, over the limit of {MAX_TENSOR_BYTES} (2^48) \
+                 bytes per tensor"
+            )),
+            None => Err(format!(
+                "type {self} has more elements or bytes than a 64-bit count can hold \
+                 (the limit is {MAX_TENSOR_BYTES} bytes per tensor)"
+            )),
+        }
     }
 }
 

@@ -323,6 +323,23 @@ fn undefined_operands_and_duplicate_names() {
             name: "y".into()
         }
     );
+    // Many at once: the same checks, against the graph's outputs and each other.
+    g.add_outputs([("a".to_string(), x), ("b".to_string(), x)])
+        .unwrap();
+    assert_eq!(
+        err_text(g.add_outputs([("c".to_string(), x), ("y".to_string(), x)])),
+        "duplicate output name `y`"
+    );
+    assert_eq!(
+        err_text(g.add_outputs([("d".to_string(), x), ("d".to_string(), x)])),
+        "duplicate output name `d`"
+    );
+    assert_mentions(
+        &err_text(g.add_outputs([("e".to_string(), Value(9))])),
+        &["(output): operand %9 is not defined"],
+    );
+    let names: Vec<&str> = g.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["y", "a", "b", "c", "d"]);
 
     let mut b = GraphBuilder::new(Mode::Eval, DType::F32);
     b.input("x", DType::F32, vec![3]).unwrap();
@@ -334,6 +351,26 @@ fn undefined_operands_and_duplicate_names() {
         .unwrap();
     let err = b.scoped("layer", |b| b.param("w", DType::F32, vec![3]));
     assert_eq!(err_text(err), "duplicate param name `layer.w`");
+    let x = b.input("x2", DType::F32, vec![3]).unwrap();
+    b.output("y", x).unwrap();
+    assert_eq!(err_text(b.output("y", x)), "duplicate output name `y`");
+    // Names are per kind: an output may share a param's name (BatchNorm's state).
+    b.output("layer.w", x).unwrap();
+
+    // A builder extending a graph knows the names the graph already has.
+    let mut b = GraphBuilder::extend(b.finish(), Mode::Eval, DType::F32);
+    assert_eq!(
+        err_text(b.input("x", DType::F32, vec![3])),
+        "duplicate input name `x`"
+    );
+    let err = b.scoped("layer", |b| b.param("w", DType::F32, vec![3]));
+    assert_eq!(err_text(err), "duplicate param name `layer.w`");
+    assert_eq!(err_text(b.output("y", x)), "duplicate output name `y`");
+    // A refused name is not taken: the graph is unchanged and the name stays free.
+    let nodes = b.graph().nodes.len();
+    assert!(b.input("big", DType::F32, vec![1 << 62]).is_err());
+    assert_eq!(b.graph().nodes.len(), nodes);
+    b.input("big", DType::F32, vec![3]).unwrap();
 }
 
 #[test]

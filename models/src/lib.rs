@@ -28,7 +28,7 @@ mod summary;
 
 pub use error::ModelError;
 pub use load::{load_spec_file, parse_spec_file, SpecFile};
-pub use model::{build, build_with, Model, StateEntry, StateKind};
+pub use model::{build, build_with, check_input_shape, Model, StateEntry, StateKind};
 pub use scnet::SCNET_POOLING_R;
 pub use spec::ModelSpec;
 pub use summary::{node_macs, summarize, LayerRow, Summary};

@@ -4,9 +4,9 @@ use crate::bottleneck::sc_bottleneck;
 use crate::resnet::resnet;
 use crate::scconv::scconv;
 use crate::scnet::scnet;
-use crate::spec::MAX_EXTENT;
+use crate::spec::{Stage, MAX_BATCH, MAX_SIDE};
 use crate::{ModelError, ModelSpec};
-use calib_ir::{DType, Graph, GraphBuilder, Mode, TensorType, Value};
+use calib_ir::{fmt_shape, DType, Graph, GraphBuilder, IrError, Mode, TensorType, Value};
 
 /// Whether a `state_dict` entry is trained or only tracked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,7 +85,7 @@ pub fn build_with(
     mut g: GraphBuilder,
 ) -> Result<Model, ModelError> {
     spec.validate()?;
-    check_input(spec, input_shape)?;
+    check_input_shape(spec, input_shape)?;
     let float = g.float();
     if !float.is_float() {
         return Err(ModelError::NotFloat(float));
@@ -95,11 +95,12 @@ pub fn build_with(
     // modules is also an evaluation order; so the graph's param nodes are already in
     // state_dict order (the structure-file tests hold every model to this).
     let y = match spec {
-        ModelSpec::ScConv(s) => scconv(&mut g, x, s)?,
-        ModelSpec::ScBottleneck(s) => sc_bottleneck(&mut g, x, s)?,
-        ModelSpec::ScNet(s) => scnet(&mut g, x, s)?,
-        ModelSpec::ResNet(s) => resnet(&mut g, x, s)?,
-    };
+        ModelSpec::ScConv(s) => scconv(&mut g, x, s),
+        ModelSpec::ScBottleneck(s) => sc_bottleneck(&mut g, x, s),
+        ModelSpec::ScNet(s) => scnet(&mut g, x, s),
+        ModelSpec::ResNet(s) => resnet(&mut g, x, s),
+    }
+    .map_err(|e| in_spec_terms(spec, input_shape, g.graph(), e))?;
     g.output(spec.output_name(), y)?;
     let mut graph = g.finish();
     // In Train mode BatchNorm declared its state outputs while the body was built; the
@@ -119,7 +120,9 @@ pub fn build_with(
 /// Bounds the input so that no activation's element count can overflow.
 const MAX_INPUT_ELEMENTS: usize = 1 << 40;
 
-fn check_input(spec: &ModelSpec, shape: &[usize]) -> Result<(), ModelError> {
+/// Checks an NCHW input shape against `spec` (rank, channels, and every extent within
+/// [`MAX_BATCH`] and [`MAX_SIDE`]) before anything is built.
+pub fn check_input_shape(spec: &ModelSpec, shape: &[usize]) -> Result<(), ModelError> {
     let fail = |message: String| {
         Err(ModelError::InputShape {
             shape: shape.to_vec(),
@@ -132,9 +135,18 @@ fn check_input(spec: &ModelSpec, shape: &[usize]) -> Result<(), ModelError> {
             shape.len()
         ));
     }
-    if let Some(&d) = shape.iter().find(|&&d| d == 0 || d > MAX_EXTENT) {
+    if let Some(&d) = shape.iter().find(|&&d| d == 0) {
+        return fail(format!("every extent must be positive, got {d}"));
+    }
+    if shape[0] > MAX_BATCH {
         return fail(format!(
-            "every extent must lie in 1..={MAX_EXTENT}, got {d}"
+            "the batch {} is over the limit of {MAX_BATCH}",
+            shape[0]
+        ));
+    }
+    if let Some(&side) = shape[2..].iter().find(|&&d| d > MAX_SIDE) {
+        return fail(format!(
+            "the image side {side} is over the limit of {MAX_SIDE}"
         ));
     }
     let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
@@ -150,4 +162,74 @@ fn check_input(spec: &ModelSpec, shape: &[usize]) -> Result<(), ModelError> {
         ));
     }
     Ok(())
+}
+
+/// A network's layer that cannot be built for the input (a stride or window too large
+/// for the feature map it meets) is reported against the spec entry that made it: the
+/// stage (`layerK` is `stages[K-1]`), the stem or the max-pool, with the size of the
+/// map entering it (a stride earlier on may be what shrank it). Modules keep the IR's
+/// error, which names their layer already.
+fn in_spec_terms(spec: &ModelSpec, shape: &[usize], graph: &Graph, error: IrError) -> ModelError {
+    let (stem, maxpool, stages) = match spec {
+        ModelSpec::ScNet(s) => (&s.stem, s.maxpool, &s.stages),
+        ModelSpec::ResNet(s) => (&s.stem, s.maxpool, &s.stages),
+        ModelSpec::ScConv(_) | ModelSpec::ScBottleneck(_) => return error.into(),
+    };
+    let IrError::Type { scope, .. } = &error else {
+        return error.into();
+    };
+    let Some(module) = scope.trim_start_matches(" in ").split('.').next() else {
+        return error.into();
+    };
+    let stage = |layer: &str| -> Option<(String, &Stage)> {
+        let k: usize = layer.strip_prefix("layer")?.parse().ok()?;
+        Some((format!("stages[{}]", k.checked_sub(1)?), stages.get(k - 1)?))
+    };
+    let (field, values) = match module {
+        "conv1" | "bn1" => (
+            "stem".to_string(),
+            format!(
+                "{:?} width {}, stride {}",
+                stem.kind, stem.width, stem.stride
+            ),
+        ),
+        "maxpool" if maxpool => ("maxpool".into(), "3x3, stride 2".into()),
+        layer => match stage(layer) {
+            Some((field, s)) => (
+                field,
+                format!(
+                    "planes {}, blocks {}, stride {}, dilation {}",
+                    s.planes, s.blocks, s.stride, s.dilation
+                ),
+            ),
+            None => return error.into(),
+        },
+    };
+    ModelError::DoesNotFit {
+        field,
+        values,
+        shape: fmt_shape(shape),
+        entering: map_entering(graph, module).unwrap_or_else(|| "?".into()),
+        cause: Box::new(error),
+    }
+}
+
+/// `HxW` of the first operand of the first node built in `module`: the feature map the
+/// module was given.
+fn map_entering(graph: &Graph, module: &str) -> Option<String> {
+    let inside = |scope: &str| {
+        scope
+            .strip_prefix(module)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    };
+    // Its params come first and have no operands.
+    let node = graph
+        .nodes
+        .iter()
+        .find(|n| inside(&n.scope) && !n.inputs.is_empty())?;
+    let shape = &graph.ty(node.inputs[0]).shape;
+    match shape.as_slice() {
+        [_, _, h, w] => Some(format!("{h}x{w}")),
+        _ => None,
+    }
 }

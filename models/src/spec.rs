@@ -11,9 +11,29 @@ use serde::{Deserialize, Serialize};
 /// Output channels of a bottleneck block per `planes` (ResNet's `expansion`).
 pub const EXPANSION: usize = 4;
 
-/// Largest channel count, block count, stride or window accepted. Real networks stay far
-/// below it; the bound keeps every derived width and shape product inside `usize`.
-pub const MAX_EXTENT: usize = 1 << 24;
+/// Most channels of any layer (input, stem, `planes * 4`, branch widths): 32768. A 3x3
+/// convolution that wide has 9 * 2^30 weights, 36 GiB in f32: with its gradient, what
+/// one 80 GB GPU can hold. Real networks stop at 2048 (ResNet) to 4096 (wide ResNets).
+pub const MAX_CHANNELS: usize = 1 << 15;
+
+/// Largest image side, and so the largest stride, dilation or pooling window: 16384.
+/// One 16384 x 16384 RGB image is 3 GiB in f32; a stride or window beyond the image
+/// cannot mean anything.
+pub const MAX_SIDE: usize = 1 << 14;
+
+/// Most bottleneck blocks in a network, all stages together: 4096 (ResNet-1001 has
+/// 333). A block adds about 60 nodes to the forward graph and 300 to a training step,
+/// and each keeps activations alive for the backward pass, so deeper networks would
+/// neither fit a GPU nor compile in reasonable time.
+pub const MAX_BLOCKS: usize = 1 << 12;
+
+/// Most classes: 2^20 (ImageNet-21k has 21841). `fc` then has 2^31 weights at 2048
+/// features, 8 GiB in f32.
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// Largest batch: 2^24. Far more than memory allows for any image; the backends refuse
+/// what does not fit with the figures, this only keeps counts small.
+pub const MAX_BATCH: usize = 1 << 24;
 
 /// One buildable module or network, tagged by `kind`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,7 +162,7 @@ pub struct Stage {
 
 /// SCBottleneck's branch width: `int(planes * bottleneck_width / 64) * cardinality`
 /// (also torchvision's bottleneck width with `width_per_group` and `groups`).
-/// Saturates instead of overflowing; validation bounds the result by [`MAX_EXTENT`].
+/// Saturates instead of overflowing; validation bounds the result by [`MAX_CHANNELS`].
 pub fn branch_width(planes: usize, bottleneck_width: usize, cardinality: usize) -> usize {
     (planes.saturating_mul(bottleneck_width) / 64).saturating_mul(cardinality)
 }
@@ -197,29 +217,63 @@ impl ModelSpec {
     }
 }
 
-/// Checks that a count, stride or window lies in `1..=MAX_EXTENT`.
-fn extent(field: &str, value: usize) -> Result<(), ModelError> {
+/// Checks that a count lies in `1..=max`; `what` says what the bound is.
+fn in_range(field: &str, value: usize, max: usize, what: &str) -> Result<(), ModelError> {
     if value == 0 {
         Err(ModelError::invalid(field, "must be positive, got 0"))
-    } else if value > MAX_EXTENT {
+    } else if value > max {
         Err(ModelError::invalid(
             field,
-            format!("must be at most {MAX_EXTENT}, got {value}"),
+            format!("must be at most {max} ({what}), got {value}"),
         ))
     } else {
         Ok(())
     }
 }
 
+/// A channel count (or a group count, which cannot exceed one).
+fn channels(field: &str, value: usize) -> Result<(), ModelError> {
+    in_range(
+        field,
+        value,
+        MAX_CHANNELS,
+        "the most channels a layer may have",
+    )
+}
+
+/// A stride, dilation or pooling window.
+fn window(field: &str, value: usize) -> Result<(), ModelError> {
+    in_range(field, value, MAX_SIDE, "the largest image side")
+}
+
+fn classes(value: usize) -> Result<(), ModelError> {
+    in_range(
+        "num_classes",
+        value,
+        MAX_CLASSES,
+        "the most classes a network may have",
+    )
+}
+
+/// A stage's `planes`: its blocks output `planes * 4` channels.
+fn planes(field: &str, value: usize) -> Result<(), ModelError> {
+    in_range(
+        field,
+        value,
+        MAX_CHANNELS / EXPANSION,
+        "blocks output planes * 4 channels, at most 32768",
+    )
+}
+
 /// A branch width of zero leaves the block's 3x3 convs without channels.
 fn check_width(field: &str, planes: usize, per_64: usize, groups: usize) -> Result<(), ModelError> {
     let width = branch_width(planes, per_64, groups);
-    if width == 0 || width > MAX_EXTENT {
+    if width == 0 || width > MAX_CHANNELS {
         return Err(ModelError::invalid(
             field,
             format!(
                 "= {planes} gives a branch width int({planes} * {per_64} / 64) * {groups} = {width}, \
-                 outside 1..={MAX_EXTENT}"
+                 outside 1..={MAX_CHANNELS}"
             ),
         ));
     }
@@ -228,11 +282,11 @@ fn check_width(field: &str, planes: usize, per_64: usize, groups: usize) -> Resu
 
 impl ScConvSpec {
     pub fn validate(&self) -> Result<(), ModelError> {
-        extent("channels", self.channels)?;
-        extent("stride", self.stride)?;
-        extent("dilation", self.dilation)?;
-        extent("groups", self.groups)?;
-        extent("pooling_r", self.pooling_r)?;
+        channels("channels", self.channels)?;
+        window("stride", self.stride)?;
+        window("dilation", self.dilation)?;
+        channels("groups", self.groups)?;
+        window("pooling_r", self.pooling_r)?;
         if !self.channels.is_multiple_of(self.groups) {
             return Err(ModelError::invalid(
                 "groups",
@@ -269,13 +323,13 @@ impl ScBottleneckSpec {
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
-        extent("inplanes", self.inplanes)?;
-        extent("planes", self.planes)?;
-        extent("stride", self.stride)?;
-        extent("cardinality", self.cardinality)?;
-        extent("bottleneck_width", self.bottleneck_width)?;
-        extent("dilation", self.dilation)?;
-        extent("pooling_r", self.pooling_r)?;
+        channels("inplanes", self.inplanes)?;
+        planes("planes", self.planes)?;
+        window("stride", self.stride)?;
+        channels("cardinality", self.cardinality)?;
+        channels("bottleneck_width", self.bottleneck_width)?;
+        window("dilation", self.dilation)?;
+        window("pooling_r", self.pooling_r)?;
         check_width(
             "planes",
             self.planes,
@@ -304,11 +358,11 @@ pub(crate) fn check_shortcut(
         )),
         None => Ok(()),
         Some(Downsample::Conv { stride: s }) => {
-            extent("downsample.stride", s)?;
+            window("downsample.stride", s)?;
             same_stride("downsample.stride", s, stride)
         }
         Some(Downsample::AvgpoolConv { pool }) => {
-            extent("downsample.pool", pool)?;
+            window("downsample.pool", pool)?;
             same_stride("downsample.pool", pool, stride)
         }
     }
@@ -325,8 +379,16 @@ fn same_stride(field: &str, value: usize, stride: usize) -> Result<(), ModelErro
 }
 
 fn check_stem(stem: &Stem) -> Result<(), ModelError> {
-    extent("stem.width", stem.width)?;
-    extent("stem.stride", stem.stride)
+    match stem.kind {
+        StemKind::Deep => in_range(
+            "stem.width",
+            stem.width,
+            MAX_CHANNELS / 2,
+            "a deep stem outputs 2 * width channels, at most 32768",
+        )?,
+        StemKind::Conv7x7 | StemKind::Conv3x3 => channels("stem.width", stem.width)?,
+    }
+    window("stem.stride", stem.stride)
 }
 
 /// Checks the stages; `per_64` and `groups` give each stage's branch width.
@@ -337,12 +399,29 @@ fn check_stages(stages: &[Stage], per_64: usize, groups: usize) -> Result<(), Mo
             "is empty; a network needs at least one stage",
         ));
     }
+    let mut blocks = 0usize;
     for (i, s) in stages.iter().enumerate() {
         let field = |name: &str| format!("stages[{i}].{name}");
-        extent(&field("planes"), s.planes)?;
-        extent(&field("blocks"), s.blocks)?;
-        extent(&field("stride"), s.stride)?;
-        extent(&field("dilation"), s.dilation)?;
+        planes(&field("planes"), s.planes)?;
+        in_range(
+            &field("blocks"),
+            s.blocks,
+            MAX_BLOCKS,
+            "the most blocks of a network",
+        )?;
+        blocks += s.blocks;
+        if blocks > MAX_BLOCKS {
+            return Err(ModelError::invalid(
+                field("blocks"),
+                format!(
+                    "= {} brings the network to {blocks} blocks; at most {MAX_BLOCKS} are \
+                     allowed in all stages together",
+                    s.blocks
+                ),
+            ));
+        }
+        window(&field("stride"), s.stride)?;
+        window(&field("dilation"), s.dilation)?;
         check_width(&field("planes"), s.planes, per_64, groups)?;
     }
     Ok(())
@@ -350,22 +429,22 @@ fn check_stages(stages: &[Stage], per_64: usize, groups: usize) -> Result<(), Mo
 
 impl ScNetSpec {
     pub fn validate(&self) -> Result<(), ModelError> {
-        extent("in_channels", self.in_channels)?;
+        channels("in_channels", self.in_channels)?;
         check_stem(&self.stem)?;
-        extent("cardinality", self.cardinality)?;
-        extent("bottleneck_width", self.bottleneck_width)?;
-        extent("num_classes", self.num_classes)?;
+        channels("cardinality", self.cardinality)?;
+        channels("bottleneck_width", self.bottleneck_width)?;
+        classes(self.num_classes)?;
         check_stages(&self.stages, self.bottleneck_width, self.cardinality)
     }
 }
 
 impl ResNetSpec {
     pub fn validate(&self) -> Result<(), ModelError> {
-        extent("in_channels", self.in_channels)?;
+        channels("in_channels", self.in_channels)?;
         check_stem(&self.stem)?;
-        extent("groups", self.groups)?;
-        extent("width_per_group", self.width_per_group)?;
-        extent("num_classes", self.num_classes)?;
+        channels("groups", self.groups)?;
+        channels("width_per_group", self.width_per_group)?;
+        classes(self.num_classes)?;
         check_stages(&self.stages, self.width_per_group, self.groups)
     }
 }

@@ -17,6 +17,7 @@ use crate::autodiff::grad;
 use crate::emit::Emitter;
 use crate::{cse, inline, prune, PassError, PruneOptions, Result};
 use calib_ir::{DType, Graph, GraphBuilder, IrError, Mode, Op, TensorType, Value};
+use std::collections::HashSet;
 
 /// The learning-rate input of a step graph.
 pub const LR: &str = "lr";
@@ -153,17 +154,25 @@ pub(crate) fn train_step_with(
     }
     let float = graph.ty(loss).dtype;
     // A param that the forward pass itself updates (an output of the same name) is a
-    // buffer; so is anything integer.
+    // buffer; so is anything integer. Names are looked up in sets, not by scanning the
+    // graph per param, which made the step quadratic in a network's depth.
+    let updated: HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
     let (trained, buffers): (Vec<_>, Vec<_>) = graph
         .params()
         .map(|(name, v)| (name.to_string(), v))
-        .partition(|(name, v)| graph.ty(*v).dtype.is_float() && graph.output(name).is_none());
+        .partition(|(name, v)| graph.ty(*v).dtype.is_float() && !updated.contains(name.as_str()));
 
-    let lr = fresh_input(&mut graph, LR, TensorType::new(float, vec![]))?;
+    let mut inputs: HashSet<String> = graph.inputs().map(|(n, _)| n.to_string()).collect();
+    let lr = fresh_input(&mut graph, &mut inputs, LR, TensorType::new(float, vec![]))?;
     let mut momentum = Vec::with_capacity(trained.len());
     for (name, p) in &trained {
         let ty = graph.ty(*p).clone();
-        momentum.push(fresh_input(&mut graph, &momentum_name(name), ty)?);
+        momentum.push(fresh_input(
+            &mut graph,
+            &mut inputs,
+            &momentum_name(name),
+            ty,
+        )?);
     }
     let wrt: Vec<Value> = trained.iter().map(|(_, p)| *p).collect();
     let (mut graph, grads) = grad(&graph, loss, &wrt)?;
@@ -193,9 +202,11 @@ pub(crate) fn train_step_with(
     }
     em.finish_rule()?;
     em.with_graph(|g| {
-        updates.into_iter().try_for_each(|(name, e)| {
-            g.add_output(name, e.value().expect("no update failed, so none is inert"))
-        })
+        g.add_outputs(
+            updates
+                .into_iter()
+                .map(|(name, e)| (name, e.value().expect("no update failed, so none is inert"))),
+        )
     })?;
     let (graph, _) = cse(&em.into_graph())?;
     let graph = prune(&graph, PruneOptions { keep_sources: true })?;
@@ -206,14 +217,21 @@ pub(crate) fn train_step_with(
     })
 }
 
-/// A new input, refusing a name the graph already uses.
-fn fresh_input(graph: &mut Graph, name: &str, ty: TensorType) -> Result<Value> {
-    if graph.inputs().any(|(n, _)| n == name) {
+/// A new input, refusing a name in `taken` (the graph's input names, kept up to date).
+fn fresh_input(
+    graph: &mut Graph,
+    taken: &mut HashSet<String>,
+    name: &str,
+    ty: TensorType,
+) -> Result<Value> {
+    if taken.contains(name) {
         return Err(IrError::DuplicateName {
             kind: "input",
             name: name.into(),
         }
         .into());
     }
-    Ok(graph.push_source(Op::Input { name: name.into() }, ty, "sgd")?)
+    let v = graph.push_source(Op::Input { name: name.into() }, ty, "sgd")?;
+    taken.insert(name.into());
+    Ok(v)
 }

@@ -324,6 +324,15 @@ fn unusable_forward_graphs_are_errors() {
         matches!(err, PassError::Ir(calib_ir::IrError::DuplicateName { .. })),
         "{err}"
     );
+    // The same for a momentum buffer's name.
+    let mut b = GraphBuilder::new(Mode::Train, DType::F32);
+    let x = b.input("input", DType::F32, vec![2, 3]).unwrap();
+    let w = b.param("w", DType::F32, vec![2, 3]).unwrap();
+    let y = b.mul(x, w).unwrap();
+    b.input("momentum.w", DType::F32, vec![2, 3]).unwrap();
+    b.output("logits", y).unwrap();
+    let err = train_step(&b.finish(), &TrainConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("momentum.w"), "{err}");
 
     let mut b = GraphBuilder::new(Mode::Train, DType::F32);
     let x = b.input("input", DType::F32, vec![2, 3, 4]).unwrap();

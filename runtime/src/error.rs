@@ -30,6 +30,23 @@ pub enum RuntimeError {
     /// output, a value never loaded, a carry between mismatched values).
     #[error("session: {0}")]
     Session(String),
+    /// A run would hold more memory at its peak than its place (host, a GPU) has:
+    /// refused before anything is allocated (see [`crate::memory`]).
+    #[error(
+        "not enough memory for {what}: it needs {required} bytes ({}: {parts}) at its peak, \
+         but {available} bytes ({}) are available ({limit})",
+        crate::memory::human(*required),
+        crate::memory::human(*available)
+    )]
+    OutOfMemory {
+        what: String,
+        required: u64,
+        /// The parts of `required`, with sizes for a reader.
+        parts: String,
+        available: u64,
+        /// Where `available` comes from.
+        limit: String,
+    },
     /// A device backend failed (driver, memory, launch); the message says which step.
     #[error("device: {0}")]
     Device(String),

@@ -6,6 +6,8 @@
 //!   judged against. It runs in `f32` (the product) or `f64` (for gradient checks).
 //!
 //! * [`collective`]: the data-parallel group a replica's `all_reduce` nodes talk to.
+//! * [`memory`]: what a run needs at its peak, checked against what the machine has
+//!   before any executor allocates.
 //!
 //! Every executor implements [`Backend`]: bind inputs and parameters by name, get every
 //! graph output back by name; or open a [`Session`] that keeps a graph's state where the
@@ -20,6 +22,7 @@ mod device_program;
 mod element;
 mod error;
 mod finite;
+pub mod memory;
 pub mod reference;
 pub mod session;
 pub mod sim;
@@ -68,8 +71,21 @@ pub trait Backend: Sync {
         carry: &Carry,
         replica: usize,
     ) -> Result<Box<dyn Session + 'a>, RuntimeError> {
-        let _ = replica;
-        Ok(Box::new(session::HostSession::new(self, graph, carry)?))
+        Ok(Box::new(session::HostSession::new(
+            self, graph, carry, replica,
+        )?))
+    }
+
+    /// Refuses `graph` when `replicas` copies of it running at once (data-parallel
+    /// replicas, each with its own inputs, params and values) would hold more memory
+    /// than the place they run in has (host memory, a GPU's), saying both figures.
+    /// Callers check before they make a batch; sessions and runs check again before
+    /// they allocate. The default is the reference interpreter's peak in f32 against
+    /// host memory.
+    fn check_memory(&self, graph: &Graph, replicas: usize) -> Result<(), RuntimeError> {
+        let what = format!("{} running the graph", self.name());
+        let footprint = reference::footprint(graph, Precision::F32);
+        memory::check_host(&footprint.with_sources(&what, replicas))
     }
 }
 
@@ -117,5 +133,11 @@ impl Backend for Reference {
         } else {
             reference::run_with(graph, bindings, self.precision)
         }
+    }
+
+    fn check_memory(&self, graph: &Graph, replicas: usize) -> Result<(), RuntimeError> {
+        let what = "the reference interpreter running the graph";
+        let footprint = reference::footprint(graph, self.precision);
+        memory::check_host(&footprint.with_sources(what, replicas))
     }
 }

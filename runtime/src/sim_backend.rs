@@ -6,6 +6,7 @@
 //! the arena, so that an access outside a buffer faults instead of landing silently in
 //! a neighbour. [`SimResident`] keeps those allocations between steps, for sessions.
 
+use crate::memory::Need;
 use crate::session::{BufferCopy, ResidentProgram};
 use crate::sim::{self, GlobalMemory, KernelArg, Module, SimOptions};
 use crate::{Action, Bindings, Collective, DeviceProgram, HostTensor, Outputs, RuntimeError};
@@ -79,8 +80,25 @@ impl SimProgram {
             .collect()
     }
 
-    /// An allocation of its own for every buffer; their addresses, by buffer.
+    /// What the simulator holds for this program at its peak: every buffer, each in an
+    /// allocation of its own (in host memory).
+    pub fn memory_need(&self) -> Need {
+        let buffers = self.plan.program.buffers.iter();
+        Need {
+            what: "the simulator's device buffers".into(),
+            parts: vec![(
+                "buffers",
+                buffers.fold(0u64, |n, b| {
+                    n.saturating_add(b.ty.size_bytes().max(1) as u64)
+                }),
+            )],
+        }
+    }
+
+    /// An allocation of its own for every buffer; their addresses, by buffer. Refused
+    /// with the figures when host memory cannot hold them.
     fn allocate(&self, memory: &mut GlobalMemory) -> Result<Vec<u64>, RuntimeError> {
+        crate::memory::check_host(&self.memory_need())?;
         self.plan
             .program
             .buffers

@@ -1,9 +1,12 @@
 //! Safetensors checkpoints: load into, and save from, a map of state_dict name -> tensor.
 //!
-//! Reading never trusts the file: sizes are checked before and after safetensors parses
-//! the header, and every error names the file (and the tensor, when one is at fault).
+//! Reading never trusts the file: the header is checked entry by entry before
+//! safetensors parses it (`header.rs`), sizes again after, and every error names the
+//! file (and the tensor, when one is at fault); two tensors of one name are an error.
 //! Saving is atomic: a temporary file in the target directory is written, synced and
 //! renamed over the target, so a crash never leaves a half-written checkpoint.
+
+mod header;
 
 use crate::{HostTensor, Storage};
 use calib_ir::{DType, Graph, TensorType};
@@ -72,6 +75,8 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<TensorMap, WeightsError> {
             bytes.len() - 8
         )));
     }
+    let data = 8 + header_len as usize;
+    header::check(&bytes[8..data], bytes.len() - data).map_err(corrupt)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(describe(e)))?;
     let mut map = TensorMap::new();
     for (name, view) in st.iter() {

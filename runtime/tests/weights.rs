@@ -113,6 +113,99 @@ fn byte_ranges_that_disagree_with_shapes_are_errors() {
     let header = r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
     let (msg, err) = load_err(&with_header(header, &[0; 8]));
     assert!(matches!(err, WeightsError::Corrupt { .. }), "{msg}");
+    assert!(
+        msg.contains("tensor `w` has 8 bytes") && msg.contains("needs 12"),
+        "{msg}"
+    );
+}
+
+/// The message for a file of `header` and `data` bytes, which must be refused as
+/// corrupt.
+fn corrupt(header: &str, data: usize) -> String {
+    let (msg, err) = load_err(&with_header(header, &vec![0; data]));
+    assert!(matches!(err, WeightsError::Corrupt { .. }), "{err:?}");
+    assert!(msg.contains("broken.safetensors"), "{msg}");
+    msg
+}
+
+#[track_caller]
+fn assert_has(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "`{p}` missing from: {msg}");
+    }
+}
+
+#[test]
+fn two_tensors_of_one_name_are_an_error_not_last_wins() {
+    let header = r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+    assert_has(&corrupt(header, 8), &["tensor `w` appears twice"]);
+}
+
+#[test]
+fn header_errors_name_the_tensor_at_fault() {
+    let f32 = |name: &str, shape: &str, begin: usize, end: usize| {
+        format!(r#""{name}":{{"dtype":"F32","shape":{shape},"data_offsets":[{begin},{end}]}}"#)
+    };
+    let header = |entries: &[String]| format!("{{{}}}", entries.join(","));
+    // A shape too large to count: safetensors says only "ValidationOverflow".
+    let msg = corrupt(&header(&[f32("huge", "[4611686018427387904,8]", 0, 4)]), 4);
+    assert_has(
+        &msg,
+        &["tensor `huge`", "[4611686018427387904,8]", "64 bits"],
+    );
+    // `a` claims 12 bytes for 8: it is at fault, not `b` after it.
+    let msg = corrupt(
+        &header(&[f32("a", "[2]", 0, 12), f32("b", "[2]", 12, 20)]),
+        20,
+    );
+    assert_has(&msg, &["tensor `a` has 12 bytes", "needs 8"]);
+    assert!(!msg.contains("`b`"), "{msg}");
+    // A gap names both neighbours, listed in any order.
+    let msg = corrupt(
+        &header(&[f32("b", "[2]", 12, 20), f32("a", "[2]", 0, 8)]),
+        20,
+    );
+    assert_has(
+        &msg,
+        &[
+            "4 unused bytes",
+            "`a` (ending at byte 8)",
+            "`b` (beginning at byte 12)",
+        ],
+    );
+    let msg = corrupt(&header(&[f32("a", "[2]", 4, 12)]), 12);
+    assert_has(&msg, &["starts with 4 unused bytes", "`a`"]);
+    let msg = corrupt(
+        &header(&[f32("a", "[2]", 0, 8), f32("b", "[2]", 4, 12)]),
+        12,
+    );
+    assert_has(&msg, &["`a` (bytes 0..8) and `b` (bytes 4..12) overlap"]);
+    let msg = corrupt(&header(&[f32("a", "[2]", 8, 0)]), 8);
+    assert_has(&msg, &["tensor `a`", "end before they begin"]);
+    let msg = corrupt(&header(&[f32("a", "[2]", 0, 8)]), 11);
+    assert_has(&msg, &["3 bytes follow that no tensor owns", "`a`"]);
+    let msg = corrupt(
+        r#"{"a":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}}"#,
+        8,
+    );
+    assert_has(&msg, &["tensor `a` has unknown dtype `F33`"]);
+    let msg = corrupt(
+        r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#,
+        8,
+    );
+    assert_has(&msg, &["tensor `a`", "invalid value"]);
+    let msg = corrupt(r#"{"a":{"dtype":"F32","shape":[2]}}"#, 8);
+    assert_has(&msg, &["tensor `a`", "missing field `data_offsets`"]);
+    assert_has(&corrupt("[1, 2]", 0), &["not valid safetensors JSON"]);
+    // Metadata is not a tensor.
+    let ok = with_header(
+        &format!(
+            r#"{{"__metadata__":{{"format":"pt"}},{}}}"#,
+            f32("a", "[2]", 0, 8)
+        ),
+        &[0; 8],
+    );
+    assert_eq!(weights::parse(&ok, "ok").unwrap()["a"].shape(), [2]);
 }
 
 #[test]

@@ -71,6 +71,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let model = build(&source.spec, &shape, Mode::Train, DType::F32)?;
     let step = train_step(&model.graph, &TrainConfig::default())?;
     let build_seconds = started.elapsed().as_secs_f64();
+    // Before the state and the batch are made: a batch too large for the machine is
+    // refused with the figures instead of ending in the allocator.
+    backend.check_memory(&step.graph, 1)?;
 
     let mut rng = Rng::new(0);
     let sgd = SgdState::new(&step, init_state(&model.state, &mut rng));

@@ -17,6 +17,7 @@ use calib::passes::{
     TrainConfig,
 };
 use calib::predict::predict_step;
+use calib::runtime::memory::human;
 use calib::{resolve_model, with_batch};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -66,12 +67,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let source = resolve_model(&args.model)?;
     let mut shape = with_batch(source.input_shape.clone(), args.batch)?;
     let dp = &args.data_parallel;
-    if dp.is_data_parallel() {
-        if !args.train {
-            bail!("--replicas and --sync-bn describe a training step: add --train");
-        }
-        shape[0] = dp.shard(shape[0])?;
+    if dp.is_data_parallel() && !args.train {
+        bail!("--replicas and --sync-bn describe a training step: add --train");
     }
+    // Checked even for one replica: `--replicas 0` is not one.
+    shape[0] = dp.shard(shape[0])?;
     let mode = if args.train { Mode::Train } else { Mode::Eval };
     let mut builder = GraphBuilder::new(mode, DType::F32);
     if dp.sync_bn {
@@ -116,23 +116,56 @@ pub fn run(args: Args) -> Result<ExitCode> {
     write("after.dot", &fusion.program.to_dot())?;
     // Device memory of the plan: one arena, temporaries sharing bytes by lifetime.
     let arena = calib::passes::plan_arena(&fusion.program);
+    let device = &options.device;
+    let fits = arena.arena_bytes as u64 <= device.memory_bytes;
     let mut report_json: serde_json::Value = serde_json::from_str(&fusion.report.to_json())?;
     report_json["memory"] = serde_json::json!({
         "arena_bytes": arena.arena_bytes,
         "unshared_bytes": arena.unshared_bytes,
         "peak_live_bytes": arena.peak_live_bytes,
+        "device_memory_bytes": device.memory_bytes,
+        "fits_device": fits,
     });
     let windows = all_reduce_windows(&fusion.program);
     if !windows.is_empty() {
         report_json["all_reduces"] = serde_json::to_value(&windows)?;
     }
     let mut report = fusion.report.to_text();
+    let per_replica = if dp.is_data_parallel() {
+        " per replica"
+    } else {
+        ""
+    };
     report.push_str(&format!(
-        "\ndevice memory: arena {:.1} MiB (peak live {:.1} MiB; {:.1} MiB without sharing)\n",
+        "\ndevice memory{per_replica}: arena {:.1} MiB (peak live {:.1} MiB; {:.1} MiB without \
+         sharing) of the {}'s {}\n",
         arena.arena_bytes as f64 / 1048576.0,
         arena.peak_live_bytes as f64 / 1048576.0,
-        arena.unshared_bytes as f64 / 1048576.0
+        arena.unshared_bytes as f64 / 1048576.0,
+        device.name,
+        human(device.memory_bytes),
     ));
+    let warning = (!fits).then(|| {
+        format!(
+            "warning: the plan needs {} bytes ({}) of device memory{per_replica} at its peak, \
+             more than the {} has ({} bytes, {}): it cannot run there (try a smaller --batch{})",
+            arena.arena_bytes,
+            human(arena.arena_bytes as u64),
+            device.name,
+            device.memory_bytes,
+            human(device.memory_bytes),
+            if args.train {
+                " or more --replicas"
+            } else {
+                ""
+            },
+        )
+    });
+    if let Some(w) = &warning {
+        // Now, not with the summary: code generation may still refuse the plan.
+        eprintln!("{w}");
+        report.push_str(&format!("{w}\n"));
+    }
     report.push_str(&overlap_report(&fusion.program, &windows));
     // The code as emitted, priced by the cost model (registers from ptxas with
     // --emit-ptx).

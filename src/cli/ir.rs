@@ -1,6 +1,6 @@
 //! `calib ir MODEL|GRAPH [--format text|json|dot] [--train] [--step]`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use calib::ir::{dot, json, text, DType, Graph, Mode};
 use calib::models::build;
 use calib::passes::{train_step, TrainConfig};
@@ -64,24 +64,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A graph file: text form (`graph {`) or JSON with `nodes`. `None` for anything else
-/// (model specs, directories, preset names), which the model resolver handles.
+/// A graph file: text form (`graph {`), or JSON with `nodes`, or anything named `*.ir`.
+/// `None` for anything else (model specs, directories, preset names), which the model
+/// resolver handles.
 fn read_graph_file(path: &Path) -> Result<Option<Graph>> {
     if !path.is_file() {
         return Ok(None);
     }
     let content =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let trimmed = content.trim_start();
     let what = || format!("{} is not a valid calib graph", path.display());
-    if trimmed.starts_with("graph") {
+    let parse_json = || json::from_str(&content).with_context(what);
+    let trimmed = content.trim_start();
+    let is_ir = path.extension().is_some_and(|e| e == "ir");
+    if is_ir && trimmed.is_empty() {
+        bail!(
+            "{} is empty: a graph file holds calib's text form (`graph {{ ... }}`) or its JSON \
+             form (an object with `nodes` and `outputs`)",
+            path.display()
+        );
+    }
+    if trimmed.starts_with("graph") || (is_ir && !trimmed.starts_with('{')) {
         return Ok(Some(text::parse(&content).with_context(what)?));
     }
-    let looks_like_graph_json = serde_json::from_str::<serde_json::Value>(&content)
-        .map(|v| v.get("nodes").is_some())
-        .unwrap_or(false);
-    if looks_like_graph_json || path.extension().is_some_and(|e| e == "ir") {
-        return Ok(Some(json::from_str(&content).with_context(what)?));
+    // A spec never has `nodes`; a graph cut short still shows it, and is then reported
+    // as a graph that does not parse rather than as a model spec.
+    if is_ir || content.contains("\"nodes\"") {
+        return Ok(Some(parse_json()?));
     }
     Ok(None)
 }

@@ -74,11 +74,19 @@ pub fn fashion_mnist(dir: Option<&Path>, split: Split) -> Result<ImageSet> {
     }
     let images = read_idx(&images_path)?;
     let labels = read_idx(&labels_path)?;
-    if images.dims.len() != 3 || labels.dims.len() != 1 || images.dims[0] != labels.dims[0] {
+    let (images_file, labels_file) = (images_path.display(), labels_path.display());
+    if images.dims.len() != 3 || images.dims.contains(&0) {
         bail!(
-            "Fashion-MNIST files disagree: images {:?}, labels {:?}",
-            images.dims,
-            labels.dims
+            "{images_file} holds dims {:?}; images need three positive ones (count, height, \
+             width)",
+            images.dims
+        );
+    }
+    if labels.dims.len() != 1 || labels.dims[0] != images.dims[0] {
+        bail!(
+            "{labels_file} holds dims {:?}; it needs one, the {} images of {images_file}",
+            labels.dims,
+            images.dims[0]
         );
     }
     if let Some(bad) = labels.data.iter().find(|&&l| l >= 10) {

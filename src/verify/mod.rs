@@ -84,9 +84,10 @@ pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
     let eval_io = load(dir, "eval_io")?;
     let out = backend.run(
         &eval_model.graph,
-        &Bindings::new()
-            .params(&params)
-            .input("input", tensor(&eval_io, "input")?),
+        &Bindings::new().params(&params).input(
+            "input",
+            tensor(&eval_io, "input").context("eval_io.safetensors")?,
+        ),
     )?;
     checker.compare("eval_io", &eval_io, result, &out, result, Tolerance::OUTPUT)?;
 

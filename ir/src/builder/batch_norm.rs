@@ -69,7 +69,8 @@ impl GraphBuilder {
                     let mean = g.reshape(mean, vec![c])?;
                     let var = g.reshape(var, vec![c])?;
                     g.running_update(running_mean, mean, 1.0, "running_mean")?;
-                    let count = (replicas * shape[0] * shape[2] * shape[3]) as f64;
+                    // In f64: the group size is the caller's and may be large.
+                    let count = replicas as f64 * (shape[0] * shape[2] * shape[3]) as f64;
                     let unbias = if count > 1.0 {
                         count / (count - 1.0)
                     } else {

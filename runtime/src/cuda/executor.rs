@@ -23,6 +23,7 @@
 
 use super::modules::{LoadStats, LoadedKernels};
 use super::{driver_error, CudaError, NcclRank};
+use crate::memory::{self, Limit, Need};
 use crate::session::{BufferCopy, ResidentProgram};
 use crate::{
     Action, ArenaCopy, Bindings, Collective, CollectiveError, DeviceProgram, HostTensor, OpError,
@@ -31,7 +32,7 @@ use crate::{
 use calib_ir::BufferId;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
-    CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
+    CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
     PushKernelArg,
 };
 use std::sync::Arc;
@@ -70,6 +71,37 @@ unsafe impl Send for Captured {}
 
 pub(super) fn fail(context: &str, e: DriverError) -> RuntimeError {
     RuntimeError::Device(driver_error(context, e).to_string())
+}
+
+/// Refuses an arena of `bytes` that GPU `ordinal` has no room for now, with the
+/// figures, before anything asks the driver for it.
+pub fn check_device_memory(ordinal: usize, bytes: usize) -> Result<(), CudaError> {
+    if !super::driver_present() {
+        return Err(CudaError::NoDriver);
+    }
+    let ctx = CudaContext::new(ordinal)
+        .map_err(|e| driver_error(&format!("opening GPU {ordinal}"), e))?;
+    arena_fits(&ctx, ordinal, bytes)
+}
+
+/// [`check_device_memory`] on an open context. Each replica's arena is checked when it
+/// is allocated, so replicas sharing a GPU see what the ones before them took.
+fn arena_fits(ctx: &CudaContext, ordinal: usize, bytes: usize) -> Result<(), CudaError> {
+    let (free, total) = ctx
+        .mem_get_info()
+        .map_err(|e| driver_error(&format!("reading the free memory of GPU {ordinal}"), e))?;
+    let need = Need {
+        what: format!("the plan's arena on GPU {ordinal}"),
+        parts: vec![("arena", bytes as u64)],
+    };
+    let limit = Limit {
+        bytes: free as u64,
+        source: format!(
+            "free memory of GPU {ordinal} per the driver, of {} in all",
+            memory::human(total as u64)
+        ),
+    };
+    memory::check(&need, Some(&limit)).map_err(|e| CudaError::OutOfMemory(e.to_string()))
 }
 
 impl CudaProgram {
@@ -112,6 +144,7 @@ impl CudaProgram {
             .ctx
             .new_stream()
             .map_err(|e| driver_error("creating a stream", e))?;
+        arena_fits(&kernels.ctx, ordinal, plan.arena_bytes)?;
         let arena = stream
             .alloc_zeros::<u8>(plan.arena_bytes.max(1))
             .map_err(|e| {

@@ -12,7 +12,7 @@ mod nccl;
 mod timing;
 
 pub use device::{devices, DeviceInfo};
-pub use executor::{CudaOptions, CudaProgram};
+pub use executor::{check_device_memory, CudaOptions, CudaProgram};
 pub use modules::{LoadStats, LoadedKernels};
 pub use nccl::{NcclGroup, NcclRank};
 
@@ -36,6 +36,10 @@ pub enum CudaError {
     NoNccl,
     #[error("CUDA driver error {context}: {message}")]
     Driver { context: String, message: String },
+    /// A plan the GPU has no room for, refused before allocating (the message has the
+    /// figures).
+    #[error("{0}")]
+    OutOfMemory(String),
 }
 
 /// Whether the CUDA driver library can be loaded; no other cudarc call is safe before.

@@ -127,6 +127,47 @@ pub(super) fn eval(op: &Op, x: &[&HostTensor], y: &[usize]) -> Result<Storage, O
     }
 }
 
+/// Elements of scratch memory a conv-family node allocates besides its result when
+/// `threads` tasks run at once: a column matrix per task, and for the weight gradient
+/// a partial sum per chunk of images, all alive until they are added up. Operands and
+/// result shapes as in [`eval`]; saturates rather than overflowing on absurd shapes.
+pub(super) fn workspace_elements(
+    op: &Op,
+    a: &[usize],
+    b: &[usize],
+    y: &[usize],
+    threads: usize,
+) -> usize {
+    let Some(p) = Params::of(op) else {
+        return 0;
+    };
+    if [a, b, y].iter().any(|s| s.len() != 4) || p.groups == 0 {
+        return 0;
+    }
+    let g = match op {
+        Op::Conv2d { .. } => Geometry::new(a, b, y, p),
+        Op::Conv2dBackwardData { .. } => Geometry::new(y, b, a, p),
+        _ => Geometry::new(a, y, b, p),
+    };
+    let patch = (g.c / p.groups).saturating_mul(g.kh).saturating_mul(g.kw);
+    let out_plane = g.oh.saturating_mul(g.ow);
+    let col = if g.is_pointwise() {
+        0
+    } else {
+        patch.saturating_mul(out_plane)
+    };
+    match op {
+        Op::Conv2dBackwardWeight { .. } => {
+            let partials =
+                g.n.div_ceil(WEIGHT_GRAD_CHUNK)
+                    .saturating_mul(g.o.saturating_mul(patch));
+            let per_task = col.saturating_add(patch.saturating_mul(out_plane));
+            partials.saturating_add(threads.saturating_mul(per_task))
+        }
+        _ => threads.saturating_mul(col),
+    }
+}
+
 /// `y = conv2d(x, w)`.
 fn forward(x: &HostTensor, w: &HostTensor, g: &Geometry) -> Result<Storage, OpError> {
     dispatch_float!(x.storage(), E => Ok(E::wrap(forward_typed::<E>(elems(x)?, elems(w)?, g))))

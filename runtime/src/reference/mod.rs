@@ -4,13 +4,15 @@
 //! convolutions and matmuls go through GEMM, big elementwise maps and convolution
 //! batches through rayon, and every value is freed right after its last reader, so
 //! memory holds only the live frontier of the graph. Nodes that no output depends on
-//! are not computed.
+//! are not computed. Before a run starts, its peak ([`footprint`]) is checked against
+//! the host's available memory.
 
 #[macro_use]
 mod dispatch;
 mod conv;
 mod elementwise;
 mod finite_check;
+mod footprint;
 mod layout;
 mod matmul;
 mod pool;
@@ -25,7 +27,9 @@ use crate::{Bindings, Collective, HostTensor, OpError, Outputs, Precision, Runti
 use calib_ir::{Graph, Node, Op, OpClass, TensorType};
 use finite_check::FiniteCheck;
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use footprint::{footprint, held_bytes, Footprint};
 pub use program::{run_program, run_program_with};
 
 /// Runs `graph` in `f32`; returns every graph output by name.
@@ -68,9 +72,49 @@ fn interpret(
     graph: &Graph,
     bindings: &Bindings,
     precision: Precision,
-    mut check: Option<FiniteCheck>,
+    check: Option<FiniteCheck>,
 ) -> Result<Outputs, RuntimeError> {
     graph.validate()?;
+    let adds = check_run_memory(graph, precision)?;
+    let outputs = run_checked(graph, bindings, precision, check)?;
+    LARGEST_RUN.fetch_max(adds, Ordering::Relaxed);
+    Ok(outputs)
+}
+
+/// The most memory a finished run of this process added. The allocator keeps freed
+/// pages for reuse, which the OS counts as used: a run no larger than one that already
+/// completed is not checked again, or a training loop's second step could be refused
+/// for the pages its first step left in the allocator's hands.
+static LARGEST_RUN: AtomicU64 = AtomicU64::new(0);
+
+/// Checks what a run adds to the bound tensors, which exist already, against host
+/// memory unless a run as large has completed; returns those bytes.
+fn check_run_memory(graph: &Graph, precision: Precision) -> Result<u64, RuntimeError> {
+    let need = footprint(graph, precision);
+    let widened = match precision {
+        Precision::F64 => need.sources,
+        Precision::F32 => 0,
+    };
+    let need = crate::memory::Need {
+        what: "the reference interpreter's run".into(),
+        parts: vec![
+            ("values and workspaces", need.values),
+            ("widened inputs and params", widened),
+        ],
+    };
+    if need.bytes() > LARGEST_RUN.load(Ordering::Relaxed) {
+        crate::memory::check_host(&need)?;
+    }
+    Ok(need.bytes())
+}
+
+/// [`interpret`] on a validated graph whose memory has been checked.
+fn run_checked(
+    graph: &Graph,
+    bindings: &Bindings,
+    precision: Precision,
+    mut check: Option<FiniteCheck>,
+) -> Result<Outputs, RuntimeError> {
     let mut uses = live_uses(graph);
     let mut values: Vec<Option<Cow<HostTensor>>> = vec![None; graph.nodes.len()];
     for (id, node) in graph.nodes.iter().enumerate() {

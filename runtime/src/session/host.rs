@@ -26,9 +26,19 @@ pub struct HostSession<'a, B: Backend + ?Sized> {
 }
 
 impl<'a, B: Backend + ?Sized> HostSession<'a, B> {
-    /// A session of `graph` on `backend`; `carry` is checked against the graph.
-    pub fn new(backend: &'a B, graph: &Graph, carry: &Carry) -> Result<Self, RuntimeError> {
+    /// A session of `graph` on `backend` for data-parallel rank `replica` (0 without a
+    /// group); `carry` is checked against the graph, and the graph's memory against
+    /// the machine ([`Backend::check_memory`]) for this replica and the ones before
+    /// it, whose sessions share the host.
+    pub fn new(
+        backend: &'a B,
+        graph: &Graph,
+        carry: &Carry,
+        replica: usize,
+    ) -> Result<Self, RuntimeError> {
         carry.check(graph)?;
+        // Before any state is loaded: it is part of what the sessions will hold.
+        backend.check_memory(graph, replica + 1)?;
         let source = |input: bool| {
             move |(name, v): (&str, calib_ir::Value)| {
                 let ty = graph.ty(v).clone();

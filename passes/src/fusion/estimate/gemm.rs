@@ -149,7 +149,14 @@ pub(super) fn gemm_with(
         });
         // The next launch: every anchor element as the sum of its slices, then the
         // epilogue, one thread per element.
-        let mut sum = pointwise(body, &aligned, &[anchor]);
+        // A kernel whose every output reduces the GEMM (statistics alone) still sums
+        // the anchor's slices.
+        let roots = if aligned.is_empty() {
+            vec![anchor]
+        } else {
+            aligned.clone()
+        };
+        let mut sum = pointwise(body, &roots, &[anchor]);
         let slices = s.split_k as f64;
         let elements = anchor_numel as f64 / (sum.blocks as f64 * THREADS as f64);
         let extra = Work {
