@@ -11,6 +11,8 @@ pub const BACKENDS: &[&str] = &["reference", "sim", "cuda"];
 pub struct BackendOptions {
     /// `cuda`: capture each step as a CUDA graph and replay it.
     pub cuda_graph: bool,
+    /// `reference`: fail at the first op that creates a NaN or an infinity, naming it.
+    pub check_finite: bool,
 }
 
 /// The backend called `name`.
@@ -24,7 +26,14 @@ pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backe
     if options.cuda_graph && name != "cuda" {
         bail!("--cuda-graph needs --backend cuda (CUDA graphs are a GPU feature)");
     }
+    if options.check_finite && name != "reference" {
+        bail!(
+            "--check-finite needs --backend reference (the interpreter checks every op's \
+             output), not `{name}`"
+        );
+    }
     match name {
+        "reference" if options.check_finite => Ok(Box::new(Reference::new().checking_finite())),
         "reference" => Ok(Box::new(Reference::new())),
         "sim" => Ok(Box::new(crate::Sim::new())),
         "cuda" => Ok(Box::new(

@@ -193,6 +193,10 @@ impl Backend for Cuda {
         "cuda"
     }
 
+    fn devices(&self) -> Option<usize> {
+        Some(self.count)
+    }
+
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
         let rank = bindings.get_collective().map_or(0, |g| g.rank());
         let program = self.prepare(graph, rank)?;

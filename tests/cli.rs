@@ -234,3 +234,97 @@ fn bench_times_a_training_step() {
         "tpu",
     );
 }
+
+/// `calib train` flags with a value no run can use, and what the refusal must say.
+fn bad_train_flags() -> Vec<(Vec<&'static str>, String)> {
+    let too_many = calib::train::MAX_HOST_REPLICAS + 1;
+    let replicas: &'static str = Box::leak(too_many.to_string().into_boxed_str());
+    let cases: [(&[&'static str], String); 10] = [
+        (
+            &["--warmup-epochs", "-1"],
+            "--warmup-epochs -1: must be".into(),
+        ),
+        (&["--lr", "1e39"], "--lr 1e39: too large for f32".into()),
+        (&["--lr", "-1"], "--lr -1: must be a positive number".into()),
+        (
+            &["--test-limit", "0"],
+            "--test-limit 0: must be at least 1".into(),
+        ),
+        (
+            &["--train-limit", "0"],
+            "--train-limit 0: must be at least 1".into(),
+        ),
+        (&["--keep-checkpoints", "0"], "--keep-checkpoints 0".into()),
+        (
+            &["--max-steps", "0"],
+            "--max-steps 0: must be at least 1".into(),
+        ),
+        (
+            &["--batch", "130", "--replicas", replicas],
+            format!("at most {}", too_many - 1),
+        ),
+        (
+            &["--check-finite", "--backend", "sim"],
+            "--check-finite needs --backend reference".into(),
+        ),
+        (&["--batch", "-4"], "--batch".into()),
+    ];
+    cases.into_iter().map(|(a, m)| (a.to_vec(), m)).collect()
+}
+
+#[test]
+fn train_flags_no_run_can_use_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    for (flags, message) in bad_train_flags() {
+        let mut args = vec!["train", "--out", out.to_str().unwrap()];
+        args.extend(&flags);
+        assert_clean_error(&calib(&args), &message);
+        assert!(!out.exists(), "{flags:?} left {}", out.display());
+    }
+}
+
+#[test]
+fn a_resumed_config_holding_a_value_no_run_can_use_names_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    support::train::ok(&out, &["--train-limit", "64", "--max-steps", "1"]);
+    let config = out.join("config.json");
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let cases = [
+        (
+            "warmup_epochs",
+            serde_json::json!(-1.0),
+            "`warmup_epochs` -1",
+        ),
+        ("lr", serde_json::json!(1e39), "`lr` 1e39"),
+        ("lr", serde_json::json!(-1.0), "`lr` -1"),
+        ("test_limit", serde_json::json!(0), "`test_limit` 0"),
+        ("train_limit", serde_json::json!(0), "`train_limit` 0"),
+        ("replicas", serde_json::json!(1000), "`replicas` 1000"),
+    ];
+    for (field, value, message) in cases {
+        let mut bad = good.clone();
+        bad[field] = value;
+        std::fs::write(&config, serde_json::to_string_pretty(&bad).unwrap()).unwrap();
+        let o = calib(&[
+            "train",
+            "--resume",
+            out.to_str().unwrap(),
+            "--max-steps",
+            "2",
+        ]);
+        assert_clean_error(&o, message);
+        let err = stderr(&o);
+        assert!(err.contains(config.to_str().unwrap()), "{err}");
+    }
+}
+
+#[test]
+fn bench_refuses_zero_steps() {
+    assert_clean_error(
+        &calib(&["bench", "--model", &fixture("tiny_scnet"), "--steps", "0"]),
+        "--steps 0",
+    );
+}

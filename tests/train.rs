@@ -7,27 +7,8 @@ use std::path::Path;
 use std::process::Output;
 use support::calib;
 
-const QUICK: &[&str] = &[
-    "train",
-    "--batch",
-    "32",
-    "--train-limit",
-    "256",
-    "--test-limit",
-    "200",
-    "--eval-batch",
-    "100",
-    "--log-every",
-    "2",
-];
-
 fn train(out: &Path, extra: &[&str]) -> Output {
-    let mut args = QUICK.to_vec();
-    args.extend(["--out", out.to_str().unwrap()]);
-    args.extend(extra);
-    let o = calib(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o
+    support::train::ok(out, extra)
 }
 
 #[test]
@@ -164,9 +145,7 @@ fn synchronized_replicas_take_the_step_of_one_process() {
 fn a_batch_that_does_not_split_across_the_replicas_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let mut args = QUICK.to_vec();
-    args.extend(["--replicas", "3", "--out", out.to_str().unwrap()]);
-    let o = calib(&args);
+    let o = support::train::run(&out, &["--replicas", "3"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

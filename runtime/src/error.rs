@@ -1,6 +1,6 @@
 //! Errors raised while executing a graph.
 
-use crate::{CollectiveError, TensorError};
+use crate::{CollectiveError, Finiteness, TensorError};
 use calib_ir::{IrError, ProgramError, TensorType};
 use thiserror::Error;
 
@@ -48,6 +48,13 @@ pub enum RuntimeError {
     /// A kernel of a compiled plan failed to parse, launch or run on the PTX simulator.
     #[error("kernel {kernel} on the simulator: {message}")]
     Simulator { kernel: String, message: String },
+    /// With the finite check on, a bound tensor holds NaN or infinite values.
+    #[error("{kind} `{name}`: {census}")]
+    NonFiniteBinding {
+        kind: &'static str,
+        name: String,
+        census: Finiteness,
+    },
     /// An op failed on the values it was given.
     #[error("node %{node} ({op}{scope}): {source}")]
     Op {
@@ -80,4 +87,8 @@ pub enum OpError {
     Tensor(#[from] TensorError),
     #[error(transparent)]
     Collective(#[from] CollectiveError),
+    /// With the finite check on: the op made NaN or infinite values out of operands that
+    /// held none of that kind.
+    #[error("the output went non-finite: {0}")]
+    NonFinite(Finiteness),
 }

@@ -19,6 +19,7 @@ pub mod cuda;
 mod device_program;
 mod element;
 mod error;
+mod finite;
 pub mod reference;
 pub mod session;
 pub mod sim;
@@ -34,6 +35,7 @@ pub use device_program::{
 };
 pub use element::{Element, Float, Mat, MatMut};
 pub use error::{OpError, RuntimeError};
+pub use finite::Finiteness;
 pub use session::{Carry, Session, Transfers};
 pub use sim_backend::{SimProgram, SimResident};
 pub use tensor::{HostTensor, Precision, Storage, TensorError};
@@ -51,6 +53,11 @@ pub trait Backend: Sync {
     fn name(&self) -> &str;
     /// Runs `graph` on `bindings` and returns every graph output by name.
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError>;
+    /// How many devices the backend can give data-parallel replicas, one each; `None`
+    /// for a backend that computes on the host (its replicas are threads).
+    fn devices(&self) -> Option<usize> {
+        None
+    }
     /// A [`Session`] running `graph` step after step, moving outputs into inputs as
     /// `carry` says. `replica` is the session's rank in its data-parallel group (0
     /// without one): device backends place it on that replica's device. The default
@@ -70,6 +77,9 @@ pub trait Backend: Sync {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reference {
     pub precision: Precision,
+    /// Fail at the first op that creates a non-finite value, naming it
+    /// ([`reference::run_checking_finite`]).
+    pub check_finite: bool,
 }
 
 impl Reference {
@@ -82,6 +92,16 @@ impl Reference {
     pub fn f64() -> Self {
         Reference {
             precision: Precision::F64,
+            ..Self::default()
+        }
+    }
+
+    /// This interpreter with the finite check on: slower, for finding where a
+    /// diverging run first made a NaN or an infinity.
+    pub fn checking_finite(self) -> Self {
+        Reference {
+            check_finite: true,
+            ..self
         }
     }
 }
@@ -92,6 +112,10 @@ impl Backend for Reference {
     }
 
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
-        reference::run_with(graph, bindings, self.precision)
+        if self.check_finite {
+            reference::run_checking_finite(graph, bindings, self.precision)
+        } else {
+            reference::run_with(graph, bindings, self.precision)
+        }
     }
 }

@@ -198,20 +198,25 @@ pub(crate) fn encode(t: &HostTensor) -> Encoded {
 pub fn save(path: impl AsRef<Path>, tensors: &TensorMap) -> Result<(), WeightsError> {
     let path = path.as_ref();
     let file = path.display().to_string();
+    let bytes = to_bytes(tensors, &file)?;
+    crate::atomic_file::write_atomic(path, &bytes)
+        .map_err(|source| WeightsError::Io { file, source })?;
+    Ok(())
+}
+
+/// The safetensors bytes [`save`] writes, for a caller that must know they can be made
+/// before it touches the files already there; `file` names the target in errors.
+pub fn to_bytes(tensors: &TensorMap, file: &str) -> Result<Vec<u8>, WeightsError> {
     let encoded: Vec<(&str, Encoded)> = tensors
         .iter()
         .map(|(n, t)| (n.as_str(), encode(t)))
         .collect();
-    let bytes =
-        safetensors::serialize(encoded.iter().map(|(n, e)| (*n, e)), &None).map_err(|e| {
-            WeightsError::Serialize {
-                file: file.clone(),
-                detail: describe(e),
-            }
-        })?;
-    crate::atomic_file::write_atomic(path, &bytes)
-        .map_err(|source| WeightsError::Io { file, source })?;
-    Ok(())
+    safetensors::serialize(encoded.iter().map(|(n, e)| (*n, e)), &None).map_err(|e| {
+        WeightsError::Serialize {
+            file: file.to_string(),
+            detail: describe(e),
+        }
+    })
 }
 
 /// The state a graph expects: each `Param` node's name and type, in graph order.

@@ -52,6 +52,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.backend
         );
     }
+    if args.steps == 0 {
+        bail!("--steps 0: must be at least 1 (a median of no steps is no time)");
+    }
     if args.per_kernel_runs == 0 {
         bail!("--per-kernel-runs must be at least 1");
     }
@@ -59,6 +62,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &args.backend,
         calib::BackendOptions {
             cuda_graph: args.cuda_graph,
+            ..Default::default()
         },
     )?;
     let source = resolve_model(&args.model)?;
@@ -95,7 +99,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let before = session.transfers();
     let mut times = Vec::with_capacity(args.steps);
-    for _ in 0..args.steps.max(1) {
+    for _ in 0..args.steps {
         let t = Instant::now();
         session.step(&batch, STEP_FETCH)?;
         times.push(t.elapsed().as_secs_f64());

@@ -5,18 +5,18 @@ use anyhow::{bail, Result};
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataParallelArgs {
     /// Data-parallel replicas, each taking an equal share of every batch; gradients are
-    /// averaged across them as PyTorch DDP does. Threads on the CPU backends; with
-    /// `--backend cuda` one GPU each, all-reduced through NCCL (replicas beyond the GPU
-    /// count, or without NCCL, share GPUs and all-reduce through the host). `calib
+    /// averaged across them as PyTorch DDP does. `calib train`: threads on the CPU
+    /// backends (at most 64); with `--backend cuda` one GPU each (at most the GPUs
+    /// present), all-reduced through NCCL (or through the host without it). `calib
     /// compile --train` writes one replica's plan.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub replicas: usize,
     /// BatchNorm statistics over the whole batch (PyTorch's SyncBatchNorm) rather than
     /// each replica's share of it.
     #[arg(long)]
     pub sync_bn: bool,
     /// Gradient all-reduce bucket size in MiB (DDP's bucket_cap_mb).
-    #[arg(long, default_value_t = 25.0)]
+    #[arg(long, default_value_t = 25.0, allow_negative_numbers = true)]
     pub bucket_mb: f64,
 }
 

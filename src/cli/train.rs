@@ -1,9 +1,9 @@
 //! `calib train`: train a model on Fashion-MNIST.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use calib::models::parse_spec_file;
 use calib::resolve_model;
-use calib::train::{train, ScheduleKind, TrainOptions};
+use calib::train::{train, OptionNames, ScheduleKind, Start, TrainOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,67 +22,82 @@ pub struct Args {
     /// replay it (one driver call per step instead of one per kernel).
     #[arg(long)]
     cuda_graph: bool,
-    #[arg(long, default_value_t = 128)]
+    // Numbers may be negative on the command line (`--lr -1`), so that a bad one is
+    // refused with the reason rather than taken for an unknown flag.
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     batch: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     epochs: u64,
     /// Stop after this many optimizer steps in all (a checkpoint is written there).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_steps: Option<u64>,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     lr: f64,
     #[arg(long, value_enum, default_value = "cosine")]
     schedule: ScheduleKind,
     /// Linear warmup length, in epochs (fractions allowed).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     warmup_epochs: f64,
     /// Step schedule: multiply the rate by --gamma every this many epochs.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     step_epochs: u64,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     gamma: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f64,
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     weight_decay: f64,
     /// Plain momentum instead of Nesterov's.
     #[arg(long)]
     no_nesterov: bool,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     label_smoothing: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Turn off random crop (pad 2) and horizontal flip.
     #[arg(long)]
     no_augment: bool,
     /// Train on the first N training images only.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     train_limit: Option<usize>,
     /// Evaluate on the first N test images only.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     test_limit: Option<usize>,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, allow_negative_numbers = true)]
     eval_batch: usize,
     /// Directory with the gzipped IDX files (default: Debian's dataset-fashion-mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Checkpoint every N steps as well as at each epoch end (0: epoch ends only).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     checkpoint_every: u64,
+    /// Keep the newest N checkpoints: checkpoint.safetensors, then checkpoint.1.safetensors
+    /// and so on (older first to go), to roll a diverged run back.
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
+    keep_checkpoints: usize,
     /// Write a metrics line every N steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     log_every: u64,
-    /// Run directory: config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors.
+    /// Run directory: config.json, metrics.jsonl, checkpoints, model.safetensors. One that
+    /// already holds a run is refused unless --overwrite.
     #[arg(long, default_value = "runs/fashion")]
     out: PathBuf,
+    /// Replace the run already in --out (its config, metrics, checkpoints and model).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     #[command(flatten)]
     data_parallel: super::data_parallel::DataParallelArgs,
     /// Time the reference interpreter per op and print the table at the end.
     #[arg(long)]
     profile: bool,
-    /// Continue the run in DIR from its checkpoint (its config.json is used; --max-steps,
-    /// --backend may differ).
+    /// Debugging a diverging run (--backend reference): check every op's output and stop
+    /// at the first op (node, op, scope) that makes a NaN or an infinity. Slower.
+    #[arg(long)]
+    check_finite: bool,
+    /// Continue the run in DIR from its newest checkpoint (its config.json is used;
+    /// --max-steps, --backend, --check-finite may differ). A run already at its end is
+    /// left as it is.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
 }
@@ -123,6 +138,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         &args.backend,
         calib::BackendOptions {
             cuda_graph: args.cuda_graph,
+            check_finite: args.check_finite,
         },
     )?;
     if let Some(dir) = &args.resume {
@@ -132,18 +148,10 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         let opts: TrainOptions = serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!("{} is not a calib training config: {e}", config.display())
         })?;
-        train(&opts, backend.as_ref(), dir, true, args.max_steps)?;
+        opts.validate_for(backend.as_ref(), OptionNames::ConfigFields)
+            .with_context(|| format!("{} holds a value no run can use", config.display()))?;
+        train(&opts, backend.as_ref(), dir, Start::Resume, args.max_steps)?;
         return Ok(ExitCode::SUCCESS);
-    }
-    if args.batch == 0 || args.epochs == 0 || args.eval_batch == 0 {
-        bail!("--batch, --epochs and --eval-batch must be at least 1");
-    }
-    args.data_parallel.shard(args.batch)?;
-    if !(args.lr > 0.0 && args.lr.is_finite()) {
-        bail!("--lr must be a positive number");
-    }
-    if !(0.0..1.0).contains(&args.label_smoothing) {
-        bail!("--label-smoothing must be in [0, 1)");
     }
     let (label, spec) = match &args.model {
         Some(m) => (m.clone(), resolve_model(m)?.spec),
@@ -179,11 +187,17 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         eval_batch: args.eval_batch,
         data_dir: args.data_dir.clone(),
         checkpoint_every: args.checkpoint_every,
+        keep_checkpoints: args.keep_checkpoints,
         log_every: args.log_every,
         replicas: args.data_parallel.replicas,
         sync_bn: args.data_parallel.sync_bn,
         bucket_mb: args.data_parallel.bucket_mb,
     };
-    train(&opts, backend.as_ref(), &args.out, false, args.max_steps)?;
+    let start = if args.overwrite {
+        Start::Overwrite
+    } else {
+        Start::Fresh
+    };
+    train(&opts, backend.as_ref(), &args.out, start, args.max_steps)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,26 @@
 //! `calib train`: SGD training of a model on an image classification data set, with
 //! evaluation each epoch, JSON-lines metrics, atomic checkpoints and exact resume.
+//! A run stops rather than keep a state that diverged, keeps its last few checkpoints
+//! to roll back to, and holds its run directory against a second trainer.
 
 pub mod checkpoint;
+pub mod divergence;
+mod evaluate;
+pub mod generations;
 mod init;
+mod metrics;
+mod options;
 mod replicas;
+mod run_dir;
+mod run_lock;
 pub mod schedule;
 mod sgd_state;
 mod trainer;
 
 pub use init::init_state;
+pub use options::{OptionNames, TrainOptions};
+pub use replicas::MAX_HOST_REPLICAS;
+pub use run_lock::LOCK_FILE;
 pub use schedule::{Schedule, ScheduleKind};
 pub use sgd_state::{carry, SgdState, STEP_FETCH};
-pub use trainer::{train, EpochResult, TrainOptions};
+pub use trainer::{train, EpochResult, Start};

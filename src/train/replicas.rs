@@ -24,6 +24,32 @@ use calib_runtime::{
     RuntimeError, Session, Storage,
 };
 
+/// The most data-parallel replicas a backend without devices runs. Each is a thread
+/// holding a copy of the state and its shard's activations: past the machine's cores
+/// more only contend, and thousands exhaust threads and memory. A constant rather than
+/// the core count, so that a run's config.json resumes on any machine; 64 is as many
+/// cores as a large host has.
+pub const MAX_HOST_REPLICAS: usize = 64;
+
+/// Refuses more replicas than `backend` has devices (one replica each), or on a backend
+/// that computes on the host, more than [`MAX_HOST_REPLICAS`] threads; `option` is how
+/// the message names the option (`--replicas`).
+pub fn check_replicas(replicas: usize, backend: &dyn Backend, option: &str) -> Result<()> {
+    match backend.devices() {
+        Some(devices) if replicas > devices => bail!(
+            "{option} {replicas}: the {} backend sees {devices} device(s) and runs one \
+             replica on each",
+            backend.name()
+        ),
+        None if replicas > MAX_HOST_REPLICAS => bail!(
+            "{option} {replicas}: the {} backend runs each replica as a thread, at most \
+             {MAX_HOST_REPLICAS}",
+            backend.name()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Runs a step graph for a group of replicas (one: a plain step, no threads).
 pub struct StepRunner<'a> {
     step: &'a TrainStep,
@@ -224,4 +250,49 @@ fn same_bits(a: &HostTensor, b: &HostTensor) -> bool {
             (Storage::I64(x), Storage::I64(y)) => x == y,
             _ => false,
         }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calib_ir::Graph;
+
+    /// A backend that only says how many devices it has.
+    struct Devices(Option<usize>);
+
+    impl Backend for Devices {
+        fn name(&self) -> &str {
+            "test"
+        }
+        fn run(&self, _: &Graph, _: &Bindings) -> Result<Outputs, RuntimeError> {
+            unreachable!("replica counts are checked before anything runs")
+        }
+        fn devices(&self) -> Option<usize> {
+            self.0
+        }
+    }
+
+    #[test]
+    fn replicas_are_limited_to_the_devices_present() {
+        check_replicas(2, &Devices(Some(2)), "--replicas").unwrap();
+        let err = check_replicas(3, &Devices(Some(2)), "--replicas")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--replicas 3") && err.contains("sees 2 device(s)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn host_replicas_are_limited_to_the_cap() {
+        check_replicas(MAX_HOST_REPLICAS, &Devices(None), "--replicas").unwrap();
+        let err = check_replicas(MAX_HOST_REPLICAS + 1, &Devices(None), "--replicas")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("at most {MAX_HOST_REPLICAS}")),
+            "{err}"
+        );
+    }
 }

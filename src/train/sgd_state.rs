@@ -4,7 +4,7 @@
 //! ([`carry`], [`SgdState::resident`], [`SgdState::take_resident`]).
 
 use calib_passes::{momentum_name, TrainStep, LOSS, LR};
-use calib_runtime::{Bindings, Carry, HostTensor, Outputs, TensorMap};
+use calib_runtime::{Bindings, Carry, Finiteness, HostTensor, Outputs, TensorMap};
 
 /// What a training step brings back from a session: the loss and the logits (the
 /// trainer counts correct predictions from them with its own tie rule; they are a few
@@ -89,6 +89,18 @@ impl SgdState {
             .collect()
     }
 
+    /// The first tensor holding a NaN or an infinity, by its checkpoint name, and what
+    /// it holds: parameters and buffers in `order` (the model's), then their momentum
+    /// buffers in the same order, then anything `order` does not list, by name.
+    pub fn first_non_finite(&self, order: &[String]) -> Option<(String, Finiteness)> {
+        let state = in_order(&self.state, order).map(|(n, t)| (n.clone(), t));
+        let momentum = in_order(&self.momentum, order).map(|(n, t)| (momentum_name(n), t));
+        state.chain(momentum).find_map(|(name, t)| {
+            let census = Finiteness::of(t);
+            (!census.is_finite()).then_some((name, census))
+        })
+    }
+
     /// Takes values read back from a session (named as in [`SgdState::resident`]).
     pub fn take_resident(&mut self, step: &TrainStep, mut values: TensorMap) {
         for name in &step.params {
@@ -100,10 +112,55 @@ impl SgdState {
     }
 }
 
+/// The entries of `map` named in `order`, in that order, then the others by name.
+fn in_order<'a>(
+    map: &'a TensorMap,
+    order: &'a [String],
+) -> impl Iterator<Item = (&'a String, &'a HostTensor)> + 'a {
+    let listed = order.iter().filter(|n| map.contains_key(*n));
+    let rest = map.keys().filter(|n| !order.contains(n));
+    listed.chain(rest).map(|n| (n, &map[n]))
+}
+
 /// What a session carries from one training step to the next: every trained parameter,
 /// its momentum buffer and every BatchNorm buffer, each into the input it replaces.
 pub fn carry(step: &TrainStep) -> Carry {
     SgdState::resident_names(step)
         .into_iter()
         .fold(Carry::new(), |carry, name| carry.with(name.clone(), name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(values: &[f32]) -> HostTensor {
+        HostTensor::from_f32(vec![values.len()], values.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_first_non_finite_tensor_is_found_in_model_order_then_in_momentum() {
+        let sgd = SgdState {
+            state: [
+                ("a".to_string(), tensor(&[1.0, f32::NAN])),
+                ("b".to_string(), tensor(&[f32::INFINITY])),
+            ]
+            .into(),
+            momentum: [("c".to_string(), tensor(&[f32::NAN]))].into(),
+        };
+        let order = ["b".to_string(), "a".to_string()];
+        let (name, census) = sgd.first_non_finite(&order).unwrap();
+        assert_eq!((name.as_str(), census.infinite), ("b", 1));
+        let only_momentum = SgdState {
+            state: [("a".to_string(), tensor(&[1.0]))].into(),
+            momentum: sgd.momentum.clone(),
+        };
+        let (name, census) = only_momentum.first_non_finite(&order).unwrap();
+        assert_eq!((name.as_str(), census.nan), ("momentum.c", 1));
+        let finite = SgdState {
+            momentum: TensorMap::new(),
+            ..only_momentum
+        };
+        assert_eq!(finite.first_non_finite(&order), None);
+    }
 }

@@ -4,73 +4,32 @@
 //! augmentation from `Rng(seed, step)`, so a run's every random draw is a function of its
 //! seed and step counter. A checkpoint therefore needs only those two numbers to make a
 //! resumed run bit-identical to an uninterrupted one.
+//!
+//! Safety: a run stops, naming the step and the learning rate, when its loss diverges
+//! (`divergence.rs`) or a step leaves a non-finite value in the state, and it never
+//! saves such a state, so the checkpoints it keeps are ones it can continue from.
 
-use super::checkpoint::{self, Checkpoint, Progress};
+use super::checkpoint::Progress;
+use super::divergence::{non_finite_op, Divergence, LossWatch, GROWTH, WINDOW};
+use super::evaluate::{correct, scalar, Evaluator};
+use super::generations::{self, newest_path, rejected_path};
 use super::init::init_state;
+use super::metrics::{truncate_metrics, Window};
 use super::replicas::StepRunner;
-use super::schedule::{Schedule, ScheduleKind};
-use super::SgdState;
+use super::run_dir::RunDir;
+use super::schedule::Schedule;
+use super::{OptionNames, SgdState, TrainOptions};
 use crate::data::{fashion_mnist, make_batch, rng::Rng, Augment, ImageSet, Split};
-use anyhow::{bail, Context, Result};
-use calib_ir::{DType, Graph, GraphBuilder, Mode};
-use calib_models::{build, build_with, ModelSpec};
-use calib_passes::{
-    data_parallel_step, train_step, with_loss, DataParallel, Sgd, TrainConfig, LOSS,
-};
-use calib_runtime::{weights, Backend, Bindings, HostTensor, Outputs, TensorMap};
+use anyhow::{anyhow, bail, Context, Result};
+use calib_ir::{DType, GraphBuilder, Mode};
+use calib_models::build_with;
+use calib_passes::{data_parallel_step, train_step, DataParallel, Sgd, TrainConfig, LOSS};
+use calib_runtime::{weights, write_atomic, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use serde::Serialize;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-/// Everything that determines a training run (saved as `config.json` in the run directory).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainOptions {
-    /// What was asked for on the command line (preset, file), for the record.
-    pub model: String,
-    pub spec: ModelSpec,
-    pub batch: usize,
-    pub epochs: u64,
-    pub lr: f64,
-    pub schedule: ScheduleKind,
-    pub warmup_epochs: f64,
-    /// For the step schedule: decay by `gamma` every `step_epochs` epochs.
-    pub step_epochs: u64,
-    pub gamma: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub nesterov: bool,
-    pub label_smoothing: f64,
-    pub seed: u64,
-    pub augment: bool,
-    /// Use only the first N training / test images (quick runs and tests).
-    pub train_limit: Option<usize>,
-    pub test_limit: Option<usize>,
-    pub eval_batch: usize,
-    pub data_dir: Option<PathBuf>,
-    /// Write a checkpoint every this many steps (and at each epoch end); 0: epoch ends only.
-    pub checkpoint_every: u64,
-    pub log_every: u64,
-    /// Data-parallel replicas, each with `batch / replicas` images of every batch.
-    #[serde(default = "one")]
-    pub replicas: usize,
-    /// BatchNorm statistics over the whole batch instead of each replica's shard.
-    #[serde(default)]
-    pub sync_bn: bool,
-    /// Gradients are all-reduced in buckets of at most this many MiB.
-    #[serde(default = "default_bucket_mb")]
-    pub bucket_mb: f64,
-}
-
-fn one() -> usize {
-    1
-}
-
-fn default_bucket_mb() -> f64 {
-    (DataParallel::DEFAULT_BUCKET_BYTES >> 20) as f64
-}
 
 /// What one epoch's evaluation found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -81,16 +40,53 @@ pub struct EpochResult {
     pub test_accuracy: f64,
 }
 
-/// Runs (or, with a checkpoint in `out`, resumes) training; stops after `max_steps`
-/// optimizer steps when given. Returns the evaluations made in this invocation.
+/// How [`train`] treats the run directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A new run; a directory already holding one is refused.
+    Fresh,
+    /// A new run replacing the one the directory holds.
+    Overwrite,
+    /// The directory's run, continued from its newest good checkpoint.
+    Resume,
+}
+
+/// Runs (`Start::Resume`: continues) the training run in `out`; stops after
+/// `max_steps` optimizer steps in all when given. Returns the evaluations made in this
+/// invocation: none when a resumed run had already reached its end (it is left as it
+/// was). Holds `out`'s lock throughout; a start that fails leaves no directory it made.
 pub fn train(
     opts: &TrainOptions,
     backend: &(dyn Backend + Sync),
     out: &Path,
+    start: Start,
+    max_steps: Option<u64>,
+) -> Result<Vec<EpochResult>> {
+    opts.validate_for(backend, OptionNames::Flags)?;
+    if max_steps == Some(0) {
+        bail!("--max-steps 0: must be at least 1");
+    }
+    let run = match start {
+        Start::Resume => RunDir::open(out)?,
+        Start::Fresh | Start::Overwrite => RunDir::create(out, start == Start::Overwrite)?,
+    };
+    match train_in(&run, opts, backend, start == Start::Resume, max_steps) {
+        Ok(results) => Ok(results),
+        Err(e) => {
+            run.abandon();
+            Err(e)
+        }
+    }
+}
+
+fn train_in(
+    run: &RunDir,
+    opts: &TrainOptions,
+    backend: &(dyn Backend + Sync),
     resume: bool,
     max_steps: Option<u64>,
 ) -> Result<Vec<EpochResult>> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let out = run.path();
     let train_set = limit(
         fashion_mnist(opts.data_dir.as_deref(), Split::Train)?,
         opts.train_limit,
@@ -107,13 +103,54 @@ pub fn train(
             train_set.len()
         );
     }
-    if opts.replicas == 0 || opts.batch % opts.replicas != 0 {
-        bail!(
-            "batch {} does not split evenly across {} replicas",
-            opts.batch,
-            opts.replicas
+    let steps_per_epoch = (train_set.len() / opts.batch) as u64;
+    let total = opts.epochs * steps_per_epoch;
+    let end = max_steps.map_or(total, |m| m.min(total));
+
+    let resumed = if resume {
+        let found = generations::newest_good(out)?;
+        let ck = &found.checkpoint;
+        if ck.progress.seed != opts.seed {
+            bail!(
+                "{} was trained with seed {}, not {}",
+                generations::generation_path(out, found.generation).display(),
+                ck.progress.seed,
+                opts.seed
+            );
+        }
+        // Before anything is written: a finished run is left exactly as it was.
+        if ck.progress.step >= end {
+            let why = match max_steps {
+                Some(m) if m < total => format!("--max-steps {m} asks for no more"),
+                _ => format!("that is the end of its {} epochs", opts.epochs),
+            };
+            eprintln!(
+                "{} is already at step {}, and {why}: nothing to do",
+                out.display(),
+                ck.progress.step
+            );
+            return Ok(vec![]);
+        }
+        for r in &found.rejected {
+            eprintln!(
+                "passing over {}; it is kept as {}",
+                r.why,
+                rejected_path(&r.path).display()
+            );
+        }
+        generations::promote(out, &found)?;
+        Some(found.checkpoint)
+    } else {
+        None
+    };
+    let stale = run.remove_stale_temporaries()?;
+    if stale > 0 {
+        eprintln!(
+            "removed {stale} temporary file(s) left in {} by interrupted writes",
+            out.display()
         );
     }
+
     let shard = vec![
         opts.batch / opts.replicas,
         1,
@@ -143,47 +180,40 @@ pub fn train(
         data_parallel_step(&forward.graph, &config, &dp)?.step
     };
     let mut runner = StepRunner::new(backend, &step_graph, shard, opts.replicas)?;
+    // The model's order, in which the first non-finite tensor is reported.
+    let state_order: Vec<String> = forward.state.iter().map(|e| e.name.clone()).collect();
 
-    let (mut sgd, start) = if resume {
-        let ck = checkpoint::load(out)?;
-        if ck.progress.seed != opts.seed {
-            bail!(
-                "checkpoint was trained with seed {}, not {}",
-                ck.progress.seed,
-                opts.seed
-            );
+    let (mut sgd, start) = match resumed {
+        Some(ck) => {
+            let expected: Vec<_> = forward
+                .state
+                .iter()
+                .map(|e| (e.name.clone(), e.ty.clone()))
+                .collect();
+            calib_runtime::check_state(&expected, &ck.sgd.state)
+                .context("checkpoint does not fit the model")?;
+            truncate_metrics(out, ck.progress.step)?;
+            eprintln!("resuming {} from step {}", out.display(), ck.progress.step);
+            (ck.sgd, ck.progress.step)
         }
-        let expected: Vec<_> = forward
-            .state
-            .iter()
-            .map(|e| (e.name.clone(), e.ty.clone()))
-            .collect();
-        calib_runtime::check_state(&expected, &ck.state)
-            .context("checkpoint does not fit the model")?;
-        truncate_metrics(out, ck.progress.step)?;
-        (
-            SgdState {
-                state: ck.state,
-                momentum: ck.momentum,
-            },
-            ck.progress.step,
-        )
-    } else {
-        let mut rng = Rng::new(opts.seed);
-        let state = init_state(&forward.state, &mut rng);
-        let sgd = SgdState::new(&step_graph, state);
-        std::fs::write(out.join("config.json"), serde_json::to_string_pretty(opts)?)?;
-        let _ = std::fs::remove_file(out.join("metrics.jsonl"));
-        (sgd, 0)
+        None => {
+            let mut rng = Rng::new(opts.seed);
+            let state = init_state(&forward.state, &mut rng);
+            let sgd = SgdState::new(&step_graph, state);
+            let config = out.join("config.json");
+            write_atomic(&config, serde_json::to_string_pretty(opts)?.as_bytes())
+                .with_context(|| format!("writing {}", config.display()))?;
+            let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+            (sgd, 0)
+        }
     };
 
     runner.load(&sgd)?;
     // Whether `sgd` holds what the sessions hold (they keep the state between steps).
     let mut in_sync = true;
+    // The step of the newest checkpoint on disk, for the messages of a stopped run.
+    let mut saved = resume.then_some(start);
 
-    let steps_per_epoch = (train_set.len() / opts.batch) as u64;
-    let total = opts.epochs * steps_per_epoch;
-    let end = max_steps.map_or(total, |m| m.min(total));
     let schedule = Schedule {
         kind: opts.schedule,
         peak: opts.lr,
@@ -193,10 +223,12 @@ pub fn train(
         step_epochs: opts.step_epochs,
         gamma: opts.gamma,
     };
+    let metrics_path = out.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(out.join("metrics.jsonl"))?;
+        .open(&metrics_path)
+        .with_context(|| format!("opening {}", metrics_path.display()))?;
     let mut evaluator = Evaluator::new(&opts.spec, &test_set, stats, opts.eval_batch);
     let mut results = vec![];
     let mut step = start;
@@ -208,6 +240,7 @@ pub fn train(
             .progress_chars("=> "),
     );
     let mut window = Window::default();
+    let mut losses = LossWatch::default();
     while step < end {
         let epoch = step / steps_per_epoch;
         let pos = (step % steps_per_epoch) as usize;
@@ -225,13 +258,37 @@ pub fn train(
             .then_some((Augment { pad: 2, flip: true }, &mut rng));
         let (pixels, labels) = make_batch(&train_set, indices, stats, augment);
         let lr = schedule.lr(step);
+        // Steps are counted from 1 in messages, as in metrics.jsonl and checkpoints.
+        let at = || format!("step {} (learning rate {})", step + 1, show_rate(lr));
+        // A run that diverged stops here, naming the step, the rate and what went wrong.
+        let diverged = |what: String| {
+            bar.finish_and_clear();
+            anyhow!(
+                "training diverged at {}: {what}; lower --lr. {}",
+                at(),
+                rollback_note(out, saved)
+            )
+        };
         let t0 = Instant::now();
-        let outputs = runner.run(&pixels, &labels, lr)?;
+        let outputs = match runner.run(&pixels, &labels, lr) {
+            Ok(outputs) => outputs,
+            // --check-finite: the interpreter names the first op that made a NaN or inf.
+            Err(e) => match non_finite_op(&e) {
+                Some(op) => return Err(diverged(op.to_string())),
+                None => return Err(e.context(at())),
+            },
+        };
         window.add(opts.batch, t0.elapsed().as_secs_f64());
         in_sync = false;
         let loss = scalar(&outputs, LOSS)?;
-        if !loss.is_finite() {
-            bail!("loss became {loss} at step {step} (learning rate {lr:.4}); lower --lr");
+        if let Some(divergence) = losses.observe(loss) {
+            return Err(diverged(match divergence {
+                Divergence::NotFinite => format!("the loss became {loss}"),
+                Divergence::Grew { best } => format!(
+                    "the loss, {loss:.3e}, is over {GROWTH:.0} times the best {WINDOW}-step \
+                     mean loss so far ({best:.4})"
+                ),
+            }));
         }
         window.correct += correct(
             outputs.get("logits").context("step graph has no logits")?,
@@ -268,6 +325,17 @@ pub fn train(
         if checkpoint_due && !in_sync {
             runner.read(&mut sgd)?;
             in_sync = true;
+            // Nothing is evaluated or saved from a state that a NaN or an infinity got into.
+            if let Some((name, census)) = sgd.first_non_finite(&state_order) {
+                bar.finish_and_clear();
+                bail!(
+                    "training diverged at step {step} (learning rate {}): the update left \
+                     `{name}` non-finite, and its checkpoint was not saved: {census}; lower \
+                     --lr. {}",
+                    show_rate(lr),
+                    rollback_note(out, saved)
+                );
+            }
         }
         if epoch_done || step == end {
             bar.set_position(steps_per_epoch.min((step - epoch * steps_per_epoch) as u64));
@@ -286,15 +354,12 @@ pub fn train(
         }
         if checkpoint_due {
             metrics.flush()?;
-            let ck = Checkpoint {
-                state: sgd.state.clone(),
-                momentum: sgd.momentum.clone(),
-                progress: Progress {
-                    step,
-                    seed: opts.seed,
-                },
+            let progress = Progress {
+                step,
+                seed: opts.seed,
             };
-            checkpoint::save(out, &ck)?;
+            generations::save(out, &sgd, progress, opts.keep_checkpoints)?;
+            saved = Some(step);
         }
     }
     bar.finish_and_clear();
@@ -303,6 +368,33 @@ pub fn train(
     }
     weights::save(out.join("model.safetensors"), &sgd.state)?;
     Ok(results)
+}
+
+/// Where a stopped run can be taken up again: `saved` is the step of the newest
+/// checkpoint on disk.
+fn rollback_note(out: &Path, saved: Option<u64>) -> String {
+    match saved {
+        Some(step) => format!(
+            "--resume {} continues from its newest checkpoint, of step {step}; to go \
+             further back, rename an older checkpoint.N.safetensors over {} first",
+            out.display(),
+            newest_path(out).display()
+        ),
+        None => format!(
+            "No checkpoint was saved: start again with --out {} --overwrite",
+            out.display()
+        ),
+    }
+}
+
+/// A learning rate as the step computes with it (in f32), readable at any magnitude.
+fn show_rate(lr: f64) -> String {
+    let lr = lr as f32;
+    if (1e-4..1e5).contains(&lr.abs()) {
+        format!("{lr}")
+    } else {
+        format!("{lr:e}")
+    }
 }
 
 fn limit(mut set: ImageSet, n: Option<usize>) -> ImageSet {
@@ -322,119 +414,4 @@ fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     Rng::new(stream(seed, epoch)).shuffle(&mut order);
     order
-}
-
-fn scalar(outputs: &Outputs, name: &str) -> Result<f64> {
-    let t = outputs
-        .get(name)
-        .with_context(|| format!("graph has no output `{name}`"))?;
-    Ok(t.to_f64_vec()[0])
-}
-
-/// How many rows of `logits` have their maximum at the label.
-fn correct(logits: &HostTensor, labels: &[i64]) -> usize {
-    let v = logits.to_f32_vec();
-    let classes = v.len() / labels.len().max(1);
-    v.chunks(classes)
-        .zip(labels)
-        .filter(|(row, &l)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, &x)| if x > row[b] { i } else { b });
-            best as i64 == l
-        })
-        .count()
-}
-
-/// Running totals between two metrics lines.
-#[derive(Default)]
-struct Window {
-    images: usize,
-    seconds: f64,
-    correct: usize,
-    loss: f64,
-}
-
-impl Window {
-    fn add(&mut self, images: usize, seconds: f64) {
-        self.images += images;
-        self.seconds += seconds;
-    }
-    fn images_per_second(&self) -> f64 {
-        self.images as f64 / self.seconds.max(1e-9)
-    }
-}
-
-/// Test-set evaluation with eval-mode graphs, one per batch size used.
-struct Evaluator<'a> {
-    spec: &'a ModelSpec,
-    set: &'a ImageSet,
-    stats: (f32, f32),
-    batch: usize,
-    graphs: HashMap<usize, Graph>,
-}
-
-impl<'a> Evaluator<'a> {
-    fn new(spec: &'a ModelSpec, set: &'a ImageSet, stats: (f32, f32), batch: usize) -> Self {
-        Evaluator {
-            spec,
-            set,
-            stats,
-            batch: batch.max(1),
-            graphs: HashMap::new(),
-        }
-    }
-
-    /// Mean loss and accuracy over the whole set.
-    fn run(&mut self, backend: &dyn Backend, state: &TensorMap) -> Result<(f64, f64)> {
-        let (mut loss, mut right) = (0.0, 0usize);
-        let n = self.set.len();
-        for start in (0..n).step_by(self.batch) {
-            let indices: Vec<usize> = (start..(start + self.batch).min(n)).collect();
-            let b = indices.len();
-            if !self.graphs.contains_key(&b) {
-                let shape = [b, 1, self.set.height, self.set.width];
-                let model = build(self.spec, &shape, Mode::Eval, DType::F32)?;
-                self.graphs.insert(b, with_loss(&model.graph, 0.0)?);
-            }
-            let (pixels, labels) = make_batch(self.set, &indices, self.stats, None);
-            let x = HostTensor::from_f32(vec![b, 1, self.set.height, self.set.width], pixels)?;
-            let y = HostTensor::from_i64(vec![b], labels.clone())?;
-            let bindings = Bindings::new()
-                .params(state)
-                .input("input", &x)
-                .input("labels", &y);
-            let out = backend.run(&self.graphs[&b], &bindings)?;
-            loss += scalar(&out, LOSS)? * b as f64;
-            right += correct(
-                out.get("logits").context("eval graph has no logits")?,
-                &labels,
-            );
-        }
-        Ok((loss / n.max(1) as f64, right as f64 / n.max(1) as f64))
-    }
-}
-
-/// Drops metrics lines written after `step` or at an interruption, so a resumed run's
-/// log reads as one run (a train line right after the resume point covers fewer steps).
-fn truncate_metrics(out: &Path, step: u64) -> Result<()> {
-    let path = out.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            v["step"].as_u64().is_some_and(|s| s <= step) && v.get("interrupted").is_none()
-        })
-        .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(
-        &tmp,
-        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )?;
-    std::fs::rename(tmp, path)?;
-    Ok(())
 }

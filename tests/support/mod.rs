@@ -1,10 +1,12 @@
 //! What the integration tests share: running the `calib` binary, finding the fixtures,
-//! a small data-parallel training step, and stepping a plain one through sessions.
+//! a small data-parallel training step, stepping a plain one through sessions, and tiny
+//! `calib train` runs.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod data_parallel;
 pub mod session;
+pub mod train;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -10,6 +10,7 @@
 mod dispatch;
 mod conv;
 mod elementwise;
+mod finite_check;
 mod layout;
 mod matmul;
 mod pool;
@@ -22,6 +23,7 @@ mod strided;
 use crate::tensor::cast_storage;
 use crate::{Bindings, Collective, HostTensor, OpError, Outputs, Precision, RuntimeError, Storage};
 use calib_ir::{Graph, Node, Op, OpClass, TensorType};
+use finite_check::FiniteCheck;
 use std::borrow::Cow;
 
 pub use program::{run_program, run_program_with};
@@ -43,6 +45,31 @@ pub fn run_with(
     bindings: &Bindings,
     precision: Precision,
 ) -> Result<Outputs, RuntimeError> {
+    interpret(graph, bindings, precision, None)
+}
+
+/// Like [`run_with`], but every bound tensor must be finite and the run fails at the
+/// first op that creates a NaN or an infinity (see `finite_check.rs`), naming it.
+/// Slower: every value is scanned once.
+pub fn run_checking_finite(
+    graph: &Graph,
+    bindings: &Bindings,
+    precision: Precision,
+) -> Result<Outputs, RuntimeError> {
+    interpret(
+        graph,
+        bindings,
+        precision,
+        Some(FiniteCheck::new(graph.nodes.len())),
+    )
+}
+
+fn interpret(
+    graph: &Graph,
+    bindings: &Bindings,
+    precision: Precision,
+    mut check: Option<FiniteCheck>,
+) -> Result<Outputs, RuntimeError> {
     graph.validate()?;
     let mut uses = live_uses(graph);
     let mut values: Vec<Option<Cow<HostTensor>>> = vec![None; graph.nodes.len()];
@@ -50,20 +77,33 @@ pub fn run_with(
         let value = match &node.op {
             // Bindings are checked even when unused, so a wrong checkpoint never slips by.
             Op::Input { name } => {
-                bound("input", name, bindings.get_input(name), &node.ty, precision)?
+                let value = bound("input", name, bindings.get_input(name), &node.ty, precision)?;
+                if let Some(check) = &check {
+                    check.bound("input", name, &value)?;
+                }
+                value
             }
             Op::Param { name } => {
-                bound("param", name, bindings.get_param(name), &node.ty, precision)?
+                let value = bound("param", name, bindings.get_param(name), &node.ty, precision)?;
+                if let Some(check) = &check {
+                    check.bound("param", name, &value)?;
+                }
+                value
             }
             _ if uses[id] == 0 => continue,
-            Op::Constant { value } => Cow::Owned(HostTensor::full(&node.ty, *value, precision)),
-            _ => Cow::Owned(compute(
-                id,
-                node,
-                &values,
-                precision,
-                bindings.get_collective(),
-            )?),
+            Op::Constant { value } => {
+                if let Some(check) = &mut check {
+                    check.constant(id, *value);
+                }
+                Cow::Owned(HostTensor::full(&node.ty, *value, precision))
+            }
+            _ => {
+                let value = compute(id, node, &values, precision, bindings.get_collective())?;
+                if let Some(check) = &mut check {
+                    check.computed(id, node, &value)?;
+                }
+                Cow::Owned(value)
+            }
         };
         for v in &node.inputs {
             uses[v.0] -= 1;
@@ -110,11 +150,7 @@ fn compute(
     let fail = |source| RuntimeError::Op {
         node: id,
         op: node.op.name(),
-        scope: if node.scope.is_empty() {
-            String::new()
-        } else {
-            format!(" in {}", node.scope)
-        },
+        scope: scope_suffix(node),
         source,
     };
     let started = profile::is_enabled().then(std::time::Instant::now);
@@ -123,6 +159,15 @@ fn compute(
         profile::record(node.op.name(), t.elapsed(), node.ty.numel());
     }
     HostTensor::new(node.ty.dtype, node.ty.shape.clone(), storage).map_err(|e| fail(e.into()))
+}
+
+/// " in <scope>" for error messages, or nothing for a node outside any scope.
+fn scope_suffix(node: &Node) -> String {
+    if node.scope.is_empty() {
+        String::new()
+    } else {
+        format!(" in {}", node.scope)
+    }
 }
 
 /// How many live readers each value has (graph outputs count as readers), where a node

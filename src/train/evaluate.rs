@@ -1,0 +1,84 @@
+//! Counting a model's right answers: on a training batch's logits, and over the test
+//! set with eval-mode graphs.
+
+use crate::data::{make_batch, ImageSet};
+use anyhow::{Context, Result};
+use calib_ir::{DType, Graph, Mode};
+use calib_models::{build, ModelSpec};
+use calib_passes::{with_loss, LOSS};
+use calib_runtime::{Backend, Bindings, HostTensor, Outputs, TensorMap};
+use std::collections::HashMap;
+
+/// The first value of output `name` (a scalar's only one).
+pub fn scalar(outputs: &Outputs, name: &str) -> Result<f64> {
+    let t = outputs
+        .get(name)
+        .with_context(|| format!("graph has no output `{name}`"))?;
+    Ok(t.to_f64_vec()[0])
+}
+
+/// How many rows of `logits` have their maximum at the label.
+pub fn correct(logits: &HostTensor, labels: &[i64]) -> usize {
+    let v = logits.to_f32_vec();
+    let classes = v.len() / labels.len().max(1);
+    v.chunks(classes)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, &x)| if x > row[b] { i } else { b });
+            best as i64 == l
+        })
+        .count()
+}
+
+/// Test-set evaluation with eval-mode graphs, one per batch size used.
+pub struct Evaluator<'a> {
+    spec: &'a ModelSpec,
+    set: &'a ImageSet,
+    stats: (f32, f32),
+    batch: usize,
+    graphs: HashMap<usize, Graph>,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(spec: &'a ModelSpec, set: &'a ImageSet, stats: (f32, f32), batch: usize) -> Self {
+        Evaluator {
+            spec,
+            set,
+            stats,
+            batch: batch.max(1),
+            graphs: HashMap::new(),
+        }
+    }
+
+    /// Mean loss and accuracy over the whole set.
+    pub fn run(&mut self, backend: &dyn Backend, state: &TensorMap) -> Result<(f64, f64)> {
+        let (mut loss, mut right) = (0.0, 0usize);
+        let n = self.set.len();
+        for start in (0..n).step_by(self.batch) {
+            let indices: Vec<usize> = (start..(start + self.batch).min(n)).collect();
+            let b = indices.len();
+            if !self.graphs.contains_key(&b) {
+                let shape = [b, 1, self.set.height, self.set.width];
+                let model = build(self.spec, &shape, Mode::Eval, DType::F32)?;
+                self.graphs.insert(b, with_loss(&model.graph, 0.0)?);
+            }
+            let (pixels, labels) = make_batch(self.set, &indices, self.stats, None);
+            let x = HostTensor::from_f32(vec![b, 1, self.set.height, self.set.width], pixels)?;
+            let y = HostTensor::from_i64(vec![b], labels.clone())?;
+            let bindings = Bindings::new()
+                .params(state)
+                .input("input", &x)
+                .input("labels", &y);
+            let out = backend.run(&self.graphs[&b], &bindings)?;
+            loss += scalar(&out, LOSS)? * b as f64;
+            right += correct(
+                out.get("logits").context("eval graph has no logits")?,
+                &labels,
+            );
+        }
+        Ok((loss / n.max(1) as f64, right as f64 / n.max(1) as f64))
+    }
+}
