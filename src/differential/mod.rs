@@ -165,7 +165,8 @@ fn compare(oracle: &protocol::Files, got: &protocol::Files) -> BackendResult {
             } else {
                 worst.max(used)
             };
-            if !(err <= bound) {
+            // NaN errors fail too.
+            if err.is_nan() || err > bound {
                 result.mismatches.push(Mismatch {
                     tensor,
                     max_abs_err: err,
