@@ -21,6 +21,7 @@ mod backends;
 pub mod cuda;
 pub mod data;
 pub mod device;
+pub mod differential;
 pub mod kernel_times;
 pub mod predict;
 pub mod ptx_report;

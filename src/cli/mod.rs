@@ -5,6 +5,8 @@ mod compile;
 mod data_parallel;
 mod devices;
 mod explain;
+mod fixture;
+mod fuzz;
 mod info;
 mod ir;
 mod train;
@@ -40,6 +42,10 @@ enum Command {
     Compile(compile::Args),
     /// Explain why a kernel of a `calib compile` output equals the nodes it replaces.
     Explain(explain::Args),
+    /// Write a fixture directory for any spec, computed by the f64 interpreter.
+    Fixture(fixture::Args),
+    /// Differential testing: random networks on every backend against the f64 interpreter.
+    Fuzz(fuzz::Args),
 }
 
 /// Runs one subcommand; `Ok` carries the process exit code.
@@ -53,6 +59,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(args) => train::run(args),
         Command::Compile(args) => compile::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Fixture(args) => fixture::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     }
 }
 

@@ -2,17 +2,19 @@
 //! that calib can produce with the tolerances of the fixtures' README.
 
 mod fused;
+pub mod protocol;
 mod tolerance;
+pub mod write;
 
 pub use fused::Fused;
+pub use protocol::{Case, SgdSteps};
 pub use tolerance::Tolerance;
 
-use crate::train::SgdState;
 use anyhow::{bail, Context, Result};
-use calib_ir::{DType, Graph, Mode, Op};
-use calib_models::{build, load_spec_file, Model};
-use calib_passes::{grad, train_step, vjp, with_loss, Sgd, TrainConfig, LABELS, LOSS};
-use calib_runtime::{check_state, weights, Backend, Bindings, HostTensor, Outputs, TensorMap};
+use calib_ir::{DType, Mode};
+use calib_models::{build, load_spec_file};
+use calib_passes::{Sgd, LABELS, LOSS};
+use calib_runtime::{check_state, weights, Backend, TensorMap};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -58,17 +60,33 @@ impl Report {
 
 /// Verifies the fixture in `dir` on `backend`.
 pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
-    let file = load_spec_file(dir)?;
-    let input_shape = file.input_shape_or_default();
-    let spec = file.spec;
-    let params = load(dir, "params")?;
+    let case = load_case(dir)?;
+    let files = protocol::run(&case, backend)?;
     let mut checker = Checker {
         dir,
         rows: vec![],
         done: BTreeSet::new(),
     };
-    let result = spec.output_name();
+    for (file, produced) in &files {
+        if dir.join(format!("{file}.safetensors")).exists() {
+            checker.compare_file(file, produced)?;
+        }
+    }
+    checker.list_unchecked()?;
+    Ok(Report {
+        fixture: dir.display().to_string(),
+        backend: backend.name().to_string(),
+        rows: checker.rows,
+    })
+}
 
+/// The case a fixture directory records: its module, initial state and batch, and
+/// the optimizer its `meta.json` states when it has SGD steps.
+pub fn load_case(dir: &Path) -> Result<Case> {
+    let file = load_spec_file(dir)?;
+    let input_shape = file.input_shape_or_default();
+    let spec = file.spec;
+    let params = load(dir, "params")?;
     let eval_model = build(&spec, &input_shape, Mode::Eval, DType::F32)?;
     let expected: Vec<_> = eval_model
         .state
@@ -81,190 +99,53 @@ pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
             dir.display()
         )
     })?;
-    let eval_io = load(dir, "eval_io")?;
-    let out = backend.run(
-        &eval_model.graph,
-        &Bindings::new().params(&params).input(
-            "input",
-            tensor(&eval_io, "input").context("eval_io.safetensors")?,
-        ),
-    )?;
-    checker.compare("eval_io", &eval_io, result, &out, result, Tolerance::OUTPUT)?;
-
-    // One train-mode step: forward, BN statistics, loss (networks) and every gradient.
-    let train_io = load(dir, "train_io")?;
-    let train_model = build(&spec, &input_shape, Mode::Train, DType::F32)?;
-    let grads = GradientGraph::new(&train_model, train_io.contains_key(LABELS))?;
-    let out = grads.run(backend, &params, &train_io)?;
-    checker.compare(
-        "train_io",
-        &train_io,
-        result,
-        &out,
-        result,
-        Tolerance::OUTPUT,
-    )?;
-    if train_io.contains_key(LABELS) {
-        checker.compare("train_io", &train_io, LOSS, &out, LOSS, Tolerance::LOSS)?;
-    }
-    checker.compare(
-        "train_io",
-        &train_io,
-        "grad_input",
-        &out,
-        &GradientGraph::name("input"),
-        Tolerance::GRADIENT,
-    )?;
-    checker.compare_all("train_buffers_after", &out, "")?;
-    checker.compare_all("train_grads", &out, "grad.")?;
-
-    if dir.join("state_after_sgd_step1.safetensors").exists() {
-        verify_sgd_steps(
-            dir,
-            backend,
-            &train_model,
-            &grads,
-            params,
-            &train_io,
-            &mut checker,
-        )?;
-    }
-    checker.list_unchecked()?;
-    Ok(Report {
-        fixture: dir.display().to_string(),
-        backend: backend.name().to_string(),
-        rows: checker.rows,
+    let eval_input = load(dir, "eval_io")?
+        .remove("input")
+        .with_context(|| format!("{}/eval_io.safetensors has no `input`", dir.display()))?;
+    let train: TensorMap = load(dir, "train_io")?
+        .into_iter()
+        .filter(|(n, _)| ["input", LABELS, "grad_output"].contains(&n.as_str()))
+        .collect();
+    let sgd = if dir.join("state_after_sgd_step1.safetensors").exists() {
+        Some(optimizer(dir)?)
+    } else {
+        None
+    };
+    Ok(Case {
+        spec,
+        input_shape,
+        params,
+        eval_input,
+        train,
+        sgd,
     })
 }
 
-/// Two SGD steps on the fixture's batch with the optimizer its `meta.json` states.
-fn verify_sgd_steps(
-    dir: &Path,
-    backend: &dyn Backend,
-    model: &Model,
-    grads: &GradientGraph,
-    state: TensorMap,
-    io: &TensorMap,
-    checker: &mut Checker,
-) -> Result<()> {
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
+/// The SGD of the fixture's `meta.json`.
+fn optimizer(dir: &Path) -> Result<SgdSteps> {
+    let path = dir.join("meta.json");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
     let opt = &meta["optimizer"];
     let num = |key: &str| {
         opt[key]
             .as_f64()
-            .with_context(|| format!("meta.json optimizer has no `{key}`"))
+            .with_context(|| format!("{}: `optimizer` has no number `{key}`", path.display()))
     };
     if opt["dampening"].as_f64().unwrap_or(0.0) != 0.0 {
-        bail!("meta.json asks for SGD dampening, which calib does not implement");
+        bail!(
+            "{} asks for SGD dampening, which calib does not implement",
+            path.display()
+        );
     }
-    let sgd = Sgd {
-        momentum: num("momentum")?,
-        weight_decay: num("weight_decay")?,
-        nesterov: opt["nesterov"].as_bool().unwrap_or(false),
-    };
-    let step = train_step(
-        &model.graph,
-        &TrainConfig {
-            sgd,
-            label_smoothing: 0.0,
+    Ok(SgdSteps {
+        sgd: Sgd {
+            momentum: num("momentum")?,
+            weight_decay: num("weight_decay")?,
+            nesterov: opt["nesterov"].as_bool().unwrap_or(false),
         },
-    )?;
-    let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![num("lr")? as f32])?;
-    let mut state = SgdState::new(&step, state);
-    for k in 1..=2 {
-        if k == 2 {
-            let out = grads.run(backend, &state.state, io)?;
-            checker.compare_all("step2_io", &out, "")?;
-            checker.compare_all("train_grads_step2", &out, "grad.")?;
-        }
-        let b = state.bindings(&step, tensor(io, "input")?, tensor(io, LABELS)?, &lr);
-        let mut out = backend.run(&step.graph, &b)?;
-        checker.compare_all(&format!("state_after_sgd_step{k}"), &out, "")?;
-        if k == 1 {
-            checker.compare_all("sgd_momentum_after_step1", &out, "momentum.")?;
-        }
-        state.absorb(&step, &mut out);
-    }
-    Ok(())
-}
-
-/// The train-mode forward extended with the gradients of every parameter and of the
-/// input: of the cross-entropy loss when the fixture has labels, else of
-/// `sum(output * grad_output)`, i.e. seeded with the stored `grad_output`.
-struct GradientGraph {
-    graph: Graph,
-}
-
-impl GradientGraph {
-    fn name(wrt: &str) -> String {
-        format!("grad.{wrt}")
-    }
-
-    fn new(model: &Model, with_labels: bool) -> Result<Self> {
-        let (graph, of, seed) = if with_labels {
-            let g = with_loss(&model.graph, 0.0)?;
-            let loss = g.output(LOSS).context("loss graph has a loss")?;
-            (g, loss, None)
-        } else {
-            let mut g = model.graph.clone();
-            let ty = g.ty(model.output()).clone();
-            let seed = g.push_source(
-                Op::Input {
-                    name: "grad_output".into(),
-                },
-                ty,
-                "",
-            )?;
-            (g, model.output(), Some(seed))
-        };
-        let mut names = vec!["input".to_string()];
-        let mut wrt = vec![
-            graph
-                .inputs()
-                .find(|(n, _)| *n == "input")
-                .context("model has an input")?
-                .1,
-        ];
-        for (name, v) in graph.params() {
-            if graph.ty(v).dtype.is_float() && graph.output(name).is_none() {
-                names.push(name.to_string());
-                wrt.push(v);
-            }
-        }
-        let (mut graph, grads) = match seed {
-            None => grad(&graph, of, &wrt)?,
-            Some(seed) => vjp(&graph, of, seed, &wrt)?,
-        };
-        for (name, g) in names.iter().zip(grads) {
-            graph.add_output(Self::name(name), g)?;
-        }
-        if with_labels {
-            // The fixtures store the scalar loss with shape [1].
-            let loss = graph.output(LOSS).context("loss output")?;
-            let v = graph.push(Op::Reshape { shape: vec![1] }, vec![loss], "")?;
-            graph.outputs.retain(|o| o.name != LOSS);
-            graph.add_output(LOSS, v)?;
-        }
-        Ok(GradientGraph { graph })
-    }
-
-    fn run(&self, backend: &dyn Backend, state: &TensorMap, io: &TensorMap) -> Result<Outputs> {
-        let mut b = Bindings::new()
-            .params(state)
-            .input("input", tensor(io, "input")?);
-        for name in [LABELS, "grad_output"] {
-            if let Some(t) = io.get(name) {
-                b = b.input(name, t);
-            }
-        }
-        Ok(backend.run(&self.graph, &b)?)
-    }
-}
-
-fn tensor<'a>(map: &'a TensorMap, name: &str) -> Result<&'a HostTensor> {
-    map.get(name)
-        .with_context(|| format!("the fixture has no `{name}` tensor"))
+        lr: num("lr")?,
+    })
 }
 
 fn load(dir: &Path, stem: &str) -> Result<TensorMap> {
@@ -272,8 +153,16 @@ fn load(dir: &Path, stem: &str) -> Result<TensorMap> {
     Ok(weights::load(&path)?)
 }
 
+/// Stored tensors that are inputs of the protocol, not results.
+const INPUTS: [&str; 4] = [
+    "eval_io/input",
+    "train_io/input",
+    "train_io/labels",
+    "train_io/grad_output",
+];
+
 /// The README's tolerance for a stored tensor, by file and name.
-fn tolerance_for(file: &str, name: &str) -> Tolerance {
+pub fn tolerance_for(file: &str, name: &str) -> Tolerance {
     if name.ends_with("num_batches_tracked") {
         Tolerance::Exact
     } else if name == LOSS {
@@ -297,52 +186,29 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn compare(
-        &mut self,
-        file: &str,
-        reference: &TensorMap,
-        ref_name: &str,
-        outputs: &Outputs,
-        out_name: &str,
-        tol: Tolerance,
-    ) -> Result<()> {
-        let row_name = format!("{file}/{ref_name}");
-        let Some(expected) = reference.get(ref_name) else {
-            bail!(
-                "{}/{file}.safetensors has no tensor `{ref_name}`",
-                self.dir.display()
-            )
-        };
-        let Some(got) = outputs.get(out_name) else {
-            bail!("the graph produced no output `{out_name}`")
-        };
-        let (err, bound, pass) = if expected.shape() != got.shape() {
-            (f64::INFINITY, tol.bound(&expected.to_f64_vec()), false)
-        } else {
-            tol.compare(&expected.to_f64_vec(), &got.to_f64_vec())
-        };
-        self.rows.push(Row {
-            name: row_name.clone(),
-            max_abs_err: Some(err),
-            tolerance: Some(bound),
-            status: if pass { Status::Pass } else { Status::Fail },
-        });
-        self.done.insert(row_name);
-        Ok(())
-    }
-
-    /// Compares every tensor of `file` with the output named `prefix + name`.
-    fn compare_all(&mut self, file: &str, outputs: &Outputs, prefix: &str) -> Result<()> {
-        let reference = load(self.dir, file)?;
-        for name in reference.keys() {
-            self.compare(
-                file,
-                &reference,
-                name,
-                outputs,
-                &format!("{prefix}{name}"),
-                tolerance_for(file, name),
-            )?;
+    /// Compares every tensor stored in `file` with the one the protocol produced.
+    fn compare_file(&mut self, file: &str, produced: &TensorMap) -> Result<()> {
+        for (name, expected) in load(self.dir, file)? {
+            let row_name = format!("{file}/{name}");
+            if INPUTS.contains(&row_name.as_str()) {
+                continue;
+            }
+            let Some(got) = produced.get(&name) else {
+                bail!("calib computed no `{name}` for {file}.safetensors")
+            };
+            let tol = tolerance_for(file, &name);
+            let (err, bound, pass) = if expected.shape() != got.shape() {
+                (f64::INFINITY, tol.bound(&expected.to_f64_vec()), false)
+            } else {
+                tol.compare(&expected.to_f64_vec(), &got.to_f64_vec())
+            };
+            self.rows.push(Row {
+                name: row_name.clone(),
+                max_abs_err: Some(err),
+                tolerance: Some(bound),
+                status: if pass { Status::Pass } else { Status::Fail },
+            });
+            self.done.insert(row_name);
         }
         Ok(())
     }
@@ -367,15 +233,7 @@ impl Checker<'_> {
             let tensors = weights::load(&path)?;
             for name in tensors.keys() {
                 let row_name = format!("{stem}/{name}");
-                if [
-                    "eval_io/input",
-                    "train_io/input",
-                    "train_io/labels",
-                    "train_io/grad_output",
-                ]
-                .contains(&row_name.as_str())
-                    || self.done.contains(&row_name)
-                {
+                if INPUTS.contains(&row_name.as_str()) || self.done.contains(&row_name) {
                     continue;
                 }
                 self.rows.push(Row {

@@ -3,7 +3,7 @@
 //! ```text
 //! graph ─► regions (one per module) ─► per region, an e-graph (egg):
 //!            simplify  (exact clean-ups)                      rules/cleanup.rs
-//!            explore   (BN folding, one-pass statistics,      rules/batchnorm.rs
+//!            explore   (BN folding, shifted statistics,       rules/batchnorm.rs
 //!                       merged sibling convolutions)          rules/siblings.rs
 //!            choose    one primitive op per class             dag.rs
 //!            lower     kernel-forming rules add fused kernels kernels.rs, group.rs
@@ -37,9 +37,11 @@ mod schedule;
 
 pub use calib_cost::Device;
 pub use cost::{kernel_cost, roofline_seconds, KernelCost};
+pub use egg::Id;
 pub use explain::explain;
 pub use limits::Limits;
 pub use report::{FusionReport, KernelReport, PhaseReport};
+pub use rules::{ExtraRule, Rhs};
 
 use crate::{renumber::check_structure, PassError, Result};
 use calib_ir::{Graph, Program};
@@ -57,6 +59,9 @@ use std::time::Instant;
 pub struct FusionOptions {
     pub device: Device,
     pub limits: Limits,
+    /// Rules added to the explore phase, after calib's own: rules under study, and the
+    /// planted bugs that show the differential tester finds a wrong rewrite.
+    pub extra_rules: Vec<ExtraRule>,
 }
 
 /// A fused program and the report of how it was found.
@@ -228,7 +233,11 @@ fn fuse_region(
     let saturate = saturate && in_time;
     if saturate {
         for phase in [Phase::Simplify, Phase::Explore] {
-            let s = rg.saturate(&rules(phase), limits, limits.nodes);
+            let mut set = rules(phase);
+            if phase == Phase::Explore {
+                set.extend(options.extra_rules.iter().map(ExtraRule::rule));
+            }
+            let s = rg.saturate(&set, limits, limits.nodes);
             if s.stop != "saturated" {
                 warnings.push(format!(
                     "region {name}: phase {} stopped by {}; the plan is valid but less fused",

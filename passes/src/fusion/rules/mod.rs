@@ -19,6 +19,7 @@ use super::analysis::{add_op, constant_value, find_op, EGraph, FusionAnalysis};
 use super::language::ENode;
 use calib_ir::{Op, TensorType};
 use egg::{Applier, Id, MultiPattern, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use std::sync::Arc;
 
 pub type Rule = Rewrite<ENode, FusionAnalysis>;
 
@@ -28,7 +29,7 @@ pub enum Phase {
     /// Exact clean-ups: views of views, identities.
     Simplify,
     /// Structural rewrites that open up fusion: BatchNorm folding, one-pass batch
-    /// statistics, merged sibling convolutions.
+    /// statistics over shifted data, merged sibling convolutions.
     Explore,
 }
 
@@ -43,9 +44,56 @@ pub fn rules(phase: Phase) -> Vec<Rule> {
     }
 }
 
+/// A rule written outside calib (see [`FusionOptions::extra_rules`](super::FusionOptions)):
+/// a left-hand pattern over op names and a right-hand side built through [`Rhs`], as
+/// calib's own rules are.
+#[derive(Clone)]
+pub struct ExtraRule {
+    name: String,
+    // egg's rewrites are not `Clone` (the analysis is not); each saturation builds its own.
+    make: Arc<dyn Fn() -> Rule + Send + Sync>,
+}
+
+impl ExtraRule {
+    /// A rewrite from `lhs` (an s-expression over op names, `?x` for variables) to what
+    /// `rhs` builds; `rhs` returns `None` to decline a match. Panics on a malformed
+    /// pattern, as a rule's text is code, not input.
+    pub fn new(
+        name: &str,
+        lhs: &str,
+        rhs: impl Fn(&mut Rhs) -> Option<Id> + Send + Sync + 'static,
+    ) -> Self {
+        let rhs = Arc::new(rhs);
+        let (owned_name, lhs) = (name.to_string(), lhs.to_string());
+        let make = move || {
+            let rhs = rhs.clone();
+            rule(&owned_name, &lhs, move |r| rhs(r))
+        };
+        make(); // a malformed pattern panics here, where the rule is written
+        ExtraRule {
+            name: name.to_string(),
+            make: Arc::new(make),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn rule(&self) -> Rule {
+        (self.make)()
+    }
+}
+
+impl std::fmt::Debug for ExtraRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ExtraRule").field(&self.name).finish()
+    }
+}
+
 /// The matched e-graph, seen by a rule's right-hand side.
 pub struct Rhs<'a> {
-    pub egraph: &'a mut EGraph,
+    pub(crate) egraph: &'a mut EGraph,
     subst: &'a Subst,
     /// The class the left-hand side matched.
     pub root: Id,
