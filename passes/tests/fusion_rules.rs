@@ -200,7 +200,7 @@ fn eval_batch_norm_folds_into_the_convolution() {
 #[test]
 fn train_batch_statistics_accumulate_in_the_convolution() {
     let f = check(&conv_bn(Mode::Train, 4), 10);
-    assert!(fired(&f, "bn-variance-shifted") > 0);
+    assert!(fired(&f, "bn-variance-one-pass") > 0);
     let conv = f
         .program
         .kernels

@@ -186,15 +186,7 @@ impl Group {
             .filter(|(_, j)| **j == Join::Prologue)
             .map(|(&i, _)| i)
             .collect();
-        // Only a value the anchor reads whole: one it reads a corner of (a BatchNorm
-        // shift's convolution) would make a single block pool the whole map.
-        let Some(anchor) = self.anchor else {
-            return;
-        };
-        for p in prologue
-            .into_iter()
-            .filter(|p| dag.inputs[anchor].contains(p))
-        {
+        for p in prologue {
             for &u in &dag.users[p] {
                 let disjoint = matches!(dag.op[u], Some(Op::AvgPool2d { kernel, stride, .. } | Op::MaxPool2d { kernel, stride, .. }) if kernel == stride);
                 // Not if the kernel reads something computed from the pooled map (the
@@ -207,17 +199,11 @@ impl Group {
         }
     }
 
-    /// Whether value `c` may depend on a value the group writes. A value of parameters
-    /// and constants alone never does, even when it shares a member's parameter inputs
-    /// (a folded BatchNorm's bias and its scaled weights); nor does one that only reads
-    /// what the prologue recomputes from outside (a BatchNorm's shift, computed from
-    /// the convolution's own input corner), since the prologue is never written.
+    /// Whether value `c` may depend on a member. A value of parameters and constants
+    /// alone never does, even when it shares a member's parameter inputs (a folded
+    /// BatchNorm's bias and its scaled weights).
     fn reaches(&self, dag: &Dag, c: usize) -> bool {
-        !dag.params_only[c]
-            && self
-                .members
-                .iter()
-                .any(|(&m, &j)| j != Join::Prologue && dag.depends_on(c, m))
+        !dag.params_only[c] && self.members.keys().any(|&m| dag.depends_on(c, m))
     }
 
     /// The members the group writes, in order.
