@@ -3,7 +3,7 @@
 //! ```text
 //! graph ─► regions (one per module) ─► per region, an e-graph (egg):
 //!            simplify  (exact clean-ups)                      rules/cleanup.rs
-//!            explore   (BN folding, shifted statistics,       rules/batchnorm.rs
+//!            explore   (BN folding, one-pass statistics,      rules/batchnorm.rs
 //!                       merged sibling convolutions)          rules/siblings.rs
 //!            choose    one primitive op per class             dag.rs
 //!            lower     kernel-forming rules add fused kernels kernels.rs, group.rs

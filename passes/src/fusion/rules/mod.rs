@@ -29,7 +29,7 @@ pub enum Phase {
     /// Exact clean-ups: views of views, identities.
     Simplify,
     /// Structural rewrites that open up fusion: BatchNorm folding, one-pass batch
-    /// statistics over shifted data, merged sibling convolutions.
+    /// statistics, merged sibling convolutions.
     Explore,
 }
 
