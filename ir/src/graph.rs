@@ -139,22 +139,7 @@ impl Graph {
     }
 
     pub fn add_output(&mut self, name: impl Into<String>, value: Value) -> Result<()> {
-        let name = name.into();
-        if self.outputs.iter().any(|o| o.name == name) {
-            return Err(IrError::DuplicateName {
-                kind: "output",
-                name,
-            });
-        }
-        if value.0 >= self.nodes.len() {
-            return Err(IrError::UndefinedValue {
-                node: self.nodes.len(),
-                op: "output".into(),
-                operand: value.0,
-            });
-        }
-        self.outputs.push(Output { name, value });
-        Ok(())
+        self.add_outputs([(name.into(), value)])
     }
 
     /// [`Graph::add_output`] for many outputs at once, with the names looked up in a set

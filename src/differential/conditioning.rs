@@ -82,14 +82,15 @@ impl Backend for Recording<'_> {
     }
 
     fn run(&self, graph: &Graph, bindings: &Bindings) -> Result<Outputs, RuntimeError> {
+        let decisions: Vec<usize> = (0..graph.nodes.len())
+            .filter(|&i| matches!(graph.nodes[i].op, Op::Relu | Op::MaxPool2d { .. }))
+            .collect();
         let mut probed = graph.clone();
-        let mut decisions = vec![];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            if matches!(node.op, Op::Relu | Op::MaxPool2d { .. }) {
-                probed.add_output(format!("{PREFIX}{i}"), node.inputs[0])?;
-                decisions.push(i);
-            }
-        }
+        probed.add_outputs(
+            decisions
+                .iter()
+                .map(|&i| (format!("{PREFIX}{i}"), graph.nodes[i].inputs[0])),
+        )?;
         let mut out = self.inner.run(&probed, bindings)?;
         let record = decisions
             .into_iter()
