@@ -8,11 +8,9 @@ use calib::passes::fusion::{ExtraRule, FusionOptions};
 use calib::runtime::Backend;
 use calib::verify::{protocol, verify_fixture, write::write_fixture, Fused, Status};
 
-/// Shapes CI checks on the interpreter backends (ill-conditioned draws are skipped and
-/// do not count; seeds are taken in order until this many were compared).
+/// Shapes CI checks on every backend (ill-conditioned draws are skipped and do not
+/// count; seeds are taken in order until this many were compared).
 const CI_SHAPES: usize = 20;
-/// Of those, the ones also run on the simulator.
-const SIM_SHAPES: usize = 8;
 
 /// The `(seed, outcome)` of the first `count` comparable shapes from seed 0.
 fn campaign(backends: &[(&str, &dyn Backend)], count: usize) -> Vec<(u64, Shape, Outcome)> {
@@ -63,12 +61,12 @@ fn random_networks_agree_with_the_f64_interpreter_unfused_and_fused() {
     }
 }
 
-/// The simulator runs the plan's PTX instruction by instruction: the first shapes of
-/// the same campaign, as many as fit a few minutes of CI.
+/// The simulator runs the plan's PTX instruction by instruction: the same campaign
+/// (about five minutes of CI).
 #[test]
 fn random_networks_agree_with_the_f64_interpreter_on_the_simulator() {
     let sim = differential::backend("sim", &FusionOptions::default()).unwrap();
-    let outcomes = campaign(&[("sim", sim.as_ref())], SIM_SHAPES);
+    let outcomes = campaign(&[("sim", sim.as_ref())], CI_SHAPES);
     assert_all_pass(&outcomes);
 }
 

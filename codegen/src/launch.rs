@@ -13,7 +13,7 @@ use crate::eval::{Emitter, SplitRead};
 use crate::gemm::{self, Operands};
 use crate::kernel::{Family, Geometry};
 use crate::{conv, matmul, pointwise, reduction};
-use calib_ir::{gemm_anchor, Anchor, GemmSchedule, OpClass, Schedule, Value};
+use calib_ir::{gemm_anchor, Anchor, GemmSchedule, Op, OpClass, Schedule, Value};
 
 /// What one launch does.
 pub(crate) struct Launch {
@@ -97,6 +97,7 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
                 .copied()
                 .filter(|&i| cx.ty(output(cx, i)).numel() == n)
                 .filter(|&i| !heavy(cx, &needed_by(cx, &[i], &anchors), &anchors))
+                .filter(|&i| !reads_elsewhere(cx, output(cx, i), &anchors))
                 .collect()
         }
         None => vec![],
@@ -208,6 +209,34 @@ fn needed_by(cx: &Emitter, outputs: &[usize], stop: &[Value]) -> Vec<bool> {
         stack.extend(&nodes[v.0].inputs);
     }
     needed
+}
+
+/// Whether `v` reads one of `anchors` through an index map: at indices other than the
+/// epilogue's own, which only exist once the whole anchor is stored (a BatchNorm shift,
+/// each channel's first element of the convolution's result). Such outputs wait for a
+/// later launch, which reads the anchor back.
+fn reads_elsewhere(cx: &Emitter, v: Value, anchors: &[Value]) -> bool {
+    let nodes = &cx.kernel.body.nodes;
+    let mut seen = [vec![false; nodes.len()], vec![false; nodes.len()]];
+    // (value, whether an index map lies between it and `v`)
+    let mut stack = vec![(v, false)];
+    while let Some((v, mapped)) = stack.pop() {
+        if anchors.contains(&v) {
+            if mapped {
+                return true;
+            }
+            continue;
+        }
+        if cx.is_stored(v) || std::mem::replace(&mut seen[mapped as usize][v.0], true) {
+            continue;
+        }
+        let node = &nodes[v.0];
+        // A reshape keeps the flat index: the same element.
+        let moves = node.op.class() == OpClass::Layout && !matches!(node.op, Op::Reshape { .. });
+        let mapped = mapped || moves;
+        stack.extend(node.inputs.iter().map(|&i| (i, mapped)));
+    }
+    false
 }
 
 /// Whether a needed node (other than those `except`) is of `class` and must be computed.

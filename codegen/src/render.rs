@@ -54,7 +54,11 @@ const RULES: &[Rule] = &[
             "mul.rn.f32 {s}, {a}, 0fBFB8AA3B",
             "ex2.approx.f32 {s}, {s}",
             "add.rn.f32 {s}, {s}, 0f3F800000",
-            "rcp.rn.f32 {d}, {s}",
+            // Not `rcp.rn`: its IEEE slow path is a subroutine call whose stack frame
+            // spills live registers in every kernel that evaluates a gate, and `ex2.approx`
+            // already bounds the result's precision. (A denominator above 2^126 flushes
+            // the gate to zero instead of to a subnormal.)
+            "rcp.approx.ftz.f32 {d}, {s}",
         ],
         int: &[],
     },

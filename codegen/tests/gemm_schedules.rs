@@ -100,6 +100,37 @@ fn forward_convolution_with_prologue_epilogue_and_statistics_in_every_schedule()
 }
 
 #[test]
+fn shifted_statistics_read_the_stored_result_in_every_schedule() {
+    // BatchNorm's shift: each channel's first element of the convolution's result
+    // (slices of the anchor). The statistics and the centred map read the anchor at
+    // other indices than the epilogue's, so a later launch computes them from the
+    // stored result; with k split, from the workspace.
+    let src = "graph {
+          %0 = input name=\"x\" : f32[2,9,10,10]
+          %1 = param name=\"w\" : f32[70,9,3,3]
+          %2 = conv2d(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,70,10,10]
+          %3 = slice(%2) axis=0 start=0 end=1 : f32[1,70,10,10]
+          %4 = slice(%3) axis=2 start=0 end=1 : f32[1,70,1,10]
+          %5 = slice(%4) axis=3 start=0 end=1 : f32[1,70,1,1]
+          %6 = broadcast(%5) shape=[2,70,10,10] : f32[2,70,10,10]
+          %7 = sub(%2, %6) : f32[2,70,10,10]
+          %8 = reduce_mean(%7) axes=[0,2,3] keepdims=true : f32[1,70,1,1]
+          %9 = mul(%7, %7) : f32[2,70,10,10]
+          %10 = reduce_mean(%9) axes=[0,2,3] keepdims=true : f32[1,70,1,1]
+          return y=%2, centred=%7, mean_d=%8, mean_dd=%10
+        }";
+    every_schedule(src, Anchor::Convolution);
+    // Unsplit: the GEMM stores the result alone, one more launch everything else.
+    let compiled = compile(&single_kernel(&graph(src), Anchor::Convolution)).unwrap();
+    let stores: Vec<&str> = compiled
+        .kernels
+        .iter()
+        .map(|k| k.ptx.lines().find(|l| l.starts_with("// stores")).unwrap())
+        .collect();
+    assert_eq!(stores, ["// stores out0", "// stores out2, out3, out1"]);
+}
+
+#[test]
 fn strided_grouped_data_gradient_in_every_schedule() {
     every_schedule(
         "graph {

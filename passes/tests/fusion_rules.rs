@@ -200,7 +200,7 @@ fn eval_batch_norm_folds_into_the_convolution() {
 #[test]
 fn train_batch_statistics_accumulate_in_the_convolution() {
     let f = check(&conv_bn(Mode::Train, 4), 10);
-    assert!(fired(&f, "bn-variance-one-pass") > 0);
+    assert!(fired(&f, "bn-variance-shifted") > 0);
     let conv = f
         .program
         .kernels
@@ -222,6 +222,23 @@ fn train_batch_statistics_accumulate_in_the_convolution() {
         reductions, 2,
         "mean and mean square are outputs of the convolution's kernel"
     );
+    // The shift is each channel's first element of the convolution's own result, read
+    // in the kernel (no kernel computes it apart).
+    let conv_value = conv
+        .body
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::Conv2d { .. }))
+        .unwrap();
+    assert!(
+        conv.body
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::Slice { axis: 0, .. }) && n.inputs[0].0 == conv_value),
+        "{}",
+        f.program.to_text()
+    );
+    assert_eq!(f.program.kernels.len(), 2, "{}", f.program.to_text());
 }
 
 /// Two (or three) convolutions of one input, each followed by a ReLU.
@@ -283,6 +300,9 @@ fn merged_siblings_accumulate_their_batch_statistics_in_one_kernel() {
     let f = check(&finish(b, sum.unwrap()), 23);
     assert!(fired(&f, "merge-sibling-convs") >= 2);
     assert!(fired(&f, "slice-through-reduce_mean") > 0);
+    // Each branch's BatchNorm shift becomes a slice of the merged output's.
+    assert!(fired(&f, "sample-inside-slice") > 0);
+    assert!(fired(&f, "broadcast-of-slice") > 0);
     let merged: usize = widths.iter().sum();
     let means = |k: &calib_ir::Kernel| -> Vec<Vec<usize>> {
         k.body

@@ -6,7 +6,10 @@
 //!   loaded: elementwise ops, index maps (broadcast, resize, slice, concat), and for a
 //!   convolution the pooling that feeds it;
 //! * an *epilogue*: elementwise consumers of its result, over the same domain, and
-//!   reductions of that domain, which become extra outputs.
+//!   reductions of that domain, which become extra outputs;
+//! * *views*: index maps of members that an epilogue op reads at other indices (a
+//!   BatchNorm shift, each channel's first element of the result). Code generation
+//!   evaluates them by loading the stored result, in the launch after the anchor's.
 //!
 //! A group writes its anchor and epilogue values that something outside needs, and
 //! every reduction; prologue values are recomputed, never written. A group is valid
@@ -26,6 +29,7 @@ pub enum Join {
     Prologue,
     Epilogue,
     Reduction,
+    View,
 }
 
 /// Which operand producers a group takes in.
@@ -151,9 +155,10 @@ impl Group {
                     if self.contains(u) || self.members.len() >= MAX_MEMBERS {
                         continue;
                     }
-                    let operands_ok = dag.inputs[u]
-                        .iter()
-                        .all(|&c| self.contains(c) || !self.reaches(dag, c));
+                    let mut views = vec![];
+                    let operands_ok = dag.inputs[u].iter().all(|&c| {
+                        self.contains(c) || !self.reaches(dag, c) || self.view(dag, c, &mut views)
+                    });
                     let join = match dag.kind(u) {
                         Kind::Reduction if dag.inputs[u].iter().all(|&c| self.contains(c)) => {
                             Join::Reduction
@@ -163,6 +168,9 @@ impl Group {
                         }
                         _ => continue,
                     };
+                    for v in views {
+                        self.insert(v, Join::View);
+                    }
                     self.insert(u, join);
                     if join == Join::Epilogue {
                         self.absorb(dag, u, Producers::Exclusive);
@@ -199,6 +207,24 @@ impl Group {
         }
     }
 
+    /// Whether `c` is a slice, broadcast or reshape of members (through those alone),
+    /// collecting the maps to take in into `views`: maps that read a member at other
+    /// indices, never ones that compute anything.
+    fn view(&self, dag: &Dag, c: usize, views: &mut Vec<usize>) -> bool {
+        if self.contains(c) || views.contains(&c) {
+            return true;
+        }
+        let sampling = matches!(
+            dag.op[c],
+            Some(Op::Slice { .. } | Op::Broadcast { .. } | Op::Reshape { .. })
+        );
+        if !sampling || views.len() >= 8 {
+            return false;
+        }
+        views.push(c);
+        dag.inputs[c].iter().all(|&i| self.view(dag, i, views))
+    }
+
     /// Whether value `c` may depend on a member. A value of parameters and constants
     /// alone never does, even when it shares a member's parameter inputs (a folded
     /// BatchNorm's bias and its scaled weights).
@@ -211,7 +237,7 @@ impl Group {
         self.members
             .iter()
             .filter(|(&i, &j)| match j {
-                Join::Prologue => false,
+                Join::Prologue | Join::View => false,
                 Join::Reduction => true,
                 _ => dag.root[i] || dag.users[i].iter().any(|&u| !self.contains(u)),
             })

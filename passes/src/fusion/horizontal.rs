@@ -11,7 +11,7 @@
 //!   kernels that wrote its operands write into channel slices of its buffer instead.
 
 use calib_ir::kernel::Slice;
-use calib_ir::{Anchor, BufferId, Kernel, KernelOutput, Op, Program, Role, Value};
+use calib_ir::{Anchor, BufferId, Kernel, KernelOutput, Op, OpClass, Program, Role, Value};
 use std::collections::HashMap;
 
 /// The most elements any value of a kernel may have for it to ride along elsewhere.
@@ -44,9 +44,19 @@ fn is_tiny(k: &Kernel) -> bool {
     k.anchor == Anchor::Pointwise && extent(k) <= SIDE_OUTPUT_MAX
 }
 
-/// The most elements any value of a kernel has.
+/// The most elements any value of a kernel computes or stores. Inputs and index maps
+/// of them are only read where something needs them: a BatchNorm's running mean reads
+/// one element per channel of the convolution's result (its shift).
 fn extent(k: &Kernel) -> usize {
-    k.body.nodes.iter().map(|n| n.ty.numel()).max().unwrap_or(0)
+    let stored = |i: usize| k.body.outputs.iter().any(|o| o.value.0 == i);
+    k.body
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| stored(*i) || !matches!(n.op.class(), OpClass::Source | OpClass::Layout))
+        .map(|(_, n)| n.ty.numel())
+        .max()
+        .unwrap_or(0)
 }
 
 /// The kernel to host tiny kernel `t`: after every producer of what `t` reads, before

@@ -220,11 +220,17 @@ fn topological(
             waiting[k] = usize::MAX;
         }
     }
+    // A collective, and whatever only it waits for (its bucket's gradients packed into
+    // one buffer), goes as soon as it is ready: its transfer then overlaps the rest of
+    // the backward pass. (By original node alone it would come last, since data
+    // parallelism's nodes are appended after the whole step.)
+    let collective = |k: usize| kernels[k].1.anchor == Anchor::Collective;
+    let urgent: Vec<bool> = (0..n)
+        .map(|k| collective(k) || readers[k].iter().any(|&r| collective(r)))
+        .collect();
     let key = |k: usize| {
-        (
-            kernels[k].1.covers.first().copied().unwrap_or(usize::MAX),
-            k,
-        )
+        let first = kernels[k].1.covers.first().copied().unwrap_or(usize::MAX);
+        (if urgent[k] { 0 } else { first }, k)
     };
     let mut ready: BinaryHeap<Reverse<(usize, usize)>> = (0..n)
         .filter(|&k| waiting[k] == 0)

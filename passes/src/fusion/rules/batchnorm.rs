@@ -1,17 +1,21 @@
 //! BatchNorm rewrites: eval-mode BN folded into the convolution's weights, and
-//! train-mode batch variance in one pass, so that both statistics become reductions
-//! of the convolution's output that its kernel can accumulate.
+//! train-mode batch variance in one pass over shifted data, so that both statistics
+//! become sibling reductions of the convolution's output, read once.
 //!
 //! Neither holds exactly in floating point (both stay far inside the fixtures'
-//! tolerances, which the fixture tests check):
+//! tolerances, which the fixture and differential tests check):
 //! * folding computes `conv(x, w * s)` instead of `conv(x, w) * s`, and adds the
 //!   constants `b - m * s` as one bias: one extra rounding per weight and per channel;
-//! * `E[(y - E[y])^2]` becomes `E[y^2] - E[y]^2`, which cancels when the mean is large
-//!   against the spread. Convolution outputs in these networks have a mean of the order
-//!   of their standard deviation, so the loss is a few bits.
+//! * `E[(y - E[y])^2]` becomes `E[d^2] - E[d]^2` with `d = y - k` and `k` the channel's
+//!   first element. Without the shift (`E[y^2] - E[y]^2`) the subtraction cancels every
+//!   bit the mean's size takes from the spread: a channel with mean 1e3 times its
+//!   standard deviation loses 20 bits, all of f32's precision. `k` is a sample of the
+//!   channel, so `E[d]` is a few standard deviations at most and the form loses a few
+//!   bits whatever the mean (the shifted-data algorithm for the variance).
 
-use super::{rule, Rule};
+use super::{multi_rule, rule, Rhs, Rule};
 use calib_ir::Op;
+use egg::Id;
 
 pub fn rules() -> Vec<Rule> {
     vec![
@@ -57,24 +61,62 @@ pub fn rules() -> Vec<Rule> {
                 r.add(Op::Add, &[y, ab])
             },
         ),
-        // mean((y - mean(y))^2)  =>  mean(y^2) - mean(y)^2, over the same axes. (The
-        // square's operand is a variable: egg looks a repeated sub-pattern up by exact
-        // node, which an attribute-free pattern node never is.)
-        rule("bn-variance-one-pass", "(reduce_mean (mul ?c ?c))", |r| {
-            let c = r.var("?c");
-            let (_, yb) = r.op(c, "sub")?;
-            let (_, m) = r.op(yb[1], "broadcast")?;
-            let (mean, of) = r.op(m[0], "reduce_mean")?;
-            let Op::ReduceMean { keepdims: true, .. } = &mean else {
-                return None;
-            };
-            (of[0] == yb[0] && r.op(r.root, "reduce_mean")?.0 == mean).then_some(())?;
-            let y = yb[0];
-            let sq = r.add(Op::Mul, &[y, y])?;
-            let mean_sq = r.add(mean, &[sq])?;
-            let m2 = r.add(Op::Mul, &[m[0], m[0]])?;
-            r.supersede(r.root, "reduce_mean");
-            r.add(Op::Sub, &[mean_sq, m2])
-        }),
+        // mean((y - mean(y))^2)  =>  mean(d^2) - mean(d)^2  and  mean(y)  =>  mean(d) + k,
+        // with d = y - k and k the first element of each channel, over the same axes.
+        // (The square's operand is a variable: egg looks a repeated sub-pattern up by
+        // exact node, which an attribute-free pattern node never is.)
+        multi_rule(
+            "bn-variance-shifted",
+            "?v = (reduce_mean (mul ?c ?c))",
+            |r| {
+                let (v, c) = (r.var("?v"), r.var("?c"));
+                let (_, yb) = r.op(c, "sub")?;
+                let (_, m) = r.op(yb[1], "broadcast")?;
+                let (mean, of) = r.op(m[0], "reduce_mean")?;
+                let Op::ReduceMean {
+                    keepdims: true,
+                    axes,
+                } = &mean
+                else {
+                    return None;
+                };
+                (of[0] == yb[0] && r.op(v, "reduce_mean")?.0 == mean).then_some(())?;
+                let y = yb[0];
+                let (first, shift) = shift_of(r, y, &axes.clone())?;
+                let d = r.add(Op::Sub, &[y, shift])?;
+                let dd = r.add(Op::Mul, &[d, d])?;
+                let mean_dd = r.add(mean.clone(), &[dd])?;
+                let mean_d = r.add(mean, &[d])?;
+                let square = r.add(Op::Mul, &[mean_d, mean_d])?;
+                let var = r.add(Op::Sub, &[mean_dd, square])?;
+                let shifted_mean = r.add(Op::Add, &[mean_d, first])?;
+                r.supersede(v, "reduce_mean");
+                r.supersede_over(m[0], "reduce_mean", &[y]);
+                Some(vec![(v, var), (m[0], shifted_mean)])
+            },
+        ),
     ]
+}
+
+/// The shift of `y`'s statistics over `axes` (the reduced ones): each channel's first
+/// element `k`, as a `[1, C, 1, 1]`-like view, and `k` broadcast to `y`'s shape. Slices
+/// of the value the statistics reduce: the kernel that accumulates them reads the stored
+/// result back, so the shift costs one load per channel. (For a branch of merged
+/// sibling convolutions, `sample-inside-slice` and `broadcast-of-slice` make the shift
+/// a slice of the merged output's, and the statistics slices of one reduction.)
+fn shift_of(r: &mut Rhs, y: Id, axes: &[usize]) -> Option<(Id, Id)> {
+    let mut first = y;
+    for &axis in axes {
+        if r.ty(first).shape[axis] > 1 {
+            let slice = Op::Slice {
+                axis,
+                start: 0,
+                end: 1,
+            };
+            first = r.add(slice, &[first])?;
+        }
+    }
+    let shape = r.ty(y).shape.clone();
+    let shift = r.add(Op::Broadcast { shape }, &[first])?;
+    Some((first, shift))
 }

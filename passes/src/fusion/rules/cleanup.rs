@@ -7,7 +7,7 @@
 //! arithmetic; the rewrite keeps `-0.0`. The two compare equal, so no tolerance is
 //! touched.
 
-use super::{rule, Rhs, Rule};
+use super::{multi_rule, rule, Rhs, Rule};
 use calib_ir::Op;
 use egg::Id;
 
@@ -51,6 +51,49 @@ pub fn rules() -> Vec<Rule> {
                 },
                 &x,
             )
+        }),
+        // slice_a[i..i+1](slice_b[s..e](x))  =>  slice_b[s..e](slice_a[i..i+1](x)), a != b:
+        // a one-wide sample moves inside a wider slice, so that sampling a branch of a
+        // merged convolution is a slice of sampling the merged output (a BatchNorm
+        // shift). One direction only, which ends.
+        multi_rule("sample-inside-slice", "?t = (slice ?s)", |r| {
+            let (t, s) = (r.var("?t"), r.var("?s"));
+            let Op::Slice { axis, start, end } = r.op_over(t, "slice", &[s])? else {
+                return None;
+            };
+            (end - start == 1).then_some(())?;
+            let wider = r.ops(s, "slice").into_iter().filter(|(op, _)| {
+                matches!(op, Op::Slice { axis: b, start: s, end: e } if *b != axis && e - s > 1)
+            });
+            let mut unions = vec![];
+            for (inner, x) in wider.collect::<Vec<_>>() {
+                let sample = r.add(Op::Slice { axis, start, end }, &x)?;
+                unions.push((t, r.add(inner, &[sample])?));
+            }
+            Some(unions)
+        }),
+        // broadcast(slice_b(x))  =>  slice_b(broadcast(x)) when the broadcast keeps axis
+        // b: the branch's broadcast shift is a slice of the merged output's.
+        multi_rule("broadcast-of-slice", "?t = (broadcast ?s)", |r| {
+            let (t, s) = (r.var("?t"), r.var("?s"));
+            let Op::Broadcast { shape } = r.op_over(t, "broadcast", &[s])? else {
+                return None;
+            };
+            let from = r.ty(s).shape.clone();
+            let kept = r.ops(s, "slice").into_iter().filter(|(op, _)| {
+                matches!(op, Op::Slice { axis, .. } if from.len() == shape.len() && from[*axis] == shape[*axis])
+            });
+            let mut unions = vec![];
+            for (slice, x) in kept.collect::<Vec<_>>() {
+                let Op::Slice { axis, .. } = slice else {
+                    continue;
+                };
+                let mut wide = shape.clone();
+                wide[axis] = r.ty(x[0]).shape[axis];
+                let whole = r.add(Op::Broadcast { shape: wide }, &x)?;
+                unions.push((t, r.add(slice, &[whole])?));
+            }
+            Some(unions)
         }),
         rule("slice-concat", "(slice ?c)", |r| {
             let c = r.var("?c");
