@@ -1,18 +1,21 @@
 //! Choosing an executor by name on the command line.
 
 use anyhow::{bail, Result};
+use calib_passes::fusion::{FusionOptions, RuleSet};
 use calib_runtime::{Backend, Reference};
 
 /// The backends `--backend` accepts.
 pub const BACKENDS: &[&str] = &["reference", "sim", "cuda"];
 
 /// Choices that only some backends take.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackendOptions {
     /// `cuda`: capture each step as a CUDA graph and replay it.
     pub cuda_graph: bool,
     /// `reference`: fail at the first op that creates a NaN or an infinity, naming it.
     pub check_finite: bool,
+    /// `sim`, `cuda`: the fusion rules that make the plan (all by default).
+    pub rules: RuleSet,
 }
 
 /// The backend called `name`.
@@ -32,16 +35,27 @@ pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backe
              output), not `{name}`"
         );
     }
+    if !options.rules.is_all() && name == "reference" {
+        bail!(
+            "--disable-rule and --rules shape the fused plan: they need --backend sim or cuda \
+             (the reference backend runs the graph unfused)"
+        );
+    }
+    let fusion = FusionOptions {
+        rules: options.rules.clone(),
+        ..FusionOptions::default()
+    };
     match name {
         "reference" if options.check_finite => Ok(Box::new(Reference::new().checking_finite())),
         "reference" => Ok(Box::new(Reference::new())),
-        "sim" => Ok(Box::new(crate::Sim::new())),
+        "sim" => Ok(Box::new(crate::Sim::with_fusion(fusion))),
         "cuda" => Ok(Box::new(
             crate::Cuda::new(0)
                 .map_err(|e| anyhow::anyhow!("backend cuda: {e}"))?
                 .with_options(calib_runtime::cuda::CudaOptions {
                     graph: options.cuda_graph,
-                }),
+                })
+                .with_fusion(fusion),
         )),
         other => bail!(
             "unknown backend `{other}` (available: {})",

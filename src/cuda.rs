@@ -73,6 +73,12 @@ impl Cuda {
         self
     }
 
+    /// Plans with `fusion` (other rules, another device to cost for).
+    pub fn with_fusion(mut self, fusion: FusionOptions) -> Self {
+        self.fusion = fusion;
+        self
+    }
+
     /// Stages every all-reduce through the host and the bound group even where NCCL
     /// could run it (for comparing the two paths).
     pub fn without_nccl(mut self) -> Self {

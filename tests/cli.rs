@@ -239,7 +239,7 @@ fn bench_times_a_training_step() {
 fn bad_train_flags() -> Vec<(Vec<&'static str>, String)> {
     let too_many = calib::train::MAX_HOST_REPLICAS + 1;
     let replicas: &'static str = Box::leak(too_many.to_string().into_boxed_str());
-    let cases: [(&[&'static str], String); 10] = [
+    let cases: [(&[&'static str], String); 12] = [
         (
             &["--warmup-epochs", "-1"],
             "--warmup-epochs -1: must be".into(),
@@ -268,6 +268,14 @@ fn bad_train_flags() -> Vec<(Vec<&'static str>, String)> {
             "--check-finite needs --backend reference".into(),
         ),
         (&["--batch", "-4"], "--batch".into()),
+        (
+            &["--disable-rule", "lower"],
+            "they need --backend sim or cuda".into(),
+        ),
+        (
+            &["--disable-rule", "fuse-all", "--backend", "sim"],
+            "unknown rule `fuse-all`".into(),
+        ),
     ];
     cases.into_iter().map(|(a, m)| (a.to_vec(), m)).collect()
 }

@@ -20,6 +20,8 @@ pub struct Args {
     /// A preset, a spec JSON, or a fixture directory.
     #[arg(long)]
     model: String,
+    #[command(flatten)]
+    rules: super::rules::RuleArgs,
     #[arg(long)]
     batch: Option<usize>,
     /// Executor: `reference`, `sim` or `cuda`.
@@ -62,6 +64,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &args.backend,
         calib::BackendOptions {
             cuda_graph: args.cuda_graph,
+            rules: args.rules.rule_set()?,
             ..Default::default()
         },
     )?;

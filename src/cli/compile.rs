@@ -61,6 +61,12 @@ pub struct Args {
     /// shared memory per kernel (`ptx_report.txt`, appended to `report.txt`).
     #[arg(long)]
     emit_ptx: bool,
+    #[command(flatten)]
+    rules: super::rules::RuleArgs,
+    /// Also compile once per rule family with that family off, and report what the plan
+    /// costs without it (`ablation.{txt,json}`, appended to `report.txt`).
+    #[arg(long)]
+    ablate: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -100,6 +106,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         options.device = Device::load(path)?;
     }
     options.limits = limits(&args)?;
+    options.rules = args.rules.rule_set()?;
     let fusion = fuse(&graph, &options)?;
 
     let out = &args.out;
@@ -179,6 +186,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let step = predict_step(&fusion.program, &compiled, &options.device, &registers);
     report.push_str(&step.to_text(10));
     report_json["predicted_step"] = serde_json::to_value(&step)?;
+    if args.ablate {
+        let ablation = super::ablate::ablate(&graph, &options, &fusion, step.step_ms)?;
+        write("ablation.txt", &ablation.to_text())?;
+        write("ablation.json", &serde_json::to_string_pretty(&ablation)?)?;
+        report.push_str(&format!("\n{}", ablation.to_text()));
+        report_json["ablation"] = serde_json::to_value(&ablation)?;
+    }
     write("report.json", &serde_json::to_string_pretty(&report_json)?)?;
     write("report.txt", &report)?;
     let svg = render_svgs(out, graph.nodes.len());

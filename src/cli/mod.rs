@@ -1,5 +1,6 @@
 //! Subcommands of `calib`, one file each.
 
+mod ablate;
 mod bench;
 mod compile;
 mod data_parallel;
@@ -9,6 +10,7 @@ mod fixture;
 mod fuzz;
 mod info;
 mod ir;
+mod rules;
 mod train;
 mod verify;
 
@@ -46,6 +48,8 @@ enum Command {
     Fixture(fixture::Args),
     /// Differential testing: random networks on every backend against the f64 interpreter.
     Fuzz(fuzz::Args),
+    /// List the fusion rules by name and family (for --disable-rule and --rules).
+    Rules(rules::Args),
 }
 
 /// Runs one subcommand; `Ok` carries the process exit code.
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain::run(args),
         Command::Fixture(args) => fixture::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Rules(args) => rules::run(args),
     }
 }
 

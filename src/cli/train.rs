@@ -15,6 +15,8 @@ pub struct Args {
     /// A preset, a spec JSON, or a fixture directory (default: the built-in fashion_scnet).
     #[arg(long)]
     model: Option<String>,
+    #[command(flatten)]
+    rules: super::rules::RuleArgs,
     /// Executor: `reference` (the CPU interpreter), `sim` (the PTX simulator) or `cuda`.
     #[arg(long, default_value = "reference")]
     backend: String,
@@ -139,6 +141,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         calib::BackendOptions {
             cuda_graph: args.cuda_graph,
             check_finite: args.check_finite,
+            rules: args.rules.rule_set()?,
         },
     )?;
     if let Some(dir) = &args.resume {

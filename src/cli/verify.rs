@@ -1,6 +1,7 @@
 //! `calib verify DIR [--json]`.
 
 use anyhow::{bail, Result};
+use calib::passes::fusion::FusionOptions;
 use calib::runtime::{Backend, Reference};
 use calib::verify::{verify_fixture, Status};
 use std::fmt::Write as _;
@@ -23,13 +24,30 @@ pub struct Args {
     /// executor).
     #[arg(long)]
     fused: bool,
+    #[command(flatten)]
+    rules: super::rules::RuleArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let rules = args.rules.rule_set()?;
     let backend: Box<dyn Backend> = match args.backend.as_str() {
-        "reference" if args.fused => Box::new(calib::verify::Fused::default()),
+        "reference" if args.fused => Box::new(calib::verify::Fused {
+            options: FusionOptions {
+                rules,
+                ..FusionOptions::default()
+            },
+        }),
+        "reference" if !rules.is_all() => {
+            bail!("--disable-rule and --rules shape the fused plan: add --fused")
+        }
         "reference" => Box::new(Reference::new()),
-        other => calib::backend(other)?,
+        other => calib::backend_with(
+            other,
+            calib::BackendOptions {
+                rules,
+                ..Default::default()
+            },
+        )?,
     };
     let mut reports = vec![];
     for dir in &args.dirs {

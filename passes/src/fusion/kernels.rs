@@ -24,17 +24,31 @@ use super::dag::{Dag, Kind};
 use super::group::{Group, Producers};
 use super::language::{ENode, Head};
 use super::region::{PhaseStats, RegionGraph};
+use super::rule_set::RuleSet;
 use calib_ir::{text, Graph};
 use egg::Symbol;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// Adds every rule's kernels for `dag` to the region's e-graph, stopping early (with
-/// the stop reason saying so) at `node_limit` e-nodes or after `time`.
+/// The kernel-forming rules, by name (see the table above).
+pub const KERNEL_RULES: &[&str] = &[
+    "fuse-prologue",
+    "fuse-epilogue",
+    "fuse-epilogue-only",
+    "fuse-reduction",
+    "fuse-pointwise",
+    "fuse-pointwise-exclusive",
+    "fuse-pointwise-reductions",
+];
+
+/// Adds the kernels of every rule `rules` leaves on for `dag` to the region's e-graph,
+/// stopping early (with the stop reason saying so) at `node_limit` e-nodes or after
+/// `time`.
 pub fn form_kernels(
     rg: &mut RegionGraph,
     dag: &Dag,
     graph: &Graph,
+    rules: &RuleSet,
     node_limit: usize,
     time: Duration,
 ) -> PhaseStats {
@@ -57,6 +71,9 @@ pub fn form_kernels(
             break;
         }
         for (rule, group) in candidates(dag, seed) {
+            if !rules.enabled(rule) {
+                continue;
+            }
             let key: Vec<usize> = group.members.keys().copied().collect();
             if key.len() < 2 || !group.is_valid(dag) || !seen.insert(key) {
                 continue;

@@ -32,6 +32,7 @@ mod plan;
 mod program;
 mod region;
 mod report;
+mod rule_set;
 mod rules;
 mod schedule;
 
@@ -41,6 +42,7 @@ pub use egg::Id;
 pub use explain::explain;
 pub use limits::Limits;
 pub use report::{FusionReport, KernelReport, PhaseReport};
+pub use rule_set::{catalogue, families, RuleInfo, RuleSet};
 pub use rules::{ExtraRule, Rhs};
 
 use crate::{renumber::check_structure, PassError, Result};
@@ -62,6 +64,8 @@ pub struct FusionOptions {
     /// Rules added to the explore phase, after calib's own: rules under study, and the
     /// planted bugs that show the differential tester finds a wrong rewrite.
     pub extra_rules: Vec<ExtraRule>,
+    /// Which of calib's own rules run (all by default): ablation studies turn some off.
+    pub rules: RuleSet,
 }
 
 /// A fused program and the report of how it was found.
@@ -104,9 +108,22 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
             }
         }
     };
-    let side_outputs = horizontal::merge_side_outputs(&mut program);
-    let concat_views = horizontal::concat_views(&mut program);
-    let updates_merged = foreach::merge_updates(&mut program);
+    let on = |pass: &str| options.rules.enabled(pass);
+    let side_outputs = if on(rule_set::SIDE_OUTPUTS) {
+        horizontal::merge_side_outputs(&mut program)
+    } else {
+        0
+    };
+    let concat_views = if on(rule_set::CONCAT_VIEWS) {
+        horizontal::concat_views(&mut program)
+    } else {
+        0
+    };
+    let updates_merged = if on(rule_set::FOREACH_UPDATES) {
+        foreach::merge_updates(&mut program)
+    } else {
+        0
+    };
     let (split_k, split_reductions) = schedule::assign(&mut program, &options.device);
     for (n, k) in program.kernels.iter_mut().enumerate() {
         k.name = format!("k{n}");
@@ -150,6 +167,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         split_k,
         split_reductions,
         warnings,
+        disabled_rules: options.rules.disabled().map(str::to_string).collect(),
         kernels: report::kernel_rows(&program, &options.device),
     };
     Ok(Fusion { program, report })
@@ -234,6 +252,7 @@ fn fuse_region(
     if saturate {
         for phase in [Phase::Simplify, Phase::Explore] {
             let mut set = rules(phase);
+            set.retain(|r| options.rules.enabled(r.name.as_str()));
             if phase == Phase::Explore {
                 set.extend(options.extra_rules.iter().map(ExtraRule::rule));
             }
@@ -251,7 +270,14 @@ fn fuse_region(
     let external = part.external_deps(graph, r);
     let dag = Dag::choose(&rg, &options.device, &external);
     if saturate {
-        let s = kernels::form_kernels(&mut rg, &dag, graph, limits.nodes, limits.phase_time());
+        let s = kernels::form_kernels(
+            &mut rg,
+            &dag,
+            graph,
+            &options.rules,
+            limits.nodes,
+            limits.phase_time(),
+        );
         if s.stop != "saturated" {
             warnings.push(format!(
                 "region {name}: phase lower stopped by {}; the plan is valid but less fused",

@@ -39,6 +39,8 @@ pub struct FusionReport {
     /// Reduction kernels whose reduced elements are split across teams.
     pub split_reductions: usize,
     pub warnings: Vec<String>,
+    /// Rules the fusion left out (`--disable-rule`, `--rules`): empty for calib's plan.
+    pub disabled_rules: Vec<String>,
     pub kernels: Vec<KernelReport>,
 }
 
@@ -187,6 +189,9 @@ impl FusionReport {
             self.split_reductions
         )
         .unwrap();
+        if !self.disabled_rules.is_empty() {
+            writeln!(t, "  rules off: {}", self.disabled_rules.join(", ")).unwrap();
+        }
         for p in &self.phases {
             writeln!(
                 t,
