@@ -173,6 +173,14 @@ fn explanations_name_the_rewrites() {
         .find(|k| k.label.contains("k4"))
         .expect("a kernel for k4");
     let text = calib_passes::fusion::explain(&g, &f.program, &folded.name).unwrap();
-    assert!(text.contains("Rewrite=>"), "{text}");
+    // Each step names its rule and shows the subterm it changed as algebra over the
+    // layers: the eval BatchNorm's scale folded into k4's weights, its shifts into one
+    // bias.
+    assert!(text.contains("  bias-combine:"), "{text}");
+    assert!(text.contains("(k4.0.weight * "), "{text}");
+    assert!(
+        !text.contains("Rewrite=>") && !text.contains("(mul "),
+        "{text}"
+    );
     assert!(calib_passes::fusion::explain(&g, &f.program, "k999").is_err());
 }

@@ -7,6 +7,7 @@
 //! kernel that wrote it is spliced in, and its nodes join the e-graph too. egg then
 //! explains, rewrite by rewrite, why each output equals the original node it stands for.
 
+use super::algebra;
 use super::analysis::{add_constant, add_op_uncanonical};
 use super::limits::Limits;
 use super::partition::{Partition, Region};
@@ -110,6 +111,13 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
         .collect::<Result<_>>()?;
     rg.egraph.rebuild();
 
+    // Each class by the first original node it holds, to name operands in the algebra.
+    let mut names: HashMap<Id, usize> = HashMap::new();
+    let mut originals: Vec<(&usize, &Id)> = rg.class_of.iter().collect();
+    originals.sort();
+    for (&v, &id) in originals {
+        names.entry(rg.egraph.find(id)).or_insert(v);
+    }
     let mut out = String::new();
     writeln!(
         out,
@@ -146,27 +154,46 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
         if rg.egraph.find(orig) != rg.egraph.find(body) {
             writeln!(
                 out,
-                "out{j} = %{v}: egg did not re-derive this body from the covered nodes alone"
+                "out{j} = {}: egg did not re-derive this body from the covered nodes alone",
+                value_name(graph, v)
             )
             .unwrap();
             continue;
         }
-        let explanation = rg
-            .egraph
-            .explain_id_equivalence(orig, body)
-            .get_flat_string();
-        let steps = explanation.lines().count().saturating_sub(1);
+        let mut explanation = rg.egraph.explain_id_equivalence(orig, body);
+        let flat = explanation.make_flat_explanation().clone();
+        let steps = algebra::steps(&rg.egraph, graph, &names, &flat);
         writeln!(
             out,
-            "out{j} = %{v} ({steps} rewrite{}):",
-            if steps == 1 { "" } else { "s" }
+            "out{j} = {} ({} rewrite{}){}",
+            value_name(graph, v),
+            steps.len(),
+            if steps.len() == 1 { "" } else { "s" },
+            if steps.is_empty() {
+                ": the body is the covered nodes as they are"
+            } else {
+                ":"
+            }
         )
         .unwrap();
-        for line in explanation.lines() {
-            writeln!(out, "  {line}").unwrap();
+        for step in steps {
+            let direction = if step.forward { "" } else { " (backwards)" };
+            writeln!(out, "  {}{direction}:", step.rule).unwrap();
+            writeln!(out, "      {}", step.before).unwrap();
+            writeln!(out, "    = {}", step.after).unwrap();
         }
     }
     Ok(out)
+}
+
+/// An original value by its layer: `relu@layer1.0#106`.
+fn value_name(graph: &Graph, v: usize) -> String {
+    let node = &graph.nodes[v];
+    if node.scope.is_empty() {
+        format!("{}#{v}", node.op.name())
+    } else {
+        format!("{}@{}#{v}", node.op.name(), node.scope)
+    }
 }
 
 /// Kernel bodies as e-graph terms over original values.

@@ -15,6 +15,7 @@
 //! [`Device`] (an H100 unless overridden). Saturation runs under [`Limits`]; hitting
 //! one leaves a valid, less fused plan and a warning in the [`FusionReport`].
 
+mod algebra;
 mod analysis;
 mod cost;
 mod dag;
