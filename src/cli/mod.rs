@@ -7,6 +7,7 @@ mod devices;
 mod explain;
 mod fixture;
 mod fuzz;
+mod import;
 mod info;
 mod ir;
 mod train;
@@ -46,6 +47,8 @@ enum Command {
     Fixture(fixture::Args),
     /// Differential testing: random networks on every backend against the f64 interpreter.
     Fuzz(fuzz::Args),
+    /// Convert a PyTorch checkpoint (.pth, zip or legacy) to safetensors, checked by name.
+    Import(import::Args),
 }
 
 /// Runs one subcommand; `Ok` carries the process exit code.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain::run(args),
         Command::Fixture(args) => fixture::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Import(args) => import::run(args),
     }
 }
 
