@@ -1,8 +1,8 @@
 //! Every kind of bad input the `calib` binary reads, as a table: IR text and JSON, model
-//! specs, safetensors files, fixture meta.json files, IDX data files and command-line
-//! arguments, through each subcommand that reads them. For every row the process must
-//! exit with an error status (not a signal, so no abort), say nothing of a panic, and
-//! name the culprit: the row's substrings must all appear in stderr.
+//! specs, safetensors files, PyTorch checkpoints, fixture meta.json files, IDX data files
+//! and command-line arguments, through each subcommand that reads them. For every row the
+//! process must exit with an error status (not a signal, so no abort), say nothing of a
+//! panic, and name the culprit: the row's substrings must all appear in stderr.
 
 mod support;
 
