@@ -1,8 +1,8 @@
 //! Every kind of bad input the `calib` binary reads, as a table: IR text and JSON, model
-//! specs, safetensors files, fixture meta.json files, IDX data files and command-line
-//! arguments, through each subcommand that reads them. For every row the process must
-//! exit with an error status (not a signal, so no abort), say nothing of a panic, and
-//! name the culprit: the row's substrings must all appear in stderr.
+//! specs, safetensors files, PyTorch checkpoints, fixture meta.json files, IDX data files
+//! and command-line arguments, through each subcommand that reads them. For every row the
+//! process must exit with an error status (not a signal, so no abort), say nothing of a
+//! panic, and name the culprit: the row's substrings must all appear in stderr.
 
 mod support;
 
@@ -99,6 +99,12 @@ const TRAIN: &str = "train --data-dir {dir} --out {dir}/run --batch 2 --epochs 1
 const IMAGES: &str = "train-images-idx3-ubyte.gz";
 const LABELS: &str = "train-labels-idx1-ubyte.gz";
 
+const IMPORT: &str = "import {dir}/m.pth --out {dir}/m.safetensors";
+/// Where `tiny_scnet_legacy.pth`'s object pickle starts (after the magic number, the
+/// protocol version and sys_info), and where its first storage's element count is.
+const LEGACY_HEADER: usize = 137;
+const LEGACY_STORAGES: usize = 16416;
+
 fn cases() -> Vec<Case> {
     let f32_entry = |name: &str, shape: &str, begin: usize, end: usize| {
         format!(r#""{name}":{{"dtype":"F32","shape":{shape},"data_offsets":[{begin},{end}]}}"#)
@@ -108,6 +114,8 @@ fn cases() -> Vec<Case> {
     let fixture_params =
         std::fs::read(support::fixture("scconv").join("params.safetensors")).unwrap();
     let images = idx(&[2, 2, 2], &[0; 8]);
+    let pth = |name: &str| std::fs::read(support::fixture("../pth").join(name)).unwrap();
+    let (legacy, zip) = (pth("tiny_scnet_legacy.pth"), pth("tiny_scnet.pth"));
     let labels = idx(&[2], &[1, 2]);
     vec![
         // ----- arguments -----
@@ -290,6 +298,23 @@ fn cases() -> Vec<Case> {
         case("meta.json spec out of range", "info {dir}", &["meta.json", "`pooling_r`"])
             .on_fixture()
             .file("meta.json", meta(|m| m["spec"]["pooling_r"] = 0.into())),
+        // ----- PyTorch checkpoints -----
+        case("not a checkpoint", IMPORT, &["m.pth", "not a PyTorch checkpoint"]).file("m.pth", "hello"),
+        case("truncated legacy checkpoint", IMPORT, &["m.pth", "object pickle", "byte 299", "truncated"])
+            .file("m.pth", legacy[..300].to_vec()),
+        case("truncated zip checkpoint", IMPORT, &["m.pth", "not a readable zip archive"])
+            .file("m.pth", zip[..zip.len() - 100].to_vec()),
+        case("pickle naming os.system", IMPORT, &["m.pth", "`os.system`", "refuses"])
+            .file("m.pth", [&legacy[..LEGACY_HEADER], b"\x80\x02cos\nsystem\n(X\x02\x00\x00\x00lstR."].concat()),
+        case("unknown pickle opcode", IMPORT, &["m.pth", "unknown or unsupported opcode 0xff", "byte 139"])
+            .file("m.pth", [&legacy[..LEGACY_HEADER], b"\x80\x02\xff"].concat()),
+        case("storage of another size", IMPORT, &["m.pth", "holds 17 elements", "says 16"])
+            .file("m.pth", { let mut b = legacy.clone(); b[LEGACY_STORAGES] = 17; b }),
+        case("bytes after the storages", IMPORT, &["m.pth", "3 bytes follow the last storage"])
+            .file("m.pth", [&legacy[..], b"abc"].concat()),
+        case("checkpoint of another model", "import {dir}/m.pth --out {dir}/m.safetensors --model {dir}", &["missing", "k2.1.weight", "unexpected", "conv1.weight"])
+            .on_fixture()
+            .file("m.pth", zip.clone()),
         // ----- IDX data files for training -----
         case("no data set", TRAIN, &["Fashion-MNIST not found", IMAGES]),
         case("images without the IDX magic", TRAIN, &[IMAGES, "magic"])

@@ -1,7 +1,8 @@
 //! calib's executors.
 //!
 //! * [`HostTensor`]: a tensor in host memory, held in `f32`, `f64` or `i64`.
-//! * [`weights`]: safetensors checkpoints keyed by PyTorch `state_dict` names.
+//! * [`weights`]: safetensors checkpoints keyed by PyTorch `state_dict` names, and
+//!   PyTorch's own `.pth` checkpoints imported by [`weights::pth`].
 //! * [`reference`](mod@reference): the reference interpreter, the numerics every other backend is
 //!   judged against. It runs in `f32` (the product) or `f64` (for gradient checks).
 //!

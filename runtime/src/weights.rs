@@ -3,10 +3,12 @@
 //! Reading never trusts the file: the header is checked entry by entry before
 //! safetensors parses it (`header.rs`), sizes again after, and every error names the
 //! file (and the tensor, when one is at fault); two tensors of one name are an error.
+//! PyTorch's own `.pth` checkpoints are read by [`pth`] (no Python, no code run).
 //! Saving is atomic: a temporary file in the target directory is written, synced and
 //! renamed over the target, so a crash never leaves a half-written checkpoint.
 
 mod header;
+pub mod pth;
 
 use crate::{HostTensor, Storage};
 use calib_ir::{DType, Graph, TensorType};

@@ -8,6 +8,7 @@ mod devices;
 mod explain;
 mod fixture;
 mod fuzz;
+mod import;
 mod info;
 mod ir;
 mod rules;
@@ -50,6 +51,8 @@ enum Command {
     Fuzz(fuzz::Args),
     /// List the fusion rules by name and family (for --disable-rule and --rules).
     Rules(rules::Args),
+    /// Convert a PyTorch checkpoint (.pth, zip or legacy) to safetensors, checked by name.
+    Import(import::Args),
 }
 
 /// Runs one subcommand; `Ok` carries the process exit code.
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fixture(args) => fixture::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Rules(args) => rules::run(args),
+        Command::Import(args) => import::run(args),
     }
 }
 
