@@ -9,6 +9,8 @@ mod fixture;
 mod fuzz;
 mod info;
 mod ir;
+mod loader;
+mod loader_bench;
 mod train;
 mod verify;
 
