@@ -213,6 +213,7 @@ fn a_tiny_model_learns_the_classes_and_resumes_exactly() {
         .rev()
         .find(|l| l.get("test_accuracy").is_some());
     let accuracy = last_eval.unwrap()["test_accuracy"].as_f64().unwrap();
+    eprintln!("validation accuracy after 2 epochs: {accuracy}");
     assert!(
         accuracy > 0.3,
         "validation accuracy {accuracy} (chance: 0.1)"
@@ -229,4 +230,48 @@ fn a_tiny_model_learns_the_classes_and_resumes_exactly() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let model = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
     assert!(model(&whole) == model(&parts), "resumed model differs");
+}
+
+#[test]
+fn the_loader_benchmark_reports_rates_and_bad_data_flags_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_folder(tmp.path(), 2, 5, 1);
+    let data = format!("imagefolder:{}", tmp.path().display());
+    let o = calib(&[
+        "bench",
+        "--data",
+        &data,
+        "--images",
+        "8",
+        "--image-size",
+        "32",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["images"], 8);
+    assert!(
+        v["images_per_second_one_worker"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert!(v["images_per_second"].as_f64().unwrap() > 0.0, "{v}");
+    for (args, needle) in [
+        (
+            vec!["train", "--data", "cifar"],
+            "expected `fashion-mnist` or `imagefolder:DIR`",
+        ),
+        (vec!["train", "--data", "imagefolder:"], "needs a directory"),
+        (
+            vec!["bench", "--data", &data, "--image-size", "0"],
+            "--image-size 0",
+        ),
+    ] {
+        let o = calib(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle) && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
 }

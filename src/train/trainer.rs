@@ -345,7 +345,7 @@ fn train_in(
             }
         }
         if epoch_done || step == end {
-            bar.set_position(steps_per_epoch.min((step - epoch * steps_per_epoch) as u64));
+            bar.set_position(steps_per_epoch.min(step - epoch * steps_per_epoch));
             bar.suspend(|| -> Result<()> {
                 let (test_loss, test_accuracy) = evaluator.run(backend, &sgd.state)?;
                 let r = EpochResult { epoch: epoch + 1, step, test_loss, test_accuracy };

@@ -95,3 +95,59 @@ pub fn write_normalized(image: &Rgb, flip: bool, out: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalized_planes_are_channel_major_and_flip_mirrors_columns() {
+        // 2x1 image: a red pixel, then a blue one.
+        let image = Rgb {
+            width: 2,
+            height: 1,
+            data: vec![255, 0, 0, 0, 0, 255],
+        };
+        let norm = |v: f32, c: usize| (v / 255.0 - MEAN[c]) / STD[c];
+        let mut out = [0f32; 6];
+        write_normalized(&image, false, &mut out);
+        let want = [
+            norm(255., 0),
+            norm(0., 0),
+            norm(0., 1),
+            norm(0., 1),
+            norm(0., 2),
+            norm(255., 2),
+        ];
+        for (got, want) in out.iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{out:?}");
+        }
+        write_normalized(&image, true, &mut out);
+        assert!((out[0] - norm(0., 0)).abs() < 1e-6 && (out[5] - norm(0., 2)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_uniform_image_stays_uniform_through_any_resize() {
+        let image = Rgb {
+            width: 50,
+            height: 37,
+            data: [10u8, 130, 250].repeat(50 * 37),
+        };
+        let crop = Crop {
+            top: 3,
+            left: 5,
+            height: 30,
+            width: 41,
+        };
+        for (w, h) in [(7, 9), (41, 30), (100, 64)] {
+            let out = crop_resize(&image, crop, w, h).unwrap();
+            assert!(out.data.chunks(3).all(|p| p == [10, 130, 250]), "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_file() {
+        let err = decode(Path::new("x/y.jpg"), b"not an image").err().unwrap();
+        assert!(format!("{err:#}").contains("x/y.jpg"));
+    }
+}
