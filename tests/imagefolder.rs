@@ -262,6 +262,10 @@ fn the_loader_benchmark_reports_rates_and_bad_data_flags_are_refused() {
         ),
         (vec!["train", "--data", "imagefolder:"], "needs a directory"),
         (
+            vec!["train", "--image-size", "32"],
+            "apply to --data imagefolder:DIR",
+        ),
+        (
             vec!["bench", "--data", &data, "--image-size", "0"],
             "--image-size 0",
         ),

@@ -5,11 +5,11 @@
 pub struct LoaderArgs {
     /// With --data imagefolder:DIR: the side of the square images the model takes
     /// (training crops are resized to it; validation resizes the shorter side to
-    /// SIZE*256/224 and crops the centre). ImageNet models use 224.
-    #[arg(long, default_value_t = 224, allow_negative_numbers = true)]
-    pub image_size: u32,
+    /// SIZE*256/224 and crops the centre). Default 224, as ImageNet models use.
+    #[arg(long, allow_negative_numbers = true)]
+    pub image_size: Option<u32>,
     /// With --data imagefolder:DIR: threads decoding and augmenting images (0: one per
     /// core). Batches are the same whatever the number.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub loader_workers: usize,
+    #[arg(long, allow_negative_numbers = true)]
+    pub loader_workers: Option<usize>,
 }

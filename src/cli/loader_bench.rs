@@ -28,7 +28,7 @@ impl Rate {
 /// Runs the benchmark of `--data` (an image folder) over its first `images` training
 /// samples (spread over the classes) and prints the rates (`json`: as one object).
 pub fn run(data: &str, loader: &LoaderArgs, images: usize, json: bool) -> Result<()> {
-    let DataSource::ImageFolder { dir, size, .. } =
+    let DataSource::ImageFolder { dir, size, workers } =
         DataSource::parse(data, loader.image_size, loader.loader_workers)?
     else {
         bail!("--data {data}: the loader benchmark reads an image folder (imagefolder:DIR)");
@@ -37,11 +37,7 @@ pub fn run(data: &str, loader: &LoaderArgs, images: usize, json: bool) -> Result
         bail!("--images 0: must be at least 1");
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let all = if loader.loader_workers == 0 {
-        cores
-    } else {
-        loader.loader_workers
-    };
+    let all = if workers == 0 { cores } else { workers };
     let open = |workers: usize| -> Result<ImageFolder> {
         let (mut train, _) = open_splits(&dir, size, loader_pool(workers)?)?;
         train.limit(images);

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// ImageNet models' input side.
+pub const DEFAULT_SIZE: u32 = 224;
+
 /// A run's data set. Configs written before image folders existed have no `data` field
 /// and mean Fashion-MNIST.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -28,17 +31,25 @@ pub enum DataSource {
 }
 
 impl DataSource {
-    /// Parses `--data`: `fashion-mnist` or `imagefolder:DIR`.
-    pub fn parse(text: &str, size: u32, workers: usize) -> Result<Self> {
+    /// Parses `--data`: `fashion-mnist` or `imagefolder:DIR`, with `--image-size`
+    /// (default [`DEFAULT_SIZE`]) and `--loader-workers` (default 0: one per core), which
+    /// only an image folder takes.
+    pub fn parse(text: &str, size: Option<u32>, workers: Option<usize>) -> Result<Self> {
         if text == "fashion-mnist" {
+            if size.is_some() || workers.is_some() {
+                bail!(
+                    "--image-size and --loader-workers apply to --data imagefolder:DIR; \
+                     Fashion-MNIST's images are 28x28, in memory"
+                );
+            }
             return Ok(DataSource::FashionMnist);
         }
         match text.strip_prefix("imagefolder:") {
             Some("") => bail!("--data imagefolder: needs a directory, as imagefolder:DIR"),
             Some(dir) => Ok(DataSource::ImageFolder {
                 dir: dir.into(),
-                size,
-                workers,
+                size: size.unwrap_or(DEFAULT_SIZE),
+                workers: workers.unwrap_or(0),
             }),
             None => bail!("--data `{text}`: expected `fashion-mnist` or `imagefolder:DIR`"),
         }
