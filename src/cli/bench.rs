@@ -1,6 +1,7 @@
 //! `calib bench`: times training steps of a model on a backend with synthetic data,
 //! through a session as training runs them (state kept on the backend, the batch in and
-//! the loss and logits out per step); optionally every launch, with CUDA events.
+//! the loss and logits out per step); optionally every launch, with CUDA events. With
+//! `--data imagefolder:DIR` it times the data loader instead (`loader_bench.rs`).
 
 use anyhow::{bail, Context, Result};
 use calib::data::rng::Rng;
@@ -17,9 +18,19 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A preset, a spec JSON, or a fixture directory.
-    #[arg(long)]
-    model: String,
+    /// A preset, a spec JSON, or a fixture directory (required unless --data).
+    #[arg(long, required_unless_present = "data")]
+    model: Option<String>,
+    /// Time the data loader on an image folder (`imagefolder:DIR`) instead of a model:
+    /// decoded and augmented training images per second, with one loader thread and with
+    /// --loader-workers (default: one per core).
+    #[arg(long, conflicts_with_all = ["model", "per_kernel"])]
+    data: Option<String>,
+    #[command(flatten)]
+    loader: super::loader::LoaderArgs,
+    /// With --data: how many training images to time (spread over the classes).
+    #[arg(long, default_value_t = 1024)]
+    images: usize,
     #[command(flatten)]
     rules: super::rules::RuleArgs,
     #[arg(long)]
@@ -48,6 +59,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let Some(model) = &args.model else {
+        let data = args
+            .data
+            .as_deref()
+            .expect("clap requires --model or --data");
+        super::loader_bench::run(data, &args.loader, args.images, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    };
     if args.per_kernel.is_some() && args.backend != "cuda" {
         bail!(
             "--per-kernel times every launch with CUDA events: it needs --backend cuda, not `{}`",
@@ -68,7 +87,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             ..Default::default()
         },
     )?;
-    let source = resolve_model(&args.model)?;
+    let source = resolve_model(model)?;
     let shape = with_batch(source.input_shape.clone(), args.batch)?;
     let started = Instant::now();
     let model = build(&source.spec, &shape, Mode::Train, DType::F32)?;

@@ -11,6 +11,8 @@ mod fuzz;
 mod import;
 mod info;
 mod ir;
+mod loader;
+mod loader_bench;
 mod rules;
 mod train;
 mod verify;
@@ -29,7 +31,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Time training steps of a model on a backend (synthetic data).
+    /// Time training steps of a model on a backend (synthetic data), or the data loader.
     Bench(bench::Args),
     /// List the GPUs calib can use, or say why there are none (exit code 3).
     Devices(devices::Args),
@@ -39,7 +41,7 @@ enum Command {
     Info(info::Args),
     /// Print a model's IR (or convert a graph file) as text, JSON or Graphviz DOT.
     Ir(ir::Args),
-    /// Train a model on Fashion-MNIST (SGD, checkpoints, exact resume).
+    /// Train a model on Fashion-MNIST or an image folder (SGD, checkpoints, exact resume).
     Train(train::Args),
     /// Fuse a model (or its training step) into kernels and report what happened.
     Compile(compile::Args),

@@ -1,7 +1,9 @@
-//! `calib train`: train a model on Fashion-MNIST.
+//! `calib train`: train a model on Fashion-MNIST or an ImageNet-style image folder.
 
-use anyhow::{bail, Context, Result};
-use calib::models::parse_spec_file;
+use anyhow::{Context, Result};
+use calib::data::imagefolder::scan::list_classes;
+use calib::data::DataSource;
+use calib::models::{parse_spec_file, ModelSpec};
 use calib::resolve_model;
 use calib::train::{train, OptionNames, ScheduleKind, Start, TrainOptions};
 use std::path::PathBuf;
@@ -71,6 +73,15 @@ pub struct Args {
     /// Directory with the gzipped IDX files (default: Debian's dataset-fashion-mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The data set: `fashion-mnist`, or `imagefolder:DIR` for torchvision's ImageFolder
+    /// layout (DIR/train/<class>/*.JPEG, DIR/val/<class>/*.JPEG; JPEG and PNG), trained
+    /// with RandomResizedCrop and flips, evaluated with Resize + CenterCrop, ImageNet's
+    /// normalization. Without --model, an image folder trains the fashion_scnet layout
+    /// with 3 input channels and one output per class.
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    #[command(flatten)]
+    loader: super::loader::LoaderArgs,
     /// Checkpoint every N steps as well as at each epoch end (0: epoch ends only).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     checkpoint_every: u64,
@@ -156,19 +167,30 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         train(&opts, backend.as_ref(), dir, Start::Resume, args.max_steps)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let (label, spec) = match &args.model {
-        Some(m) => (m.clone(), resolve_model(m)?.spec),
-        None => (
+    let data = DataSource::parse(
+        &args.data,
+        args.loader.image_size,
+        args.loader.loader_workers,
+    )?;
+    let (label, spec) = match (&args.model, &data) {
+        (Some(m), _) => (m.clone(), resolve_model(m)?.spec),
+        (None, DataSource::FashionMnist) => (
             "fashion_scnet".to_string(),
             parse_spec_file(FASHION_SCNET)?.spec,
         ),
+        (None, DataSource::ImageFolder { dir, .. }) => {
+            let classes = class_count(dir)?;
+            let mut spec = parse_spec_file(FASHION_SCNET)?.spec;
+            if let ModelSpec::ScNet(s) = &mut spec {
+                s.in_channels = 3;
+                s.num_classes = classes;
+            }
+            (
+                format!("fashion_scnet (3 channels, {classes} classes)"),
+                spec,
+            )
+        }
     };
-    if spec.in_channels() != 1 {
-        bail!(
-            "{label} expects {} input channels; Fashion-MNIST images have 1",
-            spec.in_channels()
-        );
-    }
     let opts = TrainOptions {
         model: label,
         spec,
@@ -188,6 +210,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         train_limit: args.train_limit,
         test_limit: args.test_limit,
         eval_batch: args.eval_batch,
+        data,
         data_dir: args.data_dir.clone(),
         checkpoint_every: args.checkpoint_every,
         keep_checkpoints: args.keep_checkpoints,
@@ -203,4 +226,9 @@ fn run_training(args: &Args) -> Result<ExitCode> {
     };
     train(&opts, backend.as_ref(), &args.out, start, args.max_steps)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The number of classes of the image folder in `dir` (its training split's).
+fn class_count(dir: &std::path::Path) -> Result<usize> {
+    Ok(list_classes(&dir.join("train"))?.len())
 }

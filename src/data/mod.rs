@@ -1,14 +1,21 @@
-//! Data sets for training: Fashion-MNIST from Debian's `dataset-fashion-mnist` package,
-//! batching with shuffling and crop/flip augmentation.
+//! Data sets for training: Fashion-MNIST from Debian's `dataset-fashion-mnist` package
+//! and ImageNet-style image folders (`imagefolder/`), behind one [`Dataset`] interface,
+//! with batches built ahead of the step by a loader thread (`prefetch.rs`).
 
+pub mod dataset;
 mod idx;
+pub mod imagefolder;
+pub mod prefetch;
 pub mod rng;
+pub mod source;
 
 use anyhow::{bail, Result};
 use rng::Rng;
 use std::path::{Path, PathBuf};
 
+pub use dataset::{Batch, Dataset, Draw};
 pub use idx::read_idx;
+pub use source::{DataSource, Splits};
 
 /// Where Debian's `dataset-fashion-mnist` package puts the gzipped IDX files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";

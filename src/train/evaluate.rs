@@ -1,7 +1,7 @@
 //! Counting a model's right answers: on a training batch's logits, and over the test
 //! set with eval-mode graphs.
 
-use crate::data::{make_batch, ImageSet};
+use crate::data::Dataset;
 use anyhow::{Context, Result};
 use calib_ir::{DType, Graph, Mode};
 use calib_models::{build, ModelSpec};
@@ -36,18 +36,16 @@ pub fn correct(logits: &HostTensor, labels: &[i64]) -> usize {
 /// Test-set evaluation with eval-mode graphs, one per batch size used.
 pub struct Evaluator<'a> {
     spec: &'a ModelSpec,
-    set: &'a ImageSet,
-    stats: (f32, f32),
+    set: &'a dyn Dataset,
     batch: usize,
     graphs: HashMap<usize, Graph>,
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(spec: &'a ModelSpec, set: &'a ImageSet, stats: (f32, f32), batch: usize) -> Self {
+    pub fn new(spec: &'a ModelSpec, set: &'a dyn Dataset, batch: usize) -> Self {
         Evaluator {
             spec,
             set,
-            stats,
             batch: batch.max(1),
             graphs: HashMap::new(),
         }
@@ -57,16 +55,18 @@ impl<'a> Evaluator<'a> {
     pub fn run(&mut self, backend: &dyn Backend, state: &TensorMap) -> Result<(f64, f64)> {
         let (mut loss, mut right) = (0.0, 0usize);
         let n = self.set.len();
+        let [c, h, w] = self.set.image_shape();
         for start in (0..n).step_by(self.batch) {
             let indices: Vec<usize> = (start..(start + self.batch).min(n)).collect();
             let b = indices.len();
             if !self.graphs.contains_key(&b) {
-                let shape = [b, 1, self.set.height, self.set.width];
+                let shape = [b, c, h, w];
                 let model = build(self.spec, &shape, Mode::Eval, DType::F32)?;
                 self.graphs.insert(b, with_loss(&model.graph, 0.0)?);
             }
-            let (pixels, labels) = make_batch(self.set, &indices, self.stats, None);
-            let x = HostTensor::from_f32(vec![b, 1, self.set.height, self.set.width], pixels)?;
+            let batch = self.set.batch(&indices, None)?;
+            let (pixels, labels) = (batch.pixels, batch.labels);
+            let x = HostTensor::from_f32(vec![b, c, h, w], pixels)?;
             let y = HostTensor::from_i64(vec![b], labels.clone())?;
             let bindings = Bindings::new()
                 .params(state)

@@ -10,6 +10,8 @@ use std::path::Path;
 pub struct Window {
     pub images: usize,
     pub seconds: f64,
+    /// Time the step waited for its batch (the loader not keeping up).
+    pub data_seconds: f64,
     pub correct: usize,
     pub loss: f64,
 }

@@ -5,6 +5,7 @@
 
 use super::replicas::check_replicas;
 use super::schedule::ScheduleKind;
+use crate::data::DataSource;
 use anyhow::{bail, Result};
 use calib_models::ModelSpec;
 use calib_passes::DataParallel;
@@ -36,6 +37,11 @@ pub struct TrainOptions {
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
     pub eval_batch: usize,
+    /// The data set (Fashion-MNIST when absent, as in configs written before there was
+    /// a choice).
+    #[serde(default)]
+    pub data: DataSource,
+    /// Fashion-MNIST's directory (default: Debian's package's).
     pub data_dir: Option<PathBuf>,
     /// Write a checkpoint every this many steps (and at each epoch end); 0: epoch ends only.
     pub checkpoint_every: u64,
@@ -204,6 +210,7 @@ mod tests {
             train_limit: None,
             test_limit: None,
             eval_batch: 100,
+            data: DataSource::FashionMnist,
             data_dir: None,
             checkpoint_every: 0,
             keep_checkpoints: 2,

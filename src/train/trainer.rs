@@ -1,8 +1,9 @@
 //! The training loop.
 //!
-//! Determinism: the epoch's shuffle is drawn from `Rng(seed, epoch)` and each step's
-//! augmentation from `Rng(seed, step)`, so a run's every random draw is a function of its
-//! seed and step counter. A checkpoint therefore needs only those two numbers to make a
+//! Determinism: the epoch's shuffle is drawn from `Rng(seed, epoch)` and the
+//! augmentation from `Rng(seed, step)` (Fashion-MNIST) or `Rng(seed, epoch, sample)`
+//! (image folders), so a run's every random draw is a function of its seed and step
+//! counter. Batches are built ahead by a loader thread (`data::prefetch`), in step order. A checkpoint therefore needs only those two numbers to make a
 //! resumed run bit-identical to an uninterrupted one.
 //!
 //! Safety: a run stops, naming the step and the learning rate, when its loss diverges
@@ -19,10 +20,11 @@ use super::replicas::StepRunner;
 use super::run_dir::RunDir;
 use super::schedule::Schedule;
 use super::{OptionNames, SgdState, TrainOptions};
-use crate::data::{fashion_mnist, make_batch, rng::Rng, Augment, ImageSet, Split};
+use crate::data::prefetch::{Plan, Prefetcher};
+use crate::data::{rng::Rng, source};
 use anyhow::{anyhow, bail, Context, Result};
 use calib_ir::{DType, GraphBuilder, Mode};
-use calib_models::build_with;
+use calib_models::{build_with, ModelSpec};
 use calib_passes::{data_parallel_step, train_step, DataParallel, Sgd, TrainConfig, LOSS};
 use calib_runtime::{weights, write_atomic, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -87,15 +89,15 @@ fn train_in(
     max_steps: Option<u64>,
 ) -> Result<Vec<EpochResult>> {
     let out = run.path();
-    let train_set = limit(
-        fashion_mnist(opts.data_dir.as_deref(), Split::Train)?,
+    let splits = source::open(
+        &opts.data,
+        opts.data_dir.as_deref(),
         opts.train_limit,
-    );
-    let test_set = limit(
-        fashion_mnist(opts.data_dir.as_deref(), Split::Test)?,
         opts.test_limit,
-    );
-    let stats = train_set.pixel_stats();
+    )?;
+    let (train_set, test_set) = (splits.train, splits.test);
+    let [channels, height, width] = train_set.image_shape();
+    check_model_fits(opts, channels, train_set.classes())?;
     if train_set.len() < opts.batch {
         bail!(
             "batch {} is larger than the {} training images",
@@ -151,12 +153,7 @@ fn train_in(
         );
     }
 
-    let shard = vec![
-        opts.batch / opts.replicas,
-        1,
-        train_set.height,
-        train_set.width,
-    ];
+    let shard = vec![opts.batch / opts.replicas, channels, height, width];
     let mut builder = GraphBuilder::new(Mode::Train, DType::F32);
     if opts.sync_bn {
         builder = builder.with_sync_bn(opts.replicas);
@@ -229,10 +226,19 @@ fn train_in(
         .append(true)
         .open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
-    let mut evaluator = Evaluator::new(&opts.spec, &test_set, stats, opts.eval_batch);
+    let mut evaluator = Evaluator::new(&opts.spec, test_set.as_ref(), opts.eval_batch);
     let mut results = vec![];
     let mut step = start;
-    let mut order: Option<(u64, Vec<usize>)> = None;
+    let plan = Plan {
+        seed: opts.seed,
+        batch: opts.batch,
+        steps_per_epoch,
+        start,
+        end,
+        augment: opts.augment,
+    };
+    let mut batches = Prefetcher::start(train_set.clone(), plan, PREFETCH_DEPTH)?;
+    let mut shown_epoch = None;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
@@ -244,19 +250,18 @@ fn train_in(
     while step < end {
         let epoch = step / steps_per_epoch;
         let pos = (step % steps_per_epoch) as usize;
-        if order.as_ref().map(|(e, _)| *e) != Some(epoch) {
-            order = Some((epoch, epoch_order(opts.seed, epoch, train_set.len())));
+        if shown_epoch != Some(epoch) {
+            shown_epoch = Some(epoch);
             bar.set_length(steps_per_epoch);
             bar.set_prefix(format!("{}/{}", epoch + 1, opts.epochs));
         }
         bar.set_position(pos as u64);
-        let indices =
-            &order.as_ref().expect("set above").1[pos * opts.batch..(pos + 1) * opts.batch];
-        let mut rng = Rng::new(stream(opts.seed, u64::MAX - step));
-        let augment = opts
-            .augment
-            .then_some((Augment { pad: 2, flip: true }, &mut rng));
-        let (pixels, labels) = make_batch(&train_set, indices, stats, augment);
+        let waited = Instant::now();
+        let batch = batches
+            .next_batch()
+            .with_context(|| format!("loading the batch of step {}", step + 1))?;
+        window.data_seconds += waited.elapsed().as_secs_f64();
+        let (pixels, labels) = (batch.pixels, batch.labels);
         let lr = schedule.lr(step);
         // Steps are counted from 1 in messages, as in metrics.jsonl and checkpoints.
         let at = || format!("step {} (learning rate {})", step + 1, show_rate(lr));
@@ -310,6 +315,8 @@ fn train_in(
                 "epoch": epoch + 1, "step": step, "loss": window.loss / window.images as f64,
                 "train_accuracy": window.correct as f64 / window.images as f64,
                 "lr": lr, "images_per_second": window.images_per_second(),
+                "data_wait_seconds": window.data_seconds,
+                "skipped_images": train_set.skipped() + test_set.skipped(),
             });
             if interrupted {
                 line["interrupted"] = true.into();
@@ -338,7 +345,7 @@ fn train_in(
             }
         }
         if epoch_done || step == end {
-            bar.set_position(steps_per_epoch.min((step - epoch * steps_per_epoch) as u64));
+            bar.set_position(steps_per_epoch.min(step - epoch * steps_per_epoch));
             bar.suspend(|| -> Result<()> {
                 let (test_loss, test_accuracy) = evaluator.run(backend, &sgd.state)?;
                 let r = EpochResult { epoch: epoch + 1, step, test_loss, test_accuracy };
@@ -397,21 +404,27 @@ fn show_rate(lr: f64) -> String {
     }
 }
 
-fn limit(mut set: ImageSet, n: Option<usize>) -> ImageSet {
-    if let Some(n) = n.filter(|&n| n < set.len()) {
-        set.labels.truncate(n);
-        set.images.truncate(n * set.height * set.width);
+/// Batches the loader may build ahead of the step.
+const PREFETCH_DEPTH: usize = 3;
+
+/// The model must take the data set's images and name its classes.
+fn check_model_fits(opts: &TrainOptions, channels: usize, classes: usize) -> Result<()> {
+    if opts.spec.in_channels() != channels {
+        bail!(
+            "{} expects {} input channels; the images of the data set have {channels}",
+            opts.model,
+            opts.spec.in_channels()
+        );
     }
-    set
-}
-
-/// Independent generator streams for (seed, purpose) without correlated starts.
-fn stream(seed: u64, purpose: u64) -> u64 {
-    Rng::new(seed ^ purpose.wrapping_mul(0x9e37_79b9_7f4a_7c15)).next_u64()
-}
-
-fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    Rng::new(stream(seed, epoch)).shuffle(&mut order);
-    order
+    let declared = match &opts.spec {
+        ModelSpec::ScNet(s) => Some(s.num_classes),
+        ModelSpec::ResNet(s) => Some(s.num_classes),
+        ModelSpec::ScConv(_) | ModelSpec::ScBottleneck(_) => None,
+    };
+    if let Some(k) = declared {
+        if k != classes {
+            bail!("{} has {k} classes; the data set has {classes}", opts.model);
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod data_parallel;
+pub mod images;
 pub mod session;
 pub mod train;
 
