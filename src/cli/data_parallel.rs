@@ -31,7 +31,7 @@ impl DataParallelArgs {
         if self.replicas == 0 {
             bail!("--replicas must be at least 1");
         }
-        if batch % self.replicas != 0 {
+        if !batch.is_multiple_of(self.replicas) {
             bail!(
                 "--batch {batch} does not split evenly across --replicas {}",
                 self.replicas

@@ -153,7 +153,7 @@ impl TrainOptions {
                 bail!("{} {value}: must be in [0, 1)", name(field));
             }
         }
-        if self.batch % self.replicas != 0 {
+        if !self.batch.is_multiple_of(self.replicas) {
             bail!(
                 "{} {} does not split evenly across {} {}",
                 name("batch"),

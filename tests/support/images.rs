@@ -17,7 +17,7 @@ pub fn class_image(k: usize, n: usize, w: u32, h: u32) -> RgbImage {
     let colour = class_colour(k);
     RgbImage::from_fn(w, h, |x, y| {
         // Stripes whose direction depends on the class; brightness varies per sample.
-        let phase = if k % 2 == 0 { x } else { y } as f32 * 0.8 + n as f32;
+        let phase = if k.is_multiple_of(2) { x } else { y } as f32 * 0.8 + n as f32;
         let stripe = 0.75 + 0.25 * phase.sin();
         let noise = ((x * 7 + y * 13 + n as u32 * 31) % 17) as f32 / 17.0 * 0.1;
         let v = |c: f32| ((c * stripe + noise) * 255.0).clamp(0.0, 255.0) as u8;
