@@ -61,3 +61,31 @@ fn the_scnet50_step_is_predicted_within_the_targets() {
         100.0 * agreeing / total
     );
 }
+
+/// Turning a rewrite family off costs what the rewrites were worth, not more: without
+/// the BatchNorm rewrites the plan once fused `y - mean(y)` into the convolution's
+/// kernel, where a later launch recomputed the convolution for every element (two
+/// launches predicted at 112 ms each; found by `calib compile --ablate`).
+#[test]
+fn plans_without_a_rewrite_family_stay_near_the_full_plan() {
+    let spec = calib::models::presets::preset("scnet50").unwrap();
+    let model = calib::models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
+    let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
+    let predicted = |options: &FusionOptions| {
+        let fusion = fuse(&step.graph, options).unwrap();
+        let compiled = compile(&fusion.program).unwrap();
+        predict_step(&fusion.program, &compiled, &options.device, &HashMap::new()).step_ms
+    };
+    let full = predicted(&FusionOptions::default());
+    for family in ["cleanup", "batchnorm", "siblings"] {
+        let options = FusionOptions {
+            rules: calib::passes::fusion::RuleSet::without([family]).unwrap(),
+            ..FusionOptions::default()
+        };
+        let ms = predicted(&options);
+        assert!(
+            ms <= 1.1 * full,
+            "without {family}: {ms:.1} ms against {full:.1} ms"
+        );
+    }
+}

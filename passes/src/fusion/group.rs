@@ -211,7 +211,13 @@ impl Group {
     /// collecting the maps to take in into `views`: maps that read a member at other
     /// indices, never ones that compute anything.
     fn view(&self, dag: &Dag, c: usize, views: &mut Vec<usize>) -> bool {
-        if self.contains(c) || views.contains(&c) {
+        // Not of a reduction: an epilogue reading one (`y - mean(y)`) could only be
+        // computed by a launch after the reduction's, which would have to recompute
+        // the anchor for every element unless the group also stored it.
+        if self.contains(c) {
+            return self.members[&c] != Join::Reduction;
+        }
+        if views.contains(&c) {
             return true;
         }
         let sampling = matches!(
