@@ -210,3 +210,81 @@ fn eval_reports_the_runs_accuracy_and_train_weights_fine_tunes() {
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("top-3 rather than top-5"), "{table}");
 }
+
+/// A PyTorch `.pth` is taken as it is, by `eval` and by `train --weights`.
+#[test]
+fn a_pytorch_checkpoint_is_evaluated_and_fine_tuned_directly() {
+    let pth_dir = support::fixture("../pth");
+    let pth = pth_dir.join("tiny_scnet.pth");
+    let spec = pth_dir.join("tiny_scnet_spec.json");
+    let tmp = tempfile::tempdir().unwrap();
+    let data10 = tmp.path().join("data10");
+    make_folder(&data10, 10, 1, 2);
+    let data10_arg = format!("imagefolder:{}", data10.display());
+    let o = calib(&[
+        "eval",
+        spec.to_str().unwrap(),
+        "--weights",
+        pth.to_str().unwrap(),
+        "--data",
+        &data10_arg,
+        "--image-size",
+        "32",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["images"].as_u64(), v["k"].as_u64()), (Some(20), Some(5)));
+    assert!(v["top5"].as_f64().unwrap() >= v["top1"].as_f64().unwrap());
+    assert!(v["loss"].as_f64().unwrap().is_finite(), "{v}");
+    // Against another model: refused, naming its tensors.
+    let o = calib(&[
+        "eval",
+        "scnet50",
+        "--weights",
+        pth.to_str().unwrap(),
+        "--data",
+        &data10_arg,
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("1000 classes") && err.contains("--num-classes 10"),
+        "{err}"
+    );
+
+    // Fine-tuned to three classes: a new classifier, the rest as PyTorch saved it.
+    let data3 = tmp.path().join("data3");
+    make_folder(&data3, 3, 4, 1);
+    let run = tmp.path().join("run");
+    let o = train(
+        &data3,
+        &run,
+        &[
+            "--model",
+            spec.to_str().unwrap(),
+            "--weights",
+            pth.to_str().unwrap(),
+            "--num-classes",
+            "3",
+            "--lr",
+            "1e-6",
+            "--max-steps",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = tensors(&run.join("model.safetensors"));
+    assert_eq!(out["fc.weight"].shape(), [3, 64]);
+    let loaded = calib::runtime::weights::pth::load(&pth).unwrap().tensors;
+    let (a, b) = (
+        loaded["conv1.weight"].to_f32_vec(),
+        out["conv1.weight"].to_f32_vec(),
+    );
+    let drift = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(drift < 1e-4, "{drift}");
+}
