@@ -5,6 +5,7 @@ mod bench;
 mod compile;
 mod data_parallel;
 mod devices;
+mod eval;
 mod explain;
 mod fixture;
 mod fuzz;
@@ -35,6 +36,8 @@ enum Command {
     Bench(bench::Args),
     /// List the GPUs calib can use, or say why there are none (exit code 3).
     Devices(devices::Args),
+    /// Top-1/top-5 accuracy and loss of given weights on a data set's validation split.
+    Eval(eval::Args),
     /// Check a fixture directory against the authors' PyTorch numbers.
     Verify(verify::Args),
     /// Parameters, MACs and a per-layer table of a model.
@@ -42,7 +45,7 @@ enum Command {
     /// Print a model's IR (or convert a graph file) as text, JSON or Graphviz DOT.
     Ir(ir::Args),
     /// Train a model on Fashion-MNIST or an image folder (SGD, checkpoints, exact resume).
-    Train(train::Args),
+    Train(Box<train::Args>),
     /// Fuse a model (or its training step) into kernels and report what happened.
     Compile(compile::Args),
     /// Explain why a kernel of a `calib compile` output equals the nodes it replaces.
@@ -62,10 +65,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Devices(args) => devices::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Info(args) => info::run(args),
         Command::Ir(args) => ir::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Compile(args) => compile::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Fixture(args) => fixture::run(args),

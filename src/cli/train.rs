@@ -1,6 +1,6 @@
 //! `calib train`: train a model on Fashion-MNIST or an ImageNet-style image folder.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use calib::data::imagefolder::scan::list_classes;
 use calib::data::DataSource;
 use calib::models::{parse_spec_file, ModelSpec};
@@ -113,6 +113,20 @@ pub struct Args {
     /// left as it is.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// Start from these weights instead of a fresh initialisation (fine-tuning): a
+    /// safetensors file (a run's model.safetensors, `calib import`'s output) or a
+    /// PyTorch .pth, every tensor checked against the model by name and shape.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    weights: Option<PathBuf>,
+    /// With --weights: give the model N classes, its classifier (fc.weight, fc.bias)
+    /// initialised afresh and every other tensor loaded.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "weights",
+        allow_negative_numbers = true
+    )]
+    num_classes: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -191,6 +205,20 @@ fn run_training(args: &Args) -> Result<ExitCode> {
             )
         }
     };
+    let (mut label, mut spec) = (label, spec);
+    if let Some(n) = args.num_classes {
+        if n == 0 {
+            bail!("--num-classes 0: must be at least 1");
+        }
+        match &mut spec {
+            ModelSpec::ScNet(s) => s.num_classes = n,
+            ModelSpec::ResNet(s) => s.num_classes = n,
+            ModelSpec::ScConv(_) | ModelSpec::ScBottleneck(_) => {
+                bail!("--num-classes: {label} has no classifier (it is a single block)")
+            }
+        }
+        label = format!("{label}, classifier for {n} classes");
+    }
     let opts = TrainOptions {
         model: label,
         spec,
@@ -218,6 +246,8 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         replicas: args.data_parallel.replicas,
         sync_bn: args.data_parallel.sync_bn,
         bucket_mb: args.data_parallel.bucket_mb,
+        init_weights: args.weights.clone(),
+        new_classifier: args.num_classes.is_some(),
     };
     let start = if args.overwrite {
         Start::Overwrite

@@ -33,6 +33,40 @@ pub fn correct(logits: &HostTensor, labels: &[i64]) -> usize {
         .count()
 }
 
+/// How many rows of `logits` rank the label among their `k` largest values. Ties are
+/// broken by position, as [`correct`] does: an earlier equal value ranks higher, so
+/// `k = 1` counts exactly what [`correct`] counts.
+pub fn correct_top_k(logits: &HostTensor, labels: &[i64], k: usize) -> usize {
+    let v = logits.to_f32_vec();
+    let classes = v.len() / labels.len().max(1);
+    v.chunks(classes)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let l = l as usize;
+            let Some(&x) = row.get(l) else { return false };
+            let ahead = row
+                .iter()
+                .enumerate()
+                .filter(|&(j, &y)| y > x || (y == x && j < l))
+                .count();
+            ahead < k
+        })
+        .count()
+}
+
+/// What an evaluation over a whole set found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy (with the label smoothing of the graph: none).
+    pub loss: f64,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Top-`k` accuracy, `k` = min(5, classes).
+    pub top_k: f64,
+    pub k: usize,
+    pub images: usize,
+}
+
 /// Test-set evaluation with eval-mode graphs, one per batch size used.
 pub struct Evaluator<'a> {
     spec: &'a ModelSpec,
@@ -53,7 +87,14 @@ impl<'a> Evaluator<'a> {
 
     /// Mean loss and accuracy over the whole set.
     pub fn run(&mut self, backend: &dyn Backend, state: &TensorMap) -> Result<(f64, f64)> {
-        let (mut loss, mut right) = (0.0, 0usize);
+        let e = self.evaluate(backend, state)?;
+        Ok((e.loss, e.accuracy))
+    }
+
+    /// Mean loss, top-1 and top-k accuracy (k = min(5, classes)) over the whole set.
+    pub fn evaluate(&mut self, backend: &dyn Backend, state: &TensorMap) -> Result<Evaluation> {
+        let k = self.set.classes().clamp(1, 5);
+        let (mut loss, mut right, mut right_k) = (0.0, 0usize, 0usize);
         let n = self.set.len();
         let [c, h, w] = self.set.image_shape();
         for start in (0..n).step_by(self.batch) {
@@ -74,11 +115,17 @@ impl<'a> Evaluator<'a> {
                 .input("labels", &y);
             let out = backend.run(&self.graphs[&b], &bindings)?;
             loss += scalar(&out, LOSS)? * b as f64;
-            right += correct(
-                out.get("logits").context("eval graph has no logits")?,
-                &labels,
-            );
+            let logits = out.get("logits").context("eval graph has no logits")?;
+            right += correct(logits, &labels);
+            right_k += correct_top_k(logits, &labels, k);
         }
-        Ok((loss / n.max(1) as f64, right as f64 / n.max(1) as f64))
+        let share = |count: usize| count as f64 / n.max(1) as f64;
+        Ok(Evaluation {
+            loss: loss / n.max(1) as f64,
+            accuracy: share(right),
+            top_k: share(right_k),
+            k,
+            images: n,
+        })
     }
 }

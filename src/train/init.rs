@@ -3,8 +3,55 @@
 //! running statistics 0 and 1, linear layers PyTorch's default uniform(±1/sqrt(fan_in)).
 
 use crate::data::rng::Rng;
+use anyhow::{Context, Result};
 use calib_models::StateEntry;
+use calib_runtime::weights::{self, pth};
 use calib_runtime::{HostTensor, Storage, TensorMap};
+use std::path::Path;
+
+/// The state entries of the layer that maps to the logits (`fc`, in every model with
+/// classes), which `--num-classes` initialises afresh.
+pub const CLASSIFIER: [&str; 2] = ["fc.weight", "fc.bias"];
+
+/// A model's weights from `path`: a safetensors file (`model.safetensors` of a run,
+/// `calib import`'s output, or a training checkpoint, whose `momentum.*` and `calib.*`
+/// entries are left out), or a PyTorch `.pth`/`.pt` checkpoint read as `calib import`
+/// reads it.
+pub fn read_weights(path: &Path) -> Result<TensorMap> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let mut tensors = if matches!(ext, "pth" | "pt") {
+        pth::load(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .tensors
+    } else {
+        weights::load(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    if tensors.contains_key("calib.step") {
+        tensors.retain(|name, _| !name.starts_with("calib.") && !name.starts_with("momentum."));
+    }
+    Ok(tensors)
+}
+
+/// The state a run starts from: every entry of `loaded`, which must hold exactly the
+/// model's `state` (checked by name, shape and dtype, every difference reported), except
+/// the entries named in `fresh_names`, which come from `fresh` (and whatever `loaded`
+/// holds under those names is ignored).
+pub fn start_from(
+    state: &[StateEntry],
+    mut fresh: TensorMap,
+    mut loaded: TensorMap,
+    fresh_names: &[&str],
+) -> Result<TensorMap> {
+    loaded.retain(|name, _| !fresh_names.contains(&name.as_str()));
+    let expected: Vec<_> = state
+        .iter()
+        .filter(|e| !fresh_names.contains(&e.name.as_str()))
+        .map(|e| (e.name.clone(), e.ty.clone()))
+        .collect();
+    weights::check_state(&expected, &loaded)?;
+    fresh.extend(loaded);
+    Ok(fresh)
+}
 
 /// Initial values for every entry of `state`, drawn from `rng` in state order.
 pub fn init_state(state: &[StateEntry], rng: &mut Rng) -> TensorMap {

@@ -5,7 +5,7 @@
 
 pub mod checkpoint;
 pub mod divergence;
-mod evaluate;
+pub mod evaluate;
 pub mod generations;
 mod init;
 mod metrics;
@@ -17,7 +17,8 @@ pub mod schedule;
 mod sgd_state;
 mod trainer;
 
-pub use init::init_state;
+pub use evaluate::{Evaluation, Evaluator};
+pub use init::{init_state, read_weights, start_from, CLASSIFIER};
 pub use options::{OptionNames, TrainOptions};
 pub use replicas::MAX_HOST_REPLICAS;
 pub use run_lock::LOCK_FILE;

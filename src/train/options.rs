@@ -59,6 +59,14 @@ pub struct TrainOptions {
     /// Gradients are all-reduced in buckets of at most this many MiB.
     #[serde(default = "default_bucket_mb")]
     pub bucket_mb: f64,
+    /// Start from these weights instead of a fresh initialisation (`--weights`:
+    /// safetensors or a PyTorch `.pth`), checked against the model by name.
+    #[serde(default)]
+    pub init_weights: Option<PathBuf>,
+    /// With `init_weights`: the classifier (`fc.weight`, `fc.bias`) is initialised
+    /// afresh, for a model whose number of classes differs (`--num-classes`).
+    #[serde(default)]
+    pub new_classifier: bool,
 }
 
 fn one() -> usize {
@@ -218,6 +226,8 @@ mod tests {
             replicas: 1,
             sync_bn: false,
             bucket_mb: 25.0,
+            init_weights: None,
+            new_classifier: false,
         }
     }
 

@@ -14,7 +14,7 @@ use super::checkpoint::Progress;
 use super::divergence::{non_finite_op, Divergence, LossWatch, GROWTH, WINDOW};
 use super::evaluate::{correct, scalar, Evaluator};
 use super::generations::{self, newest_path, rejected_path};
-use super::init::init_state;
+use super::init::{init_state, read_weights, start_from, CLASSIFIER};
 use super::metrics::{truncate_metrics, Window};
 use super::replicas::StepRunner;
 use super::run_dir::RunDir;
@@ -195,7 +195,18 @@ fn train_in(
         }
         None => {
             let mut rng = Rng::new(opts.seed);
-            let state = init_state(&forward.state, &mut rng);
+            let mut state = init_state(&forward.state, &mut rng);
+            if let Some(path) = &opts.init_weights {
+                let fresh: &[&str] = if opts.new_classifier {
+                    &CLASSIFIER
+                } else {
+                    &[]
+                };
+                state = start_from(&forward.state, state, read_weights(path)?, fresh)
+                    .with_context(|| {
+                        format!("--weights {} against model {}", path.display(), opts.model)
+                    })?;
+            }
             let sgd = SgdState::new(&step_graph, state);
             let config = out.join("config.json");
             write_atomic(&config, serde_json::to_string_pretty(opts)?.as_bytes())
