@@ -108,16 +108,21 @@ impl Printer<'_> {
         (text, class)
     }
 
-    /// A value from outside the region, by its name or its layer.
     fn leaf(&self, v: usize) -> String {
-        let Some(node) = self.graph.nodes.get(v) else {
-            return format!("%{v}");
-        };
-        match &node.op {
-            Op::Input { name } | Op::Param { name } => name.clone(),
-            op if node.scope.is_empty() => format!("{}#{v}", op.name()),
-            op => format!("{}@{}#{v}", op.name(), node.scope),
-        }
+        node_name(self.graph, v)
+    }
+}
+
+/// An original value by its name (inputs, parameters) or its op and layer:
+/// `relu@layer1.0#106`.
+pub fn node_name(graph: &Graph, v: usize) -> String {
+    let Some(node) = graph.nodes.get(v) else {
+        return format!("%{v}");
+    };
+    match &node.op {
+        Op::Input { name } | Op::Param { name } => name.clone(),
+        op if node.scope.is_empty() => format!("{}#{v}", op.name()),
+        op => format!("{}@{}#{v}", op.name(), node.scope),
     }
 }
 

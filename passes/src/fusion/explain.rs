@@ -155,7 +155,7 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
             writeln!(
                 out,
                 "out{j} = {}: egg did not re-derive this body from the covered nodes alone",
-                value_name(graph, v)
+                algebra::node_name(graph, v)
             )
             .unwrap();
             continue;
@@ -166,7 +166,7 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
         writeln!(
             out,
             "out{j} = {} ({} rewrite{}){}",
-            value_name(graph, v),
+            algebra::node_name(graph, v),
             steps.len(),
             if steps.len() == 1 { "" } else { "s" },
             if steps.is_empty() {
@@ -184,16 +184,6 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
         }
     }
     Ok(out)
-}
-
-/// An original value by its layer: `relu@layer1.0#106`.
-fn value_name(graph: &Graph, v: usize) -> String {
-    let node = &graph.nodes[v];
-    if node.scope.is_empty() {
-        format!("{}#{v}", node.op.name())
-    } else {
-        format!("{}@{}#{v}", node.op.name(), node.scope)
-    }
 }
 
 /// Kernel bodies as e-graph terms over original values.
