@@ -73,6 +73,13 @@ fn compile_writes_the_plan_and_explain_reads_it() {
     let o = calib(&["explain", dir, "k3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("kernel k3 "));
+    // With no kernel named, every kernel, in plan order.
+    let o = calib(&["explain", dir]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all = String::from_utf8_lossy(&o.stdout);
+    let kernels = report["kernels_after"].as_u64().unwrap() as usize;
+    assert_eq!(all.matches("\nkernel k").count() + 1, kernels, "{all}");
+    assert!(all.starts_with("kernel k0 ") && all.contains("\nkernel k3 "));
 
     let o = calib(&["explain", dir, "k9999"]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -3,7 +3,7 @@
 //! update fused whole.
 
 use calib_ir::{DType, Graph, Mode};
-use calib_passes::fusion::{fuse, Fusion, FusionOptions};
+use calib_passes::fusion::{explain, fuse, Fusion, FusionOptions};
 use calib_passes::{train_step, TrainConfig};
 use std::collections::BTreeMap;
 
@@ -104,4 +104,53 @@ fn scnet50_training_step_meets_the_targets() {
         lone.is_empty(),
         "SGD terms as kernels of their own: {lone:?}"
     );
+}
+
+#[test]
+fn every_output_of_every_scnet50_kernel_is_explained() {
+    let graph = scnet50_step();
+    let f = fuse(&graph, &FusionOptions::default()).unwrap();
+    let kernels = &f.program.kernels;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let texts: Vec<String> = std::thread::scope(|s| {
+        let chunks: Vec<_> = kernels
+            .chunks(kernels.len().div_ceil(threads))
+            .map(|chunk| {
+                s.spawn(|| {
+                    chunk
+                        .iter()
+                        .map(|k| explain(&graph, &f.program, &k.name).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        chunks.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    for (k, text) in kernels.iter().zip(&texts) {
+        // One explanation per output, none of them a give-up or egg's raw terms.
+        for j in 0..k.outputs.len() {
+            assert!(
+                text.contains(&format!("\nout{j} = ")),
+                "{}: out{j} has no explanation\n{text}",
+                k.name
+            );
+        }
+        assert!(!text.contains("did not re-derive"), "{}\n{text}", k.name);
+        assert!(
+            !text.contains("its body reads a buffer"),
+            "{}\n{text}",
+            k.name
+        );
+        for raw in ["(add ", "(mul ", "(sub ", "(conv2d ", "(reduce_", "Rewrite"] {
+            assert!(!text.contains(raw), "{}: `{raw}` in\n{text}", k.name);
+        }
+    }
+    // A merged convolution is explained by the original convolutions it holds.
+    let all = texts.join("\n");
+    for layer in ["conv1_a", "conv1_b"] {
+        assert!(
+            all.contains(&format!("] = conv2d@layer1.0.{layer}#")),
+            "no merged convolution names layer1.0.{layer}"
+        );
+    }
 }

@@ -7,13 +7,17 @@
 use super::analysis::EGraph;
 use super::language::{ENode, Head};
 use calib_ir::{Graph, Op};
-use egg::{FlatTerm, Id, Symbol};
+use egg::{Id, TreeTerm};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::HashSet;
+use std::rc::Rc;
 
 /// Longest rendering of one subterm before it is cut with `…`.
 const MAX_CHARS: usize = 240;
 
 /// One rewrite of an explanation: its rule, and the subterm before and after.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     pub rule: String,
     pub forward: bool,
@@ -21,95 +25,151 @@ pub struct Step {
     pub after: String,
 }
 
-/// The steps between consecutive terms of a flat explanation; `names` maps e-classes to
-/// the original node each holds.
+/// The rewrites of a tree explanation, each once, in proof order: at each level, the
+/// rewrite that reaches a term, then the proofs of its children. egg's proof trees
+/// share the proofs of shared subterms; walking them as a tree (or flattening them,
+/// which copies the whole term at every step) is exponential in how deeply a kernel
+/// body reuses its values, so every proof and term is visited once. `names` maps
+/// e-classes to what to call them: the original node each holds, or the kernel output
+/// that holds a value rewriting made.
 pub fn steps(
     egraph: &EGraph,
     graph: &Graph,
-    names: &HashMap<Id, usize>,
-    terms: &[FlatTerm<ENode>],
+    names: &HashMap<Id, String>,
+    proof: &[Rc<TreeTerm<ENode>>],
 ) -> Vec<Step> {
-    let printer = Printer {
-        egraph,
-        graph,
-        names,
-    };
-    terms
-        .windows(2)
-        .filter_map(|w| {
-            let (before, after, rule, forward) = changed(&w[0], &w[1])?;
-            Some(Step {
-                rule: rule.to_string(),
-                forward,
-                before: printer.term(before),
-                after: printer.term(after),
-            })
-        })
-        .collect()
+    let printer = Printer::new(egraph, graph, names);
+    let mut out = vec![];
+    printer.walk(proof, &mut HashSet::new(), &mut out);
+    out
 }
 
-/// The subterm of `next` a rule rewrote, the same position in `prev`, and the rule.
-fn changed<'t>(
-    prev: &'t FlatTerm<ENode>,
-    next: &'t FlatTerm<ENode>,
-) -> Option<(&'t FlatTerm<ENode>, &'t FlatTerm<ENode>, Symbol, bool)> {
-    if let Some(rule) = next.forward_rule {
-        return Some((prev, next, rule, true));
+/// The term a proof starts from, with its operands named as in [`steps`].
+pub fn term(
+    egraph: &EGraph,
+    graph: &Graph,
+    names: &HashMap<Id, String>,
+    proof: &[Rc<TreeTerm<ENode>>],
+) -> String {
+    match proof.first() {
+        Some(first) => Printer::new(egraph, graph, names).top(first, End::First),
+        None => String::new(),
     }
-    if let Some(rule) = next.backward_rule {
-        return Some((prev, next, rule, false));
-    }
-    prev.children
-        .iter()
-        .zip(&next.children)
-        .find_map(|(p, n)| changed(p, n))
 }
+
+/// Which end of a proof a term is read at: the term it starts from or ends at.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum End {
+    First,
+    Last,
+}
+
+/// A proof node, by address: egg shares them between the proofs of shared subterms.
+type ProofKey = (*const TreeTerm<ENode>, End);
 
 struct Printer<'a> {
     egraph: &'a EGraph,
     graph: &'a Graph,
-    names: &'a HashMap<Id, usize>,
+    names: &'a HashMap<Id, String>,
+    /// Each proof node's text (cut to [`MAX_CHARS`]) and e-class, by the end read.
+    memo: RefCell<HashMap<ProofKey, (String, Option<Id>)>>,
 }
 
-impl Printer<'_> {
-    fn term(&self, t: &FlatTerm<ENode>) -> String {
-        let mut s = self.render(t, true).0;
-        if s.chars().count() > MAX_CHARS {
-            s = s.chars().take(MAX_CHARS).collect::<String>() + "…";
+impl<'a> Printer<'a> {
+    fn new(egraph: &'a EGraph, graph: &'a Graph, names: &'a HashMap<Id, String>) -> Self {
+        Printer {
+            egraph,
+            graph,
+            names,
+            memo: RefCell::new(HashMap::new()),
         }
-        s
     }
 
-    /// `t` as text, and its e-class. Below the top, a subterm that equals an original
-    /// node is written as that node's name.
-    fn render(&self, t: &FlatTerm<ENode>, top: bool) -> (String, Option<Id>) {
-        let children: Vec<(String, Option<Id>)> =
-            t.children.iter().map(|c| self.render(c, false)).collect();
+    fn walk(
+        &self,
+        proof: &[Rc<TreeTerm<ENode>>],
+        seen: &mut HashSet<*const TreeTerm<ENode>>,
+        out: &mut Vec<Step>,
+    ) {
+        for (i, t) in proof.iter().enumerate() {
+            let rule = t.forward_rule.or(t.backward_rule);
+            if let (Some(rule), Some(prev)) = (rule, i.checked_sub(1).map(|p| &proof[p])) {
+                let step = Step {
+                    rule: rule.to_string(),
+                    forward: t.forward_rule.is_some(),
+                    before: self.top(prev, End::Last),
+                    after: self.top(t, End::First),
+                };
+                if !out.contains(&step) {
+                    out.push(step);
+                }
+            }
+            if seen.insert(Rc::as_ptr(t)) {
+                for child in &t.child_proofs {
+                    self.walk(child, seen, out);
+                }
+            }
+        }
+    }
+
+    /// `t` read at `end`, written out at its top even where it has a name.
+    fn top(&self, t: &TreeTerm<ENode>, end: End) -> String {
+        self.render(t, end, true).0
+    }
+
+    /// `t` read at `end` as text, and its e-class. Below the top, a subterm that equals
+    /// a named value is written as that name.
+    fn render(&self, t: &TreeTerm<ENode>, end: End, top: bool) -> (String, Option<Id>) {
+        let key = (t as *const TreeTerm<ENode>, end);
+        if !top {
+            if let Some(done) = self.memo.borrow().get(&key) {
+                return done.clone();
+            }
+        }
+        let children: Vec<(String, Option<Id>)> = t
+            .child_proofs
+            .iter()
+            .filter_map(|proof| match end {
+                End::First => proof.first(),
+                End::Last => proof.last(),
+            })
+            .map(|c| self.render(c, end, false))
+            .collect();
         let class = children
             .iter()
             .map(|(_, c)| *c)
             .collect::<Option<Vec<Id>>>()
             .and_then(|ids| self.egraph.lookup(ENode::new(t.node.head, ids)));
-        if let Some(&v) = class.and_then(|c| self.names.get(&self.egraph.find(c))) {
-            if !top && !matches!(t.node.head, Head::Leaf(_)) {
-                return (self.leaf(v), class);
-            }
-        }
-        let args: Vec<String> = children.into_iter().map(|(s, _)| s).collect();
-        let text = match t.node.head {
-            Head::Leaf(v) => self.leaf(v as usize),
-            Head::Kernel(k) => format!("kernel{k}({})", args.join(", ")),
-            Head::Proj(i) => format!("{}.out{i}", args.join(", ")),
-            Head::Op { .. } => match self.egraph.analysis.op_of(&t.node) {
-                Some(op) => op_text(op, &args),
-                None => format!("{}({})", t.node, args.join(", ")),
-            },
+        let named = class.and_then(|c| self.names.get(&self.egraph.find(c)));
+        let text = match named {
+            Some(name) if !top && !matches!(t.node.head, Head::Leaf(_)) => name.clone(),
+            _ => cut(self.text(&t.node, children.into_iter().map(|(s, _)| s).collect())),
         };
+        if !top {
+            self.memo.borrow_mut().insert(key, (text.clone(), class));
+        }
         (text, class)
     }
 
-    fn leaf(&self, v: usize) -> String {
-        node_name(self.graph, v)
+    fn text(&self, node: &ENode, args: Vec<String>) -> String {
+        match node.head {
+            Head::Leaf(v) => node_name(self.graph, v as usize),
+            Head::Kernel(k) => format!("kernel{k}({})", args.join(", ")),
+            Head::Proj(i) => format!("{}.out{i}", args.join(", ")),
+            Head::Op { .. } => match self.egraph.analysis.op_of(node) {
+                Some(op) => op_text(op, &args),
+                None => format!("{}({})", node, args.join(", ")),
+            },
+        }
+    }
+}
+
+/// `s`, cut with `…` past [`MAX_CHARS`].
+fn cut(s: String) -> String {
+    if s.chars().count() > MAX_CHARS {
+        s.chars().take(MAX_CHARS).collect::<String>() + "…"
+    } else {
+        s
     }
 }
 

@@ -1,14 +1,19 @@
 //! Why a kernel computes what the nodes it replaces computed, in egg's words.
 //!
-//! The kernel's covered nodes are saturated again on their own, with egg's
-//! explanations on (a small e-graph, so the proof terms stay readable). The kernel's
-//! body is then added as a term over the original values it reads; where it reads a
-//! value that only a rewrite created (a merged or folded convolution), the body of the
-//! kernel that wrote it is spliced in, and its nodes join the e-graph too. egg then
-//! explains, rewrite by rewrite, why each output equals the original node it stands for.
+//! The original nodes the kernel stands for are saturated again on their own, with
+//! egg's explanations on (a small e-graph, so the proof terms stay readable; `region`
+//! picks them). The kernel's body is then added as a term over the original values it
+//! reads; where it reads a value that only a rewrite created (a merged or folded
+//! convolution), the body of the kernel that wrote it is spliced in (`terms`). egg then
+//! explains, rewrite by rewrite, why each output equals the original node it stands
+//! for. An output no original node computes alone (a merged convolution, one-pass
+//! statistics) is written out as algebra instead, with the original values that are
+//! slices of it.
+
+mod region;
+mod terms;
 
 use super::algebra;
-use super::analysis::{add_constant, add_op_uncanonical};
 use super::limits::Limits;
 use super::partition::{Partition, Region};
 use super::region::RegionGraph;
@@ -18,6 +23,7 @@ use calib_ir::{BufferId, Graph, Op, Program, Role};
 use egg::Id;
 use std::collections::HashMap;
 use std::fmt::Write;
+use terms::Terms;
 
 /// egg's explanation for each output of kernel `name` of `program`, a fusion of `graph`.
 pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
@@ -79,15 +85,7 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
         i += 1;
     }
     let mut part = Partition::new(graph);
-    let mut nodes: Vec<usize> = spliced
-        .iter()
-        .flat_map(|&p| program.kernels[p].covers.iter().copied())
-        .filter(|&c| {
-            c < graph.nodes.len() && graph.nodes[c].op.arity() != Some(0) && !part.replicated[c]
-        })
-        .collect();
-    nodes.sort();
-    nodes.dedup();
+    let nodes = region::nodes(graph, program, &part, &spliced, &original, k);
     part.regions = vec![Region {
         name: name.to_string(),
         nodes,
@@ -111,13 +109,28 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
         .collect::<Result<_>>()?;
     rg.egraph.rebuild();
 
-    // Each class by the first original node it holds, to name operands in the algebra.
-    let mut names: HashMap<Id, usize> = HashMap::new();
+    // Each class by the first original node it holds, to name operands in the algebra;
+    // else by the kernel output that holds it, when rewriting made it.
+    let mut names: HashMap<Id, String> = HashMap::new();
     let mut originals: Vec<(&usize, &Id)> = rg.class_of.iter().collect();
     originals.sort();
     for (&v, &id) in originals {
-        names.entry(rg.egraph.find(id)).or_insert(v);
+        names
+            .entry(rg.egraph.find(id))
+            .or_insert_with(|| algebra::node_name(graph, v));
     }
+    for &p in &spliced {
+        let made = &program.kernels[p];
+        for (j, o) in made.outputs.iter().enumerate() {
+            let value = made.body.outputs[j].value.0;
+            if let (None, Some(Some(id))) = (original(o.buffer), terms.memo.get(&(p, value))) {
+                names
+                    .entry(rg.egraph.find(*id))
+                    .or_insert_with(|| format!("{}.out{j}", made.name));
+            }
+        }
+    }
+
     let mut out = String::new();
     writeln!(
         out,
@@ -143,14 +156,43 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
     for (j, body) in outputs.into_iter().enumerate() {
         let target =
             original(kernel.outputs[j].buffer).and_then(|v| rg.class_of.get(&v).map(|&id| (v, id)));
-        let (Some((v, orig)), Some(body)) = (target, body) else {
-            writeln!(
-                out,
-                "out{j}: a value that rewriting introduced (no original node computes it alone)"
-            )
-            .unwrap();
-            continue;
+        let (target, body) = match (target, body) {
+            (Some(target), Some(body)) => (target, body),
+            (None, Some(body)) => {
+                let readers: Vec<&str> = program
+                    .kernels
+                    .iter()
+                    .filter(|q| q.inputs.contains(&kernel.outputs[j].buffer))
+                    .map(|q| q.name.as_str())
+                    .collect();
+                let explanation = rg.egraph.explain_id_equivalence(body, body);
+                let term = &explanation.explanation_trees;
+                writeln!(
+                    out,
+                    "out{j} = {}\n  a value that rewriting introduced: no original node computes it alone{}",
+                    algebra::term(&rg.egraph, graph, &names, term),
+                    if readers.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; read by {}", readers.join(", "))
+                    }
+                )
+                .unwrap();
+                for (v, view) in slices_of(&rg, body) {
+                    writeln!(out, "  out{j}{view} = {}", algebra::node_name(graph, v)).unwrap();
+                }
+                continue;
+            }
+            (_, None) => {
+                writeln!(
+                    out,
+                    "out{j}: its body reads a buffer that neither an original value nor a kernel of the plan provides"
+                )
+                .unwrap();
+                continue;
+            }
         };
+        let (v, orig) = target;
         if rg.egraph.find(orig) != rg.egraph.find(body) {
             writeln!(
                 out,
@@ -160,9 +202,8 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
             .unwrap();
             continue;
         }
-        let mut explanation = rg.egraph.explain_id_equivalence(orig, body);
-        let flat = explanation.make_flat_explanation().clone();
-        let steps = algebra::steps(&rg.egraph, graph, &names, &flat);
+        let explanation = rg.egraph.explain_id_equivalence(orig, body);
+        let steps = algebra::steps(&rg.egraph, graph, &names, &explanation.explanation_trees);
         writeln!(
             out,
             "out{j} = {} ({} rewrite{}){}",
@@ -186,68 +227,27 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
     Ok(out)
 }
 
-/// Kernel bodies as e-graph terms over original values.
-struct Terms<'a> {
-    graph: &'a Graph,
-    program: &'a Program,
-    part: &'a Partition,
-    original: &'a dyn Fn(BufferId) -> Option<usize>,
-    writer: &'a HashMap<BufferId, (usize, usize)>,
-    memo: HashMap<(usize, usize), Option<Id>>,
-}
-
-impl Terms<'_> {
-    /// Output `j` of kernel `k`.
-    fn output(&mut self, rg: &mut RegionGraph, k: usize, j: usize) -> Result<Option<Id>> {
-        let v = self.program.kernels[k].body.outputs[j].value.0;
-        self.node(rg, k, v)
-    }
-
-    /// Body node `i` of kernel `k`; `None` if it reads something no term reaches.
-    fn node(&mut self, rg: &mut RegionGraph, k: usize, i: usize) -> Result<Option<Id>> {
-        if let Some(&t) = self.memo.get(&(k, i)) {
-            return Ok(t);
-        }
-        let kernel = &self.program.kernels[k];
-        let node = &kernel.body.nodes[i];
-        let term = match &node.op {
-            Op::Input { name } => {
-                let slot: usize = name
-                    .strip_prefix("in")
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| {
-                        PassError::Fusion(format!("body input `{name}` is not named in<k>"))
-                    })?;
-                let b = kernel.inputs[slot];
-                match ((self.original)(b), self.writer.get(&b)) {
-                    (Some(v), _) => Some(rg.operand(self.graph, self.part, v)?),
-                    (None, Some(&(p, j))) => self.output(rg, p, j)?,
-                    (None, None) => None,
-                }
-            }
-            Op::Constant { value } => Some(add_constant(&mut rg.egraph, *value, node.ty.clone())),
-            op => {
-                let mut children = vec![];
-                for v in &node.inputs {
-                    match self.node(rg, k, v.0)? {
-                        Some(c) => children.push(c),
-                        None => {
-                            self.memo.insert((k, i), None);
-                            return Ok(None);
-                        }
+/// The original values that are slices of class `of`, with the slice (`[1: 0..64]`),
+/// in node order: what a merged value stands for.
+fn slices_of(rg: &RegionGraph, of: Id) -> Vec<(usize, String)> {
+    let of = rg.egraph.find(of);
+    let mut found: Vec<(usize, String)> = rg
+        .class_of
+        .iter()
+        .filter_map(|(&v, &id)| {
+            rg.egraph[id]
+                .nodes
+                .iter()
+                .find_map(|node| match rg.egraph.analysis.op_of(node) {
+                    Some(Op::Slice { axis, start, end })
+                        if node.children.len() == 1 && rg.egraph.find(node.children[0]) == of =>
+                    {
+                        Some((v, format!("[{axis}: {start}..{end}]")))
                     }
-                }
-                Some(
-                    add_op_uncanonical(&mut rg.egraph, op.clone(), &children).ok_or_else(|| {
-                        PassError::Fusion(format!(
-                            "kernel {} body node %{i} does not type-check",
-                            kernel.name
-                        ))
-                    })?,
-                )
-            }
-        };
-        self.memo.insert((k, i), term);
-        Ok(term)
-    }
+                    _ => None,
+                })
+        })
+        .collect();
+    found.sort();
+    found
 }

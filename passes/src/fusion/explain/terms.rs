@@ -1,0 +1,76 @@
+//! Kernel bodies as e-graph terms over original values, splicing in the bodies of the
+//! kernels that wrote the rewrite-made values a body reads.
+
+use super::super::analysis::{add_constant, add_op_uncanonical};
+use super::super::partition::Partition;
+use super::super::region::RegionGraph;
+use crate::{PassError, Result};
+use calib_ir::{BufferId, Graph, Op, Program};
+use egg::Id;
+use std::collections::HashMap;
+
+/// Kernel bodies as e-graph terms over original values.
+pub(super) struct Terms<'a> {
+    pub graph: &'a Graph,
+    pub program: &'a Program,
+    pub part: &'a Partition,
+    pub original: &'a dyn Fn(BufferId) -> Option<usize>,
+    pub writer: &'a HashMap<BufferId, (usize, usize)>,
+    pub memo: HashMap<(usize, usize), Option<Id>>,
+}
+
+impl Terms<'_> {
+    /// Output `j` of kernel `k`.
+    pub fn output(&mut self, rg: &mut RegionGraph, k: usize, j: usize) -> Result<Option<Id>> {
+        let v = self.program.kernels[k].body.outputs[j].value.0;
+        self.node(rg, k, v)
+    }
+
+    /// Body node `i` of kernel `k`; `None` if it reads something no term reaches.
+    fn node(&mut self, rg: &mut RegionGraph, k: usize, i: usize) -> Result<Option<Id>> {
+        if let Some(&t) = self.memo.get(&(k, i)) {
+            return Ok(t);
+        }
+        let kernel = &self.program.kernels[k];
+        let node = &kernel.body.nodes[i];
+        let term = match &node.op {
+            Op::Input { name } => {
+                let slot: usize = name
+                    .strip_prefix("in")
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| {
+                        PassError::Fusion(format!("body input `{name}` is not named in<k>"))
+                    })?;
+                let b = kernel.inputs[slot];
+                match ((self.original)(b), self.writer.get(&b)) {
+                    (Some(v), _) => Some(rg.operand(self.graph, self.part, v)?),
+                    (None, Some(&(p, j))) => self.output(rg, p, j)?,
+                    (None, None) => None,
+                }
+            }
+            Op::Constant { value } => Some(add_constant(&mut rg.egraph, *value, node.ty.clone())),
+            op => {
+                let mut children = vec![];
+                for v in &node.inputs {
+                    match self.node(rg, k, v.0)? {
+                        Some(c) => children.push(c),
+                        None => {
+                            self.memo.insert((k, i), None);
+                            return Ok(None);
+                        }
+                    }
+                }
+                Some(
+                    add_op_uncanonical(&mut rg.egraph, op.clone(), &children).ok_or_else(|| {
+                        PassError::Fusion(format!(
+                            "kernel {} body node %{i} does not type-check",
+                            kernel.name
+                        ))
+                    })?,
+                )
+            }
+        };
+        self.memo.insert((k, i), term);
+        Ok(term)
+    }
+}
