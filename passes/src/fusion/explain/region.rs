@@ -55,7 +55,7 @@ pub(super) fn nodes(
     let keys: Vec<(&str, usize)> = body_keys.collect();
     nodes.extend(siblings(graph, &nodes, &keys));
     if spliced.len() > 1 {
-        let more = neighbourhood(graph, &nodes, &read, |c| computed(c));
+        let more = neighbourhood(graph, &nodes, &read, computed);
         nodes.extend(more);
     }
     nodes.sort();
