@@ -82,6 +82,45 @@ impl<'a> Launch<'a> {
     }
 }
 
+/// The ptxas binary, or `None` when the environment asks to skip ptxas checks
+/// (`CALIB_SKIP_PTXAS=1`). Without either, the test fails saying where it looked.
+pub fn ptxas_or_skip() -> Option<PathBuf> {
+    if std::env::var("CALIB_SKIP_PTXAS").as_deref() == Ok("1") {
+        eprintln!("CALIB_SKIP_PTXAS=1: ptxas checks skipped");
+        return None;
+    }
+    Some(sim::ptxas::find_ptxas().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// `text` with the lines tagged `moved` taken out of each kernel and put back just
+/// before (or after) that kernel's line tagged `anchor`: how the hazard tests plant a
+/// misplaced instruction in an otherwise correct kernel.
+pub fn move_tagged(text: &str, moved: &str, anchor: &str, before: bool) -> String {
+    let mut out = String::new();
+    for (i, kernel) in text.split(".visible .entry").enumerate() {
+        if i > 0 {
+            out.push_str(".visible .entry");
+        }
+        let lines: Vec<&str> = kernel.split_inclusive('\n').collect();
+        let taken: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains(moved))
+            .collect();
+        for line in lines.iter().filter(|l| !l.contains(moved)) {
+            let at_anchor = line.contains(anchor);
+            if at_anchor && before {
+                out.extend(taken.iter().copied());
+            }
+            out.push_str(line);
+            if at_anchor && !before {
+                out.extend(taken.iter().copied());
+            }
+        }
+    }
+    out
+}
+
 /// A device pointer argument.
 pub fn ptr(p: u64) -> KernelArg {
     KernelArg::U64(p)

@@ -56,7 +56,10 @@ mod tests {
         let neg = (-1.0f32).to_bits();
         assert_eq!(tf32_rna(neg + (1 << 12)), neg + (1 << 13));
         assert_eq!(tf32_rna(f32::MAX.to_bits()), f32::INFINITY.to_bits());
-        assert_eq!(tf32_rna(f32::NEG_INFINITY.to_bits()), f32::NEG_INFINITY.to_bits());
+        assert_eq!(
+            tf32_rna(f32::NEG_INFINITY.to_bits()),
+            f32::NEG_INFINITY.to_bits()
+        );
         // A NaN whose payload lies only in the dropped bits stays a NaN.
         assert!(f32::from_bits(tf32_rna(0x7f80_0001)).is_nan());
         assert_eq!(tf32_value(one | TF32_DROPPED), 1.0);

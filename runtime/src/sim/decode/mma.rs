@@ -59,7 +59,9 @@ pub(super) fn mma(cx: &mut Cx, m: &mut Mods) -> Result<Op, String> {
 
 /// Operand `i`, a vector of exactly `N` registers of at least `ty`'s width.
 fn regs<const N: usize>(cx: &Cx, i: usize, what: &str, ty: Ty) -> Result<[Reg; N], String> {
-    let names = cx.vector(i, N).map_err(|e| format!("mma's {what} operand: {e}"))?;
+    let names = cx
+        .vector(i, N)
+        .map_err(|e| format!("mma's {what} operand: {e}"))?;
     let mut out = [Reg(0); N];
     for (slot, name) in out.iter_mut().zip(&names) {
         *slot = cx

@@ -109,7 +109,10 @@ impl AsyncCopies {
     fn retire(&mut self, thread: usize, keep: usize) -> Vec<Copy> {
         let mut out = Vec::new();
         while self.groups[thread].committed.len() > keep {
-            let group = self.groups[thread].committed.pop_front().expect("non-empty");
+            let group = self.groups[thread]
+                .committed
+                .pop_front()
+                .expect("non-empty");
             for id in group {
                 let copy = self.copies[id as usize];
                 self.pending[copy.dst..copy.dst + copy.len].fill(0);

@@ -24,7 +24,9 @@ pub(super) fn converged(warp: &Warp, active: u32, what: &str) -> Result<(), Lane
     };
     Err(sync_fault(
         active.trailing_zeros(),
-        format!("{what} is warp-collective and needs all 32 lanes converged, but lane {lane} {why}"),
+        format!(
+            "{what} is warp-collective and needs all 32 lanes converged, but lane {lane} {why}"
+        ),
     ))
 }
 

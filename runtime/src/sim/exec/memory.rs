@@ -221,7 +221,12 @@ impl<'a> Site<'a> {
         }
     }
 
-    pub(super) fn check_aligned(&self, space: Space, addr: u64, bytes: usize) -> Result<(), LaneFault> {
+    pub(super) fn check_aligned(
+        &self,
+        space: Space,
+        addr: u64,
+        bytes: usize,
+    ) -> Result<(), LaneFault> {
         // Access sizes are powers of two.
         if addr & (bytes as u64 - 1) == 0 {
             return Ok(());
