@@ -9,7 +9,7 @@ use calib_runtime::sim::{
     self, Access, FaultKind, GlobalMemory, KernelArg, ParseError, SimOptions,
 };
 use half::{bf16, f16};
-use sim_support::{module, move_tagged, parse_text, ptr, ptx, Launch, Rng};
+use sim_support::{module, move_tagged, parse_text, ptr, ptx, tf32_rna, Launch, Rng};
 
 /// `(row, col)` of element `i` of the A fragment (`a0, a1, ...`; two per register for
 /// 16-bit types, the even one in the low half), as the PTX ISA tabulates it for
@@ -311,23 +311,6 @@ fn reading_a_cp_async_destination_before_the_wait_reads_stale_data_and_is_report
     );
 }
 
-/// The value of `x` rounded to TF32 (10 mantissa bits) to nearest, ties away from zero,
-/// computed in f64 from the spacing of TF32 values around `x`.
-fn tf32_reference(x: f32) -> f32 {
-    if !x.is_finite() || x == 0.0 {
-        return x;
-    }
-    let exponent = ((x.to_bits() >> 23 & 0xff) as i32 - 127).max(-126);
-    let spacing = 2f64.powi(exponent - 10);
-    let q = x.abs() as f64 / spacing;
-    let units = if q - q.floor() >= 0.5 {
-        q.floor() + 1.0
-    } else {
-        q.floor()
-    };
-    (x.signum() as f64 * units * spacing) as f32
-}
-
 #[test]
 fn conversions_to_tf32_and_bf16_round_as_the_isa_says() {
     let tie_tf32 = f32::from_bits(0x3f80_1000); // 1 + 2^-11: halfway, goes away from zero
@@ -359,7 +342,7 @@ fn conversions_to_tf32_and_bf16_round_as_the_isa_says() {
     for lane in 0..32 {
         let (f, g) = (x[2 * lane], x[2 * lane + 1]);
         let row = &got[lane * 5..lane * 5 + 5];
-        let tf32 = tf32_reference(f);
+        let tf32 = tf32_rna(f);
         if f.is_nan() {
             assert!(f32::from_bits(row[0]).is_nan());
         } else {

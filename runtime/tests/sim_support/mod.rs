@@ -121,6 +121,23 @@ pub fn move_tagged(text: &str, moved: &str, anchor: &str, before: bool) -> Strin
     out
 }
 
+/// `x` rounded to TF32 (10 mantissa bits) to nearest, ties away from zero, as
+/// `cvt.rna.tf32.f32` does; computed in f64 from the spacing of TF32 values around `x`.
+pub fn tf32_rna(x: f32) -> f32 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let exponent = ((x.to_bits() >> 23 & 0xff) as i32 - 127).max(-126);
+    let spacing = 2f64.powi(exponent - 10);
+    let q = x.abs() as f64 / spacing;
+    let units = if q - q.floor() >= 0.5 {
+        q.floor() + 1.0
+    } else {
+        q.floor()
+    };
+    (x.signum() as f64 * units * spacing) as f32
+}
+
 /// A device pointer argument.
 pub fn ptr(p: u64) -> KernelArg {
     KernelArg::U64(p)
