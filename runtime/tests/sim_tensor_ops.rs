@@ -147,13 +147,13 @@ fn mma_fragments_follow_the_isa_layouts_for_every_input_type() {
         let b = matrix(k, 8, |kk, j| (kk * 8 + j) as f32 - 20.0);
         let c = matrix(16, 8, |i, j| (i * 8 + j) as f32 * 2.0);
         let (d, _, _) = run_mma(input, &a, &b, &c);
-        for i in 0..16 {
-            for j in 0..8 {
+        for (i, row) in d.iter().enumerate() {
+            for (j, &got) in row.iter().enumerate() {
                 let exact: i64 = (0..k)
                     .map(|kk| (i * k + kk) as i64 * ((kk * 8 + j) as i64 - 20))
                     .sum::<i64>()
                     + (i * 8 + j) as i64 * 2;
-                assert_eq!(d[i][j], exact as f32, "{}: D[{i}][{j}]", input.kernel());
+                assert_eq!(got, exact as f32, "{}: D[{i}][{j}]", input.kernel());
             }
         }
     }
