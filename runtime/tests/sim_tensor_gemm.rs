@@ -236,3 +236,26 @@ fn refilling_a_stage_before_the_barrier_is_a_shared_memory_race() {
         assert!(other.instruction.starts_with("ldmatrix"), "{f}");
     }
 }
+
+#[test]
+fn reading_landed_tiles_without_the_barrier_is_a_shared_memory_race() {
+    // Without the bar.sync a thread's copies have landed (its own wait_group) but the
+    // other threads of the block may not see them yet.
+    let text: String = ptx("tensor_gemm.ptx")
+        .split_inclusive('\n')
+        .filter(|l| !l.contains("// @BAR"))
+        .collect();
+    let p = tf32_problem(7);
+    let f = match run(&text, &p, &SimOptions::default()) {
+        Err(SimError::Fault(f)) => f,
+        Err(e) => panic!("expected a fault, got {e}"),
+        Ok(_) => panic!("expected a fault, the kernel completed"),
+    };
+    let FaultKind::SharedRace { what, other, .. } = &f.kind else {
+        panic!("expected a race, got {f}");
+    };
+    assert_eq!(*what, "read after write", "{f}");
+    assert!(f.instruction.starts_with("ldmatrix"), "{f}");
+    assert!(other.instruction.starts_with("cp.async.cg"), "{f}");
+    assert_ne!(other.thread, f.thread, "{f}");
+}

@@ -312,6 +312,39 @@ fn reading_a_cp_async_destination_before_the_wait_reads_stale_data_and_is_report
 }
 
 #[test]
+fn overwriting_a_cp_async_destination_in_flight_is_reported() {
+    let late_fill = move_tagged(&ptx("tensor_ops.ptx"), "// @FILL", "// @COPY16", false);
+    let m = parse_text(&late_fill);
+    let mut mem = GlobalMemory::new();
+    let (_, _, s, z, out) = cp_async_inputs(&mut mem);
+    let f = Launch::new("cp_async_fill", 1, 32, vec![ptr(s), ptr(z), ptr(out)]).fault(&m, &mut mem);
+    let FaultKind::AsyncCopyPending { addr, access, copy } = &f.kind else {
+        panic!("expected a cp.async hazard, got {f}");
+    };
+    assert_eq!((*addr, *access), (0, Access::Store), "{f}");
+    assert!(f.instruction.starts_with("st.shared.v4.b32"), "{f}");
+    assert_eq!(copy.thread, [0, 0, 0], "{f}");
+}
+
+#[test]
+fn a_src_size_beyond_the_copy_size_is_a_fault_not_a_panic() {
+    let m = module("tensor_ops.ptx");
+    let mut mem = GlobalMemory::new();
+    let (_, _, s, _, out) = cp_async_inputs(&mut mem);
+    let sizes = mem.upload(&[17u32; 32]).unwrap();
+    let f =
+        Launch::new("cp_async_fill", 1, 32, vec![ptr(s), ptr(sizes), ptr(out)]).fault(&m, &mut mem);
+    let FaultKind::BadOperand { detail } = &f.kind else {
+        panic!("expected a bad operand, got {f}");
+    };
+    assert!(
+        detail.contains("src-size 17 exceeds the copy size 16"),
+        "{f}"
+    );
+    assert!(f.instruction.starts_with("cp.async.ca"), "{f}");
+}
+
+#[test]
 fn conversions_to_tf32_and_bf16_round_as_the_isa_says() {
     let tie_tf32 = f32::from_bits(0x3f80_1000); // 1 + 2^-11: halfway, goes away from zero
     let tie_bf16 = f32::from_bits(0x3f80_8000); // 1 + 2^-8: halfway, goes to even
