@@ -7,16 +7,8 @@
 mod sim_support;
 
 use calib_runtime::sim::{self, ptxas};
+use sim_support::ptxas_or_skip;
 use std::path::PathBuf;
-
-/// The ptxas binary, or `None` when the environment asks to skip ptxas checks.
-fn ptxas_or_skip() -> Option<PathBuf> {
-    if std::env::var("CALIB_SKIP_PTXAS").as_deref() == Ok("1") {
-        eprintln!("CALIB_SKIP_PTXAS=1: ptxas checks skipped");
-        return None;
-    }
-    Some(ptxas::find_ptxas().unwrap_or_else(|e| panic!("{e}")))
-}
 
 #[test]
 fn every_hand_written_program_assembles_for_sm_80_and_sm_90() {

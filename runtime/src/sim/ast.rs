@@ -225,6 +225,53 @@ pub enum Op {
     /// `membar` / `fence`: the simulator's memory is sequentially consistent, so ordering
     /// instructions have nothing to do.
     Fence,
+    /// `mov.bN {a, b}, src`: the low half of `src` to `a`, the high half to `b`.
+    Unpack {
+        parts: [Reg; 2],
+        src: Operand,
+        bits: u32,
+    },
+    /// `mma.sync.aligned`: one warp-wide matrix multiply-accumulate (`exec/mma.rs`).
+    Mma(Box<Mma>),
+    /// `ldmatrix.sync.aligned.m8n8.xN[.trans].shared.b16`: one register per 8x8 matrix.
+    Ldmatrix {
+        trans: bool,
+        dst: Vec<Reg>,
+        addr: Address,
+    },
+    /// `cp.async.{ca,cg}.shared.global [dst], [src], bytes[, src_size]`: an asynchronous
+    /// copy that lands when a `cp.async.wait_group` retires it (`exec/async_copy.rs`).
+    CpAsync {
+        dst: Address,
+        src: Address,
+        bytes: u32,
+        /// Bytes read from `src`; the rest of the destination is zero-filled.
+        src_size: Option<Operand>,
+    },
+    /// `cp.async.commit_group`: the thread's uncommitted copies become one group.
+    CpAsyncCommit,
+    /// `cp.async.wait_group n`: retire all but the `n` newest groups. `wait_all` is a
+    /// commit followed by `wait_group 0`.
+    CpAsyncWait { newest_pending: u32, commit: bool },
+}
+
+/// The element type of an `mma`'s A and B fragments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmaInput {
+    Tf32,
+    Bf16,
+    F16,
+}
+
+/// `mma.sync.aligned.m16n8k{k}.row.col.f32.{input}.{input}.f32 {d}, {a}, {b}, {c}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mma {
+    pub k: usize,
+    pub input: MmaInput,
+    pub d: [Reg; 4],
+    pub a: [Reg; 4],
+    pub b: [Reg; 2],
+    pub c: [Reg; 4],
 }
 
 /// Elementwise operations: the result is a function of the sources alone.
@@ -249,6 +296,14 @@ pub enum Alu {
     Selp {
         bits: u32,
     },
+    /// `mov.bN d, {a, b}`: `a` in the low half, `b` in the high half, `bits` each.
+    Pack {
+        bits: u32,
+    },
+    /// `cvt.rna.tf32.f32`: round to 10 mantissa bits, ties away from zero.
+    Tf32Rna,
+    /// `cvt.rn.bf16x2.f32 d, a, b`: `a` rounded to the high half, `b` to the low half.
+    Bf16x2Rn,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

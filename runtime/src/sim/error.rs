@@ -98,6 +98,8 @@ pub enum Access {
     Load,
     Store,
     Atomic,
+    /// The shared-memory write of a `cp.async`, or its global read.
+    AsyncCopy,
 }
 
 impl fmt::Display for Access {
@@ -106,6 +108,7 @@ impl fmt::Display for Access {
             Access::Load => "load",
             Access::Store => "store",
             Access::Atomic => "atomic",
+            Access::AsyncCopy => "cp.async",
         })
     }
 }
@@ -162,6 +165,17 @@ pub enum FaultKind {
         what: &'static str,
         other: OtherThread,
     },
+    #[error(
+        "cp.async hazard: {access} of shared byte {addr:#x} while it is the destination of the cp.async by {copy}, which no cp.async.wait_group of that thread has retired"
+    )]
+    AsyncCopyPending {
+        addr: u64,
+        access: Access,
+        /// The copy in flight.
+        copy: OtherThread,
+    },
+    #[error("invalid operand value: {detail}")]
+    BadOperand { detail: String },
     #[error("warp-synchronous instruction: {detail}")]
     WarpSync { detail: String },
     #[error("integer division by zero")]

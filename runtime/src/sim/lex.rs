@@ -76,8 +76,13 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
         } else if is_word_start(c) {
             let start = i;
             i += 1;
-            while i < chars.len() && is_word_char(chars[i]) {
-                i += 1;
+            loop {
+                match chars.get(i) {
+                    Some(&c) if is_word_char(c) => i += 1,
+                    // State-space scopes are part of a modifier: `.shared::cta`.
+                    Some(':') if chars.get(i + 1) == Some(&':') => i += 2,
+                    _ => break,
+                }
             }
             let word = chars[start..i].iter().collect();
             tokens.push(Token {
@@ -168,6 +173,18 @@ mod tests {
                 Tok::Number("1".into()),
             ]
         });
+    }
+
+    #[test]
+    fn scoped_state_spaces_stay_in_the_word_and_labels_keep_their_colon() {
+        assert_eq!(
+            kinds("ldmatrix.sync.aligned.m8n8.x4.shared::cta.b16 L1:"),
+            vec![
+                Tok::Word("ldmatrix.sync.aligned.m8n8.x4.shared::cta.b16".into()),
+                Tok::Word("L1".into()),
+                Tok::Punct(':'),
+            ]
+        );
     }
 
     #[test]

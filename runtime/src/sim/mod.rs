@@ -36,9 +36,12 @@
 //!
 //! Faults carry the kernel, block, thread, source line and instruction: out-of-bounds and
 //! misaligned global, shared and parameter accesses, reads of uninitialized registers,
-//! barrier divergence, shared-memory races between barriers, misuse of warp-synchronous
-//! instructions, integer division by zero and runaway loops. An instruction or modifier
-//! outside the subset is a parse error, never a silent approximation.
+//! barrier divergence, shared-memory races between barriers, accesses of `cp.async`
+//! destinations before a `wait_group` retires the copy, misuse of warp-synchronous
+//! instructions (`mma.sync` and `ldmatrix` need the whole warp), integer division by zero
+//! and runaway loops. An instruction or modifier outside the subset is a parse error,
+//! never a silent approximation. `exec/mma.rs` documents the fixed accumulation order of
+//! `mma`, and `exec/async_copy.rs` when a `cp.async` lands.
 //!
 //! Inside: `lex` and `parse` read text, `decode` is the instruction table, `alu` holds
 //! the scalar semantics, `exec` runs launches (its `warp` module documents the divergence

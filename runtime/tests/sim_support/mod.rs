@@ -82,6 +82,62 @@ impl<'a> Launch<'a> {
     }
 }
 
+/// The ptxas binary, or `None` when the environment asks to skip ptxas checks
+/// (`CALIB_SKIP_PTXAS=1`). Without either, the test fails saying where it looked.
+pub fn ptxas_or_skip() -> Option<PathBuf> {
+    if std::env::var("CALIB_SKIP_PTXAS").as_deref() == Ok("1") {
+        eprintln!("CALIB_SKIP_PTXAS=1: ptxas checks skipped");
+        return None;
+    }
+    Some(sim::ptxas::find_ptxas().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// `text` with the lines tagged `moved` taken out of each kernel and put back just
+/// before (or after) that kernel's line tagged `anchor`: how the hazard tests plant a
+/// misplaced instruction in an otherwise correct kernel.
+pub fn move_tagged(text: &str, moved: &str, anchor: &str, before: bool) -> String {
+    let mut out = String::new();
+    for (i, kernel) in text.split(".visible .entry").enumerate() {
+        if i > 0 {
+            out.push_str(".visible .entry");
+        }
+        let lines: Vec<&str> = kernel.split_inclusive('\n').collect();
+        let taken: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains(moved))
+            .collect();
+        for line in lines.iter().filter(|l| !l.contains(moved)) {
+            let at_anchor = line.contains(anchor);
+            if at_anchor && before {
+                out.extend(taken.iter().copied());
+            }
+            out.push_str(line);
+            if at_anchor && !before {
+                out.extend(taken.iter().copied());
+            }
+        }
+    }
+    out
+}
+
+/// `x` rounded to TF32 (10 mantissa bits) to nearest, ties away from zero, as
+/// `cvt.rna.tf32.f32` does; computed in f64 from the spacing of TF32 values around `x`.
+pub fn tf32_rna(x: f32) -> f32 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let exponent = ((x.to_bits() >> 23 & 0xff) as i32 - 127).max(-126);
+    let spacing = 2f64.powi(exponent - 10);
+    let q = x.abs() as f64 / spacing;
+    let units = if q - q.floor() >= 0.5 {
+        q.floor() + 1.0
+    } else {
+        q.floor()
+    };
+    (x.signum() as f64 * units * spacing) as f32
+}
+
 /// A device pointer argument.
 pub fn ptr(p: u64) -> KernelArg {
     KernelArg::U64(p)

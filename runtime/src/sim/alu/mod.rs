@@ -6,6 +6,7 @@
 mod convert;
 mod float;
 mod int;
+pub(crate) mod tensor_formats;
 
 pub(crate) use float::Float;
 pub(crate) use int::sign_extend;
@@ -31,6 +32,9 @@ impl Alu {
             }),
             Alu::Cvt(cvt) => Ok(convert::convert(&cvt, a)),
             Alu::Selp { bits } => Ok(if c & 1 != 0 { a } else { b } & width_mask(bits)),
+            Alu::Pack { bits } => Ok(a & width_mask(bits) | (b & width_mask(bits)) << bits),
+            Alu::Tf32Rna => Ok(u64::from(tensor_formats::tf32_rna(a as u32))),
+            Alu::Bf16x2Rn => Ok(u64::from(tensor_formats::bf16x2_rn(a as u32, b as u32))),
         }
     }
 }

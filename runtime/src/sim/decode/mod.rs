@@ -6,9 +6,12 @@ use super::ast::{Address, Alu, Op, Operand, PredSrc, Reg, Space, Special, SHARED
 use super::types::Ty;
 
 mod arith;
+mod async_copy;
 mod collective;
 mod literal;
 mod memory;
+mod mma;
+mod packed;
 
 pub(crate) use literal::Literal;
 
@@ -73,7 +76,11 @@ pub(crate) fn decode(raw: &RawInstruction, names: &mut dyn Names) -> Result<Op, 
         "mov" => mov(&mut cx, &mut m)?,
         "ld" | "st" => memory::load_store(&mut cx, &mut m, base == "ld")?,
         "cvta" => memory::cvta(&mut cx, &mut m)?,
+        "cvt" if packed::is_packed_cvt(&m) => packed::cvt(&mut cx, &mut m)?,
         "cvt" => arith::cvt(&mut cx, &mut m)?,
+        "mma" => mma::mma(&mut cx, &mut m)?,
+        "ldmatrix" => mma::ldmatrix(&mut cx, &mut m)?,
+        "cp" => async_copy::cp(&mut cx, &mut m)?,
         "add" | "sub" | "mul" | "mad" | "fma" | "div" | "rem" | "min" | "max" | "neg" | "abs"
         | "rcp" | "sqrt" | "rsqrt" | "ex2" | "lg2" | "sin" | "cos" | "tanh" => {
             arith::arithmetic(&mut cx, &mut m, base)?
@@ -224,6 +231,22 @@ impl Cx<'_> {
         Ok(reg)
     }
 
+    /// Operand `i` as a vector `{...}` of exactly `n` names.
+    fn vector(&self, i: usize, n: usize) -> Result<Vec<String>, String> {
+        match &self.raw.operands[i] {
+            RawOperand::Vector(v) if v.len() == n => Ok(v.clone()),
+            RawOperand::Vector(v) => Err(format!(
+                "operand {} needs {n} registers, found {}",
+                i + 1,
+                v.len()
+            )),
+            _ => Err(format!(
+                "operand {} must be a vector of {n} registers `{{...}}`",
+                i + 1
+            )),
+        }
+    }
+
     fn dst(&self, i: usize, ty: Ty) -> Result<Reg, String> {
         match &self.raw.operands[i] {
             RawOperand::Name(name) => self.reg(name, ty),
@@ -362,7 +385,7 @@ fn mov(cx: &mut Cx, m: &mut Mods) -> Result<Op, String> {
     if matches!(cx.raw.operands[0], RawOperand::Vector(_))
         || matches!(cx.raw.operands[1], RawOperand::Vector(_))
     {
-        return Err("vector pack/unpack forms of mov are not supported".into());
+        return packed::mov_vector(cx, ty);
     }
     Ok(Op::Alu {
         alu: Alu::Mov { bits: ty.bits() },

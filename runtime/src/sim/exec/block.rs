@@ -6,6 +6,7 @@
 //! schedule does not change which races are found. When no warp can go on, every live
 //! thread must be waiting at the same `bar.sync`; then the barrier opens.
 
+use super::async_copy::AsyncCopies;
 use super::race::{Accessor, RaceDetector};
 use super::warp::{Progress, Warp, WARP};
 use super::{SimOptions, Stats};
@@ -93,6 +94,7 @@ impl LaneFault {
 pub(crate) struct BlockState {
     pub shared: Vec<u8>,
     pub race: RaceDetector,
+    pub copies: AsyncCopies,
     /// Counts warp instructions, naming each for the race detector.
     pub event: u32,
     pub stats: Stats,
@@ -127,6 +129,7 @@ pub(crate) fn run(env: &BlockEnv, scratch: &mut Scratch) -> Result<Stats, Box<Fa
     state.shared.clear();
     state.shared.resize(env.shared_bytes, 0);
     state.race.reset(env.shared_bytes);
+    state.copies.reset(env.shared_bytes, warp_count * WARP);
     state.stats = Stats {
         blocks: 1,
         ..Stats::default()

@@ -10,6 +10,26 @@ fn sync_fault(lane: u32, detail: String) -> LaneFault {
     LaneFault::new(lane, FaultKind::WarpSync { detail })
 }
 
+/// `.aligned` warp-collective instructions (`mma`, `ldmatrix`) need all 32 lanes of the
+/// warp executing them together: their fragments are spread over every lane.
+pub(super) fn converged(warp: &Warp, active: u32, what: &str) -> Result<(), LaneFault> {
+    if active == u32::MAX {
+        return Ok(());
+    }
+    let lane = (!active).trailing_zeros();
+    let why = if warp.exited >> lane & 1 != 0 {
+        "has exited (or does not exist in a partial warp)"
+    } else {
+        "is not executing it (it diverged or its guard is false)"
+    };
+    Err(sync_fault(
+        active.trailing_zeros(),
+        format!(
+            "{what} is warp-collective and needs all 32 lanes converged, but lane {lane} {why}"
+        ),
+    ))
+}
+
 /// Reads the member mask, which must be the same in every executing lane, and checks that
 /// the executing lanes are exactly its members that have not exited.
 fn membermask(warp: &Warp, env: &BlockEnv, mask: Operand, active: u32) -> Result<u32, LaneFault> {

@@ -33,19 +33,39 @@ fn target(space: Space, addr: u64) -> Target {
 }
 
 /// One lane's access, with what a fault report needs.
-struct Site<'a> {
+pub(super) struct Site<'a> {
     env: &'a BlockEnv<'a>,
     lane: usize,
     access: Access,
     accessor: Accessor,
 }
 
-impl Site<'_> {
-    fn fault(&self, kind: FaultKind) -> LaneFault {
+impl<'a> Site<'a> {
+    pub(super) fn new(
+        env: &'a BlockEnv<'a>,
+        warp: &Warp,
+        state: &BlockState,
+        lane: usize,
+        pc: usize,
+        access: Access,
+    ) -> Self {
+        Site {
+            env,
+            lane,
+            access,
+            accessor: accessor(warp, state, lane, pc),
+        }
+    }
+
+    pub(super) fn accessor(&self) -> Accessor {
+        self.accessor
+    }
+
+    pub(super) fn fault(&self, kind: FaultKind) -> LaneFault {
         LaneFault::new(self.lane as u32, kind)
     }
 
-    fn out_of_bounds(
+    pub(super) fn out_of_bounds(
         &self,
         space: &'static str,
         addr: u64,
@@ -62,7 +82,7 @@ impl Site<'_> {
     }
 
     /// Checks that `[addr, addr + bytes)` lies in a space of `len` bytes.
-    fn in_bounds(
+    pub(super) fn in_bounds(
         &self,
         space: &'static str,
         addr: u64,
@@ -79,8 +99,8 @@ impl Site<'_> {
         Err(self.out_of_bounds(space, addr, bytes, detail))
     }
 
-    /// Race-checks each byte of a shared access.
-    fn shared_race(
+    /// Checks each byte of a shared access against the copies in flight and for races.
+    pub(super) fn shared_race(
         &self,
         state: &mut BlockState,
         offset: usize,
@@ -91,6 +111,13 @@ impl Site<'_> {
             return Ok(());
         }
         for addr in offset..offset + bytes {
+            if let Some(copy) = state.copies.in_flight(addr) {
+                return Err(self.fault(FaultKind::AsyncCopyPending {
+                    addr: addr as u64,
+                    access: self.access,
+                    copy: self.env.other(copy),
+                }));
+            }
             let result = if write {
                 state
                     .race
@@ -109,7 +136,7 @@ impl Site<'_> {
         Ok(())
     }
 
-    fn load(
+    pub(super) fn load(
         &self,
         state: &mut BlockState,
         space: Space,
@@ -194,7 +221,12 @@ impl Site<'_> {
         }
     }
 
-    fn check_aligned(&self, space: Space, addr: u64, bytes: usize) -> Result<(), LaneFault> {
+    pub(super) fn check_aligned(
+        &self,
+        space: Space,
+        addr: u64,
+        bytes: usize,
+    ) -> Result<(), LaneFault> {
         // Access sizes are powers of two.
         if addr & (bytes as u64 - 1) == 0 {
             return Ok(());
@@ -220,7 +252,7 @@ fn read_le(bytes: &[u8]) -> u64 {
 }
 
 /// Each active lane's address.
-fn addresses(
+pub(super) fn addresses(
     warp: &Warp,
     env: &BlockEnv,
     addr: Address,

@@ -6,9 +6,12 @@
 //! the lowest-numbered faulting block is reported, whatever order they ran in: a block
 //! starts only while no lower-numbered block is known to have faulted.
 
+mod async_copy;
 mod block;
 mod collective;
+mod ldmatrix;
 mod memory;
+mod mma;
 mod race;
 mod warp;
 

@@ -13,12 +13,13 @@
 //! One consequence: a lane spinning on a lock that another lane of its own warp holds
 //! never lets that lane run (pre-Volta behaviour), and the launch ends at the step limit.
 //!
-//! Warp-wide instructions (`shfl.sync`, `vote.sync`, and later `mma.sync`) execute once
-//! for the whole group, which sees every lane's registers; their member mask must name
-//! exactly the non-exited lanes that are in the group.
+//! Warp-wide instructions (`shfl.sync`, `vote.sync`, `mma.sync`, `ldmatrix`) execute once
+//! for the whole group, which sees every lane's registers; a member mask must name
+//! exactly the non-exited lanes that are in the group, and the `.aligned` `mma` and
+//! `ldmatrix` need all 32 lanes.
 
 use super::block::{BlockEnv, BlockState, LaneFault};
-use super::{collective, memory};
+use super::{async_copy, collective, ldmatrix, memory, mma};
 use crate::sim::alu;
 use crate::sim::ast::{BoolOp, Instruction, Op, Operand, PredSrc, Reg, Special};
 use crate::sim::error::FaultKind;
@@ -331,6 +332,27 @@ impl Warp {
             Op::Atom { .. } => memory::atomic(self, env, state, pc, &instr.op, active)?,
             Op::Shfl { .. } | Op::Vote { .. } => collective::execute(self, env, &instr.op, active)?,
             Op::Fence => {}
+            Op::Unpack { parts, src, bits } => {
+                let v = self.read(env, *src, active)?;
+                let mask = crate::sim::types::width_mask(*bits);
+                self.write(parts[0], active, &v.map(|x| x & mask));
+                self.write(parts[1], active, &v.map(|x| x >> bits & mask));
+            }
+            Op::Mma(m) => mma::execute(self, env, m, active)?,
+            Op::Ldmatrix { trans, dst, addr } => {
+                ldmatrix::execute(self, env, state, pc, *trans, dst, *addr, active)?
+            }
+            Op::CpAsync {
+                dst,
+                src,
+                bytes,
+                src_size,
+            } => async_copy::issue(self, env, state, pc, *dst, *src, *bytes, *src_size, active)?,
+            Op::CpAsyncCommit => async_copy::commit(self, state, active),
+            Op::CpAsyncWait {
+                newest_pending,
+                commit,
+            } => async_copy::wait(self, env, state, *newest_pending, *commit, active)?,
             Op::Bra { .. } | Op::Exit | Op::Bar { .. } => {
                 unreachable!("control flow handled in step")
             }
