@@ -14,7 +14,7 @@ mod timing;
 pub use device::{devices, DeviceInfo};
 pub use executor::{check_device_memory, CudaOptions, CudaProgram};
 pub use modules::{LoadStats, LoadedKernels};
-pub use nccl::{NcclGroup, NcclRank};
+pub use nccl::{NcclGroup, NcclRank, UNIQUE_ID_BYTES};
 
 use thiserror::Error;
 
