@@ -21,6 +21,7 @@ use super::replicas::StepRunner;
 use super::run_dir::RunDir;
 use super::schedule::Schedule;
 use super::{OptionNames, SgdState, TrainOptions};
+use crate::data::digest::{self, chain};
 use crate::data::prefetch::{Plan, Prefetcher};
 use crate::data::{rng::Rng, source};
 use anyhow::{anyhow, bail, Context, Result};
@@ -367,7 +368,8 @@ fn train_in(
             .next_batch()
             .with_context(|| format!("loading the batch of step {}", step + 1))?;
         window.data_seconds += waited.elapsed().as_secs_f64();
-        let (pixels, labels) = (batch.pixels, batch.labels);
+        window.digest = Some(chain(window.digest, batch.digest));
+        let (pixels, labels) = (batch.batch.pixels, batch.batch.labels);
         let lr = schedule.lr(step);
         // Steps are counted from 1 in messages, as in metrics.jsonl and checkpoints.
         let at = || format!("step {} (learning rate {})", step + 1, show_rate(lr));
@@ -420,6 +422,7 @@ fn train_in(
                 "lr": lr, "images_per_second": window.images_per_second(),
                 "data_wait_seconds": window.data_seconds,
                 "skipped_images": train_set.skipped() + test_set.skipped(),
+                "batch_digest": window.digest.map(digest::show),
             });
             if interrupted {
                 line["interrupted"] = true.into();
