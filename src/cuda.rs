@@ -304,6 +304,14 @@ impl ResidentProgram for Replica<'_> {
         self.program.write(buffer, bytes)
     }
 
+    fn write_batch(
+        &mut self,
+        buffer: calib_ir::BufferId,
+        bytes: &[u8],
+    ) -> Result<(), RuntimeError> {
+        self.program.write_batch(buffer, bytes)
+    }
+
     fn read(&mut self, buffer: calib_ir::BufferId) -> Result<Vec<u8>, RuntimeError> {
         self.program.read(buffer)
     }

@@ -10,6 +10,7 @@ mod executor;
 pub mod modules;
 mod nccl;
 mod timing;
+mod upload;
 
 pub use device::{devices, DeviceInfo};
 pub use executor::{check_device_memory, CudaOptions, CudaProgram};
