@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use support::train::{ok, stderr};
 
 /// The launcher's variables; any the test process inherited are removed first.
-const LAUNCH_VARS: [&str; 6] = [
+const LAUNCH_VARS: [&str; 7] = [
     "RANK",
     "WORLD_SIZE",
     "LOCAL_RANK",
     "MASTER_ADDR",
     "MASTER_PORT",
     "CALIB_RENDEZVOUS_PORT",
+    "TORCHELASTIC_USE_AGENT_STORE",
 ];
 
 /// The quick settings of `support::train`, and one metrics line per step.

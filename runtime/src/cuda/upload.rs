@@ -23,7 +23,14 @@ pub(super) struct Uploader {
     ctx: Arc<CudaContext>,
     copies: Arc<CudaStream>,
     /// Two slots per destination buffer, and which one goes next.
-    slots: HashMap<BufferId, (Option<PinnedHostSlice<u8>>, Option<PinnedHostSlice<u8>>, bool)>,
+    slots: HashMap<
+        BufferId,
+        (
+            Option<PinnedHostSlice<u8>>,
+            Option<PinnedHostSlice<u8>>,
+            bool,
+        ),
+    >,
 }
 
 impl Uploader {

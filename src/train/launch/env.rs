@@ -15,8 +15,9 @@ pub struct Launch {
     pub local_rank: usize,
     /// Rank 0's host (`MASTER_ADDR`).
     pub master_addr: String,
-    /// The port rank 0 listens on (`MASTER_PORT`, or `CALIB_RENDEZVOUS_PORT` where the
-    /// launcher's own store already holds `MASTER_PORT`).
+    /// The port rank 0 listens on: `CALIB_RENDEZVOUS_PORT` if set; else `MASTER_PORT`,
+    /// or the port after it under torchrun's agent store, which holds `MASTER_PORT`
+    /// itself (`TORCHELASTIC_USE_AGENT_STORE=True`).
     pub port: u16,
 }
 
@@ -59,8 +60,16 @@ impl Launch {
                  0's machine, where the group meets"
             ),
         };
+        let agent_store = var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v == "True");
         let port = match (var("CALIB_RENDEZVOUS_PORT"), var("MASTER_PORT")) {
             (Some(p), _) => port("CALIB_RENDEZVOUS_PORT", &p)?,
+            (None, Some(p)) if agent_store => match port("MASTER_PORT", &p)?.checked_add(1) {
+                Some(next) => next,
+                None => bail!(
+                    "MASTER_PORT=65535 is torchrun's store, and calib meets on the port after \
+                     it: set CALIB_RENDEZVOUS_PORT to a free port"
+                ),
+            },
             (None, Some(p)) => port("MASTER_PORT", &p)?,
             (None, None) => {
                 bail!("WORLD_SIZE is set but MASTER_PORT is not: the port rank 0 listens on")
@@ -137,8 +146,11 @@ mod tests {
             })
         );
         assert_eq!(launch(&[]).unwrap(), None);
-        let moved = launch(&with(("CALIB_RENDEZVOUS_PORT", "29501"))).unwrap();
-        assert_eq!(moved.unwrap().port, 29501);
+        let moved = launch(&with(("CALIB_RENDEZVOUS_PORT", "29601"))).unwrap();
+        assert_eq!(moved.unwrap().port, 29601);
+        // torchrun's agent store holds MASTER_PORT: calib meets on the next port.
+        let beside = launch(&with(("TORCHELASTIC_USE_AGENT_STORE", "True"))).unwrap();
+        assert_eq!(beside.unwrap().port, 29501);
     }
 
     #[test]

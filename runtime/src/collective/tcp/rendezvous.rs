@@ -32,7 +32,10 @@ pub struct Rendezvous {
 /// Why a group did not form.
 #[derive(Debug, Error)]
 pub enum RendezvousError {
-    #[error("rank 0 cannot listen on port {port} (MASTER_PORT): {source}")]
+    #[error(
+        "rank 0 cannot listen on port {port} (MASTER_PORT, or CALIB_RENDEZVOUS_PORT if \
+         set): {source}; if another program holds it, set CALIB_RENDEZVOUS_PORT to a free port"
+    )]
     Listen { port: u16, source: io::Error },
     #[error(
         "rank(s) {} of {world} did not join the group at {addr} within {seconds} s \
