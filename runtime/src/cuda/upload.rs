@@ -22,15 +22,15 @@ use std::sync::Arc;
 pub(super) struct Uploader {
     ctx: Arc<CudaContext>,
     copies: Arc<CudaStream>,
-    /// Two slots per destination buffer, and which one goes next.
-    slots: HashMap<
-        BufferId,
-        (
-            Option<PinnedHostSlice<u8>>,
-            Option<PinnedHostSlice<u8>>,
-            bool,
-        ),
-    >,
+    slots: HashMap<BufferId, Slots>,
+}
+
+/// A destination buffer's two page-locked slots, and whether the second goes next.
+#[derive(Default)]
+struct Slots {
+    first: Option<PinnedHostSlice<u8>>,
+    second: Option<PinnedHostSlice<u8>>,
+    second_next: bool,
 }
 
 impl Uploader {
@@ -51,9 +51,17 @@ impl Uploader {
         dst: &mut CudaViewMut<'_, u8>,
         compute: &Arc<CudaStream>,
     ) -> Result<(), DriverError> {
-        let (a, b, second) = self.slots.entry(id).or_insert((None, None, false));
-        let slot = if *second { b } else { a };
-        *second = !*second;
+        if bytes.is_empty() {
+            // Nothing to copy (and the driver has no page-locked allocation of 0 bytes).
+            return Ok(());
+        }
+        let slots = self.slots.entry(id).or_default();
+        let slot = if slots.second_next {
+            &mut slots.second
+        } else {
+            &mut slots.first
+        };
+        slots.second_next = !slots.second_next;
         if slot.as_ref().is_none_or(|s| s.len() != bytes.len()) {
             // SAFETY: the slot is filled completely below before any copy reads it.
             *slot = Some(unsafe { self.ctx.alloc_pinned::<u8>(bytes.len()) }?);

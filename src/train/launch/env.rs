@@ -119,7 +119,7 @@ mod tests {
         ("MASTER_PORT", "29500"),
     ];
 
-    fn with(change: (&str, &str)) -> Vec<(&str, &str)> {
+    fn with(change: (&'static str, &'static str)) -> Vec<(&'static str, &'static str)> {
         let mut vars: Vec<_> = GOOD
             .iter()
             .copied()
