@@ -27,7 +27,12 @@ pub fn batch_digest(pixels: &[f32], labels: &[i64]) -> u64 {
 pub fn chain(earlier: Option<u64>, next: u64) -> u64 {
     match earlier {
         None => next,
-        Some(h) => (h ^ next).wrapping_mul(PRIME),
+        // FNV continued over `next`'s bytes: `(a ^ b) * P` alone would be symmetric,
+        // and two batches swapped would go unnoticed.
+        Some(h) => next
+            .to_le_bytes()
+            .iter()
+            .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME)),
     }
 }
 
