@@ -200,19 +200,15 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         None => None,
     };
     let is_rank0 = group.as_ref().is_none_or(ProcessGroup::is_primary);
-    let names = match &group {
-        // The replicas are processes, each checked against its own devices.
-        Some(_) => OptionNames::ConfigFields,
-        None => OptionNames::Flags,
-    };
     let (out, start, mine) = match &args.resume {
         // Other ranks take a resumed run's options from rank 0, which holds its directory.
         Some(dir) if !is_rank0 => (dir.clone(), Start::Resume, None),
         Some(dir) => {
             let opts = resumed_options(dir)?;
             match &group {
-                Some(_) => opts.validate_as(names),
-                None => opts.validate_for(backend.as_ref(), names),
+                // In a group the replicas are processes, each with its own devices.
+                Some(_) => opts.validate_as(OptionNames::ConfigFields),
+                None => opts.validate_for(backend.as_ref(), OptionNames::ConfigFields),
             }
             .with_context(|| {
                 format!(
