@@ -7,7 +7,8 @@
 #      per-launch timing table (CUDA events);
 #   2. the GPU tests (fixtures, sessions, CUDA graphs, replicas, NCCL, per-launch timing);
 #   3. `calib train --backend cuda` on a bundled Fashion-MNIST slice: images/s, plain,
-#      as a CUDA graph, and two replicas;
+#      as a CUDA graph, two replicas, and a group of processes started as torchrun
+#      starts them (one per GPU: one process on a one-GPU machine);
 #   4. the step as a CUDA graph, `calib verify --backend cuda` on every fixture, PyTorch
 #      eager / torch.compile baselines in the same run.
 # Every step has a time limit inside one overall deadline (450 s). Into OUT (default
@@ -121,6 +122,15 @@ train=(train --backend cuda --data-dir "$bundle/fashion-mnist" --batch 128 --log
 step train-cuda 60 "$calib" "${train[@]}" --epochs 1 --test-limit 2000 --out "$work/train-cuda"
 step train-cuda-graph 60 "$calib" "${train[@]}" --cuda-graph --epochs 1 --test-limit 2000 --out "$work/train-cuda-graph"
 step train-cuda-replicas 40 "$calib" "${train[@]}" --replicas 2 --max-steps 20 --test-limit 1000 --out "$work/train-cuda-replicas"
+# A group of processes as torchrun starts them (the rendezvous, ncclGetUniqueId,
+# ncclCommInitRank; every run above also uploads its batches through page-locked
+# memory on a copy stream). NCCL refuses two ranks on one GPU: one process on a
+# machine with one GPU, two where there are more.
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+launch_world=1; [ "$gpus" -ge 2 ] && launch_world=2
+echo "$launch_world" > "$logs/launch-world.txt"
+step train-cuda-launch 60 env MASTER_PORT=$(( 29500 + RANDOM % 2000 )) bash scripts/launch-local.sh "$launch_world" \
+  "$calib" "${train[@]}" --max-steps 20 --test-limit 1000 --rendezvous-timeout 60 --out "$work/train-cuda-launch"
 
 # 4. The rest.
 step bench-calib-f32-graph 60 "$calib" bench --model scnet50 --batch 64 --backend cuda --cuda-graph --steps 10 --json
@@ -134,7 +144,7 @@ else
   echo "== PyTorch not importable: no baseline in this run"; status=1
 fi
 
-for run in train-cuda train-cuda-graph train-cuda-replicas; do
+for run in train-cuda train-cuda-graph train-cuda-replicas train-cuda-launch; do
   [ -f "$work/$run/metrics.jsonl" ] && cp "$work/$run/metrics.jsonl" "$logs/$run.metrics.jsonl"
 done
 [ -f "$work/pytorch.json" ] && cp "$work/pytorch.json" "$logs/pytorch.json"
@@ -196,8 +206,10 @@ def training(run):
             "images_per_second_windows": windows, "last": lines[-2:]}
 
 for key, run in [("train_cuda", "train-cuda"), ("train_cuda_graph", "train-cuda-graph"),
-                 ("train_cuda_replicas", "train-cuda-replicas")]:
+                 ("train_cuda_replicas", "train-cuda-replicas"),
+                 ("train_cuda_launch", "train-cuda-launch")]:
     summary[key] = training(run)
+summary["train_cuda_launch"]["processes"] = read(os.path.join(logs, "launch-world.txt"))
 if os.path.exists(os.path.join(logs, "pytorch.json")):
     summary["pytorch"] = read(os.path.join(logs, "pytorch.json"), json.load)
 with open(os.path.join(out, "gpu-check.json"), "w") as f:

@@ -16,6 +16,10 @@ pub struct BackendOptions {
     pub check_finite: bool,
     /// `sim`, `cuda`: the fusion rules that make the plan (all by default).
     pub rules: RuleSet,
+    /// `cuda`: this process is one replica of a group of processes (a launcher's
+    /// `LOCAL_RANK`): it runs on this GPU and all-reduces through the group it binds.
+    /// The CPU backends need nothing of it.
+    pub process_gpu: Option<usize>,
 }
 
 /// The backend called `name`.
@@ -50,12 +54,16 @@ pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backe
         "reference" => Ok(Box::new(Reference::new())),
         "sim" => Ok(Box::new(crate::Sim::with_fusion(fusion))),
         "cuda" => Ok(Box::new(
-            crate::Cuda::new(0)
-                .map_err(|e| anyhow::anyhow!("backend cuda: {e}"))?
-                .with_options(calib_runtime::cuda::CudaOptions {
-                    graph: options.cuda_graph,
-                })
-                .with_fusion(fusion),
+            match options.process_gpu {
+                Some(gpu) => crate::Cuda::new(gpu)
+                    .map_err(|e| anyhow::anyhow!("backend cuda (LOCAL_RANK={gpu}): {e}"))?
+                    .for_process(),
+                None => crate::Cuda::new(0).map_err(|e| anyhow::anyhow!("backend cuda: {e}"))?,
+            }
+            .with_options(calib_runtime::cuda::CudaOptions {
+                graph: options.cuda_graph,
+            })
+            .with_fusion(fusion),
         )),
         other => bail!(
             "unknown backend `{other}` (available: {})",

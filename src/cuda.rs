@@ -34,6 +34,9 @@ pub struct Cuda {
     fusion: FusionOptions,
     options: CudaOptions,
     use_nccl: bool,
+    /// One replica of a group of processes: every replica of this backend runs on GPU
+    /// `first`, whatever its rank in the group.
+    process: bool,
     compiled: Mutex<Vec<(Graph, Arc<DeviceProgram>)>>,
     /// Loaded kernels by graph and GPU.
     kernels: Mutex<Vec<(Graph, usize, Arc<LoadedKernels>)>>,
@@ -60,6 +63,7 @@ impl Cuda {
             fusion: FusionOptions::default(),
             options: CudaOptions::default(),
             use_nccl: true,
+            process: false,
             compiled: Mutex::new(vec![]),
             kernels: Mutex::new(vec![]),
             loaded: Mutex::new(vec![]),
@@ -86,8 +90,22 @@ impl Cuda {
         self
     }
 
+    /// For one replica of a group of processes (started by a launcher): its replica,
+    /// whatever its rank, runs on GPU `first` (the process's `LOCAL_RANK`), and its
+    /// all-reduces go through the collective the caller binds (the process's NCCL rank,
+    /// or the TCP group staged through the host), never an in-process NCCL group,
+    /// whose other ranks would be GPUs of this process.
+    pub fn for_process(mut self) -> Self {
+        self.process = true;
+        self.use_nccl = false;
+        self
+    }
+
     /// The GPU replica `rank` runs on.
     pub fn gpu_of(&self, rank: usize) -> usize {
+        if self.process {
+            return self.first;
+        }
         (self.first + rank) % self.count
     }
 
@@ -284,6 +302,14 @@ impl ResidentProgram for Replica<'_> {
 
     fn write(&mut self, buffer: calib_ir::BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
         self.program.write(buffer, bytes)
+    }
+
+    fn write_batch(
+        &mut self,
+        buffer: calib_ir::BufferId,
+        bytes: &[u8],
+    ) -> Result<(), RuntimeError> {
+        self.program.write_batch(buffer, bytes)
     }
 
     fn read(&mut self, buffer: calib_ir::BufferId) -> Result<Vec<u8>, RuntimeError> {

@@ -47,7 +47,7 @@ fn script(path: &Path, body: &str) {
 /// the per-launch table, training metrics).
 const FAKE_CALIB: &str = r#"#!/usr/bin/env bash
 entries=$(ls "${CALIB_CACHE_DIR:-/nonexistent}" 2>/dev/null | wc -l)
-echo "$1 entries=$entries jit_cache_off=${CUDA_CACHE_DISABLE:-0} args=$*" >> "$CALLS"
+echo "$1 entries=$entries jit_cache_off=${CUDA_CACHE_DISABLE:-0} rank=${RANK:-}/${WORLD_SIZE:-} args=$*" >> "$CALLS"
 case "$1" in
   devices) echo '[{"ordinal": 0}]' ;;
   bench)
@@ -143,6 +143,14 @@ fn gpu_check_runs_cold_then_warm_and_returns_four_files() {
         !benches[1].contains("entries=0") && benches[1].contains("jit_cache_off=0"),
         "{calls}"
     );
+    // One GPU: the launcher's path runs as a group of one process.
+    let launched: Vec<&str> = calls.lines().filter(|l| l.contains("rank=0/1")).collect();
+    assert!(
+        launched.len() == 1
+            && launched[0].starts_with("train")
+            && launched[0].contains("--rendezvous-timeout"),
+        "{calls}"
+    );
     let table = out.join("scnet50-b64-kernels.csv");
     assert!(
         benches[1].contains(&format!("--per-kernel {}", table.display())),
@@ -168,6 +176,7 @@ fn gpu_check_runs_cold_then_warm_and_returns_four_files() {
         "warm-start",
         "test-gpu_cuda",
         "train-cuda-graph",
+        "train-cuda-launch",
     ] {
         assert_eq!(v["steps"][step]["result"], "ok", "{step}: {v}");
     }

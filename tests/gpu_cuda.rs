@@ -281,3 +281,45 @@ fn kernels_load_as_cubins_for_this_gpu_and_every_launch_can_be_timed() {
         eprintln!("no ptxas here: the kernels were JIT-compiled by the driver ({stats})");
     }
 }
+
+#[test]
+fn an_nccl_rank_of_a_group_of_processes_joins_through_the_rendezvous() {
+    let Some(_) = gpu() else { return };
+    if !nccl() {
+        return;
+    }
+    use calib::runtime::cuda::NcclRank;
+    use calib::runtime::Rendezvous;
+    use std::time::Duration;
+    // A group of one process: the launcher's path (rendezvous, unique id over it,
+    // ncclCommInitRank), on the one GPU a test machine may have.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = Rendezvous {
+        rank: 0,
+        world: 1,
+        master_addr: "127.0.0.1".into(),
+        port,
+        timeout: Duration::from_secs(30),
+    }
+    .join(Duration::from_secs(60))
+    .unwrap();
+    let id = NcclRank::unique_id().unwrap();
+    let shared = host.broadcast(Some(&id)).unwrap();
+    let rank = NcclRank::join(
+        &shared.try_into().unwrap(),
+        0,
+        1,
+        0,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let data = Storage::F32(vec![1.5, -2.0, 0.25]);
+    let Storage::F32(sum) = rank.all_reduce(&data, ReduceOp::Sum).unwrap() else {
+        panic!("an f32 all-reduce came back in another type");
+    };
+    assert_eq!(sum, vec![1.5, -2.0, 0.25]);
+}

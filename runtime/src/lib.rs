@@ -33,7 +33,9 @@ pub mod weights;
 
 pub use atomic_file::write_atomic;
 pub use bindings::Bindings;
-pub use collective::{Collective, CollectiveError, InProcess};
+pub use collective::{
+    Collective, CollectiveError, InProcess, Rendezvous, RendezvousError, TcpGroup,
+};
 pub use device_program::{
     Action, ArenaCopy, DeviceAllReduce, DeviceKernel, DeviceProgram, LaunchInfo,
 };

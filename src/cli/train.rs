@@ -5,9 +5,13 @@ use calib::data::imagefolder::scan::list_classes;
 use calib::data::DataSource;
 use calib::models::{parse_spec_file, ModelSpec};
 use calib::resolve_model;
-use calib::train::{train, OptionNames, ScheduleKind, Start, TrainOptions};
-use std::path::PathBuf;
+use calib::train::launch::agree_on_options;
+use calib::train::{
+    train, train_in_group, Launch, OptionNames, ProcessGroup, ScheduleKind, Start, TrainOptions,
+};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// The default model: a 33.6k-parameter SCNet for 28x28 grey images.
 const FASHION_SCNET: &str = include_str!("../../models/specs/fashion_scnet.json");
@@ -127,6 +131,15 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     num_classes: Option<usize>,
+    /// Started by a launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set): how long
+    /// the processes may take to meet before the run fails, naming the ranks missing.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        allow_negative_numbers = true
+    )]
+    rendezvous_timeout: i64,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -161,26 +174,116 @@ fn print_profile() {
 }
 
 fn run_training(args: &Args) -> Result<ExitCode> {
+    // First: a launcher's environment decides this process's GPU and its group.
+    let launch = Launch::from_env()?;
+    if let Some(l) = &launch {
+        if args.data_parallel.replicas != 1 {
+            bail!(
+                "--replicas {} with a launcher's WORLD_SIZE={}: each process runs one \
+                 replica, and WORLD_SIZE says how many",
+                args.data_parallel.replicas,
+                l.world
+            );
+        }
+    }
     let backend = calib::backend_with(
         &args.backend,
         calib::BackendOptions {
             cuda_graph: args.cuda_graph,
             check_finite: args.check_finite,
             rules: args.rules.rule_set()?,
+            process_gpu: launch.as_ref().map(|l| l.local_rank),
         },
     )?;
-    if let Some(dir) = &args.resume {
-        let config = dir.join("config.json");
-        let text = std::fs::read_to_string(&config)
-            .map_err(|e| anyhow::anyhow!("cannot resume from {}: {e}", config.display()))?;
-        let opts: TrainOptions = serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{} is not a calib training config: {e}", config.display())
-        })?;
-        opts.validate_for(backend.as_ref(), OptionNames::ConfigFields)
-            .with_context(|| format!("{} holds a value no run can use", config.display()))?;
-        train(&opts, backend.as_ref(), dir, Start::Resume, args.max_steps)?;
-        return Ok(ExitCode::SUCCESS);
+    let group = match &launch {
+        Some(l) => Some(join_group(args, l)?),
+        None => None,
+    };
+    let is_rank0 = group.as_ref().is_none_or(ProcessGroup::is_primary);
+    let (out, start, mine) = match &args.resume {
+        // Other ranks take a resumed run's options from rank 0, which holds its directory.
+        Some(dir) if !is_rank0 => (dir.clone(), Start::Resume, None),
+        Some(dir) => {
+            let opts = resumed_options(dir)?;
+            match &group {
+                // In a group the replicas are processes, each with its own devices.
+                Some(_) => opts.validate_as(OptionNames::ConfigFields),
+                None => opts.validate_for(backend.as_ref(), OptionNames::ConfigFields),
+            }
+            .with_context(|| {
+                format!(
+                    "{} holds a value no run can use",
+                    dir.join("config.json").display()
+                )
+            })?;
+            (dir.clone(), Start::Resume, Some(opts))
+        }
+        None => {
+            let mut opts = new_options(args)?;
+            if let Some(l) = &launch {
+                opts.replicas = l.world;
+            }
+            let start = if args.overwrite {
+                Start::Overwrite
+            } else {
+                Start::Fresh
+            };
+            (args.out.clone(), start, Some(opts))
+        }
+    };
+    match &group {
+        Some(group) => {
+            let opts = agree_on_options(group.host(), mine.as_ref())?;
+            train_in_group(&opts, backend.as_ref(), &out, start, args.max_steps, group)?;
+        }
+        None => {
+            let opts = mine.expect("a process outside a group has its options");
+            train(&opts, backend.as_ref(), &out, start, args.max_steps)?;
+        }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Meets the other processes `launch` names; on `cuda` with NCCL, also forms the NCCL
+/// communicator on this process's GPU (`LOCAL_RANK`).
+fn join_group(args: &Args, launch: &Launch) -> Result<ProcessGroup> {
+    if args.rendezvous_timeout < 1 {
+        bail!(
+            "--rendezvous-timeout {}: must be at least 1 second",
+            args.rendezvous_timeout
+        );
+    }
+    let nccl_gpu = if args.backend == "cuda" && calib::runtime::cuda::nccl_present() {
+        Some(launch.local_rank)
+    } else {
+        if args.backend == "cuda" {
+            eprintln!(
+                "rank {}: libnccl.so does not load; all-reduces go through the host and TCP",
+                launch.rank
+            );
+        }
+        None
+    };
+    let timeout = Duration::from_secs(args.rendezvous_timeout as u64);
+    ProcessGroup::join(launch, timeout, nccl_gpu).with_context(|| {
+        format!(
+            "rank {} of {}: forming the group at {}:{}",
+            launch.rank, launch.world, launch.master_addr, launch.port
+        )
+    })
+}
+
+/// The options of the run in `dir`, from its `config.json`.
+fn resumed_options(dir: &Path) -> Result<TrainOptions> {
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .map_err(|e| anyhow::anyhow!("cannot resume from {}: {e}", config.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a calib training config: {e}", config.display()))
+}
+
+/// The options of a new run, from the command line.
+fn new_options(args: &Args) -> Result<TrainOptions> {
     let data = DataSource::parse(
         &args.data,
         args.loader.image_size,
@@ -219,7 +322,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         }
         label = format!("{label}, classifier for {n} classes");
     }
-    let opts = TrainOptions {
+    Ok(TrainOptions {
         model: label,
         spec,
         batch: args.batch,
@@ -248,14 +351,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
         bucket_mb: args.data_parallel.bucket_mb,
         init_weights: args.weights.clone(),
         new_classifier: args.num_classes.is_some(),
-    };
-    let start = if args.overwrite {
-        Start::Overwrite
-    } else {
-        Start::Fresh
-    };
-    train(&opts, backend.as_ref(), &args.out, start, args.max_steps)?;
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// The number of classes of the image folder in `dir` (its training split's).

@@ -3,6 +3,7 @@
 //! with batches built ahead of the step by a loader thread (`prefetch.rs`).
 
 pub mod dataset;
+pub mod digest;
 mod idx;
 pub mod imagefolder;
 pub mod prefetch;

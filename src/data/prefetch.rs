@@ -5,6 +5,7 @@
 //! itself, in the same order: only when they are made changes.
 
 use super::dataset::{epoch_order, Batch, Dataset, Draw};
+use super::digest::batch_digest;
 use anyhow::{anyhow, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -23,9 +24,16 @@ pub struct Plan {
     pub augment: bool,
 }
 
+/// A batch as the loader made it, with its digest (`data::digest`), computed on the
+/// loader's thread.
+pub struct Prefetched {
+    pub batch: Batch,
+    pub digest: u64,
+}
+
 /// Hands out the batches of a [`Plan`] in step order.
 pub struct Prefetcher {
-    queue: Option<Receiver<Result<Batch>>>,
+    queue: Option<Receiver<Result<Prefetched>>>,
     stop: Arc<AtomicBool>,
     producer: Option<JoinHandle<()>>,
 }
@@ -56,7 +64,10 @@ impl Prefetcher {
                         epoch,
                         step,
                     });
-                    let batch = data.batch(indices, draw);
+                    let batch = data.batch(indices, draw).map(|batch| Prefetched {
+                        digest: batch_digest(&batch.pixels, &batch.labels),
+                        batch,
+                    });
                     let failed = batch.is_err();
                     // A reader that has gone away wants no more batches.
                     if tx.send(batch).is_err() || failed {
@@ -73,7 +84,7 @@ impl Prefetcher {
     }
 
     /// The next step's batch (waiting for it if it is not ready).
-    pub fn next_batch(&mut self) -> Result<Batch> {
+    pub fn next_batch(&mut self) -> Result<Prefetched> {
         let queue = self.queue.as_ref().expect("present until drop");
         match queue.recv() {
             Ok(batch) => batch,

@@ -14,6 +14,8 @@ pub struct Window {
     pub data_seconds: f64,
     pub correct: usize,
     pub loss: f64,
+    /// The batches' digests chained in step order (`data::digest`).
+    pub digest: Option<u64>,
 }
 
 impl Window {

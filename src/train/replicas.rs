@@ -15,6 +15,8 @@
 //! handle is dropped, the others' all-reduces fail at once, and the step reports the
 //! first replica's own error rather than its peers' complaints about it.
 
+use super::evaluate::{correct, scalar};
+use super::launch::ProcessGroup;
 use super::sgd_state::{carry, STEP_FETCH};
 use super::SgdState;
 use anyhow::{anyhow, bail, Context, Result};
@@ -50,25 +52,42 @@ pub fn check_replicas(replicas: usize, backend: &dyn Backend, option: &str) -> R
     }
 }
 
-/// Runs a step graph for a group of replicas (one: a plain step, no threads).
+/// Runs a step graph for a group of replicas (one: a plain step, no threads), or for
+/// this process's replica of a group of processes.
 pub struct StepRunner<'a> {
     step: &'a TrainStep,
     /// NCHW shape of one replica's shard of the batch.
     shard: Vec<usize>,
-    /// One per replica, in rank order.
+    /// One per replica, in rank order; in a group of processes, this process's only.
     sessions: Vec<Box<dyn Session + 'a>>,
+    process: Option<&'a ProcessGroup>,
+}
+
+/// What a step tells the trainer about the whole global batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOutcome {
+    /// The mean of the replicas' losses: the global batch's mean loss.
+    pub loss: f64,
+    /// Images of the global batch whose largest logit is their label.
+    pub correct: usize,
 }
 
 impl<'a> StepRunner<'a> {
-    /// A session per replica on `backend`.
+    /// A session per replica on `backend`, or with `process`, one for this process's
+    /// rank.
     pub fn new(
         backend: &'a dyn Backend,
         step: &'a TrainStep,
         shard: Vec<usize>,
         replicas: usize,
+        process: Option<&'a ProcessGroup>,
     ) -> Result<Self> {
         let carry = carry(step);
-        let sessions = (0..replicas)
+        let ranks = match process {
+            Some(group) => group.rank()..group.rank() + 1,
+            None => 0..replicas,
+        };
+        let sessions = ranks
             .map(|r| {
                 backend
                     .session(&step.graph, &carry, r)
@@ -79,6 +98,7 @@ impl<'a> StepRunner<'a> {
             step,
             shard,
             sessions,
+            process,
         })
     }
 
@@ -121,36 +141,72 @@ impl<'a> StepRunner<'a> {
         })
     }
 
-    /// One step on the global batch (`pixels`, `labels`): the loss (the mean of the
-    /// replicas' losses, the whole batch's mean loss) and the logits of every replica in
-    /// rank order (the whole batch's).
-    pub fn run(&mut self, pixels: &[f32], labels: &[i64], lr: f64) -> Result<Outputs> {
+    /// One step on the global batch (`pixels`, `labels`).
+    pub fn run(&mut self, pixels: &[f32], labels: &[i64], lr: f64) -> Result<StepOutcome> {
+        if let Some(group) = self.process {
+            return self.run_process_replica(group, pixels, labels, lr);
+        }
+        let outputs = self.run_threads(pixels, labels, lr)?;
+        Ok(StepOutcome {
+            loss: scalar(&outputs, LOSS)?,
+            correct: correct(
+                outputs.get("logits").context("step graph has no logits")?,
+                labels,
+            ),
+        })
+    }
+
+    /// This process's replica of a group of processes: its shard's step, then the
+    /// group's loss and count of correct images, summed in rank order as the threads'
+    /// outcomes are merged (so every rank reports the in-process run's figures).
+    fn run_process_replica(
+        &mut self,
+        group: &ProcessGroup,
+        pixels: &[f32],
+        labels: &[i64],
+        lr: f64,
+    ) -> Result<StepOutcome> {
+        let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
+        let (x, y) = shard_of(&self.shard, group.world(), group.rank(), pixels, labels)?;
+        let session = self.sessions[0].as_mut();
+        let outputs = replica(session, &self.shard, Some(group.collective()), x, y, &lr)
+            .with_context(|| format!("replica {} of {}", group.rank(), group.world()))?;
+        let mine = Storage::F64(vec![
+            scalar(&outputs, LOSS)?,
+            correct(
+                outputs.get("logits").context("step graph has no logits")?,
+                y,
+            ) as f64,
+        ]);
+        let Storage::F64(sums) = group.host().all_reduce(&mine, calib_ir::ReduceOp::Sum)? else {
+            bail!("the group's sum of f64 values came back in another type");
+        };
+        // As `merge`: the f64 sum of the replicas' losses over their count, in f32.
+        let loss = (sums[0] / group.world() as f64) as f32;
+        Ok(StepOutcome {
+            loss: loss as f64,
+            correct: sums[1] as usize,
+        })
+    }
+
+    /// The replicas of this process, each on a thread with its shard.
+    fn run_threads(&mut self, pixels: &[f32], labels: &[i64], lr: f64) -> Result<Outputs> {
         let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
         let shard = &self.shard;
         if self.sessions.len() == 1 {
             return replica(self.sessions[0].as_mut(), shard, None, pixels, labels, &lr);
         }
         let replicas = self.sessions.len();
-        let rows = shard[0];
-        let pixels_per_row: usize = shard[1..].iter().product();
-        if labels.len() != rows * replicas || pixels.len() != labels.len() * pixels_per_row {
-            bail!(
-                "a batch of {} labels and {} pixels does not split into {} shards of {:?}",
-                labels.len(),
-                pixels.len(),
-                replicas,
-                shard
-            );
-        }
+        let shards = (0..replicas)
+            .map(|r| shard_of(shard, replicas, r, pixels, labels))
+            .collect::<Result<Vec<_>>>()?;
         let results: Vec<Result<Outputs>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .sessions
                 .iter_mut()
                 .zip(InProcess::group(replicas))
-                .map(|(session, group)| {
-                    let r = group.rank();
-                    let x = &pixels[r * rows * pixels_per_row..(r + 1) * rows * pixels_per_row];
-                    let y = &labels[r * rows..(r + 1) * rows];
+                .zip(shards)
+                .map(|((session, group), (x, y))| {
                     let lr = &lr;
                     // The group handle moves into the thread: when the thread ends, for
                     // whatever reason, the handle is dropped and its peers stop waiting.
@@ -169,6 +225,38 @@ impl<'a> StepRunner<'a> {
         });
         merge(results)
     }
+}
+
+/// Refuses a global batch that is not `replicas` shards of `shard`.
+fn check_split(shard: &[usize], replicas: usize, pixels: &[f32], labels: &[i64]) -> Result<()> {
+    let pixels_per_row: usize = shard[1..].iter().product();
+    if labels.len() != shard[0] * replicas || pixels.len() != labels.len() * pixels_per_row {
+        bail!(
+            "a batch of {} labels and {} pixels does not split into {} shards of {:?}",
+            labels.len(),
+            pixels.len(),
+            replicas,
+            shard
+        );
+    }
+    Ok(())
+}
+
+/// Replica `rank`'s rows of the global batch: `rank*B/R .. (rank+1)*B/R`.
+fn shard_of<'b>(
+    shard: &[usize],
+    replicas: usize,
+    rank: usize,
+    pixels: &'b [f32],
+    labels: &'b [i64],
+) -> Result<(&'b [f32], &'b [i64])> {
+    check_split(shard, replicas, pixels, labels)?;
+    let rows = shard[0];
+    let per_row: usize = shard[1..].iter().product();
+    Ok((
+        &pixels[rank * rows * per_row..(rank + 1) * rows * per_row],
+        &labels[rank * rows..(rank + 1) * rows],
+    ))
 }
 
 /// One replica's step on its shard.

@@ -12,20 +12,22 @@
 
 use super::checkpoint::Progress;
 use super::divergence::{non_finite_op, Divergence, LossWatch, GROWTH, WINDOW};
-use super::evaluate::{correct, scalar, Evaluator};
+use super::evaluate::Evaluator;
 use super::generations::{self, newest_path, rejected_path};
 use super::init::{init_state, read_weights, start_from, CLASSIFIER};
+use super::launch::{share, share_state, ProcessGroup};
 use super::metrics::{truncate_metrics, Window};
 use super::replicas::StepRunner;
 use super::run_dir::RunDir;
 use super::schedule::Schedule;
 use super::{OptionNames, SgdState, TrainOptions};
+use crate::data::digest::{self, chain};
 use crate::data::prefetch::{Plan, Prefetcher};
 use crate::data::{rng::Rng, source};
 use anyhow::{anyhow, bail, Context, Result};
 use calib_ir::{DType, GraphBuilder, Mode};
 use calib_models::{build_with, ModelSpec};
-use calib_passes::{data_parallel_step, train_step, DataParallel, Sgd, TrainConfig, LOSS};
+use calib_passes::{data_parallel_step, train_step, DataParallel, Sgd, TrainConfig};
 use calib_runtime::{weights, write_atomic, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -64,15 +66,66 @@ pub fn train(
     start: Start,
     max_steps: Option<u64>,
 ) -> Result<Vec<EpochResult>> {
-    opts.validate_for(backend, OptionNames::Flags)?;
+    train_as(opts, backend, out, start, max_steps, None)
+}
+
+/// [`train`] as this process's replica of `group` (a launcher's group of processes,
+/// `opts.replicas` of them): every rank takes its shard of every batch, rank 0 alone
+/// holds and writes `out` (the others need no run directory: rank 0 sends them where
+/// to start), and every rank returns once rank 0 has written the final model.
+pub fn train_in_group(
+    opts: &TrainOptions,
+    backend: &(dyn Backend + Sync),
+    out: &Path,
+    start: Start,
+    max_steps: Option<u64>,
+    group: &ProcessGroup,
+) -> Result<Vec<EpochResult>> {
+    train_as(opts, backend, out, start, max_steps, Some(group))
+}
+
+fn train_as(
+    opts: &TrainOptions,
+    backend: &(dyn Backend + Sync),
+    out: &Path,
+    start: Start,
+    max_steps: Option<u64>,
+    group: Option<&ProcessGroup>,
+) -> Result<Vec<EpochResult>> {
+    match group {
+        // The replicas are processes, each with its own devices.
+        Some(g) => {
+            opts.validate_as(OptionNames::Flags)?;
+            if opts.replicas != g.world() {
+                bail!(
+                    "the run has {} replica(s) but the launcher started WORLD_SIZE={}                      processes (a resumed run keeps its number of replicas)",
+                    opts.replicas,
+                    g.world()
+                );
+            }
+        }
+        None => opts.validate_for(backend, OptionNames::Flags)?,
+    }
     if max_steps == Some(0) {
         bail!("--max-steps 0: must be at least 1");
+    }
+    let resume = start == Start::Resume;
+    if group.is_some_and(|g| !g.is_primary()) {
+        return train_in(None, out, opts, backend, resume, max_steps, group);
     }
     let run = match start {
         Start::Resume => RunDir::open(out)?,
         Start::Fresh | Start::Overwrite => RunDir::create(out, start == Start::Overwrite)?,
     };
-    match train_in(&run, opts, backend, start == Start::Resume, max_steps) {
+    match train_in(
+        Some(&run),
+        run.path(),
+        opts,
+        backend,
+        resume,
+        max_steps,
+        group,
+    ) {
         Ok(results) => Ok(results),
         Err(e) => {
             run.abandon();
@@ -81,14 +134,19 @@ pub fn train(
     }
 }
 
+/// The run; `run` is the held run directory `out`, absent on ranks other than 0 of a
+/// group, which write nothing.
+#[allow(clippy::too_many_arguments)]
 fn train_in(
-    run: &RunDir,
+    run: Option<&RunDir>,
+    out: &Path,
     opts: &TrainOptions,
     backend: &(dyn Backend + Sync),
     resume: bool,
     max_steps: Option<u64>,
+    group: Option<&ProcessGroup>,
 ) -> Result<Vec<EpochResult>> {
-    let out = run.path();
+    let primary = run.is_some();
     let splits = source::open(
         &opts.data,
         opts.data_dir.as_deref(),
@@ -109,7 +167,7 @@ fn train_in(
     let total = opts.epochs * steps_per_epoch;
     let end = max_steps.map_or(total, |m| m.min(total));
 
-    let resumed = if resume {
+    let resumed = if resume && primary {
         let found = generations::newest_good(out)?;
         let ck = &found.checkpoint;
         if ck.progress.seed != opts.seed {
@@ -131,6 +189,9 @@ fn train_in(
                 out.display(),
                 ck.progress.step
             );
+            if let Some(g) = group {
+                share::<Option<u64>>(g.host(), Some(&None), "last step")?;
+            }
             return Ok(vec![]);
         }
         for r in &found.rejected {
@@ -145,7 +206,24 @@ fn train_in(
     } else {
         None
     };
-    let stale = run.remove_stale_temporaries()?;
+    // In a group, every rank stops where rank 0 does (its --max-steps, its checkpoint).
+    let end = match group {
+        Some(g) => {
+            let mine = Some(end);
+            match share::<Option<u64>>(g.host(), primary.then_some(&mine), "last step")? {
+                Some(end) => end,
+                None => {
+                    eprintln!("rank 0's run is already at its end: nothing to do");
+                    return Ok(vec![]);
+                }
+            }
+        }
+        None => end,
+    };
+    let stale = match run {
+        Some(run) => run.remove_stale_temporaries()?,
+        None => 0,
+    };
     if stale > 0 {
         eprintln!(
             "removed {stale} temporary file(s) left in {} by interrupted writes",
@@ -176,11 +254,12 @@ fn train_in(
         };
         data_parallel_step(&forward.graph, &config, &dp)?.step
     };
-    let mut runner = StepRunner::new(backend, &step_graph, shard, opts.replicas)?;
+    let mut runner = StepRunner::new(backend, &step_graph, shard, opts.replicas, group)?;
     // The model's order, in which the first non-finite tensor is reported.
     let state_order: Vec<String> = forward.state.iter().map(|e| e.name.clone()).collect();
 
-    let (mut sgd, start) = match resumed {
+    let rank0 = match resumed {
+        _ if !primary => None,
         Some(ck) => {
             let expected: Vec<_> = forward
                 .state
@@ -191,7 +270,7 @@ fn train_in(
                 .context("checkpoint does not fit the model")?;
             truncate_metrics(out, ck.progress.step)?;
             eprintln!("resuming {} from step {}", out.display(), ck.progress.step);
-            (ck.sgd, ck.progress.step)
+            Some((ck.sgd, ck.progress.step))
         }
         None => {
             let mut rng = Rng::new(opts.seed);
@@ -212,8 +291,17 @@ fn train_in(
             write_atomic(&config, serde_json::to_string_pretty(opts)?.as_bytes())
                 .with_context(|| format!("writing {}", config.display()))?;
             let _ = std::fs::remove_file(out.join("metrics.jsonl"));
-            (sgd, 0)
+            Some((sgd, 0))
         }
+    };
+    // Every rank starts from rank 0's bits.
+    let (mut sgd, start) = match group {
+        Some(g) => share_state(
+            g.host(),
+            rank0.as_ref().map(|(sgd, step)| (sgd, *step)),
+            opts.seed,
+        )?,
+        None => rank0.expect("a run outside a group is its own rank 0"),
     };
 
     runner.load(&sgd)?;
@@ -232,11 +320,16 @@ fn train_in(
         gamma: opts.gamma,
     };
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .with_context(|| format!("opening {}", metrics_path.display()))?;
+    let mut metrics = match primary {
+        true => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .with_context(|| format!("opening {}", metrics_path.display()))?,
+        ),
+        false => None,
+    };
     let mut evaluator = Evaluator::new(&opts.spec, test_set.as_ref(), opts.eval_batch);
     let mut results = vec![];
     let mut step = start;
@@ -250,7 +343,10 @@ fn train_in(
     };
     let mut batches = Prefetcher::start(train_set.clone(), plan, PREFETCH_DEPTH)?;
     let mut shown_epoch = None;
-    let bar = ProgressBar::new(0);
+    let bar = match primary {
+        true => ProgressBar::new(0),
+        false => ProgressBar::hidden(),
+    };
     bar.set_style(
         ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
             .expect("static template")
@@ -272,7 +368,8 @@ fn train_in(
             .next_batch()
             .with_context(|| format!("loading the batch of step {}", step + 1))?;
         window.data_seconds += waited.elapsed().as_secs_f64();
-        let (pixels, labels) = (batch.pixels, batch.labels);
+        window.digest = Some(chain(window.digest, batch.digest));
+        let (pixels, labels) = (batch.batch.pixels, batch.batch.labels);
         let lr = schedule.lr(step);
         // Steps are counted from 1 in messages, as in metrics.jsonl and checkpoints.
         let at = || format!("step {} (learning rate {})", step + 1, show_rate(lr));
@@ -286,8 +383,8 @@ fn train_in(
             )
         };
         let t0 = Instant::now();
-        let outputs = match runner.run(&pixels, &labels, lr) {
-            Ok(outputs) => outputs,
+        let outcome = match runner.run(&pixels, &labels, lr) {
+            Ok(outcome) => outcome,
             // --check-finite: the interpreter names the first op that made a NaN or inf.
             Err(e) => match non_finite_op(&e) {
                 Some(op) => return Err(diverged(op.to_string())),
@@ -296,7 +393,7 @@ fn train_in(
         };
         window.add(opts.batch, t0.elapsed().as_secs_f64());
         in_sync = false;
-        let loss = scalar(&outputs, LOSS)?;
+        let loss = outcome.loss;
         if let Some(divergence) = losses.observe(loss) {
             return Err(diverged(match divergence {
                 Divergence::NotFinite => format!("the loss became {loss}"),
@@ -306,10 +403,7 @@ fn train_in(
                 ),
             }));
         }
-        window.correct += correct(
-            outputs.get("logits").context("step graph has no logits")?,
-            &labels,
-        );
+        window.correct += outcome.correct;
         window.loss += loss * opts.batch as f64;
         step += 1;
         bar.set_message(format!(
@@ -328,11 +422,14 @@ fn train_in(
                 "lr": lr, "images_per_second": window.images_per_second(),
                 "data_wait_seconds": window.data_seconds,
                 "skipped_images": train_set.skipped() + test_set.skipped(),
+                "batch_digest": window.digest.map(digest::show),
             });
             if interrupted {
                 line["interrupted"] = true.into();
             }
-            writeln!(metrics, "{line}")?;
+            if let Some(metrics) = metrics.as_mut() {
+                writeln!(metrics, "{line}")?;
+            }
             window = Window::default();
         }
         let epoch_done = step % steps_per_epoch == 0;
@@ -355,7 +452,8 @@ fn train_in(
                 );
             }
         }
-        if epoch_done || step == end {
+        // Rank 0 evaluates; the others go on to the next step and wait for it there.
+        if primary && (epoch_done || step == end) {
             bar.set_position(steps_per_epoch.min(step - epoch * steps_per_epoch));
             bar.suspend(|| -> Result<()> {
                 let (test_loss, test_accuracy) = evaluator.run(backend, &sgd.state)?;
@@ -364,19 +462,23 @@ fn train_in(
                 if interrupted {
                     line["interrupted"] = true.into();
                 }
-                writeln!(metrics, "{line}")?;
+                if let Some(metrics) = metrics.as_mut() {
+                    writeln!(metrics, "{line}")?;
+                }
                 eprintln!("epoch {} step {}: test loss {:.4}, test accuracy {:.2}%", r.epoch, r.step, test_loss, 100.0 * test_accuracy);
                 results.push(r);
                 Ok(())
             })?;
         }
         if checkpoint_due {
-            metrics.flush()?;
-            let progress = Progress {
-                step,
-                seed: opts.seed,
-            };
-            generations::save(out, &sgd, progress, opts.keep_checkpoints)?;
+            if let Some(metrics) = metrics.as_mut() {
+                metrics.flush()?;
+                let progress = Progress {
+                    step,
+                    seed: opts.seed,
+                };
+                generations::save(out, &sgd, progress, opts.keep_checkpoints)?;
+            }
             saved = Some(step);
         }
     }
@@ -384,7 +486,15 @@ fn train_in(
     if !in_sync {
         runner.read(&mut sgd)?;
     }
-    weights::save(out.join("model.safetensors"), &sgd.state)?;
+    if primary {
+        weights::save(out.join("model.safetensors"), &sgd.state)?;
+    }
+    // No rank reports success before rank 0 has written the model.
+    if let Some(g) = group {
+        g.host()
+            .barrier()
+            .context("waiting for rank 0 to write the final model")?;
+    }
     Ok(results)
 }
 

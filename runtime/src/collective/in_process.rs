@@ -7,8 +7,9 @@
 //! waiting on it gets [`CollectiveError::PeerLeft`] at once. A replica that is alive
 //! but never arrives is caught by a timeout.
 
+use super::reduce::{describe, reduce_in_rank_order};
 use super::{Collective, CollectiveError};
-use crate::{Element, Storage};
+use crate::Storage;
 use calib_ir::ReduceOp;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -122,37 +123,6 @@ impl Collective for InProcess {
             parts.push(theirs);
         }
         let parts: Vec<&Storage> = parts.iter().map(|p| p.as_ref()).collect();
-        match data {
-            Storage::F32(_) => Ok(reduce_in_rank_order::<f32>(&parts, reduce)),
-            Storage::F64(_) => Ok(reduce_in_rank_order::<f64>(&parts, reduce)),
-            Storage::I64(_) => Err(CollectiveError::Integer),
-        }
+        reduce_in_rank_order(&parts, reduce)
     }
-}
-
-fn describe(s: &Storage) -> String {
-    format!("{} {} elements", s.len(), s.kind())
-}
-
-/// `parts` (all of one element type and length) reduced elementwise in rank order,
-/// accumulated in `f64`. The sum starts from rank 0's element rather than from zero, so
-/// that a group of one is exactly the identity (`0.0 + -0.0` would drop the sign).
-fn reduce_in_rank_order<E: Element>(parts: &[&Storage], reduce: ReduceOp) -> Storage {
-    let views: Vec<&[E]> = parts
-        .iter()
-        .map(|s| E::view(s).expect("checked: one element type"))
-        .collect();
-    let divisor = match reduce {
-        ReduceOp::Sum => 1.0,
-        ReduceOp::Mean => views.len() as f64,
-    };
-    let reduced = (0..views[0].len())
-        .map(|i| {
-            let sum = views[1..]
-                .iter()
-                .fold(views[0][i].to_f64(), |acc, v| acc + v[i].to_f64());
-            E::from_f64(sum / divisor)
-        })
-        .collect();
-    E::wrap(reduced)
 }

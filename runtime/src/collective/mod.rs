@@ -5,7 +5,8 @@
 //! [`Op::AllReduce`](calib_ir::Op::AllReduce) node, and a backend executes that node
 //! through the replica's [`Collective`], handed to it in the
 //! [`Bindings`](crate::Bindings). [`InProcess`] connects replicas that are threads of
-//! one process (the CPU backends, and CI). The trait reduces host [`Storage`], what the
+//! one process (the CPU backends, and CI); [`TcpGroup`] connects processes, one replica
+//! each, formed by a [`Rendezvous`] (`torchrun`'s environment), with the same bits. The trait reduces host [`Storage`], what the
 //! CPU backends hold; the planned NCCL communicator (cudarc's `nccl` feature, one per
 //! GPU, [`NcclRank`](crate::cuda::NcclRank)) keeps the same contract, and also reduces
 //! device buffers in place for the GPU executor. No
@@ -21,10 +22,13 @@
 
 mod bound;
 mod in_process;
+mod reduce;
+pub mod tcp;
 
 pub(crate) use bound::all_reduce_bound;
 
 pub use in_process::InProcess;
+pub use tcp::{Rendezvous, RendezvousError, TcpGroup};
 
 use crate::Storage;
 use calib_ir::ReduceOp;

@@ -22,6 +22,7 @@
 //! as long as the program and the communicator do.
 
 use super::modules::{LoadStats, LoadedKernels};
+use super::upload::Uploader;
 use super::{driver_error, CudaError, NcclRank};
 use crate::memory::{self, Limit, Need};
 use crate::session::{BufferCopy, ResidentProgram};
@@ -56,6 +57,8 @@ pub struct CudaProgram {
     plan: DeviceProgram,
     options: CudaOptions,
     captured: Option<Captured>,
+    /// The batch's copies, through page-locked memory on a stream of their own.
+    uploader: Uploader,
 }
 
 /// A captured schedule and the communicator and copies it was captured with.
@@ -154,6 +157,8 @@ impl CudaProgram {
             let (ptr, _sync) = arena.device_ptr(&stream);
             ptr
         };
+        let uploader = Uploader::new(&kernels.ctx)
+            .map_err(|e| driver_error("creating the upload stream", e))?;
         Ok(CudaProgram {
             ordinal,
             stream,
@@ -163,6 +168,7 @@ impl CudaProgram {
             plan,
             options,
             captured: None,
+            uploader,
         })
     }
 
@@ -485,6 +491,25 @@ impl ResidentProgram for CudaProgram {
             let name = &self.plan.program.buffer(buffer).name;
             fail(&format!("uploading {name}"), e)
         })
+    }
+
+    /// Through page-locked memory on the copy stream; the step's stream waits for it.
+    fn write_batch(&mut self, buffer: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        let start = self.plan.offsets[buffer.0];
+        let len = self.plan.program.buffer(buffer).ty.size_bytes();
+        if bytes.len() != len {
+            return Err(RuntimeError::Device(format!(
+                "{} bytes for the {len} of buffer {buffer}",
+                bytes.len()
+            )));
+        }
+        let mut view = self.arena.slice_mut(start..start + len);
+        self.uploader
+            .upload(buffer, bytes, &mut view, &self.stream)
+            .map_err(|e| {
+                let name = &self.plan.program.buffer(buffer).name;
+                fail(&format!("uploading {name} through page-locked memory"), e)
+            })
     }
 
     fn read(&mut self, buffer: BufferId) -> Result<Vec<u8>, RuntimeError> {

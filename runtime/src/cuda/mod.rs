@@ -10,11 +10,12 @@ mod executor;
 pub mod modules;
 mod nccl;
 mod timing;
+mod upload;
 
 pub use device::{devices, DeviceInfo};
 pub use executor::{check_device_memory, CudaOptions, CudaProgram};
 pub use modules::{LoadStats, LoadedKernels};
-pub use nccl::{NcclGroup, NcclRank};
+pub use nccl::{NcclGroup, NcclRank, UNIQUE_ID_BYTES};
 
 use thiserror::Error;
 

@@ -1,5 +1,7 @@
-//! NCCL communicators for a data-parallel group of GPUs driven by threads of one
-//! process (one replica per GPU), loaded at run time like the driver.
+//! NCCL communicators for a data-parallel group of GPUs, one replica per GPU: driven by
+//! threads of one process ([`NcclGroup`], `ncclCommInitAll`), or one rank per process
+//! across machines ([`NcclRank::join`], `ncclCommInitRank` with the unique id rank 0
+//! made and sent over the rendezvous), loaded at run time like the driver.
 //!
 //! The executor all-reduces buffers of its arena in place on a communication stream of
 //! its own ([`NcclRank::all_reduce_device`]), so gradient buckets are reduced while the
@@ -151,6 +153,91 @@ impl NcclGroup {
     }
 }
 
+/// The bytes of an NCCL unique id: what rank 0 of a group of processes creates and
+/// every rank passes to [`NcclRank::join`].
+pub const UNIQUE_ID_BYTES: usize = 128;
+
+impl NcclRank {
+    /// A new unique id for a group of processes (`ncclGetUniqueId`), made by rank 0 and
+    /// sent to the others (see `calib_runtime::Rendezvous`).
+    pub fn unique_id() -> Result<[u8; UNIQUE_ID_BYTES], CudaError> {
+        if !super::driver_present() {
+            return Err(CudaError::NoDriver);
+        }
+        if !nccl_present() {
+            return Err(CudaError::NoNccl);
+        }
+        let id = nccl::get_uniqueid()
+            .map_err(|e| driver_error("creating an NCCL unique id (ncclGetUniqueId)", e))?;
+        Ok(id.internal.map(|c| c as u8))
+    }
+
+    /// This process's rank of a group of `world` processes (`ncclCommInitRank`) on GPU
+    /// `ordinal`, with a new stream for its collectives. Every rank passes the id rank
+    /// 0 made; the call returns when all have joined. Peers are other processes, so a
+    /// peer that fails is noticed through NCCL's asynchronous error or the time limit
+    /// (see [`NcclRank::wait`]).
+    pub fn join(
+        id: &[u8; UNIQUE_ID_BYTES],
+        rank: usize,
+        world: usize,
+        ordinal: usize,
+        timeout: Duration,
+    ) -> Result<NcclRank, CudaError> {
+        if !super::driver_present() {
+            return Err(CudaError::NoDriver);
+        }
+        if !nccl_present() {
+            return Err(CudaError::NoNccl);
+        }
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| driver_error(&format!("opening GPU {ordinal}"), e))?;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| driver_error("creating a communication stream", e))?;
+        ctx.bind_to_thread()
+            .map_err(|e| driver_error("making the GPU current", e))?;
+        let unique = sys::ncclUniqueId {
+            internal: id.map(|b| b as std::ffi::c_char),
+        };
+        let mut comm = std::ptr::null_mut();
+        // SAFETY: `comm` receives one handle; the id is rank 0's, as NCCL requires.
+        unsafe { nccl::comm_init_rank(&mut comm, world as i32, unique, rank as i32) }
+            .map_err(|e| driver_error("joining the NCCL group (ncclCommInitRank)", e))?;
+        Ok(NcclRank {
+            rank,
+            world,
+            ordinal,
+            comm: Mutex::new(Comm(comm)),
+            stream,
+            shared: Arc::new(Shared {
+                left: AtomicUsize::new(NOBODY),
+                aborted: AtomicBool::new(false),
+                timeout,
+            }),
+            round: AtomicU64::new(0),
+        })
+    }
+
+    /// An error NCCL found in the background (a peer process died, a network link
+    /// failed), which its kernels would otherwise wait out.
+    fn async_error(&self) -> Option<String> {
+        let comm = self.comm.lock().unwrap_or_else(|e| e.into_inner());
+        if comm.0.is_null() {
+            return None;
+        }
+        let mut state = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: the handle is live while the lock is held.
+        let queried = unsafe { sys::ncclCommGetAsyncError(comm.0, &mut state) };
+        match (queried, state) {
+            (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclSuccess)
+            | (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclInProgress) => None,
+            (sys::ncclResult_t::ncclSuccess, failed) => Some(format!("{failed:?}")),
+            (query, _) => Some(format!("ncclCommGetAsyncError: {query:?}")),
+        }
+    }
+}
+
 /// NCCL's name for an element type, or why it cannot be reduced.
 fn nccl_type(dtype: DType) -> Result<sys::ncclDataType_t, CollectiveError> {
     Ok(match dtype {
@@ -262,6 +349,13 @@ impl NcclRank {
             if let Err(e) = self.check_group() {
                 self.abort();
                 return Err(e);
+            }
+            if let Some(message) = self.async_error() {
+                self.abort();
+                return Err(CollectiveError::Transport {
+                    round: self.round.load(Ordering::SeqCst),
+                    message: format!("NCCL reported {message} (a peer failed or left)"),
+                });
             }
             if start.elapsed() > self.shared.timeout {
                 self.abort();

@@ -22,6 +22,12 @@ pub trait ResidentProgram: Send {
     fn plan(&self) -> &DeviceProgram;
     /// Writes a whole buffer.
     fn write(&mut self, buffer: BufferId, bytes: &[u8]) -> Result<(), RuntimeError>;
+    /// Writes a whole buffer that the next step reads and every step rewrites (the
+    /// batch): a GPU copies it asynchronously through page-locked memory, ordered
+    /// before the step by an event. By default, [`ResidentProgram::write`].
+    fn write_batch(&mut self, buffer: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.write(buffer, bytes)
+    }
     /// Reads a whole buffer, after everything enqueued so far.
     fn read(&mut self, buffer: BufferId) -> Result<Vec<u8>, RuntimeError>;
     /// Runs the schedule, all-reduces through `group`, then performs `copies`.
@@ -179,7 +185,7 @@ impl<P: ResidentProgram> ResidentSession<P> {
         }
         for (b, t) in uploads {
             let data = t.to_le_bytes();
-            self.program.write(b, &data)?;
+            self.program.write_batch(b, &data)?;
             self.transfers.uploaded_bytes += data.len() as u64;
         }
         let group = batch.get_collective();
