@@ -158,7 +158,7 @@ fn block_view(
         }
     }
     let mut before = DrawGraph::default();
-    for (gi, nodes) in groups.iter().enumerate() {
+    for nodes in &groups {
         let first = &g.nodes[nodes[0]];
         let kernels: BTreeSet<usize> = nodes
             .iter()
@@ -179,7 +179,7 @@ fn block_view(
             .map(|&k| out.program.kernels[k].name.as_str())
             .collect();
         let is_external = external.contains(&nodes[0]);
-        let is_bn = nodes.len() > 1 || bn_scopes.contains(first.scope.as_str()) && !is_external;
+        let is_bn = nodes.len() > 1 || (bn_scopes.contains(first.scope.as_str()) && !is_external);
         let short = first
             .scope
             .strip_prefix(block)
@@ -229,7 +229,6 @@ fn block_view(
                 .filter(|_| !is_external)
                 .map(|k| out.program.kernels[k].name.clone()),
         });
-        let _ = gi;
     }
     let mut edges = BTreeSet::new();
     for (gi, nodes) in groups.iter().enumerate() {
@@ -273,7 +272,6 @@ fn after_graph(
         .filter_map(|i| covered_by.get(i).copied())
         .collect();
     let order: Vec<usize> = kernels.into_iter().collect();
-    let index: HashMap<usize, usize> = order.iter().enumerate().map(|(i, &k)| (k, i)).collect();
     let mut writer = HashMap::new();
     let mut g = DrawGraph::default();
     for (i, &k) in order.iter().enumerate() {
@@ -310,6 +308,5 @@ fn after_graph(
             .collect();
         g.edges.extend(reads.into_iter().map(|w| (w, i)));
     }
-    let _ = index;
     g
 }

@@ -79,14 +79,11 @@ impl DrawGraph {
             succs[a].push(b);
         }
         let mut slot = vec![0.0; n];
-        let place = |rows: &Vec<Vec<usize>>, slot: &mut Vec<f64>| {
-            for row in rows {
-                for (j, &i) in row.iter().enumerate() {
-                    slot[i] = j as f64;
-                }
+        for row in &rows {
+            for (j, &i) in row.iter().enumerate() {
+                slot[i] = j as f64;
             }
-        };
-        place(&rows, &mut slot);
+        }
         for sweep in 0..SWEEPS {
             let down = sweep % 2 == 0;
             let order: Vec<usize> = if down {

@@ -171,7 +171,7 @@ fn summary(p: &Parts) -> String {
             "measured kernels",
             &format!("{:.2} ms matched to this plan's kernels", matched / 1e3),
             &format!("{:.2} ms", j.table_us / 1e3),
-            &format!("{}", path.rsplit('/').next().unwrap_or(path)),
+            path.rsplit('/').next().unwrap_or(path),
         );
         notes.extend(j.note(out.kernels.len()));
     } else {
