@@ -102,8 +102,8 @@ fn table_filters_and_the_diff_lists_kernels_gained_and_lost() {
     assert_eq!(page.eval(rows), json!(total));
     let filter = |words: &str| {
         format!(
-            "const f = document.querySelector('#kernel-filter'); f.value = {words:?}; \
-             f.dispatchEvent(new Event('input'))"
+            "{{ const f = document.querySelector('#kernel-filter'); f.value = {words:?}; \
+             f.dispatchEvent(new Event('input')); }}"
         )
     };
     page.eval(&filter("conv2d"));
