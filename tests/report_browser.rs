@@ -219,8 +219,10 @@ fn scbottleneck_view_outlines_the_calibration_branch() {
     assert!(filled.as_u64().unwrap() > 5, "fused groups are coloured");
     // Another block replaces the first.
     page.eval("{ const s = document.querySelector('#block-select'); s.value = '5'; s.dispatchEvent(new Event('change')); }");
-    let shown =
-        page.eval("[...document.querySelectorAll('.block')].filter(b => !b.hidden).map(b => b.id)");
+    // Shown, not only marked hidden: the CSS must not override the attribute.
+    let shown = page.eval(
+        "[...document.querySelectorAll('.block')].filter(b => getComputedStyle(b).display !== 'none').map(b => b.id)",
+    );
     assert_eq!(shown, serde_json::json!(["block-5"]));
     page.eval("{ const s = document.querySelector('#block-select'); s.value = '0'; s.dispatchEvent(new Event('change')); }");
     assert_eq!(page.errors(), Vec::<String>::new());

@@ -10,7 +10,7 @@
 use super::escape;
 use std::fmt::Write;
 
-const NODE_W: f64 = 148.0;
+const NODE_W: f64 = 164.0;
 const NODE_H: f64 = 34.0;
 const GAP_X: f64 = 18.0;
 const GAP_Y: f64 = 34.0;
