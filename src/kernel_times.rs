@@ -1,6 +1,7 @@
 //! Per-kernel timing tables (`calib bench --per-kernel FILE`): every launch of a device
 //! program with its measured time beside what the plan says about it, in the columns of
-//! the Nsight Compute tables under `shared/gpu/`, so the two can be joined and compared.
+//! the Nsight Compute tables under `shared/gpu/`, so the two can be joined and compared;
+//! [`parse`] reads such a table back (`calib report --timings`).
 
 use calib_runtime::DeviceProgram;
 use std::fmt::Write;
@@ -63,6 +64,96 @@ pub fn csv(plan: &DeviceProgram, measured_us: &[f64]) -> Result<String, String> 
     Ok(out)
 }
 
+/// One launch of a timing table read back (the columns a join with a plan needs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimedLaunch {
+    /// The launch's entry name (`k12_part1`).
+    pub kernel: String,
+    /// The plan kernel the launch belongs to (`k12`).
+    pub plan_kernel: String,
+    pub label: String,
+    pub measured_us: f64,
+}
+
+/// Reads a table in [`HEADER`]'s columns (in any order, extra columns ignored). Errors
+/// name the line and the field: a missing column, a row with too few fields, a time
+/// that is not a finite non-negative number.
+pub fn parse(text: &str) -> Result<Vec<TimedLaunch>, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines.next().ok_or("the table is empty (no header line)")?;
+    let columns = split_fields(header).map_err(|e| format!("line 1: {e}"))?;
+    let column = |name: &str| {
+        columns
+            .iter()
+            .position(|c| c.trim() == name)
+            .ok_or_else(|| format!("line 1: no `{name}` column (expected the columns {HEADER})"))
+    };
+    let (kernel, plan_kernel, label, measured) = (
+        column("kernel")?,
+        column("plan_kernel")?,
+        column("label")?,
+        column("measured_us")?,
+    );
+    let mut rows = vec![];
+    for (i, line) in lines {
+        let at = i + 1;
+        let fields = split_fields(line).map_err(|e| format!("line {at}: {e}"))?;
+        let get = |c: usize| {
+            fields.get(c).map(String::as_str).ok_or_else(|| {
+                format!(
+                    "line {at}: {} fields, the header has {}",
+                    fields.len(),
+                    columns.len()
+                )
+            })
+        };
+        let us_text = get(measured)?;
+        let measured_us: f64 = us_text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| {
+                format!("line {at}: measured_us `{us_text}` is not a non-negative number")
+            })?;
+        rows.push(TimedLaunch {
+            kernel: get(kernel)?.to_string(),
+            plan_kernel: get(plan_kernel)?.to_string(),
+            label: get(label)?.to_string(),
+            measured_us,
+        });
+    }
+    Ok(rows)
+}
+
+/// The fields of one CSV line, with [`field`]'s quoting undone.
+fn split_fields(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = vec![];
+    let mut current = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                current.push('"');
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if current.is_empty() => quoted = true,
+            (',', false) => fields.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    if quoted {
+        return Err("a quoted field is not closed".into());
+    }
+    fields.push(current);
+    Ok(fields)
+}
+
 /// `(x,y,z)`, as the reference tables write launch geometry.
 fn dims(d: [u32; 3]) -> String {
     format!("({},{},{})", d[0], d[1], d[2])
@@ -86,6 +177,24 @@ mod tests {
         assert_eq!(field("(256,1,1)"), "\"(256,1,1)\"");
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(field("conv2d@layer1.0.conv1_a"), "conv2d@layer1.0.conv1_a");
+    }
+
+    #[test]
+    fn tables_read_back_with_quoted_fields_and_errors_name_the_line() {
+        let text = format!("{HEADER}\n0,k0,\"(256,1,1)\",\"(8,1,1)\",12.5,k0,convolution,conv2d@conv1,1.0,2.0,3.0\n");
+        let rows = parse(&text).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].plan_kernel, "k0");
+        assert_eq!(rows[0].label, "conv2d@conv1");
+        assert_eq!(rows[0].measured_us, 12.5);
+        let bad = text.replace("12.5", "fast");
+        assert!(parse(&bad)
+            .unwrap_err()
+            .contains("line 2: measured_us `fast`"));
+        let short = format!("{HEADER}\n0,k0\n");
+        assert!(parse(&short).unwrap_err().starts_with("line 2:"));
+        assert!(parse("a,b\n").unwrap_err().contains("no `kernel` column"));
+        assert!(parse("").is_err());
     }
 
     #[test]

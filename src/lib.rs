@@ -9,6 +9,7 @@
 //! * [`codegen`] — PTX for every kernel of a plan.
 //! * [`runtime`] — tensors, safetensors weights, the reference interpreter, the PTX
 //!   simulator.
+//! * [`report`] — `calib report`: a compile output as one HTML page.
 //! * [`Sim`] — the `sim` backend: fusion, code generation and the simulator together.
 
 pub use calib_codegen as codegen;
@@ -25,6 +26,7 @@ pub mod differential;
 pub mod kernel_times;
 pub mod predict;
 pub mod ptx_report;
+pub mod report;
 mod resolve;
 pub mod sim;
 pub mod train;

@@ -67,6 +67,11 @@ pub struct Args {
     /// costs without it (`ablation.{txt,json}`, appended to `report.txt`).
     #[arg(long)]
     ablate: bool,
+    /// Also write `report.html` (`calib report`) into the output directory.
+    #[arg(long)]
+    report: bool,
+    #[command(flatten)]
+    report_options: super::report::ReportArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -204,6 +209,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         fusion.program.kernels.len(),
         out.display()
     ))?;
+    if args.report {
+        super::report::write(out, &args.report_options)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,6 +14,7 @@ mod info;
 mod ir;
 mod loader;
 mod loader_bench;
+mod report;
 mod rules;
 mod train;
 mod verify;
@@ -48,6 +49,8 @@ enum Command {
     Train(Box<train::Args>),
     /// Fuse a model (or its training step) into kernels and report what happened.
     Compile(compile::Args),
+    /// One self-contained HTML page about a `calib compile` output (report.html).
+    Report(report::Args),
     /// Explain why a kernel of a `calib compile` output equals the nodes it replaces.
     Explain(explain::Args),
     /// Write a fixture directory for any spec, computed by the f64 interpreter.
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ir(args) => ir::run(args),
         Command::Train(args) => train::run(*args),
         Command::Compile(args) => compile::run(args),
+        Command::Report(args) => report::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Fixture(args) => fixture::run(args),
         Command::Fuzz(args) => fuzz::run(args),

@@ -1,9 +1,10 @@
 //! What the integration tests share: running the `calib` binary, finding the fixtures,
 //! a small data-parallel training step, stepping a plain one through sessions, and tiny
-//! `calib train` runs.
+//! `calib train` runs, and headless Chromium for the HTML report.
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod cdp;
 pub mod data_parallel;
 pub mod images;
 pub mod session;
