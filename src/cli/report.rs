@@ -1,9 +1,7 @@
 //! `calib report DIR [--timings FILE] [--against OTHER_DIR]`: one self-contained HTML
 //! page (`DIR/report.html`) about a `calib compile --out DIR` output (`src/report/`).
 
-use anyhow::Context;
 use anyhow::Result;
-use calib::report::explain::Explainer;
 use calib::report::{write_report, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,16 +27,11 @@ pub struct ReportArgs {
 }
 
 impl ReportArgs {
-    /// The options, explaining kernels through this very binary (`calib explain`, with
-    /// a time budget).
-    pub fn options(&self) -> Result<Options> {
-        Ok(Options {
+    pub fn options(&self) -> Options {
+        Options {
             timings: self.timings.clone(),
             against: self.against.clone(),
-            explainer: Explainer::Process(
-                std::env::current_exe().context("finding the calib binary")?,
-            ),
-        })
+        }
     }
 }
 
@@ -49,7 +42,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// Writes the report and says where, and how large it is.
 pub fn write(dir: &std::path::Path, options: &ReportArgs) -> Result<()> {
-    let (path, bytes) = write_report(dir, &options.options()?)?;
+    let (path, bytes) = write_report(dir, &options.options())?;
     super::emit(&format!(
         "wrote {} ({:.1} MB)\n",
         path.display(),

@@ -1,12 +1,10 @@
 //! What the page shows when a kernel is opened: its fused body drawn, the original
 //! nodes it covers, egg's explanation as algebra and its PTX. Computed for every kernel
-//! in parallel (an explanation re-saturates the kernel's nodes: tens of milliseconds
-//! each, so all of SCNet-50's thousand kernels take seconds on two cores; `explain.rs`
-//! bounds the few that do not finish) and stored in
-//! compressed chunks of [`CHUNK`] kernels, inflated by the page on demand.
+//! in parallel (an explanation re-saturates a small e-graph: all of SCNet-50's
+//! thousand kernels take about a second) and stored in compressed chunks of [`CHUNK`]
+//! kernels, inflated by the page on demand.
 
 use super::body::body_graph;
-use super::explain::Explainer;
 use super::model::CompileOutput;
 use super::pack::deflate_base64;
 use anyhow::Result;
@@ -39,7 +37,7 @@ struct Covered {
 
 /// Every kernel's detail as JSON `{name: detail}` chunks, deflated and base64-encoded,
 /// kernel `i` in chunk `i / CHUNK`. Shows a progress bar on a terminal.
-pub fn packed_details(out: &CompileOutput, explainer: &Explainer) -> Result<Vec<String>> {
+pub fn packed_details(out: &CompileOutput) -> Result<Vec<String>> {
     let bar = ProgressBar::new(out.kernels.len() as u64).with_style(
         ProgressStyle::with_template("report: explaining kernels {bar:30} {pos}/{len} ({eta})")
             .expect("a valid template"),
@@ -49,7 +47,8 @@ pub fn packed_details(out: &CompileOutput, explainer: &Explainer) -> Result<Vec<
         .par_iter()
         .zip(&out.program.kernels)
         .map(|(facts, kernel)| {
-            let explanation = explainer.explain(&out.dir, &out.graph, &out.program, &kernel.name);
+            let explanation = calib_passes::fusion::explain(&out.graph, &out.program, &kernel.name)
+                .unwrap_or_else(|e| format!("no explanation for {}: {e}", kernel.name));
             let covers = kernel
                 .covers
                 .iter()

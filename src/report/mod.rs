@@ -6,15 +6,14 @@
 //!
 //! One concept per file: [`model`] reads the compile output, [`timings`] joins a
 //! measured table, [`layout`] draws graphs, [`body`] and [`bottleneck`] say what to
-//! draw, [`detail`] packs per-kernel text (with [`explain`]'s explanations) ([`pack`]: compressed, the page inflates it
-//! on demand), [`roofline`], [`diff`], and [`page`] assembles the HTML with the CSS
+//! draw, [`detail`] packs per-kernel text (with egg's explanations) ([`pack`]: compressed,
+//! the page inflates it on demand), [`roofline`], [`diff`], and [`page`] assembles the HTML with the CSS
 //! and JavaScript of `assets/`. No network is needed to view it.
 
 pub mod body;
 pub mod bottleneck;
 pub mod detail;
 pub mod diff;
-pub mod explain;
 pub mod layout;
 pub mod model;
 pub mod pack;
@@ -33,8 +32,6 @@ pub struct Options {
     pub timings: Option<PathBuf>,
     /// Another compile output to compare with.
     pub against: Option<PathBuf>,
-    /// Where kernel explanations come from.
-    pub explainer: explain::Explainer,
 }
 
 /// Writes `dir/report.html` and returns its path and size in bytes.
@@ -60,7 +57,7 @@ pub fn write_report(dir: &Path, options: &Options) -> Result<(PathBuf, u64)> {
         None => None,
     };
     let diff = other.as_ref().map(|o| diff::diff(&out, o));
-    let chunks = detail::packed_details(&out, &options.explainer)?;
+    let chunks = detail::packed_details(&out)?;
     let html = page::render(&page::Parts {
         out: &out,
         timings: join.as_ref().map(|(p, j)| (p.as_str(), j)),
