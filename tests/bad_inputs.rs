@@ -152,6 +152,7 @@ fn cases() -> Vec<Case> {
         case("explain without a compile output", "explain {dir} k0", &["before.json"]),
         case("explain on a corrupt compile output", "explain {dir} k0", &["before.json"])
             .file("before.json", "{\"nodes\": ["),
+        case("report options without --report", "compile scnet50 --timings t.csv --out {dir}/o", &["--report"]),
         // ----- model specs -----
         case("truncated spec", "info {dir}/s.json", &["s.json", "EOF"])
             .file("s.json", "{\"spec\": {\"kind\": \"scnet\", "),

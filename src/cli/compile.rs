@@ -81,6 +81,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if dp.is_data_parallel() && !args.train {
         bail!("--replicas and --sync-bn describe a training step: add --train");
     }
+    let report_only = &args.report_options;
+    if !args.report && (report_only.timings.is_some() || report_only.against.is_some()) {
+        bail!("--timings and --against shape the HTML report: add --report");
+    }
     // Checked even for one replica: `--replicas 0` is not one.
     shape[0] = dp.shard(shape[0])?;
     let mode = if args.train { Mode::Train } else { Mode::Eval };
