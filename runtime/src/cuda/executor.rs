@@ -472,20 +472,26 @@ impl CudaProgram {
     }
 }
 
+impl CudaProgram {
+    /// Where `buffer` lies in the arena, checked against the `bytes` given for it.
+    fn arena_range(&self, buffer: BufferId, bytes: usize) -> Result<(usize, usize), RuntimeError> {
+        let len = self.plan.program.buffer(buffer).ty.size_bytes();
+        if bytes != len {
+            return Err(RuntimeError::Device(format!(
+                "{bytes} bytes for the {len} of buffer {buffer}"
+            )));
+        }
+        Ok((self.plan.offsets[buffer.0], len))
+    }
+}
+
 impl ResidentProgram for CudaProgram {
     fn plan(&self) -> &DeviceProgram {
         &self.plan
     }
 
     fn write(&mut self, buffer: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
-        let start = self.plan.offsets[buffer.0];
-        let len = self.plan.program.buffer(buffer).ty.size_bytes();
-        if bytes.len() != len {
-            return Err(RuntimeError::Device(format!(
-                "{} bytes for the {len} of buffer {buffer}",
-                bytes.len()
-            )));
-        }
+        let (start, len) = self.arena_range(buffer, bytes.len())?;
         let mut view = self.arena.slice_mut(start..start + len);
         self.stream.memcpy_htod(bytes, &mut view).map_err(|e| {
             let name = &self.plan.program.buffer(buffer).name;
@@ -495,14 +501,7 @@ impl ResidentProgram for CudaProgram {
 
     /// Through page-locked memory on the copy stream; the step's stream waits for it.
     fn write_batch(&mut self, buffer: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
-        let start = self.plan.offsets[buffer.0];
-        let len = self.plan.program.buffer(buffer).ty.size_bytes();
-        if bytes.len() != len {
-            return Err(RuntimeError::Device(format!(
-                "{} bytes for the {len} of buffer {buffer}",
-                bytes.len()
-            )));
-        }
+        let (start, len) = self.arena_range(buffer, bytes.len())?;
         let mut view = self.arena.slice_mut(start..start + len);
         self.uploader
             .upload(buffer, bytes, &mut view, &self.stream)
