@@ -25,6 +25,7 @@ fn schedule(block_m: usize, block_n: usize, split_k: usize) -> GemmSchedule {
         block_n,
         block_k: GemmSchedule::depth(block_m, block_n),
         split_k,
+        instruction: Default::default(),
     }
 }
 

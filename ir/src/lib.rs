@@ -16,6 +16,7 @@ mod infer;
 pub mod json;
 pub mod kernel;
 mod op;
+mod precision;
 mod schedule;
 pub mod text;
 mod types;
@@ -29,5 +30,8 @@ pub use kernel::{
     Anchor, Buffer, BufferId, Kernel, KernelOutput, Program, ProgramError, ProgramOutput, Role,
 };
 pub use op::{Op, OpClass, ReduceOp};
-pub use schedule::{gemm_anchor, GemmDims, GemmSchedule, ReductionSchedule, Schedule};
+pub use precision::Precision;
+pub use schedule::{
+    gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, ReductionSchedule, Schedule,
+};
 pub use types::{checked_numel, fmt_shape, numel, Shape, TensorType, MAX_TENSOR_BYTES};

@@ -204,6 +204,37 @@ pub struct GemmSchedule {
     pub block_n: usize,
     pub block_k: usize,
     pub split_k: usize,
+    /// What the products run on (FMA units unless the precision policy allows tensor
+    /// cores).
+    #[serde(default, skip_serializing_if = "GemmInstruction::is_fma")]
+    pub instruction: GemmInstruction,
+}
+
+/// The instruction a GEMM's products run on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GemmInstruction {
+    /// `fma.rn.f32` per product on each thread's patch of accumulators.
+    #[default]
+    Fma,
+    /// `mma.sync.m16n8k8` with TF32 operands, f32 accumulation.
+    MmaTf32,
+    /// `mma.sync.m16n8k16` with bf16 operands, f32 accumulation.
+    MmaBf16,
+}
+
+impl GemmInstruction {
+    pub fn is_fma(&self) -> bool {
+        *self == GemmInstruction::Fma
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmInstruction::Fma => "fma",
+            GemmInstruction::MmaTf32 => "mma.tf32",
+            GemmInstruction::MmaBf16 => "mma.bf16",
+        }
+    }
 }
 
 impl GemmSchedule {
@@ -241,6 +272,7 @@ impl GemmSchedule {
             block_n,
             block_k: Self::depth(block_m, block_n),
             split_k: 1,
+            instruction: GemmInstruction::Fma,
         }
     }
 
@@ -351,6 +383,9 @@ impl std::fmt::Display for Schedule {
                 "gemm tile={}x{}x{} split_k={}",
                 s.block_m, s.block_n, s.block_k, s.split_k
             ));
+            if !s.instruction.is_fma() {
+                parts.push(format!("instruction={}", s.instruction.name()));
+            }
         }
         if let Some(s) = self.reduction {
             parts.push(format!("reduction split={}", s.split));

@@ -173,6 +173,7 @@ pub(crate) fn emit(
         block_n: bn,
         block_k: bk,
         split_k: slices,
+        ..
     } = schedule;
     let (m, n, _) = dims.mnk();
     let contiguity = ops.contiguity();

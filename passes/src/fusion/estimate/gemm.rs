@@ -248,6 +248,7 @@ pub fn candidate_schedules(dims: &GemmDims, device: &Device) -> Vec<GemmSchedule
                 block_n: bn,
                 block_k,
                 split_k: 1,
+                instruction: Default::default(),
             };
             let (steps, _) = base.k_steps(dims);
             let tiles = base.tiles(dims);
