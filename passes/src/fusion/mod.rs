@@ -67,6 +67,9 @@ pub struct FusionOptions {
     pub extra_rules: Vec<ExtraRule>,
     /// Which of calib's own rules run (all by default): ablation studies turn some off.
     pub rules: RuleSet,
+    /// The precision policy the graph was built under (`passes::precision` applies it
+    /// as casts): with `tf32` or `bf16`, GEMM kernels are scheduled on tensor cores.
+    pub precision: calib_ir::Precision,
 }
 
 /// A fused program and the report of how it was found.
