@@ -5,8 +5,12 @@
 mod support;
 
 use calib_codegen::{compile, Family};
-use calib_ir::{gemm_anchor, Anchor, GemmDims, GemmSchedule, Program, Schedule};
-use support::{bind, check, graph, simulate, single_kernel, tensors};
+use calib_ir::{
+    gemm_anchor, Anchor, DType, GemmDims, GemmInstruction, GemmSchedule, Graph, Program, Schedule,
+};
+use calib_runtime::HostTensor;
+use std::collections::BTreeMap;
+use support::{bind, check, check_tensors, graph, simulate, single_kernel, tensors};
 
 /// `program`'s one kernel under `schedule`, with a workspace when it splits k.
 fn scheduled(mut program: Program, schedule: GemmSchedule) -> Program {
@@ -66,6 +70,68 @@ fn every_schedule(src: &str, anchor: Anchor) {
     }
 }
 
+/// f32 `x` rounded to what `instruction` multiplies: TF32 to nearest with ties away
+/// (`cvt.rna`), bf16 to nearest even.
+fn representable(x: f32, instruction: GemmInstruction) -> f32 {
+    let b = x.to_bits();
+    f32::from_bits(match instruction {
+        GemmInstruction::MmaTf32 => (b + 0x1000) & !0x1fff,
+        GemmInstruction::MmaBf16 => (b + 0x7fff + ((b >> 16) & 1)) & 0xffff_0000,
+        GemmInstruction::Fma => b,
+    })
+}
+
+/// Inputs and parameters of `g` whose values tensor cores multiply exactly.
+fn tensor_core_inputs(g: &Graph, instruction: GemmInstruction) -> BTreeMap<String, HostTensor> {
+    tensors(g, 7, 3)
+        .into_iter()
+        .map(|(name, t)| match t.dtype() {
+            DType::F32 => {
+                let v = t
+                    .to_f32_vec()
+                    .iter()
+                    .map(|&x| representable(x, instruction))
+                    .collect();
+                (name, HostTensor::from_f32(t.shape().to_vec(), v).unwrap())
+            }
+            _ => (name, t),
+        })
+        .collect()
+}
+
+/// Every tile shape on tensor cores, TF32 and bf16, unsplit and split: on operands the
+/// instruction represents exactly the products are exact, so only the order of the f32
+/// additions differs from the reference.
+fn every_schedule_on_tensor_cores(src: &str, anchor: Anchor) {
+    let g = graph(src);
+    let dims = GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap();
+    for instruction in [GemmInstruction::MmaTf32, GemmInstruction::MmaBf16] {
+        let inputs = tensor_core_inputs(&g, instruction);
+        let mut ran = 0;
+        for (bm, bn) in GemmSchedule::TILES {
+            for (split, block_k) in [(1, 16), (3, 16), (2, 32), (1, 8)] {
+                let s = GemmSchedule {
+                    block_k,
+                    instruction,
+                    ..schedule(bm, bn, split)
+                };
+                if s.check(&dims).is_err() {
+                    continue;
+                }
+                let program = scheduled(single_kernel(&g, anchor), s);
+                let compiled = compile(&program).unwrap();
+                assert!(
+                    compiled.kernels[0].ptx.contains("mma.sync.aligned"),
+                    "{bm}x{bn} {instruction:?}: no mma"
+                );
+                check_tensors(&g, &program, &inputs, 1e-5);
+                ran += 1;
+            }
+        }
+        assert!(ran >= GemmSchedule::TILES.len(), "{instruction:?}: {ran} schedules ran");
+    }
+}
+
 #[test]
 fn weight_gradient_in_every_schedule() {
     every_schedule(
@@ -76,6 +142,43 @@ fn weight_gradient_in_every_schedule() {
           return dw=%2
         }",
         Anchor::Convolution,
+    );
+}
+
+#[test]
+fn tensor_core_gemms_in_every_schedule() {
+    every_schedule_on_tensor_cores(
+        "graph {
+          %0 = input name=\"x\" : f32[3,12,9,9]
+          %1 = input name=\"dy\" : f32[3,70,9,9]
+          %2 = conv2d_backward_weight(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 kernel=[3,3] : f32[70,12,3,3]
+          return dw=%2
+        }",
+        Anchor::Convolution,
+    );
+    every_schedule_on_tensor_cores(
+        "graph {
+          %0 = input name=\"x\" : f32[2,9,10,10]
+          %1 = relu(%0) : f32[2,9,10,10]
+          %2 = param name=\"w\" : f32[70,9,3,3]
+          %3 = conv2d(%1, %2) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,70,10,10]
+          %4 = param name=\"bias\" : f32[1,70,1,1]
+          %5 = broadcast(%4) shape=[2,70,10,10] : f32[2,70,10,10]
+          %6 = add(%3, %5) : f32[2,70,10,10]
+          %7 = relu(%6) : f32[2,70,10,10]
+          %8 = reduce_sum(%3) axes=[0,2,3] keepdims=true : f32[1,70,1,1]
+          return y=%7, total=%8
+        }",
+        Anchor::Convolution,
+    );
+    every_schedule_on_tensor_cores(
+        "graph {
+          %0 = input name=\"a\" : f32[37,45]
+          %1 = input name=\"b\" : f32[29,45]
+          %2 = matmul(%0, %1) transpose_a=false transpose_b=true : f32[37,29]
+          return y=%2
+        }",
+        Anchor::MatMul,
     );
 }
 

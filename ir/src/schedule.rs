@@ -228,6 +228,15 @@ impl GemmInstruction {
         *self == GemmInstruction::Fma
     }
 
+    /// The `k` extent of one instruction: the schedule's `k` step is a multiple of it.
+    pub fn k_per_instruction(self) -> usize {
+        match self {
+            GemmInstruction::Fma => 1,
+            GemmInstruction::MmaTf32 => 8,
+            GemmInstruction::MmaBf16 => 16,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             GemmInstruction::Fma => "fma",
@@ -300,6 +309,25 @@ impl GemmSchedule {
             .min_by_key(|&(ty, tx)| ty.abs_diff(tx))
     }
 
+    /// For tensor-core products: how the block's eight warps cover the tile, `(warps
+    /// along m, warps along n)`. Each warp holds `block_m / (16 warps_m)` by `block_n /
+    /// (8 warps_n)` mma fragments of 16x8, a warp-grid apart (as the FMA layout's patches
+    /// are a thread-grid apart), chosen to load the fewest fragment words per `mma`.
+    pub fn warps(&self) -> Option<(usize, usize)> {
+        let warps = Self::THREADS / 32;
+        [1, 2, 4, 8]
+            .into_iter()
+            .map(|wm| (wm, warps / wm))
+            .filter(|&(wm, wn)| {
+                self.block_m.is_multiple_of(16 * wm) && self.block_n.is_multiple_of(8 * wn)
+            })
+            .min_by_key(|&(wm, wn)| {
+                let (fm, fn_) = (self.block_m / (16 * wm), self.block_n / (8 * wn));
+                // Words loaded per mma, scaled to stay an integer: (4 fm + 2 fn) / (fm fn).
+                (1000 * (4 * fm + 2 * fn_) / (fm * fn_), wm.abs_diff(wn))
+            })
+    }
+
     /// Thread blocks of one slice: output tiles times groups.
     pub fn tiles(&self, dims: &GemmDims) -> usize {
         let (m, n, _) = dims.mnk();
@@ -316,9 +344,17 @@ impl GemmSchedule {
     /// fragments, the prefetched tile elements and some 45 for addresses and indices
     /// (fitted to ptxas's counts for the SCNet-50 training step's GEMMs).
     pub fn estimated_registers(&self) -> u32 {
-        let (tm, tn) = self.patch();
         let prefetched = self.block_k * (self.block_m + self.block_n) / Self::THREADS;
-        let r = tm * tn + (3 * (tm + tn)).div_ceil(2) + 2 * prefetched + 45;
+        let r = match (self.instruction, self.warps()) {
+            (GemmInstruction::Fma, _) | (_, None) => {
+                let (tm, tn) = self.patch();
+                tm * tn + (3 * (tm + tn)).div_ceil(2) + 2 * prefetched + 45
+            }
+            (_, Some((wm, wn))) => {
+                let (fm, fn_) = (self.block_m / (16 * wm), self.block_n / (8 * wn));
+                4 * fm * fn_ + 4 * fm + 2 * fn_ + 2 * prefetched + 45
+            }
+        };
         (r as u32).min(self.register_cap().unwrap_or(255))
     }
 
@@ -363,6 +399,22 @@ impl GemmSchedule {
         }
         if ![4, 8, 16, 32].contains(&self.block_k) {
             return Err(format!("k step {}: must be 4, 8, 16 or 32", self.block_k));
+        }
+        if !self.instruction.is_fma() {
+            let per = self.instruction.k_per_instruction();
+            if !self.block_k.is_multiple_of(per) {
+                return Err(format!(
+                    "k step {}: {} needs a multiple of {per}",
+                    self.block_k,
+                    self.instruction.name()
+                ));
+            }
+            if self.warps().is_none() {
+                return Err(format!(
+                    "tile {}x{}: eight warps cannot cover it with 16x8 fragments",
+                    self.block_m, self.block_n
+                ));
+            }
         }
         let (steps, _) = self.k_steps(dims);
         if self.split_k == 0 || self.split_k > steps.max(1) {

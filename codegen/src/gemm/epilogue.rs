@@ -105,21 +105,61 @@ pub(super) struct Partials<'a> {
     pub(super) g: Operand,
     pub(super) slice: Operand,
     pub(super) transposed: bool,
-    pub(super) layout: Layout,
-    /// `tx`, `ty`.
-    pub(super) thread: [Operand; 2],
 }
 
-/// Stores the accumulators to the workspace, four consecutive elements at a time along
-/// its contiguous dimension where alignment allows.
-pub(super) fn write_partials(cx: &mut Emitter, acc: &[Reg], p: Partials) -> Result<()> {
+impl Partials<'_> {
+    /// The first element of this block's slice and group in the workspace.
+    fn base(&self, cx: &mut Emitter) -> Operand {
+        let (m, n, _) = self.dims.mnk();
+        let base = cx.b.mad_u32(self.slice, Operand::Int(self.dims.groups as i64), self.g);
+        cx.b.mul_u32(base, Operand::Int((m * n) as i64))
+    }
+
+    /// Stores each accumulator at its tile position `(row, column)`, one element at a
+    /// time (the tensor-core layout holds no runs of four along either side).
+    pub(super) fn write_elements(
+        &self,
+        cx: &mut Emitter,
+        elements: &[(Reg, Operand, Operand)],
+    ) -> Result<()> {
+        let (m, n, _) = self.dims.mnk();
+        let base = self.base(cx);
+        for &(v, row, col) in elements {
+            let gm = cx.b.add_u32(self.tiles[0], row);
+            let gn = cx.b.add_u32(self.tiles[1], col);
+            let within = if self.transposed {
+                cx.b.mad_u32(gn, Operand::Int(m as i64), gm)
+            } else {
+                cx.b.mad_u32(gm, Operand::Int(n as i64), gn)
+            };
+            let at = cx.b.add_u32(base, within);
+            let inside = vec![
+                cx.b.lt_u32(gm, Operand::Int(m as i64)),
+                cx.b.lt_u32(gn, Operand::Int(n as i64)),
+            ];
+            cx.when_all(inside, |cx| {
+                let addr = cx.b.address(self.workspace, at, 4);
+                ins!(cx.b, "st.global.f32 [{addr}], {v}");
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Stores the FMA layout's accumulators to the workspace, four consecutive elements at
+/// a time along its contiguous dimension where alignment allows.
+pub(super) fn write_partials(
+    cx: &mut Emitter,
+    acc: &[Reg],
+    p: Partials,
+    layout: Layout,
+    [tx, ty]: [Operand; 2],
+) -> Result<()> {
     let (m, n, _) = p.dims.mnk();
-    let (tm, tn) = (p.layout.tm, p.layout.tn);
-    let (span_m, span_n) = (p.layout.span_m(), p.layout.span_n());
-    let [tx, ty] = p.thread;
-    let slice_base =
-        cx.b.mad_u32(p.slice, Operand::Int(p.dims.groups as i64), p.g);
-    let slice_base = cx.b.mul_u32(slice_base, Operand::Int((m * n) as i64));
+    let (tm, tn) = (layout.tm, layout.tn);
+    let (span_m, span_n) = (layout.span_m(), layout.span_n());
+    let slice_base = p.base(cx);
     let row0 = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
     let col0 = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
     // Runs of four along the contiguous side: rows when transposed, columns otherwise.
@@ -198,81 +238,42 @@ pub(super) struct Staged<'a> {
     /// Staged as `[n][m]` (the output is contiguous along `m`), else `[m][n]`.
     pub(super) transposed: bool,
     pub(super) bn: usize,
-    pub(super) layout: Layout,
+    /// Rows of one staged band: every thread holds accumulators in each band.
+    pub(super) span_m: usize,
 }
 
 impl Staged<'_> {
     /// Words per staged row.
     pub(super) fn pitch(&self) -> usize {
         if self.transposed {
-            self.layout.span_m() + PAD
+            self.span_m + PAD
         } else {
             self.bn + PAD
         }
     }
 
     pub(super) fn bytes(&self) -> usize {
-        let rows = if self.transposed {
-            self.bn
-        } else {
-            self.layout.span_m()
-        };
+        let rows = if self.transposed { self.bn } else { self.span_m };
         rows * self.pitch() * 4
     }
 
+    /// Band `band` of the tile: `write` puts the band's accumulators into the staging
+    /// area (given its pitch), then the block stores the band through the epilogue.
     pub(super) fn emit(
         &self,
         cx: &mut Emitter,
-        acc: &[Reg],
         smem: Operand,
-        quarter: usize,
-        [tx, ty]: [Operand; 2],
+        band: usize,
+        write: impl FnOnce(&mut Emitter, usize),
     ) -> Result<()> {
         let (m, n, _) = self.dims.mnk();
         let pitch = self.pitch();
-        let row0 = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
-        let col0 = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
-        let patch_rows = PATCH;
-        let (tn, span_m, span_n) = (self.layout.tn, self.layout.span_m(), self.layout.span_n());
-        let n_threads = self.layout.threads_n;
-        // Write this quarter's accumulators: runs of four along the staged rows.
+        let span_m = self.span_m;
         let transposed = self.transposed;
-        let write_ways = wavefronts(16, |lane| {
-            let (x, y) = (lane % n_threads, lane / n_threads);
-            4 * if transposed {
-                x * PATCH * pitch + y * PATCH
-            } else {
-                y * PATCH * pitch + x * PATCH
-            }
-        });
-        if transposed {
-            for j in 0..tn {
-                let col =
-                    cx.b.add_u32(col0, Operand::Int(offset_in_tile(j, span_n) as i64));
-                let at = cx.b.mad_u32(col, Operand::Int(pitch as i64), row0);
-                let addr = shared_address(cx, smem, at);
-                let v: Vec<Reg> = (0..patch_rows)
-                    .map(|i| acc[(quarter * PATCH + i) * tn + j])
-                    .collect();
-                cx.b.shared_ways(write_ways);
-                store_v4(cx, "shared", addr, &v);
-            }
-        } else {
-            for i in 0..patch_rows {
-                let row = cx.b.add_u32(row0, Operand::Int(i as i64));
-                for q in 0..tn / PATCH {
-                    let col = cx.b.add_u32(col0, Operand::Int((q * span_n) as i64));
-                    let at = cx.b.mad_u32(row, Operand::Int(pitch as i64), col);
-                    let addr = shared_address(cx, smem, at);
-                    let v = &acc[(quarter * PATCH + i) * tn + q * PATCH..][..PATCH];
-                    cx.b.shared_ways(write_ways);
-                    store_v4(cx, "shared", addr, v);
-                }
-            }
-        }
+        write(cx, pitch);
         ins!(cx.b, "bar.sync 0");
 
-        // Walk the staged quarter: consecutive threads along the staged rows.
+        // Walk the staged band: consecutive threads along the staged rows.
         let (rows, cols) = if transposed {
             (self.bn, span_m)
         } else {
@@ -282,8 +283,7 @@ impl Staged<'_> {
         let anchor_shape = cx.ty(self.anchor).shape.clone();
         let per_thread = (rows * cols).div_ceil(THREADS);
         let tid = cx.tid();
-        let quarter_m =
-            cx.b.add_u32(self.m0, Operand::Int((quarter * span_m) as i64));
+        let quarter_m = cx.b.add_u32(self.m0, Operand::Int((band * span_m) as i64));
         cx.for_range(per_thread, |cx, e| {
             let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
             let (slow, fast) = (cx.b.div_u32(idx, cols), cx.b.rem_u32(idx, cols));
@@ -315,5 +315,59 @@ impl Staged<'_> {
         })?;
         ins!(cx.b, "bar.sync 0");
         Ok(())
+    }
+}
+
+/// The FMA layout's accumulators of quarter `quarter` (patch row `quarter` of every
+/// thread), into a staging area of `pitch` words per row: runs of four along the
+/// staged rows.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn stage_patches(
+    cx: &mut Emitter,
+    acc: &[Reg],
+    layout: Layout,
+    smem: Operand,
+    quarter: usize,
+    pitch: usize,
+    transposed: bool,
+    [tx, ty]: [Operand; 2],
+) {
+    let row0 = cx.b.mul_u32(ty, Operand::Int(PATCH as i64));
+    let col0 = cx.b.mul_u32(tx, Operand::Int(PATCH as i64));
+    let patch_rows = PATCH;
+    let (tn, span_n) = (layout.tn, layout.span_n());
+    let n_threads = layout.threads_n;
+    let write_ways = wavefronts(16, |lane| {
+        let (x, y) = (lane % n_threads, lane / n_threads);
+        4 * if transposed {
+            x * PATCH * pitch + y * PATCH
+        } else {
+            y * PATCH * pitch + x * PATCH
+        }
+    });
+    if transposed {
+        for j in 0..tn {
+            let col =
+                cx.b.add_u32(col0, Operand::Int(offset_in_tile(j, span_n) as i64));
+            let at = cx.b.mad_u32(col, Operand::Int(pitch as i64), row0);
+            let addr = shared_address(cx, smem, at);
+            let v: Vec<Reg> = (0..patch_rows)
+                .map(|i| acc[(quarter * PATCH + i) * tn + j])
+                .collect();
+            cx.b.shared_ways(write_ways);
+            store_v4(cx, "shared", addr, &v);
+        }
+    } else {
+        for i in 0..patch_rows {
+            let row = cx.b.add_u32(row0, Operand::Int(i as i64));
+            for q in 0..tn / PATCH {
+                let col = cx.b.add_u32(col0, Operand::Int((q * span_n) as i64));
+                let at = cx.b.mad_u32(row, Operand::Int(pitch as i64), col);
+                let addr = shared_address(cx, smem, at);
+                let v = &acc[(quarter * PATCH + i) * tn + q * PATCH..][..PATCH];
+                cx.b.shared_ways(write_ways);
+                store_v4(cx, "shared", addr, v);
+            }
+        }
     }
 }

@@ -26,6 +26,7 @@
 //! keeps the result bit-identical from run to run.
 
 mod epilogue;
+mod mma;
 mod tiles;
 
 pub(crate) use epilogue::read_split;
@@ -36,7 +37,8 @@ use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
 use crate::{conv, matmul};
 use calib_ir::{GemmDims, GemmSchedule, Value};
-use epilogue::{off_lattice, write_partials, Partials, Staged};
+use epilogue::{off_lattice, stage_patches, write_partials, Partials, Staged};
+use mma::{Lane, Warps};
 use tiles::{products, Loader, Tile};
 
 /// Which dimension is adjacent in memory, so that consecutive threads access
@@ -191,26 +193,29 @@ pub(crate) fn emit(
     let m0 = cx.b.mul_u32(tile_m, Operand::Int(bm as i64));
     let n0 = cx.b.mul_u32(tile_n, Operand::Int(bn as i64));
     let k0 = cx.b.mul_u32(slice, Operand::Int((steps * bk) as i64));
-    let layout = Layout::of(&schedule).expect("a checked schedule has a layout");
-    let tx = cx.b.rem_u32(tid, layout.threads_n);
-    let ty = cx.b.div_u32(tid, layout.threads_n);
+    let math = Math::of(cx, &schedule, tid);
+    let pad = match &math {
+        Math::Fma { .. } => PAD,
+        Math::Mma { warps, .. } => warps.pad(),
+    };
 
     let a = Tile {
         depth: bk,
         width: bm,
         offset: 0,
         along_width: contiguity.a_m,
+        pad,
     };
     let b = Tile {
         depth: bk,
         width: bn,
         offset: 2 * a.stage_bytes(),
         along_width: contiguity.b_n,
+        pad,
     };
     let smem = cx.b.reg(Ty::U32);
     ins!(cx.b, "mov.u32 {smem}, {SHARED}");
-    let (tm, tn) = (layout.tm, layout.tn);
-    let acc: Vec<Reg> = (0..tm * tn).map(|_| cx.b.reg(Ty::F32)).collect();
+    let acc: Vec<Reg> = (0..math.accumulators()).map(|_| cx.b.reg(Ty::F32)).collect();
     for r in &acc {
         ins!(cx.b, "mov.f32 {r}, 0f00000000");
     }
@@ -226,6 +231,7 @@ pub(crate) fn emit(
         g,
         tid,
         bk,
+        warps: math.warps(),
     };
     let slots = loader.slots(cx);
     let first = loader.load(cx, &slots, Operand::Int(0))?;
@@ -239,7 +245,7 @@ pub(crate) fn emit(
             let next = cx.b.add_u32(kt, Operand::Int(1));
             let values = loader.load(cx, &slots, next)?;
             let current = stage(cx, smem, [a, b], parity.into());
-            products(cx, &acc, [a, b], layout, current, [tx, ty])?;
+            math.products(cx, &acc, [a, b], current)?;
             let other = cx.b.reg(Ty::U32);
             ins!(cx.b, "xor.b32 {other}, {parity}, 1");
             let other = stage(cx, smem, [a, b], other.into());
@@ -249,26 +255,29 @@ pub(crate) fn emit(
         })?;
     }
     let last = stage(cx, smem, [a, b], Operand::Int(((steps - 1) % 2) as i64));
-    products(cx, &acc, [a, b], layout, last, [tx, ty])?;
+    math.products(cx, &acc, [a, b], last)?;
 
     let operand_bytes = 2 * (a.stage_bytes() + b.stage_bytes());
     if slices > 1 {
         let workspace = cx.workspace()?;
         let transposed = contiguity.c_m;
-        write_partials(
-            cx,
-            &acc,
-            Partials {
-                workspace,
-                dims: &dims,
-                tiles: [m0, n0],
-                g,
-                slice,
-                transposed,
-                layout,
-                thread: [tx, ty],
-            },
-        )?;
+        let partials = Partials {
+            workspace,
+            dims: &dims,
+            tiles: [m0, n0],
+            g,
+            slice,
+            transposed,
+        };
+        match &math {
+            Math::Fma { layout, thread } => {
+                write_partials(cx, &acc, partials, *layout, *thread)?;
+            }
+            Math::Mma { warps, lane } => {
+                let elements = mma::positions(cx, &acc, warps, lane);
+                partials.write_elements(cx, &elements)?;
+            }
+        }
         return Ok(Emitted {
             geometry: Geometry {
                 blocks: tiles * slices,
@@ -294,10 +303,25 @@ pub(crate) fn emit(
         g,
         transposed: contiguity.c_m,
         bn,
-        layout,
+        span_m: math.span_m(),
     };
-    for quarter in 0..tm / PATCH {
-        staged.emit(cx, &acc, smem.into(), quarter, [tx, ty])?;
+    for band in 0..bm / math.span_m() {
+        let transposed = staged.transposed;
+        staged.emit(cx, smem.into(), band, |cx, pitch| match &math {
+            Math::Fma { layout, thread } => stage_patches(
+                cx,
+                &acc,
+                *layout,
+                smem.into(),
+                band,
+                pitch,
+                transposed,
+                *thread,
+            ),
+            Math::Mma { warps, lane } => {
+                mma::stage_band(cx, &acc, warps, lane, smem.into(), band, pitch, transposed)
+            }
+        })?;
     }
     if let Some(strides) = ops.lattice() {
         off_lattice(cx, anchor, aligned, strides, tiles)?;
@@ -310,6 +334,69 @@ pub(crate) fn emit(
         },
         split: None,
     })
+}
+
+/// How a block's threads multiply the tiles, and where their accumulators sit.
+enum Math {
+    /// Each thread a patch of FMA accumulators (`thread` = `[tx, ty]`).
+    Fma { layout: Layout, thread: [Operand; 2] },
+    /// Each warp fragments of `mma` accumulators.
+    Mma { warps: Warps, lane: Lane },
+}
+
+impl Math {
+    fn of(cx: &mut Emitter, schedule: &GemmSchedule, tid: Operand) -> Math {
+        match Warps::of(schedule) {
+            Some(warps) => {
+                let lane = Lane::of(cx, &warps, tid);
+                Math::Mma { warps, lane }
+            }
+            None => {
+                let layout = Layout::of(schedule).expect("a checked schedule has a layout");
+                let tx = cx.b.rem_u32(tid, layout.threads_n);
+                let ty = cx.b.div_u32(tid, layout.threads_n);
+                Math::Fma {
+                    layout,
+                    thread: [tx, ty],
+                }
+            }
+        }
+    }
+
+    fn accumulators(&self) -> usize {
+        match self {
+            Math::Fma { layout, .. } => layout.tm * layout.tn,
+            Math::Mma { warps, .. } => warps.accumulators(),
+        }
+    }
+
+    fn warps(&self) -> Option<Warps> {
+        match self {
+            Math::Fma { .. } => None,
+            Math::Mma { warps, .. } => Some(*warps),
+        }
+    }
+
+    /// Rows of one epilogue band: each thread holds accumulators in every band.
+    fn span_m(&self) -> usize {
+        match self {
+            Math::Fma { layout, .. } => layout.span_m(),
+            Math::Mma { warps, .. } => warps.span_m(),
+        }
+    }
+
+    fn products(
+        &self,
+        cx: &mut Emitter,
+        acc: &[Reg],
+        tiles: [Tile; 2],
+        bases: [Operand; 2],
+    ) -> Result<()> {
+        match self {
+            Math::Fma { layout, thread } => products(cx, acc, tiles, *layout, bases, *thread),
+            Math::Mma { warps, lane } => mma::products(cx, acc, warps, lane, tiles, bases),
+        }
+    }
 }
 
 fn describe(s: &GemmSchedule) -> String {
@@ -400,6 +487,7 @@ mod tests {
                 width: 128,
                 offset: 0,
                 along_width: false,
+                pad: PAD,
             }
             .pitch()
                 - PAD
@@ -411,6 +499,7 @@ mod tests {
                 width: 128,
                 offset: 0,
                 along_width: false,
+                pad: PAD,
             };
             wavefronts(4, |lane| {
                 let (kk, ww) = t.position(lane, 0);

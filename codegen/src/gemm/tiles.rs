@@ -3,7 +3,8 @@
 //! element of a thread at once, one chain each, the step's `k` shared) and stores them,
 //! and the products of a step from the shared tiles.
 
-use super::{load_v4, shared_address, wavefronts, Layout, Operands, PAD, PATCH, THREADS};
+use super::mma::{round_for_store, Warps};
+use super::{load_v4, shared_address, wavefronts, Layout, Operands, PATCH, THREADS};
 use crate::error::Result;
 use crate::eval::Emitter;
 use crate::flow::Check;
@@ -22,11 +23,14 @@ pub(super) struct Tile {
     /// Whether the operand is contiguous along the tile's width (else along k): which
     /// way consecutive threads walk when loading it.
     pub(super) along_width: bool,
+    /// Words of padding after each row, so that the accesses of the products spread
+    /// over the banks.
+    pub(super) pad: usize,
 }
 
 impl Tile {
     pub(super) fn pitch(&self) -> usize {
-        self.width + PAD
+        self.width + self.pad
     }
 
     pub(super) fn stage_bytes(&self) -> usize {
@@ -70,6 +74,8 @@ pub(super) struct Loader<'a> {
     pub(super) g: Operand,
     pub(super) tid: Operand,
     pub(super) bk: usize,
+    /// Set when tensor cores multiply the tiles (TF32 elements are rounded as stored).
+    pub(super) warps: Option<Warps>,
 }
 
 /// One element of a thread's share of a tile, with everything about it that stays the
@@ -189,8 +195,9 @@ impl Loader<'_> {
                 4 * (kk * tile.pitch() + ww)
             });
             let addr = shared_address(cx, bases[usize::from(i >= a_slots)], slot.shared_word);
+            let (v, ty) = round_for_store(cx, self.warps.as_ref(), *v);
             cx.b.shared_ways(ways);
-            ins!(cx.b, "st.shared.f32 [{addr}], {v}");
+            ins!(cx.b, "st.shared.{ty} [{addr}], {v}");
         }
         Ok(())
     }

@@ -181,8 +181,17 @@ pub fn bind<'a>(graph: &Graph, tensors: &'a BTreeMap<String, HostTensor>) -> Bin
 /// interpreter, and checks every output: `max |sim - ref| <= tol * max(1, max |ref|)`.
 /// Returns the largest scaled error.
 pub fn check(graph: &Graph, program: &Program, seed: u64, tol: f64) -> f64 {
-    let tensors = tensors(graph, seed, 3);
-    let b = bind(graph, &tensors);
+    check_tensors(graph, program, &tensors(graph, seed, 3), tol)
+}
+
+/// [`check`] on given input and parameter tensors.
+pub fn check_tensors(
+    graph: &Graph,
+    program: &Program,
+    tensors: &BTreeMap<String, HostTensor>,
+    tol: f64,
+) -> f64 {
+    let b = bind(graph, tensors);
     let want = Reference::new().run(graph, &b).expect("reference run");
     let got = simulate(program, &b);
     let mut worst = 0f64;
