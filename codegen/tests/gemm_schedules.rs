@@ -128,7 +128,10 @@ fn every_schedule_on_tensor_cores(src: &str, anchor: Anchor) {
                 ran += 1;
             }
         }
-        assert!(ran >= GemmSchedule::TILES.len(), "{instruction:?}: {ran} schedules ran");
+        assert!(
+            ran >= GemmSchedule::TILES.len(),
+            "{instruction:?}: {ran} schedules ran"
+        );
     }
 }
 

@@ -31,6 +31,12 @@ pub struct Census {
     pub load_rounds: f64,
     /// Instructions (part of `issue`) that depend on none of their neighbours.
     pub independent: f64,
+    /// FLOPs of tensor-core products (`mma.sync`), a thread's share of its warp's,
+    /// with TF32 operands and with bf16 or f16 operands.
+    #[serde(default)]
+    pub tensor_tf32_flops: f64,
+    #[serde(default)]
+    pub tensor_f16_flops: f64,
 }
 
 /// A thread's dynamic PTX instructions as code generation counted them: each opcode
@@ -82,6 +88,11 @@ impl Census {
                 c.shared += n;
             } else if opcode.starts_with("bar.") {
                 c.barriers += n;
+            } else if let Some((flops, tf32)) = mma_flops(opcode) {
+                match tf32 {
+                    true => c.tensor_tf32_flops += n * flops,
+                    false => c.tensor_f16_flops += n * flops,
+                }
             }
         }
         c
@@ -125,6 +136,19 @@ impl Cost {
     }
 }
 
+/// A thread's share of the FLOPs of an `mma.sync.aligned.mMnNkK...` opcode (`2 M N K /
+/// 32`), and whether its operands are TF32.
+fn mma_flops(opcode: &str) -> Option<(f64, bool)> {
+    let shape = opcode
+        .strip_prefix("mma.sync.aligned.")?
+        .split('.')
+        .next()?;
+    let (m, rest) = shape.strip_prefix('m')?.split_once('n')?;
+    let (n, k) = rest.split_once('k')?;
+    let [m, n, k] = [m, n, k].map(|d| d.parse::<f64>().unwrap_or(0.0));
+    Some((2.0 * m * n * k / 32.0, opcode.contains(".tf32")))
+}
+
 /// Bytes one thread moves with a load or store opcode (`ld.global.nc.v4.f32`: 16).
 fn access_bytes(opcode: &str) -> f64 {
     let lanes = if opcode.contains(".v4") {
@@ -166,6 +190,18 @@ mod tests {
         assert_eq!(c.issue, 12.0 + 8.0 + 2.0 + 2.0 + 10.0);
         assert_eq!(c.sfu, 2.0);
         assert_eq!(c.fp32, 18.0);
+    }
+
+    #[test]
+    fn tensor_core_products_count_their_flops_by_operand_type() {
+        let c = Census::of(&mix(&[
+            ("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32", 3.0),
+            ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", 2.0),
+        ]));
+        assert_eq!(c.tensor_tf32_flops, 3.0 * 64.0);
+        assert_eq!(c.tensor_f16_flops, 2.0 * 128.0);
+        assert_eq!(c.issue, 5.0);
+        assert_eq!(c.fp32, 0.0);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct Device {
     pub peak_flops_f32: f64,
     /// FLOP/s of dense f16/bf16 tensor-core arithmetic.
     pub peak_flops_f16: f64,
+    /// FLOP/s of dense TF32 tensor-core arithmetic (half the f16 rate where absent).
+    #[serde(default)]
+    pub peak_flops_tf32: Option<f64>,
     /// Bytes/s of device memory, as the datasheet gives it.
     pub dram_bandwidth: f64,
     /// Bytes of device memory, as the driver reports them (`nvidia-smi`'s total in
@@ -61,9 +64,17 @@ pub struct Timing {
     pub kernel_floor_us: f64,
     /// The gap between consecutive launches of a step, in microseconds.
     pub launch_gap_us: f64,
+    /// The fraction of the tensor-core peaks that `mma.sync` kernels reach (Hopper's
+    /// full rate needs `wgmma`): an assumption until tensor-core kernels are measured.
+    #[serde(default = "default_mma_sync_efficiency")]
+    pub mma_sync_efficiency: f64,
     /// The measurements the coefficients were fitted to (names in `cost/data/`), or
     /// where they were carried over from.
     pub fitted_to: Vec<String>,
+}
+
+fn default_mma_sync_efficiency() -> f64 {
+    0.5
 }
 
 /// A device description that cannot be used.
@@ -141,7 +152,7 @@ impl Device {
     /// Every figure in its range, or the first field that is not.
     fn check(&self) -> Result<(), String> {
         let t = &self.timing;
-        let positive: [(&str, f64); 15] = [
+        let positive: [(&str, f64); 17] = [
             ("sms", self.sms as f64),
             ("memory_bytes", self.memory_bytes as f64),
             ("clock_hz", self.clock_hz),
@@ -151,7 +162,9 @@ impl Device {
             ("shared_bytes_per_sm", self.shared_bytes_per_sm as f64),
             ("peak_flops_f32", self.peak_flops_f32),
             ("peak_flops_f16", self.peak_flops_f16),
+            ("peak_flops_tf32", self.tf32_flops()),
             ("dram_bandwidth", self.dram_bandwidth),
+            ("timing.mma_sync_efficiency", t.mma_sync_efficiency),
             ("timing.dependent_issue_cycles", t.dependent_issue_cycles),
             (
                 "timing.independent_issue_cycles",
@@ -178,6 +191,12 @@ impl Device {
         {
             return Err(format!("field `{field}` must be zero or more, not {v}"));
         }
+        if t.mma_sync_efficiency > 1.0 {
+            return Err(format!(
+                "field `timing.mma_sync_efficiency` is a fraction of the tensor-core peak, not {}",
+                t.mma_sync_efficiency
+            ));
+        }
         if t.dram_efficiency > 1.0 {
             return Err(format!(
                 "field `timing.dram_efficiency` is a fraction of the bandwidth, not {}",
@@ -188,6 +207,11 @@ impl Device {
     }
 
     /// Bytes/s streaming kernels reach in device memory.
+    /// FLOP/s of TF32 tensor-core arithmetic.
+    pub fn tf32_flops(&self) -> f64 {
+        self.peak_flops_tf32.unwrap_or(self.peak_flops_f16 / 2.0)
+    }
+
     pub fn effective_dram_bandwidth(&self) -> f64 {
         self.dram_bandwidth * self.timing.dram_efficiency
     }

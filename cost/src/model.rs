@@ -4,7 +4,8 @@
 //! larger of two times, combined by a smooth maximum ([`Timing::overlap`]):
 //!
 //! * *throughput*: the issue slots of all its resident warps, four per cycle, with
-//!   shared-memory wavefronts on top;
+//!   shared-memory wavefronts on top, or the tensor cores' time for their products
+//!   (at [`Timing::mma_sync_efficiency`] of the device's peak), whichever is longer;
 //! * *latency*: one warp's own critical path, a load latency per round of global loads
 //!   plus a dependent-issue time per instruction (less for instructions that depend on
 //!   none of their neighbours, such as a GEMM's products); more resident warps hide it,
@@ -25,6 +26,8 @@ use serde::Serialize;
 pub enum Bound {
     /// Issue slots of the resident warps.
     Issue,
+    /// Tensor-core throughput (`mma.sync` products).
+    Tensor,
     /// A warp's critical path (few warps, long prologues, memory latency).
     Latency,
     /// Device-memory bandwidth.
@@ -72,8 +75,17 @@ pub fn predict(launch: &Launch, device: &Device) -> Prediction {
     let resident = per_sm.min(blocks.div_ceil(sms)) as f64;
     let warps = launch.threads.div_ceil(32) as f64;
 
-    let throughput =
+    let issue =
         resident * warps * (c.issue + t.shared_wavefront_cycles * c.shared_wavefronts) / 4.0;
+    // Tensor cores run beside the issue of other instructions: an SM is busy for the
+    // longer of the two.
+    let per_sm_cycle =
+        |peak: f64| peak * t.mma_sync_efficiency / (device.sms as f64 * device.clock_hz);
+    let tensor = resident
+        * launch.threads as f64
+        * (c.tensor_tf32_flops / per_sm_cycle(device.tf32_flops())
+            + c.tensor_f16_flops / per_sm_cycle(device.peak_flops_f16));
+    let throughput = issue.max(tensor);
     let dependent = (c.issue - c.independent).max(0.0);
     let latency = c.load_rounds * t.load_latency_cycles
         + dependent * t.dependent_issue_cycles
@@ -89,10 +101,12 @@ pub fn predict(launch: &Launch, device: &Device) -> Prediction {
     let (slowest, bound) = [
         (
             compute,
-            if throughput >= latency {
-                Bound::Issue
-            } else {
+            if throughput < latency {
                 Bound::Latency
+            } else if tensor > issue {
+                Bound::Tensor
+            } else {
+                Bound::Issue
             },
         ),
         (dram, Bound::Dram),

@@ -22,6 +22,7 @@ const STATISTICS_ONLY: &str = r#"graph {
 #[test]
 fn a_gemm_whose_outputs_all_reduce_it_is_estimated() {
     let body = text::parse(STATISTICS_ONLY).unwrap();
-    let (_, seconds) = best_schedule(&body, &Device::default()).expect("a GEMM kernel");
+    let (_, seconds) =
+        best_schedule(&body, &Device::default(), Default::default()).expect("a GEMM kernel");
     assert!(seconds.is_finite() && seconds > 0.0, "{seconds}");
 }

@@ -111,7 +111,8 @@ impl Partials<'_> {
     /// The first element of this block's slice and group in the workspace.
     fn base(&self, cx: &mut Emitter) -> Operand {
         let (m, n, _) = self.dims.mnk();
-        let base = cx.b.mad_u32(self.slice, Operand::Int(self.dims.groups as i64), self.g);
+        let base =
+            cx.b.mad_u32(self.slice, Operand::Int(self.dims.groups as i64), self.g);
         cx.b.mul_u32(base, Operand::Int((m * n) as i64))
     }
 
@@ -253,7 +254,11 @@ impl Staged<'_> {
     }
 
     pub(super) fn bytes(&self) -> usize {
-        let rows = if self.transposed { self.bn } else { self.span_m };
+        let rows = if self.transposed {
+            self.bn
+        } else {
+            self.span_m
+        };
         rows * self.pitch() * 4
     }
 

@@ -82,7 +82,10 @@ impl Warps {
     /// The tile row and column of accumulator `r` of fragment `(fm, fn)`, relative to
     /// the lane's origin ([`Lane::row`], [`Lane::col`]).
     fn offset(&self, fm: usize, fn_: usize, r: usize) -> (usize, usize) {
-        (fm * self.span_m() + 8 * (r / 2), fn_ * self.span_n() + r % 2)
+        (
+            fm * self.span_m() + 8 * (r / 2),
+            fn_ * self.span_n() + r % 2,
+        )
     }
 }
 
@@ -174,7 +177,8 @@ pub(super) fn products(
         lane.t
     };
     let base = |cx: &mut Emitter, tile: Tile, base: Operand, along: Operand| {
-        let word = cx.b.mad_u32(k_row, Operand::Int(tile.pitch() as i64), along);
+        let word =
+            cx.b.mad_u32(k_row, Operand::Int(tile.pitch() as i64), along);
         let at = shared_address(cx, base, word);
         cx.b.materialize(at, Ty::U32)
     };
@@ -192,7 +196,11 @@ pub(super) fn products(
     let word = |cx: &mut Emitter, tile: Tile, base: Reg, k: usize, along: usize, ways| {
         // TF32 words go to the mma as they are (`.b32`), bf16 ones through `cvt` (`.f32`).
         let load = |cx: &mut Emitter, k: usize| {
-            let (ty, suffix) = if bf16 { (Ty::F32, "f32") } else { (Ty::U32, "b32") };
+            let (ty, suffix) = if bf16 {
+                (Ty::F32, "f32")
+            } else {
+                (Ty::U32, "b32")
+            };
             let v = cx.b.reg(ty);
             let offset = 4 * (k * tile.pitch() + along);
             cx.b.shared_ways(ways);
@@ -265,8 +273,7 @@ pub(super) fn products(
 pub(super) fn stage_band(
     cx: &mut Emitter,
     acc: &[Reg],
-    warps: &Warps,
-    lane: &Lane,
+    (warps, lane): (&Warps, &Lane),
     smem: Operand,
     band: usize,
     pitch: usize,
@@ -287,9 +294,7 @@ pub(super) fn stage_band(
                     let c = cx.b.add_u32(col, Operand::Int(e as i64));
                     let at = cx.b.mad_u32(c, Operand::Int(pitch as i64), row);
                     let addr = shared_address(cx, smem, at);
-                    cx.b.shared_ways(wavefronts(4, |l| {
-                        4 * ((2 * (l % 4) + e) * pitch + l / 4)
-                    }));
+                    cx.b.shared_ways(wavefronts(4, |l| 4 * ((2 * (l % 4) + e) * pitch + l / 4)));
                     ins!(cx.b, "st.shared.f32 [{addr}], {v}");
                 }
             } else {
@@ -371,7 +376,11 @@ mod tests {
         for instruction in [GemmInstruction::MmaTf32, GemmInstruction::MmaBf16] {
             let w = warps(128, 128, instruction);
             let pitch = 128 + w.pad();
-            let rows = if instruction == GemmInstruction::MmaBf16 { 2 } else { 1 };
+            let rows = if instruction == GemmInstruction::MmaBf16 {
+                2
+            } else {
+                1
+            };
             let ways = wavefronts(4, |l| 4 * ((rows * (l % 4)) * pitch + l / 4));
             assert_eq!(ways, 1, "{instruction:?}");
         }

@@ -215,7 +215,9 @@ pub(crate) fn emit(
     };
     let smem = cx.b.reg(Ty::U32);
     ins!(cx.b, "mov.u32 {smem}, {SHARED}");
-    let acc: Vec<Reg> = (0..math.accumulators()).map(|_| cx.b.reg(Ty::F32)).collect();
+    let acc: Vec<Reg> = (0..math.accumulators())
+        .map(|_| cx.b.reg(Ty::F32))
+        .collect();
     for r in &acc {
         ins!(cx.b, "mov.f32 {r}, 0f00000000");
     }
@@ -318,9 +320,15 @@ pub(crate) fn emit(
                 transposed,
                 *thread,
             ),
-            Math::Mma { warps, lane } => {
-                mma::stage_band(cx, &acc, warps, lane, smem.into(), band, pitch, transposed)
-            }
+            Math::Mma { warps, lane } => mma::stage_band(
+                cx,
+                &acc,
+                (warps, lane),
+                smem.into(),
+                band,
+                pitch,
+                transposed,
+            ),
         })?;
     }
     if let Some(strides) = ops.lattice() {
@@ -339,7 +347,10 @@ pub(crate) fn emit(
 /// How a block's threads multiply the tiles, and where their accumulators sit.
 enum Math {
     /// Each thread a patch of FMA accumulators (`thread` = `[tx, ty]`).
-    Fma { layout: Layout, thread: [Operand; 2] },
+    Fma {
+        layout: Layout,
+        thread: [Operand; 2],
+    },
     /// Each warp fragments of `mma` accumulators.
     Mma { warps: Warps, lane: Lane },
 }

@@ -100,7 +100,15 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
                     let res = &mut results[r];
                     res.multi_output = false;
                     if let Some((rg, dag)) = &res.state {
-                        res.plan = plan::plan(rg, dag, graph, &options.device, r, false);
+                        res.plan = plan::plan(
+                            rg,
+                            dag,
+                            graph,
+                            &options.device,
+                            options.precision,
+                            r,
+                            false,
+                        );
                     }
                     warnings.push(format!("region {}: multi-output kernels formed a cycle across regions; planned with single-output kernels", part.regions[r].name));
                 }
@@ -128,7 +136,8 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     } else {
         0
     };
-    let (split_k, split_reductions) = schedule::assign(&mut program, &options.device);
+    let (split_k, split_reductions) =
+        schedule::assign(&mut program, &options.device, options.precision);
     for (n, k) in program.kernels.iter_mut().enumerate() {
         k.name = format!("k{n}");
     }
@@ -189,7 +198,7 @@ pub fn unfused(graph: &Graph) -> Result<Program> {
     let plans: Vec<RegionPlan> = results.into_iter().map(|r| r.plan).collect();
     let mut program = program::assemble(graph, &part, &plans)
         .map_err(|_| PassError::Fusion("unfused kernels formed a cycle (a bug)".into()))?;
-    schedule::assign(&mut program, &options.device);
+    schedule::assign(&mut program, &options.device, options.precision);
     Ok(program)
 }
 
@@ -290,7 +299,15 @@ fn fuse_region(
         }
         stats.push(s);
     }
-    let plan = plan::plan(&rg, &dag, graph, &options.device, r, true);
+    let plan = plan::plan(
+        &rg,
+        &dag,
+        graph,
+        &options.device,
+        options.precision,
+        r,
+        true,
+    );
     Ok(RegionResult {
         plan,
         stats,

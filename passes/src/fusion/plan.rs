@@ -13,7 +13,7 @@ use super::group::{Group, Producers};
 use super::language::Head;
 use super::region::RegionGraph;
 use calib_cost::Device;
-use calib_ir::{Anchor, Graph};
+use calib_ir::{Anchor, Graph, Precision};
 use egg::Id;
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,9 +47,9 @@ pub struct RegionPlan {
 /// kernel so that between plans the cost model cannot tell apart (a convolution whose
 /// statistics are a second launch of its own kernel, or of a kernel of their own) the
 /// one with fewer kernels, buffers and launches to schedule wins.
-fn planned_seconds(body: &Graph, device: &Device) -> f64 {
+fn planned_seconds(body: &Graph, device: &Device, precision: Precision) -> f64 {
     const PER_KERNEL: f64 = 0.2e-6;
-    kernel_seconds(body, device) + PER_KERNEL
+    kernel_seconds(body, device, precision) + PER_KERNEL
 }
 
 /// An op as its own kernel: its group, body, inputs and covered nodes.
@@ -62,6 +62,7 @@ pub fn plan(
     dag: &Dag,
     graph: &Graph,
     device: &Device,
+    precision: Precision,
     r: usize,
     multi_output: bool,
 ) -> RegionPlan {
@@ -91,7 +92,9 @@ pub fn plan(
                 let mut g = Group::seed(dag, i);
                 g.absorb(dag, i, Producers::FreeOnly);
                 if let Some((body, inputs, covers)) = g.body(dag, &[i], &scope) {
-                    problem.item_cost.push(planned_seconds(&body, device));
+                    problem
+                        .item_cost
+                        .push(planned_seconds(&body, device, precision));
                     cands.push(Candidate {
                         item: Some(problem.item_cost.len() as u32 - 1),
                         children: inputs.clone(),
@@ -127,7 +130,9 @@ pub fn plan(
                 continue;
             };
             let item = *kernel_item.entry(kc).or_insert_with(|| {
-                problem.item_cost.push(planned_seconds(&info.body, device));
+                problem
+                    .item_cost
+                    .push(planned_seconds(&info.body, device, precision));
                 let item = problem.item_cost.len() as u32 - 1;
                 item_kernel.insert(item, k);
                 item

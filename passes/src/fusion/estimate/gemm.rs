@@ -7,7 +7,8 @@ use super::work::{issue, work_of, Work};
 use super::{census, seconds, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{
-    gemm_anchor, GemmDims, GemmSchedule, Graph, Op, OpClass, ReductionSchedule, Schedule, Value,
+    gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, Graph, Op, OpClass, Precision,
+    ReductionSchedule, Schedule, Value,
 };
 
 /// What a GEMM kernel's launches execute under `schedule`.
@@ -72,20 +73,50 @@ pub(super) fn gemm_with(
         (s.block_k * s.block_n) as f64 / 256.0,
     );
     let (_, steps) = s.k_steps(dims);
-    let fragments = (tm / 4 + tn / 4) as f64;
-    let products = Work {
-        issue: s.block_k as f64 * ((tm * tn) as f64 + 3.0 * fragments),
-        fp32: (s.block_k * tm * tn) as f64,
-        independent: (s.block_k * tm * tn) as f64,
-        ..Work::default()
+    let (products, fragment_loads, bands) = match (s.instruction, s.warps()) {
+        (GemmInstruction::Fma, _) | (_, None) => {
+            let fragments = (tm / 4 + tn / 4) as f64;
+            let products = Work {
+                issue: s.block_k as f64 * ((tm * tn) as f64 + 3.0 * fragments),
+                fp32: (s.block_k * tm * tn) as f64,
+                independent: (s.block_k * tm * tn) as f64,
+                ..Work::default()
+            };
+            (products, s.block_k as f64 * fragments, tm / 4)
+        }
+        (instruction, Some((wm, wn))) => {
+            // Per instruction's k: each lane loads its A and B fragment words (two f32
+            // and a `cvt` per bf16 word), then every pair of fragments is one `mma`.
+            let (fm, fn_) = (s.block_m / (16 * wm), s.block_n / (8 * wn));
+            let slices = (s.block_k / instruction.k_per_instruction()) as f64;
+            let words = (4 * fm + 2 * fn_) as f64;
+            let bf16 = instruction == GemmInstruction::MmaBf16;
+            let loads = if bf16 { 2.0 * words } else { words };
+            let mmas = (fm * fn_) as f64;
+            let flops = 2.0 * (s.block_m * s.block_n * s.block_k) as f64 / 256.0;
+            let products = Work {
+                issue: slices * (mmas + loads + if bf16 { words } else { 0.0 })
+                    // TF32 elements are rounded as they are stored.
+                    + if bf16 { 0.0 } else { ea + eb },
+                independent: slices * mmas,
+                tensor_tf32_flops: if bf16 { 0.0 } else { flops },
+                tensor_f16_flops: if bf16 { flops } else { 0.0 },
+                ..Work::default()
+            };
+            (products, slices * loads, s.block_m / (16 * wm))
+        }
     };
     // The elements of a step load as independent chains, one per element.
     let mut loads = wa * ea + wb * eb;
     loads.independent += (loads.issue - loads.independent) * (1.0 - 1.0 / (ea + eb).max(1.0));
     let mut step = loads + products + issue(10.0);
     step.rounds = 1.0 + (wa.rounds * ea + wb.rounds * eb);
-    let shared_per_step = ea + eb + s.block_k as f64 * fragments;
-    let wavefronts_per_step = ea + eb + 4.0 * s.block_k as f64 * fragments;
+    let shared_per_step = ea + eb + fragment_loads;
+    let wavefronts_per_step = match s.instruction {
+        // 16-byte fragment loads take four wavefronts each.
+        GemmInstruction::Fma => ea + eb + 4.0 * fragment_loads,
+        _ => ea + eb + fragment_loads,
+    };
     let steps = steps as f64;
     let mut main = step * (steps + 1.0);
 
@@ -121,7 +152,7 @@ pub(super) fn gemm_with(
         }
         shared += 2.0 * per_thread_outputs;
         wavefronts += 2.0 * per_thread_outputs;
-        let mut c = census(main, shared, wavefronts, steps + 2.0 * (tm / 4) as f64);
+        let mut c = census(main, shared, wavefronts, steps + 2.0 * bands as f64);
         c.global_stores = per_thread_outputs * aligned.len() as f64;
         c.global_store_bytes = 4.0 * c.global_stores;
         launches.push(Launch {
@@ -236,20 +267,39 @@ pub(super) fn first_reduction(body: &Graph, v: Value) -> Option<Value> {
 /// The schedules the planner considers for a GEMM of `dims`: every tile shape at two
 /// step depths, with `k` unsplit and split into as many slices as fill the device's SMs
 /// one to eight times.
-pub fn candidate_schedules(dims: &GemmDims, device: &Device) -> Vec<GemmSchedule> {
+pub fn candidate_schedules(
+    dims: &GemmDims,
+    device: &Device,
+    precision: Precision,
+) -> Vec<GemmSchedule> {
     let mut out = vec![];
-    for (bm, bn) in GemmSchedule::TILES {
+    let instructions: &[GemmInstruction] = match precision {
+        Precision::F32 => &[GemmInstruction::Fma],
+        // Operands are rounded by the policy's casts, so FMA units compute the same
+        // products: they stay a candidate (a GEMM too thin for tensor cores).
+        Precision::Tf32 => &[GemmInstruction::Fma, GemmInstruction::MmaTf32],
+        Precision::Bf16 => &[GemmInstruction::Fma, GemmInstruction::MmaBf16],
+    };
+    for (&instruction, (bm, bn)) in instructions
+        .iter()
+        .flat_map(|i| GemmSchedule::TILES.into_iter().map(move |t| (i, t)))
+    {
         // The tile's shallowest step and one twice as deep (fewer barriers per
-        // product, more elements in flight per load round).
-        let depth = GemmSchedule::depth(bm, bn);
+        // product, more elements in flight per load round); a multiple of the
+        // instruction's k.
+        let per = instruction.k_per_instruction();
+        let depth = GemmSchedule::depth(bm, bn).max(per).next_multiple_of(per);
         for block_k in [depth, 2 * depth].into_iter().filter(|&d| d <= 32) {
             let base = GemmSchedule {
                 block_m: bm,
                 block_n: bn,
                 block_k,
                 split_k: 1,
-                instruction: Default::default(),
+                instruction,
             };
+            if !instruction.is_fma() && base.check(dims).is_err() {
+                continue;
+            }
             let (steps, _) = base.k_steps(dims);
             let tiles = base.tiles(dims);
             out.push(base);
@@ -279,7 +329,11 @@ pub fn candidate_schedules(dims: &GemmDims, device: &Device) -> Vec<GemmSchedule
 
 /// The fastest schedule for GEMM kernel `body`, with its predicted seconds: the tile
 /// and split of `k`, and for statistics over the result, the split of that reduction.
-pub fn best_schedule(body: &Graph, device: &Device) -> Option<(Schedule, f64)> {
+pub fn best_schedule(
+    body: &Graph,
+    device: &Device,
+    precision: Precision,
+) -> Option<(Schedule, f64)> {
     let anchor = gemm_anchor(body)?;
     let dims = GemmDims::of(body, anchor)?;
     let work = operand_work(body, anchor, &dims);
@@ -289,7 +343,7 @@ pub fn best_schedule(body: &Graph, device: &Device) -> Option<(Schedule, f64)> {
             device,
         )
     };
-    let (gemm, t) = candidate_schedules(&dims, device)
+    let (gemm, t) = candidate_schedules(&dims, device, precision)
         .into_iter()
         .map(|s| (s, time(&s, 1)))
         .min_by(|a, b| a.1.total_cmp(&b.1))?;

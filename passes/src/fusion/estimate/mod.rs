@@ -18,7 +18,7 @@ pub use gemm::{best_schedule, candidate_schedules, gemm, GemmEstimate};
 pub use reduction::best_reduction_split;
 
 use calib_cost::{predict, Census, Device, Launch};
-use calib_ir::{gemm_anchor, GemmDims, Graph, Schedule, Value};
+use calib_ir::{gemm_anchor, GemmDims, Graph, Precision, Schedule, Value};
 use reduction::{pointwise, reduction, reduction_anchor};
 use work::Work;
 
@@ -48,6 +48,8 @@ fn census(per_thread: Work, shared: f64, shared_wavefronts: f64, barriers: f64) 
         barriers,
         load_rounds: per_thread.rounds,
         independent: per_thread.independent,
+        tensor_tf32_flops: per_thread.tensor_tf32_flops,
+        tensor_f16_flops: per_thread.tensor_f16_flops,
         ..Census::default()
     }
 }
@@ -62,8 +64,8 @@ pub fn seconds(launches: &[Launch], device: &Device) -> f64 {
 
 /// The predicted seconds of a kernel with this body: GEMM kernels under their best
 /// schedule, reductions and maps as their families run them.
-pub fn kernel_seconds(body: &Graph, device: &Device) -> f64 {
-    if let Some((_, t)) = best_schedule(body, device) {
+pub fn kernel_seconds(body: &Graph, device: &Device, precision: Precision) -> f64 {
+    if let Some((_, t)) = best_schedule(body, device, precision) {
         return t;
     }
     if let Some((_, t, _)) = best_reduction_split(body, device) {
@@ -95,5 +97,5 @@ pub fn program_kernel_seconds(kernel: &calib_ir::Kernel, device: &Device) -> f64
         }) => reduction_under(r.split),
         _ => None,
     };
-    scheduled.unwrap_or_else(|| kernel_seconds(&kernel.body, device))
+    scheduled.unwrap_or_else(|| kernel_seconds(&kernel.body, device, Precision::F32))
 }

@@ -15,6 +15,9 @@ pub(super) struct Work {
     pub(super) rounds: f64,
     /// Instructions that wait for none of their neighbours (a GEMM's products).
     pub(super) independent: f64,
+    /// Tensor-core FLOPs (a thread's share), TF32 and f16/bf16.
+    pub(super) tensor_tf32_flops: f64,
+    pub(super) tensor_f16_flops: f64,
 }
 
 impl Add for Work {
@@ -27,6 +30,8 @@ impl Add for Work {
             loads: self.loads + o.loads,
             rounds: self.rounds + o.rounds,
             independent: self.independent + o.independent,
+            tensor_tf32_flops: self.tensor_tf32_flops + o.tensor_tf32_flops,
+            tensor_f16_flops: self.tensor_f16_flops + o.tensor_f16_flops,
         }
     }
 }
@@ -47,6 +52,8 @@ impl Mul<f64> for Work {
             loads: self.loads * k,
             rounds: self.rounds * k,
             independent: self.independent * k,
+            tensor_tf32_flops: self.tensor_tf32_flops * k,
+            tensor_f16_flops: self.tensor_f16_flops * k,
         }
     }
 }

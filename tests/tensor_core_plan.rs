@@ -1,0 +1,83 @@
+//! The SCNet-50 training step (batch 64, 224x224) planned for an H200 with tensor cores
+//! allowed: the planner puts the GEMM work on `mma.sync`, its estimates agree with the
+//! cost model's reading of the emitted code, and the step is predicted faster than at
+//! f32. (A prediction: the tensor-core coefficients are assumptions until measured.)
+
+use calib::codegen::compile;
+use calib::ir::{DType, GemmInstruction, Mode, Precision};
+use calib::passes::fusion::{estimate::program_kernel_seconds, fuse, FusionOptions};
+use calib::passes::{train_step, TrainConfig};
+use calib::predict::predict_step;
+use std::collections::{BTreeMap, HashMap};
+
+#[test]
+fn the_scnet50_step_runs_its_gemms_on_tensor_cores_at_tf32_and_bf16() {
+    let spec = calib::models::presets::preset("scnet50").unwrap();
+    let model = calib::models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
+    let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
+    let mut step_ms = BTreeMap::new();
+    for precision in Precision::ALL {
+        let options = FusionOptions {
+            precision,
+            ..FusionOptions::default()
+        };
+        let fusion = fuse(&step.graph, &options).unwrap();
+        let compiled = compile(&fusion.program).unwrap();
+        let p = predict_step(&fusion.program, &compiled, &options.device, &HashMap::new());
+        eprintln!("{precision}:\n{}", p.to_text(5));
+        step_ms.insert(precision.name(), p.step_ms);
+
+        // Where the GEMM FLOPs run.
+        let (mut all, mut on_tensor_cores) = (0.0, 0.0);
+        for k in &fusion.program.kernels {
+            let Some(g) = k.schedule.and_then(|s| s.gemm) else {
+                continue;
+            };
+            let anchor = calib::ir::gemm_anchor(&k.body).unwrap();
+            let flops = calib::ir::GemmDims::of(&k.body, anchor).unwrap().flops();
+            all += flops;
+            if g.instruction != GemmInstruction::Fma {
+                on_tensor_cores += flops;
+            }
+        }
+        let share = on_tensor_cores / all;
+        eprintln!(
+            "{precision}: {:.1}% of GEMM FLOPs on tensor cores",
+            100.0 * share
+        );
+        match precision {
+            Precision::F32 => assert_eq!(share, 0.0),
+            _ => assert!(
+                share > 0.9,
+                "{precision}: {:.1}% on tensor cores",
+                100.0 * share
+            ),
+        }
+
+        // Planner against emitted code, kernel by kernel.
+        let mut emitted: BTreeMap<&str, f64> = BTreeMap::new();
+        for l in &p.launches {
+            *emitted.entry(&l.kernel).or_default() += l.predicted_us;
+        }
+        let (mut total, mut agreeing) = (0.0, 0.0);
+        for k in &fusion.program.kernels {
+            let Some(&us) = emitted.get(k.name.as_str()) else {
+                continue;
+            };
+            let planned = program_kernel_seconds(k, &options.device) * 1e6;
+            total += us;
+            if (0.5..=2.0).contains(&(planned / us)) {
+                agreeing += us;
+            }
+        }
+        assert!(
+            agreeing >= 0.9 * total,
+            "{precision}: the planner's estimates are within 2x for only {:.1}% of the time",
+            100.0 * agreeing / total
+        );
+    }
+    assert!(
+        step_ms["tf32"] < step_ms["f32"] && step_ms["bf16"] <= step_ms["tf32"],
+        "{step_ms:?}"
+    );
+}
