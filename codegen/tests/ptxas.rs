@@ -1,6 +1,6 @@
 //! Every kernel of the SCNet-50 and ResNet-50 training steps (batch 64, 224x224, f32),
-//! fused and unfused, assembled by NVIDIA's ptxas for sm_80 and sm_90; pointwise and
-//! reduction kernels must not spill. (Every test plan is assembled too: see
+//! fused and unfused, and fused with tensor cores at TF32 and bf16, assembled by
+//! NVIDIA's ptxas for sm_80 and sm_90; pointwise and reduction kernels must not spill. (Every test plan is assembled too: see
 //! `support::simulate`.)
 //!
 //! ptxas comes from the `nvidia-cuda-nvcc-cu12` wheel (`scripts/setup.sh`); without it
@@ -9,7 +9,7 @@
 mod support;
 
 use calib_codegen::{compile, Family};
-use calib_ir::{DType, Graph, Mode, Program};
+use calib_ir::{DType, GemmInstruction, Graph, Mode, Precision, Program};
 use calib_passes::fusion::{fuse, unfused, FusionOptions};
 use calib_passes::{train_step, TrainConfig};
 use std::time::Instant;
@@ -80,4 +80,34 @@ fn resnet50_training_step_unfused() {
         "resnet50 unfused",
         &unfused(&training_step("resnet50")).unwrap(),
     );
+}
+
+/// The fused step with tensor cores allowed: most GEMMs are `mma.sync` kernels.
+fn assemble_on_tensor_cores(preset: &str) {
+    let step = training_step(preset);
+    for precision in [Precision::Tf32, Precision::Bf16] {
+        let options = FusionOptions {
+            precision,
+            ..FusionOptions::default()
+        };
+        let program = fuse(&step, &options).unwrap().program;
+        let on_tensor_cores = program
+            .kernels
+            .iter()
+            .filter_map(|k| k.schedule.and_then(|s| s.gemm))
+            .filter(|g| g.instruction != GemmInstruction::Fma)
+            .count();
+        assert!(on_tensor_cores > 50, "{preset} {precision}: {on_tensor_cores} mma GEMMs");
+        assemble_plan(&format!("{preset} fused {precision}"), &program);
+    }
+}
+
+#[test]
+fn scnet50_training_step_on_tensor_cores() {
+    assemble_on_tensor_cores("scnet50");
+}
+
+#[test]
+fn resnet50_training_step_on_tensor_cores() {
+    assemble_on_tensor_cores("resnet50");
 }
