@@ -47,6 +47,11 @@ PY
 plan=$(mktemp -d)
 target/release/calib compile scnet50 --train --batch 64 --emit-ptx --out "$plan" >/dev/null
 cp "$plan/launches.json" "$bundle/scnet50-b64-launches.json"
-rm -rf "$plan"
+# The tensor-core plans, for fitting the cost model to their measured launches.
+for precision in tf32 bf16; do
+  target/release/calib compile scnet50 --train --batch 64 --precision "$precision" --emit-ptx --out "$plan-$precision" >/dev/null
+  cp "$plan-$precision/launches.json" "$bundle/scnet50-b64-$precision-launches.json"
+done
+rm -rf "$plan" "$plan-tf32" "$plan-bf16"
 git rev-parse HEAD > "$bundle/COMMIT" 2>/dev/null || echo unknown > "$bundle/COMMIT"
 du -sh "$bundle"

@@ -134,9 +134,18 @@ step train-cuda-launch 60 env MASTER_PORT=$(( 29500 + RANDOM % 2000 )) bash scri
 
 # 4. The rest.
 step bench-calib-f32-graph 60 "$calib" bench --model scnet50 --batch 64 --backend cuda --cuda-graph --steps 10 --json
+# Tensor cores (issue 11): the step at TF32 and bf16, every launch timed, so the cost
+# model's tensor-core coefficients (mma_sync_efficiency) can be fitted to them.
+for precision in tf32 bf16; do
+  step "bench-calib-$precision" 60 "$calib" bench --model scnet50 --batch 64 --backend cuda \
+    --precision "$precision" --cuda-graph --steps 10 --json --per-kernel "$out/scnet50-b64-$precision-kernels.csv"
+done
 fixtures=()
 for dir in "$bundle"/fixtures/*/; do [ -f "$dir/meta.json" ] && fixtures+=("$dir"); done
 step verify-cuda 45 "$calib" verify --backend cuda --json "${fixtures[@]}"
+for precision in tf32 bf16; do
+  step "verify-cuda-$precision" 45 "$calib" verify --backend cuda --precision "$precision" --json "${fixtures[@]}"
+done
 if python3 -c 'import torch' 2>/dev/null; then
   step check-pytorch-definition 30 python3 bench/scnet_torch.py --check "${fixtures[@]}"
   step bench-pytorch 90 python3 bench/torch_gpu_step.py --out "$work/pytorch.json" --batch 64 --steps 10
@@ -190,6 +199,8 @@ summary["cold_start"] = start(cold)
 summary["warm_start"] = start(warm)
 summary["calib"] = warm
 summary["calib_cuda_graph"] = bench("bench-calib-f32-graph")
+for precision in ("tf32", "bf16"):
+    summary[f"calib_{precision}"] = bench(f"bench-calib-{precision}")
 table = os.path.join(out, "scnet50-b64-kernels.csv")
 summary["per_kernel"] = dict(warm.get("per_kernel") or {}, file=os.path.basename(table),
                              written=os.path.exists(table))
@@ -217,7 +228,7 @@ with open(os.path.join(out, "gpu-check.json"), "w") as f:
 print(json.dumps({k: summary[k] for k in ("passed", "cold_start", "warm_start")}, indent=1)[:3000])
 PY
 tar -czf "$out/gpu-check-logs.tar.gz" -C "$work" logs
-[ -f "$bundle/scnet50-b64-launches.json" ] && cp "$bundle/scnet50-b64-launches.json" "$out/"
+for f in "$bundle"/scnet50-b64-*launches.json; do [ -f "$f" ] && cp "$f" "$out/"; done
 rm -rf "$work"
 echo "gpu-check: finished in $(( $(date +%s) - started ))s, status $status; wrote $(ls "$out" | tr '\n' ' ')"
 exit $status
