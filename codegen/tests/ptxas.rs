@@ -97,7 +97,10 @@ fn assemble_on_tensor_cores(preset: &str) {
             .filter_map(|k| k.schedule.and_then(|s| s.gemm))
             .filter(|g| g.instruction != GemmInstruction::Fma)
             .count();
-        assert!(on_tensor_cores > 50, "{preset} {precision}: {on_tensor_cores} mma GEMMs");
+        assert!(
+            on_tensor_cores > 50,
+            "{preset} {precision}: {on_tensor_cores} mma GEMMs"
+        );
         assemble_plan(&format!("{preset} fused {precision}"), &program);
     }
 }

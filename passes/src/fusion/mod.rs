@@ -181,7 +181,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         split_reductions,
         warnings,
         disabled_rules: options.rules.disabled().map(str::to_string).collect(),
-        kernels: report::kernel_rows(&program, &options.device),
+        kernels: report::kernel_rows(&program, &options.device, options.precision),
     };
     Ok(Fusion { program, report })
 }

@@ -327,6 +327,34 @@ pub fn candidate_schedules(
     out
 }
 
+/// For each instruction the precision allows, the fastest GEMM schedule of kernel
+/// `body` on it and its predicted seconds (the statistics unsplit): what a report
+/// gives as the reason for the planner's choice.
+pub fn fastest_per_instruction(
+    body: &Graph,
+    device: &Device,
+    precision: Precision,
+) -> Vec<(GemmSchedule, f64)> {
+    let Some((anchor, dims)) = gemm_anchor(body).and_then(|a| Some((a, GemmDims::of(body, a)?)))
+    else {
+        return vec![];
+    };
+    let work = operand_work(body, anchor, &dims);
+    let mut best: Vec<(GemmSchedule, f64)> = vec![];
+    for s in candidate_schedules(&dims, device, precision) {
+        let t = seconds(
+            &gemm_with(body, anchor, &dims, &s, work, 1).launches,
+            device,
+        );
+        match best.iter_mut().find(|b| b.0.instruction == s.instruction) {
+            Some(b) if t < b.1 => *b = (s, t),
+            Some(_) => {}
+            None => best.push((s, t)),
+        }
+    }
+    best
+}
+
 /// The fastest schedule for GEMM kernel `body`, with its predicted seconds: the tile
 /// and split of `k`, and for statistics over the result, the split of that reduction.
 pub fn best_schedule(

@@ -14,7 +14,7 @@ mod gemm;
 mod reduction;
 mod work;
 
-pub use gemm::{best_schedule, candidate_schedules, gemm, GemmEstimate};
+pub use gemm::{best_schedule, candidate_schedules, fastest_per_instruction, gemm, GemmEstimate};
 pub use reduction::best_reduction_split;
 
 use calib_cost::{predict, Census, Device, Launch};
