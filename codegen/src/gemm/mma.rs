@@ -230,21 +230,20 @@ pub(super) fn products(
                 word(cx, a, a_base, k0 + half, m + 8, a_ways),
             ]);
         }
-        let mut bf = vec![];
-        for fn_ in 0..warps.frags_n {
-            let n = fn_ * warps.span_n();
-            bf.push([
-                word(cx, b, b_base, k0, n, b_ways),
-                word(cx, b, b_base, k0 + half, n, b_ways),
-            ]);
-        }
         let shape = match warps.instruction {
             GemmInstruction::MmaBf16 => "m16n8k16.row.col.f32.bf16.bf16.f32",
             _ => "m16n8k8.row.col.f32.tf32.tf32.f32",
         };
-        cx.b.independent(true);
-        for (fm, a) in af.iter().enumerate() {
-            for (fn_, b) in bf.iter().enumerate() {
+        // One B fragment at a time, each used by every A fragment at once: the
+        // fewest fragment registers live beside the accumulators.
+        for fn_ in 0..warps.frags_n {
+            let n = fn_ * warps.span_n();
+            let bw = [
+                word(cx, b, b_base, k0, n, b_ways),
+                word(cx, b, b_base, k0 + half, n, b_ways),
+            ];
+            cx.b.independent(true);
+            for (fm, a) in af.iter().enumerate() {
                 let c: Vec<Reg> = (0..4).map(|r| acc[warps.acc(fm, fn_, r)]).collect();
                 ins!(
                     cx.b,
@@ -253,16 +252,16 @@ pub(super) fn products(
                     a[1],
                     a[2],
                     a[3],
-                    b[0],
-                    b[1],
+                    bw[0],
+                    bw[1],
                     c0 = c[0],
                     c1 = c[1],
                     c2 = c[2],
                     c3 = c[3]
                 );
             }
+            cx.b.independent(false);
         }
-        cx.b.independent(false);
     }
     Ok(())
 }
