@@ -140,6 +140,10 @@ for precision in tf32 bf16; do
   step "bench-calib-$precision" 60 "$calib" bench --model scnet50 --batch 64 --backend cuda \
     --precision "$precision" --cuda-graph --steps 10 --json --per-kernel "$out/scnet50-b64-$precision-kernels.csv"
 done
+# Autotuning: each GEMM shape's cost-model top candidates measured in whole steps; the
+# cache comes back in the logs archive for cost/tuning/.
+step tune-tf32 90 "$calib" tune scnet50 --batch 64 --precision tf32 --candidates 3 --runs 2 \
+  --out "$logs/tuning-scnet50-b64-tf32.json"
 fixtures=()
 for dir in "$bundle"/fixtures/*/; do [ -f "$dir/meta.json" ] && fixtures+=("$dir"); done
 step verify-cuda 45 "$calib" verify --backend cuda --json "${fixtures[@]}"

@@ -8,7 +8,7 @@ use calib_runtime::{Backend, Reference};
 pub const BACKENDS: &[&str] = &["reference", "sim", "cuda"];
 
 /// Choices that only some backends take.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct BackendOptions {
     /// `cuda`: capture each step as a CUDA graph and replay it.
     pub cuda_graph: bool,
@@ -20,6 +20,11 @@ pub struct BackendOptions {
     /// `LOCAL_RANK`): it runs on this GPU and all-reduces through the group it binds.
     /// The CPU backends need nothing of it.
     pub process_gpu: Option<usize>,
+    /// `sim`, `cuda`: GEMM schedules measured by `calib tune`, used in place of the
+    /// cost model's for the shapes they cover.
+    pub tuning: Option<calib_passes::fusion::tuning::TuningCache>,
+    /// `sim`, `cuda`: the device the planner costs kernels for (an H200 by default).
+    pub device: Option<calib_passes::fusion::Device>,
 }
 
 /// The backend called `name`.
@@ -45,8 +50,13 @@ pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backe
              (the reference backend runs the graph unfused)"
         );
     }
+    if options.tuning.is_some() && name == "reference" {
+        bail!("tuned schedules shape the fused plan: they need --backend sim or cuda");
+    }
     let fusion = FusionOptions {
         rules: options.rules.clone(),
+        tuning: options.tuning.clone(),
+        device: options.device.clone().unwrap_or_default(),
         ..FusionOptions::default()
     };
     match name {

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use calib::ir::{dot, json, text, DType, Graph, Mode, Op, Value};
 use calib::ir::{GraphBuilder, Program};
 use calib::models::build_with;
+use calib::passes::fusion::tuning::TuningCache;
 use calib::passes::fusion::{fuse, Device, FusionOptions, Limits};
 use calib::passes::{
     all_reduce_windows, data_parallel_step, train_step, vjp, AllReduceWindow, DataParallel,
@@ -48,6 +49,10 @@ pub struct Args {
     /// a100-sxm) or a device JSON file like those in cost/devices/ (default: h200).
     #[arg(long)]
     device: Option<String>,
+    /// GEMM schedules measured by `calib tune` (a cache file): used, for --device, for
+    /// the GEMM shapes it covers instead of the cost model's choice.
+    #[arg(long, value_name = "FILE")]
+    tuning: Option<PathBuf>,
     /// E-nodes per region.
     #[arg(long)]
     node_limit: Option<usize>,
@@ -116,6 +121,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     options.limits = limits(&args)?;
     options.rules = args.rules.rule_set()?;
+    if let Some(path) = &args.tuning {
+        let cache = TuningCache::read(path).map_err(anyhow::Error::msg)?;
+        if cache.device != options.device.name {
+            eprintln!(
+                "warning: {} holds schedules measured on {}, not {}: none of them is used",
+                path.display(),
+                cache.device,
+                options.device.name
+            );
+        }
+        options.tuning = Some(cache);
+    }
     let fusion = fuse(&graph, &options)?;
 
     let out = &args.out;

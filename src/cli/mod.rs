@@ -17,6 +17,7 @@ mod loader_bench;
 mod report;
 mod rules;
 mod train;
+mod tune;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +62,8 @@ enum Command {
     Rules(rules::Args),
     /// Convert a PyTorch checkpoint (.pth, zip or legacy) to safetensors, checked by name.
     Import(import::Args),
+    /// Measure GEMM schedules on the GPU and keep the fastest per shape (a cache file).
+    Tune(tune::Args),
 }
 
 /// Runs one subcommand; `Ok` carries the process exit code.
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fuzz(args) => fuzz::run(args),
         Command::Rules(args) => rules::run(args),
         Command::Import(args) => import::run(args),
+        Command::Tune(args) => tune::run(args),
     }
 }
 

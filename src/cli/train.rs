@@ -193,6 +193,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
             check_finite: args.check_finite,
             rules: args.rules.rule_set()?,
             process_gpu: launch.as_ref().map(|l| l.local_rank),
+            ..Default::default()
         },
     )?;
     let group = match &launch {

@@ -36,6 +36,7 @@ mod report;
 mod rule_set;
 mod rules;
 mod schedule;
+pub mod tuning;
 
 pub use calib_cost::Device;
 pub use cost::{kernel_cost, roofline_seconds, KernelCost};
@@ -70,6 +71,9 @@ pub struct FusionOptions {
     /// The precision policy the graph was built under (`passes::precision` applies it
     /// as casts): with `tf32` or `bf16`, GEMM kernels are scheduled on tensor cores.
     pub precision: calib_ir::Precision,
+    /// Schedules measured by `calib tune`: used for the GEMMs whose shape they cover on
+    /// this device, in place of the cost model's choice.
+    pub tuning: Option<tuning::TuningCache>,
 }
 
 /// A fused program and the report of how it was found.
@@ -136,8 +140,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     } else {
         0
     };
-    let (split_k, split_reductions) =
-        schedule::assign(&mut program, &options.device, options.precision);
+    let (split_k, split_reductions) = schedule::assign(&mut program, options);
     for (n, k) in program.kernels.iter_mut().enumerate() {
         k.name = format!("k{n}");
     }
@@ -181,7 +184,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         split_reductions,
         warnings,
         disabled_rules: options.rules.disabled().map(str::to_string).collect(),
-        kernels: report::kernel_rows(&program, &options.device, options.precision),
+        kernels: report::kernel_rows(&program, options),
     };
     Ok(Fusion { program, report })
 }
@@ -198,7 +201,7 @@ pub fn unfused(graph: &Graph) -> Result<Program> {
     let plans: Vec<RegionPlan> = results.into_iter().map(|r| r.plan).collect();
     let mut program = program::assemble(graph, &part, &plans)
         .map_err(|_| PassError::Fusion("unfused kernels formed a cycle (a bug)".into()))?;
-    schedule::assign(&mut program, &options.device, options.precision);
+    schedule::assign(&mut program, &options);
     Ok(program)
 }
 

@@ -5,7 +5,7 @@ use super::estimate::{fastest_per_instruction, program_kernel_seconds};
 use super::limits::Limits;
 use super::region::PhaseStats;
 use calib_cost::Device;
-use calib_ir::{Precision, Program};
+use calib_ir::Program;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -112,7 +112,8 @@ pub fn totals(program: &Program, device: &Device) -> (usize, f64, f64, f64) {
 }
 
 /// Per-kernel rows of a program.
-pub fn kernel_rows(program: &Program, device: &Device, precision: Precision) -> Vec<KernelReport> {
+pub fn kernel_rows(program: &Program, options: &super::FusionOptions) -> Vec<KernelReport> {
+    let device = &options.device;
     program
         .kernels
         .iter()
@@ -132,7 +133,7 @@ pub fn kernel_rows(program: &Program, device: &Device, precision: Precision) -> 
                 bytes: c.bytes,
                 seconds: program_kernel_seconds(k, device),
                 schedule: k.schedule.map(|s| s.to_string()),
-                schedule_reason: schedule_reason(k, device, precision),
+                schedule_reason: schedule_reason(k, options),
                 covers: k.covers.clone(),
             }
         })
@@ -141,12 +142,24 @@ pub fn kernel_rows(program: &Program, device: &Device, precision: Precision) -> 
 
 /// The cost model's case for a GEMM kernel's schedule: the fastest candidate on each
 /// instruction, `"cost model: mma.tf32 128x128x16 41.2 us, fma 64x128x8 97.0 us"`.
-fn schedule_reason(
-    kernel: &calib_ir::Kernel,
-    device: &Device,
-    precision: Precision,
-) -> Option<String> {
-    kernel.schedule?.gemm?;
+fn schedule_reason(kernel: &calib_ir::Kernel, options: &super::FusionOptions) -> Option<String> {
+    let (device, precision) = (&options.device, options.precision);
+    let chosen = kernel.schedule?.gemm?;
+    if let Some(cache) = &options.tuning {
+        if let Some(t) = cache.lookup(&kernel.body, device, precision) {
+            if t.schedule == chosen {
+                return Some(format!(
+                    "tuned: fastest of {} schedules measured for its shape, {:.1} us{}",
+                    t.candidates,
+                    t.measured_us,
+                    match cache.measured_on.as_str() {
+                        "" => String::new(),
+                        on => format!(" on {on}"),
+                    }
+                ));
+            }
+        }
+    }
     let best = fastest_per_instruction(&kernel.body, device, precision);
     let mut parts: Vec<(f64, String)> = best
         .into_iter()

@@ -1,17 +1,16 @@
 //! Schedules for a fused plan: every GEMM kernel gets the tile and split of `k`, and
 //! every reduction kernel the split of its reduced elements, that the cost model
 //! predicts fastest on the target device (on tensor cores where the precision policy
-//! allows them) ([`super::estimate`]); a split kernel gets a
+//! allows them), or that `calib tune` measured fastest ([`super::tuning`]) ([`super::estimate`]); a split kernel gets a
 //! workspace buffer for its partial results.
 
 use super::estimate::{best_reduction_split, best_schedule};
-use calib_cost::Device;
-use calib_ir::{
-    gemm_anchor, Anchor, GemmDims, OpClass, Precision, Program, ReductionSchedule, Schedule,
-};
+use super::FusionOptions;
+use calib_ir::{gemm_anchor, Anchor, GemmDims, OpClass, Program, ReductionSchedule, Schedule};
 
 /// Assigns schedules in place; returns how many GEMMs and how many reductions split.
-pub fn assign(program: &mut Program, device: &Device, precision: Precision) -> (usize, usize) {
+pub fn assign(program: &mut Program, options: &FusionOptions) -> (usize, usize) {
+    let (device, precision) = (&options.device, options.precision);
     let (mut gemms, mut reductions) = (0, 0);
     for k in 0..program.kernels.len() {
         let kernel = &program.kernels[k];
@@ -21,7 +20,14 @@ pub fn assign(program: &mut Program, device: &Device, precision: Precision) -> (
         let body = &kernel.body;
         let dims = gemm_anchor(body).and_then(|a| GemmDims::of(body, a));
         let schedule = match dims {
-            Some(_) => best_schedule(body, device, precision).map(|(s, _)| s),
+            Some(_) => best_schedule(body, device, precision).map(|(mut s, _)| {
+                // A measured schedule beats a predicted one.
+                let tuned = options.tuning.as_ref();
+                if let Some(t) = tuned.and_then(|c| c.lookup(body, device, precision)) {
+                    s.gemm = Some(t.schedule);
+                }
+                s
+            }),
             None => best_reduction_split(body, device)
                 .map(|(split, _, _)| Schedule::reduction(ReductionSchedule { split })),
         };
