@@ -20,6 +20,10 @@ pub struct BackendOptions {
     /// `LOCAL_RANK`): it runs on this GPU and all-reduces through the group it binds.
     /// The CPU backends need nothing of it.
     pub process_gpu: Option<usize>,
+    /// `sim`, `cuda`: the precision policy the graphs were built under
+    /// (`passes::precision::apply` is the caller's: the reference runs the same graph),
+    /// handed to the planner through `FusionOptions::precision`.
+    pub precision: calib_ir::Precision,
 }
 
 /// The backend called `name`.
@@ -47,6 +51,7 @@ pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backe
     }
     let fusion = FusionOptions {
         rules: options.rules.clone(),
+        precision: options.precision,
         ..FusionOptions::default()
     };
     match name {

@@ -2,6 +2,7 @@
 //! that calib can produce with the tolerances of the fixtures' README.
 
 mod fused;
+pub mod precision;
 pub mod protocol;
 mod tolerance;
 pub mod write;
@@ -11,7 +12,7 @@ pub use protocol::{Case, SgdSteps};
 pub use tolerance::Tolerance;
 
 use anyhow::{bail, Context, Result};
-use calib_ir::{DType, Mode};
+use calib_ir::{DType, Mode, Precision};
 use calib_models::{build, load_spec_file};
 use calib_passes::{Sgd, LABELS, LOSS};
 use calib_runtime::{check_state, weights, Backend, TensorMap};
@@ -43,6 +44,11 @@ pub struct Row {
 pub struct Report {
     pub fixture: String,
     pub backend: String,
+    /// The precision policy the fixture ran under (its tolerances follow from it).
+    pub precision: Precision,
+    /// The longest chain of GEMMs in the module's forward pass, which the tolerances of
+    /// a reduced precision grow with (`precision.rs`).
+    pub gemm_depth: usize,
     pub rows: Vec<Row>,
 }
 
@@ -60,12 +66,21 @@ impl Report {
 
 /// Verifies the fixture in `dir` on `backend`.
 pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
+    verify_fixture_at(dir, backend, Precision::F32)
+}
+
+/// Verifies the fixture in `dir` on `backend` under precision policy `precision`, with
+/// the tolerances derived for it (`docs/precision.md`; the README's for f32).
+pub fn verify_fixture_at(dir: &Path, backend: &dyn Backend, precision: Precision) -> Result<Report> {
     let case = load_case(dir)?;
-    let files = protocol::run(&case, backend)?;
+    let files = protocol::run_at(&case, backend, precision)?;
+    let eval = build(&case.spec, &case.input_shape, Mode::Eval, DType::F32)?;
+    let gemm_depth = precision::gemm_depth(&eval.graph);
     let mut checker = Checker {
         dir,
         rows: vec![],
         done: BTreeSet::new(),
+        tolerance: &|file, name| precision::tolerance_at(file, name, precision, gemm_depth),
     };
     for (file, produced) in &files {
         if dir.join(format!("{file}.safetensors")).exists() {
@@ -76,6 +91,8 @@ pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
     Ok(Report {
         fixture: dir.display().to_string(),
         backend: backend.name().to_string(),
+        precision,
+        gemm_depth,
         rows: checker.rows,
     })
 }
@@ -183,6 +200,8 @@ struct Checker<'a> {
     rows: Vec<Row>,
     /// `file/tensor` names already compared.
     done: BTreeSet<String>,
+    /// The tolerance of `file`, `tensor`.
+    tolerance: &'a dyn Fn(&str, &str) -> Tolerance,
 }
 
 impl Checker<'_> {
@@ -196,7 +215,7 @@ impl Checker<'_> {
             let Some(got) = produced.get(&name) else {
                 bail!("calib computed no `{name}` for {file}.safetensors")
             };
-            let tol = tolerance_for(file, &name);
+            let tol = (self.tolerance)(file, &name);
             let (err, bound, pass) = if expected.shape() != got.shape() {
                 (f64::INFINITY, tol.bound(&expected.to_f64_vec()), false)
             } else {
