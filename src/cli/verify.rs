@@ -79,13 +79,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         for r in &reports {
             writeln!(
                 buf,
-                "{} (backend {}, precision {}, {} GEMMs deep)",
-                r.fixture, r.backend, r.precision, r.gemm_depth
+                "{} (backend {}, precision {}: {} GEMMs deep, {} decision layers)",
+                r.fixture, r.backend, r.precision, r.gemm_depth, r.decision_layers
             )?;
             writeln!(
                 buf,
                 "  {:<52} {:>12} {:>12}  result",
-                "tensor", "max abs err", "tolerance"
+                "tensor", "error", "tolerance"
             )?;
             for row in &r.rows {
                 let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));

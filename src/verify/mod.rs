@@ -49,6 +49,8 @@ pub struct Report {
     /// The longest chain of GEMMs in the module's forward pass, which the tolerances of
     /// a reduced precision grow with (`precision.rs`).
     pub gemm_depth: usize,
+    /// ReLU and max-pool layers, whose decisions rounding may flip (`precision.rs`).
+    pub decision_layers: usize,
     pub rows: Vec<Row>,
 }
 
@@ -75,12 +77,16 @@ pub fn verify_fixture_at(dir: &Path, backend: &dyn Backend, precision: Precision
     let case = load_case(dir)?;
     let files = protocol::run_at(&case, backend, precision)?;
     let eval = build(&case.spec, &case.input_shape, Mode::Eval, DType::F32)?;
-    let gemm_depth = precision::gemm_depth(&eval.graph);
+    let shape = precision::Shape {
+        precision,
+        depth: precision::gemm_depth(&eval.graph),
+        decisions: precision::decision_layers(&eval.graph),
+    };
     let mut checker = Checker {
         dir,
         rows: vec![],
         done: BTreeSet::new(),
-        tolerance: &|file, name| precision::tolerance_at(file, name, precision, gemm_depth),
+        tolerance: &|file, name, norm| precision::tolerance_at(file, name, shape, norm),
     };
     for (file, produced) in &files {
         if dir.join(format!("{file}.safetensors")).exists() {
@@ -92,7 +98,8 @@ pub fn verify_fixture_at(dir: &Path, backend: &dyn Backend, precision: Precision
         fixture: dir.display().to_string(),
         backend: backend.name().to_string(),
         precision,
-        gemm_depth,
+        gemm_depth: shape.depth,
+        decision_layers: shape.decisions,
         rows: checker.rows,
     })
 }
@@ -200,14 +207,21 @@ struct Checker<'a> {
     rows: Vec<Row>,
     /// `file/tensor` names already compared.
     done: BTreeSet<String>,
-    /// The tolerance of `file`, `tensor`.
-    tolerance: &'a dyn Fn(&str, &str) -> Tolerance,
+    /// The tolerance of `file`, `tensor`, given the norm of the file's float tensors.
+    tolerance: &'a dyn Fn(&str, &str, f64) -> Tolerance,
 }
 
 impl Checker<'_> {
     /// Compares every tensor stored in `file` with the one the protocol produced.
     fn compare_file(&mut self, file: &str, produced: &TensorMap) -> Result<()> {
-        for (name, expected) in load(self.dir, file)? {
+        let stored = load(self.dir, file)?;
+        let file_norm = tolerance::norm(
+            stored
+                .values()
+                .filter(|t| t.dtype().is_float())
+                .flat_map(|t| t.to_f64_vec()),
+        );
+        for (name, expected) in stored {
             let row_name = format!("{file}/{name}");
             if INPUTS.contains(&row_name.as_str()) {
                 continue;
@@ -215,7 +229,7 @@ impl Checker<'_> {
             let Some(got) = produced.get(&name) else {
                 bail!("calib computed no `{name}` for {file}.safetensors")
             };
-            let tol = (self.tolerance)(file, &name);
+            let tol = (self.tolerance)(file, &name, file_norm);
             let (err, bound, pass) = if expected.shape() != got.shape() {
                 (f64::INFINITY, tol.bound(&expected.to_f64_vec()), false)
             } else {
