@@ -161,10 +161,7 @@ mod tests {
     }
 
     fn casts(g: &Graph, to: DType) -> usize {
-        g.nodes
-            .iter()
-            .filter(|n| n.op == Op::Cast { to })
-            .count()
+        g.nodes.iter().filter(|n| n.op == Op::Cast { to }).count()
     }
 
     #[test]
@@ -189,7 +186,10 @@ mod tests {
         // The ReLU reads x itself, and outputs are the unrounded results.
         let r = g.output("r").unwrap();
         assert!(matches!(g.node(g.node(r).inputs[0]).op, Op::Input { .. }));
-        assert!(matches!(g.node(g.output("y").unwrap()).op, Op::Conv2d { .. }));
+        assert!(matches!(
+            g.node(g.output("y").unwrap()).op,
+            Op::Conv2d { .. }
+        ));
     }
 
     #[test]
@@ -204,7 +204,11 @@ mod tests {
         let y2 = g.output("y2").unwrap();
         let conv2 = g.node(g.node(y2).inputs[0]).inputs[0];
         assert!(matches!(g.node(conv2).op, Op::Conv2d { .. }));
-        assert_eq!(g.node(conv2).inputs[0], y, "the rounded activation is reused");
+        assert_eq!(
+            g.node(conv2).inputs[0],
+            y,
+            "the rounded activation is reused"
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! `calib train`: train a model on Fashion-MNIST or an ImageNet-style image folder.
 
-use calib::ir::Precision;
 use anyhow::{bail, Context, Result};
 use calib::data::imagefolder::scan::list_classes;
 use calib::data::DataSource;
+use calib::ir::Precision;
 use calib::models::{parse_spec_file, ModelSpec};
 use calib::resolve_model;
 use calib::train::launch::agree_on_options;

@@ -1,9 +1,9 @@
 //! `calib verify DIR [--json]`.
 
 use anyhow::{bail, Result};
+use calib::ir::Precision;
 use calib::passes::fusion::FusionOptions;
 use calib::runtime::{Backend, Reference};
-use calib::ir::Precision;
 use calib::verify::{verify_fixture_at, Status};
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -73,7 +73,11 @@ pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
 
 /// Verifies the fixture in `dir` on `backend` under precision policy `precision`, with
 /// the tolerances derived for it (`docs/precision.md`; the README's for f32).
-pub fn verify_fixture_at(dir: &Path, backend: &dyn Backend, precision: Precision) -> Result<Report> {
+pub fn verify_fixture_at(
+    dir: &Path,
+    backend: &dyn Backend,
+    precision: Precision,
+) -> Result<Report> {
     let case = load_case(dir)?;
     let files = protocol::run_at(&case, backend, precision)?;
     let eval = build(&case.spec, &case.input_shape, Mode::Eval, DType::F32)?;

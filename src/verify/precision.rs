@@ -174,7 +174,12 @@ mod tests {
             Tolerance::OUTPUT
         );
         assert_eq!(
-            tolerance_at("train_buffers_after", "bn1.num_batches_tracked", shape(Precision::Bf16), 1.0),
+            tolerance_at(
+                "train_buffers_after",
+                "bn1.num_batches_tracked",
+                shape(Precision::Bf16),
+                1.0
+            ),
             Tolerance::Exact
         );
         assert_eq!(

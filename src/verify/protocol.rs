@@ -85,7 +85,15 @@ pub fn run_at(case: &Case, backend: &dyn Backend, precision: Precision) -> Resul
     files.insert("train_grads".into(), grads.parameter_gradients(&out));
 
     if let Some(steps) = &case.sgd {
-        sgd_steps(case, steps, backend, &train_model, &grads, precision, &mut files)?;
+        sgd_steps(
+            case,
+            steps,
+            backend,
+            &train_model,
+            &grads,
+            precision,
+            &mut files,
+        )?;
     }
     Ok(files)
 }
