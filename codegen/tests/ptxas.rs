@@ -81,3 +81,32 @@ fn resnet50_training_step_unfused() {
         &unfused(&training_step("resnet50")).unwrap(),
     );
 }
+
+/// The SCNet-50 step under a reduced precision: the policy's casts (`cvt.rna.tf32.f32`,
+/// `cvt.rn.bf16x2.f32`) in every GEMM prologue and epilogue that rounds.
+fn scnet50_at(precision: calib_ir::Precision) {
+    let graph = calib_passes::precision::apply(&training_step("scnet50"), precision).unwrap();
+    let options = FusionOptions {
+        precision,
+        ..FusionOptions::default()
+    };
+    let program = fuse(&graph, &options).unwrap().program;
+    let casts = program
+        .kernels
+        .iter()
+        .flat_map(|k| &k.body.nodes)
+        .filter(|n| matches!(n.op, calib_ir::Op::Cast { .. }))
+        .count();
+    assert!(casts > 0, "the plan lost the policy's casts");
+    assemble_plan(&format!("scnet50 fused {precision}"), &program);
+}
+
+#[test]
+fn scnet50_training_step_fused_tf32() {
+    scnet50_at(calib_ir::Precision::Tf32);
+}
+
+#[test]
+fn scnet50_training_step_fused_bf16() {
+    scnet50_at(calib_ir::Precision::Bf16);
+}
