@@ -25,6 +25,10 @@ pub struct BackendOptions {
     pub tuning: Option<calib_passes::fusion::tuning::TuningCache>,
     /// `sim`, `cuda`: the device the planner costs kernels for (an H200 by default).
     pub device: Option<calib_passes::fusion::Device>,
+    /// `sim`, `cuda`: the precision policy the graphs were built under
+    /// (`passes::precision::apply` is the caller's: the reference runs the same graph),
+    /// handed to the planner through `FusionOptions::precision`.
+    pub precision: calib_ir::Precision,
 }
 
 /// The backend called `name`.
@@ -57,6 +61,7 @@ pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backe
         rules: options.rules.clone(),
         tuning: options.tuning.clone(),
         device: options.device.clone().unwrap_or_default(),
+        precision: options.precision,
         ..FusionOptions::default()
     };
     match name {

@@ -21,7 +21,8 @@ fn the_scnet50_step_runs_its_gemms_on_tensor_cores_at_tf32_and_bf16() {
             precision,
             ..FusionOptions::default()
         };
-        let fusion = fuse(&step.graph, &options).unwrap();
+        let graph = calib::passes::precision::apply(&step.graph, precision).unwrap();
+        let fusion = fuse(&graph, &options).unwrap();
         let compiled = compile(&fusion.program).unwrap();
         let p = predict_step(&fusion.program, &compiled, &options.device, &HashMap::new());
         eprintln!("{precision}:\n{}", p.to_text(5));

@@ -33,10 +33,9 @@ fn kernel<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
 fn a_tuned_schedule_replaces_the_cost_models_and_the_report_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let plain = compile(&dir.path().join("plain"), &[]);
-    let program = Program::from_json(
-        &std::fs::read_to_string(dir.path().join("plain/after.json")).unwrap(),
-    )
-    .unwrap();
+    let program =
+        Program::from_json(&std::fs::read_to_string(dir.path().join("plain/after.json")).unwrap())
+            .unwrap();
     // The first GEMM kernel, and a valid schedule other than the one it got.
     let (k, chosen) = program
         .kernels
@@ -73,10 +72,16 @@ fn a_tuned_schedule_replaces_the_cost_models_and_the_report_says_why() {
     };
     let file = dir.path().join("tuning.json");
     std::fs::write(&file, cache(&Device::default().name).to_json()).unwrap();
-    let tuned = compile(&dir.path().join("tuned"), &["--tuning", file.to_str().unwrap()]);
+    let tuned = compile(
+        &dir.path().join("tuned"),
+        &["--tuning", file.to_str().unwrap()],
+    );
     let row = kernel(&tuned, &k.name);
     let want = calib::ir::Schedule::gemm(other).to_string();
-    assert!(row["schedule"].as_str().unwrap().starts_with(&want), "{row}");
+    assert!(
+        row["schedule"].as_str().unwrap().starts_with(&want),
+        "{row}"
+    );
     let reason = row["schedule_reason"].as_str().unwrap();
     assert!(
         reason.contains("tuned") && reason.contains("3 schedules") && reason.contains("a test"),
@@ -98,11 +103,17 @@ fn a_tuned_schedule_replaces_the_cost_models_and_the_report_says_why() {
     ]);
     assert!(o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("some other GPU") && stderr.contains("none of them is used"), "{stderr}");
+    assert!(
+        stderr.contains("some other GPU") && stderr.contains("none of them is used"),
+        "{stderr}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(elsewhere.join("report.json")).unwrap())
             .unwrap();
-    assert_eq!(kernel(&report, &k.name)["schedule"], kernel(&plain, &k.name)["schedule"]);
+    assert_eq!(
+        kernel(&report, &k.name)["schedule"],
+        kernel(&plain, &k.name)["schedule"]
+    );
 }
 
 #[test]
@@ -124,7 +135,14 @@ fn bad_tuning_files_and_backends_are_refused_by_name() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("broken.json"), "{stderr}");
 
-    let o = calib(&["tune", "scnet50", "--backend", "sim", "--out", file.to_str().unwrap()]);
+    let o = calib(&[
+        "tune",
+        "scnet50",
+        "--backend",
+        "sim",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("needs --backend cuda"), "{stderr}");

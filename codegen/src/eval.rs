@@ -258,13 +258,46 @@ impl<'a> Emitter<'a> {
     }
 
     /// The register type holding values of `dtype` (the dtype parameter of every
-    /// template: f16/bf16 storage arrives with tensor cores, in a later step).
+    /// template). bf16 and tf32 values are held widened in f32 registers, always already
+    /// rounded to their precision: a bf16 load widens exactly, and every op producing
+    /// either type rounds its result (`render.rs`), so arithmetic on them is f32
+    /// arithmetic on the exact values the reference interpreter holds. f16 is not
+    /// generated (no precision policy stores it).
     pub fn value_ty(&self, v: Value) -> Result<Ty> {
         match self.ty(v).dtype {
-            DType::F32 => Ok(Ty::F32),
+            DType::F32 | DType::TF32 | DType::BF16 => Ok(Ty::F32),
             DType::I64 => Ok(Ty::S64),
-            d => Err(self.unsupported(v, format!("{d} kernels are not generated yet"))),
+            d => Err(self.unsupported(v, format!("{d} kernels are not generated"))),
         }
+    }
+
+    /// Bytes per element of body value `v` in memory (a bf16 buffer holds 2).
+    fn element_bytes(&self, v: Value) -> usize {
+        self.ty(v).dtype.size_bytes()
+    }
+
+    /// Loads one element of `dtype` at global address `addr` into a register of the
+    /// value's register type; `nc` for read-only inputs (the non-coherent path). A bf16
+    /// element is a 16-bit load into the high half of an f32: that is its exact value.
+    fn load_global(&mut self, dtype: DType, addr: Reg, nc: bool) -> Reg {
+        let space = if nc { "global.nc" } else { "global" };
+        if dtype == DType::BF16 {
+            let half = self.b.reg(Ty::U32);
+            ins!(self.b, "ld.{space}.u16 {half}, [{addr}]");
+            let bits = self.b.reg(Ty::U32);
+            ins!(self.b, "shl.b32 {bits}, {half}, 16");
+            let r = self.b.reg(Ty::F32);
+            ins!(self.b, "mov.b32 {r}, {bits}");
+            return r;
+        }
+        let ty = if dtype == DType::I64 {
+            Ty::S64
+        } else {
+            Ty::F32
+        };
+        let r = self.b.reg(ty);
+        ins!(self.b, "ld.{space}.{ty} {r}, [{addr}]");
+        r
     }
 
     /// Runs `f` in a new memo scope: what it computes is forgotten afterwards, because
@@ -317,17 +350,20 @@ impl<'a> Emitter<'a> {
         }
         if let Some(&i) = self.stored.get(&v) {
             self.touched_outputs.insert(i);
-            let ty = self.value_ty(v)?;
+            self.value_ty(v)?;
             let addr = self.output_address(i, at)?;
-            let r = self.b.reg(ty);
-            ins!(self.b, "ld.global.{ty} {r}, [{addr}]");
-            return Ok(r.into());
+            return Ok(self.load_global(self.ty(v).dtype, addr, false).into());
         }
         let node = self.node(v);
         match &node.op {
             Op::Input { .. } => self.load(v, at),
             Op::Constant { value } => match self.value_ty(v)? {
-                Ty::F32 => Ok(Operand::f32(*value as f32)),
+                // A constant of a narrow type holds the value rounded to it.
+                Ty::F32 => Ok(Operand::f32(match self.ty(v).dtype {
+                    DType::BF16 => half::bf16::from_f32(*value as f32).to_f32(),
+                    DType::TF32 => calib_ir::round_tf32(*value as f32),
+                    _ => *value as f32,
+                })),
                 _ => Ok(Operand::Int(*value as i64)),
             },
             Op::Param { .. } => Err(self.unsupported(v, "kernel bodies read inputs, not params")),
@@ -363,17 +399,17 @@ impl<'a> Emitter<'a> {
 
     /// Loads body input `v` (a whole kernel input buffer) at `at`.
     fn load(&mut self, v: Value, at: &Index) -> Result<Operand> {
-        let ty = self.value_ty(v)?;
+        self.value_ty(v)?;
         let slot = self.input_of[&v];
         self.touched_inputs.insert(slot);
         let flat = self.flat(at, &self.ty(v).shape);
-        let addr = self.b.address(self.inputs[slot], flat, ty.bytes());
-        let r = self.b.reg(ty);
-        ins!(self.b, "ld.global.nc.{ty} {r}, [{addr}]");
-        Ok(r.into())
+        let addr = self
+            .b
+            .address(self.inputs[slot], flat, self.element_bytes(v));
+        Ok(self.load_global(self.ty(v).dtype, addr, true).into())
     }
 
-    /// Loads four consecutive elements of body input `v` (f32), the first at `coords`
+    /// Loads four consecutive elements of body input `v` (f32 or tf32), the first at `coords`
     /// (whose last coordinate four divides, in a shape whose last extent four divides:
     /// the address is 16-byte aligned), with one 128-bit load, and binds each to its
     /// index (`coords` with the last coordinate from `lasts`) so that evaluating `v`
@@ -383,7 +419,7 @@ impl<'a> Emitter<'a> {
         self.touched_inputs.insert(slot);
         let shape = self.ty(v).shape.clone();
         let flat = self.linearize(coords, &shape);
-        let addr = self.b.address(self.inputs[slot], flat, 4);
+        let addr = self.b.address(self.inputs[slot], flat, Ty::F32.bytes());
         let r = [(); 4].map(|_| self.b.reg(Ty::F32));
         ins!(
             self.b,
@@ -406,10 +442,21 @@ impl<'a> Emitter<'a> {
     /// buffer, for concat views).
     pub fn store(&mut self, i: usize, at: &Index, value: Operand) -> Result<()> {
         self.touched_outputs.insert(i);
-        let ty = self.value_ty(self.kernel.body.outputs[i].value)?;
+        let out = self.kernel.body.outputs[i].value;
+        let ty = self.value_ty(out)?;
         let addr = self.output_address(i, at)?;
         let value = self.b.materialize(value, ty);
-        ins!(self.b, "st.global.{ty} [{addr}], {value}");
+        if self.ty(out).dtype == DType::BF16 {
+            // Round to nearest even into the low half (the high half from 0.0 is zero)
+            // and store those 16 bits: a 16-bit store of a 32-bit register keeps its
+            // low half.
+            let zero = self.b.materialize(Operand::f32(0.0), Ty::F32);
+            let packed = self.b.reg(Ty::U32);
+            ins!(self.b, "cvt.rn.bf16x2.f32 {packed}, {zero}, {value}");
+            ins!(self.b, "st.global.u16 [{addr}], {packed}");
+        } else {
+            ins!(self.b, "st.global.{ty} [{addr}], {value}");
+        }
         Ok(())
     }
 
@@ -417,7 +464,8 @@ impl<'a> Emitter<'a> {
     fn output_address(&mut self, i: usize, at: &Index) -> Result<Reg> {
         let out = &self.kernel.outputs[i];
         let body_out = self.kernel.body.outputs[i].value;
-        let ty = self.value_ty(body_out)?;
+        self.value_ty(body_out)?;
+        let bytes = self.element_bytes(body_out);
         let shape = &self.ty(body_out).shape;
         let flat = match out.slice {
             None => self.flat(at, shape),
@@ -428,7 +476,7 @@ impl<'a> Emitter<'a> {
                 self.linearize(&coords, full)
             }
         };
-        Ok(self.b.address(self.outputs[i], flat, ty.bytes()))
+        Ok(self.b.address(self.outputs[i], flat, bytes))
     }
 
     /// `concat` at `at`: a branch per operand, each loading only inside its range.

@@ -3,7 +3,11 @@
 //! [`compile`] lowers every kernel of a [`Program`] to a standalone PTX module for
 //! sm_80 (which also assembles for sm_90), with static shapes baked in, and returns
 //! each with its launch geometry, parameters and shared-memory size
-//! ([`CompiledKernel`]). f32 and i64 values; f16/bf16 and tensor cores come later.
+//! ([`CompiledKernel`]). f32 and i64 values, and the precision policy's bf16 and tf32
+//! (`docs/precision.md`): those are held in f32 registers, always rounded to their
+//! precision (a `cast` to tf32 is `cvt.rna.tf32.f32`, to bf16 `cvt.rn.bf16x2.f32`; a
+//! bf16 buffer is loaded 16 bits at a time and widened, stored rounded). Products run on
+//! FMA units here; tensor-core GEMMs are `gemm/`'s.
 //!
 //! ```text
 //!  Kernel { anchor, body } ──► family ──► loop nest around the anchor   (pointwise.rs,
@@ -80,6 +84,28 @@ pub fn compile_kernel(
         return Err(CodegenError::Kernel {
             kernel: kernel.name.clone(),
             detail: format!("{} has 2^31 elements or more (indices are 32-bit)", n.ty),
+        });
+    }
+    // bf16/tf32 values are rounded where elementwise ops and casts make them; a window,
+    // contraction or reduction producing one would need rounding inside its loop nest,
+    // which no precision policy asks for (their results are f32).
+    if let Some(n) = kernel.body.nodes.iter().find(|n| {
+        matches!(n.ty.dtype, calib_ir::DType::BF16 | calib_ir::DType::TF32)
+            && !matches!(
+                n.op.class(),
+                calib_ir::OpClass::Elementwise
+                    | calib_ir::OpClass::Source
+                    | calib_ir::OpClass::Layout
+            )
+            && !matches!(n.op, calib_ir::Op::ResizeNearest { .. })
+    }) {
+        return Err(CodegenError::Kernel {
+            kernel: kernel.name.clone(),
+            detail: format!(
+                "`{}` makes {}: only elementwise ops and index maps are generated in bf16 or tf32",
+                n.op.name(),
+                n.ty
+            ),
         });
     }
     let mut remaining: Vec<usize> = (0..kernel.outputs.len()).collect();

@@ -119,7 +119,7 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
     Ok(())
 }
 
-/// The f32 body inputs of the shape runs of four cover (`runs` with its last extent
+/// The f32 (and tf32) body inputs of the shape runs of four cover (`runs` with its last extent
 /// times four), which elementwise outputs read at their own coordinates.
 fn same_shape_inputs(cx: &Emitter, runs: &[usize]) -> Vec<calib_ir::Value> {
     let mut shape = runs.to_vec();
@@ -130,6 +130,10 @@ fn same_shape_inputs(cx: &Emitter, runs: &[usize]) -> Vec<calib_ir::Value> {
         .body
         .inputs()
         .map(|(_, v)| v)
-        .filter(|&v| cx.ty(v).shape == shape && cx.ty(v).dtype == calib_ir::DType::F32)
+        // 16-byte loads of four 4-byte elements: bf16 inputs load one element at a time.
+        .filter(|&v| {
+            cx.ty(v).shape == shape
+                && matches!(cx.ty(v).dtype, calib_ir::DType::F32 | calib_ir::DType::TF32)
+        })
         .collect()
 }

@@ -107,7 +107,8 @@ impl Reduce {
 /// Reduction node `v` at `at`, as a loop over the reduced elements.
 pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> {
     let r = Reduce::of(cx, v).ok_or_else(|| cx.unsupported(v, "not a reduction"))?;
-    if cx.value_ty(v)? != Ty::F32 {
+    // bf16/tf32 results would need rounding after the fold; no policy makes them.
+    if cx.ty(v).dtype != calib_ir::DType::F32 {
         return Err(cx.unsupported(v, "only f32 reductions are generated"));
     }
     let shape = cx.ty(r.input).shape.clone();
@@ -134,7 +135,7 @@ pub(crate) fn anchors(cx: &Emitter, needed: &[bool]) -> Vec<Reduce> {
     let all: Vec<Reduce> = (0..cx.kernel.body.nodes.len())
         .filter(|&i| needed[i] && !cx.is_stored(Value(i)))
         .filter_map(|i| Reduce::of(cx, Value(i)))
-        .filter(|r| cx.value_ty(r.node).ok() == Some(Ty::F32))
+        .filter(|r| cx.ty(r.node).dtype == calib_ir::DType::F32)
         .collect();
     let same =
         |a: &Reduce, b: &Reduce| a.axes == b.axes && cx.ty(a.input).shape == cx.ty(b.input).shape;

@@ -3,7 +3,9 @@
 //! A rule is a list of instruction templates per operand class (floating point, held
 //! in `.f32`; integer, held in `.s64`). Placeholders: `{d}` the result, `{a} {b} {c}`
 //! the operands, `{t}` the PTX type, `{one} {zero}` constants of that type, `{s}` a
-//! scratch register of the result type and `{p}` a scratch predicate.
+//! scratch register of the result type and `{p}` a scratch predicate; a cast or an op
+//! whose result is bf16 or tf32 also uses `{e}` (the f32 result before rounding) and
+//! `{r}` (a 32-bit scratch for the rounded bits).
 //!
 //! Float arithmetic carries `.rn` so that ptxas does not contract `mul` and `add` into
 //! `fma`, which would round differently from the reference interpreter. `exp` and
@@ -132,11 +134,43 @@ const SELECT: &[&str] = &[
 ];
 
 /// Conversions by (from, to) dtype; float to integer truncates toward zero and
-/// saturates, as Rust's `as` does in the reference interpreter.
-const CASTS: &[(DType, DType, &str)] = &[
-    (DType::F32, DType::I64, "cvt.rzi.s64.f32 {d}, {a}"),
-    (DType::I64, DType::F32, "cvt.rn.f32.s64 {d}, {a}"),
+/// saturates, as Rust's `as` does in the reference interpreter. bf16 and tf32 values
+/// are held in f32 registers already rounded, so widening them is a move, and rounding
+/// to them is [`ROUND_BF16`] or [`ROUND_TF32`] (from either of them too: a bf16 is a
+/// tf32 and back exactly, and a tf32 rounds to bf16 in one step, as the reference does).
+const CASTS: &[(DType, DType, &[&str])] = &[
+    (DType::F32, DType::I64, &["cvt.rzi.s64.f32 {d}, {a}"]),
+    (DType::I64, DType::F32, &["cvt.rn.f32.s64 {d}, {a}"]),
+    (DType::BF16, DType::F32, &["mov.f32 {d}, {a}"]),
+    (DType::TF32, DType::F32, &["mov.f32 {d}, {a}"]),
+    (DType::F32, DType::BF16, ROUND_BF16),
+    (DType::TF32, DType::BF16, ROUND_BF16),
+    (DType::F32, DType::TF32, ROUND_TF32),
+    (DType::BF16, DType::TF32, ROUND_TF32),
 ];
+
+/// An f32 register rounded to bf16 (to nearest even) and widened back: `cvt` packs the
+/// rounded value into the high half of a 32-bit word whose low half is bf16(0.0) = 0,
+/// which is exactly the f32 bit pattern of the bf16 value. (`cvt.rn.bf16x2.f32` is
+/// sm_80 PTX 7.0, like the tensor-core path; it needs no 16-bit registers.)
+const ROUND_BF16: &[&str] = &[
+    "mov.f32 {s}, 0f00000000",
+    "cvt.rn.bf16x2.f32 {r}, {a}, {s}",
+    "mov.b32 {d}, {r}",
+];
+
+/// An f32 register rounded to TF32 (to nearest, ties away from zero): the result's bits
+/// are an f32 with the low 13 mantissa bits zero.
+const ROUND_TF32: &[&str] = &["cvt.rna.tf32.f32 {r}, {a}", "mov.b32 {d}, {r}"];
+
+/// How a value of `dtype` computed in f32 is rounded to it, if it needs to be.
+fn rounding(dtype: DType) -> Option<&'static [&'static str]> {
+    match dtype {
+        DType::BF16 => Some(ROUND_BF16),
+        DType::TF32 => Some(ROUND_TF32),
+        _ => None,
+    }
+}
 
 /// The constants 1 and 0 in registers of type `ty`.
 pub(crate) fn one_zero(ty: Ty) -> (Operand, Operand) {
@@ -151,14 +185,15 @@ pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Resul
     let node = cx.node(v);
     let ty = cx.value_ty(v)?;
     let arg_ty = cx.value_ty(node.inputs[0])?;
-    let templates: Vec<&str> = match &node.op {
+    let dtype = cx.ty(v).dtype;
+    let templates: Vec<String> = match &node.op {
         Op::Cast { to } => {
             let from = cx.ty(node.inputs[0]).dtype;
             if from == *to {
                 return Ok(args[0]);
             }
             match CASTS.iter().find(|c| c.0 == from && c.1 == *to) {
-                Some(c) => vec![c.2],
+                Some(c) => c.2.iter().map(|l| l.to_string()).collect(),
                 None => return Err(cx.unsupported(v, format!("no cast from {from} to {to}"))),
             }
         }
@@ -166,7 +201,16 @@ pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Resul
             let rule = RULES.iter().find(|r| r.op == op.name());
             let lines = rule.map(|r| if ty.is_float() { r.float } else { r.int });
             match lines {
-                Some(lines) if !lines.is_empty() => lines.to_vec(),
+                // An op computing in bf16 or tf32 computes in f32, then rounds, as the
+                // reference interpreter does: the result goes through a scratch `{e}`.
+                Some(lines) if !lines.is_empty() => match rounding(dtype) {
+                    Some(round) => lines
+                        .iter()
+                        .map(|l| l.replace("{d}", "{e}"))
+                        .chain(round.iter().map(|l| l.replace("{a}", "{e}")))
+                        .collect(),
+                    None => lines.iter().map(|l| l.to_string()).collect(),
+                },
                 _ => return Err(cx.unsupported(v, format!("no {ty} rule in the op table"))),
             }
         }
@@ -189,12 +233,25 @@ pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Resul
     } else {
         String::new()
     };
+    // The unrounded result of an op computing in bf16/tf32, and a rounding's bits.
+    let e = if uses("{e}") {
+        cx.b.reg(Ty::F32).to_string()
+    } else {
+        String::new()
+    };
+    let r = if uses("{r}") {
+        cx.b.reg(Ty::U32).to_string()
+    } else {
+        String::new()
+    };
     let (one, zero) = one_zero(ty);
     for line in &templates {
         let mut text = line
             .replace("{d}", &d.to_string())
             .replace("{s}", &s)
             .replace("{p}", &p)
+            .replace("{e}", &e)
+            .replace("{r}", &r)
             .replace("{t}", ty.name())
             .replace("{one}", &one.to_string())
             .replace("{zero}", &zero.to_string());

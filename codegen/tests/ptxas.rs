@@ -1,7 +1,7 @@
 //! Every kernel of the SCNet-50 and ResNet-50 training steps (batch 64, 224x224, f32),
-//! fused and unfused, and fused with tensor cores at TF32 and bf16, assembled by
-//! NVIDIA's ptxas for sm_80 and sm_90; pointwise and reduction kernels must not spill. (Every test plan is assembled too: see
-//! `support::simulate`.)
+//! fused and unfused, and fused with tensor cores under the TF32 and bf16 policies,
+//! assembled by NVIDIA's ptxas for sm_80 and sm_90; pointwise and reduction kernels
+//! must not spill. (Every test plan is assembled too: see `support::simulate`.)
 //!
 //! ptxas comes from the `nvidia-cuda-nvcc-cu12` wheel (`scripts/setup.sh`); without it
 //! these tests fail, unless `CALIB_SKIP_PTXAS=1` says to skip them.
@@ -82,15 +82,28 @@ fn resnet50_training_step_unfused() {
     );
 }
 
-/// The fused step with tensor cores allowed: most GEMMs are `mma.sync` kernels.
+/// The fused step under a reduced precision: the policy's casts in the plan
+/// (`cvt.rna.tf32.f32`, `cvt.rn.bf16x2.f32`, bf16 loads and stores) and most GEMMs on
+/// tensor cores (`mma.sync`).
 fn assemble_on_tensor_cores(preset: &str) {
     let step = training_step(preset);
     for precision in [Precision::Tf32, Precision::Bf16] {
+        let graph = calib_passes::precision::apply(&step, precision).unwrap();
         let options = FusionOptions {
             precision,
             ..FusionOptions::default()
         };
-        let program = fuse(&step, &options).unwrap().program;
+        let program = fuse(&graph, &options).unwrap().program;
+        let casts = program
+            .kernels
+            .iter()
+            .flat_map(|k| &k.body.nodes)
+            .filter(|n| matches!(n.op, calib_ir::Op::Cast { .. }))
+            .count();
+        assert!(
+            casts > 0,
+            "{preset} {precision}: the plan lost the policy's casts"
+        );
         let on_tensor_cores = program
             .kernels
             .iter()

@@ -22,7 +22,7 @@ pub mod text;
 mod types;
 
 pub use builder::{broadcast_shape, ConvSpec, GraphBuilder, Mode, BN_EPS, BN_MOMENTUM};
-pub use dtype::DType;
+pub use dtype::{round_tf32, DType, TF32_DROPPED_BITS};
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, Output, Value};
 pub use infer::{broadcasts_to, infer_type, window_output_size};

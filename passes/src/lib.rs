@@ -5,6 +5,7 @@
 //! * [`grad`] / [`vjp`]: reverse-mode autodiff, emitting the backward pass as plain IR.
 //! * [`train_step`]: forward + softmax cross-entropy + backward + SGD as one graph.
 //! * [`fusion`]: equality saturation (egg) from a graph to a plan of fused kernels.
+//! * [`precision::apply`]: the precision policy (tf32, bf16) as round-trip casts.
 //! * [`data_parallel_step`]: the same step for one replica of a data-parallel group,
 //!   gradients averaged by bucketed `all_reduce` nodes.
 //!
@@ -19,6 +20,7 @@ mod emit;
 mod error;
 pub mod fusion;
 mod inline;
+pub mod precision;
 mod prune;
 mod renumber;
 mod train_step;

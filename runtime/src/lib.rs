@@ -44,7 +44,7 @@ pub use error::{OpError, RuntimeError};
 pub use finite::Finiteness;
 pub use session::{Carry, Session, Transfers};
 pub use sim_backend::{SimProgram, SimResident};
-pub use tensor::{HostTensor, Precision, Storage, TensorError};
+pub use tensor::{round_tf32_f64, HostTensor, Precision, Storage, TensorError};
 pub use weights::{check_state, TensorMap, WeightsError, WeightsMismatch};
 
 use calib_ir::Graph;

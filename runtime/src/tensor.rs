@@ -3,7 +3,8 @@
 //! The declared dtype is the IR's; the storage is what the runtime computes in. Floating
 //! tensors are held as `f32` (or `f64` by the gradient checker's interpreter); `f16` and
 //! `bf16` tensors are held widened but always rounded to their declared precision, so a
-//! value in memory is exactly what a half-precision tensor could hold.
+//! value in memory is exactly what a half-precision tensor could hold; `tf32` tensors
+//! likewise hold f32 values rounded to TF32's 10-bit mantissa.
 
 use crate::Element;
 use calib_ir::{fmt_shape, numel, DType, Shape, TensorType};
@@ -80,7 +81,21 @@ impl Storage {
     }
 }
 
-/// Rounds every element to the nearest value of `dtype` (a no-op unless f16/bf16).
+/// `x` rounded to TF32 from f64 in one step (the f64 interpreter's `cast` to tf32): the
+/// f64 mantissa rounded to 10 bits with ties away from zero, as `cvt.rna` rounds an f32.
+/// Below f32's normal range TF32 has fewer bits, so there the value goes through f32
+/// first (a double rounding only the gradient checker's f64 arithmetic could see).
+pub fn round_tf32_f64(x: f64) -> f64 {
+    if !x.is_finite() || x.abs() < f64::from(f32::MIN_POSITIVE) {
+        return f64::from(calib_ir::round_tf32(x as f32));
+    }
+    // 52 - 10 = 42 dropped bits; past f32's range the f32 conversion makes infinity.
+    let rounded = f64::from_bits((x.to_bits() + (1 << 41)) & !((1u64 << 42) - 1));
+    f64::from(rounded as f32)
+}
+
+/// Rounds every element to the nearest value of `dtype` (a no-op unless f16, bf16 or
+/// tf32; tf32 rounds ties away from zero, as `cvt.rna.tf32.f32`).
 fn round_to_dtype(dtype: DType, storage: &mut Storage) {
     fn each<T: Copy>(v: &mut [T], f: impl Fn(T) -> T) {
         v.iter_mut().for_each(|x| *x = f(*x));
@@ -90,6 +105,8 @@ fn round_to_dtype(dtype: DType, storage: &mut Storage) {
         (DType::F16, Storage::F64(v)) => each(v, |x| f16::from_f64(x).to_f64()),
         (DType::BF16, Storage::F32(v)) => each(v, |x| bf16::from_f32(x).to_f32()),
         (DType::BF16, Storage::F64(v)) => each(v, |x| bf16::from_f64(x).to_f64()),
+        (DType::TF32, Storage::F32(v)) => each(v, calib_ir::round_tf32),
+        (DType::TF32, Storage::F64(v)) => each(v, round_tf32_f64),
         _ => {}
     }
 }

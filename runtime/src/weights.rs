@@ -117,7 +117,8 @@ pub(crate) fn decode(dtype: DType, data: &[u8]) -> Storage {
             .collect()
     }
     match dtype {
-        DType::F32 => Storage::F32(words(data, f32::from_le_bytes)),
+        // TF32 is stored as the f32 it is (4 bytes, the dropped bits zero).
+        DType::F32 | DType::TF32 => Storage::F32(words(data, f32::from_le_bytes)),
         DType::F16 => Storage::F32(words(data, |b| f16::from_le_bytes(b).to_f32())),
         DType::BF16 => Storage::F32(words(data, |b| bf16::from_le_bytes(b).to_f32())),
         DType::I64 => Storage::I64(words(data, i64::from_le_bytes)),
@@ -171,11 +172,11 @@ pub(crate) fn encode(t: &HostTensor) -> Encoded {
             StDtype::I64,
             v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         ),
-        (DType::F32, Storage::F32(v)) => (
+        (DType::F32 | DType::TF32, Storage::F32(v)) => (
             StDtype::F32,
             v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         ),
-        (DType::F32, _) => (
+        (DType::F32 | DType::TF32, _) => (
             StDtype::F32,
             values().flat_map(|x| (x as f32).to_le_bytes()).collect(),
         ),

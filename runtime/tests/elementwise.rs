@@ -218,3 +218,27 @@ fn large_maps_take_the_parallel_path_and_agree() {
         .enumerate()
         .all(|(i, &v)| v == (i as f32 - 50_000.0).max(0.0)));
 }
+
+#[test]
+fn cast_to_tf32_rounds_ties_away_from_zero_in_f32_and_f64() {
+    // 1 + 2^-11 and 1 + 3 * 2^-11 are ties: both go up (away from zero), unlike bf16's
+    // ties to even; 1 + 2^-11 - 2^-20 is below the tie.
+    let x = t(
+        &[4],
+        &[
+            1.0 + 1.0 / 2048.0,
+            -(1.0 + 3.0 / 2048.0),
+            1.0 + 1.0 / 2048.0 - 1.0 / 1048576.0,
+            std::f32::consts::PI,
+        ],
+    );
+    let y = op_both(Op::Cast { to: DType::TF32 }, &[&x]);
+    assert_eq!(y.dtype(), DType::TF32);
+    assert_eq!(
+        y.to_f32_vec(),
+        vec![1.0 + 1.0 / 1024.0, -(1.0 + 2.0 / 1024.0), 1.0, 3.140625]
+    );
+    // A round trip through f32 keeps the rounded value.
+    let back = op(Op::Cast { to: DType::F32 }, &[&y]);
+    assert_eq!(back.to_f32_vec(), y.to_f32_vec());
+}

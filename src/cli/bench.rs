@@ -54,6 +54,10 @@ pub struct Args {
     /// Steps timed launch by launch for --per-kernel.
     #[arg(long, default_value_t = 5)]
     per_kernel_runs: usize,
+    /// Precision policy of the step: `f32` (default), `tf32` or `bf16`
+    /// (docs/precision.md).
+    #[arg(long, default_value = "f32")]
+    precision: calib::ir::Precision,
     #[arg(long)]
     json: bool,
 }
@@ -84,6 +88,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         calib::BackendOptions {
             cuda_graph: args.cuda_graph,
             rules: args.rules.rule_set()?,
+            precision: args.precision,
             ..Default::default()
         },
     )?;
@@ -91,7 +96,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let shape = with_batch(source.input_shape.clone(), args.batch)?;
     let started = Instant::now();
     let model = build(&source.spec, &shape, Mode::Train, DType::F32)?;
-    let step = train_step(&model.graph, &TrainConfig::default())?;
+    let mut step = train_step(&model.graph, &TrainConfig::default())?;
+    step.graph = calib::passes::precision::apply(&step.graph, args.precision)?;
     let build_seconds = started.elapsed().as_secs_f64();
     // Before the state and the batch are made: a batch too large for the machine is
     // refused with the figures instead of ending in the allocator.
@@ -157,7 +163,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let v = serde_json::json!({
         "model": source.label, "backend": backend.name(), "cuda_graph": args.cuda_graph,
         "batch": shape[0], "input_shape": shape,
-        "dtype": "f32", "graph_nodes": step.graph.nodes.len(), "build_seconds": build_seconds,
+        "dtype": "f32", "precision": args.precision, "graph_nodes": step.graph.nodes.len(), "build_seconds": build_seconds,
         "prepare_seconds": prepare_seconds,
         "first_step_seconds": first_step_seconds, "step_ms_median": median * 1e3,
         "step_ms_min": times[0] * 1e3, "images_per_second": shape[0] as f64 / median,
@@ -169,8 +175,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         super::emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
     } else {
         super::emit(&format!(
-            "{} on {}: batch {}, {:.1} ms/step (median of {}), {:.0} images/s; step graph {} nodes built in {:.2} s, first step {:.2} s (of which compile and load {:.2} s); per step {} bytes in, {} out\n",
-            source.label, backend.name(), shape[0], median * 1e3, times.len(), shape[0] as f64 / median,
+            "{} on {} ({}): batch {}, {:.1} ms/step (median of {}), {:.0} images/s; step graph {} nodes built in {:.2} s, first step {:.2} s (of which compile and load {:.2} s); per step {} bytes in, {} out\n",
+            source.label, backend.name(), args.precision, shape[0], median * 1e3, times.len(), shape[0] as f64 / median,
             step.graph.nodes.len(), build_seconds, first_step_seconds, prepare_seconds,
             moved.uploaded_bytes / steps, moved.downloaded_bytes / steps
         ))?;

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use calib::ir::{dot, json, text, DType, Graph, Mode, Op, Value};
-use calib::ir::{GraphBuilder, Program};
+use calib::ir::{GraphBuilder, Precision, Program};
 use calib::models::build_with;
 use calib::passes::fusion::tuning::TuningCache;
 use calib::passes::fusion::{fuse, Device, FusionOptions, Limits};
@@ -68,6 +68,11 @@ pub struct Args {
     emit_ptx: bool,
     #[command(flatten)]
     rules: super::rules::RuleArgs,
+    /// Precision policy: `f32` (default), `tf32` (GEMM operands rounded to TF32) or
+    /// `bf16` (GEMM operands, activations and activation gradients in bf16). Applied to
+    /// the graph (after autodiff) as casts that fusion fuses; the report says which.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Also compile once per rule family with that family off, and report what the plan
     /// costs without it (`ablation.{txt,json}`, appended to `report.txt`).
     #[arg(long)]
@@ -115,7 +120,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         (true, _) => with_backward(&model.graph, model.output())?,
     };
-    let mut options = FusionOptions::default();
+    let graph = calib::passes::precision::apply(&graph, args.precision)?;
+    let mut options = FusionOptions {
+        precision: args.precision,
+        ..FusionOptions::default()
+    };
     if let Some(path) = &args.device {
         options.device = Device::load(path)?;
     }
@@ -152,6 +161,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let device = &options.device;
     let fits = arena.arena_bytes as u64 <= device.memory_bytes;
     let mut report_json: serde_json::Value = serde_json::from_str(&fusion.report.to_json())?;
+    report_json["precision"] = serde_json::to_value(args.precision)?;
     report_json["memory"] = serde_json::json!({
         "arena_bytes": arena.arena_bytes,
         "unshared_bytes": arena.unshared_bytes,
@@ -163,7 +173,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !windows.is_empty() {
         report_json["all_reduces"] = serde_json::to_value(&windows)?;
     }
-    let mut report = fusion.report.to_text();
+    let mut report = format!("precision: {}\n", args.precision);
+    report.push_str(&fusion.report.to_text());
     let per_replica = if dp.is_data_parallel() {
         " per replica"
     } else {

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use calib::data::imagefolder::scan::list_classes;
 use calib::data::DataSource;
+use calib::ir::Precision;
 use calib::models::{parse_spec_file, ModelSpec};
 use calib::resolve_model;
 use calib::train::launch::agree_on_options;
@@ -26,6 +27,12 @@ pub struct Args {
     /// Executor: `reference` (the CPU interpreter), `sim` (the PTX simulator) or `cuda`.
     #[arg(long, default_value = "reference")]
     backend: String,
+    /// Precision policy: `f32` (default), `tf32` (GEMM operands rounded to TF32) or
+    /// `bf16` (GEMM operands, activations and their gradients in bf16; weights,
+    /// optimizer state, BN statistics and the loss in f32). Recorded in config.json; a
+    /// resumed run keeps its own, and refuses a different one.
+    #[arg(long)]
+    precision: Option<Precision>,
     /// With --backend cuda: capture each step as a CUDA graph on the first run and
     /// replay it (one driver call per step instead of one per kernel).
     #[arg(long)]
@@ -186,6 +193,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
             );
         }
     }
+    let precision = run_precision(args)?;
     let backend = calib::backend_with(
         &args.backend,
         calib::BackendOptions {
@@ -193,6 +201,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
             check_finite: args.check_finite,
             rules: args.rules.rule_set()?,
             process_gpu: launch.as_ref().map(|l| l.local_rank),
+            precision,
             ..Default::default()
         },
     )?;
@@ -274,6 +283,28 @@ fn join_group(args: &Args, launch: &Launch) -> Result<ProcessGroup> {
     })
 }
 
+/// The precision the run trains in: `--precision` (f32 by default) for a new run, the
+/// one in its `config.json` for a resumed run, where a different `--precision` is
+/// refused (its checkpoints were trained in the other one).
+fn run_precision(args: &Args) -> Result<Precision> {
+    let Some(dir) = &args.resume else {
+        return Ok(args.precision.unwrap_or_default());
+    };
+    if !dir.join("config.json").is_file() {
+        // Ranks of a group without the run directory get rank 0's options later.
+        return Ok(args.precision.unwrap_or_default());
+    }
+    let theirs = resumed_options(dir)?.precision;
+    match args.precision {
+        Some(ours) if ours != theirs => bail!(
+            "--precision {ours}: the run in {} trains in {theirs} (its config.json); \
+             resume it without --precision or with --precision {theirs}",
+            dir.display()
+        ),
+        _ => Ok(theirs),
+    }
+}
+
 /// The options of the run in `dir`, from its `config.json`.
 fn resumed_options(dir: &Path) -> Result<TrainOptions> {
     let config = dir.join("config.json");
@@ -352,6 +383,7 @@ fn new_options(args: &Args) -> Result<TrainOptions> {
         bucket_mb: args.data_parallel.bucket_mb,
         init_weights: args.weights.clone(),
         new_classifier: args.num_classes.is_some(),
+        precision: args.precision.unwrap_or_default(),
     })
 }
 

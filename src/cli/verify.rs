@@ -1,9 +1,10 @@
 //! `calib verify DIR [--json]`.
 
 use anyhow::{bail, Result};
+use calib::ir::Precision;
 use calib::passes::fusion::FusionOptions;
 use calib::runtime::{Backend, Reference};
-use calib::verify::{verify_fixture, Status};
+use calib::verify::{verify_fixture_at, Status};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,11 @@ pub struct Args {
     /// executor).
     #[arg(long)]
     fused: bool,
+    /// Precision policy: `f32`, `tf32` (GEMM operands rounded to TF32) or `bf16` (GEMM
+    /// operands and activations in bf16); reduced precisions are checked against the
+    /// f32 fixtures with the tolerances of docs/precision.md.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     #[command(flatten)]
     rules: super::rules::RuleArgs,
 }
@@ -34,6 +40,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "reference" if args.fused => Box::new(calib::verify::Fused {
             options: FusionOptions {
                 rules,
+                precision: args.precision,
                 ..FusionOptions::default()
             },
         }),
@@ -45,6 +52,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             other,
             calib::BackendOptions {
                 rules,
+                precision: args.precision,
                 ..Default::default()
             },
         )?,
@@ -57,7 +65,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 dir.display()
             );
         }
-        reports.push(verify_fixture(dir, backend.as_ref())?);
+        reports.push(verify_fixture_at(dir, backend.as_ref(), args.precision)?);
     }
     if args.json {
         let value = if reports.len() == 1 {
@@ -69,11 +77,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         let mut buf = String::new();
         for r in &reports {
-            writeln!(buf, "{} (backend {})", r.fixture, r.backend)?;
+            writeln!(
+                buf,
+                "{} (backend {}, precision {}: {} GEMMs deep, {} decision layers)",
+                r.fixture, r.backend, r.precision, r.gemm_depth, r.decision_layers
+            )?;
             writeln!(
                 buf,
                 "  {:<52} {:>12} {:>12}  result",
-                "tensor", "max abs err", "tolerance"
+                "tensor", "error", "tolerance"
             )?;
             for row in &r.rows {
                 let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));

@@ -3,7 +3,7 @@
 
 use crate::data::Dataset;
 use anyhow::{Context, Result};
-use calib_ir::{DType, Graph, Mode};
+use calib_ir::{DType, Graph, Mode, Precision};
 use calib_models::{build, ModelSpec};
 use calib_passes::{with_loss, LOSS};
 use calib_runtime::{Backend, Bindings, HostTensor, Outputs, TensorMap};
@@ -73,6 +73,8 @@ pub struct Evaluator<'a> {
     set: &'a dyn Dataset,
     batch: usize,
     graphs: HashMap<usize, Graph>,
+    /// The precision policy the eval graphs run under (the training run's).
+    precision: Precision,
 }
 
 impl<'a> Evaluator<'a> {
@@ -82,7 +84,14 @@ impl<'a> Evaluator<'a> {
             set,
             batch: batch.max(1),
             graphs: HashMap::new(),
+            precision: Precision::F32,
         }
+    }
+
+    /// Evaluates under precision policy `precision` (a run evaluates as it trains).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// Mean loss and accuracy over the whole set.
@@ -103,7 +112,9 @@ impl<'a> Evaluator<'a> {
             if !self.graphs.contains_key(&b) {
                 let shape = [b, c, h, w];
                 let model = build(self.spec, &shape, Mode::Eval, DType::F32)?;
-                self.graphs.insert(b, with_loss(&model.graph, 0.0)?);
+                let graph = with_loss(&model.graph, 0.0)?;
+                let graph = calib_passes::precision::apply(&graph, self.precision)?;
+                self.graphs.insert(b, graph);
             }
             let batch = self.set.batch(&indices, None)?;
             let (pixels, labels) = (batch.pixels, batch.labels);

@@ -67,6 +67,11 @@ pub struct TrainOptions {
     /// afresh, for a model whose number of classes differs (`--num-classes`).
     #[serde(default)]
     pub new_classifier: bool,
+    /// The precision policy (`--precision`): f32 in configs written before there was a
+    /// choice. Checkpoints hold f32 master weights whatever it is, but a run's steps
+    /// round as it says, so a resume keeps it.
+    #[serde(default)]
+    pub precision: calib_ir::Precision,
 }
 
 fn one() -> usize {
@@ -226,6 +231,7 @@ mod tests {
             replicas: 1,
             sync_bn: false,
             bucket_mb: 25.0,
+            precision: calib_ir::Precision::F32,
             init_weights: None,
             new_classifier: false,
         }

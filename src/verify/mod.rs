@@ -2,6 +2,7 @@
 //! that calib can produce with the tolerances of the fixtures' README.
 
 mod fused;
+pub mod precision;
 pub mod protocol;
 mod tolerance;
 pub mod write;
@@ -11,7 +12,7 @@ pub use protocol::{Case, SgdSteps};
 pub use tolerance::Tolerance;
 
 use anyhow::{bail, Context, Result};
-use calib_ir::{DType, Mode};
+use calib_ir::{DType, Mode, Precision};
 use calib_models::{build, load_spec_file};
 use calib_passes::{Sgd, LABELS, LOSS};
 use calib_runtime::{check_state, weights, Backend, TensorMap};
@@ -43,6 +44,13 @@ pub struct Row {
 pub struct Report {
     pub fixture: String,
     pub backend: String,
+    /// The precision policy the fixture ran under (its tolerances follow from it).
+    pub precision: Precision,
+    /// The longest chain of GEMMs in the module's forward pass, which the tolerances of
+    /// a reduced precision grow with (`precision.rs`).
+    pub gemm_depth: usize,
+    /// ReLU and max-pool layers, whose decisions rounding may flip (`precision.rs`).
+    pub decision_layers: usize,
     pub rows: Vec<Row>,
 }
 
@@ -60,12 +68,29 @@ impl Report {
 
 /// Verifies the fixture in `dir` on `backend`.
 pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
+    verify_fixture_at(dir, backend, Precision::F32)
+}
+
+/// Verifies the fixture in `dir` on `backend` under precision policy `precision`, with
+/// the tolerances derived for it (`docs/precision.md`; the README's for f32).
+pub fn verify_fixture_at(
+    dir: &Path,
+    backend: &dyn Backend,
+    precision: Precision,
+) -> Result<Report> {
     let case = load_case(dir)?;
-    let files = protocol::run(&case, backend)?;
+    let files = protocol::run_at(&case, backend, precision)?;
+    let eval = build(&case.spec, &case.input_shape, Mode::Eval, DType::F32)?;
+    let shape = precision::Shape {
+        precision,
+        depth: precision::gemm_depth(&eval.graph),
+        decisions: precision::decision_layers(&eval.graph),
+    };
     let mut checker = Checker {
         dir,
         rows: vec![],
         done: BTreeSet::new(),
+        tolerance: &|file, name, norm| precision::tolerance_at(file, name, shape, norm),
     };
     for (file, produced) in &files {
         if dir.join(format!("{file}.safetensors")).exists() {
@@ -76,6 +101,9 @@ pub fn verify_fixture(dir: &Path, backend: &dyn Backend) -> Result<Report> {
     Ok(Report {
         fixture: dir.display().to_string(),
         backend: backend.name().to_string(),
+        precision,
+        gemm_depth: shape.depth,
+        decision_layers: shape.decisions,
         rows: checker.rows,
     })
 }
@@ -183,12 +211,21 @@ struct Checker<'a> {
     rows: Vec<Row>,
     /// `file/tensor` names already compared.
     done: BTreeSet<String>,
+    /// The tolerance of `file`, `tensor`, given the norm of the file's float tensors.
+    tolerance: &'a dyn Fn(&str, &str, f64) -> Tolerance,
 }
 
 impl Checker<'_> {
     /// Compares every tensor stored in `file` with the one the protocol produced.
     fn compare_file(&mut self, file: &str, produced: &TensorMap) -> Result<()> {
-        for (name, expected) in load(self.dir, file)? {
+        let stored = load(self.dir, file)?;
+        let file_norm = tolerance::norm(
+            stored
+                .values()
+                .filter(|t| t.dtype().is_float())
+                .flat_map(|t| t.to_f64_vec()),
+        );
+        for (name, expected) in stored {
             let row_name = format!("{file}/{name}");
             if INPUTS.contains(&row_name.as_str()) {
                 continue;
@@ -196,7 +233,7 @@ impl Checker<'_> {
             let Some(got) = produced.get(&name) else {
                 bail!("calib computed no `{name}` for {file}.safetensors")
             };
-            let tol = tolerance_for(file, &name);
+            let tol = (self.tolerance)(file, &name, file_norm);
             let (err, bound, pass) = if expected.shape() != got.shape() {
                 (f64::INFINITY, tol.bound(&expected.to_f64_vec()), false)
             } else {

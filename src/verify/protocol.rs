@@ -9,7 +9,7 @@
 
 use crate::train::SgdState;
 use anyhow::{Context, Result};
-use calib_ir::{DType, Graph, Mode, Op};
+use calib_ir::{DType, Graph, Mode, Op, Precision};
 use calib_models::{build, Model, ModelSpec};
 use calib_passes::{grad, train_step, vjp, with_loss, Sgd, TrainConfig, LABELS, LOSS};
 use calib_runtime::{Backend, Bindings, HostTensor, Outputs, TensorMap};
@@ -42,15 +42,23 @@ pub struct SgdSteps {
 /// Tensors by fixture file stem (`train_grads`), then by tensor name.
 pub type Files = BTreeMap<String, TensorMap>;
 
-/// Runs `case` on `backend`. Each SGD step starts from the state the backend itself
-/// produced, as a training run would.
+/// Runs `case` on `backend` in f32. Each SGD step starts from the state the backend
+/// itself produced, as a training run would.
 pub fn run(case: &Case, backend: &dyn Backend) -> Result<Files> {
+    run_at(case, backend, Precision::F32)
+}
+
+/// Runs `case` on `backend` under precision policy `precision`: every graph (the eval
+/// forward, the gradient graph, the SGD step) goes through `passes::precision::apply`
+/// once it is whole, so backward GEMMs are rounded as forward ones are.
+pub fn run_at(case: &Case, backend: &dyn Backend, precision: Precision) -> Result<Files> {
     let mut files = Files::new();
     let result = case.spec.output_name();
+    let policy = |g: &Graph| calib_passes::precision::apply(g, precision);
 
     let eval_model = build(&case.spec, &case.input_shape, Mode::Eval, DType::F32)?;
     let out = backend.run(
-        &eval_model.graph,
+        &policy(&eval_model.graph)?,
         &Bindings::new()
             .params(&case.params)
             .input("input", &case.eval_input),
@@ -61,7 +69,7 @@ pub fn run(case: &Case, backend: &dyn Backend) -> Result<Files> {
 
     let train_model = build(&case.spec, &case.input_shape, Mode::Train, DType::F32)?;
     let labelled = case.train.contains_key(LABELS);
-    let grads = GradientGraph::new(&train_model, labelled)?;
+    let grads = GradientGraph::new(&train_model, labelled, precision)?;
     let out = grads.run(backend, &case.params, &case.train)?;
     let mut train_io = TensorMap::new();
     train_io.insert(result.into(), get(&out, result)?);
@@ -77,7 +85,15 @@ pub fn run(case: &Case, backend: &dyn Backend) -> Result<Files> {
     files.insert("train_grads".into(), grads.parameter_gradients(&out));
 
     if let Some(steps) = &case.sgd {
-        sgd_steps(case, steps, backend, &train_model, &grads, &mut files)?;
+        sgd_steps(
+            case,
+            steps,
+            backend,
+            &train_model,
+            &grads,
+            precision,
+            &mut files,
+        )?;
     }
     Ok(files)
 }
@@ -89,15 +105,17 @@ fn sgd_steps(
     backend: &dyn Backend,
     model: &Model,
     grads: &GradientGraph,
+    precision: Precision,
     files: &mut Files,
 ) -> Result<()> {
-    let step = train_step(
+    let mut step = train_step(
         &model.graph,
         &TrainConfig {
             sgd: steps.sgd,
             label_smoothing: 0.0,
         },
     )?;
+    step.graph = calib_passes::precision::apply(&step.graph, precision)?;
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![steps.lr as f32])?;
     let input = tensor(&case.train, "input")?;
     let labels = tensor(&case.train, LABELS)?;
@@ -145,7 +163,7 @@ impl GradientGraph {
         format!("grad.{wrt}")
     }
 
-    fn new(model: &Model, with_labels: bool) -> Result<Self> {
+    fn new(model: &Model, with_labels: bool, precision: Precision) -> Result<Self> {
         let (graph, of, seed) = if with_labels {
             let g = with_loss(&model.graph, 0.0)?;
             let loss = g.output(LOSS).context("loss graph has a loss")?;
@@ -190,6 +208,7 @@ impl GradientGraph {
             graph.outputs.retain(|o| o.name != LOSS);
             graph.add_output(LOSS, v)?;
         }
+        let graph = calib_passes::precision::apply(&graph, precision)?;
         Ok(GradientGraph { graph, params })
     }
 

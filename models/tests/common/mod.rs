@@ -42,7 +42,8 @@ pub fn build_file(path: &PathBuf, mode: Mode) -> Model {
 /// The dtype names the fixtures use.
 pub fn fixture_dtype(d: DType) -> &'static str {
     match d {
-        DType::F32 => "float32",
+        // TF32 is f32 storage (the precision policy's, never a fixture's).
+        DType::F32 | DType::TF32 => "float32",
         DType::I64 => "int64",
         DType::F16 => "float16",
         DType::BF16 => "bfloat16",

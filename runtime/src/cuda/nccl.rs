@@ -241,7 +241,8 @@ impl NcclRank {
 /// NCCL's name for an element type, or why it cannot be reduced.
 fn nccl_type(dtype: DType) -> Result<sys::ncclDataType_t, CollectiveError> {
     Ok(match dtype {
-        DType::F32 => sys::ncclDataType_t::ncclFloat32,
+        // TF32 values are f32s (the dropped bits zero); their mean is an f32.
+        DType::F32 | DType::TF32 => sys::ncclDataType_t::ncclFloat32,
         DType::F16 => sys::ncclDataType_t::ncclFloat16,
         DType::BF16 => sys::ncclDataType_t::ncclBfloat16,
         DType::I64 => return Err(CollectiveError::Integer),

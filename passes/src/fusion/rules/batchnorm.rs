@@ -5,7 +5,9 @@
 //! Neither holds exactly in floating point (both stay far inside the fixtures'
 //! tolerances, which the fixture and differential tests check):
 //! * folding computes `conv(x, w * s)` instead of `conv(x, w) * s`, and adds the
-//!   constants `b - m * s` as one bias: one extra rounding per weight and per channel;
+//!   constants `b - m * s` as one bias: one extra rounding per weight and per channel
+//!   (under a precision policy the folded weights are rounded to its format again, as
+//!   the original ones were: the GEMM never multiplies unrounded operands);
 //! * `E[(y - E[y])^2]` becomes `E[d^2] - E[d]^2` with `d = y - k` and `k` the channel's
 //!   first element. Without the shift (`E[y^2] - E[y]^2`) the subtraction cancels every
 //!   bit the mean's size takes from the spread: a channel with mean 1e3 times its
@@ -14,8 +16,23 @@
 //!   bits whatever the mean (the shifted-data algorithm for the variance).
 
 use super::{multi_rule, rule, Rhs, Rule};
-use calib_ir::Op;
+use calib_ir::{DType, Op};
 use egg::Id;
+
+/// `(cast(_, P), w)` when class `x` is the round trip `cast(cast(w, P), f32)` of the
+/// precision policy (`passes::precision`).
+fn rounded_source(r: &Rhs, x: Id) -> Option<(Op, Id)> {
+    let (wide, inner) = r.op(x, "cast")?;
+    (wide == Op::Cast { to: DType::F32 }).then_some(())?;
+    let (narrow, source) = r.op(inner[0], "cast")?;
+    matches!(
+        narrow,
+        Op::Cast {
+            to: DType::BF16 | DType::TF32
+        }
+    )
+    .then_some((narrow, source[0]))
+}
 
 pub fn rules() -> Vec<Rule> {
     vec![
@@ -40,7 +57,17 @@ pub fn rules() -> Vec<Rule> {
                     &[s],
                 )?;
                 let s_w = r.add(Op::Broadcast { shape: w_shape }, &[s_col])?;
-                let w = r.add(Op::Mul, &[operands[1], s_w])?;
+                // Under a precision policy the weights reach the GEMM rounded,
+                // `cast(cast(w, P), f32)`: the folded weights are folded from `w` in f32
+                // and rounded again, so the product still multiplies rounded operands.
+                let w = match rounded_source(r, operands[1]) {
+                    Some((narrow, w0)) => {
+                        let w = r.add(Op::Mul, &[w0, s_w])?;
+                        let low = r.add(narrow, &[w])?;
+                        r.add(Op::Cast { to: DType::F32 }, &[low])?
+                    }
+                    None => r.add(Op::Mul, &[operands[1], s_w])?,
+                };
                 let folded = r.add(conv, &[operands[0], w])?;
                 let ms = r.add(Op::Mul, &[m, s])?;
                 let shift = r.add(Op::Neg, &[ms])?;
