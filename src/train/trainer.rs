@@ -17,12 +17,12 @@ use super::generations::{self, newest_path, rejected_path};
 use super::init::{init_state, read_weights, start_from, CLASSIFIER};
 use super::launch::{share, share_state, ProcessGroup};
 use super::metrics::{truncate_metrics, Window};
-use super::replicas::StepRunner;
+use super::replicas::{Feed, StepRunner};
 use super::run_dir::RunDir;
 use super::schedule::Schedule;
 use super::{OptionNames, SgdState, TrainOptions};
 use crate::data::digest::{self, chain};
-use crate::data::prefetch::{Plan, Prefetcher};
+use crate::data::prefetch::{Plan, Prefetched, Prefetcher};
 use crate::data::{rng::Rng, source};
 use anyhow::{anyhow, bail, Context, Result};
 use calib_ir::{DType, GraphBuilder, Mode};
@@ -340,8 +340,15 @@ fn train_in(
         start,
         end,
         augment: opts.augment,
+        replicas: opts.replicas,
+        // In a group of processes each loader makes only its rank's shard.
+        rank: group.map(|g| g.rank()),
     };
     let mut batches = Prefetcher::start(train_set.clone(), plan, PREFETCH_DEPTH)?;
+    let staging = stage_batches();
+    // The batch of `step`, taken from the loader during the step before (to stage it),
+    // with the seconds waited for it.
+    let mut fetched: Option<(Prefetched, f64)> = None;
     let mut shown_epoch = None;
     let bar = match primary {
         true => ProgressBar::new(0),
@@ -363,14 +370,39 @@ fn train_in(
             bar.set_prefix(format!("{}/{}", epoch + 1, opts.epochs));
         }
         bar.set_position(pos as u64);
-        let waited = Instant::now();
-        let batch = batches
-            .next_batch()
-            .with_context(|| format!("loading the batch of step {}", step + 1))?;
-        window.data_seconds += waited.elapsed().as_secs_f64();
-        window.digest = Some(chain(window.digest, batch.digest));
-        let (pixels, labels) = (batch.batch.pixels, batch.batch.labels);
+        let mut take = |step: u64| -> Result<(Prefetched, f64)> {
+            let waited = Instant::now();
+            let batch = batches
+                .next_batch()
+                .with_context(|| format!("loading the batch of step {}", step + 1))?;
+            Ok((batch, waited.elapsed().as_secs_f64()))
+        };
+        let (batch, waited) = match fetched.take() {
+            Some(f) => f,
+            None => take(step)?,
+        };
+        // The step after this one's batch, handed to the sessions with this step so a
+        // GPU copies it while this step computes.
+        let next = match staging && step + 1 < end {
+            true => Some(take(step + 1)?),
+            false => None,
+        };
+        window.data_seconds += waited;
         let lr = schedule.lr(step);
+        let this = Feed {
+            pixels: &batch.batch.pixels,
+            labels: &batch.batch.labels,
+            lr,
+            digest: batch.digest,
+            skipped: train_set.skipped(),
+        };
+        let next_feed = next.as_ref().map(|(n, _)| Feed {
+            pixels: &n.batch.pixels,
+            labels: &n.batch.labels,
+            lr: schedule.lr(step + 1),
+            digest: n.digest,
+            skipped: 0,
+        });
         // Steps are counted from 1 in messages, as in metrics.jsonl and checkpoints.
         let at = || format!("step {} (learning rate {})", step + 1, show_rate(lr));
         // A run that diverged stops here, naming the step, the rate and what went wrong.
@@ -383,7 +415,7 @@ fn train_in(
             )
         };
         let t0 = Instant::now();
-        let outcome = match runner.run(&pixels, &labels, lr) {
+        let outcome = match runner.run(this, next_feed) {
             Ok(outcome) => outcome,
             // --check-finite: the interpreter names the first op that made a NaN or inf.
             Err(e) => match non_finite_op(&e) {
@@ -392,6 +424,8 @@ fn train_in(
             },
         };
         window.add(opts.batch, t0.elapsed().as_secs_f64());
+        window.digest = Some(chain(window.digest, outcome.digest));
+        fetched = next;
         in_sync = false;
         let loss = outcome.loss;
         if let Some(divergence) = losses.observe(loss) {
@@ -421,16 +455,25 @@ fn train_in(
                 "train_accuracy": window.correct as f64 / window.images as f64,
                 "lr": lr, "images_per_second": window.images_per_second(),
                 "data_wait_seconds": window.data_seconds,
-                "skipped_images": train_set.skipped() + test_set.skipped(),
+                "skipped_images": outcome.skipped + test_set.skipped(),
                 "batch_digest": window.digest.map(digest::show),
             });
+            let copies = runner.copy_times();
+            if let Some(figures) = window.copy_figures(copies) {
+                for (k, v) in figures.as_object().expect("an object") {
+                    line[k] = v.clone();
+                }
+            }
             if interrupted {
                 line["interrupted"] = true.into();
             }
             if let Some(metrics) = metrics.as_mut() {
                 writeln!(metrics, "{line}")?;
             }
-            window = Window::default();
+            window = Window {
+                copies_before: copies,
+                ..Window::default()
+            };
         }
         let epoch_done = step % steps_per_epoch == 0;
         let checkpoint_due = epoch_done
@@ -527,6 +570,14 @@ fn show_rate(lr: f64) -> String {
 
 /// Batches the loader may build ahead of the step.
 const PREFETCH_DEPTH: usize = 3;
+
+/// Whether each step hands the sessions the next step's batch before waiting for its own
+/// results (`Session::step_and_stage`): on by default; `CALIB_STAGE_BATCHES=0` turns it
+/// off, to compare the two paths (their results are the same bits; only a GPU's overlap
+/// of the copy with the step differs).
+fn stage_batches() -> bool {
+    std::env::var("CALIB_STAGE_BATCHES").map_or(true, |v| v != "0")
+}
 
 /// The model must take the data set's images and name its classes.
 fn check_model_fits(opts: &TrainOptions, channels: usize, classes: usize) -> Result<()> {
