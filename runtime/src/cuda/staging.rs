@@ -81,8 +81,10 @@ impl Staging {
                 .get(buffer)
                 .is_none_or(|s| s.device.len() != bytes.len())
             {
-                // SAFETY: a staging buffer is only read by a move after a copy filled it.
-                let device = unsafe { compute.alloc::<u8>(bytes.len()) }
+                // On the copy stream, so that the copies into it are ordered after the
+                // allocation; a move out of it waits for such a copy.
+                let device = uploader
+                    .alloc(bytes.len())
                     .map_err(|e| fail("allocating a staging buffer for the next batch", e))?;
                 let stage = Stage {
                     device,

@@ -16,7 +16,7 @@
 use calib_ir::BufferId;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaStream, CudaViewMut, DriverError, PinnedHostSlice,
+    CudaContext, CudaEvent, CudaSlice, CudaStream, CudaViewMut, DriverError, PinnedHostSlice,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,6 +81,14 @@ impl Uploader {
         let before = compute.record_event(None)?;
         let copied = self.copy(id, bytes, dst, Some(&before), false)?;
         compute.wait(&copied.end)
+    }
+
+    /// Device memory of `len` bytes, allocated in the copy stream's order: copies this
+    /// uploader enqueues into it need no other ordering after the allocation.
+    pub(super) fn alloc(&self, len: usize) -> Result<CudaSlice<u8>, DriverError> {
+        // SAFETY: the memory is only read after a copy into it has filled it (the
+        // caller's contract).
+        unsafe { self.copies.alloc::<u8>(len) }
     }
 
     /// Enqueues the copy of `bytes` (exactly `dst`'s length, not empty) into `dst`
