@@ -48,6 +48,10 @@ impl Plan {
 pub struct Prefetched {
     pub batch: Batch,
     pub digest: u64,
+    /// Files the data set had found unreadable once this batch was made: those of the
+    /// run's batches up to this one (batches are made in step order), whatever the
+    /// loader has made since.
+    pub skipped: usize,
 }
 
 /// Hands out the batches of a [`Plan`] in step order.
@@ -92,6 +96,7 @@ impl Prefetcher {
                             Some(_) => batch_digest(&batch.pixels, &batch.labels),
                             None => sharded_digest(&batch.pixels, &batch.labels, plan.replicas),
                         },
+                        skipped: data.skipped(),
                         batch,
                     });
                     let failed = batch.is_err();

@@ -79,7 +79,8 @@ pub struct Feed<'b> {
     pub lr: f64,
     /// The digest of `pixels` and `labels` as the loader computed it (`data::digest`).
     pub digest: u64,
-    /// Training images this process's loader has found unreadable so far.
+    /// Training images this process's loader had found unreadable once it made this
+    /// batch (`Prefetched::skipped`).
     pub skipped: usize,
 }
 

@@ -16,6 +16,7 @@ use super::evaluate::Evaluator;
 use super::generations::{self, newest_path, rejected_path};
 use super::init::{init_state, read_weights, start_from, CLASSIFIER};
 use super::launch::{share, share_state, ProcessGroup};
+use super::lookahead::{stage_batches, Lookahead};
 use super::metrics::{truncate_metrics, Window};
 use super::replicas::{Feed, StepRunner};
 use super::run_dir::RunDir;
@@ -344,11 +345,8 @@ fn train_in(
         // In a group of processes each loader makes only its rank's shard.
         rank: group.map(|g| g.rank()),
     };
-    let mut batches = Prefetcher::start(train_set.clone(), plan, PREFETCH_DEPTH)?;
-    let staging = stage_batches();
-    // The batch of `step`, taken from the loader during the step before (to stage it),
-    // with the seconds waited for it.
-    let mut fetched: Option<(Prefetched, f64)> = None;
+    let loader = Prefetcher::start(train_set.clone(), plan, PREFETCH_DEPTH)?;
+    let mut batches = Lookahead::new(loader, stage_batches());
     let mut shown_epoch = None;
     let bar = match primary {
         true => ProgressBar::new(0),
@@ -370,39 +368,13 @@ fn train_in(
             bar.set_prefix(format!("{}/{}", epoch + 1, opts.epochs));
         }
         bar.set_position(pos as u64);
-        let mut take = |step: u64| -> Result<(Prefetched, f64)> {
-            let waited = Instant::now();
-            let batch = batches
-                .next_batch()
-                .with_context(|| format!("loading the batch of step {}", step + 1))?;
-            Ok((batch, waited.elapsed().as_secs_f64()))
-        };
-        let (batch, waited) = match fetched.take() {
-            Some(f) => f,
-            None => take(step)?,
-        };
-        // The step after this one's batch, handed to the sessions with this step so a
-        // GPU copies it while this step computes.
-        let next = match staging && step + 1 < end {
-            true => Some(take(step + 1)?),
-            false => None,
-        };
-        window.data_seconds += waited;
+        // With staging, the next step's batch too: the sessions get it with this step,
+        // so a GPU copies it while this step computes.
+        let (taken, next) = batches.take(step, end)?;
+        window.data_seconds += taken.waited;
         let lr = schedule.lr(step);
-        let this = Feed {
-            pixels: &batch.batch.pixels,
-            labels: &batch.batch.labels,
-            lr,
-            digest: batch.digest,
-            skipped: train_set.skipped(),
-        };
-        let next_feed = next.as_ref().map(|(n, _)| Feed {
-            pixels: &n.batch.pixels,
-            labels: &n.batch.labels,
-            lr: schedule.lr(step + 1),
-            digest: n.digest,
-            skipped: 0,
-        });
+        let this = feed(&taken.batch, lr);
+        let next = next.map(|n| feed(&n.batch, schedule.lr(step + 1)));
         // Steps are counted from 1 in messages, as in metrics.jsonl and checkpoints.
         let at = || format!("step {} (learning rate {})", step + 1, show_rate(lr));
         // A run that diverged stops here, naming the step, the rate and what went wrong.
@@ -415,7 +387,7 @@ fn train_in(
             )
         };
         let t0 = Instant::now();
-        let outcome = match runner.run(this, next_feed) {
+        let outcome = match runner.run(this, next) {
             Ok(outcome) => outcome,
             // --check-finite: the interpreter names the first op that made a NaN or inf.
             Err(e) => match non_finite_op(&e) {
@@ -425,7 +397,6 @@ fn train_in(
         };
         window.add(opts.batch, t0.elapsed().as_secs_f64());
         window.digest = Some(chain(window.digest, outcome.digest));
-        fetched = next;
         in_sync = false;
         let loss = outcome.loss;
         if let Some(divergence) = losses.observe(loss) {
@@ -568,16 +539,19 @@ fn show_rate(lr: f64) -> String {
     }
 }
 
+/// What a step is fed of a batch from the loader, at learning rate `lr`.
+fn feed(b: &Prefetched, lr: f64) -> Feed<'_> {
+    Feed {
+        pixels: &b.batch.pixels,
+        labels: &b.batch.labels,
+        lr,
+        digest: b.digest,
+        skipped: b.skipped,
+    }
+}
+
 /// Batches the loader may build ahead of the step.
 const PREFETCH_DEPTH: usize = 3;
-
-/// Whether each step hands the sessions the next step's batch before waiting for its own
-/// results (`Session::step_and_stage`): on by default; `CALIB_STAGE_BATCHES=0` turns it
-/// off, to compare the two paths (their results are the same bits; only a GPU's overlap
-/// of the copy with the step differs).
-fn stage_batches() -> bool {
-    std::env::var("CALIB_STAGE_BATCHES").map_or(true, |v| v != "0")
-}
 
 /// The model must take the data set's images and name its classes.
 fn check_model_fits(opts: &TrainOptions, channels: usize, classes: usize) -> Result<()> {

@@ -17,7 +17,8 @@
 //! A staged batch's copies (input, labels, learning rate: one after another on the copy
 //! stream) are timed together, with timing events before the first and after the last,
 //! and one at the end of the step they overlap: `exposed` is the part of the copy still
-//! running after that step ended (what the next step may have waited for).
+//! running after that step ended (what the next step may have waited for), at most the
+//! copy's own time.
 
 use super::executor::fail;
 use super::upload::Uploader;
@@ -160,9 +161,14 @@ impl Staging {
                 .map_err(|e| fail("reading a copy's timing events", e))
         };
         for t in self.moved.drain(..) {
+            let copy = seconds(&t.copy_start, &t.copy_end)?;
+            // The copy's time outside the step: after the step's end, and never more
+            // than the copy took (a copy that started after a short step ended was not
+            // hidden at all, however late it started).
+            let after_step = seconds(&t.overlapped_end, &t.copy_end)?;
             self.times.copies += 1;
-            self.times.seconds += seconds(&t.copy_start, &t.copy_end)?;
-            self.times.exposed_seconds += seconds(&t.overlapped_end, &t.copy_end)?.max(0.0);
+            self.times.seconds += copy;
+            self.times.exposed_seconds += after_step.clamp(0.0, copy);
         }
         Ok(())
     }
