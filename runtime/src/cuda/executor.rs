@@ -241,7 +241,7 @@ impl CudaProgram {
     }
 
     /// Enqueues the move of the batch staged for this step into its buffers.
-    pub(super) fn move_staged_into_place(&mut self) -> Result<(), RuntimeError> {
+    fn move_staged_into_place(&mut self) -> Result<(), RuntimeError> {
         let (base, offsets) = (self.base, &self.plan.offsets);
         self.staging
             .move_into_place(&self.stream, |b| base + offsets[b.0] as u64)
