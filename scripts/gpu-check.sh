@@ -8,7 +8,9 @@
 #   2. the GPU tests (fixtures, sessions, CUDA graphs, replicas, NCCL, per-launch timing);
 #   3. `calib train --backend cuda` on a bundled Fashion-MNIST slice: images/s, plain,
 #      as a CUDA graph, two replicas, and a group of processes started as torchrun
-#      starts them (one per GPU: one process on a one-GPU machine);
+#      starts them (one per GPU: one process on a one-GPU machine); the next batch's
+#      copy overlapping the step (the copy's time hidden and exposed, the same losses
+#      with staging off), and `calib eval --backend cuda` against the reference;
 #   4. the step as a CUDA graph, `calib verify --backend cuda` on every fixture, PyTorch
 #      eager / torch.compile baselines in the same run.
 # Every step has a time limit inside one overall deadline (450 s). Into OUT (default
@@ -132,6 +134,15 @@ echo "$launch_world" > "$logs/launch-world.txt"
 step train-cuda-launch 60 env MASTER_PORT=$(( 29500 + RANDOM % 2000 )) bash scripts/launch-local.sh "$launch_world" \
   "$calib" "${train[@]}" --max-steps 20 --test-limit 1000 --rendezvous-timeout 60 --out "$work/train-cuda-launch"
 
+# The next batch's copy overlapping the step (Session::step_and_stage): the train-cuda
+# run above staged each batch while the step before it ran and logged the copy's time,
+# hidden and exposed (CUDA events, batch_copy_* in its metrics); the same run with
+# staging off (the old path) must give the same losses. Then `calib eval` on the GPU
+# against the reference interpreter, on the model that run trained.
+step train-cuda-unstaged 60 env CALIB_STAGE_BATCHES=0 "$calib" "${train[@]}" --epochs 1 --test-limit 2000 --out "$work/train-cuda-unstaged"
+step eval-cuda 30 "$calib" eval "$work/train-cuda" --backend cuda --limit 1000 --json
+step eval-reference 45 "$calib" eval "$work/train-cuda" --backend reference --limit 1000 --json
+
 # 4. The rest.
 step bench-calib-f32-graph 60 "$calib" bench --model scnet50 --batch 64 --backend cuda --cuda-graph --steps 10 --json
 # Tensor cores (issue 11): the step at TF32 and bf16, every launch timed, so the cost
@@ -157,7 +168,7 @@ else
   echo "== PyTorch not importable: no baseline in this run"; status=1
 fi
 
-for run in train-cuda train-cuda-graph train-cuda-replicas train-cuda-launch; do
+for run in train-cuda train-cuda-graph train-cuda-replicas train-cuda-launch train-cuda-unstaged; do
   [ -f "$work/$run/metrics.jsonl" ] && cp "$work/$run/metrics.jsonl" "$logs/$run.metrics.jsonl"
 done
 [ -f "$work/pytorch.json" ] && cp "$work/pytorch.json" "$logs/pytorch.json"
@@ -225,6 +236,29 @@ for key, run in [("train_cuda", "train-cuda"), ("train_cuda_graph", "train-cuda-
                  ("train_cuda_launch", "train-cuda-launch")]:
     summary[key] = training(run)
 summary["train_cuda_launch"]["processes"] = read(os.path.join(logs, "launch-world.txt"))
+
+def train_lines(run):
+    lines = read(os.path.join(logs, run + ".metrics.jsonl"),
+                 lambda f: [json.loads(l) for l in f if l.strip()])
+    return lines if isinstance(lines, list) else []
+
+# Staging: the copy's time and how much of it the steps hid; the same losses without it.
+staged, unstaged = train_lines("train-cuda"), train_lines("train-cuda-unstaged")
+copy = [l for l in staged if "batch_copy_seconds" in l]
+summary["staging"] = {
+    "batch_copy_seconds": sum(l["batch_copy_seconds"] for l in copy),
+    "batch_copy_exposed_seconds": sum(l["batch_copy_exposed_seconds"] for l in copy),
+    "batch_copy_exposed_fraction_median": statistics.median(
+        [l["batch_copy_exposed_fraction"] for l in copy]) if copy else None,
+    "same_losses_as_unstaged": bool(staged) and
+        [l.get("loss") for l in staged] == [l.get("loss") for l in unstaged],
+    "unstaged": training("train-cuda-unstaged"),
+}
+ev_cuda, ev_ref = bench("eval-cuda"), bench("eval-reference")
+summary["eval_cuda"] = {"cuda": ev_cuda, "reference": ev_ref}
+if "error" not in ev_cuda and "error" not in ev_ref:
+    summary["eval_cuda"]["same_top1_top5"] = all(ev_cuda.get(k) == ev_ref.get(k) for k in ("top1", "top5"))
+    summary["eval_cuda"]["loss_relative_error"] = abs(ev_cuda["loss"] - ev_ref["loss"]) / max(abs(ev_ref["loss"]), 1e-12)
 if os.path.exists(os.path.join(logs, "pytorch.json")):
     summary["pytorch"] = read(os.path.join(logs, "pytorch.json"), json.load)
 with open(os.path.join(out, "gpu-check.json"), "w") as f:

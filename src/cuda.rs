@@ -321,9 +321,23 @@ impl ResidentProgram for Replica<'_> {
         group: Option<&dyn Collective>,
         copies: &[BufferCopy],
     ) -> Result<(), RuntimeError> {
+        self.step_then_stage(group, copies, &[])
+    }
+
+    fn step_then_stage(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+        next: &[(calib_ir::BufferId, Vec<u8>)],
+    ) -> Result<(), RuntimeError> {
         let group = self.group(group)?;
         let program = &mut self.program;
-        self.backend.with_group(group, |g| program.step(g, copies))
+        self.backend
+            .with_group(group, |g| program.step_then_stage(g, copies, next))
+    }
+
+    fn copy_times(&self) -> Option<calib_runtime::session::CopyTimes> {
+        self.program.copy_times()
     }
 
     fn timed_step(

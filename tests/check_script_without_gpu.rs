@@ -63,9 +63,11 @@ case "$1" in
     prev=""; dir=""
     for a in "$@"; do [ "$prev" = --out ] && dir=$a; prev=$a; done
     mkdir -p "$dir"
-    for ips in 100 300 200 400; do echo "{\"step\": 10, \"images_per_second\": $ips}"; done > "$dir/metrics.jsonl"
+    copy=""; [ -z "${CALIB_STAGE_BATCHES:-}" ] && copy=', "batch_copy_seconds": 0.5, "batch_copy_exposed_seconds": 0.25, "batch_copy_exposed_fraction": 0.125'
+    for ips in 100 300 200 400; do echo "{\"step\": 10, \"loss\": 1.5, \"images_per_second\": $ips$copy}"; done > "$dir/metrics.jsonl"
     echo '{"step": 40, "test_accuracy": 0.5}' >> "$dir/metrics.jsonl"
     ;;
+  eval) echo '{"images": 1000, "top1": 0.5, "top5": 0.9, "loss": 1.25}' ;;
   verify) echo '[]' ;;
 esac
 "#;
@@ -171,7 +173,25 @@ fn gpu_check_runs_cold_then_warm_and_returns_four_files() {
         // The first window (first step, capture) is left out: median of 300, 200, 400.
         assert_eq!(v[run]["images_per_second_median"], 300.0, "{run}: {v}");
     }
+    // Staging: the copy figures summed over the staged run's lines; the run with
+    // staging off (CALIB_STAGE_BATCHES=0) logged none and the same losses.
+    assert_eq!(v["staging"]["batch_copy_seconds"], 2.0, "{v}");
+    assert_eq!(v["staging"]["batch_copy_exposed_seconds"], 1.0, "{v}");
+    assert_eq!(
+        v["staging"]["batch_copy_exposed_fraction_median"], 0.125,
+        "{v}"
+    );
+    assert_eq!(v["staging"]["same_losses_as_unstaged"], true, "{v}");
+    assert!(
+        calls.contains("train") && calls.contains("train-cuda-unstaged"),
+        "{calls}"
+    );
+    assert_eq!(v["eval_cuda"]["same_top1_top5"], true, "{v}");
+    assert_eq!(v["eval_cuda"]["loss_relative_error"], 0.0, "{v}");
     for step in [
+        "train-cuda-unstaged",
+        "eval-cuda",
+        "eval-reference",
         "cold-start",
         "warm-start",
         "test-gpu_cuda",

@@ -288,3 +288,39 @@ fn a_pytorch_checkpoint_is_evaluated_and_fine_tuned_directly() {
         .fold(0.0, f32::max);
     assert!(drift < 1e-4, "{drift}");
 }
+
+/// `calib eval --backend sim` (the fused plan's PTX, simulated: what a GPU runs) gives
+/// the reference interpreter's figures: the same top-1 and top-5 counts and the loss
+/// within the fixtures' loss tolerance (relative 1e-5, `verify::Tolerance::LOSS`).
+#[test]
+fn eval_on_the_simulator_matches_the_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data6");
+    make_folder(&data, 6, 4, 2);
+    let run = tmp.path().join("run");
+    let o = train(&data, &run, &["--max-steps", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval = |backend: &str| -> serde_json::Value {
+        let o = calib(&[
+            "eval",
+            run.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--batch",
+            "6",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{backend}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (reference, sim) = (eval("reference"), eval("sim"));
+    assert_eq!(reference["images"], 12, "{reference}");
+    for key in ["images", "top1", "top5", "k"] {
+        assert_eq!(sim[key], reference[key], "{key}: {sim} vs {reference}");
+    }
+    let (a, b) = (
+        sim["loss"].as_f64().unwrap(),
+        reference["loss"].as_f64().unwrap(),
+    );
+    assert!(b > 0.0 && (a - b).abs() <= 1e-5 * b, "{a} vs {b}");
+}

@@ -10,7 +10,7 @@ mod support;
 use calib::passes::{train_step, TrainConfig};
 use calib::runtime::cuda::{devices, nccl_present, CudaError, CudaOptions, NcclGroup};
 use calib::runtime::sim::ptxas;
-use calib::runtime::{Backend, Collective, Reference, Storage};
+use calib::runtime::{Backend, Bindings, Collective, Reference, Storage};
 use calib::train::carry;
 use calib::verify::{verify_fixture, Status};
 use calib::Cuda;
@@ -19,7 +19,10 @@ use support::data_parallel::{
     assert_replicas_agree, run, start, step, worst_relative_error, TOLERANCE,
 };
 use support::fixture;
-use support::session::{batches, plain_step, replica_sessions, session_matches_run_loop, STEPS};
+use support::session::{
+    batches, plain_step, replica_sessions, session_matches_run_loop,
+    staged_names_bound_again_are_refused, staging_matches_stepping, STEPS,
+};
 
 /// Whether NCCL can be used here; where the GPU check requires it, its absence fails.
 fn nccl() -> bool {
@@ -233,6 +236,38 @@ fn a_session_keeps_the_state_on_the_gpu_with_the_run_loops_bits() {
         .unwrap()
         .with_options(CudaOptions { graph: true });
     session_matches_run_loop(&graph);
+}
+
+/// The next batch copied while the step runs (a device staging buffer on the copy
+/// stream, moved into place at the next step's start) gives the bits of binding each
+/// batch at its step, eagerly and as a CUDA graph, and the copies were timed.
+#[test]
+fn staging_the_next_batch_on_the_gpu_gives_the_bits_of_binding_it() {
+    let Some(eager) = gpu() else { return };
+    staging_matches_stepping(&eager, STEPS);
+    staged_names_bound_again_are_refused(&eager);
+    let graph = Cuda::new(0)
+        .unwrap()
+        .with_options(CudaOptions { graph: true });
+    staging_matches_stepping(&graph, STEPS);
+    let (step, sgd) = plain_step();
+    let batches = batches(support::data_parallel::SHARD, 2, 3);
+    let mut session = eager
+        .session(&step.graph, &calib::train::carry(&step), 0)
+        .unwrap();
+    session.load(&sgd.resident(&step)).unwrap();
+    session
+        .step_and_stage(&batches[0].bindings(), &[], &batches[1].bindings())
+        .unwrap();
+    session.step(&Bindings::new(), &[]).unwrap();
+    let times = session
+        .copy_times()
+        .expect("the cuda backend times its copies");
+    assert_eq!(times.copies, 1, "{times:?}");
+    assert!(
+        times.seconds > 0.0 && (0.0..=times.seconds).contains(&times.exposed_seconds),
+        "{times:?}"
+    );
 }
 
 #[test]

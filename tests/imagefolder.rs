@@ -152,6 +152,10 @@ fn batches_are_a_function_of_seed_epoch_and_sample() {
     let per = 3 * 24 * 24;
     assert_eq!(alone.pixels, a.pixels[2 * per..3 * per]);
     assert_eq!(a.labels, vec![0, 0, 2, 1, 0]);
+    // A data-parallel process's shard: those rows' bytes, its samples alone decoded.
+    let shard = one.shard(&indices, Some(draw(1)), 1..4).unwrap();
+    assert_eq!(shard.pixels, a.pixels[per..4 * per]);
+    assert_eq!(shard.labels, a.labels[1..4]);
 }
 
 #[test]

@@ -311,3 +311,73 @@ fn bad_launcher_environments_are_named() {
     }
     assert!(!dir.path().join("run").exists());
 }
+
+/// On an image folder each rank decodes only its own shard of every batch, yet the
+/// group reports what `--replicas 2` threads do, digests and unreadable files included:
+/// one training file is garbage, so a slot of one rank's shard is filled by the next
+/// readable image there and counted.
+#[test]
+fn ranks_decode_only_their_shards_of_an_image_folder_as_the_threads_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::images::make_folder(&data, 4, 8, 2);
+    std::fs::write(data.join("train/class_01/img_003.jpg"), b"not a jpeg").unwrap();
+    let data_arg = format!("imagefolder:{}", data.display());
+    let (zero, one, threads) = (
+        dir.path().join("rank0"),
+        dir.path().join("rank1"),
+        dir.path().join("threads"),
+    );
+    // One epoch of 4 steps: every training file is read once, by one rank.
+    let args = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = ["--out", out.to_str().unwrap(), "--data", &data_arg]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for s in [
+            "--image-size",
+            "16",
+            "--batch",
+            "8",
+            "--epochs",
+            "1",
+            "--eval-batch",
+            "8",
+            "--log-every",
+            "1",
+            "--loader-workers",
+            "1",
+        ] {
+            a.push(s.into());
+        }
+        a
+    };
+    let port = free_port();
+    let children: Vec<Child> = [&zero, &one]
+        .iter()
+        .enumerate()
+        .map(|(rank, out)| {
+            let a = args(out);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            spawn(&rank_vars(rank, 2, port), &a)
+        })
+        .collect();
+    for (rank, child) in children.into_iter().enumerate() {
+        let o = finish(child, LIMIT);
+        assert!(o.status.success(), "rank {rank}: {}", stderr(&o));
+    }
+    let a = args(&threads);
+    let mut a: Vec<&str> = a.iter().map(String::as_str).collect();
+    a.extend(["--replicas", "2"]);
+    let mut all = vec!["train"];
+    all.extend(a);
+    let o = support::calib(&all);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_run(&zero, &threads, 0);
+    let last = metrics(&zero)
+        .into_iter()
+        .rev()
+        .find(|l| l.get("batch_digest").is_some())
+        .unwrap();
+    assert_eq!(last["skipped_images"], 1, "{last}");
+}

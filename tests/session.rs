@@ -7,11 +7,18 @@
 mod support;
 
 use calib::passes::{momentum_name, LR};
-use calib::runtime::{Backend, Bindings, Carry, HostTensor, Reference, RuntimeError, TensorMap};
+use calib::runtime::session::{BufferCopy, ResidentProgram, ResidentSession};
+use calib::runtime::{
+    Backend, Bindings, Carry, HostTensor, Reference, RuntimeError, Session, TensorMap,
+};
 use calib::train::{carry, STEP_FETCH};
 use calib::Sim;
 use support::data_parallel::{self, SHARD};
-use support::session::{batches, plain_step, replica_sessions, session_matches_run_loop};
+use support::session::{
+    assert_same_run, batches, plain_step, read_back, replica_sessions, session_loop,
+    session_matches_run_loop, staged_loop, staged_names_bound_again_are_refused,
+    staging_matches_stepping,
+};
 
 #[test]
 fn a_reference_session_gives_the_run_loops_bits_moving_only_the_batch() {
@@ -21,6 +28,12 @@ fn a_reference_session_gives_the_run_loops_bits_moving_only_the_batch() {
 #[test]
 fn a_simulator_session_keeps_state_in_device_buffers_with_the_run_loops_bits() {
     session_matches_run_loop(&Sim::new());
+}
+
+#[test]
+fn staging_the_next_batch_gives_the_bits_of_binding_it_on_the_reference() {
+    staging_matches_stepping(&Reference::new(), 3);
+    staged_names_bound_again_are_refused(&Reference::new());
 }
 
 #[test]
@@ -89,4 +102,97 @@ fn misuse_is_a_clear_error() {
         let read = session.read(&[momentum.as_str()]).unwrap();
         assert_eq!(read[&momentum].ty(), sgd.momentum[&step.params[0]].ty());
     }
+}
+
+/// A simulated device whose staged writes land only at the next step's start, as the
+/// GPU's staged copies are moved into place (`runtime/src/cuda/staging.rs`); it records
+/// the first pixel of the batch each step reads.
+struct LateStaging {
+    inner: calib::runtime::SimResident,
+    input: calib::ir::BufferId,
+    pending: Vec<(calib::ir::BufferId, Vec<u8>)>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<f32>>>,
+}
+
+impl ResidentProgram for LateStaging {
+    fn plan(&self) -> &calib::runtime::DeviceProgram {
+        self.inner.plan()
+    }
+    fn write(&mut self, b: calib::ir::BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.inner.write(b, bytes)
+    }
+    fn read(&mut self, b: calib::ir::BufferId) -> Result<Vec<u8>, RuntimeError> {
+        self.inner.read(b)
+    }
+    fn step(
+        &mut self,
+        group: Option<&dyn calib::runtime::Collective>,
+        copies: &[BufferCopy],
+    ) -> Result<(), RuntimeError> {
+        self.step_then_stage(group, copies, &[])
+    }
+    fn step_then_stage(
+        &mut self,
+        group: Option<&dyn calib::runtime::Collective>,
+        copies: &[BufferCopy],
+        next: &[(calib::ir::BufferId, Vec<u8>)],
+    ) -> Result<(), RuntimeError> {
+        for (b, bytes) in std::mem::take(&mut self.pending) {
+            self.inner.write(b, &bytes)?;
+        }
+        let x = self.inner.read(self.input)?;
+        let first = f32::from_le_bytes(x[..4].try_into().unwrap());
+        self.seen.lock().unwrap().push(first);
+        self.inner.step(group, copies)?;
+        self.pending = next.to_vec();
+        Ok(())
+    }
+}
+
+/// On the simulator (slow: two steps each): staging through the default path (each
+/// staged batch written after its step), and through a device whose staged writes land
+/// only at the next step's start as the GPU's do, both give the bits of binding every
+/// batch, and each step reads its own batch.
+#[test]
+fn simulator_sessions_stage_the_next_batch_with_the_bits_of_binding_it() {
+    let (step, sgd) = plain_step();
+    let batches = batches(SHARD, 2, 11);
+    let sim = Sim::new();
+    let (want, want_state, _) = session_loop(&sim, &step, sgd.clone(), &batches);
+    let want = (want, want_state);
+    let (got, got_state, _) = staged_loop(&sim, &step, sgd.clone(), &batches);
+    assert_same_run(&(got, got_state), &want);
+
+    let program = sim.prepare(&step.graph).unwrap();
+    let inner = calib::runtime::SimResident::new(program).unwrap();
+    let input = calib::ir::BufferId(
+        inner
+            .plan()
+            .program
+            .buffers
+            .iter()
+            .position(|b| b.name == "input")
+            .unwrap(),
+    );
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let late = LateStaging {
+        inner,
+        input,
+        pending: vec![],
+        seen: seen.clone(),
+    };
+    let mut session = ResidentSession::new(late, &step.graph, &carry(&step)).unwrap();
+    session.load(&sgd.resident(&step)).unwrap();
+    let got = vec![
+        session
+            .step_and_stage(&batches[0].bindings(), STEP_FETCH, &batches[1].bindings())
+            .unwrap(),
+        session.step(&Bindings::new(), STEP_FETCH).unwrap(),
+    ];
+    // Step N read batch N: never batch N+1, which was handed over while it ran.
+    let firsts: Vec<f32> = batches.iter().map(|b| b.x.to_f32_vec()[0]).collect();
+    assert_eq!(*seen.lock().unwrap(), firsts);
+    let mut state = sgd;
+    read_back(&mut session, &step, &mut state);
+    assert_same_run(&(got, state), &want);
 }

@@ -153,3 +153,66 @@ fn a_batch_that_does_not_split_across_the_replicas_is_refused() {
         "{err}"
     );
 }
+
+/// `calib train` hands each step the next batch before waiting for its results
+/// (`Session::step_and_stage`); with `CALIB_STAGE_BATCHES=0` it binds each batch at its
+/// own step, the old path. Both give the same bits: model, checkpoint, every metrics line
+/// but its timings. Here on the reference backend, with two replicas for the threads'
+/// shards too.
+#[test]
+fn staging_the_next_batch_changes_no_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    for replicas in ["1", "2"] {
+        let (staged, unstaged) = (
+            dir.path().join(format!("staged{replicas}")),
+            dir.path().join(format!("unstaged{replicas}")),
+        );
+        let extra = [
+            "--max-steps",
+            "3",
+            "--replicas",
+            replicas,
+            "--log-every",
+            "1",
+        ];
+        train(&staged, &extra);
+        let mut args = vec!["train", "--out", unstaged.to_str().unwrap()];
+        args.extend([
+            "--batch",
+            "32",
+            "--train-limit",
+            "256",
+            "--test-limit",
+            "200",
+        ]);
+        args.extend(["--eval-batch", "100"]);
+        args.extend(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_calib"))
+            .args(&args)
+            .env("CALIB_STAGE_BATCHES", "0")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for file in ["model.safetensors", "checkpoint.safetensors"] {
+            let a = std::fs::read(staged.join(file)).unwrap();
+            let b = std::fs::read(unstaged.join(file)).unwrap();
+            assert!(a == b, "{file} differs with staging (replicas {replicas})");
+        }
+        let lines = |run: &Path| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(run.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    let fields = v.as_object_mut().unwrap();
+                    fields.remove("images_per_second");
+                    fields.remove("data_wait_seconds");
+                    v
+                })
+                .collect()
+        };
+        let (a, b) = (lines(&staged), lines(&unstaged));
+        assert_eq!(a.len(), 4, "three step lines and an evaluation: {a:?}");
+        assert_eq!(a, b, "replicas {replicas}");
+    }
+}

@@ -7,6 +7,7 @@
 use super::rng::Rng;
 use super::{make_batch, Augment, ImageSet};
 use anyhow::Result;
+use std::ops::Range;
 
 /// One batch: NCHW pixels and a label per image.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +37,17 @@ pub trait Dataset: Send + Sync {
     /// The samples `indices`, augmented for training when `draw` is given, else with the
     /// evaluation transform.
     fn batch(&self, indices: &[usize], draw: Option<Draw>) -> Result<Batch>;
+    /// Rows `rows` of `batch(indices, draw)`, the same bytes: one data-parallel
+    /// process's shard. By default the whole batch is made and cut; a data set whose
+    /// samples are drawn independently makes only the shard's samples.
+    fn shard(&self, indices: &[usize], draw: Option<Draw>, rows: Range<usize>) -> Result<Batch> {
+        let whole = self.batch(indices, draw)?;
+        let per_row = whole.pixels.len() / indices.len().max(1);
+        Ok(Batch {
+            pixels: whole.pixels[rows.start * per_row..rows.end * per_row].to_vec(),
+            labels: whole.labels[rows].to_vec(),
+        })
+    }
     /// How many files were found unreadable so far (their samples were replaced).
     fn skipped(&self) -> usize {
         0

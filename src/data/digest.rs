@@ -7,6 +7,11 @@
 //! the loader thread, which computes it while the step runs, and any change of one bit
 //! in any image changes it. A line covering several steps chains their digests in step
 //! order. Not cryptographic.
+//!
+//! A batch split among data-parallel replicas is digested shard by shard, the shards'
+//! digests chained in rank order ([`sharded_digest`]; one shard: the batch's own
+//! digest), so a group of processes, each of which only ever holds its own shard, reports
+//! the digest that `--replicas N` threads report for the whole batch.
 
 const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -21,6 +26,22 @@ pub fn batch_digest(pixels: &[f32], labels: &[i64]) -> u64 {
         h = (h ^ l as u64).wrapping_mul(PRIME);
     }
     h
+}
+
+/// The digest of a batch split into `shards` equal shards of rows (labels and pixels
+/// alike): their digests chained in order. `shards` must divide the rows.
+pub fn sharded_digest(pixels: &[f32], labels: &[i64], shards: usize) -> u64 {
+    let shards = shards.max(1);
+    let (rows, per_row) = (labels.len() / shards, pixels.len() / labels.len().max(1));
+    (0..shards)
+        .fold(None, |h, r| {
+            let pixels = &pixels[r * rows * per_row..(r + 1) * rows * per_row];
+            Some(chain(
+                h,
+                batch_digest(pixels, &labels[r * rows..(r + 1) * rows]),
+            ))
+        })
+        .expect("at least one shard")
 }
 
 /// The digest of the batches digested `earlier` followed by one digested `next`.
@@ -66,5 +87,21 @@ mod tests {
         assert_ne!(chain(Some(base), other), chain(Some(other), base));
         assert_eq!(chain(None, other), other);
         assert_eq!(show(0xab), "00000000000000ab");
+    }
+
+    #[test]
+    fn a_sharded_digest_chains_the_shards_and_one_shard_is_the_batch() {
+        let pixels: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let labels = vec![0i64, 1, 2, 3];
+        assert_eq!(
+            sharded_digest(&pixels, &labels, 1),
+            batch_digest(&pixels, &labels)
+        );
+        let halves = chain(
+            Some(batch_digest(&pixels[..6], &labels[..2])),
+            batch_digest(&pixels[6..], &labels[2..]),
+        );
+        assert_eq!(sharded_digest(&pixels, &labels, 2), halves);
+        assert_ne!(halves, batch_digest(&pixels, &labels));
     }
 }

@@ -2,10 +2,11 @@
 //! order (the epoch's shuffled order, the step's draws) and hands finished batches over a
 //! bounded queue, so decoding and augmenting overlap the training step while memory
 //! stays at `depth` batches. The batches are exactly those the trainer would build
-//! itself, in the same order: only when they are made changes.
+//! itself, in the same order: only when they are made changes. In a group of processes
+//! each one makes only its own shard of every batch.
 
 use super::dataset::{epoch_order, Batch, Dataset, Draw};
-use super::digest::batch_digest;
+use super::digest::{batch_digest, sharded_digest};
 use anyhow::{anyhow, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -22,13 +23,35 @@ pub struct Plan {
     pub end: u64,
     /// Training augmentation (otherwise the evaluation transform).
     pub augment: bool,
+    /// The data-parallel replicas each batch is split among (in rank order).
+    pub replicas: usize,
+    /// In a group of processes, this process's rank: only its shard is made.
+    pub rank: Option<usize>,
 }
 
-/// A batch as the loader made it, with its digest (`data::digest`), computed on the
-/// loader's thread.
+impl Plan {
+    /// The rows of a global batch this loader makes: all of them, or its rank's shard.
+    fn rows(&self) -> std::ops::Range<usize> {
+        match self.rank {
+            Some(r) => {
+                let per = self.batch / self.replicas.max(1);
+                r * per..(r + 1) * per
+            }
+            None => 0..self.batch,
+        }
+    }
+}
+
+/// A batch as the loader made it (in a group of processes, this rank's shard), with its
+/// digest (`data::digest`), computed on the loader's thread: the global batch's, its
+/// shards' digests chained; or the rank's shard's, which the group chains.
 pub struct Prefetched {
     pub batch: Batch,
     pub digest: u64,
+    /// Files the data set had found unreadable once this batch was made: those of the
+    /// run's batches up to this one (batches are made in step order), whatever the
+    /// loader has made since.
+    pub skipped: usize,
 }
 
 /// Hands out the batches of a [`Plan`] in step order.
@@ -64,8 +87,16 @@ impl Prefetcher {
                         epoch,
                         step,
                     });
-                    let batch = data.batch(indices, draw).map(|batch| Prefetched {
-                        digest: batch_digest(&batch.pixels, &batch.labels),
+                    let batch = match plan.rank {
+                        Some(_) => data.shard(indices, draw, plan.rows()),
+                        None => data.batch(indices, draw),
+                    };
+                    let batch = batch.map(|batch| Prefetched {
+                        digest: match plan.rank {
+                            Some(_) => batch_digest(&batch.pixels, &batch.labels),
+                            None => sharded_digest(&batch.pixels, &batch.labels, plan.replicas),
+                        },
+                        skipped: data.skipped(),
                         batch,
                     });
                     let failed = batch.is_err();

@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod generations;
 mod init;
 pub mod launch;
+mod lookahead;
 mod metrics;
 mod options;
 mod replicas;

@@ -11,11 +11,16 @@
 //! per-replica BatchNorm that is what PyTorch DDP's `broadcast_buffers` keeps too (the
 //! other replicas' running statistics are never read: train mode does not use them).
 //!
+//! A step can hand the sessions the next step's batch before its own results are
+//! waited for ([`Session::step_and_stage`]), so that a GPU copies it while the step
+//! computes; the next step then binds only its group.
+//!
 //! A fresh group per step keeps failure simple: a replica that fails returns, its
 //! handle is dropped, the others' all-reduces fail at once, and the step reports the
 //! first replica's own error rather than its peers' complaints about it.
 
 use super::evaluate::{correct, scalar};
+use super::launch::sums::{self, RankFigures};
 use super::launch::ProcessGroup;
 use super::sgd_state::{carry, STEP_FETCH};
 use super::SgdState;
@@ -61,6 +66,22 @@ pub struct StepRunner<'a> {
     /// One per replica, in rank order; in a group of processes, this process's only.
     sessions: Vec<Box<dyn Session + 'a>>,
     process: Option<&'a ProcessGroup>,
+    /// Whether the sessions hold the next step's batch, staged by the last step.
+    staged: bool,
+}
+
+/// What a step is fed.
+#[derive(Clone, Copy, Debug)]
+pub struct Feed<'b> {
+    /// The global batch; in a group of processes, this process's shard of it.
+    pub pixels: &'b [f32],
+    pub labels: &'b [i64],
+    pub lr: f64,
+    /// The digest of `pixels` and `labels` as the loader computed it (`data::digest`).
+    pub digest: u64,
+    /// Training images this process's loader had found unreadable once it made this
+    /// batch (`Prefetched::skipped`).
+    pub skipped: usize,
 }
 
 /// What a step tells the trainer about the whole global batch.
@@ -70,6 +91,11 @@ pub struct StepOutcome {
     pub loss: f64,
     /// Images of the global batch whose largest logit is their label.
     pub correct: usize,
+    /// The global batch's digest (in a group of processes: the ranks' shard digests
+    /// chained, as the loader of `--replicas N` threads chains them).
+    pub digest: u64,
+    /// Training images found unreadable so far (a group of processes: by all ranks).
+    pub skipped: usize,
 }
 
 impl<'a> StepRunner<'a> {
@@ -99,6 +125,7 @@ impl<'a> StepRunner<'a> {
             shard,
             sessions,
             process,
+            staged: false,
         })
     }
 
@@ -111,6 +138,12 @@ impl<'a> StepRunner<'a> {
                 .with_context(|| format!("loading the state into replica {r}"))?;
         }
         Ok(())
+    }
+
+    /// Rank 0's (this process's) staged batch copies so far, where its backend times
+    /// them (`Session::copy_times`).
+    pub fn copy_times(&self) -> Option<calib_runtime::session::CopyTimes> {
+        self.sessions[0].copy_times()
     }
 
     /// Brings rank 0's state back into `sgd` (for a checkpoint, an evaluation, the end).
@@ -141,76 +174,119 @@ impl<'a> StepRunner<'a> {
         })
     }
 
-    /// One step on the global batch (`pixels`, `labels`).
-    pub fn run(&mut self, pixels: &[f32], labels: &[i64], lr: f64) -> Result<StepOutcome> {
-        if let Some(group) = self.process {
-            return self.run_process_replica(group, pixels, labels, lr);
-        }
-        let outputs = self.run_threads(pixels, labels, lr)?;
-        Ok(StepOutcome {
-            loss: scalar(&outputs, LOSS)?,
-            correct: correct(
-                outputs.get("logits").context("step graph has no logits")?,
-                labels,
-            ),
-        })
+    /// One step on `this`; with `next`, the step after it is handed its batch before
+    /// this one's results are waited for, and must be run next, with the same batch.
+    pub fn run(&mut self, this: Feed<'_>, next: Option<Feed<'_>>) -> Result<StepOutcome> {
+        // What the last step staged is this step's batch, whether this one succeeds or not.
+        let staged = std::mem::take(&mut self.staged);
+        let outcome = match self.process {
+            Some(group) => self.run_process_replica(group, this, next, staged)?,
+            None => {
+                let outputs = self.run_threads(this, next, staged)?;
+                StepOutcome {
+                    loss: scalar(&outputs, LOSS)?,
+                    correct: correct(
+                        outputs.get("logits").context("step graph has no logits")?,
+                        this.labels,
+                    ),
+                    digest: this.digest,
+                    skipped: this.skipped,
+                }
+            }
+        };
+        self.staged = next.is_some();
+        Ok(outcome)
     }
 
     /// This process's replica of a group of processes: its shard's step, then the
     /// group's loss and count of correct images, summed in rank order as the threads'
-    /// outcomes are merged (so every rank reports the in-process run's figures).
+    /// outcomes are merged (so every rank reports the in-process run's figures), with
+    /// the ranks' unreadable images and shard digests (`launch/sums.rs`).
     fn run_process_replica(
         &mut self,
         group: &ProcessGroup,
-        pixels: &[f32],
-        labels: &[i64],
-        lr: f64,
+        this: Feed<'_>,
+        next: Option<Feed<'_>>,
+        staged: bool,
     ) -> Result<StepOutcome> {
-        let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
-        let (x, y) = shard_of(&self.shard, group.world(), group.rank(), pixels, labels)?;
+        check_split(&self.shard, 1, this.pixels, this.labels)?;
+        if let Some(next) = next {
+            check_split(&self.shard, 1, next.pixels, next.labels)?;
+        }
+        let shard = Shard::of(&self.shard, this, !staged)?;
+        let next = next.map(|n| Shard::of(&self.shard, n, true)).transpose()?;
         let session = self.sessions[0].as_mut();
-        let outputs = replica(session, &self.shard, Some(group.collective()), x, y, &lr)
+        let outputs = replica(session, Some(group.collective()), &shard, next.as_ref())
             .with_context(|| format!("replica {} of {}", group.rank(), group.world()))?;
-        let mine = Storage::F64(vec![
-            scalar(&outputs, LOSS)?,
-            correct(
+        let mine = RankFigures {
+            loss: scalar(&outputs, LOSS)?,
+            correct: correct(
                 outputs.get("logits").context("step graph has no logits")?,
-                y,
-            ) as f64,
-        ]);
-        let Storage::F64(sums) = group.host().all_reduce(&mine, calib_ir::ReduceOp::Sum)? else {
+                this.labels,
+            ),
+            skipped: this.skipped,
+            digest: this.digest,
+        };
+        let (rank, world) = (group.rank(), group.world());
+        let mine = Storage::F64(sums::encode(mine, rank, world));
+        let Storage::F64(summed) = group.host().all_reduce(&mine, calib_ir::ReduceOp::Sum)? else {
             bail!("the group's sum of f64 values came back in another type");
         };
+        let figures = sums::decode(&summed, world)?;
         // As `merge`: the f64 sum of the replicas' losses over their count, in f32.
-        let loss = (sums[0] / group.world() as f64) as f32;
+        let loss = (figures.loss_sum / world as f64) as f32;
         Ok(StepOutcome {
             loss: loss as f64,
-            correct: sums[1] as usize,
+            correct: figures.correct,
+            digest: figures.digest,
+            skipped: figures.skipped,
         })
     }
 
     /// The replicas of this process, each on a thread with its shard.
-    fn run_threads(&mut self, pixels: &[f32], labels: &[i64], lr: f64) -> Result<Outputs> {
-        let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![lr as f32])?;
-        let shard = &self.shard;
-        if self.sessions.len() == 1 {
-            return replica(self.sessions[0].as_mut(), shard, None, pixels, labels, &lr);
-        }
+    fn run_threads(
+        &mut self,
+        this: Feed<'_>,
+        next: Option<Feed<'_>>,
+        staged: bool,
+    ) -> Result<Outputs> {
         let replicas = self.sessions.len();
-        let shards = (0..replicas)
-            .map(|r| shard_of(shard, replicas, r, pixels, labels))
-            .collect::<Result<Vec<_>>>()?;
+        let shards_of = |feed: Feed<'_>, bind: bool| -> Result<Vec<Shard>> {
+            (0..replicas)
+                .map(|r| {
+                    let (pixels, labels) =
+                        shard_of(&self.shard, replicas, r, feed.pixels, feed.labels)?;
+                    Shard::of(
+                        &self.shard,
+                        Feed {
+                            pixels,
+                            labels,
+                            ..feed
+                        },
+                        bind,
+                    )
+                })
+                .collect()
+        };
+        let shards = shards_of(this, !staged)?;
+        let nexts: Vec<Option<Shard>> = match next {
+            Some(next) => shards_of(next, true)?.into_iter().map(Some).collect(),
+            None => (0..replicas).map(|_| None).collect(),
+        };
+        if replicas == 1 {
+            let session = self.sessions[0].as_mut();
+            return replica(session, None, &shards[0], nexts[0].as_ref());
+        }
         let results: Vec<Result<Outputs>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .sessions
                 .iter_mut()
                 .zip(InProcess::group(replicas))
-                .zip(shards)
-                .map(|((session, group), (x, y))| {
-                    let lr = &lr;
+                .zip(shards.iter().zip(&nexts))
+                .map(|((session, group), (shard, next))| {
                     // The group handle moves into the thread: when the thread ends, for
                     // whatever reason, the handle is dropped and its peers stop waiting.
-                    s.spawn(move || replica(session.as_mut(), shard, Some(&group), x, y, lr))
+                    s.spawn(move || replica(session.as_mut(), Some(&group), shard, next.as_ref()))
                 })
                 .collect();
             handles
@@ -259,25 +335,45 @@ fn shard_of<'b>(
     ))
 }
 
-/// One replica's step on its shard.
+/// One replica's shard of a step's batch as tensors; `None` where the step before
+/// staged it (the session has it already).
+struct Shard(Option<(HostTensor, HostTensor, HostTensor)>);
+
+impl Shard {
+    fn of(shape: &[usize], feed: Feed<'_>, bind: bool) -> Result<Self> {
+        if !bind {
+            return Ok(Shard(None));
+        }
+        Ok(Shard(Some((
+            HostTensor::from_f32(shape.to_vec(), feed.pixels.to_vec())?,
+            HostTensor::from_i64(vec![feed.labels.len()], feed.labels.to_vec())?,
+            HostTensor::from_f32(Vec::<usize>::new(), vec![feed.lr as f32])?,
+        ))))
+    }
+
+    fn bind<'t>(&'t self, mut bindings: Bindings<'t>) -> Bindings<'t> {
+        if let Some((x, y, lr)) = &self.0 {
+            bindings = bindings.input("input", x).input("labels", y).input(LR, lr);
+        }
+        bindings
+    }
+}
+
+/// One replica's step on its shard, staging `next`'s shard for the step after.
 fn replica(
     session: &mut dyn Session,
-    shard: &[usize],
     group: Option<&dyn Collective>,
-    pixels: &[f32],
-    labels: &[i64],
-    lr: &HostTensor,
+    this: &Shard,
+    next: Option<&Shard>,
 ) -> Result<Outputs> {
-    let x = HostTensor::from_f32(shard.to_vec(), pixels.to_vec())?;
-    let y = HostTensor::from_i64(vec![labels.len()], labels.to_vec())?;
-    let mut batch = Bindings::new()
-        .input("input", &x)
-        .input("labels", &y)
-        .input(LR, lr);
+    let mut batch = this.bind(Bindings::new());
     if let Some(group) = group {
         batch = batch.collective(group);
     }
-    Ok(session.step(&batch, STEP_FETCH)?)
+    Ok(match next {
+        Some(next) => session.step_and_stage(&batch, STEP_FETCH, &next.bind(Bindings::new()))?,
+        None => session.step(&batch, STEP_FETCH)?,
+    })
 }
 
 /// The whole batch's logits and mean loss; or the error of the replica that failed

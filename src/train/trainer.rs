@@ -16,13 +16,14 @@ use super::evaluate::Evaluator;
 use super::generations::{self, newest_path, rejected_path};
 use super::init::{init_state, read_weights, start_from, CLASSIFIER};
 use super::launch::{share, share_state, ProcessGroup};
+use super::lookahead::{stage_batches, Lookahead};
 use super::metrics::{truncate_metrics, Window};
-use super::replicas::StepRunner;
+use super::replicas::{Feed, StepRunner};
 use super::run_dir::RunDir;
 use super::schedule::Schedule;
 use super::{OptionNames, SgdState, TrainOptions};
 use crate::data::digest::{self, chain};
-use crate::data::prefetch::{Plan, Prefetcher};
+use crate::data::prefetch::{Plan, Prefetched, Prefetcher};
 use crate::data::{rng::Rng, source};
 use anyhow::{anyhow, bail, Context, Result};
 use calib_ir::{DType, GraphBuilder, Mode};
@@ -344,8 +345,12 @@ fn train_in(
         start,
         end,
         augment: opts.augment,
+        replicas: opts.replicas,
+        // In a group of processes each loader makes only its rank's shard.
+        rank: group.map(|g| g.rank()),
     };
-    let mut batches = Prefetcher::start(train_set.clone(), plan, PREFETCH_DEPTH)?;
+    let loader = Prefetcher::start(train_set.clone(), plan, PREFETCH_DEPTH)?;
+    let mut batches = Lookahead::new(loader, stage_batches());
     let mut shown_epoch = None;
     let bar = match primary {
         true => ProgressBar::new(0),
@@ -367,14 +372,13 @@ fn train_in(
             bar.set_prefix(format!("{}/{}", epoch + 1, opts.epochs));
         }
         bar.set_position(pos as u64);
-        let waited = Instant::now();
-        let batch = batches
-            .next_batch()
-            .with_context(|| format!("loading the batch of step {}", step + 1))?;
-        window.data_seconds += waited.elapsed().as_secs_f64();
-        window.digest = Some(chain(window.digest, batch.digest));
-        let (pixels, labels) = (batch.batch.pixels, batch.batch.labels);
+        // With staging, the next step's batch too: the sessions get it with this step,
+        // so a GPU copies it while this step computes.
+        let (taken, next) = batches.take(step, end)?;
+        window.data_seconds += taken.waited;
         let lr = schedule.lr(step);
+        let this = feed(&taken.batch, lr);
+        let next = next.map(|n| feed(&n.batch, schedule.lr(step + 1)));
         // Steps are counted from 1 in messages, as in metrics.jsonl and checkpoints.
         let at = || format!("step {} (learning rate {})", step + 1, show_rate(lr));
         // A run that diverged stops here, naming the step, the rate and what went wrong.
@@ -387,7 +391,7 @@ fn train_in(
             )
         };
         let t0 = Instant::now();
-        let outcome = match runner.run(&pixels, &labels, lr) {
+        let outcome = match runner.run(this, next) {
             Ok(outcome) => outcome,
             // --check-finite: the interpreter names the first op that made a NaN or inf.
             Err(e) => match non_finite_op(&e) {
@@ -396,6 +400,7 @@ fn train_in(
             },
         };
         window.add(opts.batch, t0.elapsed().as_secs_f64());
+        window.digest = Some(chain(window.digest, outcome.digest));
         in_sync = false;
         let loss = outcome.loss;
         if let Some(divergence) = losses.observe(loss) {
@@ -425,16 +430,25 @@ fn train_in(
                 "train_accuracy": window.correct as f64 / window.images as f64,
                 "lr": lr, "images_per_second": window.images_per_second(),
                 "data_wait_seconds": window.data_seconds,
-                "skipped_images": train_set.skipped() + test_set.skipped(),
+                "skipped_images": outcome.skipped + test_set.skipped(),
                 "batch_digest": window.digest.map(digest::show),
             });
+            let copies = runner.copy_times();
+            if let Some(figures) = window.copy_figures(copies) {
+                for (k, v) in figures.as_object().expect("an object") {
+                    line[k] = v.clone();
+                }
+            }
             if interrupted {
                 line["interrupted"] = true.into();
             }
             if let Some(metrics) = metrics.as_mut() {
                 writeln!(metrics, "{line}")?;
             }
-            window = Window::default();
+            window = Window {
+                copies_before: copies,
+                ..Window::default()
+            };
         }
         let epoch_done = step % steps_per_epoch == 0;
         let checkpoint_due = epoch_done
@@ -526,6 +540,17 @@ fn show_rate(lr: f64) -> String {
         format!("{lr}")
     } else {
         format!("{lr:e}")
+    }
+}
+
+/// What a step is fed of a batch from the loader, at learning rate `lr`.
+fn feed(b: &Prefetched, lr: f64) -> Feed<'_> {
+    Feed {
+        pixels: &b.batch.pixels,
+        labels: &b.batch.labels,
+        lr,
+        digest: b.digest,
+        skipped: b.skipped,
     }
 }
 

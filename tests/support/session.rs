@@ -241,3 +241,83 @@ pub fn replica_sessions(backend: &dyn Backend, dp: &DataParallelStep, replicas: 
         assert_same_state(&got, &states[r]);
     }
 }
+
+/// The same steps through a session that stages each next batch
+/// (`Session::step_and_stage`): the first step binds its batch, every later one only
+/// what the step before staged. Also the transfers of the whole run.
+pub fn staged_loop(
+    backend: &dyn Backend,
+    step: &TrainStep,
+    mut sgd: SgdState,
+    batches: &[Batch],
+) -> (Vec<Outputs>, SgdState, Transfers) {
+    let mut session = backend.session(&step.graph, &carry(step), 0).unwrap();
+    session.load(&sgd.resident(step)).unwrap();
+    let before = session.transfers();
+    let mut fetched = vec![];
+    for (i, b) in batches.iter().enumerate() {
+        let this = match i {
+            0 => b.bindings(),
+            _ => Bindings::new(),
+        };
+        fetched.push(match batches.get(i + 1) {
+            Some(next) => session
+                .step_and_stage(&this, STEP_FETCH, &next.bindings())
+                .unwrap(),
+            None => session.step(&this, STEP_FETCH).unwrap(),
+        });
+    }
+    let moved = session.transfers() - before;
+    read_back(session.as_mut(), step, &mut sgd);
+    (fetched, sgd, moved)
+}
+
+/// Fetched outputs and final states agree to the bit.
+pub fn assert_same_run(got: &(Vec<Outputs>, SgdState), want: &(Vec<Outputs>, SgdState)) {
+    for (s, (g, w)) in got.0.iter().zip(&want.0).enumerate() {
+        for name in STEP_FETCH {
+            assert_eq!(bits(&g[*name]), bits(&w[*name]), "step {s}: {name}");
+        }
+    }
+    assert_same_state(&got.1, &want.1);
+}
+
+/// Staging each next batch gives the bits of stepping with each batch bound over
+/// `steps` steps, and moves the same bytes.
+pub fn staging_matches_stepping(backend: &dyn Backend, steps: usize) {
+    let (step, sgd) = plain_step();
+    let batches = batches(SHARD, steps, 7);
+    let (want, want_state, moved) = session_loop(backend, &step, sgd.clone(), &batches);
+    let (got, got_state, staged_moved) = staged_loop(backend, &step, sgd, &batches);
+    assert_same_run(&(got, got_state), &(want, want_state));
+    let total = moved.iter().fold(Transfers::default(), |a, m| Transfers {
+        uploaded_bytes: a.uploaded_bytes + m.uploaded_bytes,
+        downloaded_bytes: a.downloaded_bytes + m.downloaded_bytes,
+    });
+    assert_eq!(staged_moved, total, "{}", backend.name());
+}
+
+/// A staged tensor bound again is refused, and the refused step uses up what was staged.
+pub fn staged_names_bound_again_are_refused(backend: &dyn Backend) {
+    let (step, sgd) = plain_step();
+    let batches = batches(SHARD, 2, 7);
+    let mut session = backend.session(&step.graph, &carry(&step), 0).unwrap();
+    session.load(&sgd.resident(&step)).unwrap();
+    session
+        .step_and_stage(&batches[0].bindings(), &[], &batches[1].bindings())
+        .unwrap();
+    let e = session
+        .step(&batches[1].bindings(), STEP_FETCH)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("was staged for this step"), "{e}");
+    let e = session
+        .step(&Bindings::new(), STEP_FETCH)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no tensor bound to input"),
+        "{}: {e}",
+        backend.name()
+    );
+}

@@ -22,10 +22,11 @@
 //! as long as the program and the communicator do.
 
 use super::modules::{LoadStats, LoadedKernels};
+use super::staging::Staging;
 use super::upload::Uploader;
 use super::{driver_error, CudaError, NcclRank};
 use crate::memory::{self, Limit, Need};
-use crate::session::{BufferCopy, ResidentProgram};
+use crate::session::{BufferCopy, CopyTimes, ResidentProgram};
 use crate::{
     Action, ArenaCopy, Bindings, Collective, CollectiveError, DeviceProgram, HostTensor, OpError,
     Outputs, RuntimeError,
@@ -59,6 +60,8 @@ pub struct CudaProgram {
     captured: Option<Captured>,
     /// The batch's copies, through page-locked memory on a stream of their own.
     uploader: Uploader,
+    /// The next step's batch, copied while the current step runs (`staging.rs`).
+    staging: Staging,
 }
 
 /// A captured schedule and the communicator and copies it was captured with.
@@ -169,6 +172,7 @@ impl CudaProgram {
             options,
             captured: None,
             uploader,
+            staging: Staging::default(),
         })
     }
 
@@ -199,7 +203,7 @@ impl CudaProgram {
         let nccl = self.nccl_of(group);
         let result = self
             .upload(bindings)
-            .and_then(|()| self.execute(group, nccl, &[]))
+            .and_then(|()| self.execute(group, nccl, &[], &[]))
             .and_then(|()| self.download());
         if let (Err(_), Some(n)) = (&result, nccl) {
             n.leave();
@@ -214,8 +218,37 @@ impl CudaProgram {
             .filter(|n| n.ordinal() == self.ordinal)
     }
 
-    /// Runs the schedule, then `copies`, and waits for the step.
+    /// Moves a batch staged by the step before into place, runs the schedule, then
+    /// `copies`, stages `next` (whole buffers, checked against the arena by the caller)
+    /// for the next step, and waits for the step.
     fn execute(
+        &mut self,
+        group: Option<&dyn Collective>,
+        nccl: Option<&NcclRank>,
+        copies: &[ArenaCopy],
+        next: &[(BufferId, Vec<u8>)],
+    ) -> Result<(), RuntimeError> {
+        self.move_staged_into_place()?;
+        self.enqueue_step(group, nccl, copies)?;
+        let staged = match next.is_empty() {
+            true => Ok(()),
+            false => self.staging.stage(&mut self.uploader, &self.stream, next),
+        };
+        // Waited for even when staging failed: the arena must outlive what is enqueued.
+        let waited = self.wait(nccl);
+        staged.and(waited)?;
+        self.staging.settle()
+    }
+
+    /// Enqueues the move of the batch staged for this step into its buffers.
+    fn move_staged_into_place(&mut self) -> Result<(), RuntimeError> {
+        let (base, offsets) = (self.base, &self.plan.offsets);
+        self.staging
+            .move_into_place(&self.stream, |b| base + offsets[b.0] as u64)
+    }
+
+    /// Enqueues the schedule, then `copies` (with host-staged all-reduces, runs it).
+    fn enqueue_step(
         &mut self,
         group: Option<&dyn Collective>,
         nccl: Option<&NcclRank>,
@@ -242,7 +275,7 @@ impl CudaProgram {
             self.enqueue(nccl)?;
             self.carry_on_stream(copies)?;
         }
-        self.wait(nccl)
+        Ok(())
     }
 
     /// Blocks until everything enqueued on the stream has run.
@@ -521,13 +554,31 @@ impl ResidentProgram for CudaProgram {
         group: Option<&dyn Collective>,
         copies: &[BufferCopy],
     ) -> Result<(), RuntimeError> {
+        self.step_then_stage(group, copies, &[])
+    }
+
+    /// The copies of `next` overlap this step (`staging.rs`). On failure with an NCCL
+    /// group bound, this replica leaves the group.
+    fn step_then_stage(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+        next: &[(BufferId, Vec<u8>)],
+    ) -> Result<(), RuntimeError> {
+        for (buffer, bytes) in next {
+            self.arena_range(*buffer, bytes.len())?;
+        }
         let nccl = self.nccl_of(group);
         let copies = self.plan.arena_copies(copies);
-        let result = self.execute(group, nccl, &copies);
+        let result = self.execute(group, nccl, &copies, next);
         if let (Err(_), Some(n)) = (&result, nccl) {
             n.leave();
         }
         result
+    }
+
+    fn copy_times(&self) -> Option<CopyTimes> {
+        Some(self.staging.times())
     }
 
     fn timed_step(
@@ -541,7 +592,10 @@ impl ResidentProgram for CudaProgram {
             ));
         }
         let copies = self.plan.arena_copies(copies);
-        self.time_launches(&copies)
+        self.move_staged_into_place()?;
+        let times = self.time_launches(&copies)?;
+        self.staging.settle()?;
+        Ok(times)
     }
 
     fn stats(&self) -> serde_json::Value {

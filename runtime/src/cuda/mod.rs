@@ -9,6 +9,7 @@ mod device;
 mod executor;
 pub mod modules;
 mod nccl;
+mod staging;
 mod timing;
 mod upload;
 

@@ -1,8 +1,9 @@
 //! A session on host tensors: each step runs the whole graph through
 //! [`Backend::run`] with the kept state bound beside the batch. For the reference
 //! interpreter the host is where it computes, so nothing is copied that a device
-//! would keep.
+//! would keep. A staged batch is kept as host tensors until the step it is for.
 
+use super::staging::StagedNames;
 use super::{not_an_output, Carry, Session, Transfers};
 use crate::{Backend, Bindings, HostTensor, Outputs, RuntimeError, TensorMap};
 use calib_ir::{Graph, TensorType};
@@ -22,6 +23,8 @@ pub struct HostSession<'a, B: Backend + ?Sized> {
     carry: Carry,
     sources: HashMap<String, Source>,
     state: TensorMap,
+    /// The next step's staged inputs and params, by name.
+    staged: TensorMap,
     transfers: Transfers,
 }
 
@@ -56,6 +59,7 @@ impl<'a, B: Backend + ?Sized> HostSession<'a, B> {
             carry: carry.clone(),
             sources,
             state: TensorMap::new(),
+            staged: TensorMap::new(),
             transfers: Transfers::default(),
         })
     }
@@ -100,16 +104,60 @@ impl<B: Backend + ?Sized> Session for HostSession<'_, B> {
     }
 
     fn step(&mut self, batch: &Bindings, fetch: &[&str]) -> Result<Outputs, RuntimeError> {
+        let staged = std::mem::take(&mut self.staged);
+        self.run_step(batch, fetch, staged)
+    }
+
+    fn step_and_stage(
+        &mut self,
+        batch: &Bindings,
+        fetch: &[&str],
+        next: &Bindings,
+    ) -> Result<Outputs, RuntimeError> {
+        let staged = std::mem::take(&mut self.staged);
+        let outputs = self.run_step(batch, fetch, staged)?;
+        // Kept (copied: `next` borrows the caller's tensors) until the next step.
+        self.staged = next
+            .bound_inputs()
+            .chain(next.bound_params())
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect();
+        self.transfers.uploaded_bytes += self.batch_bytes(next);
+        Ok(outputs)
+    }
+
+    fn read(&mut self, names: &[&str]) -> Result<TensorMap, RuntimeError> {
+        names
+            .iter()
+            .map(|&name| {
+                let tensor = self.state.get(name).ok_or_else(|| never_loaded(name))?;
+                self.transfers.downloaded_bytes += bytes(tensor);
+                Ok((name.to_string(), tensor.clone()))
+            })
+            .collect()
+    }
+
+    fn transfers(&self) -> Transfers {
+        self.transfers
+    }
+}
+
+impl<B: Backend + ?Sized> HostSession<'_, B> {
+    /// One step on `batch` and the tensors `staged` for it (taken out of the session:
+    /// they serve this step only, whether it succeeds or not).
+    fn run_step(
+        &mut self,
+        batch: &Bindings,
+        fetch: &[&str],
+        staged: TensorMap,
+    ) -> Result<Outputs, RuntimeError> {
         if let Some(name) = fetch.iter().find(|n| self.graph.output(n).is_none()) {
             return Err(not_an_output(name));
         }
-        let mut bindings = Bindings::new();
-        for (name, tensor) in &self.state {
-            bindings = match self.sources[name].input {
-                true => bindings.input(name.as_str(), tensor),
-                false => bindings.param(name.as_str(), tensor),
-            };
-        }
+        let staged_names = StagedNames::of(&self.bind(&staged, Bindings::new()));
+        staged_names.check_not_bound_again(batch)?;
+        let mut bindings = self.bind(&self.state, Bindings::new());
+        bindings = self.bind(&staged, bindings);
         for (name, tensor) in batch.bound_inputs() {
             bindings = bindings.input(name, tensor);
         }
@@ -146,8 +194,11 @@ impl<B: Backend + ?Sized> Session for HostSession<'_, B> {
             self.transfers.downloaded_bytes += bytes(&tensor);
             fetched.insert(name.to_string(), tensor);
         }
-        // A value the batch bound served this step only.
+        // A value the batch bound (or staged) served this step only.
         for (name, _) in batch.bound_inputs().chain(batch.bound_params()) {
+            self.state.remove(name);
+        }
+        for name in staged_names.iter() {
             self.state.remove(name);
         }
         for c in self.carry.iter() {
@@ -157,19 +208,17 @@ impl<B: Backend + ?Sized> Session for HostSession<'_, B> {
         Ok(fetched)
     }
 
-    fn read(&mut self, names: &[&str]) -> Result<TensorMap, RuntimeError> {
-        names
-            .iter()
-            .map(|&name| {
-                let tensor = self.state.get(name).ok_or_else(|| never_loaded(name))?;
-                self.transfers.downloaded_bytes += bytes(tensor);
-                Ok((name.to_string(), tensor.clone()))
-            })
-            .collect()
-    }
-
-    fn transfers(&self) -> Transfers {
-        self.transfers
+    /// `bindings` with `values` bound as the graph's inputs or params by name (names
+    /// the graph lacks are bound as inputs, for `Backend::run` to judge as it would a
+    /// batch's).
+    fn bind<'t>(&self, values: &'t TensorMap, mut bindings: Bindings<'t>) -> Bindings<'t> {
+        for (name, tensor) in values {
+            bindings = match self.sources.get(name).is_none_or(|s| s.input) {
+                true => bindings.input(name.as_str(), tensor),
+                false => bindings.param(name.as_str(), tensor),
+            };
+        }
+        bindings
     }
 }
 

@@ -9,7 +9,9 @@
 //! named outputs, and moves the carried outputs into their inputs where they are (on a
 //! GPU: device-to-device copies on the step's stream). [`Session::read`] brings state
 //! back for checkpoints and evaluation. [`Session::transfers`] counts the bytes that
-//! crossed, so tests can hold an executor to that contract.
+//! crossed, so tests can hold an executor to that contract. [`Session::step_and_stage`]
+//! also hands over the next step's batch before waiting for the current step, so a GPU
+//! copies it while the step computes (`staging.rs`).
 //!
 //! [`HostSession`] serves any [`Backend`](crate::Backend) by running the whole graph per
 //! step on host tensors (the reference interpreter's case: its "device" is the host);
@@ -20,10 +22,12 @@
 mod carry;
 mod host;
 mod resident;
+mod staging;
 
 pub use carry::{Carried, Carry};
 pub use host::HostSession;
 pub use resident::{BufferCopy, ResidentProgram, ResidentSession};
+pub use staging::CopyTimes;
 
 use crate::{Bindings, DeviceProgram, Outputs, RuntimeError, TensorMap};
 use std::ops::Sub;
@@ -61,7 +65,28 @@ pub trait Session: Send {
     /// collective); every other input and param must have been loaded or carried. Its
     /// tensors serve this step only. Returns the outputs named in `fetch`, then moves
     /// every carried output into its input or param.
+    /// A batch staged by the step before ([`Session::step_and_stage`]) binds this step
+    /// as if `batch` had bound it; `batch` must not bind those names again.
     fn step(&mut self, batch: &Bindings, fetch: &[&str]) -> Result<Outputs, RuntimeError>;
+
+    /// [`Session::step`], also handing over `next`, the inputs and params of the step
+    /// after this one, once this step's work is under way and before its results are
+    /// waited for: an executor with asynchronous copies (cuda) copies `next` to the
+    /// device while this step computes. This step never sees `next`; the next step reads
+    /// it as if its own batch bound it (see `staging.rs`). `next`'s collective, if any,
+    /// is ignored: a step's group comes with its own batch.
+    fn step_and_stage(
+        &mut self,
+        batch: &Bindings,
+        fetch: &[&str],
+        next: &Bindings,
+    ) -> Result<Outputs, RuntimeError>;
+
+    /// How long staged batches took to copy to the device, and how much of that the
+    /// steps did not hide; only executors that time their copies (cuda) know.
+    fn copy_times(&self) -> Option<CopyTimes> {
+        None
+    }
 
     /// The current values of loaded or carried inputs and params, by name.
     fn read(&mut self, names: &[&str]) -> Result<TensorMap, RuntimeError>;

@@ -4,6 +4,7 @@
 //! must upload, what it may download, the accounting) is here, once for every device.
 
 use super::host::never_loaded;
+use super::staging::{CopyTimes, StagedNames};
 use super::{not_an_output, Carry, Session, Transfers};
 use crate::{Bindings, Collective, DeviceProgram, HostTensor, Outputs, RuntimeError, TensorMap};
 use calib_ir::{BufferId, Graph, Role, TensorType};
@@ -36,6 +37,28 @@ pub trait ResidentProgram: Send {
         group: Option<&dyn Collective>,
         copies: &[BufferCopy],
     ) -> Result<(), RuntimeError>;
+    /// [`ResidentProgram::step`], then the whole buffers `next` written for the step
+    /// after it: they must not reach a buffer before this step is done with it, and must
+    /// be in place when the next step starts. A GPU starts their copies once this step
+    /// is enqueued and before waiting for it, into staging memory of its own, and moves
+    /// them into place at the next step's start. By default (executors whose `step`
+    /// returns when the step is done): `step`, then [`ResidentProgram::write_batch`].
+    fn step_then_stage(
+        &mut self,
+        group: Option<&dyn Collective>,
+        copies: &[BufferCopy],
+        next: &[(BufferId, Vec<u8>)],
+    ) -> Result<(), RuntimeError> {
+        self.step(group, copies)?;
+        for (buffer, bytes) in next {
+            self.write_batch(*buffer, bytes)?;
+        }
+        Ok(())
+    }
+    /// See [`Session::copy_times`].
+    fn copy_times(&self) -> Option<CopyTimes> {
+        None
+    }
     /// [`ResidentProgram::step`] with a timer around every launch: microseconds per
     /// launch, in program order.
     fn timed_step(
@@ -51,6 +74,43 @@ pub trait ResidentProgram: Send {
     /// See [`Session::stats`].
     fn stats(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+}
+
+/// An input or param buffer, and the tensor a batch binds to it, if any.
+type Bound<'p, 'b> = (BufferId, &'p calib_ir::Buffer, Option<&'b HostTensor>);
+
+/// Every input and param buffer of `plan`, with the tensor `batch` binds to it (checked
+/// to be of its type), if any.
+fn bound_buffers<'p, 'b>(
+    plan: &'p calib_ir::Program,
+    batch: &Bindings<'b>,
+) -> Result<Vec<Bound<'p, 'b>>, RuntimeError> {
+    let mut found = vec![];
+    for (i, buf) in plan.buffers.iter().enumerate() {
+        let tensor = match buf.role {
+            Role::Input => batch.get_input(&buf.name),
+            Role::Param => batch.get_param(&buf.name),
+            Role::Output | Role::Temp => continue,
+        };
+        if let Some(t) = tensor.filter(|t| t.ty() != buf.ty) {
+            return Err(RuntimeError::BindingType {
+                kind: kind_of(buf.role),
+                name: buf.name.clone(),
+                expected: buf.ty.clone(),
+                found: t.ty(),
+            });
+        }
+        found.push((BufferId(i), buf, tensor));
+    }
+    Ok(found)
+}
+
+/// How errors name a buffer of `role`.
+fn kind_of(role: Role) -> &'static str {
+    match role {
+        Role::Param => "param",
+        _ => "input",
     }
 }
 
@@ -79,6 +139,8 @@ pub struct ResidentSession<P> {
     /// Carried values with a buffer: their names.
     buffered: Vec<String>,
     values: HashMap<String, Place>,
+    /// What the last step staged for the next: written into its buffers by then.
+    staged: StagedNames,
     transfers: Transfers,
 }
 
@@ -139,6 +201,7 @@ impl<P: ResidentProgram> ResidentSession<P> {
             unbuffered,
             buffered,
             values: HashMap::new(),
+            staged: StagedNames::default(),
             transfers: Transfers::default(),
         })
     }
@@ -148,41 +211,46 @@ impl<P: ResidentProgram> ResidentSession<P> {
         &self.copies
     }
 
-    /// Uploads what `batch` binds, checks that everything else is in place, runs the
-    /// step (timed or not), and updates where every value is.
-    fn run(&mut self, batch: &Bindings, timed: bool) -> Result<Vec<f64>, RuntimeError> {
+    /// Uploads what `batch` binds, checks that everything else is in place (loaded,
+    /// carried, or staged by the step before), runs the step (timed, or staging `next`
+    /// for the step after), and updates where every value is.
+    fn run(
+        &mut self,
+        batch: &Bindings,
+        timed: bool,
+        next: Option<&Bindings>,
+    ) -> Result<Vec<f64>, RuntimeError> {
+        // Whatever happens, what was staged serves this step alone.
+        let staged = std::mem::take(&mut self.staged);
+        staged.check_not_bound_again(batch)?;
         let plan = &self.program.plan().program;
         let mut uploads = vec![];
         let mut bound = vec![];
-        for (i, buf) in plan.buffers.iter().enumerate() {
-            let (kind, tensor) = match buf.role {
-                Role::Input => ("input", batch.get_input(&buf.name)),
-                Role::Param => ("param", batch.get_param(&buf.name)),
-                Role::Output | Role::Temp => continue,
-            };
-            match tensor {
-                Some(t) if t.ty() != buf.ty => {
-                    return Err(RuntimeError::BindingType {
-                        kind,
-                        name: buf.name.clone(),
-                        expected: buf.ty.clone(),
-                        found: t.ty(),
-                    })
-                }
+        for (b, buf, t) in bound_buffers(plan, batch)? {
+            match t {
                 Some(t) => {
-                    uploads.push((BufferId(i), t));
+                    uploads.push((b, t));
                     bound.push(buf.name.clone());
                 }
+                None if staged.contains(&buf.name) => {}
                 None if matches!(self.values.get(&buf.name), Some(Place::Buffer(_))) => {}
                 None => {
                     return Err(RuntimeError::Unbound {
-                        kind,
+                        kind: kind_of(buf.role),
                         name: buf.name.clone(),
                         expected: buf.ty.clone(),
                     })
                 }
             }
         }
+        // Checked and made bytes before the step runs, so a bad `next` fails it cleanly.
+        let next_uploads: Vec<(BufferId, Vec<u8>)> = match next {
+            Some(next) => bound_buffers(plan, next)?
+                .into_iter()
+                .filter_map(|(b, _, t)| t.map(|t| (b, t.to_le_bytes())))
+                .collect(),
+            None => vec![],
+        };
         for (b, t) in uploads {
             let data = t.to_le_bytes();
             self.program.write_batch(b, &data)?;
@@ -191,13 +259,31 @@ impl<P: ResidentProgram> ResidentSession<P> {
         let group = batch.get_collective();
         let times = if timed {
             self.program.timed_step(group, &self.copies)?
+        } else if next.is_some() {
+            self.program
+                .step_then_stage(group, &self.copies, &next_uploads)?;
+            vec![]
         } else {
             self.program.step(group, &self.copies)?;
             vec![]
         };
-        // A value the batch bound served this step only; carried values are in place.
-        for name in bound {
-            self.values.remove(&name);
+        if let Some(next) = next {
+            let plan = &self.program.plan().program;
+            // Only what a kernel reads has a buffer to be staged into; the rest of
+            // `next` is what a step's batch may bind and no kernel reads: dropped, as
+            // a step drops it.
+            self.staged = StagedNames::of(next);
+            self.staged
+                .retain(|n| next_uploads.iter().any(|(b, _)| plan.buffer(*b).name == n));
+            self.transfers.uploaded_bytes += next_uploads
+                .iter()
+                .map(|(_, d)| d.len() as u64)
+                .sum::<u64>();
+        }
+        // A value the batch bound (or staged) served this step only; carried values are
+        // in place.
+        for name in bound.iter().map(String::as_str).chain(staged.iter()) {
+            self.values.remove(name);
         }
         for name in &self.buffered {
             let to = self.sources[name].1.expect("buffered values have a buffer");
@@ -207,6 +293,27 @@ impl<P: ResidentProgram> ResidentSession<P> {
             self.values.insert(name.clone(), Place::Output(*from));
         }
         Ok(times)
+    }
+
+    /// The output buffers of the names in `fetch`.
+    fn wanted<'f>(&self, fetch: &[&'f str]) -> Result<Vec<(&'f str, BufferId)>, RuntimeError> {
+        fetch
+            .iter()
+            .map(|&name| match self.outputs.get(name) {
+                Some(&b) => Ok((name, b)),
+                None => Err(not_an_output(name)),
+            })
+            .collect()
+    }
+
+    /// Downloads the `wanted` outputs after a step.
+    fn fetch(&mut self, wanted: Vec<(&str, BufferId)>) -> Result<Outputs, RuntimeError> {
+        let mut fetched = Outputs::new();
+        for (name, b) in wanted {
+            let ty = self.program.plan().program.buffer(b).ty.clone();
+            fetched.insert(name.to_string(), self.download(b, &ty)?);
+        }
+        Ok(fetched)
     }
 
     fn download(&mut self, buffer: BufferId, ty: &TensorType) -> Result<HostTensor, RuntimeError> {
@@ -245,20 +352,20 @@ impl<P: ResidentProgram> Session for ResidentSession<P> {
     }
 
     fn step(&mut self, batch: &Bindings, fetch: &[&str]) -> Result<Outputs, RuntimeError> {
-        let wanted = fetch
-            .iter()
-            .map(|&name| match self.outputs.get(name) {
-                Some(&b) => Ok((name, b)),
-                None => Err(not_an_output(name)),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        self.run(batch, false)?;
-        let mut fetched = Outputs::new();
-        for (name, b) in wanted {
-            let ty = self.program.plan().program.buffer(b).ty.clone();
-            fetched.insert(name.to_string(), self.download(b, &ty)?);
-        }
-        Ok(fetched)
+        let wanted = self.wanted(fetch)?;
+        self.run(batch, false, None)?;
+        self.fetch(wanted)
+    }
+
+    fn step_and_stage(
+        &mut self,
+        batch: &Bindings,
+        fetch: &[&str],
+        next: &Bindings,
+    ) -> Result<Outputs, RuntimeError> {
+        let wanted = self.wanted(fetch)?;
+        self.run(batch, false, Some(next))?;
+        self.fetch(wanted)
     }
 
     fn read(&mut self, names: &[&str]) -> Result<TensorMap, RuntimeError> {
@@ -283,7 +390,11 @@ impl<P: ResidentProgram> Session for ResidentSession<P> {
     }
 
     fn time_launches(&mut self, batch: &Bindings) -> Result<Vec<f64>, RuntimeError> {
-        self.run(batch, true)
+        self.run(batch, true, None)
+    }
+
+    fn copy_times(&self) -> Option<CopyTimes> {
+        self.program.copy_times()
     }
 
     fn plan(&self) -> Option<&DeviceProgram> {

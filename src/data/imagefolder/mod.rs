@@ -18,6 +18,7 @@ use geometry::{centre_crop, random_resized_crop, resize_side, resized_shape, Cro
 use pixels::{crop_resize, decode, write_normalized, Rgb};
 use rayon::prelude::*;
 use std::collections::BTreeSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -202,6 +203,12 @@ impl Dataset for ImageFolder {
                 .collect::<Result<Vec<i64>>>()
         })?;
         Ok(Batch { pixels, labels })
+    }
+
+    /// Only the shard's samples: each one's draws are its own (seed, epoch, sample), and
+    /// an unreadable one's replacement depends on the data set alone, not on the batch.
+    fn shard(&self, indices: &[usize], draw: Option<Draw>, rows: Range<usize>) -> Result<Batch> {
+        self.batch(&indices[rows], draw)
     }
 
     fn skipped(&self) -> usize {
