@@ -73,7 +73,7 @@ esac
 "#;
 
 #[test]
-fn gpu_check_runs_cold_then_warm_and_returns_four_files() {
+fn gpu_check_runs_cold_then_warm_and_returns_its_files() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     script(
@@ -114,7 +114,8 @@ fn gpu_check_runs_cold_then_warm_and_returns_four_files() {
     );
     assert!(matches!(o.status.code(), Some(0 | 1)), "{log}");
 
-    // Four files come back, nothing else; the work directory is gone.
+    // Six files come back (eight with the bundle's tensor-core launches), nothing else;
+    // the work directory is gone.
     let mut files: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -125,8 +126,10 @@ fn gpu_check_runs_cold_then_warm_and_returns_four_files() {
         [
             "gpu-check-logs.tar.gz",
             "gpu-check.json",
+            "scnet50-b64-bf16-kernels.csv",
             "scnet50-b64-kernels.csv",
-            "scnet50-b64-launches.json"
+            "scnet50-b64-launches.json",
+            "scnet50-b64-tf32-kernels.csv"
         ],
         "{log}"
     );
@@ -184,6 +187,26 @@ fn gpu_check_runs_cold_then_warm_and_returns_four_files() {
     assert_eq!(v["staging"]["same_losses_as_unstaged"], true, "{v}");
     assert!(
         calls.contains("train") && calls.contains("train-cuda-unstaged"),
+        "{calls}"
+    );
+    // Tensor cores: the step timed per launch at tf32 and bf16, the fixtures verified
+    // at both, and the GEMM schedules tuned at tf32.
+    for precision in ["tf32", "bf16"] {
+        assert!(
+            calls.lines().any(|l| l.starts_with("bench")
+                && l.contains(&format!("--precision {precision}"))
+                && l.contains(&format!("scnet50-b64-{precision}-kernels.csv"))),
+            "{calls}"
+        );
+        assert!(
+            calls.lines().any(|l| l.starts_with("verify") && l.contains(&format!("--precision {precision}"))),
+            "{calls}"
+        );
+    }
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with("tune") && l.contains("--precision tf32")),
         "{calls}"
     );
     assert_eq!(v["eval_cuda"]["same_top1_top5"], true, "{v}");
