@@ -15,8 +15,9 @@
 //! * `f32`: the graph unchanged.
 //!
 //! GEMMs keep f32 operands and f32 results, so no typing rule changes; the casts are
-//! ordinary nodes that fusion fuses (a `cast(x, bf16)` a kernel stores becomes a bf16
-//! buffer, half the bytes) and never removes: no rewrite folds a round trip.
+//! ordinary nodes that fusion fuses and never removes: no rewrite folds a round trip.
+//! A `cast(x, bf16)` a kernel stored would be a bf16 buffer, half the bytes, but the
+//! planner does not choose that yet: it stores the f32 round trip.
 
 use crate::Result;
 use calib_ir::{DType, Graph, Op, Precision, Value};
