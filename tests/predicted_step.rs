@@ -5,10 +5,12 @@
 
 use calib::codegen::compile;
 use calib::ir::{DType, Mode};
-use calib::passes::fusion::{estimate::program_kernel_seconds, fuse, FusionOptions};
+use calib::passes::fusion::{fuse, FusionOptions};
 use calib::passes::{train_step, TrainConfig};
 use calib::predict::predict_step;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+mod support;
 
 #[test]
 fn the_scnet50_step_is_predicted_within_the_targets() {
@@ -40,25 +42,11 @@ fn the_scnet50_step_is_predicted_within_the_targets() {
     assert!(splits > 50, "{splits} GEMMs split k");
 
     // Planner against emitted code, kernel by kernel.
-    let mut emitted: BTreeMap<&str, f64> = BTreeMap::new();
-    for l in &p.launches {
-        *emitted.entry(&l.kernel).or_default() += l.predicted_us;
-    }
-    let (mut total, mut agreeing) = (0.0, 0.0);
-    for k in &fusion.program.kernels {
-        let Some(&us) = emitted.get(k.name.as_str()) else {
-            continue;
-        };
-        let planned = program_kernel_seconds(k, &options.device) * 1e6;
-        total += us;
-        if (0.5..=2.0).contains(&(planned / us)) {
-            agreeing += us;
-        }
-    }
+    let share = support::planner::share_within_twice(&fusion.program, &p, &options.device);
     assert!(
-        agreeing >= 0.9 * total,
+        share >= 0.9,
         "the planner's estimates are within 2x for only {:.1}% of the time",
-        100.0 * agreeing / total
+        100.0 * share
     );
 }
 

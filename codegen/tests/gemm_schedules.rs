@@ -12,6 +12,29 @@ use calib_runtime::HostTensor;
 use std::collections::BTreeMap;
 use support::{bind, check, check_tensors, graph, simulate, single_kernel, tensors};
 
+/// A 3x3 weight gradient whose 70 output channels no tile divides.
+const WEIGHT_GRADIENT: &str = "graph {
+  %0 = input name=\"x\" : f32[3,12,9,9]
+  %1 = input name=\"dy\" : f32[3,70,9,9]
+  %2 = conv2d_backward_weight(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 kernel=[3,3] : f32[70,12,3,3]
+  return dw=%2
+}";
+
+/// A forward convolution with a ReLU prologue, a bias and ReLU epilogue, and a
+/// statistic over its whole result.
+const FORWARD_WITH_PROLOGUE_AND_STATISTICS: &str = "graph {
+  %0 = input name=\"x\" : f32[2,9,10,10]
+  %1 = relu(%0) : f32[2,9,10,10]
+  %2 = param name=\"w\" : f32[70,9,3,3]
+  %3 = conv2d(%1, %2) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,70,10,10]
+  %4 = param name=\"bias\" : f32[1,70,1,1]
+  %5 = broadcast(%4) shape=[2,70,10,10] : f32[2,70,10,10]
+  %6 = add(%3, %5) : f32[2,70,10,10]
+  %7 = relu(%6) : f32[2,70,10,10]
+  %8 = reduce_sum(%3) axes=[0,2,3] keepdims=true : f32[1,70,1,1]
+  return y=%7, total=%8
+}";
+
 /// `program`'s one kernel under `schedule`, with a workspace when it splits k.
 fn scheduled(mut program: Program, schedule: GemmSchedule) -> Program {
     let kernel = &mut program.kernels[0];
@@ -137,43 +160,13 @@ fn every_schedule_on_tensor_cores(src: &str, anchor: Anchor) {
 
 #[test]
 fn weight_gradient_in_every_schedule() {
-    every_schedule(
-        "graph {
-          %0 = input name=\"x\" : f32[3,12,9,9]
-          %1 = input name=\"dy\" : f32[3,70,9,9]
-          %2 = conv2d_backward_weight(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 kernel=[3,3] : f32[70,12,3,3]
-          return dw=%2
-        }",
-        Anchor::Convolution,
-    );
+    every_schedule(WEIGHT_GRADIENT, Anchor::Convolution);
 }
 
 #[test]
 fn tensor_core_gemms_in_every_schedule() {
-    every_schedule_on_tensor_cores(
-        "graph {
-          %0 = input name=\"x\" : f32[3,12,9,9]
-          %1 = input name=\"dy\" : f32[3,70,9,9]
-          %2 = conv2d_backward_weight(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 kernel=[3,3] : f32[70,12,3,3]
-          return dw=%2
-        }",
-        Anchor::Convolution,
-    );
-    every_schedule_on_tensor_cores(
-        "graph {
-          %0 = input name=\"x\" : f32[2,9,10,10]
-          %1 = relu(%0) : f32[2,9,10,10]
-          %2 = param name=\"w\" : f32[70,9,3,3]
-          %3 = conv2d(%1, %2) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,70,10,10]
-          %4 = param name=\"bias\" : f32[1,70,1,1]
-          %5 = broadcast(%4) shape=[2,70,10,10] : f32[2,70,10,10]
-          %6 = add(%3, %5) : f32[2,70,10,10]
-          %7 = relu(%6) : f32[2,70,10,10]
-          %8 = reduce_sum(%3) axes=[0,2,3] keepdims=true : f32[1,70,1,1]
-          return y=%7, total=%8
-        }",
-        Anchor::Convolution,
-    );
+    every_schedule_on_tensor_cores(WEIGHT_GRADIENT, Anchor::Convolution);
+    every_schedule_on_tensor_cores(FORWARD_WITH_PROLOGUE_AND_STATISTICS, Anchor::Convolution);
     every_schedule_on_tensor_cores(
         "graph {
           %0 = input name=\"a\" : f32[37,45]
@@ -189,21 +182,7 @@ fn tensor_core_gemms_in_every_schedule() {
 fn forward_convolution_with_prologue_epilogue_and_statistics_in_every_schedule() {
     // The epilogue (bias, ReLU) and a statistic over the whole result (a third launch)
     // both read the anchor from the workspace when k is split.
-    every_schedule(
-        "graph {
-          %0 = input name=\"x\" : f32[2,9,10,10]
-          %1 = relu(%0) : f32[2,9,10,10]
-          %2 = param name=\"w\" : f32[70,9,3,3]
-          %3 = conv2d(%1, %2) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,70,10,10]
-          %4 = param name=\"bias\" : f32[1,70,1,1]
-          %5 = broadcast(%4) shape=[2,70,10,10] : f32[2,70,10,10]
-          %6 = add(%3, %5) : f32[2,70,10,10]
-          %7 = relu(%6) : f32[2,70,10,10]
-          %8 = reduce_sum(%3) axes=[0,2,3] keepdims=true : f32[1,70,1,1]
-          return y=%7, total=%8
-        }",
-        Anchor::Convolution,
-    );
+    every_schedule(FORWARD_WITH_PROLOGUE_AND_STATISTICS, Anchor::Convolution);
 }
 
 #[test]

@@ -105,20 +105,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let mut rng = Rng::new(0);
     let sgd = SgdState::new(&step, init_state(&model.state, &mut rng));
-    let x: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.normal() as f32)
-        .collect();
-    let x = HostTensor::from_f32(shape.clone(), x)?;
-    let classes = model.graph.ty(model.output()).shape[1] as i64;
-    let y = HostTensor::from_i64(
-        vec![shape[0]],
-        (0..shape[0] as i64).map(|i| i % classes).collect(),
-    )?;
-    let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![0.01])?;
-    let batch = Bindings::new()
-        .input("input", &x)
-        .input("labels", &y)
-        .input(LR, &lr);
+    let synthetic = SyntheticBatch::new(&model, &shape, &mut rng, 0.01)?;
+    let batch = synthetic.bindings();
 
     // The first step pays for compiling, loading the kernels and the state.
     let t0 = Instant::now();
@@ -185,4 +173,40 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A batch of normal noise with labels cycling through the classes, for timing steps.
+pub(super) struct SyntheticBatch {
+    input: HostTensor,
+    labels: HostTensor,
+    lr: HostTensor,
+}
+
+impl SyntheticBatch {
+    pub(super) fn new(
+        model: &calib::models::Model,
+        shape: &[usize],
+        rng: &mut Rng,
+        lr: f32,
+    ) -> Result<SyntheticBatch> {
+        let x: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.normal() as f32)
+            .collect();
+        let classes = model.graph.ty(model.output()).shape[1] as i64;
+        Ok(SyntheticBatch {
+            input: HostTensor::from_f32(shape.to_vec(), x)?,
+            labels: HostTensor::from_i64(
+                vec![shape[0]],
+                (0..shape[0] as i64).map(|i| i % classes).collect(),
+            )?,
+            lr: HostTensor::from_f32(Vec::<usize>::new(), vec![lr])?,
+        })
+    }
+
+    pub(super) fn bindings(&self) -> Bindings<'_> {
+        Bindings::new()
+            .input("input", &self.input)
+            .input("labels", &self.labels)
+            .input(LR, &self.lr)
+    }
 }

@@ -14,8 +14,8 @@ use calib::kernel_times;
 use calib::models::build;
 use calib::passes::fusion::tuning::{ranked_candidates, shape_key, winners, TuningCache};
 use calib::passes::fusion::{fuse, Device, FusionOptions};
-use calib::passes::{train_step, TrainConfig, LR};
-use calib::runtime::{write_atomic, Bindings, HostTensor};
+use calib::passes::{train_step, TrainConfig};
+use calib::runtime::write_atomic;
 use calib::train::{carry, init_state, SgdState};
 use calib::{resolve_model, with_batch};
 use std::collections::BTreeMap;
@@ -106,20 +106,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let mut rng = Rng::new(0);
     let sgd = SgdState::new(&step, init_state(&model.state, &mut rng));
-    let x: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.normal() as f32)
-        .collect();
-    let x = HostTensor::from_f32(shape.clone(), x)?;
-    let classes = model.graph.ty(model.output()).shape[1] as i64;
-    let y = HostTensor::from_i64(
-        vec![shape[0]],
-        (0..shape[0] as i64).map(|i| i % classes).collect(),
-    )?;
-    let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![0.0])?;
-    let batch = Bindings::new()
-        .input("input", &x)
-        .input("labels", &y)
-        .input(LR, &lr);
+    let synthetic = super::bench::SyntheticBatch::new(&model, &shape, &mut rng, 0.0)?;
+    let batch = synthetic.bindings();
 
     let mut measured: BTreeMap<String, Vec<(GemmSchedule, Vec<f64>)>> = BTreeMap::new();
     let mut measured_on = String::new();

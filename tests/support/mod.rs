@@ -7,6 +7,7 @@
 pub mod cdp;
 pub mod data_parallel;
 pub mod images;
+pub mod planner;
 pub mod session;
 pub mod train;
 

@@ -1,0 +1,31 @@
+//! The planner's own estimates against the cost model's reading of the code generation
+//! emits, kernel by kernel.
+
+use calib::passes::fusion::{estimate::program_kernel_seconds, Device};
+use calib::predict::StepPrediction;
+use std::collections::BTreeMap;
+
+/// The share of the predicted step time (of emitted launches) spent in kernels whose
+/// planned estimate is within 2x of the emitted code's.
+pub fn share_within_twice(
+    program: &calib::ir::Program,
+    p: &StepPrediction,
+    device: &Device,
+) -> f64 {
+    let mut emitted: BTreeMap<&str, f64> = BTreeMap::new();
+    for l in &p.launches {
+        *emitted.entry(&l.kernel).or_default() += l.predicted_us;
+    }
+    let (mut total, mut agreeing) = (0.0, 0.0);
+    for k in &program.kernels {
+        let Some(&us) = emitted.get(k.name.as_str()) else {
+            continue;
+        };
+        let planned = program_kernel_seconds(k, device) * 1e6;
+        total += us;
+        if (0.5..=2.0).contains(&(planned / us)) {
+            agreeing += us;
+        }
+    }
+    agreeing / total
+}
