@@ -33,7 +33,7 @@ fn an_op_without_a_lowering_names_its_kernel_and_node() {
 }
 
 #[test]
-fn half_precision_is_refused_until_tensor_cores_land() {
+fn f16_kernels_are_refused_by_name() {
     let g = graph(
         "graph {
           %0 = input name=\"x\" : f16[4]
@@ -45,7 +45,7 @@ fn half_precision_is_refused_until_tensor_cores_land() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("kernel k0") && err.contains("f16 kernels are not generated yet"),
+        err.contains("kernel k0") && err.contains("f16 kernels are not generated"),
         "{err}"
     );
 }
