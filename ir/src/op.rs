@@ -210,6 +210,18 @@ pub enum OpClass {
 }
 
 impl Op {
+    /// Whether the op is a GEMM (a convolution, either of its gradients, or a matmul):
+    /// what code generation tiles and tensor cores multiply.
+    pub fn is_gemm(&self) -> bool {
+        matches!(
+            self,
+            Op::Conv2d { .. }
+                | Op::Conv2dBackwardData { .. }
+                | Op::Conv2dBackwardWeight { .. }
+                | Op::MatMul { .. }
+        )
+    }
+
     /// The op's name as written in the text and JSON forms.
     pub fn name(&self) -> &'static str {
         match self {

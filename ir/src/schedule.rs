@@ -123,18 +123,7 @@ impl GemmDims {
 /// The node a GEMM kernel's loop nest is built around: the body's last convolution or
 /// matmul (earlier ones, if any, are evaluated inside its prologue).
 pub fn gemm_anchor(body: &Graph) -> Option<Value> {
-    body.nodes
-        .iter()
-        .rposition(|n| {
-            matches!(
-                n.op,
-                Op::Conv2d { .. }
-                    | Op::Conv2dBackwardData { .. }
-                    | Op::Conv2dBackwardWeight { .. }
-                    | Op::MatMul { .. }
-            )
-        })
-        .map(Value)
+    body.nodes.iter().rposition(|n| n.op.is_gemm()).map(Value)
 }
 
 /// How a kernel's launches are laid out: its GEMM anchor's, and its first reduction's

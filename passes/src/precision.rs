@@ -32,17 +32,6 @@ pub fn rounding_dtype(p: Precision) -> Option<DType> {
     }
 }
 
-/// Whether `op` is a product on tensor cores under a reduced precision.
-fn is_gemm(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Conv2d { .. }
-            | Op::Conv2dBackwardData { .. }
-            | Op::Conv2dBackwardWeight { .. }
-            | Op::MatMul { .. }
-    )
-}
-
 /// Whether `op`'s result is an activation or an activation gradient: stored in bf16
 /// under the bf16 policy.
 fn is_activation(op: &Op) -> bool {
@@ -75,7 +64,7 @@ pub fn apply(graph: &Graph, p: Precision) -> Result<Graph> {
         .for_each(|o| only_rounded[o.value.0] = false);
     for (i, node) in graph.nodes.iter().enumerate() {
         let mut inputs: Vec<Value> = node.inputs.iter().map(|v| map[v.0]).collect();
-        if is_gemm(&node.op) {
+        if node.op.is_gemm() {
             for x in &mut inputs {
                 if out.ty(*x).dtype == DType::F32 {
                     *x = round_trip(&mut out, &mut rounded, *x, narrow)?;

@@ -15,16 +15,6 @@ fn scnet50_step() -> Graph {
         .graph
 }
 
-fn is_gemm(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Conv2d { .. }
-            | Op::Conv2dBackwardData { .. }
-            | Op::Conv2dBackwardWeight { .. }
-            | Op::MatMul { .. }
-    )
-}
-
 fn count(g: &Graph, f: impl Fn(&Op) -> bool) -> usize {
     g.nodes.iter().filter(|n| f(&n.op)).count()
 }
@@ -55,12 +45,12 @@ fn holds_rounded(g: &Graph, v: Value, narrow: DType) -> bool {
 #[test]
 fn every_gemm_operand_is_rounded_once_per_value() {
     let step = scnet50_step();
-    let gemms = count(&step, is_gemm);
+    let gemms = count(&step, Op::is_gemm);
     // Distinct operand values of the GEMMs: one round trip each.
     let operands: HashSet<Value> = step
         .nodes
         .iter()
-        .filter(|n| is_gemm(&n.op))
+        .filter(|n| n.op.is_gemm())
         .flat_map(|n| n.inputs.iter().copied())
         .collect();
     // The step's own numbers, so that a change of the model or of autodiff shows here.
@@ -72,7 +62,7 @@ fn every_gemm_operand_is_rounded_once_per_value() {
     ] {
         let g = apply(&step, p).unwrap();
         g.validate().unwrap();
-        for n in g.nodes.iter().filter(|n| is_gemm(&n.op)) {
+        for n in g.nodes.iter().filter(|n| n.op.is_gemm()) {
             for &x in &n.inputs {
                 assert!(
                     is_round_trip(&g, x, narrow),
@@ -164,7 +154,7 @@ fn fusion_keeps_every_round_trip() {
         .unwrap()
         .program;
         for k in &plan.kernels {
-            for n in k.body.nodes.iter().filter(|n| is_gemm(&n.op)) {
+            for n in k.body.nodes.iter().filter(|n| n.op.is_gemm()) {
                 for &x in &n.inputs {
                     assert!(
                         holds_rounded(&k.body, x, narrow),
