@@ -324,3 +324,38 @@ fn eval_on_the_simulator_matches_the_reference() {
     );
     assert!(b > 0.0 && (a - b).abs() <= 1e-5 * b, "{a} vs {b}");
 }
+
+/// `calib eval` of a bf16 run evaluates under bf16 (the run's own policy) unless told
+/// otherwise: the run's last test loss, and a different loss at `--precision f32`.
+#[test]
+fn eval_runs_under_the_runs_precision_unless_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data6");
+    make_folder(&data, 6, 4, 2);
+    let run = tmp.path().join("run");
+    let o = train(&data, &run, &["--max-steps", "2", "--precision", "bf16"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = json_lines(&run.join("metrics.jsonl"))
+        .into_iter()
+        .rev()
+        .find(|l| l.get("test_loss").is_some())
+        .unwrap();
+    let eval = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["eval", run.to_str().unwrap(), "--batch", "24", "--json"];
+        args.extend(extra);
+        let o = calib(&args);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let own = eval(&[]);
+    assert_eq!(own["precision"], "bf16", "{own}");
+    let loss = |v: &serde_json::Value| v["loss"].as_f64().unwrap();
+    let run_loss = last["test_loss"].as_f64().unwrap();
+    assert!(
+        (loss(&own) - run_loss).abs() <= 1e-6 * run_loss,
+        "{own} vs {last}"
+    );
+    let f32 = eval(&["--precision", "f32"]);
+    assert_eq!(f32["precision"], "f32", "{f32}");
+    assert_ne!(loss(&f32), loss(&own), "bf16 rounding changes the loss");
+}

@@ -167,6 +167,22 @@ fn a_kernels_detail_shows_its_graph_explanation_and_ptx() {
             .contains(&format!("kernel {name} ")),
         "{explain}"
     );
+    // A GEMM's schedule and the cost model's case for it, a reduction's split, else nothing.
+    let schedule = page
+        .eval("(document.querySelector('#detail p.schedule') || {textContent: null}).textContent");
+    let schedule = schedule.as_str();
+    match (kernel.schedule.as_ref(), schedule) {
+        (Some(s), Some(text)) => match s.gemm {
+            Some(g) => assert!(
+                text.contains(&format!("{}x{}x{}", g.block_m, g.block_n, g.block_k))
+                    && text.contains("cost model"),
+                "{name}: {text}"
+            ),
+            None => assert!(text.contains(&s.to_string()), "{name}: {text}"),
+        },
+        (None, None) => {}
+        (s, text) => panic!("{name}: schedule {s:?}, page shows {text:?}"),
+    }
     let ptx = page.eval("document.querySelector('#detail pre.ptx').textContent");
     assert!(
         ptx.as_str().unwrap().contains(&format!(".entry {name}(")),

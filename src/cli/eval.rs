@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use calib::data::{source, DataSource};
-use calib::ir::{DType, Mode};
+use calib::ir::{DType, Mode, Precision};
 use calib::models::{build, ModelSpec};
 use calib::resolve_model;
 use calib::runtime::weights;
@@ -29,6 +29,10 @@ pub struct Args {
     data: Option<String>,
     #[arg(long, default_value = "reference")]
     backend: String,
+    /// The precision policy the eval graph runs under (`f32`, `tf32`, `bf16`;
+    /// docs/precision.md). Default: a run directory's own, else f32.
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     batch: usize,
@@ -124,7 +128,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("--weights {} against model {label}", weights_path.display()))?;
 
     let backend = calib::backend(&args.backend)?;
-    let mut evaluator = Evaluator::new(&spec, set.as_ref(), args.batch);
+    let precision = args
+        .precision
+        .or(run.as_ref().map(|o| o.precision))
+        .unwrap_or_default();
+    let mut evaluator = Evaluator::new(&spec, set.as_ref(), args.batch).with_precision(precision);
     let e = evaluator.evaluate(backend.as_ref(), &state)?;
     let classes = set.classes();
     if args.json {
@@ -140,12 +148,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "k": e.k,
             "top5": (e.k == 5).then_some(e.top_k),
             "skipped_images": set.skipped(),
+            "precision": precision,
         });
         super::emit(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = format!(
-        "{label} with {} on {} validation images ({classes} classes, {h}x{w})\n",
+        "{label} with {} on {} validation images ({classes} classes, {h}x{w}), precision {precision}\n",
         weights_path.display(),
         e.images
     );

@@ -22,6 +22,9 @@ struct Detail {
     svg: String,
     covers: Vec<Covered>,
     explain: String,
+    /// A GEMM's schedule and why the compile chose it (`None` for other kernels).
+    schedule: Option<String>,
+    schedule_reason: Option<String>,
     /// `None` without `--emit-ptx`.
     ptx: Option<String>,
 }
@@ -66,6 +69,8 @@ pub fn packed_details(out: &CompileOutput) -> Result<Vec<String>> {
                 svg: body_graph(&out.program, kernel).svg("body"),
                 covers,
                 explain: explanation,
+                schedule: facts.schedule.clone(),
+                schedule_reason: facts.schedule_reason.clone(),
                 ptx: out.ptx(facts)?,
             };
             bar.inc(1);

@@ -49,6 +49,10 @@ pub struct KernelFacts {
     pub measured_us: Option<f64>,
     /// ptxas's sm_90 figures (the most of any launch), with `--emit-ptx`.
     pub ptxas: Option<PtxasFacts>,
+    /// A GEMM's schedule (tile, split, instruction) and why it got it: tuned, or the
+    /// cost model's figures (compile reports written before there were reasons lack it).
+    pub schedule: Option<String>,
+    pub schedule_reason: Option<String>,
 }
 
 /// ptxas's view of a kernel's launches on sm_90.
@@ -95,6 +99,10 @@ struct KernelEntry {
     covers: Vec<usize>,
     flops: f64,
     bytes: f64,
+    #[serde(default)]
+    schedule: Option<String>,
+    #[serde(default)]
+    schedule_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +258,8 @@ fn kernel_facts(report: &ReportFile, ptx: Option<&[PtxRow]>, device: &Device) ->
                 launches: own.iter().map(|l| l.name.clone()).collect(),
                 measured_us: None,
                 ptxas: ptxas_facts(&rows, device),
+                schedule: k.schedule.clone(),
+                schedule_reason: k.schedule_reason.clone(),
             }
         })
         .collect()

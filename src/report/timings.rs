@@ -94,6 +94,8 @@ mod tests {
             launches: vec![name.into()],
             measured_us: None,
             ptxas: None,
+            schedule: None,
+            schedule_reason: None,
         }
     }
 

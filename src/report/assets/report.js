@@ -123,6 +123,7 @@ async function openKernel(name) {
       ${figure("bytes", si(k.bytes))}${figure("FLOP/B", FORMAT.ai(k.ai))}${figure("predicted µs", FORMAT.predicted(k.predicted))}
       ${figure("measured µs", FORMAT.measured(k.measured))}${figure("registers", k.registers)}${figure("spill B", k.spills)}
       ${figure("occupancy", FORMAT.occupancy(k.occupancy))}</div>
+    ${d.schedule ? `<h3>Schedule</h3><p class="schedule"><b>${esc(d.schedule)}</b>${d.schedule_reason ? ` — ${esc(d.schedule_reason)}` : ""}</p>` : ""}
     <h3>Fused body</h3><div class="body-graph">${d.svg}</div>
     <h3>Explanation (egg's rewrites, as algebra)</h3><pre class="explain">${esc(d.explain)}</pre>
     <h3>Original nodes covered: ${d.covers.length}</h3><ul class="covers">${covers}</ul>
