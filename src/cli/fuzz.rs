@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use calib::differential::{self, specs::Shape, BackendResult, Outcome};
+use calib::ir::Precision;
 use calib::models::parse_spec_file;
 use calib::passes::fusion::FusionOptions;
 use calib::runtime::Backend;
@@ -32,13 +33,20 @@ pub struct Args {
     /// How many smaller variants to try when shrinking a failure (0: do not shrink).
     #[arg(long, default_value_t = 40)]
     shrink_budget: usize,
+    /// The precision policy the backends run under (`f32`, `tf32`, `bf16`), held to the
+    /// tolerances derived for it (docs/precision.md) against the exact oracle.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Print the per-family error table as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let fusion = FusionOptions::default();
+    let fusion = FusionOptions {
+        precision: args.precision,
+        ..FusionOptions::default()
+    };
     let owned: Vec<(String, Box<dyn Backend>)> = args
         .backends
         .iter()
@@ -69,7 +77,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let (mut failures, mut ill_conditioned) = (0, 0);
     for (shape, seeds) in &cases {
         let label = format!("{} {:?}", shape.spec.kind(), shape.input);
-        let outcome = differential::check(shape, seeds.iter().copied(), &backends)
+        let outcome = differential::check(shape, seeds.iter().copied(), &backends, args.precision)
             .with_context(|| format!("{label}, case seed {}", seeds[0]))?;
         let (case_seed, results) = match outcome {
             Outcome::IllConditioned(kink) => {
@@ -101,7 +109,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         let mut text = format!(
             "{} cases, {failures} failures, {ill_conditioned} too close to a ReLU or max-pool \
-             kink to compare in f32.\nLargest error per family, as a fraction of the fixtures' \
+             kink to compare.\nLargest error per family, as a fraction of its \
              tolerance (the f64 interpreter is exact):\n",
             cases.len()
         );
@@ -147,12 +155,12 @@ fn report_failure(
         .collect();
     let (small, seed) = if args.shrink_budget > 0 {
         eprintln!("  shrinking ...");
-        differential::shrink(shape, seed, &failing, args.shrink_budget)
+        differential::shrink(shape, seed, &failing, args.precision, args.shrink_budget)
     } else {
         (shape.clone(), seed)
     };
     eprintln!(
         "  reproduce: {}",
-        differential::reproduce(&small, seed, name)
+        differential::reproduce(&small, seed, name, args.precision)
     );
 }

@@ -9,13 +9,18 @@
 //! tensor a fixture stores: outputs, loss, every gradient, BN statistics, updated
 //! parameters and momentum. A failure shrinks to a smaller shape that still fails and
 //! comes with the command that reproduces it.
+//!
+//! Under a reduced precision policy (`calib fuzz --precision bf16`) the backends run
+//! the policy's graphs and are held to the tolerances derived for it
+//! (`docs/precision.md`, [`crate::verify::precision`]), still against the exact oracle.
 
 pub mod case;
 pub mod conditioning;
 pub mod specs;
 
-use crate::verify::{protocol, tolerance_for, Fused, Tolerance};
+use crate::verify::{precision, protocol, tolerance, tolerance_for, Fused, Tolerance};
 use anyhow::{Context, Result};
+use calib_ir::{DType, Mode, Precision};
 use calib_passes::fusion::FusionOptions;
 use calib_runtime::{Backend, Reference};
 use serde::Serialize;
@@ -97,14 +102,16 @@ pub fn case_seeds(seed: u64) -> impl Iterator<Item = u64> {
     (0..ATTEMPTS).map(move |a| seed.wrapping_add(a << 32))
 }
 
-/// Runs `shape` on each backend and compares with the f64 oracle, on the first
-/// well-conditioned case among `seeds`. `Err` when a case cannot be built or the oracle
-/// fails.
+/// Runs `shape` on each backend under precision policy `precision` and compares with
+/// the f64 oracle, on the first well-conditioned case among `seeds`. `Err` when a case
+/// cannot be built or the oracle fails.
 pub fn check(
     shape: &Shape,
     seeds: impl IntoIterator<Item = u64>,
     backends: &[(&str, &dyn Backend)],
+    precision: Precision,
 ) -> Result<Outcome> {
+    let tolerances = Tolerances::of(shape, precision)?;
     let mut last = None;
     for seed in seeds {
         let case = case::case(shape, seed)?;
@@ -115,8 +122,8 @@ pub fn check(
         }
         let mut results = BTreeMap::new();
         for (name, backend) in backends {
-            let result = match protocol::run(&case, *backend) {
-                Ok(files) => compare(&oracle, &files),
+            let result = match protocol::run_at(&case, *backend, precision) {
+                Ok(files) => compare(&oracle, &files, &tolerances),
                 Err(e) => BackendResult {
                     error: Some(format!("{e:#}")),
                     ..BackendResult::default()
@@ -134,13 +141,53 @@ pub fn check(
     ))
 }
 
-/// Every tensor of `got` against the oracle's, with the fixtures' tolerances.
-fn compare(oracle: &protocol::Files, got: &protocol::Files) -> BackendResult {
+/// The tolerances a shape's tensors are held to under a precision policy.
+struct Tolerances {
+    /// `None` for f32: the fixtures' own ([`f32_tolerance`]).
+    reduced: Option<precision::Shape>,
+}
+
+impl Tolerances {
+    fn of(shape: &Shape, p: Precision) -> Result<Tolerances> {
+        if p == Precision::F32 {
+            return Ok(Tolerances { reduced: None });
+        }
+        let eval = calib_models::build(&shape.spec, &shape.input, Mode::Eval, DType::F32)?;
+        Ok(Tolerances {
+            reduced: Some(precision::Shape {
+                precision: p,
+                depth: precision::gemm_depth(&eval.graph),
+                decisions: precision::decision_layers(&eval.graph),
+            }),
+        })
+    }
+
+    /// `file/name`'s tolerance; `file_norm` is the norm of the oracle's whole file.
+    fn of_tensor(&self, file: &str, name: &str, file_norm: f64) -> Tolerance {
+        match self.reduced {
+            None => f32_tolerance(file, name),
+            Some(shape) => precision::tolerance_at(file, name, shape, file_norm),
+        }
+    }
+}
+
+/// Every tensor of `got` against the oracle's.
+fn compare(
+    oracle: &protocol::Files,
+    got: &protocol::Files,
+    tolerances: &Tolerances,
+) -> BackendResult {
     let mut result = BackendResult::default();
     for (file, tensors) in oracle {
+        let file_norm = tolerance::norm(
+            tensors
+                .values()
+                .filter(|t| t.dtype().is_float())
+                .flat_map(|t| t.to_f64_vec()),
+        );
         for (name, expected) in tensors {
             let tensor = format!("{file}/{name}");
-            let tol = tolerance(file, name);
+            let tol = tolerances.of_tensor(file, name, file_norm);
             let expected_values = expected.to_f64_vec();
             let (err, bound) = match got.get(file).and_then(|f| f.get(name)) {
                 Some(t) if t.shape() == expected.shape() => {
@@ -184,7 +231,7 @@ fn compare(oracle: &protocol::Files, got: &protocol::Files) -> BackendResult {
 /// the gradient's own bound on a stem convolution whose gradient reaches 1.9, where
 /// the f32 reference already uses 70% of it: a bound the gradient itself need not
 /// meet cannot judge the buffer made of it.)
-fn tolerance(file: &str, name: &str) -> Tolerance {
+fn f32_tolerance(file: &str, name: &str) -> Tolerance {
     if file == "sgd_momentum_after_step1" {
         Tolerance::GRADIENT
     } else {
@@ -226,6 +273,7 @@ pub fn shrink(
     shape: &Shape,
     case_seed: u64,
     failing: &[(&str, &dyn Backend)],
+    precision: Precision,
     budget: usize,
 ) -> (Shape, u64) {
     let mut current = (shape.clone(), case_seed);
@@ -234,7 +282,7 @@ pub fn shrink(
         for candidate in current.0.shrink() {
             checks += 1;
             if let Ok(Outcome::Checked { case_seed, results }) =
-                check(&candidate, case_seeds(current.1), failing)
+                check(&candidate, case_seeds(current.1), failing, precision)
             {
                 if results.values().any(|r| !r.passed()) {
                     current = (candidate, case_seed);
@@ -251,11 +299,15 @@ pub fn shrink(
 }
 
 /// The command line that reruns one case.
-pub fn reproduce(shape: &Shape, seed: u64, backend: &str) -> String {
+pub fn reproduce(shape: &Shape, seed: u64, backend: &str, precision: Precision) -> String {
     let spec = serde_json::to_string(&shape.spec).unwrap_or_default();
     let input: Vec<String> = shape.input.iter().map(|d| d.to_string()).collect();
+    let policy = match precision {
+        Precision::F32 => String::new(),
+        p => format!(" --precision {p}"),
+    };
     format!(
-        "calib fuzz --spec '{spec}' --input {} --seed {seed} --backends {backend}",
+        "calib fuzz --spec '{spec}' --input {} --seed {seed} --backends {backend}{policy}",
         input.join(",")
     )
 }

@@ -4,7 +4,7 @@
 mod fused;
 pub mod precision;
 pub mod protocol;
-mod tolerance;
+pub(crate) mod tolerance;
 pub mod write;
 
 pub use fused::Fused;
