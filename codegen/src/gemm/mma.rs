@@ -196,7 +196,7 @@ pub(super) fn products(
     let word = |cx: &mut Emitter, tile: Tile, base: Reg, k: usize, along: usize, ways| {
         // TF32 words go to the mma as they are (`.b32`), bf16 ones through `cvt` (`.f32`).
         let load = |cx: &mut Emitter, k: usize| {
-            let (ty, suffix) = if bf16 {
+            let (ty, suffix) = if bf16 || tile.copied {
                 (Ty::F32, "f32")
             } else {
                 (Ty::U32, "b32")
@@ -212,6 +212,13 @@ pub(super) fn products(
             let packed = cx.b.reg(Ty::U32);
             ins!(cx.b, "cvt.rn.bf16x2.f32 {packed}, {hi}, {lo}");
             packed
+        } else if tile.copied {
+            // A tile copied by `cp.async` holds the buffer's f32 bits: the mma would
+            // truncate them, the reference rounds to nearest with ties away.
+            let raw = load(cx, k);
+            let rounded = cx.b.reg(Ty::U32);
+            ins!(cx.b, "cvt.rna.tf32.f32 {rounded}, {raw}");
+            rounded
         } else {
             load(cx, k)
         }
@@ -341,6 +348,7 @@ mod tests {
             block_k: 16,
             split_k: 1,
             instruction,
+            stages: 2,
         };
         Warps::of(&s).expect("warps")
     }

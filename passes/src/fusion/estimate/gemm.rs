@@ -296,6 +296,7 @@ pub fn candidate_schedules(
                 block_k,
                 split_k: 1,
                 instruction,
+                stages: 2,
             };
             if !instruction.is_fma() && base.check(dims).is_err() {
                 continue;
