@@ -162,6 +162,15 @@ fn every_schedule_on_tensor_cores(src: &str, anchor: Anchor) {
                         let wait = format!("cp.async.wait_group {}", stages - 2);
                         assert!(ptx.contains(&wait), "{label}: no {wait}");
                     }
+                    if split > 1 {
+                        // The planner prices (and fits to a device) the operand tiles
+                        // by the schedule's own figure.
+                        assert_eq!(
+                            compiled.kernels[0].shared_bytes,
+                            s.operand_bytes(),
+                            "{label}"
+                        );
+                    }
                     check_tensors(&g, &program, &inputs, 1e-5);
                     ran += 1;
                 }

@@ -9,7 +9,7 @@
 //! epilogue, so that small outputs with long reductions (weight gradients) still fill
 //! the GPU and give the same bits on every run.
 
-use crate::{numel, Graph, Op, Value};
+use crate::{numel, DType, Graph, Op, Value};
 use serde::{Deserialize, Serialize};
 
 /// The extents of a GEMM problem; `m`, `n` and `k` are row-major multi-indices (a
@@ -124,6 +124,34 @@ impl GemmDims {
 /// matmul (earlier ones, if any, are evaluated inside its prologue).
 pub fn gemm_anchor(body: &Graph) -> Option<Value> {
     body.nodes.iter().rposition(|n| n.op.is_gemm()).map(Value)
+}
+
+/// The input buffer whose f32 bits can be copied (`cp.async`) straight into a shared
+/// tile of GEMM operand `v` multiplied by `instruction`, so that the tensor cores round
+/// them as the fragments are read: `v` itself when it is an f32 (or tf32) input, or the
+/// input under a rounding round trip `cast(cast(x, P), f32)` to the instruction's own
+/// operand type `P` (the precision policies' casts), which the fragment loads repeat
+/// bit for bit. `None` for an operand computed by a prologue, or under FMA products.
+pub fn copy_source(body: &Graph, v: Value, instruction: GemmInstruction) -> Option<Value> {
+    let plain = |x: Value| {
+        let n = &body.nodes[x.0];
+        (matches!(n.op, Op::Input { .. }) && matches!(n.ty.dtype, DType::F32 | DType::TF32))
+            .then_some(x)
+    };
+    let narrow = match instruction {
+        GemmInstruction::MmaTf32 => DType::TF32,
+        GemmInstruction::MmaBf16 => DType::BF16,
+        GemmInstruction::Fma => return None,
+    };
+    if let Some(x) = plain(v) {
+        return Some(x);
+    }
+    let outer = &body.nodes[v.0];
+    let inner = &body.nodes[outer.inputs.first()?.0];
+    if outer.op == (Op::Cast { to: DType::F32 }) && inner.op == (Op::Cast { to: narrow }) {
+        return plain(*inner.inputs.first()?);
+    }
+    None
 }
 
 /// How a kernel's launches are laid out: its GEMM anchor's, and its first reduction's
@@ -298,9 +326,15 @@ impl GemmSchedule {
     pub const STAGES: [usize; 3] = [2, 3, 4];
 
     /// Bytes of shared memory the operand tiles take: every stage of both tiles, each
-    /// `block_k` rows padded by up to 8 words (see `calib_codegen`'s GEMM template).
+    /// `block_k` rows of `block_m` (or `block_n`) f32 words, padded as the GEMM
+    /// template pads them (8 words for TF32 fragments, 4 otherwise) so that its
+    /// accesses spread over the banks.
     pub fn operand_bytes(&self) -> usize {
-        self.stages * 4 * self.block_k * (self.block_m + self.block_n + 2 * 8)
+        let pad = match self.instruction {
+            GemmInstruction::MmaTf32 => 8,
+            _ => 4,
+        };
+        self.stages * 4 * self.block_k * (self.block_m + self.block_n + 2 * pad)
     }
 
     /// The `k` step that gives each thread four elements per step of the tile with the

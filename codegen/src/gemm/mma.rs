@@ -4,9 +4,12 @@
 //!
 //! The operand side is the FMA template's: the loader applies the prologue and stores
 //! f32 tiles `[k][width]` to shared memory, TF32 operands already rounded there
-//! (`cvt.rna`, once per element rather than once per fragment). Fragments are read with
-//! scalar shared loads at constant offsets from one address per lane, bf16 pairs
-//! packed by `cvt.rn.bf16x2.f32` (round to nearest even, as the IR's `cast`).
+//! (`cvt.rna`, once per element rather than once per fragment). A tile that arrived by
+//! `cp.async` holds the buffer's f32 bits instead, and its TF32 words are rounded with
+//! `cvt.rna` as each fragment word is read (the mma would truncate them; the IR's cast
+//! rounds to nearest, ties away). Fragments are read with scalar shared loads at
+//! constant offsets from one address per lane, bf16 pairs packed by `cvt.rn.bf16x2.f32`
+//! (round to nearest even, as the IR's `cast`, whichever way the tile came).
 //!
 //! Fragment layout (PTX ISA, `g = lane / 4`, `t = lane % 4`, k in 32-bit words: one
 //! TF32, or two bf16 with the lower k in the low half): A's register `r` holds row

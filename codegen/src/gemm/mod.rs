@@ -2,21 +2,25 @@
 //! tiles, for convolutions (as implicit GEMMs, see [`crate::conv`]) and matmul, laid out
 //! by a [`GemmSchedule`] (tile, k step, split).
 //!
-//! The operands are functions, not arrays: a problem ([`Operands`]) says how to compute
-//! `A` and `B` at given coordinates (through the body evaluator, so a prologue runs while
-//! a tile is loaded, and a convolution's padding reads as zero) and where `C[g; m, n]`
-//! lands in the anchor's output. `m`, `n` and `k` are multi-dimensional (a convolution's
+//! The operands are functions, not arrays: a problem ([`Operands`]) says which body
+//! value and position each element of `A` and `B` reads ([`Element`]), evaluated through
+//! the body evaluator (so a prologue runs while a tile is loaded, and a convolution's
+//! padding reads as zero), and where `C[g; m, n]` lands in the anchor's output. `m`, `n` and `k` are multi-dimensional (a convolution's
 //! `m` is `(batch, row, column)`), decomposed from flat tile positions on the fly.
 //!
 //! 256 threads, as 16 x 16, compute a `BM x BN` tile; each thread holds a 4x4 patch of
 //! accumulators per 64x64 quarter of the tile (so 4x4 up to 8x8), the patches of one
 //! thread 64 rows or columns apart so that a warp's shared-memory reads are contiguous.
-//! The k loop is double-buffered: while the products of step `t` run from one pair of
-//! shared tiles, the operands of step `t + 1` are already loading into registers (every
-//! element of a thread's share at once, without branches: out-of-range elements are read
-//! at a clamped position and zeroed by a select), then go to the other pair; one barrier
-//! per step. Shared rows are padded by four words so that transposed tile stores spread
-//! over the banks.
+//! The k loop ([`pipeline`]) is double-buffered by default: while the products of step
+//! `t` run from one pair of shared tiles, the operands of step `t + 1` are already
+//! loading into registers (every element of a thread's share at once, without branches:
+//! out-of-range elements are read at a clamped position and zeroed by a select), then go
+//! to the other pair; one barrier per step. Tensor-core schedules may instead keep a ring
+//! of three or four stages (`GemmSchedule::stages`) filled `stages - 1` steps ahead, an
+//! operand read straight from a buffer (or through the precision policy's rounding
+//! casts) copied by 4-byte `cp.async`s (zero-filled outside the operand) rather than
+//! through registers. Shared rows are padded by four words so that transposed tile
+//! stores spread over the banks.
 //!
 //! The epilogue stages `C` through shared memory, 64 rows at a time, transposed when the
 //! anchor's output is contiguous along `m`, so that consecutive threads store

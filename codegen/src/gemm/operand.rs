@@ -8,7 +8,7 @@ use crate::eval::Emitter;
 use crate::flow::Check;
 use crate::index::Index;
 use crate::ptx::{Operand, Reg, Ty};
-use calib_ir::{DType, GemmDims, GemmInstruction, Op, Value};
+use calib_ir::{GemmDims, GemmInstruction, Value};
 
 /// Which dimension is adjacent in memory, so that consecutive threads access
 /// consecutive addresses.
@@ -74,27 +74,11 @@ impl Element {
 }
 
 /// The kernel input whose f32 bits a `cp.async` can copy into a tile of operand value
-/// `v`, multiplied by `instruction`: `v` itself when it is a plain input
-/// ([`Emitter::is_plain_input`]), or the input under a rounding round trip
-/// `cast(cast(x, P), f32)` to the instruction's own operand type (the precision
-/// policies' casts), since the fragment loads round exactly as that cast does (TF32 with
-/// `cvt.rna`, bf16 pairs with `cvt.rn.bf16x2`, to nearest even).
+/// `v` multiplied by `instruction` ([`calib_ir::copy_source`]: a plain input, or one
+/// under the policy's rounding casts, which the fragment loads repeat), unless this
+/// launch reads it back from an earlier one.
 pub(crate) fn copy_source(cx: &Emitter, v: Value, instruction: GemmInstruction) -> Option<Value> {
-    if cx.is_plain_input(v) {
-        return Some(v);
-    }
-    let narrow = match instruction {
-        GemmInstruction::MmaTf32 => DType::TF32,
-        GemmInstruction::MmaBf16 => DType::BF16,
-        GemmInstruction::Fma => return None,
-    };
-    let outer = cx.node(v);
-    let inner = cx.node(*outer.inputs.first()?);
-    let x = *inner.inputs.first()?;
-    (outer.op == Op::Cast { to: DType::F32 }
-        && inner.op == Op::Cast { to: narrow }
-        && cx.is_plain_input(x))
-    .then_some(x)
+    calib_ir::copy_source(&cx.kernel.body, v, instruction).filter(|&x| cx.is_plain_input(x))
 }
 
 /// A GEMM-shaped anchor op.

@@ -1,7 +1,9 @@
-//! The operand side of the GEMM template: each operand's tile in shared memory (two
-//! stages, padded rows), the loader that brings a step's elements into registers (every
-//! element of a thread at once, one chain each, the step's `k` shared) and stores them,
-//! and the products of a step from the shared tiles.
+//! The operand side of the GEMM template: each operand's tile in shared memory (two to
+//! four stages, padded rows), the loader that brings a step's elements into registers
+//! (every element of a thread at once, one chain each, the step's `k` shared) and stores
+//! them, or for a tile of a plain buffer copies them with `cp.async` (4 bytes each, a
+//! source size of 0 outside the operand), and the FMA products of a step from the
+//! shared tiles.
 
 use super::mma::{round_for_store, Warps};
 use super::{load_v4, shared_address, wavefronts, Element, Layout, Operands, PATCH, THREADS};
@@ -52,6 +54,14 @@ impl Tile {
     /// Elements each thread loads per step.
     pub(super) fn per_thread(&self) -> usize {
         (self.depth * self.width).div_ceil(THREADS)
+    }
+
+    /// Shared-memory wavefronts of one warp's stores (or copies) of an element each.
+    pub(super) fn store_ways(&self) -> usize {
+        wavefronts(4, |lane| {
+            let (kk, ww) = self.position(lane, 0);
+            4 * (kk * self.pitch() + ww)
+        })
     }
 
     /// The `(k, width)` position of element `e` of thread `tid`'s share.
@@ -219,11 +229,7 @@ impl Loader<'_> {
     ) -> Result<()> {
         let mine = slots.iter().filter(|s| !self.tile(s).copied);
         for (slot, v) in mine.zip(values) {
-            let tile = self.tile(slot);
-            let ways = wavefronts(4, |lane| {
-                let (kk, ww) = tile.position(lane, 0);
-                4 * (kk * tile.pitch() + ww)
-            });
+            let ways = self.tile(slot).store_ways();
             let addr = shared_address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
             let (v, ty) = round_for_store(cx, self.warps.as_ref(), *v);
             cx.b.shared_ways(ways);
@@ -243,6 +249,8 @@ impl Loader<'_> {
             let source = element.source(cx, input);
             let dst = shared_address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
             let src = source.address;
+            // A copy writes shared memory as a store of the element would.
+            cx.b.shared_ways(self.tile(slot).store_ways());
             // `.ca`: 4-byte copies must go through L1 (`.cg` copies 16 bytes only).
             match source.inside {
                 Err(true) => ins!(cx.b, "cp.async.ca.shared.global [{dst}], [{src}], 4"),
