@@ -244,6 +244,8 @@ impl Loader<'_> {
     pub(super) fn copy(&self, cx: &mut Emitter, slots: &[Slot], kt: Operand, bases: [Operand; 2]) {
         let input = |s: &Slot| self.sources[usize::from(!s.is_a)];
         let mine: Vec<(&Slot, Value)> = slots.iter().filter_map(|s| Some((s, input(s)?))).collect();
+        // Each copy's address is a chain of its own, as each loaded element is.
+        cx.b.parallel_chains(mine.len());
         let elements = self.elements(cx, mine.iter().map(|m| m.0), kt);
         for ((slot, input), element) in mine.into_iter().zip(elements) {
             let source = element.source(cx, input);
@@ -265,6 +267,7 @@ impl Loader<'_> {
                 }
             }
         }
+        cx.b.parallel_chains(1);
     }
 }
 

@@ -127,6 +127,8 @@ pub(super) fn gemm_with(
             };
             let products = Work {
                 issue: slices * (mmas + loads + if bf16 { words } else { 0.0 }) + rounding,
+                // Conversions (`cvt`) are special-function operations.
+                sfu: rounding + if bf16 { slices * words } else { 0.0 },
                 independent: slices * mmas,
                 tensor_tf32_flops: if bf16 { 0.0 } else { flops },
                 tensor_f16_flops: if bf16 { flops } else { 0.0 },
