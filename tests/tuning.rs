@@ -51,6 +51,7 @@ fn a_tuned_schedule_replaces_the_cost_models_and_the_report_says_why() {
             block_k: GemmSchedule::depth(block_m, block_n),
             split_k: 1,
             instruction: GemmInstruction::Fma,
+            stages: 2,
         })
         .find(|s| *s != chosen && s.check(&dims).is_ok())
         .unwrap();

@@ -16,9 +16,9 @@
 use crate::error::Result;
 use crate::eval::Emitter;
 use crate::flow::Check;
-use crate::gemm::{self, Contiguity, Operands};
+use crate::gemm::{self, Contiguity, Element, Operands};
 use crate::index::Index;
-use crate::ptx::{Operand, Ty};
+use crate::ptx::Operand;
 use crate::window::Axis;
 use calib_ir::{GemmDims, Op, Value};
 
@@ -158,29 +158,26 @@ impl Conv {
         [g, c, n]: [Operand; 3],
         o: [Operand; 2],
         k: [Operand; 2],
-    ) -> Result<Operand> {
+    ) -> Element {
         let (ih, ch) = self.axis(0).input_pos(cx, o[0], k[0]);
         let (iw, cw) = self.axis(1).input_pos(cx, o[1], k[1]);
         // Padding reads as zero; the tap is read at a clamped position either way, so
         // that a tile's loads need no branches.
         let ih = clamp_unless_known(cx, ih, &ch, self.x[2]);
         let iw = clamp_unless_known(cx, iw, &cw, self.x[3]);
-        cx.select_or_zero(vec![ch, cw], Ty::F32, |cx| {
-            let channel = cx.b.mad_u32(g, Operand::Int(self.c_group() as i64), c);
-            // The image is the first operand of both ops that read one.
-            cx.value(self.a, &Index::coords(vec![n, channel, ih, iw]))
-        })
+        let channel = cx.b.mad_u32(g, Operand::Int(self.c_group() as i64), c);
+        // The image is the first operand of both ops that read one.
+        Element {
+            value: self.a,
+            at: vec![n, channel, ih, iw],
+            inside: vec![ch, cw],
+        }
     }
 
     /// The weight `w[g * O/G + o, c, kh, kw]`.
-    fn weight(
-        &self,
-        cx: &mut Emitter,
-        [g, o, c]: [Operand; 3],
-        k: [Operand; 2],
-    ) -> Result<Operand> {
+    fn weight(&self, cx: &mut Emitter, [g, o, c]: [Operand; 3], k: [Operand; 2]) -> Element {
         let out = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), o);
-        cx.value(self.b, &Index::coords(vec![out, c, k[0], k[1]]))
+        Element::whole(self.b, vec![out, c, k[0], k[1]])
     }
 }
 
@@ -227,32 +224,41 @@ impl Operands for Conv {
         }
     }
 
-    fn a(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand> {
+    fn reads(&self) -> [Value; 2] {
+        match self.kind {
+            Kind::BackwardWeight => [self.b, self.a],
+            _ => [self.a, self.b],
+        }
+    }
+
+    fn a_element(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Element {
         match self.kind {
             Kind::Forward => self.image(cx, [g, k[0], m[0]], [m[1], m[2]], [k[1], k[2]]),
             Kind::BackwardData if self.lattice.is_some() => {
                 let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);
-                cx.value(self.a, &Index::coords(vec![m[0], o, m[1], m[2]]))
+                Element::whole(self.a, vec![m[0], o, m[1], m[2]])
             }
             Kind::BackwardData => {
-                let (oh, mut checks) = self.axis(0).output_pos(cx, m[1], k[1]);
+                let (oh, mut inside) = self.axis(0).output_pos(cx, m[1], k[1]);
                 let (ow, cw) = self.axis(1).output_pos(cx, m[2], k[2]);
-                checks.extend(cw);
+                inside.extend(cw);
                 let oh = cx.clamp_index(oh, self.y[2]);
                 let ow = cx.clamp_index(ow, self.y[3]);
-                cx.select_or_zero(checks, Ty::F32, |cx| {
-                    let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);
-                    cx.value(self.a, &Index::coords(vec![m[0], o, oh, ow]))
-                })
+                let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);
+                Element {
+                    value: self.a,
+                    at: vec![m[0], o, oh, ow],
+                    inside,
+                }
             }
             Kind::BackwardWeight => {
                 let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), m[0]);
-                cx.value(self.b, &Index::coords(vec![k[0], o, k[1], k[2]]))
+                Element::whole(self.b, vec![k[0], o, k[1], k[2]])
             }
         }
     }
 
-    fn b(&self, cx: &mut Emitter, g: Operand, k: &[Operand], n: &[Operand]) -> Result<Operand> {
+    fn b_element(&self, cx: &mut Emitter, g: Operand, k: &[Operand], n: &[Operand]) -> Element {
         match self.kind {
             Kind::Forward => self.weight(cx, [g, n[0], k[0]], [k[1], k[2]]),
             Kind::BackwardData => self.weight(cx, [g, k[0], n[0]], [k[1], k[2]]),

@@ -409,6 +409,24 @@ impl<'a> Emitter<'a> {
         Ok(self.load_global(self.ty(v).dtype, addr, true).into())
     }
 
+    /// Whether body value `v` is read straight from a kernel input buffer of 4-byte
+    /// elements (f32 or tf32), with no arithmetic between: what `cp.async` can copy.
+    pub fn is_plain_input(&self, v: Value) -> bool {
+        matches!(self.node(v).op, Op::Input { .. })
+            && !self.is_stored(v)
+            && self.element_bytes(v) == 4
+            && matches!(self.ty(v).dtype, DType::F32 | DType::TF32)
+    }
+
+    /// The global address of element `at` of a plain input ([`Emitter::is_plain_input`]).
+    pub fn input_address(&mut self, v: Value, at: &Index) -> Reg {
+        let slot = self.input_of[&v];
+        self.touched_inputs.insert(slot);
+        let flat = self.flat(at, &self.ty(v).shape);
+        self.b
+            .address(self.inputs[slot], flat, self.element_bytes(v))
+    }
+
     /// Loads four consecutive elements of body input `v` (f32 or tf32), the first at `coords`
     /// (whose last coordinate four divides, in a shape whose last extent four divides:
     /// the address is 16-byte aligned), with one 128-bit load, and binds each to its

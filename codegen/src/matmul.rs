@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::eval::Emitter;
-use crate::gemm::{self, Contiguity, Operands};
+use crate::gemm::{self, Contiguity, Element, Operands};
 use crate::index::Index;
 use crate::ptx::Operand;
 use calib_ir::{GemmDims, Op, Value};
@@ -62,22 +62,26 @@ impl Operands for MatMul {
         }
     }
 
-    fn a(&self, cx: &mut Emitter, _: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand> {
+    fn reads(&self) -> [Value; 2] {
+        [self.a, self.b]
+    }
+
+    fn a_element(&self, _: &mut Emitter, _: Operand, m: &[Operand], k: &[Operand]) -> Element {
         let at = if self.transpose_a {
             vec![k[0], m[0]]
         } else {
             vec![m[0], k[0]]
         };
-        cx.value(self.a, &Index::coords(at))
+        Element::whole(self.a, at)
     }
 
-    fn b(&self, cx: &mut Emitter, _: Operand, k: &[Operand], n: &[Operand]) -> Result<Operand> {
+    fn b_element(&self, _: &mut Emitter, _: Operand, k: &[Operand], n: &[Operand]) -> Element {
         let at = if self.transpose_b {
             vec![n[0], k[0]]
         } else {
             vec![k[0], n[0]]
         };
-        cx.value(self.b, &Index::coords(at))
+        Element::whole(self.b, at)
     }
 
     fn c(&self, _: &mut Emitter, _: Operand, m: &[Operand], n: &[Operand]) -> Vec<Operand> {

@@ -53,6 +53,7 @@ fn schedule(block_m: usize, block_n: usize, split_k: usize) -> GemmSchedule {
         block_k: GemmSchedule::depth(block_m, block_n),
         split_k,
         instruction: Default::default(),
+        stages: 2,
     }
 }
 
@@ -122,39 +123,63 @@ fn tensor_core_inputs(g: &Graph, instruction: GemmInstruction) -> BTreeMap<Strin
         .collect()
 }
 
-/// Every tile shape on tensor cores, TF32 and bf16, unsplit and split: on operands the
-/// instruction represents exactly the products are exact, so only the order of the f32
-/// additions differs from the reference.
+/// Every tile shape on tensor cores, TF32 and bf16, unsplit and split, double-buffered
+/// and pipelined through three and four stages: on operands the instruction represents
+/// exactly the products are exact, so only the order of the f32 additions differs from
+/// the reference. Every graph here has an operand read straight from a buffer, so
+/// pipelined kernels copy it with `cp.async`.
 fn every_schedule_on_tensor_cores(src: &str, anchor: Anchor) {
     let g = graph(src);
     let dims = GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap();
     for instruction in [GemmInstruction::MmaTf32, GemmInstruction::MmaBf16] {
         let inputs = tensor_core_inputs(&g, instruction);
-        let mut ran = 0;
-        for (bm, bn) in GemmSchedule::TILES {
-            for (split, block_k) in [(1, 16), (3, 16), (2, 32), (1, 8)] {
-                let s = GemmSchedule {
-                    block_k,
-                    instruction,
-                    ..schedule(bm, bn, split)
-                };
-                if s.check(&dims).is_err() {
-                    continue;
+        for stages in GemmSchedule::STAGES {
+            let mut ran = 0;
+            for (bm, bn) in GemmSchedule::TILES {
+                for (split, block_k) in [(1, 16), (3, 16), (2, 32), (1, 8)] {
+                    let s = GemmSchedule {
+                        block_k,
+                        instruction,
+                        stages,
+                        ..schedule(bm, bn, split)
+                    };
+                    if s.check(&dims).is_err() {
+                        continue;
+                    }
+                    let program = scheduled(single_kernel(&g, anchor), s);
+                    let compiled = compile(&program).unwrap();
+                    let ptx = &compiled.kernels[0].ptx;
+                    let label = format!(
+                        "{bm}x{bn}x{block_k} split {split} {instruction:?} stages {stages}"
+                    );
+                    assert!(ptx.contains("mma.sync.aligned"), "{label}: no mma");
+                    assert_eq!(
+                        ptx.contains("cp.async.shared") || ptx.contains("cp.async.c"),
+                        stages > 2,
+                        "{label}"
+                    );
+                    if stages > 2 {
+                        let wait = format!("cp.async.wait_group {}", stages - 2);
+                        assert!(ptx.contains(&wait), "{label}: no {wait}");
+                    }
+                    if split > 1 {
+                        // The planner prices (and fits to a device) the operand tiles
+                        // by the schedule's own figure.
+                        assert_eq!(
+                            compiled.kernels[0].shared_bytes,
+                            s.operand_bytes(),
+                            "{label}"
+                        );
+                    }
+                    check_tensors(&g, &program, &inputs, 1e-5);
+                    ran += 1;
                 }
-                let program = scheduled(single_kernel(&g, anchor), s);
-                let compiled = compile(&program).unwrap();
-                assert!(
-                    compiled.kernels[0].ptx.contains("mma.sync.aligned"),
-                    "{bm}x{bn} {instruction:?}: no mma"
-                );
-                check_tensors(&g, &program, &inputs, 1e-5);
-                ran += 1;
             }
+            assert!(
+                ran >= GemmSchedule::TILES.len(),
+                "{instruction:?} stages {stages}: {ran} schedules ran"
+            );
         }
-        assert!(
-            ran >= GemmSchedule::TILES.len(),
-            "{instruction:?}: {ran} schedules ran"
-        );
     }
 }
 
@@ -309,4 +334,108 @@ fn a_strided_1x1_data_gradient_runs_over_its_lattice_in_every_schedule() {
     assert_eq!(dims.lattice, Some([2, 3]));
     assert_eq!(dims.mnk(), (2 * 6 * 5, 12, 40));
     every_schedule(src, Anchor::Convolution);
+}
+
+/// `graph`'s GEMM operands as the precision policies write them: each read through a
+/// rounding round trip `cast(cast(x, P), f32)`.
+fn rounded_operands(p: &str) -> String {
+    format!(
+        "graph {{
+          %0 = input name=\"x\" : f32[2,9,10,10]
+          %1 = cast(%0) to=\"{p}\" : {p}[2,9,10,10]
+          %2 = cast(%1) to=\"f32\" : f32[2,9,10,10]
+          %3 = param name=\"w\" : f32[70,9,3,3]
+          %4 = cast(%3) to=\"{p}\" : {p}[70,9,3,3]
+          %5 = cast(%4) to=\"f32\" : f32[70,9,3,3]
+          %6 = conv2d(%2, %5) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,70,10,10]
+          return y=%6
+        }}"
+    )
+}
+
+#[test]
+fn pipelined_tiles_round_operands_like_the_policy_casts() {
+    // Inputs no TF32 or bf16 represents: the tiles arrive by `cp.async` as the buffers'
+    // f32 bits (the casts are seen through), so the fragment loads must round them
+    // exactly as the casts do, or the products drift from the reference's.
+    for (p, instruction) in [
+        ("tf32", GemmInstruction::MmaTf32),
+        ("bf16", GemmInstruction::MmaBf16),
+    ] {
+        let g = graph(&rounded_operands(p));
+        for stages in [3, 4] {
+            let s = GemmSchedule {
+                block_k: 16,
+                instruction,
+                stages,
+                ..schedule(128, 64, 1)
+            };
+            let program = scheduled(single_kernel(&g, Anchor::Convolution), s);
+            let ptx = compile(&program).unwrap().kernels[0].ptx.clone();
+            // Both operands are copied (4 bytes each: the image is padded), none is
+            // stored from registers.
+            assert!(ptx.contains("cp.async.ca.shared.global"), "{p} {stages}");
+            assert!(!ptx.contains("st.shared.b32"), "{p} {stages}");
+            check(&g, &program, 11, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn a_pipelined_kernel_without_its_wait_is_reported_by_the_sanitizer() {
+    use calib_runtime::sim::{self, FaultKind, GlobalMemory, KernelArg, SimError, SimOptions};
+    let g = graph(&rounded_operands("tf32"));
+    let s = GemmSchedule {
+        block_k: 16,
+        instruction: GemmInstruction::MmaTf32,
+        stages: 3,
+        ..schedule(64, 64, 1)
+    };
+    let program = scheduled(single_kernel(&g, Anchor::Convolution), s);
+    let kernel = compile(&program).unwrap().kernels.remove(0);
+    let inputs = tensors(&g, 3, 3);
+    let run = |ptx: &str| {
+        let mut memory = GlobalMemory::new();
+        let args: Vec<KernelArg> = kernel
+            .params
+            .iter()
+            .map(|p| {
+                let buffer = program.buffer(p.buffer);
+                let at = memory.alloc(buffer.ty.size_bytes()).unwrap();
+                if let Some(t) = inputs.get(&buffer.name) {
+                    memory.write_bytes(at, &t.to_le_bytes()).unwrap();
+                }
+                KernelArg::U64(at)
+            })
+            .collect();
+        let module = sim::parse(ptx).unwrap();
+        sim::simulate_with(
+            &SimOptions::default(),
+            &module,
+            &kernel.name,
+            kernel.grid,
+            kernel.block,
+            kernel.shared_bytes,
+            &args,
+            &mut memory,
+        )
+    };
+    // As emitted, the kernel runs clean under the sanitizer.
+    run(&kernel.ptx).unwrap_or_else(|e| panic!("{e}"));
+    // Without its waits, the products read a stage whose copies are still in flight.
+    let wait = "cp.async.wait_group 1;";
+    assert!(kernel.ptx.contains(wait));
+    let planted = kernel.ptx.replace(wait, "");
+    let fault = match run(&planted) {
+        Err(SimError::Fault(f)) => f,
+        other => panic!("expected a fault, got {other:?}"),
+    };
+    let FaultKind::AsyncCopyPending { copy, .. } = &fault.kind else {
+        panic!("expected a cp.async hazard, got {fault}");
+    };
+    assert!(fault.instruction.starts_with("ld.shared"), "{fault}");
+    assert!(
+        copy.instruction.starts_with("cp.async.ca.shared.global"),
+        "{fault}"
+    );
 }

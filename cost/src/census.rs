@@ -78,6 +78,11 @@ impl Census {
             if opcode.starts_with("ld.global") {
                 c.global_loads += n;
                 c.global_load_bytes += n * access_bytes(opcode);
+            } else if let Some(bytes) = copy_bytes(opcode) {
+                // A global load and a shared store in one instruction.
+                c.global_loads += n;
+                c.global_load_bytes += n * bytes;
+                c.shared += n;
             } else if ["st.global", "atom.", "red."]
                 .iter()
                 .any(|p| opcode.starts_with(p))
@@ -149,6 +154,19 @@ fn mma_flops(opcode: &str) -> Option<(f64, bool)> {
     Some((2.0 * m * n * k / 32.0, opcode.contains(".tf32")))
 }
 
+/// Bytes one `cp.async` copy moves: `.cg` copies 16 (its only size); code generation
+/// copies 4 bytes with `.ca` (the size is an operand, not part of the opcode). `None`
+/// for anything else (`commit_group`, `wait_group` included).
+fn copy_bytes(opcode: &str) -> Option<f64> {
+    if opcode.starts_with("cp.async.cg.") {
+        Some(16.0)
+    } else if opcode.starts_with("cp.async.ca.") {
+        Some(4.0)
+    } else {
+        None
+    }
+}
+
 /// Bytes one thread moves with a load or store opcode (`ld.global.nc.v4.f32`: 16).
 fn access_bytes(opcode: &str) -> f64 {
     let lanes = if opcode.contains(".v4") {
@@ -218,5 +236,20 @@ mod tests {
         assert_eq!(c.global_store_bytes, 12.0);
         assert_eq!(c.shared, 4.0);
         assert_eq!(c.barriers, 1.0);
+    }
+
+    #[test]
+    fn async_copies_load_global_and_store_shared_bytes() {
+        let c = Census::of(&mix(&[
+            ("cp.async.ca.shared.global", 8.0),
+            ("cp.async.cg.shared.global", 2.0),
+            ("cp.async.commit_group", 1.0),
+            ("cp.async.wait_group", 1.0),
+        ]));
+        assert_eq!(c.global_loads, 10.0);
+        assert_eq!(c.global_load_bytes, 8.0 * 4.0 + 2.0 * 16.0);
+        assert_eq!(c.shared, 10.0);
+        // Every instruction issues once.
+        assert_eq!(c.issue, 12.0);
     }
 }

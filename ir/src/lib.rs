@@ -32,6 +32,6 @@ pub use kernel::{
 pub use op::{Op, OpClass, ReduceOp};
 pub use precision::Precision;
 pub use schedule::{
-    gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, ReductionSchedule, Schedule,
+    copy_source, gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, ReductionSchedule, Schedule,
 };
 pub use types::{checked_numel, fmt_shape, numel, Shape, TensorType, MAX_TENSOR_BYTES};

@@ -9,7 +9,7 @@
 //! epilogue, so that small outputs with long reductions (weight gradients) still fill
 //! the GPU and give the same bits on every run.
 
-use crate::{numel, Graph, Op, Value};
+use crate::{numel, DType, Graph, Op, Value};
 use serde::{Deserialize, Serialize};
 
 /// The extents of a GEMM problem; `m`, `n` and `k` are row-major multi-indices (a
@@ -126,6 +126,34 @@ pub fn gemm_anchor(body: &Graph) -> Option<Value> {
     body.nodes.iter().rposition(|n| n.op.is_gemm()).map(Value)
 }
 
+/// The input buffer whose f32 bits can be copied (`cp.async`) straight into a shared
+/// tile of GEMM operand `v` multiplied by `instruction`, so that the tensor cores round
+/// them as the fragments are read: `v` itself when it is an f32 (or tf32) input, or the
+/// input under a rounding round trip `cast(cast(x, P), f32)` to the instruction's own
+/// operand type `P` (the precision policies' casts), which the fragment loads repeat
+/// bit for bit. `None` for an operand computed by a prologue, or under FMA products.
+pub fn copy_source(body: &Graph, v: Value, instruction: GemmInstruction) -> Option<Value> {
+    let plain = |x: Value| {
+        let n = &body.nodes[x.0];
+        (matches!(n.op, Op::Input { .. }) && matches!(n.ty.dtype, DType::F32 | DType::TF32))
+            .then_some(x)
+    };
+    let narrow = match instruction {
+        GemmInstruction::MmaTf32 => DType::TF32,
+        GemmInstruction::MmaBf16 => DType::BF16,
+        GemmInstruction::Fma => return None,
+    };
+    if let Some(x) = plain(v) {
+        return Some(x);
+    }
+    let outer = &body.nodes[v.0];
+    let inner = &body.nodes[outer.inputs.first()?.0];
+    if outer.op == (Op::Cast { to: DType::F32 }) && inner.op == (Op::Cast { to: narrow }) {
+        return plain(*inner.inputs.first()?);
+    }
+    None
+}
+
 /// How a kernel's launches are laid out: its GEMM anchor's, and its first reduction's
 /// (a reduction kernel's own, or a GEMM kernel's statistics over its result).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -197,6 +225,16 @@ pub struct GemmSchedule {
     /// cores).
     #[serde(default, skip_serializing_if = "GemmInstruction::is_fma")]
     pub instruction: GemmInstruction,
+    /// Shared-memory stages of the operand tiles: 2 double-buffers through registers
+    /// (each step's elements are loaded while the previous step's products run, then
+    /// stored); 3 or 4 (tensor cores only) make a ring whose stages are filled `stages -
+    /// 1` steps ahead, by `cp.async` for operands read straight from a buffer. Plans and
+    /// tuning files written before stages existed read as 2.
+    #[serde(
+        default = "GemmSchedule::double_buffered",
+        skip_serializing_if = "GemmSchedule::is_double_buffered"
+    )]
+    pub stages: usize,
 }
 
 /// The instruction a GEMM's products run on.
@@ -271,7 +309,32 @@ impl GemmSchedule {
             block_k: Self::depth(block_m, block_n),
             split_k: 1,
             instruction: GemmInstruction::Fma,
+            stages: 2,
         }
+    }
+
+    /// The stages of a schedule that does not name them.
+    pub fn double_buffered() -> usize {
+        2
+    }
+
+    fn is_double_buffered(stages: &usize) -> bool {
+        *stages == 2
+    }
+
+    /// The stage counts code generation supports.
+    pub const STAGES: [usize; 3] = [2, 3, 4];
+
+    /// Bytes of shared memory the operand tiles take: every stage of both tiles, each
+    /// `block_k` rows of `block_m` (or `block_n`) f32 words, padded as the GEMM
+    /// template pads them (8 words for TF32 fragments, 4 otherwise) so that its
+    /// accesses spread over the banks.
+    pub fn operand_bytes(&self) -> usize {
+        let pad = match self.instruction {
+            GemmInstruction::MmaTf32 => 8,
+            _ => 4,
+        };
+        self.stages * 4 * self.block_k * (self.block_m + self.block_n + 2 * pad)
     }
 
     /// The `k` step that gives each thread four elements per step of the tile with the
@@ -405,6 +468,15 @@ impl GemmSchedule {
                 ));
             }
         }
+        if !Self::STAGES.contains(&self.stages) {
+            return Err(format!("{} stages: must be 2, 3 or 4", self.stages));
+        }
+        if self.stages > 2 && self.instruction.is_fma() {
+            return Err(format!(
+                "{} stages: only tensor-core schedules pipeline more than two",
+                self.stages
+            ));
+        }
         let (steps, _) = self.k_steps(dims);
         if self.split_k == 0 || self.split_k > steps.max(1) {
             return Err(format!(
@@ -427,10 +499,69 @@ impl std::fmt::Display for Schedule {
             if !s.instruction.is_fma() {
                 parts.push(format!("instruction={}", s.instruction.name()));
             }
+            if s.stages != 2 {
+                parts.push(format!("stages={}", s.stages));
+            }
         }
         if let Some(s) = self.reduction {
             parts.push(format!("reduction split={}", s.split));
         }
         write!(f, "{}", parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims() -> GemmDims {
+        GemmDims {
+            groups: 1,
+            m: vec![128],
+            n: vec![128],
+            k: vec![256],
+            lattice: None,
+        }
+    }
+
+    #[test]
+    fn schedules_written_before_stages_read_as_double_buffered() {
+        let old =
+            r#"{"block_m":64,"block_n":64,"block_k":16,"split_k":1,"instruction":"mma_tf32"}"#;
+        let s: GemmSchedule = serde_json::from_str(old).unwrap();
+        assert_eq!(s.stages, 2);
+        // Two stages are not written, so such files stay as they were; others are.
+        assert_eq!(serde_json::to_string(&s).unwrap(), old);
+        let three = GemmSchedule { stages: 3, ..s };
+        let text = serde_json::to_string(&three).unwrap();
+        assert!(text.contains(r#""stages":3"#), "{text}");
+        assert_eq!(serde_json::from_str::<GemmSchedule>(&text).unwrap(), three);
+        assert_eq!(
+            Schedule::gemm(three).to_string(),
+            "gemm tile=64x64x16 split_k=1, instruction=mma.tf32, stages=3"
+        );
+    }
+
+    #[test]
+    fn stages_beyond_double_buffering_need_tensor_cores() {
+        let mma = GemmSchedule {
+            block_m: 64,
+            block_n: 64,
+            block_k: 16,
+            split_k: 1,
+            instruction: GemmInstruction::MmaBf16,
+            stages: 4,
+        };
+        assert_eq!(mma.check(&dims()), Ok(()));
+        let e = GemmSchedule { stages: 5, ..mma }
+            .check(&dims())
+            .unwrap_err();
+        assert!(e.contains("5 stages"), "{e}");
+        let fma = GemmSchedule {
+            instruction: GemmInstruction::Fma,
+            ..mma
+        };
+        assert!(fma.check(&dims()).unwrap_err().contains("tensor-core"));
+        assert_eq!(GemmSchedule { stages: 2, ..fma }.check(&dims()), Ok(()));
     }
 }

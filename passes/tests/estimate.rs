@@ -26,3 +26,82 @@ fn a_gemm_whose_outputs_all_reduce_it_is_estimated() {
         best_schedule(&body, &Device::default(), Default::default()).expect("a GEMM kernel");
     assert!(seconds.is_finite() && seconds > 0.0, "{seconds}");
 }
+
+/// A tf32 convolution as the policy writes it, its image rounded straight from the
+/// input, or with `prologue` `relu`, after arithmetic.
+fn rounded_conv(prologue: &str) -> calib_ir::Graph {
+    // The rounding reads the input itself, or the ReLU of it.
+    let rounded = if prologue == "relu" { "%1" } else { "%0" };
+    text::parse(&format!(
+        r#"graph {{
+  %0 = input name="in0" : f32[64,256,14,14]
+  %1 = relu(%0) : f32[64,256,14,14]
+  %2 = cast({rounded}) to="tf32" : tf32[64,256,14,14]
+  %3 = cast(%2) to="f32" : f32[64,256,14,14]
+  %4 = input name="in1" : f32[256,256,3,3]
+  %5 = cast(%4) to="tf32" : tf32[256,256,3,3]
+  %6 = cast(%5) to="f32" : f32[256,256,3,3]
+  %7 = conv2d(%3, %6) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[64,256,14,14]
+  return out0=%7
+}}
+"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn pipelined_schedules_are_candidates_where_shared_memory_holds_them() {
+    use calib_ir::{gemm_anchor, GemmDims, GemmInstruction, Precision};
+    use calib_passes::fusion::estimate::candidate_schedules;
+    let body = rounded_conv("cast");
+    let dims = GemmDims::of(&body, gemm_anchor(&body).unwrap()).unwrap();
+    for device in ["h200", "a100-sxm"] {
+        let device = Device::load(device).unwrap();
+        let all = candidate_schedules(&dims, &device, Precision::Tf32);
+        for stages in [2, 3, 4] {
+            assert!(
+                all.iter()
+                    .any(|s| s.stages == stages && s.instruction == GemmInstruction::MmaTf32),
+                "{}: no {stages}-stage candidate",
+                device.name
+            );
+        }
+        let limit = (device.shared_bytes_per_sm - device.shared_bytes_reserved_per_block) as usize;
+        assert!(all.iter().all(|s| s.operand_bytes() <= limit));
+        assert!(all
+            .iter()
+            .all(|s| s.instruction.is_fma() <= (s.stages == 2)));
+    }
+    // The largest ring of the deepest step does not fit an A100's 164 KB.
+    let a100 = candidate_schedules(&dims, &Device::load("a100-sxm").unwrap(), Precision::Tf32);
+    assert!(!a100
+        .iter()
+        .any(|s| (s.block_m, s.block_n, s.block_k, s.stages) == (256, 64, 32, 4)));
+}
+
+#[test]
+fn copied_operands_wait_for_no_load_round_of_their_own() {
+    use calib_ir::{gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, Schedule};
+    use calib_passes::fusion::estimate::gemm;
+    let rounds = |prologue: &str, stages: usize| {
+        let body = rounded_conv(prologue);
+        let anchor = gemm_anchor(&body).unwrap();
+        let dims = GemmDims::of(&body, anchor).unwrap();
+        let s = GemmSchedule {
+            block_m: 128,
+            block_n: 128,
+            block_k: 16,
+            split_k: 1,
+            instruction: GemmInstruction::MmaTf32,
+            stages,
+        };
+        gemm(&body, anchor, &dims, &Schedule::gemm(s)).launches[0]
+            .census
+            .load_rounds
+    };
+    // Both operands copied: the k loop's rounds are gone (the epilogue's remain).
+    assert!(rounds("cast", 3) < rounds("cast", 2) / 4.0);
+    assert_eq!(rounds("cast", 3), rounds("cast", 4));
+    // A prologue keeps its operand in registers, and each step waits for it.
+    assert_eq!(rounds("relu", 3), rounds("relu", 2));
+}

@@ -4,9 +4,12 @@
 //!
 //! The operand side is the FMA template's: the loader applies the prologue and stores
 //! f32 tiles `[k][width]` to shared memory, TF32 operands already rounded there
-//! (`cvt.rna`, once per element rather than once per fragment). Fragments are read with
-//! scalar shared loads at constant offsets from one address per lane, bf16 pairs
-//! packed by `cvt.rn.bf16x2.f32` (round to nearest even, as the IR's `cast`).
+//! (`cvt.rna`, once per element rather than once per fragment). A tile that arrived by
+//! `cp.async` holds the buffer's f32 bits instead, and its TF32 words are rounded with
+//! `cvt.rna` as each fragment word is read (the mma would truncate them; the IR's cast
+//! rounds to nearest, ties away). Fragments are read with scalar shared loads at
+//! constant offsets from one address per lane, bf16 pairs packed by `cvt.rn.bf16x2.f32`
+//! (round to nearest even, as the IR's `cast`, whichever way the tile came).
 //!
 //! Fragment layout (PTX ISA, `g = lane / 4`, `t = lane % 4`, k in 32-bit words: one
 //! TF32, or two bf16 with the lower k in the low half): A's register `r` holds row
@@ -196,7 +199,7 @@ pub(super) fn products(
     let word = |cx: &mut Emitter, tile: Tile, base: Reg, k: usize, along: usize, ways| {
         // TF32 words go to the mma as they are (`.b32`), bf16 ones through `cvt` (`.f32`).
         let load = |cx: &mut Emitter, k: usize| {
-            let (ty, suffix) = if bf16 {
+            let (ty, suffix) = if bf16 || tile.copied {
                 (Ty::F32, "f32")
             } else {
                 (Ty::U32, "b32")
@@ -212,6 +215,13 @@ pub(super) fn products(
             let packed = cx.b.reg(Ty::U32);
             ins!(cx.b, "cvt.rn.bf16x2.f32 {packed}, {hi}, {lo}");
             packed
+        } else if tile.copied {
+            // A tile copied by `cp.async` holds the buffer's f32 bits: the mma would
+            // truncate them, the reference rounds to nearest with ties away.
+            let raw = load(cx, k);
+            let rounded = cx.b.reg(Ty::U32);
+            ins!(cx.b, "cvt.rna.tf32.f32 {rounded}, {raw}");
+            rounded
         } else {
             load(cx, k)
         }
@@ -341,6 +351,7 @@ mod tests {
             block_k: 16,
             split_k: 1,
             instruction,
+            stages: 2,
         };
         Warps::of(&s).expect("warps")
     }

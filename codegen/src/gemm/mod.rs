@@ -2,21 +2,25 @@
 //! tiles, for convolutions (as implicit GEMMs, see [`crate::conv`]) and matmul, laid out
 //! by a [`GemmSchedule`] (tile, k step, split).
 //!
-//! The operands are functions, not arrays: a problem ([`Operands`]) says how to compute
-//! `A` and `B` at given coordinates (through the body evaluator, so a prologue runs while
-//! a tile is loaded, and a convolution's padding reads as zero) and where `C[g; m, n]`
-//! lands in the anchor's output. `m`, `n` and `k` are multi-dimensional (a convolution's
+//! The operands are functions, not arrays: a problem ([`Operands`]) says which body
+//! value and position each element of `A` and `B` reads ([`Element`]), evaluated through
+//! the body evaluator (so a prologue runs while a tile is loaded, and a convolution's
+//! padding reads as zero), and where `C[g; m, n]` lands in the anchor's output. `m`, `n` and `k` are multi-dimensional (a convolution's
 //! `m` is `(batch, row, column)`), decomposed from flat tile positions on the fly.
 //!
 //! 256 threads, as 16 x 16, compute a `BM x BN` tile; each thread holds a 4x4 patch of
 //! accumulators per 64x64 quarter of the tile (so 4x4 up to 8x8), the patches of one
 //! thread 64 rows or columns apart so that a warp's shared-memory reads are contiguous.
-//! The k loop is double-buffered: while the products of step `t` run from one pair of
-//! shared tiles, the operands of step `t + 1` are already loading into registers (every
-//! element of a thread's share at once, without branches: out-of-range elements are read
-//! at a clamped position and zeroed by a select), then go to the other pair; one barrier
-//! per step. Shared rows are padded by four words so that transposed tile stores spread
-//! over the banks.
+//! The k loop ([`pipeline`]) is double-buffered by default: while the products of step
+//! `t` run from one pair of shared tiles, the operands of step `t + 1` are already
+//! loading into registers (every element of a thread's share at once, without branches:
+//! out-of-range elements are read at a clamped position and zeroed by a select), then go
+//! to the other pair; one barrier per step. Tensor-core schedules may instead keep a ring
+//! of three or four stages (`GemmSchedule::stages`) filled `stages - 1` steps ahead, an
+//! operand read straight from a buffer (or through the precision policy's rounding
+//! casts) copied by 4-byte `cp.async`s (zero-filled outside the operand) rather than
+//! through registers. Shared rows are padded by four words so that transposed tile
+//! stores spread over the banks.
 //!
 //! The epilogue stages `C` through shared memory, 64 rows at a time, transposed when the
 //! anchor's output is contiguous along `m`, so that consecutive threads store
@@ -27,51 +31,23 @@
 
 mod epilogue;
 mod mma;
+mod operand;
+mod pipeline;
 mod tiles;
 
 pub(crate) use epilogue::read_split;
+pub(crate) use operand::{Contiguity, Element, Operands};
 
 use crate::error::{CodegenError, Result};
 use crate::eval::Emitter;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
 use crate::{conv, matmul};
-use calib_ir::{GemmDims, GemmSchedule, Value};
+use calib_ir::{GemmSchedule, Value};
 use epilogue::{off_lattice, stage_patches, write_partials, Partials, Staged};
 use mma::{Lane, Warps};
+use pipeline::Pipeline;
 use tiles::{products, Loader, Tile};
-
-/// Which dimension is adjacent in memory, so that consecutive threads access
-/// consecutive addresses.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Contiguity {
-    /// `A` along `m` (else along `k`).
-    pub a_m: bool,
-    /// `B` along `n` (else along `k`).
-    pub b_n: bool,
-    /// `C` along `m` (else along `n`).
-    pub c_m: bool,
-}
-
-/// A GEMM-shaped anchor op.
-pub(crate) trait Operands {
-    fn dims(&self) -> GemmDims;
-    fn contiguity(&self) -> Contiguity;
-    /// `A[g; m, k]`, zero outside the operand.
-    fn a(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand>;
-    /// `B[g; k, n]`, zero outside the operand.
-    fn b(&self, cx: &mut Emitter, g: Operand, k: &[Operand], n: &[Operand]) -> Result<Operand>;
-    /// The anchor-output coordinates of `C[g; m, n]`.
-    fn c(&self, cx: &mut Emitter, g: Operand, m: &[Operand], n: &[Operand]) -> Vec<Operand>;
-    /// The inverse of [`Operands::c`].
-    fn split(&self, cx: &mut Emitter, coords: &[Operand]) -> (Operand, Vec<Operand>, Vec<Operand>);
-    /// For a GEMM over a lattice of the anchor's positions (a strided 1x1 data
-    /// gradient): the strides along the anchor's axes 2 and 3. Positions off the lattice
-    /// are zero, and the GEMM's blocks write them too.
-    fn lattice(&self) -> Option<[usize; 2]> {
-        None
-    }
-}
 
 /// The GEMM-shaped op at body node `v`, if it is one.
 pub(crate) fn operands_of(cx: &Emitter, v: Value) -> Option<Box<dyn Operands>> {
@@ -199,19 +175,30 @@ pub(crate) fn emit(
         Math::Mma { warps, .. } => warps.pad(),
     };
 
+    // With a ring of three or more stages, operands read straight from a buffer
+    // arrive by `cp.async`; two stages, and prologues, go through registers.
+    let stages = schedule.stages;
+    let sources = match &math {
+        Math::Mma { warps, .. } if stages > 2 => ops
+            .reads()
+            .map(|v| operand::copy_source(cx, v, warps.instruction)),
+        _ => [None, None],
+    };
     let a = Tile {
         depth: bk,
         width: bm,
         offset: 0,
         along_width: contiguity.a_m,
         pad,
+        copied: sources[0].is_some(),
     };
     let b = Tile {
         depth: bk,
         width: bn,
-        offset: 2 * a.stage_bytes(),
+        offset: stages * a.stage_bytes(),
         along_width: contiguity.b_n,
         pad,
+        copied: sources[1].is_some(),
     };
     let smem = cx.b.reg(Ty::U32);
     ins!(cx.b, "mov.u32 {smem}, {SHARED}");
@@ -234,32 +221,22 @@ pub(crate) fn emit(
         tid,
         bk,
         warps: math.warps(),
+        sources,
     };
     let slots = loader.slots(cx);
-    let first = loader.load(cx, &slots, Operand::Int(0))?;
-    let stage0 = stage(cx, smem, [a, b], Operand::Int(0));
-    loader.store(cx, &slots, &first, stage0)?;
-    ins!(cx.b, "bar.sync 0");
-    if steps > 1 {
-        cx.for_range(steps - 1, |cx, kt| {
-            let parity = cx.b.reg(Ty::U32);
-            ins!(cx.b, "and.b32 {parity}, {kt}, 1");
-            let next = cx.b.add_u32(kt, Operand::Int(1));
-            let values = loader.load(cx, &slots, next)?;
-            let current = stage(cx, smem, [a, b], parity.into());
-            math.products(cx, &acc, [a, b], current)?;
-            let other = cx.b.reg(Ty::U32);
-            ins!(cx.b, "xor.b32 {other}, {parity}, 1");
-            let other = stage(cx, smem, [a, b], other.into());
-            loader.store(cx, &slots, &values, other)?;
-            ins!(cx.b, "bar.sync 0");
-            Ok(())
-        })?;
+    Pipeline {
+        loader: &loader,
+        slots: &slots,
+        math: &math,
+        acc: &acc,
+        smem,
+        tiles: [a, b],
+        steps,
+        stages,
     }
-    let last = stage(cx, smem, [a, b], Operand::Int(((steps - 1) % 2) as i64));
-    math.products(cx, &acc, [a, b], last)?;
+    .emit(cx)?;
 
-    let operand_bytes = 2 * (a.stage_bytes() + b.stage_bytes());
+    let operand_bytes = stages * (a.stage_bytes() + b.stage_bytes());
     if slices > 1 {
         let workspace = cx.workspace()?;
         let transposed = contiguity.c_m;
@@ -414,15 +391,6 @@ fn describe(s: &GemmSchedule) -> String {
     calib_ir::Schedule::gemm(*s).to_string()
 }
 
-/// The shared addresses of both operand tiles in stage `index` (0 or 1).
-fn stage(cx: &mut Emitter, smem: Reg, tiles: [Tile; 2], index: Operand) -> [Operand; 2] {
-    tiles.map(|t| {
-        let offset = cx.b.mul_u32(index, Operand::Int(t.stage_bytes() as i64));
-        let at = cx.b.add_u32(smem.into(), Operand::Int(t.offset as i64));
-        cx.b.add_u32(at, offset)
-    })
-}
-
 /// Tile row (or column) `r` of a thread's accumulators, relative to its first: `r / 4`
 /// picks the patch, `span` apart.
 fn offset_in_tile(r: usize, span: usize) -> usize {
@@ -499,6 +467,7 @@ mod tests {
                 offset: 0,
                 along_width: false,
                 pad: PAD,
+                copied: false,
             }
             .pitch()
                 - PAD
@@ -511,6 +480,7 @@ mod tests {
                 offset: 0,
                 along_width: false,
                 pad: PAD,
+                copied: false,
             };
             wavefronts(4, |lane| {
                 let (kk, ww) = t.position(lane, 0);

@@ -1,16 +1,18 @@
-//! The operand side of the GEMM template: each operand's tile in shared memory (two
-//! stages, padded rows), the loader that brings a step's elements into registers (every
-//! element of a thread at once, one chain each, the step's `k` shared) and stores them,
-//! and the products of a step from the shared tiles.
+//! The operand side of the GEMM template: each operand's tile in shared memory (two to
+//! four stages, padded rows), the loader that brings a step's elements into registers
+//! (every element of a thread at once, one chain each, the step's `k` shared) and stores
+//! them, or for a tile of a plain buffer copies them with `cp.async` (4 bytes each, a
+//! source size of 0 outside the operand), and the FMA products of a step from the
+//! shared tiles.
 
 use super::mma::{round_for_store, Warps};
-use super::{load_v4, shared_address, wavefronts, Layout, Operands, PATCH, THREADS};
+use super::{load_v4, shared_address, wavefronts, Element, Layout, Operands, PATCH, THREADS};
 use crate::error::Result;
 use crate::eval::Emitter;
 use crate::flow::Check;
 use crate::index::Index;
 use crate::ptx::{ins, Operand, Reg, Ty};
-use calib_ir::GemmDims;
+use calib_ir::{GemmDims, Value};
 
 /// One operand's tile in shared memory: `depth` rows (k) of `width` elements (m or n),
 /// each row padded, two stages.
@@ -26,6 +28,9 @@ pub(super) struct Tile {
     /// Words of padding after each row, so that the accesses of the products spread
     /// over the banks.
     pub(super) pad: usize,
+    /// Whether the elements arrive by `cp.async`, as the f32 bits of the buffer (TF32
+    /// products round them as fragments are read), rather than through registers.
+    pub(super) copied: bool,
 }
 
 impl Tile {
@@ -49,6 +54,14 @@ impl Tile {
     /// Elements each thread loads per step.
     pub(super) fn per_thread(&self) -> usize {
         (self.depth * self.width).div_ceil(THREADS)
+    }
+
+    /// Shared-memory wavefronts of one warp's stores (or copies) of an element each.
+    pub(super) fn store_ways(&self) -> usize {
+        wavefronts(4, |lane| {
+            let (kk, ww) = self.position(lane, 0);
+            4 * (kk * self.pitch() + ww)
+        })
     }
 
     /// The `(k, width)` position of element `e` of thread `tid`'s share.
@@ -76,11 +89,15 @@ pub(super) struct Loader<'a> {
     pub(super) bk: usize,
     /// Set when tensor cores multiply the tiles (TF32 elements are rounded as stored).
     pub(super) warps: Option<Warps>,
+    /// For `A` and `B`: the kernel input a tile that arrives by `cp.async` copies.
+    pub(super) sources: [Option<Value>; 2],
 }
 
 /// One element of a thread's share of a tile, with everything about it that stays the
 /// same from step to step (computed once, before the k loop).
 pub(super) struct Slot {
+    /// Whether it is an element of `A` (else of `B`).
+    pub(super) is_a: bool,
     /// Its row (`k` within the step).
     pub(super) kk: Operand,
     /// The coordinates of its `m` (or `n`), clamped into range, and whether the
@@ -122,6 +139,7 @@ impl Loader<'_> {
                 let width_coords = cx.coords(&Index::flat(clamped), dims);
                 let shared_word = cx.b.mad_u32(kk, Operand::Int(tile.pitch() as i64), ww);
                 slots.push(Slot {
+                    is_a,
                     kk,
                     width_coords,
                     width_inside,
@@ -132,46 +150,68 @@ impl Loader<'_> {
         slots
     }
 
-    /// This thread's elements of step `kt` of both tiles (`A`'s, then `B`'s), all
-    /// loaded before any is used.
+    fn tile(&self, slot: &Slot) -> Tile {
+        if slot.is_a {
+            self.a
+        } else {
+            self.b
+        }
+    }
+
+    /// Where each of `slots` finds its element of step `kt` (the step's `k`, its bounds
+    /// check and coordinates shared by slots of the same row).
+    fn elements<'s>(
+        &self,
+        cx: &mut Emitter,
+        slots: impl Iterator<Item = &'s Slot>,
+        kt: Operand,
+    ) -> Vec<Element> {
+        let (_, _, k) = self.dims.mnk();
+        let step = cx.b.mul_u32(kt, Operand::Int(self.bk as i64));
+        let kbase = cx.b.add_u32(self.k0, step);
+        // Slots at the same `k` (a tile loaded along `k` gives a thread one row) share
+        // its position, bounds check and coordinates.
+        let mut rows: Vec<(Operand, Check, Vec<Operand>)> = vec![];
+        let mut out = vec![];
+        for slot in slots {
+            let (in_k, ki) = match rows.iter().find(|r| r.0 == slot.kk) {
+                Some((_, in_k, ki)) => (*in_k, ki.clone()),
+                None => {
+                    let gk = cx.b.add_u32(kbase, slot.kk);
+                    let in_k = cx.b.lt_u32(gk, Operand::Int(k as i64));
+                    let ck = cx.clamp_index(gk, k);
+                    let ki = cx.coords(&Index::flat(ck), &self.dims.k);
+                    rows.push((slot.kk, in_k, ki.clone()));
+                    (in_k, ki)
+                }
+            };
+            let w = &slot.width_coords;
+            let mut element = if slot.is_a {
+                self.ops.a_element(cx, self.g, w, &ki)
+            } else {
+                self.ops.b_element(cx, self.g, &ki, w)
+            };
+            element.inside.extend([slot.width_inside, in_k]);
+            out.push(element);
+        }
+        out
+    }
+
+    /// This thread's elements of step `kt` of the tiles that load through registers
+    /// (`A`'s, then `B`'s), all loaded before any is used.
     pub(super) fn load(
         &self,
         cx: &mut Emitter,
         slots: &[Slot],
         kt: Operand,
     ) -> Result<Vec<Operand>> {
-        let (_, _, k) = self.dims.mnk();
-        let step = cx.b.mul_u32(kt, Operand::Int(self.bk as i64));
-        let kbase = cx.b.add_u32(self.k0, step);
-        let a_slots = self.a.per_thread();
-        let mut values = vec![];
+        let mine: Vec<&Slot> = slots.iter().filter(|s| !self.tile(s).copied).collect();
+        let elements = self.elements(cx, mine.iter().copied(), kt);
         // Each element is a chain of its own, written one after the other.
-        cx.b.parallel_chains(slots.len());
-        // Slots at the same `k` (a tile loaded along `k` gives a thread one row) share
-        // its position, bounds check and coordinates.
-        let mut rows: Vec<(Operand, Check, Operand)> = vec![];
-        for (i, slot) in slots.iter().enumerate() {
-            let is_a = i < a_slots;
-            let (in_k, ck) = match rows.iter().find(|r| r.0 == slot.kk) {
-                Some(&(_, in_k, ck)) => (in_k, ck),
-                None => {
-                    let gk = cx.b.add_u32(kbase, slot.kk);
-                    let in_k = cx.b.lt_u32(gk, Operand::Int(k as i64));
-                    let ck = cx.clamp_index(gk, k);
-                    rows.push((slot.kk, in_k, ck));
-                    (in_k, ck)
-                }
-            };
-            let inside = vec![slot.width_inside, in_k];
-            let value = cx.select_or_zero(inside, Ty::F32, |cx| {
-                let ki = cx.coords(&Index::flat(ck), &self.dims.k);
-                let w = &slot.width_coords;
-                if is_a {
-                    self.ops.a(cx, self.g, w, &ki)
-                } else {
-                    self.ops.b(cx, self.g, &ki, w)
-                }
-            })?;
+        cx.b.parallel_chains(elements.len());
+        let mut values = vec![];
+        for element in elements {
+            let value = element.read(cx)?;
             values.push(cx.b.materialize(value, Ty::F32).into());
         }
         cx.b.parallel_chains(1);
@@ -187,19 +227,47 @@ impl Loader<'_> {
         values: &[Operand],
         bases: [Operand; 2],
     ) -> Result<()> {
-        let a_slots = self.a.per_thread();
-        for (i, (slot, v)) in slots.iter().zip(values).enumerate() {
-            let tile = if i < a_slots { self.a } else { self.b };
-            let ways = wavefronts(4, |lane| {
-                let (kk, ww) = tile.position(lane, 0);
-                4 * (kk * tile.pitch() + ww)
-            });
-            let addr = shared_address(cx, bases[usize::from(i >= a_slots)], slot.shared_word);
+        let mine = slots.iter().filter(|s| !self.tile(s).copied);
+        for (slot, v) in mine.zip(values) {
+            let ways = self.tile(slot).store_ways();
+            let addr = shared_address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
             let (v, ty) = round_for_store(cx, self.warps.as_ref(), *v);
             cx.b.shared_ways(ways);
             ins!(cx.b, "st.shared.{ty} [{addr}], {v}");
         }
         Ok(())
+    }
+
+    /// Starts copying this thread's elements of step `kt` of the tiles that arrive by
+    /// `cp.async` into the stage at shared addresses `bases`: the buffer's f32 bits, or
+    /// zeros (a source size of 0) outside the operand.
+    pub(super) fn copy(&self, cx: &mut Emitter, slots: &[Slot], kt: Operand, bases: [Operand; 2]) {
+        let input = |s: &Slot| self.sources[usize::from(!s.is_a)];
+        let mine: Vec<(&Slot, Value)> = slots.iter().filter_map(|s| Some((s, input(s)?))).collect();
+        // Each copy's address is a chain of its own, as each loaded element is.
+        cx.b.parallel_chains(mine.len());
+        let elements = self.elements(cx, mine.iter().map(|m| m.0), kt);
+        for ((slot, input), element) in mine.into_iter().zip(elements) {
+            let source = element.source(cx, input);
+            let dst = shared_address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
+            let src = source.address;
+            // A copy writes shared memory as a store of the element would.
+            cx.b.shared_ways(self.tile(slot).store_ways());
+            // `.ca`: 4-byte copies must go through L1 (`.cg` copies 16 bytes only).
+            match source.inside {
+                Err(true) => ins!(cx.b, "cp.async.ca.shared.global [{dst}], [{src}], 4"),
+                Err(false) => ins!(cx.b, "cp.async.ca.shared.global [{dst}], [{src}], 4, 0"),
+                Ok(p) => {
+                    let size = cx.b.reg(Ty::U32);
+                    ins!(cx.b, "selp.u32 {size}, 4, 0, {p}");
+                    ins!(
+                        cx.b,
+                        "cp.async.ca.shared.global [{dst}], [{src}], 4, {size}"
+                    );
+                }
+            }
+        }
+        cx.b.parallel_chains(1);
     }
 }
 

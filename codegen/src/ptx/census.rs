@@ -91,7 +91,11 @@ impl Counter {
         if opcode.starts_with("ld.global") {
             self.loaded = true;
         }
-        if opcode.starts_with("ld.shared") || opcode.starts_with("st.shared") {
+        // A `cp.async` copy writes shared memory like a store; it loads from global
+        // memory too, but the thread does not wait for it here (its `wait_group` comes
+        // steps later), so it opens no load round.
+        let copy = opcode.starts_with("cp.async.ca") || opcode.starts_with("cp.async.cg");
+        if opcode.starts_with("ld.shared") || opcode.starts_with("st.shared") || copy {
             self.mix.shared_wavefronts += w * self.next_shared_ways.take().unwrap_or(1.0);
         }
         if self.independent {
@@ -119,11 +123,18 @@ mod tests {
         c.exit();
         c.next_shared_ways = Some(4.0);
         c.count("st.shared.f32 [%r4], %f7");
+        c.enter(2.0);
+        c.count("cp.async.ca.shared.global [%r5], [%rd4], 4, %r6");
+        c.count("cp.async.commit_group");
+        c.count("cp.async.wait_group 1");
+        c.exit();
         let m = c.finish();
         assert_eq!(m.opcodes["ld.global.nc.f32"], 9.0);
         assert_eq!(m.opcodes["fma.rn.f32"], 4.0);
         assert_eq!(m.opcodes["bra"], 4.0);
+        // Copies are not waited for where they are issued.
         assert_eq!(m.load_rounds, 5.0);
-        assert_eq!(m.shared_wavefronts, 4.0);
+        assert_eq!(m.shared_wavefronts, 4.0 + 2.0);
+        assert_eq!(m.opcodes["cp.async.ca.shared.global"], 2.0);
     }
 }

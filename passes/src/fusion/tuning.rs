@@ -187,6 +187,7 @@ mod tests {
             block_k: 16,
             split_k,
             instruction: GemmInstruction::Fma,
+            stages: 2,
         }
     }
 

@@ -7,8 +7,8 @@ use super::work::{issue, work_of, Work};
 use super::{census, seconds, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{
-    gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, Graph, Op, OpClass, Precision,
-    ReductionSchedule, Schedule, Value,
+    copy_source, gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, Graph, Op, OpClass,
+    Precision, ReductionSchedule, Schedule, Value,
 };
 
 /// What a GEMM kernel's launches execute under `schedule`.
@@ -20,10 +20,7 @@ pub struct GemmEstimate {
 /// loader evaluates them, with the index arithmetic of a tile position.
 pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Work, Work) {
     let node = &body.nodes[anchor.0];
-    let (a, b) = match node.op {
-        Op::Conv2dBackwardWeight { .. } => (node.inputs[1], node.inputs[0]),
-        _ => (node.inputs[0], node.inputs[1]),
-    };
+    let [a, b] = operands(body, anchor);
     // Code generation loads an operand along its contiguous side: along `m` or `n`
     // (the element's `k` changes from element to element, so each decomposes its own),
     // or along `k` (a thread's elements share one `k`, decomposed once per step). The
@@ -45,6 +42,15 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
     let wa = work_of(body, &[a], &[]) + issue(fixed + k_cost(a_along_k) + image);
     let wb = work_of(body, &[b], &[]) + issue(fixed + k_cost(b_along_k) + image);
     (wa, wb)
+}
+
+/// The body values GEMM anchor `anchor`'s `A` and `B` read.
+fn operands(body: &Graph, anchor: Value) -> [Value; 2] {
+    let node = &body.nodes[anchor.0];
+    match node.op {
+        Op::Conv2dBackwardWeight { .. } => [node.inputs[1], node.inputs[0]],
+        _ => [node.inputs[0], node.inputs[1]],
+    }
 }
 
 /// The launches of GEMM kernel `body` (anchor `anchor`) under `schedule`: the tiled
@@ -73,6 +79,12 @@ pub(super) fn gemm_with(
         (s.block_k * s.block_n) as f64 / 256.0,
     );
     let (_, steps) = s.k_steps(dims);
+    // With three or more stages, operands read straight from a buffer arrive by
+    // `cp.async` (the same index arithmetic, no select or store, and no register
+    // holding the element): the thread waits for them `stages - 1` steps after issuing
+    // them, so they add no load round of their own.
+    let copied = operands(body, anchor)
+        .map(|v| s.stages > 2 && copy_source(body, v, s.instruction).is_some());
     let (products, fragment_loads, bands) = match (s.instruction, s.warps()) {
         (GemmInstruction::Fma, _) | (_, None) => {
             let fragments = (tm / 4 + tn / 4) as f64;
@@ -94,10 +106,29 @@ pub(super) fn gemm_with(
             let loads = if bf16 { 2.0 * words } else { words };
             let mmas = (fm * fn_) as f64;
             let flops = 2.0 * (s.block_m * s.block_n * s.block_k) as f64 / 256.0;
+            // TF32 elements are rounded as they are stored, or when they arrive by
+            // `cp.async`, as each fragment word is read (a word per warp lane and
+            // fragment, which is more conversions than elements).
+            let rounding = match bf16 {
+                true => 0.0,
+                false => {
+                    let a = if copied[0] {
+                        slices * (4 * fm) as f64
+                    } else {
+                        ea
+                    };
+                    let b = if copied[1] {
+                        slices * (2 * fn_) as f64
+                    } else {
+                        eb
+                    };
+                    a + b
+                }
+            };
             let products = Work {
-                issue: slices * (mmas + loads + if bf16 { words } else { 0.0 })
-                    // TF32 elements are rounded as they are stored.
-                    + if bf16 { 0.0 } else { ea + eb },
+                issue: slices * (mmas + loads + if bf16 { words } else { 0.0 }) + rounding,
+                // Conversions (`cvt`) are special-function operations.
+                sfu: rounding + if bf16 { slices * words } else { 0.0 },
                 independent: slices * mmas,
                 tensor_tf32_flops: if bf16 { 0.0 } else { flops },
                 tensor_f16_flops: if bf16 { flops } else { 0.0 },
@@ -110,7 +141,8 @@ pub(super) fn gemm_with(
     let mut loads = wa * ea + wb * eb;
     loads.independent += (loads.issue - loads.independent) * (1.0 - 1.0 / (ea + eb).max(1.0));
     let mut step = loads + products + issue(10.0);
-    step.rounds = 1.0 + (wa.rounds * ea + wb.rounds * eb);
+    let waits = if copied == [true, true] { 0.0 } else { 1.0 };
+    step.rounds = waits + (wa.rounds * ea + wb.rounds * eb);
     let shared_per_step = ea + eb + fragment_loads;
     let wavefronts_per_step = match s.instruction {
         // 16-byte fragment loads take four wavefronts each.
@@ -142,7 +174,7 @@ pub(super) fn gemm_with(
     let tiles = s.tiles(dims);
     let mut launches = vec![];
     let registers = s.estimated_registers();
-    let operand_bytes = 2 * 4 * s.block_k * (s.block_m + s.block_n + 8);
+    let operand_bytes = s.operand_bytes();
     if s.split_k == 1 {
         main += epilogue * per_thread_outputs;
         if let Some([sh, sw]) = dims.lattice {
@@ -266,7 +298,8 @@ pub(super) fn first_reduction(body: &Graph, v: Value) -> Option<Value> {
 
 /// The schedules the planner considers for a GEMM of `dims`: every tile shape at two
 /// step depths, with `k` unsplit and split into as many slices as fill the device's SMs
-/// one to eight times.
+/// one to eight times; on tensor cores each also with three and four shared stages
+/// (`cp.async` rings) where the device's shared memory holds them.
 pub fn candidate_schedules(
     dims: &GemmDims,
     device: &Device,
@@ -296,35 +329,55 @@ pub fn candidate_schedules(
                 block_k,
                 split_k: 1,
                 instruction,
+                stages: 2,
             };
             if !instruction.is_fma() && base.check(dims).is_err() {
                 continue;
             }
             let (steps, _) = base.k_steps(dims);
             let tiles = base.tiles(dims);
-            out.push(base);
-            // Splits that bring the grid to about one to eight waves of one block per
-            // SM, each slice keeping at least eight k steps.
-            for waves in [1, 2, 4, 8] {
-                let want = (waves * device.sms as usize).div_ceil(tiles.max(1));
-                let split = want.min(steps / 8).min(1024);
-                if split > 1
-                    && !out.iter().any(|s| {
-                        *s == GemmSchedule {
-                            split_k: split,
-                            ..base
-                        }
-                    })
-                {
-                    out.push(GemmSchedule {
-                        split_k: split,
-                        ..base
-                    });
+            // Tensor-core schedules also as rings of three and four stages, where the
+            // device's shared memory holds them.
+            let fits = |s: &GemmSchedule| {
+                s.operand_bytes() + device.shared_bytes_reserved_per_block as usize
+                    <= device.shared_bytes_per_sm as usize
+            };
+            let stages: &[usize] = match instruction {
+                GemmInstruction::Fma => &[2],
+                _ => &GemmSchedule::STAGES,
+            };
+            for &stages in stages {
+                let s = GemmSchedule { stages, ..base };
+                if fits(&s) {
+                    push_with_splits(&mut out, s, steps, tiles, device);
                 }
             }
         }
     }
     out
+}
+
+/// `base` (unsplit), and with the splits that bring the grid to about one to eight
+/// waves of one block per SM, each slice keeping at least eight k steps.
+fn push_with_splits(
+    out: &mut Vec<GemmSchedule>,
+    base: GemmSchedule,
+    steps: usize,
+    tiles: usize,
+    device: &Device,
+) {
+    out.push(base);
+    for waves in [1, 2, 4, 8] {
+        let want = (waves * device.sms as usize).div_ceil(tiles.max(1));
+        let split = want.min(steps / 8).min(1024);
+        let s = GemmSchedule {
+            split_k: split,
+            ..base
+        };
+        if split > 1 && !out.contains(&s) {
+            out.push(s);
+        }
+    }
 }
 
 /// For each instruction the precision allows, the fastest GEMM schedule of kernel

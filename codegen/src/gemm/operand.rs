@@ -1,0 +1,113 @@
+//! What a GEMM-shaped op tells the template: its extents, which way its operands lie in
+//! memory, and for each operand element the body value and position it reads
+//! ([`Element`]), so that the loader can evaluate it (a prologue runs while the tile
+//! loads) or, for a plain read of a buffer, copy it with `cp.async`.
+
+use crate::error::Result;
+use crate::eval::Emitter;
+use crate::flow::Check;
+use crate::index::Index;
+use crate::ptx::{Operand, Reg, Ty};
+use calib_ir::{GemmDims, GemmInstruction, Value};
+
+/// Which dimension is adjacent in memory, so that consecutive threads access
+/// consecutive addresses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Contiguity {
+    /// `A` along `m` (else along `k`).
+    pub a_m: bool,
+    /// `B` along `n` (else along `k`).
+    pub b_n: bool,
+    /// `C` along `m` (else along `n`).
+    pub c_m: bool,
+}
+
+/// One element of an operand: body value `value` at coordinates `at` where all of
+/// `inside` hold, zero elsewhere. `at` is clamped into the value's shape wherever a
+/// check can fail at run time, so reading there is always safe (tile loads run without
+/// branches).
+pub(crate) struct Element {
+    pub value: Value,
+    pub at: Vec<Operand>,
+    pub inside: Vec<Check>,
+}
+
+/// Where a `cp.async` finds an element: its global address, and whether it is inside
+/// the operand (else the copy fills zeros).
+pub(crate) struct Source {
+    pub address: Reg,
+    pub inside: Check,
+}
+
+impl Element {
+    /// An element that is never outside its operand.
+    pub fn whole(value: Value, at: Vec<Operand>) -> Element {
+        Element {
+            value,
+            at,
+            inside: vec![],
+        }
+    }
+
+    /// The element's value, through the body evaluator (its prologue included).
+    pub fn read(self, cx: &mut Emitter) -> Result<Operand> {
+        let Element { value, at, inside } = self;
+        cx.select_or_zero(inside, Ty::F32, |cx| cx.value(value, &Index::coords(at)))
+    }
+
+    /// Where the element is in kernel input `input`: the buffer [`copy_source`] found
+    /// for its value. An element that constants put outside is given the buffer's first
+    /// address (an unclamped position may lie outside the buffer; the copy reads none of
+    /// it).
+    pub fn source(self, cx: &mut Emitter, input: Value) -> Source {
+        let Element { at, inside, .. } = self;
+        let inside = cx.all_of(inside);
+        let at = match inside {
+            Err(false) => vec![Operand::Int(0); at.len()],
+            _ => at,
+        };
+        Source {
+            address: cx.input_address(input, &Index::coords(at)),
+            inside,
+        }
+    }
+}
+
+/// The kernel input whose f32 bits a `cp.async` can copy into a tile of operand value
+/// `v` multiplied by `instruction` ([`calib_ir::copy_source`]: a plain input, or one
+/// under the policy's rounding casts, which the fragment loads repeat), unless this
+/// launch reads it back from an earlier one.
+pub(crate) fn copy_source(cx: &Emitter, v: Value, instruction: GemmInstruction) -> Option<Value> {
+    calib_ir::copy_source(&cx.kernel.body, v, instruction).filter(|&x| cx.is_plain_input(x))
+}
+
+/// A GEMM-shaped anchor op.
+pub(crate) trait Operands {
+    fn dims(&self) -> GemmDims;
+    fn contiguity(&self) -> Contiguity;
+    /// The body values `A` and `B` read their elements from (an input buffer, or a
+    /// prologue's result).
+    fn reads(&self) -> [Value; 2];
+    /// Where `A[g; m, k]` comes from.
+    fn a_element(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Element;
+    /// Where `B[g; k, n]` comes from.
+    fn b_element(&self, cx: &mut Emitter, g: Operand, k: &[Operand], n: &[Operand]) -> Element;
+    /// `A[g; m, k]`, zero outside the operand.
+    fn a(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Result<Operand> {
+        self.a_element(cx, g, m, k).read(cx)
+    }
+    /// `B[g; k, n]`, zero outside the operand.
+    fn b(&self, cx: &mut Emitter, g: Operand, k: &[Operand], n: &[Operand]) -> Result<Operand> {
+        self.b_element(cx, g, k, n).read(cx)
+    }
+    /// The anchor-output coordinates of `C[g; m, n]`.
+    fn c(&self, cx: &mut Emitter, g: Operand, m: &[Operand], n: &[Operand]) -> Vec<Operand>;
+    /// The inverse of [`Operands::c`].
+    fn split(&self, cx: &mut Emitter, coords: &[Operand]) -> (Operand, Vec<Operand>, Vec<Operand>);
+    /// For a GEMM over a lattice of the anchor's positions (a strided 1x1 data
+    /// gradient): the strides along the anchor's axes 2 and 3. Positions off the lattice
+    /// are zero, and the GEMM's blocks write them too.
+    fn lattice(&self) -> Option<[usize; 2]> {
+        None
+    }
+}

@@ -1,0 +1,130 @@
+//! The GEMM template's `k` loop: how the operand tiles of step `t + 1`, `t + 2`, ...
+//! reach shared memory while the products of step `t` run.
+//!
+//! * Two stages (`GemmSchedule::stages == 2`): double-buffering through registers. The
+//!   next step's elements load into registers while this step's products run, then go
+//!   to the other stage; one barrier per step.
+//! * A ring of three or four stages: stage `t % S` holds step `t`, filled `S - 1` steps
+//!   ahead. Operands read straight from a buffer arrive by `cp.async`, one commit group
+//!   per step; each iteration waits for all but the newest `S - 2` groups (so step `t`'s
+//!   copies have landed), then a barrier makes every thread's copies visible and frees
+//!   the stage step `t - 1` used, which is refilled with step `t + S - 1` before the
+//!   products of step `t` start. An operand with a prologue loads that step into
+//!   registers at the same point and stores it after the products (as with two stages).
+//!   Every prologue slot and every iteration commits exactly one group (empty when
+//!   there is nothing left to copy), so group `t` is always step `t`'s.
+
+use super::tiles::{Loader, Slot, Tile};
+use super::Math;
+use crate::error::Result;
+use crate::eval::Emitter;
+use crate::ptx::{ins, Operand, Reg, Ty};
+
+/// What the loop needs: the loader and its slots, the products, and the tiles.
+pub(super) struct Pipeline<'a, 'b> {
+    pub(super) loader: &'a Loader<'b>,
+    pub(super) slots: &'a [Slot],
+    pub(super) math: &'a Math,
+    pub(super) acc: &'a [Reg],
+    /// The shared address of stage 0.
+    pub(super) smem: Reg,
+    pub(super) tiles: [Tile; 2],
+    /// Steps of this block's slice of `k`, and shared stages.
+    pub(super) steps: usize,
+    pub(super) stages: usize,
+}
+
+impl Pipeline<'_, '_> {
+    /// Emits the whole `k` loop: afterwards the accumulators hold the block's products.
+    pub(super) fn emit(&self, cx: &mut Emitter) -> Result<()> {
+        match self.stages {
+            2 => self.double_buffered(cx),
+            _ => self.ring(cx),
+        }
+    }
+
+    /// The shared addresses of both operand tiles in stage `index`.
+    fn stage(&self, cx: &mut Emitter, index: Operand) -> [Operand; 2] {
+        self.tiles.map(|t| {
+            let offset = cx.b.mul_u32(index, Operand::Int(t.stage_bytes() as i64));
+            let at =
+                cx.b.add_u32(self.smem.into(), Operand::Int(t.offset as i64));
+            cx.b.add_u32(at, offset)
+        })
+    }
+
+    fn double_buffered(&self, cx: &mut Emitter) -> Result<()> {
+        let (loader, slots) = (self.loader, self.slots);
+        let first = loader.load(cx, slots, Operand::Int(0))?;
+        let stage0 = self.stage(cx, Operand::Int(0));
+        loader.store(cx, slots, &first, stage0)?;
+        ins!(cx.b, "bar.sync 0");
+        if self.steps > 1 {
+            cx.for_range(self.steps - 1, |cx, kt| {
+                let parity = cx.b.reg(Ty::U32);
+                ins!(cx.b, "and.b32 {parity}, {kt}, 1");
+                let next = cx.b.add_u32(kt, Operand::Int(1));
+                let values = loader.load(cx, slots, next)?;
+                let current = self.stage(cx, parity.into());
+                self.math.products(cx, self.acc, self.tiles, current)?;
+                let other = cx.b.reg(Ty::U32);
+                ins!(cx.b, "xor.b32 {other}, {parity}, 1");
+                let other = self.stage(cx, other.into());
+                loader.store(cx, slots, &values, other)?;
+                ins!(cx.b, "bar.sync 0");
+                Ok(())
+            })?;
+        }
+        let last = self.stage(cx, Operand::Int(((self.steps - 1) % 2) as i64));
+        self.math.products(cx, self.acc, self.tiles, last)
+    }
+
+    /// Whether any tile arrives by `cp.async` (else no groups are committed or waited).
+    fn copies(&self) -> bool {
+        self.tiles.iter().any(|t| t.copied)
+    }
+
+    fn commit(&self, cx: &mut Emitter) {
+        if self.copies() {
+            ins!(cx.b, "cp.async.commit_group");
+        }
+    }
+
+    fn ring(&self, cx: &mut Emitter) -> Result<()> {
+        let (loader, slots, stages) = (self.loader, self.slots, self.stages);
+        for s in 0..stages - 1 {
+            if s < self.steps {
+                let at = Operand::Int(s as i64);
+                let bases = self.stage(cx, at);
+                loader.copy(cx, slots, at, bases);
+                let values = loader.load(cx, slots, at)?;
+                loader.store(cx, slots, &values, bases)?;
+            }
+            self.commit(cx);
+        }
+        cx.for_range(self.steps, |cx, kt| {
+            if self.copies() {
+                ins!(cx.b, "cp.async.wait_group {}", stages - 2);
+            }
+            ins!(cx.b, "bar.sync 0");
+            let next = cx.b.add_u32(kt, Operand::Int(stages as i64 - 1));
+            let more = cx.b.lt_u32(next, Operand::Int(self.steps as i64));
+            let slot = cx.b.rem_u32(next, stages);
+            let refill = self.stage(cx, slot);
+            let mut values = vec![];
+            cx.when_all(vec![more], |cx| {
+                loader.copy(cx, slots, next, refill);
+                values = loader.load(cx, slots, next)?;
+                Ok(())
+            })?;
+            self.commit(cx);
+            let current = cx.b.rem_u32(kt, stages);
+            let current = self.stage(cx, current);
+            self.math.products(cx, self.acc, self.tiles, current)?;
+            if !values.is_empty() {
+                cx.when_all(vec![more], |cx| loader.store(cx, slots, &values, refill))?;
+            }
+            Ok(())
+        })
+    }
+}
