@@ -161,3 +161,119 @@ fn rebuild(body: &Graph, narrowed: &[usize], outputs: &[Value]) -> Graph {
     }
     g
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calib_ir::{Buffer, BufferId, Kernel, KernelOutput, ProgramOutput, TensorType};
+    use calib_runtime::{reference, Bindings, HostTensor};
+
+    fn ty(dtype: DType) -> TensorType {
+        TensorType::new(dtype, vec![2, 3])
+    }
+
+    fn kernel(name: &str, inputs: Vec<usize>, output: usize, body: Graph) -> Kernel {
+        Kernel {
+            name: name.into(),
+            label: String::new(),
+            anchor: Anchor::Pointwise,
+            inputs: inputs.into_iter().map(BufferId).collect(),
+            outputs: vec![KernelOutput {
+                buffer: BufferId(output),
+                slice: None,
+            }],
+            body,
+            covers: vec![],
+            schedule: None,
+            workspace: None,
+        }
+    }
+
+    /// `k0` rounds `x * x` to bf16 and back into a temporary; `k1` adds it to `x`;
+    /// `k2` stores the round trip of `x` as the program's output.
+    fn program() -> Program {
+        let mut round = Graph::new();
+        let x = round
+            .push_source(Op::Input { name: "in0".into() }, ty(DType::F32), "")
+            .unwrap();
+        let sq = round.push(Op::Mul, vec![x, x], "").unwrap();
+        let low = round
+            .push(Op::Cast { to: DType::BF16 }, vec![sq], "")
+            .unwrap();
+        let wide = round
+            .push(Op::Cast { to: DType::F32 }, vec![low], "")
+            .unwrap();
+        round.add_output("out0", wide).unwrap();
+        let mut add = Graph::new();
+        let r = add
+            .push_source(Op::Input { name: "in0".into() }, ty(DType::F32), "")
+            .unwrap();
+        let x = add
+            .push_source(Op::Input { name: "in1".into() }, ty(DType::F32), "")
+            .unwrap();
+        let s = add.push(Op::Add, vec![r, x], "").unwrap();
+        add.add_output("out0", s).unwrap();
+        let keep = round.clone();
+        let buffer = |name: &str, role| Buffer {
+            name: name.into(),
+            ty: ty(DType::F32),
+            role,
+        };
+        Program {
+            buffers: vec![
+                buffer("x", Role::Input),
+                buffer("t", Role::Temp),
+                buffer("y", Role::Output),
+                buffer("z", Role::Output),
+            ],
+            kernels: vec![
+                kernel("k0", vec![0], 1, round),
+                kernel("k1", vec![1, 0], 2, add),
+                kernel("k2", vec![0], 3, keep),
+            ],
+            outputs: vec![
+                ProgramOutput {
+                    name: "y".into(),
+                    buffer: BufferId(2),
+                },
+                ProgramOutput {
+                    name: "z".into(),
+                    buffer: BufferId(3),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_stored_round_trip_becomes_a_bf16_buffer_its_reader_widens() {
+        let wide = program();
+        let mut narrow = wide.clone();
+        assert_eq!(narrow_stores(&mut narrow), 1);
+        narrow.validate().unwrap();
+        let dtypes: Vec<DType> = narrow.buffers.iter().map(|b| b.ty.dtype).collect();
+        // The program's output stays f32 though it holds a round trip too.
+        assert_eq!(dtypes, [DType::F32, DType::BF16, DType::F32, DType::F32]);
+        let k0 = &narrow.kernels[0].body;
+        assert_eq!(k0.ty(k0.outputs[0].value).dtype, DType::BF16);
+        let k1 = &narrow.kernels[1].body;
+        let (_, t) = k1.inputs().next().unwrap();
+        assert_eq!(k1.ty(t).dtype, DType::BF16);
+        assert!(k1
+            .nodes
+            .iter()
+            .any(|n| n.op == Op::Cast { to: DType::F32 } && n.inputs == [t]));
+        // Values that round in bf16 (1.01^2 does not fit 8 bits) come out the same.
+        let x = HostTensor::from_f32(vec![2, 3], vec![1.01, -3.3, 0.5, 7.77, 1e-3, -0.0]).unwrap();
+        let b = Bindings::new().input("x", &x);
+        let want = reference::run_program(&wide, &b).unwrap();
+        let got = reference::run_program(&narrow, &b).unwrap();
+        for name in ["y", "z"] {
+            let bits = |t: &HostTensor| -> Vec<u32> {
+                t.to_f32_vec().iter().map(|v| v.to_bits()).collect()
+            };
+            assert_eq!(bits(&got[name]), bits(&want[name]), "{name}");
+        }
+        // Applying it again finds nothing more.
+        assert_eq!(narrow_stores(&mut narrow), 0);
+    }
+}
