@@ -16,8 +16,11 @@
 //!
 //! GEMMs keep f32 operands and f32 results, so no typing rule changes; the casts are
 //! ordinary nodes that fusion fuses and never removes: no rewrite folds a round trip.
-//! A `cast(x, bf16)` a kernel stored would be a bf16 buffer, half the bytes, but the
-//! planner does not choose that yet: it stores the f32 round trip.
+//! Where a kernel stores a round trip it stores the bf16 value `cast(x, bf16)` instead,
+//! a bf16 buffer of half the bytes, and its readers widen it as they load it
+//! (`fusion/narrow.rs`; exact, since widening bf16 is). Which kernel rounds a value is
+//! extraction's choice, by the cost model: a convolution whose statistics are cheaper as
+//! a kernel of their own stores its f32 result and its readers round it.
 
 use crate::Result;
 use calib_ir::{DType, Graph, Op, Precision, Value};

@@ -46,15 +46,33 @@ fn is_tiny(k: &Kernel) -> bool {
 
 /// The most elements any value of a kernel computes or stores. Inputs and index maps
 /// of them are only read where something needs them: a BatchNorm's running mean reads
-/// one element per channel of the convolution's result (its shift).
+/// one element per channel of the convolution's result (its shift). Code generation
+/// evaluates a value only at the indices its readers ask for, so an elementwise value
+/// read only through slices costs what the slices take: under the bf16 policy the
+/// shift is `slice(cast(cast(y)))`, one rounding per channel, not one per element.
 fn extent(k: &Kernel) -> usize {
-    let stored = |i: usize| k.body.outputs.iter().any(|o| o.value.0 == i);
-    k.body
-        .nodes
+    let nodes = &k.body.nodes;
+    // Elements of each value evaluated: all of an output; for other values the most any
+    // reader asks for, which an elementwise op or an index map passes on (clamped to
+    // the value's own size) and any other op (a reduction, a window) takes whole.
+    let mut demand = vec![0usize; nodes.len()];
+    for o in &k.body.outputs {
+        demand[o.value.0] = nodes[o.value.0].ty.numel();
+    }
+    for (i, n) in nodes.iter().enumerate().rev() {
+        let passes = matches!(n.op.class(), OpClass::Elementwise | OpClass::Layout);
+        for v in &n.inputs {
+            let own = nodes[v.0].ty.numel();
+            let asked = if passes { demand[i].min(own) } else { own };
+            demand[v.0] = demand[v.0].max(asked);
+        }
+    }
+    nodes
         .iter()
         .enumerate()
-        .filter(|(i, n)| stored(*i) || !matches!(n.op.class(), OpClass::Source | OpClass::Layout))
-        .map(|(_, n)| n.ty.numel())
+        .filter(|(_, n)| !matches!(n.op.class(), OpClass::Source | OpClass::Layout))
+        .map(|(i, _)| demand[i])
+        .chain(k.body.outputs.iter().map(|o| demand[o.value.0]))
         .max()
         .unwrap_or(0)
 }

@@ -9,6 +9,7 @@
 //!            lower     kernel-forming rules add fused kernels kernels.rs, group.rs
 //!            extract   the cheapest kernels, DAG-aware        plan.rs, extract.rs
 //!        ─► stitch regions, fold side outputs, concat views   program.rs, horizontal.rs
+//!           store bf16 round trips as bf16                    narrow.rs
 //! ```
 //!
 //! Every kernel's cost is `max(FLOPs / peak, bytes / bandwidth) + launch` on a
@@ -28,6 +29,7 @@ mod horizontal;
 mod kernels;
 mod language;
 mod limits;
+mod narrow;
 mod partition;
 mod plan;
 mod program;
@@ -140,6 +142,13 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     } else {
         0
     };
+    // After the passes that move outputs between kernels, before schedules are chosen
+    // for the bodies as they will be generated.
+    let narrow_stores = if on(rule_set::NARROW_STORES) {
+        narrow::narrow_stores(&mut program)
+    } else {
+        0
+    };
     let (split_k, split_reductions) = schedule::assign(&mut program, options);
     for (n, k) in program.kernels.iter_mut().enumerate() {
         k.name = format!("k{n}");
@@ -180,6 +189,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         side_outputs,
         concat_views,
         updates_merged,
+        narrow_stores,
         split_k,
         split_reductions,
         warnings,

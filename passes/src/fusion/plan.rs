@@ -11,9 +11,10 @@ use super::estimate::kernel_seconds;
 use super::extract::{solve, Candidate, Problem};
 use super::group::{Group, Producers};
 use super::language::Head;
+use super::narrow::as_stored;
 use super::region::RegionGraph;
 use calib_cost::Device;
-use calib_ir::{Anchor, Graph, Precision};
+use calib_ir::{Anchor, DType, Graph, Op, Precision};
 use egg::Id;
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,9 +48,31 @@ pub struct RegionPlan {
 /// kernel so that between plans the cost model cannot tell apart (a convolution whose
 /// statistics are a second launch of its own kernel, or of a kernel of their own) the
 /// one with fewer kernels, buffers and launches to schedule wins.
-fn planned_seconds(body: &Graph, device: &Device, precision: Precision) -> f64 {
+/// The body is priced as it will be stored (`narrow.rs`): bf16 round trips it writes
+/// cost two bytes an element, and so do the round trips it reads (its inputs that are
+/// `cast(_, f32)` of a bf16 value), so that extraction sees what a kernel that rounds
+/// its result before storing it saves its readers.
+fn planned_seconds(
+    body: &Graph,
+    inputs: &[usize],
+    dag: &Dag,
+    device: &Device,
+    precision: Precision,
+) -> f64 {
     const PER_KERNEL: f64 = 0.2e-6;
-    kernel_seconds(body, device, precision) + PER_KERNEL
+    let narrow: Vec<usize> = (0..inputs.len())
+        .filter(|&k| is_round_trip(dag, inputs[k]))
+        .collect();
+    kernel_seconds(&as_stored(body, &narrow), device, precision) + PER_KERNEL
+}
+
+/// Whether DAG value `c` is `cast(u, f32)` of a bf16 value `u`: a round trip, which the
+/// kernel computing it stores as `u`.
+fn is_round_trip(dag: &Dag, c: usize) -> bool {
+    dag.op[c] == Some(Op::Cast { to: DType::F32 })
+        && dag.inputs[c]
+            .first()
+            .is_some_and(|&u| dag.ty[u].dtype == DType::BF16 && dag.kind(u) != Kind::Leaf)
 }
 
 /// An op as its own kernel: its group, body, inputs and covered nodes.
@@ -94,7 +117,7 @@ pub fn plan(
                 if let Some((body, inputs, covers)) = g.body(dag, &[i], &scope) {
                     problem
                         .item_cost
-                        .push(planned_seconds(&body, device, precision));
+                        .push(planned_seconds(&body, &inputs, dag, device, precision));
                     cands.push(Candidate {
                         item: Some(problem.item_cost.len() as u32 - 1),
                         children: inputs.clone(),
@@ -130,9 +153,9 @@ pub fn plan(
                 continue;
             };
             let item = *kernel_item.entry(kc).or_insert_with(|| {
-                problem
-                    .item_cost
-                    .push(planned_seconds(&info.body, device, precision));
+                problem.item_cost.push(planned_seconds(
+                    &info.body, &children, dag, device, precision,
+                ));
                 let item = problem.item_cost.len() as u32 - 1;
                 item_kernel.insert(item, k);
                 item

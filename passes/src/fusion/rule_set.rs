@@ -6,7 +6,7 @@
 //! * the *lower* phase's kernel-forming rules (`kernels.rs`): turning off
 //!   `fuse-epilogue` leaves every reduction of a convolution's result to a kernel of its
 //!   own;
-//! * the *plan* passes after extraction (`horizontal.rs`, `foreach.rs`).
+//! * the *plan* passes after extraction (`horizontal.rs`, `foreach.rs`, `narrow.rs`).
 //!
 //! Turning a rule off never makes a plan wrong, only less fused: the primitive op of
 //! every class stays available to extraction.
@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 pub const SIDE_OUTPUTS: &str = "side-outputs";
 pub const CONCAT_VIEWS: &str = "concat-views";
 pub const FOREACH_UPDATES: &str = "foreach-updates";
+pub const NARROW_STORES: &str = "narrow-stores";
 
 /// A rule of the catalogue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -57,7 +58,7 @@ pub fn catalogue() -> Vec<RuleInfo> {
         .chain(named("lower", KERNEL_RULES))
         .chain(named(
             "plan",
-            &[SIDE_OUTPUTS, CONCAT_VIEWS, FOREACH_UPDATES],
+            &[SIDE_OUTPUTS, CONCAT_VIEWS, FOREACH_UPDATES, NARROW_STORES],
         ))
         .collect()
 }

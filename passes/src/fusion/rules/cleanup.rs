@@ -148,6 +148,19 @@ pub fn rules() -> Vec<Rule> {
             r.add(Op::Slice { axis, start, end }, &[whole])
         }));
     }
+    // cast(slice(x))  =>  slice(cast(x)): a cast is elementwise. Under the bf16 policy a
+    // branch of merged sibling convolutions is rounded, `cast(cast(slice(y)))`; moving
+    // the slice out lets the merged convolution round its whole output in its epilogue,
+    // where the slices of its statistics then follow it (the cast over the slice is
+    // superseded, as the binary ops' are).
+    rules.push(rule("slice-through-cast", "(cast ?s)", |r| {
+        let s = r.var("?s");
+        let (slice, x) = widest_slice(r, s)?;
+        let cast = r.op_over(r.root, "cast", &[s])?;
+        let whole = r.add(cast, &x)?;
+        r.supersede_over(r.root, "cast", &[s]);
+        r.add(slice, &[whole])
+    }));
     // A reduction over axes the slice does not cut is a slice of the reduction.
     for kind in ["reduce_sum", "reduce_mean", "reduce_max"] {
         let lhs = format!("({kind} ?s)");

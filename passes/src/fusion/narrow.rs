@@ -1,0 +1,279 @@
+//! Narrow stores: a kernel that writes a bf16 round trip writes the bf16 value instead.
+//!
+//! Under the bf16 policy (`passes::precision`) activations and activation gradients are
+//! `cast(cast(y, bf16), f32)`, and so are the GEMMs' weights. A kernel whose output is
+//! such a round trip computed in its body stores the f32 widening of a bf16 value:
+//! twice the bytes the value needs. This pass makes it store the bf16 value itself (a
+//! bf16 buffer, two bytes per element) and gives every reader of the buffer the
+//! widening `cast(_, f32)` at its load:
+//!
+//! ```text
+//! writer:  out = cast(cast(y, bf16), f32)   =>  out = cast(y, bf16)     (bf16 buffer)
+//! reader:  in  : f32                        =>  in : bf16, cast(in, f32)
+//! ```
+//!
+//! Exact: widening a bf16 to f32 is exact, so every reader computes the same f32 values
+//! from the same bits. Kept wide: the program's outputs and inputs (their types are the
+//! graph's), buffers written in channel slices by several kernels (concat views, whose
+//! other writers store f32), and buffers a collective reads (it transfers f32).
+
+use calib_ir::{Anchor, DType, Graph, Op, Program, Role, Value};
+
+/// Narrows every eligible buffer of `program` (see the module documentation); returns
+/// how many.
+pub fn narrow_stores(program: &mut Program) -> usize {
+    let mut narrowed = 0;
+    for b in 0..program.buffers.len() {
+        let Some((writer, out, narrow)) = narrowable(program, b) else {
+            continue;
+        };
+        let kernel = &mut program.kernels[writer];
+        let mut outputs: Vec<Value> = kernel.body.outputs.iter().map(|o| o.value).collect();
+        outputs[out] = narrow;
+        kernel.body = rebuild(&kernel.body, &[], &outputs);
+        for k in &mut program.kernels {
+            let reads: Vec<usize> = (0..k.inputs.len())
+                .filter(|&i| k.inputs[i].0 == b)
+                .collect();
+            if !reads.is_empty() {
+                let outputs: Vec<Value> = k.body.outputs.iter().map(|o| o.value).collect();
+                k.body = rebuild(&k.body, &reads, &outputs);
+            }
+        }
+        program.buffers[b].ty.dtype = DType::BF16;
+        narrowed += 1;
+    }
+    narrowed
+}
+
+/// For buffer `b`: its one writer, the writer's output index and the bf16 body value
+/// whose widening that output is, when `b` may be stored narrow.
+fn narrowable(p: &Program, b: usize) -> Option<(usize, usize, Value)> {
+    let buffer = &p.buffers[b];
+    (buffer.role == Role::Temp && buffer.ty.dtype == DType::F32).then_some(())?;
+    let mut writers = p.kernels.iter().enumerate().flat_map(|(k, kernel)| {
+        kernel
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.buffer.0 == b)
+            .map(move |(i, o)| (k, i, o.slice.is_none()))
+    });
+    let (writer, out, whole) = writers.next()?;
+    (whole && writers.next().is_none()).then_some(())?;
+    let touched = |k: &calib_ir::Kernel| {
+        k.inputs.iter().any(|i| i.0 == b) || k.workspace.is_some_and(|w| w.0 == b)
+    };
+    let collective = p
+        .kernels
+        .iter()
+        .any(|k| k.anchor == Anchor::Collective && touched(k));
+    let body = &p.kernels[writer].body;
+    let narrow = widened(body, body.outputs[out].value)?;
+    (!collective && p.kernels[writer].workspace.is_none_or(|w| w.0 != b))
+        .then_some((writer, out, narrow))
+}
+
+/// The bf16 value `v` widens, if `v` is `cast(u, f32)` of a bf16 value `u` the body
+/// computes (a body input widened and stored again would be a copy: nothing to narrow).
+fn widened(body: &Graph, v: Value) -> Option<Value> {
+    let wide = body.node(v);
+    let u = *wide.inputs.first()?;
+    (wide.op == (Op::Cast { to: DType::F32 })
+        && body.ty(u).dtype == DType::BF16
+        && !matches!(body.node(u).op, Op::Input { .. }))
+    .then_some(u)
+}
+
+/// `body` as [`narrow_stores`] will leave it, for pricing before the plan exists: each
+/// output that widens a bf16 value stores that value, and the inputs at positions
+/// `narrow_inputs` (round trips another kernel stores) are read as bf16.
+pub fn as_stored(body: &Graph, narrow_inputs: &[usize]) -> Graph {
+    let outputs: Vec<Value> = body
+        .outputs
+        .iter()
+        .map(|o| widened(body, o.value).unwrap_or(o.value))
+        .collect();
+    let unchanged = narrow_inputs.is_empty()
+        && outputs
+            .iter()
+            .zip(&body.outputs)
+            .all(|(v, o)| *v == o.value);
+    if unchanged {
+        return body.clone();
+    }
+    rebuild(body, narrow_inputs, &outputs)
+}
+
+/// `body` with body inputs at positions `narrowed` read as bf16 and widened where they
+/// are loaded, and with `outputs` (old values, in order) as its outputs. Nodes no
+/// output needs are left out; every input stays, so positions keep matching the
+/// kernel's input buffers.
+fn rebuild(body: &Graph, narrowed: &[usize], outputs: &[Value]) -> Graph {
+    let mut live = vec![false; body.nodes.len()];
+    let mut stack: Vec<Value> = outputs.to_vec();
+    while let Some(v) = stack.pop() {
+        if !std::mem::replace(&mut live[v.0], true) {
+            stack.extend(&body.nodes[v.0].inputs);
+        }
+    }
+    let mut g = Graph::new();
+    let mut map: Vec<Option<Value>> = vec![None; body.nodes.len()];
+    let mut position = 0;
+    for (i, node) in body.nodes.iter().enumerate() {
+        let input = matches!(node.op, Op::Input { .. });
+        if !live[i] && !input {
+            continue;
+        }
+        let v = if input {
+            let narrow = narrowed.contains(&position);
+            position += 1;
+            let mut ty = node.ty.clone();
+            if narrow {
+                ty.dtype = DType::BF16;
+            }
+            let v = g
+                .push_source(node.op.clone(), ty, &node.scope)
+                .expect("an input of a valid body");
+            if narrow {
+                g.push(Op::Cast { to: DType::F32 }, vec![v], &node.scope)
+                    .expect("bf16 widens to f32")
+            } else {
+                v
+            }
+        } else if node.inputs.is_empty() {
+            g.push_source(node.op.clone(), node.ty.clone(), &node.scope)
+                .expect("a source of a valid body")
+        } else {
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|x| map[x.0].expect("operands come first"))
+                .collect();
+            g.push(node.op.clone(), inputs, &node.scope)
+                .expect("the same op over values of the same types")
+        };
+        map[i] = Some(v);
+    }
+    for (o, &v) in body.outputs.iter().zip(outputs) {
+        g.add_output(o.name.clone(), map[v.0].expect("outputs are live"))
+            .expect("the body's own output names");
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calib_ir::{Buffer, BufferId, Kernel, KernelOutput, ProgramOutput, TensorType};
+    use calib_runtime::{reference, Bindings, HostTensor};
+
+    fn ty(dtype: DType) -> TensorType {
+        TensorType::new(dtype, vec![2, 3])
+    }
+
+    fn kernel(name: &str, inputs: Vec<usize>, output: usize, body: Graph) -> Kernel {
+        Kernel {
+            name: name.into(),
+            label: String::new(),
+            anchor: Anchor::Pointwise,
+            inputs: inputs.into_iter().map(BufferId).collect(),
+            outputs: vec![KernelOutput {
+                buffer: BufferId(output),
+                slice: None,
+            }],
+            body,
+            covers: vec![],
+            schedule: None,
+            workspace: None,
+        }
+    }
+
+    /// `k0` rounds `x * x` to bf16 and back into a temporary; `k1` adds it to `x`;
+    /// `k2` stores the round trip of `x` as the program's output.
+    fn program() -> Program {
+        let mut round = Graph::new();
+        let x = round
+            .push_source(Op::Input { name: "in0".into() }, ty(DType::F32), "")
+            .unwrap();
+        let sq = round.push(Op::Mul, vec![x, x], "").unwrap();
+        let low = round
+            .push(Op::Cast { to: DType::BF16 }, vec![sq], "")
+            .unwrap();
+        let wide = round
+            .push(Op::Cast { to: DType::F32 }, vec![low], "")
+            .unwrap();
+        round.add_output("out0", wide).unwrap();
+        let mut add = Graph::new();
+        let r = add
+            .push_source(Op::Input { name: "in0".into() }, ty(DType::F32), "")
+            .unwrap();
+        let x = add
+            .push_source(Op::Input { name: "in1".into() }, ty(DType::F32), "")
+            .unwrap();
+        let s = add.push(Op::Add, vec![r, x], "").unwrap();
+        add.add_output("out0", s).unwrap();
+        let keep = round.clone();
+        let buffer = |name: &str, role| Buffer {
+            name: name.into(),
+            ty: ty(DType::F32),
+            role,
+        };
+        Program {
+            buffers: vec![
+                buffer("x", Role::Input),
+                buffer("t", Role::Temp),
+                buffer("y", Role::Output),
+                buffer("z", Role::Output),
+            ],
+            kernels: vec![
+                kernel("k0", vec![0], 1, round),
+                kernel("k1", vec![1, 0], 2, add),
+                kernel("k2", vec![0], 3, keep),
+            ],
+            outputs: vec![
+                ProgramOutput {
+                    name: "y".into(),
+                    buffer: BufferId(2),
+                },
+                ProgramOutput {
+                    name: "z".into(),
+                    buffer: BufferId(3),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_stored_round_trip_becomes_a_bf16_buffer_its_reader_widens() {
+        let wide = program();
+        let mut narrow = wide.clone();
+        assert_eq!(narrow_stores(&mut narrow), 1);
+        narrow.validate().unwrap();
+        let dtypes: Vec<DType> = narrow.buffers.iter().map(|b| b.ty.dtype).collect();
+        // The program's output stays f32 though it holds a round trip too.
+        assert_eq!(dtypes, [DType::F32, DType::BF16, DType::F32, DType::F32]);
+        let k0 = &narrow.kernels[0].body;
+        assert_eq!(k0.ty(k0.outputs[0].value).dtype, DType::BF16);
+        let k1 = &narrow.kernels[1].body;
+        let (_, t) = k1.inputs().next().unwrap();
+        assert_eq!(k1.ty(t).dtype, DType::BF16);
+        assert!(k1
+            .nodes
+            .iter()
+            .any(|n| n.op == Op::Cast { to: DType::F32 } && n.inputs == [t]));
+        // Values that round in bf16 (1.01^2 does not fit 8 bits) come out the same.
+        let x = HostTensor::from_f32(vec![2, 3], vec![1.01, -3.3, 0.5, 7.77, 1e-3, -0.0]).unwrap();
+        let b = Bindings::new().input("x", &x);
+        let want = reference::run_program(&wide, &b).unwrap();
+        let got = reference::run_program(&narrow, &b).unwrap();
+        for name in ["y", "z"] {
+            let bits = |t: &HostTensor| -> Vec<u32> {
+                t.to_f32_vec().iter().map(|v| v.to_bits()).collect()
+            };
+            assert_eq!(bits(&got[name]), bits(&want[name]), "{name}");
+        }
+        // Applying it again finds nothing more.
+        assert_eq!(narrow_stores(&mut narrow), 0);
+    }
+}
