@@ -206,9 +206,10 @@ impl Loader<'_> {
         kt: Operand,
     ) -> Result<Vec<Operand>> {
         let mine: Vec<&Slot> = slots.iter().filter(|s| !self.tile(s).copied).collect();
+        // Each element is a chain of its own (its position as much as its load),
+        // written one after the other.
+        cx.b.parallel_chains(mine.len());
         let elements = self.elements(cx, mine.iter().copied(), kt);
-        // Each element is a chain of its own, written one after the other.
-        cx.b.parallel_chains(elements.len());
         let mut values = vec![];
         for element in elements {
             let value = element.read(cx)?;
