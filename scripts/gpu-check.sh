@@ -151,6 +151,12 @@ for precision in tf32 bf16; do
   step "bench-calib-$precision" 60 "$calib" bench --model scnet50 --batch 64 --backend cuda \
     --precision "$precision" --cuda-graph --steps 10 --json --per-kernel "$out/scnet50-b64-$precision-kernels.csv"
 done
+# Spills: most tensor-core GEMMs spill at the schedules' 128-register cap (two blocks of
+# 256 threads per SM). The same tf32 plan at 255 registers (no spills, one block per SM),
+# every launch timed, says which side of that trade each kernel is on.
+step bench-calib-tf32-255-registers 60 env CALIB_GEMM_MAX_REGISTERS=255 "$calib" bench --model scnet50 \
+  --batch 64 --backend cuda --precision tf32 --cuda-graph --steps 10 --json \
+  --per-kernel "$logs/scnet50-b64-tf32-255-registers-kernels.csv"
 # Autotuning: each GEMM shape's cost-model top candidates measured in whole steps; the
 # cache comes back in the logs archive for cost/tuning/.
 step tune-tf32 90 "$calib" tune scnet50 --batch 64 --precision tf32 --candidates 3 --runs 2 \
@@ -216,6 +222,7 @@ summary["calib"] = warm
 summary["calib_cuda_graph"] = bench("bench-calib-f32-graph")
 for precision in ("tf32", "bf16"):
     summary[f"calib_{precision}"] = bench(f"bench-calib-{precision}")
+summary["calib_tf32_255_registers"] = bench("bench-calib-tf32-255-registers")
 table = os.path.join(out, "scnet50-b64-kernels.csv")
 summary["per_kernel"] = dict(warm.get("per_kernel") or {}, file=os.path.basename(table),
                              written=os.path.exists(table))

@@ -209,9 +209,16 @@ fn gpu_check_runs_cold_then_warm_and_returns_its_files() {
             .any(|l| l.starts_with("tune") && l.contains("--precision tf32")),
         "{calls}"
     );
+    assert!(
+        calls.lines().any(|l| l.starts_with("bench")
+            && l.contains("--precision tf32")
+            && l.contains("tf32-255-registers-kernels.csv")),
+        "{calls}"
+    );
     assert_eq!(v["eval_cuda"]["same_top1_top5"], true, "{v}");
     assert_eq!(v["eval_cuda"]["loss_relative_error"], 0.0, "{v}");
     for step in [
+        "bench-calib-tf32-255-registers",
         "train-cuda-unstaged",
         "eval-cuda",
         "eval-reference",

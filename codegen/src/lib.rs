@@ -147,7 +147,10 @@ pub fn compile_kernel(
             name: &name,
             params: &params,
             threads: g.threads as u32,
-            max_registers: launch.gemm.and_then(|s| s.register_cap()),
+            max_registers: match launch.gemm {
+                Some(s) => gemm_register_cap(&s, &name)?,
+                None => None,
+            },
             shared: g.shared_bytes > 0,
             header: &header,
         };
@@ -244,4 +247,26 @@ fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> 
     lines.push("body:".to_string());
     lines.extend(text::print(&kernel.body).lines().map(|l| format!("  {l}")));
     lines
+}
+
+/// The register cap (`.maxnreg`) of a GEMM launch: the schedule's
+/// ([`calib_ir::GemmSchedule::register_cap`]), or `CALIB_GEMM_MAX_REGISTERS` (24 to 255)
+/// in its place. The variable is for measuring: a GPU run can time the same plan with a
+/// different cap (255: no spills, one block of 256 threads per SM) without a rebuild.
+/// The planner and the cost model are not told, so what they predict stays the plan's.
+fn gemm_register_cap(
+    schedule: &calib_ir::GemmSchedule,
+    launch: &str,
+) -> std::result::Result<Option<u32>, CodegenError> {
+    const VAR: &str = "CALIB_GEMM_MAX_REGISTERS";
+    let Ok(text) = std::env::var(VAR) else {
+        return Ok(schedule.register_cap());
+    };
+    match text.trim().parse::<u32>() {
+        Ok(cap) if (24..=255).contains(&cap) => Ok(Some(cap)),
+        _ => Err(CodegenError::Kernel {
+            kernel: launch.to_string(),
+            detail: format!("{VAR}={text:?}: expected a register count from 24 to 255"),
+        }),
+    }
 }
