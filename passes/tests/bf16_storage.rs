@@ -4,13 +4,13 @@
 
 mod fusion_common;
 
-use calib_ir::{ConvSpec, DType, Graph, GraphBuilder, Mode, Op, Precision, Program, Role};
+use calib_ir::{DType, Graph, Mode, Op, Precision, Program, Role};
 use calib_models::build;
 use calib_passes::fusion::{fuse, FusionOptions, RuleSet};
 use calib_passes::precision::apply;
 use calib_passes::{train_step, TrainConfig};
 use calib_runtime::{reference, Bindings};
-use fusion_common::{check_with, fired, random_bindings};
+use fusion_common::{check_with, fired, random_bindings, sibling_convolutions};
 
 fn options(precision: Precision) -> FusionOptions {
     FusionOptions {
@@ -64,22 +64,7 @@ fn merged_siblings_round_their_outputs_and_sum_statistics_in_one_kernel() {
     // each branch is rounded after the slice of the merged output; moving the slice out
     // of the casts lets the merged convolution round, store and reduce its whole output.
     let widths = [2, 3, 5];
-    let mut b = GraphBuilder::new(Mode::Train, DType::F32);
-    let x = b.input("x", DType::F32, vec![2, 4, 6, 6]).unwrap();
-    let mut sum = None;
-    for (k, &c) in widths.iter().enumerate() {
-        let y = b
-            .conv_layer(&format!("c{k}"), x, &ConvSpec::new(c, 1))
-            .unwrap();
-        let y = b.batch_norm(&format!("bn{k}"), y).unwrap();
-        let s = b.reduce_sum(y, &[1], true).unwrap();
-        sum = Some(match sum {
-            None => s,
-            Some(acc) => b.add(acc, s).unwrap(),
-        });
-    }
-    b.output("y", sum.unwrap()).unwrap();
-    let g = apply(&b.finish(), Precision::Bf16).unwrap();
+    let g = apply(&sibling_convolutions(&widths), Precision::Bf16).unwrap();
     let f = check_with(&g, 23, &options(Precision::Bf16));
     assert!(fired(&f, "merge-sibling-convs") >= 2);
     assert!(fired(&f, "slice-through-cast") > 0);

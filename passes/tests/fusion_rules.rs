@@ -5,7 +5,7 @@ mod fusion_common;
 
 use calib_ir::{ConvSpec, DType, Graph, GraphBuilder, Mode, Op, TensorType, Value};
 use calib_passes::{grad, prune, PruneOptions};
-use fusion_common::{check, fired, kernel_of};
+use fusion_common::{check, fired, kernel_of, sibling_convolutions};
 
 const F: DType = DType::F32;
 
@@ -284,20 +284,7 @@ fn merged_siblings_accumulate_their_batch_statistics_in_one_kernel() {
     // statistics are a slice of one reduction over the merged output, which the merged
     // convolution accumulates as it writes: no reduction kernel per branch is left.
     let widths = [2, 3, 5];
-    let (mut b, x) = with_input(Mode::Train, &[2, 4, 6, 6]);
-    let mut sum = None;
-    for (k, &c) in widths.iter().enumerate() {
-        let y = b
-            .conv_layer(&format!("c{k}"), x, &ConvSpec::new(c, 1))
-            .unwrap();
-        let y = b.batch_norm(&format!("bn{k}"), y).unwrap();
-        let s = b.reduce_sum(y, &[1], true).unwrap();
-        sum = Some(match sum {
-            None => s,
-            Some(acc) => b.add(acc, s).unwrap(),
-        });
-    }
-    let f = check(&finish(b, sum.unwrap()), 23);
+    let f = check(&sibling_convolutions(&widths), 23);
     assert!(fired(&f, "merge-sibling-convs") >= 2);
     assert!(fired(&f, "slice-through-reduce_mean") > 0);
     // Each branch's BatchNorm shift becomes a slice of the merged output's.

@@ -125,3 +125,26 @@ pub fn fired(f: &Fusion, rule: &str) -> usize {
 pub fn kernel_of(f: &Fusion, v: usize) -> Option<&calib_ir::Kernel> {
     f.program.kernels.iter().find(|k| k.covers.contains(&v))
 }
+
+/// SCNet's first block in miniature: one convolution per width reading the same
+/// `x: f32[2, 4, 6, 6]`, each with a train-mode BatchNorm, the channel sums of all
+/// branches added into output `y`.
+pub fn sibling_convolutions(widths: &[usize]) -> Graph {
+    use calib_ir::{ConvSpec, DType, GraphBuilder, Mode};
+    let mut b = GraphBuilder::new(Mode::Train, DType::F32);
+    let x = b.input("x", DType::F32, vec![2, 4, 6, 6]).unwrap();
+    let mut sum = None;
+    for (k, &c) in widths.iter().enumerate() {
+        let y = b
+            .conv_layer(&format!("c{k}"), x, &ConvSpec::new(c, 1))
+            .unwrap();
+        let y = b.batch_norm(&format!("bn{k}"), y).unwrap();
+        let s = b.reduce_sum(y, &[1], true).unwrap();
+        sum = Some(match sum {
+            None => s,
+            Some(acc) => b.add(acc, s).unwrap(),
+        });
+    }
+    b.output("y", sum.unwrap()).unwrap();
+    b.finish()
+}
