@@ -1,88 +1,59 @@
-//! The body evaluator: PTX that computes any value of a kernel body at any index.
+//! The emitter core and body evaluator: PTX that computes any value of a kernel body
+//! at any index.
 //!
 //! `value(v, at)` walks the body backwards from `v`: elementwise ops go through the
 //! op table ([`crate::render`]), index maps rewrite the index ([`crate::index`]), inputs
 //! become global loads, and windowed or contracting ops (pooling, reductions,
-//! convolutions, matmul) become loops in their family's file. Every kernel family is
-//! built on it: a family emits its own loop nest around the anchor, evaluates the
-//! anchor's operands here (the prologue), binds the anchor's result with [`bind`], and
-//! evaluates the kernel outputs here again (the epilogue), which then stops at the bound
-//! anchor.
+//! convolutions, matmul) become loops that their family emits ([`NestedLoop`]). Every
+//! kernel family is built on it: a family emits its own loop nest around the anchor,
+//! evaluates the anchor's operands here (the prologue), binds the anchor's result with
+//! [`bind`], and evaluates the kernel outputs here again (the epilogue), which then
+//! stops at the bound anchor.
 //!
-//! Results are memoized per (value, index) in scopes that follow the control flow: a
-//! register computed inside a loop or a branch is forgotten when it closes, so a cached
-//! register always dominates its uses.
+//! The core imports no family: the families call it, and the two things it needs from
+//! them, a nested value's loop and a split value's slices, it is handed as a function
+//! ([`NestedLoop`]) and a trait object ([`Slices`]). So the module graph has no cycle
+//! (`tests/module_graph.rs` keeps it so).
+//!
+//! Results are memoized per (value, index) in scopes that follow the control flow
+//! ([`crate::scope`]): a register computed inside a loop or a branch is forgotten when it
+//! closes, so a cached register always dominates its uses.
 //!
 //! [`bind`]: Emitter::bind
 
 use crate::error::{CodegenError, Result};
-use crate::index::{Index, IndexKey};
+use crate::index::{Index, IndexKey, Indexer};
 use crate::ptx::{ins, Builder, Operand, Reg, Ty};
-use crate::{conv, gemm, matmul, pool, reduction, render};
+use crate::render;
+use crate::scope::ScopedMap;
 use calib_ir::{DType, Kernel, Node, Op, OpClass, Program, TensorType, Value};
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::rc::Rc;
 
 /// Instructions one kernel may emit before code generation gives up on it: bodies whose
 /// values are needed at many different indices can grow without bound.
 const MAX_INSTRUCTIONS: usize = 400_000;
 
-/// A map whose entries live until the scope that inserted them closes.
-#[derive(Debug)]
-pub(crate) struct ScopedMap<K, V> {
-    scopes: Vec<HashMap<K, V>>,
-}
-
-impl<K: Hash + Eq, V: Clone> ScopedMap<K, V> {
-    fn new() -> Self {
-        ScopedMap {
-            scopes: vec![HashMap::new()],
-        }
-    }
-
-    pub fn get(&self, k: &K) -> Option<V> {
-        self.scopes.iter().rev().find_map(|s| s.get(k).cloned())
-    }
-
-    pub fn insert(&mut self, k: K, v: V) {
-        self.scopes
-            .last_mut()
-            .expect("a scope is open")
-            .insert(k, v);
-    }
-
-    fn push(&mut self) {
-        self.scopes.push(HashMap::new());
-    }
-
-    fn pop(&mut self) {
-        self.scopes.pop();
-    }
-}
-
-/// Values an earlier launch of a kernel left in its workspace as slices.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum SplitRead {
-    Gemm(gemm::SplitResult),
-    Reduction(reduction::SplitResult),
-}
-
-impl SplitRead {
+/// Values an earlier launch of the kernel left in its workspace as slices (a split-K
+/// GEMM's anchor, a split reduction's results), and how a later launch combines them.
+/// The families that split implement it, so the evaluator reads slices without knowing
+/// whose they are.
+pub(crate) trait Slices {
     /// Whether body value `v` is read from the slices.
-    pub fn holds(&self, v: Value) -> bool {
-        match self {
-            SplitRead::Gemm(g) => g.anchor == v,
-            SplitRead::Reduction(r) => r.group.iter().any(|x| x.node == v),
-        }
-    }
+    fn holds(&self, v: Value) -> bool;
 
-    pub fn slices(&self) -> usize {
-        match self {
-            SplitRead::Gemm(g) => g.slices,
-            SplitRead::Reduction(r) => r.slices,
-        }
-    }
+    /// How many slices each value was cut into.
+    fn count(&self) -> usize;
+
+    /// `v` at `at`: its slices in the workspace at `workspace`, combined in slice order.
+    fn combine(&self, cx: &mut Emitter, v: Value, workspace: Reg, at: &Index) -> Result<Operand>;
 }
+
+/// How the evaluator computes one element of a value that is neither elementwise nor
+/// an index map (a window, a contraction or a reduction inside a body): a loop that
+/// the value's kernel family emits. The families hand it in (`families.rs`), so that
+/// the evaluator never names them.
+pub(crate) type NestedLoop = fn(&mut Emitter, Value, &Index) -> Result<Operand>;
 
 /// Code generation state for one kernel.
 pub(crate) struct Emitter<'a> {
@@ -105,7 +76,9 @@ pub(crate) struct Emitter<'a> {
     workspace: Option<Reg>,
     touched_workspace: bool,
     /// Values whose slices an earlier launch left in the workspace.
-    split: Option<SplitRead>,
+    split: Option<Rc<dyn Slices>>,
+    /// Windows, contractions and reductions inside the body, one element at a time.
+    nested: NestedLoop,
     /// Whether no earlier launch of the kernel was built around a reduction (the plan's
     /// reduction schedule is for the first one).
     pub first_reduction: bool,
@@ -113,13 +86,14 @@ pub(crate) struct Emitter<'a> {
     ctaid: Reg,
     values: ScopedMap<(Value, IndexKey), Operand>,
     /// Index conversions (flat to coordinates and back), scoped like values.
-    pub(crate) conversions: ScopedMap<(IndexKey, Vec<usize>), Index>,
+    indexer: Indexer,
 }
 
 impl<'a> Emitter<'a> {
     /// Starts a kernel: loads every buffer address from the parameters `in{i}` and
-    /// `out{i}` (see [`Emitter::param_names`]).
-    pub fn new(program: &'a Program, kernel: &'a Kernel) -> Self {
+    /// `out{i}` (see [`Emitter::param_names`]). `nested` emits the loops of windows,
+    /// contractions and reductions the body computes one element at a time.
+    pub fn new(program: &'a Program, kernel: &'a Kernel, nested: NestedLoop) -> Self {
         let mut b = Builder::new();
         let mut load = |name: String| {
             let r = b.reg(Ty::U64);
@@ -156,11 +130,12 @@ impl<'a> Emitter<'a> {
             workspace,
             touched_workspace: false,
             split: None,
+            nested,
             first_reduction: true,
             tid,
             ctaid,
             values: ScopedMap::new(),
-            conversions: ScopedMap::new(),
+            indexer: Indexer::new(),
         }
     }
 
@@ -201,7 +176,7 @@ impl<'a> Emitter<'a> {
 
     /// Reads the values an earlier launch left in the workspace as slices (a split-K
     /// GEMM's anchor, a split reduction's results) by combining them.
-    pub fn read_split(&mut self, split: SplitRead) {
+    pub fn read_split(&mut self, split: Rc<dyn Slices>) {
         self.split = Some(split);
     }
 
@@ -304,10 +279,10 @@ impl<'a> Emitter<'a> {
     /// its code may not run on every path (a loop body, a branch arm).
     pub fn scoped<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.values.push();
-        self.conversions.push();
+        self.indexer.open();
         let out = f(self);
         self.values.pop();
-        self.conversions.pop();
+        self.indexer.close();
         out
     }
 
@@ -340,13 +315,7 @@ impl<'a> Emitter<'a> {
         let whole = self.stored.contains_key(&v);
         if let Some(split) = self.split.clone().filter(|s| s.holds(v) && !whole) {
             let workspace = self.workspace()?;
-            return match &split {
-                SplitRead::Gemm(g) => gemm::read_split(self, *g, workspace, at),
-                SplitRead::Reduction(r) => {
-                    let slot = r.group.iter().position(|x| x.node == v).expect("held");
-                    reduction::read_split(self, r, slot, workspace, at)
-                }
-            };
+            return split.combine(self, v, workspace, at);
         }
         if let Some(&i) = self.stored.get(&v) {
             self.touched_outputs.insert(i);
@@ -383,18 +352,48 @@ impl<'a> Emitter<'a> {
                         .iter()
                         .map(|&x| self.value(x, at))
                         .collect::<Result<Vec<_>>>()?;
-                    render::elementwise(self, v, &args)
+                    let result = (self.ty(v).dtype, self.value_ty(v)?);
+                    let x = node.inputs[0];
+                    let operand = (self.ty(x).dtype, self.value_ty(x)?);
+                    render::elementwise(&mut self.b, op, result, operand, &args)
+                        .map_err(|why| self.unsupported(v, why))
                 }
-                OpClass::Reduction => reduction::serial(self, v, at),
-                OpClass::Convolution => conv::serial(self, v, at),
-                OpClass::Pool | OpClass::Resize => pool::serial(self, v, at),
-                OpClass::MatMul => matmul::serial(self, v, at),
+                OpClass::Reduction
+                | OpClass::Convolution
+                | OpClass::Pool
+                | OpClass::Resize
+                | OpClass::MatMul => (self.nested)(self, v, at),
                 _ => Err(self.unsupported(
                     v,
                     "a collective runs between replicas, not inside a PTX kernel",
                 )),
             },
         }
+    }
+
+    /// The flat index of `at` in a tensor of `shape`.
+    pub fn flat(&mut self, at: &Index, shape: &[usize]) -> Operand {
+        self.indexer.flat(&mut self.b, at, shape)
+    }
+
+    /// The row-major flat index of `coords` in `shape`.
+    pub fn linearize(&mut self, coords: &[Operand], shape: &[usize]) -> Operand {
+        self.indexer.linearize(&mut self.b, coords, shape)
+    }
+
+    /// The coordinates of `at` in a tensor of `shape`.
+    pub fn coords(&mut self, at: &Index, shape: &[usize]) -> Vec<Operand> {
+        self.indexer.coords(&mut self.b, at, shape)
+    }
+
+    /// For an index map `v` (broadcast, reshape, slice, resize_nearest): the index of
+    /// its operand that element `at` of `v` reads.
+    fn operand_index(&mut self, v: Value, at: &Index) -> Result<Index> {
+        let node = self.node(v);
+        let from = &self.ty(node.inputs[0]).shape;
+        self.indexer
+            .operand_index(&mut self.b, node, from, at)
+            .ok_or_else(|| self.unsupported(v, "not an index map"))
     }
 
     /// Loads body input `v` (a whole kernel input buffer) at `at`.

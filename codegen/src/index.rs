@@ -6,10 +6,9 @@
 //! flat index as it is, so a reshaped value is found in the memo under the same key as
 //! the value it reshapes.
 
-use crate::error::Result;
-use crate::eval::Emitter;
-use crate::ptx::{ins, Operand, Ty};
-use calib_ir::{Op, Value};
+use crate::ptx::{ins, Builder, Operand, Ty};
+use crate::scope::ScopedMap;
+use calib_ir::{Node, Op};
 
 /// One element of a tensor whose shape the user of the index knows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -69,32 +68,55 @@ fn linear(coords: &[i64], shape: &[usize]) -> i64 {
         .fold(0, |acc, (&c, &d)| acc * d as i64 + c)
 }
 
-impl Emitter<'_> {
+/// Converts indices between their forms, emitting the arithmetic into a [`Builder`],
+/// and remembers each conversion for as long as its registers live (scoped like the
+/// evaluator's values).
+#[derive(Debug)]
+pub(crate) struct Indexer {
+    conversions: ScopedMap<(IndexKey, Vec<usize>), Index>,
+}
+
+impl Indexer {
+    pub fn new() -> Self {
+        Indexer {
+            conversions: ScopedMap::new(),
+        }
+    }
+
+    /// Opens a scope: conversions made until [`Indexer::close`] are forgotten then.
+    pub fn open(&mut self) {
+        self.conversions.push();
+    }
+
+    pub fn close(&mut self) {
+        self.conversions.pop();
+    }
+
     /// The flat index of `at` in a tensor of `shape`.
-    pub fn flat(&mut self, at: &Index, shape: &[usize]) -> Operand {
+    pub fn flat(&mut self, b: &mut Builder, at: &Index, shape: &[usize]) -> Operand {
         if let Some(f) = at.flat {
             return f;
         }
         let coords = at.coords.as_ref().expect("an index has a form");
-        self.linearize(coords, shape)
+        self.linearize(b, coords, shape)
     }
 
     /// The row-major flat index of `coords` in `shape` (memoized).
-    pub fn linearize(&mut self, coords: &[Operand], shape: &[usize]) -> Operand {
+    pub fn linearize(&mut self, b: &mut Builder, coords: &[Operand], shape: &[usize]) -> Operand {
         let key = (IndexKey::Coords(coords.to_vec()), shape.to_vec());
         if let Some(Index { flat: Some(f), .. }) = self.conversions.get(&key) {
             return f;
         }
         let mut flat = Operand::Int(0);
         for (&c, &d) in coords.iter().zip(shape) {
-            flat = self.b.mad_u32(flat, Operand::Int(d as i64), c);
+            flat = b.mad_u32(flat, Operand::Int(d as i64), c);
         }
         self.conversions.insert(key, Index::flat(flat));
         flat
     }
 
     /// The coordinates of `at` in a tensor of `shape` (memoized).
-    pub fn coords(&mut self, at: &Index, shape: &[usize]) -> Vec<Operand> {
+    pub fn coords(&mut self, b: &mut Builder, at: &Index, shape: &[usize]) -> Vec<Operand> {
         if let Some(c) = &at.coords {
             return c.clone();
         }
@@ -110,27 +132,28 @@ impl Emitter<'_> {
         let mut rest = flat;
         for (k, &d) in shape.iter().enumerate().rev() {
             // The outermost coordinate needs no remainder: the index is in range.
-            coords[k] = if k == 0 {
-                rest
-            } else {
-                self.b.rem_u32(rest, d)
-            };
-            rest = self.b.div_u32(rest, d);
+            coords[k] = if k == 0 { rest } else { b.rem_u32(rest, d) };
+            rest = b.div_u32(rest, d);
         }
         self.conversions.insert(key, Index::coords(coords.clone()));
         coords
     }
 
-    /// For an index map `v` (broadcast, reshape, slice, resize_nearest): the index of
-    /// its operand that element `at` of `v` reads.
-    pub fn operand_index(&mut self, v: Value, at: &Index) -> Result<Index> {
-        let node = self.node(v);
+    /// For an index map `node` (broadcast, reshape, slice, resize_nearest) reading an
+    /// operand of shape `from`: the index of the operand that element `at` reads; `None`
+    /// for any other op.
+    pub fn operand_index(
+        &mut self,
+        b: &mut Builder,
+        node: &Node,
+        from: &[usize],
+        at: &Index,
+    ) -> Option<Index> {
         let shape = &node.ty.shape;
-        let from = &self.ty(node.inputs[0]).shape;
-        Ok(match &node.op {
-            Op::Reshape { .. } => Index::flat(self.flat(at, shape)),
+        Some(match &node.op {
+            Op::Reshape { .. } => Index::flat(self.flat(b, at, shape)),
             Op::Broadcast { .. } => {
-                let coords = self.coords(at, shape);
+                let coords = self.coords(b, at, shape);
                 let lead = shape.len() - from.len();
                 let inner = from
                     .iter()
@@ -140,53 +163,49 @@ impl Emitter<'_> {
                 Index::coords(inner)
             }
             Op::Slice { axis, start, .. } => {
-                let mut coords = self.coords(at, shape);
-                coords[*axis] = self.b.add_u32(coords[*axis], Operand::Int(*start as i64));
+                let mut coords = self.coords(b, at, shape);
+                coords[*axis] = b.add_u32(coords[*axis], Operand::Int(*start as i64));
                 Index::coords(coords)
             }
             Op::ResizeNearest { .. } => {
-                let mut coords = self.coords(at, shape);
+                let mut coords = self.coords(b, at, shape);
                 for axis in [2, 3] {
-                    coords[axis] = self.resize_source(coords[axis], from[axis], shape[axis]);
+                    coords[axis] = resize_source(b, coords[axis], from[axis], shape[axis]);
                 }
                 Index::coords(coords)
             }
-            _ => return Err(self.unsupported(v, "not an index map")),
+            _ => return None,
         })
     }
+}
 
-    /// The source index output index `d` reads along an axis resized from `input` to
-    /// `out` elements, bit for bit as ATen's legacy nearest computes it: identity and
-    /// exact 2x upsampling are exact shortcuts, otherwise `floor(f32(d) * f32(in/out))`
-    /// in f32 arithmetic, clamped to the last source index.
-    pub fn resize_source(&mut self, d: Operand, input: usize, out: usize) -> Operand {
-        if input == out {
-            return d;
-        }
-        if out == 2 * input {
-            return match d.as_int() {
-                Some(x) => Operand::Int(x >> 1),
-                None => {
-                    let r = self.b.reg(Ty::U32);
-                    ins!(self.b, "shr.u32 {r}, {d}, 1");
-                    r.into()
-                }
-            };
-        }
-        let scale = input as f32 / out as f32;
-        if let Some(x) = d.as_int() {
-            let source = ((x as f32 * scale).floor() as i64).min(input as i64 - 1);
-            return Operand::Int(source);
-        }
-        let scale = Operand::f32(scale);
-        let (f, g, i) = (
-            self.b.reg(Ty::F32),
-            self.b.reg(Ty::F32),
-            self.b.reg(Ty::U32),
-        );
-        ins!(self.b, "cvt.rn.f32.u32 {f}, {d}");
-        ins!(self.b, "mul.rn.f32 {g}, {f}, {scale}");
-        ins!(self.b, "cvt.rmi.u32.f32 {i}, {g}");
-        self.b.min_u32(i.into(), Operand::Int(input as i64 - 1))
+/// The source index output index `d` reads along an axis resized from `input` to
+/// `out` elements, bit for bit as ATen's legacy nearest computes it: identity and
+/// exact 2x upsampling are exact shortcuts, otherwise `floor(f32(d) * f32(in/out))`
+/// in f32 arithmetic, clamped to the last source index.
+pub(crate) fn resize_source(b: &mut Builder, d: Operand, input: usize, out: usize) -> Operand {
+    if input == out {
+        return d;
     }
+    if out == 2 * input {
+        return match d.as_int() {
+            Some(x) => Operand::Int(x >> 1),
+            None => {
+                let r = b.reg(Ty::U32);
+                ins!(b, "shr.u32 {r}, {d}, 1");
+                r.into()
+            }
+        };
+    }
+    let scale = input as f32 / out as f32;
+    if let Some(x) = d.as_int() {
+        let source = ((x as f32 * scale).floor() as i64).min(input as i64 - 1);
+        return Operand::Int(source);
+    }
+    let scale = Operand::f32(scale);
+    let (f, g, i) = (b.reg(Ty::F32), b.reg(Ty::F32), b.reg(Ty::U32));
+    ins!(b, "cvt.rn.f32.u32 {f}, {d}");
+    ins!(b, "mul.rn.f32 {g}, {f}, {scale}");
+    ins!(b, "cvt.rmi.u32.f32 {i}, {g}");
+    b.min_u32(i.into(), Operand::Int(input as i64 - 1))
 }

@@ -9,11 +9,12 @@
 //! statistics over its stored result.
 
 use crate::error::Result;
-use crate::eval::{Emitter, SplitRead};
+use crate::eval::{Emitter, Slices};
 use crate::gemm::{self, Operands};
 use crate::kernel::{Family, Geometry};
 use crate::{conv, matmul, pointwise, reduction};
 use calib_ir::{gemm_anchor, Anchor, GemmSchedule, Op, OpClass, Schedule, Value};
+use std::rc::Rc;
 
 /// What one launch does.
 pub(crate) struct Launch {
@@ -25,7 +26,7 @@ pub(crate) struct Launch {
     pub loops: Vec<Value>,
     /// Set when a split GEMM or reduction left its results in the workspace as slices,
     /// for later launches to combine.
-    pub split: Option<SplitRead>,
+    pub split: Option<Rc<dyn Slices>>,
     /// The schedule of a GEMM launch.
     pub gemm: Option<GemmSchedule>,
 }
@@ -73,9 +74,9 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
     };
     let family = match anchor {
         Anchor::Convolution => last(OpClass::Convolution)
-            .and_then(|v| Some(Anchored::Gemm(v, Box::new(conv::Conv::anchor(cx, v)?)))),
+            .and_then(|v| Some(Anchored::Gemm(v, Rc::new(conv::Conv::anchor(cx, v)?)))),
         Anchor::MatMul => last(OpClass::MatMul)
-            .and_then(|v| Some(Anchored::Gemm(v, Box::new(matmul::MatMul::of(cx, v)?)))),
+            .and_then(|v| Some(Anchored::Gemm(v, Rc::new(matmul::MatMul::of(cx, v)?)))),
         Anchor::Reduction => {
             let group = reduction::anchors(cx, &needed);
             (!group.is_empty()).then_some(Anchored::Reduction(group))
@@ -131,12 +132,9 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
                 _ => GemmSchedule::default_for(&ops.dims()),
             };
             gemm_schedule = Some(schedule);
-            let emitted = gemm::emit(cx, ops.as_ref(), v, &aligned, schedule)?;
-            (
-                Family::Gemm,
-                emitted.geometry,
-                emitted.split.map(SplitRead::Gemm),
-            )
+            let emitted = gemm::emit(cx, &ops, v, &aligned, schedule)?;
+            let split = emitted.split.map(|s| Rc::new(s) as Rc<dyn Slices>);
+            (Family::Gemm, emitted.geometry, split)
         }
         Anchored::Reduction(group) => {
             // The plan's reduction schedule is for the kernel's first reduction launch.
@@ -156,7 +154,8 @@ pub(crate) fn emit(cx: &mut Emitter, remaining: &[usize], first: bool) -> Result
                 _ => (1, 0),
             };
             let (geometry, split) = reduction::emit(cx, &group, &aligned, split, offset)?;
-            (Family::Reduction, geometry, split.map(SplitRead::Reduction))
+            let split = split.map(|s| Rc::new(s) as Rc<dyn Slices>);
+            (Family::Reduction, geometry, split)
         }
     };
     pointwise::passes(cx, &cheap, &geometry)?;
@@ -188,7 +187,7 @@ fn loops(cx: &Emitter, stores: &[usize], anchors: &[Value]) -> Vec<Value> {
 }
 
 enum Anchored {
-    Gemm(Value, Box<dyn Operands>),
+    Gemm(Value, Rc<dyn Operands>),
     Reduction(Vec<reduction::Reduce>),
 }
 

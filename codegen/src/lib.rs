@@ -10,15 +10,20 @@
 //! FMA units here; tensor-core GEMMs are `gemm/`'s.
 //!
 //! ```text
-//!  Kernel { anchor, body } ──► family ──► loop nest around the anchor   (pointwise.rs,
-//!                                │                                       reduction.rs,
-//!                                │                                       gemm/)
-//!                                └─► eval: any body value at any index (eval.rs)
-//!                                      elementwise ops ─► op table     (render.rs)
-//!                                      index maps      ─► addresses    (index.rs)
-//!                                      windows, contractions ─► loops (pool.rs, conv.rs,
-//!                                                                      matmul.rs, ...)
+//!  Kernel { anchor, body } ──► launch.rs: family ──► loop nest around the anchor
+//!                                                    (pointwise.rs, reduction.rs, gemm/)
+//!                                                          │ calls
+//!                                                          ▼
+//!  eval.rs, the emitter core: any body value at any index
+//!      elementwise ops ─► op table       (render.rs)
+//!      index maps      ─► addresses      (index.rs)
+//!      windows, contractions, reductions ─► the NestedLoop it is handed
+//!                                           (families.rs: pool.rs, conv.rs, matmul.rs,
+//!                                            reduction.rs)
 //! ```
+//!
+//! Imports go one way (down the picture, and never from `eval.rs` to a family):
+//! `tests/module_graph.rs` fails on a cycle.
 //!
 //! The family follows the kernel's anchor: convolutions and matmul become tiled GEMMs,
 //! reductions get a warp or block per reduced element, everything else (pointwise maps,
@@ -30,6 +35,7 @@
 mod conv;
 mod error;
 mod eval;
+mod families;
 mod flow;
 mod gemm;
 mod index;
@@ -41,6 +47,7 @@ mod pool;
 mod ptx;
 mod reduction;
 mod render;
+mod scope;
 mod window;
 
 pub use error::CodegenError;
@@ -110,11 +117,11 @@ pub fn compile_kernel(
     }
     let mut remaining: Vec<usize> = (0..kernel.outputs.len()).collect();
     let mut stored: Vec<usize> = vec![];
-    let mut split: Option<eval::SplitRead> = None;
+    let mut split: Option<std::rc::Rc<dyn eval::Slices>> = None;
     let mut reduced = false;
     let mut compiled = vec![];
     while !remaining.is_empty() {
-        let mut cx = Emitter::new(program, kernel);
+        let mut cx = Emitter::new(program, kernel, families::nested);
         cx.read_back(&stored);
         if let Some(s) = &split {
             cx.read_split(s.clone());
@@ -224,7 +231,7 @@ fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> 
     if let Some(s) = &launch.split {
         lines.push(format!(
             "writes {} partial sums of its anchor to the workspace; the next launch adds them",
-            s.slices()
+            s.count()
         ));
     }
     if !read_back.is_empty() {

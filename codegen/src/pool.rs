@@ -9,7 +9,7 @@
 use crate::error::Result;
 use crate::eval::Emitter;
 use crate::flow::Check;
-use crate::index::Index;
+use crate::index::{self, Index};
 use crate::ptx::{ins, Operand, Reg, Ty};
 use crate::window::Axis;
 use calib_ir::{Op, Value};
@@ -310,7 +310,7 @@ fn resize_backward(
         for a in 0..2 {
             pos[a] = cx.b.add_u32(starts[a], j[a]);
             checks.push(cx.b.lt_u32(pos[a], Operand::Int(out[2 + a] as i64)));
-            let source = cx.resize_source(pos[a], input[2 + a], out[2 + a]);
+            let source = index::resize_source(&mut cx.b, pos[a], input[2 + a], out[2 + a]);
             checks.push(match (source.as_int(), at[2 + a].as_int()) {
                 (Some(s), Some(h)) => Err(s == h),
                 _ => Ok(cx.b.setp("eq", Ty::U32, source, at[2 + a])),

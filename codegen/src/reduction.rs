@@ -10,7 +10,7 @@
 //! loop. Elsewhere in a body a reduction is a plain loop ([`serial`]).
 
 use crate::error::Result;
-use crate::eval::Emitter;
+use crate::eval::{Emitter, Slices};
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
@@ -323,9 +323,25 @@ pub(crate) fn emit(
     Ok((geometry, split))
 }
 
-/// Reduction `r`'s value at output element `at`: its slices' partial results combined
-/// in slice order, then finished.
-pub(crate) fn read_split(
+impl Slices for SplitResult {
+    fn holds(&self, v: Value) -> bool {
+        self.group.iter().any(|r| r.node == v)
+    }
+
+    fn count(&self) -> usize {
+        self.slices
+    }
+
+    /// Reduction `v`'s value at output element `at`: its slices' partial results
+    /// combined in slice order, then finished.
+    fn combine(&self, cx: &mut Emitter, v: Value, workspace: Reg, at: &Index) -> Result<Operand> {
+        let slot = self.group.iter().position(|r| r.node == v);
+        let slot = slot.ok_or_else(|| cx.unsupported(v, "not one of the split reductions"))?;
+        read_split(cx, self, slot, workspace, at)
+    }
+}
+
+fn read_split(
     cx: &mut Emitter,
     split: &SplitResult,
     slot: usize,

@@ -11,10 +11,8 @@
 //! `fma`, which would round differently from the reference interpreter. `exp` and
 //! `log` scale by log2(e) and ln(2) around the hardware `ex2` and `lg2`.
 
-use crate::error::Result;
-use crate::eval::Emitter;
-use crate::ptx::{Operand, Ty};
-use calib_ir::{DType, Op, Value};
+use crate::ptx::{Builder, Operand, Ty};
+use calib_ir::{DType, Op};
 
 struct Rule {
     op: &'static str,
@@ -180,21 +178,26 @@ pub(crate) fn one_zero(ty: Ty) -> (Operand, Operand) {
     }
 }
 
-/// Emits elementwise node `v` applied to `args` (its operands at one index).
-pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Result<Operand> {
-    let node = cx.node(v);
-    let ty = cx.value_ty(v)?;
-    let arg_ty = cx.value_ty(node.inputs[0])?;
-    let dtype = cx.ty(v).dtype;
-    let templates: Vec<String> = match &node.op {
+/// A value's element type and the register type holding it.
+pub(crate) type Typed = (DType, Ty);
+
+/// Emits elementwise `op` producing `result` from `args` (its operands at one index, of
+/// type `operand`), or says why the table has no rule for it.
+pub(crate) fn elementwise(
+    b: &mut Builder,
+    op: &Op,
+    (dtype, ty): Typed,
+    (from, arg_ty): Typed,
+    args: &[Operand],
+) -> std::result::Result<Operand, String> {
+    let templates: Vec<String> = match op {
         Op::Cast { to } => {
-            let from = cx.ty(node.inputs[0]).dtype;
             if from == *to {
                 return Ok(args[0]);
             }
             match CASTS.iter().find(|c| c.0 == from && c.1 == *to) {
                 Some(c) => c.2.iter().map(|l| l.to_string()).collect(),
-                None => return Err(cx.unsupported(v, format!("no cast from {from} to {to}"))),
+                None => return Err(format!("no cast from {from} to {to}")),
             }
         }
         op => {
@@ -211,7 +214,7 @@ pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Resul
                         .collect(),
                     None => lines.iter().map(|l| l.to_string()).collect(),
                 },
-                _ => return Err(cx.unsupported(v, format!("no {ty} rule in the op table"))),
+                _ => return Err(format!("no {ty} rule in the op table")),
             }
         }
     };
@@ -219,28 +222,28 @@ pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Resul
     // ptxas folds the moves.
     let args: Vec<Operand> = args
         .iter()
-        .map(|&a| cx.b.materialize(a, arg_ty).into())
+        .map(|&a| b.materialize(a, arg_ty).into())
         .collect();
-    let d = cx.b.reg(ty);
+    let d = b.reg(ty);
     let uses = |name: &str| templates.iter().any(|l| l.contains(name));
     let s = if uses("{s}") {
-        cx.b.reg(ty).to_string()
+        b.reg(ty).to_string()
     } else {
         String::new()
     };
     let p = if uses("{p}") {
-        cx.b.reg(Ty::Pred).to_string()
+        b.reg(Ty::Pred).to_string()
     } else {
         String::new()
     };
     // The unrounded result of an op computing in bf16/tf32, and a rounding's bits.
     let e = if uses("{e}") {
-        cx.b.reg(Ty::F32).to_string()
+        b.reg(Ty::F32).to_string()
     } else {
         String::new()
     };
     let r = if uses("{r}") {
-        cx.b.reg(Ty::U32).to_string()
+        b.reg(Ty::U32).to_string()
     } else {
         String::new()
     };
@@ -258,7 +261,7 @@ pub(crate) fn elementwise(cx: &mut Emitter, v: Value, args: &[Operand]) -> Resul
         for (name, a) in ["{a}", "{b}", "{c}"].iter().zip(&args) {
             text = text.replace(name, &a.to_string());
         }
-        cx.b.emit(text);
+        b.emit(text);
     }
     Ok(d.into())
 }

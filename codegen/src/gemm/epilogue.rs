@@ -4,25 +4,37 @@
 
 use super::SplitResult;
 use super::{
-    offset_in_tile, operands_of, shared_address, store_v4, wavefronts, Layout, Operands, PAD,
-    PATCH, THREADS,
+    offset_in_tile, shared_address, store_v4, wavefronts, Layout, Operands, PAD, PATCH, THREADS,
 };
 use crate::error::Result;
-use crate::eval::Emitter;
+use crate::eval::{Emitter, Slices};
 use crate::index::Index;
 use crate::ptx::{ins, Operand, Reg, Ty};
 use calib_ir::{GemmDims, Value};
 
+impl Slices for SplitResult {
+    fn holds(&self, v: Value) -> bool {
+        self.anchor == v
+    }
+
+    fn count(&self) -> usize {
+        self.slices
+    }
+
+    fn combine(&self, cx: &mut Emitter, _: Value, workspace: Reg, at: &Index) -> Result<Operand> {
+        read_split(cx, self, workspace, at)
+    }
+}
+
 /// The anchor of a split-K kernel at `at`: the sum of its slices' partial results, in
 /// slice order.
-pub(crate) fn read_split(
+fn read_split(
     cx: &mut Emitter,
-    split: SplitResult,
+    split: &SplitResult,
     workspace: Reg,
     at: &Index,
 ) -> Result<Operand> {
-    let ops = operands_of(cx, split.anchor)
-        .ok_or_else(|| cx.unsupported(split.anchor, "a split-K anchor must be a GEMM"))?;
+    let ops = split.ops.as_ref();
     let dims = ops.dims();
     let (m, n, _) = dims.mnk();
     let coords = cx.coords(at, &cx.ty(split.anchor).shape.clone());

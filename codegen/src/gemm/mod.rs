@@ -35,27 +35,18 @@ mod operand;
 mod pipeline;
 mod tiles;
 
-pub(crate) use epilogue::read_split;
 pub(crate) use operand::{Contiguity, Element, Operands};
 
 use crate::error::{CodegenError, Result};
 use crate::eval::Emitter;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
-use crate::{conv, matmul};
 use calib_ir::{GemmSchedule, Value};
 use epilogue::{off_lattice, stage_patches, write_partials, Partials, Staged};
 use mma::{Lane, Warps};
 use pipeline::Pipeline;
+use std::rc::Rc;
 use tiles::{products, Loader, Tile};
-
-/// The GEMM-shaped op at body node `v`, if it is one.
-pub(crate) fn operands_of(cx: &Emitter, v: Value) -> Option<Box<dyn Operands>> {
-    if let Some(c) = conv::Conv::anchor(cx, v) {
-        return Some(Box::new(c));
-    }
-    matmul::MatMul::of(cx, v).map(|m| Box::new(m) as Box<dyn Operands>)
-}
 
 const THREADS: usize = GemmSchedule::THREADS;
 /// A thread's accumulators come in patches of this many rows and columns, one patch
@@ -96,10 +87,13 @@ impl Layout {
 /// Words of padding after each shared-memory row.
 const PAD: usize = 4;
 
-/// Where a split-K launch left its partial tiles, for the launches after it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a split-K launch left its partial tiles, for the launches after it (which
+/// read them as [`crate::eval::Slices`]).
+#[derive(Clone)]
 pub(crate) struct SplitResult {
     pub anchor: Value,
+    /// The anchor's problem, to find where each element's slices lie.
+    pub ops: Rc<dyn Operands>,
     pub slices: usize,
     /// The workspace is `[slice][group][n][m]` (else `[slice][group][m][n]`), following
     /// the anchor output's contiguous dimension.
@@ -134,11 +128,12 @@ pub(crate) fn serial(cx: &mut Emitter, ops: &dyn Operands, at: &[Operand]) -> Re
 /// or with a split, the partial tiles to the kernel's workspace.
 pub(crate) fn emit(
     cx: &mut Emitter,
-    ops: &dyn Operands,
+    problem: &Rc<dyn Operands>,
     anchor: Value,
     aligned: &[usize],
     schedule: GemmSchedule,
 ) -> Result<Emitted> {
+    let ops = problem.as_ref();
     let dims = ops.dims();
     schedule
         .check(&dims)
@@ -265,6 +260,7 @@ pub(crate) fn emit(
             },
             split: Some(SplitResult {
                 anchor,
+                ops: Rc::clone(problem),
                 slices,
                 transposed,
             }),
