@@ -58,6 +58,31 @@ fn stored_round_trips(p: &Program) -> Vec<String> {
     out
 }
 
+/// The f32 temporaries that every reader rounds to bf16 as it loads them (and reads
+/// in no other way): values the plan should have stored rounded.
+fn rounded_by_every_reader(p: &Program) -> Vec<String> {
+    let mut verdict: Vec<Option<bool>> = vec![None; p.buffers.len()];
+    for k in &p.kernels {
+        for ((_, v), buffer) in k.body.inputs().zip(&k.inputs) {
+            let rounds = k
+                .body
+                .nodes
+                .iter()
+                .filter(|n| n.inputs.contains(&v))
+                .all(|n| n.op == (Op::Cast { to: DType::BF16 }));
+            let stored = k.body.outputs.iter().any(|o| o.value == v);
+            let seen = verdict[buffer.0].unwrap_or(true);
+            verdict[buffer.0] = Some(seen && rounds && !stored);
+        }
+    }
+    p.buffers
+        .iter()
+        .zip(verdict)
+        .filter(|(b, v)| b.role == Role::Temp && b.ty.dtype == DType::F32 && *v == Some(true))
+        .map(|(b, _)| b.name.clone())
+        .collect()
+}
+
 #[test]
 fn merged_siblings_round_their_outputs_and_sum_statistics_in_one_kernel() {
     // As `merged_siblings_accumulate_their_batch_statistics_in_one_kernel`, under bf16:
@@ -108,6 +133,16 @@ fn storing_bf16_changes_no_value_and_leaves_no_f32_round_trip() {
         "without the pass round trips are stored in f32"
     );
     assert_eq!(stored_round_trips(&narrow.program), Vec::<String>::new());
+    // Convolution results, which the next layer rounds as it reads them, are stored
+    // rounded too.
+    assert!(
+        !rounded_by_every_reader(&wide.program).is_empty(),
+        "without the pass values rounded on every read are stored in f32"
+    );
+    assert_eq!(
+        rounded_by_every_reader(&narrow.program),
+        Vec::<String>::new()
+    );
     let bf16: Vec<_> = narrow
         .program
         .buffers

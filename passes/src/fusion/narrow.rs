@@ -12,8 +12,19 @@
 //! reader:  in  : f32                        =>  in : bf16, cast(in, f32)
 //! ```
 //!
+//! A kernel that stores an f32 value `y` every reader rounds as it loads it (each use of
+//! the buffer is `cast(in, bf16)`: a convolution's result, which the policy rounds where
+//! the next layer reads it) stores the rounding instead:
+//!
+//! ```text
+//! writer:  out = y                          =>  out = cast(y, bf16)     (bf16 buffer)
+//! reader:  cast(in, bf16), in : f32         =>  cast(cast(in, f32), bf16), in : bf16
+//! ```
+//!
 //! Exact: widening a bf16 to f32 is exact, so every reader computes the same f32 values
-//! from the same bits. Kept wide: the program's outputs and inputs (their types are the
+//! from the same bits; a reader that rounds what it loads gets `round(y)` either way
+//! (rounding a bf16 value to bf16 is the identity). The writer must not need `y` itself
+//! for anything else, or a later launch of it would read back the rounding. Kept wide: the program's outputs and inputs (their types are the
 //! graph's), buffers written in channel slices by several kernels (concat views, whose
 //! other writers store f32), and buffers a collective reads (it transfers f32).
 
@@ -29,8 +40,16 @@ pub fn narrow_stores(program: &mut Program) -> usize {
         };
         let kernel = &mut program.kernels[writer];
         let mut outputs: Vec<Value> = kernel.body.outputs.iter().map(|o| o.value).collect();
-        outputs[out] = narrow;
-        kernel.body = rebuild(&kernel.body, &[], &outputs);
+        let mut body = kernel.body.clone();
+        outputs[out] = match narrow {
+            Narrow::Widening(u) => u,
+            Narrow::Rounded(y) => {
+                let scope = body.node(y).scope.clone();
+                body.push(Op::Cast { to: DType::BF16 }, vec![y], &scope)
+                    .expect("an f32 value rounds to bf16")
+            }
+        };
+        kernel.body = rebuild(&body, &[], &outputs);
         for k in &mut program.kernels {
             let reads: Vec<usize> = (0..k.inputs.len())
                 .filter(|&i| k.inputs[i].0 == b)
@@ -46,9 +65,17 @@ pub fn narrow_stores(program: &mut Program) -> usize {
     narrowed
 }
 
-/// For buffer `b`: its one writer, the writer's output index and the bf16 body value
-/// whose widening that output is, when `b` may be stored narrow.
-fn narrowable(p: &Program, b: usize) -> Option<(usize, usize, Value)> {
+/// What a narrowed buffer's writer stores instead of its f32 output.
+enum Narrow {
+    /// The output widens this bf16 value: store it.
+    Widening(Value),
+    /// Every reader rounds the output, this f32 value, to bf16: store the rounding.
+    Rounded(Value),
+}
+
+/// For buffer `b`: its one writer, the writer's output index and what it stores
+/// instead, when `b` may be stored narrow.
+fn narrowable(p: &Program, b: usize) -> Option<(usize, usize, Narrow)> {
     let buffer = &p.buffers[b];
     (buffer.role == Role::Temp && buffer.ty.dtype == DType::F32).then_some(())?;
     let mut writers = p.kernels.iter().enumerate().flat_map(|(k, kernel)| {
@@ -69,9 +96,45 @@ fn narrowable(p: &Program, b: usize) -> Option<(usize, usize, Value)> {
         .iter()
         .any(|k| k.anchor == Anchor::Collective && touched(k));
     let body = &p.kernels[writer].body;
-    let narrow = widened(body, body.outputs[out].value)?;
+    let y = body.outputs[out].value;
+    let narrow = match widened(body, y) {
+        Some(u) => Narrow::Widening(u),
+        None if only_stored(body, y) && read_rounded(p, b) => Narrow::Rounded(y),
+        None => return None,
+    };
     (!collective && p.kernels[writer].workspace.is_none_or(|w| w.0 != b))
         .then_some((writer, out, narrow))
+}
+
+/// Whether body value `v` is an f32 value the body computes and only stores, once:
+/// nothing else in the kernel reads it, so storing its rounding loses nothing the
+/// kernel's later launches would read back.
+fn only_stored(body: &Graph, v: Value) -> bool {
+    body.ty(v).dtype == DType::F32
+        && !matches!(body.node(v).op, Op::Input { .. })
+        && !body.nodes.iter().any(|n| n.inputs.contains(&v))
+        && body.outputs.iter().filter(|o| o.value == v).count() == 1
+}
+
+/// Whether every kernel reading buffer `b` uses it only rounded to bf16, and at least
+/// one reads it.
+fn read_rounded(p: &Program, b: usize) -> bool {
+    let mut readers = 0;
+    for k in &p.kernels {
+        for (position, (_, v)) in k.body.inputs().enumerate() {
+            if k.inputs.get(position).is_none_or(|i| i.0 != b) {
+                continue;
+            }
+            readers += 1;
+            let mut uses = k.body.nodes.iter().filter(|n| n.inputs.contains(&v));
+            let rounds = uses.all(|n| n.op == Op::Cast { to: DType::BF16 });
+            let stored = k.body.outputs.iter().any(|o| o.value == v);
+            if !rounds || stored {
+                return false;
+            }
+        }
+    }
+    readers > 0
 }
 
 /// The bf16 value `v` widens, if `v` is `cast(u, f32)` of a bf16 value `u` the body
@@ -119,6 +182,8 @@ fn rebuild(body: &Graph, narrowed: &[usize], outputs: &[Value]) -> Graph {
     }
     let mut g = Graph::new();
     let mut map: Vec<Option<Value>> = vec![None; body.nodes.len()];
+    // The widening of each narrowed input, by the input.
+    let mut widening: Vec<(Value, Value)> = vec![];
     let mut position = 0;
     for (i, node) in body.nodes.iter().enumerate() {
         let input = matches!(node.op, Op::Input { .. });
@@ -136,11 +201,20 @@ fn rebuild(body: &Graph, narrowed: &[usize], outputs: &[Value]) -> Graph {
                 .push_source(node.op.clone(), ty, &node.scope)
                 .expect("an input of a valid body");
             if narrow {
-                g.push(Op::Cast { to: DType::F32 }, vec![v], &node.scope)
-                    .expect("bf16 widens to f32")
+                let wide = g
+                    .push(Op::Cast { to: DType::F32 }, vec![v], &node.scope)
+                    .expect("bf16 widens to f32");
+                widening.push((v, wide));
+                wide
             } else {
                 v
             }
+        } else if let Some(x) = rounds_a_widening(&g, node, &map, &widening) {
+            // `cast(cast(x, f32), bf16)` of a narrowed input `x` is `x` (exact), so a
+            // reader that rounded the f32 buffer reads the bf16 one as it is.
+            x
+        } else if let Some(wide) = widens_again(node, &map, &widening) {
+            wide
         } else if node.inputs.is_empty() {
             g.push_source(node.op.clone(), node.ty.clone(), &node.scope)
                 .expect("a source of a valid body")
@@ -160,6 +234,35 @@ fn rebuild(body: &Graph, narrowed: &[usize], outputs: &[Value]) -> Graph {
             .expect("the body's own output names");
     }
     g
+}
+
+/// For a `cast(_, bf16)` node of the old body whose operand maps to the widening of
+/// a narrowed input: that input.
+fn rounds_a_widening(
+    g: &Graph,
+    node: &calib_ir::Node,
+    map: &[Option<Value>],
+    widening: &[(Value, Value)],
+) -> Option<Value> {
+    (node.op == Op::Cast { to: DType::BF16 }).then_some(())?;
+    let operand = map[node.inputs.first()?.0]?;
+    let (x, _) = widening.iter().find(|(_, wide)| *wide == operand)?;
+    (g.ty(*x).dtype == DType::BF16).then_some(*x)
+}
+
+/// For a `cast(_, f32)` node of the old body whose operand maps to a narrowed input:
+/// the input's widening, made once.
+fn widens_again(
+    node: &calib_ir::Node,
+    map: &[Option<Value>],
+    widening: &[(Value, Value)],
+) -> Option<Value> {
+    (node.op == Op::Cast { to: DType::F32 }).then_some(())?;
+    let operand = map[node.inputs.first()?.0]?;
+    widening
+        .iter()
+        .find(|(x, _)| *x == operand)
+        .map(|(_, wide)| *wide)
 }
 
 #[cfg(test)]
@@ -275,5 +378,100 @@ mod tests {
         }
         // Applying it again finds nothing more.
         assert_eq!(narrow_stores(&mut narrow), 0);
+    }
+
+    /// `k0` stores `x * x` in f32; `k1` rounds it to bf16 as it loads it and adds `x`;
+    /// `k2`, when `plain_reader`, adds it to `x` unrounded.
+    fn rounded_on_read(plain_reader: bool) -> Program {
+        let input = |g: &mut Graph, name: &str| {
+            g.push_source(Op::Input { name: name.into() }, ty(DType::F32), "")
+                .unwrap()
+        };
+        let mut square = Graph::new();
+        let x = input(&mut square, "in0");
+        let sq = square.push(Op::Mul, vec![x, x], "").unwrap();
+        square.add_output("out0", sq).unwrap();
+        let mut rounds = Graph::new();
+        let t = input(&mut rounds, "in0");
+        let x = input(&mut rounds, "in1");
+        let low = rounds
+            .push(Op::Cast { to: DType::BF16 }, vec![t], "")
+            .unwrap();
+        let wide = rounds
+            .push(Op::Cast { to: DType::F32 }, vec![low], "")
+            .unwrap();
+        let s = rounds.push(Op::Add, vec![wide, x], "").unwrap();
+        rounds.add_output("out0", s).unwrap();
+        let mut plain = Graph::new();
+        let t = input(&mut plain, "in0");
+        let x = input(&mut plain, "in1");
+        let s = plain.push(Op::Add, vec![t, x], "").unwrap();
+        plain.add_output("out0", s).unwrap();
+        let buffer = |name: &str, role| Buffer {
+            name: name.into(),
+            ty: ty(DType::F32),
+            role,
+        };
+        let mut kernels = vec![
+            kernel("k0", vec![0], 1, square),
+            kernel("k1", vec![1, 0], 2, rounds),
+        ];
+        let mut outputs = vec![ProgramOutput {
+            name: "y".into(),
+            buffer: BufferId(2),
+        }];
+        if plain_reader {
+            kernels.push(kernel("k2", vec![1, 0], 3, plain));
+            outputs.push(ProgramOutput {
+                name: "z".into(),
+                buffer: BufferId(3),
+            });
+        }
+        Program {
+            buffers: vec![
+                buffer("x", Role::Input),
+                buffer("t", Role::Temp),
+                buffer("y", Role::Output),
+                buffer("z", Role::Output),
+            ],
+            kernels,
+            outputs,
+        }
+    }
+
+    #[test]
+    fn a_value_every_reader_rounds_is_stored_rounded() {
+        let wide = rounded_on_read(false);
+        let mut narrow = wide.clone();
+        assert_eq!(narrow_stores(&mut narrow), 1);
+        narrow.validate().unwrap();
+        assert_eq!(narrow.buffers[1].ty.dtype, DType::BF16);
+        let k0 = &narrow.kernels[0].body;
+        let stored = k0.node(k0.outputs[0].value);
+        assert_eq!(stored.op, Op::Cast { to: DType::BF16 });
+        // The reader loads the bf16 value and widens it once, rounding nothing.
+        let k1 = &narrow.kernels[1].body;
+        let casts: Vec<&Op> = k1
+            .nodes
+            .iter()
+            .map(|n| &n.op)
+            .filter(|op| matches!(op, Op::Cast { .. }))
+            .collect();
+        assert_eq!(casts, [&Op::Cast { to: DType::F32 }]);
+        let x = HostTensor::from_f32(vec![2, 3], vec![1.01, -3.3, 0.5, 7.77, 1e-3, -0.0]).unwrap();
+        let b = Bindings::new().input("x", &x);
+        let want = reference::run_program(&wide, &b).unwrap();
+        let got = reference::run_program(&narrow, &b).unwrap();
+        let bits =
+            |t: &HostTensor| -> Vec<u32> { t.to_f32_vec().iter().map(|v| v.to_bits()).collect() };
+        assert_eq!(bits(&got["y"]), bits(&want["y"]));
+        assert_eq!(narrow_stores(&mut narrow), 0);
+    }
+
+    #[test]
+    fn a_value_one_reader_needs_unrounded_stays_f32() {
+        let mut p = rounded_on_read(true);
+        assert_eq!(narrow_stores(&mut p), 0);
+        assert_eq!(p.buffers[1].ty.dtype, DType::F32);
     }
 }
