@@ -18,7 +18,7 @@
 //!      elementwise ops ─► op table       (render.rs)
 //!      index maps      ─► addresses      (index.rs)
 //!      windows, contractions, reductions ─► the NestedLoop it is handed
-//!                                           (families.rs: pool.rs, conv.rs, matmul.rs,
+//!                                           (families.rs: pool/, conv.rs, matmul.rs,
 //!                                            reduction.rs)
 //! ```
 //!

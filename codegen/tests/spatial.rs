@@ -249,20 +249,77 @@ fn average_pooling_and_adjoint() {
 
 #[test]
 fn max_pooling_and_adjoint_route_to_the_first_maximum() {
-    // Rounded inputs make ties common, so the first-maximum rule is exercised.
-    pool(
-        "graph {
-          %0 = input name=\"x\" : f32[2,3,9,9]
-          %1 = constant value=4 : f32[2,3,9,9]
-          %2 = mul(%0, %1) : f32[2,3,9,9]
-          %3 = cast(%2) to=\"i64\" : i64[2,3,9,9]
-          %4 = cast(%3) to=\"f32\" : f32[2,3,9,9]
-          %5 = max_pool2d(%4) kernel=[3,3] stride=[2,2] padding=[1,1] ceil_mode=false : f32[2,3,5,5]
-          %6 = input name=\"dy\" : f32[2,3,5,5]
-          %7 = max_pool2d_backward(%4, %6) kernel=[3,3] stride=[2,2] padding=[1,1] ceil_mode=false : f32[2,3,9,9]
-          return y=%5, dx=%7
-        }",
-    );
+    // Every residue of a position modulo the stride is a branch of the adjoint: strides
+    // 1 to 3, windows wider and narrower than the stride, padding, ceil mode, odd and
+    // even images.
+    for (k, s, p, ceil, h, w) in [
+        (3, 2, 1, false, 9, 9),
+        (3, 2, 1, true, 8, 10),
+        (2, 2, 0, false, 8, 7),
+        (3, 1, 1, false, 6, 7),
+        (3, 3, 0, true, 10, 8),
+        (5, 2, 2, false, 9, 6),
+    ] {
+        let out = |i: usize| {
+            let span = i + 2 * p - k;
+            let mut o = if ceil {
+                span.div_ceil(s) + 1
+            } else {
+                span / s + 1
+            };
+            if ceil && (o - 1) * s >= i + p {
+                o -= 1;
+            }
+            o
+        };
+        let (oh, ow) = (out(h), out(w));
+        let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode={ceil}");
+        // Rounded inputs make ties common, so the first-maximum rule is exercised.
+        pool(&format!(
+            "graph {{
+              %0 = input name=\"x\" : f32[2,3,{h},{w}]
+              %1 = constant value=4 : f32[2,3,{h},{w}]
+              %2 = mul(%0, %1) : f32[2,3,{h},{w}]
+              %3 = cast(%2) to=\"i64\" : i64[2,3,{h},{w}]
+              %4 = cast(%3) to=\"f32\" : f32[2,3,{h},{w}]
+              %5 = max_pool2d(%4) {attrs} : f32[2,3,{oh},{ow}]
+              %6 = input name=\"dy\" : f32[2,3,{oh},{ow}]
+              %7 = max_pool2d_backward(%4, %6) {attrs} : f32[2,3,{h},{w}]
+              return y=%5, dx=%7
+            }}"
+        ));
+    }
+}
+
+#[test]
+fn max_pooling_adjoint_routes_to_the_first_nan() {
+    // `log(z + 0.8) * 0` is NaN where `z < -0.8` and zero elsewhere: windows holding one
+    // NaN, several, or none, among tied integers.
+    for (k, s, p) in [(3, 2, 1), (2, 2, 0), (3, 1, 1)] {
+        let out = |i: usize| (i + 2 * p - k) / s + 1;
+        let (h, w) = (9, 8);
+        let (oh, ow) = (out(h), out(w));
+        let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode=false");
+        pool(&format!(
+            "graph {{
+              %0 = input name=\"x\" : f32[2,3,{h},{w}]
+              %1 = constant value=4 : f32[2,3,{h},{w}]
+              %2 = mul(%0, %1) : f32[2,3,{h},{w}]
+              %3 = cast(%2) to=\"i64\" : i64[2,3,{h},{w}]
+              %4 = cast(%3) to=\"f32\" : f32[2,3,{h},{w}]
+              %5 = input name=\"z\" : f32[2,3,{h},{w}]
+              %6 = constant value=0.8 : f32[2,3,{h},{w}]
+              %7 = add(%5, %6) : f32[2,3,{h},{w}]
+              %8 = log(%7) : f32[2,3,{h},{w}]
+              %9 = constant value=0 : f32[2,3,{h},{w}]
+              %10 = mul(%8, %9) : f32[2,3,{h},{w}]
+              %11 = add(%4, %10) : f32[2,3,{h},{w}]
+              %12 = input name=\"dy\" : f32[2,3,{oh},{ow}]
+              %13 = max_pool2d_backward(%11, %12) {attrs} : f32[2,3,{h},{w}]
+              return dx=%13
+            }}"
+        ));
+    }
 }
 
 #[test]

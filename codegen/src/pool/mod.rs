@@ -6,6 +6,8 @@
 //! (`count_include_pad`) or by its positions inside the input. The adjoints gather: an
 //! input position sums over the windows that contain it (`window::Axis::output_pos`).
 
+mod max_adjoint;
+
 use crate::error::Result;
 use crate::eval::Emitter;
 use crate::flow::Check;
@@ -13,11 +15,10 @@ use crate::index::{self, Index};
 use crate::ptx::{ins, Operand, Reg, Ty};
 use crate::window::Axis;
 use calib_ir::{Op, Value};
+use max_adjoint::max_pool_backward;
 
 /// The smallest f32, the reference's starting point for a window maximum.
 const LOWEST: Operand = Operand::F32(0xFF7F_FFFF);
-/// A position no window element has.
-const NOWHERE: i64 = u32::MAX as i64;
 
 /// Pooling node `v` (or `resize_nearest_backward`) at `at`.
 pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> {
@@ -235,52 +236,6 @@ fn avg_pool_backward(
             Ok(divide(cx, g, dh, dw).into())
         })?;
         ins!(cx.b, "add.rn.f32 {acc}, {acc}, {share}");
-        Ok(())
-    })?;
-    Ok(acc.into())
-}
-
-/// Each window's gradient goes to its first maximum in row-major order, a NaN counting
-/// as the maximum (PyTorch's rule): an input position gathers from the windows whose
-/// first maximum it is.
-fn max_pool_backward(
-    cx: &mut Emitter,
-    [x, dy]: [Value; 2],
-    at: &[Operand],
-    w: [Axis; 2],
-    kernel: [usize; 2],
-) -> Result<Operand> {
-    let acc = zero(cx);
-    let here = cx.b.mad_u32(at[2], Operand::Int(w[1].input as i64), at[3]);
-    windows_containing(cx, at, w, kernel, &mut |cx, oh, ow, contains| {
-        let best = cx.b.materialize(LOWEST, Ty::F32);
-        let pos = cx.b.materialize(Operand::Int(NOWHERE), Ty::U32);
-        cx.for_each_small(&kernel, &mut |cx, k| {
-            let ([ih, iw], inside) = tap(cx, w, [oh, ow], k);
-            let v = cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))?;
-            let v = cx.b.materialize(v, Ty::F32);
-            // better = inside && (first || (best is a number && (v > best || v is NaN)))
-            let first = cx.b.setp("eq", Ty::U32, pos.into(), Operand::Int(NOWHERE));
-            let number = cx.b.setp("num", Ty::F32, best.into(), best.into());
-            let above = cx.b.setp("gtu", Ty::F32, v.into(), best.into());
-            let better = cx.b.reg(Ty::Pred);
-            ins!(cx.b, "and.pred {better}, {number}, {above}");
-            ins!(cx.b, "or.pred {better}, {better}, {first}");
-            match inside {
-                Ok(p) => ins!(cx.b, "and.pred {better}, {better}, {p}"),
-                Err(true) => {}
-                Err(false) => return Ok(()),
-            }
-            let flat = cx.b.mad_u32(ih, Operand::Int(w[1].input as i64), iw);
-            ins!(cx.b, "@{better} mov.f32 {best}, {v}");
-            ins!(cx.b, "@{better} mov.u32 {pos}, {flat}");
-            Ok(())
-        })?;
-        let mine = cx.b.setp("eq", Ty::U32, pos.into(), here);
-        let g = cx.select_or_zero(vec![Ok(mine), contains], Ty::F32, |cx| {
-            cx.value(dy, &Index::coords(vec![at[0], at[1], oh, ow]))
-        })?;
-        ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
         Ok(())
     })?;
     Ok(acc.into())
