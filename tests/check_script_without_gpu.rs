@@ -215,10 +215,19 @@ fn gpu_check_runs_cold_then_warm_and_returns_its_files() {
             && l.contains("tf32-255-registers-kernels.csv")),
         "{calls}"
     );
+    // ResNet-50 at bf16, for the images/s criterion.
+    assert!(
+        calls.lines().any(|l| l.starts_with("bench")
+            && l.contains("--model resnet50")
+            && l.contains("--precision bf16")),
+        "{calls}"
+    );
+    assert_eq!(v["calib_resnet50_bf16"]["step_ms_median"], 50.0, "{v}");
     assert_eq!(v["eval_cuda"]["same_top1_top5"], true, "{v}");
     assert_eq!(v["eval_cuda"]["loss_relative_error"], 0.0, "{v}");
     for step in [
         "bench-calib-tf32-255-registers",
+        "bench-calib-resnet50-bf16",
         "train-cuda-unstaged",
         "eval-cuda",
         "eval-reference",
