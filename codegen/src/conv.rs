@@ -224,13 +224,6 @@ impl Operands for Conv {
         }
     }
 
-    fn reads(&self) -> [Value; 2] {
-        match self.kind {
-            Kind::BackwardWeight => [self.b, self.a],
-            _ => [self.a, self.b],
-        }
-    }
-
     fn a_element(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Element {
         match self.kind {
             Kind::Forward => self.image(cx, [g, k[0], m[0]], [m[1], m[2]], [k[1], k[2]]),

@@ -408,13 +408,12 @@ impl<'a> Emitter<'a> {
         Ok(self.load_global(self.ty(v).dtype, addr, true).into())
     }
 
-    /// Whether body value `v` is read straight from a kernel input buffer of 4-byte
-    /// elements (f32 or tf32), with no arithmetic between: what `cp.async` can copy.
+    /// Whether body value `v` is read straight from a kernel input buffer of f32, tf32
+    /// or bf16 elements, with no arithmetic between: what `cp.async` can copy.
     pub fn is_plain_input(&self, v: Value) -> bool {
         matches!(self.node(v).op, Op::Input { .. })
             && !self.is_stored(v)
-            && self.element_bytes(v) == 4
-            && matches!(self.ty(v).dtype, DType::F32 | DType::TF32)
+            && matches!(self.ty(v).dtype, DType::F32 | DType::TF32 | DType::BF16)
     }
 
     /// The global address of element `at` of a plain input ([`Emitter::is_plain_input`]).

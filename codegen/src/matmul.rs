@@ -62,10 +62,6 @@ impl Operands for MatMul {
         }
     }
 
-    fn reads(&self) -> [Value; 2] {
-        [self.a, self.b]
-    }
-
     fn a_element(&self, _: &mut Emitter, _: Operand, m: &[Operand], k: &[Operand]) -> Element {
         let at = if self.transpose_a {
             vec![k[0], m[0]]

@@ -6,7 +6,8 @@ mod support;
 
 use calib_codegen::{compile, Family};
 use calib_ir::{
-    gemm_anchor, Anchor, DType, GemmDims, GemmInstruction, GemmSchedule, Graph, Program, Schedule,
+    gemm_anchor, Anchor, DType, GemmDims, GemmInstruction, GemmSchedule, Graph, Op, Program,
+    Schedule,
 };
 use calib_runtime::HostTensor;
 use std::collections::BTreeMap;
@@ -105,8 +106,18 @@ fn representable(x: f32, instruction: GemmInstruction) -> f32 {
     })
 }
 
-/// Inputs and parameters of `g` whose values tensor cores multiply exactly.
+/// Inputs and parameters of `g` whose values tensor cores multiply exactly (bf16 ones
+/// as bf16 tensors).
 fn tensor_core_inputs(g: &Graph, instruction: GemmInstruction) -> BTreeMap<String, HostTensor> {
+    let bf16: Vec<String> = g
+        .nodes
+        .iter()
+        .filter(|n| n.ty.dtype == DType::BF16)
+        .filter_map(|n| match &n.op {
+            Op::Input { name } | Op::Param { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
     tensors(g, 7, 3)
         .into_iter()
         .map(|(name, t)| match t.dtype() {
@@ -116,7 +127,11 @@ fn tensor_core_inputs(g: &Graph, instruction: GemmInstruction) -> BTreeMap<Strin
                     .iter()
                     .map(|&x| representable(x, instruction))
                     .collect();
-                (name, HostTensor::from_f32(t.shape().to_vec(), v).unwrap())
+                let t = HostTensor::from_f32(t.shape().to_vec(), v).unwrap();
+                match bf16.contains(&name) {
+                    true => (name, t.cast(DType::BF16)),
+                    false => (name, t),
+                }
             }
             _ => (name, t),
         })
@@ -126,12 +141,17 @@ fn tensor_core_inputs(g: &Graph, instruction: GemmInstruction) -> BTreeMap<Strin
 /// Every tile shape on tensor cores, TF32 and bf16, unsplit and split, double-buffered
 /// and pipelined through three and four stages: on operands the instruction represents
 /// exactly the products are exact, so only the order of the f32 additions differs from
-/// the reference. Every graph here has an operand read straight from a buffer, so
-/// pipelined kernels copy it with `cp.async`.
-fn every_schedule_on_tensor_cores(src: &str, anchor: Anchor) {
+/// the reference. Pipelined kernels copy an operand read straight from a buffer with
+/// `cp.async` when `instructions` say they do (f32 buffers under TF32, bf16 buffers in
+/// pairs under bf16); bf16 kernels read fragments with `ldmatrix.trans`.
+fn every_schedule_on_tensor_cores(
+    src: &str,
+    anchor: Anchor,
+    instructions: &[(GemmInstruction, bool)],
+) {
     let g = graph(src);
     let dims = GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap();
-    for instruction in [GemmInstruction::MmaTf32, GemmInstruction::MmaBf16] {
+    for &(instruction, copies) in instructions {
         let inputs = tensor_core_inputs(&g, instruction);
         for stages in GemmSchedule::STAGES {
             let mut ran = 0;
@@ -153,12 +173,19 @@ fn every_schedule_on_tensor_cores(src: &str, anchor: Anchor) {
                         "{bm}x{bn}x{block_k} split {split} {instruction:?} stages {stages}"
                     );
                     assert!(ptx.contains("mma.sync.aligned"), "{label}: no mma");
+                    let bf16 = instruction == GemmInstruction::MmaBf16;
                     assert_eq!(
                         ptx.contains("cp.async.shared") || ptx.contains("cp.async.c"),
-                        stages > 2,
+                        stages > 2 && copies,
                         "{label}"
                     );
-                    if stages > 2 {
+                    assert_eq!(
+                        ptx.contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16")
+                            && ptx.contains("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16"),
+                        bf16,
+                        "{label}"
+                    );
+                    if stages > 2 && copies {
                         let wait = format!("cp.async.wait_group {}", stages - 2);
                         assert!(ptx.contains(&wait), "{label}: no {wait}");
                     }
@@ -188,10 +215,20 @@ fn weight_gradient_in_every_schedule() {
     every_schedule(WEIGHT_GRADIENT, Anchor::Convolution);
 }
 
+/// f32 operands: TF32 tiles copy them, bf16 tiles (16-bit) load them through registers.
+const F32_OPERANDS: [(GemmInstruction, bool); 2] = [
+    (GemmInstruction::MmaTf32, true),
+    (GemmInstruction::MmaBf16, false),
+];
+
 #[test]
 fn tensor_core_gemms_in_every_schedule() {
-    every_schedule_on_tensor_cores(WEIGHT_GRADIENT, Anchor::Convolution);
-    every_schedule_on_tensor_cores(FORWARD_WITH_PROLOGUE_AND_STATISTICS, Anchor::Convolution);
+    every_schedule_on_tensor_cores(WEIGHT_GRADIENT, Anchor::Convolution, &F32_OPERANDS);
+    every_schedule_on_tensor_cores(
+        FORWARD_WITH_PROLOGUE_AND_STATISTICS,
+        Anchor::Convolution,
+        &F32_OPERANDS,
+    );
     every_schedule_on_tensor_cores(
         "graph {
           %0 = input name=\"a\" : f32[37,45]
@@ -200,7 +237,42 @@ fn tensor_core_gemms_in_every_schedule() {
           return y=%2
         }",
         Anchor::MatMul,
+        &F32_OPERANDS,
     );
+}
+
+/// bf16 buffers read widened, as the bf16 plans store them: `A` transposed (`[k][m]`)
+/// and `B` (`[k][n]`) lie along their tiles' widths, 38 and 30 columns, so pipelined
+/// kernels copy both in pairs, zero-filling past `m`, `n` and `k` (45, which no step
+/// divides); with 29 columns `B` has no aligned pairs and loads through registers while
+/// `A` is still copied.
+#[test]
+fn bf16_buffers_are_copied_in_pairs_in_every_schedule() {
+    for (n, b_copied) in [(30, true), (29, false)] {
+        let src = format!(
+            "graph {{
+              %0 = input name=\"a\" : bf16[45,38]
+              %1 = input name=\"b\" : bf16[45,{n}]
+              %2 = cast(%0) to=\"f32\" : f32[45,38]
+              %3 = cast(%1) to=\"f32\" : f32[45,{n}]
+              %4 = matmul(%2, %3) transpose_a=true transpose_b=false : f32[38,{n}]
+              return y=%4
+            }}"
+        );
+        every_schedule_on_tensor_cores(&src, Anchor::MatMul, &[(GemmInstruction::MmaBf16, true)]);
+        // Both operands copied: nothing is stored to the tiles from registers.
+        let g = graph(&src);
+        let s = GemmSchedule {
+            block_k: 16,
+            instruction: GemmInstruction::MmaBf16,
+            stages: 3,
+            ..schedule(64, 64, 1)
+        };
+        let program = scheduled(single_kernel(&g, Anchor::MatMul), s);
+        let ptx = compile(&program).unwrap().kernels[0].ptx.clone();
+        assert_eq!(ptx.contains("st.shared.u16"), !b_copied, "n = {n}");
+        assert!(ptx.contains("cp.async.ca.shared.global"), "n = {n}");
+    }
 }
 
 #[test]
@@ -355,9 +427,11 @@ fn rounded_operands(p: &str) -> String {
 
 #[test]
 fn pipelined_tiles_round_operands_like_the_policy_casts() {
-    // Inputs no TF32 or bf16 represents: the tiles arrive by `cp.async` as the buffers'
+    // Inputs no TF32 or bf16 represents: TF32 tiles arrive by `cp.async` as the buffers'
     // f32 bits (the casts are seen through), so the fragment loads must round them
-    // exactly as the casts do, or the products drift from the reference's.
+    // exactly as the casts do, or the products drift from the reference's. bf16 tiles
+    // hold 16-bit elements, which no copy of f32 bits makes: they are rounded (to
+    // nearest even, as the casts) as they are stored from registers.
     for (p, instruction) in [
         ("tf32", GemmInstruction::MmaTf32),
         ("bf16", GemmInstruction::MmaBf16),
@@ -372,10 +446,16 @@ fn pipelined_tiles_round_operands_like_the_policy_casts() {
             };
             let program = scheduled(single_kernel(&g, Anchor::Convolution), s);
             let ptx = compile(&program).unwrap().kernels[0].ptx.clone();
-            // Both operands are copied (4 bytes each: the image is padded), none is
-            // stored from registers.
-            assert!(ptx.contains("cp.async.ca.shared.global"), "{p} {stages}");
-            assert!(!ptx.contains("st.shared.b32"), "{p} {stages}");
+            if instruction == GemmInstruction::MmaTf32 {
+                // Both operands are copied (4 bytes each: the image is padded), none is
+                // stored from registers.
+                assert!(ptx.contains("cp.async.ca.shared.global"), "{p} {stages}");
+                assert!(!ptx.contains("st.shared.b32"), "{p} {stages}");
+            } else {
+                assert!(!ptx.contains("cp.async.ca"), "{p} {stages}");
+                assert!(ptx.contains("cvt.rn.bf16x2.f32"), "{p} {stages}");
+                assert!(ptx.contains("st.shared.u16"), "{p} {stages}");
+            }
             check(&g, &program, 11, 1e-5);
         }
     }

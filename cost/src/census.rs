@@ -89,7 +89,10 @@ impl Census {
             {
                 c.global_stores += n;
                 c.global_store_bytes += n * access_bytes(opcode);
-            } else if opcode.starts_with("ld.shared") || opcode.starts_with("st.shared") {
+            } else if ["ld.shared", "st.shared", "ldmatrix"]
+                .iter()
+                .any(|p| opcode.starts_with(p))
+            {
                 c.shared += n;
             } else if opcode.starts_with("bar.") {
                 c.barriers += n;
@@ -229,12 +232,13 @@ mod tests {
             ("ld.global.s64", 1.0),
             ("st.global.f32", 3.0),
             ("ld.shared.v4.f32", 4.0),
+            ("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", 2.0),
             ("bar.sync", 1.0),
         ]));
         assert_eq!(c.global_loads, 3.0);
         assert_eq!(c.global_load_bytes, 2.0 * 16.0 + 8.0);
         assert_eq!(c.global_store_bytes, 12.0);
-        assert_eq!(c.shared, 4.0);
+        assert_eq!(c.shared, 4.0 + 2.0);
         assert_eq!(c.barriers, 1.0);
     }
 

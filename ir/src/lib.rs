@@ -8,6 +8,7 @@
 //! (serde) and Graphviz DOT ([`dot`]).
 
 mod builder;
+mod copy_source;
 pub mod dot;
 mod dtype;
 mod error;
@@ -22,6 +23,7 @@ pub mod text;
 mod types;
 
 pub use builder::{broadcast_shape, ConvSpec, GraphBuilder, Mode, BN_EPS, BN_MOMENTUM};
+pub use copy_source::{copy_source, gemm_operands};
 pub use dtype::{round_tf32, DType, TF32_DROPPED_BITS};
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, Output, Value};
@@ -32,6 +34,6 @@ pub use kernel::{
 pub use op::{Op, OpClass, ReduceOp};
 pub use precision::Precision;
 pub use schedule::{
-    copy_source, gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, ReductionSchedule, Schedule,
+    gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, ReductionSchedule, Schedule,
 };
 pub use types::{checked_numel, fmt_shape, numel, Shape, TensorType, MAX_TENSOR_BYTES};

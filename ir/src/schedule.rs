@@ -9,7 +9,7 @@
 //! epilogue, so that small outputs with long reductions (weight gradients) still fill
 //! the GPU and give the same bits on every run.
 
-use crate::{numel, DType, Graph, Op, Value};
+use crate::{numel, Graph, Op, Value};
 use serde::{Deserialize, Serialize};
 
 /// The extents of a GEMM problem; `m`, `n` and `k` are row-major multi-indices (a
@@ -126,34 +126,6 @@ pub fn gemm_anchor(body: &Graph) -> Option<Value> {
     body.nodes.iter().rposition(|n| n.op.is_gemm()).map(Value)
 }
 
-/// The input buffer whose f32 bits can be copied (`cp.async`) straight into a shared
-/// tile of GEMM operand `v` multiplied by `instruction`, so that the tensor cores round
-/// them as the fragments are read: `v` itself when it is an f32 (or tf32) input, or the
-/// input under a rounding round trip `cast(cast(x, P), f32)` to the instruction's own
-/// operand type `P` (the precision policies' casts), which the fragment loads repeat
-/// bit for bit. `None` for an operand computed by a prologue, or under FMA products.
-pub fn copy_source(body: &Graph, v: Value, instruction: GemmInstruction) -> Option<Value> {
-    let plain = |x: Value| {
-        let n = &body.nodes[x.0];
-        (matches!(n.op, Op::Input { .. }) && matches!(n.ty.dtype, DType::F32 | DType::TF32))
-            .then_some(x)
-    };
-    let narrow = match instruction {
-        GemmInstruction::MmaTf32 => DType::TF32,
-        GemmInstruction::MmaBf16 => DType::BF16,
-        GemmInstruction::Fma => return None,
-    };
-    if let Some(x) = plain(v) {
-        return Some(x);
-    }
-    let outer = &body.nodes[v.0];
-    let inner = &body.nodes[outer.inputs.first()?.0];
-    if outer.op == (Op::Cast { to: DType::F32 }) && inner.op == (Op::Cast { to: narrow }) {
-        return plain(*inner.inputs.first()?);
-    }
-    None
-}
-
 /// How a kernel's launches are laid out: its GEMM anchor's, and its first reduction's
 /// (a reduction kernel's own, or a GEMM kernel's statistics over its result).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -264,6 +236,27 @@ impl GemmInstruction {
         }
     }
 
+    /// Bytes of one element of the GEMM template's shared operand tiles: bf16 products
+    /// read 16-bit tiles (`ldmatrix`), the others f32 words.
+    pub fn tile_bytes(self) -> usize {
+        match self {
+            GemmInstruction::MmaBf16 => 2,
+            _ => 4,
+        }
+    }
+
+    /// Elements of padding after each row of a shared operand tile, so that the
+    /// products' shared loads hit distinct banks: 4 words for the FMA template's 16-byte
+    /// loads, 8 words for TF32 fragment words (lanes `t` rows apart), and 8 bf16 (16
+    /// bytes) for `ldmatrix`, whose eight 16-byte rows then lie an odd number of 16-byte
+    /// chunks apart (the codegen's `mma` module says why).
+    pub fn tile_pad(self) -> usize {
+        match self {
+            GemmInstruction::Fma => 4,
+            GemmInstruction::MmaTf32 | GemmInstruction::MmaBf16 => 8,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             GemmInstruction::Fma => "fma",
@@ -326,15 +319,12 @@ impl GemmSchedule {
     pub const STAGES: [usize; 3] = [2, 3, 4];
 
     /// Bytes of shared memory the operand tiles take: every stage of both tiles, each
-    /// `block_k` rows of `block_m` (or `block_n`) f32 words, padded as the GEMM
-    /// template pads them (8 words for TF32 fragments, 4 otherwise) so that its
-    /// accesses spread over the banks.
+    /// `block_k` rows of `block_m` (or `block_n`) elements of
+    /// [`GemmInstruction::tile_bytes`], padded as the GEMM template pads them
+    /// ([`GemmInstruction::tile_pad`]) so that its accesses spread over the banks.
     pub fn operand_bytes(&self) -> usize {
-        let pad = match self.instruction {
-            GemmInstruction::MmaTf32 => 8,
-            _ => 4,
-        };
-        self.stages * 4 * self.block_k * (self.block_m + self.block_n + 2 * pad)
+        let (bytes, pad) = (self.instruction.tile_bytes(), self.instruction.tile_pad());
+        self.stages * bytes * self.block_k * (self.block_m + self.block_n + 2 * pad)
     }
 
     /// The `k` step that gives each thread four elements per step of the tile with the
@@ -563,5 +553,30 @@ mod tests {
         };
         assert!(fma.check(&dims()).unwrap_err().contains("tensor-core"));
         assert_eq!(GemmSchedule { stages: 2, ..fma }.check(&dims()), Ok(()));
+    }
+
+    #[test]
+    fn bf16_tiles_take_two_bytes_an_element() {
+        let bf16 = GemmSchedule {
+            block_m: 128,
+            block_n: 64,
+            block_k: 32,
+            split_k: 1,
+            instruction: GemmInstruction::MmaBf16,
+            stages: 3,
+        };
+        // Rows of 128 + 8 and 64 + 8 bf16, 32 of them, three stages.
+        assert_eq!(bf16.operand_bytes(), 3 * 32 * 2 * (136 + 72));
+        let tf32 = GemmSchedule {
+            instruction: GemmInstruction::MmaTf32,
+            ..bf16
+        };
+        assert_eq!(tf32.operand_bytes(), 3 * 32 * 4 * (136 + 72));
+        let fma = GemmSchedule {
+            instruction: GemmInstruction::Fma,
+            stages: 2,
+            ..bf16
+        };
+        assert_eq!(fma.operand_bytes(), 2 * 32 * 4 * (132 + 68));
     }
 }

@@ -80,6 +80,24 @@ fn pipelined_schedules_are_candidates_where_shared_memory_holds_them() {
 }
 
 #[test]
+fn bf16_tiles_fit_rings_whose_f32_tiles_do_not() {
+    use calib_ir::{gemm_anchor, GemmDims, GemmInstruction, Precision};
+    use calib_passes::fusion::estimate::candidate_schedules;
+    let text = rounded_conv("cast").to_string().replace("tf32", "bf16");
+    let body = text::parse(&text).unwrap();
+    let dims = GemmDims::of(&body, gemm_anchor(&body).unwrap()).unwrap();
+    let a100 = Device::load("a100-sxm").unwrap();
+    let all = candidate_schedules(&dims, &a100, Precision::Bf16);
+    // 16-bit elements: four stages of 256x64x32 take 86 KB, not 172.
+    let ring = all
+        .iter()
+        .find(|s| (s.block_m, s.block_n, s.block_k, s.stages) == (256, 64, 32, 4))
+        .expect("the largest bf16 ring is a candidate on an A100");
+    assert_eq!(ring.instruction, GemmInstruction::MmaBf16);
+    assert_eq!(ring.operand_bytes(), 4 * 2 * 32 * (256 + 64 + 2 * 8));
+}
+
+#[test]
 fn copied_operands_wait_for_no_load_round_of_their_own() {
     use calib_ir::{gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, Schedule};
     use calib_passes::fusion::estimate::gemm;

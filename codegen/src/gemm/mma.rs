@@ -2,14 +2,15 @@
 //! 16x8 fragments of the shared tiles with `mma.sync` (TF32 `m16n8k8` or bf16
 //! `m16n8k16`, f32 accumulators), and where those accumulators sit for the epilogue.
 //!
-//! The operand side is the FMA template's: the loader applies the prologue and stores
-//! f32 tiles `[k][width]` to shared memory, TF32 operands already rounded there
-//! (`cvt.rna`, once per element rather than once per fragment). A tile that arrived by
-//! `cp.async` holds the buffer's f32 bits instead, and its TF32 words are rounded with
-//! `cvt.rna` as each fragment word is read (the mma would truncate them; the IR's cast
-//! rounds to nearest, ties away). Fragments are read with scalar shared loads at
-//! constant offsets from one address per lane, bf16 pairs packed by `cvt.rn.bf16x2.f32`
-//! (round to nearest even, as the IR's `cast`, whichever way the tile came).
+//! The operand side is the FMA template's, tiles `[k][width]`: the loader applies the
+//! prologue and stores each element rounded to what the products multiply, once per
+//! element rather than once per fragment ([`round_for_store`]): TF32 tiles hold f32
+//! words (`cvt.rna`, ties away, as the IR's cast), bf16 tiles 16-bit elements
+//! (`cvt.rn.bf16x2.f32`, to nearest even, as the IR's cast; exact for operands the
+//! policy's casts already rounded). A TF32 tile that arrived by `cp.async` holds the
+//! buffer's f32 bits instead, and its words are rounded with `cvt.rna` as each fragment
+//! word is read (the mma would truncate them). bf16 tiles never arrive by `cp.async`
+//! (`calib_ir::copy_source` says why).
 //!
 //! Fragment layout (PTX ISA, `g = lane / 4`, `t = lane % 4`, k in 32-bit words: one
 //! TF32, or two bf16 with the lower k in the low half): A's register `r` holds row
@@ -19,10 +20,13 @@
 //! the epilogue stages the tile one band of `16 warps_m` rows at a time with every warp
 //! taking part.
 //!
-//! Shared rows are padded so each fragment load hits 32 different banks: lanes differ
-//! by `t` rows and `g` words, so a TF32 load (`t` rows apart) wants a pitch of 8 modulo
-//! 32 words, a bf16 pair (`2 t` rows apart) a pitch of 4.
+//! TF32 fragment words are scalar shared loads at constant offsets from one address per
+//! lane ([`Words`]); rows padded by 8 words put the lanes of a load (`t` rows and `g`
+//! words apart) on 32 different banks. bf16 fragments are one `ldmatrix.trans` each:
+//! a pair along k is two elements of a tile column, which is what the transposed 8x8
+//! matrix load hands a lane ([`super::ldmatrix`], with its padding).
 
+use super::ldmatrix::Matrices;
 use super::tiles::Tile;
 use super::{shared_address, wavefronts};
 use crate::error::Result;
@@ -69,14 +73,6 @@ impl Warps {
         4 * self.frags_m * self.frags_n
     }
 
-    /// Words of padding per shared row (see the module's comment).
-    pub(super) fn pad(&self) -> usize {
-        match self.instruction {
-            GemmInstruction::MmaTf32 => 8,
-            _ => 4,
-        }
-    }
-
     /// Accumulator `r` of fragment `(fm, fn)`.
     fn acc(&self, fm: usize, fn_: usize, r: usize) -> usize {
         (fm * self.frags_n + fn_) * 4 + r
@@ -95,6 +91,10 @@ impl Warps {
 /// A lane's place: its thread in group, and the origins of its fragments and accumulators.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Lane {
+    /// The lane in its warp, and the warp's place in the warp grid.
+    pub(super) lane: Operand,
+    pub(super) warp_m: Operand,
+    pub(super) warp_n: Operand,
     t: Operand,
     /// Tile row of its first accumulator: `16 warp_m + g`.
     row: Operand,
@@ -118,6 +118,9 @@ impl Lane {
         let two_t = cx.b.mul_u32(t, Operand::Int(2));
         let col = cx.b.mad_u32(warp_n, Operand::Int(8), two_t);
         Lane {
+            lane,
+            warp_m,
+            warp_n,
             t,
             row: a_row,
             col,
@@ -142,9 +145,11 @@ impl Lane {
     }
 }
 
-/// Rounds a tile element to TF32 before it is stored to shared memory, when the
-/// products are TF32 (ties away from zero, as the IR's `cast` to tf32); with the type
-/// to store it as.
+/// Rounds a tile element to what the products multiply before it is stored to shared
+/// memory, with the type to store it as: TF32 with ties away from zero (as the IR's
+/// `cast` to tf32), once per element rather than once per fragment word; bf16 to
+/// nearest even (as the IR's `cast` to bf16; exact for the policy's already rounded
+/// operands) into the low half of a word, whose 16 bits a `.u16` store keeps.
 pub(super) fn round_for_store(
     cx: &mut Emitter,
     warps: Option<&Warps>,
@@ -157,7 +162,95 @@ pub(super) fn round_for_store(
             ins!(cx.b, "cvt.rna.tf32.f32 {r}, {f}");
             (r.into(), "b32")
         }
+        Some(GemmInstruction::MmaBf16) => {
+            let f = cx.b.materialize(v, Ty::F32);
+            let zero = cx.b.materialize(Operand::f32(0.0), Ty::F32);
+            let packed = cx.b.reg(Ty::U32);
+            ins!(cx.b, "cvt.rn.bf16x2.f32 {packed}, {zero}, {f}");
+            (packed.into(), "u16")
+        }
         _ => (v, "f32"),
+    }
+}
+
+/// Where a warp's fragment registers come from: the lane's words of A fragment `fm`
+/// and B fragment `fn` for the instruction `k` slice starting at tile row `k0`.
+pub(super) trait Fragments {
+    fn a(&self, cx: &mut Emitter, k0: usize, fm: usize) -> [Reg; 4];
+    fn b(&self, cx: &mut Emitter, k0: usize, fn_: usize) -> [Reg; 2];
+}
+
+/// TF32 fragments from f32 tiles, a scalar shared load per word at a constant offset
+/// from one address per lane and tile.
+struct Words {
+    tiles: [Tile; 2],
+    bases: [Reg; 2],
+    ways: [usize; 2],
+    warps: Warps,
+}
+
+impl Words {
+    fn new(
+        cx: &mut Emitter,
+        warps: &Warps,
+        lane: &Lane,
+        tiles: [Tile; 2],
+        bases: [Operand; 2],
+    ) -> Words {
+        // A lane starts from k row `t`, at its fragment row (A) or column (B).
+        let base = |cx: &mut Emitter, tile: Tile, base: Operand, along: Operand| {
+            let word =
+                cx.b.mad_u32(lane.t, Operand::Int(tile.pitch() as i64), along);
+            let at = shared_address(cx, base, word);
+            cx.b.materialize(at, Ty::U32)
+        };
+        let a_base = base(cx, tiles[0], bases[0], lane.a_row);
+        let b_base = base(cx, tiles[1], bases[1], lane.b_col);
+        let ways = tiles.map(|tile| wavefronts(4, |l| 4 * ((l % 4) * tile.pitch() + l / 4)));
+        Words {
+            tiles,
+            bases: [a_base, b_base],
+            ways,
+            warps: *warps,
+        }
+    }
+
+    /// The fragment word at tile row `k` and column `along` of operand `i`.
+    fn word(&self, cx: &mut Emitter, i: usize, k: usize, along: usize) -> Reg {
+        let (tile, base) = (self.tiles[i], self.bases[i]);
+        let offset = 4 * (k * tile.pitch() + along);
+        cx.b.shared_ways(self.ways[i]);
+        if tile.copied {
+            // A tile copied by `cp.async` holds the buffer's f32 bits: the mma would
+            // truncate them, the reference rounds to nearest with ties away.
+            let raw = cx.b.reg(Ty::F32);
+            ins!(cx.b, "ld.shared.f32 {raw}, [{base}+{offset}]");
+            let rounded = cx.b.reg(Ty::U32);
+            ins!(cx.b, "cvt.rna.tf32.f32 {rounded}, {raw}");
+            rounded
+        } else {
+            // Rounded as stored: the words go to the mma as they are.
+            let v = cx.b.reg(Ty::U32);
+            ins!(cx.b, "ld.shared.b32 {v}, [{base}+{offset}]");
+            v
+        }
+    }
+}
+
+impl Fragments for Words {
+    fn a(&self, cx: &mut Emitter, k0: usize, fm: usize) -> [Reg; 4] {
+        let m = fm * self.warps.span_m();
+        [
+            self.word(cx, 0, k0, m),
+            self.word(cx, 0, k0, m + 8),
+            self.word(cx, 0, k0 + 4, m),
+            self.word(cx, 0, k0 + 4, m + 8),
+        ]
+    }
+
+    fn b(&self, cx: &mut Emitter, k0: usize, fn_: usize) -> [Reg; 2] {
+        let n = fn_ * self.warps.span_n();
+        [self.word(cx, 1, k0, n), self.word(cx, 1, k0 + 4, n)]
     }
 }
 
@@ -168,90 +261,27 @@ pub(super) fn products(
     acc: &[Reg],
     warps: &Warps,
     lane: &Lane,
-    [a, b]: [Tile; 2],
+    tiles: [Tile; 2],
     bases: [Operand; 2],
 ) -> Result<()> {
     let per = warps.instruction.k_per_instruction();
-    let bf16 = warps.instruction == GemmInstruction::MmaBf16;
-    // k rows a lane starts from: `t` words, one TF32 or two bf16 each.
-    let k_row = if bf16 {
-        cx.b.mul_u32(lane.t, Operand::Int(2))
-    } else {
-        lane.t
+    let fragments: Box<dyn Fragments> = match warps.instruction {
+        GemmInstruction::MmaBf16 => Box::new(Matrices::new(cx, warps, lane, tiles, bases)),
+        _ => Box::new(Words::new(cx, warps, lane, tiles, bases)),
     };
-    let base = |cx: &mut Emitter, tile: Tile, base: Operand, along: Operand| {
-        let word =
-            cx.b.mad_u32(k_row, Operand::Int(tile.pitch() as i64), along);
-        let at = shared_address(cx, base, word);
-        cx.b.materialize(at, Ty::U32)
+    let shape = match warps.instruction {
+        GemmInstruction::MmaBf16 => "m16n8k16.row.col.f32.bf16.bf16.f32",
+        _ => "m16n8k8.row.col.f32.tf32.tf32.f32",
     };
-    let a_base = base(cx, a, bases[0], lane.a_row);
-    let b_base = base(cx, b, bases[1], lane.b_col);
-    let rows_per_word = if bf16 { 2 } else { 1 };
-    let ways = |tile: Tile| {
-        wavefronts(4, |l| {
-            4 * ((rows_per_word * (l % 4)) * tile.pitch() + l / 4)
-        })
-    };
-    let (a_ways, b_ways) = (ways(a), ways(b));
-    // The f32 words of one 32-bit fragment register: k rows `k` (and `k + 1`), packed
-    // to a bf16 pair when the products are bf16.
-    let word = |cx: &mut Emitter, tile: Tile, base: Reg, k: usize, along: usize, ways| {
-        // TF32 words go to the mma as they are (`.b32`), bf16 ones through `cvt` (`.f32`).
-        let load = |cx: &mut Emitter, k: usize| {
-            let (ty, suffix) = if bf16 || tile.copied {
-                (Ty::F32, "f32")
-            } else {
-                (Ty::U32, "b32")
-            };
-            let v = cx.b.reg(ty);
-            let offset = 4 * (k * tile.pitch() + along);
-            cx.b.shared_ways(ways);
-            ins!(cx.b, "ld.shared.{suffix} {v}, [{base}+{offset}]");
-            v
-        };
-        if bf16 {
-            let (lo, hi) = (load(cx, k), load(cx, k + 1));
-            let packed = cx.b.reg(Ty::U32);
-            ins!(cx.b, "cvt.rn.bf16x2.f32 {packed}, {hi}, {lo}");
-            packed
-        } else if tile.copied {
-            // A tile copied by `cp.async` holds the buffer's f32 bits: the mma would
-            // truncate them, the reference rounds to nearest with ties away.
-            let raw = load(cx, k);
-            let rounded = cx.b.reg(Ty::U32);
-            ins!(cx.b, "cvt.rna.tf32.f32 {rounded}, {raw}");
-            rounded
-        } else {
-            load(cx, k)
-        }
-    };
-    for step in 0..a.depth / per {
+    for step in 0..tiles[0].depth / per {
         let k0 = step * per;
-        // k rows between a fragment's first and second half of words.
-        let half = 4 * rows_per_word;
-        let mut af = vec![];
-        for fm in 0..warps.frags_m {
-            let m = fm * warps.span_m();
-            af.push([
-                word(cx, a, a_base, k0, m, a_ways),
-                word(cx, a, a_base, k0, m + 8, a_ways),
-                word(cx, a, a_base, k0 + half, m, a_ways),
-                word(cx, a, a_base, k0 + half, m + 8, a_ways),
-            ]);
-        }
-        let shape = match warps.instruction {
-            GemmInstruction::MmaBf16 => "m16n8k16.row.col.f32.bf16.bf16.f32",
-            _ => "m16n8k8.row.col.f32.tf32.tf32.f32",
-        };
+        let af: Vec<[Reg; 4]> = (0..warps.frags_m)
+            .map(|fm| fragments.a(cx, k0, fm))
+            .collect();
         // One B fragment at a time, each used by every A fragment at once: the
         // fewest fragment registers live beside the accumulators.
         for fn_ in 0..warps.frags_n {
-            let n = fn_ * warps.span_n();
-            let bw = [
-                word(cx, b, b_base, k0, n, b_ways),
-                word(cx, b, b_base, k0 + half, n, b_ways),
-            ];
+            let bw = fragments.b(cx, k0, fn_);
             cx.b.independent(true);
             for (fm, a) in af.iter().enumerate() {
                 let c: Vec<Reg> = (0..4).map(|r| acc[warps.acc(fm, fn_, r)]).collect();
@@ -381,18 +411,19 @@ mod tests {
         }
     }
 
+    /// TF32 fragment words, lanes `t` rows and `g` words apart, each hit a bank of
+    /// their own in padded rows of every tile width (bf16 fragments: the `ldmatrix`
+    /// module's test).
     #[test]
     fn fragment_loads_are_free_of_bank_conflicts() {
-        for instruction in [GemmInstruction::MmaTf32, GemmInstruction::MmaBf16] {
-            let w = warps(128, 128, instruction);
-            let pitch = 128 + w.pad();
-            let rows = if instruction == GemmInstruction::MmaBf16 {
-                2
-            } else {
-                1
-            };
-            let ways = wavefronts(4, |l| 4 * ((rows * (l % 4)) * pitch + l / 4));
-            assert_eq!(ways, 1, "{instruction:?}");
+        let pad = GemmInstruction::MmaTf32.tile_pad();
+        for (bm, bn) in GemmSchedule::TILES {
+            for width in [bm, bn] {
+                let pitch = width + pad;
+                let ways = wavefronts(4, |l| 4 * ((l % 4) * pitch + l / 4));
+                assert_eq!(ways, 1, "width {width}");
+            }
         }
+        assert_eq!(wavefronts(4, |l| 4 * ((l % 4) * 128 + l / 4)), 4);
     }
 }

@@ -16,11 +16,13 @@
 //! loading into registers (every element of a thread's share at once, without branches:
 //! out-of-range elements are read at a clamped position and zeroed by a select), then go
 //! to the other pair; one barrier per step. Tensor-core schedules may instead keep a ring
-//! of three or four stages (`GemmSchedule::stages`) filled `stages - 1` steps ahead, an
-//! operand read straight from a buffer (or through the precision policy's rounding
+//! of three or four stages (`GemmSchedule::stages`) filled `stages - 1` steps ahead, a
+//! TF32 operand read straight from a buffer (or through the precision policy's rounding
 //! casts) copied by 4-byte `cp.async`s (zero-filled outside the operand) rather than
-//! through registers. Shared rows are padded by four words so that transposed tile
-//! stores spread over the banks.
+//! through registers. Tiles hold f32 words, or for bf16 products bf16 elements (half the
+//! shared memory per stage, fragments read with `ldmatrix`, see [`ldmatrix`]); shared
+//! rows are padded (`GemmInstruction::tile_pad`) so that the products' loads and
+//! transposed tile stores spread over the banks.
 //!
 //! The epilogue stages `C` through shared memory, 64 rows at a time, transposed when the
 //! anchor's output is contiguous along `m`, so that consecutive threads store
@@ -30,6 +32,7 @@
 //! keeps the result bit-identical from run to run.
 
 mod epilogue;
+mod ldmatrix;
 mod mma;
 mod operand;
 mod pipeline;
@@ -84,8 +87,6 @@ impl Layout {
         self.threads_n * PATCH
     }
 }
-/// Words of padding after each shared-memory row.
-const PAD: usize = 4;
 
 /// Where a split-K launch left its partial tiles, for the launches after it (which
 /// read them as [`crate::eval::Slices`]).
@@ -99,6 +100,10 @@ pub(crate) struct SplitResult {
     /// the anchor output's contiguous dimension.
     pub transposed: bool,
 }
+
+/// Words of padding after each row of the epilogue's f32 staging area (as the FMA
+/// template's tiles, `GemmInstruction::Fma.tile_pad()`).
+const PAD: usize = 4;
 
 /// What [`emit`] produced.
 pub(crate) struct Emitted {
@@ -165,18 +170,22 @@ pub(crate) fn emit(
     let n0 = cx.b.mul_u32(tile_n, Operand::Int(bn as i64));
     let k0 = cx.b.mul_u32(slice, Operand::Int((steps * bk) as i64));
     let math = Math::of(cx, &schedule, tid);
-    let pad = match &math {
-        Math::Fma { .. } => PAD,
-        Math::Mma { warps, .. } => warps.pad(),
-    };
+    let (bytes, pad) = (
+        schedule.instruction.tile_bytes(),
+        schedule.instruction.tile_pad(),
+    );
 
     // With a ring of three or more stages, operands read straight from a buffer
     // arrive by `cp.async`; two stages, and prologues, go through registers.
     let stages = schedule.stages;
+    // (A bf16 tile is copied in pairs along its width, which must be the operand's
+    // contiguous side: `copy_source` pairs only such matmul operands.)
+    let along_width = [contiguity.a_m, contiguity.b_n];
     let sources = match &math {
-        Math::Mma { warps, .. } if stages > 2 => ops
-            .reads()
-            .map(|v| operand::copy_source(cx, v, warps.instruction)),
+        Math::Mma { warps, .. } if stages > 2 => [0, 1].map(|i| {
+            operand::copy_source(cx, anchor, i, warps.instruction)
+                .filter(|_| along_width[i] || warps.instruction.tile_bytes() == 4)
+        }),
         _ => [None, None],
     };
     let a = Tile {
@@ -184,6 +193,7 @@ pub(crate) fn emit(
         width: bm,
         offset: 0,
         along_width: contiguity.a_m,
+        bytes,
         pad,
         copied: sources[0].is_some(),
     };
@@ -192,6 +202,7 @@ pub(crate) fn emit(
         width: bn,
         offset: stages * a.stage_bytes(),
         along_width: contiguity.b_n,
+        bytes,
         pad,
         copied: sources[1].is_some(),
     };
@@ -431,14 +442,20 @@ fn load_v4(cx: &mut Emitter, base: Reg, offset: usize) -> [Reg; 4] {
 /// once, lanes reading the same word share it, and wide accesses are split into phases
 /// of `128 / width` lanes.
 fn wavefronts(width: usize, address: impl Fn(usize) -> usize) -> usize {
-    let lanes_per_phase = (128 / width).clamp(1, 32);
-    (0..32)
+    wavefronts_of(32, width, address)
+}
+
+/// [`wavefronts`] of an access by the first `lanes` lanes of a warp (`ldmatrix`: eight
+/// per matrix), `width` bytes each; a 16-bit access shares its word's bank.
+fn wavefronts_of(lanes: usize, width: usize, address: impl Fn(usize) -> usize) -> usize {
+    let lanes_per_phase = (128 / width).clamp(1, lanes);
+    (0..lanes)
         .step_by(lanes_per_phase)
         .map(|first| {
             let mut words: Vec<Vec<usize>> = vec![vec![]; 32];
             for lane in first..first + lanes_per_phase {
                 let start = address(lane) / 4;
-                for word in start..start + width / 4 {
+                for word in start..(address(lane) + width).div_ceil(4) {
                     let bank = &mut words[word % 32];
                     if !bank.contains(&word) {
                         bank.push(word);
@@ -456,12 +473,14 @@ mod tests {
 
     #[test]
     fn padded_rows_spread_transposed_tile_stores_over_the_banks() {
+        assert_eq!(calib_ir::GemmInstruction::Fma.tile_pad(), PAD);
         let tile = |pad: usize| {
             Tile {
                 depth: 8,
                 width: 128,
                 offset: 0,
                 along_width: false,
+                bytes: 4,
                 pad: PAD,
                 copied: false,
             }
@@ -475,6 +494,7 @@ mod tests {
                 width: 128,
                 offset: 0,
                 along_width: false,
+                bytes: 4,
                 pad: PAD,
                 copied: false,
             };

@@ -73,21 +73,24 @@ impl Element {
     }
 }
 
-/// The kernel input whose f32 bits a `cp.async` can copy into a tile of operand value
-/// `v` multiplied by `instruction` ([`calib_ir::copy_source`]: a plain input, or one
-/// under the policy's rounding casts, which the fragment loads repeat), unless this
-/// launch reads it back from an earlier one.
-pub(crate) fn copy_source(cx: &Emitter, v: Value, instruction: GemmInstruction) -> Option<Value> {
-    calib_ir::copy_source(&cx.kernel.body, v, instruction).filter(|&x| cx.is_plain_input(x))
+/// The kernel input a `cp.async` can copy into the tiles of operand `operand` (0 for
+/// `A`) of GEMM anchor `anchor` multiplied by `instruction` ([`calib_ir::copy_source`]:
+/// f32 words for TF32 tiles, bf16 pairs for bf16 ones), unless this launch reads it back
+/// from an earlier one.
+pub(crate) fn copy_source(
+    cx: &Emitter,
+    anchor: Value,
+    operand: usize,
+    instruction: GemmInstruction,
+) -> Option<Value> {
+    calib_ir::copy_source(&cx.kernel.body, anchor, operand, instruction)
+        .filter(|&x| cx.is_plain_input(x))
 }
 
 /// A GEMM-shaped anchor op.
 pub(crate) trait Operands {
     fn dims(&self) -> GemmDims;
     fn contiguity(&self) -> Contiguity;
-    /// The body values `A` and `B` read their elements from (an input buffer, or a
-    /// prologue's result).
-    fn reads(&self) -> [Value; 2];
     /// Where `A[g; m, k]` comes from.
     fn a_element(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Element;
     /// Where `B[g; k, n]` comes from.

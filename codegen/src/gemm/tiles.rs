@@ -1,9 +1,10 @@
 //! The operand side of the GEMM template: each operand's tile in shared memory (two to
-//! four stages, padded rows), the loader that brings a step's elements into registers
-//! (every element of a thread at once, one chain each, the step's `k` shared) and stores
-//! them, or for a tile of a plain buffer copies them with `cp.async` (4 bytes each, a
-//! source size of 0 outside the operand), and the FMA products of a step from the
-//! shared tiles.
+//! four stages, padded rows of f32 words, or of bf16 for bf16 products), the loader that
+//! brings a step's elements into registers (every element of a thread at once, one
+//! chain each, the step's `k` shared) and stores them, or for a tile of a plain buffer
+//! ([`calib_ir::copy_source`]) copies them with `cp.async` (4 bytes each: an f32 word,
+//! or two bf16 adjacent along the width; a source size of 0 outside the operand), and
+//! the FMA products of a step from the shared tiles.
 
 use super::mma::{round_for_store, Warps};
 use super::{load_v4, shared_address, wavefronts, Element, Layout, Operands, PATCH, THREADS};
@@ -14,8 +15,8 @@ use crate::index::Index;
 use crate::ptx::{ins, Operand, Reg, Ty};
 use calib_ir::{GemmDims, Value};
 
-/// One operand's tile in shared memory: `depth` rows (k) of `width` elements (m or n),
-/// each row padded, two stages.
+/// One operand's tile in shared memory: `depth` rows (k) of `width` elements (m or n) of
+/// `bytes` each, each row padded, one per stage.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Tile {
     pub(super) depth: usize,
@@ -25,11 +26,14 @@ pub(super) struct Tile {
     /// Whether the operand is contiguous along the tile's width (else along k): which
     /// way consecutive threads walk when loading it.
     pub(super) along_width: bool,
-    /// Words of padding after each row, so that the accesses of the products spread
+    /// Bytes of an element: 4 (f32 or TF32 words), or 2 (bf16).
+    pub(super) bytes: usize,
+    /// Elements of padding after each row, so that the accesses of the products spread
     /// over the banks.
     pub(super) pad: usize,
-    /// Whether the elements arrive by `cp.async`, as the f32 bits of the buffer (TF32
-    /// products round them as fragments are read), rather than through registers.
+    /// Whether the elements arrive by `cp.async` rather than through registers: as the
+    /// f32 bits of the buffer (TF32 products round them as fragments are read), or as
+    /// its bf16 elements, two at a time.
     pub(super) copied: bool,
 }
 
@@ -39,36 +43,55 @@ impl Tile {
     }
 
     pub(super) fn stage_bytes(&self) -> usize {
-        self.depth * self.pitch() * 4
+        self.depth * self.pitch() * self.bytes
     }
 
-    /// The tile's sides as `(fast, slow)`: consecutive threads walk the fast one.
+    /// The shared address of element `index` (`k * pitch + w`) of the stage at `base`.
+    pub(super) fn address(&self, cx: &mut Emitter, base: Operand, index: Operand) -> Operand {
+        let bytes = cx.b.mul_u32(index, Operand::Int(self.bytes as i64));
+        cx.b.add_u32(base, bytes)
+    }
+
+    /// Elements one slot of a thread's share covers: a copied bf16 tile's slots are
+    /// pairs adjacent along the width (4 bytes, `cp.async`'s least), others single
+    /// elements.
+    pub(super) fn grain(&self) -> usize {
+        match self.copied && self.bytes == 2 {
+            true => 2,
+            false => 1,
+        }
+    }
+
+    /// The tile's sides, in slots, as `(fast, slow)`: consecutive threads walk the fast
+    /// one (a paired tile is copied along its width).
     pub(super) fn sides(&self) -> (usize, usize) {
         if self.along_width {
-            (self.width, self.depth)
+            (self.width / self.grain(), self.depth)
         } else {
             (self.depth, self.width)
         }
     }
 
-    /// Elements each thread loads per step.
+    /// Slots each thread loads (or copies) per step.
     pub(super) fn per_thread(&self) -> usize {
-        (self.depth * self.width).div_ceil(THREADS)
+        (self.depth * self.width / self.grain()).div_ceil(THREADS)
     }
 
     /// Shared-memory wavefronts of one warp's stores (or copies) of an element each.
     pub(super) fn store_ways(&self) -> usize {
-        wavefronts(4, |lane| {
+        wavefronts(self.bytes * self.grain(), |lane| {
             let (kk, ww) = self.position(lane, 0);
-            4 * (kk * self.pitch() + ww)
+            self.bytes * (kk * self.pitch() + ww)
         })
     }
 
-    /// The `(k, width)` position of element `e` of thread `tid`'s share.
+    /// The `(k, width)` position of (the first element of) slot `e` of thread `tid`'s
+    /// share.
     pub(super) fn position(&self, tid: usize, e: usize) -> (usize, usize) {
         let idx = e * THREADS + tid;
         if self.along_width {
-            (idx / self.width, idx % self.width)
+            let (fast, _) = self.sides();
+            (idx / fast, idx % fast * self.grain())
         } else {
             (idx % self.depth, idx / self.depth)
         }
@@ -93,8 +116,8 @@ pub(super) struct Loader<'a> {
     pub(super) sources: [Option<Value>; 2],
 }
 
-/// One element of a thread's share of a tile, with everything about it that stays the
-/// same from step to step (computed once, before the k loop).
+/// One element (or copied bf16 pair) of a thread's share of a tile, with everything
+/// about it that stays the same from step to step (computed once, before the k loop).
 pub(super) struct Slot {
     /// Whether it is an element of `A` (else of `B`).
     pub(super) is_a: bool,
@@ -104,7 +127,7 @@ pub(super) struct Slot {
     /// unclamped position is in range.
     pub(super) width_coords: Vec<Operand>,
     pub(super) width_inside: crate::flow::Check,
-    /// Its shared-memory word within a stage.
+    /// Its shared-memory element (`k * pitch + w`) within a stage.
     pub(super) shared_word: Operand,
 }
 
@@ -129,13 +152,19 @@ impl Loader<'_> {
                 let at_slow =
                     cx.b.add_u32(first_slow, Operand::Int((e * THREADS / fast) as i64));
                 let (kk, ww) = if tile.along_width {
-                    (at_slow, at_fast)
+                    let ww = match tile.grain() {
+                        1 => at_fast,
+                        grain => cx.b.mul_u32(at_fast, Operand::Int(grain as i64)),
+                    };
+                    (at_slow, ww)
                 } else {
                     (at_fast, at_slow)
                 };
                 let gw = cx.b.add_u32(origin, ww);
                 let width_inside = cx.b.lt_u32(gw, Operand::Int(extent as i64));
-                let clamped = cx.clamp_index(gw, extent);
+                // A pair outside the operand is still copied (zero bytes) from an
+                // aligned address: clamped to the last pair, not the last element.
+                let clamped = cx.clamp_index(gw, extent + 1 - tile.grain());
                 let width_coords = cx.coords(&Index::flat(clamped), dims);
                 let shared_word = cx.b.mad_u32(kk, Operand::Int(tile.pitch() as i64), ww);
                 slots.push(Slot {
@@ -230,8 +259,9 @@ impl Loader<'_> {
     ) -> Result<()> {
         let mine = slots.iter().filter(|s| !self.tile(s).copied);
         for (slot, v) in mine.zip(values) {
-            let ways = self.tile(slot).store_ways();
-            let addr = shared_address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
+            let tile = self.tile(slot);
+            let ways = tile.store_ways();
+            let addr = tile.address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
             let (v, ty) = round_for_store(cx, self.warps.as_ref(), *v);
             cx.b.shared_ways(ways);
             ins!(cx.b, "st.shared.{ty} [{addr}], {v}");
@@ -240,8 +270,10 @@ impl Loader<'_> {
     }
 
     /// Starts copying this thread's elements of step `kt` of the tiles that arrive by
-    /// `cp.async` into the stage at shared addresses `bases`: the buffer's f32 bits, or
-    /// zeros (a source size of 0) outside the operand.
+    /// `cp.async` into the stage at shared addresses `bases`: the buffer's f32 bits (or
+    /// a bf16 pair, whose second element is inside the operand where the first is:
+    /// [`calib_ir::copy_source`] pairs only widths of even extent), or zeros (a source
+    /// size of 0) outside the operand.
     pub(super) fn copy(&self, cx: &mut Emitter, slots: &[Slot], kt: Operand, bases: [Operand; 2]) {
         let input = |s: &Slot| self.sources[usize::from(!s.is_a)];
         let mine: Vec<(&Slot, Value)> = slots.iter().filter_map(|s| Some((s, input(s)?))).collect();
@@ -250,10 +282,11 @@ impl Loader<'_> {
         let elements = self.elements(cx, mine.iter().map(|m| m.0), kt);
         for ((slot, input), element) in mine.into_iter().zip(elements) {
             let source = element.source(cx, input);
-            let dst = shared_address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
+            let tile = self.tile(slot);
+            let dst = tile.address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
             let src = source.address;
             // A copy writes shared memory as a store of the element would.
-            cx.b.shared_ways(self.tile(slot).store_ways());
+            cx.b.shared_ways(tile.store_ways());
             // `.ca`: 4-byte copies must go through L1 (`.cg` copies 16 bytes only).
             match source.inside {
                 Err(true) => ins!(cx.b, "cp.async.ca.shared.global [{dst}], [{src}], 4"),

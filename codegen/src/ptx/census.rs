@@ -95,7 +95,10 @@ impl Counter {
         // memory too, but the thread does not wait for it here (its `wait_group` comes
         // steps later), so it opens no load round.
         let copy = opcode.starts_with("cp.async.ca") || opcode.starts_with("cp.async.cg");
-        if opcode.starts_with("ld.shared") || opcode.starts_with("st.shared") || copy {
+        // An `ldmatrix` is a shared load (of up to four matrices, its wavefronts set by
+        // the emitter like any other).
+        let matrices = opcode.starts_with("ldmatrix");
+        if opcode.starts_with("ld.shared") || opcode.starts_with("st.shared") || copy || matrices {
             self.mix.shared_wavefronts += w * self.next_shared_ways.take().unwrap_or(1.0);
         }
         if self.independent {
@@ -126,6 +129,8 @@ mod tests {
         c.enter(2.0);
         c.count("cp.async.ca.shared.global [%r5], [%rd4], 4, %r6");
         c.count("cp.async.commit_group");
+        c.next_shared_ways = Some(4.0);
+        c.count("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%r1, %r2, %r3, %r4}, [%r5+32]");
         c.count("cp.async.wait_group 1");
         c.exit();
         let m = c.finish();
@@ -134,7 +139,11 @@ mod tests {
         assert_eq!(m.opcodes["bra"], 4.0);
         // Copies are not waited for where they are issued.
         assert_eq!(m.load_rounds, 5.0);
-        assert_eq!(m.shared_wavefronts, 4.0 + 2.0);
+        assert_eq!(m.shared_wavefronts, 4.0 + 2.0 + 2.0 * 4.0);
+        assert_eq!(
+            m.opcodes["ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16"],
+            2.0
+        );
         assert_eq!(m.opcodes["cp.async.ca.shared.global"], 2.0);
     }
 }

@@ -7,8 +7,8 @@ use super::work::{issue, work_of, Work};
 use super::{census, seconds, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{
-    copy_source, gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, Graph, Op, OpClass,
-    Precision, ReductionSchedule, Schedule, Value,
+    copy_source, gemm_anchor, gemm_operands, GemmDims, GemmInstruction, GemmSchedule, Graph, Op,
+    OpClass, Precision, ReductionSchedule, Schedule, Value,
 };
 
 /// What a GEMM kernel's launches execute under `schedule`.
@@ -20,7 +20,7 @@ pub struct GemmEstimate {
 /// loader evaluates them, with the index arithmetic of a tile position.
 pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Work, Work) {
     let node = &body.nodes[anchor.0];
-    let [a, b] = operands(body, anchor);
+    let [a, b] = gemm_operands(body, anchor);
     // Code generation loads an operand along its contiguous side: along `m` or `n`
     // (the element's `k` changes from element to element, so each decomposes its own),
     // or along `k` (a thread's elements share one `k`, decomposed once per step). The
@@ -42,15 +42,6 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
     let wa = work_of(body, &[a], &[]) + issue(fixed + k_cost(a_along_k) + image);
     let wb = work_of(body, &[b], &[]) + issue(fixed + k_cost(b_along_k) + image);
     (wa, wb)
-}
-
-/// The body values GEMM anchor `anchor`'s `A` and `B` read.
-fn operands(body: &Graph, anchor: Value) -> [Value; 2] {
-    let node = &body.nodes[anchor.0];
-    match node.op {
-        Op::Conv2dBackwardWeight { .. } => [node.inputs[1], node.inputs[0]],
-        _ => [node.inputs[0], node.inputs[1]],
-    }
 }
 
 /// The launches of GEMM kernel `body` (anchor `anchor`) under `schedule`: the tiled
@@ -83,9 +74,11 @@ pub(super) fn gemm_with(
     // `cp.async` (the same index arithmetic, no select or store, and no register
     // holding the element): the thread waits for them `stages - 1` steps after issuing
     // them, so they add no load round of their own.
-    let copied = operands(body, anchor)
-        .map(|v| s.stages > 2 && copy_source(body, v, s.instruction).is_some());
-    let (products, fragment_loads, bands) = match (s.instruction, s.warps()) {
+    let copied =
+        [0, 1].map(|i| s.stages > 2 && copy_source(body, anchor, i, s.instruction).is_some());
+    // Per step: the products, the fragments' shared loads and their wavefronts, and
+    // the epilogue's bands.
+    let (products, fragment_loads, fragment_wavefronts, bands) = match (s.instruction, s.warps()) {
         (GemmInstruction::Fma, _) | (_, None) => {
             let fragments = (tm / 4 + tn / 4) as f64;
             let products = Work {
@@ -94,47 +87,47 @@ pub(super) fn gemm_with(
                 independent: (s.block_k * tm * tn) as f64,
                 ..Work::default()
             };
-            (products, s.block_k as f64 * fragments, tm / 4)
+            // 16-byte fragment loads take four wavefronts each.
+            let loads = s.block_k as f64 * fragments;
+            (products, loads, 4.0 * loads, tm / 4)
         }
         (instruction, Some((wm, wn))) => {
-            // Per instruction's k: each lane loads its A and B fragment words (two f32
-            // and a `cvt` per bf16 word), then every pair of fragments is one `mma`.
+            // Per instruction's k: each lane's A and B fragment words (4 fm + 2 fn, a
+            // wavefront each), then every pair of fragments is one `mma`. TF32 words are
+            // scalar loads; bf16 fragments are one `ldmatrix` each (four matrices for A,
+            // two for B, a wavefront per matrix).
             let (fm, fn_) = (s.block_m / (16 * wm), s.block_n / (8 * wn));
             let slices = (s.block_k / instruction.k_per_instruction()) as f64;
             let words = (4 * fm + 2 * fn_) as f64;
             let bf16 = instruction == GemmInstruction::MmaBf16;
-            let loads = if bf16 { 2.0 * words } else { words };
+            let loads = if bf16 { (fm + fn_) as f64 } else { words };
             let mmas = (fm * fn_) as f64;
             let flops = 2.0 * (s.block_m * s.block_n * s.block_k) as f64 / 256.0;
-            // TF32 elements are rounded as they are stored, or when they arrive by
-            // `cp.async`, as each fragment word is read (a word per warp lane and
-            // fragment, which is more conversions than elements).
-            let rounding = match bf16 {
-                true => 0.0,
-                false => {
-                    let a = if copied[0] {
-                        slices * (4 * fm) as f64
-                    } else {
-                        ea
-                    };
-                    let b = if copied[1] {
-                        slices * (2 * fn_) as f64
-                    } else {
-                        eb
-                    };
-                    a + b
-                }
+            // Elements are rounded as they are stored (bf16 into 16-bit tiles, TF32
+            // into words); TF32 tiles that arrive by `cp.async` as each fragment word is
+            // read (a word per warp lane and fragment, which is more conversions than
+            // elements); bf16 tiles that arrive by `cp.async` are bf16 already.
+            let rounding = |copied: bool, elements: f64, words: usize| match (copied, bf16) {
+                (false, _) => elements,
+                (true, false) => slices * words as f64,
+                (true, true) => 0.0,
             };
+            let rounding = rounding(copied[0], ea, 4 * fm) + rounding(copied[1], eb, 2 * fn_);
             let products = Work {
-                issue: slices * (mmas + loads + if bf16 { words } else { 0.0 }) + rounding,
+                issue: slices * (mmas + loads) + rounding,
                 // Conversions (`cvt`) are special-function operations.
-                sfu: rounding + if bf16 { slices * words } else { 0.0 },
+                sfu: rounding,
                 independent: slices * mmas,
                 tensor_tf32_flops: if bf16 { 0.0 } else { flops },
                 tensor_f16_flops: if bf16 { flops } else { 0.0 },
                 ..Work::default()
             };
-            (products, slices * loads, s.block_m / (16 * wm))
+            (
+                products,
+                slices * loads,
+                slices * words,
+                s.block_m / (16 * wm),
+            )
         }
     };
     // The elements of a step load as independent chains, one per element.
@@ -144,11 +137,7 @@ pub(super) fn gemm_with(
     let waits = if copied == [true, true] { 0.0 } else { 1.0 };
     step.rounds = waits + (wa.rounds * ea + wb.rounds * eb);
     let shared_per_step = ea + eb + fragment_loads;
-    let wavefronts_per_step = match s.instruction {
-        // 16-byte fragment loads take four wavefronts each.
-        GemmInstruction::Fma => ea + eb + 4.0 * fragment_loads,
-        _ => ea + eb + fragment_loads,
-    };
+    let wavefronts_per_step = ea + eb + fragment_wavefronts;
     let steps = steps as f64;
     let mut main = step * (steps + 1.0);
 

@@ -1,0 +1,175 @@
+//! bf16 fragments for `mma.m16n8k16` from 16-bit shared tiles, with
+//! `ldmatrix.sync.aligned.m8n8.{x4,x2}.trans.shared.b16`.
+//!
+//! Both tiles are `[k][width]` (rows of k, the m or n elements of a row contiguous), and
+//! both fragments want pairs along k in a register: A's register `r` holds row
+//! `g + 8 (r % 2)`, k `2 t + 8 (r / 2)` and the next; B's register `r` holds k
+//! `2 t + 8 r` and the next, column `g` (`g = lane / 4`, `t = lane % 4`, the lower k in
+//! the low half). An 8x8 matrix of the tile, k rows by width columns, loaded with
+//! `.trans` gives lane `l` elements `(2 t, g)` and `(2 t + 1, g)`: exactly that pair. So
+//! A's fragment is four matrices (x4), matrix `j` at k `8 (j / 2)` and m `8 (j % 2)` of
+//! the fragment; B's is two (x2), matrix `j` at k `8 j`. Lane `l` gives the address of
+//! row `l % 8` of matrix `l / 8`, so each lane's address is its own fixed position plus
+//! a constant per fragment and k slice (`[address+offset]`, no arithmetic per load).
+//!
+//! Each 8-lane phase of an `ldmatrix` reads eight 16-byte rows of a matrix, one per k
+//! row. Rows padded by 8 elements (16 bytes) are `2 width + 16` bytes apart, an odd
+//! number of 16-byte chunks for every tile width (a multiple of 32): eight consecutive
+//! rows fall on eight different 16-byte bank groups, so every phase takes one wavefront.
+//! Padding rather than an XOR swizzle keeps every fragment's rows at constant offsets
+//! from one address per lane, and the loader's 16-bit stores at a fixed element each;
+//! it costs 16 bytes per row.
+
+use super::mma::{Fragments, Lane, Warps};
+use super::tiles::Tile;
+use super::wavefronts_of;
+use crate::eval::Emitter;
+use crate::ptx::{ins, Operand, Reg, Ty};
+
+/// Bytes of one row of an 8x8 matrix of 16-bit elements: what one lane's address covers.
+const ROW: usize = 16;
+
+/// The byte offset, within its stage, of the matrix row lane `lane` addresses for an A
+/// fragment (`.x4`, relative to the warp's first row and k 0).
+pub(super) fn a_row(lane: usize, pitch: usize) -> usize {
+    2 * ((8 * (lane / 16) + lane % 8) * pitch + 8 * ((lane / 8) % 2))
+}
+
+/// The same for a B fragment (`.x2`: lanes 0-15 address, the others repeat them).
+pub(super) fn b_row(lane: usize, pitch: usize) -> usize {
+    2 * ((8 * ((lane / 8) % 2) + lane % 8) * pitch)
+}
+
+/// Shared-memory wavefronts of one warp's `ldmatrix` of `matrices` 8x8 matrices whose
+/// rows lane `l` addresses at byte `address(l)`: a phase of eight 16-byte rows per
+/// matrix.
+pub(super) fn ways(matrices: usize, address: impl Fn(usize) -> usize) -> usize {
+    wavefronts_of(8 * matrices, ROW, address)
+}
+
+/// A lane's `ldmatrix` addresses into a step's two tiles.
+pub(super) struct Matrices {
+    tiles: [Tile; 2],
+    bases: [Reg; 2],
+    ways: [usize; 2],
+    warps: Warps,
+}
+
+impl Matrices {
+    pub(super) fn new(
+        cx: &mut Emitter,
+        warps: &Warps,
+        lane: &Lane,
+        tiles: [Tile; 2],
+        bases: [Operand; 2],
+    ) -> Matrices {
+        let [a, b] = tiles;
+        let row = cx.b.rem_u32(lane.lane, 8);
+        let matrix = cx.b.div_u32(lane.lane, 8);
+        // A: matrix `j` at k `8 (j / 2)`, m `8 (j % 2)`, from the warp's 16 rows.
+        let a_k = {
+            let half = cx.b.div_u32(matrix, 2);
+            cx.b.mad_u32(half, Operand::Int(8), row)
+        };
+        let odd = cx.b.rem_u32(matrix, 2);
+        let a_col = {
+            let eighth = cx.b.mul_u32(odd, Operand::Int(8));
+            cx.b.mad_u32(lane.warp_m, Operand::Int(16), eighth)
+        };
+        // B: matrix `j` (lanes 16-31 repeat 0-15) at k `8 j`, from the warp's 8 columns.
+        let b_k = cx.b.mad_u32(odd, Operand::Int(8), row);
+        let b_col = cx.b.mul_u32(lane.warp_n, Operand::Int(8));
+        let base = |cx: &mut Emitter, tile: Tile, base: Operand, k: Operand, col: Operand| {
+            let element = cx.b.mad_u32(k, Operand::Int(tile.pitch() as i64), col);
+            let at = tile.address(cx, base, element);
+            cx.b.materialize(at, Ty::U32)
+        };
+        let a_base = base(cx, a, bases[0], a_k, a_col);
+        let b_base = base(cx, b, bases[1], b_k, b_col);
+        Matrices {
+            tiles,
+            bases: [a_base, b_base],
+            ways: [
+                ways(4, |l| a_row(l, a.pitch())),
+                ways(2, |l| b_row(l, b.pitch())),
+            ],
+            warps: *warps,
+        }
+    }
+
+    /// `N` registers of operand `i`'s matrices, `along` elements into the tile's width
+    /// and `k0` rows down from the lane's address.
+    fn load<const N: usize>(
+        &self,
+        cx: &mut Emitter,
+        i: usize,
+        k0: usize,
+        along: usize,
+    ) -> [Reg; N] {
+        let (tile, base) = (self.tiles[i], self.bases[i]);
+        let offset = tile.bytes * (k0 * tile.pitch() + along);
+        let r = [(); N].map(|_| cx.b.reg(Ty::U32));
+        let list = r
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        cx.b.shared_ways(self.ways[i]);
+        ins!(
+            cx.b,
+            "ldmatrix.sync.aligned.m8n8.x{N}.trans.shared.b16 {{{list}}}, [{base}+{offset}]"
+        );
+        r
+    }
+}
+
+impl Fragments for Matrices {
+    fn a(&self, cx: &mut Emitter, k0: usize, fm: usize) -> [Reg; 4] {
+        self.load(cx, 0, k0, fm * self.warps.span_m())
+    }
+
+    fn b(&self, cx: &mut Emitter, k0: usize, fn_: usize) -> [Reg; 2] {
+        self.load(cx, 1, k0, fn_ * self.warps.span_n())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calib_ir::{GemmInstruction, GemmSchedule};
+
+    /// Every tile width's padded rows: each phase of an ldmatrix is one wavefront.
+    #[test]
+    fn matrix_loads_are_free_of_bank_conflicts() {
+        let pad = GemmInstruction::MmaBf16.tile_pad();
+        for (bm, bn) in GemmSchedule::TILES {
+            for width in [bm, bn] {
+                let pitch = width + pad;
+                assert_eq!(ways(4, |l| a_row(l, pitch)), 4, "A, width {width}");
+                assert_eq!(ways(2, |l| b_row(l, pitch)), 2, "B, width {width}");
+            }
+        }
+        // Unpadded rows 128 bytes apart (or 64 for width 32) collide in every phase.
+        assert_eq!(ways(4, |l| a_row(l, 64)), 32);
+        assert_eq!(ways(4, |l| a_row(l, 32)), 16);
+    }
+
+    /// The rows lanes address cover each fragment's 16x16 (A) or 16x8 (B) elements
+    /// once, as the matrices the module's comment names: A's matrix `j` at k
+    /// `8 (j / 2)`, column `8 (j % 2)`, B's at k `8 j`.
+    #[test]
+    fn lanes_address_every_row_of_the_fragments_matrices() {
+        let pitch = 64 + 8;
+        let row_of = |bytes: usize| (bytes / 2 / pitch, bytes / 2 % pitch);
+        for l in 0..32 {
+            let (j, r) = (l / 8, l % 8);
+            assert_eq!(row_of(a_row(l, pitch)), (8 * (j / 2) + r, 8 * (j % 2)));
+            assert_eq!(row_of(b_row(l, pitch)), (8 * (j % 2) + r, 0));
+            assert_eq!(
+                a_row(l, pitch) % ROW,
+                0,
+                "ldmatrix rows are 16-byte aligned"
+            );
+        }
+    }
+}
