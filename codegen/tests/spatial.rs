@@ -203,6 +203,21 @@ fn matmul_in_every_transposition() {
     }
 }
 
+/// The pooled extent of an `input`-long axis (PyTorch's rule: in ceil mode the last
+/// window must start inside the input or its leading padding).
+fn pooled(input: usize, k: usize, s: usize, p: usize, ceil: bool) -> usize {
+    let span = input + 2 * p - k;
+    let mut o = if ceil {
+        span.div_ceil(s) + 1
+    } else {
+        span / s + 1
+    };
+    if ceil && (o - 1) * s >= input + p {
+        o -= 1;
+    }
+    o
+}
+
 fn pool(src: &str) {
     both_ways(src, Anchor::Pool, Family::Pointwise, 2e-6);
 }
@@ -216,18 +231,7 @@ fn average_pooling_and_adjoint() {
         (2, 2, 0, true, false),
     ] {
         let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode={ceil} count_include_pad={include}");
-        let out = |i: usize| {
-            let span = i + 2 * p - k;
-            let mut o = if ceil {
-                span.div_ceil(s) + 1
-            } else {
-                span / s + 1
-            };
-            if ceil && (o - 1) * s >= i + p {
-                o -= 1;
-            }
-            o
-        };
+        let out = |i: usize| pooled(i, k, s, p, ceil);
         let (h, w) = (9, 8);
         let (oh, ow) = (out(h), out(w));
         pool(&format!(
@@ -260,18 +264,7 @@ fn max_pooling_and_adjoint_route_to_the_first_maximum() {
         (3, 3, 0, true, 10, 8),
         (5, 2, 2, false, 9, 6),
     ] {
-        let out = |i: usize| {
-            let span = i + 2 * p - k;
-            let mut o = if ceil {
-                span.div_ceil(s) + 1
-            } else {
-                span / s + 1
-            };
-            if ceil && (o - 1) * s >= i + p {
-                o -= 1;
-            }
-            o
-        };
+        let out = |i: usize| pooled(i, k, s, p, ceil);
         let (oh, ow) = (out(h), out(w));
         let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode={ceil}");
         // Rounded inputs make ties common, so the first-maximum rule is exercised.
@@ -296,7 +289,7 @@ fn max_pooling_adjoint_routes_to_the_first_nan() {
     // `log(z + 0.8) * 0` is NaN where `z < -0.8` and zero elsewhere: windows holding one
     // NaN, several, or none, among tied integers.
     for (k, s, p) in [(3, 2, 1), (2, 2, 0), (3, 1, 1)] {
-        let out = |i: usize| (i + 2 * p - k) / s + 1;
+        let out = |i: usize| pooled(i, k, s, p, false);
         let (h, w) = (9, 8);
         let (oh, ow) = (out(h), out(w));
         let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode=false");

@@ -209,12 +209,10 @@ fn rebuild(body: &Graph, narrowed: &[usize], outputs: &[Value]) -> Graph {
             } else {
                 v
             }
-        } else if let Some(x) = rounds_a_widening(&g, node, &map, &widening) {
+        } else if let Some(v) = folded_cast(node, &map, &widening) {
             // `cast(cast(x, f32), bf16)` of a narrowed input `x` is `x` (exact), so a
             // reader that rounded the f32 buffer reads the bf16 one as it is.
-            x
-        } else if let Some(wide) = widens_again(node, &map, &widening) {
-            wide
+            v
         } else if node.inputs.is_empty() {
             g.push_source(node.op.clone(), node.ty.clone(), &node.scope)
                 .expect("a source of a valid body")
@@ -236,33 +234,24 @@ fn rebuild(body: &Graph, narrowed: &[usize], outputs: &[Value]) -> Graph {
     g
 }
 
-/// For a `cast(_, bf16)` node of the old body whose operand maps to the widening of
-/// a narrowed input: that input.
-fn rounds_a_widening(
-    g: &Graph,
+/// A cast of the old body that the narrowed inputs make a no-op, as the value it
+/// amounts to: `cast(_, bf16)` of a narrowed input's widening is the input, and
+/// `cast(_, f32)` of the input is its widening (`widening` pairs each narrowed input
+/// with its widening).
+fn folded_cast(
     node: &calib_ir::Node,
     map: &[Option<Value>],
     widening: &[(Value, Value)],
 ) -> Option<Value> {
-    (node.op == Op::Cast { to: DType::BF16 }).then_some(())?;
     let operand = map[node.inputs.first()?.0]?;
-    let (x, _) = widening.iter().find(|(_, wide)| *wide == operand)?;
-    (g.ty(*x).dtype == DType::BF16).then_some(*x)
-}
-
-/// For a `cast(_, f32)` node of the old body whose operand maps to a narrowed input:
-/// the input's widening, made once.
-fn widens_again(
-    node: &calib_ir::Node,
-    map: &[Option<Value>],
-    widening: &[(Value, Value)],
-) -> Option<Value> {
-    (node.op == Op::Cast { to: DType::F32 }).then_some(())?;
-    let operand = map[node.inputs.first()?.0]?;
-    widening
+    let (narrow, wide) = widening
         .iter()
-        .find(|(x, _)| *x == operand)
-        .map(|(_, wide)| *wide)
+        .find(|(narrow, wide)| operand == *narrow || operand == *wide)?;
+    match node.op {
+        Op::Cast { to: DType::BF16 } if operand == *wide => Some(*narrow),
+        Op::Cast { to: DType::F32 } if operand == *narrow => Some(*wide),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
