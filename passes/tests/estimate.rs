@@ -123,3 +123,42 @@ fn copied_operands_wait_for_no_load_round_of_their_own() {
     // A prologue keeps its operand in registers, and each step waits for it.
     assert_eq!(rounds("relu", 3), rounds("relu", 2));
 }
+
+#[test]
+fn an_epilogue_that_loads_waits_once_per_output() {
+    use calib_ir::{gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, Schedule};
+    use calib_passes::fusion::estimate::gemm;
+    // The convolution alone, and with a residual read in its epilogue (code generation
+    // walks a thread's outputs in a loop, each iteration loading its residual).
+    let conv = |epilogue: &str| {
+        text::parse(&format!(
+            r#"graph {{
+  %0 = input name="in0" : f32[64,256,14,14]
+  %1 = input name="in1" : f32[256,256,3,3]
+  %2 = conv2d(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[64,256,14,14]
+  %3 = input name="in2" : f32[64,256,14,14]
+  %4 = add(%2, %3) : f32[64,256,14,14]
+  return out0={epilogue}
+}}
+"#
+        ))
+        .unwrap()
+    };
+    let s = GemmSchedule {
+        block_m: 128,
+        block_n: 128,
+        block_k: 16,
+        split_k: 1,
+        instruction: GemmInstruction::MmaTf32,
+        stages: 2,
+    };
+    let rounds = |body: &calib_ir::Graph| {
+        let anchor = gemm_anchor(body).unwrap();
+        let dims = GemmDims::of(body, anchor).unwrap();
+        gemm(body, anchor, &dims, &Schedule::gemm(s)).launches[0]
+            .census
+            .load_rounds
+    };
+    let outputs_per_thread = (128 * 128 / 256) as f64;
+    assert_eq!(rounds(&conv("%4")) - rounds(&conv("%2")), outputs_per_thread);
+}

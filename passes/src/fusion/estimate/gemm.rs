@@ -154,7 +154,12 @@ pub(super) fn gemm_with(
         .map(|o| o.value)
         .filter(|&v| reduces(body, v, anchor))
         .collect();
-    let epilogue = work_of(body, &aligned, &[anchor]) + issue(25.0);
+    let mut epilogue = work_of(body, &aligned, &[anchor]) + issue(25.0);
+    // The epilogue walks a thread's outputs one loop iteration at a time, each loading
+    // what it reads besides the anchor and waiting for it: a load round per output.
+    if epilogue.loads > 0.0 {
+        epilogue.rounds = epilogue.rounds.max(1.0);
+    }
     let per_thread_outputs = (s.block_m * s.block_n) as f64 / 256.0;
     let (mut shared, mut wavefronts) = (
         shared_per_step * (steps + 1.0),
