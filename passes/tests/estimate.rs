@@ -160,5 +160,8 @@ fn an_epilogue_that_loads_waits_once_per_output() {
             .load_rounds
     };
     let outputs_per_thread = (128 * 128 / 256) as f64;
-    assert_eq!(rounds(&conv("%4")) - rounds(&conv("%2")), outputs_per_thread);
+    assert_eq!(
+        rounds(&conv("%4")) - rounds(&conv("%2")),
+        outputs_per_thread
+    );
 }
