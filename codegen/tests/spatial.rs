@@ -218,6 +218,18 @@ fn pooled(input: usize, k: usize, s: usize, p: usize, ceil: bool) -> usize {
     o
 }
 
+/// Graph lines making `%4`, a `[2, 3, h, w]` image of small integers (`x` scaled and
+/// truncated): ties are common, so the first-maximum rule is exercised.
+fn tied_integers(h: usize, w: usize) -> String {
+    format!(
+        "%0 = input name=\"x\" : f32[2,3,{h},{w}]
+              %1 = constant value=4 : f32[2,3,{h},{w}]
+              %2 = mul(%0, %1) : f32[2,3,{h},{w}]
+              %3 = cast(%2) to=\"i64\" : i64[2,3,{h},{w}]
+              %4 = cast(%3) to=\"f32\" : f32[2,3,{h},{w}]"
+    )
+}
+
 fn pool(src: &str) {
     both_ways(src, Anchor::Pool, Family::Pointwise, 2e-6);
 }
@@ -267,19 +279,15 @@ fn max_pooling_and_adjoint_route_to_the_first_maximum() {
         let out = |i: usize| pooled(i, k, s, p, ceil);
         let (oh, ow) = (out(h), out(w));
         let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode={ceil}");
-        // Rounded inputs make ties common, so the first-maximum rule is exercised.
         pool(&format!(
             "graph {{
-              %0 = input name=\"x\" : f32[2,3,{h},{w}]
-              %1 = constant value=4 : f32[2,3,{h},{w}]
-              %2 = mul(%0, %1) : f32[2,3,{h},{w}]
-              %3 = cast(%2) to=\"i64\" : i64[2,3,{h},{w}]
-              %4 = cast(%3) to=\"f32\" : f32[2,3,{h},{w}]
+              {}
               %5 = max_pool2d(%4) {attrs} : f32[2,3,{oh},{ow}]
               %6 = input name=\"dy\" : f32[2,3,{oh},{ow}]
               %7 = max_pool2d_backward(%4, %6) {attrs} : f32[2,3,{h},{w}]
               return y=%5, dx=%7
-            }}"
+            }}",
+            tied_integers(h, w)
         ));
     }
 }
@@ -295,11 +303,7 @@ fn max_pooling_adjoint_routes_to_the_first_nan() {
         let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode=false");
         pool(&format!(
             "graph {{
-              %0 = input name=\"x\" : f32[2,3,{h},{w}]
-              %1 = constant value=4 : f32[2,3,{h},{w}]
-              %2 = mul(%0, %1) : f32[2,3,{h},{w}]
-              %3 = cast(%2) to=\"i64\" : i64[2,3,{h},{w}]
-              %4 = cast(%3) to=\"f32\" : f32[2,3,{h},{w}]
+              {}
               %5 = input name=\"z\" : f32[2,3,{h},{w}]
               %6 = constant value=0.8 : f32[2,3,{h},{w}]
               %7 = add(%5, %6) : f32[2,3,{h},{w}]
@@ -310,7 +314,8 @@ fn max_pooling_adjoint_routes_to_the_first_nan() {
               %12 = input name=\"dy\" : f32[2,3,{oh},{ow}]
               %13 = max_pool2d_backward(%11, %12) {attrs} : f32[2,3,{h},{w}]
               return dx=%13
-            }}"
+            }}",
+            tied_integers(h, w)
         ));
     }
 }

@@ -97,22 +97,27 @@ fn bf16_tiles_fit_rings_whose_f32_tiles_do_not() {
     assert_eq!(ring.operand_bytes(), 4 * 2 * 32 * (256 + 64 + 2 * 8));
 }
 
+/// A 128x128 tile, k step 16, on TF32 tensor cores with `stages` stages.
+fn tf32_128x128(stages: usize) -> calib_ir::GemmSchedule {
+    calib_ir::GemmSchedule {
+        block_m: 128,
+        block_n: 128,
+        block_k: 16,
+        split_k: 1,
+        instruction: calib_ir::GemmInstruction::MmaTf32,
+        stages,
+    }
+}
+
 #[test]
 fn copied_operands_wait_for_no_load_round_of_their_own() {
-    use calib_ir::{gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, Schedule};
+    use calib_ir::{gemm_anchor, GemmDims, Schedule};
     use calib_passes::fusion::estimate::gemm;
     let rounds = |prologue: &str, stages: usize| {
         let body = rounded_conv(prologue);
         let anchor = gemm_anchor(&body).unwrap();
         let dims = GemmDims::of(&body, anchor).unwrap();
-        let s = GemmSchedule {
-            block_m: 128,
-            block_n: 128,
-            block_k: 16,
-            split_k: 1,
-            instruction: GemmInstruction::MmaTf32,
-            stages,
-        };
+        let s = tf32_128x128(stages);
         gemm(&body, anchor, &dims, &Schedule::gemm(s)).launches[0]
             .census
             .load_rounds
@@ -126,7 +131,7 @@ fn copied_operands_wait_for_no_load_round_of_their_own() {
 
 #[test]
 fn an_epilogue_that_loads_waits_once_per_output() {
-    use calib_ir::{gemm_anchor, GemmDims, GemmInstruction, GemmSchedule, Schedule};
+    use calib_ir::{gemm_anchor, GemmDims, Schedule};
     use calib_passes::fusion::estimate::gemm;
     // The convolution alone, and with a residual read in its epilogue (code generation
     // walks a thread's outputs in a loop, each iteration loading its residual).
@@ -144,14 +149,7 @@ fn an_epilogue_that_loads_waits_once_per_output() {
         ))
         .unwrap()
     };
-    let s = GemmSchedule {
-        block_m: 128,
-        block_n: 128,
-        block_k: 16,
-        split_k: 1,
-        instruction: GemmInstruction::MmaTf32,
-        stages: 2,
-    };
+    let s = tf32_128x128(2);
     let rounds = |body: &calib_ir::Graph| {
         let anchor = gemm_anchor(body).unwrap();
         let dims = GemmDims::of(body, anchor).unwrap();
