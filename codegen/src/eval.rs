@@ -23,7 +23,7 @@
 
 use crate::error::{CodegenError, Result};
 use crate::index::{Index, IndexKey, Indexer};
-use crate::ptx::{ins, Builder, Operand, Reg, Ty};
+use crate::ptx::{ins, Address, Builder, Operand, Reg, Ty};
 use crate::render;
 use crate::scope::ScopedMap;
 use calib_ir::{DType, Kernel, Node, Op, OpClass, Program, TensorType, Value};
@@ -117,6 +117,9 @@ impl<'a> Emitter<'a> {
         let (tid, ctaid) = (b.reg(Ty::U32), b.reg(Ty::U32));
         ins!(b, "mov.u32 {tid}, %tid.x");
         ins!(b, "mov.u32 {ctaid}, %ctaid.x");
+        // Every family launches blocks of at most this many threads (checked where
+        // the entry is written), so index arithmetic may rely on it.
+        b.bound(tid, crate::kernel::MAX_THREADS as u64 - 1);
         Emitter {
             b,
             kernel,
@@ -205,6 +208,12 @@ impl<'a> Emitter<'a> {
         self.ctaid.into()
     }
 
+    /// Declares that the launch has at most `blocks` blocks, for a family that knows its
+    /// grid before it computes from the block index.
+    pub fn grid_at_most(&mut self, blocks: usize) {
+        self.b.bound(self.ctaid, blocks.max(1) as u64 - 1);
+    }
+
     /// The entry's parameter names, inputs then outputs.
     pub fn param_names(&self) -> Vec<String> {
         let ins = (0..self.inputs.len()).map(|i| format!("in{i}"));
@@ -254,7 +263,7 @@ impl<'a> Emitter<'a> {
     /// Loads one element of `dtype` at global address `addr` into a register of the
     /// value's register type; `nc` for read-only inputs (the non-coherent path). A bf16
     /// element is a 16-bit load into the high half of an f32: that is its exact value.
-    fn load_global(&mut self, dtype: DType, addr: Reg, nc: bool) -> Reg {
+    fn load_global(&mut self, dtype: DType, addr: Address, nc: bool) -> Reg {
         let space = if nc { "global.nc" } else { "global" };
         if dtype == DType::BF16 {
             let half = self.b.reg(Ty::U32);
@@ -280,9 +289,11 @@ impl<'a> Emitter<'a> {
     pub fn scoped<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.values.push();
         self.indexer.open();
+        self.b.open_scope();
         let out = f(self);
         self.values.pop();
         self.indexer.close();
+        self.b.close_scope();
         out
     }
 
@@ -417,7 +428,7 @@ impl<'a> Emitter<'a> {
     }
 
     /// The global address of element `at` of a plain input ([`Emitter::is_plain_input`]).
-    pub fn input_address(&mut self, v: Value, at: &Index) -> Reg {
+    pub fn input_address(&mut self, v: Value, at: &Index) -> Address {
         let slot = self.input_of[&v];
         self.touched_inputs.insert(slot);
         let flat = self.flat(at, &self.ty(v).shape);
@@ -477,7 +488,7 @@ impl<'a> Emitter<'a> {
     }
 
     /// The global address of element `at` of body output `i`.
-    fn output_address(&mut self, i: usize, at: &Index) -> Result<Reg> {
+    fn output_address(&mut self, i: usize, at: &Index) -> Result<Address> {
         let out = &self.kernel.outputs[i];
         let body_out = self.kernel.body.outputs[i].value;
         self.value_ty(body_out)?;

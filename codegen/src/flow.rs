@@ -29,7 +29,10 @@ impl Emitter<'_> {
         let top = self.b.label();
         self.b.place(top);
         self.b.enter_loop(extent as f64);
+        // Inside the body the counter is below `extent`; the increment writes it again.
+        self.b.bound(i, extent as u64 - 1);
         self.scoped(|cx| f(cx, i.into()))?;
+        self.b.unbound(i);
         ins!(self.b, "add.u32 {i}, {i}, 1");
         let more = self
             .b
@@ -57,7 +60,9 @@ impl Emitter<'_> {
             .setp("ge", Ty::U32, i.into(), Operand::Int(end as i64));
         self.b.bra_if(stop, true, done);
         self.b.enter_loop(end as f64 / step.max(1) as f64);
+        self.b.bound(i, (end as u64).saturating_sub(1));
         self.scoped(|cx| f(cx, i.into()))?;
+        self.b.unbound(i);
         ins!(self.b, "add.u32 {i}, {i}, {step}");
         self.b.bra(top);
         self.b.exit_loop();

@@ -21,6 +21,10 @@ pub struct Param {
     pub role: ParamRole,
 }
 
+/// The most threads a block of any family has: index arithmetic relies on the thread
+/// index staying below it.
+pub(crate) const MAX_THREADS: usize = 256;
+
 /// The loop structure a kernel was emitted with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -150,13 +150,23 @@ pub fn compile_kernel(
         let mix = cx.b.mix();
         let unique_bytes = cx.unique_bytes();
         let g = &launch.geometry;
+        if g.threads > kernel::MAX_THREADS {
+            return Err(CodegenError::Kernel {
+                kernel: kernel.name.clone(),
+                detail: format!(
+                    "a block of {} threads exceeds the {} index arithmetic assumes",
+                    g.threads,
+                    kernel::MAX_THREADS
+                ),
+            });
+        }
         let entry = ptx::Entry {
             name: &name,
             params: &params,
             threads: g.threads as u32,
             max_registers: match launch.gemm {
                 Some(s) => gemm_register_cap(&s, &name)?,
-                None => None,
+                None => (kernel.anchor == Anchor::Pool).then_some(WINDOW_REGISTER_CAP),
             },
             shared: g.shared_bytes > 0,
             header: &header,
@@ -255,6 +265,13 @@ fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> 
     lines.extend(text::print(&kernel.body).lines().map(|l| format!("  {l}")));
     lines
 }
+
+/// The register cap (`.maxnreg`) of a window kernel's launches (pooling and its
+/// adjoints). Without a cap ptxas picks a register budget for occupancy, and for the
+/// max-pooling adjoint, whose overlapping windows keep many values live, it picked 40 and
+/// spilled; with the cap it takes the 48 it needs. Other kernels keep ptxas's choice:
+/// given room, it spends registers that cost them occupancy.
+const WINDOW_REGISTER_CAP: u32 = 64;
 
 /// The register cap (`.maxnreg`) of a GEMM launch: the schedule's
 /// ([`calib_ir::GemmSchedule::register_cap`]), or `CALIB_GEMM_MAX_REGISTERS` (24 to 255)

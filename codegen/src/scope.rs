@@ -24,6 +24,11 @@ impl<K: Hash + Eq, V: Clone> ScopedMap<K, V> {
         self.scopes.iter().rev().find_map(|s| s.get(k).cloned())
     }
 
+    /// `k`'s entry if the innermost scope inserted it.
+    pub fn get_innermost(&self, k: &K) -> Option<V> {
+        self.scopes.last().and_then(|s| s.get(k).cloned())
+    }
+
     pub fn insert(&mut self, k: K, v: V) {
         self.scopes
             .last_mut()
@@ -37,5 +42,12 @@ impl<K: Hash + Eq, V: Clone> ScopedMap<K, V> {
 
     pub fn pop(&mut self) {
         self.scopes.pop();
+    }
+
+    /// Keeps only the entries, in every scope, for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
+        for s in &mut self.scopes {
+            s.retain(|k, v| keep(k, v));
+        }
     }
 }

@@ -215,7 +215,7 @@ pub(super) fn write_partials(
                 ];
                 cx.when_all(inside, |cx| {
                     let addr = cx.b.address(p.workspace, at, 4);
-                    store_v4(cx, "global", addr.into(), &values);
+                    store_v4(cx, "global", addr, &values);
                     Ok(())
                 })?;
             } else {

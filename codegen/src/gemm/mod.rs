@@ -159,6 +159,9 @@ pub(crate) fn emit(
     let tiles = tiles_m * tiles_n * dims.groups;
     let (_, steps) = schedule.k_steps(&dims);
 
+    // One block per tile and slice: with the block index bounded, so are the tile and
+    // `k` origins, and a `k` range that ends inside the problem needs no bounds check.
+    cx.grid_at_most(tiles * slices);
     let (tid, bid) = (cx.tid(), cx.ctaid());
     let tile_m = cx.b.rem_u32(bid, tiles_m);
     let rest = cx.b.div_u32(bid, tiles_m);
@@ -412,7 +415,7 @@ fn shared_address(cx: &mut Emitter, base: Operand, index: Operand) -> Operand {
 
 /// Stores four f32 registers to consecutive addresses of `space` (`shared`, `global`)
 /// at `addr`, with one 16-byte store.
-fn store_v4(cx: &mut Emitter, space: &str, addr: Operand, v: &[Reg]) {
+fn store_v4(cx: &mut Emitter, space: &str, addr: impl std::fmt::Display, v: &[Reg]) {
     ins!(
         cx.b,
         "st.{space}.v4.f32 [{addr}], {{{}, {}, {}, {}}}",

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::eval::Emitter;
 use crate::flow::Check;
 use crate::index::Index;
-use crate::ptx::{Operand, Reg, Ty};
+use crate::ptx::{Address, Operand, Ty};
 use calib_ir::{GemmDims, GemmInstruction, Value};
 
 /// Which dimension is adjacent in memory, so that consecutive threads access
@@ -35,7 +35,7 @@ pub(crate) struct Element {
 /// Where a `cp.async` finds an element: its global address, and whether it is inside
 /// the operand (else the copy fills zeros).
 pub(crate) struct Source {
-    pub address: Reg,
+    pub address: Address,
     pub inside: Check,
 }
 

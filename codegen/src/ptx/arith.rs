@@ -4,23 +4,91 @@
 //! Indices are `u32`: code generation refuses tensors of 2^31 elements or more. Negative
 //! intermediate coordinates (a convolution's padding) wrap around and fail every
 //! `< extent` bounds check, so a single unsigned compare tests both ends.
+//!
+//! Each result's upper bound follows from its operands' ([`known`](super::known)), and a
+//! division, remainder, minimum or comparison that the bounds decide is not emitted; an
+//! operation already computed on the same operands gives the register holding it.
 
-use super::{ins, Builder, Operand, Reg, Ty};
+use super::known::Expression;
+use super::{ins, Address, Builder, Operand, Reg, Ty};
+
+/// Constant offsets are carried beside a root operand only below this, so that sums of
+/// them never wrap and byte offsets fit an address's immediate.
+const OFFSET_LIMIT: u64 = 1 << 28;
 
 fn int(v: i64) -> Operand {
     Operand::Int(v as u32 as i64)
 }
 
+/// `(a, b)` in a fixed order, for commutative operations.
+fn sorted(a: Operand, b: Operand) -> [Operand; 2] {
+    if a <= b {
+        [a, b]
+    } else {
+        [b, a]
+    }
+}
+
 impl Builder {
+    /// The register holding `e`: the one remembered, or a new one written by the
+    /// instruction `opcode d, operands...` and bounded by `max`.
+    fn integer(&mut self, e: Expression, opcode: &str, arity: usize, max: Option<u64>) -> Operand {
+        if let Some(d) = self.known.lookup(&e) {
+            return d;
+        }
+        let d = self.reg(Ty::U32);
+        let operands: Vec<String> = e.1[..arity].iter().map(|x| x.to_string()).collect();
+        ins!(self, "{opcode} {d}, {}", operands.join(", "));
+        self.known.bound(d, max);
+        self.known.remember(e, d.into());
+        d.into()
+    }
+
+    /// `x` as a root and a constant offset below [`OFFSET_LIMIT`]: a small constant is
+    /// all offset, a register the sum of its known root and offset.
+    fn split(&self, x: Operand) -> (Operand, u64) {
+        match x.as_int() {
+            Some(c) if (c as u32 as u64) < OFFSET_LIMIT => (Operand::Int(0), c as u32 as u64),
+            _ => self.known.split(x),
+        }
+    }
+
+    /// `a + b`. Constant offsets are gathered at the end (`(x + 1) + y` is `(x + y) + 1`)
+    /// and the result remembered as its root plus that offset, so that an address can
+    /// take the offset as an immediate ([`Builder::address`]).
     pub fn add_u32(&mut self, a: Operand, b: Operand) -> Operand {
+        match (a.as_int(), b.as_int()) {
+            (Some(x), Some(y)) => return int(x.wrapping_add(y)),
+            (Some(0), _) => return b,
+            (_, Some(0)) => return a,
+            _ => {}
+        }
+        let ((ra, oa), (rb, ob)) = (self.split(a), self.split(b));
+        let offset = oa + ob;
+        if offset == 0 || offset >= OFFSET_LIMIT {
+            return self.plain_add(a, b);
+        }
+        let root = match (ra.as_int(), rb.as_int()) {
+            (Some(0), _) => rb,
+            (_, Some(0)) => ra,
+            _ => self.plain_add(ra, rb),
+        };
+        let d = self.plain_add(root, Operand::Int(offset as i64));
+        if let Operand::Reg(r) = d {
+            self.known.offset(r, root, offset);
+        }
+        d
+    }
+
+    fn plain_add(&mut self, a: Operand, b: Operand) -> Operand {
         match (a.as_int(), b.as_int()) {
             (Some(x), Some(y)) => int(x.wrapping_add(y)),
             (Some(0), _) => b,
             (_, Some(0)) => a,
             _ => {
-                let d = self.reg(Ty::U32);
-                ins!(self, "add.u32 {d}, {a}, {b}");
-                d.into()
+                let max = self.max_of(a).zip(self.max_of(b)).map(|(x, y)| x + y);
+                let [a, b] = sorted(a, b);
+                self.integer(("add", [a, b, Operand::Int(0)]), "add.u32", 2, max)
             }
         }
     }
@@ -29,11 +97,8 @@ impl Builder {
         match (a.as_int(), b.as_int()) {
             (Some(x), Some(y)) => int(x.wrapping_sub(y)),
             (_, Some(0)) => a,
-            _ => {
-                let d = self.reg(Ty::U32);
-                ins!(self, "sub.u32 {d}, {a}, {b}");
-                d.into()
-            }
+            // A difference may wrap: no bound.
+            _ => self.integer(("sub", [a, b, Operand::Int(0)]), "sub.u32", 2, None),
         }
     }
 
@@ -43,10 +108,23 @@ impl Builder {
             (Some(0), _) | (_, Some(0)) => Operand::Int(0),
             (Some(1), _) => b,
             (_, Some(1)) => a,
+            // `(x + c) * k` is `x * k + c * k`.
+            (None, Some(k)) | (Some(k), None)
+                if {
+                    let x = if a.as_int().is_none() { a } else { b };
+                    let (_, c) = self.known.split(x);
+                    c > 0 && c * (k as u32 as u64) < OFFSET_LIMIT
+                } =>
+            {
+                let x = if a.as_int().is_none() { a } else { b };
+                let (root, c) = self.known.split(x);
+                let scaled = self.mul_u32(root, Operand::Int(k));
+                self.add_u32(scaled, Operand::Int((c * (k as u32 as u64)) as i64))
+            }
             _ => {
-                let d = self.reg(Ty::U32);
-                ins!(self, "mul.lo.u32 {d}, {a}, {b}");
-                d.into()
+                let max = self.max_of(a).zip(self.max_of(b)).map(|(x, y)| x * y);
+                let [a, b] = sorted(a, b);
+                self.integer(("mul", [a, b, Operand::Int(0)]), "mul.lo.u32", 2, max)
             }
         }
     }
@@ -61,70 +139,126 @@ impl Builder {
             let p = self.mul_u32(a, b);
             return self.add_u32(p, c);
         }
-        let d = self.reg(Ty::U32);
-        ins!(self, "mad.lo.u32 {d}, {a}, {b}, {c}");
-        d.into()
+        // `(x + c1) * k + (z + c2)` is `(x * k + z) + (c1 * k + c2)`.
+        let (x, k) = match (a.as_int(), b.as_int()) {
+            (None, Some(k)) => (a, Some(k as u32 as u64)),
+            (Some(k), None) => (b, Some(k as u32 as u64)),
+            _ => (a, None),
+        };
+        let (rx, cx) = match k {
+            Some(_) => self.known.split(x),
+            None => (x, 0),
+        };
+        let (rc, cc) = self.known.split(c);
+        let offset = cx * k.unwrap_or(0) + cc;
+        if offset > 0 && offset < OFFSET_LIMIT {
+            let root = match k {
+                Some(k) => self.mad_u32(rx, Operand::Int(k as i64), rc),
+                None => self.mad_u32(a, b, rc),
+            };
+            return self.add_u32(root, Operand::Int(offset as i64));
+        }
+        let max = match [a, b, c].map(|x| self.max_of(x)) {
+            [Some(x), Some(y), Some(z)] => Some(x * y + z),
+            _ => None,
+        };
+        let [a, b] = sorted(a, b);
+        self.integer(("mad", [a, b, c]), "mad.lo.u32", 3, max)
     }
 
     pub fn div_u32(&mut self, a: Operand, divisor: usize) -> Operand {
+        let max = self.max_of(a);
         match a.as_int() {
             _ if divisor == 1 => a,
             Some(x) => int(x / divisor as i64),
+            None if max.is_some_and(|m| m < divisor as u64) => Operand::Int(0),
             None => {
-                let d = self.reg(Ty::U32);
-                ins!(self, "div.u32 {d}, {a}, {divisor}");
-                d.into()
+                let max = max.unwrap_or(u32::MAX as u64) / divisor as u64;
+                let e = ("div", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
+                self.integer(e, "div.u32", 2, Some(max))
             }
         }
     }
 
     pub fn rem_u32(&mut self, a: Operand, divisor: usize) -> Operand {
+        let max = self.max_of(a);
         match a.as_int() {
             _ if divisor == 1 => Operand::Int(0),
             Some(x) => int(x % divisor as i64),
+            None if max.is_some_and(|m| m < divisor as u64) => a,
             None => {
-                let d = self.reg(Ty::U32);
-                ins!(self, "rem.u32 {d}, {a}, {divisor}");
-                d.into()
+                let max = max.unwrap_or(u64::MAX).min(divisor as u64 - 1);
+                let e = ("rem", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
+                self.integer(e, "rem.u32", 2, Some(max))
             }
         }
     }
 
     pub fn min_u32(&mut self, a: Operand, b: Operand) -> Operand {
+        let (ma, mb) = (self.max_of(a), self.max_of(b));
+        // `x` when it can never exceed the constant `y`.
+        let below = |x: Option<u64>, y: Operand| {
+            y.as_int()
+                .is_some_and(|y| x.is_some_and(|m| m <= y as u32 as u64))
+        };
         match (a.as_int(), b.as_int()) {
             (Some(x), Some(y)) => int(x.min(y)),
+            _ if below(ma, b) => a,
+            _ if below(mb, a) => b,
             _ => {
-                let d = self.reg(Ty::U32);
-                ins!(self, "min.u32 {d}, {a}, {b}");
-                d.into()
+                let max = match (ma, mb) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+                let [a, b] = sorted(a, b);
+                self.integer(("min", [a, b, Operand::Int(0)]), "min.u32", 2, max)
             }
         }
     }
 
-    /// A predicate for `a < b` (unsigned), or `None` when constants decide it: `Some`
-    /// of the known answer is returned as `Err`.
+    /// A predicate for `a < b` (unsigned), or `None` when constants or bounds decide it:
+    /// `Some` of the known answer is returned as `Err`.
     pub fn lt_u32(&mut self, a: Operand, b: Operand) -> Result<Reg, bool> {
         match (a.as_int(), b.as_int()) {
             (Some(x), Some(y)) => Err((x as u32) < (y as u32)),
+            (_, Some(y)) if self.max_of(a).is_some_and(|m| m < y as u32 as u64) => Err(true),
+            // Not remembered: an SM thread has few predicate registers, and a
+            // comparison kept alive across a kernel spills where recomputing it costs
+            // one instruction.
             _ => Ok(self.setp("lt", Ty::U32, a, b)),
         }
     }
 
-    /// The global address of element `index` of `size`-byte elements at `base`.
-    pub fn address(&mut self, base: Reg, index: Operand, size: usize) -> Reg {
-        match index.as_int() {
-            Some(i) => {
-                let d = self.reg(Ty::U64);
-                ins!(self, "add.s64 {d}, {base}, {}", i * size as i64);
-                d
-            }
-            None => {
-                let off = self.reg(Ty::U64);
-                ins!(self, "mul.wide.u32 {off}, {index}, {size}");
-                let d = self.reg(Ty::U64);
-                ins!(self, "add.s64 {d}, {base}, {off}");
-                d
+    /// The global address of element `index` of `size`-byte elements at `base`. An
+    /// index known as a root plus a constant is addressed from the root's address with
+    /// an immediate offset, when the root's bound shows the sum cannot wrap (`u32`
+    /// indices are widened before scaling): the elements of a tile's rows then share
+    /// one address computation.
+    pub fn address(&mut self, base: Reg, index: Operand, size: usize) -> Address {
+        let bytes = |n: u64| (n * size as u64) as i64;
+        if let Some(i) = index.as_int() {
+            let i = i as u32 as u64;
+            if i < OFFSET_LIMIT {
+                return Address::new(base, bytes(i));
             }
         }
+        let (root, offset) = self.known.split(index);
+        let fits = self
+            .max_of(root)
+            .is_some_and(|m| m + offset <= u32::MAX as u64);
+        if offset > 0 && fits {
+            let at = self.address(base, root, size);
+            return Address::new(at.reg, at.offset + bytes(offset));
+        }
+        let e = ("address", [base.into(), index, Operand::Int(size as i64)]);
+        if let Some(Operand::Reg(d)) = self.known.lookup_here(&e) {
+            return Address::new(d, 0);
+        }
+        let off = self.reg(Ty::U64);
+        ins!(self, "mul.wide.u32 {off}, {index}, {size}");
+        let d = self.reg(Ty::U64);
+        ins!(self, "add.s64 {d}, {base}, {off}");
+        self.known.remember(e, d.into());
+        Address::new(d, 0)
     }
 }

@@ -11,6 +11,15 @@
 
 use calib_cost::InstructionMix;
 
+/// What one instruction added to the mix: its opcode's count and the independent
+/// share.
+#[derive(Clone, Debug)]
+pub(crate) struct Share {
+    opcode: String,
+    weight: f64,
+    independent: f64,
+}
+
 /// The counter inside a [`super::Builder`]: the current weight (the product of the trip
 /// counts of the loops being written) and whether the current loop iteration has
 /// loaded from global memory yet.
@@ -79,8 +88,18 @@ impl Counter {
         self.mix.clone()
     }
 
-    /// Counts one instruction (its text without the trailing `;`).
-    pub fn count(&mut self, text: &str) {
+    /// Takes back what [`Counter::count`] added for an instruction that is left out
+    /// after all (its returned share).
+    pub fn uncount(mix: &mut InstructionMix, share: &Share) {
+        if let Some(n) = mix.opcodes.get_mut(&share.opcode) {
+            *n -= share.weight;
+        }
+        mix.independent -= share.independent;
+    }
+
+    /// Counts one instruction (its text without the trailing `;`), returning its share
+    /// of the mix.
+    pub fn count(&mut self, text: &str) -> Share {
         let w = self.weight();
         let text = text.trim();
         let op = match text.strip_prefix('@') {
@@ -101,12 +120,20 @@ impl Counter {
         if opcode.starts_with("ld.shared") || opcode.starts_with("st.shared") || copy || matrices {
             self.mix.shared_wavefronts += w * self.next_shared_ways.take().unwrap_or(1.0);
         }
-        if self.independent {
-            self.mix.independent += w;
+        let independent = if self.independent {
+            w
         } else if self.chains > 1 {
-            self.mix.independent += w * (1.0 - 1.0 / self.chains as f64);
-        }
+            w * (1.0 - 1.0 / self.chains as f64)
+        } else {
+            0.0
+        };
+        self.mix.independent += independent;
         *self.mix.opcodes.entry(opcode.to_string()).or_default() += w;
+        Share {
+            opcode: opcode.to_string(),
+            weight: w,
+            independent,
+        }
     }
 }
 

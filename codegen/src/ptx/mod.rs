@@ -7,10 +7,12 @@
 
 mod arith;
 mod census;
+mod known;
+mod liveness;
 mod types;
 
 pub use calib_cost::InstructionMix;
-pub use types::{Operand, Reg, RegClass, Ty};
+pub use types::{Address, Operand, Reg, RegClass, Ty};
 
 use std::fmt::Write;
 
@@ -37,14 +39,22 @@ impl std::fmt::Display for Label {
     }
 }
 
+/// A line of an entry's body: an instruction with its share of the census, or a label.
+#[derive(Debug)]
+enum Line {
+    Instruction(String, census::Share),
+    Label(Label),
+}
+
 /// The body of one entry under construction.
 #[derive(Debug, Default)]
 pub struct Builder {
-    lines: Vec<String>,
+    lines: Vec<Line>,
     counts: [u32; RegClass::ALL.len()],
     labels: u32,
     instructions: usize,
     counter: census::Counter,
+    known: known::Known,
 }
 
 impl Builder {
@@ -64,9 +74,38 @@ impl Builder {
 
     /// Appends an instruction (without its `;`).
     pub fn emit(&mut self, text: String) {
+        self.known.written(&text);
         self.instructions += 1;
-        self.counter.count(&text);
-        self.lines.push(format!("\t{text};"));
+        let share = self.counter.count(&text);
+        self.lines.push(Line::Instruction(text, share));
+    }
+
+    /// Declares that the `u32` register `r`, written once, never exceeds `max`: index
+    /// arithmetic on it folds what that decides (see `known.rs`).
+    pub fn bound(&mut self, r: Reg, max: u64) {
+        self.known.bound(r, Some(max));
+    }
+
+    /// Withdraws [`Builder::bound`] from `r` before it is written again (a loop counter
+    /// at its increment).
+    pub fn unbound(&mut self, r: Reg) {
+        self.known.forget(r);
+    }
+
+    /// The largest value `x` can hold, when constants or bounds say.
+    pub fn max_of(&self, x: Operand) -> Option<u64> {
+        self.known.max(x)
+    }
+
+    /// Opens a scope for remembered index expressions: code that does not run on every
+    /// path past it (a loop body, a branch arm).
+    pub fn open_scope(&mut self) {
+        self.known.open();
+    }
+
+    /// Closes what [`Builder::open_scope`] opened, forgetting its expressions.
+    pub fn close_scope(&mut self) {
+        self.known.close();
     }
 
     /// Starts code that runs `trips` times per run of the code around it (a loop body,
@@ -99,9 +138,33 @@ impl Builder {
         self.counter.chains = n.max(1);
     }
 
-    /// What one thread executes, as counted so far.
+    /// What one thread executes, as counted so far, dead code left out.
     pub fn mix(&mut self) -> InstructionMix {
-        self.counter.finish()
+        let mut mix = self.counter.finish();
+        let live = self.live();
+        let instructions = self.lines.iter().filter_map(|l| match l {
+            Line::Instruction(_, share) => Some(share),
+            Line::Label(_) => None,
+        });
+        for (share, live) in instructions.zip(live) {
+            if !live {
+                census::Counter::uncount(&mut mix, share);
+            }
+        }
+        mix
+    }
+
+    /// Whether each instruction, in order, is live ([`liveness`]).
+    fn live(&self) -> Vec<bool> {
+        let texts: Vec<&str> = self
+            .lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Instruction(text, _) => Some(text.as_str()),
+                Line::Label(_) => None,
+            })
+            .collect();
+        liveness::live(&texts)
     }
 
     /// Instructions emitted so far (a guard against runaway code).
@@ -115,7 +178,7 @@ impl Builder {
     }
 
     pub fn place(&mut self, label: Label) {
-        self.lines.push(format!("{label}:"));
+        self.lines.push(Line::Label(label));
     }
 
     pub fn bra(&mut self, target: Label) {
@@ -163,9 +226,16 @@ impl Builder {
                 .unwrap();
             }
         }
+        let mut live = self.live().into_iter();
         for line in &self.lines {
-            out.push_str(line);
-            out.push('\n');
+            match line {
+                Line::Instruction(text, _) => {
+                    if live.next().unwrap_or(true) {
+                        writeln!(out, "\t{text};").unwrap();
+                    }
+                }
+                Line::Label(label) => writeln!(out, "{label}:").unwrap(),
+            }
         }
         out
     }

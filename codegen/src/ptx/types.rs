@@ -89,7 +89,7 @@ impl RegClass {
 }
 
 /// A virtual register: PTX registers are unlimited and ptxas allocates the real ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Reg {
     pub class: RegClass,
     pub id: u32,
@@ -102,7 +102,7 @@ impl fmt::Display for Reg {
 }
 
 /// An instruction source: a register or an immediate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operand {
     Reg(Reg),
     Int(i64),
@@ -136,6 +136,30 @@ impl fmt::Display for Operand {
             Operand::Reg(r) => r.fmt(f),
             Operand::Int(v) => write!(f, "{v}"),
             Operand::F32(bits) => write!(f, "0f{bits:08X}"),
+        }
+    }
+}
+
+/// A global address: a 64-bit register plus a constant byte offset, written as an
+/// instruction's `[reg+offset]` operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub reg: Reg,
+    pub offset: i64,
+}
+
+impl Address {
+    pub fn new(reg: Reg, offset: i64) -> Self {
+        Address { reg, offset }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.offset {
+            0 => self.reg.fmt(f),
+            o if o > 0 => write!(f, "{}+{o}", self.reg),
+            o => write!(f, "{}{o}", self.reg),
         }
     }
 }
