@@ -21,6 +21,9 @@
 //! (`fusion/narrow.rs`; exact, since widening bf16 is). Which kernel rounds a value is
 //! extraction's choice, by the cost model: a convolution whose statistics are cheaper as
 //! a kernel of their own stores its f32 result and its readers round it.
+//!
+//! A training step takes the policy through [`apply_step`] (`weight_copies.rs`): under
+//! bf16 its GEMMs read carried rounded copies of the weights, which the SGD update makes.
 
 use crate::Result;
 use calib_ir::{DType, Graph, Op, Precision, Value};

@@ -1,10 +1,10 @@
 //! The bf16 policy on a training step: the rounded weights as carried state.
 //!
 //! Applied to a step graph as to any graph, the policy rounds every weight a GEMM reads
-//! once per step, `cast(cast(w, bf16), f32)` of the f32 master weight: a kernel of its
-//! own per weight (fusion cannot put a rounding that two GEMMs and the update read into
-//! any one of them), each reading the whole master weight. But the step itself makes
-//! every weight it will next read: the SGD update. So [`apply_step`] gives each weight
+//! once per step, `cast(cast(w, bf16), f32)` of the f32 master weight: in the SCNet-50
+//! plan a kernel of its own for nearly every weight (84 of them), each reading the whole
+//! master weight to round it. But the step itself computes every weight it will read
+//! next: the SGD update. So [`apply_step`] gives each weight
 //! `w` that a GEMM reads a param `bf16.w` holding `w` rounded, which the GEMMs read in
 //! place of the round trip, and an output `bf16.w`, the round trip of the updated `w`,
 //! which fusion computes in the update's kernel from the value it has just computed.
