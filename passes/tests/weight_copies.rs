@@ -6,7 +6,9 @@ mod common;
 
 use calib_ir::{ConvSpec, DType, Graph, GraphBuilder, Mode, Op, Precision, Value};
 use calib_passes::precision::{apply, apply_step, weight_copy_name};
-use calib_passes::{train_step, TrainConfig, TrainStep, LABELS, LR};
+use calib_passes::{
+    data_parallel_step, train_step, DataParallel, TrainConfig, TrainStep, LABELS, LR,
+};
 use calib_runtime::{reference, Bindings, HostTensor};
 use common::Rng;
 use std::collections::BTreeMap;
@@ -14,6 +16,10 @@ use std::collections::BTreeMap;
 /// conv → BN → ReLU → global pool → linear: two weights that GEMMs read (the
 /// convolution's and the classifier's), three parameters that none reads.
 fn step() -> TrainStep {
+    train_step(&forward(), &TrainConfig::default()).unwrap()
+}
+
+fn forward() -> Graph {
     let mut b = GraphBuilder::new(Mode::Train, DType::F32);
     let x = b.input("input", DType::F32, vec![3, 2, 5, 5]).unwrap();
     let h = b
@@ -24,7 +30,7 @@ fn step() -> TrainStep {
     let h = b.global_avg_pool(h).unwrap();
     let logits = b.linear("fc", h, 4, true).unwrap();
     b.output("logits", logits).unwrap();
-    train_step(&b.finish(), &TrainConfig::default()).unwrap()
+    b.finish()
 }
 
 const COPIED: [&str; 2] = ["conv.weight", "fc.weight"];
@@ -97,6 +103,25 @@ fn other_policies_and_a_second_application_add_nothing() {
     let once = apply_step(&step, Precision::Bf16).unwrap();
     let twice = apply_step(&once, Precision::Bf16).unwrap();
     assert_eq!(once, twice);
+}
+
+/// A replica's step (gradients all-reduced before the update) gets the same copies.
+#[test]
+fn a_data_parallel_step_carries_the_same_copies() {
+    let dp = DataParallel {
+        replicas: 2,
+        bucket_bytes: 1 << 20,
+    };
+    let step = data_parallel_step(&forward(), &TrainConfig::default(), &dp)
+        .unwrap()
+        .step;
+    let bf16 = apply_step(&step, Precision::Bf16).unwrap();
+    bf16.graph.validate().unwrap();
+    assert_eq!(bf16.copies, COPIED);
+    for name in COPIED {
+        let out = bf16.graph.output(&weight_copy_name(name)).unwrap();
+        assert_eq!(round_trip_of(&bf16.graph, out), bf16.graph.output(name));
+    }
 }
 
 /// One step in f32 on the reference interpreter, both ways, from the same state, the
