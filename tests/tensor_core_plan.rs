@@ -2,7 +2,8 @@
 //! allowed: the planner puts the GEMM work on `mma.sync`, its estimates agree with the
 //! cost model's reading of the emitted code, and the step is predicted faster than at
 //! f32. (A prediction: the tensor-core coefficients are assumptions until measured.)
-//! Each precision plans the graph its policy rewrote (`passes::precision::apply`).
+//! Each precision plans the step its policy rewrote (`passes::precision::apply_step`, as
+//! the trainer does).
 
 use calib::codegen::compile;
 use calib::ir::{DType, GemmInstruction, Mode, Precision};
@@ -24,7 +25,9 @@ fn the_scnet50_step_runs_its_gemms_on_tensor_cores_at_tf32_and_bf16() {
             precision,
             ..FusionOptions::default()
         };
-        let graph = calib::passes::precision::apply(&step.graph, precision).unwrap();
+        let graph = calib::passes::precision::apply_step(&step, precision)
+            .unwrap()
+            .graph;
         let fusion = fuse(&graph, &options).unwrap();
         let compiled = compile(&fusion.program).unwrap();
         let p = predict_step(&fusion.program, &compiled, &options.device, &HashMap::new());
@@ -67,7 +70,8 @@ fn the_scnet50_step_runs_its_gemms_on_tensor_cores_at_tf32_and_bf16() {
         );
     }
     // Both beat f32, and bf16 beats tf32: it stores its activations in half the bytes
-    // (`narrow-stores`), which outweighs its extra rounding launches.
+    // (`narrow-stores`), which outweighs its extra rounding launches (its weights'
+    // are in the update kernels: `bf16_weight_copy_plan.rs`).
     assert!(
         step_ms["tf32"] < step_ms["f32"] && step_ms["bf16"] < step_ms["tf32"],
         "{step_ms:?}"

@@ -9,6 +9,9 @@
 //! | `input`, `labels` (i64 `[N]`) | the forward's own outputs: `logits` (or `output`) and the new BatchNorm running statistics and counters |
 //! | `lr` (shape `[]`) | `loss` (shape `[]`) |
 //!
+//! Under the bf16 policy `precision::apply_step` adds a param `bf16.<name>` and an
+//! output of the same name for each trained weight a GEMM reads (its rounded copy).
+//!
 //! The first step needs no graph of its own: PyTorch starts a momentum buffer at `d`
 //! itself, and feeding zero buffers gives `momentum * 0 + d`, which is exactly `d` in
 //! IEEE arithmetic (dampening being 0).
@@ -66,6 +69,10 @@ pub struct TrainStep {
     /// Params that SGD leaves alone: BatchNorm running statistics and counters, which
     /// the forward pass updates through outputs of the same name.
     pub buffers: Vec<String>,
+    /// Trained parameters whose GEMMs read a rounded copy carried from step to step:
+    /// param `bf16.<name>` in, output `bf16.<name>` out (`precision::apply_step` adds
+    /// them under the bf16 policy; empty until then).
+    pub copies: Vec<String>,
 }
 
 /// The name of the momentum buffer of `param`, as a step graph's input and output.
@@ -214,6 +221,7 @@ pub(crate) fn train_step_with(
         graph,
         params: trained.into_iter().map(|(name, _)| name).collect(),
         buffers: buffers.into_iter().map(|(name, _)| name).collect(),
+        copies: vec![],
     })
 }
 

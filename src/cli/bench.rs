@@ -96,8 +96,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let shape = with_batch(source.input_shape.clone(), args.batch)?;
     let started = Instant::now();
     let model = build(&source.spec, &shape, Mode::Train, DType::F32)?;
-    let mut step = train_step(&model.graph, &TrainConfig::default())?;
-    step.graph = calib::passes::precision::apply(&step.graph, args.precision)?;
+    let step = train_step(&model.graph, &TrainConfig::default())?;
+    let step = calib::passes::precision::apply_step(&step, args.precision)?;
     let build_seconds = started.elapsed().as_secs_f64();
     // Before the state and the batch are made: a batch too large for the machine is
     // refused with the figures instead of ending in the allocator.

@@ -103,24 +103,27 @@ pub fn run(args: Args) -> Result<ExitCode> {
         builder = builder.with_sync_bn(dp.replicas);
     }
     let model = build_with(&source.spec, &shape, builder)?;
+    // A training step gets the policy as the trainer applies it (under bf16, with its
+    // rounded weights carried); any other graph gets it as a graph.
+    let step = |step| calib::passes::precision::apply_step(&step, args.precision);
     let graph = match (args.train, model.graph.ty(model.output()).rank()) {
-        (false, _) => model.graph,
+        (false, _) => calib::passes::precision::apply(&model.graph, args.precision)?,
         (true, 2) if dp.is_data_parallel() => {
             let group = DataParallel {
                 replicas: dp.replicas,
                 bucket_bytes: (dp.bucket_mb * 1048576.0) as usize,
             };
-            data_parallel_step(&model.graph, &TrainConfig::default(), &group)?
-                .step
-                .graph
+            step(data_parallel_step(&model.graph, &TrainConfig::default(), &group)?.step)?.graph
         }
-        (true, 2) => train_step(&model.graph, &TrainConfig::default())?.graph,
+        (true, 2) => step(train_step(&model.graph, &TrainConfig::default())?)?.graph,
         (true, _) if dp.is_data_parallel() => {
             bail!("--replicas needs a classifier (a model with logits) to train")
         }
-        (true, _) => with_backward(&model.graph, model.output())?,
+        (true, _) => calib::passes::precision::apply(
+            &with_backward(&model.graph, model.output())?,
+            args.precision,
+        )?,
     };
-    let graph = calib::passes::precision::apply(&graph, args.precision)?;
     let mut options = FusionOptions {
         precision: args.precision,
         ..FusionOptions::default()

@@ -78,8 +78,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let source = resolve_model(&args.model)?;
     let shape = with_batch(source.input_shape.clone(), args.batch)?;
     let model = build(&source.spec, &shape, Mode::Train, DType::F32)?;
-    let mut step = train_step(&model.graph, &TrainConfig::default())?;
-    step.graph = calib::passes::precision::apply(&step.graph, args.precision)?;
+    let step = train_step(&model.graph, &TrainConfig::default())?;
+    let step = calib::passes::precision::apply_step(&step, args.precision)?;
 
     // The plan once, for its GEMM shapes and each shape's candidates.
     let started = Instant::now();

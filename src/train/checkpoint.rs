@@ -65,7 +65,12 @@ pub fn decode(bytes: &[u8], file: &str) -> Result<Checkpoint> {
         .map(|(n, t)| (n[MOMENTUM.len()..].to_string(), t))
         .collect();
     Ok(Checkpoint {
-        sgd: SgdState { state, momentum },
+        // No weight copies: a checkpoint holds none; `SgdState::resident` rounds them.
+        sgd: SgdState {
+            state,
+            momentum,
+            copies: TensorMap::new(),
+        },
         progress,
     })
 }
@@ -80,6 +85,7 @@ mod tests {
         let sgd = SgdState {
             state: [("fc.weight".to_string(), w.clone())].into(),
             momentum: [("fc.weight".to_string(), w)].into(),
+            copies: TensorMap::new(),
         };
         let progress = Progress { step: 9, seed: 3 };
         let bytes = encode(&sgd, progress, "ck").unwrap();

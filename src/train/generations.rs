@@ -205,6 +205,7 @@ mod tests {
         SgdState {
             state: [("w".to_string(), w.clone())].into(),
             momentum: [("w".to_string(), w)].into(),
+            copies: Default::default(),
         }
     }
 

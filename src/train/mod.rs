@@ -26,5 +26,5 @@ pub use options::{OptionNames, TrainOptions};
 pub use replicas::MAX_HOST_REPLICAS;
 pub use run_lock::LOCK_FILE;
 pub use schedule::{Schedule, ScheduleKind};
-pub use sgd_state::{carry, SgdState, STEP_FETCH};
+pub use sgd_state::{carry, rounded_copy, SgdState, STEP_FETCH};
 pub use trainer::{train, train_in_group, EpochResult, Start};

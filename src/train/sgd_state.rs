@@ -1,8 +1,12 @@
 //! What a training-step graph reads and writes besides the batch: the model's state and
 //! SGD's momentum buffers, moved in and out by name (see `calib_passes::train_step`),
 //! either per run ([`SgdState::bindings`], [`SgdState::absorb`]) or kept in a session
-//! ([`carry`], [`SgdState::resident`], [`SgdState::take_resident`]).
+//! ([`carry`], [`SgdState::resident`], [`SgdState::take_resident`]); and a bf16 step's
+//! rounded weight copies (`calib_passes::precision::apply_step`), which are the master
+//! weights' function: made here from them where a run starts, carried by the step after.
 
+use calib_ir::DType;
+use calib_passes::precision::weight_copy_name;
 use calib_passes::{momentum_name, TrainStep, LOSS, LR};
 use calib_runtime::{Bindings, Carry, Finiteness, HostTensor, Outputs, TensorMap};
 
@@ -16,6 +20,11 @@ pub const STEP_FETCH: &[&str] = &[LOSS, "logits"];
 pub struct SgdState {
     pub state: TensorMap,
     pub momentum: TensorMap,
+    /// A bf16 step's rounded weight copies by parameter name ([`TrainStep::copies`]),
+    /// for [`SgdState::bindings`]: [`rounded_copy`] of `state`'s weights, kept so by
+    /// [`SgdState::new`], [`SgdState::absorb`] and [`SgdState::take_resident`]. Never
+    /// checkpointed (a decoded checkpoint has none; [`SgdState::resident`] makes them).
+    pub copies: TensorMap,
 }
 
 impl SgdState {
@@ -30,7 +39,12 @@ impl SgdState {
                 (name.clone(), HostTensor::full(&ty, 0.0, Default::default()))
             })
             .collect();
-        SgdState { state, momentum }
+        let copies = rounded_copies(step, &state);
+        SgdState {
+            state,
+            momentum,
+            copies,
+        }
     }
 
     /// Bindings for one step: the state as params, the momentum buffers, the batch and
@@ -50,6 +64,9 @@ impl SgdState {
         for name in &step.params {
             b = b.input(momentum_name(name), &self.momentum[name]);
         }
+        for (name, copy) in &self.copies {
+            b = b.param(weight_copy_name(name), copy);
+        }
         b
     }
 
@@ -67,19 +84,33 @@ impl SgdState {
                 self.momentum.insert(name.clone(), t);
             }
         }
+        for name in &step.copies {
+            if let Some(t) = outputs.remove(&weight_copy_name(name)) {
+                self.copies.insert(name.clone(), t);
+            }
+        }
     }
 
-    /// The state and momentum as a session holds them: by the step graph's input and
-    /// param names (`momentum.<name>` for momentum buffers).
+    /// The state, momentum and weight copies as a session holds them: by the step
+    /// graph's input and param names (`momentum.<name>`, `bf16.<name>`). Copies `self`
+    /// lacks (a checkpoint's state) are rounded from the weights here.
     pub fn resident(&self, step: &TrainStep) -> TensorMap {
         let mut map = self.state.clone();
         for name in &step.params {
             map.insert(momentum_name(name), self.momentum[name].clone());
         }
+        for name in &step.copies {
+            let copy = match self.copies.get(name) {
+                Some(copy) => copy.clone(),
+                None => rounded_copy(&self.state[name]),
+            };
+            map.insert(weight_copy_name(name), copy);
+        }
         map
     }
 
-    /// The names [`SgdState::resident`] gives the values a step updates.
+    /// The names [`SgdState::resident`] gives the values a step updates and a
+    /// checkpoint keeps (not the weight copies: they are the weights' function).
     pub fn resident_names(step: &TrainStep) -> Vec<String> {
         step.params
             .iter()
@@ -109,7 +140,24 @@ impl SgdState {
             }
         }
         self.state.extend(values);
+        // The session's copies are these weights rounded: no need to read them back.
+        self.copies = rounded_copies(step, &self.state);
     }
+}
+
+/// `weight` rounded to bf16 (to nearest even) and held in f32: the reference
+/// interpreter's `cast(cast(weight, bf16), f32)` itself, so a copy made here is the
+/// bits the step's update would have made from the same weight.
+pub fn rounded_copy(weight: &HostTensor) -> HostTensor {
+    weight.cast(DType::BF16).cast(DType::F32)
+}
+
+/// [`rounded_copy`] of each weight `step` reads through a copy, by parameter name.
+fn rounded_copies(step: &TrainStep, state: &TensorMap) -> TensorMap {
+    step.copies
+        .iter()
+        .map(|name| (name.clone(), rounded_copy(&state[name])))
+        .collect()
 }
 
 /// The entries of `map` named in `order`, in that order, then the others by name.
@@ -123,10 +171,13 @@ fn in_order<'a>(
 }
 
 /// What a session carries from one training step to the next: every trained parameter,
-/// its momentum buffer and every BatchNorm buffer, each into the input it replaces.
+/// its momentum buffer, every BatchNorm buffer and every weight copy, each into the
+/// input or param it replaces.
 pub fn carry(step: &TrainStep) -> Carry {
+    let copies = step.copies.iter().map(|p| weight_copy_name(p));
     SgdState::resident_names(step)
         .into_iter()
+        .chain(copies)
         .fold(Carry::new(), |carry, name| carry.with(name.clone(), name))
 }
 
@@ -147,6 +198,7 @@ mod tests {
             ]
             .into(),
             momentum: [("c".to_string(), tensor(&[f32::NAN]))].into(),
+            copies: TensorMap::new(),
         };
         let order = ["b".to_string(), "a".to_string()];
         let (name, census) = sgd.first_non_finite(&order).unwrap();
@@ -154,6 +206,7 @@ mod tests {
         let only_momentum = SgdState {
             state: [("a".to_string(), tensor(&[1.0]))].into(),
             momentum: sgd.momentum.clone(),
+            copies: TensorMap::new(),
         };
         let (name, census) = only_momentum.first_non_finite(&order).unwrap();
         assert_eq!((name.as_str(), census.nan), ("momentum.c", 1));

@@ -256,8 +256,7 @@ fn train_in(
         data_parallel_step(&forward.graph, &config, &dp)?.step
     };
     // After autodiff, so the backward GEMMs round as the forward ones do.
-    let mut step_graph = step_graph;
-    step_graph.graph = calib_passes::precision::apply(&step_graph.graph, opts.precision)?;
+    let step_graph = calib_passes::precision::apply_step(&step_graph, opts.precision)?;
     let mut runner = StepRunner::new(backend, &step_graph, shard, opts.replicas, group)?;
     // The model's order, in which the first non-finite tensor is reported.
     let state_order: Vec<String> = forward.state.iter().map(|e| e.name.clone()).collect();

@@ -50,7 +50,8 @@ pub fn run(case: &Case, backend: &dyn Backend) -> Result<Files> {
 
 /// Runs `case` on `backend` under precision policy `precision`: every graph (the eval
 /// forward, the gradient graph, the SGD step) goes through `passes::precision::apply`
-/// once it is whole, so backward GEMMs are rounded as forward ones are.
+/// once it is whole, so backward GEMMs are rounded as forward ones are (the SGD step
+/// through `apply_step`, which carries its rounded weights as the trainer's does).
 pub fn run_at(case: &Case, backend: &dyn Backend, precision: Precision) -> Result<Files> {
     let mut files = Files::new();
     let result = case.spec.output_name();
@@ -108,14 +109,14 @@ fn sgd_steps(
     precision: Precision,
     files: &mut Files,
 ) -> Result<()> {
-    let mut step = train_step(
+    let step = train_step(
         &model.graph,
         &TrainConfig {
             sgd: steps.sgd,
             label_smoothing: 0.0,
         },
     )?;
-    step.graph = calib_passes::precision::apply(&step.graph, precision)?;
+    let step = calib_passes::precision::apply_step(&step, precision)?;
     let lr = HostTensor::from_f32(Vec::<usize>::new(), vec![steps.lr as f32])?;
     let input = tensor(&case.train, "input")?;
     let labels = tensor(&case.train, LABELS)?;

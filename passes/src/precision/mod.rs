@@ -21,10 +21,16 @@
 //! (`fusion/narrow.rs`; exact, since widening bf16 is). Which kernel rounds a value is
 //! extraction's choice, by the cost model: a convolution whose statistics are cheaper as
 //! a kernel of their own stores its f32 result and its readers round it.
+//!
+//! A training step takes the policy through [`apply_step`] (`weight_copies.rs`): under
+//! bf16 its GEMMs read carried rounded copies of the weights, which the SGD update makes.
 
 use crate::Result;
 use calib_ir::{DType, Graph, Op, Precision, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+mod weight_copies;
+pub use weight_copies::{apply_step, weight_copy_name};
 
 /// The storage type a policy rounds GEMM operands to, or `None` for f32.
 pub fn rounding_dtype(p: Precision) -> Option<DType> {
@@ -44,8 +50,24 @@ fn is_activation(op: &Op) -> bool {
 /// `graph` under precision policy `p` (see the module documentation). The result has
 /// every node of `graph`, in order, with round trips inserted; outputs keep their names.
 pub fn apply(graph: &Graph, p: Precision) -> Result<Graph> {
+    Ok(rewrite(graph, p, &Copies::default())?.0)
+}
+
+/// Params whose rounding a graph reads from a param of its own (`weight_copies.rs`).
+#[derive(Default)]
+struct Copies {
+    /// Param name -> the name of the new param, added right after it, that holds its
+    /// rounded values: GEMMs read that param instead of rounding this one.
+    new: HashMap<String, String>,
+    /// Params that already hold rounded values (copies added before): read as they are.
+    existing: HashSet<String>,
+}
+
+/// [`apply`], with the params in `copies` rounded by params of their own. Also returns
+/// the rounded-value table (for the caller's own round trips, in the result graph).
+fn rewrite(graph: &Graph, p: Precision, copies: &Copies) -> Result<(Graph, HashMap<Value, Value>)> {
     let Some(narrow) = rounding_dtype(p) else {
-        return Ok(graph.clone());
+        return Ok((graph.clone(), HashMap::new()));
     };
     let mut out = Graph::new();
     // New value of each old value (a bf16 activation maps to its rounded round trip).
@@ -75,7 +97,20 @@ pub fn apply(graph: &Graph, p: Precision) -> Result<Graph> {
             }
         }
         let v = if node.inputs.is_empty() {
-            out.push_source(node.op.clone(), node.ty.clone(), &node.scope)?
+            let v = out.push_source(node.op.clone(), node.ty.clone(), &node.scope)?;
+            if let Op::Param { name } = &node.op {
+                // The copy holds `v` rounded (the session keeps it so), so it stands for
+                // `v`'s round trip; a copy already there stands for its own.
+                if let Some(copy) = copies.new.get(name) {
+                    let op = Op::Param { name: copy.clone() };
+                    let c = out.push_source(op, node.ty.clone(), &node.scope)?;
+                    rounded.insert(v, c);
+                    rounded.insert(c, c);
+                } else if copies.existing.contains(name) {
+                    rounded.insert(v, v);
+                }
+            }
+            v
         } else {
             out.push(node.op.clone(), inputs, &node.scope)?
         };
@@ -93,7 +128,7 @@ pub fn apply(graph: &Graph, p: Precision) -> Result<Graph> {
             .iter()
             .map(|o| (o.name.clone(), map[o.value.0])),
     )?;
-    Ok(out)
+    Ok((out, rounded))
 }
 
 /// `cast(cast(x, narrow), f32)` in `g`, made once per `x` (in `x`'s scope, right before
