@@ -14,6 +14,18 @@ pub fn gemm_operands(body: &Graph, anchor: Value) -> [Value; 2] {
     }
 }
 
+/// The bf16 input buffer operand `operand` of GEMM anchor `anchor` reads, as it is or
+/// widened to f32 (as the bf16 plans read them), with nothing computed between: its
+/// elements are the bits a bf16 tile holds, whatever way the buffer lies in memory.
+pub fn bf16_input(body: &Graph, anchor: Value, operand: usize) -> Option<Value> {
+    let v = gemm_operands(body, anchor)[operand];
+    let node = &body.nodes[v.0];
+    let widened = node.op == (Op::Cast { to: DType::F32 }) && node.inputs.len() == 1;
+    let x = if widened { node.inputs[0] } else { v };
+    let n = &body.nodes[x.0];
+    (matches!(n.op, Op::Input { .. }) && n.ty.dtype == DType::BF16).then_some(x)
+}
+
 /// The input buffer a `cp.async` can copy straight into the shared tiles of operand
 /// `operand` (0 for `A`, 1 for `B`, see [`gemm_operands`]) of GEMM anchor `anchor`
 /// multiplied by `instruction`; `None` for an operand computed by a prologue, and under
@@ -56,13 +68,7 @@ pub fn copy_source(
             round_trip.then(|| input(*inner.inputs.first()?, &words))?
         }
         GemmInstruction::MmaBf16 => {
-            // A bf16 buffer, read widened to f32 (as the bf16 plans read them).
-            let node = &body.nodes[v.0];
-            let widened = node.op == (Op::Cast { to: DType::F32 }) && node.inputs.len() == 1;
-            let x = match widened {
-                true => input(node.inputs[0], &[DType::BF16])?,
-                false => input(v, &[DType::BF16])?,
-            };
+            let x = bf16_input(body, anchor, operand)?;
             let Op::MatMul {
                 transpose_a,
                 transpose_b,

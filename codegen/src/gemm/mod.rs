@@ -44,7 +44,7 @@ use crate::error::{CodegenError, Result};
 use crate::eval::Emitter;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
-use calib_ir::{GemmSchedule, Value};
+use calib_ir::{GemmInstruction, GemmSchedule, Value};
 use epilogue::{off_lattice, stage_patches, write_partials, Partials, Staged};
 use mma::{Lane, Warps};
 use pipeline::Pipeline;
@@ -231,6 +231,11 @@ pub(crate) fn emit(
         bk,
         warps: math.warps(),
         sources,
+        raw: [0, 1].map(|i| {
+            let bf16 = matches!(&math, Math::Mma { warps, .. } if warps.instruction == GemmInstruction::MmaBf16);
+            calib_ir::bf16_input(&cx.kernel.body, anchor, i)
+                .filter(|&x| bf16 && sources[i].is_none() && cx.is_plain_input(x))
+        }),
     };
     let slots = loader.slots(cx);
     Pipeline {

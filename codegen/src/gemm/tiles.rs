@@ -114,6 +114,10 @@ pub(super) struct Loader<'a> {
     pub(super) warps: Option<Warps>,
     /// For `A` and `B`: the kernel input a tile that arrives by `cp.async` copies.
     pub(super) sources: [Option<Value>; 2],
+    /// For `A` and `B` under bf16 products: the bf16 input a tile loaded through
+    /// registers reads as it is, whose 16 bits go to shared memory unconverted (not
+    /// widened on loading and rounded again on storing).
+    pub(super) raw: [Option<Value>; 2],
 }
 
 /// One element (or copied bf16 pair) of a thread's share of a tile, with everything
@@ -240,12 +244,23 @@ impl Loader<'_> {
         cx.b.parallel_chains(mine.len());
         let elements = self.elements(cx, mine.iter().copied(), kt);
         let mut values = vec![];
-        for element in elements {
-            let value = element.read(cx)?;
-            values.push(cx.b.materialize(value, Ty::F32).into());
+        for (slot, element) in mine.iter().zip(elements) {
+            let value = match self.raw(slot) {
+                Some(input) => raw_bits(cx, element, input),
+                None => {
+                    let value = element.read(cx)?;
+                    cx.b.materialize(value, Ty::F32).into()
+                }
+            };
+            values.push(value);
         }
         cx.b.parallel_chains(1);
         Ok(values)
+    }
+
+    /// The bf16 input `slot`'s tile reads unconverted, if any.
+    fn raw(&self, slot: &Slot) -> Option<Value> {
+        self.raw[usize::from(!slot.is_a)]
     }
 
     /// Stores `values` (from [`Loader::load`]) into the stage whose tiles start at
@@ -262,7 +277,10 @@ impl Loader<'_> {
             let tile = self.tile(slot);
             let ways = tile.store_ways();
             let addr = tile.address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
-            let (v, ty) = round_for_store(cx, self.warps.as_ref(), *v);
+            let (v, ty) = match self.raw(slot) {
+                Some(_) => (*v, "u16"),
+                None => round_for_store(cx, self.warps.as_ref(), *v),
+            };
             cx.b.shared_ways(ways);
             ins!(cx.b, "st.shared.{ty} [{addr}], {v}");
         }
@@ -302,6 +320,26 @@ impl Loader<'_> {
             }
         }
         cx.b.parallel_chains(1);
+    }
+}
+
+/// The 16 bits of bf16 `element` of kernel input `input`, zero outside the operand (the
+/// bits of +0.0): what [`round_for_store`] would make of the widened value, without the
+/// widening and the rounding.
+fn raw_bits(cx: &mut Emitter, element: super::Element, input: Value) -> Operand {
+    let source = element.source(cx, input);
+    let bits = cx.b.reg(Ty::U32);
+    match source.inside {
+        Err(false) => return Operand::Int(0),
+        _ => ins!(cx.b, "ld.global.nc.u16 {bits}, [{}]", source.address),
+    }
+    match source.inside {
+        Ok(p) => {
+            let r = cx.b.reg(Ty::U32);
+            ins!(cx.b, "selp.b32 {r}, {bits}, 0, {p}");
+            r.into()
+        }
+        _ => bits.into(),
     }
 }
 

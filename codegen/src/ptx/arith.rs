@@ -149,7 +149,7 @@ impl Builder {
             Some(_) => self.known.split(x),
             None => (x, 0),
         };
-        let (rc, cc) = self.known.split(c);
+        let (rc, cc) = self.split(c);
         let offset = cx * k.unwrap_or(0) + cc;
         if offset > 0 && offset < OFFSET_LIMIT {
             let root = match k {
@@ -260,5 +260,82 @@ impl Builder {
         ins!(self, "add.s64 {d}, {base}, {off}");
         self.known.remember(e, d.into());
         Address::new(d, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(b: &Builder) -> Vec<String> {
+        b.body()
+            .lines()
+            .filter(|l| !l.contains(".reg"))
+            .map(|l| l.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn bounds_decide_divisions_remainders_clamps_and_comparisons() {
+        let mut b = Builder::new();
+        let tid = b.reg(Ty::U32);
+        ins!(b, "mov.u32 {tid}, %tid.x");
+        b.bound(tid, 255);
+        let w = b.rem_u32(tid.into(), 56);
+        assert_eq!(b.rem_u32(w, 56), w, "a remainder is below its divisor");
+        assert_eq!(b.lt_u32(w, Operand::Int(56)), Err(true));
+        assert_eq!(b.min_u32(w, Operand::Int(55)), w);
+        let k = b.min_u32(tid.into(), Operand::Int(63));
+        assert_eq!(b.div_u32(k, 64), Operand::Int(0), "a clamped index");
+        // Unbounded values keep their arithmetic.
+        let x = b.reg(Ty::U32);
+        ins!(b, "ld.global.u32 {x}, [%rd1]");
+        assert!(matches!(b.div_u32(x.into(), 64), Operand::Reg(_)));
+        assert!(b.lt_u32(x.into(), Operand::Int(56)).is_ok());
+    }
+
+    #[test]
+    fn the_same_operation_gives_the_same_register() {
+        let mut b = Builder::new();
+        let x = b.reg(Ty::U32);
+        ins!(b, "ld.global.u32 {x}, [%rd1]");
+        let y = b.reg(Ty::U32);
+        ins!(b, "ld.global.u32 {y}, [%rd2]");
+        let first = b.mad_u32(x.into(), Operand::Int(56), y.into());
+        assert_eq!(b.mad_u32(Operand::Int(56), x.into(), y.into()), first);
+        b.open_scope();
+        let inner = b.div_u32(x.into(), 3);
+        b.close_scope();
+        // Computed in a closed scope (a branch): not available after it.
+        assert_ne!(b.div_u32(x.into(), 3), inner);
+    }
+
+    #[test]
+    fn offsets_from_a_bounded_root_become_immediates() {
+        let mut b = Builder::new();
+        let base = b.reg(Ty::U64);
+        let tid = b.reg(Ty::U32);
+        ins!(b, "mov.u32 {tid}, %tid.x");
+        b.bound(tid, 255);
+        // Rows r and r + 3 of a [256][56] f32 array.
+        let row = b.add_u32(tid.into(), Operand::Int(3));
+        let at = b.mad_u32(row, Operand::Int(56), Operand::Int(7));
+        let root = b.mul_u32(tid.into(), Operand::Int(56));
+        let first = b.address(base, root, 4);
+        let later = b.address(base, at, 4);
+        assert_eq!(later.reg, first.reg, "one address computation");
+        assert_eq!(later.offset - first.offset, 4 * (3 * 56 + 7));
+        ins!(b, "ld.global.f32 %f1, [{first}]");
+        ins!(b, "ld.global.f32 %f2, [{later}]");
+        // The index arithmetic only the immediate used is dead code.
+        let _ = b.mix();
+        let text = lines(&b).join("\n");
+        assert!(!text.contains("add.u32"), "{text}");
+        assert_eq!(text.matches("mul.wide.u32").count(), 1, "{text}");
+        // An unbounded root could wrap: no immediate.
+        let x = b.reg(Ty::U32);
+        ins!(b, "ld.global.u32 {x}, [%rd1]");
+        let shifted = b.add_u32(x.into(), Operand::Int(1));
+        assert_eq!(b.address(base, shifted, 4).offset, 0);
     }
 }
