@@ -21,6 +21,24 @@ impl Emitter<'_> {
         extent: usize,
         f: impl FnOnce(&mut Self, Operand) -> Result<()>,
     ) -> Result<()> {
+        self.range_loop(extent, false, f)
+    }
+
+    /// [`Emitter::for_range`] that ptxas must not unroll ([`crate::ptx::Builder::keep_rolled`]).
+    pub fn for_range_rolled(
+        &mut self,
+        extent: usize,
+        f: impl FnOnce(&mut Self, Operand) -> Result<()>,
+    ) -> Result<()> {
+        self.range_loop(extent, true, f)
+    }
+
+    fn range_loop(
+        &mut self,
+        extent: usize,
+        rolled: bool,
+        f: impl FnOnce(&mut Self, Operand) -> Result<()>,
+    ) -> Result<()> {
         if extent == 1 {
             return self.scoped(|cx| f(cx, Operand::Int(0)));
         }
@@ -28,6 +46,9 @@ impl Emitter<'_> {
         ins!(self.b, "mov.u32 {i}, 0");
         let top = self.b.label();
         self.b.place(top);
+        if rolled {
+            self.b.keep_rolled();
+        }
         self.b.enter_loop(extent as f64);
         // Inside the body the counter is below `extent`; the increment writes it again.
         self.b.bound(i, extent as u64 - 1);

@@ -71,8 +71,14 @@ fn unsupported_instructions_and_modifiers_name_line_and_instruction() {
 
 #[test]
 fn malformed_ptx_is_rejected_with_its_line() {
-    let cases: [(String, usize, &str); 10] = [
+    let cases: [(String, usize, &str); 12] = [
         (kernel("mov.u32 %r1, 1"), 9, "expected `,`, found `ret`"),
+        (kernel(".pragma nounroll;"), 9, "`.pragma` takes a string"),
+        (
+            kernel(".pragma \"nounroll;"),
+            9,
+            "unterminated string literal",
+        ),
         (kernel("mov.u32 %r9, 1;"), 9, "undeclared register %r9"),
         (kernel("bra NOWHERE;"), 9, "undefined label"),
         (
@@ -117,6 +123,12 @@ fn malformed_ptx_is_rejected_with_its_line() {
     assert!(parse_error(&format!("{HEADER}.global .u32 g;\n"))
         .message
         .contains("unsupported module-level directive"));
+}
+
+#[test]
+fn pragmas_are_hints_that_execute_nothing() {
+    let text = kernel("L1:\n.pragma \"nounroll\";\nmov.u32 %r1, 1;");
+    assert!(sim::parse(&text).is_ok());
 }
 
 #[test]

@@ -60,7 +60,7 @@ impl Pipeline<'_, '_> {
         loader.store(cx, slots, &first, stage0)?;
         ins!(cx.b, "bar.sync 0");
         if self.steps > 1 {
-            cx.for_range(self.steps - 1, |cx, kt| {
+            cx.for_range_rolled(self.steps - 1, |cx, kt| {
                 let parity = cx.b.reg(Ty::U32);
                 ins!(cx.b, "and.b32 {parity}, {kt}, 1");
                 let next = cx.b.add_u32(kt, Operand::Int(1));
@@ -102,7 +102,7 @@ impl Pipeline<'_, '_> {
             }
             self.commit(cx);
         }
-        cx.for_range(self.steps, |cx, kt| {
+        cx.for_range_rolled(self.steps, |cx, kt| {
             if self.copies() {
                 ins!(cx.b, "cp.async.wait_group {}", stages - 2);
             }

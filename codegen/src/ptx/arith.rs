@@ -166,12 +166,47 @@ impl Builder {
         self.integer(("mad", [a, b, c]), "mad.lo.u32", 3, max)
     }
 
+    /// `a` as `x * k + y` with `k` a multiple of `divisor`, computed without wrapping (its
+    /// bound is known): then `a / divisor` is `x * (k / divisor) + y / divisor` and
+    /// `a % divisor` is `y % divisor` (a thread's `e`-th element of a row-major band
+    /// whose rows the block's threads cover: `(e * 256 + tid) % 64` is `tid % 64`).
+    fn multiple_plus(&self, a: Operand, divisor: usize) -> Option<(Operand, u64, Operand)> {
+        self.max_of(a)?;
+        let d = divisor as u64;
+        let konst = |x: Operand| x.as_int().map(|k| k as u32 as u64);
+        let (op, [p, q, r]) = self.known.definition(a)?;
+        let (x, k, y) = match op {
+            "mad" => match (konst(p), konst(q)) {
+                (Some(k), _) => (q, k, r),
+                (_, Some(k)) => (p, k, r),
+                _ => return None,
+            },
+            "mul" => match (konst(p), konst(q)) {
+                (Some(k), _) => (q, k, Operand::Int(0)),
+                (_, Some(k)) => (p, k, Operand::Int(0)),
+                _ => return None,
+            },
+            "add" => match (konst(p), konst(q)) {
+                (Some(k), _) => (Operand::Int(1), k, q),
+                (_, Some(k)) => (Operand::Int(1), k, p),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        (k % d == 0).then_some((x, k / d, y))
+    }
+
     pub fn div_u32(&mut self, a: Operand, divisor: usize) -> Operand {
         let max = self.max_of(a);
         match a.as_int() {
             _ if divisor == 1 => a,
             Some(x) => int(x / divisor as i64),
             None if max.is_some_and(|m| m < divisor as u64) => Operand::Int(0),
+            None if self.multiple_plus(a, divisor).is_some() => {
+                let (x, q, y) = self.multiple_plus(a, divisor).expect("checked");
+                let low = self.div_u32(y, divisor);
+                self.mad_u32(x, Operand::Int(q as i64), low)
+            }
             None => {
                 let max = max.unwrap_or(u32::MAX as u64) / divisor as u64;
                 let e = ("div", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
@@ -186,6 +221,10 @@ impl Builder {
             _ if divisor == 1 => Operand::Int(0),
             Some(x) => int(x % divisor as i64),
             None if max.is_some_and(|m| m < divisor as u64) => a,
+            None if self.multiple_plus(a, divisor).is_some() => {
+                let (_, _, y) = self.multiple_plus(a, divisor).expect("checked");
+                self.rem_u32(y, divisor)
+            }
             None => {
                 let max = max.unwrap_or(u64::MAX).min(divisor as u64 - 1);
                 let e = ("rem", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
@@ -292,6 +331,37 @@ mod tests {
         ins!(b, "ld.global.u32 {x}, [%rd1]");
         assert!(matches!(b.div_u32(x.into(), 64), Operand::Reg(_)));
         assert!(b.lt_u32(x.into(), Operand::Int(56)).is_ok());
+    }
+
+    #[test]
+    fn multiples_of_the_divisor_leave_the_remainder_and_scale_the_quotient() {
+        let mut b = Builder::new();
+        let tid = b.reg(Ty::U32);
+        ins!(b, "mov.u32 {tid}, %tid.x");
+        b.bound(tid, 255);
+        let e = b.reg(Ty::U32);
+        ins!(b, "mov.u32 {e}, 0");
+        b.bound(e, 15);
+        // The e-th element of a thread in a band 64 wide: (e * 256 + tid).
+        let flat = b.mad_u32(e.into(), Operand::Int(256), tid.into());
+        let col = b.rem_u32(flat, 64);
+        assert_eq!(col, b.rem_u32(tid.into(), 64));
+        let row = b.div_u32(flat, 64);
+        let tid_row = b.div_u32(tid.into(), 64);
+        assert_eq!(row, b.mad_u32(e.into(), Operand::Int(4), tid_row));
+        // Not a multiple: the division stays.
+        let other = b.rem_u32(flat, 56);
+        for v in [col, row, other] {
+            ins!(b, "st.global.u32 [%rd1], {v}");
+        }
+        let text = lines(&b);
+        assert!(
+            !text.iter().any(|l| l.contains(&format!(", {flat}, 64"))),
+            "{text:?}"
+        );
+        assert!(text
+            .iter()
+            .any(|l| l.contains(&format!("rem.u32 {other}, {flat}, 56"))));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub(super) struct Known {
     max: HashMap<Reg, u64>,
     /// Registers holding another operand plus a constant: `r = root + offset`.
     offsets: HashMap<Reg, (Operand, u64)>,
+    /// The expression each remembered register was computed as.
+    definitions: HashMap<Reg, Expression>,
     expressions: ScopedMap<Expression, Operand>,
     /// Registers written so far (a second write is an in-place update).
     written: HashSet<Reg>,
@@ -39,6 +41,7 @@ impl Default for Known {
         Known {
             max: HashMap::new(),
             offsets: HashMap::new(),
+            definitions: HashMap::new(),
             expressions: ScopedMap::new(),
             written: HashSet::new(),
             remembered: HashSet::new(),
@@ -107,7 +110,19 @@ impl Known {
                 self.remembered.insert(*r);
             }
         }
+        if let Operand::Reg(r) = result {
+            self.definitions.insert(r, e);
+        }
         self.expressions.insert(e, result);
+    }
+
+    /// The expression register `x` was computed as, if remembered (a fact about its one
+    /// value, so not scoped).
+    pub fn definition(&self, x: Operand) -> Option<Expression> {
+        match x {
+            Operand::Reg(r) => self.definitions.get(&r).copied(),
+            _ => None,
+        }
     }
 
     pub fn open(&mut self) {
@@ -138,8 +153,12 @@ impl Known {
             self.expressions.retain(|e, v| !mentions(e, v));
             self.offsets
                 .retain(|r, (root, _)| *r != dest && *root != Operand::Reg(dest));
+            let mentions =
+                |r: &Reg, e: &Expression| *r == dest || e.1.contains(&Operand::Reg(dest));
+            self.definitions.retain(|r, e| !mentions(r, e));
         }
         self.offsets.remove(&dest);
+        self.definitions.remove(&dest);
     }
 }
 

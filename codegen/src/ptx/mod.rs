@@ -44,6 +44,8 @@ impl std::fmt::Display for Label {
 enum Line {
     Instruction(String, census::Share),
     Label(Label),
+    /// A statement for ptxas that executes nothing (`.pragma "nounroll"`).
+    Directive(String),
 }
 
 /// The body of one entry under construction.
@@ -144,7 +146,7 @@ impl Builder {
         let live = self.live();
         let instructions = self.lines.iter().filter_map(|l| match l {
             Line::Instruction(_, share) => Some(share),
-            Line::Label(_) => None,
+            Line::Label(_) | Line::Directive(_) => None,
         });
         for (share, live) in instructions.zip(live) {
             if !live {
@@ -161,7 +163,7 @@ impl Builder {
             .iter()
             .filter_map(|l| match l {
                 Line::Instruction(text, _) => Some(text.as_str()),
-                Line::Label(_) => None,
+                Line::Label(_) | Line::Directive(_) => None,
             })
             .collect();
         liveness::live(&texts)
@@ -179,6 +181,15 @@ impl Builder {
 
     pub fn place(&mut self, label: Label) {
         self.lines.push(Line::Label(label));
+    }
+
+    /// Asks ptxas to keep the loop whose label was just placed rolled. A GEMM's `k`
+    /// loop, fully unrolled, made ptxas switch the epilogue's divisions by constants to
+    /// its general division sequence (more than twice the instructions); rolled, it
+    /// keeps them as multiply-high.
+    pub fn keep_rolled(&mut self) {
+        self.lines
+            .push(Line::Directive(".pragma \"nounroll\"".into()));
     }
 
     pub fn bra(&mut self, target: Label) {
@@ -235,6 +246,7 @@ impl Builder {
                     }
                 }
                 Line::Label(label) => writeln!(out, "{label}:").unwrap(),
+                Line::Directive(text) => writeln!(out, "\t{text};").unwrap(),
             }
         }
         out

@@ -21,6 +21,8 @@ pub(crate) enum Tok {
     Number(String),
     /// A single punctuation character: `, ; : { } [ ] ( ) < > + - ! @ |`.
     Punct(char),
+    /// A string literal without its quotes (`.pragma "nounroll"`).
+    Str(String),
 }
 
 impl Tok {
@@ -29,6 +31,7 @@ impl Tok {
             Tok::Word(w) => format!("`{w}`"),
             Tok::Number(n) => format!("`{n}`"),
             Tok::Punct(c) => format!("`{c}`"),
+            Tok::Str(s) => format!("`\"{s}\"`"),
         }
     }
 }
@@ -113,6 +116,20 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
                 kind: Tok::Number(number),
                 line,
             });
+        } else if c == '"' {
+            let start = i + 1;
+            i = start;
+            while chars.get(i).is_some_and(|&c| c != '"' && c != '\n') {
+                i += 1;
+            }
+            if chars.get(i) != Some(&'"') {
+                return Err(ParseError::new(line, "\"", "unterminated string literal"));
+            }
+            tokens.push(Token {
+                kind: Tok::Str(chars[start..i].iter().collect()),
+                line,
+            });
+            i += 1;
         } else if ",;:{}[]()<>+-!@|".contains(c) {
             tokens.push(Token {
                 kind: Tok::Punct(c),

@@ -114,6 +114,7 @@ impl Parser {
         let text = match &tok.kind {
             Tok::Word(w) | Tok::Number(w) => w.clone(),
             Tok::Punct(c) => c.to_string(),
+            Tok::Str(s) => format!("\"{s}\""),
         };
         ParseError::new(tok.line, &text, message)
     }
@@ -403,6 +404,16 @@ impl Parser {
                     let decl = self.shared_decl(tok.line, is_extern)?;
                     body.declare_shared(&decl)?;
                 }
+                // An optimization hint for ptxas (`.pragma "nounroll";`): nothing to
+                // execute.
+                Tok::Word(w) if w == ".pragma" => {
+                    self.pos += 1;
+                    match self.peek().map(|t| &t.kind) {
+                        Some(Tok::Str(_)) => self.pos += 1,
+                        _ => return Err(self.error_at(&tok, "`.pragma` takes a string")),
+                    }
+                    self.expect(';')?;
+                }
                 Tok::Word(w) if w.starts_with('.') => {
                     return Err(self.error_at(&tok, "unsupported directive in a kernel body"));
                 }
@@ -561,6 +572,11 @@ fn render(toks: &[Token]) -> String {
         match &tok.kind {
             Tok::Word(w) | Tok::Number(w) => out.push_str(w),
             Tok::Punct(c) => out.push(*c),
+            Tok::Str(s) => {
+                out.push('"');
+                out.push_str(s);
+                out.push('"');
+            }
         }
         prev = Some(&tok.kind);
     }
