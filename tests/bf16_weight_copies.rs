@@ -15,7 +15,8 @@ use calib::train::{carry, rounded_copy, SgdState, STEP_FETCH};
 use calib::Sim;
 use support::data_parallel::SHARD;
 use support::session::{
-    assert_same_run, batches, bits, plain_step, read_back, run_loop, session_loop, Batch,
+    assert_same_run, batches, bits, plain_step, read_back, run_loop, run_loop_with, session_loop,
+    Batch,
 };
 
 /// The Fashion-MNIST SCNet's step both ways, each with its state.
@@ -73,19 +74,12 @@ fn assert_copies_are_the_weights_rounded(step: &TrainStep, sgd: &SgdState, copie
 fn rounding_on_the_host(
     backend: &dyn Backend,
     step: &TrainStep,
-    mut sgd: SgdState,
+    sgd: SgdState,
     batches: &[Batch],
 ) -> (Vec<Outputs>, SgdState) {
-    let mut fetched = vec![];
-    for b in batches {
+    run_loop_with(backend, step, sgd, batches, |sgd| {
         sgd.copies = SgdState::new(step, sgd.state.clone()).copies;
-        let mut out = backend
-            .run(&step.graph, &sgd.bindings(step, &b.x, &b.y, &b.lr))
-            .unwrap();
-        sgd.absorb(step, &mut out);
-        fetched.push(out);
-    }
-    (fetched, sgd)
+    })
 }
 
 /// On `backend`, `n` steps of the carried-copy step: through a session (from a fresh

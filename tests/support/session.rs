@@ -76,11 +76,23 @@ pub fn batches(rows: usize, steps: usize, seed: u64) -> Vec<Batch> {
 pub fn run_loop(
     backend: &dyn Backend,
     step: &TrainStep,
+    sgd: SgdState,
+    batches: &[Batch],
+) -> (Vec<Outputs>, SgdState) {
+    run_loop_with(backend, step, sgd, batches, |_| {})
+}
+
+/// [`run_loop`] with `before` applied to the state ahead of every step.
+pub fn run_loop_with(
+    backend: &dyn Backend,
+    step: &TrainStep,
     mut sgd: SgdState,
     batches: &[Batch],
+    mut before: impl FnMut(&mut SgdState),
 ) -> (Vec<Outputs>, SgdState) {
     let mut fetched = vec![];
     for b in batches {
+        before(&mut sgd);
         let mut out = backend
             .run(&step.graph, &sgd.bindings(step, &b.x, &b.y, &b.lr))
             .unwrap();
