@@ -7,8 +7,8 @@ use super::work::{issue, work_of, Work};
 use super::{census, seconds, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{
-    copy_source, gemm_anchor, gemm_operands, GemmDims, GemmInstruction, GemmSchedule, Graph, Op,
-    OpClass, Precision, ReductionSchedule, Schedule, Value,
+    bf16_input, copy_source, gemm_anchor, gemm_operands, GemmDims, GemmInstruction, GemmSchedule,
+    Graph, Op, OpClass, Precision, ReductionSchedule, Schedule, Value,
 };
 
 /// What a GEMM kernel's launches execute under `schedule`.
@@ -33,10 +33,15 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
         } => (!transpose_a, transpose_b),
         _ => (false, true),
     };
-    let decompose = |d: &[usize]| 7.0 * d.len().saturating_sub(1) as f64;
+    // Axes of extent 1 cost nothing: their coordinate is 0 (a 1x1 window's).
+    let decompose =
+        |d: &[usize]| 7.0 * d.iter().filter(|&&e| e > 1).count().saturating_sub(1) as f64;
     let k_cost = |along_k: bool| if along_k { 0.0 } else { decompose(&dims.k) };
-    // The step's `k`, clamps, bounds, select and the shared store.
-    let fixed = 12.0;
+    // The shared store, and the element's share of its row's address: code generation
+    // addresses the elements of a thread's share from one address with immediate
+    // offsets, and folds the bounds checks of a `k` range that cannot pass the end
+    // (a padded image's window keeps its clamps: `image` below).
+    let fixed = 4.0;
     let padded = matches!(node.op, Op::Conv2d { padding, .. } | Op::Conv2dBackwardWeight { padding, .. } if padding != [0, 0]);
     let image = if padded { 8.0 } else { 0.0 };
     let wa = work_of(body, &[a], &[]) + issue(fixed + k_cost(a_along_k) + image);
@@ -107,12 +112,18 @@ pub(super) fn gemm_with(
             // into words); TF32 tiles that arrive by `cp.async` as each fragment word is
             // read (a word per warp lane and fragment, which is more conversions than
             // elements); bf16 tiles that arrive by `cp.async` are bf16 already.
-            let rounding = |copied: bool, elements: f64, words: usize| match (copied, bf16) {
-                (false, _) => elements,
-                (true, false) => slices * words as f64,
-                (true, true) => 0.0,
-            };
-            let rounding = rounding(copied[0], ea, 4 * fm) + rounding(copied[1], eb, 2 * fn_);
+            // A bf16 input loaded through registers is stored as loaded
+            // (`calib_ir::bf16_input`): nothing to round.
+            let raw = [0, 1].map(|i| bf16 && bf16_input(body, anchor, i).is_some());
+            let rounding =
+                |copied: bool, raw: bool, elements: f64, words: usize| match (copied, bf16) {
+                    (false, _) if raw => 0.0,
+                    (false, _) => elements,
+                    (true, false) => slices * words as f64,
+                    (true, true) => 0.0,
+                };
+            let rounding =
+                rounding(copied[0], raw[0], ea, 4 * fm) + rounding(copied[1], raw[1], eb, 2 * fn_);
             let products = Work {
                 issue: slices * (mmas + loads) + rounding,
                 // Conversions (`cvt`) are special-function operations.
