@@ -261,9 +261,8 @@ impl Builder {
         match (a.as_int(), b.as_int()) {
             (Some(x), Some(y)) => Err((x as u32) < (y as u32)),
             (_, Some(y)) if self.max_of(a).is_some_and(|m| m < y as u32 as u64) => Err(true),
-            // Not remembered: an SM thread has few predicate registers, and a
-            // comparison kept alive across a kernel spills where recomputing it costs
-            // one instruction.
+            // Not remembered: a thread has few predicate registers, and recomputing a
+            // comparison costs one instruction where keeping it alive may not be free.
             _ => Ok(self.setp("lt", Ty::U32, a, b)),
         }
     }
