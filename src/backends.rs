@@ -29,6 +29,9 @@ pub struct BackendOptions {
     /// (`passes::precision::apply` is the caller's: the reference runs the same graph),
     /// handed to the planner through `FusionOptions::precision`.
     pub precision: calib_ir::Precision,
+    /// `sim`, `cuda`: how the plan stores image-shaped temporaries (row-major by
+    /// default; `FusionOptions::layout`).
+    pub layout: calib_ir::Layout,
 }
 
 /// The backend called `name`.
@@ -54,6 +57,13 @@ pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backe
              (the reference backend runs the graph unfused)"
         );
     }
+    if !options.layout.is_row_major() && name == "reference" {
+        bail!(
+            "--layout {} is how a fused plan stores its temporaries: it needs --backend sim \
+             or cuda (the reference backend runs the graph unfused)",
+            options.layout
+        );
+    }
     if options.tuning.is_some() && name == "reference" {
         bail!("tuned schedules shape the fused plan: they need --backend sim or cuda");
     }
@@ -62,6 +72,7 @@ pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backe
         tuning: options.tuning.clone(),
         device: options.device.clone().unwrap_or_default(),
         precision: options.precision,
+        layout: options.layout,
         ..FusionOptions::default()
     };
     match name {

@@ -239,7 +239,7 @@ fn bench_times_a_training_step() {
 fn bad_train_flags() -> Vec<(Vec<&'static str>, String)> {
     let too_many = calib::train::MAX_HOST_REPLICAS + 1;
     let replicas: &'static str = Box::leak(too_many.to_string().into_boxed_str());
-    let cases: [(&[&'static str], String); 12] = [
+    let cases: [(&[&'static str], String); 14] = [
         (
             &["--warmup-epochs", "-1"],
             "--warmup-epochs -1: must be".into(),
@@ -276,6 +276,11 @@ fn bad_train_flags() -> Vec<(Vec<&'static str>, String)> {
             &["--disable-rule", "fuse-all", "--backend", "sim"],
             "unknown rule `fuse-all`".into(),
         ),
+        (
+            &["--layout", "channels_last"],
+            "--layout channels_last is how a fused plan stores its temporaries".into(),
+        ),
+        (&["--layout", "nchw4"], "unknown layout `nchw4`".into()),
     ];
     cases.into_iter().map(|(a, m)| (a.to_vec(), m)).collect()
 }

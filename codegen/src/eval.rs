@@ -26,7 +26,7 @@ use crate::index::{Index, IndexKey, Indexer};
 use crate::ptx::{ins, Address, Builder, Operand, Reg, Ty};
 use crate::render;
 use crate::scope::ScopedMap;
-use calib_ir::{DType, Kernel, Node, Op, OpClass, Program, TensorType, Value};
+use calib_ir::{DType, Kernel, Layout, Node, Op, OpClass, Program, TensorType, Value};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -412,10 +412,10 @@ impl<'a> Emitter<'a> {
         self.value_ty(v)?;
         let slot = self.input_of[&v];
         self.touched_inputs.insert(slot);
-        let flat = self.flat(at, &self.ty(v).shape);
+        let offset = self.offset(at, &self.ty(v).shape, self.input_layout(slot));
         let addr = self
             .b
-            .address(self.inputs[slot], flat, self.element_bytes(v));
+            .address(self.inputs[slot], offset, self.element_bytes(v));
         Ok(self.load_global(self.ty(v).dtype, addr, true).into())
     }
 
@@ -431,22 +431,23 @@ impl<'a> Emitter<'a> {
     pub fn input_address(&mut self, v: Value, at: &Index) -> Address {
         let slot = self.input_of[&v];
         self.touched_inputs.insert(slot);
-        let flat = self.flat(at, &self.ty(v).shape);
+        let offset = self.offset(at, &self.ty(v).shape, self.input_layout(slot));
         self.b
-            .address(self.inputs[slot], flat, self.element_bytes(v))
+            .address(self.inputs[slot], offset, self.element_bytes(v))
     }
 
-    /// Loads four consecutive elements of body input `v` (f32 or tf32), the first at `coords`
-    /// (whose last coordinate four divides, in a shape whose last extent four divides:
-    /// the address is 16-byte aligned), with one 128-bit load, and binds each to its
-    /// index (`coords` with the last coordinate from `lasts`) so that evaluating `v`
-    /// there reads the register.
+    /// Loads four elements of body input `v` (f32 or tf32) adjacent in its memory, the
+    /// first at `coords` (whose coordinate along the input's innermost axis four
+    /// divides, in a shape whose innermost extent four divides: the address is 16-byte
+    /// aligned), with one 128-bit load, and binds each to its index (`coords` with that
+    /// coordinate from `lasts`) so that evaluating `v` there reads the register.
     pub fn load_run(&mut self, v: Value, coords: &[Operand], lasts: &[Operand]) -> Result<()> {
         let slot = self.input_of[&v];
         self.touched_inputs.insert(slot);
+        let layout = self.input_layout(slot);
         let shape = self.ty(v).shape.clone();
-        let flat = self.linearize(coords, &shape);
-        let addr = self.b.address(self.inputs[slot], flat, Ty::F32.bytes());
+        let offset = self.offset(&Index::coords(coords.to_vec()), &shape, layout);
+        let addr = self.b.address(self.inputs[slot], offset, Ty::F32.bytes());
         let r = [(); 4].map(|_| self.b.reg(Ty::F32));
         ins!(
             self.b,
@@ -456,13 +457,37 @@ impl<'a> Emitter<'a> {
             r[2],
             r[3]
         );
-        let last = coords.len() - 1;
+        let innermost = layout.innermost(coords.len());
         for (reg, &l) in r.iter().zip(lasts) {
             let mut at = coords.to_vec();
-            at[last] = l;
+            at[innermost] = l;
             self.bind(v, &Index::coords(at), (*reg).into());
         }
         Ok(())
+    }
+
+    /// How kernel input `slot`'s buffer lies in memory.
+    pub fn input_layout(&self, slot: usize) -> Layout {
+        self.program.buffer(self.kernel.inputs[slot]).layout
+    }
+
+    /// How the buffer of body input `v` lies in memory.
+    pub fn input_layout_of(&self, v: Value) -> Layout {
+        self.input_layout(self.input_of[&v])
+    }
+
+    /// How body output `i`'s buffer lies in memory.
+    pub fn output_layout(&self, i: usize) -> Layout {
+        self.program.buffer(self.kernel.outputs[i].buffer).layout
+    }
+
+    /// The element offset of `at` in a buffer of (logical) `shape` stored in `layout`.
+    fn offset(&mut self, at: &Index, shape: &[usize], layout: Layout) -> Operand {
+        if layout.is_row_major() {
+            return self.flat(at, shape);
+        }
+        let coords = self.coords(at, shape);
+        self.linearize(&layout.to_memory(&coords), &layout.to_memory(shape))
     }
 
     /// Stores `value` as element `at` of body output `i` (into its slice of the
@@ -494,16 +519,17 @@ impl<'a> Emitter<'a> {
         self.value_ty(body_out)?;
         let bytes = self.element_bytes(body_out);
         let shape = &self.ty(body_out).shape;
-        let flat = match out.slice {
-            None => self.flat(at, shape),
+        let layout = self.output_layout(i);
+        let offset = match out.slice {
+            None => self.offset(at, shape, layout),
             Some(s) => {
                 let mut coords = self.coords(at, shape);
                 coords[s.axis] = self.b.add_u32(coords[s.axis], Operand::Int(s.start as i64));
                 let full = &self.program.buffer(out.buffer).ty.shape;
-                self.linearize(&coords, full)
+                self.offset(&Index::coords(coords), full, layout)
             }
         };
-        Ok(self.b.address(self.outputs[i], flat, bytes))
+        Ok(self.b.address(self.outputs[i], offset, bytes))
     }
 
     /// `concat` at `at`: a branch per operand, each loading only inside its range.

@@ -136,6 +136,11 @@ impl Indexer {
             rest = b.div_u32(rest, d);
         }
         self.conversions.insert(key, Index::coords(coords.clone()));
+        // And back: linearizing these coordinates in this shape gives `flat` again,
+        // which is how a kernel walking a channels-last buffer in memory order finds
+        // each element's offset without recomputing it.
+        let back = (IndexKey::Coords(coords.clone()), shape.to_vec());
+        self.conversions.insert(back, Index::flat(flat));
         coords
     }
 

@@ -8,7 +8,7 @@ use crate::eval::Emitter;
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::Operand;
-use calib_ir::numel;
+use calib_ir::{numel, Layout};
 
 pub(crate) const THREADS: usize = 256;
 /// Blocks of a pointwise launch; larger outputs are covered by grid-stride loops.
@@ -20,10 +20,12 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
     // thread takes runs of four).
     let threads_needed = groups(cx, outputs)
         .iter()
-        .map(|(n, members)| match runs_of_four(cx, members, *n) {
-            Some(_) => n / RUN,
-            None => *n,
-        })
+        .map(
+            |(n, members)| match runs_of_four(cx, members, *n, walk_layout(cx, members)) {
+                Some(_) => n / RUN,
+                None => *n,
+            },
+        )
         .max()
         .unwrap_or(1);
     let geometry = Geometry {
@@ -51,17 +53,36 @@ fn groups(cx: &Emitter, outputs: &[usize]) -> Vec<(usize, Vec<usize>)> {
     groups
 }
 
-/// The shape of runs of four when every output of a group has one shape whose
-/// innermost extent four divides (and there are enough elements to keep the GPU
-/// busy): the group's shape with that extent divided by four.
-fn runs_of_four(cx: &Emitter, members: &[usize], n: usize) -> Option<Vec<usize>> {
+/// The one shape of a group's outputs, if they have one.
+fn common_shape<'e>(cx: &'e Emitter, members: &[usize]) -> Option<&'e [usize]> {
     let shape = &cx.ty(cx.kernel.body.outputs[members[0]].value).shape;
-    let same = members
+    members
         .iter()
-        .all(|&i| &cx.ty(cx.kernel.body.outputs[i].value).shape == shape);
-    let last = *shape.last()?;
-    (same && last % RUN == 0 && n >= 1 << 16).then(|| {
-        let mut runs = shape.clone();
+        .all(|&i| &cx.ty(cx.kernel.body.outputs[i].value).shape == shape)
+        .then_some(shape)
+}
+
+/// The order a group's threads walk its elements in: the memory order of the outputs'
+/// buffers when they share one shape and one layout (so that consecutive threads store
+/// to consecutive addresses), else row-major.
+fn walk_layout(cx: &Emitter, members: &[usize]) -> Layout {
+    let layout = cx.output_layout(members[0]);
+    let shared = common_shape(cx, members).is_some()
+        && members.iter().all(|&i| cx.output_layout(i) == layout);
+    if shared {
+        layout
+    } else {
+        Layout::RowMajor
+    }
+}
+
+/// The shape of runs of four, in memory order, when every output of a group has one
+/// shape whose innermost extent in `layout` four divides (and there are enough
+/// elements to keep the GPU busy): that shape with that extent divided by four.
+fn runs_of_four(cx: &Emitter, members: &[usize], n: usize, layout: Layout) -> Option<Vec<usize>> {
+    let mut runs = layout.to_memory(common_shape(cx, members)?);
+    let last = *runs.last()?;
+    (last % RUN == 0 && n >= 1 << 16).then(|| {
         *runs.last_mut().expect("a rank") = last / RUN;
         runs
     })
@@ -88,52 +109,63 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
             }
             Ok(())
         };
-        match runs_of_four(cx, &members, n) {
-            // Four neighbours along the innermost axis share their coordinates (and
-            // everything that does not depend on that axis), and their loads go out
-            // together.
+        let layout = walk_layout(cx, &members);
+        let shape = cx
+            .ty(cx.kernel.body.outputs[members[0]].value)
+            .shape
+            .clone();
+        match runs_of_four(cx, &members, n, layout) {
+            // Four neighbours in memory share their coordinates (and everything that
+            // does not depend on the innermost axis), and their loads go out together.
             Some(runs) => cx.for_strided(thread, n / RUN, stride, |cx, r| {
-                let mut coords = cx.coords(&Index::flat(r), &runs);
-                let last = coords.len() - 1;
-                let first = cx.b.mul_u32(coords[last], Operand::Int(RUN as i64));
+                let mut memory = cx.coords(&Index::flat(r), &runs);
+                let last = memory.len() - 1;
+                let first = cx.b.mul_u32(memory[last], Operand::Int(RUN as i64));
                 let lasts: Vec<Operand> = (0..RUN)
                     .map(|u| cx.b.add_u32(first, Operand::Int(u as i64)))
                     .collect();
-                coords[last] = first;
-                // Inputs of the outputs' shape read where the outputs are (no index map
-                // between) come in with one 128-bit load per run.
-                for v in same_shape_inputs(cx, &runs) {
+                memory[last] = first;
+                let mut coords = layout.to_logical(&memory);
+                // Inputs stored like the outputs and read where the outputs are (no
+                // index map between) come in with one 128-bit load per run.
+                for v in same_shape_inputs(cx, &shape, layout) {
                     cx.load_run(v, &coords, &lasts)?;
                 }
+                let innermost = layout.innermost(coords.len());
                 cx.b.parallel_chains(RUN);
                 for &l in &lasts {
-                    coords[last] = l;
+                    coords[innermost] = l;
                     store_all(cx, &Index::coords(coords.clone()))?;
                 }
                 cx.b.parallel_chains(1);
                 Ok(())
             })?,
-            None => cx.for_strided(thread, n, stride, |cx, e| store_all(cx, &Index::flat(e)))?,
+            None if layout.is_row_major() => {
+                cx.for_strided(thread, n, stride, |cx, e| store_all(cx, &Index::flat(e)))?
+            }
+            None => cx.for_strided(thread, n, stride, |cx, e| {
+                let memory = cx.coords(&Index::flat(e), &layout.to_memory(&shape));
+                store_all(cx, &Index::coords(layout.to_logical(&memory)))
+            })?,
         }
     }
     Ok(())
 }
 
-/// The f32 (and tf32) body inputs of the shape runs of four cover (`runs` with its last extent
-/// times four), which elementwise outputs read at their own coordinates.
-fn same_shape_inputs(cx: &Emitter, runs: &[usize]) -> Vec<calib_ir::Value> {
-    let mut shape = runs.to_vec();
-    if let Some(last) = shape.last_mut() {
-        *last *= RUN;
-    }
+/// The f32 (and tf32) body inputs of `shape` stored in `layout`, which elementwise
+/// outputs of that shape walked in that layout read at their own coordinates.
+fn same_shape_inputs(cx: &Emitter, shape: &[usize], layout: Layout) -> Vec<calib_ir::Value> {
     cx.kernel
         .body
         .inputs()
-        .map(|(_, v)| v)
+        .enumerate()
+        .map(|(slot, (_, v))| (slot, v))
         // 16-byte loads of four 4-byte elements: bf16 inputs load one element at a time.
-        .filter(|&v| {
+        .filter(|&(slot, v)| {
             cx.ty(v).shape == shape
+                && cx.input_layout(slot) == layout
                 && matches!(cx.ty(v).dtype, calib_ir::DType::F32 | calib_ir::DType::TF32)
         })
+        .map(|(_, v)| v)
         .collect()
 }

@@ -1,7 +1,8 @@
 //! Every kernel of the SCNet-50 and ResNet-50 training steps (batch 64, 224x224, f32),
 //! fused and unfused, and fused with tensor cores under the TF32 and bf16 policies,
 //! assembled by NVIDIA's ptxas for sm_80 and sm_90; pointwise and reduction kernels
-//! must not spill. (Every test plan is assembled too: see `support::simulate`.)
+//! must not spill; and the bf16 step with channels-last temporaries. (Every test plan is
+//! assembled too: see `support::simulate`.)
 //!
 //! ptxas comes from the `nvidia-cuda-nvcc-cu12` wheel (`scripts/setup.sh`); without it
 //! these tests fail, unless `CALIB_SKIP_PTXAS=1` says to skip them.
@@ -126,4 +127,26 @@ fn scnet50_training_step_on_tensor_cores() {
 #[test]
 fn resnet50_training_step_on_tensor_cores() {
     assemble_on_tensor_cores("resnet50");
+}
+
+/// The bf16 SCNet-50 step with its image-shaped temporaries stored channels-last: every
+/// kernel addresses them NHWC (the conversions sit in the kernels that read the NCHW
+/// input or write NCHW outputs).
+#[test]
+fn scnet50_training_step_channels_last() {
+    let precision = Precision::Bf16;
+    let graph = calib_passes::precision::apply(&training_step("scnet50"), precision).unwrap();
+    let options = FusionOptions {
+        precision,
+        layout: calib_ir::Layout::ChannelsLast,
+        ..FusionOptions::default()
+    };
+    let program = fuse(&graph, &options).unwrap().program;
+    let stored = program
+        .buffers
+        .iter()
+        .filter(|b| b.layout == calib_ir::Layout::ChannelsLast)
+        .count();
+    assert!(stored > 100, "{stored} channels-last buffers");
+    assemble_plan("scnet50 fused bf16 channels_last", &program);
 }

@@ -21,7 +21,7 @@
 //! }
 //! ```
 
-use crate::{text, Graph, Op, Schedule, TensorType};
+use crate::{text, Graph, Layout, Op, Schedule, TensorType};
 use serde::{Deserialize, Serialize};
 use std::fmt::{self, Write};
 use thiserror::Error;
@@ -58,6 +58,22 @@ pub struct Buffer {
     #[serde(rename = "type")]
     pub ty: TensorType,
     pub role: Role,
+    /// How the elements lie in memory: row-major except for temporaries a layout
+    /// choice stored otherwise.
+    #[serde(default, skip_serializing_if = "Layout::is_row_major")]
+    pub layout: Layout,
+}
+
+impl Buffer {
+    /// A row-major buffer.
+    pub fn new(name: impl Into<String>, ty: TensorType, role: Role) -> Buffer {
+        Buffer {
+            name: name.into(),
+            ty,
+            role,
+            layout: Layout::RowMajor,
+        }
+    }
 }
 
 /// The loop nest a kernel is organized around; everything else in its body is a
@@ -204,11 +220,11 @@ impl Program {
     /// for zero bytes.
     pub fn add_workspace(&mut self, k: usize, bytes: usize) {
         self.kernels[k].workspace = (bytes > 0).then(|| {
-            self.buffers.push(Buffer {
-                name: format!("workspace{k}"),
-                ty: TensorType::new(crate::DType::F32, vec![bytes.div_ceil(4)]),
-                role: Role::Temp,
-            });
+            self.buffers.push(Buffer::new(
+                format!("workspace{k}"),
+                TensorType::new(crate::DType::F32, vec![bytes.div_ceil(4)]),
+                Role::Temp,
+            ));
             BufferId(self.buffers.len() - 1)
         });
     }
@@ -225,8 +241,21 @@ impl Program {
             matches!(buf.role, Role::Input | Role::Param) || written[b.0].is_complete(&buf.ty)
         };
         for (i, b) in self.buffers.iter().enumerate() {
-            b.ty.check_size()
-                .map_err(|e| ProgramError::Invalid(format!("buffer {}: {e}", BufferId(i))))?;
+            let fail =
+                |detail: String| ProgramError::Invalid(format!("buffer {}: {detail}", BufferId(i)));
+            b.ty.check_size().map_err(|e| fail(e.to_string()))?;
+            if !b.layout.fits(b.ty.rank()) {
+                return Err(fail(format!(
+                    "a {} tensor cannot be stored {}",
+                    b.ty, b.layout
+                )));
+            }
+            if !b.layout.is_row_major() && b.role != Role::Temp {
+                return Err(fail(format!(
+                    "`{}` is bound or read back by the user, so it must be row_major, not {}",
+                    b.name, b.layout
+                )));
+            }
         }
         let mut workspaces: Vec<BufferId> = vec![];
         for k in &self.kernels {
@@ -341,7 +370,11 @@ impl Program {
                 Role::Output => "output",
                 Role::Temp => "temp",
             };
-            writeln!(out, "  ${i} {role} {} : {}", b.name, b.ty).unwrap();
+            let layout = match b.layout {
+                Layout::RowMajor => String::new(),
+                other => format!(" {other}"),
+            };
+            writeln!(out, "  ${i} {role} {} : {}{layout}", b.name, b.ty).unwrap();
         }
         for k in &self.kernels {
             let ins: Vec<String> = k.inputs.iter().map(|b| b.to_string()).collect();

@@ -16,6 +16,7 @@ mod graph;
 mod infer;
 pub mod json;
 pub mod kernel;
+mod layout;
 mod op;
 mod precision;
 mod schedule;
@@ -31,6 +32,7 @@ pub use infer::{broadcasts_to, infer_type, window_output_size};
 pub use kernel::{
     Anchor, Buffer, BufferId, Kernel, KernelOutput, Program, ProgramError, ProgramOutput, Role,
 };
+pub use layout::Layout;
 pub use op::{Op, OpClass, ReduceOp};
 pub use precision::Precision;
 pub use schedule::{

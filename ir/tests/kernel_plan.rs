@@ -3,8 +3,8 @@
 
 use calib_ir::kernel::Slice;
 use calib_ir::{
-    Anchor, Buffer, BufferId, DType, Graph, Kernel, KernelOutput, Op, Program, ProgramOutput, Role,
-    TensorType,
+    Anchor, Buffer, BufferId, DType, Graph, Kernel, KernelOutput, Layout, Op, Program,
+    ProgramOutput, Role, TensorType,
 };
 
 fn ty(shape: &[usize]) -> TensorType {
@@ -62,16 +62,8 @@ fn sliced() -> Program {
     };
     Program {
         buffers: vec![
-            Buffer {
-                name: "x".into(),
-                ty: ty(&half),
-                role: Role::Input,
-            },
-            Buffer {
-                name: "y".into(),
-                ty: ty(&[1, 4, 3]),
-                role: Role::Output,
-            },
+            Buffer::new("x", ty(&half), Role::Input),
+            Buffer::new("y", ty(&[1, 4, 3]), Role::Output),
         ],
         kernels: vec![
             kernel("k0", 0, slice(0), &half),
@@ -125,4 +117,55 @@ fn malformed_plans_are_refused_with_the_reason() {
     p.kernels[0].inputs[0] = BufferId(7);
     assert!(err(&p).contains("does not exist"), "{}", err(&p));
     assert!(Program::from_json("{\"buffers\": 3}").is_err());
+}
+
+/// x -> relu into a temporary t -> relu into y, all `[1, 2, 2, 2]`.
+fn through_temp() -> Program {
+    let shape = [1, 2, 2, 2];
+    Program {
+        buffers: vec![
+            Buffer::new("x", ty(&shape), Role::Input),
+            Buffer::new("t", ty(&shape), Role::Temp),
+            Buffer::new("y", ty(&shape), Role::Output),
+        ],
+        kernels: vec![
+            kernel("k0", 0, whole(1), &shape),
+            kernel("k1", 1, whole(2), &shape),
+        ],
+        outputs: vec![ProgramOutput {
+            name: "y".into(),
+            buffer: BufferId(2),
+        }],
+    }
+}
+
+#[test]
+fn a_channels_last_temporary_is_valid_and_round_trips() {
+    let mut p = through_temp();
+    assert!(!p.to_json().contains("layout"), "row-major is the default");
+    p.buffers[1].layout = Layout::ChannelsLast;
+    p.validate().unwrap();
+    assert_eq!(Program::from_json(&p.to_json()).unwrap(), p);
+    assert!(p
+        .to_text()
+        .contains("$1 temp t : f32[1,2,2,2] channels_last"));
+}
+
+#[test]
+fn layouts_that_cannot_hold_are_refused() {
+    let err = |p: &Program| p.validate().unwrap_err().to_string();
+    let mut p = through_temp();
+    p.buffers[0].layout = Layout::ChannelsLast;
+    assert!(err(&p).contains("`x` is bound or read back"), "{}", err(&p));
+    let mut p = through_temp();
+    p.buffers[2].layout = Layout::ChannelsLast;
+    assert!(err(&p).contains("must be row_major"), "{}", err(&p));
+    let mut p = sliced();
+    p.buffers.push(Buffer::new("flat", ty(&[4]), Role::Temp));
+    p.buffers[2].layout = Layout::ChannelsLast;
+    assert!(
+        err(&p).contains("cannot be stored channels_last"),
+        "{}",
+        err(&p)
+    );
 }

@@ -366,10 +366,12 @@ mod tests {
     /// Six f32[4] buffers (16 bytes each) at the given arena offsets.
     fn plan(offsets: Vec<usize>) -> DeviceProgram {
         let buffers = (0..offsets.len())
-            .map(|i| Buffer {
-                name: format!("b{i}"),
-                ty: TensorType::new(DType::F32, vec![4]),
-                role: Role::Temp,
+            .map(|i| {
+                Buffer::new(
+                    format!("b{i}"),
+                    TensorType::new(DType::F32, vec![4]),
+                    Role::Temp,
+                )
             })
             .collect();
         let program = Program {

@@ -47,11 +47,7 @@ fn kernel(name: &str, anchor: Anchor, inputs: &[usize], output: usize, body: Gra
 
 /// `g = -x; r = all_reduce(g); o = relu(x); y = r + o`, with the all-reduce's body given.
 fn program(all_reduce_body: Graph) -> Program {
-    let buffer = |name: &str, role| Buffer {
-        name: name.into(),
-        ty: ty(),
-        role,
-    };
+    let buffer = |name: &str, role| Buffer::new(name, ty(), role);
     Program {
         buffers: vec![
             buffer("x", Role::Input),

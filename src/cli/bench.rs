@@ -58,6 +58,10 @@ pub struct Args {
     /// (docs/precision.md).
     #[arg(long, default_value = "f32")]
     precision: calib::ir::Precision,
+    /// How the fused plan stores image-shaped temporaries: `row_major` (NCHW, the
+    /// default) or `channels_last` (NHWC). Inputs, weights and outputs stay NCHW.
+    #[arg(long, default_value = "row_major")]
+    layout: calib::ir::Layout,
     #[arg(long)]
     json: bool,
 }
@@ -89,6 +93,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             cuda_graph: args.cuda_graph,
             rules: args.rules.rule_set()?,
             precision: args.precision,
+            layout: args.layout,
             ..Default::default()
         },
     )?;

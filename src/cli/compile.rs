@@ -73,6 +73,10 @@ pub struct Args {
     /// the graph (after autodiff) as casts that fusion fuses; the report says which.
     #[arg(long, default_value = "f32")]
     precision: Precision,
+    /// How the fused plan stores image-shaped temporaries: `row_major` (NCHW, the
+    /// default) or `channels_last` (NHWC). Inputs, weights and outputs stay NCHW.
+    #[arg(long, default_value = "row_major")]
+    layout: calib::ir::Layout,
     /// Also compile once per rule family with that family off, and report what the plan
     /// costs without it (`ablation.{txt,json}`, appended to `report.txt`).
     #[arg(long)]
@@ -126,6 +130,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let mut options = FusionOptions {
         precision: args.precision,
+        layout: args.layout,
         ..FusionOptions::default()
     };
     if let Some(path) = &args.device {
@@ -165,6 +170,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let fits = arena.arena_bytes as u64 <= device.memory_bytes;
     let mut report_json: serde_json::Value = serde_json::from_str(&fusion.report.to_json())?;
     report_json["precision"] = serde_json::to_value(args.precision)?;
+    report_json["layout"] = serde_json::to_value(args.layout)?;
     report_json["memory"] = serde_json::json!({
         "arena_bytes": arena.arena_bytes,
         "unshared_bytes": arena.unshared_bytes,
@@ -176,7 +182,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !windows.is_empty() {
         report_json["all_reduces"] = serde_json::to_value(&windows)?;
     }
-    let mut report = format!("precision: {}\n", args.precision);
+    let mut report = format!("precision: {}\nlayout: {}\n", args.precision, args.layout);
     report.push_str(&fusion.report.to_text());
     let per_replica = if dp.is_data_parallel() {
         " per replica"

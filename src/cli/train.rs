@@ -33,6 +33,11 @@ pub struct Args {
     /// resumed run keeps its own, and refuses a different one.
     #[arg(long)]
     precision: Option<Precision>,
+    /// How the fused plan stores image-shaped temporaries: `row_major` (NCHW, the
+    /// default) or `channels_last` (NHWC). Inputs, weights, outputs
+    /// and checkpoints stay NCHW; the numbers are the same bits either way.
+    #[arg(long, default_value = "row_major")]
+    layout: calib::ir::Layout,
     /// With --backend cuda: capture each step as a CUDA graph on the first run and
     /// replay it (one driver call per step instead of one per kernel).
     #[arg(long)]
@@ -202,6 +207,7 @@ fn run_training(args: &Args) -> Result<ExitCode> {
             rules: args.rules.rule_set()?,
             process_gpu: launch.as_ref().map(|l| l.local_rank),
             precision,
+            layout: args.layout,
             ..Default::default()
         },
     )?;

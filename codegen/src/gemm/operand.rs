@@ -76,15 +76,17 @@ impl Element {
 /// The kernel input a `cp.async` can copy into the tiles of operand `operand` (0 for
 /// `A`) of GEMM anchor `anchor` multiplied by `instruction` ([`calib_ir::copy_source`]:
 /// f32 words for TF32 tiles, bf16 pairs for bf16 ones), unless this launch reads it back
-/// from an earlier one.
+/// from an earlier one. A pair is two elements adjacent along the tile's width, which
+/// only a row-major buffer guarantees.
 pub(crate) fn copy_source(
     cx: &Emitter,
     anchor: Value,
     operand: usize,
     instruction: GemmInstruction,
 ) -> Option<Value> {
+    let pairs = instruction == GemmInstruction::MmaBf16;
     calib_ir::copy_source(&cx.kernel.body, anchor, operand, instruction)
-        .filter(|&x| cx.is_plain_input(x))
+        .filter(|&x| cx.is_plain_input(x) && (!pairs || cx.input_layout_of(x).is_row_major()))
 }
 
 /// A GEMM-shaped anchor op.

@@ -108,25 +108,26 @@ impl Builder {
             (Some(0), _) | (_, Some(0)) => Operand::Int(0),
             (Some(1), _) => b,
             (_, Some(1)) => a,
-            // `(x + c) * k` is `x * k + c * k`.
-            (None, Some(k)) | (Some(k), None)
-                if {
-                    let x = if a.as_int().is_none() { a } else { b };
-                    let (_, c) = self.known.split(x);
-                    c > 0 && c * (k as u32 as u64) < OFFSET_LIMIT
-                } =>
-            {
+            (None, Some(k)) | (Some(k), None) => {
                 let x = if a.as_int().is_none() { a } else { b };
                 let (root, c) = self.known.split(x);
-                let scaled = self.mul_u32(root, Operand::Int(k));
-                self.add_u32(scaled, Operand::Int((c * (k as u32 as u64)) as i64))
+                let offset = c * (k as u32 as u64);
+                // `(x + c) * k` is `x * k + c * k`.
+                if c > 0 && offset < OFFSET_LIMIT {
+                    let scaled = self.mul_u32(root, Operand::Int(k));
+                    return self.add_u32(scaled, Operand::Int(offset as i64));
+                }
+                self.product(a, b)
             }
-            _ => {
-                let max = self.max_of(a).zip(self.max_of(b)).map(|(x, y)| x * y);
-                let [a, b] = sorted(a, b);
-                self.integer(("mul", [a, b, Operand::Int(0)]), "mul.lo.u32", 2, max)
-            }
+            _ => self.product(a, b),
         }
+    }
+
+    /// `a * b` as one instruction.
+    fn product(&mut self, a: Operand, b: Operand) -> Operand {
+        let max = self.max_of(a).zip(self.max_of(b)).map(|(x, y)| x * y);
+        let [a, b] = sorted(a, b);
+        self.integer(("mul", [a, b, Operand::Int(0)]), "mul.lo.u32", 2, max)
     }
 
     /// `a * b + c`.
@@ -202,12 +203,11 @@ impl Builder {
             _ if divisor == 1 => a,
             Some(x) => int(x / divisor as i64),
             None if max.is_some_and(|m| m < divisor as u64) => Operand::Int(0),
-            None if self.multiple_plus(a, divisor).is_some() => {
-                let (x, q, y) = self.multiple_plus(a, divisor).expect("checked");
-                let low = self.div_u32(y, divisor);
-                self.mad_u32(x, Operand::Int(q as i64), low)
-            }
             None => {
+                if let Some((x, q, y)) = self.multiple_plus(a, divisor) {
+                    let low = self.div_u32(y, divisor);
+                    return self.mad_u32(x, Operand::Int(q as i64), low);
+                }
                 let max = max.unwrap_or(u32::MAX as u64) / divisor as u64;
                 let e = ("div", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
                 self.integer(e, "div.u32", 2, Some(max))
@@ -221,11 +221,10 @@ impl Builder {
             _ if divisor == 1 => Operand::Int(0),
             Some(x) => int(x % divisor as i64),
             None if max.is_some_and(|m| m < divisor as u64) => a,
-            None if self.multiple_plus(a, divisor).is_some() => {
-                let (_, _, y) = self.multiple_plus(a, divisor).expect("checked");
-                self.rem_u32(y, divisor)
-            }
             None => {
+                if let Some((_, _, y)) = self.multiple_plus(a, divisor) {
+                    return self.rem_u32(y, divisor);
+                }
                 let max = max.unwrap_or(u64::MAX).min(divisor as u64 - 1);
                 let e = ("rem", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
                 self.integer(e, "rem.u32", 2, Some(max))

@@ -27,11 +27,7 @@ pub fn single_kernel(graph: &Graph, anchor: Anchor) -> Program {
             Op::Param { name } => (name.clone(), Role::Param),
             _ => continue,
         };
-        buffers.push(Buffer {
-            name,
-            ty: node.ty.clone(),
-            role,
-        });
+        buffers.push(Buffer::new(name, node.ty.clone(), role));
         inputs.push(BufferId(buffers.len() - 1));
         node.op = Op::Input {
             name: Kernel::input_name(inputs.len() - 1),
@@ -40,11 +36,11 @@ pub fn single_kernel(graph: &Graph, anchor: Anchor) -> Program {
     let mut outputs = vec![];
     let mut program_outputs = vec![];
     for (i, o) in body.outputs.iter_mut().enumerate() {
-        buffers.push(Buffer {
-            name: o.name.clone(),
-            ty: graph.ty(o.value).clone(),
-            role: Role::Output,
-        });
+        buffers.push(Buffer::new(
+            o.name.clone(),
+            graph.ty(o.value).clone(),
+            Role::Output,
+        ));
         let buffer = BufferId(buffers.len() - 1);
         outputs.push(KernelOutput {
             buffer,

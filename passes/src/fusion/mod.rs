@@ -28,6 +28,7 @@ mod group;
 mod horizontal;
 mod kernels;
 mod language;
+mod layout;
 mod limits;
 mod narrow;
 mod partition;
@@ -76,6 +77,9 @@ pub struct FusionOptions {
     /// Schedules measured by `calib tune`: used for the GEMMs whose shape they cover on
     /// this device, in place of the cost model's choice.
     pub tuning: Option<tuning::TuningCache>,
+    /// How image-shaped temporaries are stored (`layout`): row-major (NCHW, the
+    /// default) or channels-last (NHWC).
+    pub layout: calib_ir::Layout,
 }
 
 /// A fused program and the report of how it was found.
@@ -150,6 +154,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         0
     };
     let (split_k, split_reductions) = schedule::assign(&mut program, options);
+    let channels_last = layout::assign(&mut program, options.layout);
     for (n, k) in program.kernels.iter_mut().enumerate() {
         k.name = format!("k{n}");
     }
@@ -192,6 +197,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         narrow_stores,
         split_k,
         split_reductions,
+        channels_last,
         warnings,
         disabled_rules: options.rules.disabled().map(str::to_string).collect(),
         kernels: report::kernel_rows(&program, options),

@@ -306,11 +306,7 @@ mod tests {
         let s = add.push(Op::Add, vec![r, x], "").unwrap();
         add.add_output("out0", s).unwrap();
         let keep = round.clone();
-        let buffer = |name: &str, role| Buffer {
-            name: name.into(),
-            ty: ty(DType::F32),
-            role,
-        };
+        let buffer = |name: &str, role| Buffer::new(name, ty(DType::F32), role);
         Program {
             buffers: vec![
                 buffer("x", Role::Input),
@@ -396,11 +392,7 @@ mod tests {
         let x = input(&mut plain, "in1");
         let s = plain.push(Op::Add, vec![t, x], "").unwrap();
         plain.add_output("out0", s).unwrap();
-        let buffer = |name: &str, role| Buffer {
-            name: name.into(),
-            ty: ty(DType::F32),
-            role,
-        };
+        let buffer = |name: &str, role| Buffer::new(name, ty(DType::F32), role);
         let mut kernels = vec![
             kernel("k0", vec![0], 1, square),
             kernel("k1", vec![1, 0], 2, rounds),

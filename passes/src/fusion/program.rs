@@ -154,7 +154,7 @@ fn buffer(
             ty.expect("new values are read only after a kernel writes them"),
         ),
     };
-    buffers.push(Buffer { name, ty, role });
+    buffers.push(Buffer::new(name, ty, role));
     let b = BufferId(buffers.len() - 1);
     buffer_of.insert(v, b);
     b

@@ -40,6 +40,8 @@ pub struct FusionReport {
     pub split_k: usize,
     /// Reduction kernels whose reduced elements are split across teams.
     pub split_reductions: usize,
+    /// Temporaries stored channels-last (`FusionOptions::layout`).
+    pub channels_last: usize,
     pub warnings: Vec<String>,
     /// Rules the fusion left out (`--disable-rule`, `--rules`): empty for calib's plan.
     pub disabled_rules: Vec<String>,
@@ -232,13 +234,14 @@ impl FusionReport {
         writeln!(
             t,
             "  side outputs folded: {}, concats as views: {}, updates merged: {}, bf16 stores: {}, \
-             split GEMMs: {}, split reductions: {}",
+             split GEMMs: {}, split reductions: {}, channels-last buffers: {}",
             self.side_outputs,
             self.concat_views,
             self.updates_merged,
             self.narrow_stores,
             self.split_k,
-            self.split_reductions
+            self.split_reductions,
+            self.channels_last
         )
         .unwrap();
         if !self.disabled_rules.is_empty() {
