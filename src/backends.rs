@@ -31,7 +31,7 @@ pub struct BackendOptions {
     pub precision: calib_ir::Precision,
     /// `sim`, `cuda`: how the plan stores image-shaped temporaries (row-major by
     /// default; `FusionOptions::layout`).
-    pub layout: calib_ir::Layout,
+    pub layout: calib_passes::fusion::LayoutPolicy,
 }
 
 /// The backend called `name`.
@@ -57,7 +57,7 @@ pub fn backend_with(name: &str, options: BackendOptions) -> Result<Box<dyn Backe
              (the reference backend runs the graph unfused)"
         );
     }
-    if !options.layout.is_row_major() && name == "reference" {
+    if options.layout != calib_passes::fusion::LayoutPolicy::RowMajor && name == "reference" {
         bail!(
             "--layout {} is how a fused plan stores its temporaries: it needs --backend sim \
              or cuda (the reference backend runs the graph unfused)",

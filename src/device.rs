@@ -2,10 +2,10 @@
 //! load: the kernel plan (fused, or one kernel per op), PTX for every kernel, and where
 //! each buffer sits in one arena.
 
-use calib_codegen::{compile, CompiledProgram};
+use calib_codegen::{compile, CodegenError, CompiledProgram};
 use calib_cost::{predict, Device};
 use calib_ir::{Graph, Program, ProgramError};
-use calib_passes::fusion::{fuse, unfused, FusionOptions};
+use calib_passes::fusion::{fuse, layout, unfused, FusionOptions, LayoutPolicy};
 use calib_passes::plan_arena;
 use calib_runtime::{DeviceKernel, DeviceProgram, LaunchInfo, RuntimeError};
 
@@ -16,14 +16,68 @@ pub fn compile_graph(
     fusion: Option<&FusionOptions>,
 ) -> Result<DeviceProgram, RuntimeError> {
     let fusion_error = |e: calib_passes::PassError| ProgramError::Fusion(e.to_string());
-    let (program, device) = match fusion {
+    let codegen_error = |e: CodegenError| RuntimeError::Codegen(e.to_string());
+    let (program, device, policy) = match fusion {
         Some(options) => (
             fuse(graph, options).map_err(fusion_error)?.program,
             options.device.clone(),
+            options.layout,
         ),
-        None => (unfused(graph).map_err(fusion_error)?, Device::default()),
+        None => (
+            unfused(graph).map_err(fusion_error)?,
+            Device::default(),
+            LayoutPolicy::RowMajor,
+        ),
     };
-    compile_program(program, &device)
+    let (program, compiled, _) = choose_layout(program, policy, &device).map_err(codegen_error)?;
+    device_program(program, &compiled, &device)
+}
+
+/// The layout `LayoutPolicy::Auto` picked and the predicted steps it chose between.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayoutChoice {
+    pub chosen: calib_ir::Layout,
+    /// Predicted step in milliseconds (launches as emitted, registers estimated), row-major
+    /// then channels-last.
+    pub row_major_ms: f64,
+    pub channels_last_ms: f64,
+}
+
+/// Compiles `program` (planned row-major under `Auto`); under [`LayoutPolicy::Auto`],
+/// also compiles it with image-shaped temporaries channels-last, and keeps whichever
+/// step the cost model predicts faster on `device` (row-major on a tie).
+pub fn choose_layout(
+    program: Program,
+    policy: LayoutPolicy,
+    device: &Device,
+) -> Result<(Program, CompiledProgram, Option<LayoutChoice>), CodegenError> {
+    let compiled = compile(&program)?;
+    if policy != LayoutPolicy::Auto {
+        return Ok((program, compiled, None));
+    }
+    let mut other = program.clone();
+    if layout::assign(&mut other, calib_ir::Layout::ChannelsLast) == 0 {
+        return Ok((program, compiled, None));
+    }
+    let other_compiled = compile(&other)?;
+    let none = Default::default();
+    let step = |p: &Program, c: &CompiledProgram| {
+        crate::predict::predict_step(p, c, device, &none).step_ms
+    };
+    let choice = LayoutChoice {
+        row_major_ms: step(&program, &compiled),
+        channels_last_ms: step(&other, &other_compiled),
+        chosen: calib_ir::Layout::RowMajor,
+    };
+    Ok(if choice.channels_last_ms < choice.row_major_ms {
+        let choice = LayoutChoice {
+            chosen: calib_ir::Layout::ChannelsLast,
+            ..choice
+        };
+        (other, other_compiled, Some(choice))
+    } else {
+        (program, compiled, Some(choice))
+    })
 }
 
 /// Compiles every kernel of `program`; launch estimates are for `device`.

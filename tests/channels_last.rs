@@ -6,13 +6,13 @@
 mod support;
 
 use calib::ir::{Layout, Precision};
-use calib::passes::fusion::FusionOptions;
+use calib::passes::fusion::{FusionOptions, LayoutPolicy};
 use calib::passes::precision::apply_step;
 use calib::train::SgdState;
 use calib::Sim;
 use support::session::{assert_same_run, batches, plain_step, run_loop};
 
-fn sim(precision: Precision, layout: Layout) -> Sim {
+fn sim(precision: Precision, layout: LayoutPolicy) -> Sim {
     Sim::with_fusion(FusionOptions {
         precision,
         layout,
@@ -25,7 +25,7 @@ fn same_bits_both_ways(precision: Precision) {
     let step = apply_step(&step, precision).unwrap();
     let sgd = SgdState::new(&step, sgd.state);
 
-    let nhwc = sim(precision, Layout::ChannelsLast);
+    let nhwc = sim(precision, LayoutPolicy::ChannelsLast);
     let plan = nhwc.prepare(&step.graph).unwrap();
     let program = &plan.plan().program;
     let stored = |layout| {
@@ -49,7 +49,12 @@ fn same_bits_both_ways(precision: Precision) {
     );
 
     let data = batches(support::data_parallel::SHARD, 2, 11);
-    let want = run_loop(&sim(precision, Layout::RowMajor), &step, sgd.clone(), &data);
+    let want = run_loop(
+        &sim(precision, LayoutPolicy::RowMajor),
+        &step,
+        sgd.clone(),
+        &data,
+    );
     let got = run_loop(&nhwc, &step, sgd, &data);
     assert_same_run(&got, &want);
 }
@@ -67,4 +72,53 @@ fn bf16_step_is_bit_identical_stored_channels_last() {
 #[test]
 fn tf32_step_is_bit_identical_stored_channels_last() {
     same_bits_both_ways(Precision::Tf32);
+}
+
+/// The cost model sees what channels-last costs today's kernels: walked along pixels,
+/// an NHWC image spreads a warp's accesses over a sector per lane, which the census
+/// counts (`global_excess_bytes`), and `--layout auto` keeps the layout it predicts
+/// faster.
+#[test]
+fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
+    let (step, _) = plain_step();
+    let options = FusionOptions::default();
+    let program = calib::passes::fusion::fuse(&step.graph, &options)
+        .unwrap()
+        .program;
+    let excess = |p: &calib::ir::Program| -> f64 {
+        let compiled = calib::codegen::compile(p).unwrap();
+        compiled
+            .kernels
+            .iter()
+            .map(|k| {
+                let launch = k.launch(k.estimated_registers());
+                let threads = launch.blocks as f64 * launch.threads as f64;
+                launch.census.global_excess_bytes * threads
+            })
+            .sum()
+    };
+    let mut nhwc = program.clone();
+    assert!(calib::passes::fusion::layout::assign(&mut nhwc, Layout::ChannelsLast) > 0);
+    let (row_major, channels_last) = (excess(&program), excess(&nhwc));
+    assert!(
+        channels_last > 2.0 * row_major.max(1.0),
+        "extra bytes: {row_major} row-major, {channels_last} channels-last"
+    );
+
+    let device = &options.device;
+    let (chosen, _, choice) =
+        calib::device::choose_layout(program.clone(), LayoutPolicy::Auto, device).unwrap();
+    let choice = choice.expect("auto compares both layouts");
+    let faster = if choice.channels_last_ms < choice.row_major_ms {
+        Layout::ChannelsLast
+    } else {
+        Layout::RowMajor
+    };
+    assert_eq!(choice.chosen, faster);
+    let stored = chosen.buffers.iter().filter(|b| b.layout == faster).count();
+    assert!(stored > 0, "the chosen plan is not stored {faster}");
+    // A fixed policy compiles one plan and reports no choice.
+    let (_, _, none) =
+        calib::device::choose_layout(program, LayoutPolicy::RowMajor, device).unwrap();
+    assert_eq!(none, None);
 }

@@ -117,6 +117,7 @@ impl<'a> Emitter<'a> {
         let (tid, ctaid) = (b.reg(Ty::U32), b.reg(Ty::U32));
         ins!(b, "mov.u32 {tid}, %tid.x");
         ins!(b, "mov.u32 {ctaid}, %ctaid.x");
+        b.lane_index(tid);
         // Every family launches blocks of at most this many threads (checked where
         // the entry is written), so index arithmetic may rely on it.
         b.bound(tid, crate::kernel::MAX_THREADS as u64 - 1);
@@ -265,6 +266,7 @@ impl<'a> Emitter<'a> {
     /// element is a 16-bit load into the high half of an f32: that is its exact value.
     fn load_global(&mut self, dtype: DType, addr: Address, nc: bool) -> Reg {
         let space = if nc { "global.nc" } else { "global" };
+        self.b.global_access(addr, dtype.size_bytes());
         if dtype == DType::BF16 {
             let half = self.b.reg(Ty::U32);
             ins!(self.b, "ld.{space}.u16 {half}, [{addr}]");
@@ -448,6 +450,7 @@ impl<'a> Emitter<'a> {
         let shape = self.ty(v).shape.clone();
         let offset = self.offset(&Index::coords(coords.to_vec()), &shape, layout);
         let addr = self.b.address(self.inputs[slot], offset, Ty::F32.bytes());
+        self.b.global_access(addr, 4 * Ty::F32.bytes());
         let r = [(); 4].map(|_| self.b.reg(Ty::F32));
         ins!(
             self.b,
@@ -498,6 +501,7 @@ impl<'a> Emitter<'a> {
         let ty = self.value_ty(out)?;
         let addr = self.output_address(i, at)?;
         let value = self.b.materialize(value, ty);
+        self.b.global_access(addr, self.ty(out).dtype.size_bytes());
         if self.ty(out).dtype == DType::BF16 {
             // Round to nearest even into the low half (the high half from 0.0 is zero)
             // and store those 16 bits: a 16-bit store of a 32-bit register keeps its

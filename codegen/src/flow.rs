@@ -74,6 +74,8 @@ impl Emitter<'_> {
     ) -> Result<()> {
         let i = self.b.reg(Ty::U32);
         ins!(self.b, "mov.u32 {i}, {start}");
+        // Strides are whole warps, so every pass spreads over lanes as the first does.
+        self.b.lanes_like(i, start);
         let (top, done) = (self.b.label(), self.b.label());
         self.b.place(top);
         let stop = self

@@ -138,7 +138,7 @@ fn scnet50_training_step_channels_last() {
     let graph = calib_passes::precision::apply(&training_step("scnet50"), precision).unwrap();
     let options = FusionOptions {
         precision,
-        layout: calib_ir::Layout::ChannelsLast,
+        layout: calib_passes::fusion::LayoutPolicy::ChannelsLast,
         ..FusionOptions::default()
     };
     let program = fuse(&graph, &options).unwrap().program;

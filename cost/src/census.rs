@@ -37,6 +37,11 @@ pub struct Census {
     pub tensor_tf32_flops: f64,
     #[serde(default)]
     pub tensor_f16_flops: f64,
+    /// Bytes global accesses move beyond what they use: a warp's sectors past the
+    /// fewest its bytes fill, 32 bytes each, shared by its 32 threads (uncoalesced
+    /// accesses).
+    #[serde(default)]
+    pub global_excess_bytes: f64,
 }
 
 /// A thread's dynamic PTX instructions as code generation counted them: each opcode
@@ -57,6 +62,11 @@ pub struct InstructionMix {
     /// independent chains (a tile's elements loaded together), all but one share.
     #[serde(default)]
     pub independent: f64,
+    /// Bytes global accesses move beyond what they use (see
+    /// [`Census::global_excess_bytes`]), as code generation estimated them from one
+    /// warp's addresses.
+    #[serde(default)]
+    pub global_excess_bytes: f64,
 }
 
 impl Census {
@@ -68,6 +78,7 @@ impl Census {
             load_rounds: mix.load_rounds,
             shared_wavefronts: mix.shared_wavefronts,
             independent: mix.independent,
+            global_excess_bytes: mix.global_excess_bytes,
             ..Census::default()
         };
         for (opcode, &n) in &mix.opcodes {

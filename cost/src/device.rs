@@ -68,6 +68,13 @@ pub struct Timing {
     /// full rate needs `wgmma`): an assumption until tensor-core kernels are measured.
     #[serde(default = "default_mma_sync_efficiency")]
     pub mma_sync_efficiency: f64,
+    /// Issue slots one sector costs that a warp's global access touches beyond the
+    /// fewest its bytes fill (`Census::global_excess_bytes`). Not fitted: L1 returns
+    /// four 32-byte sectors per cycle per SM as four schedulers issue four
+    /// instructions, so a sector is worth a slot; the kernels measured so far access
+    /// memory almost only along its innermost axis and cannot tell.
+    #[serde(default = "default_excess_sector_slots")]
+    pub excess_sector_slots: f64,
     /// The measurements the coefficients were fitted to (names in `cost/data/`), or
     /// where they were carried over from.
     pub fitted_to: Vec<String>,
@@ -75,6 +82,10 @@ pub struct Timing {
 
 fn default_mma_sync_efficiency() -> f64 {
     0.5
+}
+
+fn default_excess_sector_slots() -> f64 {
+    1.0
 }
 
 /// A device description that cannot be used.

@@ -4,7 +4,8 @@
 //! larger of two times, combined by a smooth maximum ([`Timing::overlap`]):
 //!
 //! * *throughput*: the issue slots of all its resident warps, four per cycle, with
-//!   shared-memory wavefronts on top, or the tensor cores' time for their products
+//!   shared-memory wavefronts and the extra sectors of uncoalesced global accesses
+//!   (L1 returns four per cycle) on top, or the tensor cores' time for their products
 //!   (at [`Timing::mma_sync_efficiency`] of the device's peak), whichever is longer;
 //! * *latency*: one warp's own critical path, a load latency per round of global loads
 //!   plus a dependent-issue time per instruction (less for instructions that depend on
@@ -75,8 +76,14 @@ pub fn predict(launch: &Launch, device: &Device) -> Prediction {
     let resident = per_sm.min(blocks.div_ceil(sms)) as f64;
     let warps = launch.threads.div_ceil(32) as f64;
 
-    let issue =
-        resident * warps * (c.issue + t.shared_wavefront_cycles * c.shared_wavefronts) / 4.0;
+    // A thread's extra bytes, times 32 threads over 32 bytes a sector, are its warp's
+    // extra sectors: the same number.
+    let issue = resident
+        * warps
+        * (c.issue
+            + t.shared_wavefront_cycles * c.shared_wavefronts
+            + t.excess_sector_slots * c.global_excess_bytes)
+        / 4.0;
     // Tensor cores run beside the issue of other instructions: an SM is busy for the
     // longer of the two.
     let per_sm_cycle =
@@ -95,6 +102,8 @@ pub fn predict(launch: &Launch, device: &Device) -> Prediction {
     let compute = waves as f64 * wave / device.clock_hz;
 
     let threads = blocks as f64 * launch.threads as f64;
+    // Extra sectors are L1's work: the lines they bring serve the neighbouring
+    // elements (the next channels, the next runs) from L1, not again from L2.
     let l2 = (c.global_load_bytes + c.global_store_bytes) * threads / t.l2_bandwidth;
     let dram = launch.unique_bytes / device.effective_dram_bandwidth();
 

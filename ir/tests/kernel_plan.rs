@@ -60,19 +60,27 @@ fn sliced() -> Program {
             end: start + 2,
         }),
     };
+    let buffers = vec![
+        Buffer::new("x", ty(&half), Role::Input),
+        Buffer::new("y", ty(&[1, 4, 3]), Role::Output),
+    ];
+    let kernels = vec![
+        kernel("k0", 0, slice(0), &half),
+        kernel("k1", 0, slice(2), &half),
+    ];
+    program(buffers, kernels)
+}
+
+/// A plan whose last buffer is its output `y`.
+fn program(buffers: Vec<Buffer>, kernels: Vec<Kernel>) -> Program {
+    let output = ProgramOutput {
+        name: "y".into(),
+        buffer: BufferId(buffers.len() - 1),
+    };
     Program {
-        buffers: vec![
-            Buffer::new("x", ty(&half), Role::Input),
-            Buffer::new("y", ty(&[1, 4, 3]), Role::Output),
-        ],
-        kernels: vec![
-            kernel("k0", 0, slice(0), &half),
-            kernel("k1", 0, slice(2), &half),
-        ],
-        outputs: vec![ProgramOutput {
-            name: "y".into(),
-            buffer: BufferId(1),
-        }],
+        buffers,
+        kernels,
+        outputs: vec![output],
     }
 }
 
@@ -122,21 +130,16 @@ fn malformed_plans_are_refused_with_the_reason() {
 /// x -> relu into a temporary t -> relu into y, all `[1, 2, 2, 2]`.
 fn through_temp() -> Program {
     let shape = [1, 2, 2, 2];
-    Program {
-        buffers: vec![
-            Buffer::new("x", ty(&shape), Role::Input),
-            Buffer::new("t", ty(&shape), Role::Temp),
-            Buffer::new("y", ty(&shape), Role::Output),
-        ],
-        kernels: vec![
-            kernel("k0", 0, whole(1), &shape),
-            kernel("k1", 1, whole(2), &shape),
-        ],
-        outputs: vec![ProgramOutput {
-            name: "y".into(),
-            buffer: BufferId(2),
-        }],
-    }
+    let buffers = vec![
+        Buffer::new("x", ty(&shape), Role::Input),
+        Buffer::new("t", ty(&shape), Role::Temp),
+        Buffer::new("y", ty(&shape), Role::Output),
+    ];
+    let kernels = vec![
+        kernel("k0", 0, whole(1), &shape),
+        kernel("k1", 1, whole(2), &shape),
+    ];
+    program(buffers, kernels)
 }
 
 #[test]

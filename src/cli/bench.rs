@@ -59,9 +59,10 @@ pub struct Args {
     #[arg(long, default_value = "f32")]
     precision: calib::ir::Precision,
     /// How the fused plan stores image-shaped temporaries: `row_major` (NCHW, the
-    /// default) or `channels_last` (NHWC). Inputs, weights and outputs stay NCHW.
+    /// default), `channels_last` (NHWC), or `auto` (whichever step the cost model
+    /// predicts faster). Inputs, weights and outputs stay NCHW.
     #[arg(long, default_value = "row_major")]
-    layout: calib::ir::Layout,
+    layout: calib::passes::fusion::LayoutPolicy,
     #[arg(long)]
     json: bool,
 }

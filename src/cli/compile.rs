@@ -74,9 +74,11 @@ pub struct Args {
     #[arg(long, default_value = "f32")]
     precision: Precision,
     /// How the fused plan stores image-shaped temporaries: `row_major` (NCHW, the
-    /// default) or `channels_last` (NHWC). Inputs, weights and outputs stay NCHW.
+    /// default), `channels_last` (NHWC), or `auto` (whichever step the cost model
+    /// predicts faster, both compiled; the report says which). Inputs, weights and
+    /// outputs stay NCHW.
     #[arg(long, default_value = "row_major")]
-    layout: calib::ir::Layout,
+    layout: calib::passes::fusion::LayoutPolicy,
     /// Also compile once per rule family with that family off, and report what the plan
     /// costs without it (`ablation.{txt,json}`, appended to `report.txt`).
     #[arg(long)]
@@ -150,7 +152,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         options.tuning = Some(cache);
     }
-    let fusion = fuse(&graph, &options)?;
+    let mut fusion = fuse(&graph, &options)?;
 
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -170,7 +172,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let fits = arena.arena_bytes as u64 <= device.memory_bytes;
     let mut report_json: serde_json::Value = serde_json::from_str(&fusion.report.to_json())?;
     report_json["precision"] = serde_json::to_value(args.precision)?;
-    report_json["layout"] = serde_json::to_value(args.layout)?;
+    report_json["layout"] = serde_json::to_value(args.layout.to_string())?;
     report_json["memory"] = serde_json::json!({
         "arena_bytes": arena.arena_bytes,
         "unshared_bytes": arena.unshared_bytes,
@@ -222,7 +224,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
     report.push_str(&overlap_report(&fusion.program, &windows));
     // The code as emitted, priced by the cost model (registers from ptxas with
     // --emit-ptx).
-    let compiled = calib::codegen::compile(&fusion.program)?;
+    let (program, compiled, choice) =
+        calib::device::choose_layout(fusion.program.clone(), args.layout, &options.device)?;
+    if let Some(choice) = &choice {
+        report.push_str(&format!(
+            "layout auto: {} (predicted step, registers estimated: row_major {:.2} ms, \
+             channels_last {:.2} ms)\n",
+            choice.chosen, choice.row_major_ms, choice.channels_last_ms
+        ));
+        report_json["layout_choice"] = serde_json::json!({
+            "chosen": choice.chosen,
+            "row_major_ms": choice.row_major_ms,
+            "channels_last_ms": choice.channels_last_ms,
+        });
+        if program != fusion.program {
+            fusion.program = program;
+            write("after.txt", &fusion.program.to_text())?;
+            write("after.json", &fusion.program.to_json())?;
+            write("after.dot", &fusion.program.to_dot())?;
+        }
+    }
     let mut registers = HashMap::new();
     if args.emit_ptx {
         let (text, regs) = calib::ptx_report::emit_ptx(&compiled, out)?;

@@ -34,10 +34,11 @@ pub struct Args {
     #[arg(long)]
     precision: Option<Precision>,
     /// How the fused plan stores image-shaped temporaries: `row_major` (NCHW, the
-    /// default) or `channels_last` (NHWC). Inputs, weights, outputs
+    /// default), `channels_last` (NHWC), or `auto` (whichever step the cost model
+    /// predicts faster). Inputs, weights, outputs
     /// and checkpoints stay NCHW; the numbers are the same bits either way.
     #[arg(long, default_value = "row_major")]
-    layout: calib::ir::Layout,
+    layout: calib::passes::fusion::LayoutPolicy,
     /// With --backend cuda: capture each step as a CUDA graph on the first run and
     /// replay it (one driver call per step instead of one per kernel).
     #[arg(long)]

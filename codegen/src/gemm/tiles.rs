@@ -305,6 +305,7 @@ impl Loader<'_> {
             let src = source.address;
             // A copy writes shared memory as a store of the element would.
             cx.b.shared_ways(tile.store_ways());
+            cx.b.global_access(src, 4);
             // `.ca`: 4-byte copies must go through L1 (`.cg` copies 16 bytes only).
             match source.inside {
                 Err(true) => ins!(cx.b, "cp.async.ca.shared.global [{dst}], [{src}], 4"),
@@ -331,7 +332,10 @@ fn raw_bits(cx: &mut Emitter, element: super::Element, input: Value) -> Operand 
     let bits = cx.b.reg(Ty::U32);
     match source.inside {
         Err(false) => return Operand::Int(0),
-        _ => ins!(cx.b, "ld.global.nc.u16 {bits}, [{}]", source.address),
+        _ => {
+            cx.b.global_access(source.address, 2);
+            ins!(cx.b, "ld.global.nc.u16 {bits}, [{}]", source.address)
+        }
     }
     match source.inside {
         Ok(p) => {

@@ -31,6 +31,9 @@ pub(crate) struct Counter {
     /// Bank-conflict ways of the next shared access, set by the emitter that knows its
     /// address pattern.
     pub next_shared_ways: Option<f64>,
+    /// Sectors the next global access touches beyond the fewest its bytes fill (a
+    /// warp's), set by the emitter that evaluated its address across lanes.
+    pub next_global_excess: Option<f64>,
     /// Whether instructions now being written are independent of each other.
     pub independent: bool,
     /// How many independent chains the instructions now being written interleave (a
@@ -46,6 +49,7 @@ impl Default for Counter {
             weights: vec![1.0],
             loaded: false,
             next_shared_ways: None,
+            next_global_excess: None,
             independent: false,
             chains: 1,
         }
@@ -109,6 +113,13 @@ impl Counter {
         let opcode = op.split_whitespace().next().unwrap_or("");
         if opcode.starts_with("ld.global") {
             self.loaded = true;
+        }
+        let global = opcode.starts_with("ld.global") || opcode.starts_with("st.global");
+        let copies = opcode.starts_with("cp.async.ca") || opcode.starts_with("cp.async.cg");
+        if global || copies {
+            // A warp's extra sectors over its 32 threads, 32 bytes each: extra bytes
+            // per thread.
+            self.mix.global_excess_bytes += w * self.next_global_excess.take().unwrap_or(0.0);
         }
         // A `cp.async` copy writes shared memory like a store; it loads from global
         // memory too, but the thread does not wait for it here (its `wait_group` comes

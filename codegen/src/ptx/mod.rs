@@ -8,6 +8,7 @@
 mod arith;
 mod census;
 mod known;
+mod lanes;
 mod liveness;
 mod types;
 
@@ -57,6 +58,7 @@ pub struct Builder {
     instructions: usize,
     counter: census::Counter,
     known: known::Known,
+    lanes: lanes::Lanes,
 }
 
 impl Builder {

@@ -12,6 +12,56 @@
 
 use calib_ir::{Buffer, Layout, Program, Role};
 use std::collections::HashSet;
+use std::fmt;
+
+/// How a plan's image-shaped temporaries are to be stored (`--layout`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LayoutPolicy {
+    /// Every temporary row-major (NCHW).
+    #[default]
+    RowMajor,
+    /// Image-shaped temporaries NHWC.
+    ChannelsLast,
+    /// Whichever of the two the cost model predicts faster for the whole plan, as
+    /// compiled: chosen where kernels are compiled (`calib::device::choose_layout`);
+    /// fusion itself leaves the plan row-major.
+    Auto,
+}
+
+impl LayoutPolicy {
+    /// The layout fusion stores image-shaped temporaries in.
+    pub fn planned(self) -> Layout {
+        match self {
+            LayoutPolicy::ChannelsLast => Layout::ChannelsLast,
+            LayoutPolicy::RowMajor | LayoutPolicy::Auto => Layout::RowMajor,
+        }
+    }
+}
+
+impl std::str::FromStr for LayoutPolicy {
+    type Err = String;
+
+    /// `auto`, or a layout's name ([`Layout`]'s `FromStr`).
+    fn from_str(s: &str) -> Result<LayoutPolicy, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(LayoutPolicy::Auto);
+        }
+        match s.parse::<Layout>() {
+            Ok(Layout::RowMajor) => Ok(LayoutPolicy::RowMajor),
+            Ok(Layout::ChannelsLast) => Ok(LayoutPolicy::ChannelsLast),
+            Err(e) => Err(format!("{e}, or auto")),
+        }
+    }
+}
+
+impl fmt::Display for LayoutPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayoutPolicy::Auto => f.write_str("auto"),
+            other => other.planned().fmt(f),
+        }
+    }
+}
 
 /// Stores the program's image-shaped temporaries in `layout`; returns how many
 /// buffers changed.
@@ -67,5 +117,16 @@ mod tests {
             [RowMajor, ChannelsLast, RowMajor, RowMajor, RowMajor]
         );
         assert_eq!(assign(&mut program, Layout::ChannelsLast), 0);
+    }
+
+    #[test]
+    fn policies_parse_and_print() {
+        for name in ["row_major", "channels_last", "auto"] {
+            let policy: LayoutPolicy = name.parse().unwrap();
+            assert_eq!(policy.to_string(), name);
+        }
+        assert_eq!("NHWC".parse(), Ok(LayoutPolicy::ChannelsLast));
+        let err = "blocked".parse::<LayoutPolicy>().unwrap_err();
+        assert!(err.contains("`blocked`") && err.contains("auto"), "{err}");
     }
 }

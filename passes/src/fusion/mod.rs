@@ -28,7 +28,7 @@ mod group;
 mod horizontal;
 mod kernels;
 mod language;
-mod layout;
+pub mod layout;
 mod limits;
 mod narrow;
 mod partition;
@@ -45,6 +45,7 @@ pub use calib_cost::Device;
 pub use cost::{kernel_cost, roofline_seconds, KernelCost};
 pub use egg::Id;
 pub use explain::explain;
+pub use layout::LayoutPolicy;
 pub use limits::Limits;
 pub use report::{FusionReport, KernelReport, PhaseReport};
 pub use rule_set::{catalogue, families, RuleInfo, RuleSet};
@@ -78,8 +79,9 @@ pub struct FusionOptions {
     /// this device, in place of the cost model's choice.
     pub tuning: Option<tuning::TuningCache>,
     /// How image-shaped temporaries are stored (`layout`): row-major (NCHW, the
-    /// default) or channels-last (NHWC).
-    pub layout: calib_ir::Layout,
+    /// default), channels-last (NHWC), or whichever compiles faster (`Auto`, decided
+    /// after fusion by `calib::device::choose_layout`).
+    pub layout: LayoutPolicy,
 }
 
 /// A fused program and the report of how it was found.
@@ -154,7 +156,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         0
     };
     let (split_k, split_reductions) = schedule::assign(&mut program, options);
-    let channels_last = layout::assign(&mut program, options.layout);
+    let channels_last = layout::assign(&mut program, options.layout.planned());
     for (n, k) in program.kernels.iter_mut().enumerate() {
         k.name = format!("k{n}");
     }
