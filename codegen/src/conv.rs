@@ -217,9 +217,13 @@ impl Operands for Conv {
 
     fn contiguity(&self) -> Contiguity {
         let forward_like = self.kind != Kind::BackwardWeight;
+        // A data gradient reads the weight `[O, C, KH, KW]` as `B[k = (o, kh, kw), n = c]`:
+        // along `k` adjacent within each `o`, along `n` a window apart, which a 1x1
+        // window makes adjacent too (and then `n` is the longer run).
+        let weight_along_n = self.kind == Kind::BackwardData && self.kernel == [1, 1];
         Contiguity {
             a_m: forward_like,
-            b_n: false,
+            b_n: weight_along_n,
             c_m: forward_like,
         }
     }
