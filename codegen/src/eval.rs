@@ -438,28 +438,35 @@ impl<'a> Emitter<'a> {
             .address(self.inputs[slot], offset, self.element_bytes(v))
     }
 
-    /// Loads four elements of body input `v` (f32 or tf32) adjacent in its memory, the
-    /// first at `coords` (whose coordinate along the input's innermost axis four
-    /// divides, in a shape whose innermost extent four divides: the address is 16-byte
-    /// aligned), with one 128-bit load, and binds each to its index (`coords` with that
-    /// coordinate from `lasts`) so that evaluating `v` there reads the register.
+    /// Loads four elements of body input `v` (f32, tf32 or bf16) adjacent in its memory,
+    /// the first at `coords` (whose coordinate along the input's innermost axis four
+    /// divides, in a shape whose innermost extent four divides: the address is aligned
+    /// for the whole run), with one vector load, and binds each to its index (`coords`
+    /// with that coordinate from `lasts`) so that evaluating `v` there reads the
+    /// register.
     pub fn load_run(&mut self, v: Value, coords: &[Operand], lasts: &[Operand]) -> Result<()> {
         let slot = self.input_of[&v];
         self.touched_inputs.insert(slot);
         let layout = self.input_layout(slot);
         let shape = self.ty(v).shape.clone();
+        let bytes = self.element_bytes(v);
         let offset = self.offset(&Index::coords(coords.to_vec()), &shape, layout);
-        let addr = self.b.address(self.inputs[slot], offset, Ty::F32.bytes());
-        self.b.global_access(addr, 4 * Ty::F32.bytes());
-        let r = [(); 4].map(|_| self.b.reg(Ty::F32));
-        ins!(
-            self.b,
-            "ld.global.nc.v4.f32 {{{}, {}, {}, {}}}, [{addr}]",
-            r[0],
-            r[1],
-            r[2],
-            r[3]
-        );
+        let addr = self.b.address(self.inputs[slot], offset, bytes);
+        self.b.global_access(addr, 4 * bytes);
+        let r = if self.ty(v).dtype == DType::BF16 {
+            self.load_bf16_run(addr)
+        } else {
+            let r = [(); 4].map(|_| self.b.reg(Ty::F32));
+            ins!(
+                self.b,
+                "ld.global.nc.v4.f32 {{{}, {}, {}, {}}}, [{addr}]",
+                r[0],
+                r[1],
+                r[2],
+                r[3]
+            );
+            r
+        };
         let innermost = layout.innermost(coords.len());
         for (reg, &l) in r.iter().zip(lasts) {
             let mut at = coords.to_vec();
@@ -467,6 +474,30 @@ impl<'a> Emitter<'a> {
             self.bind(v, &Index::coords(at), (*reg).into());
         }
         Ok(())
+    }
+
+    /// Four bf16 elements at `addr` (8-byte aligned) as f32 registers: two 32-bit
+    /// words, the element at the lower address in each word's low half, and a bf16's
+    /// value is its bits in the high half of an f32.
+    fn load_bf16_run(&mut self, addr: Address) -> [Reg; 4] {
+        let words = [(); 2].map(|_| self.b.reg(Ty::U32));
+        ins!(
+            self.b,
+            "ld.global.nc.v2.b32 {{{}, {}}}, [{addr}]",
+            words[0],
+            words[1]
+        );
+        let [w0, w1] = words;
+        [(w0, false), (w0, true), (w1, false), (w1, true)].map(|(word, high)| {
+            let bits = self.b.reg(Ty::U32);
+            match high {
+                false => ins!(self.b, "shl.b32 {bits}, {word}, 16"),
+                true => ins!(self.b, "and.b32 {bits}, {word}, 0xFFFF0000"),
+            }
+            let r = self.b.reg(Ty::F32);
+            ins!(self.b, "mov.b32 {r}, {bits}");
+            r
+        })
     }
 
     /// How kernel input `slot`'s buffer lies in memory.
@@ -514,6 +545,56 @@ impl<'a> Emitter<'a> {
             ins!(self.b, "st.global.{ty} [{addr}], {value}");
         }
         Ok(())
+    }
+
+    /// Stores `values`, four elements of body output `i` adjacent in its memory from
+    /// `coords` on (as [`Emitter::load_run`] reads them), with one vector store: 16
+    /// bytes of f32, or two words of bf16 pairs. `false` (nothing stored) where the run
+    /// is not known to be aligned: an output of another type, or a slice that starts
+    /// within the run's axis at other than a multiple of four.
+    pub fn store_run(&mut self, i: usize, coords: &[Operand], values: &[Operand]) -> Result<bool> {
+        let out = self.kernel.body.outputs[i].value;
+        let dtype = self.ty(out).dtype;
+        let innermost = self.output_layout(i).innermost(coords.len());
+        let aligned = match self.kernel.outputs[i].slice {
+            Some(s) if s.axis == innermost => {
+                let full = self.program.buffer(self.kernel.outputs[i].buffer).ty.shape[s.axis];
+                s.start.is_multiple_of(4) && full.is_multiple_of(4)
+            }
+            _ => true,
+        };
+        if !aligned || !matches!(dtype, DType::F32 | DType::TF32 | DType::BF16) {
+            return Ok(false);
+        }
+        self.touched_outputs.insert(i);
+        let ty = self.value_ty(out)?;
+        let addr = self.output_address(i, &Index::coords(coords.to_vec()))?;
+        let v: Vec<Reg> = values.iter().map(|&x| self.b.materialize(x, ty)).collect();
+        self.b.global_access(addr, 4 * dtype.size_bytes());
+        if dtype == DType::BF16 {
+            // Round each pair to nearest even, the element at the lower address into
+            // the low half.
+            let words = [(); 2].map(|_| self.b.reg(Ty::U32));
+            for (word, pair) in words.iter().zip(v.chunks(2)) {
+                ins!(self.b, "cvt.rn.bf16x2.f32 {word}, {}, {}", pair[1], pair[0]);
+            }
+            ins!(
+                self.b,
+                "st.global.v2.b32 [{addr}], {{{}, {}}}",
+                words[0],
+                words[1]
+            );
+        } else {
+            ins!(
+                self.b,
+                "st.global.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
+                v[0],
+                v[1],
+                v[2],
+                v[3]
+            );
+        }
+        Ok(true)
     }
 
     /// The global address of element `at` of body output `i`.

@@ -133,11 +133,26 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
                 }
                 let innermost = layout.innermost(coords.len());
                 cx.b.parallel_chains(RUN);
+                // Each output's four values, then one vector store of them where the
+                // run is aligned.
+                let mut runs = vec![vec![]; members.len()];
                 for &l in &lasts {
                     coords[innermost] = l;
-                    store_all(cx, &Index::coords(coords.clone()))?;
+                    for (run, &i) in runs.iter_mut().zip(&members) {
+                        let out = cx.kernel.body.outputs[i].value;
+                        run.push(cx.value(out, &Index::coords(coords.clone()))?);
+                    }
                 }
                 cx.b.parallel_chains(1);
+                coords[innermost] = first;
+                for (run, &i) in runs.iter().zip(&members) {
+                    if !cx.store_run(i, &coords, run)? {
+                        for (&l, &value) in lasts.iter().zip(run) {
+                            coords[innermost] = l;
+                            cx.store(i, &Index::coords(coords.clone()), value)?;
+                        }
+                    }
+                }
                 Ok(())
             })?,
             None if layout.is_row_major() => {
@@ -152,7 +167,7 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
     Ok(())
 }
 
-/// The f32 (and tf32) body inputs of `shape` stored in `layout`, which elementwise
+/// The f32, tf32 and bf16 body inputs of `shape` stored in `layout`, which elementwise
 /// outputs of that shape walked in that layout read at their own coordinates.
 fn same_shape_inputs(cx: &Emitter, shape: &[usize], layout: Layout) -> Vec<calib_ir::Value> {
     cx.kernel
@@ -160,11 +175,13 @@ fn same_shape_inputs(cx: &Emitter, shape: &[usize], layout: Layout) -> Vec<calib
         .inputs()
         .enumerate()
         .map(|(slot, (_, v))| (slot, v))
-        // 16-byte loads of four 4-byte elements: bf16 inputs load one element at a time.
         .filter(|&(slot, v)| {
             cx.ty(v).shape == shape
                 && cx.input_layout(slot) == layout
-                && matches!(cx.ty(v).dtype, calib_ir::DType::F32 | calib_ir::DType::TF32)
+                && matches!(
+                    cx.ty(v).dtype,
+                    calib_ir::DType::F32 | calib_ir::DType::TF32 | calib_ir::DType::BF16
+                )
         })
         .map(|(_, v)| v)
         .collect()

@@ -162,5 +162,34 @@ fn large_maps_take_runs_of_four_along_the_innermost_axis() {
     // `x`, read where the outputs are, comes in four at a time with 128-bit loads.
     let ptx = &compiled.kernels[0].ptx;
     assert_eq!(ptx.matches("ld.global.nc.v4.f32").count(), 1, "{ptx}");
+    // Both outputs go out four at a time too.
+    assert_eq!(ptx.matches("st.global.v4.f32").count(), 2, "{ptx}");
     check(&g, &p, 9, 2e-6);
+}
+
+#[test]
+fn bf16_runs_of_four_move_as_two_32_bit_words() {
+    // Four bf16 neighbours are two 32-bit words: each element's bits, moved to the high
+    // half of an f32, are its value, the lower address in each word's low half; stored,
+    // each pair is rounded into one word the same way round.
+    let src = "graph {
+          %0 = input name=\"x\" : bf16[2,8,64,64]
+          %1 = cast(%0) to=\"f32\" : f32[2,8,64,64]
+          %2 = input name=\"y\" : f32[2,8,64,64]
+          %3 = mul(%1, %2) : f32[2,8,64,64]
+          %4 = cast(%3) to=\"bf16\" : bf16[2,8,64,64]
+          return z=%3, rounded=%4
+        }";
+    let g = graph(src);
+    let p = single_kernel(&g, Anchor::Pointwise);
+    let ptx = calib_codegen::compile(&p).unwrap().kernels[0].ptx.clone();
+    assert_eq!(ptx.matches("ld.global.nc.v2.b32").count(), 1, "{ptx}");
+    assert_eq!(ptx.matches("ld.global.nc.v4.f32").count(), 1, "{ptx}");
+    assert!(!ptx.contains("ld.global.nc.u16"), "{ptx}");
+    assert_eq!(ptx.matches("st.global.v2.b32").count(), 1, "{ptx}");
+    assert!(!ptx.contains("st.global.u16"), "{ptx}");
+    let mut inputs = support::tensors(&g, 5, 3);
+    let x = inputs["x"].cast(calib_ir::DType::BF16);
+    inputs.insert("x".into(), x);
+    support::check_tensors(&g, &p, &inputs, 0.0);
 }

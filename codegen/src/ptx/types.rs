@@ -36,14 +36,6 @@ impl Ty {
     pub fn is_float(self) -> bool {
         self == Ty::F32
     }
-
-    pub fn bytes(self) -> usize {
-        match self {
-            Ty::Pred => 0,
-            Ty::U32 | Ty::F32 => 4,
-            Ty::U64 | Ty::S64 => 8,
-        }
-    }
 }
 
 impl fmt::Display for Ty {
