@@ -14,7 +14,7 @@
 //!                                                    (pointwise.rs, reduction.rs, gemm/)
 //!                                                          │ calls
 //!                                                          ▼
-//!  eval.rs, the emitter core: any body value at any index
+//!  eval/, the emitter core: any body value at any index (memory.rs: loads, stores)
 //!      elementwise ops ─► op table       (render.rs)
 //!      index maps      ─► addresses      (index.rs)
 //!      windows, contractions, reductions ─► the NestedLoop it is handed
@@ -22,7 +22,7 @@
 //!                                            reduction.rs)
 //! ```
 //!
-//! Imports go one way (down the picture, and never from `eval.rs` to a family):
+//! Imports go one way (down the picture, and never from `eval/` to a family):
 //! `tests/module_graph.rs` fails on a cycle.
 //!
 //! The family follows the kernel's anchor: convolutions and matmul become tiled GEMMs,

@@ -23,12 +23,14 @@
 
 use crate::error::{CodegenError, Result};
 use crate::index::{Index, IndexKey, Indexer};
-use crate::ptx::{ins, Address, Builder, Operand, Reg, Ty};
+use crate::ptx::{ins, Builder, Operand, Reg, Ty};
 use crate::render;
 use crate::scope::ScopedMap;
-use calib_ir::{DType, Kernel, Layout, Node, Op, OpClass, Program, TensorType, Value};
+use calib_ir::{DType, Kernel, Node, Op, OpClass, Program, TensorType, Value};
 use std::collections::HashMap;
 use std::rc::Rc;
+
+mod memory;
 
 /// Instructions one kernel may emit before code generation gives up on it: bodies whose
 /// values are needed at many different indices can grow without bound.
@@ -261,31 +263,6 @@ impl<'a> Emitter<'a> {
         self.ty(v).dtype.size_bytes()
     }
 
-    /// Loads one element of `dtype` at global address `addr` into a register of the
-    /// value's register type; `nc` for read-only inputs (the non-coherent path). A bf16
-    /// element is a 16-bit load into the high half of an f32: that is its exact value.
-    fn load_global(&mut self, dtype: DType, addr: Address, nc: bool) -> Reg {
-        let space = if nc { "global.nc" } else { "global" };
-        self.b.global_access(addr, dtype.size_bytes());
-        if dtype == DType::BF16 {
-            let half = self.b.reg(Ty::U32);
-            ins!(self.b, "ld.{space}.u16 {half}, [{addr}]");
-            let bits = self.b.reg(Ty::U32);
-            ins!(self.b, "shl.b32 {bits}, {half}, 16");
-            let r = self.b.reg(Ty::F32);
-            ins!(self.b, "mov.b32 {r}, {bits}");
-            return r;
-        }
-        let ty = if dtype == DType::I64 {
-            Ty::S64
-        } else {
-            Ty::F32
-        };
-        let r = self.b.reg(ty);
-        ins!(self.b, "ld.{space}.{ty} {r}, [{addr}]");
-        r
-    }
-
     /// Runs `f` in a new memo scope: what it computes is forgotten afterwards, because
     /// its code may not run on every path (a loop body, a branch arm).
     pub fn scoped<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
@@ -407,214 +384,6 @@ impl<'a> Emitter<'a> {
         self.indexer
             .operand_index(&mut self.b, node, from, at)
             .ok_or_else(|| self.unsupported(v, "not an index map"))
-    }
-
-    /// Loads body input `v` (a whole kernel input buffer) at `at`.
-    fn load(&mut self, v: Value, at: &Index) -> Result<Operand> {
-        self.value_ty(v)?;
-        let slot = self.input_of[&v];
-        self.touched_inputs.insert(slot);
-        let offset = self.offset(at, &self.ty(v).shape, self.input_layout(slot));
-        let addr = self
-            .b
-            .address(self.inputs[slot], offset, self.element_bytes(v));
-        Ok(self.load_global(self.ty(v).dtype, addr, true).into())
-    }
-
-    /// Whether body value `v` is read straight from a kernel input buffer of f32, tf32
-    /// or bf16 elements, with no arithmetic between: what `cp.async` can copy.
-    pub fn is_plain_input(&self, v: Value) -> bool {
-        matches!(self.node(v).op, Op::Input { .. })
-            && !self.is_stored(v)
-            && matches!(self.ty(v).dtype, DType::F32 | DType::TF32 | DType::BF16)
-    }
-
-    /// The global address of element `at` of a plain input ([`Emitter::is_plain_input`]).
-    pub fn input_address(&mut self, v: Value, at: &Index) -> Address {
-        let slot = self.input_of[&v];
-        self.touched_inputs.insert(slot);
-        let offset = self.offset(at, &self.ty(v).shape, self.input_layout(slot));
-        self.b
-            .address(self.inputs[slot], offset, self.element_bytes(v))
-    }
-
-    /// Loads four elements of body input `v` (f32, tf32 or bf16) adjacent in its memory,
-    /// the first at `coords` (whose coordinate along the input's innermost axis four
-    /// divides, in a shape whose innermost extent four divides: the address is aligned
-    /// for the whole run), with one vector load, and binds each to its index (`coords`
-    /// with that coordinate from `lasts`) so that evaluating `v` there reads the
-    /// register.
-    pub fn load_run(&mut self, v: Value, coords: &[Operand], lasts: &[Operand]) -> Result<()> {
-        let slot = self.input_of[&v];
-        self.touched_inputs.insert(slot);
-        let layout = self.input_layout(slot);
-        let shape = self.ty(v).shape.clone();
-        let bytes = self.element_bytes(v);
-        let offset = self.offset(&Index::coords(coords.to_vec()), &shape, layout);
-        let addr = self.b.address(self.inputs[slot], offset, bytes);
-        self.b.global_access(addr, 4 * bytes);
-        let r = if self.ty(v).dtype == DType::BF16 {
-            self.load_bf16_run(addr)
-        } else {
-            let r = [(); 4].map(|_| self.b.reg(Ty::F32));
-            ins!(
-                self.b,
-                "ld.global.nc.v4.f32 {{{}, {}, {}, {}}}, [{addr}]",
-                r[0],
-                r[1],
-                r[2],
-                r[3]
-            );
-            r
-        };
-        let innermost = layout.innermost(coords.len());
-        for (reg, &l) in r.iter().zip(lasts) {
-            let mut at = coords.to_vec();
-            at[innermost] = l;
-            self.bind(v, &Index::coords(at), (*reg).into());
-        }
-        Ok(())
-    }
-
-    /// Four bf16 elements at `addr` (8-byte aligned) as f32 registers: two 32-bit
-    /// words, the element at the lower address in each word's low half, and a bf16's
-    /// value is its bits in the high half of an f32.
-    fn load_bf16_run(&mut self, addr: Address) -> [Reg; 4] {
-        let words = [(); 2].map(|_| self.b.reg(Ty::U32));
-        ins!(
-            self.b,
-            "ld.global.nc.v2.b32 {{{}, {}}}, [{addr}]",
-            words[0],
-            words[1]
-        );
-        let [w0, w1] = words;
-        [(w0, false), (w0, true), (w1, false), (w1, true)].map(|(word, high)| {
-            let bits = self.b.reg(Ty::U32);
-            match high {
-                false => ins!(self.b, "shl.b32 {bits}, {word}, 16"),
-                true => ins!(self.b, "and.b32 {bits}, {word}, 0xFFFF0000"),
-            }
-            let r = self.b.reg(Ty::F32);
-            ins!(self.b, "mov.b32 {r}, {bits}");
-            r
-        })
-    }
-
-    /// How kernel input `slot`'s buffer lies in memory.
-    pub fn input_layout(&self, slot: usize) -> Layout {
-        self.program.buffer(self.kernel.inputs[slot]).layout
-    }
-
-    /// How the buffer of body input `v` lies in memory.
-    pub fn input_layout_of(&self, v: Value) -> Layout {
-        self.input_layout(self.input_of[&v])
-    }
-
-    /// How body output `i`'s buffer lies in memory.
-    pub fn output_layout(&self, i: usize) -> Layout {
-        self.program.buffer(self.kernel.outputs[i].buffer).layout
-    }
-
-    /// The element offset of `at` in a buffer of (logical) `shape` stored in `layout`.
-    fn offset(&mut self, at: &Index, shape: &[usize], layout: Layout) -> Operand {
-        if layout.is_row_major() {
-            return self.flat(at, shape);
-        }
-        let coords = self.coords(at, shape);
-        self.linearize(&layout.to_memory(&coords), &layout.to_memory(shape))
-    }
-
-    /// Stores `value` as element `at` of body output `i` (into its slice of the
-    /// buffer, for concat views).
-    pub fn store(&mut self, i: usize, at: &Index, value: Operand) -> Result<()> {
-        self.touched_outputs.insert(i);
-        let out = self.kernel.body.outputs[i].value;
-        let ty = self.value_ty(out)?;
-        let addr = self.output_address(i, at)?;
-        let value = self.b.materialize(value, ty);
-        self.b.global_access(addr, self.ty(out).dtype.size_bytes());
-        if self.ty(out).dtype == DType::BF16 {
-            // Round to nearest even into the low half (the high half from 0.0 is zero)
-            // and store those 16 bits: a 16-bit store of a 32-bit register keeps its
-            // low half.
-            let zero = self.b.materialize(Operand::f32(0.0), Ty::F32);
-            let packed = self.b.reg(Ty::U32);
-            ins!(self.b, "cvt.rn.bf16x2.f32 {packed}, {zero}, {value}");
-            ins!(self.b, "st.global.u16 [{addr}], {packed}");
-        } else {
-            ins!(self.b, "st.global.{ty} [{addr}], {value}");
-        }
-        Ok(())
-    }
-
-    /// Stores `values`, four elements of body output `i` adjacent in its memory from
-    /// `coords` on (as [`Emitter::load_run`] reads them), with one vector store: 16
-    /// bytes of f32, or two words of bf16 pairs. `false` (nothing stored) where the run
-    /// is not known to be aligned: an output of another type, or a slice that starts
-    /// within the run's axis at other than a multiple of four.
-    pub fn store_run(&mut self, i: usize, coords: &[Operand], values: &[Operand]) -> Result<bool> {
-        let out = self.kernel.body.outputs[i].value;
-        let dtype = self.ty(out).dtype;
-        let innermost = self.output_layout(i).innermost(coords.len());
-        let aligned = match self.kernel.outputs[i].slice {
-            Some(s) if s.axis == innermost => {
-                let full = self.program.buffer(self.kernel.outputs[i].buffer).ty.shape[s.axis];
-                s.start.is_multiple_of(4) && full.is_multiple_of(4)
-            }
-            _ => true,
-        };
-        if !aligned || !matches!(dtype, DType::F32 | DType::TF32 | DType::BF16) {
-            return Ok(false);
-        }
-        self.touched_outputs.insert(i);
-        let ty = self.value_ty(out)?;
-        let addr = self.output_address(i, &Index::coords(coords.to_vec()))?;
-        let v: Vec<Reg> = values.iter().map(|&x| self.b.materialize(x, ty)).collect();
-        self.b.global_access(addr, 4 * dtype.size_bytes());
-        if dtype == DType::BF16 {
-            // Round each pair to nearest even, the element at the lower address into
-            // the low half.
-            let words = [(); 2].map(|_| self.b.reg(Ty::U32));
-            for (word, pair) in words.iter().zip(v.chunks(2)) {
-                ins!(self.b, "cvt.rn.bf16x2.f32 {word}, {}, {}", pair[1], pair[0]);
-            }
-            ins!(
-                self.b,
-                "st.global.v2.b32 [{addr}], {{{}, {}}}",
-                words[0],
-                words[1]
-            );
-        } else {
-            ins!(
-                self.b,
-                "st.global.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
-                v[0],
-                v[1],
-                v[2],
-                v[3]
-            );
-        }
-        Ok(true)
-    }
-
-    /// The global address of element `at` of body output `i`.
-    fn output_address(&mut self, i: usize, at: &Index) -> Result<Address> {
-        let out = &self.kernel.outputs[i];
-        let body_out = self.kernel.body.outputs[i].value;
-        self.value_ty(body_out)?;
-        let bytes = self.element_bytes(body_out);
-        let shape = &self.ty(body_out).shape;
-        let layout = self.output_layout(i);
-        let offset = match out.slice {
-            None => self.offset(at, shape, layout),
-            Some(s) => {
-                let mut coords = self.coords(at, shape);
-                coords[s.axis] = self.b.add_u32(coords[s.axis], Operand::Int(s.start as i64));
-                let full = &self.program.buffer(out.buffer).ty.shape;
-                self.offset(&Index::coords(coords), full, layout)
-            }
-        };
-        Ok(self.b.address(self.outputs[i], offset, bytes))
     }
 
     /// `concat` at `at`: a branch per operand, each loading only inside its range.
