@@ -107,7 +107,7 @@ impl Builder {
 fn sectors(addresses: &[u64; LANES], bytes: u64) -> u64 {
     let mut touched: Vec<u64> = addresses
         .iter()
-        .flat_map(|&a| (a / SECTOR)..=(a + bytes.max(1) - 1) / SECTOR)
+        .flat_map(|&a| (a / SECTOR)..=a.saturating_add(bytes.max(1) - 1) / SECTOR)
         .collect();
     touched.sort_unstable();
     touched.dedup();
