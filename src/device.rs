@@ -60,9 +60,10 @@ pub fn choose_layout(
         return Ok((program, compiled, None));
     }
     let other_compiled = compile(&other)?;
-    let none = Default::default();
+    // Registers as estimated: ptxas is not run here.
+    let estimated = Default::default();
     let step = |p: &Program, c: &CompiledProgram| {
-        crate::predict::predict_step(p, c, device, &none).step_ms
+        crate::predict::predict_step(p, c, device, &estimated).step_ms
     };
     let choice = LayoutChoice {
         row_major_ms: step(&program, &compiled),

@@ -237,7 +237,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "row_major_ms": choice.row_major_ms,
             "channels_last_ms": choice.channels_last_ms,
         });
-        if program != fusion.program {
+        if !choice.chosen.is_row_major() {
             fusion.program = program;
             write("after.txt", &fusion.program.to_text())?;
             write("after.json", &fusion.program.to_json())?;

@@ -11,7 +11,6 @@
 //! buffer, not an op, so kernels compute the same values in the same order.
 
 use calib_ir::{Buffer, Layout, Program, Role};
-use std::collections::HashSet;
 use std::fmt;
 
 /// How a plan's image-shaped temporaries are to be stored (`--layout`).
@@ -69,14 +68,9 @@ pub fn assign(program: &mut Program, layout: Layout) -> usize {
     if layout.is_row_major() {
         return 0;
     }
-    let workspaces: HashSet<usize> = program
-        .kernels
-        .iter()
-        .filter_map(|k| k.workspace.map(|w| w.0))
-        .collect();
     let mut changed = 0;
-    for (i, buffer) in program.buffers.iter_mut().enumerate() {
-        if !workspaces.contains(&i) && is_image_temp(buffer) && buffer.layout != layout {
+    for buffer in &mut program.buffers {
+        if is_image_temp(buffer) && buffer.layout != layout {
             buffer.layout = layout;
             changed += 1;
         }
@@ -84,7 +78,8 @@ pub fn assign(program: &mut Program, layout: Layout) -> usize {
     changed
 }
 
-/// A temporary whose channels-last order differs from its row-major one.
+/// A temporary whose channels-last order differs from its row-major one (never a
+/// workspace, which is flat).
 fn is_image_temp(buffer: &Buffer) -> bool {
     let shape = &buffer.ty.shape;
     buffer.role == Role::Temp && shape.len() == 4 && shape[1] > 1 && shape[2] * shape[3] > 1
