@@ -5,9 +5,14 @@
 //!
 //! | op | m | n | k | A | B |
 //! |---|---|---|---|---|---|
-//! | forward `y` | (n, oh, ow) | o | (c, kh, kw) | x (im2col) | w |
-//! | backward data `dx` | (n, h, w) | c | (o, kh, kw) | dy (col2im gather) | w |
+//! | forward `y` | (n, oh, ow) | o | (kh, kw, c) | x (im2col) | w |
+//! | backward data `dx` | (n, h, w) | c | (kh, kw, o) | dy (col2im gather) | w |
 //! | backward weight `dw` | o | (c, kh, kw) | (n, oh, ow) | dy | x (im2col) |
+//!
+//! A window's channels are its innermost `k` axis ([`calib_ir::window_k`]; a 1x1 window,
+//! or channels that no step divides, keep `(c, kh, kw)`), so that the rows of one step
+//! share their tap: its window position and padding checks are computed once a step,
+//! and each row's channel is the step's plus a constant.
 //!
 //! Input row `ih = oh * s + kh * d - p`; the backward-data gather inverts it,
 //! `oh = (h + p - kh * d) / s`, valid when the division is exact and `oh < OH` (see
@@ -20,7 +25,7 @@ use crate::gemm::{self, Contiguity, Element, Operands};
 use crate::index::Index;
 use crate::ptx::Operand;
 use crate::window::Axis;
-use calib_ir::{GemmDims, Op, Value};
+use calib_ir::{taps_outer, window_k, GemmDims, Op, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -139,6 +144,23 @@ impl Conv {
         self.y[1] / self.groups
     }
 
+    /// The channels a forward or data-gradient window sums over (`k`'s channel axis).
+    fn k_channels(&self) -> usize {
+        match self.kind {
+            Kind::BackwardData => self.o_group(),
+            _ => self.c_group(),
+        }
+    }
+
+    /// A forward or data-gradient `k` as its channel and its tap `[kh, kw]`, in the
+    /// order [`window_k`] gave the axes.
+    fn channel_and_tap(&self, k: &[Operand]) -> (Operand, [Operand; 2]) {
+        match taps_outer(self.k_channels(), self.kernel) {
+            true => (k[2], [k[0], k[1]]),
+            false => (k[0], [k[1], k[2]]),
+        }
+    }
+
     /// The window along `axis` (0 rows, 1 columns).
     fn axis(&self, axis: usize) -> Axis {
         Axis {
@@ -198,8 +220,8 @@ impl Operands for Conv {
         let [kh, kw] = self.kernel;
         let (cg, og) = (self.c_group(), self.o_group());
         let (m, n_, k) = match self.kind {
-            Kind::Forward => (vec![n, oh, ow], vec![og], vec![cg, kh, kw]),
-            Kind::BackwardData => (vec![n, h, w], vec![cg], vec![og, kh, kw]),
+            Kind::Forward => (vec![n, oh, ow], vec![og], window_k(cg, self.kernel)),
+            Kind::BackwardData => (vec![n, h, w], vec![cg], window_k(og, self.kernel)),
             Kind::BackwardWeight => (vec![og], vec![cg, kh, kw], vec![n, oh, ow]),
         };
         GemmDims {
@@ -217,10 +239,11 @@ impl Operands for Conv {
 
     fn contiguity(&self) -> Contiguity {
         let forward_like = self.kind != Kind::BackwardWeight;
-        // A data gradient reads the weight `[O, C, KH, KW]` as `B[k = (o, kh, kw), n = c]`:
-        // along `k` adjacent within each `o`, along `n` a window apart, which a 1x1
-        // window makes adjacent too (and then `n` is the longer run).
-        let weight_along_n = self.kind == Kind::BackwardData && self.kernel == [1, 1];
+        // A data gradient reads the weight `[O, C, KH, KW]` as `B[k, n = c]`: along `n` a
+        // window apart (adjacent for a 1x1 window), along `k` a channel's whole
+        // `[C, KH, KW]` apart when taps are outer (else adjacent within each `o`).
+        let weight_along_n = self.kind == Kind::BackwardData
+            && (self.kernel == [1, 1] || taps_outer(self.o_group(), self.kernel));
         Contiguity {
             a_m: forward_like,
             b_n: weight_along_n,
@@ -230,18 +253,22 @@ impl Operands for Conv {
 
     fn a_element(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Element {
         match self.kind {
-            Kind::Forward => self.image(cx, [g, k[0], m[0]], [m[1], m[2]], [k[1], k[2]]),
+            Kind::Forward => {
+                let (c, tap) = self.channel_and_tap(k);
+                self.image(cx, [g, c, m[0]], [m[1], m[2]], tap)
+            }
             Kind::BackwardData if self.lattice.is_some() => {
                 let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);
                 Element::whole(self.a, vec![m[0], o, m[1], m[2]])
             }
             Kind::BackwardData => {
-                let (oh, mut inside) = self.axis(0).output_pos(cx, m[1], k[1]);
-                let (ow, cw) = self.axis(1).output_pos(cx, m[2], k[2]);
+                let (o, [kh, kw]) = self.channel_and_tap(k);
+                let (oh, mut inside) = self.axis(0).output_pos(cx, m[1], kh);
+                let (ow, cw) = self.axis(1).output_pos(cx, m[2], kw);
                 inside.extend(cw);
                 let oh = cx.clamp_index(oh, self.y[2]);
                 let ow = cx.clamp_index(ow, self.y[3]);
-                let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);
+                let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), o);
                 Element {
                     value: self.a,
                     at: vec![m[0], o, oh, ow],
@@ -257,8 +284,14 @@ impl Operands for Conv {
 
     fn b_element(&self, cx: &mut Emitter, g: Operand, k: &[Operand], n: &[Operand]) -> Element {
         match self.kind {
-            Kind::Forward => self.weight(cx, [g, n[0], k[0]], [k[1], k[2]]),
-            Kind::BackwardData => self.weight(cx, [g, k[0], n[0]], [k[1], k[2]]),
+            Kind::Forward => {
+                let (c, tap) = self.channel_and_tap(k);
+                self.weight(cx, [g, n[0], c], tap)
+            }
+            Kind::BackwardData => {
+                let (o, tap) = self.channel_and_tap(k);
+                self.weight(cx, [g, o, n[0]], tap)
+            }
             Kind::BackwardWeight => self.image(cx, [g, n[0], k[0]], [k[1], k[2]], [n[1], n[2]]),
         }
     }

@@ -172,11 +172,7 @@ impl Emitter<'_> {
                 Ok(q) => {
                     p = Some(match p {
                         None => q,
-                        Some(prev) => {
-                            let both = self.b.reg(Ty::Pred);
-                            ins!(self.b, "and.pred {both}, {prev}, {q}");
-                            both
-                        }
+                        Some(prev) => self.b.and_pred(prev, q),
                     })
                 }
             }

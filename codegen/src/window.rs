@@ -7,7 +7,7 @@
 
 use crate::eval::Emitter;
 use crate::flow::Check;
-use crate::ptx::{Operand, Ty};
+use crate::ptx::Operand;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Axis {
@@ -42,10 +42,7 @@ impl Axis {
         let mut checks = vec![cx.b.lt_u32(q, Operand::Int(self.output as i64))];
         if self.stride > 1 {
             let r = cx.b.rem_u32(t, self.stride);
-            checks.push(match r.as_int() {
-                Some(r) => Err(r == 0),
-                None => Ok(cx.b.setp("eq", Ty::U32, r, Operand::Int(0))),
-            });
+            checks.push(cx.b.eq_u32(r, Operand::Int(0)));
         }
         (q, checks)
     }

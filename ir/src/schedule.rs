@@ -34,9 +34,12 @@ impl GemmDims {
     ///
     /// | op | m | n | k |
     /// |---|---|---|---|
-    /// | forward | (n, oh, ow) | o | (c, kh, kw) |
-    /// | data gradient | (n, h, w) | c | (o, kh, kw) |
+    /// | forward | (n, oh, ow) | o | (kh, kw, c) |
+    /// | data gradient | (n, h, w) | c | (kh, kw, o) |
     /// | weight gradient | o | (c, kh, kw) | (n, oh, ow) |
+    ///
+    /// The channels of a forward or data-gradient window are its innermost `k` axis
+    /// ([`window_k`]), so that a step through `k` stays on one tap.
     pub fn of(body: &Graph, v: Value) -> Option<GemmDims> {
         let node = &body.nodes[v.0];
         let shape = |u: Value| body.ty(u).shape.clone();
@@ -51,7 +54,7 @@ impl GemmDims {
                 (
                     vec![x[0], y[2], y[3]],
                     vec![y[1] / g],
-                    vec![x[1] / g, kh, kw],
+                    window_k(x[1] / g, [kh, kw]),
                     g,
                 )
             }
@@ -79,7 +82,7 @@ impl GemmDims {
                 (
                     vec![x[0], x[2], x[3]],
                     vec![x[1] / g],
-                    vec![y[1] / g, kh, kw],
+                    window_k(y[1] / g, [kh, kw]),
                     g,
                 )
             }
@@ -118,6 +121,28 @@ impl GemmDims {
         let (m, n, k) = self.mnk();
         2.0 * (self.groups * m * n * k) as f64
     }
+}
+
+/// The `k` axes of a convolution window over `channels` channels: `(kh, kw, c)`,
+/// taps outer and channels inner.
+///
+/// A step of 8 to 32 rows through `k` then stays on one tap: each row's channel is the
+/// step's plus a constant, and the tap's window position and padding checks are
+/// computed once a step rather than once a row (`(c, kh, kw)` divides every row's `k`
+/// by the window). Channel counts that are not a multiple of the shallowest step (8),
+/// and a 1x1 window (whose `k` is its channels either way), keep `(c, kh, kw)`, the
+/// weight's own order ([`taps_outer`] says which).
+pub fn window_k(channels: usize, kernel: [usize; 2]) -> Vec<usize> {
+    let [kh, kw] = kernel;
+    match taps_outer(channels, kernel) {
+        true => vec![kh, kw, channels],
+        false => vec![channels, kh, kw],
+    }
+}
+
+/// Whether [`window_k`] puts the taps outside the channels.
+pub fn taps_outer(channels: usize, [kh, kw]: [usize; 2]) -> bool {
+    kh * kw > 1 && channels.is_multiple_of(8)
 }
 
 /// The node a GEMM kernel's loop nest is built around: the body's last convolution or

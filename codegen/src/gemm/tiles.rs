@@ -212,8 +212,14 @@ impl Loader<'_> {
                 None => {
                     let gk = cx.b.add_u32(kbase, slot.kk);
                     let in_k = cx.b.lt_u32(gk, Operand::Int(k as i64));
-                    let ck = cx.clamp_index(gk, k);
-                    let ki = cx.coords(&Index::flat(ck), &self.dims.k);
+                    // Past the end only the outermost coordinate leaves its extent (the
+                    // others are remainders): clamping it keeps the address inside the
+                    // operand, and `gk` itself stays a step plus a row, which divides
+                    // without division instructions.
+                    let mut ki = cx.coords(&Index::flat(gk), &self.dims.k);
+                    if in_k.is_ok() {
+                        ki[0] = cx.clamp_index(ki[0], self.dims.k[0]);
+                    }
                     rows.push((slot.kk, in_k, ki.clone()));
                     (in_k, ki)
                 }

@@ -197,6 +197,61 @@ impl Builder {
         (k % d == 0).then_some((x, k / d, y))
     }
 
+    /// A factor `x`'s value is known to be a multiple of (1 when none is known), from
+    /// constants and the expressions that computed it (`kt * 32 + 64` is a multiple of
+    /// 32).
+    fn factor(&self, x: Operand, depth: usize) -> u64 {
+        let konst = |x: Operand| x.as_int().map(|k| k as u32 as u64);
+        if let Some(k) = konst(x) {
+            return k;
+        }
+        if depth == 0 {
+            return 1;
+        }
+        let f = |x: Operand| self.factor(x, depth - 1);
+        let (root, offset) = self.known.split(x);
+        if offset > 0 {
+            return gcd(f(root), offset);
+        }
+        match self.known.definition(x) {
+            Some(("mul", [p, q, _])) => f(p).saturating_mul(f(q)),
+            Some(("mad", [p, q, r])) => gcd(f(p).saturating_mul(f(q)), f(r)),
+            Some(("add", [p, q, _])) => gcd(f(p), f(q)),
+            _ => 1,
+        }
+    }
+
+    /// `a` as `x + y` with `x` a multiple of some `f` that divides `divisor` and `y`
+    /// below `f`, computed without wrapping: then `a / divisor` is `x / divisor` and
+    /// `a % divisor` is `x % divisor + y` (the `k` of a tile row whose step starts at a
+    /// multiple of 32, over a channel axis of 64: the step's channel plus the row).
+    /// `None` where `y` would be 0 (nothing to gain).
+    fn aligned_plus_small(&mut self, a: Operand, divisor: usize) -> Option<(Operand, Operand)> {
+        self.max_of(a)?;
+        let d = divisor as u64;
+        let aligned = |b: &Self, x: Operand| gcd(b.factor(x, 4), d);
+        let (root, offset) = self.known.split(a);
+        // `root + offset`: the offset's multiples of `f` stay with the root.
+        let f = aligned(self, root);
+        if f > 1 && offset % f != 0 {
+            let x = self.add_u32(root, Operand::Int((offset - offset % f) as i64));
+            return Some((x, Operand::Int((offset % f) as i64)));
+        }
+        // `p + q + offset` with `p` aligned and `q` small.
+        let ("add", [p, q, _]) = self.known.definition(root)? else {
+            return None;
+        };
+        for (x, y) in [(p, q), (q, p)] {
+            let f = aligned(self, x);
+            if f > 1 && self.max_of(y).is_some_and(|m| m + offset % f < f) {
+                let x = self.add_u32(x, Operand::Int((offset - offset % f) as i64));
+                let y = self.add_u32(y, Operand::Int((offset % f) as i64));
+                return Some((x, y));
+            }
+        }
+        None
+    }
+
     pub fn div_u32(&mut self, a: Operand, divisor: usize) -> Operand {
         let max = self.max_of(a);
         match a.as_int() {
@@ -207,6 +262,9 @@ impl Builder {
                 if let Some((x, q, y)) = self.multiple_plus(a, divisor) {
                     let low = self.div_u32(y, divisor);
                     return self.mad_u32(x, Operand::Int(q as i64), low);
+                }
+                if let Some((x, _)) = self.aligned_plus_small(a, divisor) {
+                    return self.div_u32(x, divisor);
                 }
                 let max = max.unwrap_or(u32::MAX as u64) / divisor as u64;
                 let e = ("div", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
@@ -224,6 +282,10 @@ impl Builder {
             None => {
                 if let Some((_, _, y)) = self.multiple_plus(a, divisor) {
                     return self.rem_u32(y, divisor);
+                }
+                if let Some((x, y)) = self.aligned_plus_small(a, divisor) {
+                    let low = self.rem_u32(x, divisor);
+                    return self.add_u32(low, y);
                 }
                 let max = max.unwrap_or(u64::MAX).min(divisor as u64 - 1);
                 let e = ("rem", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
@@ -260,10 +322,43 @@ impl Builder {
         match (a.as_int(), b.as_int()) {
             (Some(x), Some(y)) => Err((x as u32) < (y as u32)),
             (_, Some(y)) if self.max_of(a).is_some_and(|m| m < y as u32 as u64) => Err(true),
-            // Not remembered: a thread has few predicate registers, and recomputing a
-            // comparison costs one instruction where keeping it alive may not be free.
-            _ => Ok(self.setp("lt", Ty::U32, a, b)),
+            _ => Ok(self.compare("lt", a, b)),
         }
+    }
+
+    /// A predicate for `a == b`, or the answer when both are constants.
+    pub fn eq_u32(&mut self, a: Operand, b: Operand) -> Result<Reg, bool> {
+        match (a.as_int(), b.as_int()) {
+            (Some(x), Some(y)) => Err(x as u32 == y as u32),
+            _ => Ok(self.compare("eq", a, b)),
+        }
+    }
+
+    /// `setp.{cmp}.u32` of `a` and `b`, or the predicate this scope already computed for
+    /// it (the rows of a GEMM step share their tap's bounds checks). Only within the
+    /// scope: a thread has few predicate registers, and recomputing a comparison costs
+    /// one instruction where keeping it alive across a loop may not be free.
+    fn compare(&mut self, cmp: &'static str, a: Operand, b: Operand) -> Reg {
+        let e = (cmp, [a, b, Operand::Int(0)]);
+        if let Some(Operand::Reg(p)) = self.known.lookup_here(&e) {
+            return p;
+        }
+        let p = self.setp(cmp, Ty::U32, a, b);
+        self.known.remember(e, p.into());
+        p
+    }
+
+    /// `a && b`, or the predicate this scope already computed for it.
+    pub fn and_pred(&mut self, a: Reg, b: Reg) -> Reg {
+        let [x, y] = sorted(a.into(), b.into());
+        let e = ("and.pred", [x, y, Operand::Int(0)]);
+        if let Some(Operand::Reg(p)) = self.known.lookup_here(&e) {
+            return p;
+        }
+        let p = self.reg(Ty::Pred);
+        ins!(self, "and.pred {p}, {a}, {b}");
+        self.known.remember(e, p.into());
+        p
     }
 
     /// The global address of element `index` of `size`-byte elements at `base`. An
@@ -297,6 +392,13 @@ impl Builder {
         ins!(self, "add.s64 {d}, {base}, {off}");
         self.known.remember(e, d.into());
         Address::new(d, 0)
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    match b {
+        0 => a,
+        _ => gcd(b, a % b),
     }
 }
 
@@ -360,6 +462,77 @@ mod tests {
         assert!(text
             .iter()
             .any(|l| l.contains(&format!("rem.u32 {other}, {flat}, 56"))));
+    }
+
+    #[test]
+    fn an_aligned_step_plus_a_small_row_splits_at_the_step() {
+        let mut b = Builder::new();
+        let kt = b.reg(Ty::U32);
+        ins!(b, "mov.u32 {kt}, 0");
+        b.bound(kt, 17);
+        let lane = b.reg(Ty::U32);
+        ins!(b, "mov.u32 {lane}, %laneid");
+        b.bound(lane, 31);
+        // The k of row 5 of the step after step kt, 32 rows a step, over channels 64.
+        let step = b.mul_u32(kt.into(), Operand::Int(32));
+        let next = b.add_u32(step, Operand::Int(32));
+        let row = b.add_u32(next, Operand::Int(5));
+        let channel = b.rem_u32(row, 64);
+        let tap = b.div_u32(row, 64);
+        assert_eq!(tap, b.div_u32(next, 64), "the row's tap is its step's");
+        let step_channel = b.rem_u32(next, 64);
+        assert_eq!(
+            b.split(channel),
+            (step_channel, 5),
+            "the step's channel plus 5"
+        );
+        // A row in a register below 32 (a lane's row) splits the same way.
+        let lanes_row = b.add_u32(next, lane.into());
+        assert_eq!(b.div_u32(lanes_row, 64), tap);
+        let lanes_channel = b.rem_u32(lanes_row, 64);
+        assert_eq!(lanes_channel, b.add_u32(step_channel, lane.into()));
+        // 48 channels: 32 does not divide them, 16 does. `next + 17` is the multiple of
+        // 16 `next + 16` plus 1: one remainder of that, plus 1.
+        let odd = b.add_u32(next, Operand::Int(17));
+        let kept = b.rem_u32(odd, 48);
+        let sixteen_on = b.add_u32(next, Operand::Int(16));
+        let base = b.rem_u32(sixteen_on, 48);
+        assert_eq!(b.split(kept), (base, 1));
+        ins!(b, "st.global.u32 [%rd1], {kept}");
+        for v in [channel, tap, lanes_channel] {
+            ins!(b, "st.global.u32 [%rd1], {v}");
+        }
+        let text = lines(&b);
+        assert_eq!(
+            text.iter().filter(|l| l.starts_with("div.u32")).count(),
+            1,
+            "{text:?}"
+        );
+        assert_eq!(
+            text.iter().filter(|l| l.starts_with("rem.u32")).count(),
+            2,
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn comparisons_and_conjunctions_are_shared_within_a_scope() {
+        let mut b = Builder::new();
+        let x = b.reg(Ty::U32);
+        ins!(b, "ld.global.u32 {x}, [%rd1]");
+        let y = b.reg(Ty::U32);
+        ins!(b, "ld.global.u32 {y}, [%rd2]");
+        b.open_scope();
+        let p = b.lt_u32(x.into(), Operand::Int(28)).unwrap();
+        let q = b.eq_u32(y.into(), Operand::Int(0)).unwrap();
+        assert_eq!(b.lt_u32(x.into(), Operand::Int(28)), Ok(p));
+        assert_eq!(b.eq_u32(y.into(), Operand::Int(0)), Ok(q));
+        let both = b.and_pred(p, q);
+        assert_eq!(b.and_pred(q, p), both);
+        b.close_scope();
+        // Outside the scope that computed them they are computed again.
+        assert_ne!(b.lt_u32(x.into(), Operand::Int(28)), Ok(p));
+        assert_eq!(b.eq_u32(Operand::Int(3), Operand::Int(3)), Err(true));
     }
 
     #[test]

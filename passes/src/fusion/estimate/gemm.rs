@@ -7,8 +7,8 @@ use super::work::{issue, work_of, Work};
 use super::{census, seconds, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{
-    bf16_input, copy_source, gemm_anchor, gemm_operands, GemmDims, GemmInstruction, GemmSchedule,
-    Graph, Op, OpClass, Precision, ReductionSchedule, Schedule, Value,
+    bf16_input, copy_source, gemm_anchor, gemm_operands, taps_outer, GemmDims, GemmInstruction,
+    GemmSchedule, Graph, Op, OpClass, Precision, ReductionSchedule, Schedule, Value,
 };
 
 /// What a GEMM kernel's launches execute under `schedule`.
@@ -21,6 +21,18 @@ pub struct GemmEstimate {
 pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Work, Work) {
     let node = &body.nodes[anchor.0];
     let [a, b] = gemm_operands(body, anchor);
+    // A window whose taps are outside its channels (`calib_ir::window_k`) gives the rows
+    // of a step one tap: its position, checks and `k` decomposition are once a step,
+    // and a row's channel is the step's plus a constant.
+    let taps_outer = match node.op {
+        Op::Conv2d { .. } | Op::Conv2dBackwardData { .. } => {
+            let w = &body.ty(b).shape;
+            let kernel = [w[2], w[3]];
+            let channels = dims.k.iter().product::<usize>() / (kernel[0] * kernel[1]).max(1);
+            taps_outer(channels, kernel)
+        }
+        _ => false,
+    };
     // Code generation loads an operand along its contiguous side: along `m` or `n`
     // (the element's `k` changes from element to element, so each decomposes its own),
     // or along `k` (a thread's elements share one `k`, decomposed once per step). The
@@ -31,11 +43,19 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
             transpose_a,
             transpose_b,
         } => (!transpose_a, transpose_b),
+        // A data gradient's weight is loaded along `n` where its taps are outer (or
+        // its window is 1x1), as `calib_codegen`'s contiguity says.
+        Op::Conv2dBackwardData { .. } => {
+            let w = &body.ty(b).shape;
+            (false, !(taps_outer || [w[2], w[3]] == [1, 1]))
+        }
         _ => (false, true),
     };
     // Axes of extent 1 cost nothing: their coordinate is 0 (a 1x1 window's).
-    let decompose =
-        |d: &[usize]| 7.0 * d.iter().filter(|&&e| e > 1).count().saturating_sub(1) as f64;
+    let decompose = |d: &[usize]| match taps_outer {
+        true => 1.0,
+        false => 7.0 * d.iter().filter(|&&e| e > 1).count().saturating_sub(1) as f64,
+    };
     let k_cost = |along_k: bool| if along_k { 0.0 } else { decompose(&dims.k) };
     // The shared store, and the element's share of its row's address: code generation
     // addresses the elements of a thread's share from one address with immediate
@@ -43,9 +63,13 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
     // (a padded image's window keeps its clamps: `image` below).
     let fixed = 4.0;
     let padded = matches!(node.op, Op::Conv2d { padding, .. } | Op::Conv2dBackwardWeight { padding, .. } if padding != [0, 0]);
-    let image = if padded { 8.0 } else { 0.0 };
+    let image = if padded && !taps_outer { 8.0 } else { 0.0 };
+    // The weight `[O, C, KH, KW]` walked along its channels is a window apart: each
+    // lane of a warp in a sector of its own, 28 more than its 32 words fill, priced
+    // as the cost model prices extra sectors (an issue slot each).
+    let scattered = if taps_outer { 28.0 } else { 0.0 };
     let wa = work_of(body, &[a], &[]) + issue(fixed + k_cost(a_along_k) + image);
-    let wb = work_of(body, &[b], &[]) + issue(fixed + k_cost(b_along_k) + image);
+    let wb = work_of(body, &[b], &[]) + issue(fixed + k_cost(b_along_k) + image + scattered);
     (wa, wb)
 }
 
@@ -252,9 +276,22 @@ pub(super) fn gemm_with(
             None => groups.push((group, red, vec![r])),
         }
     }
+    // Code generation reads back what an earlier launch stored (an output that is the
+    // anchor itself, or the split's partial tiles); an anchor no launch stored is
+    // computed again, one product at a time, wherever the statistics need it.
+    let stored = s.split_k > 1 || aligned.contains(&anchor);
+    let (_, _, k) = dims.mnk();
+    let anchor_loads = if stored { 1.0 } else { 2.0 * k as f64 };
     for (i, (_, red, roots)) in groups.into_iter().enumerate() {
         let split = if i == 0 { statistics_split } else { 1 };
-        launches.extend(reduction_over(body, red, &roots, split, &[anchor], 1.0));
+        launches.extend(reduction_over(
+            body,
+            red,
+            &roots,
+            split,
+            &[anchor],
+            anchor_loads,
+        ));
     }
     GemmEstimate { launches }
 }
