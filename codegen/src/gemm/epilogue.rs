@@ -8,6 +8,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::eval::{Emitter, Slices};
+use crate::flow::Check;
 use crate::index::Index;
 use crate::ptx::{ins, Operand, Reg, Ty};
 use calib_ir::{GemmDims, Value};
@@ -283,7 +284,6 @@ impl Staged<'_> {
         band: usize,
         write: impl FnOnce(&mut Emitter, usize),
     ) -> Result<()> {
-        let (m, n, _) = self.dims.mnk();
         let pitch = self.pitch();
         let span_m = self.span_m;
         let transposed = self.transposed;
@@ -296,42 +296,100 @@ impl Staged<'_> {
         } else {
             (span_m, self.bn)
         };
-        let read_ways = wavefronts(4, |lane| 4 * lane);
-        let anchor_shape = cx.ty(self.anchor).shape.clone();
-        let per_thread = (rows * cols).div_ceil(THREADS);
         let tid = cx.tid();
-        let quarter_m = cx.b.add_u32(self.m0, Operand::Int((band * span_m) as i64));
-        cx.for_range(per_thread, |cx, e| {
-            let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
-            let (slow, fast) = (cx.b.div_u32(idx, cols), cx.b.rem_u32(idx, cols));
-            let (mm, nn) = if transposed {
-                (fast, slow)
-            } else {
-                (slow, fast)
+        let walk = Walk {
+            rows,
+            cols,
+            pitch,
+            quarter_m: cx.b.add_u32(self.m0, Operand::Int((band * span_m) as i64)),
+        };
+        // Threads that cover whole staged rows keep their column in every row they walk:
+        // its coordinates are computed once, before the walk.
+        if THREADS.is_multiple_of(cols) {
+            let fast = cx.b.rem_u32(tid, cols);
+            let (origin, dims) = match transposed {
+                true => (walk.quarter_m, &self.dims.m),
+                false => (self.n0, &self.dims.n),
             };
-            let (gm, gn) = (cx.b.add_u32(quarter_m, mm), cx.b.add_u32(self.n0, nn));
-            let inside = vec![
-                cx.b.lt_u32(slow, Operand::Int(rows as i64)),
-                cx.b.lt_u32(gm, Operand::Int(m as i64)),
-                cx.b.lt_u32(gn, Operand::Int(n as i64)),
-            ];
-            cx.when_all(inside, |cx| {
-                let at = cx.b.mad_u32(slow, Operand::Int(pitch as i64), fast);
-                let addr = shared_address(cx, smem, at);
-                let value = cx.b.reg(Ty::F32);
-                cx.b.shared_ways(read_ways);
-                ins!(cx.b, "ld.shared.f32 {value}, [{addr}]");
-                let mi = cx.coords(&Index::flat(gm), &self.dims.m);
-                let ni = cx.coords(&Index::flat(gn), &self.dims.n);
-                let coords = self.ops.c(cx, self.g, &mi, &ni);
-                let flat = cx.linearize(&coords, &anchor_shape);
-                let at = Index::both(flat, coords);
-                cx.bind(self.anchor, &at, value.into());
-                cx.store_aligned(self.aligned, &anchor_shape, &at)
-            })
-        })?;
+            let at = cx.b.add_u32(origin, fast);
+            cx.coords(&Index::flat(at), dims);
+        }
+        let per_thread = (rows * cols).div_ceil(THREADS);
+        // A thread's few rows are written one by one: each row is then a constant
+        // offset from the first, which shared and global addresses take as immediates.
+        // They run one after the other on every path, so they share one memo scope (a
+        // row's index arithmetic serves the next).
+        if per_thread <= UNROLL_ROWS {
+            for e in 0..per_thread {
+                self.store_row(cx, smem, &walk, Operand::Int(e as i64))?;
+            }
+        } else {
+            cx.for_range(per_thread, |cx, e| self.store_row(cx, smem, &walk, e))?;
+        }
         ins!(cx.b, "bar.sync 0");
         Ok(())
+    }
+}
+
+/// How a block walks a staged band: `rows` rows of `cols` words, `pitch` apart, whose
+/// first `m` is `quarter_m`.
+struct Walk {
+    rows: usize,
+    cols: usize,
+    pitch: usize,
+    quarter_m: Operand,
+}
+
+/// Staged rows a thread writes one by one rather than in a loop.
+const UNROLL_ROWS: usize = 16;
+
+impl Staged<'_> {
+    /// The `m` and `n` coordinates of staged element (`slow`, `fast`) of `walk`, and
+    /// whether it lies inside the problem.
+    fn output_coords(
+        &self,
+        cx: &mut Emitter,
+        walk: &Walk,
+        slow: Operand,
+        fast: Operand,
+    ) -> (Vec<Operand>, Vec<Operand>, Vec<Check>) {
+        let (m, n, _) = self.dims.mnk();
+        let (mm, nn) = if self.transposed {
+            (fast, slow)
+        } else {
+            (slow, fast)
+        };
+        let (gm, gn) = (cx.b.add_u32(walk.quarter_m, mm), cx.b.add_u32(self.n0, nn));
+        let inside = vec![
+            cx.b.lt_u32(gm, Operand::Int(m as i64)),
+            cx.b.lt_u32(gn, Operand::Int(n as i64)),
+        ];
+        let mi = cx.coords(&Index::flat(gm), &self.dims.m);
+        let ni = cx.coords(&Index::flat(gn), &self.dims.n);
+        (mi, ni, inside)
+    }
+
+    /// Row `e` of this thread's share of the staged band: each element read from shared
+    /// memory and stored through the epilogue.
+    fn store_row(&self, cx: &mut Emitter, smem: Operand, walk: &Walk, e: Operand) -> Result<()> {
+        let tid = cx.tid();
+        let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
+        let (slow, fast) = (cx.b.div_u32(idx, walk.cols), cx.b.rem_u32(idx, walk.cols));
+        let (mi, ni, mut inside) = self.output_coords(cx, walk, slow, fast);
+        inside.push(cx.b.lt_u32(slow, Operand::Int(walk.rows as i64)));
+        let anchor_shape = cx.ty(self.anchor).shape.clone();
+        cx.when_all(inside, |cx| {
+            let at = cx.b.mad_u32(slow, Operand::Int(walk.pitch as i64), fast);
+            let addr = shared_address(cx, smem, at);
+            let value = cx.b.reg(Ty::F32);
+            cx.b.shared_ways(wavefronts(4, |lane| 4 * lane));
+            ins!(cx.b, "ld.shared.f32 {value}, [{addr}]");
+            let coords = self.ops.c(cx, self.g, &mi, &ni);
+            let flat = cx.linearize(&coords, &anchor_shape);
+            let at = Index::both(flat, coords);
+            cx.bind(self.anchor, &at, value.into());
+            cx.store_aligned(self.aligned, &anchor_shape, &at)
+        })
     }
 }
 

@@ -140,6 +140,18 @@ impl Builder {
             let p = self.mul_u32(a, b);
             return self.add_u32(p, c);
         }
+        // `(x / d) * d + x % d` is `x` (an index decomposed and put back together, as a
+        // slice along a leading axis does).
+        for (q, d) in [(a, b), (b, a)] {
+            let (Some(("div", [x, dq, _])), Some(("rem", [y, dr, _]))) =
+                (self.known.definition(q), self.known.definition(c))
+            else {
+                continue;
+            };
+            if x == y && dq == d && dr == d {
+                return x;
+            }
+        }
         // `(x + c1) * k + (z + c2)` is `(x * k + z) + (c1 * k + c2)`.
         let (x, k) = match (a.as_int(), b.as_int()) {
             (None, Some(k)) => (a, Some(k as u32 as u64)),
@@ -266,9 +278,7 @@ impl Builder {
                 if let Some((x, _)) = self.aligned_plus_small(a, divisor) {
                     return self.div_u32(x, divisor);
                 }
-                let max = max.unwrap_or(u32::MAX as u64) / divisor as u64;
-                let e = ("div", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
-                self.integer(e, "div.u32", 2, Some(max))
+                self.quotient(a, divisor, max.unwrap_or(u32::MAX as u64))
             }
         }
     }
@@ -287,9 +297,7 @@ impl Builder {
                     let low = self.rem_u32(x, divisor);
                     return self.add_u32(low, y);
                 }
-                let max = max.unwrap_or(u64::MAX).min(divisor as u64 - 1);
-                let e = ("rem", [a, Operand::Int(divisor as i64), Operand::Int(0)]);
-                self.integer(e, "rem.u32", 2, Some(max))
+                self.remainder(a, divisor, max.unwrap_or(u32::MAX as u64))
             }
         }
     }
@@ -459,9 +467,13 @@ mod tests {
             !text.iter().any(|l| l.contains(&format!(", {flat}, 64"))),
             "{text:?}"
         );
+        // (Divisions are multiply-highs: `ptx/divide.rs`.)
         assert!(text
             .iter()
-            .any(|l| l.contains(&format!("rem.u32 {other}, {flat}, 56"))));
+            .any(|l| l.starts_with("mul.hi.u32") && l.contains(&format!(", {flat}, "))));
+        assert!(text
+            .iter()
+            .any(|l| l.starts_with(&format!("sub.u32 {other}, {flat}, "))));
     }
 
     #[test]
@@ -502,17 +514,31 @@ mod tests {
         for v in [channel, tap, lanes_channel] {
             ins!(b, "st.global.u32 [%rd1], {v}");
         }
+        // One division by 64 (a shift), one remainder by 64 (a mask), one by 48 (a
+        // multiply-high: `ptx/divide.rs`).
         let text = lines(&b);
+        let count = |op: &str| text.iter().filter(|l| l.starts_with(op)).count();
         assert_eq!(
-            text.iter().filter(|l| l.starts_with("div.u32")).count(),
-            1,
+            [count("shr.u32"), count("and.b32"), count("mul.hi.u32")],
+            [1, 1, 1],
             "{text:?}"
         );
-        assert_eq!(
-            text.iter().filter(|l| l.starts_with("rem.u32")).count(),
-            2,
-            "{text:?}"
-        );
+    }
+
+    #[test]
+    fn a_quotient_and_remainder_put_back_together_are_the_index() {
+        let mut b = Builder::new();
+        let x = b.reg(Ty::U32);
+        ins!(b, "mov.u32 {x}, %tid.x");
+        b.bound(x, 8191);
+        for d in [256, 56] {
+            let (q, r) = (b.div_u32(x.into(), d), b.rem_u32(x.into(), d));
+            assert_eq!(b.mad_u32(q, Operand::Int(d as i64), r), x.into());
+            assert_eq!(b.mad_u32(Operand::Int(d as i64), q, r), x.into());
+        }
+        // Another divisor is another index.
+        let (q, r) = (b.div_u32(x.into(), 56), b.rem_u32(x.into(), 56));
+        assert_ne!(b.mad_u32(q, Operand::Int(57), r), x.into());
     }
 
     #[test]

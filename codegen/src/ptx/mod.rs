@@ -7,6 +7,7 @@
 
 mod arith;
 mod census;
+mod divide;
 mod known;
 mod lanes;
 mod liveness;

@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn the_key_names_op_shape_and_precision() {
         let (key, _) = shape_key(&conv_body(), Precision::Tf32).unwrap();
-        assert_eq!(key, "conv2d g1 m8x14x14 n32 k16x3x3 tf32");
+        assert_eq!(key, "conv2d g1 m8x14x14 n32 k3x3x16 tf32");
     }
 
     #[test]

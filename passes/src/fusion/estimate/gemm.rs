@@ -189,7 +189,7 @@ pub(super) fn gemm_with(
         .map(|o| o.value)
         .filter(|&v| reduces(body, v, anchor))
         .collect();
-    let mut epilogue = work_of(body, &aligned, &[anchor]) + issue(25.0);
+    let mut epilogue = work_of(body, &aligned, &[anchor]) + issue(12.0);
     // The epilogue walks a thread's outputs one loop iteration at a time, each loading
     // what it reads besides the anchor and waiting for it: a load round per output.
     if epilogue.loads > 0.0 {

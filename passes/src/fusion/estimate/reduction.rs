@@ -1,7 +1,7 @@
 //! Maps and reductions as their families run: one thread per element (four along the
 //! innermost axis where shapes allow), a team per reduced element and slice.
 
-use super::work::{issue, work_of, Work};
+use super::work::{issue, small_work, work_of, Work};
 use super::{census, seconds, unique_bytes, MAX_POINTWISE_BLOCKS, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{Graph, Op, OpClass, ReductionSchedule, Value};
@@ -15,10 +15,14 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
         .max()
         .unwrap_or(1)
         .max(1);
+    // Outputs smaller than the largest (merged parameter updates) are computed by the
+    // few threads their elements need, behind a guard: the rest skip them.
+    let (full, side): (Vec<Value>, Vec<Value>) =
+        roots.iter().partition(|&&v| body.ty(v).numel() == n);
     // Runs of four neighbours along the innermost axis, where shapes allow, share
     // their coordinates and load together (as code generation emits them).
-    let shape = &body.ty(roots[0]).shape;
-    let same = roots.iter().all(|&v| &body.ty(v).shape == shape);
+    let shape = &body.ty(full[0]).shape;
+    let same = full.iter().all(|&v| &body.ty(v).shape == shape);
     let run = match shape.last() {
         Some(last) if same && last % 4 == 0 && n >= 1 << 16 => 4,
         _ => 1,
@@ -27,8 +31,14 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
         .div_ceil(THREADS as usize)
         .clamp(1, MAX_POINTWISE_BLOCKS);
     let per_thread = (n / run) as f64 / (blocks * THREADS as usize) as f64;
-    let element = work_of(body, roots, stop) + issue(4.0 * roots.len() as f64);
-    let mut chains = element * run as f64;
+    let element = work_of(body, &full, stop) + issue(4.0 * full.len() as f64);
+    // Values far smaller than the output (per-channel vectors) are the same along a run.
+    let once = small_work(body, &full, stop, n / 64);
+    let mut chains = (element - once) * run as f64 + once;
+    for &v in &side {
+        let share = (body.ty(v).numel() * run) as f64 / n as f64;
+        chains += (work_of(body, &[v], stop) + issue(6.0)) * share;
+    }
     chains.independent += chains.issue * (1.0 - 1.0 / run as f64);
     let mut w = chains + issue(6.0 + 14.0);
     w.issue -= 10.0 * (run - 1) as f64;

@@ -2,7 +2,7 @@
 //! rounds, as code generation spends them (op by op, windows as loops).
 
 use calib_ir::{GemmDims, Graph, Op, OpClass, Value};
-use std::ops::{Add, AddAssign, Mul};
+use std::ops::{Add, AddAssign, Mul, Sub};
 
 /// Per-element work: what evaluating one element of a value costs a thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -39,6 +39,13 @@ impl Add for Work {
 impl AddAssign for Work {
     fn add_assign(&mut self, o: Work) {
         *self = *self + o;
+    }
+}
+
+impl Sub for Work {
+    type Output = Work;
+    fn sub(self, o: Work) -> Work {
+        self + o * -1.0
     }
 }
 
@@ -133,6 +140,29 @@ pub(super) fn work_of(body: &Graph, roots: &[Value], stop: &[Value]) -> Work {
     let mut total = Work::default();
     for &r in roots {
         total += walk(body, r, stop, &mut seen);
+    }
+    total
+}
+
+/// The part of [`work_of`] spent on values of fewer than `below` elements outside any
+/// window (per-channel vectors under a broadcast): the same at every element of a run
+/// along the innermost axis, which code generation computes once per run.
+pub(super) fn small_work(body: &Graph, roots: &[Value], stop: &[Value], below: usize) -> Work {
+    let mut seen = vec![false; body.nodes.len()];
+    let mut stack: Vec<Value> = roots.to_vec();
+    let mut total = Work::default();
+    while let Some(v) = stack.pop() {
+        if std::mem::replace(&mut seen[v.0], true) || stop.contains(&v) {
+            continue;
+        }
+        let node = &body.nodes[v.0];
+        if window(&node.op, body, &node.inputs, v).is_some() {
+            continue;
+        }
+        if body.ty(v).numel() < below {
+            total += op_work(&node.op, body, &node.inputs);
+        }
+        stack.extend(&node.inputs);
     }
     total
 }
