@@ -39,6 +39,11 @@ impl Index {
         }
     }
 
+    /// The coordinates, if this index has them already.
+    pub(crate) fn coordinates(&self) -> Option<&[Operand]> {
+        self.coords.as_deref()
+    }
+
     pub fn both(flat: Operand, coords: Vec<Operand>) -> Self {
         Index {
             flat: Some(flat),

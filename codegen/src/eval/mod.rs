@@ -89,6 +89,9 @@ pub(crate) struct Emitter<'a> {
     values: ScopedMap<(Value, IndexKey), Operand>,
     /// Index conversions (flat to coordinates and back), scoped like values.
     indexer: Indexer,
+    /// Per body node, the axes its value does not depend on
+    /// ([`calib_ir::invariant_axes`]).
+    invariant: Vec<u64>,
 }
 
 impl<'a> Emitter<'a> {
@@ -142,6 +145,7 @@ impl<'a> Emitter<'a> {
             ctaid,
             values: ScopedMap::new(),
             indexer: Indexer::new(),
+            invariant: calib_ir::invariant_axes(&kernel.body),
         }
     }
 
@@ -285,6 +289,8 @@ impl<'a> Emitter<'a> {
 
     /// The value of body node `v` at index `at` (an index into `v`'s shape).
     pub fn value(&mut self, v: Value, at: &Index) -> Result<Operand> {
+        let canonical = self.canonical(v, at);
+        let at = canonical.as_ref().unwrap_or(at);
         let key = (v, at.key(&self.ty(v).shape));
         if let Some(r) = self.values.get(&key) {
             return Ok(r);
@@ -298,6 +304,22 @@ impl<'a> Emitter<'a> {
         let r = self.compute(v, at)?;
         self.values.insert(key, r);
         Ok(r)
+    }
+
+    /// `at` with the coordinates `v` does not depend on set to 0, where `at` has
+    /// coordinates and one of them changes: every element that differs only there then
+    /// finds `v` under one memo key (a per-channel term along a run of pixels).
+    fn canonical(&self, v: Value, at: &Index) -> Option<Index> {
+        let mask = self.invariant[v.0];
+        let coords = at.coordinates()?;
+        let moves = |j: usize| mask >> j & 1 == 1 && coords[j] != Operand::Int(0);
+        if mask == 0 || !(0..coords.len()).any(moves) {
+            return None;
+        }
+        let zeroed = (0..coords.len())
+            .map(|j| if moves(j) { Operand::Int(0) } else { coords[j] })
+            .collect();
+        Some(Index::coords(zeroed))
     }
 
     fn compute(&mut self, v: Value, at: &Index) -> Result<Operand> {

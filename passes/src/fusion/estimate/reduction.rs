@@ -1,7 +1,7 @@
 //! Maps and reductions as their families run: one thread per element (four along the
 //! innermost axis where shapes allow), a team per reduced element and slice.
 
-use super::work::{issue, small_work, work_of, Work};
+use super::work::{issue, run_invariant_work, work_of, Work};
 use super::{census, seconds, unique_bytes, MAX_POINTWISE_BLOCKS, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{Graph, Op, OpClass, ReductionSchedule, Value};
@@ -32,8 +32,8 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
         .clamp(1, MAX_POINTWISE_BLOCKS);
     let per_thread = (n / run) as f64 / (blocks * THREADS as usize) as f64;
     let element = work_of(body, &full, stop) + issue(4.0 * full.len() as f64);
-    // Values far smaller than the output (per-channel vectors) are the same along a run.
-    let once = small_work(body, &full, stop, n / 64);
+    // Per-channel values are the same along a run.
+    let once = run_invariant_work(body, &full, stop, n / 64);
     let mut chains = (element - once) * run as f64 + once;
     for &v in &side {
         let share = (body.ty(v).numel() * run) as f64 / n as f64;

@@ -144,10 +144,19 @@ pub(super) fn work_of(body: &Graph, roots: &[Value], stop: &[Value]) -> Work {
     total
 }
 
-/// The part of [`work_of`] spent on values of fewer than `below` elements outside any
-/// window (per-channel vectors under a broadcast): the same at every element of a run
-/// along the innermost axis, which code generation computes once per run.
-pub(super) fn small_work(body: &Graph, roots: &[Value], stop: &[Value], below: usize) -> Work {
+/// The part of [`work_of`] that is the same at every element of a run along the
+/// innermost axis of the roots, outside any window: values of fewer than `below`
+/// elements (per-channel vectors under a broadcast), and values of the roots' rank that
+/// do not depend on that axis (`calib_ir::invariant_axes`: per-channel terms computed
+/// after their broadcast). Code generation computes them once per run.
+pub(super) fn run_invariant_work(
+    body: &Graph,
+    roots: &[Value],
+    stop: &[Value],
+    below: usize,
+) -> Work {
+    let invariant = calib_ir::invariant_axes(body);
+    let rank = roots.first().map_or(0, |&r| body.ty(r).rank());
     let mut seen = vec![false; body.nodes.len()];
     let mut stack: Vec<Value> = roots.to_vec();
     let mut total = Work::default();
@@ -159,7 +168,9 @@ pub(super) fn small_work(body: &Graph, roots: &[Value], stop: &[Value], below: u
         if window(&node.op, body, &node.inputs, v).is_some() {
             continue;
         }
-        if body.ty(v).numel() < below {
+        let ty = body.ty(v);
+        let along_run = rank > 0 && ty.rank() == rank && invariant[v.0] >> (rank - 1) & 1 == 1;
+        if ty.numel() < below || along_run {
             total += op_work(&node.op, body, &node.inputs);
         }
         stack.extend(&node.inputs);
