@@ -33,12 +33,26 @@ impl Builder {
     /// The register holding `e`: the one remembered, or a new one written by the
     /// instruction `opcode d, operands...` and bounded by `max`.
     fn integer(&mut self, e: Expression, opcode: &str, arity: usize, max: Option<u64>) -> Operand {
+        let operands: Vec<String> = e.1[..arity].iter().map(|x| x.to_string()).collect();
+        self.computed(e, max, |b| {
+            let d = b.reg(Ty::U32);
+            ins!(b, "{opcode} {d}, {}", operands.join(", "));
+            d
+        })
+    }
+
+    /// The register holding `e`: the one remembered, or a new one `emit` writes, bounded
+    /// by `max`.
+    pub(super) fn computed(
+        &mut self,
+        e: Expression,
+        max: Option<u64>,
+        emit: impl FnOnce(&mut Self) -> Reg,
+    ) -> Operand {
         if let Some(d) = self.known.lookup(&e) {
             return d;
         }
-        let d = self.reg(Ty::U32);
-        let operands: Vec<String> = e.1[..arity].iter().map(|x| x.to_string()).collect();
-        ins!(self, "{opcode} {d}, {}", operands.join(", "));
+        let d = emit(self);
         self.known.bound(d, max);
         self.known.remember(e, d.into());
         d.into()

@@ -9,8 +9,7 @@
 //! `x / d = mulhi(x, m) >> s` for a magic multiplier `m` exact over the dividend's known
 //! range, `x % d = x - (x / d) * d`, and shifts and masks for powers of two.
 
-use super::known::Expression;
-use super::{ins, Builder, Operand, Reg, Ty};
+use super::{ins, Builder, Operand, Ty};
 
 /// A multiplier `m < 2^32` and shift `s` with `x / d == (x * m) >> (32 + s)` for every
 /// `x <= max`, if one exists (`d` is neither 0, 1 nor a power of two).
@@ -37,23 +36,6 @@ pub(super) fn magic(d: u64, max: u64) -> Option<(u64, u32)> {
 }
 
 impl Builder {
-    /// The register holding `e`: the one remembered, or a new one `emit` writes, bounded
-    /// by `max`.
-    fn computed(
-        &mut self,
-        e: Expression,
-        max: Option<u64>,
-        emit: impl FnOnce(&mut Self) -> Reg,
-    ) -> Operand {
-        if let Some(d) = self.known.lookup(&e) {
-            return d;
-        }
-        let d = emit(self);
-        self.known.bound(d, max);
-        self.known.remember(e, d.into());
-        d.into()
-    }
-
     /// `a / divisor` (`divisor > 1`, `a` a register at most `max`) in the fewest
     /// instructions exact over that range; `div.u32` only where no multiplier is.
     pub(super) fn quotient(&mut self, a: Operand, divisor: usize, max: u64) -> Operand {
