@@ -77,7 +77,8 @@ fn every_gemm_operand_is_rounded_once_per_value() {
         let casts = count(&g, |op| *op == Op::Cast { to: narrow });
         match p {
             Precision::Tf32 => assert_eq!(casts, operands.len(), "{p}"),
-            // An activation's rounding also serves the GEMMs that read it.
+            // An activation's rounding also serves the GEMMs that read it; the values
+            // that leave their module are rounded besides (the next test says which).
             _ => {
                 let read_activations = step
                     .nodes
@@ -88,11 +89,8 @@ fn every_gemm_operand_is_rounded_once_per_value() {
                             && operands.contains(&Value(*i))
                     })
                     .count();
-                assert_eq!(
-                    casts,
-                    operands.len() + activations - read_activations,
-                    "{p}"
-                );
+                let gemm_values = operands.len() + activations - read_activations;
+                assert_eq!(casts - gemm_values, 378, "{p}: module outputs rounded");
             }
         }
         assert_eq!(count(&g, |op| *op == Op::Cast { to: DType::F32 }), casts);
@@ -133,6 +131,80 @@ fn bf16_rounds_activations_and_their_gradients_but_not_weight_gradients() {
             _ => {}
         }
     }
+}
+
+#[test]
+fn bf16_rounds_per_sample_tensors_where_they_leave_their_module() {
+    let step = scnet50_step();
+    let g = apply(&step, Precision::Bf16).unwrap();
+    let rounded = |v: Value| {
+        g.nodes
+            .iter()
+            .any(|n| n.inputs.contains(&v) && n.op == Op::Cast { to: DType::BF16 })
+    };
+    let mut residual_sums = 0;
+    for (i, n) in g.nodes.iter().enumerate() {
+        let v = Value(i);
+        let readers: Vec<_> = g.nodes.iter().filter(|r| r.inputs.contains(&v)).collect();
+        // The readers of `v`, or of its rounding where it has one.
+        let users: Vec<_> = g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.op == Op::Cast { to: DType::BF16 } && r.inputs == [v])
+            .flat_map(|(low, _)| {
+                let back = g.nodes.iter().position(|r| r.inputs == [Value(low)]);
+                g.nodes
+                    .iter()
+                    .filter(move |r| back.is_some_and(|b| r.inputs.contains(&Value(b))))
+            })
+            .chain(
+                readers
+                    .iter()
+                    .copied()
+                    .filter(|r| !matches!(r.op, Op::Cast { .. })),
+            )
+            .collect();
+        // A bottleneck's residual sum `out += identity` (its block's scope; not a
+        // BatchNorm's `+ bias`) goes to the ReLU module: stored rounded, as autocast
+        // stores it.
+        if n.op == Op::Add
+            && n.ty.shape.len() == 4
+            && n.inputs
+                .iter()
+                .all(|x| !matches!(g.node(*x).op, Op::Broadcast { .. }))
+            && users.iter().any(|r| r.op == Op::Relu && r.scope != n.scope)
+        {
+            assert!(rounded(v), "%{i} = {:?} @{}", n.op, n.scope);
+            residual_sums += 1;
+        }
+        if !rounded(v) {
+            continue;
+        }
+        // A value rounded although no GEMM reads it and it is no GEMM's result is a
+        // per-sample tensor leaving its module: some reader of it or of its rounding
+        // has another scope.
+        if !n.op.is_gemm() && !users.iter().any(|r| r.op.is_gemm()) {
+            // Nothing but per-sample tensors is rounded: no statistic, parameter or update.
+            assert_eq!(n.ty.shape[0], 2, "%{i} @{}: not a batch of 2", n.scope);
+            assert!(
+                !matches!(
+                    n.op,
+                    Op::ReduceSum { .. } | Op::ReduceMean { .. } | Op::Conv2dBackwardWeight { .. }
+                ),
+                "%{i} @{}",
+                n.scope
+            );
+            assert!(
+                users.iter().any(|r| r.scope != n.scope),
+                "%{i} = {:?} @{} is read in its module only",
+                n.op,
+                n.scope
+            );
+        }
+    }
+    // SCNet-50: 16 bottlenecks.
+    assert_eq!(residual_sums, 16);
 }
 
 #[test]

@@ -8,10 +8,12 @@
 //!   `conv2d_backward_weight`, `matmul`) reads each of its two operands through a round
 //!   trip `cast(cast(x, P), f32)`: the tensor cores multiply rounded inputs exactly and
 //!   accumulate in f32. One round trip per value, shared by all its readers.
-//! * `bf16` also stores activations and activation gradients in bf16: the results of
-//!   `conv2d` and `conv2d_backward_data` are rounded the same way before any reader
-//!   (or graph output) sees them. Weight gradients, the classifier's matmul (logits),
-//!   the loss, BatchNorm statistics, parameters and optimizer state stay f32.
+//! * `bf16` also stores activations and activation gradients in bf16, rounded the same
+//!   way before any reader (or graph output) sees them: the results of `conv2d` and
+//!   `conv2d_backward_data`, and every per-sample `[N, C, H, W]` tensor that leaves the
+//!   module (scope) that computed it (`activations.rs`). Weight gradients, the
+//!   classifier's matmul (logits), the loss, BatchNorm statistics, parameters and
+//!   optimizer state stay f32.
 //! * `f32`: the graph unchanged.
 //!
 //! GEMMs keep f32 operands and f32 results, so no typing rule changes; the casts are
@@ -29,6 +31,7 @@ use crate::Result;
 use calib_ir::{DType, Graph, Op, Precision, Value};
 use std::collections::{HashMap, HashSet};
 
+mod activations;
 mod weight_copies;
 pub use weight_copies::{apply_step, weight_copy_name};
 
@@ -39,12 +42,6 @@ pub fn rounding_dtype(p: Precision) -> Option<DType> {
         Precision::Tf32 => Some(DType::TF32),
         Precision::Bf16 => Some(DType::BF16),
     }
-}
-
-/// Whether `op`'s result is an activation or an activation gradient: stored in bf16
-/// under the bf16 policy.
-fn is_activation(op: &Op) -> bool {
-    matches!(op, Op::Conv2d { .. } | Op::Conv2dBackwardData { .. })
 }
 
 /// `graph` under precision policy `p` (see the module documentation). The result has
@@ -87,6 +84,10 @@ fn rewrite(graph: &Graph, p: Precision, copies: &Copies) -> Result<(Graph, HashM
         .outputs
         .iter()
         .for_each(|o| only_rounded[o.value.0] = false);
+    let stored = match narrow {
+        DType::BF16 => activations::stored_in_bf16(graph),
+        _ => vec![false; graph.nodes.len()],
+    };
     for (i, node) in graph.nodes.iter().enumerate() {
         let mut inputs: Vec<Value> = node.inputs.iter().map(|v| map[v.0]).collect();
         if node.op.is_gemm() {
@@ -115,7 +116,7 @@ fn rewrite(graph: &Graph, p: Precision, copies: &Copies) -> Result<(Graph, HashM
             out.push(node.op.clone(), inputs, &node.scope)?
         };
         debug_assert_eq!(out.ty(v), &graph.nodes[i].ty, "casts change no type");
-        let v = if narrow == DType::BF16 && is_activation(&node.op) && !only_rounded[i] {
+        let v = if stored[i] && !only_rounded[i] {
             round_trip(&mut out, &mut rounded, v, narrow)?
         } else {
             v
