@@ -4,11 +4,11 @@
 //! anchor: correct for every op the evaluator knows, fast for maps.
 
 use crate::error::Result;
-use crate::eval::Emitter;
+use crate::eval::{Emitter, Run};
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::Operand;
-use calib_ir::{numel, Layout};
+use calib_ir::{numel, Layout, Op, Value};
 
 pub(crate) const THREADS: usize = 256;
 /// Blocks of a pointwise launch; larger outputs are covered by grid-stride loops.
@@ -76,15 +76,33 @@ fn walk_layout(cx: &Emitter, members: &[usize]) -> Layout {
     }
 }
 
-/// The shape of runs of four, in memory order, when every output of a group has one
-/// shape whose innermost extent in `layout` four divides (and there are enough
-/// elements to keep the GPU busy): that shape with that extent divided by four.
-fn runs_of_four(cx: &Emitter, members: &[usize], n: usize, layout: Layout) -> Option<Vec<usize>> {
-    let mut runs = layout.to_memory(common_shape(cx, members)?);
-    let last = *runs.last()?;
-    (last % RUN == 0 && n >= 1 << 16).then(|| {
-        *runs.last_mut().expect("a rank") = last / RUN;
-        runs
+/// How a group's threads walk runs of four elements adjacent in memory: over the
+/// innermost axis when four divides it, else over the innermost two axes taken as one
+/// (a 14x14 plane: the run's four elements may span two rows, and still share their
+/// channel and batch coordinates and a 128-bit load).
+struct Runs {
+    /// The memory-order shape with the walked axes merged and divided by four: one
+    /// element per run.
+    shape: Vec<usize>,
+    /// The memory-order extents of the walked (innermost) axes.
+    walked: Vec<usize>,
+}
+
+/// The runs of four of a group, when every output has one shape whose innermost one or
+/// two extents (in `layout`) have a product four divides, and there are enough elements
+/// to keep the GPU busy.
+fn runs_of_four(cx: &Emitter, members: &[usize], n: usize, layout: Layout) -> Option<Runs> {
+    let memory = layout.to_memory(common_shape(cx, members)?);
+    let rank = memory.len();
+    let walked = calib_ir::run_axes(&memory, RUN)?;
+    if n < 1 << 16 {
+        return None;
+    }
+    let mut shape = memory[..rank - walked].to_vec();
+    shape.push(memory[rank - walked..].iter().product::<usize>() / RUN);
+    Some(Runs {
+        shape,
+        walked: memory[rank - walked..].to_vec(),
     })
 }
 
@@ -118,42 +136,7 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
             // Four neighbours in memory share their coordinates (and everything that
             // does not depend on the innermost axis), and their loads go out together.
             Some(runs) => cx.for_strided(thread, n / RUN, stride, |cx, r| {
-                let mut memory = cx.coords(&Index::flat(r), &runs);
-                let last = memory.len() - 1;
-                let first = cx.b.mul_u32(memory[last], Operand::Int(RUN as i64));
-                let lasts: Vec<Operand> = (0..RUN)
-                    .map(|u| cx.b.add_u32(first, Operand::Int(u as i64)))
-                    .collect();
-                memory[last] = first;
-                let mut coords = layout.to_logical(&memory);
-                // Inputs stored like the outputs and read where the outputs are (no
-                // index map between) come in with one 128-bit load per run.
-                for v in same_shape_inputs(cx, &shape, layout) {
-                    cx.load_run(v, &coords, &lasts)?;
-                }
-                let innermost = layout.innermost(coords.len());
-                cx.b.parallel_chains(RUN);
-                // Each output's four values, then one vector store of them where the
-                // run is aligned.
-                let mut runs = vec![vec![]; members.len()];
-                for &l in &lasts {
-                    coords[innermost] = l;
-                    for (run, &i) in runs.iter_mut().zip(&members) {
-                        let out = cx.kernel.body.outputs[i].value;
-                        run.push(cx.value(out, &Index::coords(coords.clone()))?);
-                    }
-                }
-                cx.b.parallel_chains(1);
-                coords[innermost] = first;
-                for (run, &i) in runs.iter().zip(&members) {
-                    if !cx.store_run(i, &coords, run)? {
-                        for (&l, &value) in lasts.iter().zip(run) {
-                            coords[innermost] = l;
-                            cx.store(i, &Index::coords(coords.clone()), value)?;
-                        }
-                    }
-                }
-                Ok(())
+                run_of_four(cx, &members, &shape, layout, &runs, r)
             })?,
             None if layout.is_row_major() => {
                 cx.for_strided(thread, n, stride, |cx, e| store_all(cx, &Index::flat(e)))?
@@ -162,6 +145,134 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
                 let memory = cx.coords(&Index::flat(e), &layout.to_memory(&shape));
                 store_all(cx, &Index::coords(layout.to_logical(&memory)))
             })?,
+        }
+    }
+    Ok(())
+}
+
+/// Run `r` of a group whose outputs take runs of four: the elements' coordinates,
+/// the loads they share, their values and the stores. Four neighbours in memory share
+/// their outer coordinates (and everything that depends on nothing else), and their
+/// loads go out together.
+fn run_of_four(
+    cx: &mut Emitter,
+    members: &[usize],
+    shape: &[usize],
+    layout: Layout,
+    runs: &Runs,
+    r: Operand,
+) -> Result<()> {
+    let mut outer = cx.coords(&Index::flat(r), &runs.shape);
+    let q = outer.pop().expect("a rank");
+    let first = cx.b.mul_u32(q, Operand::Int(RUN as i64));
+    let elements: Vec<Vec<Operand>> = (0..RUN)
+        .map(|u| {
+            let f = cx.b.add_u32(first, Operand::Int(u as i64));
+            let mut memory = outer.clone();
+            memory.extend(cx.coords(&Index::flat(f), &runs.walked));
+            layout.to_logical(&memory)
+        })
+        .collect();
+    let run = Run {
+        elements: &elements,
+        walked: runs.walked.len(),
+    };
+    // Inputs stored like the outputs and read where the outputs are (no index map
+    // between) come in with one 128-bit load per run.
+    for v in same_shape_inputs(cx, shape, layout) {
+        cx.load_run(v, &run)?;
+    }
+    let outputs: Vec<Value> = members
+        .iter()
+        .map(|&i| cx.kernel.body.outputs[i].value)
+        .collect();
+    match concat_outside_run(cx, &outputs, layout, run.walked) {
+        Some((concat, axis)) => concat_run(cx, members[0], concat, axis, &run),
+        None => evaluate_and_store(cx, members, &outputs, &run, None),
+    }
+}
+
+/// The output of a one-output group that is a `concat` along an axis a run does not
+/// walk: the four elements of a run then read the same operand, and the run branches
+/// once rather than each element.
+fn concat_outside_run(
+    cx: &Emitter,
+    outputs: &[Value],
+    layout: Layout,
+    walked: usize,
+) -> Option<(Value, usize)> {
+    let &[v] = outputs else { return None };
+    let Op::Concat { axis } = cx.node(v).op else {
+        return None;
+    };
+    let rank = cx.ty(v).rank();
+    let position = layout.order(rank).iter().position(|&a| a == axis)?;
+    (position < rank - walked).then_some((v, axis))
+}
+
+/// Output `i` = `concat` `v` along `axis` over `run`: a branch per operand, taken by
+/// the run's shared coordinate along `axis`, in which the four elements are that
+/// operand's.
+fn concat_run(cx: &mut Emitter, i: usize, v: Value, axis: usize, run: &Run) -> Result<()> {
+    let operands = cx.node(v).inputs.clone();
+    let whole = cx.ty(v).shape[axis];
+    let at = run.elements[0][axis];
+    let end = cx.b.label();
+    let mut start = 0usize;
+    for (k, &x) in operands.iter().enumerate() {
+        let extent = cx.ty(x).shape[axis];
+        let next = cx.b.label();
+        if k + 1 < operands.len() {
+            match cx.b.lt_u32(at, Operand::Int((start + extent) as i64)) {
+                Ok(p) => cx.b.bra_if(p, false, next),
+                Err(false) => {
+                    start += extent;
+                    continue;
+                }
+                Err(true) => {}
+            }
+        }
+        cx.b.enter_loop(extent as f64 / whole.max(1) as f64);
+        cx.scoped(|cx| {
+            let inner = cx.b.sub_u32(at, Operand::Int(start as i64));
+            evaluate_and_store(cx, &[i], &[x], run, Some((axis, inner)))
+        })?;
+        cx.b.exit_loop();
+        cx.b.bra(end);
+        cx.b.place(next);
+        start += extent;
+    }
+    cx.b.place(end);
+    Ok(())
+}
+
+/// Evaluates `values[j]` at each element of `run` (with coordinate `axis` replaced
+/// where `shift` says) and stores the four results to body output `members[j]` at the
+/// run's elements: one vector store where the run is aligned.
+fn evaluate_and_store(
+    cx: &mut Emitter,
+    members: &[usize],
+    values: &[Value],
+    run: &Run,
+    shift: Option<(usize, Operand)>,
+) -> Result<()> {
+    cx.b.parallel_chains(RUN);
+    let mut results = vec![vec![]; members.len()];
+    for at in run.elements {
+        let mut at = at.clone();
+        if let Some((axis, coordinate)) = shift {
+            at[axis] = coordinate;
+        }
+        for (result, &v) in results.iter_mut().zip(values) {
+            result.push(cx.value(v, &Index::coords(at.clone()))?);
+        }
+    }
+    cx.b.parallel_chains(1);
+    for (result, &i) in results.iter().zip(members) {
+        if !cx.store_run(i, run, result)? {
+            for (at, &value) in run.elements.iter().zip(result) {
+                cx.store(i, &Index::coords(at.clone()), value)?;
+            }
         }
     }
     Ok(())

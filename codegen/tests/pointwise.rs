@@ -193,3 +193,75 @@ fn bf16_runs_of_four_move_as_two_32_bit_words() {
     inputs.insert("x".into(), x);
     support::check_tensors(&g, &p, &inputs, 0.0);
 }
+
+#[test]
+fn runs_of_four_span_rows_where_four_does_not_divide_a_row() {
+    // 14x14 planes: no row holds whole runs of four, a plane holds 49. A run walks the
+    // plane, its elements each with their own row and column (the resized operand reads
+    // by them) and one channel, so the per-channel rsqrt is computed once a run.
+    let src = "graph {
+          %0 = input name=\"x\" : f32[8,48,14,14]
+          %1 = input name=\"var\" : f32[1,48,1,1]
+          %2 = rsqrt(%1) : f32[1,48,1,1]
+          %3 = broadcast(%2) shape=[8,48,14,14] : f32[8,48,14,14]
+          %4 = mul(%0, %3) : f32[8,48,14,14]
+          %5 = input name=\"small\" : f32[8,48,7,7]
+          %6 = resize_nearest(%5) size=[14,14] : f32[8,48,14,14]
+          %7 = add(%4, %6) : f32[8,48,14,14]
+          return y=%7
+        }";
+    let g = graph(src);
+    let p = single_kernel(&g, Anchor::Pointwise);
+    let compiled = calib_codegen::compile(&p).unwrap();
+    assert_eq!(
+        compiled.kernels[0].grid[0] as usize,
+        (8 * 48 * 14 * 14 / 4usize).div_ceil(256)
+    );
+    let ptx = &compiled.kernels[0].ptx;
+    assert_eq!(ptx.matches("ld.global.nc.v4.f32").count(), 1, "{ptx}");
+    assert_eq!(ptx.matches("st.global.v4.f32").count(), 1, "{ptx}");
+    assert_eq!(ptx.matches("rsqrt.approx").count(), 1, "{ptx}");
+    let mut inputs = support::tensors(&g, 11, 3);
+    let var = positive(&inputs["var"]);
+    inputs.insert("var".into(), var);
+    support::check_tensors(&g, &p, &inputs, 2e-6);
+}
+
+#[test]
+fn a_run_takes_one_branch_of_a_concat_along_channels() {
+    // The four elements of a run share their channel, so they read the same operand of
+    // a concatenation along channels: one branch a run, each operand's per-channel
+    // terms computed once in it.
+    let src = "graph {
+          %0 = input name=\"a\" : f32[8,24,14,14]
+          %1 = input name=\"va\" : f32[1,24,1,1]
+          %2 = rsqrt(%1) : f32[1,24,1,1]
+          %3 = broadcast(%2) shape=[8,24,14,14] : f32[8,24,14,14]
+          %4 = mul(%0, %3) : f32[8,24,14,14]
+          %5 = input name=\"b\" : f32[8,24,14,14]
+          %6 = input name=\"vb\" : f32[1,24,1,1]
+          %7 = sqrt(%6) : f32[1,24,1,1]
+          %8 = broadcast(%7) shape=[8,24,14,14] : f32[8,24,14,14]
+          %9 = mul(%5, %8) : f32[8,24,14,14]
+          %10 = concat(%4, %9) axis=1 : f32[8,48,14,14]
+          return y=%10
+        }";
+    let g = graph(src);
+    let p = single_kernel(&g, Anchor::Pointwise);
+    let ptx = calib_codegen::compile(&p).unwrap().kernels[0].ptx.clone();
+    assert_eq!(ptx.matches("rsqrt.approx").count(), 1, "{ptx}");
+    assert_eq!(ptx.matches("sqrt.rn").count(), 1, "{ptx}");
+    assert_eq!(ptx.matches("st.global.v4.f32").count(), 2, "{ptx}");
+    let mut inputs = support::tensors(&g, 13, 3);
+    for name in ["va", "vb"] {
+        let v = positive(&inputs[name]);
+        inputs.insert(name.into(), v);
+    }
+    support::check_tensors(&g, &p, &inputs, 2e-6);
+}
+
+/// `t` with every element made positive (and away from zero): a variance.
+fn positive(t: &calib_runtime::HostTensor) -> calib_runtime::HostTensor {
+    let values = t.to_f32_vec().iter().map(|v| v.abs() + 0.5).collect();
+    calib_runtime::HostTensor::from_f32(t.shape().to_vec(), values).unwrap()
+}

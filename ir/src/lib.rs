@@ -38,7 +38,7 @@ pub use layout::Layout;
 pub use op::{Op, OpClass, ReduceOp};
 pub use precision::Precision;
 pub use schedule::{
-    gemm_anchor, taps_outer, window_k, GemmDims, GemmInstruction, GemmSchedule, ReductionSchedule,
-    Schedule,
+    gemm_anchor, run_axes, taps_outer, window_k, GemmDims, GemmInstruction, GemmSchedule,
+    ReductionSchedule, Schedule,
 };
 pub use types::{checked_numel, fmt_shape, numel, Shape, TensorType, MAX_TENSOR_BYTES};

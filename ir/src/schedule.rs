@@ -145,6 +145,15 @@ pub fn taps_outer(channels: usize, [kh, kw]: [usize; 2]) -> bool {
     kh * kw > 1 && channels.is_multiple_of(8)
 }
 
+/// How many innermost axes (one or two) a pointwise thread's run of `run` elements
+/// adjacent in memory walks, for a tensor of memory-order extents `memory`: the fewest
+/// whose product `run` divides, so that no run leaves the outer axes' coordinates (a
+/// channel's 14x14 plane holds 49 runs of four, its rows do not). `None` when neither.
+pub fn run_axes(memory: &[usize], run: usize) -> Option<usize> {
+    let rank = memory.len();
+    (1..=rank.min(2)).find(|&k| memory[rank - k..].iter().product::<usize>() % run == 0)
+}
+
 /// The node a GEMM kernel's loop nest is built around: the body's last convolution or
 /// matmul (earlier ones, if any, are evaluated inside its prologue).
 pub fn gemm_anchor(body: &Graph) -> Option<Value> {

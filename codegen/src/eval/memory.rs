@@ -9,6 +9,14 @@ use crate::index::Index;
 use crate::ptx::{ins, Address, Operand, Reg, Ty};
 use calib_ir::{DType, Layout, Op, Value};
 
+/// Four elements a pointwise thread takes at once, adjacent in memory: their logical
+/// coordinates, and how many innermost memory axes the run walks (one, or two taken
+/// as one where four does not divide the innermost extent).
+pub struct Run<'a> {
+    pub elements: &'a [Vec<Operand>],
+    pub walked: usize,
+}
+
 impl Emitter<'_> {
     /// Loads one element of `dtype` at global address `addr` into a register of the
     /// value's register type; `nc` for read-only inputs (the non-coherent path). A bf16
@@ -64,19 +72,17 @@ impl Emitter<'_> {
             .address(self.inputs[slot], offset, self.element_bytes(v))
     }
 
-    /// Loads four elements of body input `v` (f32, tf32 or bf16) adjacent in its memory,
-    /// the first at `coords` (whose coordinate along the input's innermost axis four
-    /// divides, in a shape whose innermost extent four divides: the address is aligned
-    /// for the whole run), with one vector load, and binds each to its index (`coords`
-    /// with that coordinate from `lasts`) so that evaluating `v` there reads the
-    /// register.
-    pub fn load_run(&mut self, v: Value, coords: &[Operand], lasts: &[Operand]) -> Result<()> {
+    /// Loads the four elements of `run` of body input `v` (f32, tf32 or bf16; stored
+    /// like the outputs the run walks, so the elements are adjacent in its memory and
+    /// the first is aligned for all four) with one vector load, and binds each to its
+    /// index so that evaluating `v` there reads the register.
+    pub fn load_run(&mut self, v: Value, run: &Run) -> Result<()> {
         let slot = self.input_of[&v];
         self.touched_inputs.insert(slot);
         let layout = self.input_layout(slot);
         let shape = self.ty(v).shape.clone();
         let bytes = self.element_bytes(v);
-        let offset = self.offset(&Index::coords(coords.to_vec()), &shape, layout);
+        let offset = self.offset(&Index::coords(run.elements[0].clone()), &shape, layout);
         let addr = self.b.address(self.inputs[slot], offset, bytes);
         self.b.global_access(addr, 4 * bytes);
         let r = if self.ty(v).dtype == DType::BF16 {
@@ -93,11 +99,8 @@ impl Emitter<'_> {
             );
             r
         };
-        let innermost = layout.innermost(coords.len());
-        for (reg, &l) in r.iter().zip(lasts) {
-            let mut at = coords.to_vec();
-            at[innermost] = l;
-            self.bind(v, &Index::coords(at), (*reg).into());
+        for (reg, at) in r.iter().zip(run.elements) {
+            self.bind(v, &Index::coords(at.clone()), (*reg).into());
         }
         Ok(())
     }
@@ -173,28 +176,39 @@ impl Emitter<'_> {
         Ok(())
     }
 
-    /// Stores `values`, four elements of body output `i` adjacent in its memory from
-    /// `coords` on (as [`Emitter::load_run`] reads them), with one vector store: 16
-    /// bytes of f32, or two words of bf16 pairs. `false` (nothing stored) where the run
-    /// is not known to be aligned: an output of another type, or a slice that starts
-    /// within the run's axis at other than a multiple of four.
-    pub fn store_run(&mut self, i: usize, coords: &[Operand], values: &[Operand]) -> Result<bool> {
+    /// Stores `values`, body output `i` at the four elements of `run` (as
+    /// [`Emitter::load_run`] reads them), with one vector store: 16 bytes of f32, or two
+    /// words of bf16 pairs. `false` (nothing stored) where the run is not known to be
+    /// adjacent and aligned in the output's buffer: an output of another type, or a
+    /// slice of the buffer along a walked axis that starts at other than a multiple of
+    /// four elements or (inside the outermost walked axis) splits the walk.
+    pub fn store_run(&mut self, i: usize, run: &Run, values: &[Operand]) -> Result<bool> {
         let out = self.kernel.body.outputs[i].value;
         let dtype = self.ty(out).dtype;
-        let innermost = self.output_layout(i).innermost(coords.len());
+        let rank = run.elements[0].len();
+        let order = self.output_layout(i).order(rank);
         let aligned = match self.kernel.outputs[i].slice {
-            Some(s) if s.axis == innermost => {
-                let full = self.program.buffer(self.kernel.outputs[i].buffer).ty.shape[s.axis];
-                s.start.is_multiple_of(4) && full.is_multiple_of(4)
+            Some(s) => {
+                let position = order.iter().position(|&a| a == s.axis).expect("an axis");
+                let full = &self.program.buffer(self.kernel.outputs[i].buffer).ty.shape;
+                let below = |from: usize| order[from..].iter().map(|&a| full[a]).product::<usize>();
+                match position + run.walked {
+                    p if p < rank => true,
+                    p if p == rank => {
+                        (s.start * below(position + 1)).is_multiple_of(4)
+                            && below(position).is_multiple_of(4)
+                    }
+                    _ => false,
+                }
             }
-            _ => true,
+            None => true,
         };
         if !aligned || !matches!(dtype, DType::F32 | DType::TF32 | DType::BF16) {
             return Ok(false);
         }
         self.touched_outputs.insert(i);
         let ty = self.value_ty(out)?;
-        let addr = self.output_address(i, &Index::coords(coords.to_vec()))?;
+        let addr = self.output_address(i, &Index::coords(run.elements[0].clone()))?;
         let v: Vec<Reg> = values.iter().map(|&x| self.b.materialize(x, ty)).collect();
         self.b.global_access(addr, 4 * dtype.size_bytes());
         if dtype == DType::BF16 {

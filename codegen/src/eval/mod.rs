@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 mod memory;
+pub use memory::Run;
 
 /// Instructions one kernel may emit before code generation gives up on it: bodies whose
 /// values are needed at many different indices can grow without bound.

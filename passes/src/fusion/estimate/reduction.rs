@@ -19,14 +19,16 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
     // few threads their elements need, behind a guard: the rest skip them.
     let (full, side): (Vec<Value>, Vec<Value>) =
         roots.iter().partition(|&&v| body.ty(v).numel() == n);
-    // Runs of four neighbours along the innermost axis, where shapes allow, share
-    // their coordinates and load together (as code generation emits them).
+    // Runs of four neighbours in memory, where shapes allow, share their outer
+    // coordinates and load together (as code generation emits them); a run over the
+    // innermost two axes splits each element's position into both (a division).
     let shape = &body.ty(full[0]).shape;
     let same = full.iter().all(|&v| &body.ty(v).shape == shape);
-    let run = match shape.last() {
-        Some(last) if same && last % 4 == 0 && n >= 1 << 16 => 4,
-        _ => 1,
+    let walked = match calib_ir::run_axes(shape, 4) {
+        Some(walked) if same && n >= 1 << 16 => walked,
+        _ => 0,
     };
+    let run = if walked > 0 { 4 } else { 1 };
     let blocks = (n / run)
         .div_ceil(THREADS as usize)
         .clamp(1, MAX_POINTWISE_BLOCKS);
@@ -42,6 +44,9 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
     chains.independent += chains.issue * (1.0 - 1.0 / run as f64);
     let mut w = chains + issue(6.0 + 14.0);
     w.issue -= 10.0 * (run - 1) as f64;
+    if walked == 2 {
+        w += issue(3.0 * run as f64);
+    }
     w.rounds = if w.loads > 0.0 { 1.0 } else { 0.0 };
     let mut c = census(w * per_thread, 0.0, 0.0, 0.0);
     c.global_stores = per_thread * (run * roots.len()) as f64;
