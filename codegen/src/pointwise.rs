@@ -214,36 +214,11 @@ fn concat_outside_run(
 /// the run's shared coordinate along `axis`, in which the four elements are that
 /// operand's.
 fn concat_run(cx: &mut Emitter, i: usize, v: Value, axis: usize, run: &Run) -> Result<()> {
-    let operands = cx.node(v).inputs.clone();
-    let whole = cx.ty(v).shape[axis];
     let at = run.elements[0][axis];
-    let end = cx.b.label();
-    let mut start = 0usize;
-    for (k, &x) in operands.iter().enumerate() {
-        let extent = cx.ty(x).shape[axis];
-        let next = cx.b.label();
-        if k + 1 < operands.len() {
-            match cx.b.lt_u32(at, Operand::Int((start + extent) as i64)) {
-                Ok(p) => cx.b.bra_if(p, false, next),
-                Err(false) => {
-                    start += extent;
-                    continue;
-                }
-                Err(true) => {}
-            }
-        }
-        cx.b.enter_loop(extent as f64 / whole.max(1) as f64);
-        cx.scoped(|cx| {
-            let inner = cx.b.sub_u32(at, Operand::Int(start as i64));
-            evaluate_and_store(cx, &[i], &[x], run, Some((axis, inner)))
-        })?;
-        cx.b.exit_loop();
-        cx.b.bra(end);
-        cx.b.place(next);
-        start += extent;
-    }
-    cx.b.place(end);
-    Ok(())
+    cx.concat_branches(v, axis, at, |cx, x, start| {
+        let inner = cx.b.sub_u32(at, Operand::Int(start as i64));
+        evaluate_and_store(cx, &[i], &[x], run, Some((axis, inner)))
+    })
 }
 
 /// Evaluates `values[j]` at each element of `run` (with coordinate `axis` replaced

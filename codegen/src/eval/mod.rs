@@ -411,20 +411,39 @@ impl<'a> Emitter<'a> {
 
     /// `concat` at `at`: a branch per operand, each loading only inside its range.
     fn concat(&mut self, v: Value, axis: usize, at: &Index) -> Result<Operand> {
-        let node = self.node(v);
         let ty = self.value_ty(v)?;
-        let coords = self.coords(at, &node.ty.shape);
+        let coords = self.coords(at, &self.node(v).ty.shape);
         let result = self.b.reg(ty);
+        self.concat_branches(v, axis, coords[axis], |cx, x, start| {
+            let mut inner = coords.clone();
+            inner[axis] = cx.b.sub_u32(coords[axis], Operand::Int(start as i64));
+            let value = cx.value(x, &Index::coords(inner))?;
+            ins!(cx.b, "mov.{ty} {result}, {value}");
+            Ok(())
+        })?;
+        Ok(result.into())
+    }
+
+    /// A branch per operand of `concat` `v` along `axis`, taken by `coordinate` (along
+    /// that axis): in operand `x`'s, starting at `start` along the axis, `inside(cx, x,
+    /// start)` runs in a scope of its own. The branches join after the last.
+    pub fn concat_branches(
+        &mut self,
+        v: Value,
+        axis: usize,
+        coordinate: Operand,
+        mut inside: impl FnMut(&mut Self, Value, usize) -> Result<()>,
+    ) -> Result<()> {
+        let node = self.node(v);
         let end = self.b.label();
         let mut start = 0usize;
         for (k, &x) in node.inputs.iter().enumerate() {
             let extent = self.ty(x).shape[axis];
-            let last = k + 1 == node.inputs.len();
             let next = self.b.label();
-            if !last {
+            if k + 1 < node.inputs.len() {
                 match self
                     .b
-                    .lt_u32(coords[axis], Operand::Int((start + extent) as i64))
+                    .lt_u32(coordinate, Operand::Int((start + extent) as i64))
                 {
                     Ok(p) => self.b.bra_if(p, false, next),
                     Err(false) => {
@@ -437,20 +456,14 @@ impl<'a> Emitter<'a> {
             // Each operand's branch runs for its share of the concatenated axis.
             self.b
                 .enter_loop(extent as f64 / node.ty.shape[axis].max(1) as f64);
-            self.scoped(|cx| {
-                let mut inner = coords.clone();
-                inner[axis] = cx.b.sub_u32(coords[axis], Operand::Int(start as i64));
-                let value = cx.value(x, &Index::coords(inner))?;
-                ins!(cx.b, "mov.{ty} {result}, {value}");
-                Ok(())
-            })?;
+            self.scoped(|cx| inside(cx, x, start))?;
             self.b.exit_loop();
             self.b.bra(end);
             self.b.place(next);
             start += extent;
         }
         self.b.place(end);
-        Ok(result.into())
+        Ok(())
     }
 
     /// `one_hot(labels)[n, k]`: 1 where `labels[n] == k`.
