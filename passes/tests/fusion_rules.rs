@@ -4,8 +4,9 @@
 mod fusion_common;
 
 use calib_ir::{ConvSpec, DType, Graph, GraphBuilder, Mode, Op, TensorType, Value};
+use calib_passes::fusion::{FusionOptions, RuleSet};
 use calib_passes::{grad, prune, PruneOptions};
-use fusion_common::{check, fired, kernel_of, sibling_convolutions};
+use fusion_common::{check, check_with, fired, kernel_of, sibling_convolutions};
 
 const F: DType = DType::F32;
 
@@ -239,6 +240,65 @@ fn train_batch_statistics_accumulate_in_the_convolution() {
         f.program.to_text()
     );
     assert_eq!(f.program.kernels.len(), 2, "{}", f.program.to_text());
+}
+
+/// A train-mode `bn(conv3x3(x))` under `sum(y^2)`, differentiated by `x` and every
+/// parameter.
+fn conv_bn_gradient(c: usize) -> Graph {
+    let (mut b, x) = with_input(Mode::Train, &[2, c, 6, 6]);
+    let y = b
+        .conv_layer("conv", x, &ConvSpec::new(c, 3).padding(1))
+        .unwrap();
+    let y = b.batch_norm("bn", y).unwrap();
+    let square = b.mul(y, y).unwrap();
+    let loss = b.reduce_sum(square, &[0, 1, 2, 3], false).unwrap();
+    let g = finish(b, loss);
+    let trained = g
+        .params()
+        .filter(|(name, _)| name.ends_with("weight") || name.ends_with("bias"));
+    let wrt: Vec<Value> = [g.inputs().next().unwrap().1]
+        .into_iter()
+        .chain(trained.map(|(_, v)| v))
+        .collect();
+    let (mut g, grads) = grad(&g, g.output("y").unwrap(), &wrt).unwrap();
+    for (k, v) in grads.into_iter().enumerate() {
+        g.add_output(format!("grad{k}"), v).unwrap();
+    }
+    prune(&g, PruneOptions::default()).unwrap()
+}
+
+/// How many reductions of the plan sum a whole `shape`-sized value per channel.
+fn channel_sums(f: &calib_passes::fusion::Fusion, shape: &[usize]) -> usize {
+    f.program
+        .kernels
+        .iter()
+        .flat_map(|k| k.body.nodes.iter().map(move |n| (k, n)))
+        .filter(|(k, n)| match &n.op {
+            Op::ReduceSum { axes, .. } | Op::ReduceMean { axes, .. } => {
+                axes == &[0, 2, 3] && k.body.ty(n.inputs[0]).shape == shape
+            }
+            _ => false,
+        })
+        .count()
+}
+
+#[test]
+fn the_batch_norm_gradient_sums_the_batch_once() {
+    let g = conv_bn_gradient(4);
+    let f = check(&g, 13);
+    for rule in ["sum-of-neg", "sum-of-scaled", "centered-sum"] {
+        assert!(fired(&f, rule) > 0, "{rule}");
+    }
+    // Forward: the mean and the mean square. Backward: sum(dy) (the bias gradient) and
+    // sum(dy * (y - mean)) (the scale's); no sum of a term that needs those two.
+    let shape = [2, 4, 6, 6];
+    assert_eq!(channel_sums(&f, &shape), 4, "{}", f.program.to_text());
+    let options = FusionOptions {
+        rules: RuleSet::without(["centered-sum"]).unwrap(),
+        ..FusionOptions::default()
+    };
+    let without = check_with(&g, 13, &options);
+    assert_eq!(channel_sums(&without, &shape), 5);
 }
 
 /// Two (or three) convolutions of one input, each followed by a ReLU.

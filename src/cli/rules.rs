@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RuleArgs {
-    /// Leave a fusion rule (or a whole family: cleanup, batchnorm, siblings, lower, plan)
-    /// out; repeatable. `calib rules` lists them.
+    /// Leave a fusion rule (or a whole family: cleanup, batchnorm, batchnorm-grad, siblings,
+    /// lower, plan) out; repeatable. `calib rules` lists them.
     #[arg(long = "disable-rule", value_name = "NAME")]
     pub disable_rule: Vec<String>,
     /// Run only the rules (or families) listed in FILE, one per line (`#` comments);
@@ -46,9 +46,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let text = if args.json {
         serde_json::to_string_pretty(&rules)? + "\n"
     } else {
-        let mut t = format!("{:<32} {:<10} phase\n", "rule", "family");
+        let width = rules.iter().map(|r| r.family.len()).max().unwrap_or(0);
+        let mut t = format!("{:<32} {:<width$} phase\n", "rule", "family");
         for r in &rules {
-            t.push_str(&format!("{:<32} {:<10} {}\n", r.name, r.family, r.phase));
+            t.push_str(&format!("{:<32} {:<width$} {}\n", r.name, r.family, r.phase));
         }
         t
     };

@@ -12,7 +12,7 @@
 //! every class stays available to extraction.
 
 use super::kernels::KERNEL_RULES;
-use super::rules::{batchnorm, cleanup, siblings, Rule};
+use super::rules::{batchnorm, batchnorm_grad, cleanup, siblings, Rule};
 use crate::{PassError, Result};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -27,7 +27,7 @@ pub const NARROW_STORES: &str = "narrow-stores";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleInfo {
     pub name: String,
-    /// `cleanup`, `batchnorm`, `siblings`, `lower` or `plan`.
+    /// `cleanup`, `batchnorm`, `batchnorm-grad`, `siblings`, `lower` or `plan`.
     pub family: &'static str,
     /// Where it runs: `simplify+explore`, `explore`, `lower` or `plan`.
     pub phase: &'static str,
@@ -54,6 +54,11 @@ pub fn catalogue() -> Vec<RuleInfo> {
     };
     rewrites("cleanup", "simplify+explore", cleanup::rules())
         .chain(rewrites("batchnorm", "explore", batchnorm::rules()))
+        .chain(rewrites(
+            "batchnorm-grad",
+            "explore",
+            batchnorm_grad::rules(),
+        ))
         .chain(rewrites("siblings", "explore", siblings::rules()))
         .chain(named("lower", KERNEL_RULES))
         .chain(named(

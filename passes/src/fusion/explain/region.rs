@@ -5,7 +5,7 @@
 //! convolutions a merge needs, and a small neighbourhood for rules over several outputs.
 
 use super::super::partition::Partition;
-use calib_ir::{BufferId, Graph, Kernel, Op, Program};
+use calib_ir::{BufferId, Graph, Kernel, Op, OpClass, Program};
 use std::collections::{HashMap, HashSet};
 
 /// The original nodes to saturate for explaining kernel `k`, which reads the values
@@ -49,6 +49,7 @@ pub(super) fn nodes(
             .into_iter()
             .filter(|&c| computed(c)),
     );
+    nodes.extend(definitions(graph, &read, computed));
     let body_keys = spliced
         .iter()
         .flat_map(|&p| body_convolutions(&program.kernels[p], &original));
@@ -61,6 +62,46 @@ pub(super) fn nodes(
     nodes.sort();
     nodes.dedup();
     nodes
+}
+
+/// How many ops deep [`definitions`] looks behind a value the kernels read.
+const DEFINITION_DEPTH: usize = 3;
+
+/// The definitions of the values the kernels read, a few ops deep: rewrites look into
+/// values other kernels stored. The BatchNorm gradient's mean term is rebuilt as
+/// `s * sum(dy)` over the stored bias gradient `sum(dy)`, and recognized through the
+/// stored `x - mean(x)`; as opaque leaves, neither would meet its rewrite. Elementwise
+/// ops, views and reductions only: a convolution would bring its siblings along.
+fn definitions(
+    graph: &Graph,
+    read: &HashSet<usize>,
+    computed: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let shallow = |v: usize| {
+        computed(v)
+            && matches!(
+                graph.nodes[v].op.class(),
+                OpClass::Elementwise | OpClass::Layout | OpClass::Reduction
+            )
+    };
+    let mut seen: HashSet<usize> = HashSet::new();
+    let mut frontier: Vec<usize> = read.iter().copied().filter(|&v| shallow(v)).collect();
+    for _ in 0..DEFINITION_DEPTH {
+        let mut next = vec![];
+        for v in frontier {
+            if seen.insert(v) {
+                next.extend(
+                    graph.nodes[v]
+                        .inputs
+                        .iter()
+                        .map(|i| i.0)
+                        .filter(|&u| shallow(u)),
+                );
+            }
+        }
+        frontier = next;
+    }
+    seen.into_iter().collect()
 }
 
 /// Most nodes an output's cone may bring in; past it, only the covered nodes are used.

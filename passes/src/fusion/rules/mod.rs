@@ -12,10 +12,13 @@
 //! rule lists both orders as separate patterns.
 
 pub mod batchnorm;
+pub mod batchnorm_grad;
 pub mod cleanup;
 pub mod siblings;
 
-use super::analysis::{add_op, constant_value, find_op, EGraph, FusionAnalysis};
+use super::analysis::{
+    add_op, add_op_uncanonical, constant_value, find_op, EGraph, FusionAnalysis,
+};
 use super::language::ENode;
 use calib_ir::{Op, TensorType};
 use egg::{Applier, Id, MultiPattern, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
@@ -37,10 +40,15 @@ pub enum Phase {
 pub fn rules(phase: Phase) -> Vec<Rule> {
     match phase {
         Phase::Simplify => cleanup::rules(),
-        Phase::Explore => [batchnorm::rules(), siblings::rules(), cleanup::rules()]
-            .into_iter()
-            .flatten()
-            .collect(),
+        Phase::Explore => [
+            batchnorm::rules(),
+            batchnorm_grad::rules(),
+            siblings::rules(),
+            cleanup::rules(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     }
 }
 
@@ -97,6 +105,8 @@ pub struct Rhs<'a> {
     subst: &'a Subst,
     /// The class the left-hand side matched.
     pub root: Id,
+    /// The matched node, where a rule named it ([`Rhs::rewriting`]).
+    from: Option<Id>,
 }
 
 impl Rhs<'_> {
@@ -157,9 +167,28 @@ impl Rhs<'_> {
         constant_value(self.egraph, id)
     }
 
-    /// Adds `op` over `children`, if it type-checks.
+    /// Names the node the rule rewrites, `op` over `children` in the matched class, for
+    /// explanations: egg justifies a union by the two nodes it joins, and the matched
+    /// class's first node is not the one rewritten where the class holds several forms
+    /// (a sum that an earlier rewrite already gave another operand).
+    pub fn rewriting(&mut self, op: Op, children: &[Id]) {
+        if !self.egraph.are_explanations_enabled() {
+            return;
+        }
+        let node = add_op_uncanonical(self.egraph, op, children);
+        let root = self.egraph.find(self.root);
+        self.from = node.filter(|&n| self.egraph.find(n) == root);
+    }
+
+    /// Adds `op` over `children`, if it type-checks. With explanations on, the id is
+    /// this very node's even where its class exists already, so that egg justifies a
+    /// union by the node a rule built, not by the first node of its class.
     pub fn add(&mut self, op: Op, children: &[Id]) -> Option<Id> {
-        add_op(self.egraph, op, children)
+        if self.egraph.are_explanations_enabled() {
+            add_op_uncanonical(self.egraph, op, children)
+        } else {
+            add_op(self.egraph, op, children)
+        }
     }
 
     /// Marks the `kind` node of class `id` as superseded (see `FusionAnalysis`).
@@ -200,7 +229,7 @@ pub fn rule(
     Rewrite::new(
         name,
         pattern,
-        Build(move |r: &mut Rhs| rhs(r).map(|id| vec![(r.root, id)])),
+        Build(move |r: &mut Rhs| rhs(r).map(|id| vec![(r.from.unwrap_or(r.root), id)])),
     )
     .unwrap_or_else(|e| panic!("rule {name}: {e}"))
 }
@@ -238,6 +267,7 @@ where
             egraph,
             subst,
             root: eclass,
+            from: None,
         };
         let Some(pairs) = (self.0)(&mut rhs) else {
             return vec![];
