@@ -49,7 +49,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let width = rules.iter().map(|r| r.family.len()).max().unwrap_or(0);
         let mut t = format!("{:<32} {:<width$} phase\n", "rule", "family");
         for r in &rules {
-            t.push_str(&format!("{:<32} {:<width$} {}\n", r.name, r.family, r.phase));
+            t.push_str(&format!(
+                "{:<32} {:<width$} {}\n",
+                r.name, r.family, r.phase
+            ));
         }
         t
     };

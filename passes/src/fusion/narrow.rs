@@ -21,6 +21,15 @@
 //! reader:  cast(in, bf16), in : f32         =>  cast(cast(in, f32), bf16), in : bf16
 //! ```
 //!
+//! A concatenation or slice of round trips is one too, and is stored as the same view of
+//! the bf16 values (the gradient of merged sibling convolutions concatenates the
+//! branches' rounded gradients):
+//!
+//! ```text
+//! writer:  out = concat(cast(cast(a, bf16), f32), cast(cast(b, bf16), f32))
+//!                                           =>  out = concat(cast(a, bf16), cast(b, bf16))
+//! ```
+//!
 //! Exact: widening a bf16 to f32 is exact, so every reader computes the same f32 values
 //! from the same bits; a reader that rounds what it loads gets `round(y)` either way
 //! (rounding a bf16 value to bf16 is the identity). The writer must not need `y` itself
@@ -33,7 +42,7 @@ use calib_ir::{Anchor, DType, Graph, Op, Program, Role, Value};
 /// Narrows every eligible buffer of `program` (see the module documentation); returns
 /// how many.
 pub fn narrow_stores(program: &mut Program) -> usize {
-    let mut narrowed = 0;
+    let mut count = 0;
     for b in 0..program.buffers.len() {
         let Some((writer, out, narrow)) = narrowable(program, b) else {
             continue;
@@ -42,7 +51,7 @@ pub fn narrow_stores(program: &mut Program) -> usize {
         let mut outputs: Vec<Value> = kernel.body.outputs.iter().map(|o| o.value).collect();
         let mut body = kernel.body.clone();
         outputs[out] = match narrow {
-            Narrow::Widening(u) => u,
+            Narrow::Widening(v) => narrowed(&mut body, v),
             Narrow::Rounded(y) => {
                 let scope = body.node(y).scope.clone();
                 body.push(Op::Cast { to: DType::BF16 }, vec![y], &scope)
@@ -60,14 +69,14 @@ pub fn narrow_stores(program: &mut Program) -> usize {
             }
         }
         program.buffers[b].ty.dtype = DType::BF16;
-        narrowed += 1;
+        count += 1;
     }
-    narrowed
+    count
 }
 
 /// What a narrowed buffer's writer stores instead of its f32 output.
 enum Narrow {
-    /// The output widens this bf16 value: store it.
+    /// The output, this value, widens bf16 values: store them.
     Widening(Value),
     /// Every reader rounds the output, this f32 value, to bf16: store the rounding.
     Rounded(Value),
@@ -97,10 +106,12 @@ fn narrowable(p: &Program, b: usize) -> Option<(usize, usize, Narrow)> {
         .any(|k| k.anchor == Anchor::Collective && touched(k));
     let body = &p.kernels[writer].body;
     let y = body.outputs[out].value;
-    let narrow = match widened(body, y) {
-        Some(u) => Narrow::Widening(u),
-        None if only_stored(body, y) && read_rounded(p, b) => Narrow::Rounded(y),
-        None => return None,
+    let narrow = if widens(body, y) {
+        Narrow::Widening(y)
+    } else if only_stored(body, y) && read_rounded(p, b) {
+        Narrow::Rounded(y)
+    } else {
+        return None;
     };
     (!collective && p.kernels[writer].workspace.is_none_or(|w| w.0 != b))
         .then_some((writer, out, narrow))
@@ -137,35 +148,54 @@ fn read_rounded(p: &Program, b: usize) -> bool {
     readers > 0
 }
 
-/// The bf16 value `v` widens, if `v` is `cast(u, f32)` of a bf16 value `u` the body
-/// computes (a body input widened and stored again would be a copy: nothing to narrow).
-fn widened(body: &Graph, v: Value) -> Option<Value> {
-    let wide = body.node(v);
-    let u = *wide.inputs.first()?;
-    (wide.op == (Op::Cast { to: DType::F32 })
-        && body.ty(u).dtype == DType::BF16
-        && !matches!(body.node(u).op, Op::Input { .. }))
-    .then_some(u)
+/// Whether body value `v` is the widening of bf16 values the body computes:
+/// `cast(u, f32)` of a bf16 `u`, or a concatenation or slice of such widenings. (A body
+/// input widened and stored again would be a copy: nothing to narrow.)
+fn widens(body: &Graph, v: Value) -> bool {
+    let node = body.node(v);
+    match node.op {
+        Op::Cast { to: DType::F32 } => {
+            let u = node.inputs[0];
+            body.ty(u).dtype == DType::BF16 && !matches!(body.node(u).op, Op::Input { .. })
+        }
+        Op::Concat { .. } => node.inputs.iter().all(|&x| widens(body, x)),
+        Op::Slice { .. } => widens(body, node.inputs[0]),
+        _ => false,
+    }
+}
+
+/// The bf16 value that `v`, a widening ([`widens`]), widens; views of bf16 values are
+/// added to `body`.
+fn narrowed(body: &mut Graph, v: Value) -> Value {
+    let node = body.node(v).clone();
+    if node.op == (Op::Cast { to: DType::F32 }) {
+        return node.inputs[0];
+    }
+    let inputs = node.inputs.iter().map(|&x| narrowed(body, x)).collect();
+    body.push(node.op, inputs, &node.scope)
+        .expect("a view of bf16 values as of their widenings")
 }
 
 /// `body` as [`narrow_stores`] will leave it, for pricing before the plan exists: each
-/// output that widens a bf16 value stores that value, and the inputs at positions
+/// output that widens bf16 values ([`widens`]) stores them, and the inputs at positions
 /// `narrow_inputs` (round trips another kernel stores) are read as bf16.
 pub fn as_stored(body: &Graph, narrow_inputs: &[usize]) -> Graph {
+    if narrow_inputs.is_empty() && !body.outputs.iter().any(|o| widens(body, o.value)) {
+        return body.clone();
+    }
+    let mut stored = body.clone();
     let outputs: Vec<Value> = body
         .outputs
         .iter()
-        .map(|o| widened(body, o.value).unwrap_or(o.value))
+        .map(|o| {
+            if widens(body, o.value) {
+                narrowed(&mut stored, o.value)
+            } else {
+                o.value
+            }
+        })
         .collect();
-    let unchanged = narrow_inputs.is_empty()
-        && outputs
-            .iter()
-            .zip(&body.outputs)
-            .all(|(v, o)| *v == o.value);
-    if unchanged {
-        return body.clone();
-    }
-    rebuild(body, narrow_inputs, &outputs)
+    rebuild(&stored, narrow_inputs, &outputs)
 }
 
 /// `body` with body inputs at positions `narrowed` read as bf16 and widened where they
@@ -363,6 +393,63 @@ mod tests {
         }
         // Applying it again finds nothing more.
         assert_eq!(narrow_stores(&mut narrow), 0);
+    }
+
+    #[test]
+    fn a_concatenation_of_round_trips_is_stored_as_one_of_bf16_values() {
+        // k0: t = concat(round(x * x), round(x + x)) along axis 1; k1: y = t + t.
+        let wide_ty = TensorType::new(DType::F32, vec![2, 6]);
+        let mut cat = Graph::new();
+        let x = cat
+            .push_source(Op::Input { name: "in0".into() }, ty(DType::F32), "")
+            .unwrap();
+        let mut round_trip = |g: &mut Graph, op: Op| {
+            let v = g.push(op, vec![x, x], "").unwrap();
+            let low = g.push(Op::Cast { to: DType::BF16 }, vec![v], "").unwrap();
+            g.push(Op::Cast { to: DType::F32 }, vec![low], "").unwrap()
+        };
+        let (a, b) = (round_trip(&mut cat, Op::Mul), round_trip(&mut cat, Op::Add));
+        let t = cat.push(Op::Concat { axis: 1 }, vec![a, b], "").unwrap();
+        cat.add_output("out0", t).unwrap();
+        let mut twice = Graph::new();
+        let t = twice
+            .push_source(Op::Input { name: "in0".into() }, wide_ty.clone(), "")
+            .unwrap();
+        let y = twice.push(Op::Add, vec![t, t], "").unwrap();
+        twice.add_output("out0", y).unwrap();
+        let wide = Program {
+            buffers: vec![
+                Buffer::new("x", ty(DType::F32), Role::Input),
+                Buffer::new("t", wide_ty.clone(), Role::Temp),
+                Buffer::new("y", wide_ty, Role::Output),
+            ],
+            kernels: vec![
+                kernel("k0", vec![0], 1, cat),
+                kernel("k1", vec![1], 2, twice),
+            ],
+            outputs: vec![ProgramOutput {
+                name: "y".into(),
+                buffer: BufferId(2),
+            }],
+        };
+        let mut narrow = wide.clone();
+        assert_eq!(narrow_stores(&mut narrow), 1);
+        narrow.validate().unwrap();
+        assert_eq!(narrow.buffers[1].ty.dtype, DType::BF16);
+        let k0 = &narrow.kernels[0].body;
+        let stored = k0.node(k0.outputs[0].value);
+        assert!(matches!(stored.op, Op::Concat { .. }), "{k0:?}");
+        assert!(stored.inputs.iter().all(|&v| k0.ty(v).dtype == DType::BF16));
+        let x = HostTensor::from_f32(vec![2, 3], vec![1.01, -3.3, 0.5, 7.77, 1e-3, -0.0]).unwrap();
+        let b = Bindings::new().input("x", &x);
+        let bits =
+            |t: &HostTensor| -> Vec<u32> { t.to_f32_vec().iter().map(|v| v.to_bits()).collect() };
+        let want = reference::run_program(&wide, &b).unwrap();
+        let got = reference::run_program(&narrow, &b).unwrap();
+        assert_eq!(bits(&got["y"]), bits(&want["y"]));
+        // The planner prices the body as it is now stored.
+        let priced = as_stored(&wide.kernels[0].body, &[]);
+        assert_eq!(priced.ty(priced.outputs[0].value).dtype, DType::BF16);
     }
 
     /// `k0` stores `x * x` in f32; `k1` rounds it to bf16 as it loads it and adds `x`;

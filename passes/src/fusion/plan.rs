@@ -66,13 +66,17 @@ fn planned_seconds(
     kernel_seconds(&as_stored(body, &narrow), device, precision) + PER_KERNEL
 }
 
-/// Whether DAG value `c` is `cast(u, f32)` of a bf16 value `u`: a round trip, which the
-/// kernel computing it stores as `u`.
+/// Whether DAG value `c` is `cast(u, f32)` of a bf16 value `u`, or a concatenation or
+/// slice of such: a round trip, which the kernel computing it stores as bf16.
 fn is_round_trip(dag: &Dag, c: usize) -> bool {
-    dag.op[c] == Some(Op::Cast { to: DType::F32 })
-        && dag.inputs[c]
+    match &dag.op[c] {
+        Some(Op::Cast { to: DType::F32 }) => dag.inputs[c]
             .first()
-            .is_some_and(|&u| dag.ty[u].dtype == DType::BF16 && dag.kind(u) != Kind::Leaf)
+            .is_some_and(|&u| dag.ty[u].dtype == DType::BF16 && dag.kind(u) != Kind::Leaf),
+        Some(Op::Concat { .. }) => dag.inputs[c].iter().all(|&x| is_round_trip(dag, x)),
+        Some(Op::Slice { .. }) => is_round_trip(dag, dag.inputs[c][0]),
+        _ => false,
+    }
 }
 
 /// An op as its own kernel: its group, body, inputs and covered nodes.
