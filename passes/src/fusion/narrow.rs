@@ -395,6 +395,15 @@ mod tests {
         assert_eq!(narrow_stores(&mut narrow), 0);
     }
 
+    /// `wide` after [`narrow_stores`], which narrows exactly its buffer 1.
+    fn narrowed_once(wide: &Program) -> Program {
+        let mut narrow = wide.clone();
+        assert_eq!(narrow_stores(&mut narrow), 1);
+        narrow.validate().unwrap();
+        assert_eq!(narrow.buffers[1].ty.dtype, DType::BF16);
+        narrow
+    }
+
     #[test]
     fn a_concatenation_of_round_trips_is_stored_as_one_of_bf16_values() {
         // k0: t = concat(round(x * x), round(x + x)) along axis 1; k1: y = t + t.
@@ -403,7 +412,7 @@ mod tests {
         let x = cat
             .push_source(Op::Input { name: "in0".into() }, ty(DType::F32), "")
             .unwrap();
-        let mut round_trip = |g: &mut Graph, op: Op| {
+        let round_trip = |g: &mut Graph, op: Op| {
             let v = g.push(op, vec![x, x], "").unwrap();
             let low = g.push(Op::Cast { to: DType::BF16 }, vec![v], "").unwrap();
             g.push(Op::Cast { to: DType::F32 }, vec![low], "").unwrap()
@@ -432,10 +441,7 @@ mod tests {
                 buffer: BufferId(2),
             }],
         };
-        let mut narrow = wide.clone();
-        assert_eq!(narrow_stores(&mut narrow), 1);
-        narrow.validate().unwrap();
-        assert_eq!(narrow.buffers[1].ty.dtype, DType::BF16);
+        let narrow = narrowed_once(&wide);
         let k0 = &narrow.kernels[0].body;
         let stored = k0.node(k0.outputs[0].value);
         assert!(matches!(stored.op, Op::Concat { .. }), "{k0:?}");
@@ -510,10 +516,7 @@ mod tests {
     #[test]
     fn a_value_every_reader_rounds_is_stored_rounded() {
         let wide = rounded_on_read(false);
-        let mut narrow = wide.clone();
-        assert_eq!(narrow_stores(&mut narrow), 1);
-        narrow.validate().unwrap();
-        assert_eq!(narrow.buffers[1].ty.dtype, DType::BF16);
+        let mut narrow = narrowed_once(&wide);
         let k0 = &narrow.kernels[0].body;
         let stored = k0.node(k0.outputs[0].value);
         assert_eq!(stored.op, Op::Cast { to: DType::BF16 });
