@@ -57,6 +57,7 @@ pub fn ablate(
         ("side-outputs", r.side_outputs),
         ("concat-views", r.concat_views),
         ("foreach-updates", r.updates_merged),
+        ("sibling-maps", r.maps_merged),
         ("narrow-stores", r.narrow_stores),
     ] {
         firings.insert(pass.to_string(), n);

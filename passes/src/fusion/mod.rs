@@ -30,6 +30,7 @@ mod kernels;
 mod language;
 pub mod layout;
 mod limits;
+mod maps;
 mod narrow;
 mod partition;
 mod plan;
@@ -148,6 +149,11 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     } else {
         0
     };
+    let maps_merged = if on(rule_set::SIBLING_MAPS) {
+        maps::merge_sibling_maps(&mut program, &options.device, options.precision)
+    } else {
+        0
+    };
     // After the passes that move outputs between kernels, before schedules are chosen
     // for the bodies as they will be generated.
     let narrow_stores = if on(rule_set::NARROW_STORES) {
@@ -196,6 +202,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         side_outputs,
         concat_views,
         updates_merged,
+        maps_merged,
         narrow_stores,
         split_k,
         split_reductions,

@@ -34,6 +34,8 @@ pub struct FusionReport {
     pub concat_views: usize,
     /// Optimizer updates merged into multi-tensor launches.
     pub updates_merged: usize,
+    /// Pointwise kernels merged into a sibling that reads the same tensors (`maps.rs`).
+    pub maps_merged: usize,
     /// Buffers holding bf16 round trips stored as bf16 (`narrow.rs`).
     pub narrow_stores: usize,
     /// GEMM kernels whose `k` is split across blocks (a second pass adds the slices).
@@ -233,11 +235,12 @@ impl FusionReport {
         .unwrap();
         writeln!(
             t,
-            "  side outputs folded: {}, concats as views: {}, updates merged: {}, bf16 stores: {}, \
-             split GEMMs: {}, split reductions: {}, channels-last buffers: {}",
+            "  side outputs folded: {}, concats as views: {}, updates merged: {}, sibling maps merged: {}, \
+             bf16 stores: {}, split GEMMs: {}, split reductions: {}, channels-last buffers: {}",
             self.side_outputs,
             self.concat_views,
             self.updates_merged,
+            self.maps_merged,
             self.narrow_stores,
             self.split_k,
             self.split_reductions,

@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 pub const SIDE_OUTPUTS: &str = "side-outputs";
 pub const CONCAT_VIEWS: &str = "concat-views";
 pub const FOREACH_UPDATES: &str = "foreach-updates";
+pub const SIBLING_MAPS: &str = "sibling-maps";
 pub const NARROW_STORES: &str = "narrow-stores";
 
 /// A rule of the catalogue.
@@ -63,7 +64,13 @@ pub fn catalogue() -> Vec<RuleInfo> {
         .chain(named("lower", KERNEL_RULES))
         .chain(named(
             "plan",
-            &[SIDE_OUTPUTS, CONCAT_VIEWS, FOREACH_UPDATES, NARROW_STORES],
+            &[
+                SIDE_OUTPUTS,
+                CONCAT_VIEWS,
+                FOREACH_UPDATES,
+                SIBLING_MAPS,
+                NARROW_STORES,
+            ],
         ))
         .collect()
 }
