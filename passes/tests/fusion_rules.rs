@@ -597,3 +597,27 @@ fn concat_becomes_a_view() {
         "both convolutions write slices"
     );
 }
+
+#[test]
+fn kernels_that_store_bf16_are_explained() {
+    // Under bf16, `narrow-stores` stores round trips as bf16 buffers: an explanation
+    // must read the buffer as the bf16 value of its f32 original, on both sides.
+    let g =
+        calib_passes::precision::apply(&conv_bn_gradient(4), calib_ir::Precision::Bf16).unwrap();
+    let options = FusionOptions {
+        precision: calib_ir::Precision::Bf16,
+        ..FusionOptions::default()
+    };
+    let f = calib_passes::fusion::fuse(&g, &options).unwrap();
+    let narrowed = f
+        .program
+        .buffers
+        .iter()
+        .filter(|b| b.ty.dtype == DType::BF16)
+        .count();
+    assert!(narrowed > 0, "{}", f.program.to_text());
+    for k in &f.program.kernels {
+        let text = calib_passes::fusion::explain(&g, &f.program, &k.name).unwrap();
+        assert!(!text.contains("did not re-derive"), "{text}");
+    }
+}

@@ -19,7 +19,7 @@ use super::partition::{Partition, Region};
 use super::region::RegionGraph;
 use super::rules::{rules, Phase};
 use crate::{PassError, Result};
-use calib_ir::{BufferId, Graph, Op, Program, Role};
+use calib_ir::{BufferId, DType, Graph, Op, Program, Role};
 use egg::Id;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -107,6 +107,20 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
     let outputs: Vec<Option<Id>> = (0..kernel.outputs.len())
         .map(|j| terms.output(&mut rg, k, j))
         .collect::<Result<_>>()?;
+    // The original value each output stands for; a buffer `narrow-stores` narrowed holds
+    // the bf16 value of its f32 original.
+    let targets: Vec<Option<(usize, Id)>> = (0..kernel.outputs.len())
+        .map(|j| {
+            let Some(v) = original(kernel.outputs[j].buffer) else {
+                return Ok(None);
+            };
+            let stored = kernel.body.ty(kernel.body.outputs[j].value).dtype;
+            if stored == DType::BF16 && graph.nodes[v].ty.dtype == DType::F32 {
+                return terms.narrowed(&mut rg, v).map(|id| Some((v, id)));
+            }
+            Ok(rg.class_of.get(&v).map(|&id| (v, id)))
+        })
+        .collect::<Result<_>>()?;
     rg.egraph.rebuild();
 
     // Each class by the first original node it holds, to name operands in the algebra;
@@ -154,9 +168,7 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
         .unwrap();
     }
     for (j, body) in outputs.into_iter().enumerate() {
-        let target =
-            original(kernel.outputs[j].buffer).and_then(|v| rg.class_of.get(&v).map(|&id| (v, id)));
-        let (target, body) = match (target, body) {
+        let (target, body) = match (targets[j], body) {
             (Some(target), Some(body)) => (target, body),
             (None, Some(body)) => {
                 let readers: Vec<&str> = program

@@ -5,7 +5,7 @@ use super::super::analysis::{add_constant, add_op_uncanonical};
 use super::super::partition::Partition;
 use super::super::region::RegionGraph;
 use crate::{PassError, Result};
-use calib_ir::{BufferId, Graph, Op, Program};
+use calib_ir::{BufferId, DType, Graph, Op, Program};
 use egg::Id;
 use std::collections::HashMap;
 
@@ -26,6 +26,22 @@ impl Terms<'_> {
         self.node(rg, k, v)
     }
 
+    /// The bf16 value a buffer `narrow-stores` narrowed holds for original f32 value `v`:
+    /// the inner `cast(y, bf16)` of a round trip `v = cast(cast(y, bf16), f32)`, or the
+    /// rounding `cast(v, bf16)` of a value every reader rounds.
+    pub fn narrowed(&mut self, rg: &mut RegionGraph, v: usize) -> Result<Id> {
+        let node = &self.graph.nodes[v];
+        let inner = node.inputs.first().map(|u| u.0);
+        if let (Op::Cast { to: DType::F32 }, Some(u)) = (&node.op, inner) {
+            if self.graph.nodes[u].ty.dtype == DType::BF16 {
+                return rg.operand(self.graph, self.part, u);
+            }
+        }
+        let wide = rg.operand(self.graph, self.part, v)?;
+        add_op_uncanonical(&mut rg.egraph, Op::Cast { to: DType::BF16 }, &[wide])
+            .ok_or_else(|| PassError::Fusion(format!("original node %{v} does not round to bf16")))
+    }
+
     /// Body node `i` of kernel `k`; `None` if it reads something no term reaches.
     fn node(&mut self, rg: &mut RegionGraph, k: usize, i: usize) -> Result<Option<Id>> {
         if let Some(&t) = self.memo.get(&(k, i)) {
@@ -43,6 +59,7 @@ impl Terms<'_> {
                     })?;
                 let b = kernel.inputs[slot];
                 match ((self.original)(b), self.writer.get(&b)) {
+                    (Some(v), _) if node.ty.dtype == DType::BF16 => Some(self.narrowed(rg, v)?),
                     (Some(v), _) => Some(rg.operand(self.graph, self.part, v)?),
                     (None, Some(&(p, j))) => self.output(rg, p, j)?,
                     (None, None) => None,
