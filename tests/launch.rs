@@ -93,23 +93,34 @@ const LIMIT: Duration = Duration::from_secs(300);
 /// Runs every rank of a group of `outs.len()` processes, rank `r` with `--out outs[r]`
 /// (or `--resume` when `resume`) and `extra`; all must succeed.
 fn group(outs: &[&Path], resume: bool, extra: &[&str]) {
-    let port = free_port();
-    let children: Vec<Child> = outs
-        .iter()
-        .enumerate()
-        .map(|(rank, out)| {
-            let flag = if resume { "--resume" } else { "--out" };
-            let mut args = vec![flag, out.to_str().unwrap()];
-            if !resume {
-                args.extend(QUICK);
-            }
-            args.extend(extra);
-            spawn(&rank_vars(rank, outs.len(), port), &args)
-        })
-        .collect();
-    for (rank, child) in children.into_iter().enumerate() {
-        let o = finish(child, LIMIT);
-        assert!(o.status.success(), "rank {rank}: {}", stderr(&o));
+    // `free_port` only finds a port that was free: another process may take it before
+    // rank 0 listens (the group then fails before any rank trains), so a taken port
+    // is retried with a new one.
+    for attempt in 1..=3 {
+        let port = free_port();
+        let children: Vec<Child> = outs
+            .iter()
+            .enumerate()
+            .map(|(rank, out)| {
+                let flag = if resume { "--resume" } else { "--out" };
+                let mut args = vec![flag, out.to_str().unwrap()];
+                if !resume {
+                    args.extend(QUICK);
+                }
+                args.extend(extra);
+                spawn(&rank_vars(rank, outs.len(), port), &args)
+            })
+            .collect();
+        let outputs: Vec<Output> = children.into_iter().map(|c| finish(c, LIMIT)).collect();
+        let taken = outputs[0].status.code() != Some(0)
+            && stderr(&outputs[0]).contains("cannot listen on port");
+        if taken && attempt < 3 {
+            continue;
+        }
+        for (rank, o) in outputs.iter().enumerate() {
+            assert!(o.status.success(), "rank {rank}: {}", stderr(o));
+        }
+        return;
     }
 }
 
