@@ -70,6 +70,43 @@ pub struct InstructionMix {
 }
 
 impl Census {
+    /// Adds `scale` times `other`: another piece of code the same threads run (a pass
+    /// over more elements than the threads, `scale` elements each).
+    pub fn add_scaled(&mut self, other: &Census, scale: f64) {
+        let Census {
+            issue,
+            fp32,
+            sfu,
+            global_loads,
+            global_load_bytes,
+            global_stores,
+            global_store_bytes,
+            shared,
+            shared_wavefronts,
+            barriers,
+            load_rounds,
+            independent,
+            tensor_tf32_flops,
+            tensor_f16_flops,
+            global_excess_bytes,
+        } = *other;
+        self.issue += scale * issue;
+        self.fp32 += scale * fp32;
+        self.sfu += scale * sfu;
+        self.global_loads += scale * global_loads;
+        self.global_load_bytes += scale * global_load_bytes;
+        self.global_stores += scale * global_stores;
+        self.global_store_bytes += scale * global_store_bytes;
+        self.shared += scale * shared;
+        self.shared_wavefronts += scale * shared_wavefronts;
+        self.barriers += scale * barriers;
+        self.load_rounds += scale * load_rounds;
+        self.independent += scale * independent;
+        self.tensor_tf32_flops += scale * tensor_tf32_flops;
+        self.tensor_f16_flops += scale * tensor_f16_flops;
+        self.global_excess_bytes += scale * global_excess_bytes;
+    }
+
     /// Prices an instruction mix: PTX opcodes as issue slots of the machine code ptxas
     /// makes of them (an IEEE division is a dozen instructions, a division by a
     /// constant a multiply-high and a shift).

@@ -163,3 +163,83 @@ fn an_epilogue_that_loads_waits_once_per_output() {
         outputs_per_thread
     );
 }
+
+/// SCNet's gate gradient beside its per-channel statistics: a reduction of a
+/// `[64,64,56,56]` product into 64 channels, and a side output of the input's size that
+/// reduces nothing. Code generation stores the side output by grid-stride passes of the
+/// reduction launch's own threads, so the 64 teams of an unsplit reduction would walk
+/// all 12.8M elements themselves: the estimate prices those passes, and a split (more
+/// teams, more threads for the passes) comes out well ahead.
+#[test]
+fn a_side_output_of_the_input_size_is_priced_on_the_reduction_threads() {
+    use calib_passes::fusion::estimate::{best_reduction_split, kernel_seconds};
+    let side = |with: bool| {
+        let out = if with { ", side=%6" } else { "" };
+        text::parse(&format!(
+            r#"graph {{
+  %0 = input name="x" : f32[64,64,56,56]
+  %1 = input name="g" : f32[64,64,56,56]
+  %2 = mul(%0, %1) : f32[64,64,56,56]
+  %3 = reduce_sum(%2) axes=[0,2,3] keepdims=true : f32[1,64,1,1]
+  %4 = constant value=1.0 : f32[64,64,56,56]
+  %5 = sub(%4, %1) : f32[64,64,56,56]
+  %6 = mul(%2, %5) : f32[64,64,56,56]
+  return sum=%3{out}
+}}
+"#
+        ))
+        .unwrap()
+    };
+    let device = Device::load("h200").unwrap();
+    let (split, with_side, _) = best_reduction_split(&side(true), &device).unwrap();
+    assert!(split > 1, "split {split}");
+    // The side output costs at least the time to write it (its inputs are read for
+    // the sum anyway), not the sliver an epilogue run once per channel would; and no
+    // more than a pointwise kernel that reads those inputs again to store it.
+    let (_, alone, _) = best_reduction_split(&side(false), &device).unwrap();
+    let map = text::parse(
+        r#"graph {
+  %0 = input name="x" : f32[64,64,56,56]
+  %1 = input name="g" : f32[64,64,56,56]
+  %2 = mul(%0, %1) : f32[64,64,56,56]
+  %3 = constant value=1.0 : f32[64,64,56,56]
+  %4 = sub(%3, %1) : f32[64,64,56,56]
+  %5 = mul(%2, %4) : f32[64,64,56,56]
+  return side=%5
+}
+"#,
+    )
+    .unwrap();
+    let pointwise = kernel_seconds(&map, &device, Default::default());
+    let extra = with_side - alone;
+    let write = (64 * 64 * 56 * 56 * 4) as f64 / device.dram_bandwidth;
+    // Unsplit, 64 teams of 256 threads store all 12.8M elements: far slower than
+    // writing them at full bandwidth.
+    let unsplit = |body: calib_ir::Graph| {
+        let kernel = calib_ir::Kernel {
+            name: "k0".into(),
+            label: String::new(),
+            anchor: calib_ir::Anchor::Reduction,
+            inputs: vec![],
+            outputs: vec![],
+            body,
+            covers: vec![],
+            schedule: Some(calib_ir::Schedule {
+                gemm: None,
+                reduction: Some(calib_ir::ReductionSchedule { split: 1 }),
+            }),
+            workspace: None,
+        };
+        calib_passes::fusion::estimate::program_kernel_seconds(&kernel, &device)
+    };
+    let unsplit_extra = unsplit(side(true)) - unsplit(side(false));
+    assert!(
+        unsplit_extra > 4.0 * write,
+        "unsplit, the side output is priced at {unsplit_extra:e} s; writing it takes {write:e} s"
+    );
+    assert!(
+        (write..=pointwise).contains(&extra),
+        "side output priced at {extra:e} s; writing it takes {write:e} s, a pointwise \
+         kernel storing it {pointwise:e} s"
+    );
+}

@@ -98,6 +98,18 @@ pub(super) fn reduction_over(
     let group = siblings(body, r);
     let input = body.nodes[r.0].inputs[0];
     let outputs = body.ty(r).numel().max(1);
+    // Outputs of another size that reduce nothing are stored by grid-stride passes of
+    // this launch's own threads (however few a reduction into few elements has); the
+    // rest wait for the epilogue, or the launch that combines the slices.
+    let (passes, roots): (Vec<Value>, Vec<Value>) = roots
+        .iter()
+        .partition(|&&v| body.ty(v).numel() != outputs && !reduces(body, v, stop));
+    let roots = if roots.is_empty() {
+        group.clone()
+    } else {
+        roots
+    };
+    let roots = &roots[..];
     let length = (body.ty(input).numel() / outputs).max(1);
     let split = split.clamp(1, length);
     let chunk = length.div_ceil(split);
@@ -127,14 +139,21 @@ pub(super) fn reduction_over(
     };
     let per_thread = (fold * iterations + combine + epilogue) * turns;
     let barriers = if block_team { 2.0 * turns } else { 0.0 };
-    let mut launches = vec![Launch {
+    let mut first = Launch {
         blocks: blocks as u64,
         threads: THREADS,
         shared_bytes: if block_team { 32 } else { 0 },
         registers: 40,
         census: census(per_thread, 2.0 * barriers, 2.0 * barriers, barriers),
         unique_bytes: unique_bytes(body),
-    }];
+    };
+    if !passes.is_empty() {
+        // The passes' elements spread over this launch's threads instead of one each.
+        let pass = pointwise(body, &passes, stop);
+        let share = pass.blocks as f64 / first.blocks as f64;
+        first.census.add_scaled(&pass.census, share);
+    }
+    let mut launches = vec![first];
     if split > 1 {
         let mut stops = group.clone();
         stops.extend(stop);
@@ -148,6 +167,27 @@ pub(super) fn reduction_over(
         launches.push(combine);
     }
     launches
+}
+
+/// Whether evaluating `v` (not looking past `stop`) needs a reduction, a convolution or
+/// a matmul: an output code generation cannot store by a pass beside the anchor.
+fn reduces(body: &Graph, v: Value, stop: &[Value]) -> bool {
+    let mut seen = vec![false; body.nodes.len()];
+    let mut stack = vec![v];
+    while let Some(u) = stack.pop() {
+        if std::mem::replace(&mut seen[u.0], true) || stop.contains(&u) {
+            continue;
+        }
+        let node = &body.nodes[u.0];
+        if matches!(
+            node.op.class(),
+            OpClass::Reduction | OpClass::Convolution | OpClass::MatMul
+        ) {
+            return true;
+        }
+        stack.extend(&node.inputs);
+    }
+    false
 }
 
 /// The reduction a reduction kernel is built around: the last of the largest group of
