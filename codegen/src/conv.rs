@@ -7,12 +7,14 @@
 //! |---|---|---|---|---|---|
 //! | forward `y` | (n, oh, ow) | o | (kh, kw, c) | x (im2col) | w |
 //! | backward data `dx` | (n, h, w) | c | (kh, kw, o) | dy (col2im gather) | w |
-//! | backward weight `dw` | o | (c, kh, kw) | (n, oh, ow) | dy | x (im2col) |
+//! | backward weight `dw` | o | (kh, kw, c) | (n, oh, ow) | dy | x (im2col) |
 //!
 //! A window's channels are its innermost `k` axis ([`calib_ir::window_k`]; a 1x1 window,
 //! or channels that no step divides, keep `(c, kh, kw)`), so that the rows of one step
 //! share their tap: its window position and padding checks are computed once a step,
-//! and each row's channel is the step's plus a constant.
+//! and each row's channel is the step's plus a constant. A weight gradient orders its
+//! `n` the same way, so that the columns a thread loads share their tap too (the
+//! loader's `Slot`s: their window positions and checks computed once per tap a step).
 //!
 //! Input row `ih = oh * s + kh * d - p`; the backward-data gather inverts it,
 //! `oh = (h + p - kh * d) / s`, valid when the division is exact and `oh < OH` (see
@@ -217,12 +219,11 @@ impl Operands for Conv {
         }
         let [n, _, h, w] = self.x;
         let [_, _, oh, ow] = self.y;
-        let [kh, kw] = self.kernel;
         let (cg, og) = (self.c_group(), self.o_group());
         let (m, n_, k) = match self.kind {
             Kind::Forward => (vec![n, oh, ow], vec![og], window_k(cg, self.kernel)),
             Kind::BackwardData => (vec![n, h, w], vec![cg], window_k(og, self.kernel)),
-            Kind::BackwardWeight => (vec![og], vec![cg, kh, kw], vec![n, oh, ow]),
+            Kind::BackwardWeight => (vec![og], window_k(cg, self.kernel), vec![n, oh, ow]),
         };
         GemmDims {
             groups: self.groups,
@@ -292,7 +293,10 @@ impl Operands for Conv {
                 let (o, tap) = self.channel_and_tap(k);
                 self.weight(cx, [g, o, n[0]], tap)
             }
-            Kind::BackwardWeight => self.image(cx, [g, n[0], k[0]], [k[1], k[2]], [n[1], n[2]]),
+            Kind::BackwardWeight => {
+                let (c, tap) = self.channel_and_tap(n);
+                self.image(cx, [g, c, k[0]], [k[1], k[2]], tap)
+            }
         }
     }
 
@@ -315,8 +319,21 @@ impl Operands for Conv {
             }
             Kind::BackwardWeight => {
                 let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), m[0]);
-                vec![o, n[0], n[1], n[2]]
+                let (c, [kh, kw]) = self.channel_and_tap(n);
+                vec![o, c, kh, kw]
             }
+        }
+    }
+
+    fn c_contiguous(&self) -> usize {
+        match (self.kind, self.lattice) {
+            // Lattice positions are strides apart.
+            (_, Some(_)) => 1,
+            (Kind::Forward, None) => self.y[2] * self.y[3],
+            (Kind::BackwardData, None) => self.x[2] * self.x[3],
+            // Taps outside the channels: consecutive `n` are a window apart.
+            (Kind::BackwardWeight, None) if taps_outer(self.c_group(), self.kernel) => 1,
+            (Kind::BackwardWeight, None) => self.c_group() * self.kernel[0] * self.kernel[1],
         }
     }
 
@@ -338,7 +355,11 @@ impl Operands for Conv {
             }
             Kind::BackwardWeight => {
                 let (g, o) = (cx.b.div_u32(at[0], og), cx.b.rem_u32(at[0], og));
-                (g, vec![o], vec![at[1], at[2], at[3]])
+                let n = match taps_outer(cg, self.kernel) {
+                    true => vec![at[2], at[3], at[1]],
+                    false => vec![at[1], at[2], at[3]],
+                };
+                (g, vec![o], n)
             }
         }
     }

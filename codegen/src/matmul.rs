@@ -84,6 +84,10 @@ impl Operands for MatMul {
         vec![m[0], n[0]]
     }
 
+    fn c_contiguous(&self) -> usize {
+        self.dims().n[0]
+    }
+
     fn split(&self, _: &mut Emitter, at: &[Operand]) -> (Operand, Vec<Operand>, Vec<Operand>) {
         (Operand::Int(0), vec![at[0]], vec![at[1]])
     }

@@ -122,7 +122,7 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
         let store_all = |cx: &mut Emitter, at: &Index| -> Result<()> {
             for &i in &members {
                 let out = cx.kernel.body.outputs[i].value;
-                let value = cx.value(out, at)?;
+                let value = cx.value(cx.stored(out), at)?;
                 cx.store(i, at, value)?;
             }
             Ok(())
@@ -224,7 +224,7 @@ fn concat_run(cx: &mut Emitter, i: usize, v: Value, axis: usize, run: &Run) -> R
 /// Evaluates `values[j]` at each element of `run` (with coordinate `axis` replaced
 /// where `shift` says) and stores the four results to body output `members[j]` at the
 /// run's elements: one vector store where the run is aligned.
-fn evaluate_and_store(
+pub(crate) fn evaluate_and_store(
     cx: &mut Emitter,
     members: &[usize],
     values: &[Value],
@@ -239,7 +239,7 @@ fn evaluate_and_store(
             at[axis] = coordinate;
         }
         for (result, &v) in results.iter_mut().zip(values) {
-            result.push(cx.value(v, &Index::coords(at.clone()))?);
+            result.push(cx.value(cx.stored(v), &Index::coords(at.clone()))?);
         }
     }
     cx.b.parallel_chains(1);
@@ -255,7 +255,11 @@ fn evaluate_and_store(
 
 /// The f32, tf32 and bf16 body inputs of `shape` stored in `layout`, which elementwise
 /// outputs of that shape walked in that layout read at their own coordinates.
-fn same_shape_inputs(cx: &Emitter, shape: &[usize], layout: Layout) -> Vec<calib_ir::Value> {
+pub(crate) fn same_shape_inputs(
+    cx: &Emitter,
+    shape: &[usize],
+    layout: Layout,
+) -> Vec<calib_ir::Value> {
     cx.kernel
         .body
         .inputs()

@@ -174,9 +174,20 @@ fn every_schedule_on_tensor_cores(
                     );
                     assert!(ptx.contains("mma.sync.aligned"), "{label}: no mma");
                     let bf16 = instruction == GemmInstruction::MmaBf16;
+                    // A source copies where its runs give every thread a whole share
+                    // of the tile (or its pairs are worth copying).
+                    let body = &program.kernels[0].body;
+                    let anchor_value = gemm_anchor(body).unwrap();
+                    let copied = stages > 2
+                        && copies
+                        && [(0, bm), (1, bn)].iter().any(|&(i, width)| {
+                            calib_ir::copy_source(body, anchor_value, i, instruction)
+                                .and_then(|c| c.grain(block_k * width, 256))
+                                .is_some()
+                        });
                     assert_eq!(
                         ptx.contains("cp.async.shared") || ptx.contains("cp.async.c"),
-                        stages > 2 && copies,
+                        copied,
                         "{label}"
                     );
                     assert_eq!(
@@ -185,7 +196,7 @@ fn every_schedule_on_tensor_cores(
                         bf16,
                         "{label}"
                     );
-                    if stages > 2 && copies {
+                    if copied {
                         let wait = format!("cp.async.wait_group {}", stages - 2);
                         assert!(ptx.contains(&wait), "{label}: no {wait}");
                     }
@@ -210,9 +221,23 @@ fn every_schedule_on_tensor_cores(
     }
 }
 
+/// A 3x3 weight gradient over 16 channels: its `n` is `(kh, kw, c)` (taps outside the
+/// channels), so a thread's columns of one tap share its window position; tiles
+/// narrower and wider than the channels, with 40 output channels no tile divides.
+const WEIGHT_GRADIENT_TAPS_OUTER: &str = "graph {
+  %0 = input name=\"x\" : f32[2,16,7,7]
+  %1 = input name=\"dy\" : f32[2,40,7,7]
+  %2 = conv2d_backward_weight(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 kernel=[3,3] : f32[40,16,3,3]
+  return dw=%2
+}";
+
 #[test]
 fn weight_gradient_in_every_schedule() {
     every_schedule(WEIGHT_GRADIENT, Anchor::Convolution);
+    let g = graph(WEIGHT_GRADIENT_TAPS_OUTER);
+    let dims = GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap();
+    assert_eq!(dims.n, vec![3, 3, 16]);
+    every_schedule(WEIGHT_GRADIENT_TAPS_OUTER, Anchor::Convolution);
 }
 
 /// f32 operands: TF32 tiles copy them, bf16 tiles (16-bit) load them through registers.
@@ -224,6 +249,11 @@ const F32_OPERANDS: [(GemmInstruction, bool); 2] = [
 #[test]
 fn tensor_core_gemms_in_every_schedule() {
     every_schedule_on_tensor_cores(WEIGHT_GRADIENT, Anchor::Convolution, &F32_OPERANDS);
+    every_schedule_on_tensor_cores(
+        WEIGHT_GRADIENT_TAPS_OUTER,
+        Anchor::Convolution,
+        &F32_OPERANDS,
+    );
     every_schedule_on_tensor_cores(
         FORWARD_WITH_PROLOGUE_AND_STATISTICS,
         Anchor::Convolution,
@@ -272,6 +302,148 @@ fn bf16_buffers_are_copied_in_pairs_in_every_schedule() {
         let ptx = compile(&program).unwrap().kernels[0].ptx.clone();
         assert_eq!(ptx.contains("st.shared.u16"), !b_copied, "n = {n}");
         assert!(ptx.contains("cp.async.ca.shared.global"), "n = {n}");
+    }
+}
+
+/// bf16 tensors of unpadded 1x1 convolutions, as the bf16 plans store them: each
+/// channel's 8x8 plane holds runs of eight, so pipelined kernels copy the forward's
+/// image, and the data gradient's output gradient and weight `[O, C]` (also over a
+/// strided convolution's lattice), 16 bytes at a time where a tile's share of runs fills
+/// every thread (pairs elsewhere). The forward's epilogue stores runs of four: bf16
+/// (rounded once, by the store) and f32 beside an input read as a run.
+#[test]
+fn bf16_1x1_convolutions_copy_16_byte_runs_in_every_schedule() {
+    let forward = "graph {
+      %0 = input name=\"x\" : bf16[2,24,8,8]
+      %1 = input name=\"w\" : bf16[40,24,1,1]
+      %2 = cast(%0) to=\"f32\" : f32[2,24,8,8]
+      %3 = cast(%1) to=\"f32\" : f32[40,24,1,1]
+      %4 = conv2d(%2, %3) stride=[1,1] padding=[0,0] dilation=[1,1] groups=1 : f32[2,40,8,8]
+      %5 = cast(%4) to=\"bf16\" : bf16[2,40,8,8]
+      %6 = input name=\"r\" : f32[2,40,8,8]
+      %7 = add(%4, %6) : f32[2,40,8,8]
+      return y=%5, z=%7
+    }";
+    let data = |stride: usize, dy: usize| {
+        format!(
+            "graph {{
+              %0 = input name=\"dy\" : bf16[2,40,{dy},{dy}]
+              %1 = input name=\"w\" : bf16[40,24,1,1]
+              %2 = cast(%0) to=\"f32\" : f32[2,40,{dy},{dy}]
+              %3 = cast(%1) to=\"f32\" : f32[40,24,1,1]
+              %4 = conv2d_backward_data(%2, %3) stride=[{stride},{stride}] padding=[0,0] dilation=[1,1] groups=1 input_size=[8,8] : f32[2,24,8,8]
+              return dx=%4
+            }}"
+        )
+    };
+    for src in [forward.to_string(), data(1, 8), data(2, 4)] {
+        every_schedule_on_tensor_cores(
+            &src,
+            Anchor::Convolution,
+            &[(GemmInstruction::MmaBf16, true)],
+        );
+        // A 128-wide tile 16 deep is 256 runs of eight: one 16-byte copy per thread.
+        let g = graph(&src);
+        let s = GemmSchedule {
+            block_k: 16,
+            instruction: GemmInstruction::MmaBf16,
+            stages: 3,
+            ..schedule(128, 128, 1)
+        };
+        let program = scheduled(single_kernel(&g, Anchor::Convolution), s);
+        let ptx = compile(&program).unwrap().kernels[0].ptx.clone();
+        assert!(ptx.contains("cp.async.cg.shared.global"), "{src}");
+        assert!(!ptx.contains("cp.async.ca.shared.global"), "{src}");
+        if src == forward {
+            assert!(ptx.contains("st.global.v2.b32"), "bf16 runs: {ptx}");
+            assert!(ptx.contains("st.global.v4.f32"), "f32 runs: {ptx}");
+            assert!(!ptx.contains("st.global.u16"), "single bf16 stores: {ptx}");
+        }
+        check_tensors(
+            &g,
+            &program,
+            &tensor_core_inputs(&g, GemmInstruction::MmaBf16),
+            1e-5,
+        );
+    }
+}
+
+/// bf16 operands contiguous along `k`, loaded through registers: a forward weight, a
+/// weight gradient's output gradient (runs of eight in 8x8 planes, of four in 6x6 ones)
+/// and a 1x1 window's image, and a matmul's `A [m][k]` and `B [n][k]` (48 columns). Each run is
+/// one vector load whose elements go to their own rows of the tile; the image of a
+/// padded 3x3 window, shifted off any alignment, loads element by element.
+#[test]
+fn bf16_runs_along_k_load_as_vectors_in_every_schedule() {
+    let wgrad = |x: &str, dy: &str, w: &str, window: usize| {
+        let pad = window / 2;
+        format!(
+            "graph {{
+              %0 = input name=\"x\" : bf16[{x}]
+              %1 = input name=\"dy\" : bf16[{dy}]
+              %2 = cast(%0) to=\"f32\" : f32[{x}]
+              %3 = cast(%1) to=\"f32\" : f32[{dy}]
+              %4 = conv2d_backward_weight(%2, %3) stride=[1,1] padding=[{pad},{pad}] dilation=[1,1] groups=1 kernel=[{window},{window}] : f32[{w}]
+              return dw=%4
+            }}"
+        )
+    };
+    let matmul = "graph {
+      %0 = input name=\"a\" : bf16[37,48]
+      %1 = input name=\"b\" : bf16[29,48]
+      %2 = cast(%0) to=\"f32\" : f32[37,48]
+      %3 = cast(%1) to=\"f32\" : f32[29,48]
+      %4 = matmul(%2, %3) transpose_a=false transpose_b=true : f32[37,29]
+      return y=%4
+    }";
+    // A forward 3x3 weight whose 12 channels keep `k = (c, kh, kw)`: 108 elements per
+    // output channel, runs of four, the last step's reaching past the end.
+    let forward = "graph {
+      %0 = input name=\"x\" : bf16[2,12,6,6]
+      %1 = input name=\"w\" : bf16[40,12,3,3]
+      %2 = cast(%0) to=\"f32\" : f32[2,12,6,6]
+      %3 = cast(%1) to=\"f32\" : f32[40,12,3,3]
+      %4 = conv2d(%2, %3) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,40,6,6]
+      return y=%4
+    }";
+    let cases = [
+        (forward.to_string(), Anchor::Convolution, "v2"),
+        (
+            wgrad("2,24,8,8", "2,40,8,8", "40,24,1,1", 1),
+            Anchor::Convolution,
+            "v4",
+        ),
+        (
+            wgrad("2,12,6,6", "2,40,6,6", "40,12,3,3", 3),
+            Anchor::Convolution,
+            "v2",
+        ),
+        (
+            wgrad("2,16,8,8", "2,40,8,8", "40,16,3,3", 3),
+            Anchor::Convolution,
+            "v4",
+        ),
+        (matmul.to_string(), Anchor::MatMul, "v4"),
+    ];
+    for (src, anchor, vector) in cases {
+        every_schedule_on_tensor_cores(&src, anchor, &[(GemmInstruction::MmaBf16, false)]);
+        // 32 rows of a 128-wide tile are 512 runs of eight: two per thread.
+        let g = graph(&src);
+        let s = GemmSchedule {
+            block_k: 32,
+            instruction: GemmInstruction::MmaBf16,
+            ..schedule(128, 128, 1)
+        };
+        let program = scheduled(single_kernel(&g, anchor), s);
+        let ptx = compile(&program).unwrap().kernels[0].ptx.clone();
+        assert!(ptx.contains(&format!("ld.global.nc.{vector}.u32")), "{src}");
+        assert!(ptx.contains("shr.u32"), "{src}");
+        check_tensors(
+            &g,
+            &program,
+            &tensor_core_inputs(&g, GemmInstruction::MmaBf16),
+            1e-5,
+        );
     }
 }
 

@@ -26,6 +26,49 @@ pub fn bf16_input(body: &Graph, anchor: Value, operand: usize) -> Option<Value> 
     (matches!(n.op, Op::Input { .. }) && n.ty.dtype == DType::BF16).then_some(x)
 }
 
+/// A kernel input that `cp.async` copies straight into an operand's shared tiles, and
+/// how many of its elements one copy may move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopySource {
+    pub input: Value,
+    /// Elements adjacent along the tile's width that lie adjacent in the buffer,
+    /// aligned for one copy, and inside the operand together or outside together: 1
+    /// (an f32 word for a TF32 tile), 2 or [`CopySource::LONGEST_RUN`] bf16 elements
+    /// (a 4- or 16-byte copy).
+    pub run: usize,
+    /// The fewest elements a copy must move to pay for its address: a convolution's
+    /// image is addressed more cheaply through registers (its elements a constant
+    /// offset apart) than by a copy of two elements, each with its own address and
+    /// bounds; a matmul's rows are not.
+    pub shortest: usize,
+}
+
+impl CopySource {
+    /// The most bf16 elements one copy moves: 16 bytes, `cp.async.cg`'s size.
+    pub const LONGEST_RUN: usize = 8;
+
+    /// Elements one copy moves into a tile of `elements` elements that `threads`
+    /// threads fill: the longest run the source allows whose copies give every thread
+    /// a whole share of the tile; `None` where that run is shorter than
+    /// [`CopySource::shortest`] (the tile loads through registers).
+    pub fn grain(self, elements: usize, threads: usize) -> Option<usize> {
+        [Self::LONGEST_RUN, 2, 1]
+            .into_iter()
+            .filter(|&g| g <= self.run && g >= self.shortest)
+            .find(|&g| g < Self::LONGEST_RUN || (elements / g).is_multiple_of(threads))
+    }
+}
+
+/// The longest copy run (see [`CopySource::run`]) that divides `contiguous` elements,
+/// if it is at least `shortest`: runs start at multiples of their length, so none
+/// crosses the end of a contiguous stretch, and each is as aligned as its bytes.
+fn run_within(contiguous: usize, shortest: usize) -> Option<usize> {
+    [CopySource::LONGEST_RUN, 2]
+        .into_iter()
+        .find(|r| contiguous.is_multiple_of(*r))
+        .filter(|&r| r >= shortest)
+}
+
 /// The input buffer a `cp.async` can copy straight into the shared tiles of operand
 /// `operand` (0 for `A`, 1 for `B`, see [`gemm_operands`]) of GEMM anchor `anchor`
 /// multiplied by `instruction`; `None` for an operand computed by a prologue, and under
@@ -36,54 +79,170 @@ pub fn bf16_input(body: &Graph, anchor: Value, operand: usize) -> Option<Value> 
 ///   `cast(cast(x, tf32), f32)` (the precision policy's casts), which those loads
 ///   repeat bit for bit.
 /// * bf16 tiles hold 16-bit elements, so only a bf16 input is a source (an f32
-///   buffer's bits would need converting), and a copy moves at least 4 bytes: two
-///   elements adjacent along the tile's width, which must be adjacent and 4-byte
-///   aligned in the buffer, and both inside the operand or both outside. That holds for
-///   a matmul operand contiguous along its tile's width (`A` transposed, `B` not) with
-///   an even number of columns; a convolution's implicit-GEMM operands (windows of the
-///   image, shifted by the padding; weights contiguous along `k`) have no such pairs
-///   and load through registers.
+///   buffer's bits would need converting), and a copy moves at least 4 bytes: a run of
+///   elements adjacent along the tile's width, which must be adjacent and aligned in
+///   the buffer, and all inside the operand or all outside. That holds for
+///   * a matmul operand contiguous along its tile's width (`A` transposed, `B` not)
+///     with an even number of columns (runs within a row);
+///   * the operands of an unpadded 1x1 convolution of stride 1 (ungrouped) that walk
+///     their images along `m = (n, h, w)`: the forward's image and the data
+///     gradient's output gradient, contiguous within each channel's plane (runs within
+///     a plane), and the data gradient's weight `[O, C]`, contiguous along `n = c`;
+///     the data gradient of a strided 1x1 convolution runs over its lattice
+///     (`GemmDims::lattice`), where the same holds. Only runs of eight pay for their
+///     copies here ([`CopySource::shortest`]): planes of 14x14 load through registers.
+///
+///   Other convolutions' operands (windows of the image, shifted by the padding;
+///   weights and weight gradients contiguous along `k`) load through registers.
 pub fn copy_source(
     body: &Graph,
     anchor: Value,
     operand: usize,
     instruction: GemmInstruction,
-) -> Option<Value> {
+) -> Option<CopySource> {
     let v = gemm_operands(body, anchor)[operand];
     let input = |x: Value, dtypes: &[DType]| {
         let n = &body.nodes[x.0];
         (matches!(n.op, Op::Input { .. }) && dtypes.contains(&n.ty.dtype)).then_some(x)
+    };
+    let word = |input: Value| CopySource {
+        input,
+        run: 1,
+        shortest: 1,
     };
     match instruction {
         GemmInstruction::Fma => None,
         GemmInstruction::MmaTf32 => {
             let words = [DType::F32, DType::TF32];
             if let Some(x) = input(v, &words) {
-                return Some(x);
+                return Some(word(x));
             }
             let outer = &body.nodes[v.0];
             let inner = &body.nodes[outer.inputs.first()?.0];
             let round_trip = outer.op == (Op::Cast { to: DType::F32 })
                 && inner.op == (Op::Cast { to: DType::TF32 });
-            round_trip.then(|| input(*inner.inputs.first()?, &words))?
+            round_trip.then(|| input(*inner.inputs.first()?, &words).map(word))?
         }
         GemmInstruction::MmaBf16 => {
             let x = bf16_input(body, anchor, operand)?;
-            let Op::MatMul {
-                transpose_a,
-                transpose_b,
-            } = body.nodes[anchor.0].op
-            else {
-                return None;
+            let shortest = match body.nodes[anchor.0].op {
+                Op::MatMul { .. } => 2,
+                _ => CopySource::LONGEST_RUN,
             };
+            let run = run_within(bf16_contiguous_width(body, anchor, operand, x)?, shortest)?;
+            Some(CopySource {
+                input: x,
+                run,
+                shortest,
+            })
+        }
+    }
+}
+
+/// How many elements of operand `operand`'s bf16 input (see [`bf16_input`]) a tile that
+/// loads it along `k` through registers takes with one vector load: 8, 4 or 2 elements
+/// adjacent in memory along `k` from every multiple of that count on (so aligned, and
+/// inside the operand together); `None` for an operand not contiguous along `k`. That
+/// holds for a weight gradient's output gradient (`k = (n, oh, ow)`, runs within each
+/// plane) and, for an unpadded 1x1 window of stride 1, its image; a forward
+/// convolution's weight whose `k` keeps the weight's order (`(c, kh, kw)`, see
+/// `window_k`); and a matmul operand contiguous along `k`.
+pub fn bf16_run_along_k(body: &Graph, anchor: Value, operand: usize) -> Option<usize> {
+    let x = bf16_input(body, anchor, operand)?;
+    let node = &body.nodes[anchor.0];
+    let shape = &body.nodes[x.0].ty.shape;
+    let plane = || shape.get(2..4).map(|s| s[0] * s[1]);
+    let contiguous = match node.op {
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => {
+            let along_k = if operand == 0 {
+                !transpose_a
+            } else {
+                transpose_b
+            };
+            along_k.then(|| shape.last().copied()).flatten()
+        }
+        Op::Conv2dBackwardWeight {
+            stride,
+            padding,
+            groups: 1,
+            kernel,
+            ..
+        } => match operand {
+            0 => plane(),
+            1 if kernel == [1, 1] && stride == [1, 1] && padding == [0, 0] => plane(),
+            _ => None,
+        },
+        Op::Conv2d { groups: 1, .. } if operand == 1 => {
+            let (channels, window) = (shape[1], [shape[2], shape[3]]);
+            (!crate::taps_outer(channels, window)).then(|| channels * window[0] * window[1])
+        }
+        _ => None,
+    }?;
+    [CopySource::LONGEST_RUN, 4, 2]
+        .into_iter()
+        .find(|r| contiguous.is_multiple_of(*r))
+}
+
+/// Elements a thread loads at once from a bf16 input with runs of `run` along `k` (see
+/// [`bf16_run_along_k`]) into a tile `depth` deep and `width` wide that `threads`
+/// threads fill: the longest run (halving `run`) that the depth holds and whose loads
+/// give every thread a whole share of the tile.
+pub fn tile_run_along_k(run: usize, depth: usize, width: usize, threads: usize) -> usize {
+    std::iter::successors(Some(run), |&r| (r > 1).then_some(r / 2))
+        .find(|&r| depth.is_multiple_of(r) && (depth * width / r).is_multiple_of(threads))
+        .unwrap_or(1)
+}
+
+/// How many elements of bf16 input `x` (operand `operand` of `anchor`) lie adjacent in
+/// memory along the tile's width, from a multiple of that count on: `None` where the
+/// operand is not contiguous along its width.
+fn bf16_contiguous_width(body: &Graph, anchor: Value, operand: usize, x: Value) -> Option<usize> {
+    let node = &body.nodes[anchor.0];
+    let shape = &body.nodes[x.0].ty.shape;
+    let plane = || shape.get(2..4).map(|s| s[0] * s[1]);
+    match node.op {
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => {
             let along_width = if operand == 0 {
                 transpose_a
             } else {
                 !transpose_b
             };
-            let columns = body.nodes[x.0].ty.shape.last().copied().unwrap_or(1);
-            (along_width && columns % 2 == 0).then_some(x)
+            along_width.then(|| shape.last().copied().unwrap_or(1))
         }
+        Op::Conv2d {
+            stride,
+            padding,
+            groups: 1,
+            ..
+        } if operand == 0 && stride == [1, 1] && padding == [0, 0] => {
+            let w = &body.ty(node.inputs[1]).shape;
+            (w.get(2..4)? == [1, 1]).then(plane)?
+        }
+        Op::Conv2dBackwardData {
+            stride,
+            padding,
+            groups: 1,
+            ..
+        } => {
+            let w = &body.ty(node.inputs[1]).shape;
+            let dims = crate::GemmDims::of(body, anchor)?;
+            let dense = w.get(2..4)? == [1, 1]
+                && padding == [0, 0]
+                && (stride == [1, 1] || dims.lattice.is_some());
+            match operand {
+                0 if dense => plane(),
+                // The weight `[O, C, 1, 1]` as `B[k = o, n = c]`: rows of `C`.
+                1 if dense => shape.get(1).copied(),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -108,24 +267,155 @@ mod tests {
         .expect("graph")
     }
 
+    /// The input operand `operand` copies from and its run, if any.
+    fn copied(g: &Graph, y: Value, operand: usize, i: GemmInstruction) -> Option<(Value, usize)> {
+        copy_source(g, y, operand, i).map(|c| (c.input, c.run))
+    }
+
     #[test]
-    fn bf16_inputs_are_copied_in_pairs_along_an_even_contiguous_width() {
+    fn bf16_inputs_are_copied_in_runs_along_a_contiguous_width() {
         let bf16 = GemmInstruction::MmaBf16;
         let y = Value(4);
-        // A [k][m] (transposed, m contiguous), B [k][n]: both copy.
+        // A [k][m] (transposed, m contiguous), B [k][n]: both copy, in runs that
+        // divide their rows.
         let g = widened("4,6", "4,8", "6,8", true, false);
-        assert_eq!(copy_source(&g, y, 0, bf16), Some(Value(0)));
-        assert_eq!(copy_source(&g, y, 1, bf16), Some(Value(1)));
+        assert_eq!(copied(&g, y, 0, bf16), Some((Value(0), 2)));
+        assert_eq!(copied(&g, y, 1, bf16), Some((Value(1), 8)));
         // TF32 tiles take no bf16 bits.
-        assert_eq!(copy_source(&g, y, 0, GemmInstruction::MmaTf32), None);
-        // A [m][k] and B [n][k] are contiguous along k: no pairs along the width.
+        assert_eq!(copied(&g, y, 0, GemmInstruction::MmaTf32), None);
+        // A [m][k] and B [n][k] are contiguous along k: no runs along the width.
         let g = widened("6,4", "8,4", "6,8", false, true);
-        assert_eq!(copy_source(&g, y, 0, bf16), None);
-        assert_eq!(copy_source(&g, y, 1, bf16), None);
+        assert_eq!(copied(&g, y, 0, bf16), None);
+        assert_eq!(copied(&g, y, 1, bf16), None);
         // An odd width would leave a pair straddling two rows.
         let g = widened("4,6", "4,7", "6,7", true, false);
-        assert_eq!(copy_source(&g, y, 0, bf16), Some(Value(0)));
-        assert_eq!(copy_source(&g, y, 1, bf16), None);
+        assert_eq!(copied(&g, y, 0, bf16), Some((Value(0), 2)));
+        assert_eq!(copied(&g, y, 1, bf16), None);
+    }
+
+    #[test]
+    fn unpadded_1x1_convolutions_copy_runs_within_each_plane() {
+        let bf16 = GemmInstruction::MmaBf16;
+        let y = Value(4);
+        let attrs = |s: usize, p: usize| {
+            format!("stride=[{s},{s}] padding=[{p},{p}] dilation=[1,1] groups=1")
+        };
+        // Forward: the image along m = (n, h, w), 4x4 planes (runs of 8 within them);
+        // the weight is contiguous along k.
+        let forward = |x: &str, a: &str, y_: &str| {
+            parse(&format!(
+                "graph {{
+                  %0 = input name=\"x\" : bf16[{x}]
+                  %1 = input name=\"w\" : bf16[6,8,1,1]
+                  %2 = cast(%0) to=\"f32\" : f32[{x}]
+                  %3 = cast(%1) to=\"f32\" : f32[6,8,1,1]
+                  %4 = conv2d(%2, %3) {a} : f32[{y_}]
+                  return y=%4
+                }}"
+            ))
+            .expect("graph")
+        };
+        let g = forward("2,8,4,4", &attrs(1, 0), "2,6,4,4");
+        assert_eq!(copied(&g, y, 0, bf16), Some((Value(0), 8)));
+        assert_eq!(copied(&g, y, 1, bf16), None);
+        // 7x7 planes are odd: no run stays inside one.
+        let g = forward("2,8,7,7", &attrs(1, 0), "2,6,7,7");
+        assert_eq!(copied(&g, y, 0, bf16), None);
+        // 14x14 planes hold pairs, not runs of 8: not worth their copies.
+        let g = forward("2,8,14,14", &attrs(1, 0), "2,6,14,14");
+        assert_eq!(copied(&g, y, 0, bf16), None);
+        // Padding shifts the window, a stride skips positions: through registers.
+        let g = forward("2,8,4,4", &attrs(1, 1), "2,6,6,6");
+        assert_eq!(copied(&g, y, 0, bf16), None);
+        let g = forward("2,8,4,4", &attrs(2, 0), "2,6,2,2");
+        assert_eq!(copied(&g, y, 0, bf16), None);
+        // Data gradient: the output gradient along m, the weight `[O, C]` along n = c,
+        // also over a strided convolution's lattice; not through a padded window.
+        let data = |a: &str, dy: &str, dx: &str| {
+            let hw = &dx[dx.len() - 3..];
+            parse(&format!(
+                "graph {{
+                  %0 = input name=\"dy\" : bf16[{dy}]
+                  %1 = input name=\"w\" : bf16[6,8,1,1]
+                  %2 = cast(%0) to=\"f32\" : f32[{dy}]
+                  %3 = cast(%1) to=\"f32\" : f32[6,8,1,1]
+                  %4 = conv2d_backward_data(%2, %3) {a} input_size=[{hw}] : f32[{dx}]
+                  return dx=%4
+                }}"
+            ))
+            .expect("graph")
+        };
+        let g = data(&attrs(1, 0), "2,6,4,4", "2,8,4,4");
+        assert_eq!(copied(&g, y, 0, bf16), Some((Value(0), 8)));
+        assert_eq!(copied(&g, y, 1, bf16), Some((Value(1), 8)));
+        let g = data(&attrs(2, 0), "2,6,4,4", "2,8,8,8");
+        assert_eq!(copied(&g, y, 0, bf16), Some((Value(0), 8)));
+        assert_eq!(copied(&g, y, 1, bf16), Some((Value(1), 8)));
+        let g = data(&attrs(1, 1), "2,6,6,6", "2,8,4,4");
+        assert_eq!(copied(&g, y, 0, bf16), None);
+        assert_eq!(copied(&g, y, 1, bf16), None);
+    }
+
+    #[test]
+    fn a_copy_moves_the_longest_run_that_fills_every_thread() {
+        let x = Value(0);
+        let conv = CopySource {
+            input: x,
+            run: 8,
+            shortest: 8,
+        };
+        // 128 x 16 elements are 256 runs of eight: one copy per thread.
+        assert_eq!(conv.grain(128 * 16, 256), Some(8));
+        // 64 x 16 would leave half the threads idle; pairs do not pay for a
+        // convolution, so its tile loads through registers.
+        assert_eq!(conv.grain(64 * 16, 256), None);
+        let matmul = CopySource {
+            shortest: 2,
+            ..conv
+        };
+        assert_eq!(matmul.grain(64 * 16, 256), Some(2));
+        let word = CopySource {
+            input: x,
+            run: 1,
+            shortest: 1,
+        };
+        assert_eq!(word.grain(64 * 16, 256), Some(1));
+    }
+
+    #[test]
+    fn operands_contiguous_along_k_load_runs_through_registers() {
+        let y = Value(4);
+        // Weight gradient: dy along k = (n, oh, ow) in runs within 4x4 planes (8 of
+        // 16), 2x2 planes (4); the image only for an unpadded 1x1 window of stride 1.
+        let wgrad = |x: &str, dy: &str, w: &str, a: &str| {
+            parse(&format!(
+                "graph {{
+                  %0 = input name=\"x\" : bf16[{x}]
+                  %1 = input name=\"dy\" : bf16[{dy}]
+                  %2 = cast(%0) to=\"f32\" : f32[{x}]
+                  %3 = cast(%1) to=\"f32\" : f32[{dy}]
+                  %4 = conv2d_backward_weight(%2, %3) {a} : f32[{w}]
+                  return dw=%4
+                }}"
+            ))
+            .expect("graph")
+        };
+        let one = "stride=[1,1] padding=[0,0] dilation=[1,1] groups=1 kernel=[1,1]";
+        let three = "stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 kernel=[3,3]";
+        let g = wgrad("2,8,4,4", "2,6,4,4", "6,8,1,1", one);
+        assert_eq!(bf16_run_along_k(&g, y, 0), Some(8));
+        assert_eq!(bf16_run_along_k(&g, y, 1), Some(8));
+        let g = wgrad("2,8,2,2", "2,6,2,2", "6,8,3,3", three);
+        assert_eq!(bf16_run_along_k(&g, y, 0), Some(4));
+        assert_eq!(bf16_run_along_k(&g, y, 1), None);
+        let g = wgrad("2,8,7,7", "2,6,7,7", "6,8,1,1", one);
+        assert_eq!(bf16_run_along_k(&g, y, 0), None);
+        // Matmul: A [m][k] and B [n][k] along k.
+        let g = widened("6,4", "8,4", "6,8", false, true);
+        assert_eq!(bf16_run_along_k(&g, y, 0), Some(4));
+        assert_eq!(bf16_run_along_k(&g, y, 1), Some(4));
+        let g = widened("4,6", "4,8", "6,8", true, false);
+        assert_eq!(bf16_run_along_k(&g, y, 0), None);
     }
 
     #[test]
@@ -141,10 +431,10 @@ mod tests {
         .expect("graph");
         let y = Value(2);
         assert_eq!(
-            copy_source(&g, y, 0, GemmInstruction::MmaTf32),
-            Some(Value(0))
+            copied(&g, y, 0, GemmInstruction::MmaTf32),
+            Some((Value(0), 1))
         );
-        assert_eq!(copy_source(&g, y, 1, GemmInstruction::MmaBf16), None);
-        assert_eq!(copy_source(&g, y, 0, GemmInstruction::Fma), None);
+        assert_eq!(copied(&g, y, 1, GemmInstruction::MmaBf16), None);
+        assert_eq!(copied(&g, y, 0, GemmInstruction::Fma), None);
     }
 }

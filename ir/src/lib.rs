@@ -25,7 +25,9 @@ pub mod text;
 mod types;
 
 pub use builder::{broadcast_shape, ConvSpec, GraphBuilder, Mode, BN_EPS, BN_MOMENTUM};
-pub use copy_source::{bf16_input, copy_source, gemm_operands};
+pub use copy_source::{
+    bf16_input, bf16_run_along_k, copy_source, gemm_operands, tile_run_along_k, CopySource,
+};
 pub use dtype::{round_tf32, DType, TF32_DROPPED_BITS};
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, Output, Value};

@@ -36,10 +36,11 @@ impl GemmDims {
     /// |---|---|---|---|
     /// | forward | (n, oh, ow) | o | (kh, kw, c) |
     /// | data gradient | (n, h, w) | c | (kh, kw, o) |
-    /// | weight gradient | o | (c, kh, kw) | (n, oh, ow) |
+    /// | weight gradient | o | (kh, kw, c) | (n, oh, ow) |
     ///
-    /// The channels of a forward or data-gradient window are its innermost `k` axis
-    /// ([`window_k`]), so that a step through `k` stays on one tap.
+    /// A window's channels are its innermost `k` axis (`n` for a weight gradient,
+    /// [`window_k`]), so that a step through `k` stays on one tap, and a weight
+    /// gradient's tile columns share theirs.
     pub fn of(body: &Graph, v: Value) -> Option<GemmDims> {
         let node = &body.nodes[v.0];
         let shape = |u: Value| body.ty(u).shape.clone();
@@ -90,7 +91,7 @@ impl GemmDims {
                 let (x, y, [kh, kw], g) = conv(shape(a), shape(b), node.ty.shape.clone(), groups)?;
                 (
                     vec![y[1] / g],
-                    vec![x[1] / g, kh, kw],
+                    window_k(x[1] / g, [kh, kw]),
                     vec![x[0], y[2], y[3]],
                     g,
                 )

@@ -176,6 +176,19 @@ impl Emitter<'_> {
         Ok(())
     }
 
+    /// What a store of body value `v` evaluates: for a cast of an f32 value to bf16, the
+    /// f32 value, which the store rounds to nearest even as the cast would (rounding
+    /// twice gives the same bits), so that the cast's own rounding is not computed.
+    pub fn stored(&self, v: Value) -> Value {
+        let node = self.node(v);
+        match node.op {
+            Op::Cast { to: DType::BF16 } if self.ty(node.inputs[0]).dtype == DType::F32 => {
+                node.inputs[0]
+            }
+            _ => v,
+        }
+    }
+
     /// Stores `values`, body output `i` at the four elements of `run` (as
     /// [`Emitter::load_run`] reads them), with one vector store: 16 bytes of f32, or two
     /// words of bf16 pairs. `false` (nothing stored) where the run is not known to be

@@ -493,7 +493,7 @@ impl<'a> Emitter<'a> {
             } else {
                 Index::flat(self.flat(at, shape))
             };
-            let value = self.value(out, &index)?;
+            let value = self.value(self.stored(out), &index)?;
             self.store(i, &index, value)?;
         }
         Ok(())

@@ -4,12 +4,15 @@
 
 use super::SplitResult;
 use super::{
-    offset_in_tile, shared_address, store_v4, wavefronts, Layout, Operands, PAD, PATCH, THREADS,
+    load_v4, offset_in_tile, shared_address, store_v4, wavefronts, Layout, Operands, PAD, PATCH,
+    THREADS,
 };
 use crate::error::Result;
+use crate::eval::Run;
 use crate::eval::{Emitter, Slices};
 use crate::flow::Check;
 use crate::index::Index;
+use crate::pointwise::{evaluate_and_store, same_shape_inputs};
 use crate::ptx::{ins, Operand, Reg, Ty};
 use calib_ir::{GemmDims, Value};
 
@@ -303,10 +306,11 @@ impl Staged<'_> {
             pitch,
             quarter_m: cx.b.add_u32(self.m0, Operand::Int((band * span_m) as i64)),
         };
+        let run = self.run(cx, cols);
         // Threads that cover whole staged rows keep their column in every row they walk:
         // its coordinates are computed once, before the walk.
-        if THREADS.is_multiple_of(cols) {
-            let fast = cx.b.rem_u32(tid, cols);
+        if THREADS.is_multiple_of(cols / run.len) {
+            let fast = walk.fast(cx, tid, run.len);
             let (origin, dims) = match transposed {
                 true => (walk.quarter_m, &self.dims.m),
                 false => (self.n0, &self.dims.n),
@@ -314,17 +318,21 @@ impl Staged<'_> {
             let at = cx.b.add_u32(origin, fast);
             cx.coords(&Index::flat(at), dims);
         }
-        let per_thread = (rows * cols).div_ceil(THREADS);
+        let per_thread = (rows * cols / run.len).div_ceil(THREADS);
+        let store = |cx: &mut Emitter, e: Operand| match run.len {
+            1 => self.store_row(cx, smem, &walk, e),
+            _ => self.store_run(cx, smem, &walk, e, run.walked),
+        };
         // A thread's few rows are written one by one: each row is then a constant
         // offset from the first, which shared and global addresses take as immediates.
         // They run one after the other on every path, so they share one memo scope (a
         // row's index arithmetic serves the next).
         if per_thread <= UNROLL_ROWS {
             for e in 0..per_thread {
-                self.store_row(cx, smem, &walk, Operand::Int(e as i64))?;
+                store(cx, Operand::Int(e as i64))?;
             }
         } else {
-            cx.for_range(per_thread, |cx, e| self.store_row(cx, smem, &walk, e))?;
+            cx.for_range(per_thread, store)?;
         }
         ins!(cx.b, "bar.sync 0");
         Ok(())
@@ -340,8 +348,28 @@ struct Walk {
     quarter_m: Operand,
 }
 
+impl Walk {
+    /// The first staged column of thread `tid`'s share in each row it walks, taking
+    /// runs of `run` columns.
+    fn fast(&self, cx: &mut Emitter, tid: Operand, run: usize) -> Operand {
+        let q = cx.b.rem_u32(tid, self.cols / run);
+        cx.b.mul_u32(q, Operand::Int(run as i64))
+    }
+}
+
 /// Staged rows a thread writes one by one rather than in a loop.
 const UNROLL_ROWS: usize = 16;
+
+/// Staged elements a thread takes at once along a row, where outputs allow.
+const RUN: usize = 4;
+
+/// How a thread walks a staged row: `len` adjacent elements at a time, which span the
+/// `walked` innermost axes of the anchor's output.
+#[derive(Clone, Copy)]
+struct RunOf {
+    len: usize,
+    walked: usize,
+}
 
 impl Staged<'_> {
     /// The `m` and `n` coordinates of staged element (`slow`, `fast`) of `walk`, and
@@ -367,6 +395,91 @@ impl Staged<'_> {
         let mi = cx.coords(&Index::flat(gm), &self.dims.m);
         let ni = cx.coords(&Index::flat(gn), &self.dims.n);
         (mi, ni, inside)
+    }
+
+    /// Runs of four along the staged rows, where the four are adjacent in the memory of
+    /// every output the epilogue stores: row-major outputs of the anchor's shape, along
+    /// the stretch its output keeps contiguous ([`Operands::c_contiguous`]), walking the
+    /// output's innermost one or two axes (`calib_ir::run_axes`). Else single elements.
+    fn run(&self, cx: &Emitter, cols: usize) -> RunOf {
+        let single = RunOf { len: 1, walked: 0 };
+        let shape = &cx.ty(self.anchor).shape;
+        let same = self.aligned.iter().all(|&i| {
+            let out = cx.kernel.body.outputs[i].value;
+            &cx.ty(out).shape == shape && cx.output_layout(i).is_row_major()
+        });
+        if !same || !cols.is_multiple_of(RUN) || !self.ops.c_contiguous().is_multiple_of(RUN) {
+            return single;
+        }
+        match calib_ir::run_axes(shape, RUN) {
+            Some(walked) => RunOf { len: RUN, walked },
+            None => single,
+        }
+    }
+
+    /// Run `e` of this thread's share of the staged band: four elements read from shared
+    /// memory with one load, the epilogue evaluated at each (inputs stored like the
+    /// output read with one load per run), and each output stored with one store.
+    fn store_run(
+        &self,
+        cx: &mut Emitter,
+        smem: Operand,
+        walk: &Walk,
+        e: Operand,
+        walked: usize,
+    ) -> Result<()> {
+        let tid = cx.tid();
+        let per_row = walk.cols / RUN;
+        let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
+        let slow = cx.b.div_u32(idx, per_row);
+        let q = cx.b.rem_u32(idx, per_row);
+        let fast = cx.b.mul_u32(q, Operand::Int(RUN as i64));
+        // The problem's extent along the run is a multiple of four (the output's
+        // contiguous stretch is): the first element's checks hold for all four.
+        let (mi, ni, mut inside) = self.output_coords(cx, walk, slow, fast);
+        inside.push(cx.b.lt_u32(slow, Operand::Int(walk.rows as i64)));
+        let shape = cx.ty(self.anchor).shape.clone();
+        cx.when_all(inside, |cx| {
+            let at = cx.b.mad_u32(slow, Operand::Int(walk.pitch as i64), fast);
+            let addr = shared_address(cx, smem, at);
+            let base = cx.b.materialize(addr, Ty::U32);
+            cx.b.shared_ways(wavefronts(16, |lane| 16 * lane));
+            let values = load_v4(cx, base, 0);
+            let first = self.ops.c(cx, self.g, &mi, &ni);
+            let flat = cx.linearize(&first, &shape);
+            let elements: Vec<Vec<Operand>> = (0..RUN)
+                .map(|u| match (u, walked) {
+                    (0, _) => first.clone(),
+                    // Within one row of the output: its innermost coordinate moves.
+                    (_, 1) => {
+                        let mut at = first.clone();
+                        let last = at.len() - 1;
+                        at[last] = cx.b.add_u32(at[last], Operand::Int(u as i64));
+                        at
+                    }
+                    _ => {
+                        let f = cx.b.add_u32(flat, Operand::Int(u as i64));
+                        cx.coords(&Index::flat(f), &shape)
+                    }
+                })
+                .collect();
+            for (at, value) in elements.iter().zip(values) {
+                cx.bind(self.anchor, &Index::coords(at.clone()), value.into());
+            }
+            let run = Run {
+                elements: &elements,
+                walked,
+            };
+            for v in same_shape_inputs(cx, &shape, calib_ir::Layout::RowMajor) {
+                cx.load_run(v, &run)?;
+            }
+            let outputs: Vec<Value> = self
+                .aligned
+                .iter()
+                .map(|&i| cx.kernel.body.outputs[i].value)
+                .collect();
+            evaluate_and_store(cx, self.aligned, &outputs, &run, None)
+        })
     }
 
     /// Row `e` of this thread's share of the staged band: each element read from shared

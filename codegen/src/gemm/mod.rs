@@ -16,10 +16,11 @@
 //! loading into registers (every element of a thread's share at once, without branches:
 //! out-of-range elements are read at a clamped position and zeroed by a select), then go
 //! to the other pair; one barrier per step. Tensor-core schedules may instead keep a ring
-//! of three or four stages (`GemmSchedule::stages`) filled `stages - 1` steps ahead, a
-//! TF32 operand read straight from a buffer (or through the precision policy's rounding
-//! casts) copied by 4-byte `cp.async`s (zero-filled outside the operand) rather than
-//! through registers. Tiles hold f32 words, or for bf16 products bf16 elements (half the
+//! of three or four stages (`GemmSchedule::stages`) filled `stages - 1` steps ahead, an
+//! operand read straight from a buffer ([`calib_ir::copy_source`]: an f32 one for TF32
+//! tiles, also through the precision policy's rounding casts; a bf16 one in runs along
+//! the tile's width) copied by `cp.async` (4 bytes, or 16 for runs of eight bf16;
+//! zero-filled outside the operand) rather than through registers. Tiles hold f32 words, or for bf16 products bf16 elements (half the
 //! shared memory per stage, fragments read with `ldmatrix`, see [`ldmatrix`]); shared
 //! rows are padded (`GemmInstruction::tile_pad`) so that the products' loads and
 //! transposed tile stores spread over the banks.
@@ -181,15 +182,38 @@ pub(crate) fn emit(
     // With a ring of three or more stages, operands read straight from a buffer
     // arrive by `cp.async`; two stages, and prologues, go through registers.
     let stages = schedule.stages;
-    // (A bf16 tile is copied in pairs along its width, which must be the operand's
-    // contiguous side: `copy_source` pairs only such matmul operands.)
+    // (A bf16 tile is copied in runs along its width, which must be the operand's
+    // contiguous side: `copy_source` finds runs only there.)
     let along_width = [contiguity.a_m, contiguity.b_n];
+    let widths = [bm, bn];
     let sources = match &math {
         Math::Mma { warps, .. } if stages > 2 => [0, 1].map(|i| {
-            operand::copy_source(cx, anchor, i, warps.instruction)
-                .filter(|_| along_width[i] || warps.instruction.tile_bytes() == 4)
+            let copy = operand::copy_source(cx, anchor, i, warps.instruction)
+                .filter(|c| along_width[i] || c.run == 1)?;
+            Some((copy, copy.grain(bk * widths[i], THREADS)?))
         }),
         _ => [None, None],
+    };
+    // A bf16 input loaded through registers moves its 16 bits as they are; along `k`,
+    // in runs of adjacent elements where the input has them (`bf16_run_along_k`) and
+    // the tile's share of runs fills every thread.
+    let bf16 =
+        matches!(&math, Math::Mma { warps, .. } if warps.instruction == GemmInstruction::MmaBf16);
+    let raw = [0, 1].map(|i| {
+        calib_ir::bf16_input(&cx.kernel.body, anchor, i)
+            .filter(|&x| bf16 && sources[i].is_none() && cx.is_plain_input(x))
+    });
+    let grain = |i: usize| match sources[i] {
+        Some((_, grain)) => grain,
+        None if raw[i].is_some()
+            && !along_width[i]
+            && cx.input_layout_of(raw[i].unwrap()).is_row_major() =>
+        {
+            calib_ir::bf16_run_along_k(&cx.kernel.body, anchor, i).map_or(1, |run| {
+                calib_ir::tile_run_along_k(run, bk, widths[i], THREADS)
+            })
+        }
+        None => 1,
     };
     let a = Tile {
         depth: bk,
@@ -199,6 +223,7 @@ pub(crate) fn emit(
         bytes,
         pad,
         copied: sources[0].is_some(),
+        grain: grain(0),
     };
     let b = Tile {
         depth: bk,
@@ -208,6 +233,7 @@ pub(crate) fn emit(
         bytes,
         pad,
         copied: sources[1].is_some(),
+        grain: grain(1),
     };
     let smem = cx.b.reg(Ty::U32);
     ins!(cx.b, "mov.u32 {smem}, {SHARED}");
@@ -230,12 +256,8 @@ pub(crate) fn emit(
         tid,
         bk,
         warps: math.warps(),
-        sources,
-        raw: [0, 1].map(|i| {
-            let bf16 = matches!(&math, Math::Mma { warps, .. } if warps.instruction == GemmInstruction::MmaBf16);
-            calib_ir::bf16_input(&cx.kernel.body, anchor, i)
-                .filter(|&x| bf16 && sources[i].is_none() && cx.is_plain_input(x))
-        }),
+        sources: sources.map(|c| c.map(|(c, _)| c.input)),
+        raw,
     };
     let slots = loader.slots(cx);
     Pipeline {
@@ -491,6 +513,7 @@ mod tests {
                 bytes: 4,
                 pad: PAD,
                 copied: false,
+                grain: 1,
             }
             .pitch()
                 - PAD
@@ -505,6 +528,7 @@ mod tests {
                 bytes: 4,
                 pad: PAD,
                 copied: false,
+                grain: 1,
             };
             wavefronts(4, |lane| {
                 let (kk, ww) = t.position(lane, 0);

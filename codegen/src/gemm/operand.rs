@@ -8,7 +8,7 @@ use crate::eval::Emitter;
 use crate::flow::Check;
 use crate::index::Index;
 use crate::ptx::{Address, Operand, Ty};
-use calib_ir::{GemmDims, GemmInstruction, Value};
+use calib_ir::{CopySource, GemmDims, GemmInstruction, Value};
 
 /// Which dimension is adjacent in memory, so that consecutive threads access
 /// consecutive addresses.
@@ -75,18 +75,18 @@ impl Element {
 
 /// The kernel input a `cp.async` can copy into the tiles of operand `operand` (0 for
 /// `A`) of GEMM anchor `anchor` multiplied by `instruction` ([`calib_ir::copy_source`]:
-/// f32 words for TF32 tiles, bf16 pairs for bf16 ones), unless this launch reads it back
-/// from an earlier one. A pair is two elements adjacent along the tile's width, which
+/// f32 words for TF32 tiles, runs of bf16 for bf16 ones), unless this launch reads it
+/// back from an earlier one. A run is elements adjacent along the tile's width, which
 /// only a row-major buffer guarantees.
 pub(crate) fn copy_source(
     cx: &Emitter,
     anchor: Value,
     operand: usize,
     instruction: GemmInstruction,
-) -> Option<Value> {
-    let pairs = instruction == GemmInstruction::MmaBf16;
-    calib_ir::copy_source(&cx.kernel.body, anchor, operand, instruction)
-        .filter(|&x| cx.is_plain_input(x) && (!pairs || cx.input_layout_of(x).is_row_major()))
+) -> Option<CopySource> {
+    calib_ir::copy_source(&cx.kernel.body, anchor, operand, instruction).filter(|c| {
+        cx.is_plain_input(c.input) && (c.run == 1 || cx.input_layout_of(c.input).is_row_major())
+    })
 }
 
 /// A GEMM-shaped anchor op.
@@ -107,6 +107,11 @@ pub(crate) trait Operands {
     }
     /// The anchor-output coordinates of `C[g; m, n]`.
     fn c(&self, cx: &mut Emitter, g: Operand, m: &[Operand], n: &[Operand]) -> Vec<Operand>;
+    /// How many elements of the anchor's output lie adjacent in memory along its
+    /// contiguous GEMM axis (`m` where `contiguity().c_m`, else `n`), from every multiple
+    /// of that count on: a convolution's output plane, a weight gradient's `[C, KH, KW]`,
+    /// a matmul's row (1 where consecutive positions are not adjacent).
+    fn c_contiguous(&self) -> usize;
     /// The inverse of [`Operands::c`].
     fn split(&self, cx: &mut Emitter, coords: &[Operand]) -> (Operand, Vec<Operand>, Vec<Operand>);
     /// For a GEMM over a lattice of the anchor's positions (a strided 1x1 data

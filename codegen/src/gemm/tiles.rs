@@ -2,8 +2,8 @@
 //! four stages, padded rows of f32 words, or of bf16 for bf16 products), the loader that
 //! brings a step's elements into registers (every element of a thread at once, one
 //! chain each, the step's `k` shared) and stores them, or for a tile of a plain buffer
-//! ([`calib_ir::copy_source`]) copies them with `cp.async` (4 bytes each: an f32 word,
-//! or two bf16 adjacent along the width; a source size of 0 outside the operand), and
+//! ([`calib_ir::copy_source`]) copies them with `cp.async` (an f32 word, or a run of two
+//! or eight bf16 adjacent along the width; a source size of 0 outside the operand), and
 //! the FMA products of a step from the shared tiles.
 
 use super::mma::{round_for_store, Warps};
@@ -33,8 +33,12 @@ pub(super) struct Tile {
     pub(super) pad: usize,
     /// Whether the elements arrive by `cp.async` rather than through registers: as the
     /// f32 bits of the buffer (TF32 products round them as fragments are read), or as
-    /// its bf16 elements, two at a time.
+    /// its bf16 elements, a run at a time.
     pub(super) copied: bool,
+    /// Elements one slot of a thread's share covers: a copied bf16 tile's slots are
+    /// runs adjacent along the width (2 or 8 elements: `calib_ir::CopySource::grain`),
+    /// others single elements.
+    pub(super) grain: usize,
 }
 
 impl Tile {
@@ -52,23 +56,26 @@ impl Tile {
         cx.b.add_u32(base, bytes)
     }
 
-    /// Elements one slot of a thread's share covers: a copied bf16 tile's slots are
-    /// pairs adjacent along the width (4 bytes, `cp.async`'s least), others single
-    /// elements.
     pub(super) fn grain(&self) -> usize {
-        match self.copied && self.bytes == 2 {
-            true => 2,
-            false => 1,
+        self.grain
+    }
+
+    /// The elements of a slot along the tile's width (a copied run), else 1.
+    fn width_grain(&self) -> usize {
+        if self.along_width {
+            self.grain
+        } else {
+            1
         }
     }
 
     /// The tile's sides, in slots, as `(fast, slow)`: consecutive threads walk the fast
-    /// one (a paired tile is copied along its width).
+    /// one (a copied tile along its width, a tile loaded in runs along `k` along `k`).
     pub(super) fn sides(&self) -> (usize, usize) {
         if self.along_width {
             (self.width / self.grain(), self.depth)
         } else {
-            (self.depth, self.width)
+            (self.depth / self.grain(), self.width)
         }
     }
 
@@ -77,9 +84,10 @@ impl Tile {
         (self.depth * self.width / self.grain()).div_ceil(THREADS)
     }
 
-    /// Shared-memory wavefronts of one warp's stores (or copies) of an element each.
+    /// Shared-memory wavefronts of one warp's stores (or copies) of a slot each (of one
+    /// element each, for a run along `k`, whose elements lie in different rows).
     pub(super) fn store_ways(&self) -> usize {
-        wavefronts(self.bytes * self.grain(), |lane| {
+        wavefronts(self.bytes * self.width_grain(), |lane| {
             let (kk, ww) = self.position(lane, 0);
             self.bytes * (kk * self.pitch() + ww)
         })
@@ -89,11 +97,11 @@ impl Tile {
     /// share.
     pub(super) fn position(&self, tid: usize, e: usize) -> (usize, usize) {
         let idx = e * THREADS + tid;
+        let (fast, _) = self.sides();
         if self.along_width {
-            let (fast, _) = self.sides();
             (idx / fast, idx % fast * self.grain())
         } else {
-            (idx % self.depth, idx / self.depth)
+            (idx % fast * self.grain(), idx / fast)
         }
     }
 }
@@ -118,6 +126,43 @@ pub(super) struct Loader<'a> {
     /// registers reads as it is, whose 16 bits go to shared memory unconverted (not
     /// widened on loading and rounded again on storing).
     pub(super) raw: [Option<Value>; 2],
+}
+
+/// For a tile loaded along `k` whose width walks `dims` with channels innermost (a weight
+/// gradient's `(kh, kw, c)`): the channel count, where a thread's columns, `step`
+/// apart, can be told apart from its first without dividing: the step divides the
+/// channels, and the tile's width divides them or they divide its width. Its columns
+/// then share their outer coordinates (the tap) with every column the same number of
+/// channel blocks along: one window position and padding check per tap and step serve
+/// them all.
+fn by_channel(tile: &Tile, dims: &[usize], step: usize) -> Option<usize> {
+    let &channels = dims.last()?;
+    let fits = channels.is_multiple_of(tile.width) || tile.width.is_multiple_of(channels);
+    (!tile.along_width && dims.len() > 1 && channels.is_multiple_of(step) && fits)
+        .then_some(channels)
+}
+
+/// The width coordinates of a thread's column `first + step` of a tile whose width
+/// starts at `origin` (see [`by_channel`]): the outer coordinates of the channel block
+/// `origin / channels + step / channels` (clamped into range, past the operand), and the
+/// channel `origin % channels + first + step % channels`, which stays inside its block.
+fn slot_by_channel(
+    cx: &mut Emitter,
+    origin: Operand,
+    first: Operand,
+    step: usize,
+    dims: &[usize],
+    channels: usize,
+) -> Vec<Operand> {
+    let outer = &dims[..dims.len() - 1];
+    let block = cx.b.div_u32(origin, channels);
+    let block = cx.b.add_u32(block, Operand::Int((step / channels) as i64));
+    let block = cx.clamp_index(block, outer.iter().product());
+    let mut coords = cx.coords(&Index::flat(block), outer);
+    let channel = cx.b.rem_u32(origin, channels);
+    let channel = cx.b.add_u32(channel, first);
+    coords.push(cx.b.add_u32(channel, Operand::Int((step % channels) as i64)));
+    coords
 }
 
 /// One element (or copied bf16 pair) of a thread's share of a tile, with everything
@@ -155,21 +200,27 @@ impl Loader<'_> {
             for e in 0..tile.per_thread() {
                 let at_slow =
                     cx.b.add_u32(first_slow, Operand::Int((e * THREADS / fast) as i64));
+                let first = match tile.grain() {
+                    1 => at_fast,
+                    grain => cx.b.mul_u32(at_fast, Operand::Int(grain as i64)),
+                };
                 let (kk, ww) = if tile.along_width {
-                    let ww = match tile.grain() {
-                        1 => at_fast,
-                        grain => cx.b.mul_u32(at_fast, Operand::Int(grain as i64)),
-                    };
-                    (at_slow, ww)
+                    (at_slow, first)
                 } else {
-                    (at_fast, at_slow)
+                    (first, at_slow)
                 };
                 let gw = cx.b.add_u32(origin, ww);
                 let width_inside = cx.b.lt_u32(gw, Operand::Int(extent as i64));
-                // A pair outside the operand is still copied (zero bytes) from an
-                // aligned address: clamped to the last pair, not the last element.
-                let clamped = cx.clamp_index(gw, extent + 1 - tile.grain());
-                let width_coords = cx.coords(&Index::flat(clamped), dims);
+                let step = e * THREADS / fast;
+                let width_coords = match by_channel(&tile, dims, THREADS / fast) {
+                    Some(channels) => slot_by_channel(cx, origin, first_slow, step, dims, channels),
+                    None => {
+                        // A run outside the operand is still copied (zero bytes) from an
+                        // aligned address: clamped to the last run, not the last element.
+                        let clamped = cx.clamp_index(gw, extent + 1 - tile.width_grain());
+                        cx.coords(&Index::flat(clamped), dims)
+                    }
+                };
                 let shared_word = cx.b.mad_u32(kk, Operand::Int(tile.pitch() as i64), ww);
                 slots.push(Slot {
                     is_a,
@@ -204,23 +255,33 @@ impl Loader<'_> {
         let kbase = cx.b.add_u32(self.k0, step);
         // Slots at the same `k` (a tile loaded along `k` gives a thread one row) share
         // its position, bounds check and coordinates.
-        let mut rows: Vec<(Operand, Check, Vec<Operand>)> = vec![];
+        let mut rows: Vec<(Operand, usize, Check, Vec<Operand>)> = vec![];
         let mut out = vec![];
         for slot in slots {
-            let (in_k, ki) = match rows.iter().find(|r| r.0 == slot.kk) {
-                Some((_, in_k, ki)) => (*in_k, ki.clone()),
+            let tile = self.tile(slot);
+            let run = if tile.along_width { 1 } else { tile.grain() };
+            let (in_k, ki) = match rows.iter().find(|r| (r.0, r.1) == (slot.kk, run)) {
+                Some((_, _, in_k, ki)) => (*in_k, ki.clone()),
                 None => {
                     let gk = cx.b.add_u32(kbase, slot.kk);
                     let in_k = cx.b.lt_u32(gk, Operand::Int(k as i64));
                     // Past the end only the outermost coordinate leaves its extent (the
                     // others are remainders): clamping it keeps the address inside the
                     // operand, and `gk` itself stays a step plus a row, which divides
-                    // without division instructions.
-                    let mut ki = cx.coords(&Index::flat(gk), &self.dims.k);
-                    if in_k.is_ok() {
+                    // without division instructions. A run along `k` that reaches into
+                    // that coordinate is clamped whole, to the last run (aligned as
+                    // every run: runs divide `k`).
+                    let inner: usize = self.dims.k[1..].iter().product();
+                    let whole = in_k.is_ok() && !inner.is_multiple_of(run);
+                    let at = match whole {
+                        true => cx.clamp_index(gk, k + 1 - run),
+                        false => gk,
+                    };
+                    let mut ki = cx.coords(&Index::flat(at), &self.dims.k);
+                    if in_k.is_ok() && !whole {
                         ki[0] = cx.clamp_index(ki[0], self.dims.k[0]);
                     }
-                    rows.push((slot.kk, in_k, ki.clone()));
+                    rows.push((slot.kk, run, in_k, ki.clone()));
                     (in_k, ki)
                 }
             };
@@ -251,14 +312,13 @@ impl Loader<'_> {
         let elements = self.elements(cx, mine.iter().copied(), kt);
         let mut values = vec![];
         for (slot, element) in mine.iter().zip(elements) {
-            let value = match self.raw(slot) {
-                Some(input) => raw_bits(cx, element, input),
+            match self.raw(slot) {
+                Some(input) => values.extend(raw_bits(cx, element, input, self.tile(slot).grain())),
                 None => {
                     let value = element.read(cx)?;
-                    cx.b.materialize(value, Ty::F32).into()
+                    values.push(cx.b.materialize(value, Ty::F32).into());
                 }
-            };
-            values.push(value);
+            }
         }
         cx.b.parallel_chains(1);
         Ok(values)
@@ -279,25 +339,46 @@ impl Loader<'_> {
         bases: [Operand; 2],
     ) -> Result<()> {
         let mine = slots.iter().filter(|s| !self.tile(s).copied);
-        for (slot, v) in mine.zip(values) {
+        let mut values = values.iter();
+        for slot in mine {
             let tile = self.tile(slot);
             let ways = tile.store_ways();
             let addr = tile.address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
-            let (v, ty) = match self.raw(slot) {
-                Some(_) => (*v, "u16"),
-                None => round_for_store(cx, self.warps.as_ref(), *v),
-            };
-            cx.b.shared_ways(ways);
-            ins!(cx.b, "st.shared.{ty} [{addr}], {v}");
+            if self.raw(slot).is_none() {
+                let v = *values.next().expect("a value per slot");
+                let (v, ty) = round_for_store(cx, self.warps.as_ref(), v);
+                cx.b.shared_ways(ways);
+                ins!(cx.b, "st.shared.{ty} [{addr}], {v}");
+                continue;
+            }
+            // A run along `k` is a word per two elements, the lower one in the low half:
+            // each element goes to its own row of the tile, a row's pitch apart.
+            let addr = cx.b.materialize(addr, Ty::U32);
+            let row = tile.pitch() * tile.bytes;
+            for pair in 0..tile.grain().div_ceil(2) {
+                let word = *values.next().expect("a word per two elements");
+                cx.b.shared_ways(ways);
+                ins!(cx.b, "st.shared.u16 [{addr}+{}], {word}", 2 * pair * row);
+                if tile.grain() > 1 {
+                    let high = cx.b.reg(Ty::U32);
+                    ins!(cx.b, "shr.u32 {high}, {word}, 16");
+                    cx.b.shared_ways(ways);
+                    ins!(
+                        cx.b,
+                        "st.shared.u16 [{addr}+{}], {high}",
+                        (2 * pair + 1) * row
+                    );
+                }
+            }
         }
         Ok(())
     }
 
     /// Starts copying this thread's elements of step `kt` of the tiles that arrive by
     /// `cp.async` into the stage at shared addresses `bases`: the buffer's f32 bits (or
-    /// a bf16 pair, whose second element is inside the operand where the first is:
-    /// [`calib_ir::copy_source`] pairs only widths of even extent), or zeros (a source
-    /// size of 0) outside the operand.
+    /// a run of bf16, whose later elements are inside the operand where the first is:
+    /// [`calib_ir::copy_source`] finds runs only in extents they divide), or zeros (a
+    /// source size of 0) outside the operand.
     pub(super) fn copy(&self, cx: &mut Emitter, slots: &[Slot], kt: Operand, bases: [Operand; 2]) {
         let input = |s: &Slot| self.sources[usize::from(!s.is_a)];
         let mine: Vec<(&Slot, Value)> = slots.iter().filter_map(|s| Some((s, input(s)?))).collect();
@@ -311,17 +392,25 @@ impl Loader<'_> {
             let src = source.address;
             // A copy writes shared memory as a store of the element would.
             cx.b.shared_ways(tile.store_ways());
-            cx.b.global_access(src, 4);
-            // `.ca`: 4-byte copies must go through L1 (`.cg` copies 16 bytes only).
+            let bytes = tile.bytes * tile.grain();
+            cx.b.global_access(src, bytes);
+            // 16-byte copies skip L1 (`.cg`); smaller ones must go through it (`.ca`).
+            let cache = if bytes == 16 { "cg" } else { "ca" };
             match source.inside {
-                Err(true) => ins!(cx.b, "cp.async.ca.shared.global [{dst}], [{src}], 4"),
-                Err(false) => ins!(cx.b, "cp.async.ca.shared.global [{dst}], [{src}], 4, 0"),
+                Err(true) => ins!(
+                    cx.b,
+                    "cp.async.{cache}.shared.global [{dst}], [{src}], {bytes}"
+                ),
+                Err(false) => ins!(
+                    cx.b,
+                    "cp.async.{cache}.shared.global [{dst}], [{src}], {bytes}, 0"
+                ),
                 Ok(p) => {
                     let size = cx.b.reg(Ty::U32);
-                    ins!(cx.b, "selp.u32 {size}, 4, 0, {p}");
+                    ins!(cx.b, "selp.u32 {size}, {bytes}, 0, {p}");
                     ins!(
                         cx.b,
-                        "cp.async.ca.shared.global [{dst}], [{src}], 4, {size}"
+                        "cp.async.{cache}.shared.global [{dst}], [{src}], {bytes}, {size}"
                     );
                 }
             }
@@ -330,26 +419,49 @@ impl Loader<'_> {
     }
 }
 
-/// The 16 bits of bf16 `element` of kernel input `input`, zero outside the operand (the
-/// bits of +0.0): what [`round_for_store`] would make of the widened value, without the
-/// widening and the rounding.
-fn raw_bits(cx: &mut Emitter, element: super::Element, input: Value) -> Operand {
+/// The bits of bf16 `element` of kernel input `input`, and of the `run - 1` elements
+/// after it along `k` (adjacent and aligned in memory: `calib_ir::bf16_run_along_k`),
+/// zero outside the operand (the bits of +0.0): what [`round_for_store`] would make of
+/// the widened values, without the widening and the rounding. One element is a 16-bit
+/// load; a run, one vector load whose words each hold two elements, the lower address
+/// in the low half.
+fn raw_bits(cx: &mut Emitter, element: super::Element, input: Value, run: usize) -> Vec<Operand> {
     let source = element.source(cx, input);
-    let bits = cx.b.reg(Ty::U32);
-    match source.inside {
-        Err(false) => return Operand::Int(0),
-        _ => {
-            cx.b.global_access(source.address, 2);
-            ins!(cx.b, "ld.global.nc.u16 {bits}, [{}]", source.address)
-        }
+    let words = run.div_ceil(2);
+    if source.inside == Err(false) {
+        return vec![Operand::Int(0); words];
+    }
+    cx.b.global_access(source.address, 2 * run);
+    let bits: Vec<Reg> = (0..words).map(|_| cx.b.reg(Ty::U32)).collect();
+    let addr = source.address;
+    match run {
+        1 => ins!(cx.b, "ld.global.nc.u16 {}, [{addr}]", bits[0]),
+        2 => ins!(cx.b, "ld.global.nc.u32 {}, [{addr}]", bits[0]),
+        4 => ins!(
+            cx.b,
+            "ld.global.nc.v2.u32 {{{}, {}}}, [{addr}]",
+            bits[0],
+            bits[1]
+        ),
+        _ => ins!(
+            cx.b,
+            "ld.global.nc.v4.u32 {{{}, {}, {}, {}}}, [{addr}]",
+            bits[0],
+            bits[1],
+            bits[2],
+            bits[3]
+        ),
     }
     match source.inside {
-        Ok(p) => {
-            let r = cx.b.reg(Ty::U32);
-            ins!(cx.b, "selp.b32 {r}, {bits}, 0, {p}");
-            r.into()
-        }
-        _ => bits.into(),
+        Ok(p) => bits
+            .iter()
+            .map(|&b| {
+                let r = cx.b.reg(Ty::U32);
+                ins!(cx.b, "selp.b32 {r}, {b}, 0, {p}");
+                r.into()
+            })
+            .collect(),
+        _ => bits.into_iter().map(Operand::from).collect(),
     }
 }
 

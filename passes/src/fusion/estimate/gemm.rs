@@ -7,8 +7,9 @@ use super::work::{issue, work_of, Work};
 use super::{census, seconds, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{
-    bf16_input, copy_source, gemm_anchor, gemm_operands, taps_outer, GemmDims, GemmInstruction,
-    GemmSchedule, Graph, Op, OpClass, Precision, ReductionSchedule, Schedule, Value,
+    bf16_input, bf16_run_along_k, copy_source, gemm_anchor, gemm_operands, taps_outer,
+    tile_run_along_k, GemmDims, GemmInstruction, GemmSchedule, Graph, Op, OpClass, Precision,
+    ReductionSchedule, Schedule, Value,
 };
 
 /// What a GEMM kernel's launches execute under `schedule`.
@@ -33,24 +34,7 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
         }
         _ => false,
     };
-    // Code generation loads an operand along its contiguous side: along `m` or `n`
-    // (the element's `k` changes from element to element, so each decomposes its own),
-    // or along `k` (a thread's elements share one `k`, decomposed once per step). The
-    // `m` and `n` coordinates are the same at every step and computed before the loop.
-    let (a_along_k, b_along_k) = match node.op {
-        Op::Conv2dBackwardWeight { .. } => (true, true),
-        Op::MatMul {
-            transpose_a,
-            transpose_b,
-        } => (!transpose_a, transpose_b),
-        // A data gradient's weight is loaded along `n` where its taps are outer (or
-        // its window is 1x1), as `calib_codegen`'s contiguity says.
-        Op::Conv2dBackwardData { .. } => {
-            let w = &body.ty(b).shape;
-            (false, !(taps_outer || [w[2], w[3]] == [1, 1]))
-        }
-        _ => (false, true),
-    };
+    let [a_along_k, b_along_k] = along_k(body, anchor);
     // Axes of extent 1 cost nothing: their coordinate is 0 (a 1x1 window's).
     let decompose = |d: &[usize]| match taps_outer {
         true => 1.0,
@@ -63,7 +47,16 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
     // (a padded image's window keeps its clamps: `image` below).
     let fixed = 4.0;
     let padded = matches!(node.op, Op::Conv2d { padding, .. } | Op::Conv2dBackwardWeight { padding, .. } if padding != [0, 0]);
-    let image = if padded && !taps_outer { 8.0 } else { 0.0 };
+    // A weight gradient's image shares its taps along `n` (`(kh, kw, c)`) as a forward
+    // one does along `k`: a thread's columns of one tap share its position and checks.
+    let image_taps = match node.op {
+        Op::Conv2dBackwardWeight { kernel, .. } => {
+            let channels = dims.n.iter().product::<usize>() / (kernel[0] * kernel[1]).max(1);
+            calib_ir::taps_outer(channels, kernel)
+        }
+        _ => taps_outer,
+    };
+    let image = if padded && !image_taps { 8.0 } else { 0.0 };
     // The weight `[O, C, KH, KW]` walked along its channels is a window apart: each
     // lane of a warp in a sector of its own, 28 more than its 32 words fill, priced
     // as the cost model prices extra sectors (an issue slot each).
@@ -71,6 +64,30 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
     let wa = work_of(body, &[a], &[]) + issue(fixed + k_cost(a_along_k) + image);
     let wb = work_of(body, &[b], &[]) + issue(fixed + k_cost(b_along_k) + image + scattered);
     (wa, wb)
+}
+
+/// Whether code generation loads `A` and `B` of GEMM anchor `anchor` along `k`: an
+/// operand is loaded along its contiguous side, along `m` or `n` (the element's `k`
+/// changes from element to element, so each decomposes its own), or along `k` (a
+/// thread's elements share one `k`, decomposed once per step). The `m` and `n`
+/// coordinates are the same at every step and computed before the loop.
+fn along_k(body: &Graph, anchor: Value) -> [bool; 2] {
+    let node = &body.nodes[anchor.0];
+    match node.op {
+        Op::Conv2dBackwardWeight { .. } => [true, true],
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => [!transpose_a, transpose_b],
+        // A data gradient's weight is loaded along `n` where its taps are outer (or
+        // its window is 1x1), as `calib_codegen`'s contiguity says.
+        Op::Conv2dBackwardData { groups, .. } => {
+            let w = &body.ty(node.inputs[1]).shape;
+            let (channels, kernel) = (w[0] / groups.max(1), [w[2], w[3]]);
+            [false, !(taps_outer(channels, kernel) || kernel == [1, 1])]
+        }
+        _ => [false, true],
+    }
 }
 
 /// The launches of GEMM kernel `body` (anchor `anchor`) under `schedule`: the tiled
@@ -103,8 +120,27 @@ pub(super) fn gemm_with(
     // `cp.async` (the same index arithmetic, no select or store, and no register
     // holding the element): the thread waits for them `stages - 1` steps after issuing
     // them, so they add no load round of their own.
-    let copied =
-        [0, 1].map(|i| s.stages > 2 && copy_source(body, anchor, i, s.instruction).is_some());
+    // A copy moves a run of elements (`CopySource::grain`): one slot's address, check
+    // and shared store for all of them.
+    let grains = [(0, s.block_m), (1, s.block_n)].map(|(i, width)| {
+        let copy = copy_source(body, anchor, i, s.instruction).filter(|_| s.stages > 2)?;
+        copy.grain(s.block_k * width, THREADS as usize)
+    });
+    let copied = grains.map(|g| g.is_some());
+    let [ga, gb] = grains.map(|g| g.unwrap_or(1) as f64);
+    // A bf16 input loaded through registers along `k` in runs (`bf16_run_along_k`):
+    // one address and vector load per run, each element still its own shared store
+    // (rows of the tile), every second after a shift.
+    let along_k = along_k(body, anchor);
+    let runs = [(0, s.block_m), (1, s.block_n)].map(|(i, width)| {
+        let bf16 = s.instruction == GemmInstruction::MmaBf16;
+        match bf16_run_along_k(body, anchor, i) {
+            Some(run) if bf16 && !copied[i] && along_k[i] => {
+                tile_run_along_k(run, s.block_k, width, THREADS as usize) as f64
+            }
+            _ => 1.0,
+        }
+    });
     // Per step: the products, the fragments' shared loads and their wavefronts, and
     // the epilogue's bands.
     let (products, fragment_loads, fragment_wavefronts, bands) = match (s.instruction, s.warps()) {
@@ -166,13 +202,17 @@ pub(super) fn gemm_with(
         }
     };
     // The elements of a step load as independent chains, one per element.
-    let mut loads = wa * ea + wb * eb;
-    loads.independent += (loads.issue - loads.independent) * (1.0 - 1.0 / (ea + eb).max(1.0));
+    let [ra, rb] = runs;
+    let (sa, sb) = (ea / (ga * ra), eb / (gb * rb));
+    let run_stores = |elements: f64, run: f64| issue(1.5 * (elements - elements / run));
+    let mut loads = wa * sa + wb * sb + run_stores(ea, ra) + run_stores(eb, rb);
+    loads.independent += (loads.issue - loads.independent) * (1.0 - 1.0 / (sa + sb).max(1.0));
     let mut step = loads + products + issue(10.0);
     let waits = if copied == [true, true] { 0.0 } else { 1.0 };
-    step.rounds = waits + (wa.rounds * ea + wb.rounds * eb);
-    let shared_per_step = ea + eb + fragment_loads;
-    let wavefronts_per_step = ea + eb + fragment_wavefronts;
+    step.rounds = waits + (wa.rounds * sa + wb.rounds * sb);
+    let (stores_a, stores_b) = (ea / ga, eb / gb);
+    let shared_per_step = stores_a + stores_b + fragment_loads;
+    let wavefronts_per_step = stores_a + stores_b + fragment_wavefronts;
     let steps = steps as f64;
     let mut main = step * (steps + 1.0);
 
