@@ -350,8 +350,7 @@ fn bf16_1x1_convolutions_copy_16_byte_runs_in_every_schedule() {
             stages: 3,
             ..schedule(128, 128, 1)
         };
-        let program = scheduled(single_kernel(&g, Anchor::Convolution), s);
-        let ptx = compile(&program).unwrap().kernels[0].ptx.clone();
+        let ptx = bf16_ptx_checked(&g, Anchor::Convolution, s);
         assert!(ptx.contains("cp.async.cg.shared.global"), "{src}");
         assert!(!ptx.contains("cp.async.ca.shared.global"), "{src}");
         if src == forward {
@@ -359,13 +358,16 @@ fn bf16_1x1_convolutions_copy_16_byte_runs_in_every_schedule() {
             assert!(ptx.contains("st.global.v4.f32"), "f32 runs: {ptx}");
             assert!(!ptx.contains("st.global.u16"), "single bf16 stores: {ptx}");
         }
-        check_tensors(
-            &g,
-            &program,
-            &tensor_core_inputs(&g, GemmInstruction::MmaBf16),
-            1e-5,
-        );
     }
+}
+
+/// The PTX of `g`'s one kernel under bf16 schedule `s`, after checking the kernel's
+/// results on the simulator against the reference's (on operands bf16 represents).
+fn bf16_ptx_checked(g: &Graph, anchor: Anchor, s: GemmSchedule) -> String {
+    let program = scheduled(single_kernel(g, anchor), s);
+    let inputs = tensor_core_inputs(g, GemmInstruction::MmaBf16);
+    check_tensors(g, &program, &inputs, 1e-5);
+    compile(&program).unwrap().kernels.remove(0).ptx
 }
 
 /// bf16 operands contiguous along `k`, loaded through registers: a forward weight, a
@@ -434,16 +436,9 @@ fn bf16_runs_along_k_load_as_vectors_in_every_schedule() {
             instruction: GemmInstruction::MmaBf16,
             ..schedule(128, 128, 1)
         };
-        let program = scheduled(single_kernel(&g, anchor), s);
-        let ptx = compile(&program).unwrap().kernels[0].ptx.clone();
+        let ptx = bf16_ptx_checked(&g, anchor, s);
         assert!(ptx.contains(&format!("ld.global.nc.{vector}.u32")), "{src}");
         assert!(ptx.contains("shr.u32"), "{src}");
-        check_tensors(
-            &g,
-            &program,
-            &tensor_core_inputs(&g, GemmInstruction::MmaBf16),
-            1e-5,
-        );
     }
 }
 

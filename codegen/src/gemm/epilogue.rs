@@ -397,6 +397,29 @@ impl Staged<'_> {
         (mi, ni, inside)
     }
 
+    /// Where element (or run of `run`) `e` of this thread's share of the staged band
+    /// lies: its `m` and `n` coordinates, whether it is inside the problem and the band,
+    /// and its shared address.
+    fn locate(
+        &self,
+        cx: &mut Emitter,
+        smem: Operand,
+        walk: &Walk,
+        e: Operand,
+        run: usize,
+    ) -> (Vec<Operand>, Vec<Operand>, Vec<Check>, Operand) {
+        let tid = cx.tid();
+        let per_row = walk.cols / run;
+        let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
+        let slow = cx.b.div_u32(idx, per_row);
+        let q = cx.b.rem_u32(idx, per_row);
+        let fast = cx.b.mul_u32(q, Operand::Int(run as i64));
+        let (mi, ni, mut inside) = self.output_coords(cx, walk, slow, fast);
+        inside.push(cx.b.lt_u32(slow, Operand::Int(walk.rows as i64)));
+        let at = cx.b.mad_u32(slow, Operand::Int(walk.pitch as i64), fast);
+        (mi, ni, inside, shared_address(cx, smem, at))
+    }
+
     /// Runs of four along the staged rows, where the four are adjacent in the memory of
     /// every output the epilogue stores: row-major outputs of the anchor's shape, along
     /// the stretch its output keeps contiguous ([`Operands::c_contiguous`]), walking the
@@ -428,20 +451,11 @@ impl Staged<'_> {
         e: Operand,
         walked: usize,
     ) -> Result<()> {
-        let tid = cx.tid();
-        let per_row = walk.cols / RUN;
-        let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
-        let slow = cx.b.div_u32(idx, per_row);
-        let q = cx.b.rem_u32(idx, per_row);
-        let fast = cx.b.mul_u32(q, Operand::Int(RUN as i64));
         // The problem's extent along the run is a multiple of four (the output's
         // contiguous stretch is): the first element's checks hold for all four.
-        let (mi, ni, mut inside) = self.output_coords(cx, walk, slow, fast);
-        inside.push(cx.b.lt_u32(slow, Operand::Int(walk.rows as i64)));
+        let (mi, ni, inside, addr) = self.locate(cx, smem, walk, e, RUN);
         let shape = cx.ty(self.anchor).shape.clone();
         cx.when_all(inside, |cx| {
-            let at = cx.b.mad_u32(slow, Operand::Int(walk.pitch as i64), fast);
-            let addr = shared_address(cx, smem, at);
             let base = cx.b.materialize(addr, Ty::U32);
             cx.b.shared_ways(wavefronts(16, |lane| 16 * lane));
             let values = load_v4(cx, base, 0);
@@ -485,15 +499,9 @@ impl Staged<'_> {
     /// Row `e` of this thread's share of the staged band: each element read from shared
     /// memory and stored through the epilogue.
     fn store_row(&self, cx: &mut Emitter, smem: Operand, walk: &Walk, e: Operand) -> Result<()> {
-        let tid = cx.tid();
-        let idx = cx.b.mad_u32(e, Operand::Int(THREADS as i64), tid);
-        let (slow, fast) = (cx.b.div_u32(idx, walk.cols), cx.b.rem_u32(idx, walk.cols));
-        let (mi, ni, mut inside) = self.output_coords(cx, walk, slow, fast);
-        inside.push(cx.b.lt_u32(slow, Operand::Int(walk.rows as i64)));
+        let (mi, ni, inside, addr) = self.locate(cx, smem, walk, e, 1);
         let anchor_shape = cx.ty(self.anchor).shape.clone();
         cx.when_all(inside, |cx| {
-            let at = cx.b.mad_u32(slow, Operand::Int(walk.pitch as i64), fast);
-            let addr = shared_address(cx, smem, at);
             let value = cx.b.reg(Ty::F32);
             cx.b.shared_ways(wavefronts(4, |lane| 4 * lane));
             ins!(cx.b, "ld.shared.f32 {value}, [{addr}]");

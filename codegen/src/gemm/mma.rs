@@ -9,8 +9,9 @@
 //! (`cvt.rn.bf16x2.f32`, to nearest even, as the IR's cast; exact for operands the
 //! policy's casts already rounded). A TF32 tile that arrived by `cp.async` holds the
 //! buffer's f32 bits instead, and its words are rounded with `cvt.rna` as each fragment
-//! word is read (the mma would truncate them). bf16 tiles never arrive by `cp.async`
-//! (`calib_ir::copy_source` says why).
+//! word is read (the mma would truncate them). A bf16 tile that arrived by `cp.async`
+//! holds a bf16 buffer's elements as they are, copied in runs along its width
+//! (`calib_ir::copy_source` says where).
 //!
 //! Fragment layout (PTX ISA, `g = lane / 4`, `t = lane % 4`, k in 32-bit words: one
 //! TF32, or two bf16 with the lower k in the low half): A's register `r` holds row
