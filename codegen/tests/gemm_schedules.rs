@@ -143,7 +143,8 @@ fn tensor_core_inputs(g: &Graph, instruction: GemmInstruction) -> BTreeMap<Strin
 /// exactly the products are exact, so only the order of the f32 additions differs from
 /// the reference. Pipelined kernels copy an operand read straight from a buffer with
 /// `cp.async` when `instructions` say they do (f32 buffers under TF32, bf16 buffers in
-/// pairs under bf16); bf16 kernels read fragments with `ldmatrix.trans`.
+/// runs along the tile's width or along `k`); bf16 kernels read fragments with
+/// `ldmatrix`.
 fn every_schedule_on_tensor_cores(
     src: &str,
     anchor: Anchor,
@@ -175,24 +176,32 @@ fn every_schedule_on_tensor_cores(
                     assert!(ptx.contains("mma.sync.aligned"), "{label}: no mma");
                     let bf16 = instruction == GemmInstruction::MmaBf16;
                     // A source copies where its runs give every thread a whole share
-                    // of the tile (or its pairs are worth copying).
+                    // of the tile (or its pairs are worth copying); runs along `k` go
+                    // to a tile that keeps its `k` adjacent.
                     let body = &program.kernels[0].body;
                     let anchor_value = gemm_anchor(body).unwrap();
-                    let copied = stages > 2
-                        && copies
-                        && [(0, bm), (1, bn)].iter().any(|&(i, width)| {
-                            calib_ir::copy_source(body, anchor_value, i, instruction)
-                                .and_then(|c| c.grain(block_k * width, 256))
-                                .is_some()
-                        });
+                    let sources = [(0, bm), (1, bn)].map(|(i, width)| {
+                        calib_ir::copy_source(body, anchor_value, i, instruction)
+                            .filter(|_| stages > 2 && copies)
+                            .filter(|c| c.grain(block_k, width, 256).is_some())
+                    });
+                    let copied = sources.iter().any(Option::is_some);
+                    let k_inner = sources.map(|c| c.is_some_and(|c| c.along_k));
                     assert_eq!(
                         ptx.contains("cp.async.shared") || ptx.contains("cp.async.c"),
                         copied,
                         "{label}"
                     );
+                    // bf16 fragments come by `ldmatrix`, transposed from `[k][width]`
+                    // tiles, as they lie from tiles that keep their `k` adjacent.
+                    let matrices = |x: usize, k_inner: bool| {
+                        let trans = if k_inner { "" } else { ".trans" };
+                        ptx.contains(&format!(
+                            "ldmatrix.sync.aligned.m8n8.x{x}{trans}.shared.b16"
+                        ))
+                    };
                     assert_eq!(
-                        ptx.contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16")
-                            && ptx.contains("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16"),
+                        matrices(4, k_inner[0]) && matrices(2, k_inner[1]),
                         bf16,
                         "{label}"
                     );
@@ -205,7 +214,7 @@ fn every_schedule_on_tensor_cores(
                         // by the schedule's own figure.
                         assert_eq!(
                             compiled.kernels[0].shared_bytes,
-                            s.operand_bytes(),
+                            s.operand_bytes_with(k_inner),
                             "{label}"
                         );
                     }
@@ -370,11 +379,13 @@ fn bf16_ptx_checked(g: &Graph, anchor: Anchor, s: GemmSchedule) -> String {
     compile(&program).unwrap().kernels.remove(0).ptx
 }
 
-/// bf16 operands contiguous along `k`, loaded through registers: a forward weight, a
-/// weight gradient's output gradient (runs of eight in 8x8 planes, of four in 6x6 ones)
-/// and a 1x1 window's image, and a matmul's `A [m][k]` and `B [n][k]` (48 columns). Each run is
-/// one vector load whose elements go to their own rows of the tile; the image of a
-/// padded 3x3 window, shifted off any alignment, loads element by element.
+/// bf16 operands contiguous along `k`: a forward weight, a weight gradient's output
+/// gradient (runs of eight in 8x8 planes, of four in 6x6 ones) and a 1x1 window's
+/// image, and a matmul's `A [m][k]` and `B [n][k]` (48 columns). Double-buffered, each
+/// run is one vector load whose elements go to their own rows of the tile; in a ring,
+/// one `cp.async` into a tile that keeps its `k` adjacent, read by `ldmatrix` without
+/// transposing. The image of a padded 3x3 window, shifted off any alignment, loads
+/// element by element.
 #[test]
 fn bf16_runs_along_k_load_as_vectors_in_every_schedule() {
     let wgrad = |x: &str, dy: &str, w: &str, window: usize| {
@@ -428,7 +439,7 @@ fn bf16_runs_along_k_load_as_vectors_in_every_schedule() {
         (matmul.to_string(), Anchor::MatMul, "v4"),
     ];
     for (src, anchor, vector) in cases {
-        every_schedule_on_tensor_cores(&src, anchor, &[(GemmInstruction::MmaBf16, false)]);
+        every_schedule_on_tensor_cores(&src, anchor, &[(GemmInstruction::MmaBf16, true)]);
         // 32 rows of a 128-wide tile are 512 runs of eight: two per thread.
         let g = graph(&src);
         let s = GemmSchedule {
@@ -439,6 +450,21 @@ fn bf16_runs_along_k_load_as_vectors_in_every_schedule() {
         let ptx = bf16_ptx_checked(&g, anchor, s);
         assert!(ptx.contains(&format!("ld.global.nc.{vector}.u32")), "{src}");
         assert!(ptx.contains("shr.u32"), "{src}");
+        let ring = bf16_ptx_checked(&g, anchor, GemmSchedule { stages: 3, ..s });
+        let bytes = if vector == "v4" { 16 } else { 8 };
+        assert!(
+            ring.contains(&format!("], {bytes}")) && ring.contains("cp.async.c"),
+            "{src}: no {bytes}-byte copies"
+        );
+        assert!(
+            ring.contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16")
+                || ring.contains("ldmatrix.sync.aligned.m8n8.x2.shared.b16"),
+            "{src}: no fragment of a tile along k"
+        );
+        assert!(
+            !ring.contains("ld.global.nc.v"),
+            "{src}: runs still through registers"
+        );
     }
 }
 

@@ -31,27 +31,37 @@ pub fn bf16_input(body: &Graph, anchor: Value, operand: usize) -> Option<Value> 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopySource {
     pub input: Value,
-    /// Elements adjacent along the tile's width that lie adjacent in the buffer,
-    /// aligned for one copy, and inside the operand together or outside together: 1
-    /// (an f32 word for a TF32 tile), 2 or [`CopySource::LONGEST_RUN`] bf16 elements
-    /// (a 4- or 16-byte copy).
+    /// Elements adjacent along the tile's width (along `k` where
+    /// [`CopySource::along_k`]) that lie adjacent in the buffer, aligned for one copy,
+    /// and inside the operand together or outside together: 1 (an f32 word for a TF32
+    /// tile), 2, 4 or [`CopySource::LONGEST_RUN`] bf16 elements (a 4-, 8- or 16-byte
+    /// copy).
     pub run: usize,
     /// The fewest elements a copy must move to pay for its address: a convolution's
     /// image is addressed more cheaply through registers (its elements a constant
     /// offset apart) than by a copy of two elements, each with its own address and
     /// bounds; a matmul's rows are not.
     pub shortest: usize,
+    /// Whether the runs lie along the tile's `k` (the operand is contiguous along `k`,
+    /// [`bf16_run_along_k`]), so that the tile keeps each row's `k` adjacent in shared
+    /// memory, rather than along its width.
+    pub along_k: bool,
 }
 
 impl CopySource {
     /// The most bf16 elements one copy moves: 16 bytes, `cp.async.cg`'s size.
     pub const LONGEST_RUN: usize = 8;
 
-    /// Elements one copy moves into a tile of `elements` elements that `threads`
-    /// threads fill: the longest run the source allows whose copies give every thread
-    /// a whole share of the tile; `None` where that run is shorter than
+    /// Elements one copy moves into a tile `depth` deep (`k`) and `width` wide that
+    /// `threads` threads fill: the longest run the source allows whose copies give
+    /// every thread a whole share of the tile; `None` where that run is shorter than
     /// [`CopySource::shortest`] (the tile loads through registers).
-    pub fn grain(self, elements: usize, threads: usize) -> Option<usize> {
+    pub fn grain(self, depth: usize, width: usize, threads: usize) -> Option<usize> {
+        if self.along_k {
+            let run = tile_run_along_k(self.run, depth, width, threads);
+            return (run >= self.shortest).then_some(run);
+        }
+        let elements = depth * width;
         [Self::LONGEST_RUN, 2, 1]
             .into_iter()
             .filter(|&g| g <= self.run && g >= self.shortest)
@@ -92,8 +102,11 @@ fn run_within(contiguous: usize, shortest: usize) -> Option<usize> {
 ///     (`GemmDims::lattice`), where the same holds. Only runs of eight pay for their
 ///     copies here ([`CopySource::shortest`]): planes of 14x14 load through registers.
 ///
-///   Other convolutions' operands (windows of the image, shifted by the padding;
-///   weights and weight gradients contiguous along `k`) load through registers.
+///   An operand with runs along `k` instead ([`bf16_run_along_k`]: a weight
+///   gradient's output gradient, a forward weight in its own order, a matmul operand
+///   contiguous along `k`) copies runs of 2, 4 or 8 along `k`, into a tile that keeps
+///   each row's `k` adjacent ([`CopySource::along_k`]). Windows of an image shifted by
+///   the padding load through registers.
 pub fn copy_source(
     body: &Graph,
     anchor: Value,
@@ -109,6 +122,7 @@ pub fn copy_source(
         input,
         run: 1,
         shortest: 1,
+        along_k: false,
     };
     match instruction {
         GemmInstruction::Fma => None,
@@ -129,11 +143,23 @@ pub fn copy_source(
                 Op::MatMul { .. } => 2,
                 _ => CopySource::LONGEST_RUN,
             };
-            let run = run_within(bf16_contiguous_width(body, anchor, operand, x)?, shortest)?;
-            Some(CopySource {
-                input: x,
-                run,
-                shortest,
+            let along_width = bf16_contiguous_width(body, anchor, operand, x)
+                .and_then(|contiguous| run_within(contiguous, shortest))
+                .map(|run| CopySource {
+                    input: x,
+                    run,
+                    shortest,
+                    along_k: false,
+                });
+            // Along `k` a run's elements share their row, its address and bounds
+            // check: any run a copy can move (4 bytes or more) pays for it.
+            along_width.or_else(|| {
+                bf16_run_along_k(body, anchor, operand).map(|run| CopySource {
+                    input: x,
+                    run,
+                    shortest: 2,
+                    along_k: true,
+                })
             })
         }
     }
@@ -283,10 +309,11 @@ mod tests {
         assert_eq!(copied(&g, y, 1, bf16), Some((Value(1), 8)));
         // TF32 tiles take no bf16 bits.
         assert_eq!(copied(&g, y, 0, GemmInstruction::MmaTf32), None);
-        // A [m][k] and B [n][k] are contiguous along k: no runs along the width.
+        // A [m][k] and B [n][k] are contiguous along k: runs along k instead.
         let g = widened("6,4", "8,4", "6,8", false, true);
-        assert_eq!(copied(&g, y, 0, bf16), None);
-        assert_eq!(copied(&g, y, 1, bf16), None);
+        let along_k = |operand| copy_source(&g, y, operand, bf16).map(|c| (c.run, c.along_k));
+        assert_eq!(along_k(0), Some((4, true)));
+        assert_eq!(along_k(1), Some((4, true)));
         // An odd width would leave a pair straddling two rows.
         let g = widened("4,6", "4,7", "6,7", true, false);
         assert_eq!(copied(&g, y, 0, bf16), Some((Value(0), 2)));
@@ -317,7 +344,9 @@ mod tests {
         };
         let g = forward("2,8,4,4", &attrs(1, 0), "2,6,4,4");
         assert_eq!(copied(&g, y, 0, bf16), Some((Value(0), 8)));
-        assert_eq!(copied(&g, y, 1, bf16), None);
+        // The weight `[O, C, 1, 1]` is contiguous along k = c.
+        let weight = copy_source(&g, y, 1, bf16).expect("a source");
+        assert_eq!((weight.run, weight.along_k), (8, true));
         // 7x7 planes are odd: no run stays inside one.
         let g = forward("2,8,7,7", &attrs(1, 0), "2,6,7,7");
         assert_eq!(copied(&g, y, 0, bf16), None);
@@ -363,23 +392,37 @@ mod tests {
             input: x,
             run: 8,
             shortest: 8,
+            along_k: false,
         };
         // 128 x 16 elements are 256 runs of eight: one copy per thread.
-        assert_eq!(conv.grain(128 * 16, 256), Some(8));
+        assert_eq!(conv.grain(16, 128, 256), Some(8));
         // 64 x 16 would leave half the threads idle; pairs do not pay for a
         // convolution, so its tile loads through registers.
-        assert_eq!(conv.grain(64 * 16, 256), None);
+        assert_eq!(conv.grain(16, 64, 256), None);
         let matmul = CopySource {
             shortest: 2,
             ..conv
         };
-        assert_eq!(matmul.grain(64 * 16, 256), Some(2));
+        assert_eq!(matmul.grain(16, 64, 256), Some(2));
         let word = CopySource {
             input: x,
             run: 1,
             shortest: 1,
+            along_k: false,
         };
-        assert_eq!(word.grain(64 * 16, 256), Some(1));
+        assert_eq!(word.grain(16, 64, 256), Some(1));
+        // Along `k`: runs of eight fill 32 x 64 (one each), 16 x 64 takes runs of
+        // four; a single element is no copy.
+        let along_k = CopySource {
+            input: x,
+            run: 8,
+            shortest: 2,
+            along_k: true,
+        };
+        assert_eq!(along_k.grain(32, 64, 256), Some(8));
+        assert_eq!(along_k.grain(16, 64, 256), Some(4));
+        assert_eq!(along_k.grain(16, 32, 256), Some(2));
+        assert_eq!(along_k.grain(8, 32, 256), None);
     }
 
     #[test]

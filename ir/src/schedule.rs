@@ -358,8 +358,31 @@ impl GemmSchedule {
     /// [`GemmInstruction::tile_bytes`], padded as the GEMM template pads them
     /// ([`GemmInstruction::tile_pad`]) so that its accesses spread over the banks.
     pub fn operand_bytes(&self) -> usize {
+        self.operand_bytes_with([false, false])
+    }
+
+    /// [`GemmSchedule::operand_bytes`] where the `A` and `B` tiles that `k_inner` marks
+    /// keep each row's `k` adjacent instead (`block_m` or `block_n` rows of `block_k`
+    /// elements, each padded: what a tile copied in runs along `k` takes,
+    /// `CopySource::along_k`).
+    pub fn operand_bytes_with(&self, k_inner: [bool; 2]) -> usize {
         let (bytes, pad) = (self.instruction.tile_bytes(), self.instruction.tile_pad());
-        self.stages * bytes * self.block_k * (self.block_m + self.block_n + 2 * pad)
+        let tile = |width: usize, k_inner: bool| match k_inner {
+            true => width * (self.block_k + pad),
+            false => self.block_k * (width + pad),
+        };
+        let stage = tile(self.block_m, k_inner[0]) + tile(self.block_n, k_inner[1]);
+        self.stages * bytes * stage
+    }
+
+    /// The most [`GemmSchedule::operand_bytes_with`] gives, whichever tiles keep their
+    /// `k` adjacent: what a schedule must fit before its operands are known.
+    pub fn largest_operand_bytes(&self) -> usize {
+        [[false, false], [true, false], [false, true], [true, true]]
+            .into_iter()
+            .map(|k_inner| self.operand_bytes_with(k_inner))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The `k` step that gives each thread four elements per step of the tile with the
@@ -602,6 +625,12 @@ mod tests {
         };
         // Rows of 128 + 8 and 64 + 8 bf16, 32 of them, three stages.
         assert_eq!(bf16.operand_bytes(), 3 * 32 * 2 * (136 + 72));
+        // An A tile copied along k: 128 rows of 32 + 8.
+        assert_eq!(
+            bf16.operand_bytes_with([true, false]),
+            3 * 2 * (128 * 40 + 32 * 72)
+        );
+        assert_eq!(bf16.largest_operand_bytes(), 3 * 2 * (128 * 40 + 64 * 40));
         let tf32 = GemmSchedule {
             instruction: GemmInstruction::MmaTf32,
             ..bf16

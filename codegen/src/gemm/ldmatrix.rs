@@ -19,6 +19,13 @@
 //! Padding rather than an XOR swizzle keeps every fragment's rows at constant offsets
 //! from one address per lane, and the loader's 16-bit stores at a fixed element each;
 //! it costs 16 bytes per row.
+//!
+//! A tile copied in runs along `k` keeps each row's `k` adjacent instead (`width` rows of
+//! `depth`, [`Tile::k_inner`]). There an 8x8 matrix is eight m (or n) rows of eight k,
+//! and without `.trans` lane `l` receives row `g`, elements `2 t` and `2 t + 1`: the
+//! same pair along k. Lane `l` then addresses row `l % 8` of matrix `l / 8` along the
+//! width, at the matrix's k. Rows of `depth + 8` elements (`depth` a multiple of 16)
+//! are an odd number of 16-byte chunks apart as well.
 
 use super::mma::{Fragments, Lane, Warps};
 use super::tiles::Tile;
@@ -38,6 +45,26 @@ pub(super) fn a_row(lane: usize, pitch: usize) -> usize {
 /// The same for a B fragment (`.x2`: lanes 0-15 address, the others repeat them).
 pub(super) fn b_row(lane: usize, pitch: usize) -> usize {
     2 * ((8 * ((lane / 8) % 2) + lane % 8) * pitch)
+}
+
+/// [`a_row`] for a tile that keeps its `k` adjacent (rows of m).
+pub(super) fn a_row_k_inner(lane: usize, pitch: usize) -> usize {
+    2 * ((8 * ((lane / 8) % 2) + lane % 8) * pitch + 8 * (lane / 16))
+}
+
+/// [`b_row`] for a tile that keeps its `k` adjacent (rows of n).
+pub(super) fn b_row_k_inner(lane: usize, pitch: usize) -> usize {
+    2 * ((lane % 8) * pitch + 8 * ((lane / 8) % 2))
+}
+
+/// The lane's matrix row of operand `operand` (0 for A) of `tile`, as a byte offset.
+fn row_of(tile: &Tile, operand: usize) -> fn(usize, usize) -> usize {
+    match (operand, tile.k_inner) {
+        (0, false) => a_row,
+        (0, true) => a_row_k_inner,
+        (_, false) => b_row,
+        (_, true) => b_row_k_inner,
+    }
 }
 
 /// Shared-memory wavefronts of one warp's `ldmatrix` of `matrices` 8x8 matrices whose
@@ -66,21 +93,35 @@ impl Matrices {
         let [a, b] = tiles;
         let row = cx.b.rem_u32(lane.lane, 8);
         let matrix = cx.b.div_u32(lane.lane, 8);
-        // A: matrix `j` at k `8 (j / 2)`, m `8 (j % 2)`, from the warp's 16 rows.
-        let a_k = {
-            let half = cx.b.div_u32(matrix, 2);
-            cx.b.mad_u32(half, Operand::Int(8), row)
-        };
+        let half = cx.b.div_u32(matrix, 2);
         let odd = cx.b.rem_u32(matrix, 2);
-        let a_col = {
-            let eighth = cx.b.mul_u32(odd, Operand::Int(8));
-            cx.b.mad_u32(lane.warp_m, Operand::Int(16), eighth)
+        // A: matrix `j` at k `8 (j / 2)`, m `8 (j % 2)`, from the warp's 16 rows; the
+        // lane's row of it runs along k (transposed) or along m.
+        let a_first = cx.b.mul_u32(lane.warp_m, Operand::Int(16));
+        let (a_k, a_col) = match a.k_inner {
+            false => (
+                cx.b.mad_u32(half, Operand::Int(8), row),
+                cx.b.mad_u32(odd, Operand::Int(8), a_first),
+            ),
+            true => {
+                let col = cx.b.mad_u32(odd, Operand::Int(8), row);
+                (
+                    cx.b.mul_u32(half, Operand::Int(8)),
+                    cx.b.add_u32(a_first, col),
+                )
+            }
         };
         // B: matrix `j` (lanes 16-31 repeat 0-15) at k `8 j`, from the warp's 8 columns.
-        let b_k = cx.b.mad_u32(odd, Operand::Int(8), row);
-        let b_col = cx.b.mul_u32(lane.warp_n, Operand::Int(8));
+        let b_first = cx.b.mul_u32(lane.warp_n, Operand::Int(8));
+        let (b_k, b_col) = match b.k_inner {
+            false => (cx.b.mad_u32(odd, Operand::Int(8), row), b_first),
+            true => (
+                cx.b.mul_u32(odd, Operand::Int(8)),
+                cx.b.add_u32(b_first, row),
+            ),
+        };
         let base = |cx: &mut Emitter, tile: Tile, base: Operand, k: Operand, col: Operand| {
-            let element = cx.b.mad_u32(k, Operand::Int(tile.pitch() as i64), col);
+            let element = tile.element_at(cx, k, col);
             let at = tile.address(cx, base, element);
             cx.b.materialize(at, Ty::U32)
         };
@@ -90,8 +131,8 @@ impl Matrices {
             tiles,
             bases: [a_base, b_base],
             ways: [
-                ways(4, |l| a_row(l, a.pitch())),
-                ways(2, |l| b_row(l, b.pitch())),
+                ways(4, |l| row_of(&a, 0)(l, a.pitch())),
+                ways(2, |l| row_of(&b, 1)(l, b.pitch())),
             ],
             warps: *warps,
         }
@@ -107,7 +148,9 @@ impl Matrices {
         along: usize,
     ) -> [Reg; N] {
         let (tile, base) = (self.tiles[i], self.bases[i]);
-        let offset = tile.bytes * (k0 * tile.pitch() + along);
+        let offset = tile.bytes * tile.element(k0, along);
+        // A tile that keeps its `k` adjacent holds each lane's pair along a matrix row.
+        let trans = if tile.k_inner { "" } else { ".trans" };
         let r = [(); N].map(|_| cx.b.reg(Ty::U32));
         let list = r
             .iter()
@@ -117,7 +160,7 @@ impl Matrices {
         cx.b.shared_ways(self.ways[i]);
         ins!(
             cx.b,
-            "ldmatrix.sync.aligned.m8n8.x{N}.trans.shared.b16 {{{list}}}, [{base}+{offset}]"
+            "ldmatrix.sync.aligned.m8n8.x{N}{trans}.shared.b16 {{{list}}}, [{base}+{offset}]"
         );
         r
     }
@@ -152,6 +195,29 @@ mod tests {
         // Unpadded rows 128 bytes apart (or 64 for width 32) collide in every phase.
         assert_eq!(ways(4, |l| a_row(l, 64)), 32);
         assert_eq!(ways(4, |l| a_row(l, 32)), 16);
+    }
+
+    /// Tiles that keep their `k` adjacent: every depth's padded rows take one wavefront
+    /// a phase, and lane `l` addresses row `l % 8` of matrix `l / 8` along the width
+    /// (A's matrix `j` at m `8 (j % 2)`, k `8 (j / 2)`; B's at k `8 j`).
+    #[test]
+    fn tiles_along_k_are_read_whole_and_free_of_bank_conflicts() {
+        let pad = GemmInstruction::MmaBf16.tile_pad();
+        for depth in [16, 32] {
+            let pitch = depth + pad;
+            assert_eq!(ways(4, |l| a_row_k_inner(l, pitch)), 4, "A, depth {depth}");
+            assert_eq!(ways(2, |l| b_row_k_inner(l, pitch)), 2, "B, depth {depth}");
+            let at = |bytes: usize| (bytes / 2 / pitch, bytes / 2 % pitch);
+            for l in 0..32 {
+                let (j, r) = (l / 8, l % 8);
+                assert_eq!(at(a_row_k_inner(l, pitch)), (8 * (j % 2) + r, 8 * (j / 2)));
+                assert_eq!(at(b_row_k_inner(l, pitch)), (r, 8 * (j % 2)));
+                assert_eq!(a_row_k_inner(l, pitch) % ROW, 0, "16-byte aligned rows");
+            }
+        }
+        // Unpadded rows of 32 k, 64 bytes apart: a phase's eight rows fall on two
+        // 16-byte bank groups, four ways each.
+        assert_eq!(ways(4, |l| a_row_k_inner(l, 32)), 16);
     }
 
     /// The rows lanes address cover each fragment's 16x16 (A) or 16x8 (B) elements

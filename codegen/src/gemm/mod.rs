@@ -182,18 +182,19 @@ pub(crate) fn emit(
     // With a ring of three or more stages, operands read straight from a buffer
     // arrive by `cp.async`; two stages, and prologues, go through registers.
     let stages = schedule.stages;
-    // (A bf16 tile is copied in runs along its width, which must be the operand's
-    // contiguous side: `copy_source` finds runs only there.)
+    // (A bf16 tile is copied in runs along the operand's contiguous side: its width,
+    // or `k`, where the tile then keeps each row's `k` adjacent.)
     let along_width = [contiguity.a_m, contiguity.b_n];
     let widths = [bm, bn];
     let sources = match &math {
         Math::Mma { warps, .. } if stages > 2 => [0, 1].map(|i| {
             let copy = operand::copy_source(cx, anchor, i, warps.instruction)
-                .filter(|c| along_width[i] || c.run == 1)?;
-            Some((copy, copy.grain(bk * widths[i], THREADS)?))
+                .filter(|c| c.run == 1 || c.along_k != along_width[i])?;
+            Some((copy, copy.grain(bk, widths[i], THREADS)?))
         }),
         _ => [None, None],
     };
+    let k_inner = sources.map(|s| s.is_some_and(|(c, _)| c.along_k));
     // A bf16 input loaded through registers moves its 16 bits as they are; along `k`,
     // in runs of adjacent elements where the input has them (`bf16_run_along_k`) and
     // the tile's share of runs fills every thread.
@@ -224,6 +225,7 @@ pub(crate) fn emit(
         pad,
         copied: sources[0].is_some(),
         grain: grain(0),
+        k_inner: k_inner[0],
     };
     let b = Tile {
         depth: bk,
@@ -234,6 +236,7 @@ pub(crate) fn emit(
         pad,
         copied: sources[1].is_some(),
         grain: grain(1),
+        k_inner: k_inner[1],
     };
     let smem = cx.b.reg(Ty::U32);
     ins!(cx.b, "mov.u32 {smem}, {SHARED}");
@@ -514,6 +517,7 @@ mod tests {
                 pad: PAD,
                 copied: false,
                 grain: 1,
+                k_inner: false,
             }
             .pitch()
                 - PAD
@@ -529,6 +533,7 @@ mod tests {
                 pad: PAD,
                 copied: false,
                 grain: 1,
+                k_inner: false,
             };
             wavefronts(4, |lane| {
                 let (kk, ww) = t.position(lane, 0);

@@ -16,7 +16,8 @@ use crate::ptx::{ins, Operand, Reg, Ty};
 use calib_ir::{GemmDims, Value};
 
 /// One operand's tile in shared memory: `depth` rows (k) of `width` elements (m or n) of
-/// `bytes` each, each row padded, one per stage.
+/// `bytes` each, each row padded, one per stage; or, for a tile copied in runs along `k`
+/// ([`Tile::k_inner`]), `width` rows of `depth` elements.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Tile {
     pub(super) depth: usize,
@@ -39,18 +40,45 @@ pub(super) struct Tile {
     /// runs adjacent along the width (2 or 8 elements: `calib_ir::CopySource::grain`),
     /// others single elements.
     pub(super) grain: usize,
+    /// Whether each `m` (or `n`) keeps its `k` adjacent (`width` padded rows of `depth`):
+    /// a bf16 tile copied in runs along `k` (`calib_ir::CopySource::along_k`), whose
+    /// copies then land whole in one row, and whose fragments `ldmatrix` reads without
+    /// transposing.
+    pub(super) k_inner: bool,
 }
 
 impl Tile {
+    /// Elements from one padded row to the next.
     pub(super) fn pitch(&self) -> usize {
-        self.width + self.pad
+        match self.k_inner {
+            true => self.depth + self.pad,
+            false => self.width + self.pad,
+        }
     }
 
     pub(super) fn stage_bytes(&self) -> usize {
-        self.depth * self.pitch() * self.bytes
+        let rows = if self.k_inner { self.width } else { self.depth };
+        rows * self.pitch() * self.bytes
     }
 
-    /// The shared address of element `index` (`k * pitch + w`) of the stage at `base`.
+    /// The element of a stage holding row `k`, column `w` of the tile.
+    pub(super) fn element(&self, k: usize, w: usize) -> usize {
+        match self.k_inner {
+            true => w * self.pitch() + k,
+            false => k * self.pitch() + w,
+        }
+    }
+
+    /// [`Tile::element`] of positions held in registers.
+    pub(super) fn element_at(&self, cx: &mut Emitter, k: Operand, w: Operand) -> Operand {
+        let pitch = Operand::Int(self.pitch() as i64);
+        match self.k_inner {
+            true => cx.b.mad_u32(w, pitch, k),
+            false => cx.b.mad_u32(k, pitch, w),
+        }
+    }
+
+    /// The shared address of element `index` ([`Tile::element`]) of the stage at `base`.
     pub(super) fn address(&self, cx: &mut Emitter, base: Operand, index: Operand) -> Operand {
         let bytes = cx.b.mul_u32(index, Operand::Int(self.bytes as i64));
         cx.b.add_u32(base, bytes)
@@ -85,11 +113,17 @@ impl Tile {
     }
 
     /// Shared-memory wavefronts of one warp's stores (or copies) of a slot each (of one
-    /// element each, for a run along `k`, whose elements lie in different rows).
+    /// element each, for a run along `k` loaded through registers, whose elements lie
+    /// in different rows).
     pub(super) fn store_ways(&self) -> usize {
-        wavefronts(self.bytes * self.width_grain(), |lane| {
+        let adjacent = if self.k_inner {
+            self.grain
+        } else {
+            self.width_grain()
+        };
+        wavefronts(self.bytes * adjacent, |lane| {
             let (kk, ww) = self.position(lane, 0);
-            self.bytes * (kk * self.pitch() + ww)
+            self.bytes * self.element(kk, ww)
         })
     }
 
@@ -176,7 +210,7 @@ pub(super) struct Slot {
     /// unclamped position is in range.
     pub(super) width_coords: Vec<Operand>,
     pub(super) width_inside: crate::flow::Check,
-    /// Its shared-memory element (`k * pitch + w`) within a stage.
+    /// Its shared-memory element ([`Tile::element`]) within a stage.
     pub(super) shared_word: Operand,
 }
 
@@ -221,7 +255,7 @@ impl Loader<'_> {
                         cx.coords(&Index::flat(clamped), dims)
                     }
                 };
-                let shared_word = cx.b.mad_u32(kk, Operand::Int(tile.pitch() as i64), ww);
+                let shared_word = tile.element_at(cx, kk, ww);
                 slots.push(Slot {
                     is_a,
                     kk,

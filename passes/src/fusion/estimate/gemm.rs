@@ -4,7 +4,7 @@
 
 use super::reduction::{pointwise, reduction_over, reduction_splits, siblings};
 use super::work::{issue, work_of, Work};
-use super::{census, seconds, unique_bytes, THREADS};
+use super::{census, seconds, seconds_besides_memory, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{
     bf16_input, bf16_run_along_k, copy_source, gemm_anchor, gemm_operands, taps_outer,
@@ -120,18 +120,25 @@ pub(super) fn gemm_with(
     // `cp.async` (the same index arithmetic, no select or store, and no register
     // holding the element): the thread waits for them `stages - 1` steps after issuing
     // them, so they add no load round of their own.
-    // A copy moves a run of elements (`CopySource::grain`): one slot's address, check
-    // and shared store for all of them.
-    let grains = [(0, s.block_m), (1, s.block_n)].map(|(i, width)| {
-        let copy = copy_source(body, anchor, i, s.instruction).filter(|_| s.stages > 2)?;
-        copy.grain(s.block_k * width, THREADS as usize)
+    // A copy moves a run of elements (`CopySource::grain`) along the side the loader
+    // walks (the width, or `k`): one slot's address, check and shared store for all of
+    // them.
+    let along_k = along_k(body, anchor);
+    let copies = [(0, s.block_m), (1, s.block_n)].map(|(i, width)| {
+        let copy = copy_source(body, anchor, i, s.instruction)
+            .filter(|c| s.stages > 2 && (c.run == 1 || c.along_k == along_k[i]))?;
+        Some((
+            copy.grain(s.block_k, width, THREADS as usize)?,
+            copy.along_k,
+        ))
     });
+    let grains = copies.map(|c| c.map(|(grain, _)| grain));
+    let k_inner = copies.map(|c| c.is_some_and(|(_, along_k)| along_k));
     let copied = grains.map(|g| g.is_some());
     let [ga, gb] = grains.map(|g| g.unwrap_or(1) as f64);
     // A bf16 input loaded through registers along `k` in runs (`bf16_run_along_k`):
     // one address and vector load per run, each element still its own shared store
     // (rows of the tile), every second after a shift.
-    let along_k = along_k(body, anchor);
     let runs = [(0, s.block_m), (1, s.block_n)].map(|(i, width)| {
         let bf16 = s.instruction == GemmInstruction::MmaBf16;
         match bf16_run_along_k(body, anchor, i) {
@@ -207,7 +214,11 @@ pub(super) fn gemm_with(
     let run_stores = |elements: f64, run: f64| issue(1.5 * (elements - elements / run));
     let mut loads = wa * sa + wb * sb + run_stores(ea, ra) + run_stores(eb, rb);
     loads.independent += (loads.issue - loads.independent) * (1.0 - 1.0 / (sa + sb).max(1.0));
-    let mut step = loads + products + issue(10.0);
+    // A ring of three or more stages finds the stage it refills and the one it reads
+    // by remainders of the step, and branches around the refill of the last steps: a
+    // dozen instructions a step that double-buffering spends in two.
+    let ring = if s.stages > 2 { 12.0 } else { 0.0 };
+    let mut step = loads + products + issue(10.0 + ring);
     let waits = if copied == [true, true] { 0.0 } else { 1.0 };
     step.rounds = waits + (wa.rounds * sa + wb.rounds * sb);
     let (stores_a, stores_b) = (ea / ga, eb / gb);
@@ -243,7 +254,7 @@ pub(super) fn gemm_with(
     let tiles = s.tiles(dims);
     let mut launches = vec![];
     let registers = s.estimated_registers();
-    let operand_bytes = s.operand_bytes();
+    let operand_bytes = s.operand_bytes_with(k_inner);
     if s.split_k == 1 {
         main += epilogue * per_thread_outputs;
         if let Some([sh, sw]) = dims.lattice {
@@ -421,7 +432,7 @@ pub fn candidate_schedules(
             // Tensor-core schedules also as rings of three and four stages, where the
             // device's shared memory holds them.
             let fits = |s: &GemmSchedule| {
-                s.operand_bytes() + device.shared_bytes_reserved_per_block as usize
+                s.largest_operand_bytes() + device.shared_bytes_reserved_per_block as usize
                     <= device.shared_bytes_per_sm as usize
             };
             let stages: &[usize] = match instruction {
@@ -506,10 +517,17 @@ pub fn best_schedule(
             device,
         )
     };
+    // Ties (schedules that device memory bounds alike) go to the least other work.
+    let besides_memory = |s: &GemmSchedule| {
+        seconds_besides_memory(&gemm_with(body, anchor, &dims, s, work, 1).launches, device)
+    };
     let (gemm, t) = candidate_schedules(&dims, device, precision)
         .into_iter()
         .map(|s| (s, time(&s, 1)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+        .min_by(|a, b| {
+            a.1.total_cmp(&b.1)
+                .then_with(|| besides_memory(&a.0).total_cmp(&besides_memory(&b.0)))
+        })?;
     let statistics = body
         .outputs
         .iter()

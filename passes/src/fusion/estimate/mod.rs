@@ -62,6 +62,20 @@ pub fn seconds(launches: &[Launch], device: &Device) -> f64 {
         .sum()
 }
 
+/// The predicted seconds of `launches` had their bytes no cost in device memory: what
+/// tells apart schedules that move the same bytes, and so tie where device memory
+/// bounds them all (the one whose threads work least leaves the most slack).
+pub fn seconds_besides_memory(launches: &[Launch], device: &Device) -> f64 {
+    let unbound: Vec<Launch> = launches
+        .iter()
+        .map(|l| Launch {
+            unique_bytes: 0.0,
+            ..l.clone()
+        })
+        .collect();
+    seconds(&unbound, device)
+}
+
 /// The predicted seconds of a kernel with this body: GEMM kernels under their best
 /// schedule, reductions and maps as their families run them.
 pub fn kernel_seconds(body: &Graph, device: &Device, precision: Precision) -> f64 {
