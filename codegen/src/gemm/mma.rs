@@ -10,8 +10,9 @@
 //! policy's casts already rounded). A TF32 tile that arrived by `cp.async` holds the
 //! buffer's f32 bits instead, and its words are rounded with `cvt.rna` as each fragment
 //! word is read (the mma would truncate them). A bf16 tile that arrived by `cp.async`
-//! holds a bf16 buffer's elements as they are, copied in runs along its width
-//! (`calib_ir::copy_source` says where).
+//! holds a bf16 buffer's elements as they are, copied in runs along its width, or
+//! along `k` into a tile that keeps its `k` adjacent (`calib_ir::copy_source` says
+//! where).
 //!
 //! Fragment layout (PTX ISA, `g = lane / 4`, `t = lane % 4`, k in 32-bit words: one
 //! TF32, or two bf16 with the lower k in the low half): A's register `r` holds row
@@ -25,7 +26,9 @@
 //! lane ([`Words`]); rows padded by 8 words put the lanes of a load (`t` rows and `g`
 //! words apart) on 32 different banks. bf16 fragments are one `ldmatrix.trans` each:
 //! a pair along k is two elements of a tile column, which is what the transposed 8x8
-//! matrix load hands a lane ([`super::ldmatrix`], with its padding).
+//! matrix load hands a lane ([`super::ldmatrix`], with its padding); from a tile that
+//! keeps its `k` adjacent the pair is two elements of a row, and `ldmatrix` reads it
+//! without transposing.
 
 use super::ldmatrix::Matrices;
 use super::tiles::Tile;

@@ -3,8 +3,9 @@
 //! brings a step's elements into registers (every element of a thread at once, one
 //! chain each, the step's `k` shared) and stores them, or for a tile of a plain buffer
 //! ([`calib_ir::copy_source`]) copies them with `cp.async` (an f32 word, or a run of two
-//! or eight bf16 adjacent along the width; a source size of 0 outside the operand), and
-//! the FMA products of a step from the shared tiles.
+//! or eight bf16 adjacent along the width, or of two to eight along `k` into a tile that
+//! keeps its `k` adjacent; a source size of 0 outside the operand), and the FMA
+//! products of a step from the shared tiles.
 
 use super::mma::{round_for_store, Warps};
 use super::{load_v4, shared_address, wavefronts, Element, Layout, Operands, PATCH, THREADS};
