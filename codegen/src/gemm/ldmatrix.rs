@@ -82,51 +82,62 @@ pub(super) struct Matrices {
     warps: Warps,
 }
 
+/// The byte offsets, within a stage of each tile, of the matrix rows lane `lane`
+/// addresses (`super::mma::fragment_offsets`).
+pub(super) fn offsets(cx: &mut Emitter, lane: &Lane, tiles: [Tile; 2]) -> [Operand; 2] {
+    let [a, b] = tiles;
+    let row = cx.b.rem_u32(lane.lane, 8);
+    let matrix = cx.b.div_u32(lane.lane, 8);
+    let half = cx.b.div_u32(matrix, 2);
+    let odd = cx.b.rem_u32(matrix, 2);
+    // A: matrix `j` at k `8 (j / 2)`, m `8 (j % 2)`, from the warp's 16 rows; the
+    // lane's row of it runs along k (transposed) or along m.
+    let a_first = cx.b.mul_u32(lane.warp_m, Operand::Int(16));
+    let (a_k, a_col) = match a.k_inner {
+        false => (
+            cx.b.mad_u32(half, Operand::Int(8), row),
+            cx.b.mad_u32(odd, Operand::Int(8), a_first),
+        ),
+        true => {
+            let col = cx.b.mad_u32(odd, Operand::Int(8), row);
+            (
+                cx.b.mul_u32(half, Operand::Int(8)),
+                cx.b.add_u32(a_first, col),
+            )
+        }
+    };
+    // B: matrix `j` (lanes 16-31 repeat 0-15) at k `8 j`, from the warp's 8 columns.
+    let b_first = cx.b.mul_u32(lane.warp_n, Operand::Int(8));
+    let (b_k, b_col) = match b.k_inner {
+        false => (cx.b.mad_u32(odd, Operand::Int(8), row), b_first),
+        true => (
+            cx.b.mul_u32(odd, Operand::Int(8)),
+            cx.b.add_u32(b_first, row),
+        ),
+    };
+    let offset = |cx: &mut Emitter, tile: Tile, k: Operand, col: Operand| {
+        let element = tile.element_at(cx, k, col);
+        let at = tile.address(cx, Operand::Int(0), element);
+        cx.b.materialize(at, Ty::U32).into()
+    };
+    [offset(cx, a, a_k, a_col), offset(cx, b, b_k, b_col)]
+}
+
 impl Matrices {
+    /// The fragments of the stage whose tiles start at `bases`, for a lane whose matrix
+    /// rows lie `offsets` into them ([`offsets`]).
     pub(super) fn new(
         cx: &mut Emitter,
         warps: &Warps,
-        lane: &Lane,
+        offsets: [Operand; 2],
         tiles: [Tile; 2],
         bases: [Operand; 2],
     ) -> Matrices {
         let [a, b] = tiles;
-        let row = cx.b.rem_u32(lane.lane, 8);
-        let matrix = cx.b.div_u32(lane.lane, 8);
-        let half = cx.b.div_u32(matrix, 2);
-        let odd = cx.b.rem_u32(matrix, 2);
-        // A: matrix `j` at k `8 (j / 2)`, m `8 (j % 2)`, from the warp's 16 rows; the
-        // lane's row of it runs along k (transposed) or along m.
-        let a_first = cx.b.mul_u32(lane.warp_m, Operand::Int(16));
-        let (a_k, a_col) = match a.k_inner {
-            false => (
-                cx.b.mad_u32(half, Operand::Int(8), row),
-                cx.b.mad_u32(odd, Operand::Int(8), a_first),
-            ),
-            true => {
-                let col = cx.b.mad_u32(odd, Operand::Int(8), row);
-                (
-                    cx.b.mul_u32(half, Operand::Int(8)),
-                    cx.b.add_u32(a_first, col),
-                )
-            }
-        };
-        // B: matrix `j` (lanes 16-31 repeat 0-15) at k `8 j`, from the warp's 8 columns.
-        let b_first = cx.b.mul_u32(lane.warp_n, Operand::Int(8));
-        let (b_k, b_col) = match b.k_inner {
-            false => (cx.b.mad_u32(odd, Operand::Int(8), row), b_first),
-            true => (
-                cx.b.mul_u32(odd, Operand::Int(8)),
-                cx.b.add_u32(b_first, row),
-            ),
-        };
-        let base = |cx: &mut Emitter, tile: Tile, base: Operand, k: Operand, col: Operand| {
-            let element = tile.element_at(cx, k, col);
-            let at = tile.address(cx, base, element);
+        let [a_base, b_base] = [0, 1].map(|i| {
+            let at = cx.b.add_u32(bases[i], offsets[i]);
             cx.b.materialize(at, Ty::U32)
-        };
-        let a_base = base(cx, a, bases[0], a_k, a_col);
-        let b_base = base(cx, b, bases[1], b_k, b_col);
+        });
         Matrices {
             tiles,
             bases: [a_base, b_base],

@@ -177,6 +177,33 @@ pub(super) fn round_for_store(
     }
 }
 
+/// The byte offsets, within a stage of the A and B tiles, where a lane's fragment loads
+/// start: the same at every step, so computed once, before the `k` loop, and added to
+/// each step's stage addresses ([`products`]).
+pub(super) fn fragment_offsets(
+    cx: &mut Emitter,
+    warps: &Warps,
+    lane: &Lane,
+    tiles: [Tile; 2],
+) -> [Operand; 2] {
+    match warps.instruction {
+        GemmInstruction::MmaBf16 => super::ldmatrix::offsets(cx, lane, tiles),
+        _ => {
+            // A lane starts from k row `t`, at its fragment row (A) or column (B).
+            let offset = |cx: &mut Emitter, tile: Tile, along: Operand| {
+                let word =
+                    cx.b.mad_u32(lane.t, Operand::Int(tile.pitch() as i64), along);
+                let at = shared_address(cx, Operand::Int(0), word);
+                cx.b.materialize(at, Ty::U32).into()
+            };
+            [
+                offset(cx, tiles[0], lane.a_row),
+                offset(cx, tiles[1], lane.b_col),
+            ]
+        }
+    }
+}
+
 /// Where a warp's fragment registers come from: the lane's words of A fragment `fm`
 /// and B fragment `fn` for the instruction `k` slice starting at tile row `k0`.
 pub(super) trait Fragments {
@@ -194,22 +221,19 @@ struct Words {
 }
 
 impl Words {
+    /// The fragments of the stage whose tiles start at `bases`, for a lane whose loads
+    /// start `offsets` into them ([`fragment_offsets`]).
     fn new(
         cx: &mut Emitter,
         warps: &Warps,
-        lane: &Lane,
+        offsets: [Operand; 2],
         tiles: [Tile; 2],
         bases: [Operand; 2],
     ) -> Words {
-        // A lane starts from k row `t`, at its fragment row (A) or column (B).
-        let base = |cx: &mut Emitter, tile: Tile, base: Operand, along: Operand| {
-            let word =
-                cx.b.mad_u32(lane.t, Operand::Int(tile.pitch() as i64), along);
-            let at = shared_address(cx, base, word);
+        let [a_base, b_base] = [0, 1].map(|i| {
+            let at = cx.b.add_u32(bases[i], offsets[i]);
             cx.b.materialize(at, Ty::U32)
-        };
-        let a_base = base(cx, tiles[0], bases[0], lane.a_row);
-        let b_base = base(cx, tiles[1], bases[1], lane.b_col);
+        });
         let ways = tiles.map(|tile| wavefronts(4, |l| 4 * ((l % 4) * tile.pitch() + l / 4)));
         Words {
             tiles,
@@ -264,14 +288,14 @@ pub(super) fn products(
     cx: &mut Emitter,
     acc: &[Reg],
     warps: &Warps,
-    lane: &Lane,
+    offsets: [Operand; 2],
     tiles: [Tile; 2],
     bases: [Operand; 2],
 ) -> Result<()> {
     let per = warps.instruction.k_per_instruction();
     let fragments: Box<dyn Fragments> = match warps.instruction {
-        GemmInstruction::MmaBf16 => Box::new(Matrices::new(cx, warps, lane, tiles, bases)),
-        _ => Box::new(Words::new(cx, warps, lane, tiles, bases)),
+        GemmInstruction::MmaBf16 => Box::new(Matrices::new(cx, warps, offsets, tiles, bases)),
+        _ => Box::new(Words::new(cx, warps, offsets, tiles, bases)),
     };
     let shape = match warps.instruction {
         GemmInstruction::MmaBf16 => "m16n8k16.row.col.f32.bf16.bf16.f32",

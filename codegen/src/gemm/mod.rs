@@ -263,10 +263,12 @@ pub(crate) fn emit(
         raw,
     };
     let slots = loader.slots(cx);
+    let fragments = math.fragment_offsets(cx, [a, b]);
     Pipeline {
         loader: &loader,
         slots: &slots,
         math: &math,
+        fragments,
         acc: &acc,
         smem,
         tiles: [a, b],
@@ -413,16 +415,28 @@ impl Math {
         }
     }
 
+    /// Where a thread's fragment loads start within a stage of `tiles`, computed once
+    /// before the `k` loop (tensor cores; the FMA products address from their thread).
+    fn fragment_offsets(&self, cx: &mut Emitter, tiles: [Tile; 2]) -> [Operand; 2] {
+        match self {
+            Math::Fma { .. } => [Operand::Int(0); 2],
+            Math::Mma { warps, lane } => mma::fragment_offsets(cx, warps, lane, tiles),
+        }
+    }
+
+    /// One step's products from the stage whose tiles start at `bases`; `offsets` from
+    /// [`Math::fragment_offsets`].
     fn products(
         &self,
         cx: &mut Emitter,
         acc: &[Reg],
         tiles: [Tile; 2],
         bases: [Operand; 2],
+        offsets: [Operand; 2],
     ) -> Result<()> {
         match self {
             Math::Fma { layout, thread } => products(cx, acc, tiles, *layout, bases, *thread),
-            Math::Mma { warps, lane } => mma::products(cx, acc, warps, lane, tiles, bases),
+            Math::Mma { warps, .. } => mma::products(cx, acc, warps, offsets, tiles, bases),
         }
     }
 }

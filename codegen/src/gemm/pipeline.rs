@@ -25,6 +25,8 @@ pub(super) struct Pipeline<'a, 'b> {
     pub(super) loader: &'a Loader<'b>,
     pub(super) slots: &'a [Slot],
     pub(super) math: &'a Math,
+    /// Where this thread's fragment loads start within a stage (`Math::fragment_offsets`).
+    pub(super) fragments: [Operand; 2],
     pub(super) acc: &'a [Reg],
     /// The shared address of stage 0.
     pub(super) smem: Reg,
@@ -66,7 +68,8 @@ impl Pipeline<'_, '_> {
                 let next = cx.b.add_u32(kt, Operand::Int(1));
                 let values = loader.load(cx, slots, next)?;
                 let current = self.stage(cx, parity.into());
-                self.math.products(cx, self.acc, self.tiles, current)?;
+                self.math
+                    .products(cx, self.acc, self.tiles, current, self.fragments)?;
                 let other = cx.b.reg(Ty::U32);
                 ins!(cx.b, "xor.b32 {other}, {parity}, 1");
                 let other = self.stage(cx, other.into());
@@ -76,7 +79,8 @@ impl Pipeline<'_, '_> {
             })?;
         }
         let last = self.stage(cx, Operand::Int(((self.steps - 1) % 2) as i64));
-        self.math.products(cx, self.acc, self.tiles, last)
+        self.math
+            .products(cx, self.acc, self.tiles, last, self.fragments)
     }
 
     /// Whether any tile arrives by `cp.async` (else no groups are committed or waited).
@@ -120,7 +124,8 @@ impl Pipeline<'_, '_> {
             self.commit(cx);
             let current = cx.b.rem_u32(kt, stages);
             let current = self.stage(cx, current);
-            self.math.products(cx, self.acc, self.tiles, current)?;
+            self.math
+                .products(cx, self.acc, self.tiles, current, self.fragments)?;
             if !values.is_empty() {
                 cx.when_all(vec![more], |cx| loader.store(cx, slots, &values, refill))?;
             }
