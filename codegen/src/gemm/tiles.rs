@@ -211,8 +211,11 @@ pub(super) struct Slot {
     /// unclamped position is in range.
     pub(super) width_coords: Vec<Operand>,
     pub(super) width_inside: crate::flow::Check,
-    /// Its shared-memory element ([`Tile::element`]) within a stage.
-    pub(super) shared_word: Operand,
+    /// Its shared-memory element ([`Tile::element`]) within a stage: the element of
+    /// its tile's first slot, and a constant more (slots of a thread lie a constant
+    /// apart along the slow side, so their stores address `[first+offset]`).
+    pub(super) shared_first: Operand,
+    pub(super) shared_offset: usize,
 }
 
 impl Loader<'_> {
@@ -232,6 +235,7 @@ impl Loader<'_> {
             let (fast, _) = tile.sides();
             let at_fast = cx.b.rem_u32(self.tid, fast);
             let first_slow = cx.b.div_u32(self.tid, fast);
+            let mut shared_first = None;
             for e in 0..tile.per_thread() {
                 let at_slow =
                     cx.b.add_u32(first_slow, Operand::Int((e * THREADS / fast) as i64));
@@ -256,13 +260,18 @@ impl Loader<'_> {
                         cx.coords(&Index::flat(clamped), dims)
                     }
                 };
-                let shared_word = tile.element_at(cx, kk, ww);
+                let shared_first = *shared_first.get_or_insert_with(|| tile.element_at(cx, kk, ww));
+                let shared_offset = match tile.along_width {
+                    true => tile.element(step, 0),
+                    false => tile.element(0, step),
+                };
                 slots.push(Slot {
                     is_a,
                     kk,
                     width_coords,
                     width_inside,
-                    shared_word,
+                    shared_first,
+                    shared_offset,
                 });
             }
         }
@@ -359,6 +368,17 @@ impl Loader<'_> {
         Ok(values)
     }
 
+    /// The shared address of `slot` in the stage whose tiles start at `bases`, as a
+    /// register (its tile's first slot's, the same for all of them) and a byte offset.
+    fn shared_address(&self, cx: &mut Emitter, slot: &Slot, bases: [Operand; 2]) -> (Reg, usize) {
+        let tile = self.tile(slot);
+        let first = tile.address(cx, bases[usize::from(!slot.is_a)], slot.shared_first);
+        (
+            cx.b.materialize(first, Ty::U32),
+            tile.bytes * slot.shared_offset,
+        )
+    }
+
     /// The bf16 input `slot`'s tile reads unconverted, if any.
     fn raw(&self, slot: &Slot) -> Option<Value> {
         self.raw[usize::from(!slot.is_a)]
@@ -378,31 +398,27 @@ impl Loader<'_> {
         for slot in mine {
             let tile = self.tile(slot);
             let ways = tile.store_ways();
-            let addr = tile.address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
+            let (addr, offset) = self.shared_address(cx, slot, bases);
             if self.raw(slot).is_none() {
                 let v = *values.next().expect("a value per slot");
                 let (v, ty) = round_for_store(cx, self.warps.as_ref(), v);
                 cx.b.shared_ways(ways);
-                ins!(cx.b, "st.shared.{ty} [{addr}], {v}");
+                ins!(cx.b, "st.shared.{ty} [{addr}+{offset}], {v}");
                 continue;
             }
             // A run along `k` is a word per two elements, the lower one in the low half:
             // each element goes to its own row of the tile, a row's pitch apart.
-            let addr = cx.b.materialize(addr, Ty::U32);
             let row = tile.pitch() * tile.bytes;
             for pair in 0..tile.grain().div_ceil(2) {
                 let word = *values.next().expect("a word per two elements");
                 cx.b.shared_ways(ways);
-                ins!(cx.b, "st.shared.u16 [{addr}+{}], {word}", 2 * pair * row);
+                let at = offset + 2 * pair * row;
+                ins!(cx.b, "st.shared.u16 [{addr}+{at}], {word}");
                 if tile.grain() > 1 {
                     let high = cx.b.reg(Ty::U32);
                     ins!(cx.b, "shr.u32 {high}, {word}, 16");
                     cx.b.shared_ways(ways);
-                    ins!(
-                        cx.b,
-                        "st.shared.u16 [{addr}+{}], {high}",
-                        (2 * pair + 1) * row
-                    );
+                    ins!(cx.b, "st.shared.u16 [{addr}+{}], {high}", at + row);
                 }
             }
         }
@@ -423,7 +439,8 @@ impl Loader<'_> {
         for ((slot, input), element) in mine.into_iter().zip(elements) {
             let source = element.source(cx, input);
             let tile = self.tile(slot);
-            let dst = tile.address(cx, bases[usize::from(!slot.is_a)], slot.shared_word);
+            let (dst, offset) = self.shared_address(cx, slot, bases);
+            let dst = format!("{dst}+{offset}");
             let src = source.address;
             // A copy writes shared memory as a store of the element would.
             cx.b.shared_ways(tile.store_ways());
