@@ -405,19 +405,17 @@ mod tests {
         };
         assert_eq!(matmul.grain(16, 64, 256), Some(2));
         let word = CopySource {
-            input: x,
             run: 1,
             shortest: 1,
-            along_k: false,
+            ..conv
         };
         assert_eq!(word.grain(16, 64, 256), Some(1));
         // Along `k`: runs of eight fill 32 x 64 (one each), 16 x 64 takes runs of
         // four; a single element is no copy.
         let along_k = CopySource {
-            input: x,
-            run: 8,
             shortest: 2,
             along_k: true,
+            ..conv
         };
         assert_eq!(along_k.grain(32, 64, 256), Some(8));
         assert_eq!(along_k.grain(16, 64, 256), Some(4));
