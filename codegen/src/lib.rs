@@ -47,6 +47,7 @@ mod pool;
 mod ptx;
 mod reduction;
 mod render;
+mod runs;
 mod scope;
 mod window;
 

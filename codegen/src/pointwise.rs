@@ -8,6 +8,7 @@ use crate::eval::{Emitter, Run};
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::Operand;
+use crate::runs::{self, Runs};
 use calib_ir::{numel, Layout, Op, Value};
 
 pub(crate) const THREADS: usize = 256;
@@ -16,13 +17,12 @@ const MAX_BLOCKS: usize = 1 << 16;
 
 /// The pointwise kernel computing body outputs `outputs`.
 pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
-    // Threads the largest group of outputs needs (a quarter of its elements when each
-    // thread takes runs of four).
+    // Threads the largest group of outputs needs (one per run where threads take runs).
     let threads_needed = groups(cx, outputs)
         .iter()
         .map(
-            |(n, members)| match runs_of_four(cx, members, *n, walk_layout(cx, members)) {
-                Some(_) => n / RUN,
+            |(n, members)| match runs(cx, members, *n, walk_layout(cx, members)) {
+                Some(runs) => n / runs.len,
                 None => *n,
             },
         )
@@ -37,8 +37,8 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
     Ok(geometry)
 }
 
-/// Elements a thread takes at once along the innermost axis, when shapes allow.
-const RUN: usize = 4;
+/// Threads a launch should keep at least, before its runs grow longer.
+const MIN_THREADS: usize = 1 << 14;
 
 /// `outputs` grouped by element count: outputs of one count are computed together.
 fn groups(cx: &Emitter, outputs: &[usize]) -> Vec<(usize, Vec<usize>)> {
@@ -76,34 +76,47 @@ fn walk_layout(cx: &Emitter, members: &[usize]) -> Layout {
     }
 }
 
-/// How a group's threads walk runs of four elements adjacent in memory: over the
-/// innermost axis when four divides it, else over the innermost two axes taken as one
-/// (a 14x14 plane: the run's four elements may span two rows, and still share their
-/// channel and batch coordinates and a 128-bit load).
-struct Runs {
-    /// The memory-order shape with the walked axes merged and divided by four: one
-    /// element per run.
-    shape: Vec<usize>,
-    /// The memory-order extents of the walked (innermost) axes.
-    walked: Vec<usize>,
-}
-
-/// The runs of four of a group, when every output has one shape whose innermost one or
-/// two extents (in `layout`) have a product four divides, and there are enough elements
-/// to keep the GPU busy.
-fn runs_of_four(cx: &Emitter, members: &[usize], n: usize, layout: Layout) -> Option<Runs> {
+/// The longest runs of a group, when every output has one shape whose innermost extents
+/// (in `layout`) have a product the run's length divides, and the runs are enough
+/// threads to keep the GPU busy.
+fn runs(cx: &Emitter, members: &[usize], n: usize, layout: Layout) -> Option<Runs> {
     let memory = layout.to_memory(common_shape(cx, members)?);
     let rank = memory.len();
-    let walked = calib_ir::run_axes(&memory, RUN)?;
-    if n < 1 << 16 {
-        return None;
-    }
-    let mut shape = memory[..rank - walked].to_vec();
-    shape.push(memory[rank - walked..].iter().product::<usize>() / RUN);
-    Some(Runs {
-        shape,
-        walked: memory[rank - walked..].to_vec(),
-    })
+    // Windows (pooling, a resize's adjoint) are read at a stride, element by element:
+    // a warp whose lanes take eight elements each spreads each of those loads over
+    // twice the sectors of runs of four, and runs across channels would leave small
+    // maps too few threads, for little shared work.
+    let windowed = cx
+        .kernel
+        .body
+        .nodes
+        .iter()
+        .any(|node| node.op.reads_windows());
+    // A concatenation stays outside the walk: a run then takes one operand's branch.
+    let outputs = members.iter().map(|&i| cx.kernel.body.outputs[i].value);
+    let concat = outputs
+        .filter_map(|v| match cx.node(v).op {
+            Op::Concat { axis } => layout.order(rank).iter().position(|&a| a == axis),
+            _ => None,
+        })
+        .map(|position| rank - 1 - position)
+        .min();
+    let most = concat.unwrap_or(rank).min(if windowed { 2 } else { rank });
+    // Runs within a plane first: they share the channel's work.
+    let caps = [most.min(2), most];
+    let lengths = runs::LENGTHS
+        .into_iter()
+        .filter(|&len| n / len >= MIN_THREADS && !(windowed && len > 4));
+    caps.into_iter()
+        .flat_map(|cap| lengths.clone().map(move |len| (cap, len)))
+        .filter_map(|(cap, len)| Runs::over(&memory, len, cap))
+        .find(|runs| {
+            // Quotients that vary along the run are computed per element, each a call
+            // of ptxas's division slow path: at eight a thread, values live across the
+            // calls spill.
+            let walked = &layout.order(rank)[rank - runs.walked.len()..];
+            runs.len <= 4 || !calib_ir::divides_along(&cx.kernel.body, n, walked)
+        })
 }
 
 /// Grid-stride loops over every thread of a launch of shape `geometry`, one per distinct
@@ -132,11 +145,9 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
             .ty(cx.kernel.body.outputs[members[0]].value)
             .shape
             .clone();
-        match runs_of_four(cx, &members, n, layout) {
-            // Four neighbours in memory share their coordinates (and everything that
-            // does not depend on the innermost axis), and their loads go out together.
-            Some(runs) => cx.for_strided(thread, n / RUN, stride, |cx, r| {
-                run_of_four(cx, &members, &shape, layout, &runs, r)
+        match runs(cx, &members, n, layout) {
+            Some(runs) => cx.for_strided(thread, n / runs.len, stride, |cx, r| {
+                run(cx, &members, &shape, layout, &runs, r)
             })?,
             None if layout.is_row_major() => {
                 cx.for_strided(thread, n, stride, |cx, e| store_all(cx, &Index::flat(e)))?
@@ -150,11 +161,11 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
     Ok(())
 }
 
-/// Run `r` of a group whose outputs take runs of four: the elements' coordinates,
-/// the loads they share, their values and the stores. Four neighbours in memory share
-/// their outer coordinates (and everything that depends on nothing else), and their
-/// loads go out together.
-fn run_of_four(
+/// Run `r` of a group whose outputs take runs: the elements' coordinates, the loads
+/// they share, their values and the stores. Neighbours in memory share their outer
+/// coordinates (and everything that depends on nothing else), and their loads go out
+/// together.
+fn run(
     cx: &mut Emitter,
     members: &[usize],
     shape: &[usize],
@@ -162,38 +173,30 @@ fn run_of_four(
     runs: &Runs,
     r: Operand,
 ) -> Result<()> {
-    let mut outer = cx.coords(&Index::flat(r), &runs.shape);
-    let q = outer.pop().expect("a rank");
-    let first = cx.b.mul_u32(q, Operand::Int(RUN as i64));
-    let elements: Vec<Vec<Operand>> = (0..RUN)
-        .map(|u| {
-            let f = cx.b.add_u32(first, Operand::Int(u as i64));
-            let mut memory = outer.clone();
-            memory.extend(cx.coords(&Index::flat(f), &runs.walked));
-            layout.to_logical(&memory)
-        })
+    let elements: Vec<Vec<Operand>> = runs
+        .elements(cx, r)
+        .iter()
+        .map(|memory| layout.to_logical(memory))
         .collect();
     let run = Run {
         elements: &elements,
         walked: runs.walked.len(),
     };
-    // Inputs stored like the outputs and read where the outputs are (no index map
-    // between) come in with one 128-bit load per run.
-    for v in same_shape_inputs(cx, shape, layout) {
-        cx.load_run(v, &run)?;
-    }
     let outputs: Vec<Value> = members
         .iter()
         .map(|&i| cx.kernel.body.outputs[i].value)
         .collect();
+    // What the outputs read stored like them (where no index map lies between, that
+    // is where they read it) comes in with vector loads, a run at a time.
+    cx.load_runs(&outputs, shape, layout, &run)?;
     match concat_outside_run(cx, &outputs, layout, run.walked) {
-        Some((concat, axis)) => concat_run(cx, members[0], concat, axis, &run),
+        Some((concat, axis)) => concat_run(cx, members[0], concat, axis, layout, &run),
         None => evaluate_and_store(cx, members, &outputs, &run, None),
     }
 }
 
 /// The output of a one-output group that is a `concat` along an axis a run does not
-/// walk: the four elements of a run then read the same operand, and the run branches
+/// walk: the elements of a run then read the same operand, and the run branches
 /// once rather than each element.
 fn concat_outside_run(
     cx: &Emitter,
@@ -211,18 +214,40 @@ fn concat_outside_run(
 }
 
 /// Output `i` = `concat` `v` along `axis` over `run`: a branch per operand, taken by
-/// the run's shared coordinate along `axis`, in which the four elements are that
-/// operand's.
-fn concat_run(cx: &mut Emitter, i: usize, v: Value, axis: usize, run: &Run) -> Result<()> {
+/// the run's shared coordinate along `axis`, in which the run's elements are that
+/// operand's, and the inputs it reads stored like it come in as runs too.
+fn concat_run(
+    cx: &mut Emitter,
+    i: usize,
+    v: Value,
+    axis: usize,
+    layout: Layout,
+    run: &Run,
+) -> Result<()> {
     let at = run.elements[0][axis];
     cx.concat_branches(v, axis, at, |cx, x, start| {
         let inner = cx.b.sub_u32(at, Operand::Int(start as i64));
+        let elements: Vec<Vec<Operand>> = run
+            .elements
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e[axis] = inner;
+                e
+            })
+            .collect();
+        let shifted = Run {
+            elements: &elements,
+            walked: run.walked,
+        };
+        let shape = cx.ty(x).shape.clone();
+        cx.load_runs(&[x], &shape, layout, &shifted)?;
         evaluate_and_store(cx, &[i], &[x], run, Some((axis, inner)))
     })
 }
 
 /// Evaluates `values[j]` at each element of `run` (with coordinate `axis` replaced
-/// where `shift` says) and stores the four results to body output `members[j]` at the
+/// where `shift` says) and stores the results to body output `members[j]` at the
 /// run's elements: one vector store where the run is aligned.
 pub(crate) fn evaluate_and_store(
     cx: &mut Emitter,
@@ -231,7 +256,7 @@ pub(crate) fn evaluate_and_store(
     run: &Run,
     shift: Option<(usize, Operand)>,
 ) -> Result<()> {
-    cx.b.parallel_chains(RUN);
+    cx.b.parallel_chains(run.elements.len());
     let mut results = vec![vec![]; members.len()];
     for at in run.elements {
         let mut at = at.clone();
@@ -251,28 +276,4 @@ pub(crate) fn evaluate_and_store(
         }
     }
     Ok(())
-}
-
-/// The f32, tf32 and bf16 body inputs of `shape` stored in `layout`, which elementwise
-/// outputs of that shape walked in that layout read at their own coordinates.
-pub(crate) fn same_shape_inputs(
-    cx: &Emitter,
-    shape: &[usize],
-    layout: Layout,
-) -> Vec<calib_ir::Value> {
-    cx.kernel
-        .body
-        .inputs()
-        .enumerate()
-        .map(|(slot, (_, v))| (slot, v))
-        .filter(|&(slot, v)| {
-            cx.ty(v).shape == shape
-                && cx.input_layout(slot) == layout
-                && matches!(
-                    cx.ty(v).dtype,
-                    calib_ir::DType::F32 | calib_ir::DType::TF32 | calib_ir::DType::BF16
-                )
-        })
-        .map(|(_, v)| v)
-        .collect()
 }

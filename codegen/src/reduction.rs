@@ -3,18 +3,20 @@
 //!
 //! As a kernel's anchor, each reduced element gets a team of threads: a warp when the
 //! reduction is short, the whole block when it is long. The team strides through the
-//! reduced elements (evaluating the prologue on each), combines its partial results
-//! with butterfly shuffles, and for a block, once more through shared memory; then one
-//! thread finishes the element: the mean's division, the epilogue, the stores. Sibling
-//! reductions over the same elements and axes (a sum and a sum of squares) share the
-//! loop. Elsewhere in a body a reduction is a plain loop ([`serial`]).
+//! reduced elements (evaluating the prologue on each; a lane takes runs of adjacent
+//! elements, loaded as vectors, where the reduced axes end the shape), combines its
+//! partial results with butterfly shuffles, and for a block, once more through shared
+//! memory; then one thread finishes the element: the mean's division, the epilogue, the
+//! stores. Sibling reductions over the same elements and axes (a sum and a sum of
+//! squares) share the loop. Elsewhere in a body a reduction is a plain loop ([`serial`]).
 
 use crate::error::Result;
-use crate::eval::{Emitter, Slices};
+use crate::eval::{Emitter, Run, Slices};
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
-use calib_ir::{numel, Op, Value};
+use crate::runs::{self, Runs};
+use calib_ir::{numel, Layout, Op, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Combine {
@@ -187,7 +189,12 @@ pub(crate) fn emit(
     let (kept_dims, reduced_dims) = group[0].split_shape(&shape);
     let (outputs, length) = (numel(&kept_dims), numel(&reduced_dims));
     let split = split.clamp(1, length.max(1));
-    let chunk = length.div_ceil(split);
+    let runs = runs(cx, group);
+    // Slices of whole runs: the last one may come out short, or even empty.
+    let chunk = match &runs {
+        Some(runs) => length.div_ceil(split).next_multiple_of(runs.len),
+        None => length.div_ceil(split),
+    };
     let block_team = chunk >= BLOCK_TEAM_FROM;
     let (team_size, per_block) = if block_team {
         (THREADS, 1)
@@ -240,28 +247,18 @@ pub(crate) fn emit(
                     .collect()
             })
             .collect();
-        cx.for_strided(lane, chunk, team_size * UNROLL, |cx, i| {
-            cx.b.parallel_chains(UNROLL);
-            for u in 0..UNROLL {
-                let within = cx.b.add_u32(i, Operand::Int((u * team_size) as i64));
-                let at = cx.b.add_u32(start, within);
-                let inside = vec![
-                    cx.b.lt_u32(within, Operand::Int(chunk as i64)),
-                    cx.b.lt_u32(at, Operand::Int(length as i64)),
-                ];
-                let clamped = cx.clamp_index(at, length);
-                let reduced = cx.coords(&Index::flat(clamped), &reduced_dims);
-                for (r, accs) in group.iter().zip(&accs) {
-                    let idx = Index::coords(r.merge(shape.len(), &kept, &reduced));
-                    let x = cx.select_or(inside.clone(), Ty::F32, r.identity(), |cx| {
-                        cx.value(r.input, &idx)
-                    })?;
-                    r.fold(cx, accs[u], x);
-                }
+        match &runs {
+            Some(runs) => {
+                let first = cx.b.mul_u32(slice, Operand::Int((chunk / runs.len) as i64));
+                cx.for_strided(lane, chunk / runs.len, team_size, |cx, i| {
+                    let run = cx.b.add_u32(first, i);
+                    fold_run(cx, group, &accs, &kept, runs, run)
+                })?
             }
-            cx.b.parallel_chains(1);
-            Ok(())
-        })?;
+            None => cx.for_strided(lane, chunk, team_size * UNROLL, |cx, i| {
+                fold_elements(cx, group, &accs, &kept, [start, i], team_size, chunk)
+            })?,
+        }
         // The lane's accumulators in a fixed tree: (a0 + a1) + (a2 + a3).
         let accs: Vec<Reg> = group
             .iter()
@@ -321,6 +318,96 @@ pub(crate) fn emit(
         offset,
     });
     Ok((geometry, split))
+}
+
+/// The runs of `group`'s reduced elements, longest first, where the reduced axes end the
+/// input's shape (so that in a row-major buffer a run is adjacent); a split's slices
+/// then hold whole runs. The choice never looks at how buffers are stored: it fixes the
+/// order of the sums, and a step stored channels-last must give the same bits (its
+/// buffers are read element by element in the same order).
+fn runs(cx: &Emitter, group: &[Reduce]) -> Option<Runs> {
+    let r = &group[0];
+    let shape = cx.ty(r.input).shape.clone();
+    let rank = shape.len();
+    let (_, reduced) = r.split_shape(&shape);
+    runs::LENGTHS.into_iter().find_map(|len| {
+        let runs = Runs::over(&reduced, len, rank)?;
+        let innermost = (rank - runs.walked.len()..rank).all(|a| r.axes.contains(&a));
+        innermost.then_some(runs)
+    })
+}
+
+/// Folds run `run` (of all the group's runs, in order) into the lane's accumulators:
+/// one vector load per row-major input of the reduced shape, then each element's value.
+fn fold_run(
+    cx: &mut Emitter,
+    group: &[Reduce],
+    accs: &[Vec<Reg>],
+    kept: &[Operand],
+    runs: &Runs,
+    run: Operand,
+) -> Result<()> {
+    let shape = cx.ty(group[0].input).shape.clone();
+    // The last slice of an uneven split ends before its loop does.
+    let inside = cx.b.lt_u32(run, Operand::Int(runs.count() as i64));
+    cx.when_all(vec![inside], |cx| {
+        let elements: Vec<Vec<Operand>> = runs
+            .elements(cx, run)
+            .iter()
+            .map(|reduced| group[0].merge(shape.len(), kept, reduced))
+            .collect();
+        let walk = Run {
+            elements: &elements,
+            walked: runs.walked.len(),
+        };
+        let inputs: Vec<Value> = group.iter().map(|r| r.input).collect();
+        cx.load_runs(&inputs, &shape, Layout::RowMajor, &walk)?;
+        cx.b.parallel_chains(runs.len);
+        for (u, at) in elements.iter().enumerate() {
+            for (r, accs) in group.iter().zip(accs) {
+                let x = cx.value(r.input, &Index::coords(at.clone()))?;
+                r.fold(cx, accs[u % UNROLL], x);
+            }
+        }
+        cx.b.parallel_chains(1);
+        Ok(())
+    })
+}
+
+/// Folds [`UNROLL`] elements a team's width apart, from `i` into the slice starting
+/// at `start` (of `chunk` elements), into the lane's accumulators, one each.
+fn fold_elements(
+    cx: &mut Emitter,
+    group: &[Reduce],
+    accs: &[Vec<Reg>],
+    kept: &[Operand],
+    [start, i]: [Operand; 2],
+    team_size: usize,
+    chunk: usize,
+) -> Result<()> {
+    let shape = cx.ty(group[0].input).shape.clone();
+    let (_, reduced_dims) = group[0].split_shape(&shape);
+    let length = numel(&reduced_dims);
+    cx.b.parallel_chains(UNROLL);
+    for u in 0..UNROLL {
+        let within = cx.b.add_u32(i, Operand::Int((u * team_size) as i64));
+        let at = cx.b.add_u32(start, within);
+        let inside = vec![
+            cx.b.lt_u32(within, Operand::Int(chunk as i64)),
+            cx.b.lt_u32(at, Operand::Int(length as i64)),
+        ];
+        let clamped = cx.clamp_index(at, length);
+        let reduced = cx.coords(&Index::flat(clamped), &reduced_dims);
+        for (r, accs) in group.iter().zip(accs) {
+            let idx = Index::coords(r.merge(shape.len(), kept, &reduced));
+            let x = cx.select_or(inside.clone(), Ty::F32, r.identity(), |cx| {
+                cx.value(r.input, &idx)
+            })?;
+            r.fold(cx, accs[u], x);
+        }
+    }
+    cx.b.parallel_chains(1);
+    Ok(())
 }
 
 impl Slices for SplitResult {

@@ -195,6 +195,88 @@ fn bf16_runs_of_four_move_as_two_32_bit_words() {
 }
 
 #[test]
+fn larger_maps_take_runs_of_eight_as_two_128_bit_vectors() {
+    // 4x8x64x64 elements, enough threads at eight a thread: a run of eight f32 is two
+    // 128-bit loads of each input stored like the outputs and two stores of each
+    // output; the channel's rsqrt is computed once for the eight; the resized operand
+    // and the channel slice keep their own index maps.
+    let src = "graph {
+          %0 = input name=\"x\" : f32[4,8,64,64]
+          %1 = input name=\"var\" : f32[1,8,1,1]
+          %2 = rsqrt(%1) : f32[1,8,1,1]
+          %3 = broadcast(%2) shape=[4,8,64,64] : f32[4,8,64,64]
+          %4 = mul(%0, %3) : f32[4,8,64,64]
+          %5 = input name=\"small\" : f32[4,8,32,32]
+          %6 = resize_nearest(%5) size=[64,64] : f32[4,8,64,64]
+          %7 = add(%4, %6) : f32[4,8,64,64]
+          %8 = input name=\"wide\" : f32[4,16,64,64]
+          %9 = slice(%8) axis=1 start=4 end=12 : f32[4,8,64,64]
+          %10 = mul(%7, %9) : f32[4,8,64,64]
+          return y=%10, sum=%7
+        }";
+    let g = graph(src);
+    let p = single_kernel(&g, Anchor::Pointwise);
+    let compiled = calib_codegen::compile(&p).unwrap();
+    assert_eq!(
+        compiled.kernels[0].grid[0] as usize,
+        4 * 8 * 64 * 64 / 8 / 256
+    );
+    let ptx = &compiled.kernels[0].ptx;
+    assert_eq!(ptx.matches("ld.global.nc.v4.f32").count(), 2, "{ptx}");
+    assert_eq!(ptx.matches("st.global.v4.f32").count(), 4, "{ptx}");
+    assert_eq!(ptx.matches("rsqrt.approx").count(), 1, "{ptx}");
+    let mut inputs = support::tensors(&g, 17, 3);
+    let var = positive(&inputs["var"]);
+    inputs.insert("var".into(), var);
+    support::check_tensors(&g, &p, &inputs, 2e-6);
+}
+
+#[test]
+fn bf16_runs_of_eight_move_as_one_128_bit_vector() {
+    // Eight bf16 neighbours are four 32-bit words, one 128-bit access each way; a
+    // narrower f32 input of the same shape takes two.
+    let src = "graph {
+          %0 = input name=\"x\" : bf16[4,8,64,64]
+          %1 = cast(%0) to=\"f32\" : f32[4,8,64,64]
+          %2 = input name=\"y\" : f32[4,8,64,64]
+          %3 = mul(%1, %2) : f32[4,8,64,64]
+          %4 = cast(%3) to=\"bf16\" : bf16[4,8,64,64]
+          return rounded=%4
+        }";
+    let g = graph(src);
+    let p = single_kernel(&g, Anchor::Pointwise);
+    let ptx = calib_codegen::compile(&p).unwrap().kernels[0].ptx.clone();
+    assert_eq!(ptx.matches("ld.global.nc.v4.b32").count(), 1, "{ptx}");
+    assert_eq!(ptx.matches("ld.global.nc.v4.f32").count(), 2, "{ptx}");
+    assert!(!ptx.contains("ld.global.nc.u16"), "{ptx}");
+    assert_eq!(ptx.matches("st.global.v4.b32").count(), 1, "{ptx}");
+    assert!(!ptx.contains("st.global.u16"), "{ptx}");
+    let mut inputs = support::tensors(&g, 19, 3);
+    let x = inputs["x"].cast(calib_ir::DType::BF16);
+    inputs.insert("x".into(), x);
+    support::check_tensors(&g, &p, &inputs, 0.0);
+}
+
+#[test]
+fn pooling_keeps_runs_of_four() {
+    // A window read at a stride spreads a warp's loads over twice the sectors at eight
+    // elements a thread, for little shared work: pooled maps stay at four.
+    let src = "graph {
+          %0 = input name=\"x\" : f32[4,8,128,128]
+          %1 = max_pool2d(%0) kernel=[3,3] stride=[2,2] padding=[1,1] ceil_mode=false : f32[4,8,64,64]
+          return y=%1
+        }";
+    let g = graph(src);
+    let p = single_kernel(&g, Anchor::Pool);
+    let compiled = calib_codegen::compile(&p).unwrap();
+    assert_eq!(
+        compiled.kernels[0].grid[0] as usize,
+        4 * 8 * 64 * 64 / 4 / 256
+    );
+    check(&g, &p, 23, 0.0);
+}
+
+#[test]
 fn runs_of_four_span_rows_where_four_does_not_divide_a_row() {
     // 14x14 planes: no row holds whole runs of four, a plane holds 49. A run walks the
     // plane, its elements each with their own row and column (the resized operand reads
@@ -231,7 +313,7 @@ fn runs_of_four_span_rows_where_four_does_not_divide_a_row() {
 fn a_run_takes_one_branch_of_a_concat_along_channels() {
     // The four elements of a run share their channel, so they read the same operand of
     // a concatenation along channels: one branch a run, each operand's per-channel
-    // terms computed once in it.
+    // terms computed once in it and its input read as a run.
     let src = "graph {
           %0 = input name=\"a\" : f32[8,24,14,14]
           %1 = input name=\"va\" : f32[1,24,1,1]
@@ -251,6 +333,10 @@ fn a_run_takes_one_branch_of_a_concat_along_channels() {
     let ptx = calib_codegen::compile(&p).unwrap().kernels[0].ptx.clone();
     assert_eq!(ptx.matches("rsqrt.approx").count(), 1, "{ptx}");
     assert_eq!(ptx.matches("sqrt.rn").count(), 1, "{ptx}");
+    // Each branch reads its own operand's input as a run, and only that one; the
+    // scalar loads left are the two per-channel ones.
+    assert_eq!(ptx.matches("ld.global.nc.v4.f32").count(), 2, "{ptx}");
+    assert_eq!(ptx.matches("ld.global.nc.f32").count(), 2, "{ptx}");
     assert_eq!(ptx.matches("st.global.v4.f32").count(), 2, "{ptx}");
     let mut inputs = support::tensors(&g, 13, 3);
     for name in ["va", "vb"] {

@@ -189,6 +189,67 @@ fn split_reductions_agree_with_the_reference_and_repeat_bit_for_bit() {
 }
 
 #[test]
+fn lanes_take_runs_of_adjacent_reduced_elements() {
+    // Reduced over N, H, W of a row-major map: a lane takes eight neighbours along W
+    // (two 128-bit loads of f32, one of bf16) and folds them into its accumulators;
+    // a map whose rows four does not divide walks H and W as one.
+    let f32_map = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[4,3,20,16]
+          %1 = mul(%0, %0) : f32[4,3,20,16]
+          %2 = reduce_sum(%0) axes=[0,2,3] keepdims=true : f32[1,3,1,1]
+          %3 = reduce_sum(%1) axes=[0,2,3] keepdims=true : f32[1,3,1,1]
+          return sum=%2, squares=%3
+        }",
+    );
+    let program = single_kernel(&f32_map, Anchor::Reduction);
+    let ptx = calib_codegen::compile(&program).unwrap().kernels[0]
+        .ptx
+        .clone();
+    assert_eq!(ptx.matches("ld.global.nc.v4.f32").count(), 2, "{ptx}");
+    assert!(!ptx.contains("ld.global.nc.f32"), "{ptx}");
+    check(&f32_map, &program, 5, 2e-6);
+
+    let bf16_map = graph(
+        "graph {
+          %0 = input name=\"x\" : bf16[4,3,6,6]
+          %1 = cast(%0) to=\"f32\" : f32[4,3,6,6]
+          %2 = reduce_mean(%1) axes=[0,2,3] keepdims=true : f32[1,3,1,1]
+          return mean=%2
+        }",
+    );
+    let program = single_kernel(&bf16_map, Anchor::Reduction);
+    let ptx = calib_codegen::compile(&program).unwrap().kernels[0]
+        .ptx
+        .clone();
+    // 6x6 planes: runs of four across rows, one 64-bit load.
+    assert_eq!(ptx.matches("ld.global.nc.v2.b32").count(), 1, "{ptx}");
+    assert!(!ptx.contains("ld.global.nc.u16"), "{ptx}");
+    let mut inputs = support::tensors(&bf16_map, 6, 3);
+    let x = inputs["x"].cast(calib_ir::DType::BF16);
+    inputs.insert("x".into(), x);
+    support::check_tensors(&bf16_map, &program, &inputs, 2e-6);
+}
+
+#[test]
+fn a_split_whose_last_slice_ends_early_skips_the_runs_past_the_end() {
+    // 36 reduced elements in runs of four, split five ways: slices of eight, the
+    // last of them holding one run and a run past the end that no lane may fold.
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[1,3,6,6]
+          %1 = reduce_sum(%0) axes=[0,2,3] keepdims=false : f32[3]
+          %2 = reduce_max(%0) axes=[0,2,3] keepdims=false : f32[3]
+          return sum=%1, max=%2
+        }",
+    );
+    let program = split(single_kernel(&g, Anchor::Reduction), 5, 2, 3);
+    let ptx = &calib_codegen::compile(&program).unwrap().kernels[0].ptx;
+    assert_eq!(ptx.matches("ld.global.nc.v4.f32").count(), 1, "{ptx}");
+    check(&g, &program, 9, 2e-6);
+}
+
+#[test]
 fn a_split_without_room_for_its_slices_is_refused() {
     let g = graph(
         "graph {

@@ -70,6 +70,23 @@ pub fn invariant_axes(body: &Graph) -> Vec<u64> {
     axes
 }
 
+/// Whether `body` divides, at a size of `n` elements, by something that varies along
+/// one of `axes` (of extent above one). A thread walking those axes computes each such
+/// quotient per element, each a call of the IEEE division's slow path in the machine
+/// code, and values live across the calls spill where a thread takes many elements.
+pub fn divides_along(body: &Graph, n: usize, axes: &[usize]) -> bool {
+    let invariant = invariant_axes(body);
+    body.nodes.iter().zip(&invariant).any(|(node, &mask)| {
+        // An axis the node does not have (another shape of as many elements) counts
+        // as varying: nothing says otherwise.
+        let varies = |&a: &usize| match node.ty.shape.get(a) {
+            Some(&extent) => extent > 1 && mask >> a & 1 == 0,
+            None => true,
+        };
+        matches!(node.op, Op::Div) && node.ty.numel() == n && axes.iter().any(varies)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +118,39 @@ mod tests {
         assert_eq!(axes[7], 0b1101);
         assert_eq!(axes[8], 0b01, "a leading axis added by the broadcast");
         assert_eq!(axes[2], 0b1101, "extent-1 axes");
+    }
+
+    #[test]
+    fn a_per_channel_quotient_varies_along_channels_only() {
+        let g = parse(
+            "graph {
+              %0 = input name=\"x\" : f32[2,3,4,4]
+              %1 = input name=\"v\" : f32[1,3,1,1]
+              %2 = broadcast(%1) shape=[2,3,4,4] : f32[2,3,4,4]
+              %3 = constant value=32.0 : f32[2,3,4,4]
+              %4 = div(%2, %3) : f32[2,3,4,4]
+              %5 = mul(%4, %0) : f32[2,3,4,4]
+              return y=%5
+            }",
+        )
+        .unwrap();
+        let n = 2 * 3 * 4 * 4;
+        assert!(!divides_along(&g, n, &[3]), "along a row");
+        assert!(!divides_along(&g, n, &[2, 3]), "along a plane");
+        assert!(divides_along(&g, n, &[1, 2, 3]), "across channels");
+        assert!(
+            !divides_along(&g, 7, &[1, 2, 3]),
+            "no division of that size"
+        );
+        let per_element = parse(
+            "graph {
+              %0 = input name=\"x\" : f32[2,3,4,4]
+              %1 = input name=\"y\" : f32[2,3,4,4]
+              %2 = div(%0, %1) : f32[2,3,4,4]
+              return y=%2
+            }",
+        )
+        .unwrap();
+        assert!(divides_along(&per_element, n, &[3]));
     }
 }

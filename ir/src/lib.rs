@@ -32,7 +32,7 @@ pub use dtype::{round_tf32, DType, TF32_DROPPED_BITS};
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, Output, Value};
 pub use infer::{broadcasts_to, infer_type, window_output_size};
-pub use invariant::invariant_axes;
+pub use invariant::{divides_along, invariant_axes};
 pub use kernel::{
     Anchor, Buffer, BufferId, Kernel, KernelOutput, Program, ProgramError, ProgramOutput, Role,
 };

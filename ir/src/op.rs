@@ -222,6 +222,12 @@ impl Op {
         )
     }
 
+    /// Whether each element reads a window of its operand (pooling and its adjoints,
+    /// and the nearest resize's adjoint): neighbouring elements read at a stride.
+    pub fn reads_windows(&self) -> bool {
+        self.class() == OpClass::Pool || matches!(self, Op::ResizeNearestBackward { .. })
+    }
+
     /// The op's name as written in the text and JSON forms.
     pub fn name(&self) -> &'static str {
         match self {

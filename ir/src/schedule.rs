@@ -146,13 +146,15 @@ pub fn taps_outer(channels: usize, [kh, kw]: [usize; 2]) -> bool {
     kh * kw > 1 && channels.is_multiple_of(8)
 }
 
-/// How many innermost axes (one or two) a pointwise thread's run of `run` elements
-/// adjacent in memory walks, for a tensor of memory-order extents `memory`: the fewest
-/// whose product `run` divides, so that no run leaves the outer axes' coordinates (a
-/// channel's 14x14 plane holds 49 runs of four, its rows do not). `None` when neither.
-pub fn run_axes(memory: &[usize], run: usize) -> Option<usize> {
+/// How many innermost axes (at most `most`) a thread's run of `run` elements adjacent
+/// in memory walks, for a tensor of memory-order extents `memory`: the fewest whose
+/// product `run` divides, so that runs leave the outer axes' coordinates as rarely as
+/// they can (a channel's 14x14 plane holds 49 runs of four, its rows do not; 7x7
+/// planes take runs across channels, whose elements then differ in channel too).
+/// `None` when none do.
+pub fn run_axes(memory: &[usize], run: usize, most: usize) -> Option<usize> {
     let rank = memory.len();
-    (1..=rank.min(2)).find(|&k| memory[rank - k..].iter().product::<usize>() % run == 0)
+    (1..=rank.min(most)).find(|&k| memory[rank - k..].iter().product::<usize>() % run == 0)
 }
 
 /// The node a GEMM kernel's loop nest is built around: the body's last convolution or

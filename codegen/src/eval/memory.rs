@@ -9,12 +9,20 @@ use crate::index::Index;
 use crate::ptx::{ins, Address, Operand, Reg, Ty};
 use calib_ir::{DType, Layout, Op, Value};
 
-/// Four elements a pointwise thread takes at once, adjacent in memory: their logical
-/// coordinates, and how many innermost memory axes the run walks (one, or two taken
-/// as one where four does not divide the innermost extent).
+/// The elements a pointwise thread takes at once (four or eight), adjacent in memory:
+/// their logical coordinates, and how many innermost memory axes the run walks (one,
+/// or two taken as one where the run's length does not divide the innermost extent).
 pub struct Run<'a> {
     pub elements: &'a [Vec<Operand>],
     pub walked: usize,
+}
+
+/// Where a value a run reads lies: body input `Input(v, slot)`, or `Stored(v, i)`, body
+/// output `i` that an earlier launch of the kernel stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunSource {
+    Input(Value, usize),
+    Stored(Value, usize),
 }
 
 impl Emitter<'_> {
@@ -72,32 +80,117 @@ impl Emitter<'_> {
             .address(self.inputs[slot], offset, self.element_bytes(v))
     }
 
-    /// Loads the four elements of `run` of body input `v` (f32, tf32 or bf16; stored
-    /// like the outputs the run walks, so the elements are adjacent in its memory and
-    /// the first is aligned for all four) with one vector load, and binds each to its
-    /// index so that evaluating `v` there reads the register.
-    pub fn load_run(&mut self, v: Value, run: &Run) -> Result<()> {
-        let slot = self.input_of[&v];
-        self.touched_inputs.insert(slot);
-        let layout = self.input_layout(slot);
-        let shape = self.ty(v).shape.clone();
+    /// The values `values` are computed from that lie in memory as a run over `shape`
+    /// in `layout` walks it: body inputs of `shape` stored in `layout`, and values an
+    /// earlier launch of this kernel stored whole in such a buffer.
+    fn run_sources(&self, values: &[Value], shape: &[usize], layout: Layout) -> Vec<RunSource> {
+        let read = self.reads(values);
+        let fits = |v: Value| {
+            read[v.0]
+                && self.ty(v).shape == shape
+                && matches!(self.ty(v).dtype, DType::F32 | DType::TF32 | DType::BF16)
+        };
+        let inputs = self.kernel.body.inputs().enumerate();
+        let inputs = inputs
+            .filter(|&(slot, (_, v))| fits(v) && self.input_layout(slot) == layout)
+            .map(|(slot, (_, v))| RunSource::Input(v, slot));
+        let mut stored: Vec<(Value, usize)> = self
+            .stored
+            .iter()
+            .map(|(&v, &i)| (v, i))
+            .filter(|&(v, i)| {
+                fits(v) && self.output_layout(i) == layout && self.kernel.outputs[i].slice.is_none()
+            })
+            .collect();
+        stored.sort();
+        inputs
+            .chain(stored.into_iter().map(|(v, i)| RunSource::Stored(v, i)))
+            .collect()
+    }
+
+    /// Loads each of [`Emitter::run_sources`] a run at a time, and binds each element
+    /// to its index, so that evaluating the value there reads the register.
+    pub fn load_runs(
+        &mut self,
+        values: &[Value],
+        shape: &[usize],
+        layout: Layout,
+        run: &Run,
+    ) -> Result<()> {
+        let first = Index::coords(run.elements[0].clone());
+        for source in self.run_sources(values, shape, layout) {
+            match source {
+                RunSource::Input(v, slot) => {
+                    self.touched_inputs.insert(slot);
+                    let offset = self.offset(&first, shape, layout);
+                    let bytes = self.element_bytes(v);
+                    let addr = self.b.address(self.inputs[slot], offset, bytes);
+                    self.load_vector(v, addr, true, run)?;
+                }
+                RunSource::Stored(v, i) => {
+                    self.touched_outputs.insert(i);
+                    let addr = self.output_address(i, &first)?;
+                    self.load_vector(v, addr, false, run)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Which body values `values` are computed from (themselves included), by node
+    /// index: a value read back from memory is computed from nothing.
+    fn reads(&self, values: &[Value]) -> Vec<bool> {
+        let nodes = &self.kernel.body.nodes;
+        let mut read = vec![false; nodes.len()];
+        for v in values {
+            read[v.0] = true;
+        }
+        for k in (0..nodes.len()).rev() {
+            if read[k] && !self.is_stored(Value(k)) {
+                for &x in &nodes[k].inputs {
+                    read[x.0] = true;
+                }
+            }
+        }
+        read
+    }
+
+    /// The elements of `run` of value `v` from `addr` (aligned for the whole run), with
+    /// 128-bit loads where the run fills them (one per four f32 or eight bf16,
+    /// [`vector_words`]), bound to their indices; `nc` for read-only inputs.
+    fn load_vector(&mut self, v: Value, addr: Address, nc: bool, run: &Run) -> Result<()> {
+        self.value_ty(v)?;
         let bytes = self.element_bytes(v);
-        let offset = self.offset(&Index::coords(run.elements[0].clone()), &shape, layout);
-        let addr = self.b.address(self.inputs[slot], offset, bytes);
-        self.b.global_access(addr, 4 * bytes);
-        let r = if self.ty(v).dtype == DType::BF16 {
-            self.load_bf16_run(addr)
+        let len = run.elements.len();
+        // The whole run is one access for the census: a second vector of the same
+        // thread reads the sectors the first one's warp left half used.
+        self.b.global_access(addr, len * bytes);
+        let bf16 = self.ty(v).dtype == DType::BF16;
+        let ty = if bf16 { Ty::U32 } else { Ty::F32 };
+        let space = if nc { "global.nc" } else { "global" };
+        let words: Vec<Reg> = (0..len * bytes / 4).map(|_| self.b.reg(ty)).collect();
+        for (k, vector) in words.chunks(vector_words(words.len())).enumerate() {
+            let at = Address::new(addr.reg, addr.offset + 16 * k as i64);
+            let list = register_list(vector);
+            let (width, suffix) = (vector.len(), if bf16 { "b32" } else { "f32" });
+            ins!(self.b, "ld.{space}.v{width}.{suffix} {list}, [{at}]");
+        }
+        let r: Vec<Reg> = if bf16 {
+            // A bf16's value is its bits in the high half of an f32; the element at the
+            // lower address is each word's low half.
+            let halves = words.iter().flat_map(|&w| [(w, false), (w, true)]);
+            halves
+                .map(|(word, high)| {
+                    let bits = self.b.reg(Ty::U32);
+                    match high {
+                        false => ins!(self.b, "shl.b32 {bits}, {word}, 16"),
+                        true => ins!(self.b, "and.b32 {bits}, {word}, 0xFFFF0000"),
+                    }
+                    self.f32_bits(bits)
+                })
+                .collect()
         } else {
-            let r = [(); 4].map(|_| self.b.reg(Ty::F32));
-            ins!(
-                self.b,
-                "ld.global.nc.v4.f32 {{{}, {}, {}, {}}}, [{addr}]",
-                r[0],
-                r[1],
-                r[2],
-                r[3]
-            );
-            r
+            words
         };
         for (reg, at) in r.iter().zip(run.elements) {
             self.bind(v, &Index::coords(at.clone()), (*reg).into());
@@ -105,28 +198,11 @@ impl Emitter<'_> {
         Ok(())
     }
 
-    /// Four bf16 elements at `addr` (8-byte aligned) as f32 registers: two 32-bit
-    /// words, the element at the lower address in each word's low half, and a bf16's
-    /// value is its bits in the high half of an f32.
-    fn load_bf16_run(&mut self, addr: Address) -> [Reg; 4] {
-        let words = [(); 2].map(|_| self.b.reg(Ty::U32));
-        ins!(
-            self.b,
-            "ld.global.nc.v2.b32 {{{}, {}}}, [{addr}]",
-            words[0],
-            words[1]
-        );
-        let [w0, w1] = words;
-        [(w0, false), (w0, true), (w1, false), (w1, true)].map(|(word, high)| {
-            let bits = self.b.reg(Ty::U32);
-            match high {
-                false => ins!(self.b, "shl.b32 {bits}, {word}, 16"),
-                true => ins!(self.b, "and.b32 {bits}, {word}, 0xFFFF0000"),
-            }
-            let r = self.b.reg(Ty::F32);
-            ins!(self.b, "mov.b32 {r}, {bits}");
-            r
-        })
+    /// `bits` reinterpreted as an f32 register.
+    fn f32_bits(&mut self, bits: Reg) -> Reg {
+        let r = self.b.reg(Ty::F32);
+        ins!(self.b, "mov.b32 {r}, {bits}");
+        r
     }
 
     /// How kernel input `slot`'s buffer lies in memory.
@@ -189,15 +265,16 @@ impl Emitter<'_> {
         }
     }
 
-    /// Stores `values`, body output `i` at the four elements of `run` (as
-    /// [`Emitter::load_run`] reads them), with one vector store: 16 bytes of f32, or two
-    /// words of bf16 pairs. `false` (nothing stored) where the run is not known to be
-    /// adjacent and aligned in the output's buffer: an output of another type, or a
+    /// Stores `values`, body output `i` at the elements of `run` (as
+    /// [`Emitter::load_runs`] reads them), with 128-bit stores where the run fills them:
+    /// f32 words, or bf16 pairs. `false` (nothing stored) where the run is not known to
+    /// be adjacent and aligned in the output's buffer: an output of another type, or a
     /// slice of the buffer along a walked axis that starts at other than a multiple of
-    /// four elements or (inside the outermost walked axis) splits the walk.
+    /// the run's length or (inside the outermost walked axis) splits the walk.
     pub fn store_run(&mut self, i: usize, run: &Run, values: &[Operand]) -> Result<bool> {
         let out = self.kernel.body.outputs[i].value;
         let dtype = self.ty(out).dtype;
+        let len = run.elements.len();
         let rank = run.elements[0].len();
         let order = self.output_layout(i).order(rank);
         let aligned = match self.kernel.outputs[i].slice {
@@ -208,8 +285,8 @@ impl Emitter<'_> {
                 match position + run.walked {
                     p if p < rank => true,
                     p if p == rank => {
-                        (s.start * below(position + 1)).is_multiple_of(4)
-                            && below(position).is_multiple_of(4)
+                        (s.start * below(position + 1)).is_multiple_of(len)
+                            && below(position).is_multiple_of(len)
                     }
                     _ => false,
                 }
@@ -223,29 +300,28 @@ impl Emitter<'_> {
         let ty = self.value_ty(out)?;
         let addr = self.output_address(i, &Index::coords(run.elements[0].clone()))?;
         let v: Vec<Reg> = values.iter().map(|&x| self.b.materialize(x, ty)).collect();
-        self.b.global_access(addr, 4 * dtype.size_bytes());
-        if dtype == DType::BF16 {
+        self.b.global_access(addr, len * dtype.size_bytes());
+        let words: Vec<Reg> = if dtype == DType::BF16 {
             // Round each pair to nearest even, the element at the lower address into
             // the low half.
-            let words = [(); 2].map(|_| self.b.reg(Ty::U32));
-            for (word, pair) in words.iter().zip(v.chunks(2)) {
-                ins!(self.b, "cvt.rn.bf16x2.f32 {word}, {}, {}", pair[1], pair[0]);
-            }
-            ins!(
-                self.b,
-                "st.global.v2.b32 [{addr}], {{{}, {}}}",
-                words[0],
-                words[1]
-            );
+            v.chunks(2)
+                .map(|pair| {
+                    let word = self.b.reg(Ty::U32);
+                    ins!(self.b, "cvt.rn.bf16x2.f32 {word}, {}, {}", pair[1], pair[0]);
+                    word
+                })
+                .collect()
         } else {
-            ins!(
-                self.b,
-                "st.global.v4.f32 [{addr}], {{{}, {}, {}, {}}}",
-                v[0],
-                v[1],
-                v[2],
-                v[3]
+            v
+        };
+        for (k, vector) in words.chunks(vector_words(words.len())).enumerate() {
+            let at = Address::new(addr.reg, addr.offset + 16 * k as i64);
+            let list = register_list(vector);
+            let (width, ty) = (
+                vector.len(),
+                if dtype == DType::BF16 { "b32" } else { "f32" },
             );
+            ins!(self.b, "st.global.v{width}.{ty} [{at}], {list}");
         }
         Ok(true)
     }
@@ -269,4 +345,16 @@ impl Emitter<'_> {
         };
         Ok(self.b.address(self.outputs[i], offset, bytes))
     }
+}
+
+/// 32-bit words per vector access of a run of `words` words: whole 128-bit vectors,
+/// or the run itself where it is shorter (a run of four bf16 is one 64-bit access).
+fn vector_words(words: usize) -> usize {
+    words.min(4)
+}
+
+/// `{a, b, ...}`: a vector instruction's register list.
+fn register_list(regs: &[Reg]) -> String {
+    let names: Vec<String> = regs.iter().map(|r| r.to_string()).collect();
+    format!("{{{}}}", names.join(", "))
 }

@@ -12,7 +12,7 @@ use crate::eval::Run;
 use crate::eval::{Emitter, Slices};
 use crate::flow::Check;
 use crate::index::Index;
-use crate::pointwise::{evaluate_and_store, same_shape_inputs};
+use crate::pointwise::evaluate_and_store;
 use crate::ptx::{ins, Operand, Reg, Ty};
 use calib_ir::{GemmDims, Value};
 
@@ -434,7 +434,7 @@ impl Staged<'_> {
         if !same || !cols.is_multiple_of(RUN) || !self.ops.c_contiguous().is_multiple_of(RUN) {
             return single;
         }
-        match calib_ir::run_axes(shape, RUN) {
+        match calib_ir::run_axes(shape, RUN, 2) {
             Some(walked) => RunOf { len: RUN, walked },
             None => single,
         }
@@ -484,14 +484,12 @@ impl Staged<'_> {
                 elements: &elements,
                 walked,
             };
-            for v in same_shape_inputs(cx, &shape, calib_ir::Layout::RowMajor) {
-                cx.load_run(v, &run)?;
-            }
             let outputs: Vec<Value> = self
                 .aligned
                 .iter()
                 .map(|&i| cx.kernel.body.outputs[i].value)
                 .collect();
+            cx.load_runs(&outputs, &shape, calib_ir::Layout::RowMajor, &run)?;
             evaluate_and_store(cx, self.aligned, &outputs, &run, None)
         })
     }

@@ -1,5 +1,6 @@
-//! Maps and reductions as their families run: one thread per element (four along the
-//! innermost axis where shapes allow), a team per reduced element and slice.
+//! Maps and reductions as their families run: one thread per element (runs of eight or
+//! four along the innermost axes where shapes allow), a team per reduced element and
+//! slice.
 
 use super::work::{issue, run_invariant_work, work_of, Work};
 use super::{census, seconds, unique_bytes, MAX_POINTWISE_BLOCKS, THREADS};
@@ -19,16 +20,34 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
     // few threads their elements need, behind a guard: the rest skip them.
     let (full, side): (Vec<Value>, Vec<Value>) =
         roots.iter().partition(|&&v| body.ty(v).numel() == n);
-    // Runs of four neighbours in memory, where shapes allow, share their outer
-    // coordinates and load together (as code generation emits them); a run over the
-    // innermost two axes splits each element's position into both (a division).
+    // Runs of eight or four neighbours in memory, where shapes allow, share their
+    // outer coordinates and load together (as code generation emits them: four over at
+    // most two axes where windows are read); a run over several innermost axes splits
+    // each element's position into them (a division).
     let shape = &body.ty(full[0]).shape;
     let same = full.iter().all(|&v| &body.ty(v).shape == shape);
-    let walked = match calib_ir::run_axes(shape, 4) {
-        Some(walked) if same && n >= 1 << 16 => walked,
-        _ => 0,
-    };
-    let run = if walked > 0 { 4 } else { 1 };
+    let windowed = body.nodes.iter().any(|n| n.op.reads_windows());
+    let rank = shape.len();
+    let concat = full
+        .iter()
+        .filter_map(|&v| match body.nodes[v.0].op {
+            Op::Concat { axis } => Some(rank - 1 - axis),
+            _ => None,
+        })
+        .min();
+    let most = concat.unwrap_or(rank).min(if windowed { 2 } else { rank });
+    let lengths = [8, 4]
+        .into_iter()
+        .filter(|&len| same && n / len >= 1 << 14 && !(windowed && len > 4));
+    let (run, walked) = [most.min(2), most]
+        .into_iter()
+        .flat_map(|cap| lengths.clone().map(move |len| (cap, len)))
+        .filter_map(|(cap, len)| Some((len, calib_ir::run_axes(shape, len, cap)?)))
+        .find(|&(len, walked)| {
+            len <= 4
+                || !calib_ir::divides_along(body, n, &(rank - walked..rank).collect::<Vec<_>>())
+        })
+        .unwrap_or((1, 0));
     let blocks = (n / run)
         .div_ceil(THREADS as usize)
         .clamp(1, MAX_POINTWISE_BLOCKS);
@@ -44,7 +63,7 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
     chains.independent += chains.issue * (1.0 - 1.0 / run as f64);
     let mut w = chains + issue(6.0 + 14.0);
     w.issue -= 10.0 * (run - 1) as f64;
-    if walked == 2 {
+    if walked >= 2 {
         w += issue(3.0 * run as f64);
     }
     w.rounds = if w.loads > 0.0 { 1.0 } else { 0.0 };
@@ -64,12 +83,7 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
 /// The sibling reductions code generation folds in one loop with `r`: those of the
 /// same input shape over the same axes.
 pub(super) fn siblings(body: &Graph, r: Value) -> Vec<Value> {
-    let axes = |v: Value| match &body.nodes[v.0].op {
-        Op::ReduceSum { axes, .. } | Op::ReduceMean { axes, .. } | Op::ReduceMax { axes, .. } => {
-            Some(axes.clone())
-        }
-        _ => None,
-    };
+    let axes = |v: Value| reduced_axes(body, v);
     let input = |v: Value| body.ty(body.nodes[v.0].inputs[0]).shape.clone();
     (0..body.nodes.len())
         .map(Value)
@@ -124,7 +138,17 @@ pub(super) fn reduction_over(
         loads: stop_loads,
         ..Work::default()
     };
-    let element = work_of(body, &roots_of_group, stop) + read + issue(10.0);
+    // Lanes take runs of adjacent elements where the reduced axes end the shape (as
+    // code generation does): the position's arithmetic is shared along a run.
+    let shape = &body.ty(input).shape;
+    let axes = reduced_axes(body, r).unwrap_or_default();
+    let innermost = |walked: usize| (shape.len() - walked..shape.len()).all(|a| axes.contains(&a));
+    let reduced_shape: Vec<usize> = axes.iter().map(|&a| shape[a]).collect();
+    let runs = [8, 4].into_iter().any(|len| {
+        calib_ir::run_axes(&reduced_shape, len, reduced_shape.len()).is_some_and(innermost)
+    });
+    let position = if runs { 3.0 } else { 10.0 };
+    let element = work_of(body, &roots_of_group, stop) + read + issue(position);
     let iterations = (chunk as f64 / (team * 4) as f64).ceil();
     let mut fold = element * 4.0 + issue(4.0);
     fold.independent += fold.issue * 0.75;
@@ -167,6 +191,16 @@ pub(super) fn reduction_over(
         launches.push(combine);
     }
     launches
+}
+
+/// The axes `v` reduces, if it is a reduction.
+fn reduced_axes(body: &Graph, v: Value) -> Option<Vec<usize>> {
+    match &body.nodes[v.0].op {
+        Op::ReduceSum { axes, .. } | Op::ReduceMean { axes, .. } | Op::ReduceMax { axes, .. } => {
+            Some(axes.clone())
+        }
+        _ => None,
+    }
 }
 
 /// Whether evaluating `v` (not looking past `stop`) needs a reduction, a convolution or
