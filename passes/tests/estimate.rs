@@ -213,8 +213,9 @@ fn a_side_output_of_the_input_size_is_priced_on_the_reduction_threads() {
     let pointwise = kernel_seconds(&map, &device, Default::default());
     let extra = with_side - alone;
     let write = (64 * 64 * 56 * 56 * 4) as f64 / device.dram_bandwidth;
-    // Unsplit, 64 teams of 256 threads store all 12.8M elements: far slower than
-    // writing them at full bandwidth.
+    // Unsplit, 64 teams of 256 threads store all 12.8M elements: slower than writing
+    // them at full bandwidth, by a round of loads per run for ~100 runs a thread (runs
+    // of eight since the thirteenth session, half the rounds of four: about 2x).
     let unsplit = |body: calib_ir::Graph| {
         let kernel = calib_ir::Kernel {
             name: "k0".into(),
@@ -234,7 +235,7 @@ fn a_side_output_of_the_input_size_is_priced_on_the_reduction_threads() {
     };
     let unsplit_extra = unsplit(side(true)) - unsplit(side(false));
     assert!(
-        unsplit_extra > 4.0 * write,
+        unsplit_extra > 1.5 * write,
         "unsplit, the side output is priced at {unsplit_extra:e} s; writing it takes {write:e} s"
     );
     assert!(
