@@ -8,7 +8,7 @@ use crate::eval::{Emitter, Run};
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::Operand;
-use crate::runs::{self, Runs};
+use crate::runs::Runs;
 use calib_ir::{numel, Layout, Op, Value};
 
 pub(crate) const THREADS: usize = 256;
@@ -21,7 +21,7 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
     let threads_needed = groups(cx, outputs)
         .iter()
         .map(
-            |(n, members)| match runs(cx, members, *n, walk_layout(cx, members)) {
+            |(n, members)| match runs(cx, members, walk_layout(cx, members)) {
                 Some(runs) => n / runs.len,
                 None => *n,
             },
@@ -36,9 +36,6 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
     passes(cx, outputs, &geometry)?;
     Ok(geometry)
 }
-
-/// Threads a launch should keep at least, before its runs grow longer.
-const MIN_THREADS: usize = 1 << 14;
 
 /// `outputs` grouped by element count: outputs of one count are computed together.
 fn groups(cx: &Emitter, outputs: &[usize]) -> Vec<(usize, Vec<usize>)> {
@@ -76,47 +73,15 @@ fn walk_layout(cx: &Emitter, members: &[usize]) -> Layout {
     }
 }
 
-/// The longest runs of a group, when every output has one shape whose innermost extents
-/// (in `layout`) have a product the run's length divides, and the runs are enough
-/// threads to keep the GPU busy.
-fn runs(cx: &Emitter, members: &[usize], n: usize, layout: Layout) -> Option<Runs> {
-    let memory = layout.to_memory(common_shape(cx, members)?);
-    let rank = memory.len();
-    // Windows (pooling, a resize's adjoint) are read at a stride, element by element:
-    // a warp whose lanes take eight elements each spreads each of those loads over
-    // twice the sectors of runs of four, and runs across channels would leave small
-    // maps too few threads, for little shared work.
-    let windowed = cx
-        .kernel
-        .body
-        .nodes
+/// The runs a group's threads take ([`calib_ir::pointwise_run`]).
+fn runs(cx: &Emitter, members: &[usize], layout: Layout) -> Option<Runs> {
+    let outputs: Vec<Value> = members
         .iter()
-        .any(|node| node.op.reads_windows());
-    // A concatenation stays outside the walk: a run then takes one operand's branch.
-    let outputs = members.iter().map(|&i| cx.kernel.body.outputs[i].value);
-    let concat = outputs
-        .filter_map(|v| match cx.node(v).op {
-            Op::Concat { axis } => layout.order(rank).iter().position(|&a| a == axis),
-            _ => None,
-        })
-        .map(|position| rank - 1 - position)
-        .min();
-    let most = concat.unwrap_or(rank).min(if windowed { 2 } else { rank });
-    // Runs within a plane first: they share the channel's work.
-    let caps = [most.min(2), most];
-    let lengths = runs::LENGTHS
-        .into_iter()
-        .filter(|&len| n / len >= MIN_THREADS && !(windowed && len > 4));
-    caps.into_iter()
-        .flat_map(|cap| lengths.clone().map(move |len| (cap, len)))
-        .filter_map(|(cap, len)| Runs::over(&memory, len, cap))
-        .find(|runs| {
-            // Quotients that vary along the run are computed per element, each a call
-            // of ptxas's division slow path: at eight a thread, values live across the
-            // calls spill.
-            let walked = &layout.order(rank)[rank - runs.walked.len()..];
-            runs.len <= 4 || !calib_ir::divides_along(&cx.kernel.body, n, walked)
-        })
+        .map(|&i| cx.kernel.body.outputs[i].value)
+        .collect();
+    let run = calib_ir::pointwise_run(&cx.kernel.body, &outputs, layout)?;
+    let memory = layout.to_memory(&cx.ty(outputs[0]).shape);
+    Runs::over(&memory, run.len, run.walked)
 }
 
 /// Grid-stride loops over every thread of a launch of shape `geometry`, one per distinct
@@ -145,7 +110,7 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
             .ty(cx.kernel.body.outputs[members[0]].value)
             .shape
             .clone();
-        match runs(cx, &members, n, layout) {
+        match runs(cx, &members, layout) {
             Some(runs) => cx.for_strided(thread, n / runs.len, stride, |cx, r| {
                 run(cx, &members, &shape, layout, &runs, r)
             })?,

@@ -15,7 +15,7 @@ use crate::eval::{Emitter, Run, Slices};
 use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
-use crate::runs::{self, Runs};
+use crate::runs::Runs;
 use calib_ir::{numel, Layout, Op, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,14 +327,9 @@ pub(crate) fn emit(
 /// buffers are read element by element in the same order).
 fn runs(cx: &Emitter, group: &[Reduce]) -> Option<Runs> {
     let r = &group[0];
-    let shape = cx.ty(r.input).shape.clone();
-    let rank = shape.len();
-    let (_, reduced) = r.split_shape(&shape);
-    runs::LENGTHS.into_iter().find_map(|len| {
-        let runs = Runs::over(&reduced, len, rank)?;
-        let innermost = (rank - runs.walked.len()..rank).all(|a| r.axes.contains(&a));
-        innermost.then_some(runs)
-    })
+    let shape = &cx.ty(r.input).shape;
+    let run = calib_ir::reduction_run(shape, &r.axes)?;
+    Runs::over(&r.split_shape(shape).1, run.len, run.walked)
 }
 
 /// Folds run `run` (of all the group's runs, in order) into the lane's accumulators:

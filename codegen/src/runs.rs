@@ -8,11 +8,6 @@ use crate::eval::Emitter;
 use crate::index::Index;
 use crate::ptx::Operand;
 
-/// Run lengths, longest first, where shapes allow: a run shares its outer coordinates
-/// and everything computed from them (a channel's statistics and parameters), so longer
-/// runs spread that work over more elements. Eight bf16 are one 128-bit access.
-pub(crate) const LENGTHS: [usize; 2] = [8, 4];
-
 /// How runs of `len` elements cover a tensor of (memory-order) extents.
 pub(crate) struct Runs {
     /// Elements per run.

@@ -20,6 +20,7 @@ pub mod kernel;
 mod layout;
 mod op;
 mod precision;
+mod run;
 mod schedule;
 pub mod text;
 mod types;
@@ -39,8 +40,9 @@ pub use kernel::{
 pub use layout::Layout;
 pub use op::{Op, OpClass, ReduceOp};
 pub use precision::Precision;
+pub use run::{pointwise_run, reduction_run, run_axes, ThreadRun, MIN_RUN_THREADS, RUN_LENGTHS};
 pub use schedule::{
-    gemm_anchor, run_axes, taps_outer, window_k, GemmDims, GemmInstruction, GemmSchedule,
-    ReductionSchedule, Schedule,
+    gemm_anchor, taps_outer, window_k, GemmDims, GemmInstruction, GemmSchedule, ReductionSchedule,
+    Schedule,
 };
 pub use types::{checked_numel, fmt_shape, numel, Shape, TensorType, MAX_TENSOR_BYTES};

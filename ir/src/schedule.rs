@@ -146,17 +146,6 @@ pub fn taps_outer(channels: usize, [kh, kw]: [usize; 2]) -> bool {
     kh * kw > 1 && channels.is_multiple_of(8)
 }
 
-/// How many innermost axes (at most `most`) a thread's run of `run` elements adjacent
-/// in memory walks, for a tensor of memory-order extents `memory`: the fewest whose
-/// product `run` divides, so that runs leave the outer axes' coordinates as rarely as
-/// they can (a channel's 14x14 plane holds 49 runs of four, its rows do not; 7x7
-/// planes take runs across channels, whose elements then differ in channel too).
-/// `None` when none do.
-pub fn run_axes(memory: &[usize], run: usize, most: usize) -> Option<usize> {
-    let rank = memory.len();
-    (1..=rank.min(most)).find(|&k| memory[rank - k..].iter().product::<usize>() % run == 0)
-}
-
 /// The node a GEMM kernel's loop nest is built around: the body's last convolution or
 /// matmul (earlier ones, if any, are evaluated inside its prologue).
 pub fn gemm_anchor(body: &Graph) -> Option<Value> {

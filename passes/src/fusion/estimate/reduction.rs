@@ -5,7 +5,7 @@
 use super::work::{issue, run_invariant_work, work_of, Work};
 use super::{census, seconds, unique_bytes, MAX_POINTWISE_BLOCKS, THREADS};
 use calib_cost::{Device, Launch};
-use calib_ir::{Graph, Op, OpClass, ReductionSchedule, Value};
+use calib_ir::{Graph, Layout, Op, OpClass, ReductionSchedule, Value};
 
 /// One thread per element of the largest output, each evaluating `roots` at its
 /// elements (not looking past `stop`).
@@ -21,33 +21,12 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
     let (full, side): (Vec<Value>, Vec<Value>) =
         roots.iter().partition(|&&v| body.ty(v).numel() == n);
     // Runs of eight or four neighbours in memory, where shapes allow, share their
-    // outer coordinates and load together (as code generation emits them: four over at
-    // most two axes where windows are read); a run over several innermost axes splits
-    // each element's position into them (a division).
-    let shape = &body.ty(full[0]).shape;
-    let same = full.iter().all(|&v| &body.ty(v).shape == shape);
-    let windowed = body.nodes.iter().any(|n| n.op.reads_windows());
-    let rank = shape.len();
-    let concat = full
-        .iter()
-        .filter_map(|&v| match body.nodes[v.0].op {
-            Op::Concat { axis } => Some(rank - 1 - axis),
-            _ => None,
-        })
-        .min();
-    let most = concat.unwrap_or(rank).min(if windowed { 2 } else { rank });
-    let lengths = [8, 4]
-        .into_iter()
-        .filter(|&len| same && n / len >= 1 << 14 && !(windowed && len > 4));
-    let (run, walked) = [most.min(2), most]
-        .into_iter()
-        .flat_map(|cap| lengths.clone().map(move |len| (cap, len)))
-        .filter_map(|(cap, len)| Some((len, calib_ir::run_axes(shape, len, cap)?)))
-        .find(|&(len, walked)| {
-            len <= 4
-                || !calib_ir::divides_along(body, n, &(rank - walked..rank).collect::<Vec<_>>())
-        })
-        .unwrap_or((1, 0));
+    // outer coordinates and load together (as code generation emits them); a run over
+    // several innermost axes splits each element's position into them (a division).
+    let (run, walked) = match calib_ir::pointwise_run(body, &full, Layout::RowMajor) {
+        Some(r) => (r.len, r.walked),
+        None => (1, 0),
+    };
     let blocks = (n / run)
         .div_ceil(THREADS as usize)
         .clamp(1, MAX_POINTWISE_BLOCKS);
@@ -140,13 +119,8 @@ pub(super) fn reduction_over(
     };
     // Lanes take runs of adjacent elements where the reduced axes end the shape (as
     // code generation does): the position's arithmetic is shared along a run.
-    let shape = &body.ty(input).shape;
     let axes = reduced_axes(body, r).unwrap_or_default();
-    let innermost = |walked: usize| (shape.len() - walked..shape.len()).all(|a| axes.contains(&a));
-    let reduced_shape: Vec<usize> = axes.iter().map(|&a| shape[a]).collect();
-    let runs = [8, 4].into_iter().any(|len| {
-        calib_ir::run_axes(&reduced_shape, len, reduced_shape.len()).is_some_and(innermost)
-    });
+    let runs = calib_ir::reduction_run(&body.ty(input).shape, &axes).is_some();
     let position = if runs { 3.0 } else { 10.0 };
     let element = work_of(body, &roots_of_group, stop) + read + issue(position);
     let iterations = (chunk as f64 / (team * 4) as f64).ceil();
