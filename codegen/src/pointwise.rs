@@ -154,6 +154,7 @@ fn run(
     // What the outputs read stored like them (where no index map lies between, that
     // is where they read it) comes in with vector loads, a run at a time.
     cx.load_runs(&outputs, shape, layout, &run)?;
+    crate::pool::bind_runs(cx, &outputs, shape, layout, &run)?;
     match concat_outside_run(cx, &outputs, layout, run.walked) {
         Some((concat, axis)) => concat_run(cx, members[0], concat, axis, layout, &run),
         None => evaluate_and_store(cx, members, &outputs, &run, None),

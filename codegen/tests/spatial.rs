@@ -321,6 +321,102 @@ fn max_pooling_adjoint_routes_to_the_first_nan() {
 }
 
 #[test]
+fn max_pooling_adjoint_takes_runs_along_rows() {
+    // Maps of 64K elements and more take runs of four along each row: the run's
+    // positions branch on their row's residue once, share every tap and load the rows
+    // above and below as vectors. Tied integers with -inf and NaN strewn among them
+    // (the values the ordinary comparisons leave to the exact ones), at every stride
+    // that divides the run, windows narrower and wider than the stride, padding and
+    // ceil mode, with rows that end mid-window.
+    for (k, s, p, ceil, h, w) in [
+        (3, 2, 1, false, 9, 8),
+        (3, 2, 1, true, 8, 12),
+        (2, 2, 0, false, 8, 8),
+        (3, 1, 1, false, 6, 12),
+        (3, 4, 1, false, 9, 16),
+    ] {
+        let out = |i: usize| pooled(i, k, s, p, ceil);
+        let (oh, ow) = (out(h), out(w));
+        let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode={ceil}");
+        let g = graph(&format!(
+            "graph {{
+              %0 = input name=\"x\" : f32[32,32,{h},{w}]
+              %1 = input name=\"dy\" : f32[32,32,{oh},{ow}]
+              %2 = max_pool2d_backward(%0, %1) {attrs} : f32[32,32,{h},{w}]
+              return dx=%2
+            }}"
+        ));
+        let program = single_kernel(&g, Anchor::Pool);
+        let kernel = &compile(&program).unwrap().kernels[0];
+        let n = 32 * 32 * h * w;
+        assert_eq!(
+            kernel.grid[0] as usize,
+            (n / 4).div_ceil(256),
+            "runs of four"
+        );
+        // The run's own row and at least one other come in as vectors.
+        assert!(
+            kernel.ptx.matches("ld.global.nc.v4.f32").count() >= 2,
+            "{}",
+            kernel.ptx
+        );
+        let mut inputs = support::tensors(&g, 29, 3);
+        let mut state = 0x9E37_79B9_u32;
+        let x: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                match state >> 24 {
+                    0..=9 => f32::NAN,
+                    10..=19 => f32::NEG_INFINITY,
+                    r => (r % 5) as f32 - 2.0,
+                }
+            })
+            .collect();
+        let x = calib_runtime::HostTensor::from_f32(vec![32, 32, h, w], x).unwrap();
+        inputs.insert("x".into(), x);
+        // Within the reference's tolerance (it sums a position's windows in another
+        // order), and bit for bit what positions computed alone give: the first 256
+        // planes, too few for runs.
+        support::check_tensors(&g, &program, &inputs, 2e-6);
+        let few = graph(&format!(
+            "graph {{
+              %0 = input name=\"x\" : f32[8,32,{h},{w}]
+              %1 = input name=\"dy\" : f32[8,32,{oh},{ow}]
+              %2 = max_pool2d_backward(%0, %1) {attrs} : f32[8,32,{h},{w}]
+              return dx=%2
+            }}"
+        ));
+        let alone = single_kernel(&few, Anchor::Pool);
+        let threads = compile(&alone).unwrap().kernels[0].grid[0] as usize * 256;
+        assert_eq!(
+            threads,
+            (8 * 32 * h * w).next_multiple_of(256),
+            "a position a thread"
+        );
+        let first = |name: &str, t: &calib_runtime::HostTensor| {
+            let mut shape = t.shape().to_vec();
+            shape[0] = 8;
+            let values = t.to_f32_vec()[..shape.iter().product::<usize>()].to_vec();
+            (
+                name.to_string(),
+                calib_runtime::HostTensor::from_f32(shape, values).unwrap(),
+            )
+        };
+        let few_inputs = inputs.iter().map(|(k, t)| first(k, t)).collect();
+        let runs = support::simulate(&program, &support::bind(&g, &inputs));
+        let alone = support::simulate(&alone, &support::bind(&few, &few_inputs));
+        let bits = |t: &calib_runtime::HostTensor| -> Vec<u32> {
+            t.to_f32_vec().iter().map(|v| v.to_bits()).collect()
+        };
+        let runs = &bits(&runs["dx"])[..8 * 32 * h * w];
+        assert!(
+            runs == bits(&alone["dx"]),
+            "runs differ from positions alone"
+        );
+    }
+}
+
+#[test]
 fn nearest_resize_adjoint_sums_every_reader() {
     // 14 -> 46 and 26 -> 22: sizes where the f32 index rule differs from exact division.
     for (h, w, oh, ow) in [

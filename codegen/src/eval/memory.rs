@@ -139,7 +139,7 @@ impl Emitter<'_> {
 
     /// Which body values `values` are computed from (themselves included), by node
     /// index: a value read back from memory is computed from nothing.
-    fn reads(&self, values: &[Value]) -> Vec<bool> {
+    pub(crate) fn reads(&self, values: &[Value]) -> Vec<bool> {
         let nodes = &self.kernel.body.nodes;
         let mut read = vec![false; nodes.len()];
         for v in values {

@@ -2,18 +2,27 @@
 
 use super::{tap, windows_containing, zero, LOWEST};
 use crate::error::Result;
-use crate::eval::Emitter;
+use crate::eval::{Emitter, Run};
 use crate::flow::Check;
 use crate::index::Index;
 use crate::ptx::{ins, Operand, Reg, Ty};
 use crate::window::Axis;
-use calib_ir::Value;
+use calib_ir::{Layout, Value};
 use std::collections::HashMap;
 
 /// The widest window (along either axis) whose max-pooling adjoint branches on residues
 /// ([`max_pool_backward`]): 3x3 windows of stride 2 need four branches sharing up to 25
 /// loads; wider ones scan each window instead.
 const BRANCHED_WINDOWS: usize = 3;
+
+/// Whether runs of `len` positions along a row can be computed together
+/// ([`Row::Run`]): windows that branch on residues, and a stride along the row that
+/// divides the run (its first column, a multiple of `len`, then has a known residue).
+pub(super) fn takes_runs(w: [Axis; 2], kernel: [usize; 2], len: usize) -> bool {
+    // A window then reaches at most the runs just before and after.
+    kernel.iter().all(|&k| k <= BRANCHED_WINDOWS.min(len)) && len.is_multiple_of(w[1].stride)
+}
+
 /// A position no window element has.
 const NOWHERE: i64 = u32::MAX as i64;
 
@@ -28,53 +37,79 @@ const NOWHERE: i64 = u32::MAX as i64;
 /// `(at + padding) % stride` along each axis. The kernel branches on those residues, so
 /// that within a branch every tap lies at a constant offset from `at` and the windows
 /// share the loads of the positions they have in common (a 3x3 window of stride 2
-/// reaches 25 positions from its up to four windows, not 36).
+/// reaches 25 positions from its up to four windows, not 36). Where no position is NaN
+/// or -inf (nearly everywhere), each tap is one unordered comparison chained into one
+/// predicate; the exact rule takes the rest.
+///
+/// `elements` are adjacent positions of one row, computed together: one accumulator
+/// each, in order. Several are allowed where the first's column is a multiple of the
+/// stride along the row and so is their count ([`Row::Run`]): their column residues are
+/// then known, the row's is branched on once for all of them, and they share every
+/// load. The order of each position's sum does not depend on how many are computed
+/// together.
 pub(super) fn max_pool_backward(
     cx: &mut Emitter,
     [x, dy]: [Value; 2],
-    at: &[Operand],
+    elements: &[Vec<Operand>],
+    row: Row,
     w: [Axis; 2],
     kernel: [usize; 2],
-) -> Result<Operand> {
+) -> Result<Vec<Reg>> {
     if kernel.iter().any(|&k| k > BRANCHED_WINDOWS) {
-        return max_pool_backward_by_scan(cx, [x, dy], at, w, kernel);
+        return (elements.iter())
+            .map(|at| max_pool_backward_by_scan(cx, [x, dy], at, w, kernel))
+            .collect();
     }
-    let acc = zero(cx);
-    let here = cx.value(x, &Index::coords(at.to_vec()))?;
-    let here = cx.b.materialize(here, Ty::F32);
-    let here_nan = cx.b.setp("nan", Ty::F32, here.into(), here.into());
-    let number = cx.b.reg(Ty::Pred);
-    ins!(cx.b, "not.pred {number}, {here_nan}");
+    let at = &elements[0];
+    let accs: Vec<Reg> = elements.iter().map(|_| zero(cx)).collect();
+    let mut heres = vec![];
+    for e in elements {
+        let here = cx.value(x, &Index::coords(e.clone()))?;
+        heres.push(cx.b.materialize(here, Ty::F32));
+    }
     let [(rh, qh), (rw, qw)] = [0, 1].map(|a| {
         let shifted = cx.b.add_u32(at[2 + a], Operand::Int(w[a].padding as i64));
-        (
-            cx.b.rem_u32(shifted, w[a].stride),
-            cx.b.div_u32(shifted, w[a].stride),
-        )
+        let residue = match (a, row) {
+            (1, Row::Run { .. }) => Operand::Int((w[1].padding % w[1].stride) as i64),
+            _ => cx.b.rem_u32(shifted, w[a].stride),
+        };
+        (residue, cx.b.div_u32(shifted, w[a].stride))
     });
     let windows = Windows {
         x,
         dy,
-        at,
+        elements,
+        row,
         w,
         kernel,
-        here,
-        number,
+        heres,
         quotient: [qh, qw],
     };
     for residue_h in 0..w[0].stride {
         for residue_w in 0..w[1].stride {
             let residues = vec![equals(cx, rh, residue_h), equals(cx, rw, residue_w)];
             // Neighbouring threads differ in column, not (mostly) in row: a warp runs
-            // every column branch but only its row's.
+            // every column branch but only its row's (a run's column residue is known).
             cx.b.enter_loop(1.0 / w[0].stride as f64);
             cx.when_all(residues, |cx| {
-                windows.gather(cx, [residue_h, residue_w], acc)
+                windows.gather(cx, [residue_h, residue_w], &accs)
             })?;
             cx.b.exit_loop();
         }
     }
-    Ok(acc.into())
+    Ok(accs)
+}
+
+/// How the positions of [`max_pool_backward`] lie in their row.
+#[derive(Clone, Copy)]
+pub(super) enum Row<'a> {
+    /// One position, anywhere.
+    Alone,
+    /// A run of a pointwise thread's: adjacent positions from a column that is a
+    /// multiple of their count, which the stride divides. The stretches of the rows
+    /// above and below, and the runs before and after, come in as vectors like the
+    /// run's own ([`Windows::load_rows`]).
+    Run { shape: &'a [usize], layout: Layout },
 }
 
 /// [`max_pool_backward`] by finding each window's first maximum: for windows wider than
@@ -85,7 +120,7 @@ fn max_pool_backward_by_scan(
     at: &[Operand],
     w: [Axis; 2],
     kernel: [usize; 2],
-) -> Result<Operand> {
+) -> Result<Reg> {
     let acc = zero(cx);
     let here = cx.b.mad_u32(at[2], Operand::Int(w[1].input as i64), at[3]);
     windows_containing(cx, at, w, kernel, &mut |cx, oh, ow, contains| {
@@ -119,7 +154,7 @@ fn max_pool_backward_by_scan(
         ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
         Ok(())
     })?;
-    Ok(acc.into())
+    Ok(acc)
 }
 
 /// Whether `r` equals `value`.
@@ -134,13 +169,15 @@ fn equals(cx: &mut Emitter, r: Operand, value: usize) -> Check {
 struct Windows<'a> {
     x: Value,
     dy: Value,
-    at: &'a [Operand],
+    /// The positions computed, adjacent along one row.
+    elements: &'a [Vec<Operand>],
+    row: Row<'a>,
     w: [Axis; 2],
     kernel: [usize; 2],
-    /// The pooled input at `at`, and whether it is not NaN.
-    here: Reg,
-    number: Reg,
-    /// `(at + padding) / stride` along each axis: the last window containing `at`.
+    /// The pooled input at each position.
+    heres: Vec<Reg>,
+    /// `(at + padding) / stride` along each axis, for the first position `at`: the last
+    /// window containing it.
     quotient: [Operand; 2],
 }
 
@@ -149,119 +186,392 @@ struct Windows<'a> {
 struct Tap {
     value: Reg,
     inside: Check,
-    /// Inside and NaN.
-    nan: Check,
 }
 
+/// A window containing some of the positions: whether it exists, and its position
+/// clamped into range (its gradient is loaded there either way).
+struct Window {
+    valid: Check,
+    at: [Operand; 2],
+}
+
+/// A position and a window containing it: `u` is tap `mine` of window `window`, whose
+/// first column lies `start` columns after `at`'s.
+struct Pair {
+    window: usize,
+    u: usize,
+    mine: [usize; 2],
+    start: i64,
+}
+
+/// -inf, below every number: what a tap in the padding reads as.
+const NEG_INFINITY: Operand = Operand::F32(0xFF80_0000);
+
 impl Windows<'_> {
-    /// Adds to `acc` the gradient of every window whose first maximum `at` is, where
-    /// `at` is tap `residue + j * stride` of the `j`-th window back along each axis.
-    fn gather(&self, cx: &mut Emitter, residue: [usize; 2], acc: Reg) -> Result<()> {
-        // Along each axis: the windows containing `at`, and the tap of each it is.
-        let candidates = [0, 1].map(|a| {
-            (0..)
-                .map(|j| (j, residue[a] + j * self.w[a].stride))
-                .take_while(|&(_, t)| t < self.kernel[a])
-                .map(|(j, t)| (cx.b.sub_u32(self.quotient[a], Operand::Int(j as i64)), t))
-                .collect::<Vec<_>>()
-        });
-        let mut taps: HashMap<[i64; 2], Tap> = HashMap::new();
-        for &(oh, th) in &candidates[0] {
-            for &(ow, tw) in &candidates[1] {
-                let (mut before, mut after) = (vec![], vec![]);
-                for kh in 0..self.kernel[0] {
-                    for kw in 0..self.kernel[1] {
-                        if (kh, kw) == (th, tw) {
-                            continue;
-                        }
-                        let d = [kh as i64 - th as i64, kw as i64 - tw as i64];
-                        let tap = match taps.get(&d) {
-                            Some(t) => *t,
-                            None => {
-                                let t = self.tap(cx, d)?;
-                                taps.insert(d, t);
-                                t
-                            }
-                        };
-                        let earlier = (kh, kw) < (th, tw);
-                        // Ties go to the earlier tap; a NaN beats everything before it.
-                        let cmp = if earlier { "ge" } else { "gtu" };
-                        let beats = match tap.inside {
-                            Err(false) => continue,
-                            Err(true) => {
-                                cx.b.setp(cmp, Ty::F32, tap.value.into(), self.here.into())
-                            }
-                            Ok(inside) => {
-                                let p = cx.b.reg(Ty::Pred);
-                                let (v, here) = (tap.value, self.here);
-                                ins!(cx.b, "setp.{cmp}.and.f32 {p}, {v}, {here}, {inside}");
-                                p
-                            }
-                        };
-                        if earlier {
-                            before.push(beats);
-                            before.extend(tap.nan.ok());
-                        } else {
-                            after.push(beats);
-                        }
+    /// Adds to each position's accumulator the gradient of every window whose first
+    /// maximum it is, where `residue` is `(at + padding) % stride` of the first position
+    /// `at` along each axis. Along the rows, `at` is tap `residue + i * stride` of the
+    /// `i`-th window back; along the columns, window `j` (relative to the last
+    /// containing `at`) starts `j * stride - residue` columns after `at`, and holds the
+    /// positions within its width of that. Each position takes its windows last first
+    /// along both axes, whatever the number of positions.
+    fn gather(&self, cx: &mut Emitter, residue: [usize; 2], accs: &[Reg]) -> Result<()> {
+        let (s, k) = (self.w, self.kernel);
+        let rows: Vec<(Operand, usize)> = (0..)
+            .map(|i| (i, residue[0] + i * s[0].stride))
+            .take_while(|&(_, t)| t < k[0])
+            .map(|(i, t)| (cx.b.sub_u32(self.quotient[0], Operand::Int(i as i64)), t))
+            .collect();
+        // Windows overlapping the positions' columns `0..len` (relative to `at`).
+        let (len, stride, r) = (
+            self.elements.len() as i64,
+            s[1].stride as i64,
+            residue[1] as i64,
+        );
+        let first_column = |j: i64| j * stride - r;
+        let columns: Vec<(Operand, i64)> = (-(k[1] as i64)..=len)
+            .rev()
+            .filter(|&j| first_column(j) < len && first_column(j) + k[1] as i64 > 0)
+            .map(|j| {
+                let ow = match j {
+                    j if j >= 0 => cx.b.add_u32(self.quotient[1], Operand::Int(j)),
+                    j => cx.b.sub_u32(self.quotient[1], Operand::Int(-j)),
+                };
+                (ow, first_column(j))
+            })
+            .collect();
+        // Every window and every position it holds.
+        let (mut windows, mut pairs) = (vec![], vec![]);
+        for &(oh, th) in &rows {
+            for &(ow, start) in &columns {
+                let valid = vec![
+                    cx.b.lt_u32(oh, Operand::Int(s[0].output as i64)),
+                    cx.b.lt_u32(ow, Operand::Int(s[1].output as i64)),
+                ];
+                windows.push(Window {
+                    valid: cx.all_of(valid),
+                    at: [
+                        cx.clamp_index(oh, s[0].output),
+                        cx.clamp_index(ow, s[1].output),
+                    ],
+                });
+                for u in 0..self.elements.len() {
+                    let tw = u as i64 - start;
+                    if (0..k[1] as i64).contains(&tw) {
+                        pairs.push(Pair {
+                            window: windows.len() - 1,
+                            u,
+                            mine: [th, tw as usize],
+                            start,
+                        });
                     }
                 }
-                // A later tap that is larger or NaN wins unless the value here is NaN.
-                let mut beaten = before;
-                if let Some(later) = any(cx, after) {
-                    let p = cx.b.reg(Ty::Pred);
-                    ins!(cx.b, "and.pred {p}, {later}, {}", self.number);
-                    beaten.push(p);
+            }
+        }
+        // Where no position is NaN or -inf, unordered comparisons decide alone: a tap
+        // in the padding then reads as -inf and beats nothing. Those values are rare,
+        // so the census counts their branch as never taken.
+        let mut special = vec![];
+        for here in &self.heres {
+            special.push(cx.b.setp("equ", Ty::F32, (*here).into(), NEG_INFINITY));
+        }
+        let special = any(cx, special).expect("at least one position");
+        cx.b.enter_loop(0.0);
+        cx.if_then(special, true, |cx| {
+            self.load_rows(cx, &rows, &columns)?;
+            self.add_exact(cx, &windows, &pairs, accs)
+        })?;
+        cx.b.exit_loop();
+        cx.if_then(special, false, |cx| {
+            self.load_rows(cx, &rows, &columns)?;
+            self.add_ordinary(cx, &windows, &pairs, accs)
+        })
+    }
+
+    /// The other taps of `pair`'s window in row-major order: whether each comes before
+    /// the position, and its offset from `at`.
+    fn others(&self, pair: &Pair) -> Vec<(bool, [i64; 2])> {
+        let mut others = vec![];
+        for kh in 0..self.kernel[0] {
+            for kw in 0..self.kernel[1] {
+                if [kh, kw] != pair.mine {
+                    let d = [kh as i64 - pair.mine[0] as i64, pair.start + kw as i64];
+                    others.push(([kh, kw] < pair.mine, d));
                 }
-                let mut mine = vec![
-                    cx.b.lt_u32(oh, Operand::Int(self.w[0].output as i64)),
-                    cx.b.lt_u32(ow, Operand::Int(self.w[1].output as i64)),
-                ];
-                if let Some(beaten) = any(cx, beaten) {
-                    let first = cx.b.reg(Ty::Pred);
-                    ins!(cx.b, "not.pred {first}, {beaten}");
-                    mine.push(Ok(first));
+            }
+        }
+        others
+    }
+
+    /// [`Windows::gather`]'s sums where no position is NaN or -inf: a tap beats the
+    /// value here if it is earlier and at least as large or NaN (`geu`), or later and
+    /// larger or NaN (`gtu`), one comparison a tap chained into one predicate.
+    fn add_ordinary(
+        &self,
+        cx: &mut Emitter,
+        windows: &[Window],
+        pairs: &[Pair],
+        accs: &[Reg],
+    ) -> Result<()> {
+        let mut taps = HashMap::new();
+        for pair in pairs {
+            let here = self.heres[pair.u];
+            let window = &windows[pair.window];
+            let mut beaten = match window.valid {
+                Err(false) => continue,
+                Err(true) => None,
+                Ok(valid) => Some(format!("!{valid}")),
+            };
+            for (earlier, d) in self.others(pair) {
+                let tap = self.tap(cx, d, &mut taps)?;
+                if tap.inside == Err(false) {
+                    continue;
                 }
-                let oh = cx.clamp_index(oh, self.w[0].output);
-                let ow = cx.clamp_index(ow, self.w[1].output);
-                let at = self.at;
-                let g = cx.select_or_zero(mine, Ty::F32, |cx| {
-                    cx.value(self.dy, &Index::coords(vec![at[0], at[1], oh, ow]))
-                })?;
-                ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
+                let v = tap.value;
+                let cmp = if earlier { "geu" } else { "gtu" };
+                let p = cx.b.reg(Ty::Pred);
+                match beaten {
+                    None => ins!(cx.b, "setp.{cmp}.f32 {p}, {v}, {here}"),
+                    Some(b) => ins!(cx.b, "setp.{cmp}.or.f32 {p}, {v}, {here}, {b}"),
+                }
+                beaten = Some(p.to_string());
+            }
+            let g = self.gradient(cx, window)?;
+            let g = match beaten {
+                None => g,
+                Some(beaten) => {
+                    let r = cx.b.reg(Ty::F32);
+                    ins!(cx.b, "selp.f32 {r}, 0f00000000, {g}, {beaten}");
+                    r.into()
+                }
+            };
+            let acc = accs[pair.u];
+            ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
+        }
+        Ok(())
+    }
+
+    /// [`Windows::gather`]'s sums by the exact rule, for runs holding NaN or -inf.
+    fn add_exact(
+        &self,
+        cx: &mut Emitter,
+        windows: &[Window],
+        pairs: &[Pair],
+        accs: &[Reg],
+    ) -> Result<()> {
+        let mut taps = HashMap::new();
+        let mut nans: HashMap<[i64; 2], Check> = HashMap::new();
+        let numbers: Vec<Reg> = (self.heres.iter())
+            .map(|&h| cx.b.setp("num", Ty::F32, h.into(), h.into()))
+            .collect();
+        for pair in pairs {
+            let here = self.heres[pair.u];
+            let (mut before, mut after) = (vec![], vec![]);
+            for (earlier, d) in self.others(pair) {
+                let tap = self.tap(cx, d, &mut taps)?;
+                // Ties go to the earlier tap; a NaN beats everything before it.
+                let cmp = if earlier { "ge" } else { "gtu" };
+                let (v, h) = (tap.value, here);
+                let beats = match tap.inside {
+                    Err(false) => continue,
+                    Err(true) => cx.b.setp(cmp, Ty::F32, v.into(), h.into()),
+                    Ok(inside) => {
+                        let p = cx.b.reg(Ty::Pred);
+                        ins!(cx.b, "setp.{cmp}.and.f32 {p}, {v}, {h}, {inside}");
+                        p
+                    }
+                };
+                if earlier {
+                    before.push(beats);
+                    let nan = *nans.entry(d).or_insert_with(|| nan_inside(cx, tap));
+                    before.extend(nan.ok());
+                } else {
+                    after.push(beats);
+                }
+            }
+            // A later tap that is larger or NaN wins unless the value here is NaN.
+            let mut beaten = before;
+            if let Some(later) = any(cx, after) {
+                let p = cx.b.reg(Ty::Pred);
+                ins!(cx.b, "and.pred {p}, {later}, {}", numbers[pair.u]);
+                beaten.push(p);
+            }
+            let mut mine = vec![windows[pair.window].valid];
+            if let Some(beaten) = any(cx, beaten) {
+                let first = cx.b.reg(Ty::Pred);
+                ins!(cx.b, "not.pred {first}, {beaten}");
+                mine.push(Ok(first));
+            }
+            let window = &windows[pair.window];
+            let g = cx.select_or_zero(mine, Ty::F32, |cx| self.gradient(cx, window))?;
+            let acc = accs[pair.u];
+            ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
+        }
+        Ok(())
+    }
+
+    /// The row `d` rows from `at`'s, clamped into the image, and whether it is inside.
+    fn row(&self, cx: &mut Emitter, d: i64) -> (Operand, Check) {
+        let axis = self.w[0];
+        let p = match d {
+            d if d >= 0 => cx.b.add_u32(self.elements[0][2], Operand::Int(d)),
+            d => cx.b.sub_u32(self.elements[0][2], Operand::Int(-d)),
+        };
+        // A position before the image wraps around to a huge one.
+        let inside = cx.b.lt_u32(p, Operand::Int(axis.input as i64));
+        (cx.clamp_index(p, axis.input), inside)
+    }
+
+    /// Loads, where the positions are a run, the stretches of every row the windows of
+    /// `rows` reach that their taps read, a run's length each, as the run's own are
+    /// loaded: its columns in every other row, and the runs before and after it where
+    /// the windows of `columns` reach past it. The taps there are then registers.
+    fn load_rows(
+        &self,
+        cx: &mut Emitter,
+        rows: &[(Operand, usize)],
+        columns: &[(Operand, i64)],
+    ) -> Result<()> {
+        let Row::Run { shape, layout } = self.row else {
+            return Ok(());
+        };
+        let len = self.elements.len() as i64;
+        let mut offsets: Vec<i64> = rows
+            .iter()
+            .flat_map(|&(_, t)| (0..self.kernel[0] as i64).map(move |kh| kh - t as i64))
+            .collect();
+        offsets.sort();
+        offsets.dedup();
+        let first = columns.iter().map(|c| c.1).min().unwrap_or(0);
+        let last = columns.iter().map(|c| c.1).max().unwrap_or(0) + self.kernel[1] as i64 - 1;
+        let blocks = [(-1, first < 0), (0, true), (1, last >= len)];
+        for d in offsets {
+            let (row, _) = self.row(cx, d);
+            for (block, needed) in blocks {
+                // The run's own elements in its own row are loaded already.
+                if !needed || (d, block) == (0, 0) {
+                    continue;
+                }
+                let start = self.block_start(cx, block);
+                let elements: Vec<Vec<Operand>> = (0..len)
+                    .map(|u| {
+                        let e = &self.elements[0];
+                        vec![e[0], e[1], row, cx.b.add_u32(start, Operand::Int(u))]
+                    })
+                    .collect();
+                let run = Run {
+                    elements: &elements,
+                    walked: 1,
+                };
+                cx.load_runs(&[self.x], shape, layout, &run)?;
             }
         }
         Ok(())
     }
 
-    /// The pooled input at offset `d` from `at`: loaded at the position clamped into
-    /// the image (the load needs no branch), with whether it really is inside.
-    fn tap(&self, cx: &mut Emitter, d: [i64; 2]) -> Result<Tap> {
-        let mut inside = vec![];
-        let mut pos = [Operand::Int(0); 2];
-        for a in 0..2 {
-            let p = match d[a] {
-                d if d >= 0 => cx.b.add_u32(self.at[2 + a], Operand::Int(d)),
-                d => cx.b.sub_u32(self.at[2 + a], Operand::Int(-d)),
-            };
-            // A position before the image wraps around to a huge one.
-            inside.push(cx.b.lt_u32(p, Operand::Int(self.w[a].input as i64)));
-            pos[a] = cx.clamp_index(p, self.w[a].input);
+    /// The first column of the run `block` runs after the positions' (before them where
+    /// negative), clamped to the row's last run: a run's length divides the row, so the
+    /// stretch stays aligned for its vector load, and columns past the row's ends are
+    /// read from it and selected away.
+    fn block_start(&self, cx: &mut Emitter, block: i64) -> Operand {
+        let (at, len) = (self.elements[0][3], self.elements.len() as i64);
+        let last = Operand::Int(self.w[1].input as i64 - len);
+        match block {
+            0 => at,
+            b if b > 0 => {
+                let start = cx.b.add_u32(at, Operand::Int(b * len));
+                cx.b.min_u32(start, last)
+            }
+            b => {
+                let start = cx.b.sub_u32(at, Operand::Int(-b * len));
+                cx.b.min_u32(start, last)
+            }
         }
-        let inside = cx.all_of(inside);
-        let at = vec![self.at[0], self.at[1], pos[0], pos[1]];
-        let value = cx.value(self.x, &Index::coords(at))?;
-        let value = cx.b.materialize(value, Ty::F32);
-        let nan = match inside {
-            Err(false) => Err(false),
-            Err(true) => Ok(cx.b.setp("nan", Ty::F32, value.into(), value.into())),
-            Ok(q) => {
-                let p = cx.b.reg(Ty::Pred);
-                ins!(cx.b, "setp.nan.and.f32 {p}, {value}, {value}, {q}");
-                Ok(p)
+    }
+
+    /// The gradient of `window`.
+    fn gradient(&self, cx: &mut Emitter, window: &Window) -> Result<Operand> {
+        let at = &self.elements[0];
+        let [oh, ow] = window.at;
+        cx.value(self.dy, &Index::coords(vec![at[0], at[1], oh, ow]))
+    }
+
+    /// The pooled input at offset `d` from `at` (from `taps` if already there), with
+    /// whether it really is inside the image: loaded at the position clamped into the
+    /// image (the load needs no branch), and read as -inf where it is not. Within the
+    /// positions' columns it needs no clamp, and in their row it is one of them.
+    fn tap(&self, cx: &mut Emitter, d: [i64; 2], taps: &mut HashMap<[i64; 2], Tap>) -> Result<Tap> {
+        if let Some(&tap) = taps.get(&d) {
+            return Ok(tap);
+        }
+        let len = self.elements.len() as i64;
+        let own_column = (0..len).contains(&d[1]);
+        if d[0] == 0 && own_column {
+            return Ok(Tap {
+                value: self.heres[d[1] as usize],
+                inside: Err(true),
+            });
+        }
+        let (row, row_inside) = self.row(cx, d[0]);
+        let (column, column_inside) = match (own_column, self.row) {
+            (true, _) => (self.elements[d[1] as usize][3], Err(true)),
+            (false, Row::Run { .. }) => {
+                // In the run before or after, loaded by `load_rows`.
+                let block = d[1].div_euclid(len);
+                let start = self.block_start(cx, block);
+                let column = cx.b.add_u32(start, Operand::Int(d[1] - block * len));
+                let at = self.elements[0][3];
+                let p = match d[1] {
+                    d if d >= 0 => cx.b.add_u32(at, Operand::Int(d)),
+                    d => cx.b.sub_u32(at, Operand::Int(-d)),
+                };
+                (column, cx.b.lt_u32(p, Operand::Int(self.w[1].input as i64)))
+            }
+            (false, Row::Alone) => {
+                let axis = self.w[1];
+                let at = self.elements[0][3];
+                let p = match d[1] {
+                    d if d >= 0 => cx.b.add_u32(at, Operand::Int(d)),
+                    d => cx.b.sub_u32(at, Operand::Int(-d)),
+                };
+                let inside = cx.b.lt_u32(p, Operand::Int(axis.input as i64));
+                (cx.clamp_index(p, axis.input), inside)
             }
         };
-        Ok(Tap { value, inside, nan })
+        let inside = cx.all_of(vec![row_inside, column_inside]);
+        if inside == Err(false) {
+            return Ok(Tap {
+                value: cx.b.materialize(NEG_INFINITY, Ty::F32),
+                inside,
+            });
+        }
+        let at = vec![self.elements[0][0], self.elements[0][1], row, column];
+        let loaded = cx.value(self.x, &Index::coords(at))?;
+        let value = match inside {
+            Ok(p) => {
+                let m = cx.b.reg(Ty::F32);
+                ins!(cx.b, "selp.f32 {m}, {loaded}, {NEG_INFINITY}, {p}");
+                m
+            }
+            _ => cx.b.materialize(loaded, Ty::F32),
+        };
+        let tap = Tap { value, inside };
+        taps.insert(d, tap);
+        Ok(tap)
+    }
+}
+
+/// Whether `tap` is inside the image and NaN.
+fn nan_inside(cx: &mut Emitter, tap: Tap) -> Check {
+    let value = tap.value;
+    match tap.inside {
+        Err(false) => Err(false),
+        Err(true) => Ok(cx.b.setp("nan", Ty::F32, value.into(), value.into())),
+        Ok(q) => {
+            let p = cx.b.reg(Ty::Pred);
+            ins!(cx.b, "setp.nan.and.f32 {p}, {value}, {value}, {q}");
+            Ok(p)
+        }
     }
 }
 

@@ -9,13 +9,13 @@
 mod max_adjoint;
 
 use crate::error::Result;
-use crate::eval::Emitter;
+use crate::eval::{Emitter, Run};
 use crate::flow::Check;
 use crate::index::{self, Index};
 use crate::ptx::{ins, Operand, Reg, Ty};
 use crate::window::Axis;
-use calib_ir::{Op, Value};
-use max_adjoint::max_pool_backward;
+use calib_ir::{Layout, Op, Value};
+use max_adjoint::{max_pool_backward, Row};
 
 /// The smallest f32, the reference's starting point for a window maximum.
 const LOWEST: Operand = Operand::F32(0xFF7F_FFFF);
@@ -26,16 +26,7 @@ pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> 
     let shape = node.ty.shape.clone();
     let coords = cx.coords(at, &shape);
     let first = &cx.ty(node.inputs[0]).shape;
-    // The window along rows and columns, between the pooled image and the pooled result.
-    let axes = |stride: [usize; 2], padding: [usize; 2], image: &[usize], pooled: &[usize]| {
-        [0, 1].map(|a| Axis {
-            stride: stride[a],
-            padding: padding[a],
-            dilation: 1,
-            input: image[2 + a],
-            output: pooled[2 + a],
-        })
-    };
+    let axes = window_axes;
     match node.op {
         Op::AvgPool2d {
             kernel,
@@ -74,11 +65,73 @@ pub(crate) fn serial(cx: &mut Emitter, v: Value, at: &Index) -> Result<Operand> 
         } => {
             let pooled = &cx.ty(node.inputs[1]).shape;
             let w = axes(stride, padding, &shape, pooled);
-            max_pool_backward(cx, [node.inputs[0], node.inputs[1]], &coords, w, kernel)
+            let inputs = [node.inputs[0], node.inputs[1]];
+            let acc = max_pool_backward(cx, inputs, &[coords], Row::Alone, w, kernel)?;
+            Ok(acc[0].into())
         }
         Op::ResizeNearestBackward { .. } => resize_backward(cx, node.inputs[0], &coords, &shape),
         _ => Err(cx.unsupported(v, "not a pooling op")),
     }
+}
+
+/// The window along rows and columns, between the pooled image and the pooled result.
+fn window_axes(
+    stride: [usize; 2],
+    padding: [usize; 2],
+    image: &[usize],
+    pooled: &[usize],
+) -> [Axis; 2] {
+    [0, 1].map(|a| Axis {
+        stride: stride[a],
+        padding: padding[a],
+        dilation: 1,
+        input: image[2 + a],
+        output: pooled[2 + a],
+    })
+}
+
+/// Computes every max-pooling adjoint of `shape` that `outputs` read at all the
+/// elements of `run` at once, where a run can ([`max_adjoint::Row::Run`]: runs along a
+/// row-major image's rows), and binds each element's value: the run's positions then
+/// share the row's branch and every load.
+pub(crate) fn bind_runs(
+    cx: &mut Emitter,
+    outputs: &[Value],
+    shape: &[usize],
+    layout: Layout,
+    run: &Run,
+) -> Result<()> {
+    if !layout.is_row_major() || run.walked != 1 || shape.len() != 4 {
+        return Ok(());
+    }
+    let read = cx.reads(outputs);
+    for (k, read) in read.into_iter().enumerate() {
+        let v = Value(k);
+        let node = cx.node(v);
+        let Op::MaxPool2dBackward {
+            kernel,
+            stride,
+            padding,
+            ..
+        } = node.op
+        else {
+            continue;
+        };
+        let inputs = [node.inputs[0], node.inputs[1]];
+        if !read || cx.is_stored(v) || node.ty.shape != shape {
+            continue;
+        }
+        let w = window_axes(stride, padding, shape, &cx.ty(inputs[1]).shape);
+        if !max_adjoint::takes_runs(w, kernel, run.elements.len()) {
+            continue;
+        }
+        let row = Row::Run { shape, layout };
+        let accs = max_pool_backward(cx, inputs, run.elements, row, w, kernel)?;
+        for (at, acc) in run.elements.iter().zip(accs) {
+            cx.bind(v, &Index::coords(at.clone()), acc.into());
+        }
+    }
+    Ok(())
 }
 
 /// How many positions of window `o` count for the average along `axis`.
