@@ -61,7 +61,7 @@ impl Reduce {
 
     fn fold(&self, cx: &mut Emitter, acc: Reg, v: Operand) {
         match self.combine {
-            Combine::Max => ins!(cx.b, "max.f32 {acc}, {acc}, {v}"),
+            Combine::Max => ins!(cx.b, "max.NaN.f32 {acc}, {acc}, {v}"),
             _ => ins!(cx.b, "add.rn.f32 {acc}, {acc}, {v}"),
         }
     }

@@ -64,7 +64,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         op: "relu",
-        float: &["max.f32 {d}, {a}, {zero}"],
+        float: &["max.NaN.f32 {d}, {a}, {zero}"],
         int: &["max.s64 {d}, {a}, 0"],
     },
     Rule {
@@ -89,7 +89,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         op: "max",
-        float: &["max.f32 {d}, {a}, {b}"],
+        float: &["max.NaN.f32 {d}, {a}, {b}"],
         int: &["max.s64 {d}, {a}, {b}"],
     },
     Rule {

@@ -417,6 +417,106 @@ fn max_pooling_adjoint_takes_runs_along_rows() {
 }
 
 #[test]
+fn max_pooling_takes_runs_along_rows() {
+    // Outputs of 64K elements and more take runs of four along each row, and the run
+    // loads each input row's stretch (four strides) and the ones either side as
+    // vectors: strides 1 to 4, windows narrower and wider than the stride, padding,
+    // ceil mode and an odd number of rows; NaN strewn among tied integers.
+    for (k, s, p, ceil, h, w) in [
+        (3, 2, 1, false, 32, 32),
+        (3, 2, 0, true, 33, 32),
+        (2, 2, 0, false, 32, 32),
+        (3, 1, 1, false, 16, 16),
+        (3, 4, 1, false, 64, 64),
+        (3, 3, 0, true, 48, 48),
+    ] {
+        let (oh, ow) = (pooled(h, k, s, p, ceil), pooled(w, k, s, p, ceil));
+        let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode={ceil}");
+        let g = graph(&format!(
+            "graph {{
+              %0 = input name=\"x\" : f32[16,16,{h},{w}]
+              %1 = max_pool2d(%0) {attrs} : f32[16,16,{oh},{ow}]
+              return y=%1
+            }}"
+        ));
+        let program = single_kernel(&g, Anchor::Pool);
+        let kernel = &compile(&program).unwrap().kernels[0];
+        let n = 16 * 16 * oh * ow;
+        let runs = (n / 4).div_ceil(256);
+        assert_eq!(
+            kernel.grid[0] as usize, runs,
+            "runs of four at {k} {s} {p} {h}"
+        );
+        assert!(kernel.ptx.contains("ld.global.nc.v4.f32"), "{}", kernel.ptx);
+        let mut inputs = support::tensors(&g, 3, 3);
+        inputs.insert("x".into(), strewn_nans(&[16, 16, h, w], 30));
+        support::check_exact_with_nans(&g, &program, &inputs);
+    }
+}
+
+#[test]
+fn a_nan_in_a_window_is_its_maximum() {
+    // PyTorch's max pooling, maximum, ReLU and max-reduction propagate NaN; PTX's
+    // `max.f32` returns the other operand. Small maps take one output a thread, large
+    // ones runs of four.
+    for (n, h, w) in [(2, 9, 8), (16, 64, 64)] {
+        let (oh, ow) = (pooled(h, 3, 2, 1, false), pooled(w, 3, 2, 1, false));
+        let attrs = "kernel=[3,3] stride=[2,2] padding=[1,1] ceil_mode=false";
+        let g = graph(&format!(
+            "graph {{
+              %0 = input name=\"x\" : f32[{n},8,{h},{w}]
+              %1 = max_pool2d(%0) {attrs} : f32[{n},8,{oh},{ow}]
+              return y=%1
+            }}"
+        ));
+        let program = single_kernel(&g, Anchor::Pool);
+        let mut inputs = support::tensors(&g, 5, 3);
+        inputs.insert("x".into(), strewn_nans(&[n, 8, h, w], 40));
+        support::check_exact_with_nans(&g, &program, &inputs);
+    }
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[4,8,6,6]
+          %1 = input name=\"z\" : f32[4,8,6,6]
+          %2 = max(%0, %1) : f32[4,8,6,6]
+          %3 = relu(%0) : f32[4,8,6,6]
+          return m=%2, r=%3
+        }",
+    );
+    let program = single_kernel(&g, Anchor::Pointwise);
+    let mut inputs = support::tensors(&g, 7, 3);
+    inputs.insert("x".into(), strewn_nans(&[4, 8, 6, 6], 40));
+    inputs.insert("z".into(), strewn_nans(&[4, 8, 6, 6], 40));
+    support::check_exact_with_nans(&g, &program, &inputs);
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[4,8,6,6]
+          %1 = reduce_max(%0) axes=[2,3] keepdims=false : f32[4,8]
+          return m=%1
+        }",
+    );
+    let program = single_kernel(&g, Anchor::Reduction);
+    let mut inputs = support::tensors(&g, 7, 3);
+    inputs.insert("x".into(), strewn_nans(&[4, 8, 6, 6], 250));
+    support::check_exact_with_nans(&g, &program, &inputs);
+}
+
+/// Integers in -2..=2 with about one element in `one_in` NaN.
+fn strewn_nans(shape: &[usize], one_in: u32) -> calib_runtime::HostTensor {
+    let mut state = 0x2545_F491_u32;
+    let values = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            match (state >> 8) % one_in {
+                0 => f32::NAN,
+                r => (r % 5) as f32 - 2.0,
+            }
+        })
+        .collect();
+    calib_runtime::HostTensor::from_f32(shape.to_vec(), values).unwrap()
+}
+
+#[test]
 fn nearest_resize_adjoint_sums_every_reader() {
     // 14 -> 46 and 26 -> 22: sizes where the f32 index rule differs from exact division.
     for (h, w, oh, ow) in [

@@ -7,6 +7,7 @@
 //! input position sums over the windows that contain it (`window::Axis::output_pos`).
 
 mod max_adjoint;
+mod max_run;
 
 use crate::error::Result;
 use crate::eval::{Emitter, Run};
@@ -107,28 +108,43 @@ pub(crate) fn bind_runs(
     let read = cx.reads(outputs);
     for (k, read) in read.into_iter().enumerate() {
         let v = Value(k);
+        if !read || cx.is_stored(v) || cx.ty(v).shape != shape {
+            continue;
+        }
         let node = cx.node(v);
-        let Op::MaxPool2dBackward {
-            kernel,
-            stride,
-            padding,
-            ..
-        } = node.op
-        else {
-            continue;
+        let values = match node.op {
+            Op::MaxPool2dBackward {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let inputs = [node.inputs[0], node.inputs[1]];
+                let w = window_axes(stride, padding, shape, &cx.ty(inputs[1]).shape);
+                if !max_adjoint::takes_runs(w, kernel, run.elements.len()) {
+                    continue;
+                }
+                let row = Row::Run { shape, layout };
+                max_pool_backward(cx, inputs, run.elements, row, w, kernel)?
+            }
+            Op::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let x = node.inputs[0];
+                let image = cx.ty(x).shape.clone();
+                let w = window_axes(stride, padding, &image, shape);
+                if !max_run::takes_runs(w, kernel, run.elements.len()) {
+                    continue;
+                }
+                max_run::max_pool_run(cx, x, &image, run, w, kernel)?
+            }
+            _ => continue,
         };
-        let inputs = [node.inputs[0], node.inputs[1]];
-        if !read || cx.is_stored(v) || node.ty.shape != shape {
-            continue;
-        }
-        let w = window_axes(stride, padding, shape, &cx.ty(inputs[1]).shape);
-        if !max_adjoint::takes_runs(w, kernel, run.elements.len()) {
-            continue;
-        }
-        let row = Row::Run { shape, layout };
-        let accs = max_pool_backward(cx, inputs, run.elements, row, w, kernel)?;
-        for (at, acc) in run.elements.iter().zip(accs) {
-            cx.bind(v, &Index::coords(at.clone()), acc.into());
+        for (at, value) in run.elements.iter().zip(values) {
+            cx.bind(v, &Index::coords(at.clone()), value.into());
         }
     }
     Ok(())
@@ -231,7 +247,7 @@ fn max_pool(
         let v = cx.select_or(vec![inside], Ty::F32, LOWEST, |cx| {
             cx.value(x, &Index::coords(vec![at[0], at[1], ih, iw]))
         })?;
-        ins!(cx.b, "max.f32 {best}, {best}, {v}");
+        ins!(cx.b, "max.NaN.f32 {best}, {best}, {v}");
         Ok(())
     })?;
     Ok(best.into())

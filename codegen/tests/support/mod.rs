@@ -204,6 +204,29 @@ pub fn check_tensors(
     worst
 }
 
+/// Runs `program` on the simulator and `graph` on the reference with `tensors`, and
+/// asserts that every output element is NaN on both sides or equal on both.
+pub fn check_exact_with_nans(
+    graph: &Graph,
+    program: &Program,
+    tensors: &BTreeMap<String, HostTensor>,
+) {
+    let b = bind(graph, tensors);
+    let want = Reference::new().run(graph, &b).expect("reference run");
+    let got = simulate(program, &b);
+    for (name, w) in &want {
+        let (g, w) = (got[name].to_f64_vec(), w.to_f64_vec());
+        let nans = w.iter().filter(|v| v.is_nan()).count();
+        for (i, (g, w)) in g.iter().zip(&w).enumerate() {
+            let same = (g.is_nan() && w.is_nan()) || g == w;
+            assert!(
+                same,
+                "output {name}[{i}]: sim {g}, reference {w} ({nans} NaN expected)"
+            );
+        }
+    }
+}
+
 /// The family code generation picks for each kernel of `program`.
 pub fn families(program: &Program) -> Vec<calib_codegen::Family> {
     compile(program)

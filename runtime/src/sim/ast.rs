@@ -345,6 +345,9 @@ pub enum FloatOp {
     Div,
     Min,
     Max,
+    /// `min.NaN` / `max.NaN` (sm_80): NaN if either operand is.
+    MinNan,
+    MaxNan,
     Neg,
     Abs,
     Rcp,

@@ -173,6 +173,9 @@ pub(super) fn apply<F: Float>(op: FloatOp, ftz: bool, sat: bool, a: u64, b: u64,
         Div => x / y,
         Min => min_max(x, y, true),
         Max => min_max(x, y, false),
+        MinNan | MaxNan if x.is_nan() || y.is_nan() => F::canonical_nan(),
+        MinNan => min_max(x, y, true),
+        MaxNan => min_max(x, y, false),
         // Sign manipulations are bit operations: they keep NaN payloads.
         Neg => return x.to_u64() ^ F::SIGN,
         Abs => return x.to_u64() & !F::SIGN,
@@ -231,6 +234,9 @@ mod tests {
         assert!(f32op(Min, false, false, f32::NAN, f32::NAN, 0.0).is_nan());
         assert!(f32op(Min, false, false, 0.0, -0.0, 0.0).is_sign_negative());
         assert!(f32op(Max, false, false, -0.0, 0.0, 0.0).is_sign_positive());
+        assert!(f32op(MaxNan, false, false, 2.0, f32::NAN, 0.0).is_nan());
+        assert!(f32op(MinNan, false, false, f32::NAN, 3.0, 0.0).is_nan());
+        assert_eq!(f32op(MaxNan, false, false, -0.0, 0.0, 0.0).to_bits(), 0);
     }
 
     #[test]

@@ -72,7 +72,7 @@ fn precision_rule(op: FloatOp, ty: Ty) -> Option<(&'static [&'static str], bool)
         (Sqrt, Ty::F32) | (Rcp, _) => (&["rn", "approx"], true),
         (Div | Sqrt, _) => (&["rn"], true),
         (Rsqrt | Ex2 | Lg2 | Sin | Cos | Tanh, _) => (&["approx"], true),
-        (Min | Max | Neg | Abs, _) => return None,
+        (Min | Max | MinNan | MaxNan | Neg | Abs, _) => return None,
     })
 }
 
@@ -132,6 +132,12 @@ fn float_arithmetic(cx: &mut Cx, m: &mut Mods, base: &str, ty: Ty) -> Result<Op,
         }
         _ => {}
     }
+    let op = match (op, m.has("NaN")) {
+        (op, false) => op,
+        (Min, true) => MinNan,
+        (Max, true) => MaxNan,
+        (_, true) => return Err(format!("`{base}` takes no `.NaN` modifier")),
+    };
     let ftz = m.has("ftz");
     let sat = m.has("sat");
     if sat && ty != Ty::F32 {
