@@ -189,20 +189,26 @@ impl Indexer {
     }
 }
 
+/// The `k` of an axis resized from `input` to `out = input << k` elements: ATen's f32
+/// index rule is then exact (the scale `2^-k` is an f32, and so is every product), and
+/// output index `d` reads `d >> k`.
+pub(crate) fn power_of_two_upsampling(input: usize, out: usize) -> Option<u32> {
+    let ratio = out.checked_div(input)?;
+    (ratio * input == out && ratio.is_power_of_two()).then(|| ratio.trailing_zeros())
+}
+
 /// The source index output index `d` reads along an axis resized from `input` to
 /// `out` elements, bit for bit as ATen's legacy nearest computes it: identity and
-/// exact 2x upsampling are exact shortcuts, otherwise `floor(f32(d) * f32(in/out))`
-/// in f32 arithmetic, clamped to the last source index.
+/// power-of-two upsampling are exact shifts ([`power_of_two_upsampling`]), otherwise
+/// `floor(f32(d) * f32(in/out))` in f32 arithmetic, clamped to the last source index.
 pub(crate) fn resize_source(b: &mut Builder, d: Operand, input: usize, out: usize) -> Operand {
-    if input == out {
-        return d;
-    }
-    if out == 2 * input {
-        return match d.as_int() {
-            Some(x) => Operand::Int(x >> 1),
-            None => {
+    if let Some(k) = power_of_two_upsampling(input, out) {
+        return match (k, d.as_int()) {
+            (0, _) => d,
+            (k, Some(x)) => Operand::Int(x >> k),
+            (k, None) => {
                 let r = b.reg(Ty::U32);
-                ins!(b, "shr.u32 {r}, {d}, 1");
+                ins!(b, "shr.u32 {r}, {d}, {k}");
                 r.into()
             }
         };

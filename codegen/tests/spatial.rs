@@ -517,6 +517,26 @@ fn strewn_nans(shape: &[usize], one_in: u32) -> calib_runtime::HostTensor {
 }
 
 #[test]
+fn power_of_two_upsampling_needs_no_index_rule() {
+    // 4x and 2x: ATen's f32 rule is exact there, so the forward shifts and the adjoint
+    // sums its block of 4x2 pixels without computing or checking anyone's source.
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[2,3,5,6]
+          %1 = resize_nearest(%0) size=[20,12] : f32[2,3,20,12]
+          %2 = input name=\"dy\" : f32[2,3,20,12]
+          %3 = resize_nearest_backward(%2) input_size=[5,6] : f32[2,3,5,6]
+          return y=%1, dx=%3
+        }",
+    );
+    let program = single_kernel(&g, Anchor::Pointwise);
+    let ptx = &compile(&program).unwrap().kernels[0].ptx;
+    assert!(!ptx.contains("cvt.rmi"), "{ptx}");
+    assert!(ptx.contains("shr.u32"), "{ptx}");
+    check(&g, &program, 13, 0.0);
+}
+
+#[test]
 fn nearest_resize_adjoint_sums_every_reader() {
     // 14 -> 46 and 26 -> 22: sizes where the f32 index rule differs from exact division.
     for (h, w, oh, ow) in [

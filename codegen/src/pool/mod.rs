@@ -313,7 +313,10 @@ fn avg_pool_backward(
 /// Sums the gradients of every output pixel whose nearest source is `at`. Along each
 /// axis those pixels are a run of at most `ceil(out / in)` indices near
 /// `at * out / in`; the f32 index rule can move the run's ends by one, so a window two
-/// wider, starting one before, is scanned and each candidate checked.
+/// wider, starting one before, is scanned and each candidate checked. Upsampling by
+/// powers of two along both axes reads exactly the `2^k` pixels from `at << k`
+/// ([`index::power_of_two_upsampling`]): those are summed without a check, in the same
+/// order.
 fn resize_backward(
     cx: &mut Emitter,
     dy: Value,
@@ -322,6 +325,19 @@ fn resize_backward(
 ) -> Result<Operand> {
     let out = cx.ty(dy).shape.clone();
     let acc = zero(cx);
+    let shifts = [0, 1].map(|a| index::power_of_two_upsampling(input[2 + a], out[2 + a]));
+    if let [Some(kh), Some(kw)] = shifts {
+        let starts = [(0, kh), (1, kw)].map(|(a, k)| cx.b.mul_u32(at[2 + a], Operand::Int(1 << k)));
+        let block = [1 << kh, 1 << kw];
+        cx.for_each_small(&block, &mut |cx, j| {
+            let h = cx.b.add_u32(starts[0], j[0]);
+            let w = cx.b.add_u32(starts[1], j[1]);
+            let g = cx.value(dy, &Index::coords(vec![at[0], at[1], h, w]))?;
+            ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
+            Ok(())
+        })?;
+        return Ok(acc.into());
+    }
     let spans = [0, 1].map(|a| out[2 + a].div_ceil(input[2 + a]) + 2);
     let starts = [0, 1].map(|a| {
         let scaled = cx.b.mul_u32(at[2 + a], Operand::Int(out[2 + a] as i64));
