@@ -139,8 +139,6 @@ const SELECT: &[&str] = &[
 const CASTS: &[(DType, DType, &[&str])] = &[
     (DType::F32, DType::I64, &["cvt.rzi.s64.f32 {d}, {a}"]),
     (DType::I64, DType::F32, &["cvt.rn.f32.s64 {d}, {a}"]),
-    (DType::BF16, DType::F32, &["mov.f32 {d}, {a}"]),
-    (DType::TF32, DType::F32, &["mov.f32 {d}, {a}"]),
     (DType::F32, DType::BF16, ROUND_BF16),
     (DType::TF32, DType::BF16, ROUND_BF16),
     (DType::F32, DType::TF32, ROUND_TF32),
@@ -192,7 +190,9 @@ pub(crate) fn elementwise(
 ) -> std::result::Result<Operand, String> {
     let templates: Vec<String> = match op {
         Op::Cast { to } => {
-            if from == *to {
+            // A bf16 or TF32 value is held as the f32 it is exactly: widening it is no
+            // instruction (a `mov` would only be counted, then coalesced by ptxas).
+            if from == *to || (*to == DType::F32 && matches!(from, DType::BF16 | DType::TF32)) {
                 return Ok(args[0]);
             }
             match CASTS.iter().find(|c| c.0 == from && c.1 == *to) {
