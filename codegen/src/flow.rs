@@ -121,7 +121,10 @@ impl Emitter<'_> {
 
     /// [`Emitter::for_each`] written out in full when there are at most
     /// [`UNROLL_WINDOWS`] indices (a pooling window): the indices are constants, and
-    /// the loads of all iterations form one stretch the GPU overlaps.
+    /// the loads of all iterations form one stretch the GPU overlaps. The iterations
+    /// are straight-line code, each running after the one before, so they share one
+    /// memo scope: what the first computes that does not depend on the index (a
+    /// channel's batch-norm scale in a pooled operand) serves them all.
     pub fn for_each_small(
         &mut self,
         extents: &[usize],
@@ -138,7 +141,7 @@ impl Emitter<'_> {
                 index[a] = Operand::Int((rest % e) as i64);
                 rest /= e;
             }
-            self.scoped(|cx| f(cx, &index))?;
+            f(self, &index)?;
         }
         Ok(())
     }

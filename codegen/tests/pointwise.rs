@@ -277,6 +277,29 @@ fn pooling_keeps_runs_of_four() {
 }
 
 #[test]
+fn a_pooling_window_computes_its_channel_terms_once() {
+    // The window's taps are unrolled straight-line code: the channel's rsqrt of a
+    // batch norm feeding the pool is computed by the first tap and read by the others.
+    let src = "graph {
+          %0 = input name=\"x\" : f32[2,8,8,8]
+          %1 = input name=\"var\" : f32[1,8,1,1]
+          %2 = rsqrt(%1) : f32[1,8,1,1]
+          %3 = broadcast(%2) shape=[2,8,8,8] : f32[2,8,8,8]
+          %4 = mul(%0, %3) : f32[2,8,8,8]
+          %5 = avg_pool2d(%4) kernel=[2,2] stride=[2,2] padding=[0,0] ceil_mode=false count_include_pad=true : f32[2,8,4,4]
+          return y=%5
+        }";
+    let g = graph(src);
+    let p = single_kernel(&g, Anchor::Pool);
+    let ptx = calib_codegen::compile(&p).unwrap().kernels[0].ptx.clone();
+    assert_eq!(ptx.matches("rsqrt.approx").count(), 1, "{ptx}");
+    let mut inputs = support::tensors(&g, 17, 3);
+    let var = positive(&inputs["var"]);
+    inputs.insert("var".into(), var);
+    support::check_tensors(&g, &p, &inputs, 2e-6);
+}
+
+#[test]
 fn runs_of_four_span_rows_where_four_does_not_divide_a_row() {
     // 14x14 planes: no row holds whole runs of four, a plane holds 49. A run walks the
     // plane, its elements each with their own row and column (the resized operand reads
