@@ -1,6 +1,6 @@
 //! The adjoint of max pooling: each window's gradient goes to its first maximum.
 
-use super::{tap, windows_containing, zero, LOWEST};
+use super::{stretch_start, tap, windows_containing, zero, LOWEST};
 use crate::error::Result;
 use crate::eval::{Emitter, Run};
 use crate::flow::Check;
@@ -469,24 +469,10 @@ impl Windows<'_> {
         Ok(())
     }
 
-    /// The first column of the run `block` runs after the positions' (before them where
-    /// negative), clamped to the row's last run: a run's length divides the row, so the
-    /// stretch stays aligned for its vector load, and columns past the row's ends are
-    /// read from it and selected away.
+    /// The first column of the run `block` runs after the positions' ([`stretch_start`]).
     fn block_start(&self, cx: &mut Emitter, block: i64) -> Operand {
-        let (at, len) = (self.elements[0][3], self.elements.len() as i64);
-        let last = Operand::Int(self.w[1].input as i64 - len);
-        match block {
-            0 => at,
-            b if b > 0 => {
-                let start = cx.b.add_u32(at, Operand::Int(b * len));
-                cx.b.min_u32(start, last)
-            }
-            b => {
-                let start = cx.b.sub_u32(at, Operand::Int(-b * len));
-                cx.b.min_u32(start, last)
-            }
-        }
+        let (at, len) = (self.elements[0][3], self.elements.len());
+        stretch_start(cx, at, block, len, self.w[1].input)
     }
 
     /// The gradient of `window`.

@@ -2,7 +2,7 @@
 //! overlapping windows, so the run loads each input row's stretch once, as vectors,
 //! rather than each output its own nine taps.
 
-use super::LOWEST;
+use super::{stretch_start, LOWEST};
 use crate::error::Result;
 use crate::eval::{Emitter, Run};
 use crate::flow::Check;
@@ -93,21 +93,9 @@ struct Stretches<'a> {
 }
 
 impl Stretches<'_> {
-    /// The first column of stretch `block` (relative to the run's own), clamped to the
-    /// row's last: columns past the row's ends are read from it and selected away.
+    /// The first column of stretch `block` relative to the run's own ([`stretch_start`]).
     fn start(&self, cx: &mut Emitter, block: i64) -> Operand {
-        let last = Operand::Int(self.width as i64 - self.stretch);
-        match block {
-            0 => self.first,
-            b if b > 0 => {
-                let start = cx.b.add_u32(self.first, Operand::Int(b * self.stretch));
-                cx.b.min_u32(start, last)
-            }
-            b => {
-                let start = cx.b.sub_u32(self.first, Operand::Int(-b * self.stretch));
-                cx.b.min_u32(start, last)
-            }
-        }
+        stretch_start(cx, self.first, block, self.stretch as usize, self.width)
     }
 
     /// Input row `row`'s stretch `block`, loaded as vectors and bound to its positions.

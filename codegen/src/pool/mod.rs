@@ -105,6 +105,9 @@ pub(crate) fn bind_runs(
     if !layout.is_row_major() || run.walked != 1 || shape.len() != 4 {
         return Ok(());
     }
+    // The run's positions are independent chains, as where the evaluator computes
+    // them one by one.
+    cx.b.parallel_chains(run.elements.len());
     let read = cx.reads(outputs);
     for (k, read) in read.into_iter().enumerate() {
         let v = Value(k);
@@ -147,7 +150,28 @@ pub(crate) fn bind_runs(
             cx.bind(v, &Index::coords(at.clone()), value.into());
         }
     }
+    cx.b.parallel_chains(1);
     Ok(())
+}
+
+/// The first column of the stretch of `len` columns `block` stretches after the one
+/// from `first` (before it where negative), along a row of `width` columns that `len`
+/// divides, clamped to the row's last stretch: it stays aligned for its vector load, and
+/// columns past the row's ends are read from it and selected away.
+fn stretch_start(
+    cx: &mut Emitter,
+    first: Operand,
+    block: i64,
+    len: usize,
+    width: usize,
+) -> Operand {
+    let last = Operand::Int((width - len) as i64);
+    let start = match block {
+        0 => return first,
+        b if b > 0 => cx.b.add_u32(first, Operand::Int(b * len as i64)),
+        b => cx.b.sub_u32(first, Operand::Int(-b * len as i64)),
+    };
+    cx.b.min_u32(start, last)
 }
 
 /// How many positions of window `o` count for the average along `axis`.
