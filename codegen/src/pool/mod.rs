@@ -174,9 +174,19 @@ fn stretch_start(
     cx.b.min_u32(start, last)
 }
 
-/// How many positions of window `o` count for the average along `axis`.
+/// How many positions of window `o` count for the average along `axis`: the window's
+/// width wherever no window is cut (by the padded end, or by the padding where it does
+/// not count).
 fn divisor(cx: &mut Emitter, axis: &Axis, kernel: usize, o: Operand, include_pad: bool) -> Operand {
     let (s, p, input) = (axis.stride as i64, axis.padding as i64, axis.input as i64);
+    let last_end = (axis.output as i64 - 1) * s + kernel as i64;
+    let uncut = match include_pad {
+        true => last_end <= input + 2 * p,
+        false => p == 0 && last_end <= input,
+    };
+    if uncut {
+        return Operand::Int(kernel as i64);
+    }
     // In padded coordinates the window is [o*s, o*s + k), cut at input + 2p.
     let start = cx.b.mul_u32(o, Operand::Int(s));
     let end = cx.b.add_u32(start, Operand::Int(kernel as i64));
@@ -201,9 +211,17 @@ fn max_u32(cx: &mut Emitter, a: Operand, b: Operand) -> Operand {
 }
 
 /// `1 / (dh * dw)` applied to `value`: divides as the reference does, by the product.
+/// A constant power of two is a multiplication by its reciprocal, which is exact and so
+/// rounds as the division does.
 fn divide(cx: &mut Emitter, value: Operand, dh: Operand, dw: Operand) -> Reg {
     let count = cx.b.mul_u32(dh, dw);
     let count = match count.as_int() {
+        Some(c) if c > 0 && (c as u64).is_power_of_two() => {
+            let d = cx.b.reg(Ty::F32);
+            let reciprocal = Operand::f32(1.0 / c as f32);
+            ins!(cx.b, "mul.rn.f32 {d}, {value}, {reciprocal}");
+            return d;
+        }
         Some(c) => Operand::f32(c as f32),
         None => {
             let f = cx.b.reg(Ty::F32);
