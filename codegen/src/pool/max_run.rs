@@ -39,7 +39,8 @@ pub(super) fn max_pool_run(
     let at = &run.elements[0];
     let len = run.elements.len();
     let stretch = (len * w[1].stride) as i64;
-    // The first input column of the run's first window, relative to its stretch.
+    // The first column of the run's own stretch; its first window starts `padding`
+    // columns before it.
     let first = cx.b.mul_u32(at[3], Operand::Int(w[1].stride as i64));
     let stretches = Stretches {
         x,
@@ -55,15 +56,12 @@ pub(super) fn max_pool_run(
     for kh in 0..kernel[0] {
         let (row, row_inside) = w[0].input_pos(cx, at[2], Operand::Int(kh as i64));
         let row = cx.clamp_index(row, w[0].input);
-        let offsets = (0..len as i64).flat_map(|u| {
-            (0..kernel[1] as i64).map(move |kw| u * w[1].stride as i64 + kw - w[1].padding as i64)
-        });
-        let (lowest, highest) = (offsets.clone().min(), offsets.max());
-        for block in [-1, 0, 1] {
-            let reaches = |o: Option<i64>| o.map(|o| o.div_euclid(stretch));
-            if (reaches(lowest)..=reaches(highest)).contains(&Some(block)) {
-                stretches.load(cx, row, block)?;
-            }
+        // The stretches the run's taps reach: from its first window's first column to
+        // its last window's last.
+        let lowest = -(w[1].padding as i64);
+        let highest = ((len - 1) * w[1].stride + kernel[1] - 1) as i64 + lowest;
+        for block in lowest.div_euclid(stretch)..=highest.div_euclid(stretch) {
+            stretches.load(cx, row, block)?;
         }
         for (u, best) in bests.iter().enumerate() {
             for kw in 0..kernel[1] {
