@@ -545,6 +545,8 @@ fn nearest_resize_adjoint_sums_every_reader() {
         (5, 7, 7, 3),
         (3, 13, 10, 29),
         (14, 26, 46, 22),
+        // 18x12 candidates: too many to write out, a loop.
+        (1, 2, 16, 20),
     ] {
         pool(&format!(
             "graph {{

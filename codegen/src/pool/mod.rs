@@ -352,10 +352,27 @@ fn avg_pool_backward(
     Ok(acc.into())
 }
 
+/// Resize adjoints whose candidates (per axis, times each other) are at most this many
+/// are written out in full, each axis's checks computed once.
+const UNROLLED_CANDIDATES: usize = 100;
+
+/// Whether output position `pos` along an axis resized from `input` to `out` exists and
+/// reads input position `at`.
+fn reads_at(cx: &mut Emitter, pos: Operand, at: Operand, input: usize, out: usize) -> Check {
+    let inside = cx.b.lt_u32(pos, Operand::Int(out as i64));
+    let source = index::resize_source(&mut cx.b, pos, input, out);
+    let reads = match (source.as_int(), at.as_int()) {
+        (Some(s), Some(h)) => Err(s == h),
+        _ => Ok(cx.b.setp("eq", Ty::U32, source, at)),
+    };
+    cx.all_of(vec![inside, reads])
+}
+
 /// Sums the gradients of every output pixel whose nearest source is `at`. Along each
 /// axis those pixels are a run of at most `ceil(out / in)` indices near
 /// `at * out / in`; the f32 index rule can move the run's ends by one, so a window two
-/// wider, starting one before, is scanned and each candidate checked. Upsampling by
+/// wider, starting one before, is scanned and each candidate checked (each axis's
+/// candidates once, where the pairs are few enough to write out). Upsampling by
 /// powers of two along both axes reads exactly the `2^k` pixels from `at << k`
 /// ([`index::power_of_two_upsampling`]): those are summed without a check, in the same
 /// order.
@@ -386,17 +403,34 @@ fn resize_backward(
         let base = cx.b.div_u32(scaled, input[2 + a]);
         cx.b.sub_u32(base, Operand::Int(1))
     });
+    if spans[0] * spans[1] <= UNROLLED_CANDIDATES {
+        // Each axis's candidates, and whether each reads `at`, once an axis rather than
+        // once a pair; the pairs in the same order as the loop below.
+        let mut candidates: [Vec<(Operand, Check)>; 2] = [vec![], vec![]];
+        for a in 0..2 {
+            for j in 0..spans[a] {
+                let pos = cx.b.add_u32(starts[a], Operand::Int(j as i64));
+                let reads = reads_at(cx, pos, at[2 + a], input[2 + a], out[2 + a]);
+                candidates[a].push((pos, reads));
+            }
+        }
+        for &(h, reads_h) in &candidates[0] {
+            for &(w, reads_w) in &candidates[1] {
+                cx.when_all(vec![reads_h, reads_w], |cx| {
+                    let g = cx.value(dy, &Index::coords(vec![at[0], at[1], h, w]))?;
+                    ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
+                    Ok(())
+                })?;
+            }
+        }
+        return Ok(acc.into());
+    }
     cx.for_each(&spans, &mut |cx, j| {
         let mut checks = Vec::new();
         let mut pos = [Operand::Int(0); 2];
         for a in 0..2 {
             pos[a] = cx.b.add_u32(starts[a], j[a]);
-            checks.push(cx.b.lt_u32(pos[a], Operand::Int(out[2 + a] as i64)));
-            let source = index::resize_source(&mut cx.b, pos[a], input[2 + a], out[2 + a]);
-            checks.push(match (source.as_int(), at[2 + a].as_int()) {
-                (Some(s), Some(h)) => Err(s == h),
-                _ => Ok(cx.b.setp("eq", Ty::U32, source, at[2 + a])),
-            });
+            checks.push(reads_at(cx, pos[a], at[2 + a], input[2 + a], out[2 + a]));
         }
         cx.when_all(checks, |cx| {
             let g = cx.value(dy, &Index::coords(vec![at[0], at[1], pos[0], pos[1]]))?;
