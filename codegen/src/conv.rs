@@ -53,6 +53,8 @@ pub(crate) struct Conv {
     /// A strided 1x1 data gradient computed as a GEMM over the lattice of positions
     /// the convolution read (strides along rows and columns); the rest are zero.
     lattice: Option<[usize; 2]>,
+    /// Which way the kernel's layouts make its operands and result adjacent in memory.
+    contiguity: Contiguity,
 }
 
 impl Conv {
@@ -123,6 +125,17 @@ impl Conv {
             ),
             _ => return None,
         };
+        let body = &cx.kernel.body;
+        let [a_m, b_n] = calib_ir::walks_width(body, v, &cx.input_layouts());
+        // A result stored channels-last is adjacent along its channels, `n`.
+        let stored_last = body.outputs.iter().enumerate().any(|(i, o)| {
+            cx.ty(o.value).shape == cx.ty(v).shape && !cx.output_layout(i).is_row_major()
+        });
+        let contiguity = Contiguity {
+            a_m,
+            b_n,
+            c_m: kind != Kind::BackwardWeight && !stored_last,
+        };
         Some(Conv {
             kind,
             a,
@@ -135,6 +148,7 @@ impl Conv {
             dilation,
             groups,
             lattice: None,
+            contiguity,
         })
     }
 
@@ -239,17 +253,7 @@ impl Operands for Conv {
     }
 
     fn contiguity(&self) -> Contiguity {
-        let forward_like = self.kind != Kind::BackwardWeight;
-        // A data gradient reads the weight `[O, C, KH, KW]` as `B[k, n = c]`: along `n` a
-        // window apart (adjacent for a 1x1 window), along `k` a channel's whole
-        // `[C, KH, KW]` apart when taps are outer (else adjacent within each `o`).
-        let weight_along_n = self.kind == Kind::BackwardData
-            && (self.kernel == [1, 1] || taps_outer(self.o_group(), self.kernel));
-        Contiguity {
-            a_m: forward_like,
-            b_n: weight_along_n,
-            c_m: forward_like,
-        }
+        self.contiguity
     }
 
     fn a_element(&self, cx: &mut Emitter, g: Operand, m: &[Operand], k: &[Operand]) -> Element {
@@ -326,6 +330,13 @@ impl Operands for Conv {
     }
 
     fn c_contiguous(&self) -> usize {
+        // A result stored channels-last keeps a group's channels (`n`) adjacent.
+        if !self.contiguity.c_m && self.kind != Kind::BackwardWeight {
+            return match self.kind {
+                Kind::Forward => self.o_group(),
+                _ => self.c_group(),
+            };
+        }
         match (self.kind, self.lattice) {
             // Lattice positions are strides apart.
             (_, Some(_)) => 1,

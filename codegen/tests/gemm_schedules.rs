@@ -181,7 +181,7 @@ fn every_schedule_on_tensor_cores(
                     let body = &program.kernels[0].body;
                     let anchor_value = gemm_anchor(body).unwrap();
                     let sources = [(0, bm), (1, bn)].map(|(i, width)| {
-                        calib_ir::copy_source(body, anchor_value, i, instruction)
+                        calib_ir::copy_source(body, anchor_value, i, instruction, &[])
                             .filter(|_| stages > 2 && copies)
                             .filter(|c| c.grain(block_k, width, 256).is_some())
                     });

@@ -2,7 +2,8 @@
 //! registers: the planner prices such copies, and code generation emits them, from the
 //! same answer.
 
-use crate::{DType, GemmInstruction, Graph, Op, Value};
+use crate::gemm_layout::{channels_last_stretch, input_layout, InputLayouts, Stretch};
+use crate::{DType, GemmInstruction, Graph, Layout, Op, Value};
 
 /// The body values GEMM anchor `anchor` reads as `A` and `B` (a weight gradient's `A`
 /// is the output gradient, its second input).
@@ -112,6 +113,7 @@ pub fn copy_source(
     anchor: Value,
     operand: usize,
     instruction: GemmInstruction,
+    layouts: InputLayouts,
 ) -> Option<CopySource> {
     let v = gemm_operands(body, anchor)[operand];
     let input = |x: Value, dtypes: &[DType]| {
@@ -143,7 +145,7 @@ pub fn copy_source(
                 Op::MatMul { .. } => 2,
                 _ => CopySource::LONGEST_RUN,
             };
-            let along_width = bf16_contiguous_width(body, anchor, operand, x)
+            let along_width = bf16_contiguous_width(body, anchor, operand, x, layouts)
                 .and_then(|contiguous| run_within(contiguous, shortest))
                 .map(|run| CopySource {
                     input: x,
@@ -154,7 +156,7 @@ pub fn copy_source(
             // Along `k` a run's elements share their row, its address and bounds
             // check: any run a copy can move (4 bytes or more) pays for it.
             along_width.or_else(|| {
-                bf16_run_along_k(body, anchor, operand).map(|run| CopySource {
+                bf16_run_along_k(body, anchor, operand, layouts).map(|run| CopySource {
                     input: x,
                     run,
                     shortest: 2,
@@ -172,13 +174,26 @@ pub fn copy_source(
 /// holds for a weight gradient's output gradient (`k = (n, oh, ow)`, runs within each
 /// plane) and, for an unpadded 1x1 window of stride 1, its image; a forward
 /// convolution's weight whose `k` keeps the weight's order (`(c, kh, kw)`, see
-/// `window_k`); and a matmul operand contiguous along `k`.
-pub fn bf16_run_along_k(body: &Graph, anchor: Value, operand: usize) -> Option<usize> {
+/// `window_k`); and a matmul operand contiguous along `k`. A channels-last image is
+/// adjacent along `k` where its channels are `k`'s innermost axis
+/// ([`channels_last_stretch`]).
+pub fn bf16_run_along_k(
+    body: &Graph,
+    anchor: Value,
+    operand: usize,
+    layouts: InputLayouts,
+) -> Option<usize> {
     let x = bf16_input(body, anchor, operand)?;
     let node = &body.nodes[anchor.0];
     let shape = &body.nodes[x.0].ty.shape;
     let plane = || shape.get(2..4).map(|s| s[0] * s[1]);
     let contiguous = match node.op {
+        _ if input_layout(body, layouts, x) == Layout::ChannelsLast => {
+            match channels_last_stretch(body, anchor, operand)? {
+                Stretch::K(channels) => Some(channels),
+                Stretch::Width(_) => None,
+            }
+        }
         Op::MatMul {
             transpose_a,
             transpose_b,
@@ -225,10 +240,22 @@ pub fn tile_run_along_k(run: usize, depth: usize, width: usize, threads: usize) 
 /// How many elements of bf16 input `x` (operand `operand` of `anchor`) lie adjacent in
 /// memory along the tile's width, from a multiple of that count on: `None` where the
 /// operand is not contiguous along its width.
-fn bf16_contiguous_width(body: &Graph, anchor: Value, operand: usize, x: Value) -> Option<usize> {
+fn bf16_contiguous_width(
+    body: &Graph,
+    anchor: Value,
+    operand: usize,
+    x: Value,
+    layouts: InputLayouts,
+) -> Option<usize> {
     let node = &body.nodes[anchor.0];
     let shape = &body.nodes[x.0].ty.shape;
     let plane = || shape.get(2..4).map(|s| s[0] * s[1]);
+    if input_layout(body, layouts, x) == Layout::ChannelsLast {
+        return match channels_last_stretch(body, anchor, operand)? {
+            Stretch::Width(channels) => Some(channels),
+            Stretch::K(_) => None,
+        };
+    }
     match node.op {
         Op::MatMul {
             transpose_a,
@@ -295,7 +322,7 @@ mod tests {
 
     /// The input operand `operand` copies from and its run, if any.
     fn copied(g: &Graph, y: Value, operand: usize, i: GemmInstruction) -> Option<(Value, usize)> {
-        copy_source(g, y, operand, i).map(|c| (c.input, c.run))
+        copy_source(g, y, operand, i, &[]).map(|c| (c.input, c.run))
     }
 
     #[test]
@@ -311,7 +338,7 @@ mod tests {
         assert_eq!(copied(&g, y, 0, GemmInstruction::MmaTf32), None);
         // A [m][k] and B [n][k] are contiguous along k: runs along k instead.
         let g = widened("6,4", "8,4", "6,8", false, true);
-        let along_k = |operand| copy_source(&g, y, operand, bf16).map(|c| (c.run, c.along_k));
+        let along_k = |operand| copy_source(&g, y, operand, bf16, &[]).map(|c| (c.run, c.along_k));
         assert_eq!(along_k(0), Some((4, true)));
         assert_eq!(along_k(1), Some((4, true)));
         // An odd width would leave a pair straddling two rows.
@@ -345,7 +372,7 @@ mod tests {
         let g = forward("2,8,4,4", &attrs(1, 0), "2,6,4,4");
         assert_eq!(copied(&g, y, 0, bf16), Some((Value(0), 8)));
         // The weight `[O, C, 1, 1]` is contiguous along k = c.
-        let weight = copy_source(&g, y, 1, bf16).expect("a source");
+        let weight = copy_source(&g, y, 1, bf16, &[]).expect("a source");
         assert_eq!((weight.run, weight.along_k), (8, true));
         // 7x7 planes are odd: no run stays inside one.
         let g = forward("2,8,7,7", &attrs(1, 0), "2,6,7,7");
@@ -444,19 +471,19 @@ mod tests {
         let one = "stride=[1,1] padding=[0,0] dilation=[1,1] groups=1 kernel=[1,1]";
         let three = "stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 kernel=[3,3]";
         let g = wgrad("2,8,4,4", "2,6,4,4", "6,8,1,1", one);
-        assert_eq!(bf16_run_along_k(&g, y, 0), Some(8));
-        assert_eq!(bf16_run_along_k(&g, y, 1), Some(8));
+        assert_eq!(bf16_run_along_k(&g, y, 0, &[]), Some(8));
+        assert_eq!(bf16_run_along_k(&g, y, 1, &[]), Some(8));
         let g = wgrad("2,8,2,2", "2,6,2,2", "6,8,3,3", three);
-        assert_eq!(bf16_run_along_k(&g, y, 0), Some(4));
-        assert_eq!(bf16_run_along_k(&g, y, 1), None);
+        assert_eq!(bf16_run_along_k(&g, y, 0, &[]), Some(4));
+        assert_eq!(bf16_run_along_k(&g, y, 1, &[]), None);
         let g = wgrad("2,8,7,7", "2,6,7,7", "6,8,1,1", one);
-        assert_eq!(bf16_run_along_k(&g, y, 0), None);
+        assert_eq!(bf16_run_along_k(&g, y, 0, &[]), None);
         // Matmul: A [m][k] and B [n][k] along k.
         let g = widened("6,4", "8,4", "6,8", false, true);
-        assert_eq!(bf16_run_along_k(&g, y, 0), Some(4));
-        assert_eq!(bf16_run_along_k(&g, y, 1), Some(4));
+        assert_eq!(bf16_run_along_k(&g, y, 0, &[]), Some(4));
+        assert_eq!(bf16_run_along_k(&g, y, 1, &[]), Some(4));
         let g = widened("4,6", "4,8", "6,8", true, false);
-        assert_eq!(bf16_run_along_k(&g, y, 0), None);
+        assert_eq!(bf16_run_along_k(&g, y, 0, &[]), None);
     }
 
     #[test]

@@ -212,6 +212,16 @@ impl Program {
         &self.buffers[id.0]
     }
 
+    /// The layouts of `kernel`'s inputs, in its body's input order
+    /// ([`crate::InputLayouts`]).
+    pub fn input_layouts(&self, kernel: &Kernel) -> Vec<crate::Layout> {
+        kernel
+            .inputs
+            .iter()
+            .map(|&b| self.buffer(b).layout)
+            .collect()
+    }
+
     pub fn kernel(&self, name: &str) -> Option<&Kernel> {
         self.kernels.iter().find(|k| k.name == name)
     }

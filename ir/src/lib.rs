@@ -12,6 +12,7 @@ mod copy_source;
 pub mod dot;
 mod dtype;
 mod error;
+mod gemm_layout;
 mod graph;
 mod infer;
 mod invariant;
@@ -31,6 +32,9 @@ pub use copy_source::{
 };
 pub use dtype::{round_tf32, DType, TF32_DROPPED_BITS};
 pub use error::{IrError, Result};
+pub use gemm_layout::{
+    channels_last_stretch, input_layout, operand_layout, walks_width, InputLayouts, Stretch,
+};
 pub use graph::{Graph, Node, Output, Value};
 pub use infer::{broadcasts_to, infer_type, window_output_size};
 pub use invariant::{divides_along, invariant_axes};

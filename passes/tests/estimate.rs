@@ -23,7 +23,7 @@ const STATISTICS_ONLY: &str = r#"graph {
 fn a_gemm_whose_outputs_all_reduce_it_is_estimated() {
     let body = text::parse(STATISTICS_ONLY).unwrap();
     let (_, seconds) =
-        best_schedule(&body, &Device::default(), Default::default()).expect("a GEMM kernel");
+        best_schedule(&body, &Device::default(), Default::default(), &[]).expect("a GEMM kernel");
     assert!(seconds.is_finite() && seconds > 0.0, "{seconds}");
 }
 
@@ -118,7 +118,7 @@ fn copied_operands_wait_for_no_load_round_of_their_own() {
         let anchor = gemm_anchor(&body).unwrap();
         let dims = GemmDims::of(&body, anchor).unwrap();
         let s = tf32_128x128(stages);
-        gemm(&body, anchor, &dims, &Schedule::gemm(s)).launches[0]
+        gemm(&body, anchor, &dims, &Schedule::gemm(s), &[]).launches[0]
             .census
             .load_rounds
     };
@@ -153,7 +153,7 @@ fn an_epilogue_that_loads_waits_once_per_output() {
     let rounds = |body: &calib_ir::Graph| {
         let anchor = gemm_anchor(body).unwrap();
         let dims = GemmDims::of(body, anchor).unwrap();
-        gemm(body, anchor, &dims, &Schedule::gemm(s)).launches[0]
+        gemm(body, anchor, &dims, &Schedule::gemm(s), &[]).launches[0]
             .census
             .load_rounds
     };
@@ -231,7 +231,7 @@ fn a_side_output_of_the_input_size_is_priced_on_the_reduction_threads() {
             }),
             workspace: None,
         };
-        calib_passes::fusion::estimate::program_kernel_seconds(&kernel, &device)
+        calib_passes::fusion::estimate::program_kernel_seconds(&kernel, &[], &device)
     };
     let unsplit_extra = unsplit(side(true)) - unsplit(side(false));
     assert!(

@@ -21,7 +21,7 @@ pub fn share_within_twice(
         let Some(&us) = emitted.get(k.name.as_str()) else {
             continue;
         };
-        let planned = program_kernel_seconds(k, device) * 1e6;
+        let planned = program_kernel_seconds(k, &program.input_layouts(k), device) * 1e6;
         total += us;
         if (0.5..=2.0).contains(&(planned / us)) {
             agreeing += us;

@@ -125,14 +125,59 @@ impl Emitter<'_> {
                     let offset = self.offset(&first, shape, layout);
                     let bytes = self.element_bytes(v);
                     let addr = self.b.address(self.inputs[slot], offset, bytes);
-                    self.load_vector(v, addr, true, run)?;
+                    let at = run.elements.iter().map(|e| Index::coords(e.clone()));
+                    self.load_vector(v, addr, true, at.collect())?;
                 }
                 RunSource::Stored(v, i) => {
                     self.touched_outputs.insert(i);
                     let addr = self.output_address(i, &first)?;
-                    self.load_vector(v, addr, false, run)?;
+                    let at = run.elements.iter().map(|e| Index::coords(e.clone()));
+                    self.load_vector(v, addr, false, at.collect())?;
                 }
             }
+        }
+        if layout == Layout::ChannelsLast && run.walked == 1 && shape.len() == 4 {
+            self.load_channel_runs(values, shape[1], run)?;
+        }
+        Ok(())
+    }
+
+    /// For a run along a channels-last image's channels: the per-channel f32 inputs
+    /// `values` read (`[1, C, 1, 1]`, or `[C]` through a reshape to it, as statistics
+    /// and parameters are broadcast), one vector a run, each element bound where
+    /// evaluating a broadcast at the run's element reads it. Element by element, each
+    /// would be its own load, the lanes of a warp a run apart.
+    fn load_channel_runs(&mut self, values: &[Value], channels: usize, run: &Run) -> Result<()> {
+        let read = self.reads(values);
+        let per_channel: Vec<(usize, Value, bool)> = self
+            .kernel
+            .body
+            .inputs()
+            .enumerate()
+            .filter(|&(_, (_, v))| read[v.0] && self.ty(v).dtype == DType::F32)
+            .filter_map(|(slot, (_, v))| match self.ty(v).shape[..] {
+                [1, c, 1, 1] if c == channels => Some((slot, v, true)),
+                [c] if c == channels => Some((slot, v, false)),
+                _ => None,
+            })
+            .collect();
+        let channel = |e: &Vec<Operand>| e[1];
+        for (slot, v, image_shaped) in per_channel {
+            self.touched_inputs.insert(slot);
+            let first = channel(&run.elements[0]);
+            let addr = self.b.address(self.inputs[slot], first, 4);
+            // Where a broadcast of `[1, C, 1, 1]` reads it, and a reshape of `[C]` to it
+            // (its flat index, the channel).
+            let at = run.elements.iter().map(|e| match image_shaped {
+                true => Index::coords(vec![
+                    Operand::Int(0),
+                    channel(e),
+                    Operand::Int(0),
+                    Operand::Int(0),
+                ]),
+                false => Index::flat(channel(e)),
+            });
+            self.load_vector(v, addr, true, at.collect())?;
         }
         Ok(())
     }
@@ -155,13 +200,13 @@ impl Emitter<'_> {
         read
     }
 
-    /// The elements of `run` of value `v` from `addr` (aligned for the whole run), with
-    /// 128-bit loads where the run fills them (one per four f32 or eight bf16,
-    /// [`vector_words`]), bound to their indices; `nc` for read-only inputs.
-    fn load_vector(&mut self, v: Value, addr: Address, nc: bool, run: &Run) -> Result<()> {
+    /// The elements of value `v` at indices `at`, adjacent from `addr` on (aligned for
+    /// them all), with 128-bit loads where they fill them (one per four f32 or eight
+    /// bf16, [`vector_words`]), bound to their indices; `nc` for read-only inputs.
+    fn load_vector(&mut self, v: Value, addr: Address, nc: bool, at: Vec<Index>) -> Result<()> {
         self.value_ty(v)?;
         let bytes = self.element_bytes(v);
-        let len = run.elements.len();
+        let len = at.len();
         // The whole run is one access for the census: a second vector of the same
         // thread reads the sectors the first one's warp left half used.
         self.b.global_access(addr, len * bytes);
@@ -192,8 +237,8 @@ impl Emitter<'_> {
         } else {
             words
         };
-        for (reg, at) in r.iter().zip(run.elements) {
-            self.bind(v, &Index::coords(at.clone()), (*reg).into());
+        for (reg, at) in r.iter().zip(&at) {
+            self.bind(v, at, (*reg).into());
         }
         Ok(())
     }
@@ -210,9 +255,9 @@ impl Emitter<'_> {
         self.program.buffer(self.kernel.inputs[slot]).layout
     }
 
-    /// How the buffer of body input `v` lies in memory.
-    pub fn input_layout_of(&self, v: Value) -> Layout {
-        self.input_layout(self.input_of[&v])
+    /// How the kernel's inputs lie in memory, in body input order.
+    pub fn input_layouts(&self) -> Vec<Layout> {
+        self.program.input_layouts(self.kernel)
     }
 
     /// How body output `i`'s buffer lies in memory.

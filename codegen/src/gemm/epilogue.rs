@@ -14,7 +14,7 @@ use crate::flow::Check;
 use crate::index::Index;
 use crate::pointwise::evaluate_and_store;
 use crate::ptx::{ins, Operand, Reg, Ty};
-use calib_ir::{GemmDims, Value};
+use calib_ir::{GemmDims, Layout as Storage, Value};
 
 impl Slices for SplitResult {
     fn holds(&self, v: Value) -> bool {
@@ -321,7 +321,7 @@ impl Staged<'_> {
         let per_thread = (rows * cols / run.len).div_ceil(THREADS);
         let store = |cx: &mut Emitter, e: Operand| match run.len {
             1 => self.store_row(cx, smem, &walk, e),
-            _ => self.store_run(cx, smem, &walk, e, run.walked),
+            _ => self.store_run(cx, smem, &walk, e, run),
         };
         // A thread's few rows are written one by one: each row is then a constant
         // offset from the first, which shared and global addresses take as immediates.
@@ -364,11 +364,12 @@ const UNROLL_ROWS: usize = 16;
 const RUN: usize = 4;
 
 /// How a thread walks a staged row: `len` adjacent elements at a time, which span the
-/// `walked` innermost axes of the anchor's output.
+/// `walked` innermost axes (in memory order) of the anchor's output, stored in `layout`.
 #[derive(Clone, Copy)]
 struct RunOf {
     len: usize,
     walked: usize,
+    layout: Storage,
 }
 
 impl Staged<'_> {
@@ -421,21 +422,36 @@ impl Staged<'_> {
     }
 
     /// Runs of four along the staged rows, where the four are adjacent in the memory of
-    /// every output the epilogue stores: row-major outputs of the anchor's shape, along
-    /// the stretch its output keeps contiguous ([`Operands::c_contiguous`]), walking the
-    /// output's innermost one or two axes (`calib_ir::run_axes`). Else single elements.
+    /// every output the epilogue stores: outputs of the anchor's shape in one layout,
+    /// along the stretch its output keeps contiguous ([`Operands::c_contiguous`]),
+    /// walking the output's innermost one or two axes in memory order
+    /// (`calib_ir::run_axes`; one, the channels, for a channels-last output, whose
+    /// staged rows run along them). Else single elements.
     fn run(&self, cx: &Emitter, cols: usize) -> RunOf {
-        let single = RunOf { len: 1, walked: 0 };
+        let layout = self
+            .aligned
+            .first()
+            .map_or(Storage::RowMajor, |&i| cx.output_layout(i));
+        let single = RunOf {
+            len: 1,
+            walked: 0,
+            layout,
+        };
         let shape = &cx.ty(self.anchor).shape;
         let same = self.aligned.iter().all(|&i| {
             let out = cx.kernel.body.outputs[i].value;
-            &cx.ty(out).shape == shape && cx.output_layout(i).is_row_major()
+            &cx.ty(out).shape == shape && cx.output_layout(i) == layout
         });
         if !same || !cols.is_multiple_of(RUN) || !self.ops.c_contiguous().is_multiple_of(RUN) {
             return single;
         }
-        match calib_ir::run_axes(shape, RUN, 2) {
-            Some(walked) => RunOf { len: RUN, walked },
+        let most = if layout.is_row_major() { 2 } else { 1 };
+        match calib_ir::run_axes(&layout.to_memory(shape), RUN, most) {
+            Some(walked) => RunOf {
+                len: RUN,
+                walked,
+                layout,
+            },
             None => single,
         }
     }
@@ -449,32 +465,38 @@ impl Staged<'_> {
         smem: Operand,
         walk: &Walk,
         e: Operand,
-        walked: usize,
+        run: RunOf,
     ) -> Result<()> {
         // The problem's extent along the run is a multiple of four (the output's
         // contiguous stretch is): the first element's checks hold for all four.
         let (mi, ni, inside, addr) = self.locate(cx, smem, walk, e, RUN);
         let shape = cx.ty(self.anchor).shape.clone();
+        let (layout, walked) = (run.layout, run.walked);
+        let memory_shape = layout.to_memory(&shape);
         cx.when_all(inside, |cx| {
             let base = cx.b.materialize(addr, Ty::U32);
             cx.b.shared_ways(wavefronts(16, |lane| 16 * lane));
             let values = load_v4(cx, base, 0);
-            let first = self.ops.c(cx, self.g, &mi, &ni);
-            let flat = cx.linearize(&first, &shape);
+            let first = layout.to_memory(&self.ops.c(cx, self.g, &mi, &ni));
+            let flat = (walked > 1).then(|| cx.linearize(&first, &memory_shape));
             let elements: Vec<Vec<Operand>> = (0..RUN)
-                .map(|u| match (u, walked) {
-                    (0, _) => first.clone(),
-                    // Within one row of the output: its innermost coordinate moves.
-                    (_, 1) => {
-                        let mut at = first.clone();
-                        let last = at.len() - 1;
-                        at[last] = cx.b.add_u32(at[last], Operand::Int(u as i64));
-                        at
-                    }
-                    _ => {
-                        let f = cx.b.add_u32(flat, Operand::Int(u as i64));
-                        cx.coords(&Index::flat(f), &shape)
-                    }
+                .map(|u| {
+                    let memory = match (u, flat) {
+                        (0, _) => first.clone(),
+                        // Within one row of the output (in memory order): its innermost
+                        // coordinate moves.
+                        (_, None) => {
+                            let mut at = first.clone();
+                            let last = at.len() - 1;
+                            at[last] = cx.b.add_u32(at[last], Operand::Int(u as i64));
+                            at
+                        }
+                        (_, Some(flat)) => {
+                            let f = cx.b.add_u32(flat, Operand::Int(u as i64));
+                            cx.coords(&Index::flat(f), &memory_shape)
+                        }
+                    };
+                    layout.to_logical(&memory)
                 })
                 .collect();
             for (at, value) in elements.iter().zip(values) {
@@ -489,7 +511,7 @@ impl Staged<'_> {
                 .iter()
                 .map(|&i| cx.kernel.body.outputs[i].value)
                 .collect();
-            cx.load_runs(&outputs, &shape, calib_ir::Layout::RowMajor, &run)?;
+            cx.load_runs(&outputs, &shape, layout, &run)?;
             evaluate_and_store(cx, self.aligned, &outputs, &run, None)
         })
     }

@@ -204,13 +204,11 @@ pub(crate) fn emit(
         calib_ir::bf16_input(&cx.kernel.body, anchor, i)
             .filter(|&x| bf16 && sources[i].is_none() && cx.is_plain_input(x))
     });
+    let layouts = cx.input_layouts();
     let grain = |i: usize| match sources[i] {
         Some((_, grain)) => grain,
-        None if raw[i].is_some()
-            && !along_width[i]
-            && cx.input_layout_of(raw[i].unwrap()).is_row_major() =>
-        {
-            calib_ir::bf16_run_along_k(&cx.kernel.body, anchor, i).map_or(1, |run| {
+        None if raw[i].is_some() && !along_width[i] => {
+            calib_ir::bf16_run_along_k(&cx.kernel.body, anchor, i, &layouts).map_or(1, |run| {
                 calib_ir::tile_run_along_k(run, bk, widths[i], THREADS)
             })
         }

@@ -76,17 +76,16 @@ impl Element {
 /// The kernel input a `cp.async` can copy into the tiles of operand `operand` (0 for
 /// `A`) of GEMM anchor `anchor` multiplied by `instruction` ([`calib_ir::copy_source`]:
 /// f32 words for TF32 tiles, runs of bf16 for bf16 ones), unless this launch reads it
-/// back from an earlier one. A run is elements adjacent along the tile's width, which
-/// only a row-major buffer guarantees.
+/// back from an earlier one.
 pub(crate) fn copy_source(
     cx: &Emitter,
     anchor: Value,
     operand: usize,
     instruction: GemmInstruction,
 ) -> Option<CopySource> {
-    calib_ir::copy_source(&cx.kernel.body, anchor, operand, instruction).filter(|c| {
-        cx.is_plain_input(c.input) && (c.run == 1 || cx.input_layout_of(c.input).is_row_major())
-    })
+    let layouts = cx.input_layouts();
+    calib_ir::copy_source(&cx.kernel.body, anchor, operand, instruction, &layouts)
+        .filter(|c| cx.is_plain_input(c.input))
 }
 
 /// A GEMM-shaped anchor op.

@@ -161,8 +161,9 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     } else {
         0
     };
-    let (split_k, split_reductions) = schedule::assign(&mut program, options);
+    // Layouts first: a GEMM's schedule depends on which way its operands lie.
     let channels_last = layout::assign(&mut program, options.layout.planned());
+    let (split_k, split_reductions) = schedule::assign(&mut program, options);
     for (n, k) in program.kernels.iter_mut().enumerate() {
         k.name = format!("k{n}");
     }

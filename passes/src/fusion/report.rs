@@ -112,7 +112,7 @@ pub fn totals(program: &Program, device: &Device) -> (usize, f64, f64, f64) {
                 n + 1,
                 b + c.bytes,
                 f + c.flops,
-                s + program_kernel_seconds(k, device),
+                s + program_kernel_seconds(k, &program.input_layouts(k), device),
             )
         })
 }
@@ -137,9 +137,9 @@ pub fn kernel_rows(program: &Program, options: &super::FusionOptions) -> Vec<Ker
                     .count(),
                 flops: c.flops,
                 bytes: c.bytes,
-                seconds: program_kernel_seconds(k, device),
+                seconds: program_kernel_seconds(k, &program.input_layouts(k), device),
                 schedule: k.schedule.map(|s| s.to_string()),
-                schedule_reason: schedule_reason(k, options),
+                schedule_reason: schedule_reason(k, &program.input_layouts(k), options),
                 covers: k.covers.clone(),
             }
         })
@@ -148,7 +148,11 @@ pub fn kernel_rows(program: &Program, options: &super::FusionOptions) -> Vec<Ker
 
 /// The cost model's case for a GEMM kernel's schedule: the fastest candidate on each
 /// instruction, `"cost model: mma.tf32 128x128x16 41.2 us, fma 64x128x8 97.0 us"`.
-fn schedule_reason(kernel: &calib_ir::Kernel, options: &super::FusionOptions) -> Option<String> {
+fn schedule_reason(
+    kernel: &calib_ir::Kernel,
+    layouts: calib_ir::InputLayouts,
+    options: &super::FusionOptions,
+) -> Option<String> {
     let (device, precision) = (&options.device, options.precision);
     let chosen = kernel.schedule?.gemm?;
     if let Some(cache) = &options.tuning {
@@ -166,7 +170,7 @@ fn schedule_reason(kernel: &calib_ir::Kernel, options: &super::FusionOptions) ->
             }
         }
     }
-    let best = fastest_per_instruction(&kernel.body, device, precision);
+    let best = fastest_per_instruction(&kernel.body, device, precision, layouts);
     let mut parts: Vec<(f64, String)> = best
         .into_iter()
         .map(|(s, t)| {

@@ -18,9 +18,10 @@ pub fn assign(program: &mut Program, options: &FusionOptions) -> (usize, usize) 
             continue;
         }
         let body = &kernel.body;
+        let layouts = program.input_layouts(kernel);
         let dims = gemm_anchor(body).and_then(|a| GemmDims::of(body, a));
         let schedule = match dims {
-            Some(_) => best_schedule(body, device, precision).map(|(mut s, _)| {
+            Some(_) => best_schedule(body, device, precision, &layouts).map(|(mut s, _)| {
                 // A measured schedule beats a predicted one.
                 let tuned = options.tuning.as_ref();
                 if let Some(t) = tuned.and_then(|c| c.lookup(body, device, precision)) {

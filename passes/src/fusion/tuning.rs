@@ -129,7 +129,7 @@ pub fn ranked_candidates(
         .map(|s| {
             let schedule = calib_ir::Schedule::gemm(s);
             let anchor = gemm_anchor(body).expect("a GEMM kernel");
-            let launches = super::estimate::gemm(body, anchor, &dims, &schedule).launches;
+            let launches = super::estimate::gemm(body, anchor, &dims, &schedule, &[]).launches;
             (super::estimate::seconds(&launches, device), s)
         })
         .collect();
@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(ranked.len(), 6);
         let (_, dims) = shape_key(&body, Precision::Bf16).unwrap();
         assert!(ranked.iter().all(|s| s.check(&dims).is_ok()));
-        let best = super::super::estimate::best_schedule(&body, &device, Precision::Bf16)
+        let best = super::super::estimate::best_schedule(&body, &device, Precision::Bf16, &[])
             .unwrap()
             .0
             .gemm

@@ -8,8 +8,8 @@ use super::{census, seconds, seconds_besides_memory, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{
     bf16_input, bf16_run_along_k, copy_source, gemm_anchor, gemm_operands, taps_outer,
-    tile_run_along_k, GemmDims, GemmInstruction, GemmSchedule, Graph, Op, OpClass, Precision,
-    ReductionSchedule, Schedule, Value,
+    tile_run_along_k, walks_width, GemmDims, GemmInstruction, GemmSchedule, Graph, InputLayouts,
+    Op, OpClass, Precision, ReductionSchedule, Schedule, Value,
 };
 
 /// What a GEMM kernel's launches execute under `schedule`.
@@ -19,7 +19,12 @@ pub struct GemmEstimate {
 
 /// The operands' per-element work for GEMM anchor `anchor`: `A` and `B` as the tile
 /// loader evaluates them, with the index arithmetic of a tile position.
-pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Work, Work) {
+pub(super) fn operand_work(
+    body: &Graph,
+    anchor: Value,
+    dims: &GemmDims,
+    layouts: InputLayouts,
+) -> (Work, Work) {
     let node = &body.nodes[anchor.0];
     let [a, b] = gemm_operands(body, anchor);
     // A window whose taps are outside its channels (`calib_ir::window_k`) gives the rows
@@ -34,7 +39,7 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
         }
         _ => false,
     };
-    let [a_along_k, b_along_k] = along_k(body, anchor);
+    let [a_along_k, b_along_k] = walks_width(body, anchor, layouts).map(|w| !w);
     // Axes of extent 1 cost nothing: their coordinate is 0 (a 1x1 window's).
     let decompose = |d: &[usize]| match taps_outer {
         true => 1.0,
@@ -66,40 +71,22 @@ pub(super) fn operand_work(body: &Graph, anchor: Value, dims: &GemmDims) -> (Wor
     (wa, wb)
 }
 
-/// Whether code generation loads `A` and `B` of GEMM anchor `anchor` along `k`: an
-/// operand is loaded along its contiguous side, along `m` or `n` (the element's `k`
-/// changes from element to element, so each decomposes its own), or along `k` (a
-/// thread's elements share one `k`, decomposed once per step). The `m` and `n`
-/// coordinates are the same at every step and computed before the loop.
-fn along_k(body: &Graph, anchor: Value) -> [bool; 2] {
-    let node = &body.nodes[anchor.0];
-    match node.op {
-        Op::Conv2dBackwardWeight { .. } => [true, true],
-        Op::MatMul {
-            transpose_a,
-            transpose_b,
-        } => [!transpose_a, transpose_b],
-        // A data gradient's weight is loaded along `n` where its taps are outer (or
-        // its window is 1x1), as `calib_codegen`'s contiguity says.
-        Op::Conv2dBackwardData { groups, .. } => {
-            let w = &body.ty(node.inputs[1]).shape;
-            let (channels, kernel) = (w[0] / groups.max(1), [w[2], w[3]]);
-            [false, !(taps_outer(channels, kernel) || kernel == [1, 1])]
-        }
-        _ => [false, true],
-    }
-}
-
 /// The launches of GEMM kernel `body` (anchor `anchor`) under `schedule`: the tiled
 /// GEMM (partial tiles when split), the pass that sums the slices and runs the
 /// epilogue, and a pass over the result for outputs that reduce it.
-pub fn gemm(body: &Graph, anchor: Value, dims: &GemmDims, schedule: &Schedule) -> GemmEstimate {
-    let (wa, wb) = operand_work(body, anchor, dims);
+pub fn gemm(
+    body: &Graph,
+    anchor: Value,
+    dims: &GemmDims,
+    schedule: &Schedule,
+    layouts: InputLayouts,
+) -> GemmEstimate {
+    let (wa, wb) = operand_work(body, anchor, dims, layouts);
     let gemm = schedule
         .gemm
         .unwrap_or_else(|| GemmSchedule::default_for(dims));
     let split = schedule.reduction.map_or(1, |r| r.split);
-    gemm_with(body, anchor, dims, &gemm, (wa, wb), split)
+    gemm_with(body, anchor, dims, &gemm, (wa, wb), split, layouts)
 }
 
 pub(super) fn gemm_with(
@@ -109,6 +96,7 @@ pub(super) fn gemm_with(
     s: &GemmSchedule,
     (wa, wb): (Work, Work),
     statistics_split: usize,
+    layouts: InputLayouts,
 ) -> GemmEstimate {
     let (tm, tn) = (s.block_m / 16, s.block_n / 16);
     let (ea, eb) = (
@@ -123,9 +111,9 @@ pub(super) fn gemm_with(
     // A copy moves a run of elements (`CopySource::grain`) along the side the loader
     // walks (the width, or `k`): one slot's address, check and shared store for all of
     // them.
-    let along_k = along_k(body, anchor);
+    let along_k = walks_width(body, anchor, layouts).map(|w| !w);
     let copies = [(0, s.block_m), (1, s.block_n)].map(|(i, width)| {
-        let copy = copy_source(body, anchor, i, s.instruction)
+        let copy = copy_source(body, anchor, i, s.instruction, layouts)
             .filter(|c| s.stages > 2 && (c.run == 1 || c.along_k == along_k[i]))?;
         Some((
             copy.grain(s.block_k, width, THREADS as usize)?,
@@ -141,7 +129,7 @@ pub(super) fn gemm_with(
     // (rows of the tile), every second after a shift.
     let runs = [(0, s.block_m), (1, s.block_n)].map(|(i, width)| {
         let bf16 = s.instruction == GemmInstruction::MmaBf16;
-        match bf16_run_along_k(body, anchor, i) {
+        match bf16_run_along_k(body, anchor, i, layouts) {
             Some(run) if bf16 && !copied[i] && along_k[i] => {
                 tile_run_along_k(run, s.block_k, width, THREADS as usize) as f64
             }
@@ -480,16 +468,17 @@ pub fn fastest_per_instruction(
     body: &Graph,
     device: &Device,
     precision: Precision,
+    layouts: InputLayouts,
 ) -> Vec<(GemmSchedule, f64)> {
     let Some((anchor, dims)) = gemm_anchor(body).and_then(|a| Some((a, GemmDims::of(body, a)?)))
     else {
         return vec![];
     };
-    let work = operand_work(body, anchor, &dims);
+    let work = operand_work(body, anchor, &dims, layouts);
     let mut best: Vec<(GemmSchedule, f64)> = vec![];
     for s in candidate_schedules(&dims, device, precision) {
         let t = seconds(
-            &gemm_with(body, anchor, &dims, &s, work, 1).launches,
+            &gemm_with(body, anchor, &dims, &s, work, 1, layouts).launches,
             device,
         );
         match best.iter_mut().find(|b| b.0.instruction == s.instruction) {
@@ -507,19 +496,23 @@ pub fn best_schedule(
     body: &Graph,
     device: &Device,
     precision: Precision,
+    layouts: InputLayouts,
 ) -> Option<(Schedule, f64)> {
     let anchor = gemm_anchor(body)?;
     let dims = GemmDims::of(body, anchor)?;
-    let work = operand_work(body, anchor, &dims);
+    let work = operand_work(body, anchor, &dims, layouts);
     let time = |s: &GemmSchedule, split: usize| {
         seconds(
-            &gemm_with(body, anchor, &dims, s, work, split).launches,
+            &gemm_with(body, anchor, &dims, s, work, split, layouts).launches,
             device,
         )
     };
     // Ties (schedules that device memory bounds alike) go to the least other work.
     let besides_memory = |s: &GemmSchedule| {
-        seconds_besides_memory(&gemm_with(body, anchor, &dims, s, work, 1).launches, device)
+        seconds_besides_memory(
+            &gemm_with(body, anchor, &dims, s, work, 1, layouts).launches,
+            device,
+        )
     };
     let (gemm, t) = candidate_schedules(&dims, device, precision)
         .into_iter()

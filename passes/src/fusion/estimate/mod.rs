@@ -18,7 +18,7 @@ pub use gemm::{best_schedule, candidate_schedules, fastest_per_instruction, gemm
 pub use reduction::best_reduction_split;
 
 use calib_cost::{predict, Census, Device, Launch};
-use calib_ir::{gemm_anchor, GemmDims, Graph, Precision, Schedule, Value};
+use calib_ir::{gemm_anchor, GemmDims, Graph, InputLayouts, Precision, Schedule, Value};
 use reduction::{pointwise, reduction, reduction_anchor};
 use work::Work;
 
@@ -79,7 +79,7 @@ pub fn seconds_besides_memory(launches: &[Launch], device: &Device) -> f64 {
 /// The predicted seconds of a kernel with this body: GEMM kernels under their best
 /// schedule, reductions and maps as their families run them.
 pub fn kernel_seconds(body: &Graph, device: &Device, precision: Precision) -> f64 {
-    if let Some((_, t)) = best_schedule(body, device, precision) {
+    if let Some((_, t)) = best_schedule(body, device, precision, &[]) {
         return t;
     }
     if let Some((_, t, _)) = best_reduction_split(body, device) {
@@ -90,12 +90,16 @@ pub fn kernel_seconds(body: &Graph, device: &Device, precision: Precision) -> f6
 }
 
 /// The predicted seconds of plan kernel `kernel`: under its schedule when it has one.
-pub fn program_kernel_seconds(kernel: &calib_ir::Kernel, device: &Device) -> f64 {
+pub fn program_kernel_seconds(
+    kernel: &calib_ir::Kernel,
+    layouts: InputLayouts,
+    device: &Device,
+) -> f64 {
     let gemm_under = |s: &Schedule| {
         let anchor = gemm_anchor(&kernel.body)?;
         let dims = GemmDims::of(&kernel.body, anchor)?;
         Some(seconds(
-            &gemm(&kernel.body, anchor, &dims, s).launches,
+            &gemm(&kernel.body, anchor, &dims, s, layouts).launches,
             device,
         ))
     };

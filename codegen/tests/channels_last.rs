@@ -1,0 +1,277 @@
+//! Kernels over channels-last images.
+//!
+//! * bf16 convolutions: the forward's and the data gradient's image is adjacent along
+//!   `k` (a tap's channels), the weight gradient's output gradient and image along `m`
+//!   and `n`. Pipelined kernels copy eight channels at a time with one 16-byte
+//!   `cp.async` (one padding check for all eight), double-buffered ones load them as
+//!   one vector, and a channels-last result is stored four channels at a time.
+//! * Maps whose runs walk the channels read per-channel statistics and parameters a
+//!   run at a time.
+//!
+//! Every kernel computes what the reference interpreter does.
+
+mod support;
+
+use calib_codegen::compile;
+use calib_ir::{
+    gemm_anchor, Anchor, Buffer, BufferId, DType, GemmDims, GemmInstruction, GemmSchedule, Graph,
+    Kernel, KernelOutput, Layout, Program, Role, Schedule,
+};
+use calib_runtime::HostTensor;
+use std::collections::BTreeMap;
+use support::{check_tensors, graph, single_kernel, tensors};
+
+/// A kernel that copies bf16 buffer `from` to `to` (widened and rounded back: exact).
+fn copy_kernel(program: &Program, from: BufferId, to: BufferId) -> Kernel {
+    let ty = program.buffer(from).ty.clone();
+    let shape = ty
+        .shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let body = graph(&format!(
+        "graph {{
+          %0 = input name=\"{}\" : bf16[{shape}]
+          %1 = cast(%0) to=\"f32\" : f32[{shape}]
+          %2 = cast(%1) to=\"bf16\" : bf16[{shape}]
+          return {}=%2
+        }}",
+        Kernel::input_name(0),
+        Kernel::output_name(0)
+    ));
+    Kernel {
+        name: String::new(),
+        label: "copy".into(),
+        anchor: Anchor::Pointwise,
+        inputs: vec![from],
+        outputs: vec![KernelOutput {
+            buffer: to,
+            slice: None,
+        }],
+        body,
+        covers: vec![],
+        schedule: None,
+        workspace: None,
+    }
+}
+
+/// `program` (one kernel) with its bf16 inputs and outputs named `names` stored
+/// channels-last: each becomes a temporary, which a copy kernel fills from the bound
+/// buffer (for an input) or empties into the returned one (for an output), as a plan
+/// converts at its boundaries. Also where the original kernel now is.
+fn stored_channels_last(mut program: Program, names: &[&str]) -> (Program, usize) {
+    let (mut before, mut after) = (vec![], vec![]);
+    for &name in names {
+        let id = BufferId(
+            program
+                .buffers
+                .iter()
+                .position(|b| b.name == name)
+                .expect("a named buffer"),
+        );
+        let bound = program.buffer(id).clone();
+        assert_eq!(bound.ty.dtype, DType::BF16, "{name}");
+        program
+            .buffers
+            .push(Buffer::new(name, bound.ty.clone(), bound.role));
+        let outside = BufferId(program.buffers.len() - 1);
+        let temp = &mut program.buffers[id.0];
+        temp.name = format!("{name}_nhwc");
+        temp.role = Role::Temp;
+        temp.layout = Layout::ChannelsLast;
+        match bound.role {
+            Role::Input => before.push(copy_kernel(&program, outside, id)),
+            _ => {
+                after.push(copy_kernel(&program, id, outside));
+                for o in &mut program.outputs {
+                    if o.buffer == id {
+                        o.buffer = outside;
+                    }
+                }
+            }
+        }
+    }
+    let position = before.len();
+    let original = program.kernels.remove(0);
+    program.kernels = before.into_iter().chain([original]).chain(after).collect();
+    for (n, k) in program.kernels.iter_mut().enumerate() {
+        k.name = format!("k{n}");
+    }
+    program.validate().expect("a valid plan");
+    (program, position)
+}
+
+/// Inputs for `g`, bf16 where it declares them so (convolutions' products are then
+/// exact).
+fn bf16_inputs(g: &Graph) -> BTreeMap<String, HostTensor> {
+    let declared = |name: &str| {
+        let v = g.inputs().find(|&(n, _)| n == name).map(|(_, v)| v);
+        v.map(|v| g.ty(v).dtype)
+    };
+    tensors(g, 7, 3)
+        .into_iter()
+        .map(|(name, t)| match declared(&name) {
+            Some(DType::BF16) if t.dtype() == DType::F32 => {
+                let t = t.cast(DType::BF16);
+                (name, t)
+            }
+            _ => (name, t),
+        })
+        .collect()
+}
+
+/// Convolution `op` (attributes `attrs`) of bf16 `x [2,16,6,6]` (or `dy`, for a data
+/// gradient) stored channels-last, its result rounded to bf16 and stored channels-last
+/// too where it is an image.
+fn conv(op: &str, attrs: &str, a: &str, b: &str, y: &str) -> String {
+    format!(
+        "graph {{
+          %0 = input name=\"a\" : bf16[{a}]
+          %1 = input name=\"b\" : bf16[{b}]
+          %2 = cast(%0) to=\"f32\" : f32[{a}]
+          %3 = cast(%1) to=\"f32\" : f32[{b}]
+          %4 = {op}(%2, %3) {attrs} : f32[{y}]
+          %5 = cast(%4) to=\"bf16\" : bf16[{y}]
+          return y=%5
+        }}"
+    )
+}
+
+fn attrs(stride: usize, padding: usize) -> String {
+    format!("stride=[{stride},{stride}] padding=[{padding},{padding}] dilation=[1,1] groups=1")
+}
+
+/// Every tile shape at two and three stages (unsplit and split in three), checked
+/// against the reference; the kernel's PTX at each.
+fn every_schedule(src: &str, channels_last: &[&str]) -> Vec<(GemmSchedule, String)> {
+    let g = graph(src);
+    let dims = GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap();
+    let inputs = bf16_inputs(&g);
+    let mut ptx = vec![];
+    for stages in [2, 3] {
+        for (bm, bn) in GemmSchedule::TILES {
+            for (split, block_k) in [(1, 16), (3, 16), (1, 32)] {
+                let s = GemmSchedule {
+                    block_m: bm,
+                    block_n: bn,
+                    block_k,
+                    split_k: split,
+                    instruction: GemmInstruction::MmaBf16,
+                    stages,
+                };
+                if s.check(&dims).is_err() {
+                    continue;
+                }
+                let (mut program, k) =
+                    stored_channels_last(single_kernel(&g, Anchor::Convolution), channels_last);
+                program.kernels[k].schedule = Some(Schedule::gemm(s));
+                program.add_workspace(k, s.workspace_bytes(&dims));
+                check_tensors(&g, &program, &inputs, 1e-5);
+                let compiled = compile(&program).unwrap();
+                ptx.push((s, compiled.kernels[k].ptx.clone()));
+            }
+        }
+    }
+    assert!(ptx.len() >= 2 * GemmSchedule::TILES.len(), "{src}");
+    ptx
+}
+
+/// Whether some pipelined schedule copies 16 bytes at a time.
+fn copies_eight_channels(ptx: &[(GemmSchedule, String)]) -> bool {
+    ptx.iter()
+        .any(|(s, p)| s.stages > 2 && p.contains("cp.async.cg.shared.global"))
+}
+
+#[test]
+fn forward_convolutions_copy_a_taps_channels_and_store_runs_of_channels() {
+    let forward = |w: usize, stride: usize, padding: usize, y: usize| {
+        let (weight, y) = (format!("24,16,{w},{w}"), format!("2,24,{y},{y}"));
+        conv("conv2d", &attrs(stride, padding), "2,16,6,6", &weight, &y)
+    };
+    // A padded 3x3 window, a strided one, and a 1x1 one.
+    for src in [
+        forward(3, 1, 1, 6),
+        forward(3, 2, 1, 3),
+        forward(1, 1, 0, 6),
+    ] {
+        let ptx = every_schedule(&src, &["a", "y"]);
+        assert!(copies_eight_channels(&ptx), "{src}");
+        // The image's tile keeps each pixel's `k` adjacent: `ldmatrix` reads its
+        // fragments without transposing.
+        assert!(
+            ptx.iter().any(
+                |(s, p)| s.stages > 2 && p.contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16")
+            ),
+            "{src}"
+        );
+        // Unsplit, the result goes out four channels (8 bytes) a store.
+        assert!(
+            ptx.iter()
+                .filter(|(s, _)| s.split_k == 1)
+                .all(|(_, p)| p.contains("st.global.v2.b32") && !p.contains("st.global.u16")),
+            "{src}"
+        );
+    }
+}
+
+#[test]
+fn data_gradients_copy_a_taps_output_channels() {
+    let data = |window: usize, stride: usize, padding: usize, dy: usize| {
+        conv(
+            "conv2d_backward_data",
+            &format!("{} input_size=[6,6]", attrs(stride, padding)),
+            &format!("2,24,{dy},{dy}"),
+            &format!("24,16,{window},{window}"),
+            "2,16,6,6",
+        )
+    };
+    // A padded 3x3 window, and a strided 1x1 one (a GEMM over its lattice).
+    for src in [data(3, 1, 1, 6), data(1, 2, 0, 3)] {
+        let ptx = every_schedule(&src, &["a", "y"]);
+        assert!(copies_eight_channels(&ptx), "{src}");
+    }
+}
+
+#[test]
+fn weight_gradients_copy_channels_along_m_and_n() {
+    for (window, padding) in [(3, 1), (1, 0)] {
+        let src = conv(
+            "conv2d_backward_weight",
+            &format!("{} kernel=[{window},{window}]", attrs(1, padding)),
+            "2,16,6,6",
+            "2,24,6,6",
+            &format!("24,16,{window},{window}"),
+        );
+        let ptx = every_schedule(&src, &["a", "b"]);
+        assert!(copies_eight_channels(&ptx), "{src}");
+    }
+}
+
+/// Batch-norm-like maps over a channels-last image: each run of four walks four channels,
+/// and the statistics (`[1, C, 1, 1]`) and parameters (`[C]`) come in four at a time, one
+/// 16-byte load each, not one load an element. Bit for bit the reference's.
+#[test]
+fn runs_along_channels_read_per_channel_inputs_as_vectors() {
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : bf16[4,16,32,32]
+          %1 = cast(%0) to=\"f32\" : f32[4,16,32,32]
+          %2 = input name=\"mean\" : f32[1,16,1,1]
+          %3 = broadcast(%2) shape=[4,16,32,32] : f32[4,16,32,32]
+          %4 = input name=\"gamma\" : f32[16]
+          %5 = reshape(%4) shape=[1,16,1,1] : f32[1,16,1,1]
+          %6 = broadcast(%5) shape=[4,16,32,32] : f32[4,16,32,32]
+          %7 = sub(%1, %3) : f32[4,16,32,32]
+          %8 = mul(%7, %6) : f32[4,16,32,32]
+          %9 = relu(%8) : f32[4,16,32,32]
+          %10 = cast(%9) to=\"bf16\" : bf16[4,16,32,32]
+          return y=%10
+        }",
+    );
+    let (program, k) = stored_channels_last(single_kernel(&g, Anchor::Pointwise), &["x", "y"]);
+    check_tensors(&g, &program, &bf16_inputs(&g), 0.0);
+    let ptx = compile(&program).unwrap().kernels.remove(k).ptx;
+    assert!(ptx.contains("ld.global.nc.v4.f32"), "{ptx}");
+    assert!(!ptx.contains("ld.global.nc.f32"), "{ptx}");
+}
