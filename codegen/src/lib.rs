@@ -49,6 +49,7 @@ mod reduction;
 mod render;
 mod runs;
 mod scope;
+mod stationary;
 mod window;
 
 pub use error::CodegenError;

@@ -9,11 +9,14 @@ use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::Operand;
 use crate::runs::Runs;
+use crate::stationary::{channel_stationary, Stationary};
 use calib_ir::{numel, Layout, Op, Value};
 
 pub(crate) const THREADS: usize = 256;
 /// Blocks of a pointwise launch; larger outputs are covered by grid-stride loops.
 const MAX_BLOCKS: usize = 1 << 16;
+/// Runs a thread that keeps its channels takes, about ([`channel_stationary`]).
+const STATIONARY_RUNS: usize = 8;
 
 /// The pointwise kernel computing body outputs `outputs`.
 pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
@@ -22,6 +25,11 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
         .iter()
         .map(
             |(n, members)| match runs(cx, members, walk_layout(cx, members)) {
+                Some(runs)
+                    if channel_stationary(walk_layout(cx, members), &runs, THREADS).is_some() =>
+                {
+                    (n / runs.len).div_ceil(STATIONARY_RUNS)
+                }
                 Some(runs) => n / runs.len,
                 None => *n,
             },
@@ -111,9 +119,25 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
             .shape
             .clone();
         match runs(cx, &members, layout) {
-            Some(runs) => cx.for_strided(thread, n / runs.len, stride, |cx, r| {
-                run(cx, &members, &shape, layout, &runs, r)
-            })?,
+            Some(runs) => match channel_stationary(layout, &runs, stride) {
+                Some(per_pixel) => {
+                    let walk = Stationary {
+                        members: &members,
+                        shape: &shape,
+                        runs: &runs,
+                        per_pixel,
+                    };
+                    walk.emit(cx, thread, stride)?
+                }
+                None => cx.for_strided(thread, n / runs.len, stride, |cx, r| {
+                    let elements: Vec<Vec<Operand>> = runs
+                        .elements(cx, r)
+                        .iter()
+                        .map(|memory| layout.to_logical(memory))
+                        .collect();
+                    run(cx, &members, &shape, layout, elements, runs.walked.len())
+                })?,
+            },
             None if layout.is_row_major() => {
                 cx.for_strided(thread, n, stride, |cx, e| store_all(cx, &Index::flat(e)))?
             }
@@ -126,27 +150,38 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
     Ok(())
 }
 
-/// Run `r` of a group whose outputs take runs: the elements' coordinates, the loads
-/// they share, their values and the stores. Neighbours in memory share their outer
-/// coordinates (and everything that depends on nothing else), and their loads go out
-/// together.
-fn run(
+/// A run of a group whose outputs take runs, at `elements` (logical coordinates): the
+/// loads they share, their values and the stores. Neighbours in memory share their
+/// outer coordinates (and everything that depends on nothing else), and their loads go
+/// out together.
+pub(crate) fn run(
     cx: &mut Emitter,
     members: &[usize],
     shape: &[usize],
     layout: Layout,
-    runs: &Runs,
-    r: Operand,
+    elements: Vec<Vec<Operand>>,
+    walked: usize,
 ) -> Result<()> {
-    let elements: Vec<Vec<Operand>> = runs
-        .elements(cx, r)
-        .iter()
-        .map(|memory| layout.to_logical(memory))
-        .collect();
-    let run = Run {
-        elements: &elements,
-        walked: runs.walked.len(),
-    };
+    // Along an NHWC image's channels, whatever the run reads at its pixel comes in as
+    // vectors too (`Emitter::load`).
+    if layout == Layout::ChannelsLast && walked == 1 && shape.len() == 4 {
+        let channels = elements.iter().map(|e| e[1]).collect();
+        return cx.with_channel_run(channels, |cx| {
+            evaluate_run(cx, members, shape, layout, &elements, walked)
+        });
+    }
+    evaluate_run(cx, members, shape, layout, &elements, walked)
+}
+
+fn evaluate_run(
+    cx: &mut Emitter,
+    members: &[usize],
+    shape: &[usize],
+    layout: Layout,
+    elements: &[Vec<Operand>],
+    walked: usize,
+) -> Result<()> {
+    let run = Run { elements, walked };
     let outputs: Vec<Value> = members
         .iter()
         .map(|&i| cx.kernel.body.outputs[i].value)

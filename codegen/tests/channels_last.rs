@@ -15,7 +15,7 @@ mod support;
 use calib_codegen::compile;
 use calib_ir::{
     gemm_anchor, Anchor, Buffer, BufferId, DType, GemmDims, GemmInstruction, GemmSchedule, Graph,
-    Kernel, KernelOutput, Layout, Program, Role, Schedule,
+    Kernel, KernelOutput, Layout, Program, Role, Schedule, Value,
 };
 use calib_runtime::HostTensor;
 use std::collections::BTreeMap;
@@ -250,28 +250,70 @@ fn weight_gradients_copy_channels_along_m_and_n() {
 
 /// Batch-norm-like maps over a channels-last image: each run of four walks four channels,
 /// and the statistics (`[1, C, 1, 1]`) and parameters (`[C]`) come in four at a time, one
-/// 16-byte load each, not one load an element. Bit for bit the reference's.
+/// 16-byte load each. A thread keeps its four channels from pixel to pixel, so the
+/// per-channel terms (`rsqrt(var + eps) * gamma`) and their loads come once a thread,
+/// not once an element. Bit for bit the reference's.
 #[test]
-fn runs_along_channels_read_per_channel_inputs_as_vectors() {
+fn runs_along_channels_read_per_channel_inputs_once_a_thread() {
     let g = graph(
         "graph {
           %0 = input name=\"x\" : bf16[4,16,32,32]
           %1 = cast(%0) to=\"f32\" : f32[4,16,32,32]
           %2 = input name=\"mean\" : f32[1,16,1,1]
           %3 = broadcast(%2) shape=[4,16,32,32] : f32[4,16,32,32]
-          %4 = input name=\"gamma\" : f32[16]
-          %5 = reshape(%4) shape=[1,16,1,1] : f32[1,16,1,1]
-          %6 = broadcast(%5) shape=[4,16,32,32] : f32[4,16,32,32]
-          %7 = sub(%1, %3) : f32[4,16,32,32]
-          %8 = mul(%7, %6) : f32[4,16,32,32]
-          %9 = relu(%8) : f32[4,16,32,32]
-          %10 = cast(%9) to=\"bf16\" : bf16[4,16,32,32]
-          return y=%10
+          %4 = input name=\"var\" : f32[1,16,1,1]
+          %5 = constant value=0.00001 : f32[]
+          %6 = broadcast(%5) shape=[1,16,1,1] : f32[1,16,1,1]
+          %7 = mul(%4, %4) : f32[1,16,1,1]
+          %8 = add(%7, %6) : f32[1,16,1,1]
+          %9 = rsqrt(%8) : f32[1,16,1,1]
+          %10 = input name=\"gamma\" : f32[16]
+          %11 = reshape(%10) shape=[1,16,1,1] : f32[1,16,1,1]
+          %12 = mul(%9, %11) : f32[1,16,1,1]
+          %13 = broadcast(%12) shape=[4,16,32,32] : f32[4,16,32,32]
+          %14 = sub(%1, %3) : f32[4,16,32,32]
+          %15 = mul(%14, %13) : f32[4,16,32,32]
+          %16 = relu(%15) : f32[4,16,32,32]
+          %17 = cast(%16) to=\"bf16\" : bf16[4,16,32,32]
+          return y=%17
         }",
     );
     let (program, k) = stored_channels_last(single_kernel(&g, Anchor::Pointwise), &["x", "y"]);
     check_tensors(&g, &program, &bf16_inputs(&g), 0.0);
+    let kernel = compile(&program).unwrap().kernels.remove(k);
+    assert!(kernel.ptx.contains("ld.global.nc.v4.f32"), "{}", kernel.ptx);
+    assert!(!kernel.ptx.contains("ld.global.nc.f32"), "{}", kernel.ptx);
+    // Per element: a quarter of a run's image load and its share of the three
+    // per-channel vectors; one load an element (or more) if the terms came per run.
+    let launch = kernel.launch(kernel.estimated_registers());
+    let threads = launch.blocks as f64 * launch.threads as f64;
+    let per_element = |count: f64| count * threads / g.ty(Value(17)).numel() as f64;
+    let loads = per_element(launch.census.global_loads);
+    assert!(loads < 0.5, "{loads} loads an element");
+    let special = per_element(launch.census.sfu);
+    assert!(
+        special < 1.0,
+        "{special} special-function operations an element"
+    );
+}
+
+/// Max pooling over a channels-last image, a run of four channels a thread: each tap of
+/// the window is one 8-byte load of the four channels at that pixel, not four 16-bit
+/// loads. Bit for bit the reference's.
+#[test]
+fn a_window_over_channels_last_reads_each_tap_for_a_run_of_channels() {
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : bf16[4,16,64,64]
+          %1 = cast(%0) to=\"f32\" : f32[4,16,64,64]
+          %2 = max_pool2d(%1) kernel=[3,3] stride=[2,2] padding=[1,1] ceil_mode=false : f32[4,16,32,32]
+          %3 = cast(%2) to=\"bf16\" : bf16[4,16,32,32]
+          return y=%3
+        }",
+    );
+    let (program, k) = stored_channels_last(single_kernel(&g, Anchor::Pool), &["x", "y"]);
+    check_tensors(&g, &program, &bf16_inputs(&g), 0.0);
     let ptx = compile(&program).unwrap().kernels.remove(k).ptx;
-    assert!(ptx.contains("ld.global.nc.v4.f32"), "{ptx}");
-    assert!(!ptx.contains("ld.global.nc.f32"), "{ptx}");
+    assert!(ptx.contains("ld.global.nc.v2.b32"), "{ptx}");
+    assert!(!ptx.contains("ld.global.nc.u16"), "{ptx}");
 }

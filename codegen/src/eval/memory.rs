@@ -51,16 +51,56 @@ impl Emitter<'_> {
         r
     }
 
-    /// Loads body input `v` (a whole kernel input buffer) at `at`.
+    /// Loads body input `v` (a whole kernel input buffer) at `at`. Where a run along a
+    /// channels-last image's channels is evaluated and its first element reads an image
+    /// stored the same way at its channel, the run's other channels at that pixel (a
+    /// window's tap, a slice's corner) are adjacent: one vector load reads them all, and
+    /// the other elements find theirs bound.
     pub(super) fn load(&mut self, v: Value, at: &Index) -> Result<Operand> {
         self.value_ty(v)?;
         let slot = self.input_of[&v];
+        if let Some(loaded) = self.load_channels(v, slot, at)? {
+            return Ok(loaded);
+        }
         self.touched_inputs.insert(slot);
         let offset = self.offset(at, &self.ty(v).shape, self.input_layout(slot));
         let addr = self
             .b
             .address(self.inputs[slot], offset, self.element_bytes(v));
         Ok(self.load_global(self.ty(v).dtype, addr, true).into())
+    }
+
+    /// The vector load of [`Emitter::load`], where it applies: element `at` of input `v`
+    /// (kernel input `slot`) is at the first channel of the run being evaluated.
+    fn load_channels(&mut self, v: Value, slot: usize, at: &Index) -> Result<Option<Operand>> {
+        let Some(channels) = self.channel_run.clone() else {
+            return Ok(None);
+        };
+        let Some(coords) = at.coordinates().map(<[Operand]>::to_vec) else {
+            return Ok(None);
+        };
+        let shape = self.ty(v).shape.clone();
+        let fits = self.input_layout(slot) == Layout::ChannelsLast
+            && shape.len() == 4
+            && shape[1].is_multiple_of(channels.len())
+            && matches!(self.ty(v).dtype, DType::F32 | DType::BF16)
+            && coords[1] == channels[0];
+        if !fits {
+            return Ok(None);
+        }
+        self.touched_inputs.insert(slot);
+        let offset = self.offset(at, &shape, Layout::ChannelsLast);
+        let addr = self
+            .b
+            .address(self.inputs[slot], offset, self.element_bytes(v));
+        let elements = channels.iter().map(|&c| {
+            let mut e = coords.clone();
+            e[1] = c;
+            Index::coords(e)
+        });
+        self.load_vector(v, addr, true, elements.collect())?;
+        let key = (v, at.key(&shape));
+        Ok(self.values.get(&key))
     }
 
     /// Whether body value `v` is read straight from a kernel input buffer of f32, tf32
@@ -147,7 +187,12 @@ impl Emitter<'_> {
     /// and parameters are broadcast), one vector a run, each element bound where
     /// evaluating a broadcast at the run's element reads it. Element by element, each
     /// would be its own load, the lanes of a warp a run apart.
-    fn load_channel_runs(&mut self, values: &[Value], channels: usize, run: &Run) -> Result<()> {
+    pub(crate) fn load_channel_runs(
+        &mut self,
+        values: &[Value],
+        channels: usize,
+        run: &Run,
+    ) -> Result<()> {
         let read = self.reads(values);
         let per_channel: Vec<(usize, Value, bool)> = self
             .kernel
@@ -163,8 +208,21 @@ impl Emitter<'_> {
             .collect();
         let channel = |e: &Vec<Operand>| e[1];
         for (slot, v, image_shaped) in per_channel {
-            self.touched_inputs.insert(slot);
             let first = channel(&run.elements[0]);
+            // Loaded once for a thread that keeps its channels (`pointwise.rs`).
+            let key = match image_shaped {
+                true => Index::coords(vec![
+                    Operand::Int(0),
+                    first,
+                    Operand::Int(0),
+                    Operand::Int(0),
+                ]),
+                false => Index::flat(first),
+            };
+            if self.values.get(&(v, key.key(&self.ty(v).shape))).is_some() {
+                continue;
+            }
+            self.touched_inputs.insert(slot);
             let addr = self.b.address(self.inputs[slot], first, 4);
             // Where a broadcast of `[1, C, 1, 1]` reads it, and a reshape of `[C]` to it
             // (its flat index, the channel).

@@ -93,6 +93,9 @@ pub(crate) struct Emitter<'a> {
     /// Per body node, the axes its value does not depend on
     /// ([`calib_ir::invariant_axes`]).
     invariant: Vec<u64>,
+    /// While a run along a channels-last image's channels is evaluated: its elements'
+    /// channels, the first a multiple of their count ([`Emitter::load`]).
+    channel_run: Option<Vec<Operand>>,
 }
 
 impl<'a> Emitter<'a> {
@@ -147,7 +150,21 @@ impl<'a> Emitter<'a> {
             values: ScopedMap::new(),
             indexer: Indexer::new(),
             invariant: calib_ir::invariant_axes(&kernel.body),
+            channel_run: None,
         }
+    }
+
+    /// Evaluates `f` with the run whose elements have channels `channels` (adjacent, the
+    /// first a multiple of their count) known to the loads ([`Emitter::load`]).
+    pub fn with_channel_run<T>(
+        &mut self,
+        channels: Vec<Operand>,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let outer = self.channel_run.replace(channels);
+        let out = f(self);
+        self.channel_run = outer;
+        out
     }
 
     /// Reads body outputs `outputs` from their buffers, where an earlier launch of this
@@ -305,6 +322,12 @@ impl<'a> Emitter<'a> {
         let r = self.compute(v, at)?;
         self.values.insert(key, r);
         Ok(r)
+    }
+
+    /// The axes body value `v` does not depend on, one bit each
+    /// ([`calib_ir::invariant_axes`]).
+    pub(crate) fn invariant_axes(&self, v: Value) -> u64 {
+        self.invariant[v.0]
     }
 
     /// `at` with the coordinates `v` does not depend on set to 0, where `at` has
