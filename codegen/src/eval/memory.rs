@@ -208,33 +208,24 @@ impl Emitter<'_> {
             .collect();
         let channel = |e: &Vec<Operand>| e[1];
         for (slot, v, image_shaped) in per_channel {
-            let first = channel(&run.elements[0]);
-            // Loaded once for a thread that keeps its channels (`pointwise.rs`).
-            let key = match image_shaped {
-                true => Index::coords(vec![
-                    Operand::Int(0),
-                    first,
-                    Operand::Int(0),
-                    Operand::Int(0),
-                ]),
-                false => Index::flat(first),
+            // Where a broadcast of `[1, C, 1, 1]` reads channel `c`, and a reshape of
+            // `[C]` to it (its flat index, the channel).
+            let index = |c: Operand| match image_shaped {
+                true => Index::coords(vec![Operand::Int(0), c, Operand::Int(0), Operand::Int(0)]),
+                false => Index::flat(c),
             };
-            if self.values.get(&(v, key.key(&self.ty(v).shape))).is_some() {
+            let first = channel(&run.elements[0]);
+            // Loaded once for a thread that keeps its channels (`stationary.rs`).
+            if self
+                .values
+                .get(&(v, index(first).key(&self.ty(v).shape)))
+                .is_some()
+            {
                 continue;
             }
             self.touched_inputs.insert(slot);
             let addr = self.b.address(self.inputs[slot], first, 4);
-            // Where a broadcast of `[1, C, 1, 1]` reads it, and a reshape of `[C]` to it
-            // (its flat index, the channel).
-            let at = run.elements.iter().map(|e| match image_shaped {
-                true => Index::coords(vec![
-                    Operand::Int(0),
-                    channel(e),
-                    Operand::Int(0),
-                    Operand::Int(0),
-                ]),
-                false => Index::flat(channel(e)),
-            });
+            let at = run.elements.iter().map(|e| index(channel(e)));
             self.load_vector(v, addr, true, at.collect())?;
         }
         Ok(())
