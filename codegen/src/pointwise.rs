@@ -127,7 +127,9 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
                         runs: &runs,
                         per_pixel,
                     };
-                    walk.emit(cx, thread, stride)?
+                    walk.emit(cx, thread, stride, |cx, elements| {
+                        run(cx, &members, &shape, layout, elements, 1)
+                    })?
                 }
                 None => cx.for_strided(thread, n / runs.len, stride, |cx, r| {
                     let elements: Vec<Vec<Operand>> = runs
@@ -154,7 +156,7 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
 /// loads they share, their values and the stores. Neighbours in memory share their
 /// outer coordinates (and everything that depends on nothing else), and their loads go
 /// out together.
-pub(crate) fn run(
+fn run(
     cx: &mut Emitter,
     members: &[usize],
     shape: &[usize],

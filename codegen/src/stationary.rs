@@ -14,7 +14,6 @@
 use crate::error::Result;
 use crate::eval::{Emitter, Run};
 use crate::index::Index;
-use crate::pointwise::run;
 use crate::ptx::Operand;
 use crate::runs::Runs;
 use calib_ir::{Layout, Value};
@@ -42,8 +41,15 @@ pub(crate) struct Stationary<'a> {
 
 impl Stationary<'_> {
     /// Thread `thread`'s channels, their per-channel terms, and the loop over its
-    /// pixels, `stride / per_pixel` apart.
-    pub fn emit(&self, cx: &mut Emitter, thread: Operand, stride: usize) -> Result<()> {
+    /// pixels, `stride / per_pixel` apart, which calls `run` with each pixel's elements
+    /// (logical coordinates).
+    pub fn emit(
+        &self,
+        cx: &mut Emitter,
+        thread: Operand,
+        stride: usize,
+        run: impl FnOnce(&mut Emitter, Vec<Vec<Operand>>) -> Result<()>,
+    ) -> Result<()> {
         let len = self.runs.len;
         let lane = cx.b.rem_u32(thread, self.per_pixel);
         let first = cx.b.mul_u32(lane, Operand::Int(len as i64));
@@ -70,14 +76,7 @@ impl Stationary<'_> {
                     Layout::ChannelsLast.to_logical(&memory)
                 })
                 .collect();
-            run(
-                cx,
-                self.members,
-                self.shape,
-                Layout::ChannelsLast,
-                elements,
-                1,
-            )
+            run(cx, elements)
         })
     }
 
