@@ -151,4 +151,6 @@ pub(crate) struct Geometry {
     pub threads: usize,
     /// Dynamic shared memory in bytes.
     pub shared_bytes: usize,
+    /// A cap on registers per thread (`.maxnreg`) the family asks for, if any.
+    pub max_registers: Option<u32>,
 }

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //!  Kernel { anchor, body } ──► launch.rs: family ──► loop nest around the anchor
-//!                                                    (pointwise.rs, reduction.rs, gemm/)
+//!                                                    (pointwise.rs, reduction/, gemm/)
 //!                                                          │ calls
 //!                                                          ▼
 //!  eval/, the emitter core: any body value at any index (memory.rs: loads, stores)
@@ -19,7 +19,7 @@
 //!      index maps      ─► addresses      (index.rs)
 //!      windows, contractions, reductions ─► the NestedLoop it is handed
 //!                                           (families.rs: pool/, conv.rs, matmul.rs,
-//!                                            reduction.rs)
+//!                                            reduction/)
 //! ```
 //!
 //! Imports go one way (down the picture, and never from `eval/` to a family):
@@ -168,7 +168,9 @@ pub fn compile_kernel(
             threads: g.threads as u32,
             max_registers: match launch.gemm {
                 Some(s) => gemm_register_cap(&s, &name)?,
-                None => (kernel.anchor == Anchor::Pool).then_some(WINDOW_REGISTER_CAP),
+                None => g
+                    .max_registers
+                    .or((kernel.anchor == Anchor::Pool).then_some(WINDOW_REGISTER_CAP)),
             },
             shared: g.shared_bytes > 0,
             header: &header,

@@ -9,40 +9,60 @@ use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::Operand;
 use crate::runs::Runs;
-use crate::stationary::{channel_stationary, Stationary};
+use crate::stationary::{channel_stationary, runs_a_pixel, Stationary};
 use calib_ir::{numel, Layout, Op, Value};
 
 pub(crate) const THREADS: usize = 256;
 /// Blocks of a pointwise launch; larger outputs are covered by grid-stride loops.
 const MAX_BLOCKS: usize = 1 << 16;
+/// The register cap of a pooling kernel whose runs walk a channels-last image's
+/// channels: at 64, the cap of other window kernels, the max-pooling adjoint of the
+/// SCNet-50 step spilled.
+const CHANNEL_WINDOW_REGISTER_CAP: u32 = 128;
 /// Runs a thread that keeps its channels takes, about ([`channel_stationary`]).
 const STATIONARY_RUNS: usize = 8;
 
 /// The pointwise kernel computing body outputs `outputs`.
 pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
-    // Threads the largest group of outputs needs (one per run where threads take runs).
-    let threads_needed = groups(cx, outputs)
+    // Threads the largest group of outputs needs (one per run where threads take runs),
+    // and what its blocks must be a multiple of: where its threads can keep their
+    // channels, the stride must be a whole number of pixels.
+    let (threads_needed, multiple, across_channels) = groups(cx, outputs)
         .iter()
-        .map(
-            |(n, members)| match runs(cx, members, walk_layout(cx, members)) {
-                Some(runs)
-                    if channel_stationary(walk_layout(cx, members), &runs, THREADS).is_some() =>
-                {
-                    (n / runs.len).div_ceil(STATIONARY_RUNS)
-                }
-                Some(runs) => n / runs.len,
-                None => *n,
-            },
-        )
+        .map(|(n, members)| {
+            let layout = walk_layout(cx, members);
+            match runs(cx, members, layout) {
+                Some(runs) => match runs_a_pixel(layout, &runs) {
+                    Some(q) => (
+                        (n / runs.len).div_ceil(STATIONARY_RUNS),
+                        q / greatest_common_divisor(q, THREADS),
+                        true,
+                    ),
+                    None => (n / runs.len, 1, false),
+                },
+                None => (*n, 1, false),
+            }
+        })
         .max()
-        .unwrap_or(1);
+        .unwrap_or((1, 1, false));
+    // A window over a run of channels keeps every tap of each channel live.
+    let windows = cx.kernel.body.nodes.iter().any(|n| n.op.reads_windows());
+    let blocks = threads_needed.div_ceil(THREADS).next_multiple_of(multiple);
     let geometry = Geometry {
-        blocks: threads_needed.div_ceil(THREADS).clamp(1, MAX_BLOCKS),
+        blocks: blocks.clamp(1, MAX_BLOCKS),
         threads: THREADS,
         shared_bytes: 0,
+        max_registers: (windows && across_channels).then_some(CHANNEL_WINDOW_REGISTER_CAP),
     };
     passes(cx, outputs, &geometry)?;
     Ok(geometry)
+}
+
+fn greatest_common_divisor(a: usize, b: usize) -> usize {
+    match b {
+        0 => a,
+        _ => greatest_common_divisor(b, a % b),
+    }
 }
 
 /// `outputs` grouped by element count: outputs of one count are computed together.
@@ -127,9 +147,20 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
                         runs: &runs,
                         per_pixel,
                     };
-                    walk.emit(cx, thread, stride, |cx, elements| {
-                        run(cx, &members, &shape, layout, elements, 1)
-                    })?
+                    match concat_of_channel_runs(cx, &members, &runs) {
+                        Some(concat) => walk.emit_concat(
+                            cx,
+                            thread,
+                            stride,
+                            concat,
+                            |cx, x, within, elements| {
+                                concat_channels(cx, members[0], x, within, &elements)
+                            },
+                        )?,
+                        None => walk.emit(cx, thread, stride, |cx, elements| {
+                            run(cx, &members, &shape, layout, elements, 1)
+                        })?,
+                    }
                 }
                 None => cx.for_strided(thread, n / runs.len, stride, |cx, r| {
                     let elements: Vec<Vec<Operand>> = runs
@@ -216,6 +247,49 @@ fn concat_outside_run(
     (position < rank - walked).then_some((v, axis))
 }
 
+/// The output of a one-output group that is a `concat` along the channels of
+/// operands that each hold whole runs of `runs` (a run along a channels-last image's
+/// channels then lies within one operand).
+fn concat_of_channel_runs(cx: &Emitter, members: &[usize], runs: &Runs) -> Option<Value> {
+    let &[i] = members else { return None };
+    let v = cx.kernel.body.outputs[i].value;
+    let node = cx.node(v);
+    let whole_runs = |x: &Value| cx.ty(*x).shape[1].is_multiple_of(runs.len);
+    (node.op == Op::Concat { axis: 1 } && node.inputs.iter().all(whole_runs)).then_some(v)
+}
+
+/// Output `i`, a `concat` along the channels, at `elements` (a run of its channels at
+/// one pixel) from operand `x`, where the run's channels are `within`: the run's
+/// inputs come in as vectors at its pixel, and its results go out as one.
+fn concat_channels(
+    cx: &mut Emitter,
+    i: usize,
+    x: Value,
+    within: &[Operand],
+    elements: &[Vec<Operand>],
+) -> Result<()> {
+    let shifted: Vec<Vec<Operand>> = (elements.iter().zip(within))
+        .map(|(e, &c)| {
+            let mut e = e.clone();
+            e[1] = c;
+            e
+        })
+        .collect();
+    cx.with_channel_run(within.to_vec(), |cx| {
+        let shape = cx.ty(x).shape.clone();
+        let inner = Run {
+            elements: &shifted,
+            walked: 1,
+        };
+        cx.load_runs(&[x], &shape, Layout::ChannelsLast, &inner)?;
+        let run = Run {
+            elements,
+            walked: 1,
+        };
+        evaluate_and_store(cx, &[i], &[x], &run, Some((1, within)))
+    })
+}
+
 /// Output `i` = `concat` `v` along `axis` over `run`: a branch per operand, taken by
 /// the run's shared coordinate along `axis`, in which the run's elements are that
 /// operand's, and the inputs it reads stored like it come in as runs too.
@@ -245,26 +319,28 @@ fn concat_run(
         };
         let shape = cx.ty(x).shape.clone();
         cx.load_runs(&[x], &shape, layout, &shifted)?;
-        evaluate_and_store(cx, &[i], &[x], run, Some((axis, inner)))
+        let inner = vec![inner; run.elements.len()];
+        evaluate_and_store(cx, &[i], &[x], run, Some((axis, &inner)))
     })
 }
 
 /// Evaluates `values[j]` at each element of `run` (with coordinate `axis` replaced
-/// where `shift` says) and stores the results to body output `members[j]` at the
-/// run's elements: one vector store where the run is aligned.
+/// where `shift` says: the `u`-th element's by the `u`-th coordinate) and stores the
+/// results to body output `members[j]` at the run's elements: one vector store where
+/// the run is aligned.
 pub(crate) fn evaluate_and_store(
     cx: &mut Emitter,
     members: &[usize],
     values: &[Value],
     run: &Run,
-    shift: Option<(usize, Operand)>,
+    shift: Option<(usize, &[Operand])>,
 ) -> Result<()> {
     cx.b.parallel_chains(run.elements.len());
     let mut results = vec![vec![]; members.len()];
-    for at in run.elements {
+    for (u, at) in run.elements.iter().enumerate() {
         let mut at = at.clone();
-        if let Some((axis, coordinate)) = shift {
-            at[axis] = coordinate;
+        if let Some((axis, coordinates)) = shift {
+            at[axis] = coordinates[u];
         }
         for (result, &v) in results.iter_mut().zip(values) {
             result.push(cx.value(cx.stored(v), &Index::coords(at.clone()))?);

@@ -18,15 +18,20 @@ use crate::ptx::Operand;
 use crate::runs::Runs;
 use calib_ir::{Layout, Value};
 
-/// Runs a pixel (`q`) where a group stored in `layout` taking `runs` can keep its
-/// channels under a launch of `stride` threads: an NHWC group whose runs walk the
-/// channels alone, with `q` dividing the stride.
-pub(crate) fn channel_stationary(layout: Layout, runs: &Runs, stride: usize) -> Option<usize> {
+/// Runs a pixel (`q`) where a group stored in `layout` taking `runs` walks the
+/// channels alone: an NHWC group whose threads can keep their channels, under a launch
+/// whose stride `q` divides.
+pub(crate) fn runs_a_pixel(layout: Layout, runs: &Runs) -> Option<usize> {
     let [channels] = runs.walked[..] else {
         return None;
     };
-    let per_pixel = channels / runs.len;
-    (layout == Layout::ChannelsLast && stride.is_multiple_of(per_pixel)).then_some(per_pixel)
+    (layout == Layout::ChannelsLast).then_some(channels / runs.len)
+}
+
+/// [`runs_a_pixel`] where a launch of `stride` threads lets the threads keep their
+/// channels.
+pub(crate) fn channel_stationary(layout: Layout, runs: &Runs, stride: usize) -> Option<usize> {
+    runs_a_pixel(layout, runs).filter(|&q| stride.is_multiple_of(q))
 }
 
 /// A group of outputs (`members`, of `shape`) walked with its threads keeping their
@@ -50,18 +55,62 @@ impl Stationary<'_> {
         stride: usize,
         run: impl FnOnce(&mut Emitter, Vec<Vec<Operand>>) -> Result<()>,
     ) -> Result<()> {
-        let len = self.runs.len;
-        let lane = cx.b.rem_u32(thread, self.per_pixel);
-        let first = cx.b.mul_u32(lane, Operand::Int(len as i64));
-        let channels: Vec<Operand> = (0..len)
-            .map(|u| cx.b.add_u32(first, Operand::Int(u as i64)))
-            .collect();
+        let channels = self.channels(cx, thread);
         let outputs: Vec<Value> = self
             .members
             .iter()
             .map(|&i| cx.kernel.body.outputs[i].value)
             .collect();
-        self.channel_terms(cx, &outputs, &channels)?;
+        channel_terms(cx, &outputs, self.shape, &channels)?;
+        self.walk_pixels(cx, thread, stride, &channels, run)
+    }
+
+    /// [`Stationary::emit`] for a group whose one output is `concat`, along the
+    /// channels, of operands that each hold whole runs: a thread's run lies within one
+    /// operand, so the thread branches on it once, before its loop, and computes that
+    /// operand's per-channel terms there. `run` gets the operand, the run's channels
+    /// within it, and each pixel's elements.
+    pub fn emit_concat(
+        &self,
+        cx: &mut Emitter,
+        thread: Operand,
+        stride: usize,
+        concat: Value,
+        mut run: impl FnMut(&mut Emitter, Value, &[Operand], Vec<Vec<Operand>>) -> Result<()>,
+    ) -> Result<()> {
+        let channels = self.channels(cx, thread);
+        cx.concat_branches(concat, 1, channels[0], |cx, x, start| {
+            let within: Vec<Operand> = (channels.iter())
+                .map(|&c| cx.b.sub_u32(c, Operand::Int(start as i64)))
+                .collect();
+            let shape = cx.ty(x).shape.clone();
+            channel_terms(cx, &[x], &shape, &within)?;
+            self.walk_pixels(cx, thread, stride, &channels, |cx, elements| {
+                run(cx, x, &within, elements)
+            })
+        })
+    }
+
+    /// Thread `thread`'s channels: a run of them, the first a multiple of its length.
+    fn channels(&self, cx: &mut Emitter, thread: Operand) -> Vec<Operand> {
+        let len = self.runs.len;
+        let lane = cx.b.rem_u32(thread, self.per_pixel);
+        let first = cx.b.mul_u32(lane, Operand::Int(len as i64));
+        (0..len)
+            .map(|u| cx.b.add_u32(first, Operand::Int(u as i64)))
+            .collect()
+    }
+
+    /// The loop over thread `thread`'s pixels, calling `run` with the elements of
+    /// `channels` at each.
+    fn walk_pixels(
+        &self,
+        cx: &mut Emitter,
+        thread: Operand,
+        stride: usize,
+        channels: &[Operand],
+        run: impl FnOnce(&mut Emitter, Vec<Vec<Operand>>) -> Result<()>,
+    ) -> Result<()> {
         // The pixels in memory order: `(n, h, w)`.
         let pixels = &self.runs.shape[..self.runs.shape.len() - 1];
         let count: usize = pixels.iter().product();
@@ -79,46 +128,47 @@ impl Stationary<'_> {
             run(cx, elements)
         })
     }
+}
 
-    /// Evaluates, at each of `channels`, the values `outputs` read that depend on the
-    /// channel alone and are read by values that do not (the per-channel terms), and
-    /// loads the per-channel inputs the run reads.
-    fn channel_terms(
-        &self,
-        cx: &mut Emitter,
-        outputs: &[Value],
-        channels: &[Operand],
-    ) -> Result<()> {
-        let at = |c: Operand| vec![Operand::Int(0), c, Operand::Int(0), Operand::Int(0)];
-        let elements: Vec<Vec<Operand>> = channels.iter().map(|&c| at(c)).collect();
-        let run = Run {
-            elements: &elements,
-            walked: 1,
-        };
-        cx.load_channel_runs(outputs, self.shape[1], &run)?;
-        // Axes 0, 2 and 3 (batch, rows, columns).
-        const PIXEL_AXES: u64 = 0b1101;
-        let per_channel = |cx: &Emitter, v: Value| {
-            cx.invariant_axes(v) & PIXEL_AXES == PIXEL_AXES && cx.ty(v).shape == self.shape
-        };
-        let read = cx.reads(outputs);
-        let body = &cx.kernel.body;
-        let mut terms = vec![];
-        for (k, node) in body.nodes.iter().enumerate() {
-            if !read[k] || per_channel(cx, Value(k)) {
-                continue;
-            }
-            for &x in &node.inputs {
-                if per_channel(cx, x) && !terms.contains(&x) {
-                    terms.push(x);
-                }
+/// Evaluates, at each of `channels`, the values `outputs` read that depend on the
+/// channel alone and are read by values that do not (the per-channel terms), and
+/// loads the per-channel inputs the run reads: a thread that keeps its channels (here,
+/// and in a channels-last reduction) does so once, before its loop over pixels.
+pub(crate) fn channel_terms(
+    cx: &mut Emitter,
+    outputs: &[Value],
+    shape: &[usize],
+    channels: &[Operand],
+) -> Result<()> {
+    let at = |c: Operand| vec![Operand::Int(0), c, Operand::Int(0), Operand::Int(0)];
+    let elements: Vec<Vec<Operand>> = channels.iter().map(|&c| at(c)).collect();
+    let run = Run {
+        elements: &elements,
+        walked: 1,
+    };
+    cx.load_channel_runs(outputs, shape[1], &run)?;
+    // Axes 0, 2 and 3 (batch, rows, columns).
+    const PIXEL_AXES: u64 = 0b1101;
+    let per_channel = |cx: &Emitter, v: Value| {
+        cx.invariant_axes(v) & PIXEL_AXES == PIXEL_AXES && cx.ty(v).shape == shape
+    };
+    let read = cx.reads(outputs);
+    let body = &cx.kernel.body;
+    let mut terms = vec![];
+    for (k, node) in body.nodes.iter().enumerate() {
+        if !read[k] || per_channel(cx, Value(k)) {
+            continue;
+        }
+        for &x in &node.inputs {
+            if per_channel(cx, x) && !terms.contains(&x) {
+                terms.push(x);
             }
         }
-        for term in terms {
-            for element in &elements {
-                cx.value(term, &Index::coords(element.clone()))?;
-            }
-        }
-        Ok(())
     }
+    for term in terms {
+        for element in &elements {
+            cx.value(term, &Index::coords(element.clone()))?;
+        }
+    }
+    Ok(())
 }

@@ -15,11 +15,11 @@ mod support;
 use calib_codegen::compile;
 use calib_ir::{
     gemm_anchor, Anchor, Buffer, BufferId, DType, GemmDims, GemmInstruction, GemmSchedule, Graph,
-    Kernel, KernelOutput, Layout, Program, Role, Schedule, Value,
+    Kernel, KernelOutput, Layout, Program, ReductionSchedule, Role, Schedule, Value,
 };
 use calib_runtime::HostTensor;
 use std::collections::BTreeMap;
-use support::{check_tensors, graph, single_kernel, tensors};
+use support::{bind, check_tensors, graph, simulate, single_kernel, tensors};
 
 /// A kernel that copies bf16 buffer `from` to `to` (widened and rounded back: exact).
 fn copy_kernel(program: &Program, from: BufferId, to: BufferId) -> Kernel {
@@ -316,4 +316,229 @@ fn a_window_over_channels_last_reads_each_tap_for_a_run_of_channels() {
     let ptx = compile(&program).unwrap().kernels.remove(k).ptx;
     assert!(ptx.contains("ld.global.nc.v2.b32"), "{ptx}");
     assert!(!ptx.contains("ld.global.nc.u16"), "{ptx}");
+}
+
+/// `program`'s one kernel split `split` ways, with a workspace for `reductions`
+/// sibling reductions of `outputs` elements.
+fn split_reduction(
+    mut program: Program,
+    split: usize,
+    reductions: usize,
+    outputs: usize,
+) -> Program {
+    let schedule = ReductionSchedule { split };
+    program.kernels[0].schedule = Some(Schedule::reduction(schedule));
+    program.add_workspace(0, schedule.workspace_bytes(reductions, outputs));
+    program
+}
+
+/// Reductions over the pixels of channels-last images (BatchNorm's statistics and its
+/// gradient's sums, a maximum, global average pooling): a thread keeps four channels
+/// and reads them at a pixel as one 8-byte load, never a 16-bit one. The sums come out
+/// bit for bit as the row-major kernel's, with warp teams and block teams, split or
+/// not (into empty slices too), with runs along rows and without. A launch of too few
+/// blocks keeps the row-major lanes, and their bits too.
+#[test]
+fn reductions_over_channels_last_pixels_keep_the_row_major_bits() {
+    let bn = |shape: &str, keep: bool| {
+        let channels: usize = shape.split(',').nth(1).unwrap().parse().unwrap();
+        let out = if keep {
+            format!("1,{channels},1,1")
+        } else {
+            channels.to_string()
+        };
+        let g = graph(&format!(
+            "graph {{
+              %0 = input name=\"x\" : bf16[{shape}]
+              %1 = cast(%0) to=\"f32\" : f32[{shape}]
+              %2 = input name=\"dy\" : bf16[{shape}]
+              %3 = cast(%2) to=\"f32\" : f32[{shape}]
+              %4 = input name=\"mean\" : f32[1,{channels},1,1]
+              %5 = broadcast(%4) shape=[{shape}] : f32[{shape}]
+              %6 = sub(%1, %5) : f32[{shape}]
+              %7 = mul(%3, %6) : f32[{shape}]
+              %8 = reduce_sum(%7) axes=[0,2,3] keepdims={keep} : f32[{out}]
+              %9 = reduce_mean(%3) axes=[0,2,3] keepdims={keep} : f32[{out}]
+              %10 = reduce_max(%6) axes=[0,2,3] keepdims={keep} : f32[{out}]
+              %11 = mul(%8, %9) : f32[{out}]
+              return projected=%8, mean_dy=%9, max=%10, product=%11
+            }}"
+        ));
+        (g, 3, channels)
+    };
+    let pooled = graph(
+        "graph {
+          %0 = input name=\"x\" : bf16[4,64,8,8]
+          %1 = cast(%0) to=\"f32\" : f32[4,64,8,8]
+          %2 = reduce_mean(%1) axes=[2,3] keepdims=true : f32[4,64,1,1]
+          return pooled=%2
+        }",
+    );
+    // (graph, reductions, outputs), slices, whether the threads keep channels.
+    let cases = [
+        // Block teams (1024 pixels a slice), with runs along rows.
+        (bn("2,32,132,128", true), 33, true),
+        // Warp teams, with runs, some slices empty.
+        (bn("4,64,16,16", false), 132, true),
+        // Warp teams without runs (rows of seven).
+        (bn("3,64,7,7", false), 132, true),
+        ((pooled, 1, 256), 33, true),
+        // Two blocks' worth: the row-major lanes.
+        (bn("2,32,8,8", true), 3, false),
+    ];
+    for ((g, reductions, outputs), slices, keeps_channels) in cases {
+        let names: Vec<&str> = ["x", "dy"]
+            .into_iter()
+            .filter(|&n| g.inputs().any(|(name, _)| name == n))
+            .collect();
+        let row_major = split_reduction(
+            single_kernel(&g, Anchor::Reduction),
+            slices,
+            reductions,
+            outputs,
+        );
+        let (nhwc, k) = stored_channels_last(row_major.clone(), &names);
+        let inputs = bf16_inputs(&g);
+        check_tensors(&g, &nhwc, &inputs, 2e-6);
+        let want = simulate(&row_major, &bind(&g, &inputs));
+        let got = simulate(&nhwc, &bind(&g, &inputs));
+        for (name, w) in &want {
+            let case = format!("{name}, {slices} slices");
+            assert_eq!(got[name].to_le_bytes(), w.to_le_bytes(), "{case}");
+        }
+        let ptx = &compile(&nhwc).unwrap().kernels[k].ptx;
+        assert_eq!(ptx.contains("ld.global.nc.v2.b32"), keeps_channels, "{ptx}");
+        assert_eq!(!ptx.contains("ld.global.nc.u16"), keeps_channels, "{ptx}");
+    }
+}
+
+/// The max-pooling adjoint over a channels-last image (of 64K elements or more, where
+/// threads take runs), a run of four channels a thread:
+/// the channels share the pixel's residue branches and windows, and each tap and each
+/// window's gradient is one 8-byte load of the four, never a 16-bit one. Tied integers
+/// with NaN and -inf strewn among them, with padding, ceil mode, strides one and two,
+/// and windows narrower than the stride: bit for bit the row-major kernel's.
+#[test]
+fn the_max_pooling_adjoint_over_channels_last_shares_a_pixels_windows() {
+    for (k, s, p, ceil, h, w) in [
+        (3, 2, 1, false, 9, 8),
+        (3, 2, 1, true, 8, 12),
+        (2, 2, 0, false, 8, 8),
+        (3, 1, 1, false, 6, 12),
+    ] {
+        let pooled = |i: usize| {
+            let span = i + 2 * p - k;
+            let o = if ceil { span.div_ceil(s) } else { span / s } + 1;
+            // PyTorch drops a last window that starts in the padding.
+            if ceil && (o - 1) * s >= i + p {
+                o - 1
+            } else {
+                o
+            }
+        };
+        let (oh, ow) = (pooled(h), pooled(w));
+        let attrs = format!("kernel=[{k},{k}] stride=[{s},{s}] padding=[{p},{p}] ceil_mode={ceil}");
+        let g = graph(&format!(
+            "graph {{
+              %0 = input name=\"x\" : bf16[32,32,{h},{w}]
+              %1 = cast(%0) to=\"f32\" : f32[32,32,{h},{w}]
+              %2 = input name=\"dy\" : bf16[32,32,{oh},{ow}]
+              %3 = cast(%2) to=\"f32\" : f32[32,32,{oh},{ow}]
+              %4 = max_pool2d_backward(%1, %3) {attrs} : f32[32,32,{h},{w}]
+              %5 = cast(%4) to=\"bf16\" : bf16[32,32,{h},{w}]
+              return dx=%5
+            }}"
+        ));
+        let mut inputs = bf16_inputs(&g);
+        let n = 32 * 32 * h * w;
+        let mut state = 0x9E37_79B9_u32;
+        let x: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                match state >> 24 {
+                    0..=9 => f32::NAN,
+                    10..=19 => f32::NEG_INFINITY,
+                    r => (r % 5) as f32 - 2.0,
+                }
+            })
+            .collect();
+        let x = HostTensor::from_f32(vec![32, 32, h, w], x).unwrap();
+        inputs.insert("x".into(), x.cast(DType::BF16));
+        let row_major = single_kernel(&g, Anchor::Pool);
+        let (nhwc, at) = stored_channels_last(row_major.clone(), &["x", "dy", "dx"]);
+        let want = simulate(&row_major, &bind(&g, &inputs));
+        let got = simulate(&nhwc, &bind(&g, &inputs));
+        let case = format!("{k}x{k} stride {s} padding {p} ceil {ceil}");
+        assert_eq!(got["dx"].to_le_bytes(), want["dx"].to_le_bytes(), "{case}");
+        let ptx = &compile(&nhwc).unwrap().kernels[at].ptx;
+        assert!(ptx.contains("ld.global.nc.v2.b32"), "{case}: {ptx}");
+        assert!(!ptx.contains("ld.global.nc.u16"), "{case}: {ptx}");
+    }
+}
+
+/// A concatenation along the channels of two batch-norm-like maps, stored
+/// channels-last: a thread's run of four channels lies within one operand (16 and 32
+/// channels), so the thread branches on the operand once, before its loop over pixels,
+/// computes that operand's per-channel terms there, and reads and writes each pixel's
+/// four channels as one vector. Bit for bit the reference's.
+#[test]
+fn a_concatenation_along_channels_last_branches_once_a_thread() {
+    let bn = |first: usize, c: usize, x: &str| {
+        format!(
+            "%{a} = input name=\"{x}\" : bf16[8,{c},16,16]
+              %{b} = cast(%{a}) to=\"f32\" : f32[8,{c},16,16]
+              %{m} = input name=\"{x}_mean\" : f32[1,{c},1,1]
+              %{mb} = broadcast(%{m}) shape=[8,{c},16,16] : f32[8,{c},16,16]
+              %{v} = input name=\"{x}_var\" : f32[1,{c},1,1]
+              %{r} = rsqrt(%{v}) : f32[1,{c},1,1]
+              %{rb} = broadcast(%{r}) shape=[8,{c},16,16] : f32[8,{c},16,16]
+              %{d} = sub(%{b}, %{mb}) : f32[8,{c},16,16]
+              %{y} = mul(%{d}, %{rb}) : f32[8,{c},16,16]
+              %{out} = cast(%{y}) to=\"bf16\" : bf16[8,{c},16,16]",
+            a = first,
+            b = first + 1,
+            m = first + 2,
+            mb = first + 3,
+            v = first + 4,
+            r = first + 5,
+            rb = first + 6,
+            d = first + 7,
+            y = first + 8,
+            out = first + 9,
+        )
+    };
+    let g = graph(&format!(
+        "graph {{
+          {}
+          {}
+          %20 = concat(%9, %19) axis=1 : bf16[8,48,16,16]
+          return y=%20
+        }}",
+        bn(0, 16, "a"),
+        bn(10, 32, "b"),
+    ));
+    let mut inputs = bf16_inputs(&g);
+    for name in ["a_var", "b_var"] {
+        // Positive variances: the reference's rsqrt of a negative one is NaN either way,
+        // but the test means numbers.
+        let t = &inputs[name];
+        let values = t.to_f32_vec().iter().map(|v| v.abs() + 0.5).collect();
+        let positive = HostTensor::from_f32(t.shape().to_vec(), values).unwrap();
+        inputs.insert(name.into(), positive);
+    }
+    let (program, k) = stored_channels_last(single_kernel(&g, Anchor::Pointwise), &["a", "b", "y"]);
+    check_tensors(&g, &program, &inputs, 0.0);
+    let kernel = compile(&program).unwrap().kernels.remove(k);
+    assert!(kernel.ptx.contains("ld.global.nc.v2.b32"), "{}", kernel.ptx);
+    assert!(!kernel.ptx.contains("ld.global.nc.u16"), "{}", kernel.ptx);
+    assert!(!kernel.ptx.contains("st.global.b16"), "{}", kernel.ptx);
+    let launch = kernel.launch(kernel.estimated_registers());
+    let threads = launch.blocks as f64 * launch.threads as f64;
+    // A conversion to bf16 pairs (half an operation an element) and the per-channel
+    // `rsqrt`s once a thread; one `rsqrt` an element would make 1.5.
+    let special = launch.census.sfu * threads / g.ty(Value(20)).numel() as f64;
+    assert!(
+        special < 1.0,
+        "{special} special-function operations an element"
+    );
 }

@@ -35,9 +35,10 @@ fn assemble_plan(label: &str, program: &Program) {
             assert_eq!(
                 spills,
                 (0, 0),
-                "{label}: {} ({}) spills",
+                "{label}: {} ({}) spills: {r:?}\n{}",
                 k.name,
-                k.family.name()
+                k.family.name(),
+                k.ptx.lines().next().unwrap_or_default()
             );
         }
     }

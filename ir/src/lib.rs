@@ -8,6 +8,7 @@
 //! (serde) and Graphviz DOT ([`dot`]).
 
 mod builder;
+mod channel_teams;
 mod copy_source;
 pub mod dot;
 mod dtype;
@@ -27,6 +28,10 @@ pub mod text;
 mod types;
 
 pub use builder::{broadcast_shape, ConvSpec, GraphBuilder, Mode, BN_EPS, BN_MOMENTUM};
+pub use channel_teams::{
+    channel_team_blocks, channel_team_split, reduction_chunk, BLOCK_TEAM_FROM, MAX_TEAMS,
+    MIN_CHANNEL_BLOCKS, WARP_CHANNELS,
+};
 pub use copy_source::{
     bf16_input, bf16_run_along_k, copy_source, gemm_operands, tile_run_along_k, CopySource,
 };

@@ -37,8 +37,10 @@ pub fn run_axes(memory: &[usize], run: usize, most: usize) -> Option<usize> {
 ///
 /// * Runs stay within a plane first (at most two axes): they share the channel's work.
 ///   Only where no plane holds whole runs (7x7, 3x3) do they cross channels.
-/// * A concatenation's axis stays outside the walk: a run then takes one operand's
-///   branch.
+/// * A concatenation's axis stays outside the walk (a run then takes one operand's
+///   branch), unless it is the innermost in memory (a channels-last image's channels)
+///   and the run holds whole runs of every operand: it then walks that axis alone,
+///   within one operand.
 /// * Bodies that read windows (pooling, a resize's adjoint; [`Op::reads_windows`]) keep
 ///   runs of four over at most two axes: their loads are strided, element by element,
 ///   and a warp whose lanes take eight each spreads every load over twice the sectors.
@@ -55,18 +57,31 @@ pub fn pointwise_run(body: &Graph, outputs: &[Value], layout: Layout) -> Option<
     let memory: Vec<usize> = order.iter().map(|&a| shape[a]).collect();
     let n = numel(shape);
     let windowed = body.nodes.iter().any(|node| node.op.reads_windows());
-    let concat = outputs
+    // Per concatenation: how many axes in memory lie inside its axis, and its
+    // operands' extents along it.
+    let concats: Vec<(usize, Vec<usize>)> = outputs
         .iter()
         .filter_map(|&v| match body.nodes[v.0].op {
-            Op::Concat { axis } => order.iter().position(|&a| a == axis),
+            Op::Concat { axis } => {
+                let position = order.iter().position(|&a| a == axis)?;
+                let extents = body.nodes[v.0].inputs.iter();
+                let extents = extents.map(|&x| body.ty(x).shape[axis]).collect();
+                Some((rank - 1 - position, extents))
+            }
             _ => None,
         })
-        .map(|position| rank - 1 - position)
-        .min();
-    let most = concat.unwrap_or(rank).min(if windowed { 2 } else { rank });
-    let lengths = RUN_LENGTHS
-        .into_iter()
-        .filter(|&len| n / len >= MIN_RUN_THREADS && !(windowed && len > 4));
+        .collect();
+    let inside = |&(depth, _): &(usize, Vec<usize>)| if depth == 0 { 1 } else { depth };
+    let most = concats.iter().map(inside).min().unwrap_or(rank);
+    let most = most.min(if windowed { 2 } else { rank });
+    let within_operands = |len: usize| {
+        (concats.iter())
+            .filter(|(depth, _)| *depth == 0)
+            .all(|(_, extents)| extents.iter().all(|e| e.is_multiple_of(len)))
+    };
+    let lengths = RUN_LENGTHS.into_iter().filter(|&len| {
+        n / len >= MIN_RUN_THREADS && !(windowed && len > 4) && within_operands(len)
+    });
     [most.min(2), most]
         .into_iter()
         .flat_map(|cap| lengths.clone().map(move |len| (cap, len)))

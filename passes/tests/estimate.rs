@@ -191,12 +191,12 @@ fn a_side_output_of_the_input_size_is_priced_on_the_reduction_threads() {
         .unwrap()
     };
     let device = Device::load("h200").unwrap();
-    let (split, with_side, _) = best_reduction_split(&side(true), &device).unwrap();
+    let (split, with_side, _) = best_reduction_split(&side(true), &device, &[]).unwrap();
     assert!(split > 1, "split {split}");
     // The side output costs at least the time to write it (its inputs are read for
     // the sum anyway), not the sliver an epilogue run once per channel would; and no
     // more than a pointwise kernel that reads those inputs again to store it.
-    let (_, alone, _) = best_reduction_split(&side(false), &device).unwrap();
+    let (_, alone, _) = best_reduction_split(&side(false), &device, &[]).unwrap();
     let map = text::parse(
         r#"graph {
   %0 = input name="x" : f32[64,64,56,56]
@@ -242,5 +242,41 @@ fn a_side_output_of_the_input_size_is_priced_on_the_reduction_threads() {
         (write..=pointwise).contains(&extra),
         "side output priced at {extra:e} s; writing it takes {write:e} s, a pointwise \
          kernel storing it {pointwise:e} s"
+    );
+}
+
+/// BatchNorm's statistics over 512 channels of 64x28x28: unsplit, a channels-last launch
+/// keeping a warp's sixteen channels would have 32 blocks, too few. Where the kernel
+/// reads channels-last images the planner splits at least so far that it has
+/// `MIN_CHANNEL_BLOCKS`; a row-major plan keeps the split it would choose anyway.
+#[test]
+fn channels_last_statistics_are_split_for_enough_blocks() {
+    use calib_ir::{channel_team_blocks, channel_team_split, Layout, MIN_CHANNEL_BLOCKS};
+    use calib_passes::fusion::estimate::best_reduction_split;
+    let g = text::parse(
+        r#"graph {
+  %0 = input name="x" : bf16[64,512,28,28]
+  %1 = cast(%0) to="f32" : f32[64,512,28,28]
+  %2 = mul(%1, %1) : f32[64,512,28,28]
+  %3 = reduce_sum(%1) axes=[0,2,3] keepdims=true : f32[1,512,1,1]
+  %4 = reduce_sum(%2) axes=[0,2,3] keepdims=true : f32[1,512,1,1]
+  return sum=%3, squares=%4
+}
+"#,
+    )
+    .unwrap();
+    let device = Device::load("h200").unwrap();
+    let (shape, axes) = ([64, 512, 28, 28], [0, 2, 3]);
+    assert_eq!(channel_team_blocks(&shape, &axes, 1), Some(32));
+    let floor = channel_team_split(&shape, &axes, 256).unwrap();
+    let split = |layout| best_reduction_split(&g, &device, &[layout]).unwrap().0;
+    let nhwc = split(Layout::ChannelsLast);
+    assert!(nhwc >= floor, "split {nhwc}, floor {floor}");
+    assert!(channel_team_blocks(&shape, &axes, nhwc).unwrap() >= MIN_CHANNEL_BLOCKS);
+    let unaware = best_reduction_split(&g, &device, &[]).unwrap().0;
+    assert_eq!(split(Layout::RowMajor), unaware);
+    assert!(
+        unaware < floor,
+        "the row-major plan would not split so far: {unaware}"
     );
 }

@@ -301,6 +301,7 @@ pub(crate) fn emit(
                 blocks: tiles * slices,
                 threads: THREADS,
                 shared_bytes: operand_bytes,
+                max_registers: None,
             },
             split: Some(SplitResult {
                 anchor,
@@ -356,6 +357,7 @@ pub(crate) fn emit(
             blocks: tiles,
             threads: THREADS,
             shared_bytes: operand_bytes.max(staged.bytes()),
+            max_registers: None,
         },
         split: None,
     })

@@ -110,6 +110,21 @@ pub(super) enum Row<'a> {
     /// above and below, and the runs before and after, come in as vectors like the
     /// run's own ([`Windows::load_rows`]).
     Run { shape: &'a [usize], layout: Layout },
+    /// A run along a channels-last image's channels: one position, several channels.
+    /// They share the windows and the branches, and a tap's load of the first channel
+    /// reads them all ([`Emitter::load`] under the run).
+    Channels,
+}
+
+impl Row<'_> {
+    /// Which of `count` positions lie along the row: all of them, or (across channels)
+    /// one.
+    fn along(self, count: usize) -> usize {
+        match self {
+            Row::Channels => 1,
+            _ => count,
+        }
+    }
 }
 
 /// [`max_pool_backward`] by finding each window's first maximum: for windows wider than
@@ -224,7 +239,7 @@ impl Windows<'_> {
             .collect();
         // Windows overlapping the positions' columns `0..len` (relative to `at`).
         let (len, stride, r) = (
-            self.elements.len() as i64,
+            self.row.along(self.elements.len()) as i64,
             s[1].stride as i64,
             residue[1] as i64,
         );
@@ -256,7 +271,7 @@ impl Windows<'_> {
                     ],
                 });
                 for u in 0..self.elements.len() {
-                    let tw = u as i64 - start;
+                    let tw = self.column(u) - start;
                     if (0..k[1] as i64).contains(&tw) {
                         pairs.push(Pair {
                             window: windows.len() - 1,
@@ -313,7 +328,7 @@ impl Windows<'_> {
         pairs: &[Pair],
         accs: &[Reg],
     ) -> Result<()> {
-        let mut taps = HashMap::new();
+        let mut taps: HashMap<([i64; 2], usize), Tap> = HashMap::new();
         for pair in pairs {
             let here = self.heres[pair.u];
             let window = &windows[pair.window];
@@ -323,7 +338,7 @@ impl Windows<'_> {
                 Ok(valid) => Some(format!("!{valid}")),
             };
             for (earlier, d) in self.others(pair) {
-                let tap = self.tap(cx, d, &mut taps)?;
+                let tap = self.tap(cx, pair.u, d, &mut taps)?;
                 if tap.inside == Err(false) {
                     continue;
                 }
@@ -336,7 +351,7 @@ impl Windows<'_> {
                 }
                 beaten = Some(p.to_string());
             }
-            let g = self.gradient(cx, window)?;
+            let g = self.gradient(cx, window, pair.u)?;
             let g = match beaten {
                 None => g,
                 Some(beaten) => {
@@ -359,8 +374,8 @@ impl Windows<'_> {
         pairs: &[Pair],
         accs: &[Reg],
     ) -> Result<()> {
-        let mut taps = HashMap::new();
-        let mut nans: HashMap<[i64; 2], Check> = HashMap::new();
+        let mut taps: HashMap<([i64; 2], usize), Tap> = HashMap::new();
+        let mut nans: HashMap<([i64; 2], usize), Check> = HashMap::new();
         let numbers: Vec<Reg> = (self.heres.iter())
             .map(|&h| cx.b.setp("num", Ty::F32, h.into(), h.into()))
             .collect();
@@ -368,7 +383,7 @@ impl Windows<'_> {
             let here = self.heres[pair.u];
             let (mut before, mut after) = (vec![], vec![]);
             for (earlier, d) in self.others(pair) {
-                let tap = self.tap(cx, d, &mut taps)?;
+                let tap = self.tap(cx, pair.u, d, &mut taps)?;
                 // Ties go to the earlier tap; a NaN beats everything before it.
                 let cmp = if earlier { "ge" } else { "gtu" };
                 let (v, h) = (tap.value, here);
@@ -383,7 +398,8 @@ impl Windows<'_> {
                 };
                 if earlier {
                     before.push(beats);
-                    let nan = *nans.entry(d).or_insert_with(|| nan_inside(cx, tap));
+                    let key = (d, self.channel(pair.u));
+                    let nan = *nans.entry(key).or_insert_with(|| nan_inside(cx, tap));
                     before.extend(nan.ok());
                 } else {
                     after.push(beats);
@@ -403,7 +419,7 @@ impl Windows<'_> {
                 mine.push(Ok(first));
             }
             let window = &windows[pair.window];
-            let g = cx.select_or_zero(mine, Ty::F32, |cx| self.gradient(cx, window))?;
+            let g = cx.select_or_zero(mine, Ty::F32, |cx| self.gradient(cx, window, pair.u))?;
             let acc = accs[pair.u];
             ins!(cx.b, "add.rn.f32 {acc}, {acc}, {g}");
         }
@@ -475,9 +491,9 @@ impl Windows<'_> {
         stretch_start(cx, at, block, len, self.w[1].input)
     }
 
-    /// The gradient of `window`.
-    fn gradient(&self, cx: &mut Emitter, window: &Window) -> Result<Operand> {
-        let at = &self.elements[0];
+    /// The gradient of `window`, in position `u`'s channel.
+    fn gradient(&self, cx: &mut Emitter, window: &Window, u: usize) -> Result<Operand> {
+        let at = &self.elements[self.channel(u)];
         let [oh, ow] = window.at;
         cx.value(self.dy, &Index::coords(vec![at[0], at[1], oh, ow]))
     }
@@ -486,15 +502,26 @@ impl Windows<'_> {
     /// whether it really is inside the image: loaded at the position clamped into the
     /// image (the load needs no branch), and read as -inf where it is not. Within the
     /// positions' columns it needs no clamp, and in their row it is one of them.
-    fn tap(&self, cx: &mut Emitter, d: [i64; 2], taps: &mut HashMap<[i64; 2], Tap>) -> Result<Tap> {
-        if let Some(&tap) = taps.get(&d) {
+    fn tap(
+        &self,
+        cx: &mut Emitter,
+        u: usize,
+        d: [i64; 2],
+        taps: &mut HashMap<([i64; 2], usize), Tap>,
+    ) -> Result<Tap> {
+        let channel = self.channel(u);
+        if let Some(&tap) = taps.get(&(d, channel)) {
             return Ok(tap);
         }
-        let len = self.elements.len() as i64;
+        let len = self.row.along(self.elements.len()) as i64;
         let own_column = (0..len).contains(&d[1]);
         if d[0] == 0 && own_column {
+            let here = match self.row {
+                Row::Channels => u,
+                _ => d[1] as usize,
+            };
             return Ok(Tap {
-                value: self.heres[d[1] as usize],
+                value: self.heres[here],
                 inside: Err(true),
             });
         }
@@ -513,7 +540,7 @@ impl Windows<'_> {
                 };
                 (column, cx.b.lt_u32(p, Operand::Int(self.w[1].input as i64)))
             }
-            (false, Row::Alone) => {
+            (false, Row::Alone | Row::Channels) => {
                 let axis = self.w[1];
                 let at = self.elements[0][3];
                 let p = match d[1] {
@@ -531,8 +558,8 @@ impl Windows<'_> {
                 inside,
             });
         }
-        let at = vec![self.elements[0][0], self.elements[0][1], row, column];
-        let loaded = cx.value(self.x, &Index::coords(at))?;
+        let at = &self.elements[channel];
+        let loaded = cx.value(self.x, &Index::coords(vec![at[0], at[1], row, column]))?;
         let value = match inside {
             Ok(p) => {
                 let m = cx.b.reg(Ty::F32);
@@ -542,8 +569,25 @@ impl Windows<'_> {
             _ => cx.b.materialize(loaded, Ty::F32),
         };
         let tap = Tap { value, inside };
-        taps.insert(d, tap);
+        taps.insert((d, channel), tap);
         Ok(tap)
+    }
+
+    /// Position `u`'s column, relative to the first position's.
+    fn column(&self, u: usize) -> i64 {
+        match self.row {
+            Row::Channels => 0,
+            _ => u as i64,
+        }
+    }
+
+    /// Position `u`'s channel, as an index into the positions: they differ in channel
+    /// only across channels.
+    fn channel(&self, u: usize) -> usize {
+        match self.row {
+            Row::Channels => u,
+            _ => 0,
+        }
     }
 }
 

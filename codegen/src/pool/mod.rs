@@ -93,8 +93,9 @@ fn window_axes(
 
 /// Computes every max-pooling adjoint of `shape` that `outputs` read at all the
 /// elements of `run` at once, where a run can ([`max_adjoint::Row::Run`]: runs along a
-/// row-major image's rows), and binds each element's value: the run's positions then
-/// share the row's branch and every load.
+/// row-major image's rows; [`max_adjoint::Row::Channels`]: runs along a channels-last
+/// image's channels), and binds each element's value: the run's positions then share
+/// the branches and every load.
 pub(crate) fn bind_runs(
     cx: &mut Emitter,
     outputs: &[Value],
@@ -102,7 +103,9 @@ pub(crate) fn bind_runs(
     layout: Layout,
     run: &Run,
 ) -> Result<()> {
-    if !layout.is_row_major() || run.walked != 1 || shape.len() != 4 {
+    // A run walks a row of a row-major image, or the channels of a channels-last one.
+    let across_channels = layout == Layout::ChannelsLast;
+    if !(layout.is_row_major() || across_channels) || run.walked != 1 || shape.len() != 4 {
         return Ok(());
     }
     // The run's positions are independent chains, as where the evaluator computes
@@ -124,10 +127,13 @@ pub(crate) fn bind_runs(
             } => {
                 let inputs = [node.inputs[0], node.inputs[1]];
                 let w = window_axes(stride, padding, shape, &cx.ty(inputs[1]).shape);
-                if !max_adjoint::takes_runs(w, kernel, run.elements.len()) {
-                    continue;
-                }
-                let row = Row::Run { shape, layout };
+                let row = match across_channels {
+                    true => Row::Channels,
+                    false if max_adjoint::takes_runs(w, kernel, run.elements.len()) => {
+                        Row::Run { shape, layout }
+                    }
+                    false => continue,
+                };
                 max_pool_backward(cx, inputs, run.elements, row, w, kernel)?
             }
             Op::MaxPool2d {
@@ -139,7 +145,7 @@ pub(crate) fn bind_runs(
                 let x = node.inputs[0];
                 let image = cx.ty(x).shape.clone();
                 let w = window_axes(stride, padding, &image, shape);
-                if !max_run::takes_runs(w, kernel, run.elements.len()) {
+                if across_channels || !max_run::takes_runs(w, kernel, run.elements.len()) {
                     continue;
                 }
                 max_run::max_pool_run(cx, x, &image, run, w, kernel)?

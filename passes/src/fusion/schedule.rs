@@ -29,7 +29,7 @@ pub fn assign(program: &mut Program, options: &FusionOptions) -> (usize, usize) 
                 }
                 s
             }),
-            None => best_reduction_split(body, device)
+            None => best_reduction_split(body, device, &layouts)
                 .map(|(split, _, _)| Schedule::reduction(ReductionSchedule { split })),
         };
         let Some(schedule) = schedule else { continue };

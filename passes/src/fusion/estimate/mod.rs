@@ -82,7 +82,7 @@ pub fn kernel_seconds(body: &Graph, device: &Device, precision: Precision) -> f6
     if let Some((_, t)) = best_schedule(body, device, precision, &[]) {
         return t;
     }
-    if let Some((_, t, _)) = best_reduction_split(body, device) {
+    if let Some((_, t, _)) = best_reduction_split(body, device, &[]) {
         return t;
     }
     let roots: Vec<Value> = body.outputs.iter().map(|o| o.value).collect();

@@ -5,7 +5,7 @@
 use super::work::{issue, run_invariant_work, work_of, Work};
 use super::{census, seconds, unique_bytes, MAX_POINTWISE_BLOCKS, THREADS};
 use calib_cost::{Device, Launch};
-use calib_ir::{Graph, Layout, Op, OpClass, ReductionSchedule, Value};
+use calib_ir::{Graph, InputLayouts, Layout, Op, OpClass, ReductionSchedule, Value};
 
 /// One thread per element of the largest output, each evaluating `roots` at its
 /// elements (not looking past `stop`).
@@ -106,7 +106,7 @@ pub(super) fn reduction_over(
     let length = (body.ty(input).numel() / outputs).max(1);
     let split = split.clamp(1, length);
     let chunk = length.div_ceil(split);
-    let block_team = chunk >= 1024;
+    let block_team = chunk >= calib_ir::BLOCK_TEAM_FROM;
     let (team, per_block) = if block_team { (256, 1) } else { (32, 8) };
     let teams = outputs * split;
     let blocks = teams.min(1 << 16).div_ceil(per_block);
@@ -227,15 +227,38 @@ pub(super) fn reduction_splits(outputs: usize, length: usize, device: &Device) -
     splits
 }
 
-/// The fastest split for reduction kernel `body` (around `anchor`), with its
-/// predicted seconds and the workspace bytes it needs.
-pub fn best_reduction_split(body: &Graph, device: &Device) -> Option<(usize, f64, usize)> {
+/// `splits` raised, where the reduction reads channels-last images and a launch would
+/// keep a warp's channels ([`calib_ir::channel_team_blocks`]), to the fewest slices
+/// that give it enough blocks, as far as the largest of them reaches. A row-major plan
+/// keeps its own: another split sums in another order, as a GEMM's split of `k` may
+/// differ per layout.
+fn channel_team_splits(splits: Vec<usize>, shape: &[usize], axes: &[usize]) -> Vec<usize> {
+    let most = splits.iter().copied().max().unwrap_or(1);
+    let floor = calib_ir::channel_team_split(shape, axes, most).unwrap_or(1);
+    let mut raised: Vec<usize> = splits.into_iter().map(|s| s.max(floor)).collect();
+    raised.dedup();
+    raised
+}
+
+/// The fastest split for reduction kernel `body` (around `anchor`), whose inputs are
+/// stored in `layouts`, with its predicted seconds and the workspace bytes it needs.
+pub fn best_reduction_split(
+    body: &Graph,
+    device: &Device,
+    layouts: InputLayouts,
+) -> Option<(usize, f64, usize)> {
     let r = reduction_anchor(body)?;
     let roots: Vec<Value> = body.outputs.iter().map(|o| o.value).collect();
     let outputs = body.ty(r).numel().max(1);
     let length = body.ty(body.nodes[r.0].inputs[0]).numel() / outputs;
     let group = siblings(body, r).len();
-    reduction_splits(outputs, length, device)
+    let shape = &body.ty(body.nodes[r.0].inputs[0]).shape;
+    let axes = reduced_axes(body, r).unwrap_or_default();
+    let mut splits = reduction_splits(outputs, length, device);
+    if layouts.contains(&Layout::ChannelsLast) {
+        splits = channel_team_splits(splits, shape, &axes);
+    }
+    splits
         .into_iter()
         .map(|split| {
             let t = seconds(&reduction(body, r, &roots, split), device);

@@ -16,7 +16,9 @@ use crate::index::Index;
 use crate::kernel::Geometry;
 use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
 use crate::runs::Runs;
-use calib_ir::{numel, Layout, Op, Value};
+use calib_ir::{numel, Layout, Op, Value, BLOCK_TEAM_FROM, MAX_TEAMS};
+
+mod channels_last;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Combine {
@@ -151,12 +153,8 @@ pub(crate) fn anchors(cx: &Emitter, needed: &[bool]) -> Vec<Reduce> {
     best
 }
 
-/// Teams this many reduced elements long or longer use a whole block.
-const BLOCK_TEAM_FROM: usize = 1024;
 const THREADS: usize = 256;
 const WARP: usize = 32;
-/// Teams in flight; more reduced elements are taken in turns.
-const MAX_TEAMS: usize = 1 << 16;
 /// Elements a lane folds per loop iteration, each into an accumulator of its own: their
 /// loads go out together, and the partial sums stay short.
 const UNROLL: usize = 4;
@@ -174,10 +172,35 @@ pub(crate) struct SplitResult {
     pub offset: usize,
 }
 
+/// How a launch around a group lays out its work, whichever way its threads go.
+pub(super) struct Teams {
+    kept_dims: Vec<usize>,
+    reduced_dims: Vec<usize>,
+    /// Reduced elements (the results), and the inputs each one folds.
+    outputs: usize,
+    length: usize,
+    split: usize,
+    runs: Option<Runs>,
+    /// Each slice's inputs, in elements (whole runs where there are runs).
+    chunk: usize,
+    /// Lanes a team: a warp, or for long slices the whole block.
+    team_size: usize,
+    /// Where split partial results go: the workspace, from element `offset` on.
+    workspace: Option<Reg>,
+    offset: usize,
+}
+
+impl Teams {
+    fn block_team(&self) -> bool {
+        self.team_size == THREADS
+    }
+}
+
 /// The reduction kernel around `group` (see [`anchors`]), storing body outputs
 /// `aligned` (as many elements as a reduction's result) in its epilogue; with
 /// `split > 1`, each reduced element's inputs are cut into that many slices whose
-/// partial results go to the workspace instead.
+/// partial results go to the workspace instead. Over channels-last images the threads
+/// keep channels ([`channels_last`]); the sums come out the same either way.
 pub(crate) fn emit(
     cx: &mut Emitter,
     group: &[Reduce],
@@ -191,18 +214,12 @@ pub(crate) fn emit(
     let split = split.clamp(1, length.max(1));
     let runs = runs(cx, group);
     // Slices of whole runs: the last one may come out short, or even empty.
-    let chunk = match &runs {
-        Some(runs) => length.div_ceil(split).next_multiple_of(runs.len),
-        None => length.div_ceil(split),
-    };
-    let block_team = chunk >= BLOCK_TEAM_FROM;
-    let (team_size, per_block) = if block_team {
-        (THREADS, 1)
+    let chunk = calib_ir::reduction_chunk(&shape, &group[0].axes, split);
+    let team_size = if chunk >= BLOCK_TEAM_FROM {
+        THREADS
     } else {
-        (WARP, THREADS / WARP)
+        WARP
     };
-    let teams = outputs * split;
-    let blocks = teams.min(MAX_TEAMS).div_ceil(per_block);
     let workspace = match split {
         1 => None,
         _ => {
@@ -223,6 +240,51 @@ pub(crate) fn emit(
             Some(ws)
         }
     };
+    let teams = Teams {
+        kept_dims,
+        reduced_dims,
+        outputs,
+        length,
+        split,
+        runs,
+        chunk,
+        team_size,
+        workspace,
+        offset,
+    };
+    let geometry = if channels_last::applies(cx, group, &teams) {
+        channels_last::emit(cx, group, aligned, &teams)?
+    } else {
+        emit_lanes(cx, group, aligned, &teams)?
+    };
+    let split = (split > 1).then(|| SplitResult {
+        group: group.to_vec(),
+        slices: split,
+        outputs,
+        length,
+        offset,
+    });
+    Ok((geometry, split))
+}
+
+/// A team of lanes per reduced element and slice: a lane folds runs (or elements) a
+/// team apart into four accumulators, which the team combines in a fixed tree.
+fn emit_lanes(
+    cx: &mut Emitter,
+    group: &[Reduce],
+    aligned: &[usize],
+    teams: &Teams,
+) -> Result<Geometry> {
+    let Teams {
+        outputs,
+        split,
+        team_size,
+        ..
+    } = *teams;
+    let block_team = teams.block_team();
+    let per_block = THREADS / team_size;
+    let count = outputs * split;
+    let blocks = count.min(MAX_TEAMS).div_ceil(per_block);
     let (tid, ctaid) = (cx.tid(), cx.ctaid());
     let lane = cx.b.rem_u32(tid, team_size);
     let team = if block_team {
@@ -233,66 +295,18 @@ pub(crate) fn emit(
     };
     // Lane 0 of a warp team, or thread 0 of a block team, finishes the element.
     let leader = cx.b.setp("eq", Ty::U32, lane, Operand::Int(0));
-    let anchor_shape = cx.ty(group[0].node).shape.clone();
-
-    cx.for_strided(team, teams, blocks * per_block, |cx, t| {
+    cx.for_strided(team, count, blocks * per_block, |cx, t| {
         let (j, slice) = (cx.b.rem_u32(t, outputs), cx.b.div_u32(t, outputs));
-        let start = cx.b.mul_u32(slice, Operand::Int(chunk as i64));
-        let kept = cx.coords(&Index::flat(j), &kept_dims);
-        let accs: Vec<Vec<Reg>> = group
-            .iter()
-            .map(|r| {
-                (0..UNROLL)
-                    .map(|_| cx.b.materialize(r.identity(), Ty::F32))
-                    .collect()
-            })
-            .collect();
-        match &runs {
-            Some(runs) => {
-                let first = cx.b.mul_u32(slice, Operand::Int((chunk / runs.len) as i64));
-                cx.for_strided(lane, chunk / runs.len, team_size, |cx, i| {
-                    let run = cx.b.add_u32(first, i);
-                    fold_run(cx, group, &accs, &kept, runs, run)
-                })?
-            }
-            None => cx.for_strided(lane, chunk, team_size * UNROLL, |cx, i| {
-                fold_elements(cx, group, &accs, &kept, [start, i], team_size, chunk)
-            })?,
-        }
-        // The lane's accumulators in a fixed tree: (a0 + a1) + (a2 + a3).
-        let accs: Vec<Reg> = group
-            .iter()
-            .zip(&accs)
-            .map(|(r, a)| {
-                r.fold(cx, a[0], a[1].into());
-                r.fold(cx, a[2], a[3].into());
-                r.fold(cx, a[0], a[2].into());
-                a[0]
-            })
-            .collect();
-        warp_combine(cx, group, &accs);
+        let kept = cx.coords(&Index::flat(j), &teams.kept_dims);
+        let accs = vec![accumulators(cx, group)];
+        fold_lane(cx, group, teams, &accs, &[kept], [lane, slice])?;
+        let accs = lane_total(cx, group, &accs[0]);
+        warp_combine(cx, group, &accs, &[16, 8, 4, 2, 1]);
         if block_team {
             block_combine(cx, group, &accs, tid);
         }
-        cx.if_then(leader, true, |cx| match workspace {
-            Some(ws) => {
-                for (slot, &acc) in accs.iter().enumerate() {
-                    let row = cx.b.add_u32(slice, Operand::Int((slot * split) as i64));
-                    let at = cx.b.mad_u32(row, Operand::Int(outputs as i64), j);
-                    let at = cx.b.add_u32(at, Operand::Int(offset as i64));
-                    let addr = cx.b.address(ws, at, 4);
-                    ins!(cx.b, "st.global.f32 [{addr}], {acc}");
-                }
-                Ok(())
-            }
-            None => {
-                let at = Index::flat(j);
-                for (r, &acc) in group.iter().zip(&accs) {
-                    r.finish(cx, acc, length);
-                    cx.bind(r.node, &at, acc.into());
-                }
-                cx.store_aligned(aligned, &anchor_shape, &at)
-            }
+        cx.if_then(leader, true, |cx| {
+            finish(cx, group, aligned, teams, &accs, [j, slice])
         })?;
         if block_team {
             // The next element's partial results reuse the shared slots.
@@ -305,19 +319,106 @@ pub(crate) fn emit(
     } else {
         0
     };
-    let geometry = Geometry {
+    Ok(Geometry {
         blocks,
         threads: THREADS,
         shared_bytes,
-    };
-    let split = (split > 1).then(|| SplitResult {
-        group: group.to_vec(),
-        slices: split,
+        max_registers: None,
+    })
+}
+
+/// [`UNROLL`] fresh accumulators for each reduction of the group.
+fn accumulators(cx: &mut Emitter, group: &[Reduce]) -> Vec<Vec<Reg>> {
+    group
+        .iter()
+        .map(|r| {
+            (0..UNROLL)
+                .map(|_| cx.b.materialize(r.identity(), Ty::F32))
+                .collect()
+        })
+        .collect()
+}
+
+/// Folds lane `lane`'s share of `slice` into `accs` (per kept element `kept`, per
+/// reduction, [`UNROLL`] registers): the runs, or elements, a team apart.
+fn fold_lane(
+    cx: &mut Emitter,
+    group: &[Reduce],
+    teams: &Teams,
+    accs: &[Vec<Vec<Reg>>],
+    kept: &[Vec<Operand>],
+    [lane, slice]: [Operand; 2],
+) -> Result<()> {
+    let (chunk, team_size) = (teams.chunk, teams.team_size);
+    match &teams.runs {
+        Some(runs) => {
+            let first = cx.b.mul_u32(slice, Operand::Int((chunk / runs.len) as i64));
+            cx.for_strided(lane, chunk / runs.len, team_size, |cx, i| {
+                let run = cx.b.add_u32(first, i);
+                fold_run(cx, group, accs, kept, runs, run)
+            })
+        }
+        None => {
+            let start = cx.b.mul_u32(slice, Operand::Int(chunk as i64));
+            cx.for_strided(lane, chunk, team_size * UNROLL, |cx, i| {
+                fold_elements(cx, group, accs, kept, [start, i], teams)
+            })
+        }
+    }
+}
+
+/// A lane's accumulators in a fixed tree, (a0 + a1) + (a2 + a3), one total a reduction.
+fn lane_total(cx: &mut Emitter, group: &[Reduce], accs: &[Vec<Reg>]) -> Vec<Reg> {
+    group
+        .iter()
+        .zip(accs)
+        .map(|(r, a)| {
+            r.fold(cx, a[0], a[1].into());
+            r.fold(cx, a[2], a[3].into());
+            r.fold(cx, a[0], a[2].into());
+            a[0]
+        })
+        .collect()
+}
+
+/// Finishes kept element `j` of `slice` from the team's totals `accs`: into the
+/// workspace when split, else the mean's division, then the epilogue's stores.
+fn finish(
+    cx: &mut Emitter,
+    group: &[Reduce],
+    aligned: &[usize],
+    teams: &Teams,
+    accs: &[Reg],
+    [j, slice]: [Operand; 2],
+) -> Result<()> {
+    let Teams {
         outputs,
+        split,
         length,
         offset,
-    });
-    Ok((geometry, split))
+        ..
+    } = *teams;
+    match teams.workspace {
+        Some(ws) => {
+            for (slot, &acc) in accs.iter().enumerate() {
+                let row = cx.b.add_u32(slice, Operand::Int((slot * split) as i64));
+                let at = cx.b.mad_u32(row, Operand::Int(outputs as i64), j);
+                let at = cx.b.add_u32(at, Operand::Int(offset as i64));
+                let addr = cx.b.address(ws, at, 4);
+                ins!(cx.b, "st.global.f32 [{addr}], {acc}");
+            }
+            Ok(())
+        }
+        None => {
+            let at = Index::flat(j);
+            for (r, &acc) in group.iter().zip(accs) {
+                r.finish(cx, acc, length);
+                cx.bind(r.node, &at, acc.into());
+            }
+            let anchor_shape = cx.ty(group[0].node).shape.clone();
+            cx.store_aligned(aligned, &anchor_shape, &at)
+        }
+    }
 }
 
 /// The runs of `group`'s reduced elements, longest first, where the reduced axes end the
@@ -332,13 +433,15 @@ fn runs(cx: &Emitter, group: &[Reduce]) -> Option<Runs> {
     Runs::over(&r.split_shape(shape).1, run.len, run.walked)
 }
 
-/// Folds run `run` (of all the group's runs, in order) into the lane's accumulators:
-/// one vector load per row-major input of the reduced shape, then each element's value.
+/// Folds run `run` (of all the group's runs, in order) into the accumulators of each
+/// kept element of `kept`: one vector load per row-major input of the reduced shape,
+/// then each element's value. Where `kept` holds several channels of a channels-last
+/// image, each element's channel 0 comes first, and its load reads them all.
 fn fold_run(
     cx: &mut Emitter,
     group: &[Reduce],
-    accs: &[Vec<Reg>],
-    kept: &[Operand],
+    accs: &[Vec<Vec<Reg>>],
+    kept: &[Vec<Operand>],
     runs: &Runs,
     run: Operand,
 ) -> Result<()> {
@@ -346,22 +449,24 @@ fn fold_run(
     // The last slice of an uneven split ends before its loop does.
     let inside = cx.b.lt_u32(run, Operand::Int(runs.count() as i64));
     cx.when_all(vec![inside], |cx| {
-        let elements: Vec<Vec<Operand>> = runs
-            .elements(cx, run)
-            .iter()
-            .map(|reduced| group[0].merge(shape.len(), kept, reduced))
-            .collect();
-        let walk = Run {
-            elements: &elements,
-            walked: runs.walked.len(),
-        };
-        let inputs: Vec<Value> = group.iter().map(|r| r.input).collect();
-        cx.load_runs(&inputs, &shape, Layout::RowMajor, &walk)?;
-        cx.b.parallel_chains(runs.len);
-        for (u, at) in elements.iter().enumerate() {
-            for (r, accs) in group.iter().zip(accs) {
-                let x = cx.value(r.input, &Index::coords(at.clone()))?;
-                r.fold(cx, accs[u % UNROLL], x);
+        let reduced = runs.elements(cx, run);
+        let at = |c: usize, u: usize| group[0].merge(shape.len(), &kept[c], &reduced[u]);
+        if let [_] = kept {
+            let elements: Vec<Vec<Operand>> = (0..runs.len).map(|u| at(0, u)).collect();
+            let walk = Run {
+                elements: &elements,
+                walked: runs.walked.len(),
+            };
+            let inputs: Vec<Value> = group.iter().map(|r| r.input).collect();
+            cx.load_runs(&inputs, &shape, Layout::RowMajor, &walk)?;
+        }
+        cx.b.parallel_chains(runs.len * kept.len());
+        for u in 0..runs.len {
+            for (c, accs) in accs.iter().enumerate() {
+                for (r, accs) in group.iter().zip(accs) {
+                    let x = cx.value(r.input, &Index::coords(at(c, u)))?;
+                    r.fold(cx, accs[u % UNROLL], x);
+                }
             }
         }
         cx.b.parallel_chains(1);
@@ -370,20 +475,18 @@ fn fold_run(
 }
 
 /// Folds [`UNROLL`] elements a team's width apart, from `i` into the slice starting
-/// at `start` (of `chunk` elements), into the lane's accumulators, one each.
+/// at `start`, into the accumulators of each kept element of `kept`, one each.
 fn fold_elements(
     cx: &mut Emitter,
     group: &[Reduce],
-    accs: &[Vec<Reg>],
-    kept: &[Operand],
+    accs: &[Vec<Vec<Reg>>],
+    kept: &[Vec<Operand>],
     [start, i]: [Operand; 2],
-    team_size: usize,
-    chunk: usize,
+    teams: &Teams,
 ) -> Result<()> {
     let shape = cx.ty(group[0].input).shape.clone();
-    let (_, reduced_dims) = group[0].split_shape(&shape);
-    let length = numel(&reduced_dims);
-    cx.b.parallel_chains(UNROLL);
+    let (length, chunk, team_size) = (teams.length, teams.chunk, teams.team_size);
+    cx.b.parallel_chains(UNROLL * kept.len());
     for u in 0..UNROLL {
         let within = cx.b.add_u32(i, Operand::Int((u * team_size) as i64));
         let at = cx.b.add_u32(start, within);
@@ -392,13 +495,15 @@ fn fold_elements(
             cx.b.lt_u32(at, Operand::Int(length as i64)),
         ];
         let clamped = cx.clamp_index(at, length);
-        let reduced = cx.coords(&Index::flat(clamped), &reduced_dims);
-        for (r, accs) in group.iter().zip(accs) {
-            let idx = Index::coords(r.merge(shape.len(), kept, &reduced));
-            let x = cx.select_or(inside.clone(), Ty::F32, r.identity(), |cx| {
-                cx.value(r.input, &idx)
-            })?;
-            r.fold(cx, accs[u], x);
+        let reduced = cx.coords(&Index::flat(clamped), &teams.reduced_dims);
+        for (kept, accs) in kept.iter().zip(accs) {
+            for (r, accs) in group.iter().zip(accs) {
+                let idx = Index::coords(r.merge(shape.len(), kept, &reduced));
+                let x = cx.select_or(inside.clone(), Ty::F32, r.identity(), |cx| {
+                    cx.value(r.input, &idx)
+                })?;
+                r.fold(cx, accs[u], x);
+            }
         }
     }
     cx.b.parallel_chains(1);
@@ -445,11 +550,13 @@ fn read_split(
     Ok(acc.into())
 }
 
-/// Combines each accumulator across the 32 lanes of every warp (all lanes get it).
-fn warp_combine(cx: &mut Emitter, group: &[Reduce], accs: &[Reg]) {
+/// Combines each accumulator across the lanes of every warp whose indices differ in
+/// `offsets`' bits, in that order (all those lanes get it): with 16, 8, 4, 2, 1, the
+/// whole warp.
+fn warp_combine(cx: &mut Emitter, group: &[Reduce], accs: &[Reg], offsets: &[usize]) {
     for (r, &acc) in group.iter().zip(accs) {
         let other = cx.b.reg(Ty::F32);
-        for offset in [16, 8, 4, 2, 1] {
+        for &offset in offsets {
             ins!(cx.b, "shfl.sync.bfly.b32 {other}, {acc}, {offset}, 31, -1");
             r.fold(cx, acc, other.into());
         }
@@ -484,7 +591,7 @@ fn block_combine(cx: &mut Emitter, group: &[Reduce], accs: &[Reg], tid: Operand)
         ins!(cx.b, "mov.f32 {acc}, {}", r.identity());
         ins!(cx.b, "@{reads} ld.shared.f32 {acc}, [{addr}]");
     }
-    warp_combine(cx, group, accs);
+    warp_combine(cx, group, accs, &[16, 8, 4, 2, 1]);
 }
 
 fn byte_address(cx: &mut Emitter, base: Operand, index: Operand) -> Operand {
