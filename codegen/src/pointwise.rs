@@ -21,12 +21,20 @@ const MAX_BLOCKS: usize = 1 << 16;
 const CHANNEL_WINDOW_REGISTER_CAP: u32 = 128;
 /// Runs a thread that keeps its channels takes, about ([`channel_stationary`]).
 const STATIONARY_RUNS: usize = 8;
+/// Blocks a window kernel whose threads keep their channels keeps at least, taking
+/// fewer runs a thread where the map is small: two for each multiprocessor of an H100
+/// or H200. A resize's adjoint over 73,728 outputs, each a window of 25 taps, had nine
+/// blocks. (Maps without windows keep eight runs a thread: their per-channel terms
+/// cost more than the parallelism gains, in the cost model's predictions.)
+const MIN_STATIONARY_BLOCKS: usize = 264;
 
 /// The pointwise kernel computing body outputs `outputs`.
 pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
     // Threads the largest group of outputs needs (one per run where threads take runs),
     // and what its blocks must be a multiple of: where its threads can keep their
     // channels, the stride must be a whole number of pixels.
+    // A window over a run of channels keeps every tap of each channel live.
+    let windows = cx.kernel.body.nodes.iter().any(|n| n.op.reads_windows());
     let (threads_needed, multiple, across_channels) = groups(cx, outputs)
         .iter()
         .map(|(n, members)| {
@@ -34,7 +42,7 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
             match runs(cx, members, layout) {
                 Some(runs) => match runs_a_pixel(layout, &runs) {
                     Some(q) => (
-                        (n / runs.len).div_ceil(STATIONARY_RUNS),
+                        stationary_threads(n / runs.len, windows),
                         q / greatest_common_divisor(q, THREADS),
                         true,
                     ),
@@ -45,8 +53,6 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
         })
         .max()
         .unwrap_or((1, 1, false));
-    // A window over a run of channels keeps every tap of each channel live.
-    let windows = cx.kernel.body.nodes.iter().any(|n| n.op.reads_windows());
     let blocks = threads_needed.div_ceil(THREADS).next_multiple_of(multiple);
     let geometry = Geometry {
         blocks: blocks.clamp(1, MAX_BLOCKS),
@@ -56,6 +62,17 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
     };
     passes(cx, outputs, &geometry)?;
     Ok(geometry)
+}
+
+/// Threads for `runs` runs whose threads keep their channels: [`STATIONARY_RUNS`] a
+/// thread, or in window kernels fewer where that leaves fewer than
+/// [`MIN_STATIONARY_BLOCKS`] blocks.
+fn stationary_threads(runs: usize, windows: bool) -> usize {
+    let per_thread = match windows {
+        true => (runs / (MIN_STATIONARY_BLOCKS * THREADS)).clamp(1, STATIONARY_RUNS),
+        false => STATIONARY_RUNS,
+    };
+    runs.div_ceil(per_thread)
 }
 
 fn greatest_common_divisor(a: usize, b: usize) -> usize {

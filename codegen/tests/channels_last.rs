@@ -450,19 +450,7 @@ fn the_max_pooling_adjoint_over_channels_last_shares_a_pixels_windows() {
             }}"
         ));
         let mut inputs = bf16_inputs(&g);
-        let n = 32 * 32 * h * w;
-        let mut state = 0x9E37_79B9_u32;
-        let x: Vec<f32> = (0..n)
-            .map(|_| {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                match state >> 24 {
-                    0..=9 => f32::NAN,
-                    10..=19 => f32::NEG_INFINITY,
-                    r => (r % 5) as f32 - 2.0,
-                }
-            })
-            .collect();
-        let x = HostTensor::from_f32(vec![32, 32, h, w], x).unwrap();
+        let x = support::tied_with_nan_and_infinity(vec![32, 32, h, w]);
         inputs.insert("x".into(), x.cast(DType::BF16));
         let row_major = single_kernel(&g, Anchor::Pool);
         let (nhwc, at) = stored_channels_last(row_major.clone(), &["x", "dy", "dx"]);
@@ -540,5 +528,28 @@ fn a_concatenation_along_channels_last_branches_once_a_thread() {
     assert!(
         special < 1.0,
         "{special} special-function operations an element"
+    );
+}
+
+/// A small window kernel over channels-last runs (a resize's adjoint into 3x3 maps, 25
+/// taps an output) takes fewer runs a thread rather than leave the GPU idle: here one,
+/// 72 blocks of runs of four channels, where eight a thread made nine blocks.
+#[test]
+fn a_small_window_kernel_over_channels_keeps_enough_blocks() {
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : bf16[64,128,14,14]
+          %1 = cast(%0) to=\"f32\" : f32[64,128,14,14]
+          %2 = resize_nearest_backward(%1) input_size=[3,3] : f32[64,128,3,3]
+          %3 = cast(%2) to=\"bf16\" : bf16[64,128,3,3]
+          return y=%3
+        }",
+    );
+    let (program, k) = stored_channels_last(single_kernel(&g, Anchor::Pool), &["x", "y"]);
+    let kernel = compile(&program).unwrap().kernels.remove(k);
+    assert!(kernel.ptx.contains("ld.global.nc.v2.b32"), "{}", kernel.ptx);
+    assert_eq!(
+        kernel.grid[0] as usize,
+        (64 * 128 * 9 / 4_usize).div_ceil(256)
     );
 }

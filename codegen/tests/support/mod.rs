@@ -116,6 +116,24 @@ pub fn simulate(program: &Program, bindings: &Bindings) -> Outputs {
     })
 }
 
+/// A pooled image of `shape` for the max-pooling adjoint's rules: tied integers in
+/// -2..=2 with NaN and -inf strewn among them (about 4% each), the values its ordinary
+/// comparisons leave to the exact ones.
+pub fn tied_with_nan_and_infinity(shape: Vec<usize>) -> HostTensor {
+    let mut state = 0x9E37_79B9_u32;
+    let values = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            match state >> 24 {
+                0..=9 => f32::NAN,
+                10..=19 => f32::NEG_INFINITY,
+                r => (r % 5) as f32 - 2.0,
+            }
+        })
+        .collect();
+    HostTensor::from_f32(shape, values).expect("values for the shape")
+}
+
 /// Deterministic tensors for every input and parameter of `graph`: floats in [-1, 1)
 /// (running variances in [0.5, 1.5)),
 /// integers in `0..int_range`.
