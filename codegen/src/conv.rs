@@ -18,16 +18,19 @@
 //!
 //! Input row `ih = oh * s + kh * d - p`; the backward-data gather inverts it,
 //! `oh = (h + p - kh * d) / s`, valid when the division is exact and `oh < OH` (see
-//! [`crate::window`]).
+//! [`crate::window`]). A strided data gradient whose window spans its stride runs
+//! phase by phase instead ([`calib_ir::Phases`]): `m` is a phase's positions
+//! `(n, h / s_h, w / s_w)`, `k` the phase's taps `(t_h, t_w, o)`, one GEMM group per
+//! phase, and no product is a zero the division would have discarded.
 
 use crate::error::Result;
 use crate::eval::Emitter;
 use crate::flow::Check;
-use crate::gemm::{self, Contiguity, Element, Operands};
+use crate::gemm::{self, Contiguity, Element, Operands, Phase};
 use crate::index::Index;
 use crate::ptx::Operand;
 use crate::window::Axis;
-use calib_ir::{taps_outer, window_k, GemmDims, Op, Value};
+use calib_ir::{taps_outer, window_k, GemmDims, Op, Phases, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -53,6 +56,8 @@ pub(crate) struct Conv {
     /// A strided 1x1 data gradient computed as a GEMM over the lattice of positions
     /// the convolution read (strides along rows and columns); the rest are zero.
     lattice: Option<[usize; 2]>,
+    /// A strided data gradient computed phase by phase ([`calib_ir::Phases`]).
+    phases: Option<Phases>,
     /// Which way the kernel's layouts make its operands and result adjacent in memory.
     contiguity: Contiguity,
 }
@@ -60,10 +65,12 @@ pub(crate) struct Conv {
 impl Conv {
     /// The convolution at body node `v` as its kernel's GEMM anchor: like
     /// [`Conv::of`], but a strided 1x1 data gradient runs over its lattice only (see
-    /// `calib_ir::GemmDims::lattice`).
+    /// `calib_ir::GemmDims::lattice`), and a strided data gradient whose window spans
+    /// its stride phase by phase (`calib_ir::GemmDims::phases`).
     pub fn anchor(cx: &Emitter, v: Value) -> Option<Conv> {
         let mut conv = Conv::of(cx, v)?;
-        conv.lattice = GemmDims::of(&cx.kernel.body, v)?.lattice;
+        let dims = GemmDims::of(&cx.kernel.body, v)?;
+        (conv.lattice, conv.phases) = (dims.lattice, dims.phases);
         Some(conv)
     }
 
@@ -148,6 +155,7 @@ impl Conv {
             dilation,
             groups,
             lattice: None,
+            phases: None,
             contiguity,
         })
     }
@@ -212,6 +220,67 @@ impl Conv {
         }
     }
 
+    /// Of a phased data gradient, `k = [t_h, t_w, o]`: the gradient `dy[n, o, oh, ow]`
+    /// that position `m = (n, i_h, i_w)` of GEMM group `g`'s phase reads through the
+    /// phase's taps `t`, at `oh = i_h + b_h - t_h` ([`calib_ir::Phases::first_tap`]).
+    fn phased_gradient(
+        &self,
+        cx: &mut Emitter,
+        p: &Phases,
+        g: Operand,
+        m: &[Operand],
+        k: &[Operand],
+    ) -> Element {
+        let phase = Phase::of(cx, p, g);
+        let mut inside = vec![];
+        let mut rows = [Operand::Int(0); 2];
+        for axis in 0..2 {
+            let t = k[axis];
+            inside.push(cx.b.lt_u32(t, phase.taps[axis]));
+            let shifted = cx.b.add_u32(m[1 + axis], phase.offset[axis]);
+            // Above the first row the difference wraps past every extent.
+            let row = cx.b.sub_u32(shifted, t);
+            let extent = self.y[2 + axis];
+            inside.push(cx.b.lt_u32(row, Operand::Int(extent as i64)));
+            rows[axis] = cx.clamp_index(row, extent);
+        }
+        let o =
+            cx.b.mad_u32(phase.group, Operand::Int(self.o_group() as i64), k[2]);
+        Element {
+            value: self.a,
+            at: vec![m[0], o, rows[0], rows[1]],
+            inside,
+        }
+    }
+
+    /// Of a phased data gradient: the weight `w[o, c, c_h + s_h * t_h, c_w + s_w * t_w]`
+    /// for GEMM group `g`'s phase, zero past the taps it meets.
+    fn phased_weight(
+        &self,
+        cx: &mut Emitter,
+        p: &Phases,
+        g: Operand,
+        k: &[Operand],
+        n: Operand,
+    ) -> Element {
+        let phase = Phase::of(cx, p, g);
+        let mut inside = vec![];
+        let mut taps = [Operand::Int(0); 2];
+        for axis in 0..2 {
+            inside.push(cx.b.lt_u32(k[axis], phase.taps[axis]));
+            let stride = Operand::Int(p.stride[axis] as i64);
+            let tap = cx.b.mad_u32(k[axis], stride, phase.first_tap[axis]);
+            taps[axis] = cx.clamp_index(tap, self.kernel[axis]);
+        }
+        let out =
+            cx.b.mad_u32(phase.group, Operand::Int(self.o_group() as i64), k[2]);
+        Element {
+            value: self.b,
+            at: vec![out, n, taps[0], taps[1]],
+            inside,
+        }
+    }
+
     /// The weight `w[g * O/G + o, c, kh, kw]`.
     fn weight(&self, cx: &mut Emitter, [g, o, c]: [Operand; 3], k: [Operand; 2]) -> Element {
         let out = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), o);
@@ -229,6 +298,18 @@ impl Operands for Conv {
                 n: vec![self.c_group()],
                 k: vec![self.o_group(), 1, 1],
                 lattice: Some(lattice),
+                phases: None,
+            };
+        }
+        if let Some(p) = self.phases {
+            let [n, _, h, w] = self.x;
+            return GemmDims {
+                groups: self.groups * p.count(),
+                m: vec![n, h / p.stride[0], w / p.stride[1]],
+                n: vec![self.c_group()],
+                k: vec![p.most_taps(0), p.most_taps(1), self.o_group()],
+                lattice: None,
+                phases: Some(p),
             };
         }
         let [n, _, h, w] = self.x;
@@ -245,6 +326,7 @@ impl Operands for Conv {
             n: n_,
             k,
             lattice: None,
+            phases: None,
         }
     }
 
@@ -261,6 +343,10 @@ impl Operands for Conv {
             Kind::Forward => {
                 let (c, tap) = self.channel_and_tap(k);
                 self.image(cx, [g, c, m[0]], [m[1], m[2]], tap)
+            }
+            Kind::BackwardData if self.phases.is_some() => {
+                let p = self.phases.expect("phases");
+                self.phased_gradient(cx, &p, g, m, k)
             }
             Kind::BackwardData if self.lattice.is_some() => {
                 let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), k[0]);
@@ -293,10 +379,13 @@ impl Operands for Conv {
                 let (c, tap) = self.channel_and_tap(k);
                 self.weight(cx, [g, n[0], c], tap)
             }
-            Kind::BackwardData => {
-                let (o, tap) = self.channel_and_tap(k);
-                self.weight(cx, [g, o, n[0]], tap)
-            }
+            Kind::BackwardData => match self.phases {
+                Some(p) => self.phased_weight(cx, &p, g, k, n[0]),
+                None => {
+                    let (o, tap) = self.channel_and_tap(k);
+                    self.weight(cx, [g, o, n[0]], tap)
+                }
+            },
             Kind::BackwardWeight => {
                 let (c, tap) = self.channel_and_tap(n);
                 self.image(cx, [g, c, k[0]], [k[1], k[2]], tap)
@@ -309,6 +398,17 @@ impl Operands for Conv {
             Kind::Forward => {
                 let o = cx.b.mad_u32(g, Operand::Int(self.o_group() as i64), n[0]);
                 vec![m[0], o, m[1], m[2]]
+            }
+            Kind::BackwardData if self.phases.is_some() => {
+                let p = self.phases.expect("phases");
+                let phase = Phase::of(cx, &p, g);
+                let c =
+                    cx.b.mad_u32(phase.group, Operand::Int(self.c_group() as i64), n[0]);
+                let at = [1, 2].map(|a| {
+                    let stride = Operand::Int(p.stride[a - 1] as i64);
+                    cx.b.mad_u32(m[a], stride, phase.r[a - 1])
+                });
+                vec![m[0], c, at[0], at[1]]
             }
             Kind::BackwardData => {
                 let c = cx.b.mad_u32(g, Operand::Int(self.c_group() as i64), n[0]);
@@ -338,8 +438,9 @@ impl Operands for Conv {
             };
         }
         match (self.kind, self.lattice) {
-            // Lattice positions are strides apart.
+            // Lattice positions, and a phase's, are strides apart.
             (_, Some(_)) => 1,
+            (Kind::BackwardData, None) if self.phases.is_some() => 1,
             (Kind::Forward, None) => self.y[2] * self.y[3],
             (Kind::BackwardData, None) => self.x[2] * self.x[3],
             // Taps outside the channels: consecutive `n` are a window apart.
@@ -354,6 +455,20 @@ impl Operands for Conv {
             Kind::Forward => {
                 let (g, o) = (cx.b.div_u32(at[1], og), cx.b.rem_u32(at[1], og));
                 (g, vec![at[0], at[2], at[3]], vec![o])
+            }
+            Kind::BackwardData if self.phases.is_some() => {
+                let p = self.phases.expect("phases");
+                let (group, c) = (cx.b.div_u32(at[1], cg), cx.b.rem_u32(at[1], cg));
+                let [sh, sw] = p.stride;
+                let (rh, rw) = (cx.b.rem_u32(at[2], sh), cx.b.rem_u32(at[3], sw));
+                let row_major = cx.b.mad_u32(rh, Operand::Int(sw as i64), rw);
+                let j = match p.reversed() {
+                    true => cx.b.sub_u32(Operand::Int(p.count() as i64 - 1), row_major),
+                    false => row_major,
+                };
+                let g = cx.b.mad_u32(group, Operand::Int(p.count() as i64), j);
+                let (h, w) = (cx.b.div_u32(at[2], sh), cx.b.div_u32(at[3], sw));
+                (g, vec![at[0], h, w], vec![c])
             }
             Kind::BackwardData => {
                 let (g, c) = (cx.b.div_u32(at[1], cg), cx.b.rem_u32(at[1], cg));

@@ -33,6 +33,23 @@ impl Emitter<'_> {
         self.range_loop(extent, true, f)
     }
 
+    /// [`Emitter::for_range_rolled`] over a run-time `count` of at most `most` (no
+    /// iteration when it is 0), which the instruction census counts as `mean`
+    /// iterations: a phase of a strided data gradient stepping through its own taps.
+    pub fn for_range_dynamic(
+        &mut self,
+        count: Operand,
+        most: usize,
+        mean: f64,
+        f: impl FnOnce(&mut Self, Operand) -> Result<()>,
+    ) -> Result<()> {
+        match count.as_int() {
+            Some(0) => Ok(()),
+            Some(n) => self.range_loop(n as usize, true, f),
+            None => self.counted_loop(count, most, mean, true, f),
+        }
+    }
+
     fn range_loop(
         &mut self,
         extent: usize,
@@ -42,24 +59,45 @@ impl Emitter<'_> {
         if extent == 1 {
             return self.scoped(|cx| f(cx, Operand::Int(0)));
         }
+        let count = Operand::Int(extent as i64);
+        self.counted_loop(count, extent, extent as f64, rolled, f)
+    }
+
+    /// `for i in 0..count`, `count` at most `most` and, unless a constant, checked for
+    /// 0 before the first iteration.
+    fn counted_loop(
+        &mut self,
+        count: Operand,
+        most: usize,
+        mean: f64,
+        rolled: bool,
+        f: impl FnOnce(&mut Self, Operand) -> Result<()>,
+    ) -> Result<()> {
         let i = self.b.reg(Ty::U32);
         ins!(self.b, "mov.u32 {i}, 0");
         let top = self.b.label();
+        let done = count.as_int().is_none().then(|| {
+            let done = self.b.label();
+            let none = self.b.setp("eq", Ty::U32, count, Operand::Int(0));
+            self.b.bra_if(none, true, done);
+            done
+        });
         self.b.place(top);
         if rolled {
             self.b.keep_rolled();
         }
-        self.b.enter_loop(extent as f64);
-        // Inside the body the counter is below `extent`; the increment writes it again.
-        self.b.bound(i, extent as u64 - 1);
+        self.b.enter_loop(mean);
+        // Inside the body the counter is below `most`; the increment writes it again.
+        self.b.bound(i, most.max(1) as u64 - 1);
         self.scoped(|cx| f(cx, i.into()))?;
         self.b.unbound(i);
         ins!(self.b, "add.u32 {i}, {i}, 1");
-        let more = self
-            .b
-            .setp("lt", Ty::U32, i.into(), Operand::Int(extent as i64));
+        let more = self.b.setp("lt", Ty::U32, i.into(), count);
         self.b.bra_if(more, true, top);
         self.b.exit_loop();
+        if let Some(done) = done {
+            self.b.place(done);
+        }
         Ok(())
     }
 

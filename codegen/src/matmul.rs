@@ -51,6 +51,7 @@ impl Operands for MatMul {
             n: vec![self.n],
             k: vec![self.k],
             lattice: None,
+            phases: None,
         }
     }
 

@@ -217,20 +217,30 @@ fn forward_convolutions_copy_a_taps_channels_and_store_runs_of_channels() {
 
 #[test]
 fn data_gradients_copy_a_taps_output_channels() {
-    let data = |window: usize, stride: usize, padding: usize, dy: usize| {
+    let data = |window: usize, stride: usize, padding: usize, dy: usize, o: usize| {
         conv(
             "conv2d_backward_data",
             &format!("{} input_size=[6,6]", attrs(stride, padding)),
-            &format!("2,24,{dy},{dy}"),
-            &format!("24,16,{window},{window}"),
+            &format!("2,{o},{dy},{dy}"),
+            &format!("{o},16,{window},{window}"),
             "2,16,6,6",
         )
     };
-    // A padded 3x3 window, and a strided 1x1 one (a GEMM over its lattice).
-    for src in [data(3, 1, 1, 6), data(1, 2, 0, 3)] {
+    // A padded 3x3 window, a strided 1x1 one (a GEMM over its lattice), and a strided
+    // 3x3 one over 32 channels (a GEMM per phase).
+    for src in [
+        data(3, 1, 1, 6, 24),
+        data(1, 2, 0, 3, 24),
+        data(3, 2, 1, 3, 32),
+    ] {
         let ptx = every_schedule(&src, &["a", "y"]);
         assert!(copies_eight_channels(&ptx), "{src}");
     }
+    let g = graph(&data(3, 2, 1, 3, 32));
+    assert!(GemmDims::of(&g, gemm_anchor(&g).unwrap())
+        .unwrap()
+        .phases
+        .is_some());
 }
 
 #[test]

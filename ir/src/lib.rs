@@ -21,6 +21,7 @@ pub mod json;
 pub mod kernel;
 mod layout;
 mod op;
+mod phases;
 mod precision;
 mod run;
 mod schedule;
@@ -48,6 +49,7 @@ pub use kernel::{
 };
 pub use layout::Layout;
 pub use op::{Op, OpClass, ReduceOp};
+pub use phases::Phases;
 pub use precision::Precision;
 pub use run::{pointwise_run, reduction_run, run_axes, ThreadRun, MIN_RUN_THREADS, RUN_LENGTHS};
 pub use schedule::{

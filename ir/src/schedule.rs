@@ -9,7 +9,7 @@
 //! epilogue, so that small outputs with long reductions (weight gradients) still fill
 //! the GPU and give the same bits on every run.
 
-use crate::{numel, Graph, Op, Value};
+use crate::{numel, Graph, Op, Phases, Value};
 use serde::{Deserialize, Serialize};
 
 /// The extents of a GEMM problem; `m`, `n` and `k` are row-major multi-indices (a
@@ -24,6 +24,10 @@ pub struct GemmDims {
     /// of input positions the GEMM computes (`m` runs over the gradient's positions);
     /// every other position's gradient is zero.
     pub lattice: Option<[usize; 2]>,
+    /// For the data gradient of a strided convolution whose window spans its stride:
+    /// one GEMM group per phase of the gradient's positions, `m` a phase's positions
+    /// and `k` its taps ([`Phases`]); each phase steps through only the taps it meets.
+    pub phases: Option<Phases>,
 }
 
 impl GemmDims {
@@ -71,13 +75,24 @@ impl GemmDims {
                 // gradient is one dense GEMM over the lattice (zero elsewhere), not a
                 // GEMM over every position whose products are mostly zero.
                 if [kh, kw] == [1, 1] && padding == [0, 0] && stride != [1, 1] {
-                    let _ = dilation;
                     return Some(GemmDims {
                         groups: g,
                         m: vec![y[0], y[2], y[3]],
                         n: vec![x[1] / g],
                         k: vec![y[1] / g, 1, 1],
                         lattice: Some(stride),
+                        phases: None,
+                    });
+                }
+                let (og, input) = (y[1] / g, [x[2], x[3]]);
+                if let Some(p) = Phases::of(stride, padding, dilation, [kh, kw], input, og) {
+                    return Some(GemmDims {
+                        groups: g * p.count(),
+                        m: vec![x[0], x[2] / stride[0], x[3] / stride[1]],
+                        n: vec![x[1] / g],
+                        k: vec![p.most_taps(0), p.most_taps(1), og],
+                        lattice: None,
+                        phases: Some(p),
                     });
                 }
                 (
@@ -109,6 +124,7 @@ impl GemmDims {
             n,
             k,
             lattice: None,
+            phases: None,
         })
     }
 
@@ -117,10 +133,17 @@ impl GemmDims {
         (numel(&self.m), numel(&self.n), numel(&self.k))
     }
 
-    /// Multiply-adds, twice: the GEMM's FLOPs.
+    /// Multiply-adds, twice: the GEMM's FLOPs (of a phased data gradient, only the
+    /// taps each phase meets).
     pub fn flops(&self) -> f64 {
         let (m, n, k) = self.mnk();
-        2.0 * (self.groups * m * n * k) as f64
+        2.0 * (self.groups * m * n * k) as f64 * self.share_of_k()
+    }
+
+    /// The share of `k` a block steps through on average: 1, or for phases
+    /// ([`Phases::share_of_k`]) the taps they meet over those laid out.
+    pub fn share_of_k(&self) -> f64 {
+        self.phases.map_or(1.0, |p| p.share_of_k())
     }
 }
 
@@ -560,6 +583,7 @@ mod tests {
             n: vec![128],
             k: vec![256],
             lattice: None,
+            phases: None,
         }
     }
 

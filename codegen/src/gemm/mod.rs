@@ -36,10 +36,12 @@ mod epilogue;
 mod ldmatrix;
 mod mma;
 mod operand;
+mod phases;
 mod pipeline;
 mod tiles;
 
 pub(crate) use operand::{Contiguity, Element, Operands};
+pub(crate) use phases::Phase;
 
 use crate::error::{CodegenError, Result};
 use crate::eval::Emitter;
@@ -48,7 +50,7 @@ use crate::ptx::{ins, Operand, Reg, Ty, SHARED};
 use calib_ir::{GemmInstruction, GemmSchedule, Value};
 use epilogue::{off_lattice, stage_patches, write_partials, Partials, Staged};
 use mma::{Lane, Warps};
-use pipeline::Pipeline;
+use pipeline::{Pipeline, Steps};
 use std::rc::Rc;
 use tiles::{products, Loader, Tile};
 
@@ -173,6 +175,11 @@ pub(crate) fn emit(
     let m0 = cx.b.mul_u32(tile_m, Operand::Int(bm as i64));
     let n0 = cx.b.mul_u32(tile_n, Operand::Int(bn as i64));
     let k0 = cx.b.mul_u32(slice, Operand::Int((steps * bk) as i64));
+    // A phase of a strided data gradient steps through the taps it meets only.
+    let walk = dims.phases.map(|p| {
+        let phase = Phase::of(cx, &p, g);
+        phases::Walk::of(cx, &p, &phase, [dims.k[2], bk], (slice, slices, steps))
+    });
     let math = Math::of(cx, &schedule, tid);
     let (bytes, pad) = (
         schedule.instruction.tile_bytes(),
@@ -253,6 +260,7 @@ pub(crate) fn emit(
         m0,
         n0,
         k0,
+        walk: walk.as_ref(),
         g,
         tid,
         bk,
@@ -270,7 +278,14 @@ pub(crate) fn emit(
         acc: &acc,
         smem,
         tiles: [a, b],
-        steps,
+        steps: match &walk {
+            Some(w) => Steps::Walked {
+                count: w.count,
+                most: w.most_steps,
+                mean: w.mean,
+            },
+            None => Steps::Fixed(steps),
+        },
         stages,
     }
     .emit(cx)?;

@@ -13,12 +13,64 @@
 //!   registers at the same point and stores it after the products (as with two stages).
 //!   Every prologue slot and every iteration commits exactly one group (empty when
 //!   there is nothing left to copy), so group `t` is always step `t`'s.
+//!
+//! A block of a phased data gradient takes its phase's steps ([`Steps::Walked`]): the
+//! same loops over a run-time count, each step's `k` found by the loader.
 
 use super::tiles::{Loader, Slot, Tile};
 use super::Math;
 use crate::error::Result;
 use crate::eval::Emitter;
+use crate::flow::Check;
 use crate::ptx::{ins, Operand, Reg, Ty};
+
+/// How many steps through `k` a block takes.
+#[derive(Clone, Copy)]
+pub(super) enum Steps {
+    /// Every block the same.
+    Fixed(usize),
+    /// A run-time count of at most `most`, `mean` on average ([`super::phases::Walk`]).
+    Walked {
+        count: Operand,
+        most: usize,
+        mean: f64,
+    },
+}
+
+impl Steps {
+    fn count(&self) -> Operand {
+        match *self {
+            Steps::Fixed(n) => Operand::Int(n as i64),
+            Steps::Walked { count, .. } => count,
+        }
+    }
+
+    /// Whether step `s` (a constant) is one of the block's: `Err` when constants say.
+    fn has(&self, cx: &mut Emitter, s: usize) -> Check {
+        match *self {
+            Steps::Fixed(n) => Err(s < n),
+            Steps::Walked { count, .. } => cx.b.lt_u32(Operand::Int(s as i64), count),
+        }
+    }
+
+    /// Runs `f` for the first `count - skip` steps (none when there are no more).
+    fn each(
+        &self,
+        cx: &mut Emitter,
+        skip: usize,
+        f: impl FnOnce(&mut Emitter, Operand) -> Result<()>,
+    ) -> Result<()> {
+        match *self {
+            Steps::Fixed(n) if n > skip => cx.for_range_rolled(n - skip, f),
+            Steps::Fixed(_) => Ok(()),
+            Steps::Walked { count, most, mean } => {
+                let rest = cx.b.sub_u32(count, Operand::Int(skip as i64));
+                let mean = (mean - skip as f64).max(0.0);
+                cx.for_range_dynamic(rest, most.saturating_sub(skip), mean, f)
+            }
+        }
+    }
+}
 
 /// What the loop needs: the loader and its slots, the products, and the tiles.
 pub(super) struct Pipeline<'a, 'b> {
@@ -32,7 +84,7 @@ pub(super) struct Pipeline<'a, 'b> {
     pub(super) smem: Reg,
     pub(super) tiles: [Tile; 2],
     /// Steps of this block's slice of `k`, and shared stages.
-    pub(super) steps: usize,
+    pub(super) steps: Steps,
     pub(super) stages: usize,
 }
 
@@ -56,29 +108,36 @@ impl Pipeline<'_, '_> {
     }
 
     fn double_buffered(&self, cx: &mut Emitter) -> Result<()> {
+        let has_first = self.steps.has(cx, 0);
+        cx.when_all(vec![has_first], |cx| self.double_buffered_steps(cx))
+    }
+
+    /// The double-buffered loop of a block that takes at least one step.
+    fn double_buffered_steps(&self, cx: &mut Emitter) -> Result<()> {
         let (loader, slots) = (self.loader, self.slots);
         let first = loader.load(cx, slots, Operand::Int(0))?;
         let stage0 = self.stage(cx, Operand::Int(0));
         loader.store(cx, slots, &first, stage0)?;
         ins!(cx.b, "bar.sync 0");
-        if self.steps > 1 {
-            cx.for_range_rolled(self.steps - 1, |cx, kt| {
-                let parity = cx.b.reg(Ty::U32);
-                ins!(cx.b, "and.b32 {parity}, {kt}, 1");
-                let next = cx.b.add_u32(kt, Operand::Int(1));
-                let values = loader.load(cx, slots, next)?;
-                let current = self.stage(cx, parity.into());
-                self.math
-                    .products(cx, self.acc, self.tiles, current, self.fragments)?;
-                let other = cx.b.reg(Ty::U32);
-                ins!(cx.b, "xor.b32 {other}, {parity}, 1");
-                let other = self.stage(cx, other.into());
-                loader.store(cx, slots, &values, other)?;
-                ins!(cx.b, "bar.sync 0");
-                Ok(())
-            })?;
-        }
-        let last = self.stage(cx, Operand::Int(((self.steps - 1) % 2) as i64));
+        self.steps.each(cx, 1, |cx, kt| {
+            let parity = cx.b.reg(Ty::U32);
+            ins!(cx.b, "and.b32 {parity}, {kt}, 1");
+            let next = cx.b.add_u32(kt, Operand::Int(1));
+            let values = loader.load(cx, slots, next)?;
+            let current = self.stage(cx, parity.into());
+            self.math
+                .products(cx, self.acc, self.tiles, current, self.fragments)?;
+            let other = cx.b.reg(Ty::U32);
+            ins!(cx.b, "xor.b32 {other}, {parity}, 1");
+            let other = self.stage(cx, other.into());
+            loader.store(cx, slots, &values, other)?;
+            ins!(cx.b, "bar.sync 0");
+            Ok(())
+        })?;
+        let last = self.steps.count();
+        let last = cx.b.sub_u32(last, Operand::Int(1));
+        let last = cx.b.rem_u32(last, 2);
+        let last = self.stage(cx, last);
         self.math
             .products(cx, self.acc, self.tiles, last, self.fragments)
     }
@@ -97,22 +156,24 @@ impl Pipeline<'_, '_> {
     fn ring(&self, cx: &mut Emitter) -> Result<()> {
         let (loader, slots, stages) = (self.loader, self.slots, self.stages);
         for s in 0..stages - 1 {
-            if s < self.steps {
+            let has = self.steps.has(cx, s);
+            cx.when_all(vec![has], |cx| {
                 let at = Operand::Int(s as i64);
                 let bases = self.stage(cx, at);
                 loader.copy(cx, slots, at, bases);
                 let values = loader.load(cx, slots, at)?;
-                loader.store(cx, slots, &values, bases)?;
-            }
+                loader.store(cx, slots, &values, bases)
+            })?;
             self.commit(cx);
         }
-        cx.for_range_rolled(self.steps, |cx, kt| {
+        self.steps.each(cx, 0, |cx, kt| {
             if self.copies() {
                 ins!(cx.b, "cp.async.wait_group {}", stages - 2);
             }
             ins!(cx.b, "bar.sync 0");
             let next = cx.b.add_u32(kt, Operand::Int(stages as i64 - 1));
-            let more = cx.b.lt_u32(next, Operand::Int(self.steps as i64));
+            let count = self.steps.count();
+            let more = cx.b.lt_u32(next, count);
             let slot = cx.b.rem_u32(next, stages);
             let refill = self.stage(cx, slot);
             let mut values = vec![];

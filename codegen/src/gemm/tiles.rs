@@ -150,6 +150,8 @@ pub(super) struct Loader<'a> {
     pub(super) m0: Operand,
     pub(super) n0: Operand,
     pub(super) k0: Operand,
+    /// For a phase of a strided data gradient: where its steps start in `k`.
+    pub(super) walk: Option<&'a super::phases::Walk>,
     pub(super) g: Operand,
     pub(super) tid: Operand,
     pub(super) bk: usize,
@@ -295,8 +297,13 @@ impl Loader<'_> {
         kt: Operand,
     ) -> Vec<Element> {
         let (_, _, k) = self.dims.mnk();
-        let step = cx.b.mul_u32(kt, Operand::Int(self.bk as i64));
-        let kbase = cx.b.add_u32(self.k0, step);
+        let kbase = match self.walk {
+            Some(walk) => walk.k_origin(cx, kt),
+            None => {
+                let step = cx.b.mul_u32(kt, Operand::Int(self.bk as i64));
+                cx.b.add_u32(self.k0, step)
+            }
+        };
         // Slots at the same `k` (a tile loaded along `k` gives a thread one row) share
         // its position, bounds check and coordinates.
         let mut rows: Vec<(Operand, usize, Check, Vec<Operand>)> = vec![];

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
+pub mod schedules;
+
 /// `graph` as a plan of one kernel with the given anchor: every input and parameter is
 /// a kernel input, every output a kernel output.
 pub fn single_kernel(graph: &Graph, anchor: Anchor) -> Program {

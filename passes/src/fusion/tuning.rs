@@ -3,7 +3,7 @@
 //!
 //! A GEMM's shape key names what its schedule's speed depends on besides the prologue
 //! and epilogue: the op (which operand is contiguous along what), the groups, `m`, `n`,
-//! `k` and a lattice, and the precision (the instructions it may use). Kernels of one
+//! `k`, a lattice or phases, and the precision (the instructions it may use). Kernels of one
 //! shape share an entry: their prologues differ, and the tuner keeps the schedule
 //! fastest over all of them together.
 
@@ -99,9 +99,11 @@ pub fn shape_key(body: &Graph, precision: Precision) -> Option<(String, GemmDims
             .collect::<Vec<_>>()
             .join("x")
     };
-    let lattice = dims
-        .lattice
-        .map_or(String::new(), |[h, w]| format!(" lattice{h}x{w}"));
+    let lattice = match (dims.lattice, dims.phases) {
+        (Some([h, w]), _) => format!(" lattice{h}x{w}"),
+        (_, Some(p)) => format!(" phases{}x{}", p.stride[0], p.stride[1]),
+        _ => String::new(),
+    };
     let key = format!(
         "{op} g{} m{} n{} k{}{lattice} {precision}",
         dims.groups,

@@ -34,7 +34,11 @@ pub(super) fn operand_work(
         Op::Conv2d { .. } | Op::Conv2dBackwardData { .. } => {
             let w = &body.ty(b).shape;
             let kernel = [w[2], w[3]];
-            let channels = dims.k.iter().product::<usize>() / (kernel[0] * kernel[1]).max(1);
+            // A phased data gradient's `k` is its phases' taps, then the channels.
+            let channels = match dims.phases {
+                Some(_) => dims.k[2],
+                None => dims.k.iter().product::<usize>() / (kernel[0] * kernel[1]).max(1),
+            };
             taps_outer(channels, kernel)
         }
         _ => false,
@@ -212,7 +216,9 @@ pub(super) fn gemm_with(
     let (stores_a, stores_b) = (ea / ga, eb / gb);
     let shared_per_step = stores_a + stores_b + fragment_loads;
     let wavefronts_per_step = stores_a + stores_b + fragment_wavefronts;
-    let steps = steps as f64;
+    // A phase of a strided data gradient steps through the taps it meets: on average
+    // that share of the `k` laid out for the phase with the most.
+    let steps = steps as f64 * dims.share_of_k();
     let mut main = step * (steps + 1.0);
 
     let anchor_numel = body.ty(anchor).numel();
