@@ -17,20 +17,18 @@ pub fn compile_graph(
 ) -> Result<DeviceProgram, RuntimeError> {
     let fusion_error = |e: calib_passes::PassError| ProgramError::Fusion(e.to_string());
     let codegen_error = |e: CodegenError| RuntimeError::Codegen(e.to_string());
-    let (program, device, policy) = match fusion {
+    let (program, options) = match fusion {
         Some(options) => (
             fuse(graph, options).map_err(fusion_error)?.program,
-            options.device.clone(),
-            options.layout,
+            options.clone(),
         ),
         None => (
             unfused(graph).map_err(fusion_error)?,
-            Device::default(),
-            LayoutPolicy::RowMajor,
+            FusionOptions::default(),
         ),
     };
-    let (program, compiled, _) = choose_layout(program, policy, &device).map_err(codegen_error)?;
-    device_program(program, &compiled, &device)
+    let (program, compiled, _) = choose_layout(program, &options).map_err(codegen_error)?;
+    device_program(program, &compiled, &options.device)
 }
 
 /// The layout `LayoutPolicy::Auto` picked and the predicted steps it chose between.
@@ -43,27 +41,27 @@ pub struct LayoutChoice {
     pub channels_last_ms: f64,
 }
 
-/// Compiles `program` (planned row-major under `Auto`); under [`LayoutPolicy::Auto`],
-/// also compiles it with image-shaped temporaries channels-last, and keeps whichever
-/// step the cost model predicts faster on `device` (row-major on a tie).
+/// Compiles `program` (planned by fusion under `options`, row-major under `Auto`);
+/// under [`LayoutPolicy::Auto`], also with image-shaped temporaries channels-last and
+/// every kernel scheduled for that ([`layout::relayout`]), and keeps whichever step
+/// the cost model predicts faster on the options' device (row-major on a tie).
 pub fn choose_layout(
     program: Program,
-    policy: LayoutPolicy,
-    device: &Device,
+    options: &FusionOptions,
 ) -> Result<(Program, CompiledProgram, Option<LayoutChoice>), CodegenError> {
     let compiled = compile(&program)?;
-    if policy != LayoutPolicy::Auto {
+    if options.layout != LayoutPolicy::Auto {
         return Ok((program, compiled, None));
     }
     let mut other = program.clone();
-    if layout::assign(&mut other, calib_ir::Layout::ChannelsLast) == 0 {
+    if layout::relayout(&mut other, calib_ir::Layout::ChannelsLast, options) == 0 {
         return Ok((program, compiled, None));
     }
     let other_compiled = compile(&other)?;
     // Registers as estimated: ptxas is not run here.
     let estimated = Default::default();
     let step = |p: &Program, c: &CompiledProgram| {
-        crate::predict::predict_step(p, c, device, &estimated).step_ms
+        crate::predict::predict_step(p, c, &options.device, &estimated).step_ms
     };
     let choice = LayoutChoice {
         row_major_ms: step(&program, &compiled),

@@ -139,9 +139,25 @@ fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
         "extra bytes: {row_major} row-major, {channels_last} channels-last"
     );
 
-    let device = &options.device;
-    let (chosen, _, choice) =
-        calib::device::choose_layout(program.clone(), LayoutPolicy::Auto, device).unwrap();
+    // Under auto the channels-last plan is scheduled for its layout: it is the plan
+    // fusion makes under channels_last.
+    let mut relaid = program.clone();
+    let layout_options = FusionOptions {
+        layout: LayoutPolicy::ChannelsLast,
+        ..options.clone()
+    };
+    assert!(
+        calib::passes::fusion::layout::relayout(&mut relaid, Layout::ChannelsLast, &options) > 0
+    );
+    let planned = calib::passes::fusion::fuse(&step.graph, &layout_options)
+        .unwrap()
+        .program;
+    assert_eq!(relaid.to_json(), planned.to_json());
+    let auto = calib::passes::fusion::FusionOptions {
+        layout: LayoutPolicy::Auto,
+        ..options.clone()
+    };
+    let (chosen, _, choice) = calib::device::choose_layout(program.clone(), &auto).unwrap();
     let choice = choice.expect("auto compares both layouts");
     let faster = if choice.channels_last_ms < choice.row_major_ms {
         Layout::ChannelsLast
@@ -152,7 +168,10 @@ fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
     let stored = chosen.buffers.iter().filter(|b| b.layout == faster).count();
     assert!(stored > 0, "the chosen plan is not stored {faster}");
     // A fixed policy compiles one plan and reports no choice.
-    let (_, _, none) =
-        calib::device::choose_layout(program, LayoutPolicy::RowMajor, device).unwrap();
+    let fixed = calib::passes::fusion::FusionOptions {
+        layout: LayoutPolicy::RowMajor,
+        ..options
+    };
+    let (_, _, none) = calib::device::choose_layout(program, &fixed).unwrap();
     assert_eq!(none, None);
 }

@@ -225,7 +225,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // The code as emitted, priced by the cost model (registers from ptxas with
     // --emit-ptx).
     let (program, compiled, choice) =
-        calib::device::choose_layout(fusion.program.clone(), args.layout, &options.device)?;
+        calib::device::choose_layout(fusion.program.clone(), &options)?;
     if let Some(choice) = &choice {
         report.push_str(&format!(
             "layout auto: {} (predicted step, registers estimated: row_major {:.2} ms, \

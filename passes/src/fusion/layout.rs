@@ -8,8 +8,10 @@
 //! scratch and keeps its own flat layout.
 //!
 //! The plan is otherwise unchanged: a layout is how code generation addresses a
-//! buffer, not an op, so kernels compute the same values in the same order.
+//! buffer, not an op, so kernels compute the same values in the same order (only
+//! schedules, chosen for the layout, may differ: [`relayout`]).
 
+use super::{schedule, FusionOptions};
 use calib_ir::{Buffer, Layout, Program, Role};
 use std::fmt;
 
@@ -22,8 +24,9 @@ pub enum LayoutPolicy {
     /// Image-shaped temporaries NHWC.
     ChannelsLast,
     /// Whichever of the two the cost model predicts faster for the whole plan, as
-    /// compiled: chosen where kernels are compiled (`calib::device::choose_layout`);
-    /// fusion itself leaves the plan row-major.
+    /// compiled, each scheduled for its layout ([`relayout`]): chosen where kernels are
+    /// compiled (`calib::device::choose_layout`); fusion itself leaves the plan
+    /// row-major.
     Auto,
 }
 
@@ -60,6 +63,18 @@ impl fmt::Display for LayoutPolicy {
             other => other.planned().fmt(f),
         }
     }
+}
+
+/// A fused `program` with its image-shaped temporaries stored in `layout` and every
+/// kernel scheduled afresh for it under `options` (a GEMM's tiles and a reduction's
+/// split depend on which way their operands lie); returns how many buffers changed
+/// (none: the program is as it was, schedules included).
+pub fn relayout(program: &mut Program, layout: Layout, options: &FusionOptions) -> usize {
+    let changed = assign(program, layout);
+    if changed > 0 {
+        schedule::reassign(program, options);
+    }
+    changed
 }
 
 /// Stores the program's image-shaped temporaries in `layout`; returns how many

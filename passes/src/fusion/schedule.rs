@@ -8,6 +8,32 @@ use super::estimate::{best_reduction_split, best_schedule};
 use super::FusionOptions;
 use calib_ir::{gemm_anchor, Anchor, GemmDims, OpClass, Program, ReductionSchedule, Schedule};
 
+/// Schedules `program` afresh, as [`assign`] after fusion, dropping the schedules and
+/// workspaces it had (its layouts changed since). `false`, and nothing changed, where
+/// the workspaces are not the program's last buffers, as `assign` leaves them.
+pub fn reassign(program: &mut Program, options: &FusionOptions) -> bool {
+    let workspaces: Vec<usize> = program
+        .kernels
+        .iter()
+        .filter_map(|k| k.workspace.map(|b| b.0))
+        .collect();
+    let first = workspaces
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(program.buffers.len());
+    let trailing = program.buffers.len() - first;
+    if trailing != workspaces.len() {
+        return false;
+    }
+    program.buffers.truncate(first);
+    for k in &mut program.kernels {
+        (k.schedule, k.workspace) = (None, None);
+    }
+    assign(program, options);
+    true
+}
+
 /// Assigns schedules in place; returns how many GEMMs and how many reductions split.
 pub fn assign(program: &mut Program, options: &FusionOptions) -> (usize, usize) {
     let (device, precision) = (&options.device, options.precision);
