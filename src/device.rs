@@ -27,7 +27,9 @@ pub fn compile_graph(
             FusionOptions::default(),
         ),
     };
-    let (program, compiled, _) = choose_layout(program, &options).map_err(codegen_error)?;
+    let estimated = |_: &CompiledProgram| Default::default();
+    let (program, compiled, _) =
+        choose_layout(program, &options, estimated).map_err(codegen_error)?;
     device_program(program, &compiled, &options.device)
 }
 
@@ -35,8 +37,8 @@ pub fn compile_graph(
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayoutChoice {
     pub chosen: calib_ir::Layout,
-    /// Predicted step in milliseconds (launches as emitted, registers estimated), row-major
-    /// then channels-last.
+    /// Predicted step in milliseconds (launches as emitted, registers as the caller's
+    /// `registers` gave them), row-major then channels-last.
     pub row_major_ms: f64,
     pub channels_last_ms: f64,
 }
@@ -44,10 +46,12 @@ pub struct LayoutChoice {
 /// Compiles `program` (planned by fusion under `options`, row-major under `Auto`);
 /// under [`LayoutPolicy::Auto`], also with image-shaped temporaries channels-last and
 /// every kernel scheduled for that ([`layout::relayout`]), and keeps whichever step
-/// the cost model predicts faster on the options' device (row-major on a tie).
+/// the cost model predicts faster on the options' device (row-major on a tie), each
+/// plan's kernels given the registers `registers` says (ptxas's, or none: estimated).
 pub fn choose_layout(
     program: Program,
     options: &FusionOptions,
+    registers: impl Fn(&CompiledProgram) -> std::collections::HashMap<String, u32>,
 ) -> Result<(Program, CompiledProgram, Option<LayoutChoice>), CodegenError> {
     let compiled = compile(&program)?;
     if options.layout != LayoutPolicy::Auto {
@@ -58,10 +62,8 @@ pub fn choose_layout(
         return Ok((program, compiled, None));
     }
     let other_compiled = compile(&other)?;
-    // Registers as estimated: ptxas is not run here.
-    let estimated = Default::default();
     let step = |p: &Program, c: &CompiledProgram| {
-        crate::predict::predict_step(p, c, &options.device, &estimated).step_ms
+        crate::predict::predict_step(p, c, &options.device, &registers(c)).step_ms
     };
     let choice = LayoutChoice {
         row_major_ms: step(&program, &compiled),

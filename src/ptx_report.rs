@@ -51,6 +51,22 @@ impl From<&KernelResources> for Resources {
 /// `ptx_report.{txt,json}` and `launches.json`, and returns the text report and ptxas's
 /// sm_90 register count of every launch. Without ptxas the report says so; PTX that
 /// ptxas rejects is an error.
+/// The registers ptxas gives each kernel of `compiled` for sm_90, as the cost model
+/// reads them; empty where no ptxas is found (the model then estimates them).
+pub fn sm90_registers(compiled: &CompiledProgram) -> Result<HashMap<String, u32>> {
+    let Ok(binary) = ptxas::find_ptxas() else {
+        return Ok(HashMap::new());
+    };
+    let (module, representative) = compiled.distinct_module();
+    let report = ptxas::assemble_with(&binary, &module, "sm_90")?;
+    let by_name: HashMap<String, u32> = (report.kernels.into_iter())
+        .map(|k| (k.name.clone(), k.registers))
+        .collect();
+    Ok((compiled.kernels.iter().zip(&representative))
+        .filter_map(|(k, r)| Some((k.name.clone(), *by_name.get(r)?)))
+        .collect())
+}
+
 pub fn emit_ptx(compiled: &CompiledProgram, dir: &Path) -> Result<(String, HashMap<String, u32>)> {
     for k in &compiled.kernels {
         let path = dir.join(format!("{}.ptx", k.name));

@@ -157,7 +157,8 @@ fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
         layout: LayoutPolicy::Auto,
         ..options.clone()
     };
-    let (chosen, _, choice) = calib::device::choose_layout(program.clone(), &auto).unwrap();
+    let (chosen, _, choice) =
+        calib::device::choose_layout(program.clone(), &auto, |_| Default::default()).unwrap();
     let choice = choice.expect("auto compares both layouts");
     let faster = if choice.channels_last_ms < choice.row_major_ms {
         Layout::ChannelsLast
@@ -172,6 +173,7 @@ fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
         layout: LayoutPolicy::RowMajor,
         ..options
     };
-    let (_, _, none) = calib::device::choose_layout(program, &fixed).unwrap();
+    let (_, _, none) =
+        calib::device::choose_layout(program, &fixed, |_| Default::default()).unwrap();
     assert_eq!(none, None);
 }

@@ -158,11 +158,15 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
         match runs(cx, &members, layout) {
             Some(runs) => match channel_stationary(layout, &runs, stride) {
                 Some(per_pixel) => {
+                    let outputs: Vec<Value> = (members.iter())
+                        .map(|&i| cx.kernel.body.outputs[i].value)
+                        .collect();
                     let walk = Stationary {
                         members: &members,
                         shape: &shape,
                         runs: &runs,
                         per_pixel,
+                        column_stride: crate::pool::branching_column_stride(cx, &outputs),
                     };
                     match concat_of_channel_runs(cx, &members, &runs) {
                         Some(concat) => walk.emit_concat(

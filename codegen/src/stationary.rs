@@ -42,6 +42,10 @@ pub(crate) struct Stationary<'a> {
     pub runs: &'a Runs,
     /// Runs a pixel: how many threads share a pixel.
     pub per_pixel: usize,
+    /// Where the group branches on column residues modulo this stride (a max-pooling
+    /// adjoint): the pixels of a row are walked residue by residue, so that a warp's
+    /// take one branch ([`Stationary::residue_order`]).
+    pub column_stride: Option<usize>,
 }
 
 impl Stationary<'_> {
@@ -115,8 +119,17 @@ impl Stationary<'_> {
         let pixels = &self.runs.shape[..self.runs.shape.len() - 1];
         let count: usize = pixels.iter().product();
         let start = cx.b.div_u32(thread, self.per_pixel);
-        cx.for_strided(start, count, stride / self.per_pixel, |cx, p| {
-            let outer = cx.coords(&Index::flat(p), pixels);
+        let by_residue = self.residue_order();
+        let outer_uniform = std::mem::replace(&mut cx.uniform_column_residue, by_residue);
+        let walked = cx.for_strided(start, count, stride / self.per_pixel, |cx, p| {
+            let mut outer = cx.coords(&Index::flat(p), pixels);
+            if let Some(s) = by_residue {
+                // The `i`-th pixel of a row is column `(i % (W / s)) * s + i / (W / s)`.
+                let half = pixels[pixels.len() - 1] / s;
+                let i = outer[outer.len() - 1];
+                let (q, r) = (cx.b.div_u32(i, half), cx.b.rem_u32(i, half));
+                outer[pixels.len() - 1] = cx.b.mad_u32(r, Operand::Int(s as i64), q);
+            }
             let elements = channels
                 .iter()
                 .map(|&c| {
@@ -126,7 +139,20 @@ impl Stationary<'_> {
                 })
                 .collect();
             run(cx, elements)
-        })
+        });
+        cx.uniform_column_residue = outer_uniform;
+        walked
+    }
+
+    /// The column stride to walk a row's pixels by residue under, where that gives
+    /// every warp pixels of one residue: the stride divides the row, and a warp's
+    /// pixels (`32 / per_pixel`, consecutive in the walk) divide a residue's.
+    fn residue_order(&self) -> Option<usize> {
+        let s = self.column_stride?;
+        let width = self.runs.shape[self.runs.shape.len() - 2];
+        let warp_pixels = (32 / self.per_pixel).max(1);
+        let fits = 32 % self.per_pixel.min(32) == 0 && width.is_multiple_of(s);
+        (fits && (width / s).is_multiple_of(warp_pixels)).then_some(s)
     }
 }
 

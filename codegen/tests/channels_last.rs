@@ -427,7 +427,9 @@ fn reductions_over_channels_last_pixels_keep_the_row_major_bits() {
 /// the channels share the pixel's residue branches and windows, and each tap and each
 /// window's gradient is one 8-byte load of the four, never a 16-bit one. Tied integers
 /// with NaN and -inf strewn among them, with padding, ceil mode, strides one and two,
-/// and windows narrower than the stride: bit for bit the row-major kernel's.
+/// and windows narrower than the stride: bit for bit the row-major kernel's. Where a
+/// column residue's pixels fill whole warps, the threads walk a row residue by
+/// residue, and no warp diverges on the residue branches.
 #[test]
 fn the_max_pooling_adjoint_over_channels_last_shares_a_pixels_windows() {
     for (k, s, p, ceil, h, w) in [
@@ -471,6 +473,16 @@ fn the_max_pooling_adjoint_over_channels_last_shares_a_pixels_windows() {
         let ptx = &compile(&nhwc).unwrap().kernels[at].ptx;
         assert!(ptx.contains("ld.global.nc.v2.b32"), "{case}: {ptx}");
         assert!(!ptx.contains("ld.global.nc.u16"), "{case}: {ptx}");
+        // Where a residue's columns fill whole warps (8 threads a pixel, 4 pixels a
+        // warp), each warp walks one column residue: its lanes take the same branches.
+        let stats = support::launch_stats(&nhwc, at, &inputs);
+        let active = stats.thread_instructions as f64 / (32 * stats.warp_instructions) as f64;
+        let uniform = s == 1 || (w % s == 0 && (w / s) % 4 == 0);
+        assert_eq!(
+            active > 0.99,
+            uniform,
+            "{case}, {w} columns: {active:.3} of lanes active"
+        );
     }
 }
 

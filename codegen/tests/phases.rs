@@ -5,11 +5,10 @@
 
 mod support;
 
-use calib_codegen::compile;
 use calib_ir::{gemm_anchor, Anchor, GemmDims, GemmSchedule};
 use support::graph;
 use support::schedules::{every_schedule, every_schedule_on_tensor_cores, schedule, scheduled};
-use support::single_kernel;
+use support::{launch_stats, single_kernel};
 
 /// The data gradient of a `k`x`k` convolution at `stride`, padded by `pad`, from
 /// `o` output channels in `groups` groups to 8 image channels of `h` x `w`.
@@ -87,40 +86,13 @@ fn phased_data_gradients_on_tensor_cores() {
 /// Warp instructions the simulator executes for `src`'s one kernel under a 64x64
 /// tile, 16 deep (on inputs of zeros: only the instruction count matters).
 fn warp_instructions(src: &str) -> u64 {
-    use calib_runtime::sim::{self, GlobalMemory, KernelArg, SimOptions};
     let g = graph(src);
     let s = GemmSchedule {
         block_k: 16,
         ..schedule(64, 64, 1)
     };
     let program = scheduled(single_kernel(&g, Anchor::Convolution), s);
-    let kernel = compile(&program).unwrap().kernels.remove(0);
-    let mut memory = GlobalMemory::new();
-    let args: Vec<KernelArg> = kernel
-        .params
-        .iter()
-        .map(|p| {
-            KernelArg::U64(
-                memory
-                    .alloc(program.buffer(p.buffer).ty.size_bytes())
-                    .unwrap(),
-            )
-        })
-        .collect();
-    let module = sim::parse(&kernel.ptx).unwrap();
-    let (grid, block) = (kernel.grid, kernel.block);
-    sim::simulate_with(
-        &SimOptions::default(),
-        &module,
-        &kernel.name,
-        grid,
-        block,
-        kernel.shared_bytes,
-        &args,
-        &mut memory,
-    )
-    .unwrap()
-    .warp_instructions
+    launch_stats(&program, 0, &Default::default()).warp_instructions
 }
 
 #[test]

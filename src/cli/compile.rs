@@ -224,11 +224,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
     report.push_str(&overlap_report(&fusion.program, &windows));
     // The code as emitted, priced by the cost model (registers from ptxas with
     // --emit-ptx).
+    // Under auto with --emit-ptx, each layout's plan is priced with ptxas's registers,
+    // as the step below is.
+    let ptxas_registers = |c: &calib::codegen::CompiledProgram| match args.emit_ptx {
+        true => calib::ptx_report::sm90_registers(c).unwrap_or_default(),
+        false => HashMap::new(),
+    };
     let (program, compiled, choice) =
-        calib::device::choose_layout(fusion.program.clone(), &options)?;
+        calib::device::choose_layout(fusion.program.clone(), &options, ptxas_registers)?;
     if let Some(choice) = &choice {
+        let registers = if args.emit_ptx {
+            "from ptxas"
+        } else {
+            "estimated"
+        };
         report.push_str(&format!(
-            "layout auto: {} (predicted step, registers estimated: row_major {:.2} ms, \
+            "layout auto: {} (predicted step, registers {registers}: row_major {:.2} ms, \
              channels_last {:.2} ms)\n",
             choice.chosen, choice.row_major_ms, choice.channels_last_ms
         ));

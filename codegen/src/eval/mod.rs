@@ -96,6 +96,9 @@ pub(crate) struct Emitter<'a> {
     /// While a run along a channels-last image's channels is evaluated: its elements'
     /// channels, the first a multiple of their count ([`Emitter::load`]).
     channel_run: Option<Vec<Operand>>,
+    /// While a channels-last walk gives each warp pixels of one column residue modulo
+    /// this stride ([`crate::stationary`]): branches on that residue do not diverge.
+    pub uniform_column_residue: Option<usize>,
 }
 
 impl<'a> Emitter<'a> {
@@ -151,6 +154,7 @@ impl<'a> Emitter<'a> {
             indexer: Indexer::new(),
             invariant: calib_ir::invariant_axes(&kernel.body),
             channel_run: None,
+            uniform_column_residue: None,
         }
     }
 

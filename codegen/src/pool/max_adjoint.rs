@@ -7,7 +7,7 @@ use crate::flow::Check;
 use crate::index::Index;
 use crate::ptx::{ins, Operand, Reg, Ty};
 use crate::window::Axis;
-use calib_ir::{Layout, Value};
+use calib_ir::{Layout, Op, Value};
 use std::collections::HashMap;
 
 /// The widest window (along either axis) whose max-pooling adjoint branches on residues
@@ -21,6 +21,25 @@ const BRANCHED_WINDOWS: usize = 3;
 pub(super) fn takes_runs(w: [Axis; 2], kernel: [usize; 2], len: usize) -> bool {
     // A window then reaches at most the runs just before and after.
     kernel.iter().all(|&k| k <= BRANCHED_WINDOWS.min(len)) && len.is_multiple_of(w[1].stride)
+}
+
+/// The column stride of the max-pooling adjoints `outputs` read that branch on column
+/// residues ([`max_pool_backward`]), if they share one above 1: a walk that gives each
+/// warp pixels of one residue keeps those branches from diverging.
+pub(crate) fn branching_column_stride(cx: &Emitter, outputs: &[Value]) -> Option<usize> {
+    let read = cx.reads(outputs);
+    let mut strides = (cx.kernel.body.nodes.iter().enumerate())
+        .filter(|&(k, _)| read[k])
+        .filter_map(|(_, node)| match node.op {
+            Op::MaxPool2dBackward { kernel, stride, .. }
+                if kernel.iter().all(|&k| k <= BRANCHED_WINDOWS) =>
+            {
+                Some(stride[1])
+            }
+            _ => None,
+        });
+    let first = strides.next()?;
+    (first > 1 && strides.all(|s| s == first)).then_some(first)
 }
 
 /// A position no window element has.
@@ -89,8 +108,12 @@ pub(super) fn max_pool_backward(
         for residue_w in 0..w[1].stride {
             let residues = vec![equals(cx, rh, residue_h), equals(cx, rw, residue_w)];
             // Neighbouring threads differ in column, not (mostly) in row: a warp runs
-            // every column branch but only its row's (a run's column residue is known).
-            cx.b.enter_loop(1.0 / w[0].stride as f64);
+            // every column branch but only its row's (a run's column residue is known),
+            // unless its pixels were chosen by column residue (only its own then).
+            let uniform =
+                matches!(row, Row::Channels) && cx.uniform_column_residue == Some(w[1].stride);
+            let columns = if uniform { w[1].stride } else { 1 };
+            cx.b.enter_loop(1.0 / (w[0].stride * columns) as f64);
             cx.when_all(residues, |cx| {
                 windows.gather(cx, [residue_h, residue_w], &accs)
             })?;

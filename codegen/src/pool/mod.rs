@@ -16,6 +16,7 @@ use crate::index::{self, Index};
 use crate::ptx::{ins, Operand, Reg, Ty};
 use crate::window::Axis;
 use calib_ir::{Layout, Op, Value};
+pub(crate) use max_adjoint::branching_column_stride;
 use max_adjoint::{max_pool_backward, Row};
 
 /// The smallest f32, the reference's starting point for a window maximum.

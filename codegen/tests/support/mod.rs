@@ -118,6 +118,42 @@ pub fn simulate(program: &Program, bindings: &Bindings) -> Outputs {
     })
 }
 
+/// What the simulator executed for kernel `k` of `program` (its buffers zeroed but for
+/// `inputs`, its launches' instruction counts being what matters).
+pub fn launch_stats(
+    program: &Program,
+    k: usize,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> calib_runtime::sim::Stats {
+    use calib_runtime::sim::{self, GlobalMemory, KernelArg, SimOptions};
+    let kernel = compile(program).unwrap().kernels.remove(k);
+    let mut memory = GlobalMemory::new();
+    let args: Vec<KernelArg> = (kernel.params.iter())
+        .map(|p| {
+            let buffer = program.buffer(p.buffer);
+            let at = memory.alloc(buffer.ty.size_bytes()).unwrap();
+            if let Some(t) = inputs.get(&buffer.name) {
+                memory.write_bytes(at, &t.to_le_bytes()).unwrap();
+            }
+            KernelArg::U64(at)
+        })
+        .collect();
+    let module = sim::parse(&kernel.ptx).unwrap();
+    let (grid, block, shared) = (kernel.grid, kernel.block, kernel.shared_bytes);
+    let options = SimOptions::default();
+    sim::simulate_with(
+        &options,
+        &module,
+        &kernel.name,
+        grid,
+        block,
+        shared,
+        &args,
+        &mut memory,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A pooled image of `shape` for the max-pooling adjoint's rules: tied integers in
 /// -2..=2 with NaN and -inf strewn among them (about 4% each), the values its ordinary
 /// comparisons leave to the exact ones.
