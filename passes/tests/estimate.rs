@@ -280,3 +280,46 @@ fn channels_last_statistics_are_split_for_enough_blocks() {
         "the row-major plan would not split so far: {unaware}"
     );
 }
+
+/// A strided data gradient evaluated one element at a time (inside a reduction kernel,
+/// not as its GEMM anchor) walks every tap of its window: its phases are only the
+/// anchor's. 32 output channels take phases as an anchor, 40 do not; priced per
+/// element, the two cost about their channels' ratio.
+#[test]
+fn a_data_gradient_evaluated_per_element_is_priced_over_every_tap() {
+    let seconds = |o: usize| {
+        let body = text::parse(&format!(
+            r#"graph {{
+  %0 = input name="dy" : f32[8,{o},14,14]
+  %1 = input name="w" : f32[{o},16,3,3]
+  %2 = conv2d_backward_data(%0, %1) stride=[2,2] padding=[1,1] dilation=[1,1] groups=1 input_size=[28,28] : f32[8,16,28,28]
+  %3 = reduce_sum(%2) axes=[0,2,3] keepdims=true : f32[1,16,1,1]
+  return total=%3
+}}
+"#
+        ))
+        .unwrap();
+        let dims = calib_ir::GemmDims::of(&body, calib_ir::Value(2)).unwrap();
+        assert_eq!(dims.phases.is_some(), o == 32);
+        let kernel = calib_ir::Kernel {
+            name: "k0".into(),
+            label: String::new(),
+            anchor: calib_ir::Anchor::Reduction,
+            inputs: vec![],
+            outputs: vec![],
+            body,
+            covers: vec![],
+            schedule: Some(calib_ir::Schedule::reduction(calib_ir::ReductionSchedule {
+                split: 1,
+            })),
+            workspace: None,
+        };
+        let device = Device::load("h200").unwrap();
+        calib_passes::fusion::estimate::program_kernel_seconds(&kernel, &[], &device)
+    };
+    let ratio = seconds(40) / seconds(32);
+    assert!(
+        (1.0..1.5).contains(&ratio),
+        "40 channels cost {ratio:.2}x 32"
+    );
+}

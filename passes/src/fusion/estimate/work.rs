@@ -125,7 +125,13 @@ pub(super) fn window(op: &Op, body: &Graph, inputs: &[Value], out: Value) -> Opt
             (body.ty(inputs[0]).numel() / body.ty(out).numel().max(1)) as f64
         }
         Op::Conv2d { .. } | Op::Conv2dBackwardData { .. } | Op::Conv2dBackwardWeight { .. } => {
-            GemmDims::of(body, out)?.mnk().2 as f64
+            // Evaluated one element at a time, a data gradient walks every tap of its
+            // window (its phases are a GEMM anchor's).
+            let dims = GemmDims::of(body, out)?;
+            match dims.phases {
+                Some(p) => (dims.k[2] * p.kernel[0] * p.kernel[1]) as f64,
+                None => dims.mnk().2 as f64,
+            }
         }
         Op::MatMul { .. } => GemmDims::of(body, out)?.mnk().2 as f64,
         _ => return None,
