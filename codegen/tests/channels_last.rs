@@ -575,3 +575,31 @@ fn a_small_window_kernel_over_channels_keeps_enough_blocks() {
         (64 * 128 * 9 / 4_usize).div_ceil(256)
     );
 }
+
+/// An input read a whole number of runs past a run's channels (a slice along the
+/// channels, as of the outputs of sibling convolutions computed as one): one vector
+/// load a run, like an input read at the run's own channels, never 16-bit loads.
+#[test]
+fn a_slice_along_channels_last_channels_reads_whole_runs() {
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : bf16[32,48,8,8]
+          %1 = cast(%0) to=\"f32\" : f32[32,48,8,8]
+          %2 = slice(%1) axis=1 start=16 end=48 : f32[32,32,8,8]
+          %3 = input name=\"g\" : bf16[32,32,8,8]
+          %4 = cast(%3) to=\"f32\" : f32[32,32,8,8]
+          %5 = mul(%2, %4) : f32[32,32,8,8]
+          %6 = cast(%5) to=\"bf16\" : bf16[32,32,8,8]
+          return y=%6
+        }",
+    );
+    let inputs = bf16_inputs(&g);
+    let row_major = single_kernel(&g, Anchor::Pointwise);
+    let (nhwc, at) = stored_channels_last(row_major.clone(), &["x", "g", "y"]);
+    let want = simulate(&row_major, &bind(&g, &inputs));
+    let got = simulate(&nhwc, &bind(&g, &inputs));
+    assert_eq!(got["y"].to_le_bytes(), want["y"].to_le_bytes());
+    let ptx = &compile(&nhwc).unwrap().kernels[at].ptx;
+    assert!(!ptx.contains("ld.global.nc.u16"), "{ptx}");
+    assert!(ptx.matches("ld.global.nc.v").count() >= 2, "{ptx}");
+}

@@ -71,7 +71,9 @@ impl Emitter<'_> {
     }
 
     /// The vector load of [`Emitter::load`], where it applies: element `at` of input `v`
-    /// (kernel input `slot`) is at the first channel of the run being evaluated.
+    /// (kernel input `slot`) is at the first channel of the run being evaluated, or a
+    /// whole number of runs past it (a slice along the channels, as of the outputs of
+    /// sibling convolutions computed as one).
     fn load_channels(&mut self, v: Value, slot: usize, at: &Index) -> Result<Option<Operand>> {
         let Some(channels) = self.channel_run.clone() else {
             return Ok(None);
@@ -80,11 +82,17 @@ impl Emitter<'_> {
             return Ok(None);
         };
         let shape = self.ty(v).shape.clone();
+        let len = channels.len();
+        let Some(shift) = (coords.get(1))
+            .and_then(|&c| self.b.offset_from(c, channels[0]))
+            .filter(|&d| (d as usize).is_multiple_of(len))
+        else {
+            return Ok(None);
+        };
         let fits = self.input_layout(slot) == Layout::ChannelsLast
             && shape.len() == 4
-            && shape[1].is_multiple_of(channels.len())
-            && matches!(self.ty(v).dtype, DType::F32 | DType::BF16)
-            && coords[1] == channels[0];
+            && shape[1].is_multiple_of(len)
+            && matches!(self.ty(v).dtype, DType::F32 | DType::BF16);
         if !fits {
             return Ok(None);
         }
@@ -93,12 +101,13 @@ impl Emitter<'_> {
         let addr = self
             .b
             .address(self.inputs[slot], offset, self.element_bytes(v));
-        let elements = channels.iter().map(|&c| {
+        let mut elements = vec![];
+        for &c in &channels {
             let mut e = coords.clone();
-            e[1] = c;
-            Index::coords(e)
-        });
-        self.load_vector(v, addr, true, elements.collect())?;
+            e[1] = self.b.add_u32(c, Operand::Int(shift as i64));
+            elements.push(Index::coords(e));
+        }
+        self.load_vector(v, addr, true, elements)?;
         let key = (v, at.key(&shape));
         Ok(self.values.get(&key))
     }

@@ -97,6 +97,16 @@ impl Builder {
         self.known.forget(r);
     }
 
+    /// `d` where `x` is known to hold `base + d` (a constant `d`, 0 when they are the
+    /// same operand).
+    pub fn offset_from(&self, x: Operand, base: Operand) -> Option<u64> {
+        if let (Some(a), Some(b)) = (x.as_int(), base.as_int()) {
+            return (a >= b).then(|| (a - b) as u64);
+        }
+        let ((rx, ox), (rb, ob)) = (self.known.split(x), self.known.split(base));
+        (rx == rb && ox >= ob).then(|| ox - ob)
+    }
+
     /// The largest value `x` can hold, when constants or bounds say.
     pub fn max_of(&self, x: Operand) -> Option<u64> {
         self.known.max(x)
