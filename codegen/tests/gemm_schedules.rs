@@ -460,7 +460,7 @@ fn pipelined_tiles_round_operands_like_the_policy_casts() {
 
 #[test]
 fn a_pipelined_kernel_without_its_wait_is_reported_by_the_sanitizer() {
-    use calib_runtime::sim::{self, FaultKind, GlobalMemory, KernelArg, SimError, SimOptions};
+    use calib_runtime::sim::{FaultKind, SimError};
     let g = graph(&rounded_operands("tf32"));
     let s = GemmSchedule {
         block_k: 16,
@@ -471,32 +471,7 @@ fn a_pipelined_kernel_without_its_wait_is_reported_by_the_sanitizer() {
     let program = scheduled(single_kernel(&g, Anchor::Convolution), s);
     let kernel = compile(&program).unwrap().kernels.remove(0);
     let inputs = tensors(&g, 3, 3);
-    let run = |ptx: &str| {
-        let mut memory = GlobalMemory::new();
-        let args: Vec<KernelArg> = kernel
-            .params
-            .iter()
-            .map(|p| {
-                let buffer = program.buffer(p.buffer);
-                let at = memory.alloc(buffer.ty.size_bytes()).unwrap();
-                if let Some(t) = inputs.get(&buffer.name) {
-                    memory.write_bytes(at, &t.to_le_bytes()).unwrap();
-                }
-                KernelArg::U64(at)
-            })
-            .collect();
-        let module = sim::parse(ptx).unwrap();
-        sim::simulate_with(
-            &SimOptions::default(),
-            &module,
-            &kernel.name,
-            kernel.grid,
-            kernel.block,
-            kernel.shared_bytes,
-            &args,
-            &mut memory,
-        )
-    };
+    let run = |ptx: &str| support::run_kernel(&program, &kernel, ptx, &inputs);
     // As emitted, the kernel runs clean under the sanitizer.
     run(&kernel.ptx).unwrap_or_else(|e| panic!("{e}"));
     // Without its waits, the products read a stage whose copies are still in flight.

@@ -216,23 +216,7 @@ fn a_side_output_of_the_input_size_is_priced_on_the_reduction_threads() {
     // Unsplit, 64 teams of 256 threads store all 12.8M elements: slower than writing
     // them at full bandwidth, by a round of loads per run for ~100 runs a thread (runs
     // of eight since the thirteenth session, half the rounds of four: about 2x).
-    let unsplit = |body: calib_ir::Graph| {
-        let kernel = calib_ir::Kernel {
-            name: "k0".into(),
-            label: String::new(),
-            anchor: calib_ir::Anchor::Reduction,
-            inputs: vec![],
-            outputs: vec![],
-            body,
-            covers: vec![],
-            schedule: Some(calib_ir::Schedule {
-                gemm: None,
-                reduction: Some(calib_ir::ReductionSchedule { split: 1 }),
-            }),
-            workspace: None,
-        };
-        calib_passes::fusion::estimate::program_kernel_seconds(&kernel, &[], &device)
-    };
+    let unsplit = |body: calib_ir::Graph| unsplit_reduction_seconds(body, &device);
     let unsplit_extra = unsplit(side(true)) - unsplit(side(false));
     assert!(
         unsplit_extra > 1.5 * write,
@@ -281,6 +265,25 @@ fn channels_last_statistics_are_split_for_enough_blocks() {
     );
 }
 
+/// The predicted seconds of `body` as a reduction kernel, unsplit: anything else it
+/// computes (a convolution, a side output) evaluated on the reduction's threads.
+fn unsplit_reduction_seconds(body: calib_ir::Graph, device: &Device) -> f64 {
+    let kernel = calib_ir::Kernel {
+        name: "k0".into(),
+        label: String::new(),
+        anchor: calib_ir::Anchor::Reduction,
+        inputs: vec![],
+        outputs: vec![],
+        body,
+        covers: vec![],
+        schedule: Some(calib_ir::Schedule::reduction(calib_ir::ReductionSchedule {
+            split: 1,
+        })),
+        workspace: None,
+    };
+    calib_passes::fusion::estimate::program_kernel_seconds(&kernel, &[], device)
+}
+
 /// A strided data gradient evaluated one element at a time (inside a reduction kernel,
 /// not as its GEMM anchor) walks every tap of its window: its phases are only the
 /// anchor's. 32 output channels take phases as an anchor, 40 do not; priced per
@@ -301,21 +304,8 @@ fn a_data_gradient_evaluated_per_element_is_priced_over_every_tap() {
         .unwrap();
         let dims = calib_ir::GemmDims::of(&body, calib_ir::Value(2)).unwrap();
         assert_eq!(dims.phases.is_some(), o == 32);
-        let kernel = calib_ir::Kernel {
-            name: "k0".into(),
-            label: String::new(),
-            anchor: calib_ir::Anchor::Reduction,
-            inputs: vec![],
-            outputs: vec![],
-            body,
-            covers: vec![],
-            schedule: Some(calib_ir::Schedule::reduction(calib_ir::ReductionSchedule {
-                split: 1,
-            })),
-            workspace: None,
-        };
         let device = Device::load("h200").unwrap();
-        calib_passes::fusion::estimate::program_kernel_seconds(&kernel, &[], &device)
+        unsplit_reduction_seconds(body, &device)
     };
     let ratio = seconds(40) / seconds(32);
     assert!(

@@ -118,15 +118,15 @@ pub fn simulate(program: &Program, bindings: &Bindings) -> Outputs {
     })
 }
 
-/// What the simulator executed for kernel `k` of `program` (its buffers zeroed but for
-/// `inputs`, its launches' instruction counts being what matters).
-pub fn launch_stats(
+/// Runs `ptx` (kernel `kernel`'s, or a changed copy) on the simulator, sanitizer on,
+/// with `program`'s buffers zeroed but for `inputs`.
+pub fn run_kernel(
     program: &Program,
-    k: usize,
+    kernel: &calib_codegen::CompiledKernel,
+    ptx: &str,
     inputs: &BTreeMap<String, HostTensor>,
-) -> calib_runtime::sim::Stats {
+) -> Result<calib_runtime::sim::Stats, calib_runtime::sim::SimError> {
     use calib_runtime::sim::{self, GlobalMemory, KernelArg, SimOptions};
-    let kernel = compile(program).unwrap().kernels.remove(k);
     let mut memory = GlobalMemory::new();
     let args: Vec<KernelArg> = (kernel.params.iter())
         .map(|p| {
@@ -138,7 +138,7 @@ pub fn launch_stats(
             KernelArg::U64(at)
         })
         .collect();
-    let module = sim::parse(&kernel.ptx).unwrap();
+    let module = sim::parse(ptx).unwrap();
     let (grid, block, shared) = (kernel.grid, kernel.block, kernel.shared_bytes);
     let options = SimOptions::default();
     sim::simulate_with(
@@ -151,7 +151,17 @@ pub fn launch_stats(
         &args,
         &mut memory,
     )
-    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What the simulator executed for kernel `k` of `program` (its buffers zeroed but for
+/// `inputs`, its launches' instruction counts being what matters).
+pub fn launch_stats(
+    program: &Program,
+    k: usize,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> calib_runtime::sim::Stats {
+    let kernel = compile(program).unwrap().kernels.remove(k);
+    run_kernel(program, &kernel, &kernel.ptx, inputs).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A pooled image of `shape` for the max-pooling adjoint's rules: tied integers in
