@@ -1,9 +1,9 @@
 //! The SCNet-50 bf16 training step (batch 64) as planned: with the rounded weights
 //! carried (`passes::precision::apply_step`), no kernel is left that only rounds a
-//! master weight, and each weight's rounded copy is written by the kernel that writes
-//! its SGD update, from the value it has just computed.
+//! master weight, and each weight's rounded copy is a bf16 buffer written by the kernel
+//! that writes its SGD update, from the value it has just computed, and read in place.
 
-use calib::ir::{DType, Mode, Op, Precision, Program, Role};
+use calib::ir::{BufferId, DType, Mode, Op, Precision, Program, Role};
 use calib::passes::fusion::{fuse, FusionOptions};
 use calib::passes::precision::{apply, apply_step, weight_copy_name};
 use calib::passes::{train_step, TrainConfig};
@@ -60,6 +60,29 @@ fn the_update_kernels_write_the_rounded_copies_and_no_kernel_rounds_a_master_wei
     assert!(step.copies.len() > 80, "{} copies", step.copies.len());
     let rounding = casts_of_params(&program);
     assert!(rounding.is_empty(), "kernels rounding params: {rounding:?}");
+    // The copies are bf16 buffers, read in place by the GEMMs (widened as loaded, not
+    // by a kernel storing them in f32: that would be a kernel rounding a param above),
+    // and written as bf16 by the update.
+    for name in &step.copies {
+        let copy_name = weight_copy_name(name);
+        let param = (0..program.buffers.len())
+            .map(BufferId)
+            .find(|&b| program.buffer(b).role == Role::Param && program.buffer(b).name == copy_name)
+            .unwrap_or_else(|| panic!("no param {copy_name}"));
+        assert_eq!(program.buffer(param).ty.dtype, DType::BF16, "{copy_name}");
+        let output = program
+            .outputs
+            .iter()
+            .find(|o| o.name == copy_name)
+            .unwrap();
+        assert_eq!(
+            program.buffer(output.buffer).ty.dtype,
+            DType::BF16,
+            "{copy_name}"
+        );
+        let readers = program.kernels.iter().filter(|k| k.inputs.contains(&param));
+        assert!(readers.count() > 0, "no kernel reads {copy_name}");
+    }
     for name in &step.copies {
         let copy = writer(&program, &weight_copy_name(name));
         assert_eq!(

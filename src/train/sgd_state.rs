@@ -145,11 +145,11 @@ impl SgdState {
     }
 }
 
-/// `weight` rounded to bf16 (to nearest even) and held in f32: the reference
-/// interpreter's `cast(cast(weight, bf16), f32)` itself, so a copy made here is the
-/// bits the step's update would have made from the same weight.
+/// `weight` rounded to bf16 (to nearest even): the reference interpreter's
+/// `cast(weight, bf16)` itself, so a copy made here is the bits the step's update
+/// would have made from the same weight.
 pub fn rounded_copy(weight: &HostTensor) -> HostTensor {
-    weight.cast(DType::BF16).cast(DType::F32)
+    weight.cast(DType::BF16)
 }
 
 /// [`rounded_copy`] of each weight `step` reads through a copy, by parameter name.

@@ -8,7 +8,7 @@ use super::extract::{solve, Candidate, Problem};
 use super::language::{ENode, Head};
 use super::region::RegionGraph;
 use calib_cost::Device;
-use calib_ir::{Op, TensorType};
+use calib_ir::{DType, Op, TensorType};
 use egg::Id;
 use std::collections::HashMap;
 
@@ -73,8 +73,16 @@ impl Dag {
         self.class.len()
     }
 
+    /// [`kind_of`] its op, but for the widening of a bf16 leaf (a bf16 weight copy read
+    /// as f32): free, since each reader converts as it loads, where a kernel of its own
+    /// would store twice the bytes for readers to load back.
     pub fn kind(&self, i: usize) -> Kind {
-        kind_of(self.op[i].as_ref())
+        let widens_leaf = self.op[i] == Some(Op::Cast { to: DType::F32 })
+            && matches!(self.inputs[i][..], [u] if self.op[u].is_none() && self.ty[u].dtype == DType::BF16);
+        match widens_leaf {
+            true => Kind::Free,
+            false => kind_of(self.op[i].as_ref()),
+        }
     }
 
     /// Whether value `i` depends on value `j`.

@@ -28,7 +28,7 @@
 //! bf16 its GEMMs read carried rounded copies of the weights, which the SGD update makes.
 
 use crate::Result;
-use calib_ir::{DType, Graph, Op, Precision, Value};
+use calib_ir::{DType, Graph, Op, Precision, TensorType, Value};
 use std::collections::{HashMap, HashSet};
 
 mod activations;
@@ -104,9 +104,11 @@ fn rewrite(graph: &Graph, p: Precision, copies: &Copies) -> Result<(Graph, HashM
                 // `v`'s round trip; a copy already there stands for its own.
                 if let Some(copy) = copies.new.get(name) {
                     let op = Op::Param { name: copy.clone() };
-                    let c = out.push_source(op, node.ty.clone(), &node.scope)?;
-                    rounded.insert(v, c);
-                    rounded.insert(c, c);
+                    let ty = TensorType::new(narrow, node.ty.shape.clone());
+                    let c = out.push_source(op, ty, &node.scope)?;
+                    let wide = out.push(Op::Cast { to: DType::F32 }, vec![c], &node.scope)?;
+                    rounded.insert(v, wide);
+                    rounded.insert(wide, wide);
                 } else if copies.existing.contains(name) {
                     rounded.insert(v, v);
                 }
@@ -145,8 +147,8 @@ fn round_trip(
         return Ok(r);
     }
     let node = g.node(x);
-    let already = matches!(node.op, Op::Cast { to: DType::F32 })
-        && matches!(g.node(node.inputs[0]).op, Op::Cast { to } if to == narrow);
+    let already =
+        matches!(node.op, Op::Cast { to: DType::F32 }) && g.ty(node.inputs[0]).dtype == narrow;
     let r = if already {
         x
     } else {
@@ -162,7 +164,6 @@ fn round_trip(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calib_ir::TensorType;
 
     /// `y = conv2d(x, w)`, `z = matmul(reshape(y), y2)` with `x` also read by a ReLU.
     fn small() -> Graph {

@@ -6,16 +6,17 @@
 //! master weight to round it. But the step itself computes every weight it will read
 //! next: the SGD update. So [`apply_step`] gives each weight
 //! `w` that a GEMM reads a param `bf16.w` holding `w` rounded, which the GEMMs read in
-//! place of the round trip, and an output `bf16.w`, the round trip of the updated `w`,
+//! place of the round trip, and an output `bf16.w`, the updated `w` rounded,
 //! which fusion computes in the update's kernel from the value it has just computed.
 //! A session carries output `bf16.w` into param `bf16.w`; before the first step the
 //! caller rounds the master weights itself (`train::SgdState` in the facade).
 //!
 //! Exact: rounding is a function of the bits, so a copy made by the last step's update
 //! (or by the caller from the same master weight) is the very value the round trip
-//! computes now; the GEMMs multiply the same operands, bit for bit. The copies are f32
-//! tensors holding bf16 values, as every rounded value in the IR is (program inputs and
-//! outputs are f32 buffers); checkpoints never hold them, they are the weights' function.
+//! computes now; the GEMMs multiply the same operands, bit for bit. The copies are bf16
+//! tensors (param `bf16.w`, read as `cast(bf16.w, f32)`; output `cast(w', bf16)`), half
+//! the bytes of the master weight, which a GEMM's tiles take as they are;
+//! checkpoints never hold them, they are the weights' function.
 //!
 //! f32 and tf32 steps, and graphs that are not training steps, get [`super::apply`].
 
@@ -57,7 +58,9 @@ pub fn apply_step(step: &TrainStep, p: Precision) -> Result<TrainStep> {
             .output(name)
             .expect("a step graph outputs every trained parameter's update");
         let copy = round_trip(&mut graph, &mut rounded, updated, DType::BF16)?;
-        graph.add_output(weight_copy_name(name), copy)?;
+        // The round trip's bf16 half: what the next step's param holds.
+        let bf16 = graph.node(copy).inputs[0];
+        graph.add_output(weight_copy_name(name), bf16)?;
     }
     let mut all = step.copies.clone();
     all.extend(fresh);
