@@ -5,12 +5,12 @@
 use calib_codegen::{compile, CodegenError, CompiledProgram};
 use calib_cost::{predict, Device};
 use calib_ir::{Graph, Program, ProgramError};
-use calib_passes::fusion::{fuse, layout, unfused, FusionOptions, LayoutPolicy};
+use calib_passes::fusion::{fuse, layout, prepare, unfused, FusionOptions, LayoutPolicy};
 use calib_passes::plan_arena;
 use calib_runtime::{DeviceKernel, DeviceProgram, LaunchInfo, RuntimeError};
 
-/// Plans `graph` (fused with `fusion`, or one kernel per op when `None`) and compiles
-/// every kernel.
+/// Plans `graph` (fused with `fusion`, after the graph passes its layout asks for,
+/// `fusion::prepare`; or one kernel per op when `None`) and compiles every kernel.
 pub fn compile_graph(
     graph: &Graph,
     fusion: Option<&FusionOptions>,
@@ -18,10 +18,13 @@ pub fn compile_graph(
     let fusion_error = |e: calib_passes::PassError| ProgramError::Fusion(e.to_string());
     let codegen_error = |e: CodegenError| RuntimeError::Codegen(e.to_string());
     let (program, options) = match fusion {
-        Some(options) => (
-            fuse(graph, options).map_err(fusion_error)?.program,
-            options.clone(),
-        ),
+        Some(options) => {
+            let graph = prepare(graph, options).map_err(fusion_error)?;
+            (
+                fuse(&graph, options).map_err(fusion_error)?.program,
+                options.clone(),
+            )
+        }
         None => (
             unfused(graph).map_err(fusion_error)?,
             FusionOptions::default(),

@@ -7,10 +7,11 @@
 
 mod support;
 
-use calib::ir::{Layout, Precision};
+use calib::ir::{DType, Layout, Mode, Precision};
 use calib::passes::fusion::tuning::{shape_key, TunedSchedule, TuningCache};
-use calib::passes::fusion::{FusionOptions, LayoutPolicy};
+use calib::passes::fusion::{padded_convolutions, prepare, FusionOptions, LayoutPolicy, RuleSet};
 use calib::passes::precision::apply_step;
+use calib::passes::{train_step, TrainConfig};
 use calib::train::SgdState;
 use calib::Sim;
 use support::session::{assert_same_run, batches, plain_step, run_loop};
@@ -176,4 +177,84 @@ fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
     let (_, _, none) =
         calib::device::choose_layout(program, &fixed, |_| Default::default()).unwrap();
     assert_eq!(none, None);
+}
+
+/// Under bf16 a channels-last plan pads images of a few channels to pixels of four
+/// (`pad-channels`): the Fashion-MNIST SCNet's one-channel stem and its two-channel
+/// SCConv branches. The step trains to the same bits as the plan without the pass (the
+/// padded channels multiply zeros, which add exactly nothing).
+#[test]
+fn images_padded_to_whole_pixels_train_to_the_same_bits() {
+    let (step, sgd) = plain_step();
+    let step = apply_step(&step, Precision::Bf16).unwrap();
+    let sgd = SgdState::new(&step, sgd.state);
+    let padded = bf16_channels_last(RuleSet::default());
+    let unpadded = bf16_channels_last(RuleSet::without(["pad-channels"]).unwrap());
+    let count = padded_convolutions(&step.graph, &padded);
+    assert!(count >= 2, "{count} convolutions padded");
+    assert_eq!(padded_convolutions(&step.graph, &unpadded), 0);
+    let row_major = FusionOptions {
+        layout: LayoutPolicy::RowMajor,
+        ..padded.clone()
+    };
+    assert_eq!(padded_convolutions(&step.graph, &row_major), 0);
+
+    let data = batches(support::data_parallel::SHARD, 2, 11);
+    let want = run_loop(&Sim::with_fusion(unpadded), &step, sgd.clone(), &data);
+    let got = run_loop(&Sim::with_fusion(padded), &step, sgd, &data);
+    assert_same_run(&got, &want);
+}
+
+/// ResNet-50's stem (batch 64), padded: its convolution and weight gradient read the image as
+/// four channels stored channels-last, copied by `cp.async` a pixel (8 bytes) at a
+/// time, where three channels load 16 bits at a time.
+#[test]
+fn the_padded_stem_copies_a_pixel_at_a_time() {
+    let spec = calib::models::presets::preset("resnet50").unwrap();
+    let model = calib::models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
+    let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
+    let step = apply_step(&step, Precision::Bf16).unwrap();
+    let stem = |options: &FusionOptions| {
+        let graph = prepare(&step.graph, options).unwrap();
+        let program = calib::passes::fusion::fuse(&graph, options)
+            .unwrap()
+            .program;
+        ["conv2d@conv1", "conv2d_backward_weight@conv1"].map(|label| {
+            let kernel = program.kernels.iter().find(|k| k.label == label).unwrap();
+            let images: Vec<_> = kernel
+                .inputs
+                .iter()
+                .map(|&b| program.buffer(b))
+                .filter(|b| b.ty.shape.len() == 4 && b.ty.shape[2] == 224)
+                .map(|b| (b.ty.shape[1], b.layout, b.ty.dtype))
+                .collect();
+            let launches = calib::codegen::compile_kernel(&program, kernel).unwrap();
+            let copies = launches[0]
+                .ptx
+                .lines()
+                .filter(|l| l.contains("cp.async.ca.shared.global") && l.contains("], 8"))
+                .count();
+            (images, copies)
+        })
+    };
+    let padded = stem(&bf16_channels_last(RuleSet::default()));
+    for (images, copies) in &padded {
+        assert_eq!(images, &[(4, Layout::ChannelsLast, DType::BF16)]);
+        assert!(*copies > 0, "no 8-byte copies");
+    }
+    let unpadded = stem(&bf16_channels_last(
+        RuleSet::without(["pad-channels"]).unwrap(),
+    ));
+    for (_, copies) in &unpadded {
+        assert_eq!(*copies, 0, "three channels copied");
+    }
+}
+
+fn bf16_channels_last(rules: RuleSet) -> FusionOptions {
+    FusionOptions {
+        precision: Precision::Bf16,
+        layout: LayoutPolicy::ChannelsLast,
+        rules,
+        ..FusionOptions::default()
+    }
 }

@@ -63,10 +63,10 @@ impl CopySource {
             return (run >= self.shortest).then_some(run);
         }
         let elements = depth * width;
-        [Self::LONGEST_RUN, 2, 1]
+        [Self::LONGEST_RUN, 4, 2, 1]
             .into_iter()
             .filter(|&g| g <= self.run && g >= self.shortest)
-            .find(|&g| g < Self::LONGEST_RUN || (elements / g).is_multiple_of(threads))
+            .find(|&g| g <= 2 || (elements / g).is_multiple_of(threads))
     }
 }
 
@@ -74,7 +74,7 @@ impl CopySource {
 /// if it is at least `shortest`: runs start at multiples of their length, so none
 /// crosses the end of a contiguous stretch, and each is as aligned as its bytes.
 fn run_within(contiguous: usize, shortest: usize) -> Option<usize> {
-    [CopySource::LONGEST_RUN, 2]
+    [CopySource::LONGEST_RUN, 4, 2]
         .into_iter()
         .find(|r| contiguous.is_multiple_of(*r))
         .filter(|&r| r >= shortest)
@@ -141,8 +141,12 @@ pub fn copy_source(
         }
         GemmInstruction::MmaBf16 => {
             let x = bf16_input(body, anchor, operand)?;
+            // A channels-last image's runs are its pixels' channels: a pixel of four
+            // (an image padded to four channels) pays for its copy, as it replaces
+            // four 16-bit loads and stores each with the same address arithmetic.
             let shortest = match body.nodes[anchor.0].op {
                 Op::MatMul { .. } => 2,
+                _ if input_layout(body, layouts, x) == Layout::ChannelsLast => 4,
                 _ => CopySource::LONGEST_RUN,
             };
             let along_width = bf16_contiguous_width(body, anchor, operand, x, layouts)
@@ -430,7 +434,18 @@ mod tests {
             shortest: 2,
             ..conv
         };
-        assert_eq!(matmul.grain(16, 64, 256), Some(2));
+        // A matmul's runs of four fill it (one each); 8 x 64 would leave half idle,
+        // and takes pairs, whose partial shares the loader guards.
+        assert_eq!(matmul.grain(16, 64, 256), Some(4));
+        assert_eq!(matmul.grain(8, 64, 256), Some(2));
+        // A channels-last pixel of four channels pays for its copy, given whole shares.
+        let pixel = CopySource {
+            run: 4,
+            shortest: 4,
+            ..conv
+        };
+        assert_eq!(pixel.grain(16, 64, 256), Some(4));
+        assert_eq!(pixel.grain(8, 64, 256), None);
         let word = CopySource {
             run: 1,
             shortest: 1,

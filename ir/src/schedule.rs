@@ -153,9 +153,11 @@ impl GemmDims {
 /// A step of 8 to 32 rows through `k` then stays on one tap: each row's channel is the
 /// step's plus a constant, and the tap's window position and padding checks are
 /// computed once a step rather than once a row (`(c, kh, kw)` divides every row's `k`
-/// by the window). Channel counts that are not a multiple of the shallowest step (8),
-/// and a 1x1 window (whose `k` is its channels either way), keep `(c, kh, kw)`, the
-/// weight's own order ([`taps_outer`] says which).
+/// by the window). So does a pixel of four channels (an image padded to whole pixels,
+/// `fusion::pad_channels`), whose runs then lie along `k` for a channels-last copy.
+/// Other channel counts that are not a multiple of the shallowest step (8), and a 1x1
+/// window (whose `k` is its channels either way), keep `(c, kh, kw)`, the weight's own
+/// order ([`taps_outer`] says which).
 pub fn window_k(channels: usize, kernel: [usize; 2]) -> Vec<usize> {
     let [kh, kw] = kernel;
     match taps_outer(channels, kernel) {
@@ -166,7 +168,7 @@ pub fn window_k(channels: usize, kernel: [usize; 2]) -> Vec<usize> {
 
 /// Whether [`window_k`] puts the taps outside the channels.
 pub fn taps_outer(channels: usize, [kh, kw]: [usize; 2]) -> bool {
-    kh * kw > 1 && channels.is_multiple_of(8)
+    kh * kw > 1 && (channels.is_multiple_of(8) || channels == 4)
 }
 
 /// The node a GEMM kernel's loop nest is built around: the body's last convolution or

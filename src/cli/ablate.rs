@@ -5,7 +5,10 @@
 
 use anyhow::Result;
 use calib::ir::Graph;
-use calib::passes::fusion::{catalogue, families, fuse, Fusion, FusionOptions, RuleSet};
+use calib::passes::fusion::{
+    catalogue, families, fuse, padded_convolutions, prepare, Fusion, FusionOptions, RuleSet,
+    PAD_CHANNELS,
+};
 use calib::predict::predict_step;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +62,7 @@ pub fn ablate(
         ("foreach-updates", r.updates_merged),
         ("sibling-maps", r.maps_merged),
         ("narrow-stores", r.narrow_stores),
+        (PAD_CHANNELS, padded_convolutions(graph, options)),
     ] {
         firings.insert(pass.to_string(), n);
     }
@@ -94,7 +98,8 @@ pub fn ablate(
             predicted_ms,
             error,
         };
-        let priced = fuse(graph, &without)
+        let priced = prepare(graph, &without)
+            .and_then(|g| fuse(&g, &without))
             .map_err(anyhow::Error::from)
             .and_then(|f| {
                 let compiled = calib::codegen::compile(&f.program)?;

@@ -152,6 +152,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         options.tuning = Some(cache);
     }
+    // The graph as fusion plans it (images padded for a channels-last layout): what
+    // `before.*` shows and the plan's `covers` number.
+    let unprepared = graph;
+    let graph = calib::passes::fusion::prepare(&unprepared, &options)?.into_owned();
     let mut fusion = fuse(&graph, &options)?;
 
     let out = &args.out;
@@ -265,7 +269,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     report.push_str(&step.to_text(10));
     report_json["predicted_step"] = serde_json::to_value(&step)?;
     if args.ablate {
-        let ablation = super::ablate::ablate(&graph, &options, &fusion, step.step_ms)?;
+        let ablation = super::ablate::ablate(&unprepared, &options, &fusion, step.step_ms)?;
         write("ablation.txt", &ablation.to_text())?;
         write("ablation.json", &serde_json::to_string_pretty(&ablation)?)?;
         report.push_str(&format!("\n{}", ablation.to_text()));

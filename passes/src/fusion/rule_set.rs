@@ -1,8 +1,10 @@
 //! Which rules a fusion runs, for ablation studies: every rule calib has, by name and
 //! family, and the set a user turns off (`--disable-rule NAME`, `--rules FILE`).
 //!
-//! Three kinds of rule share one namespace:
+//! Four kinds of rule share one namespace:
 //! * rewrites of the *simplify* and *explore* phases (`rules/`), by family;
+//! * the *layout* pass that [`super::prepare`] runs on the graph before fusion
+//!   (`pad_channels.rs`);
 //! * the *lower* phase's kernel-forming rules (`kernels.rs`): turning off
 //!   `fuse-epilogue` leaves every reduction of a convolution's result to a kernel of its
 //!   own;
@@ -12,6 +14,7 @@
 //! every class stays available to extraction.
 
 use super::kernels::KERNEL_RULES;
+use super::pad_channels::PAD_CHANNELS;
 use super::rules::{batchnorm, batchnorm_grad, cleanup, siblings, Rule};
 use crate::{PassError, Result};
 use serde::Serialize;
@@ -28,9 +31,9 @@ pub const NARROW_STORES: &str = "narrow-stores";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleInfo {
     pub name: String,
-    /// `cleanup`, `batchnorm`, `batchnorm-grad`, `siblings`, `lower` or `plan`.
+    /// `cleanup`, `batchnorm`, `batchnorm-grad`, `siblings`, `layout`, `lower` or `plan`.
     pub family: &'static str,
-    /// Where it runs: `simplify+explore`, `explore`, `lower` or `plan`.
+    /// Where it runs: `simplify+explore`, `explore`, `layout`, `lower` or `plan`.
     pub phase: &'static str,
 }
 
@@ -61,6 +64,7 @@ pub fn catalogue() -> Vec<RuleInfo> {
             batchnorm_grad::rules(),
         ))
         .chain(rewrites("siblings", "explore", siblings::rules()))
+        .chain(named("layout", &[PAD_CHANNELS]))
         .chain(named("lower", KERNEL_RULES))
         .chain(named(
             "plan",
