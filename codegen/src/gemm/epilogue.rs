@@ -85,7 +85,10 @@ pub(super) fn lattice_check(cx: &mut Emitter, coords: &[Operand], [sh, sw]: [usi
 }
 
 /// The anchor's positions off the lattice a GEMM computes over: zero, their epilogue
-/// run by a grid-stride pass of the GEMM's own blocks.
+/// run by a grid-stride pass of the GEMM's own blocks. Where every output lies
+/// channels-last in whole runs of channels ([`channel_run`]), the pass walks memory a
+/// run at a time (a pixel's run is all on the lattice or all off it); else element by
+/// element.
 pub(super) fn off_lattice(
     cx: &mut Emitter,
     anchor: Value,
@@ -96,6 +99,9 @@ pub(super) fn off_lattice(
     let shape = cx.ty(anchor).shape.clone();
     let (tid, ctaid) = (cx.tid(), cx.ctaid());
     let thread = cx.b.mad_u32(ctaid, Operand::Int(THREADS as i64), tid);
+    if let Some(run) = channel_run(cx, anchor, aligned) {
+        return off_lattice_runs(cx, anchor, aligned, strides, (thread, blocks), run);
+    }
     cx.for_strided(
         thread,
         calib_ir::numel(&shape),
@@ -107,6 +113,64 @@ pub(super) fn off_lattice(
                 let at = Index::both(e, coords);
                 cx.bind(anchor, &at, Operand::f32(0.0));
                 cx.store_aligned(aligned, &shape, &at)
+            })
+        },
+    )
+}
+
+/// The channels a thread of the off-lattice pass takes at one pixel: a 128-bit run of
+/// bf16 (eight), where every output the pass stores lies channels-last with the
+/// anchor's shape and whole runs of channels.
+fn channel_run(cx: &Emitter, anchor: Value, aligned: &[usize]) -> Option<usize> {
+    const RUN: usize = 8;
+    let shape = &cx.ty(anchor).shape;
+    let stored = |i: &usize| {
+        let out = cx.kernel.body.outputs[*i].value;
+        cx.output_layout(*i) == Storage::ChannelsLast && &cx.ty(out).shape == shape
+    };
+    let whole = shape.len() == 4 && shape[1].is_multiple_of(RUN);
+    (whole && !aligned.is_empty() && aligned.iter().all(stored)).then_some(RUN)
+}
+
+/// [`off_lattice`] a run of `run` channels at a time, in memory order (`[N, H, W, C]`):
+/// the pixel's lattice check once a run, the run's results stored as vectors.
+fn off_lattice_runs(
+    cx: &mut Emitter,
+    anchor: Value,
+    aligned: &[usize],
+    strides: [usize; 2],
+    (thread, blocks): (Operand, usize),
+    run: usize,
+) -> Result<()> {
+    let shape = cx.ty(anchor).shape.clone();
+    let memory = [shape[0], shape[2], shape[3], shape[1] / run];
+    let outputs: Vec<Value> = aligned
+        .iter()
+        .map(|&i| cx.kernel.body.outputs[i].value)
+        .collect();
+    cx.for_strided(
+        thread,
+        memory.iter().product(),
+        blocks * THREADS,
+        |cx, u| {
+            let [n, h, w, r] = cx.coords(&Index::flat(u), &memory)[..] else {
+                unreachable!("four memory axes")
+            };
+            let first = cx.b.mul_u32(r, Operand::Int(run as i64));
+            let on = lattice_check(cx, &[n, first, h, w], strides);
+            cx.if_then(on, false, |cx| {
+                let elements: Vec<Vec<Operand>> = (0..run)
+                    .map(|k| vec![n, cx.b.add_u32(first, Operand::Int(k as i64)), h, w])
+                    .collect();
+                for at in &elements {
+                    cx.bind(anchor, &Index::coords(at.clone()), Operand::f32(0.0));
+                }
+                let run = Run {
+                    elements: &elements,
+                    walked: 1,
+                };
+                cx.load_runs(&outputs, &shape, Storage::ChannelsLast, &run)?;
+                evaluate_and_store(cx, aligned, &outputs, &run, None)
             })
         },
     )
