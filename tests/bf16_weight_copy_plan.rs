@@ -3,7 +3,7 @@
 //! master weight, and each weight's rounded copy is a bf16 buffer written by the kernel
 //! that writes its SGD update, from the value it has just computed, and read in place.
 
-use calib::ir::{BufferId, DType, Mode, Op, Precision, Program, Role};
+use calib::ir::{Anchor, BufferId, DType, Mode, Op, Precision, Program, Role};
 use calib::passes::fusion::{fuse, FusionOptions};
 use calib::passes::precision::{apply, apply_step, weight_copy_name};
 use calib::passes::{train_step, TrainConfig};
@@ -82,6 +82,38 @@ fn the_update_kernels_write_the_rounded_copies_and_no_kernel_rounds_a_master_wei
         );
         let readers = program.kernels.iter().filter(|k| k.inputs.contains(&param));
         assert!(readers.count() > 0, "no kernel reads {copy_name}");
+    }
+    // Merged sibling convolutions multiply a concatenation of weight copies: one
+    // kernel stores it as one bf16 buffer, which the GEMM reads (and copies) in place
+    // of concatenating the copies in its prologue.
+    let concatenated: Vec<(&str, BufferId)> = program
+        .kernels
+        .iter()
+        .filter(|k| k.anchor == Anchor::Pointwise)
+        .flat_map(|k| {
+            k.body
+                .outputs
+                .iter()
+                .zip(&k.outputs)
+                .filter_map(move |(o, out)| {
+                    let n = k.body.node(o.value);
+                    let copies = n.inputs.iter().all(|&x| {
+                        matches!(k.body.node(x).op, Op::Input { .. })
+                            && k.body.ty(x).dtype == DType::BF16
+                    });
+                    (n.op == (Op::Concat { axis: 0 }) && copies)
+                        .then_some((k.label.as_str(), out.buffer))
+                })
+        })
+        .collect();
+    assert!(!concatenated.is_empty(), "no weight copies concatenated");
+    for (label, buffer) in concatenated {
+        assert_eq!(program.buffer(buffer).ty.dtype, DType::BF16, "{label}");
+        let read = program
+            .kernels
+            .iter()
+            .any(|g| g.anchor == Anchor::Convolution && g.inputs.contains(&buffer));
+        assert!(read, "no convolution reads {label}'s concatenation");
     }
     for name in &step.copies {
         let copy = writer(&program, &weight_copy_name(name));

@@ -182,8 +182,11 @@ fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
 
 /// Under bf16 a channels-last plan pads images of a few channels to pixels of four
 /// (`pad-channels`): the Fashion-MNIST SCNet's one-channel stem and its two-channel
-/// SCConv branches. The step trains to the same bits as the plan without the pass (the
-/// padded channels multiply zeros, which add exactly nothing).
+/// SCConv branches. The padding is exact (the padded channels multiply zeros, which add
+/// exactly nothing): the reference interpreter's kernels train the padded plan to the
+/// same bits as the unpadded one. (On the simulator the padded GEMMs lay out `k` anew
+/// and may be split differently, which sums in another order; their kernels are
+/// checked against the reference in `codegen/tests/channels_last.rs`.)
 #[test]
 fn images_padded_to_whole_pixels_train_to_the_same_bits() {
     let (step, sgd) = plain_step();
@@ -200,16 +203,17 @@ fn images_padded_to_whole_pixels_train_to_the_same_bits() {
     };
     assert_eq!(padded_convolutions(&step.graph, &row_major), 0);
 
+    // `verify --fused` plans the graph as the device backends do (`prepare`).
     let data = batches(support::data_parallel::SHARD, 2, 11);
-    let want = run_loop(&Sim::with_fusion(unpadded), &step, sgd.clone(), &data);
-    let got = run_loop(&Sim::with_fusion(padded.clone()), &step, sgd.clone(), &data);
-    assert_same_run(&got, &want);
-    // `verify --fused` plans the graph as the device backends do: padded too, and the
-    // reference interpreter's kernels give the same bits either way.
     let fused = |options| Fused { options };
-    let padded_plan = run_loop(&fused(padded), &step, sgd.clone(), &data);
-    let unpadded = bf16_channels_last(RuleSet::without(["pad-channels"]).unwrap());
-    assert_same_run(&padded_plan, &run_loop(&fused(unpadded), &step, sgd, &data));
+    let got = run_loop(&fused(padded.clone()), &step, sgd.clone(), &data);
+    assert_same_run(&got, &run_loop(&fused(unpadded), &step, sgd.clone(), &data));
+    // The padded plan runs on the simulator, its losses finite.
+    let (outputs, _) = run_loop(&Sim::with_fusion(padded), &step, sgd, &data);
+    for out in &outputs {
+        let loss = out[calib::passes::LOSS].to_f64_vec()[0];
+        assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
+    }
 }
 
 /// ResNet-50's stem (batch 64), padded: its convolution and weight gradient read the image as

@@ -253,6 +253,29 @@ fn data_gradients_copy_a_taps_output_channels() {
         .is_some());
 }
 
+/// An image padded to pixels of four channels (`pad-channels`): the window's taps lie
+/// outside its channels, and the forward and the weight gradient copy a pixel (8
+/// bytes) at a time, in every schedule, against the reference.
+#[test]
+fn pixels_of_four_channels_copy_8_bytes_at_a_time() {
+    let forward = conv("conv2d", &attrs(2, 1), "2,4,8,8", "24,4,3,3", "2,24,4,4");
+    let weight = conv(
+        "conv2d_backward_weight",
+        &format!("{} kernel=[3,3]", attrs(2, 1)),
+        "2,4,8,8",
+        "2,24,4,4",
+        "24,4,3,3",
+    );
+    for (src, stored) in [(forward, ["a", "y"]), (weight, ["a", "b"])] {
+        let ptx = every_schedule(&src, &stored);
+        let copies = |p: &String| p.contains("cp.async.ca.shared.global") && p.contains("], 8");
+        assert!(
+            ptx.iter().any(|(s, p)| s.stages > 2 && copies(p)),
+            "{src}: no 8-byte copies"
+        );
+    }
+}
+
 #[test]
 fn weight_gradients_copy_channels_along_m_and_n() {
     for (window, padding) in [(3, 1), (1, 0)] {

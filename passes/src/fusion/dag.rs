@@ -77,12 +77,16 @@ impl Dag {
     /// as f32): free, since each reader converts as it loads, where a kernel of its own
     /// would store twice the bytes for readers to load back.
     pub fn kind(&self, i: usize) -> Kind {
-        let widens_leaf = self.op[i] == Some(Op::Cast { to: DType::F32 })
-            && matches!(self.inputs[i][..], [u] if self.op[u].is_none() && self.ty[u].dtype == DType::BF16);
-        match widens_leaf {
+        match self.widens_leaf(i) {
             true => Kind::Free,
             false => kind_of(self.op[i].as_ref()),
         }
+    }
+
+    /// Whether value `i` is `cast(u, f32)` of a bf16 leaf `u`.
+    pub fn widens_leaf(&self, i: usize) -> bool {
+        self.op[i] == Some(Op::Cast { to: DType::F32 })
+            && matches!(self.inputs[i][..], [u] if self.op[u].is_none() && self.ty[u].dtype == DType::BF16)
     }
 
     /// Whether value `i` depends on value `j`.

@@ -150,16 +150,23 @@ fn read_rounded(p: &Program, b: usize) -> bool {
 
 /// Whether body value `v` is the widening of bf16 values the body computes:
 /// `cast(u, f32)` of a bf16 `u`, or a concatenation or slice of such widenings. (A body
-/// input widened and stored again would be a copy: nothing to narrow.)
+/// input widened and stored again would be a copy: nothing to narrow. Inside a view it
+/// is a piece of a new buffer, merged siblings' concatenated weight copies, which its
+/// readers then take as one bf16 input.)
 fn widens(body: &Graph, v: Value) -> bool {
+    widening(body, v, false)
+}
+
+fn widening(body: &Graph, v: Value, in_view: bool) -> bool {
     let node = body.node(v);
     match node.op {
         Op::Cast { to: DType::F32 } => {
             let u = node.inputs[0];
-            body.ty(u).dtype == DType::BF16 && !matches!(body.node(u).op, Op::Input { .. })
+            body.ty(u).dtype == DType::BF16
+                && (in_view || !matches!(body.node(u).op, Op::Input { .. }))
         }
-        Op::Concat { .. } => node.inputs.iter().all(|&x| widens(body, x)),
-        Op::Slice { .. } => widens(body, node.inputs[0]),
+        Op::Concat { .. } => node.inputs.iter().all(|&x| widening(body, x, true)),
+        Op::Slice { .. } => widening(body, node.inputs[0], true),
         _ => false,
     }
 }

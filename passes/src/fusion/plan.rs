@@ -67,14 +67,17 @@ fn planned_seconds(
 }
 
 /// Whether DAG value `c` is `cast(u, f32)` of a bf16 value `u`, or a concatenation or
-/// slice of such: a round trip, which the kernel computing it stores as bf16.
+/// slice of such: a round trip, which the kernel computing it stores as bf16. Inside a
+/// view, the widening of a bf16 leaf counts too (merged siblings' concatenated weight
+/// copies, stored as one bf16 buffer).
 fn is_round_trip(dag: &Dag, c: usize) -> bool {
+    let viewed = |x: usize| is_round_trip(dag, x) || dag.widens_leaf(x);
     match &dag.op[c] {
         Some(Op::Cast { to: DType::F32 }) => dag.inputs[c]
             .first()
             .is_some_and(|&u| dag.ty[u].dtype == DType::BF16 && dag.kind(u) != Kind::Leaf),
-        Some(Op::Concat { .. }) => dag.inputs[c].iter().all(|&x| is_round_trip(dag, x)),
-        Some(Op::Slice { .. }) => is_round_trip(dag, dag.inputs[c][0]),
+        Some(Op::Concat { .. }) => dag.inputs[c].iter().all(|&x| viewed(x)),
+        Some(Op::Slice { .. }) => viewed(dag.inputs[c][0]),
         _ => false,
     }
 }
