@@ -216,54 +216,74 @@ fn images_padded_to_whole_pixels_train_to_the_same_bits() {
     }
 }
 
-/// ResNet-50's stem (batch 64), padded: its convolution and weight gradient read the image as
-/// four channels stored channels-last, copied by `cp.async` a pixel (8 bytes) at a
-/// time, where three channels load 16 bits at a time.
+/// ResNet-50's stem (batch 64), padded: under bf16 its convolution and weight gradient
+/// read the image as four channels stored channels-last, copied by `cp.async` a pixel
+/// (8 bytes) at a time, where three channels load 16 bits at a time; under TF32 a pixel
+/// of four f32 channels is one 16-byte copy, where three are copied a word at a time.
 #[test]
 fn the_padded_stem_copies_a_pixel_at_a_time() {
     let spec = calib::models::presets::preset("resnet50").unwrap();
     let model = calib::models::build(&spec, &[64, 3, 224, 224], Mode::Train, DType::F32).unwrap();
     let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
-    let step = apply_step(&step, Precision::Bf16).unwrap();
-    let stem = |options: &FusionOptions| {
-        let graph = prepare(&step.graph, options).unwrap();
-        let program = calib::passes::fusion::fuse(&graph, options)
-            .unwrap()
-            .program;
-        ["conv2d@conv1", "conv2d_backward_weight@conv1"].map(|label| {
-            let kernel = program.kernels.iter().find(|k| k.label == label).unwrap();
-            let images: Vec<_> = kernel
-                .inputs
-                .iter()
-                .map(|&b| program.buffer(b))
-                .filter(|b| b.ty.shape.len() == 4 && b.ty.shape[2] == 224)
-                .map(|b| (b.ty.shape[1], b.layout, b.ty.dtype))
-                .collect();
-            let launches = calib::codegen::compile_kernel(&program, kernel).unwrap();
-            let copies = launches[0]
-                .ptx
-                .lines()
-                .filter(|l| l.contains("cp.async.ca.shared.global") && l.contains("], 8"))
-                .count();
-            (images, copies)
-        })
-    };
-    let padded = stem(&bf16_channels_last(RuleSet::default()));
-    for (images, copies) in &padded {
-        assert_eq!(images, &[(4, Layout::ChannelsLast, DType::BF16)]);
-        assert!(*copies > 0, "no 8-byte copies");
-    }
-    let unpadded = stem(&bf16_channels_last(
-        RuleSet::without(["pad-channels"]).unwrap(),
-    ));
-    for (_, copies) in &unpadded {
-        assert_eq!(*copies, 0, "three channels copied");
+    for (precision, dtype, pixel) in [
+        (Precision::Bf16, DType::BF16, "cp.async.ca.shared.global"),
+        (Precision::Tf32, DType::F32, "cp.async.cg.shared.global"),
+    ] {
+        let step = apply_step(&step, precision).unwrap();
+        let bytes = format!("], {}", 4 * dtype.size_bytes());
+        let stem = |options: &FusionOptions| {
+            let graph = prepare(&step.graph, options).unwrap();
+            let program = calib::passes::fusion::fuse(&graph, options)
+                .unwrap()
+                .program;
+            ["conv2d@conv1", "conv2d_backward_weight@conv1"].map(|label| {
+                let kernel = program.kernels.iter().find(|k| k.label == label).unwrap();
+                let images: Vec<_> = kernel
+                    .inputs
+                    .iter()
+                    .map(|&b| program.buffer(b))
+                    .filter(|b| b.ty.shape.len() == 4 && b.ty.shape[2] == 224)
+                    .map(|b| (b.ty.shape[1], b.layout, b.ty.dtype))
+                    .collect();
+                let launches = calib::codegen::compile_kernel(&program, kernel).unwrap();
+                let copies = launches[0]
+                    .ptx
+                    .lines()
+                    .filter(|l| l.contains(pixel) && l.contains(&bytes))
+                    .count();
+                (images, copies)
+            })
+        };
+        let options = |rules| FusionOptions {
+            precision,
+            ..channels_last(rules)
+        };
+        let padded = stem(&options(RuleSet::default()));
+        let unpadded = stem(&options(RuleSet::without(["pad-channels"]).unwrap()));
+        for (images, _) in &padded {
+            assert_eq!(images, &[(4, Layout::ChannelsLast, dtype)], "{precision:?}");
+        }
+        // The forward's only copies of that size are the image's; the weight
+        // gradient's output gradient (16-byte runs under TF32) is copied either way.
+        assert_eq!(unpadded[0].1, 0, "{precision:?}: three channels copied");
+        for ((_, padded), (_, unpadded)) in padded.iter().zip(&unpadded) {
+            assert!(
+                padded > unpadded,
+                "{precision:?}: {padded} against {unpadded}"
+            );
+        }
     }
 }
 
 fn bf16_channels_last(rules: RuleSet) -> FusionOptions {
     FusionOptions {
         precision: Precision::Bf16,
+        ..channels_last(rules)
+    }
+}
+
+fn channels_last(rules: RuleSet) -> FusionOptions {
+    FusionOptions {
         layout: LayoutPolicy::ChannelsLast,
         rules,
         ..FusionOptions::default()

@@ -491,3 +491,119 @@ fn a_pipelined_kernel_without_its_wait_is_reported_by_the_sanitizer() {
         "{fault}"
     );
 }
+
+/// `op` of f32 inputs `a` and `b` (shapes as `"4,6"`) read through the TF32 policy's
+/// rounding round trip, as a tf32 plan reads them.
+fn tf32_operands((op, attrs): (&str, &str), a: &str, b: &str, y: &str) -> String {
+    format!(
+        "graph {{
+          %0 = input name=\"a\" : f32[{a}]
+          %1 = input name=\"b\" : f32[{b}]
+          %2 = cast(%0) to=\"tf32\" : tf32[{a}]
+          %3 = cast(%2) to=\"f32\" : f32[{a}]
+          %4 = cast(%1) to=\"tf32\" : tf32[{b}]
+          %5 = cast(%4) to=\"f32\" : f32[{b}]
+          %6 = {op}(%3, %5) {attrs} : f32[{y}]
+          return y=%6
+        }}"
+    )
+}
+
+/// f32 buffers adjacent the way the loader walks: pipelined TF32 kernels copy two or
+/// four words at a time (8 or 16 bytes) along a tile's width, or along `k` into a tile
+/// that keeps its `k` adjacent, and each thread rounds its own runs where they landed
+/// (inputs no TF32 represents: a run left unrounded would be truncated by the `mma`,
+/// and the products would drift from the reference's). Tiles that keep their `k`
+/// adjacent are read by `ldmatrix`: a matrix row of four words.
+#[test]
+fn tf32_runs_are_copied_and_rounded_in_place_in_every_schedule() {
+    let one = "stride=[1,1] padding=[0,0] dilation=[1,1] groups=1";
+    let cases = [
+        // A transposed (rows of m, 40: runs of four), B (rows of n, 30: pairs).
+        (
+            tf32_operands(
+                ("matmul", "transpose_a=true transpose_b=false"),
+                "45,40",
+                "45,30",
+                "40,30",
+            ),
+            Anchor::MatMul,
+        ),
+        // A and B transposed along `k` (rows of 48).
+        (
+            tf32_operands(
+                ("matmul", "transpose_a=false transpose_b=true"),
+                "37,48",
+                "29,48",
+                "37,29",
+            ),
+            Anchor::MatMul,
+        ),
+        // A 1x1 convolution: the image along m within 4x4 planes, the weight along k.
+        (
+            tf32_operands(("conv2d", one), "2,24,4,4", "40,24,1,1", "2,40,4,4"),
+            Anchor::Convolution,
+        ),
+        // Its weight gradient: both along k = (n, h, w).
+        (
+            tf32_operands(
+                ("conv2d_backward_weight", &format!("{one} kernel=[1,1]")),
+                "2,24,4,4",
+                "2,40,4,4",
+                "40,24,1,1",
+            ),
+            Anchor::Convolution,
+        ),
+    ];
+    for (src, anchor) in cases {
+        let g = graph(&src);
+        let dims = GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap();
+        let (mut runs, mut rounded, mut by_matrices) = (0, 0, 0);
+        for stages in [3, 4] {
+            for (bm, bn) in GemmSchedule::TILES {
+                for (split, block_k) in [(1, 16), (2, 16), (1, 32), (1, 8)] {
+                    let s = GemmSchedule {
+                        block_k,
+                        instruction: GemmInstruction::MmaTf32,
+                        stages,
+                        ..schedule(bm, bn, split)
+                    };
+                    if s.check(&dims).is_err() {
+                        continue;
+                    }
+                    let program = scheduled(single_kernel(&g, anchor), s);
+                    let ptx = compile(&program).unwrap().kernels[0].ptx.clone();
+                    let copies_runs =
+                        ptx.contains("cp.async.cg.shared.global") || ptx.contains("], 8");
+                    runs += usize::from(copies_runs);
+                    let in_place =
+                        ptx.contains("ld.shared.v4.f32") || ptx.contains("ld.shared.v2.f32");
+                    assert_eq!(in_place, copies_runs, "{s:?}\n{src}");
+                    rounded += usize::from(in_place);
+                    // A tile copied in runs along `k` is read by `ldmatrix`, untransposed.
+                    let body = &program.kernels[0].body;
+                    let y = gemm_anchor(body).unwrap();
+                    let along_k = [(0, bm), (1, bn)].map(|(i, width)| {
+                        calib_ir::copy_source(body, y, i, s.instruction, &[]).is_some_and(|c| {
+                            c.along_k && c.grain(block_k, width, 256).is_some_and(|g| g > 1)
+                        })
+                    });
+                    let matrices = |x: usize| {
+                        ptx.contains(&format!("ldmatrix.sync.aligned.m8n8.x{x}.shared.b16"))
+                    };
+                    assert_eq!([matrices(4), matrices(2)], along_k, "{s:?}\n{src}");
+                    assert!(!ptx.contains(".trans"), "{s:?}");
+                    by_matrices += usize::from(along_k.contains(&true));
+                    check(&g, &program, 11, 1e-5);
+                }
+            }
+        }
+        assert!(
+            runs >= GemmSchedule::TILES.len(),
+            "{runs} schedules copy runs: {src}"
+        );
+        assert_eq!(runs, rounded, "{src}");
+        // Every case but the first has an operand along `k`.
+        assert_eq!(by_matrices > 0, !src.contains("transpose_a=true"), "{src}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Every kernel of the SCNet-50 and ResNet-50 training steps (batch 64, 224x224, f32),
 //! fused and unfused, and fused with tensor cores under the TF32 and bf16 policies,
 //! assembled by NVIDIA's ptxas for sm_80 and sm_90; pointwise and reduction kernels
-//! must not spill; and the bf16 step with channels-last temporaries. (Every test plan is
+//! must not spill; and the tf32 and bf16 steps with channels-last temporaries. (Every test plan is
 //! assembled too: see `support::simulate`.)
 //!
 //! ptxas comes from the `nvidia-cuda-nvcc-cu12` wheel (`scripts/setup.sh`); without it
@@ -130,24 +130,32 @@ fn resnet50_training_step_on_tensor_cores() {
     assemble_on_tensor_cores("resnet50");
 }
 
-/// The bf16 SCNet-50 step with its image-shaped temporaries stored channels-last: every
-/// kernel addresses them NHWC (the conversions sit in the kernels that read the NCHW
-/// input or write NCHW outputs).
+/// The tf32 and bf16 SCNet-50 steps with their image-shaped temporaries stored
+/// channels-last, prepared as the device backends prepare them (the stem's image padded
+/// to four channels): every kernel addresses them NHWC (the conversions sit in the
+/// kernels that read the NCHW input or write NCHW outputs), and TF32 tiles copied in
+/// runs are read by `ldmatrix`.
 #[test]
 fn scnet50_training_step_channels_last() {
-    let precision = Precision::Bf16;
-    let graph = calib_passes::precision::apply(&training_step("scnet50"), precision).unwrap();
-    let options = FusionOptions {
-        precision,
-        layout: calib_passes::fusion::LayoutPolicy::ChannelsLast,
-        ..FusionOptions::default()
-    };
-    let program = fuse(&graph, &options).unwrap().program;
-    let stored = program
-        .buffers
-        .iter()
-        .filter(|b| b.layout == calib_ir::Layout::ChannelsLast)
-        .count();
-    assert!(stored > 100, "{stored} channels-last buffers");
-    assemble_plan("scnet50 fused bf16 channels_last", &program);
+    let step = training_step("scnet50");
+    for precision in [Precision::Tf32, Precision::Bf16] {
+        let graph = calib_passes::precision::apply(&step, precision).unwrap();
+        let options = FusionOptions {
+            precision,
+            layout: calib_passes::fusion::LayoutPolicy::ChannelsLast,
+            ..FusionOptions::default()
+        };
+        let graph = calib_passes::fusion::prepare(&graph, &options).unwrap();
+        let program = fuse(&graph, &options).unwrap().program;
+        let stored = program
+            .buffers
+            .iter()
+            .filter(|b| b.layout == calib_ir::Layout::ChannelsLast)
+            .count();
+        assert!(stored > 100, "{precision}: {stored} channels-last buffers");
+        assemble_plan(
+            &format!("scnet50 fused {precision} channels_last"),
+            &program,
+        );
+    }
 }

@@ -34,9 +34,9 @@ pub struct CopySource {
     pub input: Value,
     /// Elements adjacent along the tile's width (along `k` where
     /// [`CopySource::along_k`]) that lie adjacent in the buffer, aligned for one copy,
-    /// and inside the operand together or outside together: 1 (an f32 word for a TF32
-    /// tile), 2, 4 or [`CopySource::LONGEST_RUN`] bf16 elements (a 4-, 8- or 16-byte
-    /// copy).
+    /// and inside the operand together or outside together: 1, 2 or 4 f32 words for a
+    /// TF32 tile, 2, 4 or [`CopySource::LONGEST_RUN`] bf16 elements (a 4-, 8- or
+    /// 16-byte copy).
     pub run: usize,
     /// The fewest elements a copy must move to pay for its address: a convolution's
     /// image is addressed more cheaply through registers (its elements a constant
@@ -66,16 +66,18 @@ impl CopySource {
         [Self::LONGEST_RUN, 4, 2, 1]
             .into_iter()
             .filter(|&g| g <= self.run && g >= self.shortest)
-            .find(|&g| g <= 2 || (elements / g).is_multiple_of(threads))
+            .find(|&g| (elements / g).is_multiple_of(threads))
     }
 }
 
-/// The longest copy run (see [`CopySource::run`]) that divides `contiguous` elements,
-/// if it is at least `shortest`: runs start at multiples of their length, so none
-/// crosses the end of a contiguous stretch, and each is as aligned as its bytes.
-fn run_within(contiguous: usize, shortest: usize) -> Option<usize> {
+/// The longest copy run (see [`CopySource::run`]) of at most `longest` elements that
+/// divides `contiguous` elements, if it is at least `shortest`: runs start at multiples
+/// of their length, so none crosses the end of a contiguous stretch, and each is as
+/// aligned as its bytes.
+fn run_within(contiguous: usize, shortest: usize, longest: usize) -> Option<usize> {
     [CopySource::LONGEST_RUN, 4, 2]
         .into_iter()
+        .filter(|&r| r <= longest)
         .find(|r| contiguous.is_multiple_of(*r))
         .filter(|&r| r >= shortest)
 }
@@ -85,10 +87,12 @@ fn run_within(contiguous: usize, shortest: usize) -> Option<usize> {
 /// multiplied by `instruction`; `None` for an operand computed by a prologue, and under
 /// FMA products.
 ///
-/// * TF32 tiles hold f32 words, which the fragment loads round: the operand itself
-///   when it is an f32 (or tf32) input, or the input under a rounding round trip
-///   `cast(cast(x, tf32), f32)` (the precision policy's casts), which those loads
-///   repeat bit for bit.
+/// * TF32 tiles hold f32 words, which the kernel rounds after they land: the operand
+///   itself when it is an f32 (or tf32) input, or the input under a rounding round
+///   trip `cast(cast(x, tf32), f32)` (the precision policy's casts), which that
+///   rounding repeats bit for bit ([`tile_input`]). Where the words lie adjacent the
+///   way the loader walks (the same places as bf16 runs below), a copy moves a run of
+///   two or four (8 or 16 bytes); elsewhere one word.
 /// * bf16 tiles hold 16-bit elements, so only a bf16 input is a source (an f32
 ///   buffer's bits would need converting), and a copy moves at least 4 bytes: a run of
 ///   elements adjacent along the tile's width, which must be adjacent and aligned in
@@ -115,59 +119,79 @@ pub fn copy_source(
     instruction: GemmInstruction,
     layouts: InputLayouts,
 ) -> Option<CopySource> {
-    let v = gemm_operands(body, anchor)[operand];
-    let input = |x: Value, dtypes: &[DType]| {
-        let n = &body.nodes[x.0];
-        (matches!(n.op, Op::Input { .. }) && dtypes.contains(&n.ty.dtype)).then_some(x)
+    let x = tile_input(body, anchor, operand, instruction)?;
+    let bytes = instruction.tile_bytes();
+    // The most elements of one 16-byte copy, and the fewest that pay for a copy's
+    // address: a matmul's 4 bytes, a channels-last pixel's 8 (an image padded to four
+    // bf16 channels: it replaces four 16-bit loads and stores each with the same
+    // address arithmetic), a row-major image's 16. A TF32 word pays already: it
+    // replaces a load, a rounding and a store.
+    let longest = 16 / bytes;
+    let shortest = match body.nodes[anchor.0].op {
+        _ if instruction == GemmInstruction::MmaTf32 => 1,
+        Op::MatMul { .. } => 4 / bytes,
+        _ if input_layout(body, layouts, x) == Layout::ChannelsLast => 8 / bytes,
+        _ => 16 / bytes,
     };
-    let word = |input: Value| CopySource {
-        input,
-        run: 1,
-        shortest: 1,
-        along_k: false,
+    let along_width = contiguous_width(body, anchor, operand, x, layouts)
+        .and_then(|contiguous| run_within(contiguous, shortest.max(2), longest))
+        .map(|run| CopySource {
+            input: x,
+            run,
+            shortest,
+            along_k: false,
+        });
+    // Along `k` a run's elements share their row, its address and bounds check: any
+    // run a copy can move (4 bytes or more) pays for it.
+    let along_k = || {
+        run_along_k(body, anchor, operand, x, layouts, longest).map(|run| CopySource {
+            input: x,
+            run,
+            shortest: 4 / bytes,
+            along_k: true,
+        })
+    };
+    let run = along_width.or_else(along_k);
+    if instruction == GemmInstruction::MmaBf16 {
+        return run;
+    }
+    // TF32 tiles copy a word at a time wherever no run lies the way the loader walks.
+    let walks_width = crate::walks_width(body, anchor, layouts)[operand];
+    run.filter(|c| c.along_k != walks_width)
+        .or(Some(CopySource {
+            input: x,
+            run: 1,
+            shortest: 1,
+            along_k: false,
+        }))
+}
+
+/// The input buffer whose elements `instruction`'s tiles of operand `operand` hold as
+/// they are: for TF32 tiles an f32 (or tf32) input, read as it is or under the policy's
+/// rounding round trip `cast(cast(x, tf32), f32)` (the fragment loads round it the
+/// same way); for bf16 tiles [`bf16_input`].
+pub fn tile_input(
+    body: &Graph,
+    anchor: Value,
+    operand: usize,
+    instruction: GemmInstruction,
+) -> Option<Value> {
+    let v = gemm_operands(body, anchor)[operand];
+    let input = |x: Value| {
+        let n = &body.nodes[x.0];
+        let word = matches!(n.ty.dtype, DType::F32 | DType::TF32);
+        (matches!(n.op, Op::Input { .. }) && word).then_some(x)
     };
     match instruction {
         GemmInstruction::Fma => None,
-        GemmInstruction::MmaTf32 => {
-            let words = [DType::F32, DType::TF32];
-            if let Some(x) = input(v, &words) {
-                return Some(word(x));
-            }
+        GemmInstruction::MmaBf16 => bf16_input(body, anchor, operand),
+        GemmInstruction::MmaTf32 => input(v).or_else(|| {
             let outer = &body.nodes[v.0];
             let inner = &body.nodes[outer.inputs.first()?.0];
             let round_trip = outer.op == (Op::Cast { to: DType::F32 })
                 && inner.op == (Op::Cast { to: DType::TF32 });
-            round_trip.then(|| input(*inner.inputs.first()?, &words).map(word))?
-        }
-        GemmInstruction::MmaBf16 => {
-            let x = bf16_input(body, anchor, operand)?;
-            // A channels-last image's runs are its pixels' channels: a pixel of four
-            // (an image padded to four channels) pays for its copy, as it replaces
-            // four 16-bit loads and stores each with the same address arithmetic.
-            let shortest = match body.nodes[anchor.0].op {
-                Op::MatMul { .. } => 2,
-                _ if input_layout(body, layouts, x) == Layout::ChannelsLast => 4,
-                _ => CopySource::LONGEST_RUN,
-            };
-            let along_width = bf16_contiguous_width(body, anchor, operand, x, layouts)
-                .and_then(|contiguous| run_within(contiguous, shortest))
-                .map(|run| CopySource {
-                    input: x,
-                    run,
-                    shortest,
-                    along_k: false,
-                });
-            // Along `k` a run's elements share their row, its address and bounds
-            // check: any run a copy can move (4 bytes or more) pays for it.
-            along_width.or_else(|| {
-                bf16_run_along_k(body, anchor, operand, layouts).map(|run| CopySource {
-                    input: x,
-                    run,
-                    shortest: 2,
-                    along_k: true,
-                })
-            })
-        }
+            round_trip.then(|| input(*inner.inputs.first()?))?
+        }),
     }
 }
 
@@ -188,6 +212,18 @@ pub fn bf16_run_along_k(
     layouts: InputLayouts,
 ) -> Option<usize> {
     let x = bf16_input(body, anchor, operand)?;
+    run_along_k(body, anchor, operand, x, layouts, CopySource::LONGEST_RUN)
+}
+
+/// [`bf16_run_along_k`] of input `x` of any type, in runs of at most `longest`.
+fn run_along_k(
+    body: &Graph,
+    anchor: Value,
+    operand: usize,
+    x: Value,
+    layouts: InputLayouts,
+    longest: usize,
+) -> Option<usize> {
     let node = &body.nodes[anchor.0];
     let shape = &body.nodes[x.0].ty.shape;
     let plane = || shape.get(2..4).map(|s| s[0] * s[1]);
@@ -226,9 +262,7 @@ pub fn bf16_run_along_k(
         }
         _ => None,
     }?;
-    [CopySource::LONGEST_RUN, 4, 2]
-        .into_iter()
-        .find(|r| contiguous.is_multiple_of(*r))
+    run_within(contiguous, 2, longest)
 }
 
 /// Elements a thread loads at once from a bf16 input with runs of `run` along `k` (see
@@ -241,10 +275,10 @@ pub fn tile_run_along_k(run: usize, depth: usize, width: usize, threads: usize) 
         .unwrap_or(1)
 }
 
-/// How many elements of bf16 input `x` (operand `operand` of `anchor`) lie adjacent in
+/// How many elements of input `x` (operand `operand` of `anchor`) lie adjacent in
 /// memory along the tile's width, from a multiple of that count on: `None` where the
 /// operand is not contiguous along its width.
-fn bf16_contiguous_width(
+fn contiguous_width(
     body: &Graph,
     anchor: Value,
     operand: usize,
@@ -435,9 +469,10 @@ mod tests {
             ..conv
         };
         // A matmul's runs of four fill it (one each); 8 x 64 would leave half idle,
-        // and takes pairs, whose partial shares the loader guards.
+        // and takes pairs (one each); 8 x 32 would leave half idle with pairs too.
         assert_eq!(matmul.grain(16, 64, 256), Some(4));
         assert_eq!(matmul.grain(8, 64, 256), Some(2));
+        assert_eq!(matmul.grain(8, 32, 256), None);
         // A channels-last pixel of four channels pays for its copy, given whole shares.
         let pixel = CopySource {
             run: 4,
@@ -502,21 +537,34 @@ mod tests {
     }
 
     #[test]
-    fn f32_inputs_fill_tf32_tiles_only() {
-        let g = parse(
-            "graph {
-              %0 = input name=\"a\" : f32[4,6]
-              %1 = input name=\"b\" : f32[4,8]
-              %2 = matmul(%0, %1) transpose_a=true transpose_b=false : f32[6,8]
-              return y=%2
-            }",
-        )
-        .expect("graph");
-        let y = Value(2);
-        assert_eq!(
-            copied(&g, y, 0, GemmInstruction::MmaTf32),
-            Some((Value(0), 1))
-        );
+    fn f32_inputs_fill_tf32_tiles_in_runs_of_up_to_four_words() {
+        let matmul = |a: &str, b: &str, y: &str, ta: bool, tb: bool| {
+            parse(&format!(
+                "graph {{
+                  %0 = input name=\"a\" : f32[{a}]
+                  %1 = input name=\"b\" : f32[{b}]
+                  %2 = matmul(%0, %1) transpose_a={ta} transpose_b={tb} : f32[{y}]
+                  return y=%2
+                }}"
+            ))
+            .expect("graph")
+        };
+        let (tf32, y) = (GemmInstruction::MmaTf32, Value(2));
+        let source = |g: &Graph, operand| {
+            copy_source(g, y, operand, tf32, &[]).map(|c| (c.input, c.run, c.along_k))
+        };
+        // Rows of 6 (A transposed) hold pairs, rows of 8 runs of four: 8 and 16 bytes.
+        let g = matmul("4,6", "4,8", "6,8", true, false);
+        assert_eq!(source(&g, 0), Some((Value(0), 2, false)));
+        assert_eq!(source(&g, 1), Some((Value(1), 4, false)));
+        // Along `k`, into tiles that keep their `k` adjacent.
+        let g = matmul("6,8", "4,8", "6,4", false, true);
+        assert_eq!(source(&g, 0), Some((Value(0), 4, true)));
+        assert_eq!(source(&g, 1), Some((Value(1), 4, true)));
+        // An odd row holds no run: a word at a time.
+        let g = matmul("4,7", "4,8", "7,8", true, false);
+        assert_eq!(source(&g, 0), Some((Value(0), 1, false)));
+        // bf16 tiles take no f32 bits, FMA products no copies.
         assert_eq!(copied(&g, y, 1, GemmInstruction::MmaBf16), None);
         assert_eq!(copied(&g, y, 0, GemmInstruction::Fma), None);
     }

@@ -34,7 +34,8 @@ pub use channel_teams::{
     MIN_CHANNEL_BLOCKS, WARP_CHANNELS,
 };
 pub use copy_source::{
-    bf16_input, bf16_run_along_k, copy_source, gemm_operands, tile_run_along_k, CopySource,
+    bf16_input, bf16_run_along_k, copy_source, gemm_operands, tile_input, tile_run_along_k,
+    CopySource,
 };
 pub use dtype::{round_tf32, DType, TF32_DROPPED_BITS};
 pub use error::{IrError, Result};

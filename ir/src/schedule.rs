@@ -308,6 +308,14 @@ impl GemmInstruction {
         }
     }
 
+    /// Elements of padding after each row of a tile that keeps its `k` adjacent
+    /// (`CopySource::along_k`): 16 bytes, so that rows of a multiple of 32 bytes lie an
+    /// odd number of 16-byte chunks apart. Eight rows' `ldmatrix` phase, or TF32
+    /// fragment words of lanes `g` rows apart, then fall on distinct banks.
+    pub fn k_inner_pad(self) -> usize {
+        16 / self.tile_bytes()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             GemmInstruction::Fma => "fma",
@@ -382,13 +390,13 @@ impl GemmSchedule {
     /// elements, each padded: what a tile copied in runs along `k` takes,
     /// `CopySource::along_k`).
     pub fn operand_bytes_with(&self, k_inner: [bool; 2]) -> usize {
-        let (bytes, pad) = (self.instruction.tile_bytes(), self.instruction.tile_pad());
+        let i = self.instruction;
         let tile = |width: usize, k_inner: bool| match k_inner {
-            true => width * (self.block_k + pad),
-            false => self.block_k * (width + pad),
+            true => width * (self.block_k + i.k_inner_pad()),
+            false => self.block_k * (width + i.tile_pad()),
         };
         let stage = tile(self.block_m, k_inner[0]) + tile(self.block_n, k_inner[1]);
-        self.stages * bytes * stage
+        self.stages * i.tile_bytes() * stage
     }
 
     /// The most [`GemmSchedule::operand_bytes_with`] gives, whichever tiles keep their

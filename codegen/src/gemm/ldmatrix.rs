@@ -1,5 +1,6 @@
-//! bf16 fragments for `mma.m16n8k16` from 16-bit shared tiles, with
-//! `ldmatrix.sync.aligned.m8n8.{x4,x2}.trans.shared.b16`.
+//! Tensor-core fragments by `ldmatrix.sync.aligned.m8n8.{x4,x2}[.trans].shared.b16`:
+//! bf16 fragments for `mma.m16n8k16` from 16-bit shared tiles, and TF32 ones for
+//! `m16n8k8` from tiles of words that keep their `k` adjacent.
 //!
 //! Both tiles are `[k][width]` (rows of k, the m or n elements of a row contiguous), and
 //! both fragments want pairs along k in a register: A's register `r` holds row
@@ -26,6 +27,14 @@
 //! same pair along k. Lane `l` then addresses row `l % 8` of matrix `l / 8` along the
 //! width, at the matrix's k. Rows of `depth + 8` elements (`depth` a multiple of 16)
 //! are an odd number of 16-byte chunks apart as well.
+//!
+//! TF32 tiles that keep their `k` adjacent (copied in runs along `k` and rounded in
+//! place) are read the same way: a matrix row is four words of `k`, and lane `l`
+//! receives row `g`, word `t` (the 16-bit pair `2 t`, `2 t + 1`), which is exactly an
+//! `m16n8k8` fragment word. A's matrix `j` lies at k `4 (j / 2)`, B's at k `4 j` (16
+//! bytes on, as for bf16); rows of `depth + 4` words are an odd number of 16-byte
+//! chunks apart. `ldmatrix` cannot transpose 32-bit elements, so TF32 tiles laid out
+//! `[k][width]` are read a word at a time (`super::mma`).
 
 use super::mma::{Fragments, Lane, Warps};
 use super::tiles::Tile;
@@ -47,23 +56,26 @@ pub(super) fn b_row(lane: usize, pitch: usize) -> usize {
     2 * ((8 * ((lane / 8) % 2) + lane % 8) * pitch)
 }
 
-/// [`a_row`] for a tile that keeps its `k` adjacent (rows of m).
-pub(super) fn a_row_k_inner(lane: usize, pitch: usize) -> usize {
-    2 * ((8 * ((lane / 8) % 2) + lane % 8) * pitch + 8 * (lane / 16))
+/// [`a_row`] for a tile that keeps its `k` adjacent (rows of m, `pitch` elements of
+/// `bytes` each): matrix `j` is 16 bytes of `k` further for `j >= 2`.
+pub(super) fn a_row_k_inner(lane: usize, pitch: usize, bytes: usize) -> usize {
+    bytes * (8 * ((lane / 8) % 2) + lane % 8) * pitch + ROW * (lane / 16)
 }
 
 /// [`b_row`] for a tile that keeps its `k` adjacent (rows of n).
-pub(super) fn b_row_k_inner(lane: usize, pitch: usize) -> usize {
-    2 * ((lane % 8) * pitch + 8 * ((lane / 8) % 2))
+pub(super) fn b_row_k_inner(lane: usize, pitch: usize, bytes: usize) -> usize {
+    bytes * (lane % 8) * pitch + ROW * ((lane / 8) % 2)
 }
 
-/// The lane's matrix row of operand `operand` (0 for A) of `tile`, as a byte offset.
-fn row_of(tile: &Tile, operand: usize) -> fn(usize, usize) -> usize {
+/// The byte offset of the matrix row lane `lane` addresses in operand `operand` (0 for
+/// A) of `tile`.
+fn row_of(tile: &Tile, operand: usize, lane: usize) -> usize {
+    let pitch = tile.pitch();
     match (operand, tile.k_inner) {
-        (0, false) => a_row,
-        (0, true) => a_row_k_inner,
-        (_, false) => b_row,
-        (_, true) => b_row_k_inner,
+        (0, false) => a_row(lane, pitch),
+        (0, true) => a_row_k_inner(lane, pitch, tile.bytes),
+        (_, false) => b_row(lane, pitch),
+        (_, true) => b_row_k_inner(lane, pitch, tile.bytes),
     }
 }
 
@@ -74,58 +86,86 @@ pub(super) fn ways(matrices: usize, address: impl Fn(usize) -> usize) -> usize {
     wavefronts_of(8 * matrices, ROW, address)
 }
 
+/// Wavefronts of one warp's fragment load of operand `operand` from `tile`.
+pub(super) fn fragment_ways(tile: &Tile, operand: usize) -> usize {
+    let matrices = if operand == 0 { 4 } else { 2 };
+    ways(matrices, |l| row_of(tile, operand, l))
+}
+
 /// A lane's `ldmatrix` addresses into a step's two tiles.
 pub(super) struct Matrices {
     tiles: [Tile; 2],
     bases: [Reg; 2],
-    ways: [usize; 2],
     warps: Warps,
 }
 
-/// The byte offsets, within a stage of each tile, of the matrix rows lane `lane`
-/// addresses (`super::mma::fragment_offsets`).
-pub(super) fn offsets(cx: &mut Emitter, lane: &Lane, tiles: [Tile; 2]) -> [Operand; 2] {
-    let [a, b] = tiles;
+/// The byte offset, within a stage of `tile` (operand `operand`, 0 for A), of the
+/// matrix row lane `lane` addresses (`super::mma::fragment_offsets`).
+pub(super) fn offset(cx: &mut Emitter, lane: &Lane, tile: Tile, operand: usize) -> Operand {
     let row = cx.b.rem_u32(lane.lane, 8);
     let matrix = cx.b.div_u32(lane.lane, 8);
-    let half = cx.b.div_u32(matrix, 2);
     let odd = cx.b.rem_u32(matrix, 2);
-    // A: matrix `j` at k `8 (j / 2)`, m `8 (j % 2)`, from the warp's 16 rows; the
-    // lane's row of it runs along k (transposed) or along m.
-    let a_first = cx.b.mul_u32(lane.warp_m, Operand::Int(16));
-    let (a_k, a_col) = match a.k_inner {
-        false => (
-            cx.b.mad_u32(half, Operand::Int(8), row),
-            cx.b.mad_u32(odd, Operand::Int(8), a_first),
-        ),
-        true => {
-            let col = cx.b.mad_u32(odd, Operand::Int(8), row);
-            (
-                cx.b.mul_u32(half, Operand::Int(8)),
-                cx.b.add_u32(a_first, col),
-            )
+    // Elements of `k` in a matrix row of a tile that keeps its `k` adjacent: 16 bytes.
+    let k_run = Operand::Int((ROW / tile.bytes) as i64);
+    let (k, col) = if operand == 0 {
+        // A: matrix `j` at k `8 (j / 2)` (16 bytes), m `8 (j % 2)`, from the warp's
+        // 16 rows; the lane's row of it runs along k (transposed) or along m.
+        let half = cx.b.div_u32(matrix, 2);
+        let first = cx.b.mul_u32(lane.warp_m, Operand::Int(16));
+        match tile.k_inner {
+            false => (
+                cx.b.mad_u32(half, Operand::Int(8), row),
+                cx.b.mad_u32(odd, Operand::Int(8), first),
+            ),
+            true => {
+                let col = cx.b.mad_u32(odd, Operand::Int(8), row);
+                (cx.b.mul_u32(half, k_run), cx.b.add_u32(first, col))
+            }
+        }
+    } else {
+        // B: matrix `j` (lanes 16-31 repeat 0-15) at k `8 j` (16 bytes), from the
+        // warp's 8 columns.
+        let first = cx.b.mul_u32(lane.warp_n, Operand::Int(8));
+        match tile.k_inner {
+            false => (cx.b.mad_u32(odd, Operand::Int(8), row), first),
+            true => (cx.b.mul_u32(odd, k_run), cx.b.add_u32(first, row)),
         }
     };
-    // B: matrix `j` (lanes 16-31 repeat 0-15) at k `8 j`, from the warp's 8 columns.
-    let b_first = cx.b.mul_u32(lane.warp_n, Operand::Int(8));
-    let (b_k, b_col) = match b.k_inner {
-        false => (cx.b.mad_u32(odd, Operand::Int(8), row), b_first),
-        true => (
-            cx.b.mul_u32(odd, Operand::Int(8)),
-            cx.b.add_u32(b_first, row),
-        ),
-    };
-    let offset = |cx: &mut Emitter, tile: Tile, k: Operand, col: Operand| {
-        let element = tile.element_at(cx, k, col);
-        let at = tile.address(cx, Operand::Int(0), element);
-        cx.b.materialize(at, Ty::U32).into()
-    };
-    [offset(cx, a, a_k, a_col), offset(cx, b, b_k, b_col)]
+    let element = tile.element_at(cx, k, col);
+    let at = tile.address(cx, Operand::Int(0), element);
+    cx.b.materialize(at, Ty::U32).into()
+}
+
+/// `N` registers of operand `operand`'s matrices from `tile`, whose lane's address in
+/// this stage is `base`: `along` elements into the tile's width and `k0` rows down. A
+/// tile that keeps its `k` adjacent holds each lane's word (a bf16 pair along `k`, or a
+/// TF32 element) along a matrix row; one laid out `[k][width]` is read transposed.
+pub(super) fn load<const N: usize>(
+    cx: &mut Emitter,
+    (tile, operand): (&Tile, usize),
+    base: Reg,
+    k0: usize,
+    along: usize,
+) -> [Reg; N] {
+    let offset = tile.bytes * tile.element(k0, along);
+    let trans = if tile.k_inner { "" } else { ".trans" };
+    let r = [(); N].map(|_| cx.b.reg(Ty::U32));
+    let list = r
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    cx.b.shared_ways(fragment_ways(tile, operand));
+    ins!(
+        cx.b,
+        "ldmatrix.sync.aligned.m8n8.x{N}{trans}.shared.b16 {{{list}}}, [{base}+{offset}]"
+    );
+    r
 }
 
 impl Matrices {
     /// The fragments of the stage whose tiles start at `bases`, for a lane whose matrix
-    /// rows lie `offsets` into them ([`offsets`]).
+    /// rows lie `offsets` into them ([`offset`]).
     pub(super) fn new(
         cx: &mut Emitter,
         warps: &Warps,
@@ -133,57 +173,27 @@ impl Matrices {
         tiles: [Tile; 2],
         bases: [Operand; 2],
     ) -> Matrices {
-        let [a, b] = tiles;
-        let [a_base, b_base] = [0, 1].map(|i| {
+        let bases = [0, 1].map(|i| {
             let at = cx.b.add_u32(bases[i], offsets[i]);
             cx.b.materialize(at, Ty::U32)
         });
         Matrices {
             tiles,
-            bases: [a_base, b_base],
-            ways: [
-                ways(4, |l| row_of(&a, 0)(l, a.pitch())),
-                ways(2, |l| row_of(&b, 1)(l, b.pitch())),
-            ],
+            bases,
             warps: *warps,
         }
-    }
-
-    /// `N` registers of operand `i`'s matrices, `along` elements into the tile's width
-    /// and `k0` rows down from the lane's address.
-    fn load<const N: usize>(
-        &self,
-        cx: &mut Emitter,
-        i: usize,
-        k0: usize,
-        along: usize,
-    ) -> [Reg; N] {
-        let (tile, base) = (self.tiles[i], self.bases[i]);
-        let offset = tile.bytes * tile.element(k0, along);
-        // A tile that keeps its `k` adjacent holds each lane's pair along a matrix row.
-        let trans = if tile.k_inner { "" } else { ".trans" };
-        let r = [(); N].map(|_| cx.b.reg(Ty::U32));
-        let list = r
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        cx.b.shared_ways(self.ways[i]);
-        ins!(
-            cx.b,
-            "ldmatrix.sync.aligned.m8n8.x{N}{trans}.shared.b16 {{{list}}}, [{base}+{offset}]"
-        );
-        r
     }
 }
 
 impl Fragments for Matrices {
     fn a(&self, cx: &mut Emitter, k0: usize, fm: usize) -> [Reg; 4] {
-        self.load(cx, 0, k0, fm * self.warps.span_m())
+        let along = fm * self.warps.span_m();
+        load(cx, (&self.tiles[0], 0), self.bases[0], k0, along)
     }
 
     fn b(&self, cx: &mut Emitter, k0: usize, fn_: usize) -> [Reg; 2] {
-        self.load(cx, 1, k0, fn_ * self.warps.span_n())
+        let along = fn_ * self.warps.span_n();
+        load(cx, (&self.tiles[1], 1), self.bases[1], k0, along)
     }
 }
 
@@ -216,19 +226,61 @@ mod tests {
         let pad = GemmInstruction::MmaBf16.tile_pad();
         for depth in [16, 32] {
             let pitch = depth + pad;
-            assert_eq!(ways(4, |l| a_row_k_inner(l, pitch)), 4, "A, depth {depth}");
-            assert_eq!(ways(2, |l| b_row_k_inner(l, pitch)), 2, "B, depth {depth}");
+            assert_eq!(
+                ways(4, |l| a_row_k_inner(l, pitch, 2)),
+                4,
+                "A, depth {depth}"
+            );
+            assert_eq!(
+                ways(2, |l| b_row_k_inner(l, pitch, 2)),
+                2,
+                "B, depth {depth}"
+            );
             let at = |bytes: usize| (bytes / 2 / pitch, bytes / 2 % pitch);
             for l in 0..32 {
                 let (j, r) = (l / 8, l % 8);
-                assert_eq!(at(a_row_k_inner(l, pitch)), (8 * (j % 2) + r, 8 * (j / 2)));
-                assert_eq!(at(b_row_k_inner(l, pitch)), (r, 8 * (j % 2)));
-                assert_eq!(a_row_k_inner(l, pitch) % ROW, 0, "16-byte aligned rows");
+                assert_eq!(
+                    at(a_row_k_inner(l, pitch, 2)),
+                    (8 * (j % 2) + r, 8 * (j / 2))
+                );
+                assert_eq!(at(b_row_k_inner(l, pitch, 2)), (r, 8 * (j % 2)));
+                assert_eq!(a_row_k_inner(l, pitch, 2) % ROW, 0, "16-byte aligned rows");
             }
         }
         // Unpadded rows of 32 k, 64 bytes apart: a phase's eight rows fall on two
         // 16-byte bank groups, four ways each.
-        assert_eq!(ways(4, |l| a_row_k_inner(l, 32)), 16);
+        assert_eq!(ways(4, |l| a_row_k_inner(l, 32, 2)), 16);
+    }
+
+    /// TF32 tiles that keep their `k` adjacent: a matrix row is four words of `k`, so
+    /// lane `l` receives row `l / 4`, word `l % 4` (an `m16n8k8` fragment word), and
+    /// A's matrix `j` lies at m `8 (j % 2)`, k `4 (j / 2)`; B's at k `4 j`. Rows padded
+    /// by 4 words take one wavefront a phase at every depth.
+    #[test]
+    fn tf32_tiles_along_k_are_read_as_matrices_of_words() {
+        let pad = GemmInstruction::MmaTf32.k_inner_pad();
+        for depth in [8, 16, 32] {
+            let pitch = depth + pad;
+            assert_eq!(
+                ways(4, |l| a_row_k_inner(l, pitch, 4)),
+                4,
+                "A, depth {depth}"
+            );
+            assert_eq!(
+                ways(2, |l| b_row_k_inner(l, pitch, 4)),
+                2,
+                "B, depth {depth}"
+            );
+            let at = |bytes: usize| (bytes / 4 / pitch, bytes / 4 % pitch);
+            for l in 0..32 {
+                let (j, r) = (l / 8, l % 8);
+                assert_eq!(
+                    at(a_row_k_inner(l, pitch, 4)),
+                    (8 * (j % 2) + r, 4 * (j / 2))
+                );
+                assert_eq!(at(b_row_k_inner(l, pitch, 4)), (r, 4 * (j % 2)));
+            }
+        }
     }
 
     /// The rows lanes address cover each fragment's 16x16 (A) or 16x8 (B) elements

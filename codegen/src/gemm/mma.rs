@@ -8,8 +8,9 @@
 //! words (`cvt.rna`, ties away, as the IR's cast), bf16 tiles 16-bit elements
 //! (`cvt.rn.bf16x2.f32`, to nearest even, as the IR's cast; exact for operands the
 //! policy's casts already rounded). A TF32 tile that arrived by `cp.async` holds the
-//! buffer's f32 bits instead, and its words are rounded with `cvt.rna` as each fragment
-//! word is read (the mma would truncate them). A bf16 tile that arrived by `cp.async`
+//! buffer's f32 bits instead (the mma would truncate them): copied in runs, each thread
+//! rounds its own runs with `cvt.rna` where they lie once they land; copied a word at a
+//! time, its words are rounded as each fragment word is read. A bf16 tile that arrived by `cp.async`
 //! holds a bf16 buffer's elements as they are, copied in runs along its width, or
 //! along `k` into a tile that keeps its `k` adjacent (`calib_ir::copy_source` says
 //! where).
@@ -24,7 +25,9 @@
 //!
 //! TF32 fragment words are scalar shared loads at constant offsets from one address per
 //! lane ([`Words`]); rows padded by 8 words put the lanes of a load (`t` rows and `g`
-//! words apart) on 32 different banks. bf16 fragments are one `ldmatrix.trans` each:
+//! words apart) on 32 different banks, as do rows of `k` padded by 4 words (a tile
+//! that keeps its `k` adjacent: lanes `g` rows and `t` words apart, rows `4 (mod 8)`
+//! words long). bf16 fragments are one `ldmatrix.trans` each:
 //! a pair along k is two elements of a tile column, which is what the transposed 8x8
 //! matrix load hands a lane ([`super::ldmatrix`], with its padding); from a tile that
 //! keeps its `k` adjacent the pair is two elements of a row, and `ldmatrix` reads it
@@ -177,6 +180,16 @@ pub(super) fn round_for_store(
     }
 }
 
+/// Whether fragments of `tile` come by `ldmatrix`: every bf16 tile, and a TF32 tile
+/// that keeps its `k` adjacent and was rounded in place (an 8x8 matrix of 16-bit
+/// elements is then 8 rows of four words, each lane's word a fragment word).
+fn by_matrices(instruction: GemmInstruction, tile: &Tile) -> bool {
+    match instruction {
+        GemmInstruction::MmaBf16 => true,
+        _ => tile.k_inner && tile.rounded_in_place,
+    }
+}
+
 /// The byte offsets, within a stage of the A and B tiles, where a lane's fragment loads
 /// start: the same at every step, so computed once, before the `k` loop, and added to
 /// each step's stage addresses ([`products`]).
@@ -186,22 +199,17 @@ pub(super) fn fragment_offsets(
     lane: &Lane,
     tiles: [Tile; 2],
 ) -> [Operand; 2] {
-    match warps.instruction {
-        GemmInstruction::MmaBf16 => super::ldmatrix::offsets(cx, lane, tiles),
-        _ => {
-            // A lane starts from k row `t`, at its fragment row (A) or column (B).
-            let offset = |cx: &mut Emitter, tile: Tile, along: Operand| {
-                let word =
-                    cx.b.mad_u32(lane.t, Operand::Int(tile.pitch() as i64), along);
-                let at = shared_address(cx, Operand::Int(0), word);
-                cx.b.materialize(at, Ty::U32).into()
-            };
-            [
-                offset(cx, tiles[0], lane.a_row),
-                offset(cx, tiles[1], lane.b_col),
-            ]
+    [0, 1].map(|i| {
+        let tile = tiles[i];
+        if by_matrices(warps.instruction, &tile) {
+            return super::ldmatrix::offset(cx, lane, tile, i);
         }
-    }
+        // A lane starts from k row `t`, at its fragment row (A) or column (B).
+        let along = if i == 0 { lane.a_row } else { lane.b_col };
+        let word = tile.element_at(cx, lane.t, along);
+        let at = shared_address(cx, Operand::Int(0), word);
+        cx.b.materialize(at, Ty::U32).into()
+    })
 }
 
 /// Where a warp's fragment registers come from: the lane's words of A fragment `fm`
@@ -211,12 +219,14 @@ pub(super) trait Fragments {
     fn b(&self, cx: &mut Emitter, k0: usize, fn_: usize) -> [Reg; 2];
 }
 
-/// TF32 fragments from f32 tiles, a scalar shared load per word at a constant offset
-/// from one address per lane and tile.
+/// TF32 fragments from f32 tiles: a scalar shared load per word at a constant offset
+/// from one address per lane and tile, or one `ldmatrix` per fragment from a tile
+/// [`by_matrices`] says.
 struct Words {
     tiles: [Tile; 2],
     bases: [Reg; 2],
     ways: [usize; 2],
+    matrices: [bool; 2],
     warps: Warps,
 }
 
@@ -234,11 +244,12 @@ impl Words {
             let at = cx.b.add_u32(bases[i], offsets[i]);
             cx.b.materialize(at, Ty::U32)
         });
-        let ways = tiles.map(|tile| wavefronts(4, |l| 4 * ((l % 4) * tile.pitch() + l / 4)));
+        let ways = tiles.map(|tile| wavefronts(4, |l| 4 * tile.element(l % 4, l / 4)));
         Words {
             tiles,
             bases: [a_base, b_base],
             ways,
+            matrices: tiles.map(|t| by_matrices(warps.instruction, &t)),
             warps: *warps,
         }
     }
@@ -246,9 +257,9 @@ impl Words {
     /// The fragment word at tile row `k` and column `along` of operand `i`.
     fn word(&self, cx: &mut Emitter, i: usize, k: usize, along: usize) -> Reg {
         let (tile, base) = (self.tiles[i], self.bases[i]);
-        let offset = 4 * (k * tile.pitch() + along);
+        let offset = 4 * tile.element(k, along);
         cx.b.shared_ways(self.ways[i]);
-        if tile.copied {
+        if tile.copied && !tile.rounded_in_place {
             // A tile copied by `cp.async` holds the buffer's f32 bits: the mma would
             // truncate them, the reference rounds to nearest with ties away.
             let raw = cx.b.reg(Ty::F32);
@@ -268,6 +279,9 @@ impl Words {
 impl Fragments for Words {
     fn a(&self, cx: &mut Emitter, k0: usize, fm: usize) -> [Reg; 4] {
         let m = fm * self.warps.span_m();
+        if self.matrices[0] {
+            return super::ldmatrix::load(cx, (&self.tiles[0], 0), self.bases[0], k0, m);
+        }
         [
             self.word(cx, 0, k0, m),
             self.word(cx, 0, k0, m + 8),
@@ -278,6 +292,9 @@ impl Fragments for Words {
 
     fn b(&self, cx: &mut Emitter, k0: usize, fn_: usize) -> [Reg; 2] {
         let n = fn_ * self.warps.span_n();
+        if self.matrices[1] {
+            return super::ldmatrix::load(cx, (&self.tiles[1], 1), self.bases[1], k0, n);
+        }
         [self.word(cx, 1, k0, n), self.word(cx, 1, k0 + 4, n)]
     }
 }

@@ -189,8 +189,8 @@ pub(crate) fn emit(
     // With a ring of three or more stages, operands read straight from a buffer
     // arrive by `cp.async`; two stages, and prologues, go through registers.
     let stages = schedule.stages;
-    // (A bf16 tile is copied in runs along the operand's contiguous side: its width,
-    // or `k`, where the tile then keeps each row's `k` adjacent.)
+    // (A tile is copied in runs along the operand's contiguous side: its width, or `k`,
+    // where the tile then keeps each row's `k` adjacent.)
     let along_width = [contiguity.a_m, contiguity.b_n];
     let widths = [bm, bn];
     let sources = match &math {
@@ -202,6 +202,15 @@ pub(crate) fn emit(
         _ => [None, None],
     };
     let k_inner = sources.map(|s| s.is_some_and(|(c, _)| c.along_k));
+    let pads = k_inner.map(|k_inner| match k_inner {
+        true => schedule.instruction.k_inner_pad(),
+        false => pad,
+    });
+    // A TF32 tile copied in runs is rounded in place once its copies land (a vector
+    // load and store of each run); a tile copied a word at a time is rounded as each
+    // fragment word is read.
+    let tf32 = schedule.instruction == GemmInstruction::MmaTf32;
+    let rounded_in_place = sources.map(|s| tf32 && s.is_some_and(|(_, grain)| grain > 1));
     // A bf16 input loaded through registers moves its 16 bits as they are; along `k`,
     // in runs of adjacent elements where the input has them (`bf16_run_along_k`) and
     // the tile's share of runs fills every thread.
@@ -227,8 +236,9 @@ pub(crate) fn emit(
         offset: 0,
         along_width: contiguity.a_m,
         bytes,
-        pad,
+        pad: pads[0],
         copied: sources[0].is_some(),
+        rounded_in_place: rounded_in_place[0],
         grain: grain(0),
         k_inner: k_inner[0],
     };
@@ -238,8 +248,9 @@ pub(crate) fn emit(
         offset: stages * a.stage_bytes(),
         along_width: contiguity.b_n,
         bytes,
-        pad,
+        pad: pads[1],
         copied: sources[1].is_some(),
+        rounded_in_place: rounded_in_place[1],
         grain: grain(1),
         k_inner: k_inner[1],
     };
@@ -545,6 +556,7 @@ mod tests {
                 bytes: 4,
                 pad: PAD,
                 copied: false,
+                rounded_in_place: false,
                 grain: 1,
                 k_inner: false,
             }
@@ -561,6 +573,7 @@ mod tests {
                 bytes: 4,
                 pad: PAD,
                 copied: false,
+                rounded_in_place: false,
                 grain: 1,
                 k_inner: false,
             };

@@ -7,7 +7,8 @@
 //! * A ring of three or four stages: stage `t % S` holds step `t`, filled `S - 1` steps
 //!   ahead. Operands read straight from a buffer arrive by `cp.async`, one commit group
 //!   per step; each iteration waits for all but the newest `S - 2` groups (so step `t`'s
-//!   copies have landed), then a barrier makes every thread's copies visible and frees
+//!   copies have landed), rounds its own copied runs of TF32 tiles in place
+//!   ([`Loader::round_in_place`]), then a barrier makes every thread's copies visible and frees
 //!   the stage step `t - 1` used, which is refilled with step `t + S - 1` before the
 //!   products of step `t` start. An operand with a prologue loads that step into
 //!   registers at the same point and stores it after the products (as with two stages).
@@ -167,8 +168,11 @@ impl Pipeline<'_, '_> {
             self.commit(cx);
         }
         self.steps.each(cx, 0, |cx, kt| {
+            let current = cx.b.rem_u32(kt, stages);
+            let current = self.stage(cx, current);
             if self.copies() {
                 ins!(cx.b, "cp.async.wait_group {}", stages - 2);
+                loader.round_in_place(cx, slots, current);
             }
             ins!(cx.b, "bar.sync 0");
             let next = cx.b.add_u32(kt, Operand::Int(stages as i64 - 1));
@@ -183,8 +187,6 @@ impl Pipeline<'_, '_> {
                 Ok(())
             })?;
             self.commit(cx);
-            let current = cx.b.rem_u32(kt, stages);
-            let current = self.stage(cx, current);
             self.math
                 .products(cx, self.acc, self.tiles, current, self.fragments)?;
             if !values.is_empty() {

@@ -37,6 +37,10 @@ pub(super) struct Tile {
     /// f32 bits of the buffer (TF32 products round them as fragments are read), or as
     /// its bf16 elements, a run at a time.
     pub(super) copied: bool,
+    /// Whether a copied TF32 tile is rounded where it lies once its copies land (each
+    /// thread its own runs, before the barrier that hands the stage to the products),
+    /// rather than as each fragment word is read.
+    pub(super) rounded_in_place: bool,
     /// Elements one slot of a thread's share covers: a copied bf16 tile's slots are
     /// runs adjacent along the width (2 or 8 elements: `calib_ir::CopySource::grain`),
     /// others single elements.
@@ -475,6 +479,43 @@ impl Loader<'_> {
             }
         }
         cx.b.parallel_chains(1);
+    }
+
+    /// Rounds this thread's runs of the TF32 tiles rounded in place
+    /// ([`Tile::rounded_in_place`]) in the stage at `bases` to TF32 (ties away, as the
+    /// IR's cast): once its copies have landed, and before the barrier after which
+    /// other threads read them.
+    pub(super) fn round_in_place(&self, cx: &mut Emitter, slots: &[Slot], bases: [Operand; 2]) {
+        for slot in slots.iter().filter(|s| self.tile(s).rounded_in_place) {
+            let tile = self.tile(slot);
+            let (addr, offset) = self.shared_address(cx, slot, bases);
+            let words: Vec<Reg> = (0..tile.grain()).map(|_| cx.b.reg(Ty::F32)).collect();
+            let list = |regs: &[Reg]| {
+                let names: Vec<String> = regs.iter().map(Reg::to_string).collect();
+                names.join(", ")
+            };
+            let v = tile.grain();
+            cx.b.shared_ways(tile.store_ways());
+            ins!(
+                cx.b,
+                "ld.shared.v{v}.f32 {{{}}}, [{addr}+{offset}]",
+                list(&words)
+            );
+            let rounded: Vec<Reg> = words
+                .iter()
+                .map(|w| {
+                    let r = cx.b.reg(Ty::U32);
+                    ins!(cx.b, "cvt.rna.tf32.f32 {r}, {w}");
+                    r
+                })
+                .collect();
+            cx.b.shared_ways(tile.store_ways());
+            ins!(
+                cx.b,
+                "st.shared.v{v}.b32 [{addr}+{offset}], {{{}}}",
+                list(&rounded)
+            );
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! Images of a few channels padded to a whole channels-last run (`pad-channels`).
 //!
 //! A network's first convolution reads the image itself: three channels (one for a
-//! grey-scale set). Stored channels-last, a pixel is then 6 bytes of bf16, so no copy
-//! of a tile's run is aligned, and the convolution and its weight gradient gather
-//! their tiles 16 bits at a time (ResNet-50's `conv1`: 505 us of the predicted step,
-//! at 66 TFLOP/s). Padded with zero channels to four, a pixel is 8 bytes: the window's
-//! `k` puts the taps outside the channels and `cp.async` copies a pixel at a time.
-//! cuDNN does the same for its channels-last first layers.
+//! grey-scale set). Stored channels-last, a pixel is then 6 bytes of bf16 (12 of f32),
+//! so no copy of a tile's run is aligned, and the convolution and its weight gradient
+//! gather their tiles an element at a time (ResNet-50's `conv1` under bf16: 505 us of
+//! the predicted step, at 66 TFLOP/s). Padded with zero channels to four, a pixel is 8
+//! bytes (16 of f32): the window's `k` puts the taps outside the channels and
+//! `cp.async` copies a pixel at a time. cuDNN does the same for its channels-last
+//! first layers.
 //!
 //! ```text
 //! conv2d(x, w)                  =>  conv2d(pad(x), pad(w))
@@ -17,13 +18,14 @@
 //! Exact: the padded channels multiply zeros, whose products add exactly nothing; the
 //! weight gradient's padded channels are sliced off. Only the order in which a GEMM
 //! adds its (nonzero) products may change, as its `k` is laid out anew. A padded
-//! operand that is a round trip `cast(cast(y, bf16), f32)` is padded below it (the
+//! operand that is a round trip `cast(cast(y, bf16 or tf32), f32)` is padded below it (the
 //! round trip of `pad(y)`, zeros being exact in every type) and one that widens a
 //! narrow value (a bf16 weight copy) is padded before it is widened, so that the
 //! padded image is stored, rounded, by one kernel for both of its GEMMs.
 //!
 //! A plan pass of the rule set, run by [`prepare`] before fusion where image-shaped
-//! temporaries may be stored channels-last and GEMMs multiply bf16 tiles.
+//! temporaries may be stored channels-last and GEMMs multiply on tensor cores (bf16
+//! or TF32 tiles).
 
 use super::{FusionOptions, LayoutPolicy};
 use crate::Result;
@@ -34,15 +36,15 @@ use std::collections::HashMap;
 /// The pass's name in a rule set (`--disable-rule pad-channels`).
 pub const PAD_CHANNELS: &str = "pad-channels";
 
-/// The channels a pixel of a padded image has: one bf16 copy of 8 bytes.
+/// The channels a pixel of a padded image has: one copy of 8 bytes (bf16) or 16 (f32).
 pub const PADDED_RUN: usize = 4;
 
 /// `graph` as fusion under `options` should plan it: [`pad_channels`] applied where
-/// the plan may store images channels-last (`channels_last` or `auto`) with bf16 GEMM
-/// tiles, and the pass is on; else `graph` itself.
+/// the plan may store images channels-last (`channels_last` or `auto`) with
+/// tensor-core GEMM tiles (bf16 or TF32), and the pass is on; else `graph` itself.
 pub fn prepare<'g>(graph: &'g Graph, options: &FusionOptions) -> Result<Cow<'g, Graph>> {
     let wanted = options.layout != LayoutPolicy::RowMajor
-        && options.precision == Precision::Bf16
+        && options.precision != Precision::F32
         && options.rules.enabled(PAD_CHANNELS);
     Ok(match wanted {
         true => Cow::Owned(pad_channels(graph)?),

@@ -128,6 +128,13 @@ pub(super) fn gemm_with(
     let k_inner = copies.map(|c| c.is_some_and(|(_, along_k)| along_k));
     let copied = grains.map(|g| g.is_some());
     let [ga, gb] = grains.map(|g| g.unwrap_or(1) as f64);
+    // Shared loads and stores of the runs a TF32 tile rounds in place, per step.
+    let tf32 = s.instruction == GemmInstruction::MmaTf32;
+    let in_place = [(ea, ga), (eb, gb)]
+        .into_iter()
+        .filter(|&(_, g)| tf32 && g > 1.0)
+        .map(|(elements, g)| 2.0 * elements / g)
+        .sum::<f64>();
     // A bf16 input loaded through registers along `k` in runs (`bf16_run_along_k`):
     // one address and vector load per run, each element still its own shared store
     // (rows of the tile), every second after a shift.
@@ -163,8 +170,16 @@ pub(super) fn gemm_with(
             let (fm, fn_) = (s.block_m / (16 * wm), s.block_n / (8 * wn));
             let slices = (s.block_k / instruction.k_per_instruction()) as f64;
             let words = (4 * fm + 2 * fn_) as f64;
+            // A TF32 tile that keeps its `k` adjacent and is rounded in place is read
+            // by `ldmatrix` too.
             let bf16 = instruction == GemmInstruction::MmaBf16;
-            let loads = if bf16 { (fm + fn_) as f64 } else { words };
+            let matrices = [0, 1].map(|i| bf16 || (k_inner[i] && grains[i] > Some(1)));
+            let loads = match matrices {
+                [true, true] => (fm + fn_) as f64,
+                [true, false] => (fm + 2 * fn_) as f64,
+                [false, true] => (4 * fm + fn_) as f64,
+                [false, false] => words,
+            };
             let mmas = (fm * fn_) as f64;
             let flops = 2.0 * (s.block_m * s.block_n * s.block_k) as f64 / 256.0;
             // Elements are rounded as they are stored (bf16 into 16-bit tiles, TF32
@@ -173,18 +188,22 @@ pub(super) fn gemm_with(
             // elements); bf16 tiles that arrive by `cp.async` are bf16 already.
             // A bf16 input loaded through registers is stored as loaded
             // (`calib_ir::bf16_input`): nothing to round.
+            // A TF32 tile copied in runs is rounded where it landed instead: a
+            // conversion per element, and a vector load and store per run.
             let raw = [0, 1].map(|i| bf16 && bf16_input(body, anchor, i).is_some());
-            let rounding =
-                |copied: bool, raw: bool, elements: f64, words: usize| match (copied, bf16) {
-                    (false, _) if raw => 0.0,
-                    (false, _) => elements,
-                    (true, false) => slices * words as f64,
-                    (true, true) => 0.0,
-                };
-            let rounding =
-                rounding(copied[0], raw[0], ea, 4 * fm) + rounding(copied[1], raw[1], eb, 2 * fn_);
+            let rounding = |copied: bool, raw: bool, elements: f64, words: usize, grain: f64| match (
+                copied, bf16,
+            ) {
+                (false, _) if raw => 0.0,
+                (false, _) => elements,
+                (true, false) if grain > 1.0 => elements,
+                (true, false) => slices * words as f64,
+                (true, true) => 0.0,
+            };
+            let rounding = rounding(copied[0], raw[0], ea, 4 * fm, ga)
+                + rounding(copied[1], raw[1], eb, 2 * fn_, gb);
             let products = Work {
-                issue: slices * (mmas + loads) + rounding,
+                issue: slices * (mmas + loads) + rounding + in_place,
                 // Conversions (`cvt`) are special-function operations.
                 sfu: rounding,
                 independent: slices * mmas,
@@ -214,8 +233,8 @@ pub(super) fn gemm_with(
     let waits = if copied == [true, true] { 0.0 } else { 1.0 };
     step.rounds = waits + (wa.rounds * sa + wb.rounds * sb);
     let (stores_a, stores_b) = (ea / ga, eb / gb);
-    let shared_per_step = stores_a + stores_b + fragment_loads;
-    let wavefronts_per_step = stores_a + stores_b + fragment_wavefronts;
+    let shared_per_step = stores_a + stores_b + fragment_loads + in_place;
+    let wavefronts_per_step = stores_a + stores_b + fragment_wavefronts + in_place;
     // A phase of a strided data gradient steps through the taps it meets: on average
     // that share of the `k` laid out for the phase with the most.
     let steps = steps as f64 * dims.share_of_k();
