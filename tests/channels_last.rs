@@ -40,15 +40,19 @@ fn row_major_schedules(graph: &calib::ir::Graph, precision: Precision) -> Tuning
         device: options.device.name.clone(),
         ..TuningCache::default()
     };
+    // Under both keys: a kernel over channels-last images has its own.
     for kernel in &program.kernels {
-        let schedule = kernel.schedule.and_then(|s| s.gemm);
-        let key = shape_key(&kernel.body, precision);
-        if let (Some(schedule), Some((key, _))) = (schedule, key) {
-            pinned.entries.entry(key).or_insert(TunedSchedule {
-                schedule,
-                measured_us: 0.0,
-                candidates: 1,
-            });
+        let Some(schedule) = kernel.schedule.and_then(|s| s.gemm) else {
+            continue;
+        };
+        for layouts in [&[][..], &[Layout::ChannelsLast]] {
+            if let Some((key, _)) = shape_key(&kernel.body, precision, layouts) {
+                pinned.entries.entry(key).or_insert(TunedSchedule {
+                    schedule,
+                    measured_us: 0.0,
+                    candidates: 1,
+                });
+            }
         }
     }
     pinned

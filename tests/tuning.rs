@@ -1,6 +1,7 @@
 //! Tuned schedules: `calib compile --tuning FILE` plans each GEMM shape the file covers
-//! with its measured schedule and says so; a file for another device is not used; and
-//! `calib tune` refuses a backend that cannot time launches.
+//! with its measured schedule and says so; a file for another device is not used;
+//! `calib tune` refuses a backend that cannot time launches, and plans the layout it is
+//! asked to tune before it needs a GPU.
 
 mod support;
 
@@ -42,7 +43,7 @@ fn a_tuned_schedule_replaces_the_cost_models_and_the_report_says_why() {
         .iter()
         .find_map(|k| Some((k, k.schedule?.gemm?)))
         .expect("a GEMM kernel");
-    let (key, dims) = shape_key(&k.body, Precision::F32).unwrap();
+    let (key, dims) = shape_key(&k.body, Precision::F32, &program.input_layouts(k)).unwrap();
     let other = GemmSchedule::TILES
         .iter()
         .map(|&(block_m, block_n)| GemmSchedule {
@@ -147,4 +148,34 @@ fn bad_tuning_files_and_backends_are_refused_by_name() {
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("needs --backend cuda"), "{stderr}");
+}
+
+/// `calib tune` plans the step in the layout `train` would run (here channels-last),
+/// before it looks for a GPU; without one it says so and writes nothing.
+#[test]
+fn tune_plans_the_layout_it_is_asked_to_tune() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tuned.json");
+    let f = fixture("tiny_scnet");
+    for (layout, planned) in [
+        ("channels_last", "layout channels_last"),
+        ("row_major", "layout row_major"),
+    ] {
+        let o = calib(&[
+            "tune",
+            f.to_str().unwrap(),
+            "--precision",
+            "tf32",
+            "--layout",
+            layout,
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains(planned), "{stderr}");
+        if !o.status.success() {
+            assert!(stderr.contains("backend cuda"), "{stderr}");
+            assert!(!file.exists(), "a failed tune wrote {}", file.display());
+        }
+    }
 }

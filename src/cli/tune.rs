@@ -6,6 +6,11 @@
 //! `r`-th best schedule by the cost model (the plan's kernels stay the same, only their
 //! schedules change), and times every launch with CUDA events. Kernels of one shape
 //! share an entry, won by the schedule whose summed time over them is least.
+//!
+//! The step is planned as `train` and `bench` plan it with the same `--precision` and
+//! `--layout`: prepared (a channels-last plan pads images of a few channels), and under
+//! `auto` in the layout the cost model picks, which every round then keeps. A kernel
+//! over channels-last images has its own shape key.
 
 use anyhow::{bail, Context, Result};
 use calib::data::rng::Rng;
@@ -13,7 +18,7 @@ use calib::ir::{DType, GemmSchedule, Mode, Precision};
 use calib::kernel_times;
 use calib::models::build;
 use calib::passes::fusion::tuning::{ranked_candidates, shape_key, winners, TuningCache};
-use calib::passes::fusion::{fuse, Device, FusionOptions};
+use calib::passes::fusion::{fuse, prepare, Device, FusionOptions, LayoutPolicy};
 use calib::passes::{train_step, TrainConfig};
 use calib::runtime::write_atomic;
 use calib::train::{carry, init_state, SgdState};
@@ -32,6 +37,11 @@ pub struct Args {
     /// The precision policy the schedules are for (`f32`, `tf32`, `bf16`).
     #[arg(long, default_value = "f32")]
     precision: Precision,
+    /// How the plan stores image-shaped temporaries (`row_major`, `channels_last`, or
+    /// `auto`: the layout the cost model predicts faster): tune the layout `train` and
+    /// `bench` will run.
+    #[arg(long, default_value = "row_major")]
+    layout: LayoutPolicy,
     /// The cost-model device the GPU is (h200, h100-sxm, a100-sxm, or a device file):
     /// what the cache's entries serve.
     #[arg(long, default_value = "h200")]
@@ -86,20 +96,31 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let base = FusionOptions {
         device: device.clone(),
         precision: args.precision,
+        layout: args.layout,
         ..FusionOptions::default()
     };
-    let plan = fuse(&step.graph, &base)?.program;
+    let graph = prepare(&step.graph, &base)?;
+    let planned = fuse(&graph, &base)?.program;
+    let estimated = |_: &calib::codegen::CompiledProgram| Default::default();
+    let (plan, _, choice) = calib::device::choose_layout(planned, &base, estimated)?;
+    // Every round runs the layout planned here.
+    let layout = match choice.map(|c| c.chosen) {
+        Some(calib::ir::Layout::ChannelsLast) => LayoutPolicy::ChannelsLast,
+        Some(_) => LayoutPolicy::RowMajor,
+        None => args.layout,
+    };
     let mut candidates: BTreeMap<String, Vec<GemmSchedule>> = BTreeMap::new();
     for k in &plan.kernels {
-        if let Some((key, _)) = shape_key(&k.body, args.precision) {
+        let layouts = plan.input_layouts(k);
+        if let Some((key, _)) = shape_key(&k.body, args.precision, &layouts) {
             candidates.entry(key).or_insert_with(|| {
-                ranked_candidates(&k.body, &device, args.precision, args.candidates)
+                ranked_candidates(&k.body, &device, args.precision, args.candidates, &layouts)
             });
         }
     }
     let rounds = candidates.values().map(Vec::len).max().unwrap_or(0);
     eprintln!(
-        "tune: {} GEMM shapes, up to {rounds} schedules each (planned in {:.1} s)",
+        "tune: {} GEMM shapes, up to {rounds} schedules each, layout {layout} (planned in {:.1} s)",
         candidates.len(),
         started.elapsed().as_secs_f64()
     );
@@ -132,6 +153,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 tuning: Some(forced.clone()),
                 device: Some(device.clone()),
                 precision: args.precision,
+                layout,
                 ..Default::default()
             },
         )?;
@@ -157,9 +179,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             *per_kernel.entry(launch.kernel.as_str()).or_default() += us;
         }
         let mut per_shape: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for k in &device_plan.program.kernels {
+        let program = &device_plan.program;
+        for k in &program.kernels {
+            let layouts = program.input_layouts(k);
             let (Some((key, _)), Some(&us)) = (
-                shape_key(&k.body, args.precision),
+                shape_key(&k.body, args.precision, &layouts),
                 per_kernel.get(k.name.as_str()),
             ) else {
                 continue;
@@ -167,7 +191,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             per_shape.entry(key).or_default().push(us);
         }
         for (key, us) in per_shape {
-            let c = &candidates[&key];
+            // A shape the session planned and this plan did not would be timed under
+            // the cost model's schedule: nothing to learn from it.
+            let Some(c) = candidates.get(&key) else {
+                eprintln!("tune: {key} is not in the planned step; its times are left out");
+                continue;
+            };
             if round < c.len() {
                 measured.entry(key).or_default().push((c[round], us));
             }

@@ -156,7 +156,7 @@ fn schedule_reason(
     let (device, precision) = (&options.device, options.precision);
     let chosen = kernel.schedule?.gemm?;
     if let Some(cache) = &options.tuning {
-        if let Some(t) = cache.lookup(&kernel.body, device, precision) {
+        if let Some(t) = cache.lookup(&kernel.body, device, precision, layouts) {
             if t.schedule == chosen {
                 return Some(format!(
                     "tuned: fastest of {} schedules measured for its shape, {:.1} us{}",

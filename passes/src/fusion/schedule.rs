@@ -50,7 +50,7 @@ pub fn assign(program: &mut Program, options: &FusionOptions) -> (usize, usize) 
             Some(_) => best_schedule(body, device, precision, &layouts).map(|(mut s, _)| {
                 // A measured schedule beats a predicted one.
                 let tuned = options.tuning.as_ref();
-                if let Some(t) = tuned.and_then(|c| c.lookup(body, device, precision)) {
+                if let Some(t) = tuned.and_then(|c| c.lookup(body, device, precision, &layouts)) {
                     s.gemm = Some(t.schedule);
                 }
                 s

@@ -3,13 +3,14 @@
 //!
 //! A GEMM's shape key names what its schedule's speed depends on besides the prologue
 //! and epilogue: the op (which operand is contiguous along what), the groups, `m`, `n`,
-//! `k`, a lattice or phases, and the precision (the instructions it may use). Kernels of one
+//! `k`, a lattice or phases, the precision (the instructions it may use), and whether
+//! the kernel reads channels-last images (which way its tiles copy). Kernels of one
 //! shape share an entry: their prologues differ, and the tuner keeps the schedule
 //! fastest over all of them together.
 
 use super::estimate::candidate_schedules;
 use calib_cost::Device;
-use calib_ir::{gemm_anchor, GemmDims, GemmSchedule, Graph, Op, Precision};
+use calib_ir::{gemm_anchor, GemmDims, GemmSchedule, Graph, InputLayouts, Layout, Op, Precision};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -59,26 +60,33 @@ impl TuningCache {
         serde_json::to_string_pretty(self).expect("a tuning cache serializes") + "\n"
     }
 
-    /// The measured schedule for GEMM kernel `body` on `device` at `precision`, if the
-    /// cache has one that code generation accepts for it.
+    /// The measured schedule for GEMM kernel `body` (its inputs laid out as `layouts`
+    /// say) on `device` at `precision`, if the cache has one that code generation
+    /// accepts for it.
     pub fn lookup(
         &self,
         body: &Graph,
         device: &Device,
         precision: Precision,
+        layouts: InputLayouts,
     ) -> Option<TunedSchedule> {
         if self.device != device.name {
             return None;
         }
-        let (key, dims) = shape_key(body, precision)?;
+        let (key, dims) = shape_key(body, precision, layouts)?;
         let tuned = *self.entries.get(&key)?;
         tuned.schedule.check(&dims).is_ok().then_some(tuned)
     }
 }
 
-/// The shape key of GEMM kernel `body` at `precision`, with its dimensions:
-/// `"conv2d g1 m64x56x56 n64 k64x3x3 tf32"`.
-pub fn shape_key(body: &Graph, precision: Precision) -> Option<(String, GemmDims)> {
+/// The shape key of GEMM kernel `body` at `precision`, its inputs laid out as `layouts`
+/// say, with its dimensions: `"conv2d g1 m64x56x56 n64 k64x3x3 tf32"`, and `" nhwc"`
+/// after it for a kernel that reads a channels-last input.
+pub fn shape_key(
+    body: &Graph,
+    precision: Precision,
+    layouts: InputLayouts,
+) -> Option<(String, GemmDims)> {
     let anchor = gemm_anchor(body)?;
     let dims = GemmDims::of(body, anchor)?;
     let node = &body.nodes[anchor.0];
@@ -104,8 +112,12 @@ pub fn shape_key(body: &Graph, precision: Precision) -> Option<(String, GemmDims
         (_, Some(p)) => format!(" phases{}x{}", p.stride[0], p.stride[1]),
         _ => String::new(),
     };
+    let nhwc = match layouts.contains(&Layout::ChannelsLast) {
+        true => " nhwc",
+        false => "",
+    };
     let key = format!(
-        "{op} g{} m{} n{} k{}{lattice} {precision}",
+        "{op} g{} m{} n{} k{}{lattice} {precision}{nhwc}",
         dims.groups,
         side(&dims.m),
         side(&dims.n),
@@ -114,15 +126,17 @@ pub fn shape_key(body: &Graph, precision: Precision) -> Option<(String, GemmDims
     Some((key, dims))
 }
 
-/// The schedules worth measuring for GEMM kernel `body`: the cost model's `count`
-/// fastest candidates, fastest first (distinct, each accepted by code generation).
+/// The schedules worth measuring for GEMM kernel `body` (its inputs laid out as
+/// `layouts` say): the cost model's `count` fastest candidates, fastest first
+/// (distinct, each accepted by code generation).
 pub fn ranked_candidates(
     body: &Graph,
     device: &Device,
     precision: Precision,
     count: usize,
+    layouts: InputLayouts,
 ) -> Vec<GemmSchedule> {
-    let Some((_, dims)) = shape_key(body, precision) else {
+    let Some((_, dims)) = shape_key(body, precision, layouts) else {
         return vec![];
     };
     let mut priced: Vec<(f64, GemmSchedule)> = candidate_schedules(&dims, device, precision)
@@ -131,7 +145,7 @@ pub fn ranked_candidates(
         .map(|s| {
             let schedule = calib_ir::Schedule::gemm(s);
             let anchor = gemm_anchor(body).expect("a GEMM kernel");
-            let launches = super::estimate::gemm(body, anchor, &dims, &schedule, &[]).launches;
+            let launches = super::estimate::gemm(body, anchor, &dims, &schedule, layouts).launches;
             (super::estimate::seconds(&launches, device), s)
         })
         .collect();
@@ -195,8 +209,12 @@ mod tests {
 
     #[test]
     fn the_key_names_op_shape_and_precision() {
-        let (key, _) = shape_key(&conv_body(), Precision::Tf32).unwrap();
+        let (key, _) = shape_key(&conv_body(), Precision::Tf32, &[]).unwrap();
         assert_eq!(key, "conv2d g1 m8x14x14 n32 k3x3x16 tf32");
+        // A kernel over channels-last images copies its tiles another way.
+        let nhwc = [Layout::ChannelsLast, Layout::RowMajor];
+        let (key, _) = shape_key(&conv_body(), Precision::Tf32, &nhwc).unwrap();
+        assert_eq!(key, "conv2d g1 m8x14x14 n32 k3x3x16 tf32 nhwc");
     }
 
     #[test]
@@ -220,7 +238,7 @@ mod tests {
     fn entries_serve_their_device_and_valid_schedules_only() {
         let body = conv_body();
         let device = Device::default();
-        let (key, _) = shape_key(&body, Precision::F32).unwrap();
+        let (key, _) = shape_key(&body, Precision::F32, &[]).unwrap();
         let tuned = TunedSchedule {
             schedule: schedule(128, 1),
             measured_us: 3.0,
@@ -231,23 +249,29 @@ mod tests {
             measured_on: String::new(),
             entries: [(key.clone(), tuned)].into(),
         };
-        assert_eq!(cache.lookup(&body, &device, Precision::F32), Some(tuned));
-        assert_eq!(cache.lookup(&body, &device, Precision::Tf32), None);
+        let f32 = Precision::F32;
+        assert_eq!(cache.lookup(&body, &device, f32, &[]), Some(tuned));
+        assert_eq!(cache.lookup(&body, &device, Precision::Tf32, &[]), None);
+        // Measured over row-major images: no entry for the kernel over channels-last ones.
+        assert_eq!(
+            cache.lookup(&body, &device, f32, &[Layout::ChannelsLast]),
+            None
+        );
         cache.device = "another GPU".into();
-        assert_eq!(cache.lookup(&body, &device, Precision::F32), None);
+        assert_eq!(cache.lookup(&body, &device, f32, &[]), None);
         cache.device = device.name.clone();
         // A split of more slices than there are k steps is refused by code generation.
         cache.entries.get_mut(&key).unwrap().schedule.split_k = 1000;
-        assert_eq!(cache.lookup(&body, &device, Precision::F32), None);
+        assert_eq!(cache.lookup(&body, &device, f32, &[]), None);
     }
 
     #[test]
     fn ranked_candidates_come_fastest_first_and_valid() {
         let body = conv_body();
         let device = Device::default();
-        let ranked = ranked_candidates(&body, &device, Precision::Bf16, 6);
+        let ranked = ranked_candidates(&body, &device, Precision::Bf16, 6, &[]);
         assert_eq!(ranked.len(), 6);
-        let (_, dims) = shape_key(&body, Precision::Bf16).unwrap();
+        let (_, dims) = shape_key(&body, Precision::Bf16, &[]).unwrap();
         assert!(ranked.iter().all(|s| s.check(&dims).is_ok()));
         let best = super::super::estimate::best_schedule(&body, &device, Precision::Bf16, &[])
             .unwrap()
