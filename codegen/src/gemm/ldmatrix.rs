@@ -218,69 +218,39 @@ mod tests {
         assert_eq!(ways(4, |l| a_row(l, 32)), 16);
     }
 
-    /// Tiles that keep their `k` adjacent: every depth's padded rows take one wavefront
-    /// a phase, and lane `l` addresses row `l % 8` of matrix `l / 8` along the width
-    /// (A's matrix `j` at m `8 (j % 2)`, k `8 (j / 2)`; B's at k `8 j`).
+    /// Tiles that keep their `k` adjacent, bf16 and TF32: every depth's padded rows take
+    /// one wavefront a phase, and lane `l` addresses row `l % 8` of matrix `l / 8` along
+    /// the width, 16 bytes of `k` on for the second half of A's matrices (A's matrix `j`
+    /// at m `8 (j % 2)`, k `8 (j / 2)` bf16 or `4 (j / 2)` words; B's at k `8 j` or
+    /// `4 j`). A TF32 matrix row is four words of `k`, so lane `l` receives row `l / 4`,
+    /// word `l % 4`: an `m16n8k8` fragment word.
     #[test]
     fn tiles_along_k_are_read_whole_and_free_of_bank_conflicts() {
-        let pad = GemmInstruction::MmaBf16.tile_pad();
-        for depth in [16, 32] {
-            let pitch = depth + pad;
-            assert_eq!(
-                ways(4, |l| a_row_k_inner(l, pitch, 2)),
-                4,
-                "A, depth {depth}"
-            );
-            assert_eq!(
-                ways(2, |l| b_row_k_inner(l, pitch, 2)),
-                2,
-                "B, depth {depth}"
-            );
-            let at = |bytes: usize| (bytes / 2 / pitch, bytes / 2 % pitch);
-            for l in 0..32 {
-                let (j, r) = (l / 8, l % 8);
-                assert_eq!(
-                    at(a_row_k_inner(l, pitch, 2)),
-                    (8 * (j % 2) + r, 8 * (j / 2))
-                );
-                assert_eq!(at(b_row_k_inner(l, pitch, 2)), (r, 8 * (j % 2)));
-                assert_eq!(a_row_k_inner(l, pitch, 2) % ROW, 0, "16-byte aligned rows");
+        for (instruction, depths) in [
+            (GemmInstruction::MmaBf16, &[16, 32][..]),
+            (GemmInstruction::MmaTf32, &[8, 16, 32][..]),
+        ] {
+            let (bytes, pad) = (instruction.tile_bytes(), instruction.k_inner_pad());
+            let run = ROW / bytes;
+            for &depth in depths {
+                let pitch = depth + pad;
+                let label = format!("{instruction:?}, depth {depth}");
+                assert_eq!(ways(4, |l| a_row_k_inner(l, pitch, bytes)), 4, "A, {label}");
+                assert_eq!(ways(2, |l| b_row_k_inner(l, pitch, bytes)), 2, "B, {label}");
+                let at = |offset: usize| (offset / bytes / pitch, offset / bytes % pitch);
+                for l in 0..32 {
+                    let (j, r) = (l / 8, l % 8);
+                    let a = a_row_k_inner(l, pitch, bytes);
+                    assert_eq!(at(a), (8 * (j % 2) + r, run * (j / 2)), "{label}");
+                    let b = b_row_k_inner(l, pitch, bytes);
+                    assert_eq!(at(b), (r, run * (j % 2)), "{label}");
+                    assert_eq!(a % ROW, 0, "16-byte aligned rows");
+                }
             }
         }
-        // Unpadded rows of 32 k, 64 bytes apart: a phase's eight rows fall on two
+        // Unpadded bf16 rows of 32 k, 64 bytes apart: a phase's eight rows fall on two
         // 16-byte bank groups, four ways each.
         assert_eq!(ways(4, |l| a_row_k_inner(l, 32, 2)), 16);
-    }
-
-    /// TF32 tiles that keep their `k` adjacent: a matrix row is four words of `k`, so
-    /// lane `l` receives row `l / 4`, word `l % 4` (an `m16n8k8` fragment word), and
-    /// A's matrix `j` lies at m `8 (j % 2)`, k `4 (j / 2)`; B's at k `4 j`. Rows padded
-    /// by 4 words take one wavefront a phase at every depth.
-    #[test]
-    fn tf32_tiles_along_k_are_read_as_matrices_of_words() {
-        let pad = GemmInstruction::MmaTf32.k_inner_pad();
-        for depth in [8, 16, 32] {
-            let pitch = depth + pad;
-            assert_eq!(
-                ways(4, |l| a_row_k_inner(l, pitch, 4)),
-                4,
-                "A, depth {depth}"
-            );
-            assert_eq!(
-                ways(2, |l| b_row_k_inner(l, pitch, 4)),
-                2,
-                "B, depth {depth}"
-            );
-            let at = |bytes: usize| (bytes / 4 / pitch, bytes / 4 % pitch);
-            for l in 0..32 {
-                let (j, r) = (l / 8, l % 8);
-                assert_eq!(
-                    at(a_row_k_inner(l, pitch, 4)),
-                    (8 * (j % 2) + r, 4 * (j / 2))
-                );
-                assert_eq!(at(b_row_k_inner(l, pitch, 4)), (r, 4 * (j % 2)));
-            }
-        }
     }
 
     /// The rows lanes address cover each fragment's 16x16 (A) or 16x8 (B) elements

@@ -56,20 +56,8 @@ pub fn prepare<'g>(graph: &'g Graph, options: &FusionOptions) -> Result<Cow<'g, 
 /// `options` (what an ablation of the pass counts as its firings).
 pub fn padded_convolutions(graph: &Graph, options: &FusionOptions) -> usize {
     match prepare(graph, options) {
-        Ok(Cow::Owned(_)) => graph
-            .nodes
-            .iter()
-            .filter(|n| {
-                let ungrouped = matches!(
-                    n.op,
-                    Op::Conv2d { groups: 1, .. } | Op::Conv2dBackwardWeight { groups: 1, .. }
-                );
-                let channels = n
-                    .inputs
-                    .first()
-                    .and_then(|&x| graph.ty(x).shape.get(1).copied());
-                ungrouped && channels.and_then(padded).is_some()
-            })
+        Ok(Cow::Owned(_)) => (graph.nodes.iter())
+            .filter(|n| padding(graph, n).is_some())
             .count(),
         _ => 0,
     }
@@ -82,6 +70,19 @@ fn padded(channels: usize) -> Option<usize> {
         .then(|| channels.next_multiple_of(PADDED_RUN))
 }
 
+/// For an ungrouped forward convolution or weight gradient of `graph` whose image
+/// [`padded`] pads: its channels, and how many it reads padded.
+fn padding(graph: &Graph, node: &calib_ir::Node) -> Option<(usize, usize)> {
+    if !matches!(
+        node.op,
+        Op::Conv2d { groups: 1, .. } | Op::Conv2dBackwardWeight { groups: 1, .. }
+    ) {
+        return None;
+    }
+    let channels = *graph.ty(*node.inputs.first()?).shape.get(1)?;
+    Some((channels, padded(channels)?))
+}
+
 /// `graph` with every forward convolution and weight gradient over an image of a few
 /// channels reading it padded (module documentation). Same inputs, params and outputs.
 pub fn pad_channels(graph: &Graph) -> Result<Graph> {
@@ -90,32 +91,25 @@ pub fn pad_channels(graph: &Graph) -> Result<Graph> {
     let mut pads = Pads::default();
     for node in &graph.nodes {
         let inputs: Vec<Value> = node.inputs.iter().map(|v| map[v.0]).collect();
-        let channels = || out.ty(inputs[0]).shape.get(1).copied();
-        let v = match &node.op {
+        let v = match (&node.op, padding(graph, node)) {
             _ if node.inputs.is_empty() => {
                 out.push_source(node.op.clone(), node.ty.clone(), &node.scope)?
             }
-            Op::Conv2d { groups: 1, .. } => match channels().and_then(padded) {
-                Some(to) => {
-                    let x = pads.pad(&mut out, inputs[0], to)?;
-                    let w = pads.pad(&mut out, inputs[1], to)?;
-                    out.push(node.op.clone(), vec![x, w], &node.scope)?
-                }
-                None => out.push(node.op.clone(), inputs, &node.scope)?,
-            },
-            Op::Conv2dBackwardWeight { groups: 1, .. } => match channels() {
-                Some(c) if padded(c).is_some() => {
-                    let x = pads.pad(&mut out, inputs[0], padded(c).unwrap_or(c))?;
-                    let dw = out.push(node.op.clone(), vec![x, inputs[1]], &node.scope)?;
-                    let slice = Op::Slice {
-                        axis: 1,
-                        start: 0,
-                        end: c,
-                    };
-                    out.push(slice, vec![dw], &node.scope)?
-                }
-                _ => out.push(node.op.clone(), inputs, &node.scope)?,
-            },
+            (Op::Conv2d { .. }, Some((_, to))) => {
+                let x = pads.pad(&mut out, inputs[0], to)?;
+                let w = pads.pad(&mut out, inputs[1], to)?;
+                out.push(node.op.clone(), vec![x, w], &node.scope)?
+            }
+            (Op::Conv2dBackwardWeight { .. }, Some((channels, to))) => {
+                let x = pads.pad(&mut out, inputs[0], to)?;
+                let dw = out.push(node.op.clone(), vec![x, inputs[1]], &node.scope)?;
+                let slice = Op::Slice {
+                    axis: 1,
+                    start: 0,
+                    end: channels,
+                };
+                out.push(slice, vec![dw], &node.scope)?
+            }
             _ => out.push(node.op.clone(), inputs, &node.scope)?,
         };
         debug_assert_eq!(out.ty(v), &node.ty, "padding changes no result's type");
@@ -231,6 +225,38 @@ mod tests {
         );
         assert_eq!(g.node(dw.inputs[0]).inputs[0], x);
         assert_eq!(g.ty(g.output("dw").unwrap()).shape, [4, 3, 3, 3]);
+    }
+
+    /// Under TF32 both operands are round trips of f32 values (the weight a param): each
+    /// is padded below its rounding, so the rounded padded image is what is stored.
+    #[test]
+    fn tf32_round_trips_are_padded_below_their_rounding() {
+        let g = parse(
+            "graph {
+              %0 = input name=\"x\" : f32[2,3,8,8]
+              %1 = param name=\"w\" : f32[4,3,3,3]
+              %2 = cast(%0) to=\"tf32\" : tf32[2,3,8,8]
+              %3 = cast(%2) to=\"f32\" : f32[2,3,8,8]
+              %4 = cast(%1) to=\"tf32\" : tf32[4,3,3,3]
+              %5 = cast(%4) to=\"f32\" : f32[4,3,3,3]
+              %6 = conv2d(%3, %5) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[2,4,8,8]
+              return y=%6
+            }",
+        )
+        .expect("graph");
+        let g = pad_channels(&g).unwrap();
+        g.validate().unwrap();
+        let conv = g.node(g.output("y").unwrap());
+        for (operand, shape) in [
+            (conv.inputs[0], [2, 4, 8, 8]),
+            (conv.inputs[1], [4, 4, 3, 3]),
+        ] {
+            assert_eq!(g.ty(operand).shape, shape);
+            let low = g.node(g.node(operand).inputs[0]);
+            assert_eq!(low.op, Op::Cast { to: DType::TF32 });
+            assert_eq!(g.node(low.inputs[0]).op, Op::Concat { axis: 1 });
+            assert_eq!(g.ty(low.inputs[0]).dtype, DType::F32);
+        }
     }
 
     #[test]
