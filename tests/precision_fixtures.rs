@@ -1,9 +1,12 @@
 //! Every public fixture under the tf32 and bf16 precision policies, on the reference
-//! interpreter and on the simulator (the exact PTX a GPU would run), against the f32
-//! fixtures with the tolerances of docs/precision.md. The numbers each run measures are
+//! interpreter and on the simulator (the exact PTX a GPU would run), its plan stored
+//! row-major and channels-last (the layout `auto` picks for tensor-core plans, images
+//! of a few channels padded), against the f32 fixtures with the tolerances of
+//! docs/precision.md. The numbers each run measures are
 //! recorded in bench/results/cpu-2026-12-05-precision.md.
 
 use calib::ir::Precision;
+use calib::passes::fusion::LayoutPolicy;
 use calib::runtime::{Backend, Reference};
 use calib::verify::{verify_fixture_at, Status, Tolerance};
 use calib::Sim;
@@ -31,9 +34,10 @@ fn check(name: &str, backend: &dyn Backend, precision: Precision) {
     }
 }
 
-fn sim(precision: Precision) -> Sim {
+fn sim(precision: Precision, layout: LayoutPolicy) -> Sim {
     Sim::with_fusion(calib::passes::fusion::FusionOptions {
         precision,
+        layout,
         ..Default::default()
     })
 }
@@ -50,7 +54,14 @@ macro_rules! fixtures {
 
             #[test]
             fn on_the_simulator() {
-                check($name, &sim(Precision::$precision), Precision::$precision);
+                let sim = sim(Precision::$precision, LayoutPolicy::RowMajor);
+                check($name, &sim, Precision::$precision);
+            }
+
+            #[test]
+            fn on_the_simulator_channels_last() {
+                let sim = sim(Precision::$precision, LayoutPolicy::ChannelsLast);
+                check($name, &sim, Precision::$precision);
             }
         }
     )*};
