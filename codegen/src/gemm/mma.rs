@@ -24,10 +24,12 @@
 //! taking part.
 //!
 //! TF32 fragment words are scalar shared loads at constant offsets from one address per
-//! lane ([`Words`]); rows padded by 8 words put the lanes of a load (`t` rows and `g`
-//! words apart) on 32 different banks, as do rows of `k` padded by 4 words (a tile
+//! lane ([`Tf32Fragments`]); rows padded by 8 words put the lanes of a load (`t` rows and
+//! `g` words apart) on 32 different banks, as do rows of `k` padded by 4 words (a tile
 //! that keeps its `k` adjacent: lanes `g` rows and `t` words apart, rows `4 (mod 8)`
-//! words long). bf16 fragments are one `ldmatrix.trans` each:
+//! words long). A TF32 tile that keeps its `k` adjacent and was rounded in place is
+//! read by `ldmatrix` instead, a fragment at a time. bf16 fragments are one
+//! `ldmatrix.trans` each:
 //! a pair along k is two elements of a tile column, which is what the transposed 8x8
 //! matrix load hands a lane ([`super::ldmatrix`], with its padding); from a tile that
 //! keeps its `k` adjacent the pair is two elements of a row, and `ldmatrix` reads it
@@ -222,7 +224,7 @@ pub(super) trait Fragments {
 /// TF32 fragments from f32 tiles: a scalar shared load per word at a constant offset
 /// from one address per lane and tile, or one `ldmatrix` per fragment from a tile
 /// [`by_matrices`] says.
-struct Words {
+struct Tf32Fragments {
     tiles: [Tile; 2],
     bases: [Reg; 2],
     ways: [usize; 2],
@@ -230,7 +232,7 @@ struct Words {
     warps: Warps,
 }
 
-impl Words {
+impl Tf32Fragments {
     /// The fragments of the stage whose tiles start at `bases`, for a lane whose loads
     /// start `offsets` into them ([`fragment_offsets`]).
     fn new(
@@ -239,13 +241,13 @@ impl Words {
         offsets: [Operand; 2],
         tiles: [Tile; 2],
         bases: [Operand; 2],
-    ) -> Words {
+    ) -> Tf32Fragments {
         let [a_base, b_base] = [0, 1].map(|i| {
             let at = cx.b.add_u32(bases[i], offsets[i]);
             cx.b.materialize(at, Ty::U32)
         });
         let ways = tiles.map(|tile| wavefronts(4, |l| 4 * tile.element(l % 4, l / 4)));
-        Words {
+        Tf32Fragments {
             tiles,
             bases: [a_base, b_base],
             ways,
@@ -276,7 +278,7 @@ impl Words {
     }
 }
 
-impl Fragments for Words {
+impl Fragments for Tf32Fragments {
     fn a(&self, cx: &mut Emitter, k0: usize, fm: usize) -> [Reg; 4] {
         let m = fm * self.warps.span_m();
         if self.matrices[0] {
@@ -312,7 +314,7 @@ pub(super) fn products(
     let per = warps.instruction.k_per_instruction();
     let fragments: Box<dyn Fragments> = match warps.instruction {
         GemmInstruction::MmaBf16 => Box::new(Matrices::new(cx, warps, offsets, tiles, bases)),
-        _ => Box::new(Words::new(cx, warps, offsets, tiles, bases)),
+        _ => Box::new(Tf32Fragments::new(cx, warps, offsets, tiles, bases)),
     };
     let shape = match warps.instruction {
         GemmInstruction::MmaBf16 => "m16n8k16.row.col.f32.bf16.bf16.f32",
