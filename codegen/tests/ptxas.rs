@@ -11,7 +11,7 @@ mod support;
 
 use calib_codegen::{compile, Family};
 use calib_ir::{DType, GemmInstruction, Graph, Mode, Precision, Program};
-use calib_passes::fusion::{fuse, unfused, FusionOptions};
+use calib_passes::fusion::{fuse, unfused, FusionOptions, LayoutPolicy};
 use calib_passes::{train_step, TrainConfig};
 use std::time::Instant;
 
@@ -84,18 +84,30 @@ fn resnet50_training_step_unfused() {
     );
 }
 
+/// The fused step of `preset` under each reduced precision, laid out as `layout` says
+/// and prepared as the device backends prepare it.
+fn reduced_precision_plans(preset: &str, layout: LayoutPolicy) -> Vec<(Precision, Program)> {
+    let step = training_step(preset);
+    [Precision::Tf32, Precision::Bf16]
+        .into_iter()
+        .map(|precision| {
+            let graph = calib_passes::precision::apply(&step, precision).unwrap();
+            let options = FusionOptions {
+                precision,
+                layout,
+                ..FusionOptions::default()
+            };
+            let graph = calib_passes::fusion::prepare(&graph, &options).unwrap();
+            (precision, fuse(&graph, &options).unwrap().program)
+        })
+        .collect()
+}
+
 /// The fused step under a reduced precision: the policy's casts in the plan
 /// (`cvt.rna.tf32.f32`, `cvt.rn.bf16x2.f32`, bf16 loads and stores) and most GEMMs on
 /// tensor cores (`mma.sync`).
 fn assemble_on_tensor_cores(preset: &str) {
-    let step = training_step(preset);
-    for precision in [Precision::Tf32, Precision::Bf16] {
-        let graph = calib_passes::precision::apply(&step, precision).unwrap();
-        let options = FusionOptions {
-            precision,
-            ..FusionOptions::default()
-        };
-        let program = fuse(&graph, &options).unwrap().program;
+    for (precision, program) in reduced_precision_plans(preset, LayoutPolicy::RowMajor) {
         let casts = program
             .kernels
             .iter()
@@ -136,16 +148,7 @@ fn resnet50_training_step_on_tensor_cores() {
 /// addresses them NHWC (the conversions sit in the kernels that read the NCHW input or
 /// write NCHW outputs), and TF32 tiles copied in runs are read by `ldmatrix`.
 fn assemble_channels_last(preset: &str) {
-    let step = training_step(preset);
-    for precision in [Precision::Tf32, Precision::Bf16] {
-        let graph = calib_passes::precision::apply(&step, precision).unwrap();
-        let options = FusionOptions {
-            precision,
-            layout: calib_passes::fusion::LayoutPolicy::ChannelsLast,
-            ..FusionOptions::default()
-        };
-        let graph = calib_passes::fusion::prepare(&graph, &options).unwrap();
-        let program = fuse(&graph, &options).unwrap().program;
+    for (precision, program) in reduced_precision_plans(preset, LayoutPolicy::ChannelsLast) {
         let stored = program
             .buffers
             .iter()

@@ -34,8 +34,8 @@ pub(super) struct Tile {
     /// over the banks.
     pub(super) pad: usize,
     /// Whether the elements arrive by `cp.async` rather than through registers: as the
-    /// f32 bits of the buffer (TF32 products round them as fragments are read), or as
-    /// its bf16 elements, a run at a time.
+    /// f32 bits of the buffer (rounded to TF32 in place or as fragments are read:
+    /// [`Tile::rounded_in_place`]), or as its bf16 elements, a run at a time.
     pub(super) copied: bool,
     /// Whether a copied TF32 tile is rounded where it lies once its copies land (each
     /// thread its own runs, before the barrier that hands the stage to the products),
