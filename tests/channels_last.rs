@@ -7,7 +7,7 @@
 
 mod support;
 
-use calib::ir::{DType, Layout, Mode, Precision};
+use calib::ir::{DType, Layout, Mode, Precision, Role};
 use calib::passes::fusion::tuning::{shape_key, TunedSchedule, TuningCache};
 use calib::passes::fusion::{padded_convolutions, prepare, FusionOptions, LayoutPolicy, RuleSet};
 use calib::passes::precision::apply_step;
@@ -15,7 +15,7 @@ use calib::passes::{train_step, TrainConfig};
 use calib::train::SgdState;
 use calib::verify::Fused;
 use calib::Sim;
-use support::session::{assert_same_run, batches, plain_step, run_loop};
+use support::session::{assert_same_run, batches, plain_step, run_loop, session_loop};
 
 fn sim(precision: Precision, layout: LayoutPolicy, tuning: Option<TuningCache>) -> Sim {
     Sim::with_fusion(FusionOptions {
@@ -80,12 +80,34 @@ fn same_bits_both_ways(precision: Precision) {
         "only {} buffers are channels-last",
         stored(Layout::ChannelsLast)
     );
+    // Of what is bound and read back, only 3x3 convolution weights (and the outputs
+    // carried into them) are stored OHWI, which the runtime permutes on the way in and
+    // out: the runs below bind and read back PyTorch's layout.
+    let params = program.buffers.iter().filter(|b| b.role == Role::Param);
+    let outputs = program
+        .outputs
+        .iter()
+        .map(|o| (&o.name, program.buffer(o.buffer)));
+    let boundary: Vec<(&String, &calib::ir::Buffer)> = params
+        .map(|b| (&b.name, b))
+        .chain(outputs)
+        .filter(|(_, b)| !b.layout.is_row_major())
+        .collect();
+    assert!(!boundary.is_empty(), "no weight is stored OHWI");
+    for (name, b) in &boundary {
+        let shape = &b.ty.shape;
+        let weight = shape.len() == 4 && shape[2] * shape[3] > 1 && shape[1] > 1;
+        assert!(weight, "`{name}` {} is stored {}", b.ty, b.layout);
+        // Each OHWI param and the output carried into it.
+        let both = boundary.iter().filter(|(n, _)| n == name).count();
+        assert_eq!(both, 2, "`{name}`");
+    }
     assert!(
         program
             .buffers
             .iter()
-            .all(|b| b.layout.is_row_major() || b.role == calib::ir::Role::Temp),
-        "a bound or returned buffer is not row-major"
+            .all(|b| b.role != Role::Input || b.layout.is_row_major()),
+        "the batch is not row-major"
     );
 
     let data = batches(support::data_parallel::SHARD, 2, 11);
@@ -95,8 +117,12 @@ fn same_bits_both_ways(precision: Precision) {
         sgd.clone(),
         &data,
     );
-    let got = run_loop(&nhwc, &step, sgd, &data);
+    let got = run_loop(&nhwc, &step, sgd.clone(), &data);
     assert_same_run(&got, &want);
+    // A session keeps the OHWI weights on the device, carrying each step's update
+    // into them, and reads them back in PyTorch's layout.
+    let (fetched, state, _) = session_loop(&nhwc, &step, sgd, &data);
+    assert_same_run(&(fetched, state), &want);
 }
 
 #[test]
@@ -139,6 +165,11 @@ fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
     };
     let mut nhwc = program.clone();
     assert!(calib::passes::fusion::layout::assign(&mut nhwc, Layout::ChannelsLast) > 0);
+    // The images alone: weights stored OHWI are read along their channels, another
+    // matter.
+    for b in nhwc.buffers.iter_mut().filter(|b| b.role != Role::Temp) {
+        b.layout = Layout::RowMajor;
+    }
     let (row_major, channels_last) = (excess(&program), excess(&nhwc));
     assert!(
         channels_last > 2.0 * row_major.max(1.0),
@@ -292,4 +323,34 @@ fn channels_last(rules: RuleSet) -> FusionOptions {
         rules,
         ..FusionOptions::default()
     }
+}
+
+/// A session ends each step copying a carried output's bytes into its param (an OHWI
+/// weight's update into the weight): a plan that stores the two in different layouts
+/// is refused by name, not run with its weights scrambled.
+#[test]
+fn a_carried_value_stored_two_ways_is_refused() {
+    use calib::runtime::session::ResidentSession;
+    use calib::runtime::{SimProgram, SimResident};
+    let (step, _) = plain_step();
+    let step = apply_step(&step, Precision::Bf16).unwrap();
+    let nhwc = sim(Precision::Bf16, LayoutPolicy::ChannelsLast, None);
+    let mut device = nhwc.prepare(&step.graph).unwrap().plan().clone();
+    let program = &mut device.program;
+    let (name, b) = program
+        .outputs
+        .iter()
+        .map(|o| (o.name.clone(), o.buffer))
+        .find(|&(_, b)| !program.buffers[b.0].layout.is_row_major())
+        .expect("an OHWI weight's update");
+    program.buffers[b.0].layout = Layout::RowMajor;
+    let resident = SimResident::new(std::sync::Arc::new(SimProgram::new(device).unwrap())).unwrap();
+    let e = ResidentSession::new(resident, &step.graph, &calib::train::carry(&step))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains(&format!("`{name}`")) && e.contains("same layout"),
+        "{e}"
+    );
 }

@@ -253,6 +253,34 @@ fn data_gradients_copy_a_taps_output_channels() {
         .is_some());
 }
 
+/// A 3x3 weight stored OHWI (as `calib_passes::fusion::layout` stores it): the forward
+/// copies each output's `k` along its taps' channels, and the data gradient each tap's
+/// channels along `n`, where the `[O, C, KH, KW]` weight loads an element at a time:
+/// every schedule against the reference, and more copies in the pipelined ones.
+#[test]
+fn weights_stored_ohwi_are_copied_in_runs() {
+    let forward = conv("conv2d", &attrs(1, 1), "2,16,6,6", "24,16,3,3", "2,24,6,6");
+    let data = conv(
+        "conv2d_backward_data",
+        &format!("{} input_size=[6,6]", attrs(1, 1)),
+        "2,24,6,6",
+        "24,16,3,3",
+        "2,16,6,6",
+    );
+    let copies = |p: &str| p.matches("cp.async.c").count();
+    for src in [forward, data] {
+        let oihw = every_schedule(&src, &["a", "y"]);
+        let ohwi = every_schedule(&src, &["a", "b", "y"]);
+        let pipelined = oihw.iter().zip(&ohwi).filter(|((s, _), _)| s.stages > 2);
+        let more = pipelined.map(|((s, before), (_, after))| {
+            // (A tile too small to give each thread a whole run still loads it.)
+            assert!(copies(after) >= copies(before), "{src}\n{s:?}");
+            copies(after) > copies(before)
+        });
+        assert!(more.filter(|&m| m).count() >= 10, "{src}");
+    }
+}
+
 /// An image padded to pixels of four channels (`pad-channels`): the window's taps lie
 /// outside its channels, and the forward and the weight gradient copy a pixel (8
 /// bytes) at a time, in every schedule, against the reference.

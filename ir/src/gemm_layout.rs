@@ -33,10 +33,9 @@ pub fn input_layout(body: &Graph, layouts: InputLayouts, v: Value) -> Layout {
         .unwrap_or_default()
 }
 
-/// The layout of the image body value `v` is computed from: the first input of `v`'s own
-/// shape that it reads (itself, widened, or through a prologue's pointwise ops);
-/// row-major where there is none.
-pub fn operand_layout(body: &Graph, layouts: InputLayouts, v: Value) -> Layout {
+/// The body input value `v` is computed from: the first input of `v`'s own shape that
+/// it reads (itself, widened or rounded, or through a prologue's pointwise ops).
+pub fn operand_input(body: &Graph, v: Value) -> Option<Value> {
     let shape = &body.ty(v).shape;
     let mut stack = vec![v];
     let mut seen = vec![false; body.nodes.len()];
@@ -45,22 +44,39 @@ pub fn operand_layout(body: &Graph, layouts: InputLayouts, v: Value) -> Layout {
             continue;
         }
         match body.nodes[u.0].op {
-            Op::Input { .. } => return input_layout(body, layouts, u),
+            Op::Input { .. } => return Some(u),
             _ => stack.extend(body.nodes[u.0].inputs.iter().rev()),
         }
     }
-    Layout::RowMajor
+    None
+}
+
+/// The layout of the body input value `v` is computed from ([`operand_input`]);
+/// row-major where there is none.
+pub fn operand_layout(body: &Graph, layouts: InputLayouts, v: Value) -> Layout {
+    operand_input(body, v).map_or(Layout::RowMajor, |x| input_layout(body, layouts, x))
+}
+
+/// Whether a convolution weight of shape `[O, C, KH, KW]` lies adjacent along the `k`
+/// of the forward GEMM that reads it when stored channels-last (OHWI): its window's
+/// `k` must keep the channels innermost ([`taps_outer`]). A 1x1 weight lies the same
+/// either way.
+pub fn weight_taps_outer(weight: &[usize]) -> bool {
+    weight.len() == 4 && taps_outer(weight[1], [weight[2], weight[3]])
 }
 
 /// Where operand `operand` (0 for `A`, see [`crate::gemm_operands`]) of convolution
-/// anchor `anchor` is adjacent in memory when its image is stored channels-last: `None`
-/// for a weight, a grouped convolution, or a window whose `k` keeps its channels outer
-/// (channels that no step divides, `(c, kh, kw)`).
+/// anchor `anchor` is adjacent in memory when the tensor it reads is stored
+/// channels-last (an image NHWC, a weight OHWI): `None` for a grouped convolution, or a
+/// window whose `k` keeps its channels outer (channels that no step divides,
+/// `(c, kh, kw)`).
 ///
-/// | op | operand | image | adjacent along |
+/// | op | operand | tensor | adjacent along |
 /// |---|---|---|---|
 /// | forward | `A` | `x` | `k = (kh, kw, c)` |
+/// | forward | `B` | `w` | `k = (kh, kw, c)`, all of it |
 /// | data gradient | `A` | `dy` | `k = (kh, kw, o)` |
+/// | data gradient | `B` | `w` | `n = c` |
 /// | weight gradient | `A` | `dy` | `m = o` |
 /// | weight gradient | `B` | `x` | `n = (kh, kw, c)` |
 pub fn channels_last_stretch(body: &Graph, anchor: Value, operand: usize) -> Option<Stretch> {
@@ -76,9 +92,18 @@ pub fn channels_last_stretch(body: &Graph, anchor: Value, operand: usize) -> Opt
             let channels = body.ty(node.inputs[0]).shape[1];
             inner(channels, kernel(weight)?).map(Stretch::K)
         }
+        (Op::Conv2d { groups: 1, .. }, 1) => {
+            // An OHWI weight holds each output's whole `k` in one stretch.
+            weight_taps_outer(weight).then(|| Stretch::K(weight[1] * weight[2] * weight[3]))
+        }
         (Op::Conv2dBackwardData { groups: 1, .. }, 0) => {
             let channels = body.ty(node.inputs[0]).shape[1];
             inner(channels, kernel(weight)?).map(Stretch::K)
+        }
+        (Op::Conv2dBackwardData { groups: 1, .. }, 1) => {
+            // `B[k, n = c]`: one output's tap holds its channels together, whichever
+            // way the window orders `k`.
+            kernel(weight).map(|_| Stretch::Width(weight[1]))
         }
         (Op::Conv2dBackwardWeight { groups: 1, .. }, 0) => {
             Some(Stretch::Width(body.ty(node.inputs[1]).shape[1]))
@@ -152,7 +177,10 @@ mod tests {
         let g = convs(16, 8);
         let [forward, data, weight] = [Value(5), Value(6), Value(7)];
         assert_eq!(channels_last_stretch(&g, forward, 0), Some(Stretch::K(16)));
-        assert_eq!(channels_last_stretch(&g, forward, 1), None);
+        // The weight `[8, 16, 3, 3]` stored OHWI: each output's 144-long `k` in one
+        // stretch; a tap's 16 channels for the data gradient's `n = c`.
+        assert_eq!(channels_last_stretch(&g, forward, 1), Some(Stretch::K(144)));
+        assert_eq!(channels_last_stretch(&g, data, 1), Some(Stretch::Width(16)));
         assert_eq!(channels_last_stretch(&g, data, 0), Some(Stretch::K(8)));
         assert_eq!(
             channels_last_stretch(&g, weight, 0),
@@ -165,7 +193,13 @@ mod tests {
         // Three channels keep `(c, kh, kw)`: a window's `k` is not one stretch.
         let g = convs(3, 8);
         assert_eq!(channels_last_stretch(&g, forward, 0), None);
+        assert_eq!(channels_last_stretch(&g, forward, 1), None);
         assert_eq!(channels_last_stretch(&g, weight, 1), None);
+        assert!(weight_taps_outer(&[8, 16, 3, 3]) && !weight_taps_outer(&[8, 3, 3, 3]));
+        assert!(
+            !weight_taps_outer(&[8, 16, 1, 1]),
+            "a 1x1 weight lies the same either way"
+        );
     }
 
     #[test]
@@ -181,6 +215,10 @@ mod tests {
         assert_eq!(walks_width(&g, data, &last), [false, true]);
         assert_eq!(walks_width(&g, weight, row_major), [false, false]);
         assert_eq!(walks_width(&g, weight, &last), [true, true]);
+        // An OHWI weight: the data gradient still walks it along `n = c`, now adjacent.
+        let all = [Layout::ChannelsLast; 3];
+        assert_eq!(walks_width(&g, forward, &all), [false, false]);
+        assert_eq!(walks_width(&g, data, &all), [false, true]);
         // Layouts follow a value back to the input of its own shape.
         assert_eq!(operand_layout(&g, &last, Value(4)), Layout::ChannelsLast);
         assert_eq!(operand_layout(&g, &last, Value(2)), Layout::RowMajor);
@@ -209,5 +247,17 @@ mod tests {
         assert_eq!(crate::bf16_run_along_k(&g, forward, 0, &last), Some(8));
         assert_eq!(crate::bf16_run_along_k(&g, weight, 0, &[]), Some(4));
         assert_eq!(crate::bf16_run_along_k(&g, weight, 0, &last), None);
+        // The f32 weight under TF32: row-major, a taps-outer forward finds no run
+        // along `k` and the data gradient none along `n` (a window apart), so a word
+        // at a time; stored OHWI, runs of four words along each.
+        let tf32 = crate::GemmInstruction::MmaTf32;
+        let words = |anchor, layouts: InputLayouts| {
+            crate::copy_source(&g, anchor, 1, tf32, layouts).map(|c| (c.run, c.along_k))
+        };
+        assert_eq!(words(forward, &[]), Some((1, false)));
+        assert_eq!(words(data, &[]), Some((1, false)));
+        let all = [Layout::ChannelsLast; 3];
+        assert_eq!(words(forward, &all), Some((4, true)));
+        assert_eq!(words(data, &all), Some((4, false)));
     }
 }

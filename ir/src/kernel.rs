@@ -260,12 +260,6 @@ impl Program {
                     b.ty, b.layout
                 )));
             }
-            if !b.layout.is_row_major() && b.role != Role::Temp {
-                return Err(fail(format!(
-                    "`{}` is bound or read back by the user, so it must be row_major, not {}",
-                    b.name, b.layout
-                )));
-            }
         }
         let mut workspaces: Vec<BufferId> = vec![];
         for k in &self.kernels {

@@ -1,11 +1,12 @@
 //! How a buffer's elements lie in memory.
 //!
 //! Types stay NCHW everywhere: a layout is a storage decision for one buffer of a
-//! kernel plan, which code generation honours in every address it computes. Only
-//! temporaries may be stored other than row-major, so what a user binds (inputs,
-//! parameters, checkpoints) and reads back (outputs) keeps PyTorch's layout, and a
-//! conversion happens exactly where a kernel reads a boundary buffer into a
-//! channels-last temporary, or the reverse.
+//! kernel plan, which code generation honours in every address it computes. What a
+//! user binds (inputs, parameters, checkpoints) and reads back (outputs) keeps
+//! PyTorch's layout on the host whatever the plan stores: a runtime permutes a
+//! boundary buffer stored otherwise as it uploads and downloads it. Inside the plan, a
+//! conversion happens exactly where a kernel reads a buffer of one layout and writes
+//! one of another.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -40,7 +40,8 @@ pub use copy_source::{
 pub use dtype::{round_tf32, DType, TF32_DROPPED_BITS};
 pub use error::{IrError, Result};
 pub use gemm_layout::{
-    channels_last_stretch, input_layout, operand_layout, walks_width, InputLayouts, Stretch,
+    channels_last_stretch, input_layout, operand_input, operand_layout, walks_width,
+    weight_taps_outer, InputLayouts, Stretch,
 };
 pub use graph::{Graph, Node, Output, Value};
 pub use infer::{broadcasts_to, infer_type, window_output_size};

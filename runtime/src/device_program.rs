@@ -327,6 +327,18 @@ impl DeviceProgram {
         Ok(())
     }
 
+    /// `tensor`'s bytes as buffer `b` holds them (in the buffer's layout).
+    pub fn stored_bytes(&self, b: BufferId, tensor: &HostTensor) -> Vec<u8> {
+        tensor.to_stored_bytes(self.program.buffer(b).layout)
+    }
+
+    /// The row-major tensor whose bytes buffer `b` holds as `bytes`.
+    pub fn stored_tensor(&self, b: BufferId, bytes: &[u8]) -> Result<HostTensor, RuntimeError> {
+        let buf = self.program.buffer(b);
+        HostTensor::from_stored_bytes(&buf.ty, buf.layout, bytes)
+            .map_err(|e| RuntimeError::Device(format!("reading back buffer `{}`: {e}", buf.name)))
+    }
+
     /// The bound tensor of every input and param buffer, checked against its type.
     pub fn bound_tensors<'a>(
         &self,

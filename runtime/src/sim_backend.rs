@@ -9,7 +9,7 @@
 use crate::memory::Need;
 use crate::session::{BufferCopy, ResidentProgram};
 use crate::sim::{self, GlobalMemory, KernelArg, Module, SimOptions};
-use crate::{Action, Bindings, Collective, DeviceProgram, HostTensor, Outputs, RuntimeError};
+use crate::{Action, Bindings, Collective, DeviceProgram, Outputs, RuntimeError};
 use calib_ir::BufferId;
 use std::sync::Arc;
 
@@ -61,7 +61,7 @@ impl SimProgram {
         let addresses = self.allocate(&mut memory)?;
         for (id, tensor) in self.plan.bound_tensors(bindings)? {
             memory
-                .write_bytes(addresses[id.0], &tensor.to_le_bytes())
+                .write_bytes(addresses[id.0], &self.plan.stored_bytes(id, tensor))
                 .map_err(|e| failure("(upload)", e))?;
         }
         self.execute(options, &addresses, &mut memory, bindings.get_collective())?;
@@ -73,9 +73,7 @@ impl SimProgram {
                 let bytes = memory
                     .read_bytes(addresses[o.buffer.0], ty.size_bytes())
                     .map_err(|e| failure("(download)", e))?;
-                let tensor =
-                    HostTensor::from_le_bytes(ty, &bytes).map_err(|e| failure("(download)", e))?;
-                Ok((o.name.clone(), tensor))
+                Ok((o.name.clone(), self.plan.stored_tensor(o.buffer, &bytes)?))
             })
             .collect()
     }

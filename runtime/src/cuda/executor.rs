@@ -28,8 +28,8 @@ use super::{driver_error, CudaError, NcclRank};
 use crate::memory::{self, Limit, Need};
 use crate::session::{BufferCopy, CopyTimes, ResidentProgram};
 use crate::{
-    Action, ArenaCopy, Bindings, Collective, CollectiveError, DeviceProgram, HostTensor, OpError,
-    Outputs, RuntimeError,
+    Action, ArenaCopy, Bindings, Collective, CollectiveError, DeviceProgram, OpError, Outputs,
+    RuntimeError,
 };
 use calib_ir::BufferId;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
@@ -344,7 +344,7 @@ impl CudaProgram {
     fn upload(&mut self, bindings: &Bindings) -> Result<(), RuntimeError> {
         for (id, tensor) in self.plan.bound_tensors(bindings)? {
             let start = self.plan.offsets[id.0];
-            let bytes = tensor.to_le_bytes();
+            let bytes = self.plan.stored_bytes(id, tensor);
             let mut view = self.arena.slice_mut(start..start + bytes.len());
             self.stream.memcpy_htod(&bytes, &mut view).map_err(|e| {
                 fail(
@@ -359,11 +359,8 @@ impl CudaProgram {
     fn download(&self) -> Result<Outputs, RuntimeError> {
         let mut outputs = Outputs::new();
         for o in &self.plan.program.outputs {
-            let buf = &self.plan.program.buffers[o.buffer.0];
             let bytes = self.read_buffer(o.buffer)?;
-            let tensor = HostTensor::from_le_bytes(&buf.ty, &bytes)
-                .map_err(|e| RuntimeError::Device(e.to_string()))?;
-            outputs.insert(o.name.clone(), tensor);
+            outputs.insert(o.name.clone(), self.plan.stored_tensor(o.buffer, &bytes)?);
         }
         Ok(outputs)
     }

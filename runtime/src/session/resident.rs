@@ -173,7 +173,18 @@ impl<P: ResidentProgram> ResidentSession<P> {
                     c.output
                 ))
             })?;
-            match sources[&c.into].1 {
+            let to = sources[&c.into].1;
+            if let Some(to) = to.filter(|&to| plan.buffer(to).layout != plan.buffer(from).layout) {
+                return Err(RuntimeError::Session(format!(
+                    "cannot carry output `{}` ({}) into `{}` ({}): a step copies the bytes, so \
+                     both buffers must be stored in the same layout",
+                    c.output,
+                    plan.buffer(from).layout,
+                    c.into,
+                    plan.buffer(to).layout
+                )));
+            }
+            match to {
                 Some(to) if to == from => buffered.push(c.into.clone()),
                 Some(to) => {
                     copies.push(BufferCopy { from, to });
@@ -247,12 +258,12 @@ impl<P: ResidentProgram> ResidentSession<P> {
         let next_uploads: Vec<(BufferId, Vec<u8>)> = match next {
             Some(next) => bound_buffers(plan, next)?
                 .into_iter()
-                .filter_map(|(b, _, t)| t.map(|t| (b, t.to_le_bytes())))
+                .filter_map(|(b, _, t)| t.map(|t| (b, self.program.plan().stored_bytes(b, t))))
                 .collect(),
             None => vec![],
         };
         for (b, t) in uploads {
-            let data = t.to_le_bytes();
+            let data = self.program.plan().stored_bytes(b, t);
             self.program.write_batch(b, &data)?;
             self.transfers.uploaded_bytes += data.len() as u64;
         }
@@ -310,16 +321,15 @@ impl<P: ResidentProgram> ResidentSession<P> {
     fn fetch(&mut self, wanted: Vec<(&str, BufferId)>) -> Result<Outputs, RuntimeError> {
         let mut fetched = Outputs::new();
         for (name, b) in wanted {
-            let ty = self.program.plan().program.buffer(b).ty.clone();
-            fetched.insert(name.to_string(), self.download(b, &ty)?);
+            fetched.insert(name.to_string(), self.download(b)?);
         }
         Ok(fetched)
     }
 
-    fn download(&mut self, buffer: BufferId, ty: &TensorType) -> Result<HostTensor, RuntimeError> {
+    fn download(&mut self, buffer: BufferId) -> Result<HostTensor, RuntimeError> {
         let data = self.program.read(buffer)?;
         self.transfers.downloaded_bytes += data.len() as u64;
-        HostTensor::from_le_bytes(ty, &data).map_err(|e| RuntimeError::Device(e.to_string()))
+        self.program.plan().stored_tensor(buffer, &data)
     }
 }
 
@@ -339,7 +349,7 @@ impl<P: ResidentProgram> Session for ResidentSession<P> {
             }
             let place = match *buffer {
                 Some(b) => {
-                    let data = tensor.to_le_bytes();
+                    let data = self.program.plan().stored_bytes(b, tensor);
                     self.program.write(b, &data)?;
                     self.transfers.uploaded_bytes += data.len() as u64;
                     Place::Buffer(b)
@@ -372,10 +382,7 @@ impl<P: ResidentProgram> Session for ResidentSession<P> {
         let mut out = TensorMap::new();
         for &name in names {
             let tensor = match self.values.get(name).cloned() {
-                Some(Place::Buffer(b)) | Some(Place::Output(b)) => {
-                    let ty = self.sources[name].0.clone();
-                    self.download(b, &ty)?
-                }
+                Some(Place::Buffer(b)) | Some(Place::Output(b)) => self.download(b)?,
                 // Never crossed: nothing to count.
                 Some(Place::Host(t)) => t,
                 None => return Err(never_loaded(name)),
