@@ -483,6 +483,76 @@ fn reductions_over_channels_last_pixels_keep_the_row_major_bits() {
     }
 }
 
+/// A convolution's statistics over its result (BatchNorm's, in the convolution's own
+/// kernel) read back the result an earlier launch stored: stored channels-last, a
+/// thread keeps four channels and reads them at a pixel as one vector, as a reduction
+/// kernel over a channels-last input does, where the row-major lanes would read a
+/// word a sector; bit for bit the row-major kernel's sums.
+#[test]
+fn statistics_over_a_channels_last_result_keep_channels() {
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : bf16[1,32,32,33]
+          %1 = input name=\"w\" : bf16[256,32,1,1]
+          %2 = cast(%0) to=\"f32\" : f32[1,32,32,33]
+          %3 = cast(%1) to=\"f32\" : f32[256,32,1,1]
+          %4 = conv2d(%2, %3) stride=[1,1] padding=[0,0] dilation=[1,1] groups=1 : f32[1,256,32,33]
+          %5 = reduce_mean(%4) axes=[0,2,3] keepdims=true : f32[1,256,1,1]
+          %6 = mul(%4, %4) : f32[1,256,32,33]
+          %7 = reduce_mean(%6) axes=[0,2,3] keepdims=true : f32[1,256,1,1]
+          return y=%4, mean=%5, square=%7
+        }",
+    );
+    let dims = GemmDims::of(&g, gemm_anchor(&g).unwrap()).unwrap();
+    let gemm = GemmSchedule {
+        block_m: 64,
+        block_n: 64,
+        block_k: 16,
+        split_k: 1,
+        instruction: GemmInstruction::MmaBf16,
+        stages: 3,
+    };
+    // Eight spans of 32 channels in 66 slices of 16 pixels: warp teams, 66 blocks.
+    let reduction = ReductionSchedule { split: 66 };
+    let schedule = Schedule {
+        gemm: Some(gemm),
+        reduction: Some(reduction),
+    };
+    let mut row_major = single_kernel(&g, Anchor::Convolution);
+    row_major.kernels[0].schedule = Some(schedule);
+    let workspace =
+        schedule.reduction_offset_bytes(Some(&dims)) + reduction.workspace_bytes(2, 256);
+    row_major.add_workspace(0, workspace);
+    let mut nhwc = row_major.clone();
+    for name in ["x", "y"] {
+        let b = nhwc.buffers.iter_mut().find(|b| b.name == name).unwrap();
+        b.layout = Layout::ChannelsLast;
+    }
+    let inputs = bf16_inputs(&g);
+    check_tensors(&g, &nhwc, &inputs, 1e-5);
+    let want = simulate(&row_major, &bind(&g, &inputs));
+    let got = simulate(&nhwc, &bind(&g, &inputs));
+    for (name, w) in &want {
+        assert_eq!(got[name].to_le_bytes(), w.to_le_bytes(), "{name}");
+    }
+    // The launch that folds the slices' statistics.
+    let folds = |p: &Program| {
+        let compiled = compile(p).unwrap();
+        let k = compiled
+            .kernels
+            .iter()
+            .find(|k| k.ptx.contains("shfl.sync"));
+        k.expect("a launch of the statistics").ptx.clone()
+    };
+    let (rows, channels) = (folds(&row_major), folds(&nhwc));
+    assert!(channels.contains("ld.global.v4.f32"), "{channels}");
+    assert!(!channels.contains("ld.global.f32 "), "{channels}");
+    assert!(
+        rows.contains("ld.global.v4.f32"),
+        "row-major runs along rows"
+    );
+}
+
 /// The max-pooling adjoint over a channels-last image (of 64K elements or more, where
 /// threads take runs), a run of four channels a thread:
 /// the channels share the pixel's residue branches and windows, and each tap and each

@@ -20,7 +20,7 @@ pub struct Run<'a> {
 /// Where a value a run reads lies: body input `Input(v, slot)`, or `Stored(v, i)`, body
 /// output `i` that an earlier launch of the kernel stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RunSource {
+pub(super) enum RunSource {
     Input(Value, usize),
     Stored(Value, usize),
 }
@@ -59,7 +59,7 @@ impl Emitter<'_> {
     pub(super) fn load(&mut self, v: Value, at: &Index) -> Result<Operand> {
         self.value_ty(v)?;
         let slot = self.input_of[&v];
-        if let Some(loaded) = self.load_channels(v, slot, at)? {
+        if let Some(loaded) = self.load_channels(RunSource::Input(v, slot), at)? {
             return Ok(loaded);
         }
         self.touched_inputs.insert(slot);
@@ -70,16 +70,27 @@ impl Emitter<'_> {
         Ok(self.load_global(self.ty(v).dtype, addr, true).into())
     }
 
-    /// The vector load of [`Emitter::load`], where it applies: element `at` of input `v`
-    /// (kernel input `slot`) is at the first channel of the run being evaluated, or a
-    /// whole number of runs past it (a slice along the channels, as of the outputs of
-    /// sibling convolutions computed as one).
-    fn load_channels(&mut self, v: Value, slot: usize, at: &Index) -> Result<Option<Operand>> {
+    /// The vector load of [`Emitter::load`], where it applies: element `at` of `source`
+    /// (a kernel input, or an output an earlier launch stored whole) is at the first
+    /// channel of the run being evaluated, or a whole number of runs past it (a slice
+    /// along the channels, as of the outputs of sibling convolutions computed as one).
+    pub(super) fn load_channels(
+        &mut self,
+        source: RunSource,
+        at: &Index,
+    ) -> Result<Option<Operand>> {
         let Some(channels) = self.channel_run.clone() else {
             return Ok(None);
         };
         let Some(coords) = at.coordinates().map(<[Operand]>::to_vec) else {
             return Ok(None);
+        };
+        let (v, layout) = match source {
+            RunSource::Input(v, slot) => (v, self.input_layout(slot)),
+            RunSource::Stored(v, i) if self.kernel.outputs[i].slice.is_none() => {
+                (v, self.output_layout(i))
+            }
+            RunSource::Stored(..) => return Ok(None),
         };
         let shape = self.ty(v).shape.clone();
         let len = channels.len();
@@ -89,25 +100,32 @@ impl Emitter<'_> {
         else {
             return Ok(None);
         };
-        let fits = self.input_layout(slot) == Layout::ChannelsLast
+        let fits = layout == Layout::ChannelsLast
             && shape.len() == 4
             && shape[1].is_multiple_of(len)
             && matches!(self.ty(v).dtype, DType::F32 | DType::BF16);
         if !fits {
             return Ok(None);
         }
-        self.touched_inputs.insert(slot);
-        let offset = self.offset(at, &shape, Layout::ChannelsLast);
-        let addr = self
-            .b
-            .address(self.inputs[slot], offset, self.element_bytes(v));
+        let (addr, nc) = match source {
+            RunSource::Input(_, slot) => {
+                self.touched_inputs.insert(slot);
+                let offset = self.offset(at, &shape, Layout::ChannelsLast);
+                let bytes = self.element_bytes(v);
+                (self.b.address(self.inputs[slot], offset, bytes), true)
+            }
+            RunSource::Stored(_, i) => {
+                self.touched_outputs.insert(i);
+                (self.output_address(i, at)?, false)
+            }
+        };
         let mut elements = vec![];
         for &c in &channels {
             let mut e = coords.clone();
             e[1] = self.b.add_u32(c, Operand::Int(shift as i64));
             elements.push(Index::coords(e));
         }
-        self.load_vector(v, addr, true, elements)?;
+        self.load_vector(v, addr, nc, elements)?;
         let key = (v, at.key(&shape));
         Ok(self.values.get(&key))
     }

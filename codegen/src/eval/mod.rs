@@ -221,6 +221,15 @@ impl<'a> Emitter<'a> {
         })
     }
 
+    /// The layout of the buffer an earlier launch stored `v` in whole, if it did.
+    pub fn stored_layout(&self, v: Value) -> Option<calib_ir::Layout> {
+        let &i = self.stored.get(&v)?;
+        self.kernel.outputs[i]
+            .slice
+            .is_none()
+            .then(|| self.output_layout(i))
+    }
+
     /// Whether `v` is read back from an earlier launch (an output it stored, or a split
     /// anchor's slices) rather than computed.
     pub fn is_stored(&self, v: Value) -> bool {
@@ -358,8 +367,11 @@ impl<'a> Emitter<'a> {
             return split.combine(self, v, workspace, at);
         }
         if let Some(&i) = self.stored.get(&v) {
-            self.touched_outputs.insert(i);
             self.value_ty(v)?;
+            if let Some(loaded) = self.load_channels(memory::RunSource::Stored(v, i), at)? {
+                return Ok(loaded);
+            }
+            self.touched_outputs.insert(i);
             let addr = self.output_address(i, at)?;
             return Ok(self.load_global(self.ty(v).dtype, addr, false).into());
         }

@@ -43,8 +43,10 @@ const REGISTER_CAP: u32 = 255;
 const PLAYERS: usize = WARP / GROUPS;
 
 /// Whether the group reduces images over their pixels (keeping the channel axis, a
-/// multiple of [`WARP_CHANNELS`]) and reads an image stored channels-last, in a launch
-/// of at least [`MIN_CHANNEL_BLOCKS`] blocks ([`calib_ir::channel_team_blocks`]).
+/// multiple of [`WARP_CHANNELS`]) and reads an image stored channels-last (a kernel
+/// input, or a GEMM's result that an earlier launch stored, as its statistics do), in
+/// a launch of at least [`MIN_CHANNEL_BLOCKS`] blocks
+/// ([`calib_ir::channel_team_blocks`]).
 pub(super) fn applies(cx: &Emitter, group: &[Reduce], teams: &Teams) -> bool {
     let r = &group[0];
     let shape = &cx.ty(r.input).shape;
@@ -54,9 +56,17 @@ pub(super) fn applies(cx: &Emitter, group: &[Reduce], teams: &Teams) -> bool {
     }
     let inputs: Vec<Value> = group.iter().map(|r| r.input).collect();
     let read = cx.reads(&inputs);
-    cx.kernel.body.inputs().enumerate().any(|(slot, (_, v))| {
-        read[v.0] && cx.ty(v).shape.len() == 4 && cx.input_layout(slot) == Layout::ChannelsLast
-    })
+    let image = |v: Value| read[v.0] && cx.ty(v).shape.len() == 4;
+    let input = cx
+        .kernel
+        .body
+        .inputs()
+        .enumerate()
+        .any(|(slot, (_, v))| image(v) && cx.input_layout(slot) == Layout::ChannelsLast);
+    let stored = (0..read.len())
+        .map(Value)
+        .any(|v| image(v) && cx.stored_layout(v) == Some(Layout::ChannelsLast));
+    input || stored
 }
 
 /// The launch: a warp keeps [`WARP_CHANNELS`] channels of a slice (with a block team,

@@ -2,7 +2,7 @@
 //! their prologues, the products, the epilogue or the split's partial tiles and their
 //! sum, the statistics over the result), and the planner's search over schedules.
 
-use super::reduction::{pointwise, reduction_over, reduction_splits, siblings};
+use super::reduction::{candidate_splits, pointwise, reduction_over, siblings};
 use super::work::{issue, work_of, Work};
 use super::{census, seconds, seconds_besides_memory, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
@@ -554,9 +554,7 @@ pub fn best_schedule(
     let Some(red) = statistics else {
         return Some((Schedule::gemm(gemm), t));
     };
-    let outputs = body.ty(red).numel().max(1);
-    let length = body.ty(body.nodes[red.0].inputs[0]).numel() / outputs;
-    let (split, t) = reduction_splits(outputs, length, device)
+    let (split, t) = candidate_splits(body, red, device, layouts)
         .into_iter()
         .map(|split| (split, time(&gemm, split)))
         .min_by(|a, b| a.1.total_cmp(&b.1))

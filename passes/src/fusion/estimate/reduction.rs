@@ -5,7 +5,7 @@
 use super::work::{issue, run_invariant_work, work_of, Work};
 use super::{census, seconds, unique_bytes, MAX_POINTWISE_BLOCKS, THREADS};
 use calib_cost::{Device, Launch};
-use calib_ir::{Graph, InputLayouts, Layout, Op, OpClass, ReductionSchedule, Value};
+use calib_ir::{numel, Graph, InputLayouts, Layout, Op, OpClass, ReductionSchedule, Value};
 
 /// One thread per element of the largest output, each evaluating `roots` at its
 /// elements (not looking past `stop`).
@@ -227,6 +227,25 @@ pub(super) fn reduction_splits(outputs: usize, length: usize, device: &Device) -
     splits
 }
 
+/// The splits the planner considers for reduction `r` of `body`, whose kernel's inputs
+/// lie as `layouts` say ([`reduction_splits`], raised by [`channel_team_splits`] over
+/// channels-last images): for a reduction kernel, and for a GEMM kernel's statistics
+/// over its result (stored as its images are).
+pub(super) fn candidate_splits(
+    body: &Graph,
+    r: Value,
+    device: &Device,
+    layouts: InputLayouts,
+) -> Vec<usize> {
+    let outputs = body.ty(r).numel().max(1);
+    let shape = &body.ty(body.nodes[r.0].inputs[0]).shape;
+    let splits = reduction_splits(outputs, numel(shape) / outputs, device);
+    match layouts.contains(&Layout::ChannelsLast) {
+        true => channel_team_splits(splits, shape, &reduced_axes(body, r).unwrap_or_default()),
+        false => splits,
+    }
+}
+
 /// `splits` raised, where the reduction reads channels-last images and a launch would
 /// keep a warp's channels ([`calib_ir::channel_team_blocks`]), to the fewest slices
 /// that give it enough blocks, as far as the largest of them reaches. A row-major plan
@@ -250,15 +269,8 @@ pub fn best_reduction_split(
     let r = reduction_anchor(body)?;
     let roots: Vec<Value> = body.outputs.iter().map(|o| o.value).collect();
     let outputs = body.ty(r).numel().max(1);
-    let length = body.ty(body.nodes[r.0].inputs[0]).numel() / outputs;
     let group = siblings(body, r).len();
-    let shape = &body.ty(body.nodes[r.0].inputs[0]).shape;
-    let axes = reduced_axes(body, r).unwrap_or_default();
-    let mut splits = reduction_splits(outputs, length, device);
-    if layouts.contains(&Layout::ChannelsLast) {
-        splits = channel_team_splits(splits, shape, &axes);
-    }
-    splits
+    candidate_splits(body, r, device, layouts)
         .into_iter()
         .map(|split| {
             let t = seconds(&reduction(body, r, &roots, split), device);
