@@ -1,7 +1,7 @@
 //! The precision policy on the SCNet-50 training step: which nodes read through a
 //! round trip, how many casts that makes, and that fusion keeps every one of them.
 
-use calib_ir::{DType, Graph, Mode, Op, Precision, Value};
+use calib_ir::{DType, Graph, Kernel, Mode, Op, Precision, Program, Value};
 use calib_passes::fusion::{fuse, FusionOptions};
 use calib_passes::precision::apply;
 use calib_passes::{train_step, TrainConfig};
@@ -27,17 +27,30 @@ fn is_round_trip(g: &Graph, v: Value, narrow: DType) -> bool {
         && g.node(n.inputs[0]).ty.dtype == narrow
 }
 
-/// Whether every element of `v` is a round trip's: a round trip itself, or an index map
-/// of round trips (merged sibling convolutions read the concatenation of their
-/// weights). An input of a kernel body was rounded by the kernel that stored it only if
-/// its type says so, so a body input counts only as a bf16/tf32 one.
-fn holds_rounded(g: &Graph, v: Value, narrow: DType) -> bool {
+/// Whether every element of body value `v` of kernel `k` is a round trip's: a round
+/// trip itself, or an index map of round trips (merged sibling convolutions read the
+/// concatenation of their weights). A body input holds what the kernel that stored its
+/// buffer computed there (a plan may round a value once and store it for its readers;
+/// TF32 storage is f32, so only the producer shows the rounding); a bf16 one is rounded
+/// by its type.
+fn holds_rounded(plan: &Program, k: &Kernel, v: Value, narrow: DType) -> bool {
+    let g = &k.body;
     let n = g.node(v);
     match n.op {
         Op::Concat { .. } | Op::Slice { .. } | Op::Reshape { .. } | Op::Broadcast { .. } => {
-            n.inputs.iter().all(|&x| holds_rounded(g, x, narrow))
+            n.inputs.iter().all(|&x| holds_rounded(plan, k, x, narrow))
         }
         Op::Cast { to: DType::F32 } if g.ty(n.inputs[0]).dtype == narrow => true,
+        Op::Input { .. } => {
+            let slot = g.inputs().position(|(_, u)| u == v).expect("a body input");
+            let buffer = k.inputs[slot];
+            plan.kernels.iter().any(|p| {
+                p.outputs.iter().enumerate().any(|(i, o)| {
+                    let value = p.body.outputs[i].value;
+                    o.buffer == buffer && o.slice.is_none() && holds_rounded(plan, p, value, narrow)
+                })
+            })
+        }
         _ => is_round_trip(g, v, narrow),
     }
 }
@@ -210,7 +223,8 @@ fn bf16_rounds_per_sample_tensors_where_they_leave_their_module() {
 #[test]
 fn fusion_keeps_every_round_trip() {
     // A small network: the plan's kernels must still compute every cast the policy put
-    // in (fusion may copy a cast into several kernels, never drop one).
+    // in (fusion may copy a cast into several kernels, or store its result once for
+    // them, never drop one).
     let spec = calib_models::presets::preset("scnet50").unwrap();
     let model = calib_models::build(&spec, &[1, 3, 128, 128], Mode::Eval, DType::F32).unwrap();
     for p in [Precision::Tf32, Precision::Bf16] {
@@ -229,7 +243,7 @@ fn fusion_keeps_every_round_trip() {
             for n in k.body.nodes.iter().filter(|n| n.op.is_gemm()) {
                 for &x in &n.inputs {
                     assert!(
-                        holds_rounded(&k.body, x, narrow),
+                        holds_rounded(&plan, k, x, narrow),
                         "{p}: kernel {} multiplies %{} unrounded:\n{}",
                         k.name,
                         x.0,
@@ -239,4 +253,40 @@ fn fusion_keeps_every_round_trip() {
             }
         }
     }
+}
+
+#[test]
+fn tf32_weights_are_rounded_where_the_gemms_load_them() {
+    // A weight's TF32 rounding is free in fusion (`Dag::rounds_leaf`): every GEMM that
+    // reads it rounds it as its tiles land, where a kernel of its own would be one more
+    // launch a weight. No kernel of the plan only rounds.
+    // A training step: the forward and the data gradient read each weight.
+    let spec = calib_models::presets::preset("scnet50").unwrap();
+    let model = calib_models::build(&spec, &[2, 3, 128, 128], Mode::Train, DType::F32).unwrap();
+    let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
+    let g = apply(&step.graph, Precision::Tf32).unwrap();
+    let options = FusionOptions {
+        precision: Precision::Tf32,
+        ..FusionOptions::default()
+    };
+    let plan = fuse(&g, &options).unwrap().program;
+    let only_rounds = |k: &&Kernel| {
+        let ops = k.body.nodes.iter().map(|n| &n.op);
+        ops.clone().any(|op| matches!(op, Op::Cast { .. }))
+            && ops
+                .clone()
+                .all(|op| matches!(op, Op::Input { .. } | Op::Cast { .. }))
+    };
+    let rounding: Vec<&str> = plan
+        .kernels
+        .iter()
+        .filter(only_rounds)
+        .map(|k| k.name.as_str())
+        .collect();
+    assert!(rounding.is_empty(), "kernels that only round: {rounding:?}");
+    let gemms = plan
+        .kernels
+        .iter()
+        .filter(|k| k.body.nodes.iter().any(|n| n.op.is_gemm()));
+    assert!(gemms.count() >= 150);
 }

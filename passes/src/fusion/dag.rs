@@ -74,13 +74,31 @@ impl Dag {
     }
 
     /// [`kind_of`] its op, but for the widening of a bf16 leaf (a bf16 weight copy read
-    /// as f32): free, since each reader converts as it loads, where a kernel of its own
-    /// would store twice the bytes for readers to load back.
+    /// as f32) and the TF32 rounding of an f32 parameter (a master weight under the tf32
+    /// policy, [`Dag::rounds_leaf`]): free, since each reader converts as it loads (a TF32 tile rounds its
+    /// words as they land anyway), where a kernel of its own would store a copy for
+    /// readers to load back, one more launch for every weight.
     pub fn kind(&self, i: usize) -> Kind {
-        match self.widens_leaf(i) {
+        match self.widens_leaf(i) || self.rounds_leaf(i) {
             true => Kind::Free,
             false => kind_of(self.op[i].as_ref()),
         }
+    }
+
+    /// Whether value `i` is `cast(u, tf32)` of an f32 parameter `u`, or `cast` of that to
+    /// f32 (the tf32 policy's round trip of a weight). Activations keep their rounding
+    /// where they are computed: stored rounded, read as they are.
+    pub fn rounds_leaf(&self, i: usize) -> bool {
+        let leaf = |u: usize| {
+            self.op[u].is_none() && self.params_only[u] && self.ty[u].dtype == DType::F32
+        };
+        let rounding = |j: usize| {
+            self.op[j] == Some(Op::Cast { to: DType::TF32 })
+                && matches!(self.inputs[j][..], [u] if leaf(u))
+        };
+        rounding(i)
+            || (self.op[i] == Some(Op::Cast { to: DType::F32 })
+                && matches!(self.inputs[i][..], [u] if rounding(u)))
     }
 
     /// Whether value `i` is `cast(u, f32)` of a bf16 leaf `u`.
