@@ -59,8 +59,9 @@ pub struct Args {
     #[arg(long, default_value = "f32")]
     precision: calib::ir::Precision,
     /// How the fused plan stores image-shaped temporaries: `row_major` (NCHW, the
-    /// default), `channels_last` (NHWC), or `auto` (whichever step the cost model
-    /// predicts faster). Inputs, weights and outputs stay NCHW.
+    /// default), `channels_last` (NHWC, 3x3 weights OHWI on the device), or `auto`
+    /// (whichever step the cost model predicts faster). What is bound and read back
+    /// stays NCHW.
     #[arg(long, default_value = "row_major")]
     layout: calib::passes::fusion::LayoutPolicy,
     #[arg(long)]

@@ -74,9 +74,9 @@ pub struct Args {
     #[arg(long, default_value = "f32")]
     precision: Precision,
     /// How the fused plan stores image-shaped temporaries: `row_major` (NCHW, the
-    /// default), `channels_last` (NHWC), or `auto` (whichever step the cost model
-    /// predicts faster, both compiled; the report says which). Inputs, weights and
-    /// outputs stay NCHW.
+    /// default), `channels_last` (NHWC, 3x3 weights OHWI on the device), or `auto`
+    /// (whichever step the cost model predicts faster, both compiled; the report says
+    /// which). What is bound and read back stays NCHW.
     #[arg(long, default_value = "row_major")]
     layout: calib::passes::fusion::LayoutPolicy,
     /// Also compile once per rule family with that family off, and report what the plan

@@ -34,9 +34,9 @@ pub struct Args {
     #[arg(long)]
     precision: Option<Precision>,
     /// How the fused plan stores image-shaped temporaries: `row_major` (NCHW, the
-    /// default), `channels_last` (NHWC), or `auto` (whichever step the cost model
-    /// predicts faster). Inputs, weights, outputs
-    /// and checkpoints stay NCHW; the numbers are the same bits either way.
+    /// default), `channels_last` (NHWC, 3x3 weights OHWI on the device), or `auto`
+    /// (whichever step the cost model predicts faster). What is bound and read back,
+    /// and checkpoints, stay NCHW; the numbers are the same bits either way.
     #[arg(long, default_value = "row_major")]
     layout: calib::passes::fusion::LayoutPolicy,
     /// With --backend cuda: capture each step as a CUDA graph on the first run and
