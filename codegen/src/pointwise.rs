@@ -175,7 +175,7 @@ pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -
                             stride,
                             concat,
                             |cx, x, within, elements| {
-                                concat_channels(cx, members[0], x, within, &elements)
+                                concat_channels(cx, members[0], (concat, x), within, &elements)
                             },
                         )?,
                         None => walk.emit(cx, thread, stride, |cx, elements| {
@@ -250,9 +250,21 @@ fn evaluate_run(
     }
 }
 
-/// The output of a one-output group that is a `concat` along an axis a run does not
-/// walk: the elements of a run then read the same operand, and the run branches
-/// once rather than each element.
+/// The `concat` body value `v` is, or rounds: `v` itself, or the precision policy's
+/// casts of it (`cast(cast(c, tf32), f32)`, `cast(c, bf16)`), which each element
+/// computes from that element of the concatenation alone.
+fn concat_under_casts(cx: &Emitter, v: Value) -> Option<Value> {
+    let node = cx.node(v);
+    match node.op {
+        Op::Concat { .. } => Some(v),
+        Op::Cast { .. } => concat_under_casts(cx, node.inputs[0]),
+        _ => None,
+    }
+}
+
+/// The `concat` that the output of a one-output group is (or rounds,
+/// [`concat_under_casts`]) along an axis a run does not walk: the elements of a run
+/// then read the same operand, and the run branches once rather than each element.
 fn concat_outside_run(
     cx: &Emitter,
     outputs: &[Value],
@@ -260,32 +272,34 @@ fn concat_outside_run(
     walked: usize,
 ) -> Option<(Value, usize)> {
     let &[v] = outputs else { return None };
-    let Op::Concat { axis } = cx.node(v).op else {
+    let concat = concat_under_casts(cx, v)?;
+    let Op::Concat { axis } = cx.node(concat).op else {
         return None;
     };
     let rank = cx.ty(v).rank();
     let position = layout.order(rank).iter().position(|&a| a == axis)?;
-    (position < rank - walked).then_some((v, axis))
+    (position < rank - walked).then_some((concat, axis))
 }
 
-/// The output of a one-output group that is a `concat` along the channels of
-/// operands that each hold whole runs of `runs` (a run along a channels-last image's
-/// channels then lies within one operand).
+/// The `concat` along the channels that the output of a one-output group is (or
+/// rounds, [`concat_under_casts`]), of operands that each hold whole runs of `runs` (a
+/// run along a channels-last image's channels then lies within one operand).
 fn concat_of_channel_runs(cx: &Emitter, members: &[usize], runs: &Runs) -> Option<Value> {
     let &[i] = members else { return None };
-    let v = cx.kernel.body.outputs[i].value;
-    let node = cx.node(v);
+    let concat = concat_under_casts(cx, cx.kernel.body.outputs[i].value)?;
+    let node = cx.node(concat);
     let whole_runs = |x: &Value| cx.ty(*x).shape[1].is_multiple_of(runs.len);
-    (node.op == Op::Concat { axis: 1 } && node.inputs.iter().all(whole_runs)).then_some(v)
+    (node.op == Op::Concat { axis: 1 } && node.inputs.iter().all(whole_runs)).then_some(concat)
 }
 
-/// Output `i`, a `concat` along the channels, at `elements` (a run of its channels at
-/// one pixel) from operand `x`, where the run's channels are `within`: the run's
-/// inputs come in as vectors at its pixel, and its results go out as one.
+/// Output `i`, a `concat` along the channels (or its rounding), at `elements` (a run
+/// of its channels at one pixel) from operand `x`, where the run's channels are
+/// `within`: the run's inputs come in as vectors at its pixel, and its results go out
+/// as one.
 fn concat_channels(
     cx: &mut Emitter,
     i: usize,
-    x: Value,
+    (concat, x): (Value, Value),
     within: &[Operand],
     elements: &[Vec<Operand>],
 ) -> Result<()> {
@@ -307,13 +321,14 @@ fn concat_channels(
             elements,
             walked: 1,
         };
-        evaluate_and_store(cx, &[i], &[x], &run, Some((1, within)))
+        store_from_operand(cx, i, (concat, x), &run, (1, within))
     })
 }
 
-/// Output `i` = `concat` `v` along `axis` over `run`: a branch per operand, taken by
-/// the run's shared coordinate along `axis`, in which the run's elements are that
-/// operand's, and the inputs it reads stored like it come in as runs too.
+/// Output `i` = `concat` `v` (or its rounding) along `axis` over `run`: a branch per
+/// operand, taken by the run's shared coordinate along `axis`, in which the run's
+/// elements are that operand's, and the inputs it reads stored like it come in as runs
+/// too.
 fn concat_run(
     cx: &mut Emitter,
     i: usize,
@@ -341,8 +356,36 @@ fn concat_run(
         let shape = cx.ty(x).shape.clone();
         cx.load_runs(&[x], &shape, layout, &shifted)?;
         let inner = vec![inner; run.elements.len()];
-        evaluate_and_store(cx, &[i], &[x], run, Some((axis, &inner)))
+        store_from_operand(cx, i, (v, x), run, (axis, &inner))
     })
+}
+
+/// Stores output `i` over `run` inside the branch of `concat`'s operand `x`, where
+/// each element's coordinate along `axis` is `within`'s (the operand's own). The
+/// concatenation itself stores the operand's values (as the store evaluates them: a
+/// bf16 operand's f32 value, rounded once by the store); a rounding of it has the
+/// concatenation's elements bound to the operand's, so that it evaluates without
+/// branching again.
+fn store_from_operand(
+    cx: &mut Emitter,
+    i: usize,
+    (concat, x): (Value, Value),
+    run: &Run,
+    (axis, within): (usize, &[Operand]),
+) -> Result<()> {
+    let output = cx.kernel.body.outputs[i].value;
+    if output == concat {
+        return evaluate_and_store(cx, &[i], &[x], run, Some((axis, within)));
+    }
+    cx.b.parallel_chains(run.elements.len());
+    for (at, &c) in run.elements.iter().zip(within) {
+        let mut inner = at.clone();
+        inner[axis] = c;
+        let value = cx.value(x, &Index::coords(inner))?;
+        cx.bind(concat, &Index::coords(at.clone()), value);
+    }
+    cx.b.parallel_chains(1);
+    evaluate_and_store(cx, &[i], &[output], run, None)
 }
 
 /// Evaluates `values[j]` at each element of `run` (with coordinate `axis` replaced

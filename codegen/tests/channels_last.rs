@@ -684,6 +684,76 @@ fn a_concatenation_along_channels_last_branches_once_a_thread() {
     );
 }
 
+/// The same concatenation in f32, stored rounded to TF32 (`cast(cast(concat, tf32),
+/// f32)`, as a tf32 plan stores a block's output for the convolutions after it): the
+/// rounding is computed from the operand's elements inside its branch, so the thread
+/// still branches once, keeps its per-channel terms, and moves each pixel's four
+/// channels as one 16-byte vector. Bit for bit the reference's.
+#[test]
+fn a_rounded_concatenation_along_channels_last_branches_once_a_thread() {
+    let bn = |first: usize, c: usize, x: &str| {
+        format!(
+            "%{a} = input name=\"{x}\" : f32[8,{c},16,16]
+              %{m} = input name=\"{x}_mean\" : f32[1,{c},1,1]
+              %{mb} = broadcast(%{m}) shape=[8,{c},16,16] : f32[8,{c},16,16]
+              %{v} = input name=\"{x}_var\" : f32[1,{c},1,1]
+              %{r} = rsqrt(%{v}) : f32[1,{c},1,1]
+              %{rb} = broadcast(%{r}) shape=[8,{c},16,16] : f32[8,{c},16,16]
+              %{d} = sub(%{a}, %{mb}) : f32[8,{c},16,16]
+              %{y} = mul(%{d}, %{rb}) : f32[8,{c},16,16]",
+            a = first,
+            m = first + 1,
+            mb = first + 2,
+            v = first + 3,
+            r = first + 4,
+            rb = first + 5,
+            d = first + 6,
+            y = first + 7,
+        )
+    };
+    let g = graph(&format!(
+        "graph {{
+          {}
+          {}
+          %16 = concat(%7, %15) axis=1 : f32[8,48,16,16]
+          %17 = cast(%16) to=\"tf32\" : tf32[8,48,16,16]
+          %18 = cast(%17) to=\"f32\" : f32[8,48,16,16]
+          return y=%18
+        }}",
+        bn(0, 16, "a"),
+        bn(8, 32, "b"),
+    ));
+    let mut inputs = tensors(&g, 5, 3);
+    for name in ["a_var", "b_var"] {
+        let t = &inputs[name];
+        let values = t.to_f32_vec().iter().map(|v| v.abs() + 0.5).collect();
+        let positive = HostTensor::from_f32(t.shape().to_vec(), values).unwrap();
+        inputs.insert(name.into(), positive);
+    }
+    // Bound and returned channels-last: the runtime permutes them.
+    let mut program = single_kernel(&g, Anchor::Pointwise);
+    for b in program
+        .buffers
+        .iter_mut()
+        .filter(|b| b.ty.rank() == 4 && b.ty.shape[2] > 1)
+    {
+        b.layout = Layout::ChannelsLast;
+    }
+    check_tensors(&g, &program, &inputs, 0.0);
+    let kernel = compile(&program).unwrap().kernels.remove(0);
+    assert!(kernel.ptx.contains("ld.global.nc.v4.f32"), "{}", kernel.ptx);
+    assert!(kernel.ptx.contains("st.global.v4.f32"), "{}", kernel.ptx);
+    let launch = kernel.launch(kernel.estimated_registers());
+    let threads = launch.blocks as f64 * launch.threads as f64;
+    // The rounding (a conversion an element) and the per-channel `rsqrt`s once a
+    // thread; an `rsqrt` an element would make more than two.
+    let special = launch.census.sfu * threads / g.ty(Value(18)).numel() as f64;
+    assert!(
+        special < 1.5,
+        "{special} special-function operations an element"
+    );
+}
+
 /// A small window kernel over channels-last runs (a resize's adjoint into 3x3 maps, 25
 /// taps an output) takes fewer runs a thread rather than leave the GPU idle: here one,
 /// 72 blocks of runs of four channels, where eight a thread made nine blocks.
