@@ -617,6 +617,49 @@ fn the_max_pooling_adjoint_over_channels_last_shares_a_pixels_windows() {
     }
 }
 
+/// A batch-norm-like map `(x - mean) * rsqrt(var)` of an image `x` of `c` channels,
+/// `[8, c, 16, 16]`, as IR lines numbered from `first`: read widened from bf16 and
+/// stored rounded back where `bf16`. Also the number of its result.
+fn normalized(first: usize, c: usize, x: &str, bf16: bool) -> (String, usize) {
+    let (image, per_channel) = (format!("[8,{c},16,16]"), format!("[1,{c},1,1]"));
+    let stored = if bf16 { "bf16" } else { "f32" };
+    let mut ops = vec![format!("input name=\"{x}\" : {stored}{image}")];
+    if bf16 {
+        ops.push(format!("cast(%{first}) to=\"f32\" : f32{image}"));
+    }
+    let widened = first + ops.len() - 1;
+    let mean = first + ops.len();
+    ops.push(format!("input name=\"{x}_mean\" : f32{per_channel}"));
+    ops.push(format!("broadcast(%{mean}) shape={image} : f32{image}"));
+    let var = first + ops.len();
+    ops.push(format!("input name=\"{x}_var\" : f32{per_channel}"));
+    ops.push(format!("rsqrt(%{var}) : f32{per_channel}"));
+    ops.push(format!(
+        "broadcast(%{}) shape={image} : f32{image}",
+        var + 1
+    ));
+    ops.push(format!("sub(%{widened}, %{}) : f32{image}", mean + 1));
+    ops.push(format!("mul(%{}, %{}) : f32{image}", var + 3, var + 2));
+    if bf16 {
+        ops.push(format!("cast(%{}) to=\"bf16\" : bf16{image}", var + 4));
+    }
+    let lines: Vec<String> = (ops.iter().enumerate())
+        .map(|(i, op)| format!("%{} = {op}", first + i))
+        .collect();
+    (lines.join("\n"), first + ops.len() - 1)
+}
+
+/// Positive variances for [`normalized`] maps `a` and `b`: the reference's rsqrt of a
+/// negative one is NaN either way, but the tests mean numbers.
+fn positive_variances(inputs: &mut BTreeMap<String, HostTensor>) {
+    for name in ["a_var", "b_var"] {
+        let t = &inputs[name];
+        let values = t.to_f32_vec().iter().map(|v| v.abs() + 0.5).collect();
+        let positive = HostTensor::from_f32(t.shape().to_vec(), values).unwrap();
+        inputs.insert(name.into(), positive);
+    }
+}
+
 /// A concatenation along the channels of two batch-norm-like maps, stored
 /// channels-last: a thread's run of four channels lies within one operand (16 and 32
 /// channels), so the thread branches on the operand once, before its loop over pixels,
@@ -624,49 +667,18 @@ fn the_max_pooling_adjoint_over_channels_last_shares_a_pixels_windows() {
 /// four channels as one vector. Bit for bit the reference's.
 #[test]
 fn a_concatenation_along_channels_last_branches_once_a_thread() {
-    let bn = |first: usize, c: usize, x: &str| {
-        format!(
-            "%{a} = input name=\"{x}\" : bf16[8,{c},16,16]
-              %{b} = cast(%{a}) to=\"f32\" : f32[8,{c},16,16]
-              %{m} = input name=\"{x}_mean\" : f32[1,{c},1,1]
-              %{mb} = broadcast(%{m}) shape=[8,{c},16,16] : f32[8,{c},16,16]
-              %{v} = input name=\"{x}_var\" : f32[1,{c},1,1]
-              %{r} = rsqrt(%{v}) : f32[1,{c},1,1]
-              %{rb} = broadcast(%{r}) shape=[8,{c},16,16] : f32[8,{c},16,16]
-              %{d} = sub(%{b}, %{mb}) : f32[8,{c},16,16]
-              %{y} = mul(%{d}, %{rb}) : f32[8,{c},16,16]
-              %{out} = cast(%{y}) to=\"bf16\" : bf16[8,{c},16,16]",
-            a = first,
-            b = first + 1,
-            m = first + 2,
-            mb = first + 3,
-            v = first + 4,
-            r = first + 5,
-            rb = first + 6,
-            d = first + 7,
-            y = first + 8,
-            out = first + 9,
-        )
-    };
+    let (a, last) = normalized(0, 16, "a", true);
+    let (b, _) = normalized(last + 1, 32, "b", true);
     let g = graph(&format!(
         "graph {{
-          {}
-          {}
+          {a}
+          {b}
           %20 = concat(%9, %19) axis=1 : bf16[8,48,16,16]
           return y=%20
-        }}",
-        bn(0, 16, "a"),
-        bn(10, 32, "b"),
+        }}"
     ));
     let mut inputs = bf16_inputs(&g);
-    for name in ["a_var", "b_var"] {
-        // Positive variances: the reference's rsqrt of a negative one is NaN either way,
-        // but the test means numbers.
-        let t = &inputs[name];
-        let values = t.to_f32_vec().iter().map(|v| v.abs() + 0.5).collect();
-        let positive = HostTensor::from_f32(t.shape().to_vec(), values).unwrap();
-        inputs.insert(name.into(), positive);
-    }
+    positive_variances(&mut inputs);
     let (program, k) = stored_channels_last(single_kernel(&g, Anchor::Pointwise), &["a", "b", "y"]);
     check_tensors(&g, &program, &inputs, 0.0);
     let kernel = compile(&program).unwrap().kernels.remove(k);
@@ -691,45 +703,20 @@ fn a_concatenation_along_channels_last_branches_once_a_thread() {
 /// channels as one 16-byte vector. Bit for bit the reference's.
 #[test]
 fn a_rounded_concatenation_along_channels_last_branches_once_a_thread() {
-    let bn = |first: usize, c: usize, x: &str| {
-        format!(
-            "%{a} = input name=\"{x}\" : f32[8,{c},16,16]
-              %{m} = input name=\"{x}_mean\" : f32[1,{c},1,1]
-              %{mb} = broadcast(%{m}) shape=[8,{c},16,16] : f32[8,{c},16,16]
-              %{v} = input name=\"{x}_var\" : f32[1,{c},1,1]
-              %{r} = rsqrt(%{v}) : f32[1,{c},1,1]
-              %{rb} = broadcast(%{r}) shape=[8,{c},16,16] : f32[8,{c},16,16]
-              %{d} = sub(%{a}, %{mb}) : f32[8,{c},16,16]
-              %{y} = mul(%{d}, %{rb}) : f32[8,{c},16,16]",
-            a = first,
-            m = first + 1,
-            mb = first + 2,
-            v = first + 3,
-            r = first + 4,
-            rb = first + 5,
-            d = first + 6,
-            y = first + 7,
-        )
-    };
+    let (a, last) = normalized(0, 16, "a", false);
+    let (b, _) = normalized(last + 1, 32, "b", false);
     let g = graph(&format!(
         "graph {{
-          {}
-          {}
+          {a}
+          {b}
           %16 = concat(%7, %15) axis=1 : f32[8,48,16,16]
           %17 = cast(%16) to=\"tf32\" : tf32[8,48,16,16]
           %18 = cast(%17) to=\"f32\" : f32[8,48,16,16]
           return y=%18
-        }}",
-        bn(0, 16, "a"),
-        bn(8, 32, "b"),
+        }}"
     ));
     let mut inputs = tensors(&g, 5, 3);
-    for name in ["a_var", "b_var"] {
-        let t = &inputs[name];
-        let values = t.to_f32_vec().iter().map(|v| v.abs() + 0.5).collect();
-        let positive = HostTensor::from_f32(t.shape().to_vec(), values).unwrap();
-        inputs.insert(name.into(), positive);
-    }
+    positive_variances(&mut inputs);
     // Bound and returned channels-last: the runtime permutes them.
     let mut program = single_kernel(&g, Anchor::Pointwise);
     for b in program
