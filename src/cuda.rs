@@ -5,7 +5,7 @@
 //! each session has an arena of its own; a session keeps its state there between steps.
 //!
 //! Data parallelism: replica `r` of a group (the rank of the bound
-//! [`Collective`](calib_runtime::Collective)) runs on GPU `(first + r) % count`. When
+//! [`Collective`]) runs on GPU `(first + r) % count`. When
 //! every replica has a GPU of its own and NCCL loads, the group's all-reduces go
 //! through one NCCL communicator per GPU, created on first use and kept, overlapped
 //! with the backward pass; otherwise (more replicas than GPUs, no NCCL) they are

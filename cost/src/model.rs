@@ -17,6 +17,7 @@
 //! Occupancy follows the registers, shared memory, threads and blocks an SM can hold.
 //!
 //! [`Timing::overlap`]: crate::Timing::overlap
+//! [`Timing::mma_sync_efficiency`]: crate::Timing::mma_sync_efficiency
 
 use crate::{Device, Launch};
 use serde::Serialize;

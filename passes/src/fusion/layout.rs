@@ -83,7 +83,7 @@ pub fn relayout(program: &mut Program, layout: Layout, options: &FusionOptions) 
 }
 
 /// Stores the program's image-shaped temporaries and its convolution weights
-/// ([`convolution_weights`]) in `layout`; returns how many buffers changed.
+/// (`convolution_weights`) in `layout`; returns how many buffers changed.
 pub fn assign(program: &mut Program, layout: Layout) -> usize {
     if layout.is_row_major() {
         return 0;
