@@ -206,11 +206,9 @@ pub(crate) fn resize_source(b: &mut Builder, d: Operand, input: usize, out: usiz
         return match (k, d.as_int()) {
             (0, _) => d,
             (k, Some(x)) => Operand::Int(x >> k),
-            (k, None) => {
-                let r = b.reg(Ty::U32);
-                ins!(b, "shr.u32 {r}, {d}, {k}");
-                r.into()
-            }
+            // A shift the builder remembers, so that the elements of a run share it
+            // (and with it the address a vector load of their pixel is keyed by).
+            (k, None) => b.div_u32(d, 1 << k),
         };
     }
     let scale = input as f32 / out as f32;

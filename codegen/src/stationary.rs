@@ -16,7 +16,7 @@ use crate::eval::{Emitter, Run};
 use crate::index::Index;
 use crate::ptx::Operand;
 use crate::runs::Runs;
-use calib_ir::{Layout, Value};
+use calib_ir::{Layout, Op, OpClass, Value};
 
 /// Runs a pixel (`q`) where a group stored in `layout` taking `runs` walks the
 /// channels alone: an NHWC group whose threads can keep their channels, under a launch
@@ -160,6 +160,10 @@ impl Stationary<'_> {
 /// channel alone and are read by values that do not (the per-channel terms), and
 /// loads the per-channel inputs the run reads: a thread that keeps its channels (here,
 /// and in a channels-last reduction) does so once, before its loop over pixels.
+///
+/// A term is evaluated at the channel its readers read it at: the run's own, or one a
+/// slice along the channels shifts (a concatenation's second operand reads a
+/// BatchNorm's statistics of all its channels from `C` on), [`channel_offsets`].
 pub(crate) fn channel_terms(
     cx: &mut Emitter,
     outputs: &[Value],
@@ -176,13 +180,13 @@ pub(crate) fn channel_terms(
     // Axes 0, 2 and 3 (batch, rows, columns).
     const PIXEL_AXES: u64 = 0b1101;
     let per_channel = |cx: &Emitter, v: Value| {
-        cx.invariant_axes(v) & PIXEL_AXES == PIXEL_AXES && cx.ty(v).shape == shape
+        cx.invariant_axes(v) & PIXEL_AXES == PIXEL_AXES && cx.ty(v).rank() == 4
     };
-    let read = cx.reads(outputs);
+    let offsets = channel_offsets(cx, outputs);
     let body = &cx.kernel.body;
     let mut terms = vec![];
     for (k, node) in body.nodes.iter().enumerate() {
-        if !read[k] || per_channel(cx, Value(k)) {
+        if offsets[k].is_empty() || per_channel(cx, Value(k)) {
             continue;
         }
         for &x in &node.inputs {
@@ -192,9 +196,51 @@ pub(crate) fn channel_terms(
         }
     }
     for term in terms {
-        for element in &elements {
-            cx.value(term, &Index::coords(element.clone()))?;
+        for &offset in &offsets[term.0] {
+            for &c in channels {
+                let c = cx.b.add_u32(c, Operand::Int(offset as i64));
+                cx.value(term, &Index::coords(at(c)))?;
+            }
         }
     }
     Ok(())
+}
+
+/// For each body value, the offsets from the run's channel at which `outputs` read it
+/// where they read it at the same pixel's channel (plus a constant): through
+/// elementwise ops, broadcasts over other axes, resizes, slices and pooling windows.
+/// Empty for a value they do not read so (a reduced operand, one read back from
+/// memory).
+fn channel_offsets(cx: &Emitter, outputs: &[Value]) -> Vec<Vec<usize>> {
+    let nodes = &cx.kernel.body.nodes;
+    let mut offsets: Vec<Vec<usize>> = vec![vec![]; nodes.len()];
+    for v in outputs {
+        offsets[v.0] = vec![0];
+    }
+    for k in (0..nodes.len()).rev() {
+        let node = &nodes[k];
+        if offsets[k].is_empty() || cx.is_stored(Value(k)) || node.ty.rank() != 4 {
+            continue;
+        }
+        let shift = match node.op {
+            Op::Slice { axis: 1, start, .. } => start,
+            Op::Slice { .. } | Op::ResizeNearest { .. } | Op::Broadcast { .. } => 0,
+            ref op if op.class() == OpClass::Elementwise || op.reads_windows() => 0,
+            _ => continue,
+        };
+        let reached: Vec<usize> = offsets[k].iter().map(|o| o + shift).collect();
+        for &x in &node.inputs {
+            let input = &cx.ty(x).shape;
+            let channels_line_up = input.len() == 4 && input[1] > 1;
+            if !channels_line_up {
+                continue;
+            }
+            for &o in &reached {
+                if !offsets[x.0].contains(&o) {
+                    offsets[x.0].push(o);
+                }
+            }
+        }
+    }
+    offsets
 }
