@@ -62,6 +62,7 @@ pub fn ablate(
         ("foreach-updates", r.updates_merged),
         ("sibling-maps", r.maps_merged),
         ("narrow-stores", r.narrow_stores),
+        ("shared-rounding", r.shared_roundings),
         (PAD_CHANNELS, padded_convolutions(graph, options)),
     ] {
         firings.insert(pass.to_string(), n);

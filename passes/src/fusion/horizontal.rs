@@ -251,7 +251,7 @@ fn view_plan(p: &Program, k: usize) -> Option<Vec<(usize, usize, Slice)>> {
 }
 
 /// Removes buffers nothing reads or writes, renumbering the rest.
-fn drop_unused_buffers(p: &mut Program) {
+pub(super) fn drop_unused_buffers(p: &mut Program) {
     let mut used = vec![false; p.buffers.len()];
     for k in &p.kernels {
         k.inputs

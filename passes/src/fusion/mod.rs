@@ -41,6 +41,7 @@ mod report;
 mod rule_set;
 mod rules;
 mod schedule;
+mod shared_rounding;
 pub mod tuning;
 
 pub use calib_cost::Device;
@@ -163,6 +164,11 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     } else {
         0
     };
+    let shared_roundings = if on(rule_set::SHARED_ROUNDING) {
+        shared_rounding::share_roundings(&mut program)
+    } else {
+        0
+    };
     // Layouts first: a GEMM's schedule depends on which way its operands lie.
     let channels_last = layout::assign(&mut program, options.layout.planned());
     let (split_k, split_reductions) = schedule::assign(&mut program, options);
@@ -207,6 +213,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         updates_merged,
         maps_merged,
         narrow_stores,
+        shared_roundings,
         split_k,
         split_reductions,
         channels_last,

@@ -38,6 +38,9 @@ pub struct FusionReport {
     pub maps_merged: usize,
     /// Buffers holding bf16 round trips stored as bf16 (`narrow.rs`).
     pub narrow_stores: usize,
+    /// Stored TF32 round trips whose readers round the value they round instead
+    /// (`shared_rounding.rs`).
+    pub shared_roundings: usize,
     /// GEMM kernels whose `k` is split across blocks (a second pass adds the slices).
     pub split_k: usize,
     /// Reduction kernels whose reduced elements are split across teams.
@@ -240,12 +243,13 @@ impl FusionReport {
         writeln!(
             t,
             "  side outputs folded: {}, concats as views: {}, updates merged: {}, sibling maps merged: {}, \
-             bf16 stores: {}, split GEMMs: {}, split reductions: {}, channels-last buffers: {}",
+             bf16 stores: {}, shared roundings: {}, split GEMMs: {}, split reductions: {}, channels-last buffers: {}",
             self.side_outputs,
             self.concat_views,
             self.updates_merged,
             self.maps_merged,
             self.narrow_stores,
+            self.shared_roundings,
             self.split_k,
             self.split_reductions,
             self.channels_last

@@ -8,7 +8,8 @@
 //! * the *lower* phase's kernel-forming rules (`kernels.rs`): turning off
 //!   `fuse-epilogue` leaves every reduction of a convolution's result to a kernel of its
 //!   own;
-//! * the *plan* passes after extraction (`horizontal.rs`, `foreach.rs`, `narrow.rs`).
+//! * the *plan* passes after extraction (`horizontal.rs`, `foreach.rs`, `narrow.rs`,
+//!   `shared_rounding.rs`).
 //!
 //! Turning a rule off never makes a plan wrong, only less fused: the primitive op of
 //! every class stays available to extraction.
@@ -26,6 +27,7 @@ pub const CONCAT_VIEWS: &str = "concat-views";
 pub const FOREACH_UPDATES: &str = "foreach-updates";
 pub const SIBLING_MAPS: &str = "sibling-maps";
 pub const NARROW_STORES: &str = "narrow-stores";
+pub const SHARED_ROUNDING: &str = "shared-rounding";
 
 /// A rule of the catalogue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -74,6 +76,7 @@ pub fn catalogue() -> Vec<RuleInfo> {
                 FOREACH_UPDATES,
                 SIBLING_MAPS,
                 NARROW_STORES,
+                SHARED_ROUNDING,
             ],
         ))
         .collect()
