@@ -410,6 +410,77 @@ fn sibling_gradients_merge() {
     assert!(fired(&f, "merge-data-grads") + fired(&f, "merge-data-grads-acc") > 0);
 }
 
+/// The channel counts of the parts of the concatenation that body value `v` of kernel
+/// `k` is, following a body input to the kernel that stored its buffer; empty for any
+/// other value.
+fn concat_parts(p: &calib_ir::Program, k: &calib_ir::Kernel, v: Value) -> Vec<usize> {
+    let node = k.body.node(v);
+    match node.op {
+        Op::Concat { axis } => node
+            .inputs
+            .iter()
+            .map(|&x| k.body.ty(x).shape[axis])
+            .collect(),
+        Op::Input { .. } => {
+            let slot = k.body.inputs().position(|(_, u)| u == v).unwrap();
+            let writer = p.kernels.iter().find_map(|w| {
+                let i = w.outputs.iter().position(|o| o.buffer == k.inputs[slot])?;
+                Some((w, w.body.outputs[i].value))
+            });
+            writer.map_or(vec![], |(w, value)| concat_parts(p, w, value))
+        }
+        _ => vec![],
+    }
+}
+
+#[test]
+fn merged_data_and_weight_gradients_concatenate_the_gradients_in_one_order() {
+    // The output gradients come out of autodiff in the reverse of the forward order,
+    // the weights in the forward order: the merged input gradient orders its parts as
+    // the merged weight gradient does, so that a plan can store one concatenation for
+    // both (SCNet's first block stored two, 320 channels at 56x56, in two orders).
+    let (mut b, x) = with_input(Mode::Eval, &[2, 4, 5, 5]);
+    let y0 = b.conv_layer("c0", x, &ConvSpec::new(3, 1)).unwrap();
+    let y1 = b.conv_layer("c1", x, &ConvSpec::new(2, 1)).unwrap();
+    let squares = [y0, y1].map(|y| {
+        let sq = b.mul(y, y).unwrap();
+        b.reduce_sum(sq, &[0, 1, 2, 3], false).unwrap()
+    });
+    let s = b.add(squares[0], squares[1]).unwrap();
+    let g = finish(b, s);
+    let wrt: Vec<Value> = [g.inputs().next().unwrap().1]
+        .into_iter()
+        .chain(g.params().map(|(_, v)| v))
+        .collect();
+    let loss = g.output("y").unwrap();
+    let (mut g, grads) = grad(&g, loss, &wrt).unwrap();
+    for (k, v) in grads.into_iter().enumerate() {
+        g.add_output(format!("grad{k}"), v).unwrap();
+    }
+    let g = prune(&g, PruneOptions::default()).unwrap();
+    let f = check(&g, 14);
+    let p = &f.program;
+    let orders: Vec<Vec<usize>> = (p.kernels.iter())
+        .flat_map(|k| {
+            k.body.nodes.iter().filter_map(move |n| {
+                let gradient = match n.op {
+                    Op::Conv2dBackwardData { .. } => n.inputs[0],
+                    Op::Conv2dBackwardWeight { .. } => n.inputs[1],
+                    _ => return None,
+                };
+                Some(concat_parts(p, k, gradient))
+            })
+        })
+        .collect();
+    assert_eq!(
+        orders.len(),
+        2,
+        "one merged adjoint of each kind: {orders:?}"
+    );
+    assert_eq!(orders[0].iter().sum::<usize>(), 5, "{orders:?}");
+    assert_eq!(orders[0], orders[1]);
+}
+
 /// SCConv's gate, `k3 * sigmoid(x + up(k2))`, with k2 and k3 plain convolutions.
 fn gate(mode: Mode) -> (Graph, Vec<usize>) {
     let (mut b, x) = with_input(mode, &[2, 4, 8, 8]);

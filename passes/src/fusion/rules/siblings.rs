@@ -58,14 +58,16 @@ pub fn rules() -> Vec<Rule> {
 }
 
 /// One `conv2d_backward_data` over the concatenated operands of those in classes `a`
-/// and `b`, ordered by weight (a sum does not care which comes first).
+/// and `b`, ordered by output gradient (a sum does not care which comes first): the
+/// order `merge-weight-grads` concatenates the same gradients in, so that the two
+/// merged adjoints read one concatenation, which a plan stores once.
 fn data_grads(r: &mut Rhs, a: Id, b: Id) -> Option<Id> {
     let (op, x) = r.op(a, "conv2d_backward_data")?;
     let (other, y) = r.op(b, "conv2d_backward_data")?;
     (op == other && ungrouped(&op) && r.ty(a).dtype == r.ty(b).dtype).then_some(())?;
-    let (x, y) = if x[1] <= y[1] { (x, y) } else { (y, x) };
-    let w = concat(r, &[x[1], y[1]], 0)?;
-    let g = concat_in_order(r, &[x[0], y[0]], 1, false)?;
+    let (x, y) = if x[0] <= y[0] { (x, y) } else { (y, x) };
+    let g = concat(r, &[x[0], y[0]], 1)?;
+    let w = concat_in_order(r, &[x[1], y[1]], 0, false)?;
     r.add(op, &[g, w])
 }
 
