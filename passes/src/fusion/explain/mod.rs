@@ -59,26 +59,28 @@ pub fn explain(graph: &Graph, program: &Program, name: &str) -> Result<String> {
         };
         v.filter(|&v| v < graph.nodes.len())
     };
-    let writer: HashMap<BufferId, (usize, usize)> = program
-        .kernels
-        .iter()
-        .enumerate()
-        .flat_map(|(p, q)| {
-            q.outputs
-                .iter()
-                .enumerate()
-                .map(move |(j, o)| (o.buffer, (p, j)))
-        })
-        .collect();
+    // A buffer's writers: one, or several that each store a slice of it (a concat
+    // view), in slice order.
+    let mut writer: HashMap<BufferId, Vec<(usize, usize)>> = HashMap::new();
+    for (p, q) in program.kernels.iter().enumerate() {
+        for (j, o) in q.outputs.iter().enumerate() {
+            writer.entry(o.buffer).or_default().push((p, j));
+        }
+    }
+    for writes in writer.values_mut() {
+        writes.sort_by_key(|&(p, j)| program.kernels[p].outputs[j].slice.map(|s| s.start));
+    }
 
     // The kernel and the writers of the rewrite-made values it reads, transitively.
     let mut spliced = vec![k];
     let mut i = 0;
     while i < spliced.len() {
         for &b in &program.kernels[spliced[i]].inputs {
-            if let (None, Some(&(p, _))) = (original(b), writer.get(&b)) {
-                if !spliced.contains(&p) {
-                    spliced.push(p);
+            if let (None, Some(writes)) = (original(b), writer.get(&b)) {
+                for &(p, _) in writes {
+                    if !spliced.contains(&p) {
+                        spliced.push(p);
+                    }
                 }
             }
         }

@@ -15,7 +15,8 @@ pub(super) struct Terms<'a> {
     pub program: &'a Program,
     pub part: &'a Partition,
     pub original: &'a dyn Fn(BufferId) -> Option<usize>,
-    pub writer: &'a HashMap<BufferId, (usize, usize)>,
+    /// Each buffer's writers, in the order of the slices they store.
+    pub writer: &'a HashMap<BufferId, Vec<(usize, usize)>>,
     pub memo: HashMap<(usize, usize), Option<Id>>,
 }
 
@@ -42,6 +43,29 @@ impl Terms<'_> {
             .ok_or_else(|| PassError::Fusion(format!("original node %{v} does not round to bf16")))
     }
 
+    /// A buffer that `writes` each store a slice of, along one axis and in order: the
+    /// concatenation of what they store.
+    fn slices(&mut self, rg: &mut RegionGraph, writes: &[(usize, usize)]) -> Result<Option<Id>> {
+        let slice = |&(p, j): &(usize, usize)| self.program.kernels[p].outputs[j].slice;
+        let Some(axis) = writes.first().and_then(slice).map(|s| s.axis) else {
+            return Ok(None);
+        };
+        let mut parts = vec![];
+        for w in writes {
+            if slice(w).is_none_or(|s| s.axis != axis) {
+                return Ok(None);
+            }
+            match self.output(rg, w.0, w.1)? {
+                Some(part) => parts.push(part),
+                None => return Ok(None),
+            }
+        }
+        let concat = add_op_uncanonical(&mut rg.egraph, Op::Concat { axis }, &parts);
+        concat.map(Some).ok_or_else(|| {
+            PassError::Fusion("the slices of a concat view do not concatenate".into())
+        })
+    }
+
     /// Body node `i` of kernel `k`; `None` if it reads something no term reaches.
     fn node(&mut self, rg: &mut RegionGraph, k: usize, i: usize) -> Result<Option<Id>> {
         if let Some(&t) = self.memo.get(&(k, i)) {
@@ -58,10 +82,11 @@ impl Terms<'_> {
                         PassError::Fusion(format!("body input `{name}` is not named in<k>"))
                     })?;
                 let b = kernel.inputs[slot];
-                match ((self.original)(b), self.writer.get(&b)) {
+                match ((self.original)(b), self.writer.get(&b).map(Vec::as_slice)) {
                     (Some(v), _) if node.ty.dtype == DType::BF16 => Some(self.narrowed(rg, v)?),
                     (Some(v), _) => Some(rg.operand(self.graph, self.part, v)?),
-                    (None, Some(&(p, j))) => self.output(rg, p, j)?,
+                    (None, Some(&[(p, j)])) => self.output(rg, p, j)?,
+                    (None, Some(writes)) => self.slices(rg, writes)?,
                     (None, None) => None,
                 }
             }
