@@ -460,25 +460,36 @@ fn merged_data_and_weight_gradients_concatenate_the_gradients_in_one_order() {
     let g = prune(&g, PruneOptions::default()).unwrap();
     let f = check(&g, 14);
     let p = &f.program;
-    let orders: Vec<Vec<usize>> = (p.kernels.iter())
-        .flat_map(|k| {
-            k.body.nodes.iter().filter_map(move |n| {
-                let gradient = match n.op {
-                    Op::Conv2dBackwardData { .. } => n.inputs[0],
-                    Op::Conv2dBackwardWeight { .. } => n.inputs[1],
-                    _ => return None,
-                };
-                Some(concat_parts(p, k, gradient))
+    // The parts of operand `pick(op)` of every convolution and adjoint.
+    let parts = |pick: fn(&Op) -> Option<usize>| -> Vec<Vec<usize>> {
+        (p.kernels.iter())
+            .flat_map(|k| {
+                (k.body.nodes.iter())
+                    .filter_map(move |n| Some(concat_parts(p, k, n.inputs[pick(&n.op)?])))
             })
-        })
-        .collect();
+            .collect()
+    };
+    let gradients = parts(|op| match op {
+        Op::Conv2dBackwardData { .. } => Some(0),
+        Op::Conv2dBackwardWeight { .. } => Some(1),
+        _ => None,
+    });
     assert_eq!(
-        orders.len(),
+        gradients.len(),
         2,
-        "one merged adjoint of each kind: {orders:?}"
+        "one merged adjoint of each kind: {gradients:?}"
     );
-    assert_eq!(orders[0].iter().sum::<usize>(), 5, "{orders:?}");
-    assert_eq!(orders[0], orders[1]);
+    assert_eq!(gradients[0].iter().sum::<usize>(), 5, "{gradients:?}");
+    assert_eq!(gradients[0], gradients[1]);
+    // The forward's weights and the input gradient's: in one order too, so that one
+    // concatenation of the weights serves both.
+    let weights = parts(|op| match op {
+        Op::Conv2d { .. } | Op::Conv2dBackwardData { .. } => Some(1),
+        _ => None,
+    });
+    assert_eq!(weights.len(), 2, "{weights:?}");
+    assert_eq!(weights[0].iter().sum::<usize>(), 5, "{weights:?}");
+    assert_eq!(weights[0], weights[1]);
 }
 
 /// SCConv's gate, `k3 * sigmoid(x + up(k2))`, with k2 and k3 plain convolutions.

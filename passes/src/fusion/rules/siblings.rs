@@ -34,10 +34,13 @@ pub fn rules() -> Vec<Rule> {
             "merge-weight-grads",
             "?a = (conv2d_backward_weight ?x ?g1), ?b = (conv2d_backward_weight ?x ?g2)",
             |r| {
-                let (a, b, x) = pair(r)?;
+                // Either way round: the order of the gradients picks one ([`gradients`]).
+                let (a, b) = (r.egraph.find(r.var("?a")), r.egraph.find(r.var("?b")));
+                let x = r.var("?x");
+                (a != b).then_some(())?;
                 let (g1, g2) = (r.var("?g1"), r.var("?g2"));
                 let bw = same_ungrouped(r, "conv2d_backward_weight", a, b, &[x, g1], &[x, g2])?;
-                let g = concat(r, &[g1, g2], 1)?;
+                let g = gradients(r, g1, g2)?;
                 let merged = r.add(bw, &[x, g])?;
                 split(r, merged, 0, a, b)
             },
@@ -58,17 +61,51 @@ pub fn rules() -> Vec<Rule> {
 }
 
 /// One `conv2d_backward_data` over the concatenated operands of those in classes `a`
-/// and `b`, ordered by output gradient (a sum does not care which comes first): the
-/// order `merge-weight-grads` concatenates the same gradients in, so that the two
-/// merged adjoints read one concatenation, which a plan stores once.
+/// and `b`, ordered by weight (a sum does not care which comes first), as the merged
+/// forward convolution concatenates the weights and `merge-weight-grads` the output
+/// gradients ([`weight_of`]): the three merged ops then read one concatenation of each,
+/// which a plan stores once.
 fn data_grads(r: &mut Rhs, a: Id, b: Id) -> Option<Id> {
     let (op, x) = r.op(a, "conv2d_backward_data")?;
     let (other, y) = r.op(b, "conv2d_backward_data")?;
     (op == other && ungrouped(&op) && r.ty(a).dtype == r.ty(b).dtype).then_some(())?;
-    let (x, y) = if x[0] <= y[0] { (x, y) } else { (y, x) };
-    let g = concat(r, &[x[0], y[0]], 1)?;
-    let w = concat_in_order(r, &[x[1], y[1]], 0, false)?;
+    let (x, y) = if x[1] <= y[1] { (x, y) } else { (y, x) };
+    let w = concat(r, &[x[1], y[1]], 0)?;
+    let g = concat_in_order(r, &[x[0], y[0]], 1, false)?;
     r.add(op, &[g, w])
+}
+
+/// The weight of a `conv2d_backward_data` that reads output gradient `g` (its
+/// convolution's), where one does: the first layer's has none.
+fn weight_of(r: &Rhs, g: Id) -> Option<Id> {
+    let g = r.egraph.find(g);
+    r.egraph[g].parents().find_map(|p| {
+        let node = r.egraph.id_to_node(p);
+        let reads =
+            node.kind() == Some("conv2d_backward_data") && r.egraph.find(node.children[0]) == g;
+        reads.then(|| r.egraph.find(node.children[1]))
+    })
+}
+
+/// `[g1, g2]` along the channels for merged weight gradients, flattened as [`concat`]
+/// does, in the order of the weights the gradients' input gradients read
+/// ([`weight_of`]; the order `merge-data-grads` concatenates the same gradients in),
+/// else of the gradients' classes.
+fn gradients(r: &mut Rhs, g1: Id, g2: Id) -> Option<Id> {
+    let parts = |r: &Rhs, id: Id| match r.op(id, "concat") {
+        Some((Op::Concat { axis: 1 }, parts)) => parts,
+        _ => vec![id],
+    };
+    let weights = |r: &Rhs, id: Id| -> Option<Vec<Id>> {
+        parts(r, id).into_iter().map(|g| weight_of(r, g)).collect()
+    };
+    match (weights(r, g1), weights(r, g2)) {
+        (Some(w1), Some(w2)) => {
+            (w1.iter().max()? < w2.iter().min()?).then_some(())?;
+            concat_in_order(r, &[g1, g2], 1, false)
+        }
+        _ => concat(r, &[g1, g2], 1),
+    }
 }
 
 /// The two matched classes (ordered, so each pair merges once) and the shared operand.
