@@ -19,7 +19,7 @@ use calib_codegen::compile;
 use calib_ir::{Anchor, Graph, Layout, Program, Value};
 use calib_runtime::HostTensor;
 use std::collections::BTreeMap;
-use support::{check_tensors, graph, single_kernel, tensors};
+use support::{check_tensors, graph, per_element, single_kernel, tensors};
 
 /// `graph` as one pointwise kernel whose images (rank 4, more than one row) are all
 /// stored channels-last; the runtime permutes what is bound and read back.
@@ -41,16 +41,6 @@ fn inputs(g: &Graph) -> BTreeMap<String, HostTensor> {
         }
     }
     inputs
-}
-
-/// Global loads and special-function operations per element of output `out` in
-/// plan `program`'s one kernel.
-fn per_element(g: &Graph, program: &Program, out: Value) -> (f64, f64) {
-    let kernel = compile(program).unwrap().kernels.remove(0);
-    let launch = kernel.launch(kernel.estimated_registers());
-    let threads = launch.blocks as f64 * launch.threads as f64;
-    let per = |count: f64| count * threads / g.ty(out).numel() as f64;
-    (per(launch.census.global_loads), per(launch.census.sfu))
 }
 
 /// The downsampled branch: `x * relu(resize(bn(d)))`. The resize's source pixel is one
@@ -77,7 +67,8 @@ fn a_resized_operands_per_channel_terms_come_once_a_thread() {
     );
     let program = channels_last_plan(&g);
     check_tensors(&g, &program, &inputs(&g), 0.0);
-    let (loads, special) = per_element(&g, &program, Value(11));
+    let kernel = compile(&program).unwrap().kernels.remove(0);
+    let (loads, special) = per_element(&kernel, g.ty(Value(11)).numel());
     // A vector of `x` and one of `d` a run of four: half a load an element. Without a
     // shared shift, `d` came in a scalar at a time (with its terms: over 1.3).
     assert!(loads < 0.6, "{loads} loads an element");
@@ -115,7 +106,8 @@ fn a_concatenation_reads_statistics_sliced_along_the_channels_once_a_thread() {
     );
     let program = channels_last_plan(&g);
     check_tensors(&g, &program, &inputs(&g), 0.0);
-    let (loads, special) = per_element(&g, &program, Value(13));
+    let kernel = compile(&program).unwrap().kernels.remove(0);
+    let (loads, special) = per_element(&kernel, g.ty(Value(13)).numel());
     // Vectors of `z` and, in the second half, `w`, with the terms' loads before the
     // loop: under one load an element. Evaluating the terms inside the loop loaded the
     // mean and the variance for every element (more than two).

@@ -19,7 +19,7 @@ use calib_ir::{
 };
 use calib_runtime::HostTensor;
 use std::collections::BTreeMap;
-use support::{bind, check_tensors, graph, simulate, single_kernel, tensors};
+use support::{bind, check_tensors, graph, per_element, simulate, single_kernel, tensors};
 
 /// A kernel that copies bf16 buffer `from` to `to` (widened and rounded back: exact).
 fn copy_kernel(program: &Program, from: BufferId, to: BufferId) -> Kernel {
@@ -356,12 +356,8 @@ fn runs_along_channels_read_per_channel_inputs_once_a_thread() {
     assert!(!kernel.ptx.contains("ld.global.nc.f32"), "{}", kernel.ptx);
     // Per element: a quarter of a run's image load and its share of the three
     // per-channel vectors; one load an element (or more) if the terms came per run.
-    let launch = kernel.launch(kernel.estimated_registers());
-    let threads = launch.blocks as f64 * launch.threads as f64;
-    let per_element = |count: f64| count * threads / g.ty(Value(17)).numel() as f64;
-    let loads = per_element(launch.census.global_loads);
+    let (loads, special) = per_element(&kernel, g.ty(Value(17)).numel());
     assert!(loads < 0.5, "{loads} loads an element");
-    let special = per_element(launch.census.sfu);
     assert!(
         special < 1.0,
         "{special} special-function operations an element"
@@ -685,11 +681,9 @@ fn a_concatenation_along_channels_last_branches_once_a_thread() {
     assert!(kernel.ptx.contains("ld.global.nc.v2.b32"), "{}", kernel.ptx);
     assert!(!kernel.ptx.contains("ld.global.nc.u16"), "{}", kernel.ptx);
     assert!(!kernel.ptx.contains("st.global.b16"), "{}", kernel.ptx);
-    let launch = kernel.launch(kernel.estimated_registers());
-    let threads = launch.blocks as f64 * launch.threads as f64;
     // A conversion to bf16 pairs (half an operation an element) and the per-channel
     // `rsqrt`s once a thread; one `rsqrt` an element would make 1.5.
-    let special = launch.census.sfu * threads / g.ty(Value(20)).numel() as f64;
+    let (_, special) = per_element(&kernel, g.ty(Value(20)).numel());
     assert!(
         special < 1.0,
         "{special} special-function operations an element"
@@ -730,11 +724,9 @@ fn a_rounded_concatenation_along_channels_last_branches_once_a_thread() {
     let kernel = compile(&program).unwrap().kernels.remove(0);
     assert!(kernel.ptx.contains("ld.global.nc.v4.f32"), "{}", kernel.ptx);
     assert!(kernel.ptx.contains("st.global.v4.f32"), "{}", kernel.ptx);
-    let launch = kernel.launch(kernel.estimated_registers());
-    let threads = launch.blocks as f64 * launch.threads as f64;
     // The rounding (a conversion an element) and the per-channel `rsqrt`s once a
     // thread; an `rsqrt` an element would make more than two.
-    let special = launch.census.sfu * threads / g.ty(Value(18)).numel() as f64;
+    let (_, special) = per_element(&kernel, g.ty(Value(18)).numel());
     assert!(
         special < 1.5,
         "{special} special-function operations an element"

@@ -380,6 +380,21 @@ fn merged_siblings_accumulate_their_batch_statistics_in_one_kernel() {
     assert_eq!(all, 2, "no other kernel reduces a branch");
 }
 
+/// `g` with the gradients of its output `y` by its input and every parameter as outputs
+/// `grad0`, `grad1`, ...
+fn with_gradients(g: Graph) -> Graph {
+    let wrt: Vec<Value> = [g.inputs().next().unwrap().1]
+        .into_iter()
+        .chain(g.params().map(|(_, v)| v))
+        .collect();
+    let loss = g.output("y").unwrap();
+    let (mut g, grads) = grad(&g, loss, &wrt).unwrap();
+    for (k, v) in grads.into_iter().enumerate() {
+        g.add_output(format!("grad{k}"), v).unwrap();
+    }
+    prune(&g, PruneOptions::default()).unwrap()
+}
+
 #[test]
 fn sibling_gradients_merge() {
     // Weight gradients share the input; input gradients accumulate.
@@ -394,17 +409,7 @@ fn sibling_gradients_merge() {
     );
     let s = b.add(s0, s1).unwrap();
     let s = b.add(s, s2).unwrap();
-    let g = finish(b, s);
-    let wrt: Vec<Value> = [g.inputs().next().unwrap().1]
-        .into_iter()
-        .chain(g.params().map(|(_, v)| v))
-        .collect();
-    let loss = g.output("y").unwrap();
-    let (mut g, grads) = grad(&g, loss, &wrt).unwrap();
-    for (k, v) in grads.into_iter().enumerate() {
-        g.add_output(format!("grad{k}"), v).unwrap();
-    }
-    let g = prune(&g, PruneOptions::default()).unwrap();
+    let g = with_gradients(finish(b, s));
     let f = check(&g, 12);
     assert!(fired(&f, "merge-weight-grads") > 0);
     assert!(fired(&f, "merge-data-grads") + fired(&f, "merge-data-grads-acc") > 0);
@@ -447,17 +452,7 @@ fn merged_data_and_weight_gradients_concatenate_the_gradients_in_one_order() {
         b.reduce_sum(sq, &[0, 1, 2, 3], false).unwrap()
     });
     let s = b.add(squares[0], squares[1]).unwrap();
-    let g = finish(b, s);
-    let wrt: Vec<Value> = [g.inputs().next().unwrap().1]
-        .into_iter()
-        .chain(g.params().map(|(_, v)| v))
-        .collect();
-    let loss = g.output("y").unwrap();
-    let (mut g, grads) = grad(&g, loss, &wrt).unwrap();
-    for (k, v) in grads.into_iter().enumerate() {
-        g.add_output(format!("grad{k}"), v).unwrap();
-    }
-    let g = prune(&g, PruneOptions::default()).unwrap();
+    let g = with_gradients(finish(b, s));
     let f = check(&g, 14);
     let p = &f.program;
     // The parts of operand `pick(op)` of every convolution and adjoint.

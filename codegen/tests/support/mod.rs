@@ -164,6 +164,15 @@ pub fn launch_stats(
     run_kernel(program, &kernel, &kernel.ptx, inputs).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The census of compiled `kernel`'s whole launch per element of an output of `numel`
+/// elements: `(global loads, special-function operations)`.
+pub fn per_element(kernel: &calib_codegen::CompiledKernel, numel: usize) -> (f64, f64) {
+    let launch = kernel.launch(kernel.estimated_registers());
+    let threads = launch.blocks as f64 * launch.threads as f64;
+    let per = |count: f64| count * threads / numel as f64;
+    (per(launch.census.global_loads), per(launch.census.sfu))
+}
+
 /// A pooled image of `shape` for the max-pooling adjoint's rules: tied integers in
 /// -2..=2 with NaN and -inf strewn among them (about 4% each), the values its ordinary
 /// comparisons leave to the exact ones.

@@ -36,6 +36,7 @@ pub mod pad_channels;
 mod partition;
 mod plan;
 mod program;
+mod rebuild;
 mod region;
 mod report;
 mod rule_set;

@@ -37,7 +37,8 @@
 //! graph's), buffers written in channel slices by several kernels (concat views, whose
 //! other writers store f32), and buffers a collective reads (it transfers f32).
 
-use calib_ir::{Anchor, DType, Graph, Op, Program, Role, Value};
+use super::rebuild::Inputs;
+use calib_ir::{Anchor, DType, Graph, Node, Op, Program, Role, Value};
 
 /// Narrows every eligible buffer of `program` (see the module documentation); returns
 /// how many.
@@ -206,88 +207,54 @@ pub fn as_stored(body: &Graph, narrow_inputs: &[usize]) -> Graph {
 }
 
 /// `body` with body inputs at positions `narrowed` read as bf16 and widened where they
-/// are loaded, and with `outputs` (old values, in order) as its outputs. Nodes no
-/// output needs are left out; every input stays, so positions keep matching the
-/// kernel's input buffers.
+/// are loaded, and with `outputs` (old values, in order) as its outputs
+/// ([`super::rebuild::rebuild`]).
 fn rebuild(body: &Graph, narrowed: &[usize], outputs: &[Value]) -> Graph {
-    let mut live = vec![false; body.nodes.len()];
-    let mut stack: Vec<Value> = outputs.to_vec();
-    while let Some(v) = stack.pop() {
-        if !std::mem::replace(&mut live[v.0], true) {
-            stack.extend(&body.nodes[v.0].inputs);
-        }
-    }
-    let mut g = Graph::new();
-    let mut map: Vec<Option<Value>> = vec![None; body.nodes.len()];
-    // The widening of each narrowed input, by the input.
-    let mut widening: Vec<(Value, Value)> = vec![];
-    let mut position = 0;
-    for (i, node) in body.nodes.iter().enumerate() {
-        let input = matches!(node.op, Op::Input { .. });
-        if !live[i] && !input {
-            continue;
-        }
-        let v = if input {
-            let narrow = narrowed.contains(&position);
-            position += 1;
-            let mut ty = node.ty.clone();
-            if narrow {
-                ty.dtype = DType::BF16;
-            }
-            let v = g
-                .push_source(node.op.clone(), ty, &node.scope)
-                .expect("an input of a valid body");
-            if narrow {
-                let wide = g
-                    .push(Op::Cast { to: DType::F32 }, vec![v], &node.scope)
-                    .expect("bf16 widens to f32");
-                widening.push((v, wide));
-                wide
-            } else {
-                v
-            }
-        } else if let Some(v) = folded_cast(node, &map, &widening) {
-            // `cast(cast(x, f32), bf16)` of a narrowed input `x` is `x` (exact), so a
-            // reader that rounded the f32 buffer reads the bf16 one as it is.
-            v
-        } else if node.inputs.is_empty() {
-            g.push_source(node.op.clone(), node.ty.clone(), &node.scope)
-                .expect("a source of a valid body")
-        } else {
-            let inputs = node
-                .inputs
-                .iter()
-                .map(|x| map[x.0].expect("operands come first"))
-                .collect();
-            g.push(node.op.clone(), inputs, &node.scope)
-                .expect("the same op over values of the same types")
-        };
-        map[i] = Some(v);
-    }
-    for (o, &v) in body.outputs.iter().zip(outputs) {
-        g.add_output(o.name.clone(), map[v.0].expect("outputs are live"))
-            .expect("the body's own output names");
-    }
-    g
+    let mut inputs = Narrowed {
+        narrowed,
+        widening: vec![],
+    };
+    super::rebuild::rebuild(body, outputs, &mut inputs)
 }
 
-/// A cast of the old body that the narrowed inputs make a no-op, as the value it
-/// amounts to: `cast(_, bf16)` of a narrowed input's widening is the input, and
-/// `cast(_, f32)` of the input is its widening (`widening` pairs each narrowed input
-/// with its widening).
-fn folded_cast(
-    node: &calib_ir::Node,
-    map: &[Option<Value>],
-    widening: &[(Value, Value)],
-) -> Option<Value> {
-    let operand = map[node.inputs.first()?.0]?;
-    let (narrow, wide) = widening
-        .iter()
-        .find(|(narrow, wide)| operand == *narrow || operand == *wide)?;
-    match node.op {
-        Op::Cast { to: DType::BF16 } if operand == *wide => Some(*narrow),
-        Op::Cast { to: DType::F32 } if operand == *narrow => Some(*wide),
-        _ => None,
+/// Body inputs read as bf16 at positions `narrowed`.
+struct Narrowed<'a> {
+    narrowed: &'a [usize],
+    /// The widening of each narrowed input, by the input.
+    widening: Vec<(Value, Value)>,
+}
+
+impl Inputs for Narrowed<'_> {
+    fn input(&mut self, g: &mut Graph, position: usize, node: &Node) -> Value {
+        let narrow = self.narrowed.contains(&position);
+        let mut ty = node.ty.clone();
+        if narrow {
+            ty.dtype = DType::BF16;
+        }
+        let v =
+            (g.push_source(node.op.clone(), ty, &node.scope)).expect("an input of a valid body");
+        if !narrow {
+            return v;
+        }
+        let wide = (g.push(Op::Cast { to: DType::F32 }, vec![v], &node.scope))
+            .expect("bf16 widens to f32");
+        self.widening.push((v, wide));
+        wide
+    }
+
+    /// A cast of the old body that the narrowed inputs make a no-op: `cast(_, bf16)` of
+    /// a narrowed input's widening is the input (exact, so a reader that rounded the
+    /// f32 buffer reads the bf16 one as it is), and `cast(_, f32)` of the input is its
+    /// widening.
+    fn fold(&self, node: &Node, operands: &[Value]) -> Option<Value> {
+        let &operand = operands.first()?;
+        let &(narrow, wide) =
+            (self.widening.iter()).find(|(narrow, wide)| operand == *narrow || operand == *wide)?;
+        match node.op {
+            Op::Cast { to: DType::BF16 } if operand == wide => Some(narrow),
+            Op::Cast { to: DType::F32 } if operand == narrow => Some(wide),
+            _ => None,
+        }
     }
 }
 

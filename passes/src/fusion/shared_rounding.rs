@@ -22,7 +22,8 @@
 //! view written in slices, not a collective's operand).
 
 use super::horizontal::drop_unused_buffers;
-use calib_ir::{Anchor, DType, Graph, Kernel, Op, Program, Role, Value};
+use super::rebuild::Inputs;
+use calib_ir::{Anchor, DType, Graph, Node, Op, Program, Role, Value};
 
 /// Shares every eligible rounding of `program` (see the module documentation); returns
 /// how many outputs it dropped.
@@ -102,59 +103,34 @@ fn round_trip_of(body: &Graph, v: Value) -> Option<Value> {
 }
 
 /// `body` with the inputs at positions `rounded` read through a TF32 round trip, and
-/// with `outputs` (old values, in order) as its outputs, renamed in order. Nodes no
-/// output needs are left out; every input stays, so positions keep matching the
-/// kernel's input buffers.
+/// with `outputs` (old values, in order) as its outputs ([`super::rebuild::rebuild`]).
 fn rebuild(body: &Graph, rounded: &[usize], outputs: &[Value]) -> Graph {
-    let mut live = vec![false; body.nodes.len()];
-    let mut stack: Vec<Value> = outputs.to_vec();
-    while let Some(v) = stack.pop() {
-        if !std::mem::replace(&mut live[v.0], true) {
-            stack.extend(&body.nodes[v.0].inputs);
+    super::rebuild::rebuild(body, outputs, &mut Rounded(rounded))
+}
+
+/// Body inputs read through a TF32 round trip at these positions.
+struct Rounded<'a>(&'a [usize]);
+
+impl Inputs for Rounded<'_> {
+    fn input(&mut self, g: &mut Graph, position: usize, node: &Node) -> Value {
+        let v = (g.push_source(node.op.clone(), node.ty.clone(), &node.scope))
+            .expect("an input of a valid body");
+        if !self.0.contains(&position) {
+            return v;
         }
-    }
-    let mut g = Graph::new();
-    let mut map: Vec<Option<Value>> = vec![None; body.nodes.len()];
-    let mut position = 0;
-    for (i, node) in body.nodes.iter().enumerate() {
-        let input = matches!(node.op, Op::Input { .. });
-        if !live[i] && !input {
-            continue;
-        }
-        let v = if node.inputs.is_empty() {
-            let v = (g.push_source(node.op.clone(), node.ty.clone(), &node.scope))
-                .expect("a source of a valid body");
-            if input && rounded.contains(&position) {
-                let cast = |g: &mut Graph, to, x| {
-                    (g.push(Op::Cast { to }, vec![x], &node.scope))
-                        .expect("an f32 value rounds to tf32 and back")
-                };
-                let t = cast(&mut g, DType::TF32, v);
-                cast(&mut g, DType::F32, t)
-            } else {
-                v
-            }
-        } else {
-            let inputs = (node.inputs.iter())
-                .map(|x| map[x.0].expect("operands come first"))
-                .collect();
-            (g.push(node.op.clone(), inputs, &node.scope))
-                .expect("the same op over values of the same types")
+        let mut cast = |to, x| {
+            (g.push(Op::Cast { to }, vec![x], &node.scope))
+                .expect("an f32 value rounds to tf32 and back")
         };
-        position += usize::from(input);
-        map[i] = Some(v);
+        let t = cast(DType::TF32, v);
+        cast(DType::F32, t)
     }
-    for (i, &v) in outputs.iter().enumerate() {
-        g.add_output(Kernel::output_name(i), map[v.0].expect("outputs are live"))
-            .expect("distinct output names");
-    }
-    g
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calib_ir::{Buffer, BufferId, KernelOutput, ProgramOutput, TensorType};
+    use calib_ir::{Buffer, BufferId, Kernel, KernelOutput, ProgramOutput, TensorType};
     use calib_runtime::{reference, Bindings, HostTensor};
 
     fn ty() -> TensorType {
