@@ -92,12 +92,11 @@ fn weight_of(r: &Rhs, g: Id) -> Option<Id> {
 /// ([`weight_of`]; the order `merge-data-grads` concatenates the same gradients in),
 /// else of the gradients' classes.
 fn gradients(r: &mut Rhs, g1: Id, g2: Id) -> Option<Id> {
-    let parts = |r: &Rhs, id: Id| match r.op(id, "concat") {
-        Some((Op::Concat { axis: 1 }, parts)) => parts,
-        _ => vec![id],
-    };
     let weights = |r: &Rhs, id: Id| -> Option<Vec<Id>> {
-        parts(r, id).into_iter().map(|g| weight_of(r, g)).collect()
+        parts(r, id, 1)
+            .into_iter()
+            .map(|g| weight_of(r, g))
+            .collect()
     };
     match (weights(r, g1), weights(r, g2)) {
         (Some(w1), Some(w2)) => {
@@ -140,14 +139,19 @@ fn concat(r: &mut Rhs, pair: &[Id], axis: usize) -> Option<Id> {
 
 /// [`concat`] without the order check, for the operand that follows another's order.
 fn concat_in_order(r: &mut Rhs, pair: &[Id], axis: usize, check: bool) -> Option<Id> {
-    let parts = |r: &Rhs, id: Id| match r.op(id, "concat") {
-        Some((Op::Concat { axis: a }, parts)) if a == axis => parts,
-        _ => vec![id],
-    };
-    let (first, second) = (parts(r, pair[0]), parts(r, pair[1]));
+    let (first, second) = (parts(r, pair[0], axis), parts(r, pair[1], axis));
     let ordered = !check || first.iter().max()? < second.iter().min()?;
     (ordered && first.len() + second.len() <= MAX_SIBLINGS).then_some(())?;
     r.add(Op::Concat { axis }, &[first, second].concat())
+}
+
+/// The parts of class `id` as a concatenation along `axis` has them: its operands, or
+/// itself where it is none (a merged operand flattens into the next merge).
+fn parts(r: &Rhs, id: Id, axis: usize) -> Vec<Id> {
+    match r.op(id, "concat") {
+        Some((Op::Concat { axis: a }, parts)) if a == axis => parts,
+        _ => vec![id],
+    }
 }
 
 /// The most convolutions merged into one.
