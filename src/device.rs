@@ -31,9 +31,8 @@ pub fn compile_graph(
         ),
     };
     let estimated = |_: &CompiledProgram| Default::default();
-    let (program, compiled, _) =
-        choose_layout(program, &options, estimated).map_err(codegen_error)?;
-    device_program(program, &compiled, &options.device)
+    let plan = choose_layout(program, &options, estimated).map_err(codegen_error)?;
+    device_program(plan.program, &plan.compiled, &options.device)
 }
 
 /// The layout `LayoutPolicy::Auto` picked and the predicted steps it chose between.
@@ -46,41 +45,67 @@ pub struct LayoutChoice {
     pub channels_last_ms: f64,
 }
 
-/// Compiles `program` (planned by fusion under `options`, row-major under `Auto`);
+/// A plan as compiled: its program (layout and schedules final) and code, the layout
+/// choice `LayoutPolicy::Auto` made, and how many GEMM kernels changed schedule when
+/// their emitted code was priced ([`crate::schedules::refine`]).
+pub struct CompiledPlan {
+    pub program: Program,
+    pub compiled: CompiledProgram,
+    pub layout: Option<LayoutChoice>,
+    pub refined_schedules: usize,
+}
+
+/// Compiles `program` (planned by fusion under `options`, row-major under `Auto`), its
+/// GEMM schedules checked against the code they emit ([`crate::schedules::refine`]);
 /// under [`LayoutPolicy::Auto`], also with image-shaped temporaries channels-last and
 /// every kernel scheduled for that ([`layout::relayout`]), and keeps whichever step
 /// the cost model predicts faster on the options' device (row-major on a tie), each
 /// plan's kernels given the registers `registers` says (ptxas's, or none: estimated).
 pub fn choose_layout(
-    program: Program,
+    mut program: Program,
     options: &FusionOptions,
     registers: impl Fn(&CompiledProgram) -> std::collections::HashMap<String, u32>,
-) -> Result<(Program, CompiledProgram, Option<LayoutChoice>), CodegenError> {
+) -> Result<CompiledPlan, CodegenError> {
+    let refined = crate::schedules::refine(&mut program, options);
     let compiled = compile(&program)?;
+    let plan = CompiledPlan {
+        program,
+        compiled,
+        layout: None,
+        refined_schedules: refined,
+    };
     if options.layout != LayoutPolicy::Auto {
-        return Ok((program, compiled, None));
+        return Ok(plan);
     }
-    let mut other = program.clone();
+    let mut other = plan.program.clone();
     if layout::relayout(&mut other, calib_ir::Layout::ChannelsLast, options) == 0 {
-        return Ok((program, compiled, None));
+        return Ok(plan);
     }
+    let other_refined = crate::schedules::refine(&mut other, options);
     let other_compiled = compile(&other)?;
     let step = |p: &Program, c: &CompiledProgram| {
         crate::predict::predict_step(p, c, &options.device, &registers(c)).step_ms
     };
     let choice = LayoutChoice {
-        row_major_ms: step(&program, &compiled),
+        row_major_ms: step(&plan.program, &plan.compiled),
         channels_last_ms: step(&other, &other_compiled),
         chosen: calib_ir::Layout::RowMajor,
     };
     Ok(if choice.channels_last_ms < choice.row_major_ms {
-        let choice = LayoutChoice {
-            chosen: calib_ir::Layout::ChannelsLast,
-            ..choice
-        };
-        (other, other_compiled, Some(choice))
+        CompiledPlan {
+            program: other,
+            compiled: other_compiled,
+            layout: Some(LayoutChoice {
+                chosen: calib_ir::Layout::ChannelsLast,
+                ..choice
+            }),
+            refined_schedules: other_refined,
+        }
     } else {
-        (program, compiled, Some(choice))
+        CompiledPlan {
+            layout: Some(choice),
+            ..plan
+        }
     })
 }
 

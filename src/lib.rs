@@ -28,6 +28,7 @@ pub mod predict;
 pub mod ptx_report;
 pub mod report;
 mod resolve;
+pub mod schedules;
 pub mod sim;
 pub mod train;
 pub mod verify;

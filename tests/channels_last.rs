@@ -194,8 +194,9 @@ fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
         layout: LayoutPolicy::Auto,
         ..options.clone()
     };
-    let (chosen, _, choice) =
+    let plan =
         calib::device::choose_layout(program.clone(), &auto, |_| Default::default()).unwrap();
+    let (chosen, choice) = (plan.program, plan.layout);
     let choice = choice.expect("auto compares both layouts");
     let faster = if choice.channels_last_ms < choice.row_major_ms {
         Layout::ChannelsLast
@@ -210,9 +211,8 @@ fn the_census_counts_uncoalesced_accesses_and_auto_keeps_the_faster_layout() {
         layout: LayoutPolicy::RowMajor,
         ..options
     };
-    let (_, _, none) =
-        calib::device::choose_layout(program, &fixed, |_| Default::default()).unwrap();
-    assert_eq!(none, None);
+    let plan = calib::device::choose_layout(program, &fixed, |_| Default::default()).unwrap();
+    assert_eq!(plan.layout, None);
 }
 
 /// Under bf16 a channels-last plan pads images of a few channels to pixels of four

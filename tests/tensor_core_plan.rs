@@ -68,6 +68,15 @@ fn the_scnet50_step_runs_its_gemms_on_tensor_cores_at_tf32_and_bf16() {
             "{precision}: the planner's estimates are within 2x for only {:.1}% of the time",
             100.0 * share
         );
+        // And on the whole for GEMM kernels, which it once priced 1.4x to 1.6x what the
+        // emitted code costs: extraction then weighed a GEMM's prologue or epilogue
+        // against a map's launch at the wrong rate.
+        let ratio = support::planner::gemm_estimate_ratio(&fusion.program, &p, &options.device);
+        eprintln!("{precision}: GEMM estimate over emitted {ratio:.2}");
+        assert!(
+            (0.8..=1.35).contains(&ratio),
+            "{precision}: the GEMM kernels are estimated at {ratio:.2}x the emitted code"
+        );
     }
     // Both beat f32, and bf16 beats tf32: it stores its activations in half the bytes
     // (`narrow-stores`), which outweighs its extra rounding launches (its weights'

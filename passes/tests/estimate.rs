@@ -130,11 +130,13 @@ fn copied_operands_wait_for_no_load_round_of_their_own() {
 }
 
 #[test]
-fn an_epilogue_that_loads_waits_once_per_output() {
+fn an_epilogue_written_out_run_by_run_waits_once() {
     use calib_ir::{gemm_anchor, GemmDims, Schedule};
     use calib_passes::fusion::estimate::gemm;
-    // The convolution alone, and with a residual read in its epilogue (code generation
-    // walks a thread's outputs in a loop, each iteration loading its residual).
+    // The convolution alone, and with a residual read in its epilogue. Code generation
+    // writes a thread's few runs of four outputs out one after another (no loop), so
+    // their residual loads are issued together and waited for once, not once per
+    // output (as the estimate once assumed: 64 rounds where the emitted code has none).
     let conv = |epilogue: &str| {
         text::parse(&format!(
             r#"graph {{
@@ -157,11 +159,8 @@ fn an_epilogue_that_loads_waits_once_per_output() {
             .census
             .load_rounds
     };
-    let outputs_per_thread = (128 * 128 / 256) as f64;
-    assert_eq!(
-        rounds(&conv("%4")) - rounds(&conv("%2")),
-        outputs_per_thread
-    );
+    let extra = rounds(&conv("%4")) - rounds(&conv("%2"));
+    assert!((0.0..=1.0).contains(&extra), "{extra} more rounds");
 }
 
 /// SCNet's gate gradient beside its per-channel statistics: a reduction of a
@@ -312,4 +311,47 @@ fn a_data_gradient_evaluated_per_element_is_priced_over_every_tap() {
         (1.0..1.5).contains(&ratio),
         "40 channels cost {ratio:.2}x 32"
     );
+}
+
+/// A split GEMM's second launch sums the partial tiles and runs the epilogue: it moves
+/// the partial tiles, what the epilogue reads besides the anchor and what it writes,
+/// not the GEMM's operands (the estimate once charged it the whole body's bytes, some
+/// 80 us of device memory per split weight gradient of SCNet-50 that the emitted code
+/// never spends). Statistics over the result read the partial tiles back the same way.
+#[test]
+fn a_split_gemms_later_launches_move_their_own_bytes() {
+    use calib_ir::{gemm_anchor, GemmDims, Schedule};
+    use calib_passes::fusion::estimate::gemm;
+    let body = text::parse(
+        r#"graph {
+  %0 = input name="in0" : f32[64,256,14,14]
+  %1 = input name="in1" : f32[256,256,3,3]
+  %2 = conv2d(%0, %1) stride=[1,1] padding=[1,1] dilation=[1,1] groups=1 : f32[64,256,14,14]
+  %3 = input name="in2" : f32[64,256,14,14]
+  %4 = add(%2, %3) : f32[64,256,14,14]
+  %5 = reduce_sum(%4) axes=[0,2,3] keepdims=true : f32[1,256,1,1]
+  return out0=%4, out1=%5
+}
+"#,
+    )
+    .unwrap();
+    let anchor = gemm_anchor(&body).unwrap();
+    let dims = GemmDims::of(&body, anchor).unwrap();
+    let split = 4;
+    let s = calib_ir::GemmSchedule {
+        split_k: split,
+        ..tf32_128x128(3)
+    };
+    let launches = gemm(&body, anchor, &dims, &Schedule::gemm(s), &[]).launches;
+    assert_eq!(
+        launches.len(),
+        3,
+        "partial tiles, their sum, the statistics"
+    );
+    let image = (64 * 256 * 14 * 14 * 4) as f64;
+    let partials = split as f64 * image;
+    // The sum reads the partial tiles and the residual, and writes the output.
+    assert_eq!(launches[1].unique_bytes, partials + 2.0 * image);
+    // The statistics read the partial tiles and the residual, and write 256 sums.
+    assert_eq!(launches[2].unique_bytes, partials + image + 256.0 * 4.0);
 }

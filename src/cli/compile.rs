@@ -157,6 +157,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let unprepared = graph;
     let graph = calib::passes::fusion::prepare(&unprepared, &options)?.into_owned();
     let mut fusion = fuse(&graph, &options)?;
+    // The plan as compiled: channels-last where `auto` finds it faster, and each GEMM
+    // kernel's schedule checked against the code it emits. Each layout's plan is priced
+    // with ptxas's registers under --emit-ptx, as the step below is.
+    let ptxas_registers = |c: &calib::codegen::CompiledProgram| match args.emit_ptx {
+        true => calib::ptx_report::sm90_registers(c).unwrap_or_default(),
+        false => HashMap::new(),
+    };
+    let plan = calib::device::choose_layout(fusion.program.clone(), &options, ptxas_registers)?;
+    let (compiled, choice, refined) = (plan.compiled, plan.layout, plan.refined_schedules);
+    if plan.program != fusion.program {
+        fusion.program = plan.program;
+        fusion.report.kernels = calib::passes::fusion::kernel_rows(&fusion.program, &options);
+    }
 
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -226,16 +239,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         report.push_str(&format!("{w}\n"));
     }
     report.push_str(&overlap_report(&fusion.program, &windows));
-    // The code as emitted, priced by the cost model (registers from ptxas with
-    // --emit-ptx).
-    // Under auto with --emit-ptx, each layout's plan is priced with ptxas's registers,
-    // as the step below is.
-    let ptxas_registers = |c: &calib::codegen::CompiledProgram| match args.emit_ptx {
-        true => calib::ptx_report::sm90_registers(c).unwrap_or_default(),
-        false => HashMap::new(),
-    };
-    let (program, compiled, choice) =
-        calib::device::choose_layout(fusion.program.clone(), &options, ptxas_registers)?;
     if let Some(choice) = &choice {
         let registers = if args.emit_ptx {
             "from ptxas"
@@ -252,13 +255,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "row_major_ms": choice.row_major_ms,
             "channels_last_ms": choice.channels_last_ms,
         });
-        if !choice.chosen.is_row_major() {
-            fusion.program = program;
-            write("after.txt", &fusion.program.to_text())?;
-            write("after.json", &fusion.program.to_json())?;
-            write("after.dot", &fusion.program.to_dot())?;
-        }
     }
+    report.push_str(&format!(
+        "GEMM schedules changed by pricing the emitted code: {refined}\n"
+    ));
+    report_json["schedules_refined"] = serde_json::to_value(refined)?;
     let mut registers = HashMap::new();
     if args.emit_ptx {
         let (text, regs) = calib::ptx_report::emit_ptx(&compiled, out)?;

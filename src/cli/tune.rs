@@ -102,7 +102,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let graph = prepare(&step.graph, &base)?;
     let planned = fuse(&graph, &base)?.program;
     let estimated = |_: &calib::codegen::CompiledProgram| Default::default();
-    let (plan, _, choice) = calib::device::choose_layout(planned, &base, estimated)?;
+    let compiled = calib::device::choose_layout(planned, &base, estimated)?;
+    let (plan, choice) = (compiled.program, compiled.layout);
     // Every round runs the layout planned here.
     let layout = match choice.map(|c| c.chosen) {
         Some(calib::ir::Layout::ChannelsLast) => LayoutPolicy::ChannelsLast,

@@ -29,3 +29,29 @@ pub fn share_within_twice(
     }
     agreeing / total
 }
+
+/// The planner's estimate of the GEMM kernels (those with a GEMM schedule), summed,
+/// over the cost model's price of the code emitted for them: how far the estimate
+/// that extraction and scheduling decide by is from the emitted code, on the whole.
+pub fn gemm_estimate_ratio(
+    program: &calib::ir::Program,
+    p: &StepPrediction,
+    device: &Device,
+) -> f64 {
+    let gemm: Vec<&calib::ir::Kernel> = program
+        .kernels
+        .iter()
+        .filter(|k| k.schedule.is_some_and(|s| s.gemm.is_some()))
+        .collect();
+    let planned: f64 = gemm
+        .iter()
+        .map(|k| program_kernel_seconds(k, &program.input_layouts(k), device) * 1e6)
+        .sum();
+    let emitted: f64 = p
+        .launches
+        .iter()
+        .filter(|l| gemm.iter().any(|k| k.name == l.kernel))
+        .map(|l| l.predicted_us)
+        .sum();
+    planned / emitted
+}

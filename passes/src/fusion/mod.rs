@@ -52,9 +52,10 @@ pub use explain::explain;
 pub use layout::LayoutPolicy;
 pub use limits::Limits;
 pub use pad_channels::{padded_convolutions, prepare, PAD_CHANNELS};
-pub use report::{FusionReport, KernelReport, PhaseReport};
+pub use report::{kernel_rows, FusionReport, KernelReport, PhaseReport};
 pub use rule_set::{catalogue, families, RuleInfo, RuleSet};
 pub use rules::{ExtraRule, Rhs};
+pub use schedule::{reassign_with, workspace_bytes};
 
 use crate::{renumber::check_structure, PassError, Result};
 use calib_ir::{Graph, Program};

@@ -6,12 +6,26 @@
 
 use super::estimate::{best_reduction_split, best_schedule};
 use super::FusionOptions;
-use calib_ir::{gemm_anchor, Anchor, GemmDims, OpClass, Program, ReductionSchedule, Schedule};
+use calib_ir::{
+    gemm_anchor, Anchor, GemmDims, Graph, OpClass, Program, ReductionSchedule, Schedule,
+};
+use std::collections::HashMap;
 
 /// Schedules `program` afresh, as [`assign`] after fusion, dropping the schedules and
 /// workspaces it had (its layouts changed since). `false`, and nothing changed, where
 /// the workspaces are not the program's last buffers, as `assign` leaves them.
 pub fn reassign(program: &mut Program, options: &FusionOptions) -> bool {
+    reassign_with(program, options, &HashMap::new())
+}
+
+/// [`reassign`], with the schedules `chosen` (by kernel name) in place of the
+/// estimate's for GEMM kernels: schedules found faster in the code they emit
+/// (`calib::schedules`).
+pub fn reassign_with(
+    program: &mut Program,
+    options: &FusionOptions,
+    chosen: &HashMap<String, Schedule>,
+) -> bool {
     let workspaces: Vec<usize> = program
         .kernels
         .iter()
@@ -30,12 +44,20 @@ pub fn reassign(program: &mut Program, options: &FusionOptions) -> bool {
     for k in &mut program.kernels {
         (k.schedule, k.workspace) = (None, None);
     }
-    assign(program, options);
+    assign_with(program, options, chosen);
     true
 }
 
 /// Assigns schedules in place; returns how many GEMMs and how many reductions split.
 pub fn assign(program: &mut Program, options: &FusionOptions) -> (usize, usize) {
+    assign_with(program, options, &HashMap::new())
+}
+
+fn assign_with(
+    program: &mut Program,
+    options: &FusionOptions,
+    chosen: &HashMap<String, Schedule>,
+) -> (usize, usize) {
     let (device, precision) = (&options.device, options.precision);
     let (mut gemms, mut reductions) = (0, 0);
     for k in 0..program.kernels.len() {
@@ -52,6 +74,8 @@ pub fn assign(program: &mut Program, options: &FusionOptions) -> (usize, usize) 
                 let tuned = options.tuning.as_ref();
                 if let Some(t) = tuned.and_then(|c| c.lookup(body, device, precision, &layouts)) {
                     s.gemm = Some(t.schedule);
+                } else if let Some(&c) = chosen.get(&kernel.name) {
+                    s = c;
                 }
                 s
             }),
@@ -59,25 +83,33 @@ pub fn assign(program: &mut Program, options: &FusionOptions) -> (usize, usize) 
                 .map(|(split, _, _)| Schedule::reduction(ReductionSchedule { split })),
         };
         let Some(schedule) = schedule else { continue };
-        let gemm_bytes = schedule.reduction_offset_bytes(dims.as_ref());
-        // Room for any group of sibling reductions code generation may fold together:
-        // every reduction of the body, at the largest output.
-        let reduction_nodes = body
-            .nodes
-            .iter()
-            .filter(|n| n.op.class() == OpClass::Reduction);
-        let outputs = reduction_nodes
-            .clone()
-            .map(|n| n.ty.numel())
-            .max()
-            .unwrap_or(1);
-        let reduction_bytes = schedule
-            .reduction
-            .map_or(0, |r| r.workspace_bytes(reduction_nodes.count(), outputs));
+        let bytes = workspace_bytes(body, &schedule);
         gemms += usize::from(schedule.gemm.is_some_and(|g| g.split_k > 1));
         reductions += usize::from(schedule.reduction.is_some_and(|r| r.split > 1));
         program.kernels[k].schedule = Some(schedule);
-        program.add_workspace(k, gemm_bytes + reduction_bytes);
+        program.add_workspace(k, bytes);
     }
     (gemms, reductions)
+}
+
+/// Bytes of workspace a kernel with this body needs under `schedule`: a split GEMM's
+/// partial tiles, then a split reduction's partial results.
+pub fn workspace_bytes(body: &Graph, schedule: &Schedule) -> usize {
+    let dims = gemm_anchor(body).and_then(|a| GemmDims::of(body, a));
+    let gemm_bytes = schedule.reduction_offset_bytes(dims.as_ref());
+    // Room for any group of sibling reductions code generation may fold together:
+    // every reduction of the body, at the largest output.
+    let reduction_nodes = body
+        .nodes
+        .iter()
+        .filter(|n| n.op.class() == OpClass::Reduction);
+    let outputs = reduction_nodes
+        .clone()
+        .map(|n| n.ty.numel())
+        .max()
+        .unwrap_or(1);
+    let reduction_bytes = schedule
+        .reduction
+        .map_or(0, |r| r.workspace_bytes(reduction_nodes.count(), outputs));
+    gemm_bytes + reduction_bytes
 }

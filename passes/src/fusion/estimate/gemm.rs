@@ -4,7 +4,7 @@
 
 use super::reduction::{candidate_splits, pointwise, reduction_over, siblings};
 use super::work::{issue, work_of, Work};
-use super::{census, seconds, seconds_besides_memory, unique_bytes, THREADS};
+use super::{census, seconds, seconds_besides_memory, touched_bytes, unique_bytes, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{
     bf16_input, bf16_run_along_k, copy_source, gemm_anchor, gemm_operands, taps_outer,
@@ -130,10 +130,16 @@ pub(super) fn gemm_with(
     let [ga, gb] = grains.map(|g| g.unwrap_or(1) as f64);
     // Shared loads and stores of the runs a TF32 tile rounds in place, per step.
     let tf32 = s.instruction == GemmInstruction::MmaTf32;
-    let in_place = [(ea, ga), (eb, gb)]
+    let rounded_in_place = [(ea, ga), (eb, gb)]
         .into_iter()
-        .filter(|&(_, g)| tf32 && g > 1.0)
+        .filter(|&(_, g)| tf32 && g > 1.0);
+    let in_place = rounded_in_place
+        .clone()
         .map(|(elements, g)| 2.0 * elements / g)
+        .sum::<f64>();
+    // A run of `g` words a lane reads or writes at once takes `g` wavefronts.
+    let in_place_wavefronts = rounded_in_place
+        .map(|(elements, _)| 2.0 * elements)
         .sum::<f64>();
     // A bf16 input loaded through registers along `k` in runs (`bf16_run_along_k`):
     // one address and vector load per run, each element still its own shared store
@@ -234,7 +240,8 @@ pub(super) fn gemm_with(
     step.rounds = waits + (wa.rounds * sa + wb.rounds * sb);
     let (stores_a, stores_b) = (ea / ga, eb / gb);
     let shared_per_step = stores_a + stores_b + fragment_loads + in_place;
-    let wavefronts_per_step = stores_a + stores_b + fragment_wavefronts + in_place;
+    let wavefronts_per_step = ea + eb + fragment_wavefronts + in_place_wavefronts;
+    let load_bytes_per_step = 4.0 * (wa.loads * ea + wb.loads * eb);
     // A phase of a strided data gradient steps through the taps it meets: on average
     // that share of the `k` laid out for the phase with the most.
     let steps = steps as f64 * dims.share_of_k();
@@ -253,13 +260,26 @@ pub(super) fn gemm_with(
         .map(|o| o.value)
         .filter(|&v| reduces(body, v, anchor))
         .collect();
-    let mut epilogue = work_of(body, &aligned, &[anchor]) + issue(12.0);
-    // The epilogue walks a thread's outputs one loop iteration at a time, each loading
-    // what it reads besides the anchor and waiting for it: a load round per output.
-    if epilogue.loads > 0.0 {
-        epilogue.rounds = epilogue.rounds.max(1.0);
-    }
     let per_thread_outputs = (s.block_m * s.block_n) as f64 / 256.0;
+    // The epilogue walks a thread's outputs in runs of four neighbours where all of
+    // them have the anchor's shape (one address, one vector load or store per run),
+    // band by band; a thread's few runs of a band are written out one after another,
+    // so their loads are waited for together, and only a longer walk is a loop that
+    // waits once per run.
+    let run = match aligned
+        .iter()
+        .all(|&v| body.ty(v).shape == body.ty(anchor).shape)
+    {
+        true => 4.0,
+        false => 1.0,
+    };
+    let mut epilogue = work_of(body, &aligned, &[anchor]) + issue(12.0 / run);
+    let unrolled = per_thread_outputs / (bands.max(1) as f64 * run) <= 16.0;
+    epilogue.rounds = match (epilogue.loads > 0.0, unrolled) {
+        (false, _) => 0.0,
+        (true, true) => 1.0 / per_thread_outputs,
+        (true, false) => 1.0 / run,
+    };
     let (mut shared, mut wavefronts) = (
         shared_per_step * (steps + 1.0),
         wavefronts_per_step * (steps + 1.0),
@@ -269,15 +289,19 @@ pub(super) fn gemm_with(
     let registers = s.estimated_registers();
     let operand_bytes = s.operand_bytes_with(k_inner);
     if s.split_k == 1 {
+        let main_epilogue_loads = epilogue.loads * per_thread_outputs;
         main += epilogue * per_thread_outputs;
         if let Some([sh, sw]) = dims.lattice {
             // The positions off the lattice: the epilogue at zero, a grid-stride pass.
             let off = anchor_numel as f64 * (1.0 - 1.0 / (sh * sw) as f64);
             main += (epilogue + issue(12.0)) * (off / (tiles * 256) as f64);
         }
+        // The accumulators staged through shared memory: written, then read back.
         shared += 2.0 * per_thread_outputs;
         wavefronts += 2.0 * per_thread_outputs;
+        main += issue(2.0 * per_thread_outputs);
         let mut c = census(main, shared, wavefronts, steps + 2.0 * bands as f64);
+        c.global_load_bytes = load_bytes_per_step * (steps + 1.0) + 4.0 * main_epilogue_loads;
         c.global_stores = per_thread_outputs * aligned.len() as f64;
         c.global_store_bytes = 4.0 * c.global_stores;
         launches.push(Launch {
@@ -291,6 +315,7 @@ pub(super) fn gemm_with(
     } else {
         main += issue(8.0 * (tm * tn) as f64 / 4.0);
         let mut c = census(main, shared, wavefronts, steps);
+        c.global_load_bytes = load_bytes_per_step * (steps + 1.0);
         c.global_stores = (tm * tn) as f64 / 4.0;
         c.global_store_bytes = 16.0 * c.global_stores;
         let (m, n, _) = dims.mnk();
@@ -344,18 +369,20 @@ pub(super) fn gemm_with(
     // anchor itself, or the split's partial tiles); an anchor no launch stored is
     // computed again, one product at a time, wherever the statistics need it.
     let stored = s.split_k > 1 || aligned.contains(&anchor);
-    let (_, _, k) = dims.mnk();
+    let (m, n, k) = dims.mnk();
     let anchor_loads = if stored { 1.0 } else { 2.0 * k as f64 };
+    // What the statistics read of the anchor: the split's partial tiles, the stored
+    // anchor, or (computed again) the GEMM's operands.
+    let anchor_bytes = match (s.split_k > 1, stored) {
+        (true, _) => (s.split_k * dims.groups * m * n * 4) as f64,
+        (false, true) => body.ty(anchor).size_bytes() as f64,
+        (false, false) => touched_bytes(body, &[anchor], &[]),
+    };
     for (i, (_, red, roots)) in groups.into_iter().enumerate() {
         let split = if i == 0 { statistics_split } else { 1 };
-        launches.extend(reduction_over(
-            body,
-            red,
-            &roots,
-            split,
-            &[anchor],
-            anchor_loads,
-        ));
+        let mut pass = reduction_over(body, red, &roots, split, &[anchor], anchor_loads);
+        pass[0].unique_bytes += anchor_bytes;
+        launches.extend(pass);
     }
     GemmEstimate { launches }
 }

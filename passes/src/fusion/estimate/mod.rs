@@ -18,7 +18,7 @@ pub use gemm::{best_schedule, candidate_schedules, fastest_per_instruction, gemm
 pub use reduction::best_reduction_split;
 
 use calib_cost::{predict, Census, Device, Launch};
-use calib_ir::{gemm_anchor, GemmDims, Graph, InputLayouts, Precision, Schedule, Value};
+use calib_ir::{gemm_anchor, GemmDims, Graph, InputLayouts, Op, Precision, Schedule, Value};
 use reduction::{pointwise, reduction, reduction_anchor};
 use work::Work;
 
@@ -33,12 +33,40 @@ fn unique_bytes(body: &Graph) -> f64 {
     (inputs + outputs) as f64
 }
 
+/// Bytes a launch that evaluates `roots` (not looking past `stop`, values another
+/// launch left in memory) moves: the body inputs they read and the body outputs among
+/// them, each once, as code generation counts the buffers a launch touches.
+fn touched_bytes(body: &Graph, roots: &[Value], stop: &[Value]) -> f64 {
+    let mut seen = vec![false; body.nodes.len()];
+    let mut stack = roots.to_vec();
+    let mut bytes = 0.0;
+    while let Some(v) = stack.pop() {
+        if std::mem::replace(&mut seen[v.0], true) || stop.contains(&v) {
+            continue;
+        }
+        let node = &body.nodes[v.0];
+        match node.op {
+            Op::Input { .. } => bytes += body.ty(v).size_bytes() as f64,
+            _ => stack.extend(&node.inputs),
+        }
+    }
+    let written: f64 = body
+        .outputs
+        .iter()
+        .filter(|o| roots.contains(&o.value))
+        .map(|o| body.ty(o.value).size_bytes() as f64)
+        .sum();
+    bytes + written
+}
+
 const THREADS: u32 = 256;
 const MAX_POINTWISE_BLOCKS: usize = 1 << 16;
 
+/// A thread's census from its work: `shared` accesses (their issue slots are part of
+/// `per_thread`, as the instructions they are), their wavefronts, and `barriers`.
 fn census(per_thread: Work, shared: f64, shared_wavefronts: f64, barriers: f64) -> Census {
     Census {
-        issue: per_thread.issue + shared + barriers,
+        issue: per_thread.issue + barriers,
         fp32: per_thread.fp32,
         sfu: per_thread.sfu,
         global_loads: per_thread.loads,

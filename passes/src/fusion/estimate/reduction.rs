@@ -3,7 +3,7 @@
 //! slice.
 
 use super::work::{issue, run_invariant_work, work_of, Work};
-use super::{census, seconds, unique_bytes, MAX_POINTWISE_BLOCKS, THREADS};
+use super::{census, seconds, touched_bytes, MAX_POINTWISE_BLOCKS, THREADS};
 use calib_cost::{Device, Launch};
 use calib_ir::{numel, Graph, InputLayouts, Layout, Op, OpClass, ReductionSchedule, Value};
 
@@ -55,7 +55,7 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
         shared_bytes: 0,
         registers: 32,
         census: c,
-        unique_bytes: unique_bytes(body),
+        unique_bytes: touched_bytes(body, roots, stop),
     }
 }
 
@@ -89,6 +89,7 @@ pub(super) fn reduction_over(
     stop_loads: f64,
 ) -> Vec<Launch> {
     let group = siblings(body, r);
+    let touched = touched_bytes(body, roots, stop);
     let input = body.nodes[r.0].inputs[0];
     let outputs = body.ty(r).numel().max(1);
     // Outputs of another size that reduce nothing are stored by grid-stride passes of
@@ -142,8 +143,13 @@ pub(super) fn reduction_over(
         threads: THREADS,
         shared_bytes: if block_team { 32 } else { 0 },
         registers: 40,
-        census: census(per_thread, 2.0 * barriers, 2.0 * barriers, barriers),
-        unique_bytes: unique_bytes(body),
+        census: census(
+            per_thread + issue(2.0 * barriers),
+            2.0 * barriers,
+            2.0 * barriers,
+            barriers,
+        ),
+        unique_bytes: touched,
     };
     if !passes.is_empty() {
         // The passes' elements spread over this launch's threads instead of one each.

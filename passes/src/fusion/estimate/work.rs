@@ -215,9 +215,22 @@ pub(super) fn walk(body: &Graph, v: Value, stop: &[Value], seen: &mut [bool]) ->
             }
             total
         }
-        None => node
-            .inputs
-            .iter()
-            .fold(own, |acc, &x| acc + walk(body, x, stop, seen)),
+        None => match node.op {
+            // Code generation branches on the coordinate along the axis: an element
+            // evaluates one part (each for its share of the axis), and the branch
+            // waits for that part's loads on its own.
+            Op::Concat { axis } => node.inputs.iter().fold(own, |acc, &x| {
+                let share = body.ty(x).shape[axis] as f64 / node.ty.shape[axis].max(1) as f64;
+                let mut part = walk(body, x, stop, seen);
+                if part.loads > 0.0 {
+                    part.rounds = part.rounds.max(1.0);
+                }
+                acc + part * share
+            }),
+            _ => node
+                .inputs
+                .iter()
+                .fold(own, |acc, &x| acc + walk(body, x, stop, seen)),
+        },
     }
 }

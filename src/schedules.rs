@@ -1,0 +1,113 @@
+//! GEMM schedules checked against the code they emit.
+//!
+//! The planner chooses each GEMM kernel's tile, split of `k` and pipeline depth from an
+//! estimate of the code generation would write (`passes::fusion::estimate`), because
+//! it prices thousands of candidate kernels while it extracts a plan. Once the plan is
+//! fixed there are a few hundred GEMM kernels left, and code generation is fast enough
+//! to write each of them under the estimate's best few schedules: the cost model then
+//! prices what was really emitted, and the fastest wins. Where the estimate ranks
+//! schedules right this changes nothing; where it does not (pipeline depth against a
+//! split of `k`, a prologue that keeps an operand from `cp.async`), the plan gets the
+//! schedule the census says is fastest. A schedule `calib tune` measured stays: a
+//! measurement beats a prediction.
+
+use calib_codegen::{compile, CompiledProgram};
+use calib_cost::{predict, Device};
+use calib_ir::{GemmSchedule, Kernel, Program, ProgramOutput, Role, Schedule};
+use calib_passes::fusion::tuning::ranked_candidates;
+use calib_passes::fusion::{reassign_with, workspace_bytes, FusionOptions};
+use std::collections::HashMap;
+
+/// How many of the estimate's fastest schedules each GEMM kernel is emitted under.
+pub const CANDIDATES: usize = 8;
+
+/// Re-chooses the schedule of every GEMM kernel of `program` among the estimate's
+/// [`CANDIDATES`] fastest and its current one, by the cost model's price of the code
+/// each emits; returns how many kernels changed schedule. Workspaces are sized afresh
+/// for the new splits.
+pub fn refine(program: &mut Program, options: &FusionOptions) -> usize {
+    let (device, precision) = (&options.device, options.precision);
+    let mut chosen: HashMap<String, Schedule> = HashMap::new();
+    for kernel in &program.kernels {
+        let Some(current) = kernel.schedule.and_then(|s| s.gemm) else {
+            continue;
+        };
+        let layouts = program.input_layouts(kernel);
+        let tuned = options
+            .tuning
+            .as_ref()
+            .and_then(|cache| cache.lookup(&kernel.body, device, precision, &layouts));
+        if tuned.is_some() {
+            continue;
+        }
+        // The statistics over the result keep their split.
+        let with = |gemm: GemmSchedule| Schedule {
+            gemm: Some(gemm),
+            ..kernel.schedule.unwrap_or_default()
+        };
+        let mut alone = alone(program, kernel);
+        let mut price = |gemm: GemmSchedule| {
+            let schedule = with(gemm);
+            alone.kernels[0].schedule = Some(schedule);
+            // Its own workspace: a launch's price counts the bytes it touches.
+            alone.add_workspace(0, workspace_bytes(&kernel.body, &schedule));
+            compile(&alone).ok().map(|c| seconds(&c, device))
+        };
+        let Some(mut best) = price(current).map(|t| (t, current)) else {
+            continue;
+        };
+        for candidate in ranked_candidates(&kernel.body, device, precision, CANDIDATES, &layouts) {
+            if let Some(t) = price(candidate).filter(|&t| t < best.0) {
+                best = (t, candidate);
+            }
+        }
+        if best.1 != current {
+            chosen.insert(kernel.name.clone(), with(best.1));
+        }
+    }
+    if !chosen.is_empty() && !reassign_with(program, options, &chosen) {
+        return 0;
+    }
+    chosen.len()
+}
+
+/// `kernel` as a program of its own: what it reads bound as inputs, what it writes as
+/// outputs (enough for code generation, which compiles a kernel at a time).
+fn alone(program: &Program, kernel: &Kernel) -> Program {
+    let mut buffers = program.buffers.clone();
+    for b in &kernel.inputs {
+        if matches!(buffers[b.0].role, Role::Output | Role::Temp) {
+            buffers[b.0].role = Role::Input;
+        }
+    }
+    let outputs = kernel
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            buffers[o.buffer.0].role = Role::Output;
+            ProgramOutput {
+                name: format!("{}_out{i}", kernel.name),
+                buffer: o.buffer,
+            }
+        })
+        .collect();
+    Program {
+        buffers,
+        kernels: vec![kernel.clone()],
+        outputs,
+    }
+}
+
+/// The predicted seconds of a compiled kernel's launches on `device`, registers
+/// estimated, with the gap between launches.
+fn seconds(compiled: &CompiledProgram, device: &Device) -> f64 {
+    compiled
+        .kernels
+        .iter()
+        .map(|k| {
+            predict(&k.launch(k.estimated_registers()), device).seconds
+                + device.timing.launch_gap_us * 1e-6
+        })
+        .sum()
+}
