@@ -1,53 +1,67 @@
-//! GEMM schedules checked against the code they emit.
+//! Schedules checked against the code they emit.
 //!
-//! The planner chooses each GEMM kernel's tile, split of `k` and pipeline depth from an
-//! estimate of the code generation would write (`passes::fusion::estimate`), because
-//! it prices thousands of candidate kernels while it extracts a plan. Once the plan is
-//! fixed there are a few hundred GEMM kernels left, and code generation is fast enough
-//! to write each of them under the estimate's best few schedules: the cost model then
-//! prices what was really emitted, and the fastest wins. Where the estimate ranks
-//! schedules right this changes nothing; where it does not (pipeline depth against a
-//! split of `k`, a prologue that keeps an operand from `cp.async`), the plan gets the
-//! schedule the census says is fastest. A schedule `calib tune` measured stays: a
-//! measurement beats a prediction.
+//! The planner chooses each GEMM kernel's tile, split of `k` and pipeline depth, and
+//! each reduction kernel's split, from an estimate of the code generation would write
+//! (`passes::fusion::estimate`), because it prices thousands of candidate kernels while
+//! it extracts a plan. Once the plan is fixed there are a few hundred such kernels
+//! left, and code generation is fast enough to write each of them under the estimate's
+//! best few schedules: the cost model then prices what was really emitted, and the
+//! fastest wins. Where the estimate ranks schedules right this changes nothing; where
+//! it does not (pipeline depth against a split of `k`, a channels-last reduction the
+//! estimate prices as a row-major one), the plan gets the schedule the census says is
+//! fastest. A GEMM schedule `calib tune` measured stays: a measurement beats a
+//! prediction.
 
 use calib_codegen::{compile, CompiledProgram};
 use calib_cost::{predict, Device};
-use calib_ir::{GemmSchedule, Kernel, Program, ProgramOutput, Role, Schedule};
+use calib_ir::{Kernel, Program, ProgramOutput, ReductionSchedule, Role, Schedule};
+use calib_passes::fusion::estimate::ranked_reduction_splits;
 use calib_passes::fusion::tuning::ranked_candidates;
 use calib_passes::fusion::{reassign_with, workspace_bytes, FusionOptions};
 use std::collections::HashMap;
 
-/// How many of the estimate's fastest schedules each GEMM kernel is emitted under.
+/// How many of the estimate's fastest schedules each kernel is emitted under.
 pub const CANDIDATES: usize = 8;
 
-/// Re-chooses the schedule of every GEMM kernel of `program` among the estimate's
-/// [`CANDIDATES`] fastest and its current one, by the cost model's price of the code
-/// each emits; returns how many kernels changed schedule. Workspaces are sized afresh
-/// for the new splits.
+/// Re-chooses the schedule of every GEMM and reduction kernel of `program` among the
+/// estimate's [`CANDIDATES`] fastest (GEMM tiles, splits of `k` and pipelines, the
+/// statistics' split kept; splits of a reduction) and its current one, by the cost
+/// model's price of the code each emits; returns how many kernels changed schedule.
+/// Workspaces are sized afresh for the new splits.
 pub fn refine(program: &mut Program, options: &FusionOptions) -> usize {
     let (device, precision) = (&options.device, options.precision);
     let mut chosen: HashMap<String, Schedule> = HashMap::new();
     for kernel in &program.kernels {
-        let Some(current) = kernel.schedule.and_then(|s| s.gemm) else {
+        let Some(current) = kernel.schedule else {
             continue;
         };
         let layouts = program.input_layouts(kernel);
-        let tuned = options
-            .tuning
-            .as_ref()
-            .and_then(|cache| cache.lookup(&kernel.body, device, precision, &layouts));
-        if tuned.is_some() {
-            continue;
-        }
-        // The statistics over the result keep their split.
-        let with = |gemm: GemmSchedule| Schedule {
-            gemm: Some(gemm),
-            ..kernel.schedule.unwrap_or_default()
+        let candidates: Vec<Schedule> = match (current.gemm, current.reduction) {
+            (Some(_), _) => {
+                let tuned = options
+                    .tuning
+                    .as_ref()
+                    .and_then(|cache| cache.lookup(&kernel.body, device, precision, &layouts));
+                if tuned.is_some() {
+                    continue;
+                }
+                ranked_candidates(&kernel.body, device, precision, CANDIDATES, &layouts)
+                    .into_iter()
+                    .map(|gemm| Schedule {
+                        gemm: Some(gemm),
+                        ..current
+                    })
+                    .collect()
+            }
+            (None, Some(_)) => ranked_reduction_splits(&kernel.body, device, &layouts)
+                .into_iter()
+                .take(CANDIDATES)
+                .map(|split| Schedule::reduction(ReductionSchedule { split }))
+                .collect(),
+            (None, None) => continue,
         };
         let mut alone = alone(program, kernel);
-        let mut price = |gemm: GemmSchedule| {
-            let schedule = with(gemm);
+        let mut price = |schedule: Schedule| {
             alone.kernels[0].schedule = Some(schedule);
             // Its own workspace: a launch's price counts the bytes it touches.
             alone.add_workspace(0, workspace_bytes(&kernel.body, &schedule));
@@ -56,13 +70,13 @@ pub fn refine(program: &mut Program, options: &FusionOptions) -> usize {
         let Some(mut best) = price(current).map(|t| (t, current)) else {
             continue;
         };
-        for candidate in ranked_candidates(&kernel.body, device, precision, CANDIDATES, &layouts) {
+        for candidate in candidates {
             if let Some(t) = price(candidate).filter(|&t| t < best.0) {
                 best = (t, candidate);
             }
         }
         if best.1 != current {
-            chosen.insert(kernel.name.clone(), with(best.1));
+            chosen.insert(kernel.name.clone(), best.1);
         }
     }
     if !chosen.is_empty() && !reassign_with(program, options, &chosen) {

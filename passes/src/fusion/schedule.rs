@@ -19,8 +19,8 @@ pub fn reassign(program: &mut Program, options: &FusionOptions) -> bool {
 }
 
 /// [`reassign`], with the schedules `chosen` (by kernel name) in place of the
-/// estimate's for GEMM kernels: schedules found faster in the code they emit
-/// (`calib::schedules`).
+/// estimate's for GEMM and reduction kernels: schedules found faster in the code they
+/// emit (`calib::schedules`).
 pub fn reassign_with(
     program: &mut Program,
     options: &FusionOptions,
@@ -79,8 +79,10 @@ fn assign_with(
                 }
                 s
             }),
-            None => best_reduction_split(body, device, &layouts)
-                .map(|(split, _, _)| Schedule::reduction(ReductionSchedule { split })),
+            None => chosen.get(&kernel.name).copied().or_else(|| {
+                best_reduction_split(body, device, &layouts)
+                    .map(|(split, _, _)| Schedule::reduction(ReductionSchedule { split }))
+            }),
         };
         let Some(schedule) = schedule else { continue };
         let bytes = workspace_bytes(body, &schedule);

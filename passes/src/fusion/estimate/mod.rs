@@ -15,7 +15,7 @@ mod reduction;
 mod work;
 
 pub use gemm::{best_schedule, candidate_schedules, fastest_per_instruction, gemm, GemmEstimate};
-pub use reduction::best_reduction_split;
+pub use reduction::{best_reduction_split, ranked_reduction_splits};
 
 use calib_cost::{predict, Census, Device, Launch};
 use calib_ir::{gemm_anchor, GemmDims, Graph, InputLayouts, Op, Precision, Schedule, Value};

@@ -265,6 +265,21 @@ fn channel_team_splits(splits: Vec<usize>, shape: &[usize], axes: &[usize]) -> V
     raised
 }
 
+/// The splits the planner considers for reduction kernel `body`, whose inputs are
+/// stored in `layouts`, fastest first by the estimate.
+pub fn ranked_reduction_splits(body: &Graph, device: &Device, layouts: InputLayouts) -> Vec<usize> {
+    let Some(r) = reduction_anchor(body) else {
+        return vec![];
+    };
+    let roots: Vec<Value> = body.outputs.iter().map(|o| o.value).collect();
+    let mut priced: Vec<(f64, usize)> = candidate_splits(body, r, device, layouts)
+        .into_iter()
+        .map(|split| (seconds(&reduction(body, r, &roots, split), device), split))
+        .collect();
+    priced.sort_by(|a, b| a.0.total_cmp(&b.0));
+    priced.into_iter().map(|(_, split)| split).collect()
+}
+
 /// The fastest split for reduction kernel `body` (around `anchor`), whose inputs are
 /// stored in `layouts`, with its predicted seconds and the workspace bytes it needs.
 pub fn best_reduction_split(
