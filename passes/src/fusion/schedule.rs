@@ -18,9 +18,11 @@ pub fn reassign(program: &mut Program, options: &FusionOptions) -> bool {
     reassign_with(program, options, &HashMap::new())
 }
 
-/// [`reassign`], with the schedules `chosen` (by kernel name) in place of the
+/// Schedules `program` afresh, dropping the schedules and workspaces it had (as after
+/// a change of layout), with the schedules `chosen` (by kernel name) in place of the
 /// estimate's for GEMM and reduction kernels: schedules found faster in the code they
-/// emit (`calib::schedules`).
+/// emit (`calib::schedules`). `false`, and nothing changed, where the workspaces are
+/// not the program's last buffers.
 pub fn reassign_with(
     program: &mut Program,
     options: &FusionOptions,
