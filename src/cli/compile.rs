@@ -157,6 +157,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let unprepared = graph;
     let graph = calib::passes::fusion::prepare(&unprepared, &options)?.into_owned();
     let mut fusion = fuse(&graph, &options)?;
+    // Before code generation, which may refuse a plan that large: the plan as fused
+    // needs more device memory than there is.
+    let per_replica = if dp.is_data_parallel() {
+        " per replica"
+    } else {
+        ""
+    };
+    let early_warning = memory_warning(&fusion.program, &options.device, per_replica, args.train);
+    if let Some(w) = &early_warning {
+        eprintln!("{w}");
+    }
     // The plan as compiled: channels-last where `auto` finds it faster, and each GEMM
     // kernel's schedule checked against the code it emits. Each layout's plan is priced
     // with ptxas's registers under --emit-ptx, as the step below is.
@@ -203,11 +214,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let mut report = format!("precision: {}\nlayout: {}\n", args.precision, args.layout);
     report.push_str(&fusion.report.to_text());
-    let per_replica = if dp.is_data_parallel() {
-        " per replica"
-    } else {
-        ""
-    };
     report.push_str(&format!(
         "\ndevice memory{per_replica}: arena {:.1} MiB (peak live {:.1} MiB; {:.1} MiB without \
          sharing) of the {}'s {}\n",
@@ -217,25 +223,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         device.name,
         human(device.memory_bytes),
     ));
-    let warning = (!fits).then(|| {
-        format!(
-            "warning: the plan needs {} bytes ({}) of device memory{per_replica} at its peak, \
-             more than the {} has ({} bytes, {}): it cannot run there (try a smaller --batch{})",
-            arena.arena_bytes,
-            human(arena.arena_bytes as u64),
-            device.name,
-            device.memory_bytes,
-            human(device.memory_bytes),
-            if args.train {
-                " or more --replicas"
-            } else {
-                ""
-            },
-        )
-    });
+    let warning = memory_warning(&fusion.program, device, per_replica, args.train);
     if let Some(w) = &warning {
-        // Now, not with the summary: code generation may still refuse the plan.
-        eprintln!("{w}");
+        if early_warning.is_none() {
+            eprintln!("{w}");
+        }
         report.push_str(&format!("{w}\n"));
     }
     report.push_str(&overlap_report(&fusion.program, &windows));
@@ -291,6 +283,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
         super::report::write(out, &args.report_options)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The warning for a plan whose arena needs more device memory than `device` has.
+fn memory_warning(
+    program: &Program,
+    device: &Device,
+    per_replica: &str,
+    train: bool,
+) -> Option<String> {
+    let arena = calib::passes::plan_arena(program);
+    (arena.arena_bytes as u64 > device.memory_bytes).then(|| {
+        format!(
+            "warning: the plan needs {} bytes ({}) of device memory{per_replica} at its peak, \
+             more than the {} has ({} bytes, {}): it cannot run there (try a smaller --batch{})",
+            arena.arena_bytes,
+            human(arena.arena_bytes as u64),
+            device.name,
+            device.memory_bytes,
+            human(device.memory_bytes),
+            if train { " or more --replicas" } else { "" },
+        )
+    })
 }
 
 /// Where each all-reduce of a data-parallel plan runs beside the backward pass.
