@@ -1,5 +1,5 @@
 //! A whole training step whose plan splits GEMMs along `k` and reductions across teams
-//! (costed for a GPU with few SMs, so that even `tiny_scnet` splits), run twice on the
+//! (costed for a GPU with few SMs and free launches, so that even `tiny_scnet` splits), run twice on the
 //! simulator: the same bits both times, because every split is combined in a fixed
 //! order, and the same loss as the reference interpreter.
 
@@ -22,9 +22,18 @@ fn a_split_training_step_repeats_bit_for_bit() {
     let model = calib::models::build(&file.spec, &shape, Mode::Train, DType::F32).unwrap();
     let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
 
+    // Launches cost nothing beyond their work, so that splits stay worth their
+    // combining launch even once schedules are priced in the emitted code
+    // (`calib::schedules`).
+    let base = Device::default();
     let device = Device {
         sms: 4,
-        ..Device::default()
+        timing: calib_cost::Timing {
+            kernel_floor_us: 0.0,
+            launch_gap_us: 0.0,
+            ..base.timing.clone()
+        },
+        ..base
     };
     let sim = Sim::with_fusion(FusionOptions {
         device,
