@@ -169,8 +169,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("{w}");
     }
     // The plan as compiled: channels-last where `auto` finds it faster, and each GEMM
-    // kernel's schedule checked against the code it emits. Each layout's plan is priced
-    // with ptxas's registers under --emit-ptx, as the step below is.
+    // and reduction kernel's schedule checked against the code it emits. Each layout's
+    // plan is priced with ptxas's registers under --emit-ptx, as the step below is.
     let ptxas_registers = |c: &calib::codegen::CompiledProgram| match args.emit_ptx {
         true => calib::ptx_report::sm90_registers(c).unwrap_or_default(),
         false => HashMap::new(),
@@ -249,7 +249,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         });
     }
     report.push_str(&format!(
-        "GEMM schedules changed by pricing the emitted code: {refined}\n"
+        "GEMM and reduction schedules changed by pricing the emitted code: {refined}\n"
     ));
     report_json["schedules_refined"] = serde_json::to_value(refined)?;
     let mut registers = HashMap::new();
