@@ -62,50 +62,53 @@ pub struct CompiledPlan {
 /// the cost model predicts faster on the options' device (row-major on a tie), each
 /// plan's kernels given the registers `registers` says (ptxas's, or none: estimated).
 pub fn choose_layout(
-    mut program: Program,
+    program: Program,
     options: &FusionOptions,
-    registers: impl Fn(&CompiledProgram) -> std::collections::HashMap<String, u32>,
+    registers: impl Fn(&CompiledProgram) -> std::collections::HashMap<String, u32> + Sync,
 ) -> Result<CompiledPlan, CodegenError> {
-    let refined = crate::schedules::refine(&mut program, options);
-    let compiled = compile(&program)?;
-    let plan = CompiledPlan {
-        program,
-        compiled,
-        layout: None,
-        refined_schedules: refined,
+    let finish = |mut program: Program| -> Result<CompiledPlan, CodegenError> {
+        let refined_schedules = crate::schedules::refine(&mut program, options);
+        let compiled = compile(&program)?;
+        Ok(CompiledPlan {
+            program,
+            compiled,
+            layout: None,
+            refined_schedules,
+        })
     };
     if options.layout != LayoutPolicy::Auto {
-        return Ok(plan);
+        return finish(program);
     }
-    let mut other = plan.program.clone();
+    // `relayout` schedules every kernel afresh, so the two plans are independent.
+    let mut other = program.clone();
     if layout::relayout(&mut other, calib_ir::Layout::ChannelsLast, options) == 0 {
-        return Ok(plan);
+        return finish(program);
     }
-    let other_refined = crate::schedules::refine(&mut other, options);
-    let other_compiled = compile(&other)?;
-    let step = |p: &Program, c: &CompiledProgram| {
-        crate::predict::predict_step(p, c, &options.device, &registers(c)).step_ms
+    let priced = |program: Program| {
+        let plan = finish(program)?;
+        let registers = registers(&plan.compiled);
+        let step = crate::predict::predict_step(
+            &plan.program,
+            &plan.compiled,
+            &options.device,
+            &registers,
+        );
+        Ok::<_, CodegenError>((step.step_ms, plan))
     };
-    let choice = LayoutChoice {
-        row_major_ms: step(&plan.program, &plan.compiled),
-        channels_last_ms: step(&other, &other_compiled),
-        chosen: calib_ir::Layout::RowMajor,
+    let (row_major, channels_last) = rayon::join(|| priced(program), || priced(other));
+    let ((row_major_ms, row_major), (channels_last_ms, channels_last)) =
+        (row_major?, channels_last?);
+    let (chosen, plan) = match channels_last_ms < row_major_ms {
+        true => (calib_ir::Layout::ChannelsLast, channels_last),
+        false => (calib_ir::Layout::RowMajor, row_major),
     };
-    Ok(if choice.channels_last_ms < choice.row_major_ms {
-        CompiledPlan {
-            program: other,
-            compiled: other_compiled,
-            layout: Some(LayoutChoice {
-                chosen: calib_ir::Layout::ChannelsLast,
-                ..choice
-            }),
-            refined_schedules: other_refined,
-        }
-    } else {
-        CompiledPlan {
-            layout: Some(choice),
-            ..plan
-        }
+    Ok(CompiledPlan {
+        layout: Some(LayoutChoice {
+            chosen,
+            row_major_ms,
+            channels_last_ms,
+        }),
+        ..plan
     })
 }
 

@@ -18,6 +18,7 @@ use calib_ir::{Kernel, Program, ProgramOutput, ReductionSchedule, Role, Schedule
 use calib_passes::fusion::estimate::ranked_reduction_splits;
 use calib_passes::fusion::tuning::ranked_candidates;
 use calib_passes::fusion::{reassign_with, workspace_bytes, FusionOptions};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// How many of the estimate's fastest schedules each kernel is emitted under.
@@ -29,60 +30,59 @@ pub const CANDIDATES: usize = 8;
 /// model's price of the code each emits; returns how many kernels changed schedule.
 /// Workspaces are sized afresh for the new splits.
 pub fn refine(program: &mut Program, options: &FusionOptions) -> usize {
-    let (device, precision) = (&options.device, options.precision);
-    let mut chosen: HashMap<String, Schedule> = HashMap::new();
-    for kernel in &program.kernels {
-        let Some(current) = kernel.schedule else {
-            continue;
-        };
-        let layouts = program.input_layouts(kernel);
-        let candidates: Vec<Schedule> = match (current.gemm, current.reduction) {
-            (Some(_), _) => {
-                let tuned = options
-                    .tuning
-                    .as_ref()
-                    .and_then(|cache| cache.lookup(&kernel.body, device, precision, &layouts));
-                if tuned.is_some() {
-                    continue;
-                }
-                ranked_candidates(&kernel.body, device, precision, CANDIDATES, &layouts)
-                    .into_iter()
-                    .map(|gemm| Schedule {
-                        gemm: Some(gemm),
-                        ..current
-                    })
-                    .collect()
-            }
-            (None, Some(_)) => ranked_reduction_splits(&kernel.body, device, &layouts)
-                .into_iter()
-                .take(CANDIDATES)
-                .map(|split| Schedule::reduction(ReductionSchedule { split }))
-                .collect(),
-            (None, None) => continue,
-        };
-        let mut alone = alone(program, kernel);
-        let mut price = |schedule: Schedule| {
-            alone.kernels[0].schedule = Some(schedule);
-            // Its own workspace: a launch's price counts the bytes it touches.
-            alone.add_workspace(0, workspace_bytes(&kernel.body, &schedule));
-            compile(&alone).ok().map(|c| seconds(&c, device))
-        };
-        let Some(mut best) = price(current).map(|t| (t, current)) else {
-            continue;
-        };
-        for candidate in candidates {
-            if let Some(t) = price(candidate).filter(|&t| t < best.0) {
-                best = (t, candidate);
-            }
-        }
-        if best.1 != current {
-            chosen.insert(kernel.name.clone(), best.1);
-        }
-    }
+    // Each kernel is emitted alone, so they are priced in parallel.
+    let chosen: HashMap<String, Schedule> = (program.kernels.par_iter())
+        .filter_map(|kernel| Some((kernel.name.clone(), refined(program, kernel, options)?)))
+        .collect();
     if !chosen.is_empty() && !reassign_with(program, options, &chosen) {
         return 0;
     }
     chosen.len()
+}
+
+/// The schedule [`refine`] gives `kernel`, where it is not the one it has.
+fn refined(program: &Program, kernel: &Kernel, options: &FusionOptions) -> Option<Schedule> {
+    let (device, precision) = (&options.device, options.precision);
+    let current = kernel.schedule?;
+    let layouts = program.input_layouts(kernel);
+    let candidates: Vec<Schedule> = match (current.gemm, current.reduction) {
+        (Some(_), _) => {
+            let tuned = options
+                .tuning
+                .as_ref()
+                .and_then(|cache| cache.lookup(&kernel.body, device, precision, &layouts));
+            if tuned.is_some() {
+                return None;
+            }
+            ranked_candidates(&kernel.body, device, precision, CANDIDATES, &layouts)
+                .into_iter()
+                .map(|gemm| Schedule {
+                    gemm: Some(gemm),
+                    ..current
+                })
+                .collect()
+        }
+        (None, Some(_)) => ranked_reduction_splits(&kernel.body, device, &layouts)
+            .into_iter()
+            .take(CANDIDATES)
+            .map(|split| Schedule::reduction(ReductionSchedule { split }))
+            .collect(),
+        (None, None) => return None,
+    };
+    let mut alone = alone(program, kernel);
+    let mut price = |schedule: Schedule| {
+        alone.kernels[0].schedule = Some(schedule);
+        // Its own workspace: a launch's price counts the bytes it touches.
+        alone.add_workspace(0, workspace_bytes(&kernel.body, &schedule));
+        compile(&alone).ok().map(|c| seconds(&c, device))
+    };
+    let mut best = price(current).map(|t| (t, current))?;
+    for candidate in candidates {
+        if let Some(t) = price(candidate).filter(|&t| t < best.0) {
+            best = (t, candidate);
+        }
+    }
+    (best.1 != current).then_some(best.1)
 }
 
 /// `kernel` as a program of its own: what it reads bound as inputs, what it writes as

@@ -32,8 +32,8 @@ fn real_ptxas() -> Option<PathBuf> {
     )
 }
 
-/// A ptxas that logs every assembly (not `--version`) to `log`, then runs `real`; or,
-/// if `refuse`, fails every assembly.
+/// A ptxas that logs every assembly (not `--version` or `--help`) to `log`, then runs
+/// `real`; or, if `refuse`, fails every assembly.
 fn counting_ptxas(dir: &Path, real: &Path, log: &Path, refuse: bool) -> PathBuf {
     let script = dir.join(if refuse { "refusing-ptxas" } else { "ptxas" });
     let assemble = match refuse {
@@ -43,7 +43,7 @@ fn counting_ptxas(dir: &Path, real: &Path, log: &Path, refuse: bool) -> PathBuf 
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec '{}' --version; fi\necho run >> '{}'\n{assemble}\n",
+            "#!/bin/sh\ncase \"$1\" in --version|--help) exec '{}' \"$1\";; esac\necho run >> '{}'\n{assemble}\n",
             real.display(),
             log.display()
         ),

@@ -8,11 +8,16 @@
 //! `/usr/local/cuda/bin/ptxas`, then a `.venv` (where `scripts/setup.sh` installs it) in
 //! the current directory or one of its parents, or beside the running binary (a
 //! repository's `target/release/calib` finds the repository's `.venv`).
+//!
+//! A training step's module holds hundreds of kernels; a `ptxas` that takes
+//! `--split-compile` optimizes them on every core.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use thiserror::Error;
 
 /// How to get `ptxas`, for error messages.
@@ -195,8 +200,13 @@ fn run(
         source,
     };
     std::fs::write(&input, ptx).map_err(io_err)?;
+    let parallel: &[&str] = match splits_compile(ptxas) {
+        true => &["--split-compile", "0"],
+        false => &[],
+    };
     let run = Command::new(ptxas)
         .arg(format!("-arch={arch}"))
+        .args(parallel)
         .args(flags)
         .arg(&input)
         .arg("-o")
@@ -222,6 +232,23 @@ fn run(
         });
     }
     Ok((log, cubin.transpose().map_err(io_err)?))
+}
+
+/// Whether `ptxas` takes `--split-compile` (it says so in `--help`), asked once per
+/// binary. The option spreads a module's kernels over the machine's cores without
+/// changing what each one assembles to, registers included.
+fn splits_compile(ptxas: &Path) -> bool {
+    static ASKED: OnceLock<Mutex<HashMap<PathBuf, bool>>> = OnceLock::new();
+    let asked = ASKED.get_or_init(Default::default);
+    if let Some(&known) = asked.lock().unwrap_or_else(|e| e.into_inner()).get(ptxas) {
+        return known;
+    }
+    let takes = Command::new(ptxas)
+        .arg("--help")
+        .output()
+        .is_ok_and(|r| String::from_utf8_lossy(&r.stdout).contains("--split-compile"));
+    (asked.lock().unwrap_or_else(|e| e.into_inner())).insert(ptxas.to_path_buf(), takes);
+    takes
 }
 
 /// Reads the per-kernel lines of `ptxas -v`:
