@@ -15,10 +15,15 @@ use calib_ir::{numel, Layout, Op, Value};
 pub(crate) const THREADS: usize = 256;
 /// Blocks of a pointwise launch; larger outputs are covered by grid-stride loops.
 const MAX_BLOCKS: usize = 1 << 16;
-/// The register cap of a pooling kernel whose runs walk a channels-last image's
-/// channels: at 64, the cap of other window kernels, the max-pooling adjoint of the
-/// SCNet-50 step spilled.
-const CHANNEL_WINDOW_REGISTER_CAP: u32 = 128;
+/// The register cap of a pooling kernel whose runs walk `channels` of a channels-last
+/// image, every tap holding a value per channel: at 64, other window kernels' cap, the
+/// SCNet-50 step's max-pooling adjoint spilled at four channels; at 128, at eight.
+fn channel_window_register_cap(channels: usize) -> u32 {
+    match channels {
+        0..=4 => 128,
+        _ => 168,
+    }
+}
 /// Runs a thread that keeps its channels takes, about ([`channel_stationary`]).
 const STATIONARY_RUNS: usize = 8;
 /// Blocks a window kernel whose threads keep their channels keeps at least, taking
@@ -35,7 +40,8 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
     // channels, the stride must be a whole number of pixels.
     // A window over a run of channels keeps every tap of each channel live.
     let windows = cx.kernel.body.nodes.iter().any(|n| n.op.reads_windows());
-    let (threads_needed, multiple, across_channels) = groups(cx, outputs)
+    // (threads, what blocks are a multiple of, channels a run walks at a pixel)
+    let (threads_needed, multiple, channel_run) = groups(cx, outputs)
         .iter()
         .map(|(n, members)| {
             let layout = walk_layout(cx, members);
@@ -44,21 +50,22 @@ pub(crate) fn emit(cx: &mut Emitter, outputs: &[usize]) -> Result<Geometry> {
                     Some(q) => (
                         stationary_threads(n / runs.len, windows),
                         q / greatest_common_divisor(q, THREADS),
-                        true,
+                        runs.len,
                     ),
-                    None => (n / runs.len, 1, false),
+                    None => (n / runs.len, 1, 0),
                 },
-                None => (*n, 1, false),
+                None => (*n, 1, 0),
             }
         })
         .max()
-        .unwrap_or((1, 1, false));
+        .unwrap_or((1, 1, 0));
     let blocks = threads_needed.div_ceil(THREADS).next_multiple_of(multiple);
     let geometry = Geometry {
         blocks: blocks.clamp(1, MAX_BLOCKS),
         threads: THREADS,
         shared_bytes: 0,
-        max_registers: (windows && across_channels).then_some(CHANNEL_WINDOW_REGISTER_CAP),
+        max_registers: (windows && channel_run > 0)
+            .then(|| channel_window_register_cap(channel_run)),
     };
     passes(cx, outputs, &geometry)?;
     Ok(geometry)

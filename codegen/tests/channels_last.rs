@@ -613,6 +613,43 @@ fn the_max_pooling_adjoint_over_channels_last_shares_a_pixels_windows() {
     }
 }
 
+/// The max-pooling adjoint of a stem-sized channels-last bf16 image (enough pixels that
+/// each thread still has work at eight channels, `calib_ir::WINDOWED_RUN_THREADS`)
+/// takes runs of eight channels: every tap is one 16-byte load of them. Bit for bit the
+/// row-major kernel's, ties, NaN and infinities included.
+#[test]
+fn a_large_max_pooling_adjoint_over_channels_last_takes_eight_channels_a_tap() {
+    let (h, w) = (128, 128);
+    let g = graph(&format!(
+        "graph {{
+          %0 = input name=\"x\" : bf16[2,64,{h},{w}]
+          %1 = cast(%0) to=\"f32\" : f32[2,64,{h},{w}]
+          %2 = input name=\"dy\" : bf16[2,64,64,64]
+          %3 = cast(%2) to=\"f32\" : f32[2,64,64,64]
+          %4 = max_pool2d_backward(%1, %3) kernel=[3,3] stride=[2,2] padding=[1,1] ceil_mode=false : f32[2,64,{h},{w}]
+          %5 = cast(%4) to=\"bf16\" : bf16[2,64,{h},{w}]
+          return dx=%5
+        }}"
+    ));
+    let numel = 2 * 64 * h * w;
+    assert!(
+        numel / 8 >= calib_ir::WINDOWED_RUN_THREADS,
+        "{numel} elements"
+    );
+    let mut inputs = bf16_inputs(&g);
+    let x = support::tied_with_nan_and_infinity(vec![2, 64, h, w]);
+    inputs.insert("x".into(), x.cast(DType::BF16));
+    let row_major = single_kernel(&g, Anchor::Pool);
+    let (nhwc, at) = stored_channels_last(row_major.clone(), &["x", "dy", "dx"]);
+    let want = simulate(&row_major, &bind(&g, &inputs));
+    let got = simulate(&nhwc, &bind(&g, &inputs));
+    assert_eq!(got["dx"].to_le_bytes(), want["dx"].to_le_bytes());
+    let ptx = &compile(&nhwc).unwrap().kernels[at].ptx;
+    assert!(ptx.contains("ld.global.nc.v4.b32"), "{ptx}");
+    assert!(!ptx.contains("ld.global.nc.v2.b32"), "{ptx}");
+    assert!(ptx.contains("st.global.v4.b32"), "{ptx}");
+}
+
 /// A batch-norm-like map `(x - mean) * rsqrt(var)` of an image `x` of `c` channels,
 /// `[8, c, 16, 16]`, as IR lines numbered from `first`: read widened from bf16 and
 /// stored rounded back where `bf16`. Also the number of its result.

@@ -53,7 +53,10 @@ pub use layout::Layout;
 pub use op::{Op, OpClass, ReduceOp};
 pub use phases::Phases;
 pub use precision::Precision;
-pub use run::{pointwise_run, reduction_run, run_axes, ThreadRun, MIN_RUN_THREADS, RUN_LENGTHS};
+pub use run::{
+    pointwise_run, reduction_run, run_axes, ThreadRun, MIN_RUN_THREADS, RUN_LENGTHS,
+    WINDOWED_RUN_THREADS,
+};
 pub use schedule::{
     gemm_anchor, taps_outer, window_k, GemmDims, GemmInstruction, GemmSchedule, ReductionSchedule,
     Schedule,

@@ -12,6 +12,10 @@ pub const RUN_LENGTHS: [usize; 2] = [8, 4];
 /// Threads a pointwise launch should keep at least, before its runs grow longer.
 pub const MIN_RUN_THREADS: usize = 1 << 14;
 
+/// Threads a launch whose elements each gather a window keeps, before its runs grow
+/// to eight: enough to fill a large GPU, each thread working twice as long.
+pub const WINDOWED_RUN_THREADS: usize = 1 << 18;
+
 /// A thread's run: `len` elements walking the `walked` innermost axes in memory order
 /// ([`run_axes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub fn run_axes(memory: &[usize], run: usize, most: usize) -> Option<usize> {
 /// * Bodies that read windows (pooling, a resize's adjoint; [`Op::reads_windows`]) keep
 ///   runs of four over at most two axes: their loads are strided, element by element,
 ///   and a warp whose lanes take eight each spreads every load over twice the sectors.
+///   Along a channels-last image's channels they take eight 16-bit elements too where
+///   that leaves [`WINDOWED_RUN_THREADS`]: a tap is then one 16-byte load of the run's
+///   channels at one pixel.
 /// * Runs of eight are refused where a division varies along them
 ///   ([`crate::divides_along`]): each such quotient is a call of ptxas's division slow
 ///   path, and at eight a thread the values live across the calls spill.
@@ -79,15 +86,23 @@ pub fn pointwise_run(body: &Graph, outputs: &[Value], layout: Layout) -> Option<
             .filter(|(depth, _)| *depth == 0)
             .all(|(_, extents)| extents.iter().all(|e| e.is_multiple_of(len)))
     };
-    let lengths = RUN_LENGTHS.into_iter().filter(|&len| {
-        n / len >= MIN_RUN_THREADS && !(windowed && len > 4) && within_operands(len)
-    });
+    let lengths =
+        (RUN_LENGTHS.into_iter()).filter(|&len| n / len >= MIN_RUN_THREADS && within_operands(len));
+    // A run along a channels-last image's channels loads every tap as one vector: of
+    // 16 bytes at most, or the taps of eight f32 channels outgrow the registers.
+    let vector = 16 / body.ty(outputs[0]).dtype.size_bytes();
+    let along_channels =
+        |run: &ThreadRun| layout == Layout::ChannelsLast && run.walked == 1 && run.len <= vector;
     [most.min(2), most]
         .into_iter()
         .flat_map(|cap| lengths.clone().map(move |len| (cap, len)))
         .filter_map(|(cap, len)| {
             let walked = run_axes(&memory, len, cap)?;
             Some(ThreadRun { len, walked })
+        })
+        .filter(|run| {
+            let many = n / run.len >= WINDOWED_RUN_THREADS;
+            !windowed || run.len <= 4 || (rank == 4 && along_channels(run) && many)
         })
         .find(|run| run.len <= 4 || !crate::divides_along(body, n, &order[rank - run.walked..]))
 }
