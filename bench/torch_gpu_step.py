@@ -4,7 +4,7 @@ bfloat16 autocast, NCHW and channels_last, images per second. Written for
 scripts/gpu-check.sh, which runs it beside calib on the same GPU in the same run.
 
     python3 bench/torch_gpu_step.py --out results.json [--model scnet50|resnet50]
-                                    [--batch 64] [--steps 20] [--no-compile]
+                                    [--batch 64] [--steps 20] [--no-compile | --compile-only]
 """
 import argparse
 import json
@@ -103,7 +103,10 @@ def main():
     p.add_argument("--model", choices=sorted(MODELS), default="scnet50")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow first compile)")
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow first compile)")
+    modes.add_argument("--compile-only", action="store_true",
+                       help="only torch.compile (eager measured by another run)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device visible to PyTorch", file=sys.stderr)
@@ -112,7 +115,7 @@ def main():
                "model": args.model, "runs": []}
     # Eager as users run it (the default, and bf16 autocast channels_last, the fastest
     # eager setting), then torch.compile (its first compile takes minutes).
-    runs = [(False, "f32", False), (False, "bf16", True), (False, "bf16", False)]
+    runs = [] if args.compile_only else [(False, "f32", False), (False, "bf16", True), (False, "bf16", False)]
     if not args.no_compile:
         runs += [(True, "f32", False), (True, "bf16", True)]
     for compiled, dtype, channels_last in runs:

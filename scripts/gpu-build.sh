@@ -47,11 +47,17 @@ PY
 plan=$(mktemp -d)
 target/release/calib compile scnet50 --train --batch 64 --emit-ptx --out "$plan" >/dev/null
 cp "$plan/launches.json" "$bundle/scnet50-b64-launches.json"
-# The tensor-core plans, for fitting the cost model to their measured launches.
+# The tensor-core plans, for fitting the cost model to their measured launches: as
+# gpu-check.sh benches them (`--layout auto`), or the launches would not be the ones
+# timed (`cost::data::samples` refuses a launch timed with another grid).
 for precision in tf32 bf16; do
-  target/release/calib compile scnet50 --train --batch 64 --precision "$precision" --emit-ptx --out "$plan-$precision" >/dev/null
+  target/release/calib compile scnet50 --train --batch 64 --precision "$precision" --layout auto \
+    --emit-ptx --out "$plan-$precision" >/dev/null
   cp "$plan-$precision/launches.json" "$bundle/scnet50-b64-$precision-launches.json"
 done
-rm -rf "$plan" "$plan-tf32" "$plan-bf16"
+target/release/calib compile resnet50 --train --batch 64 --precision bf16 --layout auto \
+  --emit-ptx --out "$plan-resnet50" >/dev/null
+cp "$plan-resnet50/launches.json" "$bundle/resnet50-b64-bf16-launches.json"
+rm -rf "$plan" "$plan-tf32" "$plan-bf16" "$plan-resnet50"
 git rev-parse HEAD > "$bundle/COMMIT" 2>/dev/null || echo unknown > "$bundle/COMMIT"
 du -sh "$bundle"

@@ -57,18 +57,33 @@ pub fn read_launches(path: &Path) -> Result<Vec<LaunchRecord>, DataError> {
     serde_json::from_str(&text).map_err(|e| fail(path, e.to_string()))
 }
 
-/// Reads a timing table's `kernel` and `measured_us` columns.
-pub fn read_timings(path: &Path) -> Result<Vec<(String, f64)>, DataError> {
+/// One row of a timing table: a launch, its measured time and, where the table gives
+/// them (`block`, `grid`: `"(256,1,1)"`), the threads per block and blocks it ran with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timing {
+    pub kernel: String,
+    pub measured_us: f64,
+    pub shape: Option<LaunchShape>,
+}
+
+/// Threads per block and blocks of a launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchShape {
+    pub threads: u64,
+    pub blocks: u64,
+}
+
+/// Reads a timing table's `kernel` and `measured_us` columns, and `block` and `grid`
+/// where it has them.
+pub fn read_timings(path: &Path) -> Result<Vec<Timing>, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| fail(path, e.to_string()))?;
     let mut lines = text.lines();
     let header = split_csv(lines.next().ok_or_else(|| fail(path, "empty file"))?);
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| fail(path, format!("no `{name}` column")))
-    };
+    let position = |name: &str| header.iter().position(|h| h == name);
+    let column =
+        |name: &str| position(name).ok_or_else(|| fail(path, format!("no `{name}` column")));
     let (kernel, measured) = (column("kernel")?, column("measured_us")?);
+    let dims = position("block").zip(position("grid"));
     lines
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -85,9 +100,37 @@ pub fn read_timings(path: &Path) -> Result<Vec<(String, f64)>, DataError> {
             if !(us.is_finite() && us > 0.0) {
                 return Err(fail(path, format!("line {}: measured_us {us}", i + 2)));
             }
-            Ok((at(kernel)?.clone(), us))
+            let shape = match dims {
+                None => None,
+                Some((block, grid)) => {
+                    let volume = |c: usize| {
+                        let text = at(c)?;
+                        volume(text).ok_or_else(|| {
+                            fail(path, format!("line {}: {text:?} is not `(x,y,z)`", i + 2))
+                        })
+                    };
+                    Some(LaunchShape {
+                        threads: volume(block)?,
+                        blocks: volume(grid)?,
+                    })
+                }
+            };
+            Ok(Timing {
+                kernel: at(kernel)?.clone(),
+                measured_us: us,
+                shape,
+            })
         })
         .collect()
+}
+
+/// The product of `(x,y,z)`.
+fn volume(text: &str) -> Option<u64> {
+    let inner = text.trim().strip_prefix('(')?.strip_suffix(')')?;
+    inner
+        .split(',')
+        .map(|d| d.trim().parse::<u64>().ok())
+        .product()
 }
 
 /// The fields of one CSV line (double quotes group commas; `""` is a quote).
@@ -109,8 +152,9 @@ pub fn split_csv(line: &str) -> Vec<String> {
     fields
 }
 
-/// Every timed launch joined with its record; a timed launch the plan does not have is
-/// an error (the two files come from different plans).
+/// Every timed launch joined with its record; a timed launch the plan does not have, or
+/// has with another grid or block, is an error (the two files come from different plans:
+/// a table measured under `--layout auto` joined with launches compiled row-major).
 pub fn samples(launches: &Path, timings: &Path) -> Result<Vec<Sample>, DataError> {
     let records: HashMap<String, LaunchRecord> = read_launches(launches)?
         .into_iter()
@@ -118,17 +162,36 @@ pub fn samples(launches: &Path, timings: &Path) -> Result<Vec<Sample>, DataError
         .collect();
     read_timings(timings)?
         .into_iter()
-        .map(|(name, us)| {
+        .map(|timing| {
+            let name = timing.kernel;
             let record = records.get(&name).ok_or_else(|| {
                 fail(
                     timings,
                     format!("launch {name} is not in {}", launches.display()),
                 )
             })?;
+            let planned = LaunchShape {
+                threads: record.threads as u64,
+                blocks: record.blocks,
+            };
+            if let Some(timed) = timing.shape.filter(|&s| s != planned) {
+                return Err(fail(
+                    timings,
+                    format!(
+                        "launch {name} ran {} blocks of {} threads, but {} has {} of {}: \
+                         the two files come from different plans",
+                        timed.blocks,
+                        timed.threads,
+                        launches.display(),
+                        planned.blocks,
+                        planned.threads
+                    ),
+                ));
+            }
             Ok(Sample {
                 name,
                 launch: record.launch(),
-                measured_seconds: us * 1e-6,
+                measured_seconds: timing.measured_us * 1e-6,
             })
         })
         .collect()
@@ -136,7 +199,15 @@ pub fn samples(launches: &Path, timings: &Path) -> Result<Vec<Sample>, DataError
 
 #[cfg(test)]
 mod tests {
-    use super::split_csv;
+    use super::{split_csv, volume};
+
+    #[test]
+    fn launch_dimensions_multiply() {
+        assert_eq!(volume("(256,1,1)"), Some(256));
+        assert_eq!(volume(" (8, 2, 3) "), Some(48));
+        assert_eq!(volume("256"), None);
+        assert_eq!(volume("(a,1,1)"), None);
+    }
 
     #[test]
     fn csv_fields_keep_quoted_commas() {
