@@ -164,7 +164,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ""
     };
-    let early_warning = memory_warning(&fusion.program, &options.device, per_replica, args.train);
+    let early_warning = memory_warning(
+        &calib::passes::plan_arena(&fusion.program),
+        &options.device,
+        per_replica,
+        args.train,
+    );
     if let Some(w) = &early_warning {
         eprintln!("{w}");
     }
@@ -223,7 +228,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         device.name,
         human(device.memory_bytes),
     ));
-    let warning = memory_warning(&fusion.program, device, per_replica, args.train);
+    let warning = memory_warning(&arena, device, per_replica, args.train);
     if let Some(w) = &warning {
         if early_warning.is_none() {
             eprintln!("{w}");
@@ -285,14 +290,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The warning for a plan whose arena needs more device memory than `device` has.
+/// The warning for a plan whose `arena` needs more device memory than `device` has.
 fn memory_warning(
-    program: &Program,
+    arena: &calib::passes::ArenaPlan,
     device: &Device,
     per_replica: &str,
     train: bool,
 ) -> Option<String> {
-    let arena = calib::passes::plan_arena(program);
     (arena.arena_bytes as u64 > device.memory_bytes).then(|| {
         format!(
             "warning: the plan needs {} bytes ({}) of device memory{per_replica} at its peak, \

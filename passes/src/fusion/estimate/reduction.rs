@@ -268,16 +268,21 @@ fn channel_team_splits(splits: Vec<usize>, shape: &[usize], axes: &[usize]) -> V
 /// The splits the planner considers for reduction kernel `body`, whose inputs are
 /// stored in `layouts`, fastest first by the estimate.
 pub fn ranked_reduction_splits(body: &Graph, device: &Device, layouts: InputLayouts) -> Vec<usize> {
+    let mut priced = priced_splits(body, device, layouts);
+    priced.sort_by(|a, b| a.1.total_cmp(&b.1));
+    priced.into_iter().map(|(split, _)| split).collect()
+}
+
+/// Every split the planner considers for reduction kernel `body`, with its estimated
+/// seconds.
+fn priced_splits(body: &Graph, device: &Device, layouts: InputLayouts) -> Vec<(usize, f64)> {
     let Some(r) = reduction_anchor(body) else {
         return vec![];
     };
     let roots: Vec<Value> = body.outputs.iter().map(|o| o.value).collect();
-    let mut priced: Vec<(f64, usize)> = candidate_splits(body, r, device, layouts)
-        .into_iter()
-        .map(|split| (seconds(&reduction(body, r, &roots, split), device), split))
-        .collect();
-    priced.sort_by(|a, b| a.0.total_cmp(&b.0));
-    priced.into_iter().map(|(_, split)| split).collect()
+    (candidate_splits(body, r, device, layouts).into_iter())
+        .map(|split| (split, seconds(&reduction(body, r, &roots, split), device)))
+        .collect()
 }
 
 /// The fastest split for reduction kernel `body` (around `anchor`), whose inputs are
@@ -288,16 +293,10 @@ pub fn best_reduction_split(
     layouts: InputLayouts,
 ) -> Option<(usize, f64, usize)> {
     let r = reduction_anchor(body)?;
-    let roots: Vec<Value> = body.outputs.iter().map(|o| o.value).collect();
     let outputs = body.ty(r).numel().max(1);
     let group = siblings(body, r).len();
-    candidate_splits(body, r, device, layouts)
-        .into_iter()
-        .map(|split| {
-            let t = seconds(&reduction(body, r, &roots, split), device);
-
-            let bytes = ReductionSchedule { split }.workspace_bytes(group, outputs);
-            (split, t, bytes)
-        })
-        .min_by(|a, b| a.1.total_cmp(&b.1))
+    let (split, t) =
+        (priced_splits(body, device, layouts).into_iter()).min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let bytes = ReductionSchedule { split }.workspace_bytes(group, outputs);
+    Some((split, t, bytes))
 }
