@@ -134,6 +134,7 @@ pub fn emit_ptx(compiled: &CompiledProgram, dir: &Path) -> Result<(String, HashM
                 registers,
                 unique_bytes: k.unique_bytes,
                 mix: k.mix.clone(),
+                tail: k.tail.clone(),
             }
         })
         .collect();

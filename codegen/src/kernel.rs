@@ -69,6 +69,10 @@ pub struct CompiledKernel {
     pub params: Vec<Param>,
     /// What one thread executes (dynamic instruction counts), for the cost model.
     pub mix: InstructionMix,
+    /// What one thread of the last block executes after every block is done, where that
+    /// block combines a split reduction's slices (`serial_combine.rs`): priced as a
+    /// one-block launch that follows the others.
+    pub tail: Option<InstructionMix>,
     /// Bytes of the buffers the launch reads or writes, each counted once.
     pub unique_bytes: f64,
     /// The GEMM schedule a GEMM launch was emitted with.
@@ -85,6 +89,7 @@ impl CompiledKernel {
             shared_bytes: self.shared_bytes as u32,
             registers,
             census: calib_cost::Census::of(&self.mix),
+            tail: self.tail.as_ref().map(calib_cost::Census::of),
             unique_bytes: self.unique_bytes,
         }
     }

@@ -30,7 +30,9 @@
 //! pooling, resizing) one thread per output element. Outputs in the anchor's iteration
 //! space are stored from its epilogue, cheap ones outside it by a grid-stride pass after;
 //! outputs that reduce over the anchor's whole result (BatchNorm statistics of a
-//! convolution) get a second launch that reads the first one's result.
+//! convolution) get a second launch that reads the first one's result. A split
+//! reduction's few results are combined by the last block of its own launch instead
+//! (`serial_combine.rs`).
 
 mod conv;
 mod error;
@@ -49,6 +51,7 @@ mod reduction;
 mod render;
 mod runs;
 mod scope;
+mod serial_combine;
 mod stationary;
 mod window;
 
@@ -129,21 +132,31 @@ pub fn compile_kernel(
             cx.read_split(s.clone());
         }
         cx.first_reduction = !reduced;
-        let launch = launch::emit(&mut cx, &remaining, compiled.is_empty())?;
+        let mut launch = launch::emit(&mut cx, &remaining, compiled.is_empty())?;
         if launch.stores.is_empty() && launch.split.is_none() {
             return Err(CodegenError::Kernel {
                 kernel: kernel.name.clone(),
                 detail: "a launch stored nothing (a bug in launch planning)".into(),
             });
         }
+        let writes_workspace = launch.split.is_some();
         remaining.retain(|i| !launch.stores.contains(i));
+        let tail = match compiled.is_empty() {
+            true => serial_combine::fold(&mut cx, program, kernel, &launch, &stored, &remaining)?,
+            false => None,
+        };
+        if tail.is_some() {
+            // The last block stored the rest, from slices no later launch reads.
+            launch.stores.append(&mut remaining);
+            launch.split = None;
+            launch.geometry.shared_bytes = launch.geometry.shared_bytes.max(4);
+        }
         let name = match compiled.len() {
             0 => kernel.name.clone(),
             part => format!("{}_part{part}", kernel.name),
         };
-        let header = header(kernel, &name, &launch, &stored);
+        let header = header(kernel, &name, &launch, &stored, tail.is_some());
         stored.extend(&launch.stores);
-        let writes_workspace = launch.split.is_some();
         reduced |= launch.family == Family::Reduction;
         if split.is_none() {
             split = launch.split.clone();
@@ -193,6 +206,10 @@ pub fn compile_kernel(
                 } else {
                     ParamRole::Read
                 },
+            }))
+            .chain(kernel.semaphore.map(|buffer| Param {
+                buffer,
+                role: ParamRole::Write,
             }));
         compiled.push(CompiledKernel {
             ptx: entry.module(&cx.b),
@@ -204,6 +221,7 @@ pub fn compile_kernel(
             shared_bytes: g.shared_bytes,
             params: roles.collect(),
             mix,
+            tail,
             unique_bytes,
             gemm: launch.gemm,
         });
@@ -213,7 +231,13 @@ pub fn compile_kernel(
 
 /// The comment lines heading a launch's module: what it is, how it launches, and the
 /// IR it implements.
-fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> Vec<String> {
+fn header(
+    kernel: &Kernel,
+    name: &str,
+    launch: &Launch,
+    read_back: &[usize],
+    combines_in_place: bool,
+) -> Vec<String> {
     let g = &launch.geometry;
     let covers: Vec<String> = kernel.covers.iter().map(|c| format!("%{c}")).collect();
     let outputs = |list: &[usize]| {
@@ -247,6 +271,13 @@ fn header(kernel: &Kernel, name: &str, launch: &Launch, read_back: &[usize]) -> 
             "writes {} partial sums of its anchor to the workspace; the next launch adds them",
             s.count()
         ));
+    }
+    if combines_in_place {
+        lines.push(
+            "writes partial sums of its anchor to the workspace; the last block to finish \
+             (counted on the semaphore) adds them and stores the rest"
+                .to_string(),
+        );
     }
     if !read_back.is_empty() {
         lines.push(format!(

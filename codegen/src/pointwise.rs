@@ -140,15 +140,25 @@ fn runs(cx: &Emitter, members: &[usize], layout: Layout) -> Option<Runs> {
 /// element count among `outputs`: outputs of one count are computed together, sharing
 /// their common subexpressions.
 pub(crate) fn passes(cx: &mut Emitter, outputs: &[usize], geometry: &Geometry) -> Result<()> {
-    let groups = groups(cx, outputs);
-    if groups.is_empty() {
+    if outputs.is_empty() {
         return Ok(());
     }
     let (tid, ctaid) = (cx.tid(), cx.ctaid());
     let thread =
         cx.b.mad_u32(ctaid, Operand::Int(geometry.threads as i64), tid);
-    let stride = geometry.blocks * geometry.threads;
-    for (n, members) in groups {
+    passes_by(cx, outputs, thread, geometry.blocks * geometry.threads)
+}
+
+/// [`passes`] by `stride` threads, this one at index `thread` among them: the threads
+/// of one block where the last block of a launch stores what the others left it
+/// ([`crate::serial_combine`]).
+pub(crate) fn passes_by(
+    cx: &mut Emitter,
+    outputs: &[usize],
+    thread: Operand,
+    stride: usize,
+) -> Result<()> {
+    for (n, members) in groups(cx, outputs) {
         let store_all = |cx: &mut Emitter, at: &Index| -> Result<()> {
             for &i in &members {
                 let out = cx.kernel.body.outputs[i].value;

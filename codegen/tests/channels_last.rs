@@ -53,6 +53,7 @@ fn copy_kernel(program: &Program, from: BufferId, to: BufferId) -> Kernel {
         covers: vec![],
         schedule: None,
         workspace: None,
+        semaphore: None,
     }
 }
 

@@ -262,3 +262,100 @@ fn a_split_without_room_for_its_slices_is_refused() {
     let e = calib_codegen::compile(&program).unwrap_err().to_string();
     assert!(e.contains("workspace"), "{e}");
 }
+
+#[test]
+fn a_split_reduction_with_a_semaphore_combines_in_its_last_block() {
+    // Batch statistics of a few channels: the combining launch would be one block, so
+    // the split launch's last block to finish takes it over. Same bits as two
+    // launches, the reference's values, and the semaphore back at zero after each run.
+    let g = graph(
+        "graph {
+          %0 = input name=\"x\" : f32[4,6,20,17]
+          %1 = mul(%0, %0) : f32[4,6,20,17]
+          %2 = reduce_mean(%0) axes=[0,2,3] keepdims=false : f32[6]
+          %3 = reduce_sum(%1) axes=[0,2,3] keepdims=false : f32[6]
+          %4 = mul(%2, %2) : f32[6]
+          %5 = sub(%3, %4) : f32[6]
+          return mean=%2, spread=%5
+        }",
+    );
+    let two_launches = split(single_kernel(&g, Anchor::Reduction), 7, 2, 6);
+    let mut one_launch = two_launches.clone();
+    one_launch.add_semaphore(0);
+    one_launch.validate().expect("valid");
+    assert_eq!(families(&two_launches).len(), 2);
+    let compiled = calib_codegen::compile(&one_launch).unwrap();
+    assert_eq!(compiled.kernels.len(), 1, "the combine is not folded");
+    let kernel = &compiled.kernels[0];
+    assert!(kernel.ptx.contains("atom.global.add.u32"), "{}", kernel.ptx);
+    assert!(
+        kernel.tail.is_some(),
+        "the cost model is not told of the tail"
+    );
+    check(&g, &one_launch, 4, 2e-6);
+
+    let inputs = support::tensors(&g, 4, 3);
+    let bindings = support::bind(&g, &inputs);
+    let (folded, separate) = (
+        support::simulate(&one_launch, &bindings),
+        support::simulate(&two_launches, &bindings),
+    );
+    for name in ["mean", "spread"] {
+        assert_eq!(
+            folded[name].to_le_bytes(),
+            separate[name].to_le_bytes(),
+            "{name}"
+        );
+    }
+
+    // Two runs over the same memory: the second finds the semaphore reset.
+    use calib_runtime::sim::{self, GlobalMemory, KernelArg, SimOptions};
+    let mut memory = GlobalMemory::new();
+    let addresses: Vec<u64> = (kernel.params.iter())
+        .map(|p| {
+            let buffer = one_launch.buffer(p.buffer);
+            let at = memory.alloc(buffer.ty.size_bytes()).unwrap();
+            if let Some(t) = inputs.get(&buffer.name) {
+                memory.write_bytes(at, &t.to_le_bytes()).unwrap();
+            }
+            at
+        })
+        .collect();
+    let args: Vec<KernelArg> = addresses.iter().map(|&a| KernelArg::U64(a)).collect();
+    let module = sim::parse(&kernel.ptx).unwrap();
+    let at = |name: &str| {
+        let i = (kernel.params.iter())
+            .position(|p| one_launch.buffer(p.buffer).name == name)
+            .unwrap();
+        (
+            addresses[i],
+            one_launch.buffer(kernel.params[i].buffer).ty.size_bytes(),
+        )
+    };
+    let (spread, bytes) = at("spread");
+    for run in 0..2 {
+        memory.write_bytes(spread, &vec![0; bytes]).unwrap();
+        sim::simulate_with(
+            &SimOptions::default(),
+            &module,
+            &kernel.name,
+            kernel.grid,
+            kernel.block,
+            kernel.shared_bytes,
+            &args,
+            &mut memory,
+        )
+        .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        assert_eq!(
+            memory.read_bytes(spread, bytes).unwrap(),
+            separate["spread"].to_le_bytes(),
+            "run {run}"
+        );
+        let (semaphore, _) = at("semaphore0");
+        assert_eq!(
+            memory.read_bytes(semaphore, 4).unwrap(),
+            [0; 4],
+            "run {run}"
+        );
+    }
+}

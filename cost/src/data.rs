@@ -21,6 +21,9 @@ pub struct LaunchRecord {
     pub registers: u32,
     pub unique_bytes: f64,
     pub mix: InstructionMix,
+    /// What a thread of the last block runs after the others (see [`Launch::tail`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<InstructionMix>,
 }
 
 impl LaunchRecord {
@@ -31,6 +34,7 @@ impl LaunchRecord {
             shared_bytes: self.shared_bytes,
             registers: self.registers,
             census: Census::of(&self.mix),
+            tail: self.tail.as_ref().map(Census::of),
             unique_bytes: self.unique_bytes,
         }
     }

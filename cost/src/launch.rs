@@ -16,6 +16,10 @@ pub struct Launch {
     pub registers: u32,
     /// What one thread executes, on average.
     pub census: Census,
+    /// What one thread of the launch's last block executes after every block is done
+    /// (a split reduction combined in place): a one-block phase at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<Census>,
     /// Bytes of the buffers the launch reads or writes, each counted once: what must
     /// cross device memory at least.
     pub unique_bytes: f64,

@@ -13,7 +13,9 @@
 //!   a grid of a few blocks cannot.
 //!
 //! The launch then takes its waves, but at least the time to move its bytes (unique
-//! bytes through device memory, every load and store through L2), plus a floor.
+//! bytes through device memory, every load and store through L2), plus a floor, plus
+//! the wave of one block alone where its last block combines a split reduction after
+//! the others ([`Launch::tail`]).
 //! Occupancy follows the registers, shared memory, threads and blocks an SM can hold.
 //!
 //! [`Timing::overlap`]: crate::Timing::overlap
@@ -76,31 +78,12 @@ pub fn predict(launch: &Launch, device: &Device) -> Prediction {
     let waves = blocks.div_ceil(sms * per_sm);
     let resident = per_sm.min(blocks.div_ceil(sms)) as f64;
     let warps = launch.threads.div_ceil(32) as f64;
-
-    // A thread's extra bytes, times 32 threads over 32 bytes a sector, are its warp's
-    // extra sectors: the same number.
-    let issue = resident
-        * warps
-        * (c.issue
-            + t.shared_wavefront_cycles * c.shared_wavefronts
-            + t.excess_sector_slots * c.global_excess_bytes)
-        / 4.0;
-    // Tensor cores run beside the issue of other instructions: an SM is busy for the
-    // longer of the two.
-    let per_sm_cycle =
-        |peak: f64| peak * t.mma_sync_efficiency / (device.sms as f64 * device.clock_hz);
-    let tensor = resident
-        * launch.threads as f64
-        * (c.tensor_tf32_flops / per_sm_cycle(device.tf32_flops())
-            + c.tensor_f16_flops / per_sm_cycle(device.peak_flops_f16));
-    let throughput = issue.max(tensor);
-    let dependent = (c.issue - c.independent).max(0.0);
-    let latency = c.load_rounds * t.load_latency_cycles
-        + dependent * t.dependent_issue_cycles
-        + c.independent * t.independent_issue_cycles;
-    let p = t.overlap;
-    let wave = (throughput.powf(p) + latency.powf(p)).powf(1.0 / p);
-    let compute = waves as f64 * wave / device.clock_hz;
+    let wave = Wave::of(c, resident, warps, launch.threads, device);
+    let compute = waves as f64 * wave.cycles(t.overlap) / device.clock_hz;
+    // A last block's combining pass starts when every block is done, and runs alone.
+    let tail = launch.tail.as_ref().map_or(0.0, |tail| {
+        Wave::of(tail, 1.0, warps, launch.threads, device).cycles(t.overlap) / device.clock_hz
+    });
 
     let threads = blocks as f64 * launch.threads as f64;
     // Extra sectors are L1's work: the lines they bring serve the neighbouring
@@ -111,9 +94,9 @@ pub fn predict(launch: &Launch, device: &Device) -> Prediction {
     let (slowest, bound) = [
         (
             compute,
-            if throughput < latency {
+            if wave.throughput() < wave.latency {
                 Bound::Latency
-            } else if tensor > issue {
+            } else if wave.tensor > wave.issue {
                 Bound::Tensor
             } else {
                 Bound::Issue
@@ -125,9 +108,58 @@ pub fn predict(launch: &Launch, device: &Device) -> Prediction {
     .into_iter()
     .fold((0.0, Bound::Issue), |a, b| if b.0 > a.0 { b } else { a });
     Prediction {
-        seconds: slowest + t.kernel_floor_us * 1e-6,
+        seconds: slowest + tail + t.kernel_floor_us * 1e-6,
         bound,
         blocks_per_sm: per_sm as u32,
         waves,
+    }
+}
+
+/// One wave's work on an SM, in cycles: the issue slots and tensor-core time of its
+/// resident warps, and one warp's critical path.
+struct Wave {
+    issue: f64,
+    tensor: f64,
+    latency: f64,
+}
+
+impl Wave {
+    /// `resident` blocks of `warps` warps (`threads` threads) each running `c`.
+    fn of(c: &crate::Census, resident: f64, warps: f64, threads: u32, device: &Device) -> Wave {
+        let t = &device.timing;
+        // A thread's extra bytes, times 32 threads over 32 bytes a sector, are its
+        // warp's extra sectors: the same number.
+        let issue = resident
+            * warps
+            * (c.issue
+                + t.shared_wavefront_cycles * c.shared_wavefronts
+                + t.excess_sector_slots * c.global_excess_bytes)
+            / 4.0;
+        // Tensor cores run beside the issue of other instructions: an SM is busy for
+        // the longer of the two.
+        let per_sm_cycle =
+            |peak: f64| peak * t.mma_sync_efficiency / (device.sms as f64 * device.clock_hz);
+        let tensor = resident
+            * threads as f64
+            * (c.tensor_tf32_flops / per_sm_cycle(device.tf32_flops())
+                + c.tensor_f16_flops / per_sm_cycle(device.peak_flops_f16));
+        let dependent = (c.issue - c.independent).max(0.0);
+        let latency = c.load_rounds * t.load_latency_cycles
+            + dependent * t.dependent_issue_cycles
+            + c.independent * t.independent_issue_cycles;
+        Wave {
+            issue,
+            tensor,
+            latency,
+        }
+    }
+
+    fn throughput(&self) -> f64 {
+        self.issue.max(self.tensor)
+    }
+
+    /// Throughput and latency overlapped by a smooth maximum of power `p`.
+    fn cycles(&self, p: f64) -> f64 {
+        (self.throughput().powf(p) + self.latency.powf(p)).powf(1.0 / p)
     }
 }

@@ -163,6 +163,12 @@ pub struct Kernel {
     /// GEMM's partial tiles): a temporary no other kernel touches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<BufferId>,
+    /// A counter the blocks of a split reduction's launch count themselves done on, so
+    /// that the last one combines the partial results in place of a second launch: a
+    /// temporary of its own, zero before the program first runs and zero again after
+    /// each launch (the last block resets it), so it lives as long as the program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semaphore: Option<BufferId>,
 }
 
 impl Kernel {
@@ -239,6 +245,22 @@ impl Program {
         });
     }
 
+    /// Gives kernel `k` a semaphore (see [`Kernel::semaphore`]): one 32-bit counter.
+    pub fn add_semaphore(&mut self, k: usize) {
+        self.buffers.push(Buffer::new(
+            format!("semaphore{k}"),
+            TensorType::new(crate::DType::F32, vec![1]),
+            Role::Temp,
+        ));
+        self.kernels[k].semaphore = Some(BufferId(self.buffers.len() - 1));
+    }
+
+    /// The buffers that hold kernels' semaphores: they keep their bytes for the whole
+    /// program, and across runs of it.
+    pub fn semaphores(&self) -> impl Iterator<Item = BufferId> + '_ {
+        self.kernels.iter().filter_map(|k| k.semaphore)
+    }
+
     /// Checks what an executor relies on: every buffer id exists; each body's inputs and
     /// outputs match the kernel's buffers (slices included) in order and type; inputs
     /// and params are never written; every other buffer is written whole once, or slice
@@ -269,7 +291,8 @@ impl Program {
                     k.name
                 )))
             };
-            if let Some(w) = k.workspace {
+            for (what, scratch) in [("workspace", k.workspace), ("semaphore", k.semaphore)] {
+                let Some(w) = scratch else { continue };
                 let usable = self.buffers.get(w.0).is_some_and(|b| b.role == Role::Temp);
                 let shared = workspaces.contains(&w)
                     || self.kernels.iter().any(|other| {
@@ -277,7 +300,7 @@ impl Program {
                     });
                 if !usable || shared {
                     return fail(format!(
-                        "workspace {w} must be a temporary that no other kernel uses"
+                        "{what} {w} must be a temporary that no other kernel uses"
                     ));
                 }
                 workspaces.push(w);
@@ -406,7 +429,10 @@ impl Program {
                 let workspace = k
                     .workspace
                     .map_or(String::new(), |w| format!(" workspace {w}"));
-                writeln!(out, "    schedule {s}{workspace}").unwrap();
+                let semaphore = k
+                    .semaphore
+                    .map_or(String::new(), |w| format!(" semaphore {w}"));
+                writeln!(out, "    schedule {s}{workspace}{semaphore}").unwrap();
             }
             for line in text::print(&k.body).lines() {
                 writeln!(out, "    {line}").unwrap();

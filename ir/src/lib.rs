@@ -59,6 +59,6 @@ pub use run::{
 };
 pub use schedule::{
     gemm_anchor, taps_outer, window_k, GemmDims, GemmInstruction, GemmSchedule, ReductionSchedule,
-    Schedule,
+    Schedule, SERIAL_COMBINE_BLOCKS, SERIAL_COMBINE_ELEMENTS,
 };
 pub use types::{checked_numel, fmt_shape, numel, Shape, TensorType, MAX_TENSOR_BYTES};

@@ -216,12 +216,24 @@ impl Schedule {
 /// A reduction kernel: each reduced element's inputs are cut into `split` slices, each
 /// reduced by a team of its own into a workspace; the next launch combines the slices
 /// in slice order (so that few, long reductions, such as per-channel batch statistics,
-/// fill the GPU and still give the same bits on every run).
+/// fill the GPU and still give the same bits on every run). Where that launch would be
+/// at most [`SERIAL_COMBINE_BLOCKS`] blocks and the kernel has a semaphore
+/// ([`crate::Kernel::semaphore`]), the split launch's last block to finish combines
+/// them instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReductionSchedule {
     pub split: usize,
 }
+
+/// The largest combining launch, in blocks, that a split reduction's last block takes
+/// over: it then runs that many blocks' passes in turn, where a launch of its own would
+/// cost a launch and the gap before the next (~6 us on an H200).
+pub const SERIAL_COMBINE_BLOCKS: usize = 4;
+
+/// The most elements a split reduction kernel may store for its last block to combine
+/// them: [`SERIAL_COMBINE_BLOCKS`] blocks of 256 threads taking runs of four.
+pub const SERIAL_COMBINE_ELEMENTS: usize = SERIAL_COMBINE_BLOCKS * 256 * 4;
 
 impl ReductionSchedule {
     /// Bytes of the workspace for `reductions` sibling reductions of `outputs` elements

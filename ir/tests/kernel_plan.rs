@@ -39,6 +39,7 @@ fn kernel(name: &str, input: usize, output: KernelOutput, shape: &[usize]) -> Ke
         covers: vec![1],
         schedule: None,
         workspace: None,
+        semaphore: None,
     }
 }
 

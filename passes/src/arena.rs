@@ -3,7 +3,9 @@
 //!
 //! Lifetimes are in kernel positions: a temporary lives from the first kernel that
 //! writes it to the last kernel that reads it. Bound buffers (inputs, params) and
-//! program outputs live for the whole program. Placement is greedy by size, largest
+//! program outputs live for the whole program, and so do the temporaries no kernel
+//! lists among its inputs or outputs: workspaces, and semaphores, whose zero must
+//! survive from one run of the program to the next. Placement is greedy by size, largest
 //! first, at the lowest offset that does not overlap a live neighbour, which is what
 //! deep-learning planners commonly do and lands close to the lower bound (the peak of
 //! live bytes) on layer-by-layer networks.

@@ -42,6 +42,7 @@ fn kernel(name: &str, anchor: Anchor, inputs: &[usize], output: usize, body: Gra
         covers: vec![],
         schedule: None,
         workspace: None,
+        semaphore: None,
     }
 }
 

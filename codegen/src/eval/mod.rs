@@ -78,6 +78,8 @@ pub(crate) struct Emitter<'a> {
     /// The kernel's workspace address (parameter `ws`), when it has one.
     workspace: Option<Reg>,
     touched_workspace: bool,
+    /// The kernel's semaphore address (parameter `sem`), when it has one.
+    semaphore: Option<Reg>,
     /// Values whose slices an earlier launch left in the workspace.
     split: Option<Rc<dyn Slices>>,
     /// Windows, contractions and reductions inside the body, one element at a time.
@@ -120,6 +122,7 @@ impl<'a> Emitter<'a> {
             .map(|i| load(format!("out{i}")))
             .collect();
         let workspace = kernel.workspace.map(|_| load("ws".to_string()));
+        let semaphore = kernel.semaphore.map(|_| load("sem".to_string()));
         let input_of = kernel
             .body
             .inputs()
@@ -145,6 +148,7 @@ impl<'a> Emitter<'a> {
             touched_outputs: Default::default(),
             workspace,
             touched_workspace: false,
+            semaphore,
             split: None,
             nested,
             first_reduction: true,
@@ -221,6 +225,22 @@ impl<'a> Emitter<'a> {
         })
     }
 
+    /// The semaphore's address, or why there is none.
+    pub fn semaphore(&self) -> Result<Reg> {
+        self.semaphore.ok_or_else(|| CodegenError::Kernel {
+            kernel: self.kernel.name.clone(),
+            detail: "combining in the last block needs a semaphore buffer".into(),
+        })
+    }
+
+    /// Forgets every value and index computed so far: code that follows computes
+    /// elements of another launch's shape, where a value the launch's own loop nest bound
+    /// (an anchor's partial result) must not be taken for the whole.
+    pub fn forget_values(&mut self) {
+        self.values = ScopedMap::new();
+        self.indexer = Indexer::new();
+    }
+
     /// The layout of the buffer an earlier launch stored `v` in whole, if it did.
     pub fn stored_layout(&self, v: Value) -> Option<calib_ir::Layout> {
         let &i = self.stored.get(&v)?;
@@ -256,8 +276,10 @@ impl<'a> Emitter<'a> {
     pub fn param_names(&self) -> Vec<String> {
         let ins = (0..self.inputs.len()).map(|i| format!("in{i}"));
         let workspace = self.workspace.map(|_| "ws".to_string());
+        let semaphore = self.semaphore.map(|_| "sem".to_string());
         ins.chain((0..self.outputs.len()).map(|i| format!("out{i}")))
             .chain(workspace)
+            .chain(semaphore)
             .collect()
     }
 

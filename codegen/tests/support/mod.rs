@@ -64,6 +64,7 @@ pub fn single_kernel(graph: &Graph, anchor: Anchor) -> Program {
         covers: vec![],
         schedule: None,
         workspace: None,
+        semaphore: None,
     };
     let program = Program {
         buffers,

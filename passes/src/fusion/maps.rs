@@ -186,6 +186,7 @@ mod tests {
             covers: vec![],
             schedule: None,
             workspace: None,
+            semaphore: None,
         }
     }
 

@@ -282,6 +282,7 @@ mod tests {
             covers: vec![],
             schedule: None,
             workspace: None,
+            semaphore: None,
         }
     }
 

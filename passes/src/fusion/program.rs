@@ -121,6 +121,7 @@ pub fn assemble(
             covers: pk.covers.clone(),
             schedule: None,
             workspace: None,
+            semaphore: None,
         });
     }
     attribute_uncovered(graph, &mut program);

@@ -2,7 +2,9 @@
 //! every reduction kernel the split of its reduced elements, that the cost model
 //! predicts fastest on the target device (on tensor cores where the precision policy
 //! allows them), or that `calib tune` measured fastest ([`super::tuning`]) ([`super::estimate`]); a split kernel gets a
-//! workspace buffer for its partial results.
+//! workspace buffer for its partial results, and a split reduction a semaphore, on
+//! which its last block to finish combines them where they are few
+//! ([`calib_ir::Kernel::semaphore`]).
 
 use super::estimate::{best_reduction_split, best_schedule};
 use super::FusionOptions;
@@ -31,7 +33,9 @@ pub fn reassign_with(
     let workspaces: Vec<usize> = program
         .kernels
         .iter()
-        .filter_map(|k| k.workspace.map(|b| b.0))
+        .flat_map(|k| [k.workspace, k.semaphore])
+        .flatten()
+        .map(|b| b.0)
         .collect();
     let first = workspaces
         .iter()
@@ -44,7 +48,7 @@ pub fn reassign_with(
     }
     program.buffers.truncate(first);
     for k in &mut program.kernels {
-        (k.schedule, k.workspace) = (None, None);
+        (k.schedule, k.workspace, k.semaphore) = (None, None, None);
     }
     assign_with(program, options, chosen);
     true
@@ -90,10 +94,22 @@ fn assign_with(
         let bytes = workspace_bytes(body, &schedule);
         gemms += usize::from(schedule.gemm.is_some_and(|g| g.split_k > 1));
         reductions += usize::from(schedule.reduction.is_some_and(|r| r.split > 1));
+        let combines_in_place = serial_combine(&schedule);
         program.kernels[k].schedule = Some(schedule);
         program.add_workspace(k, bytes);
+        if combines_in_place {
+            program.add_semaphore(k);
+        }
     }
     (gemms, reductions)
+}
+
+/// Whether `kernel`, split as `schedule` says, gets a semaphore on which its last block
+/// can combine the slices ([`calib_ir::Kernel::semaphore`]): a kernel whose first
+/// launch is a split reduction. Code generation uses it where the combine is small; a
+/// semaphore is four bytes.
+fn serial_combine(schedule: &Schedule) -> bool {
+    schedule.reduction.is_some_and(|r| r.split > 1) && schedule.gemm.is_none()
 }
 
 /// Bytes of workspace a kernel with this body needs under `schedule`: a split GEMM's

@@ -153,6 +153,7 @@ mod tests {
             covers: vec![],
             schedule: None,
             workspace: None,
+            semaphore: None,
         }
     }
 

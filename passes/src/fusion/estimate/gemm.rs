@@ -311,6 +311,7 @@ pub(super) fn gemm_with(
             registers,
             census: c,
             unique_bytes: unique_bytes(body),
+            tail: None,
         });
     } else {
         main += issue(8.0 * (tm * tn) as f64 / 4.0);
@@ -327,6 +328,7 @@ pub(super) fn gemm_with(
             registers,
             census: c,
             unique_bytes: unique_bytes(body) - body.ty(anchor).size_bytes() as f64 + partial_bytes,
+            tail: None,
         });
         // The next launch: every anchor element as the sum of its slices, then the
         // epilogue, one thread per element.

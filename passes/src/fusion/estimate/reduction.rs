@@ -4,7 +4,7 @@
 
 use super::work::{issue, run_invariant_work, work_of, Work};
 use super::{census, seconds, touched_bytes, MAX_POINTWISE_BLOCKS, THREADS};
-use calib_cost::{Device, Launch};
+use calib_cost::{Census, Device, Launch};
 use calib_ir::{numel, Graph, InputLayouts, Layout, Op, OpClass, ReductionSchedule, Value};
 
 /// One thread per element of the largest output, each evaluating `roots` at its
@@ -56,6 +56,7 @@ pub(super) fn pointwise(body: &Graph, roots: &[Value], stop: &[Value]) -> Launch
         registers: 32,
         census: c,
         unique_bytes: touched_bytes(body, roots, stop),
+        tail: None,
     }
 }
 
@@ -150,6 +151,7 @@ pub(super) fn reduction_over(
             barriers,
         ),
         unique_bytes: touched,
+        tail: None,
     };
     if !passes.is_empty() {
         // The passes' elements spread over this launch's threads instead of one each.
@@ -168,7 +170,17 @@ pub(super) fn reduction_over(
         combine.census.global_loads += per_element * elements;
         combine.census.global_load_bytes += 4.0 * per_element * elements;
         combine.unique_bytes = (4 * (split + 1) * group.len() * outputs) as f64;
-        launches.push(combine);
+        let serial = combine.blocks <= calib_ir::SERIAL_COMBINE_BLOCKS as u64
+            && outputs <= calib_ir::SERIAL_COMBINE_ELEMENTS;
+        if serial {
+            // The last block of the split launch combines, one block wide.
+            let mut tail = Census::default();
+            tail.add_scaled(&combine.census, combine.blocks as f64);
+            launches[0].tail = Some(tail);
+            launches[0].unique_bytes += combine.unique_bytes;
+        } else {
+            launches.push(combine);
+        }
     }
     launches
 }
