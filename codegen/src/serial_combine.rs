@@ -15,7 +15,7 @@
 //!           old = atom.add(sem, 1)
 //!           last = old == blocks - 1;  if last: sem = 0, membar.gl
 //! bar.sync                      (last shared through shared memory)
-//! if last: the combining pass, by this block's threads
+//! if last: membar.gl, then the combining pass, by this block's threads
 //! ```
 //!
 //! The semaphore is zero before the program first runs and the last block sets it back
@@ -85,6 +85,9 @@ pub(crate) fn fold(
     // Only one block runs this: it costs the other blocks nothing, and the cost model
     // prices it apart (`tail`).
     cx.b.enter_loop(0.0);
+    // Every thread acquires the other blocks' stores itself, not only through thread
+    // 0's fence and the barrier: its loads must not be served by stale lines.
+    ins!(cx.b, "membar.gl");
     cx.read_back(&launch.stores);
     cx.read_split(split);
     cx.forget_values();
