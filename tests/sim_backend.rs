@@ -36,6 +36,29 @@ fn tiny_scnet_two_sgd_steps_on_the_simulator() {
     check("tiny_scnet", 1 + 3 + 51 + 53 + 104 + 53 + 2 + 53 + 104);
 }
 
+/// The plan the fixture test above runs combines split statistics in the last block of
+/// their launch (`codegen/src/serial_combine.rs`), so that test checks those kernels
+/// against PyTorch (`codegen/tests/reduction.rs` checks that a second run over the same
+/// memory finds the semaphore reset).
+#[test]
+fn tiny_scnet_step_combines_split_statistics_in_their_last_block() {
+    use calib::passes::{train_step, TrainConfig};
+    let dir = fixture("tiny_scnet");
+    let file = calib::models::load_spec_file(dir.join("meta.json")).unwrap();
+    let shape = file.input_shape.unwrap();
+    let mode = calib::ir::Mode::Train;
+    let model = calib::models::build(&file.spec, &shape, mode, calib::ir::DType::F32).unwrap();
+    let step = train_step(&model.graph, &TrainConfig::default()).unwrap();
+    let plan = Sim::new().prepare(&step.graph).unwrap();
+    let plan = plan.plan();
+    let launches = |name: &str| plan.kernels.iter().filter(|l| l.kernel == name).count();
+    let in_place: Vec<&str> = (plan.program.kernels.iter())
+        .filter(|k| k.semaphore.is_some() && launches(&k.name) == 1)
+        .map(|k| k.name.as_str())
+        .collect();
+    assert!(!in_place.is_empty(), "no kernel combines in its last block");
+}
+
 #[test]
 fn scbottleneck_s2_down_on_the_simulator() {
     // 8 convs, 8 BNs: outputs, grad_input, 24 buffers, 8 + 16 gradients
