@@ -142,7 +142,7 @@ pub fn compile_kernel(
         let writes_workspace = launch.split.is_some();
         remaining.retain(|i| !launch.stores.contains(i));
         let tail = match compiled.is_empty() {
-            true => serial_combine::fold(&mut cx, program, kernel, &launch, &stored, &remaining)?,
+            true => serial_combine::fold(&mut cx, &launch, &stored, &remaining)?,
             false => None,
         };
         if tail.is_some() {

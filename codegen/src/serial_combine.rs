@@ -28,7 +28,6 @@ use crate::kernel::MAX_THREADS;
 use crate::launch::{self, Launch};
 use crate::ptx::{ins, InstructionMix, Operand, Ty, SHARED};
 use crate::{pointwise, Family};
-use calib_ir::{Kernel, Program};
 use std::rc::Rc;
 
 /// Where the last block of the split launch in `cx` can store `rest`, every output the
@@ -38,8 +37,6 @@ use std::rc::Rc;
 /// small pointwise launch.
 pub(crate) fn fold(
     cx: &mut Emitter,
-    program: &Program,
-    kernel: &Kernel,
     launch: &Launch,
     read_back: &[usize],
     rest: &[usize],
@@ -47,6 +44,7 @@ pub(crate) fn fold(
     let Some(split) = launch.split.clone() else {
         return Ok(None);
     };
+    let (program, kernel) = (cx.program, cx.kernel);
     if kernel.semaphore.is_none() || launch.family != Family::Reduction || rest.is_empty() {
         return Ok(None);
     }

@@ -311,16 +311,7 @@ fn a_split_reduction_with_a_semaphore_combines_in_its_last_block() {
     // Two runs over the same memory: the second finds the semaphore reset.
     use calib_runtime::sim::{self, GlobalMemory, KernelArg, SimOptions};
     let mut memory = GlobalMemory::new();
-    let addresses: Vec<u64> = (kernel.params.iter())
-        .map(|p| {
-            let buffer = one_launch.buffer(p.buffer);
-            let at = memory.alloc(buffer.ty.size_bytes()).unwrap();
-            if let Some(t) = inputs.get(&buffer.name) {
-                memory.write_bytes(at, &t.to_le_bytes()).unwrap();
-            }
-            at
-        })
-        .collect();
+    let addresses = support::allocate_params(&one_launch, kernel, &inputs, &mut memory);
     let args: Vec<KernelArg> = addresses.iter().map(|&a| KernelArg::U64(a)).collect();
     let module = sim::parse(&kernel.ptx).unwrap();
     let at = |name: &str| {

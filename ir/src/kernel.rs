@@ -255,12 +255,6 @@ impl Program {
         self.kernels[k].semaphore = Some(BufferId(self.buffers.len() - 1));
     }
 
-    /// The buffers that hold kernels' semaphores: they keep their bytes for the whole
-    /// program, and across runs of it.
-    pub fn semaphores(&self) -> impl Iterator<Item = BufferId> + '_ {
-        self.kernels.iter().filter_map(|k| k.semaphore)
-    }
-
     /// Checks what an executor relies on: every buffer id exists; each body's inputs and
     /// outputs match the kernel's buffers (slices included) in order and type; inputs
     /// and params are never written; every other buffer is written whole once, or slice

@@ -129,15 +129,9 @@ pub fn run_kernel(
 ) -> Result<calib_runtime::sim::Stats, calib_runtime::sim::SimError> {
     use calib_runtime::sim::{self, GlobalMemory, KernelArg, SimOptions};
     let mut memory = GlobalMemory::new();
-    let args: Vec<KernelArg> = (kernel.params.iter())
-        .map(|p| {
-            let buffer = program.buffer(p.buffer);
-            let at = memory.alloc(buffer.ty.size_bytes()).unwrap();
-            if let Some(t) = inputs.get(&buffer.name) {
-                memory.write_bytes(at, &t.to_le_bytes()).unwrap();
-            }
-            KernelArg::U64(at)
-        })
+    let args: Vec<KernelArg> = allocate_params(program, kernel, inputs, &mut memory)
+        .into_iter()
+        .map(KernelArg::U64)
         .collect();
     let module = sim::parse(ptx).unwrap();
     let (grid, block, shared) = (kernel.grid, kernel.block, kernel.shared_bytes);
@@ -152,6 +146,26 @@ pub fn run_kernel(
         &args,
         &mut memory,
     )
+}
+
+/// An allocation in `memory` for each of `kernel`'s parameters, zeroed but for the
+/// buffers `inputs` name; their addresses, in parameter order.
+pub fn allocate_params(
+    program: &Program,
+    kernel: &calib_codegen::CompiledKernel,
+    inputs: &BTreeMap<String, HostTensor>,
+    memory: &mut calib_runtime::sim::GlobalMemory,
+) -> Vec<u64> {
+    (kernel.params.iter())
+        .map(|p| {
+            let buffer = program.buffer(p.buffer);
+            let at = memory.alloc(buffer.ty.size_bytes()).unwrap();
+            if let Some(t) = inputs.get(&buffer.name) {
+                memory.write_bytes(at, &t.to_le_bytes()).unwrap();
+            }
+            at
+        })
+        .collect()
 }
 
 /// What the simulator executed for kernel `k` of `program` (its buffers zeroed but for
