@@ -358,3 +358,96 @@ fn a_split_gemms_later_launches_move_their_own_bytes() {
     // The statistics read the partial tiles and the residual, and write 256 sums.
     assert_eq!(launches[2].unique_bytes, partials + image + 256.0 * 4.0);
 }
+
+/// A weight gradient of SCNet-50's layer3 (1024x256 outputs, `k` = 64x14x14): sixteen
+/// 128x128 tiles. Splitting `k` to fill one wave of an H200's 132 SMs takes 8 slices
+/// (128 blocks); 9 slices (the smallest split that reaches 132 blocks) make 144, and
+/// the twelve of the second wave then take as long as the first 132. The candidates
+/// hold, for each number of waves, the largest split that stays within it as well as
+/// the smallest that fills it.
+#[test]
+fn splits_of_k_include_the_largest_that_fits_whole_waves() {
+    use calib_ir::{gemm_anchor, GemmDims, GemmInstruction, Precision};
+    use calib_passes::fusion::estimate::candidate_schedules;
+    let body = text::parse(
+        r#"graph {
+  %0 = input name="x" : bf16[64,256,14,14]
+  %1 = cast(%0) to="f32" : f32[64,256,14,14]
+  %2 = input name="dy" : bf16[64,1024,14,14]
+  %3 = cast(%2) to="f32" : f32[64,1024,14,14]
+  %4 = conv2d_backward_weight(%1, %3) stride=[1,1] padding=[0,0] dilation=[1,1] groups=1 kernel=[1,1] : f32[1024,256,1,1]
+  return dw=%4
+}
+"#,
+    )
+    .unwrap();
+    let dims = GemmDims::of(&body, gemm_anchor(&body).unwrap()).unwrap();
+    let device = Device::load("h200").unwrap();
+    let splits: Vec<usize> = candidate_schedules(&dims, &device, Precision::Bf16)
+        .into_iter()
+        .filter(|s| {
+            (s.block_m, s.block_n, s.block_k, s.stages) == (128, 128, 32, 3)
+                && s.instruction == GemmInstruction::MmaBf16
+        })
+        .map(|s| s.split_k)
+        .collect();
+    let tiles = 16;
+    for waves in [1, 2, 4] {
+        let slots = waves * device.sms as usize;
+        let within = slots / tiles;
+        assert!(tiles * within <= slots && tiles * (within + 1) > slots);
+        assert!(splits.contains(&within), "{waves} waves: {splits:?}");
+        assert!(
+            splits.contains(&slots.div_ceil(tiles)),
+            "{waves} waves: {splits:?}"
+        );
+    }
+    // Priced, the split that fits one wave beats the one that spills into a second.
+    use calib_ir::Schedule;
+    use calib_passes::fusion::estimate::{gemm, seconds};
+    let anchor = gemm_anchor(&body).unwrap();
+    let time = |split_k: usize| {
+        let s = calib_ir::GemmSchedule {
+            block_m: 128,
+            block_n: 128,
+            block_k: 32,
+            split_k,
+            instruction: GemmInstruction::MmaBf16,
+            stages: 3,
+        };
+        seconds(
+            &gemm(&body, anchor, &dims, &Schedule::gemm(s), &[]).launches,
+            &device,
+        )
+    };
+    assert!(
+        time(8) < time(9),
+        "{} us against {} us",
+        time(8) * 1e6,
+        time(9) * 1e6
+    );
+}
+
+/// The same for a reduction's split: BatchNorm's statistics over 256 channels of
+/// 64x56x56, on an H200's 132 SMs at eight blocks each (1056 a wave), fill one wave
+/// with four slices (1024 blocks) and spill into a second with five.
+#[test]
+fn reduction_splits_include_the_largest_that_fits_whole_waves() {
+    use calib_passes::fusion::estimate::ranked_reduction_splits;
+    let g = text::parse(
+        r#"graph {
+  %0 = input name="x" : bf16[64,256,56,56]
+  %1 = cast(%0) to="f32" : f32[64,256,56,56]
+  %2 = reduce_sum(%1) axes=[0,2,3] keepdims=true : f32[1,256,1,1]
+  return sum=%2
+}
+"#,
+    )
+    .unwrap();
+    let device = Device::load("h200").unwrap();
+    let splits = ranked_reduction_splits(&g, &device, &[]);
+    for (within, spilling) in [(4, 5), (8, 9), (16, 17), (33, 33)] {
+        assert!(splits.contains(&within), "{within}: {splits:?}");
+        assert!(splits.contains(&spilling), "{spilling}: {splits:?}");
+    }
+}

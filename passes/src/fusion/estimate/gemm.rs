@@ -433,8 +433,9 @@ pub(super) fn first_reduction(body: &Graph, v: Value) -> Option<Value> {
 
 /// The schedules the planner considers for a GEMM of `dims`: every tile shape at two
 /// step depths, with `k` unsplit and split into as many slices as fill the device's SMs
-/// one to eight times; on tensor cores each also with three and four shared stages
-/// (`cp.async` rings) where the device's shared memory holds them.
+/// one to eight times, or just fit them ([`push_with_splits`]); on tensor cores each
+/// also with three and four shared stages (`cp.async` rings) where the device's shared
+/// memory holds them.
 pub fn candidate_schedules(
     dims: &GemmDims,
     device: &Device,
@@ -492,8 +493,11 @@ pub fn candidate_schedules(
     out
 }
 
-/// `base` (unsplit), and with the splits that bring the grid to about one to eight
-/// waves of one block per SM, each slice keeping at least eight k steps.
+/// `base` (unsplit), and with the splits that bring the grid to one, two, four or eight
+/// waves of one block per SM, each slice keeping at least eight k steps: for each, the
+/// largest split within the waves and the smallest that fills them. (Sixteen tiles on
+/// 132 SMs: 8 slices make one wave of 128 blocks, 9 make 144, and the twelve of the
+/// second wave take as long as the first wave.)
 fn push_with_splits(
     out: &mut Vec<GemmSchedule>,
     base: GemmSchedule,
@@ -503,14 +507,17 @@ fn push_with_splits(
 ) {
     out.push(base);
     for waves in [1, 2, 4, 8] {
-        let want = (waves * device.sms as usize).div_ceil(tiles.max(1));
-        let split = want.min(steps / 8).min(1024);
-        let s = GemmSchedule {
-            split_k: split,
-            ..base
-        };
-        if split > 1 && !out.contains(&s) {
-            out.push(s);
+        let slots = waves * device.sms as usize;
+        let tiles = tiles.max(1);
+        for want in [slots / tiles, slots.div_ceil(tiles)] {
+            let split = want.min(steps / 8).min(1024);
+            let s = GemmSchedule {
+                split_k: split,
+                ..base
+            };
+            if split > 1 && !out.contains(&s) {
+                out.push(s);
+            }
         }
     }
 }

@@ -232,14 +232,18 @@ pub(super) fn reduction_anchor(body: &Graph) -> Option<Value> {
     best.map(|(_, v)| v)
 }
 
-/// Splits the planner tries for a reduction of `length` elements into `outputs`.
+/// Splits the planner tries for a reduction of `length` elements into `outputs`: for one,
+/// two, four and eight waves of eight blocks per SM, the largest split within them and
+/// the smallest that fills them.
 pub(super) fn reduction_splits(outputs: usize, length: usize, device: &Device) -> Vec<usize> {
     let mut splits = vec![1];
     for waves in [1, 2, 4, 8] {
-        let want = (waves * device.sms as usize * 8).div_ceil(outputs.max(1));
-        let split = want.min(length / 2048).min(256);
-        if split > 1 && !splits.contains(&split) {
-            splits.push(split);
+        let slots = waves * device.sms as usize * 8;
+        for want in [slots / outputs.max(1), slots.div_ceil(outputs.max(1))] {
+            let split = want.min(length / 2048).min(256);
+            if split > 1 && !splits.contains(&split) {
+                splits.push(split);
+            }
         }
     }
     splits
