@@ -61,6 +61,7 @@ pub fn ablate(
         ("concat-views", r.concat_views),
         ("foreach-updates", r.updates_merged),
         ("sibling-maps", r.maps_merged),
+        ("epilogue-consumers", r.epilogue_consumers),
         ("narrow-stores", r.narrow_stores),
         ("shared-rounding", r.shared_roundings),
         (PAD_CHANNELS, padded_convolutions(graph, options)),

@@ -123,6 +123,16 @@ fn host_for(p: &Program, t: usize) -> Option<usize> {
 
 /// Appends `extra`'s body, inputs and outputs to `host`.
 pub(super) fn append(host: &mut Kernel, extra: Kernel) {
+    append_reading(host, extra, &HashMap::new());
+}
+
+/// [`append`], where `extra` reads each buffer of `produced` as the host's value there
+/// (a result the host computes) instead of loading it.
+pub(super) fn append_reading(
+    host: &mut Kernel,
+    extra: Kernel,
+    produced: &HashMap<BufferId, Value>,
+) {
     let mut body = host.body.clone();
     let mut map: HashMap<usize, Value> = HashMap::new();
     for (i, node) in extra.body.nodes.iter().enumerate() {
@@ -130,6 +140,10 @@ pub(super) fn append(host: &mut Kernel, extra: Kernel) {
             Op::Input { name } => {
                 let k: usize = name[2..].parse().expect("body inputs are named in<k>");
                 let buf = extra.inputs[k];
+                if let Some(&v) = produced.get(&buf) {
+                    map.insert(i, v);
+                    continue;
+                }
                 match host.inputs.iter().position(|&b| b == buf) {
                     Some(j) => body
                         .inputs()

@@ -9,6 +9,8 @@
 //!            lower     kernel-forming rules add fused kernels kernels.rs, group.rs
 //!            extract   the cheapest kernels, DAG-aware        plan.rs, extract.rs
 //!        ─► stitch regions, fold side outputs, concat views   program.rs, horizontal.rs
+//!           merge sibling maps                                maps.rs
+//!           fold a GEMM's one consumer into its epilogue      epilogue_consumers.rs
 //!           store bf16 round trips as bf16                    narrow.rs
 //! ```
 //!
@@ -20,6 +22,7 @@ mod algebra;
 mod analysis;
 mod cost;
 mod dag;
+mod epilogue_consumers;
 pub mod estimate;
 mod explain;
 mod extract;
@@ -159,6 +162,11 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
     } else {
         0
     };
+    let epilogue_consumers = if on(rule_set::EPILOGUE_CONSUMERS) {
+        epilogue_consumers::fold_consumers(&mut program, &options.device, options.precision)
+    } else {
+        0
+    };
     // After the passes that move outputs between kernels, before schedules are chosen
     // for the bodies as they will be generated.
     let narrow_stores = if on(rule_set::NARROW_STORES) {
@@ -214,6 +222,7 @@ pub fn fuse(graph: &Graph, options: &FusionOptions) -> Result<Fusion> {
         concat_views,
         updates_merged,
         maps_merged,
+        epilogue_consumers,
         narrow_stores,
         shared_roundings,
         split_k,

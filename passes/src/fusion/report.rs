@@ -36,6 +36,9 @@ pub struct FusionReport {
     pub updates_merged: usize,
     /// Pointwise kernels merged into a sibling that reads the same tensors (`maps.rs`).
     pub maps_merged: usize,
+    /// Pointwise kernels folded into the GEMM whose result they alone read
+    /// (`epilogue_consumers.rs`).
+    pub epilogue_consumers: usize,
     /// Buffers holding bf16 round trips stored as bf16 (`narrow.rs`).
     pub narrow_stores: usize,
     /// Stored TF32 round trips whose readers round the value they round instead
@@ -243,11 +246,12 @@ impl FusionReport {
         writeln!(
             t,
             "  side outputs folded: {}, concats as views: {}, updates merged: {}, sibling maps merged: {}, \
-             bf16 stores: {}, shared roundings: {}, split GEMMs: {}, split reductions: {}, channels-last buffers: {}",
+             consumers as epilogues: {}, bf16 stores: {}, shared roundings: {}, split GEMMs: {}, split reductions: {}, channels-last buffers: {}",
             self.side_outputs,
             self.concat_views,
             self.updates_merged,
             self.maps_merged,
+            self.epilogue_consumers,
             self.narrow_stores,
             self.shared_roundings,
             self.split_k,

@@ -26,6 +26,7 @@ pub const SIDE_OUTPUTS: &str = "side-outputs";
 pub const CONCAT_VIEWS: &str = "concat-views";
 pub const FOREACH_UPDATES: &str = "foreach-updates";
 pub const SIBLING_MAPS: &str = "sibling-maps";
+pub const EPILOGUE_CONSUMERS: &str = "epilogue-consumers";
 pub const NARROW_STORES: &str = "narrow-stores";
 pub const SHARED_ROUNDING: &str = "shared-rounding";
 
@@ -75,6 +76,7 @@ pub fn catalogue() -> Vec<RuleInfo> {
                 CONCAT_VIEWS,
                 FOREACH_UPDATES,
                 SIBLING_MAPS,
+                EPILOGUE_CONSUMERS,
                 NARROW_STORES,
                 SHARED_ROUNDING,
             ],
