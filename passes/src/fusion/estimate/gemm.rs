@@ -433,9 +433,9 @@ pub(super) fn first_reduction(body: &Graph, v: Value) -> Option<Value> {
 
 /// The schedules the planner considers for a GEMM of `dims`: every tile shape at two
 /// step depths, with `k` unsplit and split into as many slices as fill the device's SMs
-/// one to eight times, or just fit them ([`push_with_splits`]); on tensor cores each
-/// also with three and four shared stages (`cp.async` rings) where the device's shared
-/// memory holds them.
+/// one to eight times, or that just fit them (a few blocks spilling into one more wave
+/// cost a whole wave); on tensor cores each also with three and four shared stages
+/// (`cp.async` rings) where the device's shared memory holds them.
 pub fn candidate_schedules(
     dims: &GemmDims,
     device: &Device,
