@@ -96,47 +96,133 @@ pub fn plan(
     r: usize,
     multi_output: bool,
 ) -> RegionPlan {
+    let region = Region {
+        rg,
+        dag,
+        graph,
+        device,
+        precision,
+    };
     let eg = &rg.egraph;
     let at: HashMap<Id, usize> = (0..dag.len()).map(|i| (eg.find(dag.class[i]), i)).collect();
-    let scope = |i: usize| {
-        dag.originals[i]
+    let priced = region.price(&at, multi_output);
+    let roots: Vec<usize> = (0..dag.len()).filter(|&i| dag.root[i]).collect();
+    let choice = solve(&priced.problem, &roots);
+    let val = |i: usize| value_of(dag, r, i);
+    let mut out = RegionPlan::default();
+    let used = region.walk(&priced, &choice, &roots, &val, &mut out.kernels);
+    region.fused_kernels(used, &val, &mut out.kernels);
+    out.roots = rg
+        .roots
+        .iter()
+        .map(|o| (*o, val(at[&eg.find(rg.class_of[o])])))
+        .collect();
+    out
+}
+
+/// What planning reads of one region: its e-graph and chosen DAG, the graph its nodes
+/// came from (for scopes and labels), and the device and precision kernels are priced
+/// for.
+struct Region<'a> {
+    rg: &'a RegionGraph,
+    dag: &'a Dag,
+    graph: &'a Graph,
+    device: &'a Device,
+    precision: Precision,
+}
+
+/// Extraction's problem for a region, and what its items stand for.
+struct Priced {
+    problem: Problem,
+    /// Per DAG index, its op as a kernel of its own, where one was built.
+    singles: Vec<Option<Single>>,
+    /// The items that are fused kernels of the e-graph, to their kernel number.
+    item_kernel: HashMap<u32, u32>,
+}
+
+impl Region<'_> {
+    /// The scope of DAG index `i`'s first original node.
+    fn scope(&self, i: usize) -> String {
+        self.dag.originals[i]
             .first()
-            .map_or(String::new(), |&o| graph.nodes[o].scope.clone())
-    };
-    let mut problem = Problem::default();
-    let mut singles: Vec<Option<Single>> = vec![];
-    let mut kernel_item: HashMap<Id, u32> = HashMap::new();
-    let mut item_kernel: HashMap<u32, u32> = HashMap::new();
-    for i in 0..dag.len() {
-        let mut cands = vec![];
-        match dag.kind(i) {
-            Kind::Leaf => cands.push(Candidate {
-                item: None,
-                children: vec![],
-            }),
-            Kind::Free => cands.push(Candidate {
-                item: None,
-                children: dag.inputs[i].clone(),
-            }),
-            _ => {
-                let mut g = Group::seed(dag, i);
-                g.absorb(dag, i, Producers::FreeOnly);
-                if let Some((body, inputs, covers)) = g.body(dag, &[i], &scope) {
-                    problem
-                        .item_cost
-                        .push(planned_seconds(&body, &inputs, dag, device, precision));
-                    cands.push(Candidate {
-                        item: Some(problem.item_cost.len() as u32 - 1),
-                        children: inputs.clone(),
-                    });
-                    singles.push(Some((g, body, inputs, covers)));
+            .map_or(String::new(), |&o| self.graph.nodes[o].scope.clone())
+    }
+
+    fn seconds(&self, body: &Graph, inputs: &[usize]) -> f64 {
+        planned_seconds(body, inputs, self.dag, self.device, self.precision)
+    }
+
+    /// DAG index `i`'s op as a kernel of its own, with the free producers it absorbs.
+    fn single(&self, i: usize) -> Option<Single> {
+        let mut g = Group::seed(self.dag, i);
+        g.absorb(self.dag, i, Producers::FreeOnly);
+        let (body, inputs, covers) = g.body(self.dag, &[i], &|i| self.scope(i))?;
+        Some((g, body, inputs, covers))
+    }
+
+    /// Every class's candidates, priced: a leaf or a free view as it is, an op as a
+    /// kernel of its own, and every fused kernel with an output there (`at`: a class's
+    /// DAG index).
+    fn price(&self, at: &HashMap<Id, usize>, multi_output: bool) -> Priced {
+        let mut priced = Priced {
+            problem: Problem::default(),
+            singles: vec![],
+            item_kernel: HashMap::new(),
+        };
+        let mut kernel_item: HashMap<Id, u32> = HashMap::new();
+        for i in 0..self.dag.len() {
+            let mut cands = vec![];
+            let mut single = None;
+            match self.dag.kind(i) {
+                Kind::Leaf => cands.push(Candidate {
+                    item: None,
+                    children: vec![],
+                }),
+                Kind::Free => cands.push(Candidate {
+                    item: None,
+                    children: self.dag.inputs[i].clone(),
+                }),
+                _ => {
+                    if let Some(s) = self.single(i) {
+                        let item = priced.add_item(self.seconds(&s.1, &s.2));
+                        cands.push(Candidate {
+                            item: Some(item),
+                            children: s.2.clone(),
+                        });
+                        single = Some(s);
+                    }
                 }
             }
+            priced.singles.push(single);
+            for (kc, k, children) in self.fused_kernels_at(i, at, multi_output) {
+                let item = *kernel_item.entry(kc).or_insert_with(|| {
+                    let body = &self.rg.egraph.analysis.kernel(k).body;
+                    let item = priced.add_item(self.seconds(body, &children));
+                    priced.item_kernel.insert(item, k);
+                    item
+                });
+                cands.push(Candidate {
+                    item: Some(item),
+                    children,
+                });
+            }
+            priced.problem.candidates.push(cands);
         }
-        if singles.len() <= i {
-            singles.push(None);
-        }
-        for n in &eg[eg.find(dag.class[i])].nodes {
+        priced
+    }
+
+    /// The fused kernels with an output in DAG index `i`'s class: each one's class,
+    /// kernel number and inputs (as DAG indices); with one output only unless
+    /// `multi_output`.
+    fn fused_kernels_at(
+        &self,
+        i: usize,
+        at: &HashMap<Id, usize>,
+        multi_output: bool,
+    ) -> Vec<(Id, u32, Vec<usize>)> {
+        let eg = &self.rg.egraph;
+        let mut found = vec![];
+        for n in &eg[eg.find(self.dag.class[i])].nodes {
             let Head::Proj(_) = n.head else { continue };
             let kc = eg.find(n.children[0]);
             let Some(kn) = eg[kc]
@@ -147,112 +233,108 @@ pub fn plan(
                 continue;
             };
             let Head::Kernel(k) = kn.head else { continue };
-            let info = eg.analysis.kernel(k);
-            if !multi_output && info.body.outputs.len() > 1 {
+            if !multi_output && eg.analysis.kernel(k).body.outputs.len() > 1 {
                 continue;
             }
-            let Some(children) = kn
+            let children = kn
                 .children
                 .iter()
                 .map(|c| at.get(&eg.find(*c)).copied())
-                .collect::<Option<Vec<_>>>()
-            else {
+                .collect::<Option<Vec<_>>>();
+            if let Some(children) = children {
+                found.push((kc, k, children));
+            }
+        }
+        found
+    }
+
+    /// Walks what the roots need under `choice`: pushes the ops chosen as kernels of
+    /// their own to `kernels`, and returns each chosen fused kernel's used outputs.
+    fn walk(
+        &self,
+        priced: &Priced,
+        choice: &[Option<usize>],
+        roots: &[usize],
+        val: &dyn Fn(usize) -> Val,
+        kernels: &mut Vec<PlannedKernel>,
+    ) -> BTreeMap<u32, Vec<usize>> {
+        let dag = self.dag;
+        let mut used: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        let mut seen = vec![false; dag.len()];
+        let mut stack = roots.to_vec();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            let Some(k) = choice[i] else { continue };
+            let cand = &priced.problem.candidates[i][k];
+            stack.extend(&cand.children);
+            let fused = cand.item.and_then(|item| priced.item_kernel.get(&item));
+            let single = match (dag.kind(i), fused) {
+                (_, Some(&kid)) => {
+                    used.entry(kid).or_default().push(i);
+                    continue;
+                }
+                (Kind::Leaf, _) => continue,
+                (Kind::Free, _) if !dag.root[i] => continue,
+                // A root that is only a view of another value still needs a buffer.
+                (Kind::Free, _) => match self.single(i) {
+                    Some((_, body, inputs, covers)) => (Anchor::Pointwise, body, inputs, covers),
+                    None => continue,
+                },
+                _ => {
+                    let (g, body, inputs, covers) = priced.singles[i]
+                        .clone()
+                        .expect("a chosen op kernel was built");
+                    (g.anchor_kind(dag), body, inputs, covers)
+                }
+            };
+            let (anchor, body, inputs, covers) = single;
+            let label = label(dag, self.graph, i);
+            kernels.push(planned(body, anchor, label, &inputs, &[i], covers, val));
+        }
+        used
+    }
+
+    /// The chosen fused kernels, each rebuilt for the outputs `used` lists.
+    fn fused_kernels(
+        &self,
+        used: BTreeMap<u32, Vec<usize>>,
+        val: &dyn Fn(usize) -> Val,
+        kernels: &mut Vec<PlannedKernel>,
+    ) {
+        for (kid, mut outputs) in used {
+            let info: &KernelBody = self.rg.egraph.analysis.kernel(kid);
+            outputs.sort();
+            let scope = |i: usize| self.scope(i);
+            let Some((body, inputs, covers)) = info.group.body(self.dag, &outputs, &scope) else {
                 continue;
             };
-            let item = *kernel_item.entry(kc).or_insert_with(|| {
-                problem.item_cost.push(planned_seconds(
-                    &info.body, &children, dag, device, precision,
-                ));
-                let item = problem.item_cost.len() as u32 - 1;
-                item_kernel.insert(item, k);
-                item
-            });
-            cands.push(Candidate {
-                item: Some(item),
-                children,
-            });
+            let seed = info
+                .group
+                .anchor
+                .or_else(|| info.group.members.keys().next_back().copied())
+                .unwrap_or(outputs[0]);
+            let label = label(self.dag, self.graph, seed);
+            kernels.push(planned(
+                body,
+                info.anchor,
+                label,
+                &inputs,
+                &outputs,
+                covers,
+                val,
+            ));
         }
-        problem.candidates.push(cands);
     }
-    let roots: Vec<usize> = (0..dag.len()).filter(|&i| dag.root[i]).collect();
-    let choice = solve(&problem, &roots);
+}
 
-    // Walk what the roots need; collect each chosen kernel's used outputs.
-    let val = |i: usize| value_of(dag, r, i);
-    let mut out = RegionPlan::default();
-    let mut used: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    let mut seen = vec![false; dag.len()];
-    let mut stack = roots.clone();
-    while let Some(i) = stack.pop() {
-        if std::mem::replace(&mut seen[i], true) {
-            continue;
-        }
-        let Some(k) = choice[i] else { continue };
-        let cand = &problem.candidates[i][k];
-        stack.extend(&cand.children);
-        let fused = cand.item.and_then(|item| item_kernel.get(&item));
-        match (dag.kind(i), fused) {
-            (_, Some(&kid)) => used.entry(kid).or_default().push(i),
-            (Kind::Leaf, _) => {}
-            (Kind::Free, _) if !dag.root[i] => {}
-            (Kind::Free, _) => {
-                // A root that is only a view of another value still needs a buffer.
-                let mut g = Group::seed(dag, i);
-                g.absorb(dag, i, Producers::FreeOnly);
-                if let Some((body, inputs, covers)) = g.body(dag, &[i], &scope) {
-                    out.kernels.push(planned(
-                        body,
-                        Anchor::Pointwise,
-                        label(dag, graph, i),
-                        &inputs,
-                        &[i],
-                        covers,
-                        &val,
-                    ));
-                }
-            }
-            _ => {
-                let (g, body, inputs, covers) =
-                    singles[i].clone().expect("a chosen op kernel was built");
-                out.kernels.push(planned(
-                    body,
-                    g.anchor_kind(dag),
-                    label(dag, graph, i),
-                    &inputs,
-                    &[i],
-                    covers,
-                    &val,
-                ));
-            }
-        }
+impl Priced {
+    /// A new extraction item costing `seconds`.
+    fn add_item(&mut self, seconds: f64) -> u32 {
+        self.problem.item_cost.push(seconds);
+        self.problem.item_cost.len() as u32 - 1
     }
-    for (kid, mut outputs) in used {
-        let info: &KernelBody = eg.analysis.kernel(kid);
-        outputs.sort();
-        let Some((body, inputs, covers)) = info.group.body(dag, &outputs, &scope) else {
-            continue;
-        };
-        let seed = info
-            .group
-            .anchor
-            .or_else(|| info.group.members.keys().next_back().copied())
-            .unwrap_or(outputs[0]);
-        out.kernels.push(planned(
-            body,
-            info.anchor,
-            label(dag, graph, seed),
-            &inputs,
-            &outputs,
-            covers,
-            &val,
-        ));
-    }
-    out.roots = rg
-        .roots
-        .iter()
-        .map(|o| (*o, val(at[&eg.find(rg.class_of[o])])))
-        .collect();
-    out
 }
 
 fn planned(
