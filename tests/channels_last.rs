@@ -8,7 +8,7 @@
 mod support;
 
 use calib::ir::{DType, Layout, Mode, Precision, Role};
-use calib::passes::fusion::tuning::{shape_key, TunedSchedule, TuningCache};
+use calib::passes::fusion::tuning::TuningCache;
 use calib::passes::fusion::{padded_convolutions, prepare, FusionOptions, LayoutPolicy, RuleSet};
 use calib::passes::precision::apply_step;
 use calib::passes::{train_step, TrainConfig};
@@ -36,26 +36,7 @@ fn row_major_schedules(graph: &calib::ir::Graph, precision: Precision) -> Tuning
     let program = calib::passes::fusion::fuse(graph, &options)
         .unwrap()
         .program;
-    let mut pinned = TuningCache {
-        device: options.device.name.clone(),
-        ..TuningCache::default()
-    };
-    // Under both keys: a kernel over channels-last images has its own.
-    for kernel in &program.kernels {
-        let Some(schedule) = kernel.schedule.and_then(|s| s.gemm) else {
-            continue;
-        };
-        for layouts in [&[][..], &[Layout::ChannelsLast]] {
-            if let Some((key, _)) = shape_key(&kernel.body, precision, layouts) {
-                pinned.entries.entry(key).or_insert(TunedSchedule {
-                    schedule,
-                    measured_us: 0.0,
-                    candidates: 1,
-                });
-            }
-        }
-    }
-    pinned
+    support::planner::pinned_schedules(&program, precision, &options.device.name)
 }
 
 fn same_bits_both_ways(precision: Precision) {

@@ -4,8 +4,8 @@
 
 mod support;
 
-use calib::ir::{DType, Graph, Layout, Mode, Op, Precision};
-use calib::passes::fusion::tuning::{shape_key, TunedSchedule, TuningCache};
+use calib::ir::{DType, Graph, Mode, Op, Precision};
+use calib::passes::fusion::tuning::TuningCache;
 use calib::passes::fusion::{fuse, prepare, Device, FusionOptions, LayoutPolicy, RuleSet};
 use calib::verify::load_case;
 use calib::verify::protocol::run_at;
@@ -51,29 +51,6 @@ fn gradient_graph(case: &calib::verify::Case, options: &FusionOptions) -> Graph 
     prepare(&graph, options).unwrap().into_owned()
 }
 
-/// The GEMM schedules of `program`, one per shape, as a cache that pins them.
-fn schedules_of(program: &calib::ir::Program, options: &FusionOptions) -> TuningCache {
-    let mut pinned = TuningCache {
-        device: options.device.name.clone(),
-        ..TuningCache::default()
-    };
-    for kernel in &program.kernels {
-        let Some(schedule) = kernel.schedule.and_then(|s| s.gemm) else {
-            continue;
-        };
-        for layouts in [&[][..], &[Layout::ChannelsLast]] {
-            if let Some((key, _)) = shape_key(&kernel.body, Precision::Bf16, layouts) {
-                pinned.entries.entry(key).or_insert(TunedSchedule {
-                    schedule,
-                    measured_us: 0.0,
-                    candidates: 1,
-                });
-            }
-        }
-    }
-    pinned
-}
-
 #[test]
 fn a_folded_consumer_gives_the_same_bits_as_its_own_kernel() {
     let case = load_case(&support::fixture("scbottleneck_s2_down")).unwrap();
@@ -83,7 +60,9 @@ fn a_folded_consumer_gives_the_same_bits_as_its_own_kernel() {
         // its products in the same order.
         let plain = options(without(), layout, None);
         let graph = gradient_graph(&case, &plain);
-        let pinned = schedules_of(&fuse(&graph, &plain).unwrap().program, &plain);
+        let program = fuse(&graph, &plain).unwrap().program;
+        let pinned =
+            support::planner::pinned_schedules(&program, Precision::Bf16, &plain.device.name);
         let with = options(RuleSet::default(), layout, Some(pinned.clone()));
         // The block input's gradient sum rides on the last data gradient.
         let folds = fuse(&graph, &with).unwrap().report.epilogue_consumers;

@@ -55,3 +55,34 @@ pub fn gemm_estimate_ratio(
         .sum();
     planned / emitted
 }
+
+/// The GEMM schedules `program` (planned under `precision` for device `device`) chose,
+/// one per shape, as a tuning cache that pins them for other plans of the same GEMMs:
+/// under both keys, since a kernel over channels-last images has its own.
+pub fn pinned_schedules(
+    program: &calib::ir::Program,
+    precision: calib::ir::Precision,
+    device: &str,
+) -> calib::passes::fusion::tuning::TuningCache {
+    use calib::ir::Layout;
+    use calib::passes::fusion::tuning::{shape_key, TunedSchedule, TuningCache};
+    let mut pinned = TuningCache {
+        device: device.to_string(),
+        ..TuningCache::default()
+    };
+    for kernel in &program.kernels {
+        let Some(schedule) = kernel.schedule.and_then(|s| s.gemm) else {
+            continue;
+        };
+        for layouts in [&[][..], &[Layout::ChannelsLast]] {
+            if let Some((key, _)) = shape_key(&kernel.body, precision, layouts) {
+                pinned.entries.entry(key).or_insert(TunedSchedule {
+                    schedule,
+                    measured_us: 0.0,
+                    candidates: 1,
+                });
+            }
+        }
+    }
+    pinned
+}
